@@ -1,0 +1,60 @@
+"""The ASGI application: FastAPI for the routes, wrapped in crmgate's request-context layer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp
+
+from crmgate.api import docs, errors, openapi
+from crmgate.api.middleware import RequestContextMiddleware
+from crmgate.api.routes import users
+from crmgate.runtime import Services
+from crmgate.settings import Settings
+
+OPENAPI_URL = "/v1/openapi.json"
+log = logging.getLogger("crmgate")
+
+
+def create_fastapi(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.build(settings)
+        try:
+            await services.check_schema()
+            app.state.services = services
+            flusher = asyncio.create_task(services.usage.run(settings.usage_flush_interval))
+            try:
+                yield
+            finally:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
+        finally:
+            await services.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        openapi_url=OPENAPI_URL,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
+    app.include_router(users.router)
+    errors.install(app)
+    docs.install(app, OPENAPI_URL)
+
+    def custom_openapi() -> dict[str, Any]:
+        return openapi.build(app)
+
+    app.openapi = custom_openapi  # type: ignore[method-assign]
+    return app
+
+
+def create_app(settings: Settings | None = None) -> ASGIApp:
+    return RequestContextMiddleware(create_fastapi(settings or Settings()))

@@ -1,0 +1,171 @@
+"""The contract's error shape, and the mapping of every failure onto it.
+
+    {"type": ..., "title": "Unauthorized", "status": 401,
+     "detail": {"code": "SERVICE_UNAUTHORIZED", "message": "..."}, "request_id": "..."}
+
+``request_id`` is crmgate's addition: it is also in the ``X-Request-ID`` header and in the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from crmgate.query import QueryError
+from crmgate.store.accounts import AccountError
+
+ERROR_TYPE = "http://www.w3.org/Protocols/rfc2616/rfc2616-sec10.html"
+log = logging.getLogger("crmgate.error")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        errors: Sequence[Mapping[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.errors = list(errors or [])
+
+
+def unauthorized(message: str = "a valid X-API2CRM-USER-KEY header is required") -> ApiError:
+    return ApiError(401, "SERVICE_UNAUTHORIZED", message)
+
+
+def error_body(
+    status: int,
+    code: str,
+    message: str,
+    request_id: str | None,
+    errors: Sequence[Mapping[str, str]] = (),
+) -> dict[str, Any]:
+    detail: dict[str, Any] = {"code": code, "message": message}
+    if errors:
+        detail["errors"] = list(errors)
+    return {
+        "type": ERROR_TYPE,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "request_id": request_id,
+    }
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def error_response(request: Request, error: ApiError) -> JSONResponse:
+    return JSONResponse(
+        error_body(error.status, error.code, error.message, _request_id(request), error.errors),
+        status_code=error.status,
+        headers=error.headers,
+    )
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _location(loc: Sequence[Any]) -> str:
+    # ("body", "email") -> "email"; ("query", "page_size") -> "page_size"; ("header", x) -> x
+    parts = [str(part) for part in loc[1:]] if len(loc) > 1 else [str(part) for part in loc]
+    return ".".join(parts) or "body"
+
+
+async def _validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = list(exc.errors())
+    about_body = any(tuple(problem.get("loc", ()))[:1] == ("body",) for problem in problems)
+    content_type = request.headers.get("content-type", "")
+    if about_body and content_type and not _is_json(content_type):
+        return error_response(
+            request,
+            ApiError(
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "the body must be JSON, sent with Content-Type: application/json, "
+                f"not {content_type[:80]}",
+            ),
+        )
+    if any(problem.get("type") == "json_invalid" for problem in problems):
+        return error_response(
+            request, ApiError(400, "MALFORMED_REQUEST", "the request body is not valid JSON")
+        )
+    errors = [
+        {"field": _location(problem.get("loc", ())), "message": str(problem.get("msg", ""))}
+        for problem in problems
+    ]
+    message = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+    return error_response(request, ApiError(422, "NOT_VALID", message, errors=errors))
+
+
+async def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+    messages = {
+        404: "no such route; see /v1/openapi.json for the routes this gateway serves",
+        405: f"{request.method} is not allowed on this route",
+    }
+    status = exc.status_code
+    error = ApiError(
+        status,
+        codes.get(status, HTTPStatus(status).name),
+        messages.get(status, str(exc.detail)),
+        headers=exc.headers,
+    )
+    return error_response(request, error)
+
+
+async def _api(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(request, exc)
+
+
+async def _account(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AccountError)
+    errors = [{"field": exc.field, "message": exc.message}] if exc.field else None
+    return error_response(request, ApiError(exc.status, exc.code, exc.message, errors=errors))
+
+
+async def _query(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, QueryError)
+    error = ApiError(
+        400, "NOT_VALID", str(exc), errors=[{"field": exc.parameter, "message": exc.message}]
+    )
+    return error_response(request, error)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(ApiError, _api)
+    app.add_exception_handler(AccountError, _account)
+    app.add_exception_handler(QueryError, _query)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    request_id = _request_id(request)
+    log.error("unhandled error in request %s", request_id, exc_info=exc)
+    exc.__dict__["crmgate_logged"] = True  # Starlette may re-raise it to the outer middleware
+    message = f"the gateway failed to handle this request; quote request id {request_id}"
+    return JSONResponse(error_body(500, "INTERNAL_ERROR", message, request_id), status_code=500)

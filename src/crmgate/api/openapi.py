@@ -1,0 +1,61 @@
+"""crmgate's own OpenAPI document, adjusted to say what the gateway really does.
+
+FastAPI derives the document from the routes. Two things it cannot know are fixed here, once for
+every route: the key headers are required (the gateway answers their absence with 401, not with a
+validation error, so they are optional to FastAPI), and validation failures use the contract's
+error body rather than FastAPI's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from crmgate import __version__
+
+ENFORCED_HEADERS = frozenset({"X-API2CRM-USER-KEY", "X-API2CRM-APPLICATION-KEY"})
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def build(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    document = get_openapi(
+        title="crmgate",
+        version=__version__,
+        summary="Unified CRM API gateway implementing the Data2CRM.API v1 contract",
+        description="Every call needs the `X-API2CRM-USER-KEY` header. Errors use the contract's "
+        "shape: `{type, title, status, detail: {code, message}}`. "
+        "Operations tagged `crmgate` are crmgate's additions to the contract.",
+        routes=app.routes,
+    )
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                _drop_null(parameter)
+                if parameter.get("in") == "header" and parameter["name"] in ENFORCED_HEADERS:
+                    parameter["required"] = True
+                    schema = parameter.get("schema", {})
+                    parameter["schema"] = {"type": "string", "title": schema.get("title", "")}
+            for status, response in operation.get("responses", {}).items():
+                if status == "422":
+                    response["content"] = {"application/json": {"schema": _ERROR_REF}}
+    schemas = document.get("components", {}).get("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    app.openapi_schema = document
+    return document
+
+
+def _drop_null(parameter: dict[str, Any]) -> None:
+    # An optional query or header parameter is absent, never null: `anyOf [T, null]` -> T.
+    schema = parameter.get("schema", {})
+    variants = schema.get("anyOf")
+    if not variants:
+        return
+    kept = [variant for variant in variants if variant.get("type") != "null"]
+    if len(kept) == 1:
+        del schema["anyOf"]
+        schema.update(kept[0])

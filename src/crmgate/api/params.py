@@ -1,0 +1,36 @@
+"""Query parameters shared by the list routes, declared once as the contract declares them."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import Query
+
+MAX_PAGE_SIZE = 100
+
+Page = Annotated[int, Query(ge=1, description="Page to show (default: 1)")]
+PageSize = Annotated[
+    int,
+    Query(
+        ge=1,
+        le=MAX_PAGE_SIZE,
+        description=f"Amount of results (default: 25, at most {MAX_PAGE_SIZE})",
+    ),
+]
+Filter = Annotated[
+    str | None, Query(description="Filter, e.g. email eq 'bill@example.com' (docs/querying.md)")
+]
+Sort = Annotated[
+    str | None,
+    Query(
+        description="Specifies ascending or descending sort on existing fields, e.g. -created_at"
+    ),
+]
+Fields = Annotated[
+    str | None, Query(description="Comma-separated list of fields to include in the response")
+]
+RequestsFrom = Annotated[date | None, Query(description="All Application Requests from this date")]
+RequestsUntil = Annotated[
+    date | None, Query(description="All Application Requests until this date")
+]

@@ -1,0 +1,161 @@
+"""Request and response bodies, named as the contract's schemas are named."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, PlainSerializer, field_validator
+
+from crmgate.store.accounts import Role, UserStatus, UserView
+
+# ISO 8601 with an explicit offset and no fractions: 2013-10-20T19:20:30+00:00
+Timestamp = Annotated[
+    datetime, PlainSerializer(lambda value: value.isoformat(timespec="seconds"), return_type=str)
+]
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["SERVICE_UNAUTHORIZED"])
+    message: str
+    errors: list[FieldError] | None = None
+
+
+class Error(BaseModel):
+    """The contract's error body; ``request_id`` is crmgate's addition."""
+
+    type: str
+    title: str = Field(examples=["Unauthorized"])
+    status: int = Field(examples=[401])
+    detail: ErrorDetail
+    request_id: str | None = None
+
+
+class Count(BaseModel):
+    total: int
+
+
+class InternalUserEntity(BaseModel):
+    """A member of the caller's organisation. ``key`` is the user's id, not a secret."""
+
+    key: str = Field(description="User id (not the secret user key)")
+    name: str
+    email: str
+    phone: str | None = None
+    organization: str = Field(description="Organisation name")
+    roles: list[str]
+    status: str = Field(examples=["active"])
+    created_at: Timestamp
+    updated_at: Timestamp
+    last_used_at: Timestamp | None = Field(
+        default=None, description="Last time one of the user's keys authenticated a request"
+    )
+    request_count: int = Field(description="Requests to connected CRMs in the date range")
+    internal_request_count: int = Field(description="Requests to the gateway's own API")
+    user_key_hint: str | None = Field(
+        default=None, description="The non-secret beginning of the user's active key"
+    )
+
+    @classmethod
+    def of(cls, view: UserView) -> InternalUserEntity:
+        return cls(
+            key=view.id,
+            name=view.name,
+            email=view.email,
+            phone=view.phone,
+            organization=view.organisation_name,
+            roles=[view.role.value],
+            status=view.status.value,
+            created_at=view.created_at,
+            updated_at=view.updated_at,
+            last_used_at=view.last_used_at,
+            request_count=view.request_count,
+            internal_request_count=view.internal_request_count,
+            user_key_hint=view.key_hint,
+        )
+
+
+class InternalUserEntityRelation(BaseModel):
+    key: str = Field(description="User id")
+    user_key: str | None = Field(
+        default=None,
+        description="The new user key: shown only in this response, store it now",
+    )
+
+
+# Fields of InternalUserEntity a client may send back unchanged after a GET; they are ignored.
+_READ_ONLY = {
+    "key",
+    "organization",
+    "created_at",
+    "updated_at",
+    "last_used_at",
+    "request_count",
+    "internal_request_count",
+    "user_key_hint",
+}
+
+
+class _UserInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    # Read-only fields are accepted so a GET-modify-PUT round trip works, and then dropped.
+    key: Any = Field(default=None, exclude=True, json_schema_extra={"readOnly": True})
+    organization: Any = Field(default=None, exclude=True, json_schema_extra={"readOnly": True})
+    created_at: Any = Field(default=None, exclude=True, json_schema_extra={"readOnly": True})
+    updated_at: Any = Field(default=None, exclude=True, json_schema_extra={"readOnly": True})
+    last_used_at: Any = Field(default=None, exclude=True, json_schema_extra={"readOnly": True})
+    request_count: Any = Field(default=None, exclude=True, json_schema_extra={"readOnly": True})
+    internal_request_count: Any = Field(
+        default=None, exclude=True, json_schema_extra={"readOnly": True}
+    )
+    user_key_hint: Any = Field(default=None, exclude=True, json_schema_extra={"readOnly": True})
+
+    @field_validator("roles", check_fields=False)
+    @classmethod
+    def _one_role(cls, roles: list[Role] | None) -> list[Role] | None:
+        if roles is not None and len(set(roles)) != 1:
+            raise ValueError("give exactly one role: admin or member")
+        return roles
+
+    def changes(self) -> dict[str, Any]:
+        data = {
+            name: getattr(self, name) for name in self.model_fields_set if name not in _READ_ONLY
+        }
+        if "roles" in data:
+            roles = data.pop("roles")
+            if roles is not None:
+                data["role"] = roles[0]
+        return data
+
+
+class InternalUserCreate(_UserInput):
+    """A new member of the caller's organisation; the response carries the user's key once."""
+
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    phone: str | None = Field(default=None, max_length=64)
+    roles: list[Role] | None = Field(default=None, description="['admin'] or ['member'] (default)")
+    status: UserStatus = UserStatus.ACTIVE
+
+
+class InternalUserUpdate(_UserInput):
+    """Fields to change; absent fields stay as they are."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, max_length=64)
+    roles: list[Role] | None = None
+    status: UserStatus | None = None
+
+    @field_validator("name", "email", "status")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null")
+        return value

@@ -1,0 +1,288 @@
+"""The operator's command line: serve, migrate, account, user, key, contract-coverage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from crmgate.logs import configure as configure_logging
+from crmgate.runtime import SchemaOutOfDate, Services
+from crmgate.security.secretfile import SecretFileError
+from crmgate.settings import Settings
+from crmgate.store import migrate as migrations
+from crmgate.store.accounts import AccountError, UserView
+from crmgate.store.db import redact_url
+
+T = TypeVar("T")
+
+# Pretty tracebacks are off: they print local variables, and locals can hold secrets.
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
+)
+account_app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Organisations and their first admin.",
+)
+user_app = typer.Typer(
+    no_args_is_help=True, pretty_exceptions_enable=False, help="Users of every organisation."
+)
+key_app = typer.Typer(
+    no_args_is_help=True, pretty_exceptions_enable=False, help="User keys: rotate or revoke."
+)
+app.add_typer(account_app, name="account")
+app.add_typer(user_app, name="user")
+app.add_typer(key_app, name="key")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"crmgate: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def _with_services(work: Callable[[Services], Awaitable[T]], *, check_schema: bool = True) -> T:
+    settings = Settings()
+
+    async def run() -> T:
+        services = Services.build(settings)
+        try:
+            if check_schema:
+                await services.check_schema()
+            return await work(services)
+        finally:
+            await services.close()
+
+    try:
+        return asyncio.run(run())
+    except SchemaOutOfDate as exc:
+        raise _fail(str(exc)) from None
+    except AccountError as exc:
+        raise _fail(exc.message) from None
+    except SecretFileError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _user_json(view: UserView) -> dict[str, Any]:
+    return {
+        "user_id": view.id,
+        "organisation_id": view.organisation_id,
+        "organisation": view.organisation_name,
+        "name": view.name,
+        "email": view.email,
+        "role": view.role.value,
+        "status": view.status.value,
+        "user_key_hint": view.key_hint,
+    }
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date (safe to run again)."""
+    settings = Settings()
+
+    async def run() -> None:
+        services = Services.build(settings)
+        try:
+            await migrations.upgrade(services.engine)
+        finally:
+            await services.close()
+
+    asyncio.run(run())
+    typer.echo(
+        f"crmgate: database {redact_url(settings.resolved_database_url)} is at schema "
+        f"{migrations.head_revision()}"
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (CRMGATE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (CRMGATE_PORT).")] = None,
+) -> None:
+    """Run the gateway. On the first start it creates an admin account and prints its key."""
+    import uvicorn
+
+    from crmgate.api.app import create_app
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(_bootstrap(settings))
+    except SchemaOutOfDate as exc:
+        raise _fail(str(exc)) from None
+    except SecretFileError as exc:
+        raise _fail(str(exc)) from None
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
+
+
+async def _bootstrap(settings: Settings) -> None:
+    services = Services.build(settings)
+    try:
+        await services.check_schema()
+        base = settings.resolved_public_url
+        if await services.accounts.organisation_count() == 0:
+            created = await services.accounts.create_account(
+                "Default organisation", "Admin", "admin@example.com"
+            )
+            curl = shlex.join(
+                [
+                    "curl",
+                    "-s",
+                    "-H",
+                    f"X-API2CRM-USER-KEY: {created.key.secret}",
+                    f"{base}/v1/user/list",
+                ]
+            )
+            typer.echo(
+                "\n".join(
+                    [
+                        "",
+                        "crmgate: first start, created an organisation and its admin.",
+                        f"  organisation: Default organisation ({created.organisation_id})",
+                        f"  admin user:   admin@example.com ({created.user.id})",
+                        f"  user key:     {created.key.secret}",
+                        "  The key is shown only now: keep it. A new one: "
+                        f"crmgate key rotate --user-id {created.user.id}",
+                        "",
+                        "Try it:",
+                        f"  {curl}",
+                        "",
+                    ]
+                )
+            )
+        else:
+            admin = await services.accounts.first_admin()
+            hint = f" (key {admin.key_hint}…)" if admin and admin.key_hint else ""
+            who = f"admin user {admin.email} {admin.id}{hint}; " if admin else ""
+            typer.echo(
+                f"\ncrmgate: {who}a new key: crmgate key rotate --user-id "
+                f"{admin.id if admin else 'USER_ID'}"
+            )
+        typer.echo(f"crmgate: serving {base}/v1 — API docs at {base}/docs\n")
+        sys.stdout.flush()
+    finally:
+        await services.close()
+
+
+@account_app.command("create")
+def account_create(
+    name: Annotated[str, typer.Option(help="Organisation name.")],
+    email: Annotated[str, typer.Option(help="E-mail of the organisation's first admin.")],
+    admin_name: Annotated[str, typer.Option(help="Name of the first admin.")] = "Admin",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an organisation with one admin user, and print the admin's user key (once)."""
+    from pydantic import TypeAdapter, ValidationError
+    from pydantic.networks import EmailStr
+
+    try:
+        TypeAdapter(EmailStr).validate_python(email)
+    except ValidationError:
+        raise _fail(f"--email: {email!r} is not a valid e-mail address") from None
+    if not name.strip():
+        raise _fail("--name may not be empty")
+    created = _with_services(
+        lambda services: services.accounts.create_account(name.strip(), admin_name, email)
+    )
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "organisation_id": created.organisation_id,
+                    "user_id": created.user.id,
+                    "user_key": created.key.secret,
+                    "email": created.user.email,
+                }
+            )
+        )
+        return
+    typer.echo(f"organisation: {name} ({created.organisation_id})")
+    typer.echo(f"admin user:   {created.user.email} ({created.user.id})")
+    typer.echo(f"user key:     {created.key.secret}")
+    typer.echo("The key is shown only now: keep it.")
+
+
+@user_app.command("list")
+def user_list(as_json: JsonFlag = False) -> None:
+    """List every user of every organisation (no secrets)."""
+    users = _with_services(lambda services: services.accounts.all_users())
+    if as_json:
+        typer.echo(json.dumps({"users": [_user_json(view) for view in users]}))
+        return
+    for view in users:
+        typer.echo(
+            f"{view.id}  {view.organisation_id}  {view.role.value:<6}  {view.status.value:<8}  "
+            f"{view.email}  key {view.key_hint or '-'}"
+        )
+
+
+@key_app.command("rotate")
+def key_rotate(
+    user_id: Annotated[str, typer.Option(help="The user whose key to replace.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Revoke the user's key and print a new one (shown only now)."""
+    issued = _with_services(lambda services: services.accounts.rotate_key(user_id))
+    if as_json:
+        typer.echo(json.dumps({"user_id": issued.user_id, "user_key": issued.secret}))
+        return
+    typer.echo(f"user key: {issued.secret}")
+    typer.echo("The previous key no longer works. The new one is shown only now: keep it.")
+
+
+@key_app.command("revoke")
+def key_revoke(
+    user_id: Annotated[str, typer.Option(help="The user whose keys to revoke.")],
+) -> None:
+    """Revoke every key of the user; they stop working at once."""
+    count = _with_services(lambda services: services.accounts.revoke_keys(user_id))
+    typer.echo(f"revoked {count} key(s) of {user_id}")
+
+
+@app.command("contract-coverage")
+def contract_coverage(
+    as_json: JsonFlag = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="List every operation.")] = False,
+) -> None:
+    """Print how many operations of the Data2CRM.API v1 contract crmgate serves."""
+    from crmgate.api.app import create_fastapi
+    from crmgate.contract import coverage
+
+    result = coverage.compare(create_fastapi(Settings()).openapi())
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        typer.echo(coverage.render(result, verbose=verbose))
+    if result.mismatched:
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

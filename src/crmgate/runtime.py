@@ -1,0 +1,67 @@
+"""The long-lived objects of one gateway process, built once from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crmgate.api.auth import Authenticator
+from crmgate.security import secretfile
+from crmgate.security.keys import KeyHasher
+from crmgate.settings import Settings
+from crmgate.store import migrate
+from crmgate.store.accounts import AccountStore
+from crmgate.store.db import create_engine, redact_url, session_factory
+from crmgate.store.usage import UsageRecorder
+
+PEPPER_FILE = "key_pepper"
+
+
+class SchemaOutOfDate(RuntimeError):
+    pass
+
+
+def key_hasher(settings: Settings) -> KeyHasher:
+    if settings.key_pepper is not None:
+        pepper = settings.key_pepper.get_secret_value().encode()
+        if len(pepper) < 32:
+            raise ValueError("CRMGATE_KEY_PEPPER must be at least 32 characters long")
+        return KeyHasher(pepper)
+    return KeyHasher(secretfile.load_or_create(settings.data_dir, PEPPER_FILE))
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    accounts: AccountStore
+    authenticator: Authenticator
+    usage: UsageRecorder
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.resolved_database_url)
+        sessions = session_factory(engine)
+        accounts = AccountStore(sessions, key_hasher(settings))
+        return cls(
+            settings=settings,
+            engine=engine,
+            accounts=accounts,
+            authenticator=Authenticator(accounts, settings.key_last_used_resolution),
+            usage=UsageRecorder(sessions),
+        )
+
+    async def check_schema(self) -> None:
+        current = await migrate.current_revision(self.engine)
+        head = migrate.head_revision()
+        if current != head:
+            raise SchemaOutOfDate(
+                f"the database {redact_url(self.settings.resolved_database_url)} is at schema "
+                f"revision {current or '(empty)'}, this crmgate needs {head}: run `crmgate migrate`"
+            )
+
+    async def close(self) -> None:
+        await self.usage.flush()
+        await self.engine.dispose()

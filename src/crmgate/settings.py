@@ -1,0 +1,62 @@
+"""Operator settings: one name, one default, one line in docs/configuration.md each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Read from the environment (prefix ``CRMGATE_``) or a ``.env`` file in the working dir."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRMGATE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="Directory for the SQLite file and the secrets crmgate generates for itself.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL; overrides the embedded SQLite file, "
+        "e.g. postgresql+asyncpg://user@host/db.",
+    )
+    key_pepper: SecretStr | None = Field(
+        default=None,
+        description="Server-side secret for user-key digests (at least 32 characters). "
+        "Generated into <data_dir>/secrets/key_pepper when not given.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `crmgate serve` listens on.")
+    port: int = Field(default=8080, description="Port `crmgate serve` listens on.")
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL clients use to reach the gateway (printed in examples); "
+        "defaults to http://<host>:<port>.",
+    )
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+    key_last_used_resolution: float = Field(
+        default=60.0,
+        description="Seconds: a key's last_used_at is written at most this often "
+        "(saves a database write per request).",
+    )
+    usage_flush_interval: float = Field(
+        default=5.0, description="Seconds between writes of the request counters to the database."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'crmgate.db').resolve()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"

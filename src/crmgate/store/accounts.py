@@ -1,0 +1,545 @@
+"""Organisations, their users and the users' keys: every read and write of the account tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmgate.query import Condition, QueryError, SortKey
+from crmgate.security import keys
+from crmgate.security.keys import IssuedKey, KeyHasher, KeyKind
+from crmgate.store.db import SessionFactory
+from crmgate.store.ids import new_id
+from crmgate.store.models import ApiKey, Organisation, UsageDaily, User, utcnow
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class UserStatus(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class AccountError(Exception):
+    """A request the account rules refuse; ``code`` is the contract's error code."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the owner of a valid, unrevoked key of an active user."""
+
+    user_id: str
+    organisation_id: str
+    role: Role
+    key_id: str
+    key_hint: str
+    key_last_used_at: datetime | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+@dataclass(frozen=True, slots=True)
+class UserView:
+    """A user as the API shows it, without any secret."""
+
+    id: str
+    organisation_id: str
+    organisation_name: str
+    name: str
+    email: str
+    phone: str | None
+    role: Role
+    status: UserStatus
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+    key_hint: str | None
+    request_count: int = 0
+    internal_request_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccount:
+    organisation_id: str
+    user: UserView
+    key: IssuedKey
+
+
+# Fields that filters and sorts may name, and the column behind each.
+_USER_FIELDS: dict[str, Any] = {
+    "key": User.id,
+    "id": User.id,
+    "name": User.name,
+    "email": User.email,
+    "phone": User.phone,
+    "status": User.status,
+    "roles": User.role,
+    "role": User.role,
+    "created_at": User.created_at,
+    "updated_at": User.updated_at,
+}
+_DATETIME_FIELDS = frozenset(("created_at", "updated_at"))
+
+
+def _condition(condition: Condition) -> ColumnElement[bool]:
+    column = _USER_FIELDS.get(condition.field)
+    if column is None:
+        raise QueryError(
+            "filter",
+            f"unknown field {condition.field!r}; filterable: {', '.join(sorted(_USER_FIELDS))}",
+        )
+    value: Any = condition.value
+    if condition.field in _DATETIME_FIELDS and value is not None:
+        try:
+            value = datetime.fromisoformat(str(value))
+        except ValueError as exc:
+            raise QueryError("filter", f"{condition.field} needs an ISO 8601 date") from exc
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+    elif condition.field == "email" and isinstance(value, str):
+        value = value.lower()
+    op = condition.op
+    if value is None:
+        if op == "eq":
+            return column.is_(None)  # type: ignore[no-any-return]
+        if op == "ne":
+            return column.is_not(None)  # type: ignore[no-any-return]
+        raise QueryError("filter", f"{op} cannot compare with null")
+    if op in ("contains", "startswith"):
+        if not isinstance(value, str):
+            raise QueryError("filter", f"{op} needs a text value")
+        escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%" if op == "contains" else f"{escaped}%"
+        return func.lower(column).like(pattern.lower(), escape="\\")
+    comparisons = {
+        "eq": column.__eq__,
+        "ne": column.__ne__,
+        "gt": column.__gt__,
+        "ge": column.__ge__,
+        "lt": column.__lt__,
+        "le": column.__le__,
+    }
+    return comparisons[op](value)  # type: ignore[no-any-return]
+
+
+def _order(sort: Sequence[SortKey]) -> list[Any]:
+    order: list[Any] = []
+    for key in sort:
+        column = _USER_FIELDS.get(key.field)
+        if column is None:
+            raise QueryError(
+                "sort", f"unknown field {key.field!r}; sortable: {', '.join(sorted(_USER_FIELDS))}"
+            )
+        order.append(column.desc() if key.descending else column.asc())
+    order.append(User.created_at.asc())
+    order.append(User.id.asc())  # a total order, so pages never overlap or skip
+    return order
+
+
+class AccountStore:
+    def __init__(self, sessions: SessionFactory, hasher: KeyHasher) -> None:
+        self._sessions = sessions
+        self._hasher = hasher
+
+    # ---- keys -------------------------------------------------------------------------------
+
+    def _issue(self, session: AsyncSession, user: User, now: datetime) -> IssuedKey:
+        secret = keys.generate(KeyKind.USER)
+        row = ApiKey(
+            id=new_id("key"),
+            user_id=user.id,
+            organisation_id=user.organisation_id,
+            kind=KeyKind.USER.value,
+            hint=keys.hint(secret),
+            digest=self._hasher.digest(secret),
+            created_at=now,
+        )
+        session.add(row)
+        return IssuedKey(user_id=user.id, key_id=row.id, hint=row.hint, secret=secret)
+
+    async def authenticate(self, key: str) -> Principal | None:
+        """The principal behind ``key``, or None if it is unknown, revoked or its user disabled."""
+        digest = self._hasher.digest(key)
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(ApiKey, User.role)
+                    .join(User, User.id == ApiKey.user_id)
+                    .where(
+                        ApiKey.digest == digest,
+                        ApiKey.revoked_at.is_(None),
+                        User.status == UserStatus.ACTIVE.value,
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        api_key, role = row
+        return Principal(
+            user_id=api_key.user_id,
+            organisation_id=api_key.organisation_id,
+            role=Role(role),
+            key_id=api_key.id,
+            key_hint=api_key.hint,
+            key_last_used_at=api_key.last_used_at,
+        )
+
+    async def touch_key(self, key_id: str, when: datetime) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when)
+            )
+
+    async def rotate_key(self, user_id: str, organisation_id: str | None = None) -> IssuedKey:
+        """Revoke the user's current keys and issue a new one, in one transaction."""
+        now = utcnow()
+        async with self._sessions.begin() as session:
+            user = await self._user_row(session, user_id, organisation_id)
+            await session.execute(
+                update(ApiKey)
+                .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            return self._issue(session, user, now)
+
+    async def revoke_keys(self, user_id: str, organisation_id: str | None = None) -> int:
+        async with self._sessions.begin() as session:
+            user = await self._user_row(session, user_id, organisation_id)
+            result = await session.execute(
+                update(ApiKey)
+                .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    # ---- organisations and users --------------------------------------------------------------
+
+    async def create_account(self, name: str, admin_name: str, admin_email: str) -> NewAccount:
+        now = utcnow()
+        async with self._sessions.begin() as session:
+            organisation = Organisation(id=new_id("org"), name=name, created_at=now)
+            session.add(organisation)
+            user = self._new_user(organisation.id, admin_name, admin_email, None, Role.ADMIN, now)
+            session.add(user)
+            await session.flush()
+            key = self._issue(session, user, now)
+        return NewAccount(organisation.id, self._view(user, organisation.name, key.hint), key)
+
+    async def organisation_count(self) -> int:
+        async with self._sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(Organisation)) or 0)
+
+    async def all_users(self) -> list[UserView]:
+        """Every user of every organisation, for the operator's CLI."""
+        async with self._sessions() as session:
+            users = list(
+                (
+                    await session.scalars(
+                        select(User).order_by(User.organisation_id, User.created_at, User.id)
+                    )
+                ).all()
+            )
+            return await self._views(session, users)
+
+    async def first_admin(self) -> UserView | None:
+        async with self._sessions() as session:
+            user = await session.scalar(
+                select(User)
+                .where(User.role == Role.ADMIN.value, User.status == UserStatus.ACTIVE.value)
+                .order_by(User.created_at, User.id)
+                .limit(1)
+            )
+            if user is None:
+                return None
+            return (await self._views(session, [user]))[0]
+
+    @staticmethod
+    def _new_user(
+        organisation_id: str, name: str, email: str, phone: str | None, role: Role, now: datetime
+    ) -> User:
+        return User(
+            id=new_id("usr"),
+            organisation_id=organisation_id,
+            name=name,
+            email=email.lower(),
+            phone=phone,
+            role=role.value,
+            status=UserStatus.ACTIVE.value,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def create_user(
+        self,
+        organisation_id: str,
+        *,
+        name: str,
+        email: str,
+        phone: str | None = None,
+        role: Role = Role.MEMBER,
+        status: UserStatus = UserStatus.ACTIVE,
+    ) -> tuple[UserView, IssuedKey]:
+        now = utcnow()
+        try:
+            async with self._sessions.begin() as session:
+                organisation = await session.get(Organisation, organisation_id)
+                if organisation is None:
+                    raise AccountError(404, "ENTITY_NOT_FOUND", "organisation not found")
+                user = self._new_user(organisation_id, name, email, phone, role, now)
+                user.status = status.value
+                session.add(user)
+                await session.flush()
+                key = self._issue(session, user, now)
+        except IntegrityError as exc:
+            raise AccountError(
+                422, "NOT_VALID", "email: a user with this e-mail already exists", "email"
+            ) from exc
+        return self._view(user, organisation.name, key.hint), key
+
+    async def _user_row(
+        self, session: AsyncSession, user_id: str, organisation_id: str | None
+    ) -> User:
+        query = select(User).where(User.id == user_id)
+        if organisation_id is not None:
+            query = query.where(User.organisation_id == organisation_id)
+        user = await session.scalar(query)
+        if user is None:
+            raise AccountError(404, "ENTITY_NOT_FOUND", f"user {user_id} not found")
+        return user
+
+    def _filtered(
+        self, query: Select[Any], organisation_id: str, conditions: Sequence[Condition]
+    ) -> Select[Any]:
+        clauses = [User.organisation_id == organisation_id, *map(_condition, conditions)]
+        return query.where(and_(*clauses))
+
+    async def list_users(
+        self,
+        organisation_id: str,
+        *,
+        conditions: Sequence[Condition] = (),
+        sort: Sequence[SortKey] = (),
+        page: int = 1,
+        page_size: int = 25,
+        usage_from: date | None = None,
+        usage_to: date | None = None,
+    ) -> list[UserView]:
+        query = self._filtered(select(User), organisation_id, conditions).order_by(*_order(sort))
+        query = query.offset((page - 1) * page_size).limit(page_size)
+        async with self._sessions() as session:
+            users = list((await session.scalars(query)).all())
+            return await self._views(session, users, usage_from, usage_to)
+
+    async def count_users(self, organisation_id: str, conditions: Sequence[Condition] = ()) -> int:
+        query = self._filtered(select(func.count()).select_from(User), organisation_id, conditions)
+        async with self._sessions() as session:
+            return int(await session.scalar(query) or 0)
+
+    async def get_user(
+        self,
+        organisation_id: str,
+        user_id: str,
+        usage_from: date | None = None,
+        usage_to: date | None = None,
+    ) -> UserView:
+        async with self._sessions() as session:
+            user = await self._user_row(session, user_id, organisation_id)
+            return (await self._views(session, [user], usage_from, usage_to))[0]
+
+    async def update_user(
+        self, organisation_id: str, user_id: str, changes: dict[str, Any]
+    ) -> UserView:
+        """Apply ``changes`` (name, email, phone, role, status); the organisation keeps an admin."""
+        try:
+            async with self._sessions.begin() as session:
+                await self._lock_organisation(session, organisation_id)
+                user = await self._user_row(session, user_id, organisation_id)
+                for name, value in changes.items():
+                    if name == "email":
+                        value = value.lower()
+                    elif name in ("role", "status"):
+                        value = value.value
+                    setattr(user, name, value)
+                user.updated_at = utcnow()
+                await session.flush()
+                await self._ensure_active_admin(session, organisation_id)
+        except IntegrityError as exc:
+            raise AccountError(
+                422, "NOT_VALID", "email: a user with this e-mail already exists", "email"
+            ) from exc
+        return await self.get_user(organisation_id, user_id)
+
+    async def delete_user(self, organisation_id: str, user_id: str) -> None:
+        async with self._sessions.begin() as session:
+            await self._lock_organisation(session, organisation_id)
+            user = await self._user_row(session, user_id, organisation_id)
+            await session.delete(user)
+            await session.flush()
+            await self._ensure_active_admin(session, organisation_id)
+
+    @staticmethod
+    async def _lock_organisation(session: AsyncSession, organisation_id: str) -> None:
+        # Written first so that it takes the write lock before any read: two admins demoting
+        # each other at once are serialised instead of both seeing "another admin remains".
+        await session.execute(
+            update(Organisation)
+            .where(Organisation.id == organisation_id)
+            .values(version=Organisation.version + 1)
+        )
+
+    @staticmethod
+    async def _ensure_active_admin(session: AsyncSession, organisation_id: str) -> None:
+        admins = await session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(
+                User.organisation_id == organisation_id,
+                User.role == Role.ADMIN.value,
+                User.status == UserStatus.ACTIVE.value,
+            )
+        )
+        if not admins:
+            raise AccountError(
+                403, "NOT_ALLOWED", "an organisation must keep at least one active admin"
+            )
+
+    # ---- views --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _view(
+        user: User,
+        organisation_name: str,
+        key_hint: str | None,
+        last_used_at: datetime | None = None,
+        usage: tuple[int, int] = (0, 0),
+    ) -> UserView:
+        return UserView(
+            id=user.id,
+            organisation_id=user.organisation_id,
+            organisation_name=organisation_name,
+            name=user.name,
+            email=user.email,
+            phone=user.phone,
+            role=Role(user.role),
+            status=UserStatus(user.status),
+            created_at=user.created_at,
+            updated_at=user.updated_at,
+            last_used_at=last_used_at,
+            key_hint=key_hint,
+            request_count=usage[0],
+            internal_request_count=usage[1],
+        )
+
+    async def _views(
+        self,
+        session: AsyncSession,
+        users: list[User],
+        usage_from: date | None = None,
+        usage_to: date | None = None,
+    ) -> list[UserView]:
+        if not users:
+            return []
+        ids = [user.id for user in users]
+        organisation_names = {
+            organisation_id: name
+            for organisation_id, name in (
+                await session.execute(
+                    select(Organisation.id, Organisation.name).where(
+                        Organisation.id.in_({user.organisation_id for user in users})
+                    )
+                )
+            )
+        }
+        active_keys = {
+            user_id: (hint, last_used)
+            for user_id, hint, last_used in (
+                await session.execute(
+                    select(ApiKey.user_id, ApiKey.hint, ApiKey.last_used_at)
+                    .where(ApiKey.user_id.in_(ids), ApiKey.revoked_at.is_(None))
+                    .order_by(ApiKey.created_at)
+                )
+            )
+        }
+        last_used = {
+            user_id: when
+            for user_id, when in (
+                await session.execute(
+                    select(ApiKey.user_id, func.max(ApiKey.last_used_at))
+                    .where(ApiKey.user_id.in_(ids))
+                    .group_by(ApiKey.user_id)
+                )
+            )
+        }
+        usage_query = (
+            select(
+                UsageDaily.user_id,
+                func.sum(UsageDaily.request_count),
+                func.sum(UsageDaily.internal_request_count),
+            )
+            .where(UsageDaily.user_id.in_(ids))
+            .group_by(UsageDaily.user_id)
+        )
+        if usage_from is not None:
+            usage_query = usage_query.where(UsageDaily.day >= usage_from)
+        if usage_to is not None:
+            usage_query = usage_query.where(UsageDaily.day <= usage_to)
+        usage = {
+            user_id: (int(requests or 0), int(internal or 0))
+            for user_id, requests, internal in (await session.execute(usage_query))
+        }
+        return [
+            self._view(
+                user,
+                organisation_names.get(user.organisation_id, ""),
+                active_keys.get(user.id, (None, None))[0],
+                _aware(last_used.get(user.id)),
+                usage.get(user.id, (0, 0)),
+            )
+            for user in users
+        ]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # Aggregates (max) bypass the column type, so SQLite hands back a naive string or datetime.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def day_range(start: date | None, end: date | None) -> tuple[date | None, date | None]:
+    if start and end and end < start:
+        raise QueryError("application_request_end", "is before application_request_start")
+    return start, end
+
+
+__all__ = [
+    "AccountError",
+    "AccountStore",
+    "NewAccount",
+    "Principal",
+    "Role",
+    "UserStatus",
+    "UserView",
+    "day_range",
+]

@@ -1,0 +1,226 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL) and a real gateway on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import uvicorn
+
+from crmgate.api.app import create_app
+from crmgate.runtime import Services
+from crmgate.settings import Settings
+from crmgate.store import migrate
+
+T = TypeVar("T")
+
+PG_HOST = os.environ.get("CRMGATE_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("CRMGATE_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("CRMGATE_TEST_PG_USER", "postgres")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def run(awaitable: Awaitable[T]) -> T:
+    async def wrapper() -> T:
+        return await awaitable
+
+    return asyncio.run(wrapper())
+
+
+# ---- PostgreSQL --------------------------------------------------------------------------------
+
+
+def _pg_reachable() -> bool:
+    try:
+        with socket.create_connection((PG_HOST, PG_PORT), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _pg_admin(sql: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def go() -> None:
+        connection = await asyncpg.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres"
+        )
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    if _pg_reachable():
+        return
+    message = (
+        f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT}: the PostgreSQL half of the store "
+        "tests did NOT run. Start it (see .ci/run) to run them."
+    )
+    if IN_CI:
+        pytest.fail(message + " CI must never skip them.")
+    pytest.skip(message)
+
+
+def new_postgres_database() -> tuple[str, str]:
+    name = f"crmgate_test_{secrets.token_hex(6)}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    return name, f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+
+
+def drop_postgres_database(name: str) -> None:
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Database:
+    backend: str
+    url: str
+    name: str  # SQLite file path or PostgreSQL database name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty database of each backend; PostgreSQL gets a fresh database per test."""
+    if request.param == "sqlite":
+        path = tmp_path / "store.db"
+        yield Database("sqlite", f"sqlite+aiosqlite:///{path}", str(path))
+        return
+    request.getfixturevalue("postgres_available")
+    name, url = new_postgres_database()
+    try:
+        yield Database("postgresql", url, name)
+    finally:
+        drop_postgres_database(name)
+
+
+def make_settings(data_dir: Path, database_url: str | None = None, **extra: Any) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        data_dir=data_dir,
+        database_url=database_url,
+        usage_flush_interval=0.2,
+        **extra,
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: Database) -> Settings:
+    """Settings on a migrated database of each backend."""
+    result = make_settings(tmp_path / "data", database.url)
+    migrate_database(result)
+    return result
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    result = make_settings(tmp_path / "data")
+    migrate_database(result)
+    return result
+
+
+def migrate_database(settings: Settings) -> None:
+    async def go() -> None:
+        services = Services.build(settings)
+        try:
+            await migrate.upgrade(services.engine)
+        finally:
+            await services.close()
+
+    asyncio.run(go())
+
+
+def with_services(settings: Settings, work: Any) -> Any:
+    """Run ``await work(services)`` on a fresh Services of these settings (the operator's side)."""
+
+    async def go() -> Any:
+        services = Services.build(settings)
+        try:
+            return await work(services)
+        finally:
+            await services.close()
+
+    return asyncio.run(go())
+
+
+# ---- a gateway on loopback ---------------------------------------------------------------------
+
+
+class RunningGateway:
+    """crmgate's real ASGI app under uvicorn, in a thread, on a free loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, server_header=False, lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
+
+    def __enter__(self) -> RunningGateway:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        self.socket.close()
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"X-API2CRM-USER-KEY": key} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=20, trust_env=False)
+
+
+@pytest.fixture
+def gateway(settings: Settings) -> Iterator[RunningGateway]:
+    with RunningGateway(create_app(settings)) as running:
+        yield running
+
+
+@pytest.fixture
+def sqlite_gateway(sqlite_settings: Settings) -> Iterator[RunningGateway]:
+    with RunningGateway(create_app(sqlite_settings)) as running:
+        yield running
+
+
+@dataclass
+class Account:
+    organisation_id: str
+    user_id: str
+    key: str
+
+
+def create_account(
+    settings: Settings, name: str = "Acme", email: str = "admin@acme.example"
+) -> Account:
+    async def work(services: Services) -> Account:
+        created = await services.accounts.create_account(name, "Admin", email)
+        return Account(created.organisation_id, created.user.id, created.key.secret)
+
+    result: Account = with_services(settings, work)
+    return result

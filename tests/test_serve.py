@@ -1,0 +1,152 @@
+"""`make serve` as a newcomer runs it: first start prints a key and a curl that works."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Served:
+    """A gateway started the way a newcomer starts it, its output read as it comes."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.process.stdout, self._out), daemon=True),
+            threading.Thread(target=self._pump, args=(self.process.stderr, self._err), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _pump(stream: IO[str], sink: list[str]) -> None:
+        for line in stream:
+            sink.append(line)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self._out)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._err)
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.stdout)
+            if match:
+                return match
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"no {pattern!r} in output:\n{self.stdout}\n{self.stderr}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
+
+
+def curl_ok(command: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = subprocess.run(
+            [*shlex.split(command), "-w", "\n%{http_code}"], capture_output=True, text=True
+        )
+        body, _, status = result.stdout.rpartition("\n")
+        if status == "200" or time.monotonic() > deadline:
+            assert status == "200", result
+            return body
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CRMGATE_")}
+    environment["CRMGATE_DATA_DIR"] = str(tmp_path / "var")
+    yield environment
+
+
+def test_make_serve_prints_a_key_and_a_curl_that_answers_200(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    served = Served(["make", "--no-print-directory", "serve", f"PORT={port}"], env)
+    try:
+        curl = served.wait_for(r"(curl -s -H .*/v1/user/list)\n")[1]
+        key = served.wait_for(r"user key:\s+(cgu_\w+)")[1]
+        assert key in curl and f"127.0.0.1:{port}" in curl
+        body = curl_ok(curl)
+        assert '"roles":["admin"]' in body
+    finally:
+        served.stop()
+    assert key not in served.stderr, "the user key reached the log"
+    assert served.stdout.count(key) == 2  # the banner's key line and its curl: nothing else
+    secrets_dir = tmp_path / "var" / "secrets"
+    assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((secrets_dir / "key_pepper").stat().st_mode) == 0o600
+    pepper = (secrets_dir / "key_pepper").read_text().strip()
+    assert pepper not in served.stdout + served.stderr
+    assert "GET /v1/user/list 200" in served.stderr  # the access log
+
+    # Second start: no new account, no key printed; the old key still works.
+    port = free_port()
+    again = Served(["make", "--no-print-directory", "serve", f"PORT={port}"], env)
+    try:
+        again.wait_for(r"serving http://127\.0\.0\.1:\d+/v1")
+        assert "cgu_" not in again.stdout.replace(key[:10], "")
+        assert "crmgate key rotate --user-id usr_" in again.stdout
+        curl_ok(curl.replace(f":{curl.split(':')[-1].split('/')[0]}/", f":{port}/"))
+    finally:
+        again.stop()
+
+
+def test_serve_refuses_an_unmigrated_database(env: dict[str, str]) -> None:
+    crmgate = str(ROOT / ".venv" / "bin" / "crmgate")
+    result = subprocess.run(
+        [crmgate, "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "run `crmgate migrate`" in result.stderr
