@@ -120,3 +120,28 @@ def test_unexpected_failure_is_500_without_internals(
     logged = [r for r in caplog.records if r.name == "crmgate.error"]
     assert logged and body["request_id"] in logged[0].getMessage()
     assert logged[0].exc_info is not None
+
+
+def test_an_oversized_body_is_413(sqlite_gateway: RunningGateway, admin: Account) -> None:
+    with sqlite_gateway.client(admin.key) as client:
+        response = client.post(
+            "/v1/user", json={"name": "x" * 1_100_000, "email": "big@acme.example"}
+        )
+        assert_error(response, 413, "REQUEST_TOO_LARGE")
+        assert client.get("/v1/user/count").json() == {"total": 1}
+
+
+def test_a_chunked_body_over_the_limit_is_413(
+    sqlite_gateway: RunningGateway, admin: Account
+) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(300):
+            yield b"x" * 4096
+        yield b'", "email": "big@acme.example"}'
+
+    with sqlite_gateway.client(admin.key) as client:
+        response = client.post(
+            "/v1/user", content=chunks(), headers={"content-type": "application/json"}
+        )
+    assert_error(response, 413, "REQUEST_TOO_LARGE")

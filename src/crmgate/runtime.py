@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crmgate.api.auth import Authenticator
 from crmgate.security import secretfile
+from crmgate.security.authn import Authenticator
 from crmgate.security.keys import KeyHasher
 from crmgate.settings import Settings
 from crmgate.store import migrate

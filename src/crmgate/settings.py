@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         description="Seconds: a key's last_used_at is written at most this often "
         "(saves a database write per request).",
     )
+    max_body_bytes: int = Field(
+        default=1_048_576, description="Largest request body accepted, in bytes (larger: 413)."
+    )
     usage_flush_interval: float = Field(
         default=5.0, description="Seconds between writes of the request counters to the database."
     )

@@ -57,4 +57,7 @@ def create_fastapi(settings: Settings) -> FastAPI:
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
-    return RequestContextMiddleware(create_fastapi(settings or Settings()))
+    settings = settings or Settings()
+    return RequestContextMiddleware(
+        create_fastapi(settings), max_body_bytes=settings.max_body_bytes
+    )

@@ -43,7 +43,7 @@ class ApiError(Exception):
         self.errors = list(errors or [])
 
 
-def unauthorized(message: str = "a valid X-API2CRM-USER-KEY header is required") -> ApiError:
+def unauthorized(message: str) -> ApiError:
     return ApiError(401, "SERVICE_UNAUTHORIZED", message)
 
 

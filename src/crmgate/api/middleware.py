@@ -1,4 +1,5 @@
-"""The outermost layer of every request: request id, security headers, access log, last-resort 500.
+"""The outermost layer of every request: request id, body limit, security headers, access log,
+and the last-resort 500.
 
 It is plain ASGI (no framework) so that it wraps everything, the framework's own error handling
 included, and costs little on the hot path.
@@ -26,9 +27,14 @@ access_log = logging.getLogger("crmgate.access")
 error_log = logging.getLogger("crmgate.error")
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = 1_048_576) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,54 +44,109 @@ class RequestContextMiddleware:
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        path: str = scope.get("path", "")
-        no_store = path.startswith(_NO_STORE_PREFIXES)
+        no_store = scope.get("path", "").startswith(_NO_STORE_PREFIXES)
+        limit = self.max_body_bytes
         status = 0
+        received = 0
+        too_large = False
 
-        async def send_wrapper(message: Message) -> None:
+        async def send_decorated(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", [])
-                    if name.lower() != b"server"
-                ]
-                headers.append((b"x-request-id", request_id.encode()))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                headers.append((b"referrer-policy", b"no-referrer"))
-                if no_store and not any(name.lower() == b"cache-control" for name, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
+                message["headers"] = _headers(message.get("headers", []), request_id, no_store)
             await send(message)
 
+        async def send_error(error_status: int, code: str, message: str) -> None:
+            start, body = _error_messages(error_status, code, message, request_id)
+            await send_decorated(start)
+            await send_decorated(body)
+
+        async def send_app(message: Message) -> None:
+            # Once the body was cut off, whatever the application answers (frameworks turn the
+            # interrupted read into a 400) is replaced by one 413.
+            if too_large:
+                if message["type"] == "http.response.start" and status == 0:
+                    await send_error(413, "REQUEST_TOO_LARGE", _too_large(limit))
+                return
+            await send_decorated(message)
+
+        async def receive_limited() -> Message:
+            # Content-Length can be absent (chunked) or wrong: count what really arrives.
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise BodyTooLarge
+            return message
+
         try:
-            await self.app(scope, receive, send_wrapper)
-        except Exception as exc:
-            if not exc.__dict__.get("crmgate_logged"):
-                error_log.exception("unhandled error in request %s", request_id)
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                too_large = True
+                raise BodyTooLarge
+            await self.app(scope, receive_limited, send_app)
+        except BodyTooLarge:
             if status == 0:
-                body = json.dumps(
-                    error_body(
-                        500,
-                        "INTERNAL_ERROR",
-                        f"the gateway failed to handle this request; quote request id {request_id}",
-                        request_id,
+                await send_error(413, "REQUEST_TOO_LARGE", _too_large(limit))
+        except Exception as exc:
+            if too_large:
+                if status == 0:
+                    await send_error(413, "REQUEST_TOO_LARGE", _too_large(limit))
+            else:
+                if not exc.__dict__.get("crmgate_logged"):
+                    error_log.exception("unhandled error in request %s", request_id)
+                if status == 0:
+                    message = (
+                        f"the gateway failed to handle this request; quote request id {request_id}"
                     )
-                ).encode()
-                await send_wrapper(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send_wrapper({"type": "http.response.body", "body": body})
+                    await send_error(500, "INTERNAL_ERROR", message)
         finally:
             _log_access(scope, state, status, started, request_id)
+
+
+def _too_large(limit: int) -> str:
+    return f"the request body is larger than {limit} bytes"
+
+
+def _headers(
+    headers: list[tuple[bytes, bytes]], request_id: str, no_store: bool
+) -> list[tuple[bytes, bytes]]:
+    result = [(name, value) for name, value in headers if name.lower() != b"server"]
+    result.append((b"x-request-id", request_id.encode()))
+    result.append((b"x-content-type-options", b"nosniff"))
+    result.append((b"referrer-policy", b"no-referrer"))
+    if no_store and not any(name.lower() == b"cache-control" for name, _ in result):
+        result.append((b"cache-control", b"no-store"))
+    return result
+
+
+def _error_messages(
+    status: int, code: str, message: str, request_id: str
+) -> tuple[Message, Message]:
+    body = json.dumps(error_body(status, code, message, request_id)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 413:
+        headers.append((b"connection", b"close"))  # the rest of the body is not read
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
