@@ -83,6 +83,24 @@ def _user_json(view: UserView) -> dict[str, Any]:
     }
 
 
+def _version(value: bool) -> None:
+    if value:
+        from crmgate import __version__
+
+        typer.echo(f"crmgate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """crmgate: a self-hosted unified CRM API gateway (the Data2CRM.API v1 contract)."""
+
+
 @app.command()
 def migrate() -> None:
     """Bring the database schema up to date (safe to run again)."""

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp
 
 from crmgate.api import docs, errors, openapi
 from crmgate.api.middleware import RequestContextMiddleware
-from crmgate.api.routes import users
+from crmgate.api.routes import health, users
 from crmgate.runtime import Services
 from crmgate.settings import Settings
 
@@ -46,6 +46,7 @@ def create_fastapi(settings: Settings) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None,
     )
     app.include_router(users.router)
+    app.include_router(health.router)
     errors.install(app)
     docs.install(app, OPENAPI_URL)
 

@@ -78,4 +78,7 @@ class UsageRecorder:
     async def run(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # keep counting whatever happened to one batch
+                log.exception("request counters: flush failed")
