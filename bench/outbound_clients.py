@@ -3,7 +3,8 @@
 
 What it measures
 ----------------
-For each client under test (aiohttp, httpx, niquests -- whichever are importable) the script
+For each client under test (aiohttp, httpx without and with ``sniffio`` importable -- see
+``ALL_CLIENTS`` for why that matters -- and niquests; whichever are importable) the script
 runs a *bare forwarding proxy*: a raw ASGI app on uvicorn (uvloop + httptools, access log off,
 one worker, one process) that, for every incoming request, makes one GET to an upstream through
 a single shared, pooled, keep-alive client created at startup, adds ``Authorization: Bearer x``,
@@ -14,15 +15,19 @@ and returns the upstream's status and body. The proxy is then driven by a closed
 * the proxy process's CPU time per request (utime + stime from ``/proc/<pid>/stat``, read right
   before and right after the measured window; all threads of the process are included);
 * latency p50/p90/p99 as reported by the load generator;
-* the upstream's CPU per request (a sanity check that the upstream is not the bottleneck).
+* the upstream's CPU per request (a sanity check that the upstream is not the bottleneck), the
+  number of new upstream connections the proxy opened in the window (pool reuse check),
+  hypervisor steal on the proxy's CPU and machine CPU used by anything else (interference).
 
 A "floor" row drives the upstream directly, i.e. what the machine does with no proxy at all.
 
 The upstream is a raw uvloop ``asyncio.Protocol`` server in its own process that answers every
 GET with the same ~6 KB JSON body (a Salesforce-shaped query page of 25 contacts). It does no
 HTTP parsing beyond counting request terminators, so it costs a few microseconds per request.
-``GET /__echo`` (only used once per proxy, before the load) echoes the request head so the
-script can check that the proxy really adds the Authorization header.
+Two side paths serve the sanity checks (never hit under load): ``GET /__echo`` echoes the
+request head, so the script checks that each proxy really adds the Authorization header, and
+``GET /__stats`` reports how many connections the upstream has accepted, so the script checks
+that each client really reuses its pooled connections during the measured window.
 
 Load generator: Debian's ``wrk`` (``apt-get install -y wrk``) with a small Lua script that
 caps the request count and prints a JSON summary; if ``wrk`` is missing, a small asyncio load
@@ -38,8 +43,9 @@ Usage (the clients under test must be importable by the Python that runs the scr
 
     python3 -m venv /tmp/benchenv
     /tmp/benchenv/bin/pip install aiohttp==3.14.5 httpx==0.28.1 uvicorn==0.54.0 \\
-        uvloop==0.23.0 httptools==0.9.0 niquests
-    /tmp/benchenv/bin/python bench/outbound_clients.py            # all clients, 1 round
+        uvloop==0.23.0 httptools==0.9.0 niquests==3.21.2
+    /tmp/benchenv/bin/pip install --target /tmp/sniffio-site sniffio   # for httpx+sniffio only
+    /tmp/benchenv/bin/python bench/outbound_clients.py --sniffio-dir /tmp/sniffio-site
     /tmp/benchenv/bin/python bench/outbound_clients.py --rounds 3 --clients aiohttp,httpx
 
 Results: a table on stdout and JSON in ``bench/results/outbound_clients.json`` (``--out``).
@@ -57,6 +63,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -74,10 +81,29 @@ DEFAULT_OUT = HERE / "results" / "outbound_clients.json"
 HOST = "127.0.0.1"
 UPSTREAM_PATH = "/services/data/v60.0/query?q=SELECT+Id+FROM+Contact"
 AUTH_HEADER = ("Authorization", "Bearer x")
-ALL_CLIENTS = ("aiohttp", "httpx", "niquests")
+# "httpx+sniffio" is httpx with the ``sniffio`` package importable. httpcore 1.0.x does
+# ``import sniffio`` inside ``current_async_library()`` on every lock/event setup; anyio >= 4.11
+# no longer depends on sniffio, so without it each of those calls is a *failed* import (Python
+# does not cache failures, so each one searches sys.path again; encode/httpcore PR #1103). Plain
+# "httpx" runs with whatever the interpreter has; "httpx+sniffio" needs sniffio importable or
+# ``--sniffio-dir DIR`` (made with ``pip install --target DIR sniffio``).
+ALL_CLIENTS = ("aiohttp", "httpx", "httpx+sniffio", "niquests")
 # Module that must be importable for each client to be benchmarked.
-CLIENT_MODULES = {"aiohttp": "aiohttp", "httpx": "httpx", "niquests": "niquests"}
+CLIENT_MODULES = {
+    "aiohttp": "aiohttp",
+    "httpx": "httpx",
+    "httpx+sniffio": "httpx",
+    "niquests": "niquests",
+}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SNIFFIO_IN_ENV = importlib.util.find_spec("sniffio") is not None
+
+
+def label(client: str) -> str:
+    """Row label: says whether plain httpx ran with or without sniffio."""
+    if client == "httpx":
+        return "httpx (sniffio)" if SNIFFIO_IN_ENV else "httpx (no sniffio)"
+    return client
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,11 +124,7 @@ def salesforce_page() -> bytes:
                 "FirstName": f"First{i}",
                 "LastName": f"Last{i}",
                 "Email": f"first{i}.last{i}@example.com",
-                "Phone": f"+1 415 555 {i:04d}",
-                "Title": "VP Sales",
                 "AccountId": f"0015g00000Cd{i:03d}XYZ",
-                "MailingCity": "San Francisco",
-                "LastModifiedDate": "2026-10-01T12:00:00.000+0000",
             }
         )
     page = {
@@ -125,17 +147,20 @@ def run_upstream(port: int) -> None:
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     ) + body
+    accepted = 0  # connections accepted so far, reported by GET /__stats
 
     class Upstream(asyncio.Protocol):
         """Answers each request head (terminated by CRLFCRLF) with the fixed response."""
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            nonlocal accepted
+            accepted += 1
             self.transport = transport  # type: ignore[assignment]
             self.buf = b""
 
         def data_received(self, data: bytes) -> None:
             buf = self.buf + data if self.buf else data
-            if b"/__echo" in buf:  # slow path, only used by the pre-load sanity check
+            if b"/__" in buf:  # slow path, only for the sanity checks around a load run
                 self._slow(buf)
                 return
             n = buf.count(b"\r\n\r\n")
@@ -150,13 +175,18 @@ def run_upstream(port: int) -> None:
         def _slow(self, buf: bytes) -> None:
             while (end := buf.find(b"\r\n\r\n")) >= 0:
                 head, buf = buf[: end + 4], buf[end + 4 :]
-                if head.split(b" ", 2)[1].startswith(b"/__echo"):
+                path = head.split(b" ", 2)[1]
+                extra = None
+                if path.startswith(b"/__echo"):  # the request head, as received
+                    extra = head
+                elif path.startswith(b"/__stats"):
+                    extra = b'{"accepted":%d}' % accepted
+                out = response
+                if extra is not None:
                     out = (
                         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                        b"Content-Length: %d\r\n\r\n" % len(head)
-                    ) + head
-                else:
-                    out = response
+                        b"Content-Length: %d\r\n\r\n" % len(extra)
+                    ) + extra
                 self.transport.write(out)  # type: ignore[attr-defined]
             self.buf = buf
 
@@ -179,7 +209,7 @@ class Fetcher:
     """One shared, pooled, keep-alive client; ``get`` returns (status, content_type, body)."""
 
     def __init__(self, client: str, pool: int) -> None:
-        self.client = client
+        self.client = client.split("+")[0]  # "httpx+sniffio" uses the httpx code path
         self.pool = pool
         self.headers = dict([AUTH_HEADER])
         self.session: Any = None
@@ -259,7 +289,11 @@ def make_proxy_app(fetcher: Fetcher, upstream: str) -> Any:
     return app
 
 
-def run_proxy(client: str, port: int, upstream_port: int, pool: int) -> None:
+def run_proxy(client: str, port: int, upstream_port: int, pool: int, sniffio_dir: str) -> None:
+    if client == "httpx+sniffio":
+        if sniffio_dir:
+            sys.path.append(sniffio_dir)
+        import sniffio  # noqa: F401  (fail loudly if the variant cannot be honoured)
     import uvicorn
 
     app = make_proxy_app(Fetcher(client, pool), f"http://{HOST}:{upstream_port}")
@@ -348,6 +382,7 @@ def run_load(port: int, path: str, connections: int, duration: float, max_reques
                 "p50_us": pct(50),
                 "p90_us": pct(90),
                 "p99_us": pct(99),
+                "capped": int(len(lat) >= max_requests),
             }
         )
     )
@@ -357,27 +392,36 @@ def run_load(port: int, path: str, connections: int, duration: float, max_reques
 # Orchestrator helpers
 # --------------------------------------------------------------------------------------------
 # wrk script: pre-formats the request once, caps the per-thread request count (args[1]) and
-# prints a one-line JSON summary prefixed with WRKJSON.
+# prints a one-line JSON summary prefixed with WRKJSON. A thread that reaches the cap stops
+# early, but wrk still reports the full -d duration, so a capped run's req/s is only a lower
+# bound ("capped" tells); the default cap is far above what the box can do in the window.
 WRK_LUA = r"""
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
 local cap, count, req = 0, 0, nil
 function init(args)
   cap = tonumber(args[1]) or 0
   req = wrk.format()
+  capped = 0
 end
 function request()
   count = count + 1
-  if cap > 0 and count >= cap then wrk.thread:stop() end
+  if cap > 0 and count >= cap then
+    capped = 1
+    wrk.thread:stop()
+  end
   return req
 end
 function done(summary, latency, requests)
-  local e = summary.errors
+  local e, c = summary.errors, 0
+  for _, t in ipairs(threads) do c = math.max(c, t:get("capped") or 0) end
   io.write(string.format(
     'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"err_connect":%d,"err_read":%d,' ..
     '"err_write":%d,"err_status":%d,"err_timeout":%d,"lat_mean_us":%f,"lat_max_us":%d,' ..
-    '"p50_us":%d,"p90_us":%d,"p99_us":%d}\n',
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"capped":%d}\n',
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
     e.timeout, latency.mean, latency.max, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99)))
+    latency:percentile(99), c))
 end
 """
 
@@ -464,6 +508,32 @@ class Bench:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
     @staticmethod
+    def steal_seconds(cpus: set[int]) -> float:
+        """Hypervisor steal time of the given CPUs (from /proc/stat), in seconds. Steal is
+        time the VM's vCPU wanted to run but the host ran something else; it is not counted
+        in a process's CPU time but does lower its requests/s."""
+        total = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *vals = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                    total += int(vals[7])  # user nice system idle iowait irq softirq steal
+        return total / CLK_TCK
+
+    @staticmethod
+    def busy_seconds() -> float:
+        """Non-idle CPU time of the whole machine (user nice system irq softirq), seconds."""
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return (vals[0] + vals[1] + vals[2] + vals[5] + vals[6]) / CLK_TCK
+
+    @staticmethod
+    def children_cpu_seconds() -> float:
+        """CPU of reaped children (here: the load generator once it has exited)."""
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+
+    @staticmethod
     def rss_mib(pid: int) -> float:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -502,28 +572,46 @@ class Bench:
             )
         proc = self.spawn(argv, self.cpu_helpers, stdout=subprocess.PIPE, text=True)
         try:
-            out, _ = proc.communicate(timeout=duration + 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
-        finally:
+            out, _ = proc.communicate(timeout=duration + 30)  # hard bound on the run
+        finally:  # timeout, or we are being interrupted: never leave it running
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
             self.procs.remove(proc)
         if proc.returncode != 0:
             raise RuntimeError(f"load generator failed ({proc.returncode}): {out[-500:]}")
         line = next(ln for ln in out.splitlines() if ln.startswith(("WRKJSON ", "{")))
         return json.loads(line.removeprefix("WRKJSON "))
 
-    def measure(self, port: int, sut_pid: int, upstream_pid: int | None) -> dict[str, Any]:
-        """Warm up, then one measured window bracketed by CPU readings of the processes."""
+    def upstream_accepted(self, up_port: int) -> int:
+        """Connections the upstream has accepted so far (this query's own included)."""
+        return json.loads(self.http_get(up_port, "/__stats")[1])["accepted"]
+
+    def measure(
+        self, port: int, sut_pid: int, upstream_pid: int | None = None, up_port: int = 0
+    ) -> dict[str, Any]:
+        """Warm up, then one measured window bracketed by CPU readings of the processes.
+        With ``upstream_pid``/``up_port`` (proxy runs) also the upstream's CPU and the number
+        of upstream connections the proxy opened during the window (0 = perfect reuse)."""
         a = self.args
         self.load(port, a.warmup)
         time.sleep(0.2)
+        acc0 = self.upstream_accepted(up_port) if up_port else 0
+        steal0 = self.steal_seconds(self.cpu_sut)
+        busy0, gen0 = self.busy_seconds(), self.children_cpu_seconds()
         sut0 = self.cpu_seconds(sut_pid)
         up0 = self.cpu_seconds(upstream_pid) if upstream_pid else 0.0
         res = self.load(port, a.duration)
         sut1 = self.cpu_seconds(sut_pid)
         up1 = self.cpu_seconds(upstream_pid) if upstream_pid else 0.0
+        busy1, gen1 = self.busy_seconds(), self.children_cpu_seconds()
+        steal1 = self.steal_seconds(self.cpu_sut)
+        # Machine CPU not spent by the server under test, the upstream or the load generator:
+        # kernel softirq work for the loopback traffic plus anything else running on the box
+        # (a high value means interference and a less trustworthy req/s).
+        other = (busy1 - busy0) - (sut1 - sut0) - (up1 - up0) - (gen1 - gen0)
+        # -1: the second /__stats query's own connection.
+        new_conns = self.upstream_accepted(up_port) - acc0 - 1 if up_port else None
         n = res["requests"]
         secs = res["duration_us"] / 1e6
         errors = sum(res[k] for k in res if k.startswith("err_"))
@@ -534,6 +622,10 @@ class Bench:
             "server_cpu_s": round(sut1 - sut0, 2),
             "server_cpu_ms_per_req": round((sut1 - sut0) * 1e3 / n, 4) if n else None,
             "server_cpu_util_pct": round((sut1 - sut0) / secs * 100, 1),
+            # Steal on the server-under-test CPU(s), as % of one CPU over the window.
+            "sut_cpu_steal_pct": round((steal1 - steal0) / secs * 100, 1),
+            "loadgen_cpu_s": round(gen1 - gen0, 2),
+            "other_cpu_pct": round(other / secs * 100, 1),
             "upstream_cpu_us_per_req": (
                 round((up1 - up0) * 1e6 / n, 1) if upstream_pid and n else None
             ),
@@ -544,7 +636,8 @@ class Bench:
             "max_ms": round(res["lat_max_us"] / 1e3, 3),
             "errors": errors,
             "error_detail": {k: res[k] for k in res if k.startswith("err_") and res[k]},
-            "hit_request_cap": n >= a.max_requests,
+            "upstream_new_connections": new_conns,
+            "hit_request_cap": bool(res["capped"]),
             "server_rss_mib": round(self.rss_mib(sut_pid), 1),
         }
 
@@ -559,14 +652,16 @@ class Bench:
         for rnd in range(1, a.rounds + 1):
             # Floor: the load generator straight at the upstream, upstream on the SUT CPU.
             os.sched_setaffinity(upstream.pid, self.cpu_sut)
-            res = self.measure(up_port, upstream.pid, None)
+            res = self.measure(up_port, upstream.pid)
             os.sched_setaffinity(upstream.pid, self.cpu_helpers)
-            runs.append({"round": rnd, "target": "floor (no proxy)", **res})
+            runs.append({"round": rnd, "target": "floor (no proxy)", "client": None, **res})
             self.report_line(runs[-1])
             for client in clients:
                 port = self.free_port()
                 proxy = self.spawn(
-                    self.self_cmd("_proxy", client, str(port), str(up_port), str(a.pool)),
+                    self.self_cmd(
+                        "_proxy", client, str(port), str(up_port), str(a.pool), a.sniffio_dir
+                    ),
                     self.cpu_sut,
                 )
                 try:
@@ -574,13 +669,14 @@ class Bench:
                     status, echo = self.http_get(port, "/__echo")
                     if status != 200 or b"authorization: bearer x" not in echo.lower():
                         raise RuntimeError(f"{client}: proxy did not forward auth: {echo!r}")
-                    res = self.measure(port, proxy.pid, upstream.pid)
+                    res = self.measure(port, proxy.pid, upstream.pid, up_port)
                 finally:
                     self.stop(proxy)
-                runs.append({"round": rnd, "target": client, **res})
+                runs.append({"round": rnd, "target": label(client), "client": client, **res})
                 self.report_line(runs[-1])
         self.stop(upstream)
         return {
+            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": machine_info(self.wrk),
             "config": {
                 "connections": a.connections,
@@ -596,6 +692,8 @@ class Bench:
                 "cpu_helpers": sorted(self.cpu_helpers),
                 "upstream_body_bytes": len(body),
                 "clients": clients,
+                "sniffio_in_env": SNIFFIO_IN_ENV,
+                "sniffio_dir": a.sniffio_dir or None,
             },
             "runs": runs,
             "summary": summarize(runs),
@@ -604,20 +702,24 @@ class Bench:
     @staticmethod
     def report_line(r: dict[str, Any]) -> None:
         print(
-            f"  round {r['round']} {r['target']:<17} {r['rps']:>9.1f} req/s  "
-            f"{r['server_cpu_ms_per_req']} ms CPU/req  p99 {r['p99_ms']} ms  "
-            f"errors {r['errors']}",
+            f"  round {r['round']} {r['target']:<19} {r['rps']:>9.1f} req/s  "
+            f"{r['server_cpu_ms_per_req']} ms CPU/req  {r['server_cpu_util_pct']}% busy  "
+            f"steal {r['sut_cpu_steal_pct']}%  other {r['other_cpu_pct']}%  p99 {r['p99_ms']} ms  "
+            f"errors {r['errors']}"
+            + ("  REQUEST CAP HIT: window cut short, raise --max-requests" * r["hit_request_cap"]),
             file=sys.stderr,
             flush=True,
         )
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median over rounds per target, in first-seen order."""
+    """Median over rounds per target (plus req/s min/max), in first-seen order."""
     keys = [
         "rps",
         "server_cpu_ms_per_req",
         "server_cpu_util_pct",
+        "sut_cpu_steal_pct",
+        "other_cpu_pct",
         "upstream_cpu_us_per_req",
         "p50_ms",
         "p99_ms",
@@ -629,30 +731,52 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for k in keys:
             vals = [r[k] for r in rs if r[k] is not None]
             row[k] = round(statistics.median(vals), 4) if vals else None
+        row["rps_min"] = min(r["rps"] for r in rs)
+        row["rps_max"] = max(r["rps"] for r in rs)
+        conns = [r["upstream_new_connections"] for r in rs]
+        row["upstream_new_connections"] = None if None in conns else sum(conns)
         row["errors"] = sum(r["errors"] for r in rs)
+        row["hit_request_cap"] = any(r["hit_request_cap"] for r in rs)
         out.append(row)
     return out
 
 
 def print_table(summary: list[dict[str, Any]]) -> None:
     proxies = [r for r in summary if not r["target"].startswith("floor")]
-    best = max((r["rps"] for r in proxies), default=0) or 1
+    best_rps = max((r["rps"] for r in proxies), default=0) or 1
+    best_cpu = min((r["server_cpu_ms_per_req"] or 1 for r in proxies), default=1)
     hdr = (
-        f"{'target':<17} {'req/s':>9} {'vs best':>8} {'CPU ms/req':>10} {'CPU %':>6} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'upstr us/req':>12} {'errors':>6}"
+        f"{'target':<19} {'req/s':>7} {'rel':>5} {'CPU ms/req':>10} {'rel':>5} "
+        f"{'CPU%':>4} {'st%':>3} {'oth%':>4} {'p50 ms':>7} {'p99 ms':>7} {'upstr us/req':>12} "
+        f"{'new conns':>9} {'errors':>6}"
     )
     print(hdr)
     print("-" * len(hdr))
     for r in summary:
-        vs = "" if r["target"].startswith("floor") else f"{r['rps'] / best * 100:.0f}%"
+        floor = r["target"].startswith("floor")
+        cpu = r["server_cpu_ms_per_req"]
+        rel_rps = "" if floor else f"{r['rps'] / best_rps:.2f}"
+        if r["hit_request_cap"]:  # see WRK_LUA: req/s of a capped run is not valid
+            rel_rps = "CAP!"
+        rel_cpu = "" if floor or not cpu else f"{cpu / best_cpu:.1f}x"
         up = "" if r["upstream_cpu_us_per_req"] is None else f"{r['upstream_cpu_us_per_req']:.1f}"
+        nc = "" if r["upstream_new_connections"] is None else str(r["upstream_new_connections"])
         print(
-            f"{r['target']:<17} {r['rps']:>9.0f} {vs:>8} {r['server_cpu_ms_per_req']:>10.4f} "
-            f"{r['server_cpu_util_pct']:>6.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-            f"{up:>12} {r['errors']:>6}"
+            f"{r['target']:<19} {r['rps']:>7.0f} {rel_rps:>5} {cpu:>10.4f} {rel_cpu:>5} "
+            f"{r['server_cpu_util_pct']:>4.0f} {r['sut_cpu_steal_pct']:>3.0f} "
+            f"{r['other_cpu_pct']:>4.0f} "
+            f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {up:>12} {nc:>9} {r['errors']:>6}"
         )
-    print("CPU ms/req and CPU % are for the server under test: the proxy, or the upstream")
-    print("for the floor row. 'upstr us/req' is the upstream's CPU per proxied request.")
+    print(
+        "Medians over rounds. req/s 'rel' = share of the best proxy; CPU 'rel' = multiple of\n"
+        "the cheapest proxy. CPU ms/req and CPU% are for the server under test (the proxy, or\n"
+        "the upstream on the floor row); st% = hypervisor steal on its CPU (% of one CPU);\n"
+        "oth% = machine CPU used by neither the SUT, the upstream nor the load generator\n"
+        "(loopback softirq + other processes; approximate: per-process and per-CPU kernel\n"
+        "accounting differ, so values within about +-10 are noise and may be negative; a\n"
+        "large value means interference). 'upstr us/req' = upstream CPU per proxied request;\n"
+        "'new conns' = upstream connections the proxy opened in the measured window."
+    )
 
 
 def pkg_version(name: str) -> str | None:
@@ -708,7 +832,7 @@ def main() -> None:
         if role == "_upstream":
             run_upstream(int(rest[0]))
         elif role == "_proxy":
-            run_proxy(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+            run_proxy(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
         elif role == "_load":
             run_load(int(rest[0]), rest[1], int(rest[2]), float(rest[3]), int(rest[4]))
         else:
@@ -723,6 +847,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="repeat all targets N times")
     p.add_argument("--max-requests", type=int, default=2_000_000, help="cap per load run")
     p.add_argument("--pool", type=int, default=256, help="client connection-pool size")
+    p.add_argument(
+        "--sniffio-dir",
+        default="",
+        help="directory holding sniffio (pip install --target DIR sniffio) for httpx+sniffio",
+    )
     p.add_argument("--wrk-threads", type=int, default=1)
     p.add_argument("--load", choices=("auto", "wrk", "python"), default="auto")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -736,6 +865,17 @@ def main() -> None:
         if importlib.util.find_spec(CLIENT_MODULES[c]) is None:
             print(f"skipping {c}: not importable by {sys.executable}", file=sys.stderr)
             continue
+        if c == "httpx+sniffio":
+            if SNIFFIO_IN_ENV:
+                print("skipping httpx+sniffio: plain httpx already has sniffio", file=sys.stderr)
+                continue
+            if not (args.sniffio_dir and (Path(args.sniffio_dir) / "sniffio").is_dir()):
+                print(
+                    "skipping httpx+sniffio: sniffio is not installed; pass --sniffio-dir DIR "
+                    "after `pip install --target DIR sniffio`",
+                    file=sys.stderr,
+                )
+                continue
         clients.append(c)
 
     bench = Bench(args)
@@ -755,7 +895,8 @@ def main() -> None:
         print(f"aiohttp response parser: {m['aiohttp_response_parser']}")
     cfg = results["config"]
     print(
-        f"load: {cfg['load_generator']} {m.get('wrk', '')}, {cfg['connections']} connections, "
+        f"load: {m['wrk'].split(' [')[0] if 'wrk' in m else cfg['load_generator']}, "
+        f"{cfg['connections']} connections, "
         f"{cfg['warmup_s']} s warm-up + {cfg['duration_s']} s measured, {cfg['rounds']} round(s), "
         f"pinned={cfg['pinned']} (SUT cpu {cfg['cpu_server_under_test']}, helpers "
         f"{cfg['cpu_helpers']}), body {cfg['upstream_body_bytes']} B\n"
