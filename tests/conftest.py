@@ -8,7 +8,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,13 +28,6 @@ PG_HOST = os.environ.get("CRMGATE_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("CRMGATE_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("CRMGATE_TEST_PG_USER", "postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def run(awaitable: Awaitable[T]) -> T:
-    async def wrapper() -> T:
-        return await awaitable
-
-    return asyncio.run(wrapper())
 
 
 # ---- PostgreSQL --------------------------------------------------------------------------------
@@ -134,25 +127,15 @@ def sqlite_settings(tmp_path: Path) -> Settings:
 
 
 def migrate_database(settings: Settings) -> None:
-    async def go() -> None:
-        services = Services.build(settings)
-        try:
-            await migrate.upgrade(services.engine)
-        finally:
-            await services.close()
-
-    asyncio.run(go())
+    with_services(settings, lambda services: migrate.upgrade(services.engine))
 
 
 def with_services(settings: Settings, work: Any) -> Any:
     """Run ``await work(services)`` on a fresh Services of these settings (the operator's side)."""
 
     async def go() -> Any:
-        services = Services.build(settings)
-        try:
+        async with Services.open(settings, check_schema=False) as services:
             return await work(services)
-        finally:
-            await services.close()
 
     return asyncio.run(go())
 

@@ -48,17 +48,17 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _with_services(work: Callable[[Services], Awaitable[T]], *, check_schema: bool = True) -> T:
-    settings = Settings()
+def _with_services(
+    work: Callable[[Services], Awaitable[T]],
+    *,
+    check_schema: bool = True,
+    settings: Settings | None = None,
+) -> T:
+    settings = settings or Settings()
 
     async def run() -> T:
-        services = Services.build(settings)
-        try:
-            if check_schema:
-                await services.check_schema()
+        async with Services.open(settings, check_schema=check_schema) as services:
             return await work(services)
-        finally:
-            await services.close()
 
     try:
         return asyncio.run(run())
@@ -105,15 +105,7 @@ def _main(
 def migrate() -> None:
     """Bring the database schema up to date (safe to run again)."""
     settings = Settings()
-
-    async def run() -> None:
-        services = Services.build(settings)
-        try:
-            await migrations.upgrade(services.engine)
-        finally:
-            await services.close()
-
-    asyncio.run(run())
+    _with_services(lambda services: migrations.upgrade(services.engine), check_schema=False)
     typer.echo(
         f"crmgate: database {redact_url(settings.resolved_database_url)} is at schema "
         f"{migrations.head_revision()}"
@@ -137,12 +129,7 @@ def serve(
         overrides["port"] = port
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
-    try:
-        asyncio.run(_bootstrap(settings))
-    except SchemaOutOfDate as exc:
-        raise _fail(str(exc)) from None
-    except SecretFileError as exc:
-        raise _fail(str(exc)) from None
+    _with_services(_bootstrap, settings=settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -156,53 +143,42 @@ def serve(
     )
 
 
-async def _bootstrap(settings: Settings) -> None:
-    services = Services.build(settings)
-    try:
-        await services.check_schema()
-        base = settings.resolved_public_url
-        if await services.accounts.organisation_count() == 0:
-            created = await services.accounts.create_account(
-                "Default organisation", "Admin", "admin@example.com"
-            )
-            curl = shlex.join(
+async def _bootstrap(services: Services) -> None:
+    """First start: create an organisation and its admin, and show the admin's key once."""
+    base = services.settings.resolved_public_url
+    if await services.accounts.organisation_count() == 0:
+        created = await services.accounts.create_account(
+            "Default organisation", "Admin", "admin@example.com"
+        )
+        header = f"X-API2CRM-USER-KEY: {created.key.secret}"
+        curl = shlex.join(["curl", "-s", "-H", header, f"{base}/v1/user/list"])
+        typer.echo(
+            "\n".join(
                 [
-                    "curl",
-                    "-s",
-                    "-H",
-                    f"X-API2CRM-USER-KEY: {created.key.secret}",
-                    f"{base}/v1/user/list",
+                    "",
+                    "crmgate: first start, created an organisation and its admin.",
+                    f"  organisation: Default organisation ({created.organisation_id})",
+                    f"  admin user:   admin@example.com ({created.user.id})",
+                    f"  user key:     {created.key.secret}",
+                    "  The key is shown only now: keep it. A new one: "
+                    f"crmgate key rotate --user-id {created.user.id}",
+                    "",
+                    "Try it:",
+                    f"  {curl}",
+                    "",
                 ]
             )
-            typer.echo(
-                "\n".join(
-                    [
-                        "",
-                        "crmgate: first start, created an organisation and its admin.",
-                        f"  organisation: Default organisation ({created.organisation_id})",
-                        f"  admin user:   admin@example.com ({created.user.id})",
-                        f"  user key:     {created.key.secret}",
-                        "  The key is shown only now: keep it. A new one: "
-                        f"crmgate key rotate --user-id {created.user.id}",
-                        "",
-                        "Try it:",
-                        f"  {curl}",
-                        "",
-                    ]
-                )
-            )
-        else:
-            admin = await services.accounts.first_admin()
-            hint = f" (key {admin.key_hint}…)" if admin and admin.key_hint else ""
-            who = f"admin user {admin.email} {admin.id}{hint}; " if admin else ""
-            typer.echo(
-                f"\ncrmgate: {who}a new key: crmgate key rotate --user-id "
-                f"{admin.id if admin else 'USER_ID'}"
-            )
-        typer.echo(f"crmgate: serving {base}/v1 — API docs at {base}/docs\n")
-        sys.stdout.flush()
-    finally:
-        await services.close()
+        )
+    else:
+        admin = await services.accounts.first_admin()
+        hint = f" (key {admin.key_hint}…)" if admin and admin.key_hint else ""
+        who = f"admin user {admin.email} {admin.id}{hint}; " if admin else ""
+        typer.echo(
+            f"\ncrmgate: {who}a new key: crmgate key rotate --user-id "
+            f"{admin.id if admin else 'USER_ID'}"
+        )
+    typer.echo(f"crmgate: serving {base}/v1 — API docs at {base}/docs\n")
+    sys.stdout.flush()
 
 
 @account_app.command("create")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -52,6 +54,20 @@ class Services:
             authenticator=Authenticator(accounts, settings.key_last_used_resolution),
             usage=UsageRecorder(sessions),
         )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, settings: Settings, *, check_schema: bool = True
+    ) -> AsyncIterator[Services]:
+        """Services for the length of a block; closed (counters flushed, pool emptied) after it."""
+        services = cls.build(settings)
+        try:
+            if check_schema:
+                await services.check_schema()
+            yield services
+        finally:
+            await services.close()
 
     async def check_schema(self) -> None:
         current = await migrate.current_revision(self.engine)

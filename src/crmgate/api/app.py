@@ -24,9 +24,7 @@ log = logging.getLogger("crmgate")
 def create_fastapi(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = Services.build(settings)
-        try:
-            await services.check_schema()
+        async with Services.open(settings) as services:
             app.state.services = services
             flusher = asyncio.create_task(services.usage.run(settings.usage_flush_interval))
             try:
@@ -35,8 +33,6 @@ def create_fastapi(settings: Settings) -> FastAPI:
                 flusher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await flusher
-        finally:
-            await services.close()
 
     app = FastAPI(
         lifespan=lifespan,
