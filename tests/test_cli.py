@@ -81,6 +81,11 @@ def test_clear_errors(env: dict[str, str]) -> None:
     crmgate(env, "migrate")
     bad_email = crmgate(env, "account", "create", "--name", "A", "--email", "nope", check=False)
     assert bad_email.returncode == 1 and "not a valid e-mail" in bad_email.stderr
-    missing = crmgate(env, "key", "rotate", "--user-id", "usr_missing", check=False)
-    assert missing.returncode == 1 and "usr_missing not found" in missing.stderr
-    assert "Traceback" not in missing.stderr + bad_email.stderr + unmigrated.stderr
+    absent = "usr_" + "A" * 22
+    missing = crmgate(env, "key", "rotate", "--user-id", absent, check=False)
+    assert missing.returncode == 1 and f"user {absent} not found" in missing.stderr
+    malformed = crmgate(env, "key", "revoke", "--user-id", "nonsense", check=False)
+    assert malformed.returncode == 1 and "user not found" in malformed.stderr
+    assert (
+        "Traceback" not in missing.stderr + bad_email.stderr + unmigrated.stderr + malformed.stderr
+    )

@@ -80,6 +80,9 @@ def test_the_comparison_catches_what_breaks_the_contract(document: dict) -> None
     broken["components"]["schemas"]["InternalUserEntity"]["properties"].pop("email")
     broken["components"]["schemas"]["Count"]["properties"]["total"] = {"type": "string"}
     del broken["paths"]["/v1/user/{internal_user_id}"]["delete"]["responses"]["204"]
+    create_body = broken["components"]["schemas"]["InternalUserCreate"]
+    assert create_body["additionalProperties"] is False
+    create_body["properties"].pop("phone")
     result = coverage.compare(broken)
     problems = {f"{op.method} {op.path}": op.problems for op in result.mismatched}
     listed = "\n".join(problems["get /user/list"])
@@ -91,7 +94,8 @@ def test_the_comparison_catches_what_breaks_the_contract(document: dict) -> None
         "response 200.total: type string where the reference has integer"
     ]
     assert "success status" in problems["delete /user/{internal_user_id}"][0]
-    assert len(result.matching) == len(coverage.compare(document).matching) - 4
+    assert problems["post /user"] == ["request body.phone: refused, the reference accepts it"]
+    assert len(result.matching) == len(coverage.compare(document).matching) - 5
 
 
 def test_contract_coverage_command_prints_the_number() -> None:

@@ -12,7 +12,7 @@ import logging.config
 import re
 from typing import Any
 
-_KEY_SHAPED = re.compile(r"\b(cg[a-z])_[0-9A-Za-z]{20,}")
+_KEY_SHAPED = re.compile(r"(?<![0-9A-Za-z])(cg[a-z])_[0-9A-Za-z]{20,}")
 
 
 def redact(text: str) -> str:
@@ -26,9 +26,8 @@ class RedactingFilter(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            if _KEY_SHAPED.search(str(exc)):
-                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            # The whole chain is formatted (causes and contexts included) and masked.
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 

@@ -59,6 +59,7 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _tokens(text: str) -> list[tuple[str, str, int]]:
@@ -77,11 +78,17 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
     return found
 
 
+def _no_control_characters(parameter: str, text: str) -> None:
+    if _CONTROL.search(text):
+        raise QueryError(parameter, "control characters are not allowed")
+
+
 def parse_filter(text: str | None) -> tuple[Condition, ...]:
     if text is None or not text.strip():
         return ()
     if len(text) > MAX_EXPRESSION:
         raise QueryError("filter", f"longer than {MAX_EXPRESSION} characters")
+    _no_control_characters("filter", text)
     tokens = _tokens(text)
     conditions: list[Condition] = []
     index = 0
@@ -125,6 +132,7 @@ def _value(kind: str, raw: str, at: int) -> Value:
 def parse_sort(text: str | None) -> tuple[SortKey, ...]:
     if text is None or not text.strip():
         return ()
+    _no_control_characters("sort", text)
     keys: list[SortKey] = []
     for part in text.split(","):
         words = part.split()

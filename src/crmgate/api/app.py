@@ -40,6 +40,9 @@ def create_fastapi(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
+        # No trailing-slash redirects: they are built from the Host header, and clients resend
+        # the key headers to wherever a redirect points.
+        redirect_slashes=False,
     )
     app.include_router(users.router)
     app.include_router(health.router)

@@ -126,6 +126,11 @@ async def _http(request: Request, exc: Exception) -> Response:
         405: f"{request.method} is not allowed on this route",
     }
     status = exc.status_code
+    if status == 400:
+        # The framework's own 400s are all failures to read the body (bad UTF-8, nesting, ...).
+        return error_response(
+            request, ApiError(400, "MALFORMED_REQUEST", "the request body cannot be read as JSON")
+        )
     error = ApiError(
         status,
         codes.get(status, HTTPStatus(status).name),

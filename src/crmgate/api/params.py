@@ -9,7 +9,9 @@ from fastapi import Query
 
 MAX_PAGE_SIZE = 100
 
-Page = Annotated[int, Query(ge=1, description="Page to show (default: 1)")]
+MAX_PAGE = 1_000_000
+
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page to show (default: 1)")]
 PageSize = Annotated[
     int,
     Query(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, PlainSerializer, field_validator
 
 from crmgate.store.accounts import Role, UserStatus, UserView
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # ISO 8601 with an explicit offset and no fractions: 2013-10-20T19:20:30+00:00
 Timestamp = Annotated[
@@ -115,6 +118,13 @@ class _UserInput(BaseModel):
         default=None, exclude=True, json_schema_extra={"readOnly": True}
     )
     user_key_hint: Any = Field(default=None, exclude=True, json_schema_extra={"readOnly": True})
+
+    @field_validator("name", "phone", check_fields=False)
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("control characters are not allowed")
+        return value
 
     @field_validator("roles", check_fields=False)
     @classmethod

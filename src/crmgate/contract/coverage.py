@@ -4,7 +4,8 @@ An operation of the reference document counts as served when crmgate's own OpenA
 the same method on the same path (under /v1) and it matches: every reference parameter exists with
 the same location, requiredness and type; crmgate requires nothing the reference does not; and
 each success response has the reference's status code and a schema that carries every property
-the reference's schema has, with the same types (crmgate may add properties).
+the reference's schema has, with the same types (crmgate may add properties); and a request body
+with any property of the reference's body schema is accepted (not refused as unknown).
 """
 
 from __future__ import annotations
@@ -126,6 +127,10 @@ def _schema_problems(
     our_type = ours.get("type") or ("object" if "properties" in ours else None)
     if ref_type is None:
         return []
+    if our_type is None and not any(
+        k in ours for k in ("anyOf", "oneOf", "allOf", "enum", "const")
+    ):
+        return []  # ours accepts any value here
     if ref_type != our_type:
         return [f"{where}: type {our_type} where the reference has {ref_type}"]
     problems: list[str] = []
@@ -156,6 +161,33 @@ def _parameters(
     return found
 
 
+def _body_problems(
+    ref_op: dict[str, Any], our_op: dict[str, Any], ref_doc: _Resolver, our_doc: _Resolver
+) -> list[str]:
+    """A body the reference accepts must be accepted: every reference property is known."""
+    ref_body = ref_doc.resolve(ref_op.get("requestBody") or {})
+    ref_schema = ref_body.get("content", {}).get("application/json", {}).get("schema")
+    if ref_schema is None:
+        return []
+    our_body = our_doc.resolve(our_op.get("requestBody") or {})
+    our_schema = our_body.get("content", {}).get("application/json", {}).get("schema")
+    if our_schema is None:
+        return ["request body: none accepted where the reference has one"]
+    ref_schema, our_schema = _nonnull(ref_schema, ref_doc), _nonnull(our_schema, our_doc)
+    problems: list[str] = []
+    our_properties = our_schema.get("properties", {})
+    closed = our_schema.get("additionalProperties") is False
+    for name, ref_property in ref_schema.get("properties", {}).items():
+        if name not in our_properties:
+            if closed:
+                problems.append(f"request body.{name}: refused, the reference accepts it")
+            continue
+        problems += _schema_problems(
+            ref_property, our_properties[name], ref_doc, our_doc, f"request body.{name}"
+        )
+    return problems
+
+
 def _operation_problems(
     ref_op: dict[str, Any], our_op: dict[str, Any], ref_doc: _Resolver, our_doc: _Resolver
 ) -> list[str]:
@@ -183,6 +215,7 @@ def _operation_problems(
     for key, our_param in our_params.items():
         if key not in ref_params and our_param.get("required"):
             problems.append(f"{key[0]} parameter {our_param['name']}: required, not in reference")
+    problems += _body_problems(ref_op, our_op, ref_doc, our_doc)
     ref_success = {code for code in ref_op.get("responses", {}) if code.startswith("2")}
     our_success = {code for code in our_op.get("responses", {}) if code.startswith("2")}
     if ref_success and not ref_success & our_success:

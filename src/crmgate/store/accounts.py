@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -84,33 +86,39 @@ class NewAccount:
     key: IssuedKey
 
 
-# Fields that filters and sorts may name, and the column behind each.
-_USER_FIELDS: dict[str, Any] = {
-    "key": User.id,
-    "id": User.id,
-    "name": User.name,
-    "email": User.email,
-    "phone": User.phone,
-    "status": User.status,
-    "roles": User.role,
-    "role": User.role,
-    "created_at": User.created_at,
-    "updated_at": User.updated_at,
+# Fields that filters and sorts may name: the column behind each, and the kind of value.
+_USER_FIELDS: dict[str, tuple[Any, str]] = {
+    "key": (User.id, "text"),
+    "id": (User.id, "text"),
+    "name": (User.name, "text"),
+    "email": (User.email, "text"),
+    "phone": (User.phone, "text"),
+    "status": (User.status, "text"),
+    "roles": (User.role, "text"),
+    "role": (User.role, "text"),
+    "created_at": (User.created_at, "datetime"),
+    "updated_at": (User.updated_at, "datetime"),
 }
-_DATETIME_FIELDS = frozenset(("created_at", "updated_at"))
+_USER_ID = re.compile(r"^usr_[0-9A-Za-z]{22}$")
+
+
+def _field(parameter: str, name: str) -> tuple[Any, str]:
+    found = _USER_FIELDS.get(name)
+    if found is None:
+        raise QueryError(
+            parameter, f"unknown field {name!r}; known: {', '.join(sorted(_USER_FIELDS))}"
+        )
+    return found
 
 
 def _condition(condition: Condition) -> ColumnElement[bool]:
-    column = _USER_FIELDS.get(condition.field)
-    if column is None:
-        raise QueryError(
-            "filter",
-            f"unknown field {condition.field!r}; filterable: {', '.join(sorted(_USER_FIELDS))}",
-        )
+    column, kind = _field("filter", condition.field)
     value: Any = condition.value
-    if condition.field in _DATETIME_FIELDS and value is not None:
+    if value is not None and not isinstance(value, str):
+        raise QueryError("filter", f"{condition.field} takes a text value in quotes")
+    if kind == "datetime" and value is not None:
         try:
-            value = datetime.fromisoformat(str(value))
+            value = datetime.fromisoformat(value)
         except ValueError as exc:
             raise QueryError("filter", f"{condition.field} needs an ISO 8601 date") from exc
         if value.tzinfo is None:
@@ -125,8 +133,8 @@ def _condition(condition: Condition) -> ColumnElement[bool]:
             return column.is_not(None)  # type: ignore[no-any-return]
         raise QueryError("filter", f"{op} cannot compare with null")
     if op in ("contains", "startswith"):
-        if not isinstance(value, str):
-            raise QueryError("filter", f"{op} needs a text value")
+        if kind != "text":
+            raise QueryError("filter", f"{op} works on text fields only")
         escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         pattern = f"%{escaped}%" if op == "contains" else f"{escaped}%"
         return func.lower(column).like(pattern.lower(), escape="\\")
@@ -144,11 +152,7 @@ def _condition(condition: Condition) -> ColumnElement[bool]:
 def _order(sort: Sequence[SortKey]) -> list[Any]:
     order: list[Any] = []
     for key in sort:
-        column = _USER_FIELDS.get(key.field)
-        if column is None:
-            raise QueryError(
-                "sort", f"unknown field {key.field!r}; sortable: {', '.join(sorted(_USER_FIELDS))}"
-            )
+        column, _ = _field("sort", key.field)
         order.append(column.desc() if key.descending else column.asc())
     order.append(User.created_at.asc())
     order.append(User.id.asc())  # a total order, so pages never overlap or skip
@@ -194,6 +198,8 @@ class AccountStore:
         if row is None:
             return None
         api_key, role = row
+        if not hmac.compare_digest(api_key.digest, digest):
+            return None
         return Principal(
             user_id=api_key.user_id,
             organisation_id=api_key.organisation_id,
@@ -213,7 +219,7 @@ class AccountStore:
         """Revoke the user's current keys and issue a new one, in one transaction."""
         now = utcnow()
         async with self._sessions.begin() as session:
-            user = await self._user_row(session, user_id, organisation_id)
+            user = await self._user_row(session, user_id, organisation_id, lock=True)
             await session.execute(
                 update(ApiKey)
                 .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
@@ -223,7 +229,7 @@ class AccountStore:
 
     async def revoke_keys(self, user_id: str, organisation_id: str | None = None) -> int:
         async with self._sessions.begin() as session:
-            user = await self._user_row(session, user_id, organisation_id)
+            user = await self._user_row(session, user_id, organisation_id, lock=True)
             result = await session.execute(
                 update(ApiKey)
                 .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
@@ -316,11 +322,21 @@ class AccountStore:
         return self._view(user, organisation.name, key.hint), key
 
     async def _user_row(
-        self, session: AsyncSession, user_id: str, organisation_id: str | None
+        self,
+        session: AsyncSession,
+        user_id: str,
+        organisation_id: str | None,
+        *,
+        lock: bool = False,
     ) -> User:
+        if not _USER_ID.match(user_id):
+            raise AccountError(404, "ENTITY_NOT_FOUND", "user not found")
         query = select(User).where(User.id == user_id)
         if organisation_id is not None:
             query = query.where(User.organisation_id == organisation_id)
+        if lock:
+            # Serialises key changes per user: two rotations at once leave one live key.
+            query = query.with_for_update()
         user = await session.scalar(query)
         if user is None:
             raise AccountError(404, "ENTITY_NOT_FOUND", f"user {user_id} not found")

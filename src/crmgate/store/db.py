@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
-SessionFactory = async_sessionmaker[AsyncSession]
+_WRITE_OPTION = "crmgate_write"
 
 # aiosqlite logs every statement with its bound parameters at DEBUG level; parameters can be
 # secrets (or, later, ciphertexts and tokens), so its logger never goes below WARNING.
@@ -34,7 +35,9 @@ def create_engine(url: str) -> AsyncEngine:
 def _configure_sqlite(engine: AsyncEngine) -> None:
     # pysqlite's legacy transaction handling starts a transaction only before the first write,
     # so a read followed by a write is not atomic. Take over BEGIN ourselves (SQLAlchemy's
-    # documented recipe) and turn on WAL, foreign keys and a busy timeout on every connection.
+    # documented recipe): write transactions BEGIN IMMEDIATE, so they queue for the write lock
+    # (busy_timeout) instead of failing with "database is locked" when they upgrade from a read.
+    # Also: WAL, foreign keys, and a Unicode-aware lower() like PostgreSQL's.
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -44,14 +47,36 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA busy_timeout=15000")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        immediate = connection.get_execution_options().get(_WRITE_OPTION)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+class SessionFactory:
+    """``factory()`` opens a session for reads; ``factory.begin()`` a write transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._read = async_sessionmaker(engine, expire_on_commit=False)
+        self._write = async_sessionmaker(
+            engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
+        )
+
+    def __call__(self) -> AsyncSession:
+        return self._read()
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self._write.begin()
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return SessionFactory(engine)
 
 
 def redact_url(url: str) -> str:

@@ -51,7 +51,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, in whole seconds: the API shows seconds, so a value read back filters exactly."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 class Base(DeclarativeBase):
