@@ -207,3 +207,43 @@ def create_account(
 
     result: Account = with_services(settings, work)
     return result
+
+
+# ---- CRM simulators ----------------------------------------------------------------------------
+
+from crmsim.salesforce import SalesforceSimulator  # noqa: E402
+from crmsim.server import RunningSimulator  # noqa: E402
+from crmsim.tls import Certificates, make_certificates  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@dataclass
+class SalesforceSim:
+    simulator: SalesforceSimulator
+    base_url: str
+    ca_file: str
+
+    @property
+    def host(self) -> str:
+        return self.base_url.removeprefix("https://")
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """CRMGATE_PLATFORM_OVERRIDES that point Salesforce and its sandbox at this simulator."""
+        oauth = {
+            "authorize_url": f"{self.base_url}/services/oauth2/authorize",
+            "token_url": f"{self.base_url}/services/oauth2/token",
+            "revoke_url": f"{self.base_url}/services/oauth2/revoke",
+        }
+        entry = {"login_url": self.base_url, "instance_hosts": [self.host], "oauth": oauth}
+        return {"Salesforce": entry, "SalesforceSandbox": entry}
+
+
+@pytest.fixture
+def salesforce(certificates: Certificates) -> Iterator[SalesforceSim]:
+    simulator = SalesforceSimulator(org_name="Acme Corp (sim)")
+    with RunningSimulator(simulator.app(), certificates) as running:
+        yield SalesforceSim(simulator, running.base_url, str(certificates.ca_file))

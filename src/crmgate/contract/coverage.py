@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,9 @@ class Coverage:
         }
 
 
+@cache
 def load_reference() -> dict[str, Any]:
+    """The reference document (cached: treat it as read-only)."""
     return json.loads(REFERENCE.read_text())  # type: ignore[no-any-return]
 
 

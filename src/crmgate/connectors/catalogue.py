@@ -1,0 +1,169 @@
+"""The platform catalogue: one TOML descriptor per CRM platform, the single source of what crmgate
+knows about it (authorization types and their credential fields, OAuth endpoints, the hosts its
+instance URLs may have, the connector that drives it).
+
+A descriptor may ``extends`` another and override keys (SalesforceSandbox is Salesforce with other
+login hosts). A platform is *listed* (``/v1/platform/list``, new applications) once a connector
+with the descriptor's ``connector`` name is registered.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from crmgate.contract.coverage import load_reference
+
+DESCRIPTORS = Path(__file__).with_name("platforms")
+AuthorizationType = Literal["key", "user", "oAuth-internal", "oAuth-external-refresh"]
+AUTHORIZATION_TYPES: tuple[str, ...] = ("key", "user", "oAuth-internal", "oAuth-external-refresh")
+
+
+class CatalogueError(ValueError):
+    pass
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CredentialField(_Frozen):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str
+    type: Literal["string", "url", "email", "password", "token"] = "string"
+    required: bool = False
+    secret: bool = False
+
+
+class Authorization(_Frozen):
+    type: AuthorizationType
+    description: str
+    credential: tuple[CredentialField, ...]
+
+    def field(self, name: str) -> CredentialField | None:
+        return next((field for field in self.credential if field.name == name), None)
+
+
+class OAuthEndpoints(_Frozen):
+    authorize_url: str
+    token_url: str
+    revoke_url: str | None = None
+    pkce: bool = True
+    scopes: tuple[str, ...] = ()
+
+
+class Platform(_Frozen):
+    type: str
+    name: str
+    connector: str | None = None
+    api_version: str | None = None
+    login_url: str | None = None
+    instance_hosts: tuple[str, ...] = ()
+    oauth: OAuthEndpoints | None = None
+    authorization: tuple[Authorization, ...]
+    entities: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+    @field_validator("authorization")
+    @classmethod
+    def _distinct(cls, value: tuple[Authorization, ...]) -> tuple[Authorization, ...]:
+        kinds = [authorization.type for authorization in value]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("an authorization type is declared twice")
+        return value
+
+    def authorization_for(self, kind: str) -> Authorization | None:
+        return next((a for a in self.authorization if a.type == kind), None)
+
+    @property
+    def authorization_types(self) -> tuple[str, ...]:
+        return tuple(a.type for a in self.authorization)
+
+
+def contract_platform_types() -> tuple[str, ...]:
+    """The platform names the contract's enum allows (ApplicationEntityWrite.type)."""
+    schema = load_reference()["components"]["schemas"]["ApplicationEntityWrite"]
+    return tuple(schema["properties"]["type"]["enum"])
+
+
+class Catalogue:
+    def __init__(self, platforms: Iterable[Platform], connectors: Iterable[str]) -> None:
+        self._platforms = {platform.type: platform for platform in platforms}
+        self._connectors = frozenset(connectors)
+
+    @classmethod
+    def load(
+        cls,
+        connectors: Iterable[str],
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        directory: Path = DESCRIPTORS,
+    ) -> Catalogue:
+        """The descriptors, with the operator's overrides applied (CRMGATE_PLATFORM_OVERRIDES:
+        e.g. a self-hosted CRM's hosts, or the simulators' URLs in tests and the demo)."""
+        platforms = []
+        for platform in load_descriptors(directory):
+            change = (overrides or {}).get(platform.type)
+            if change:
+                data = platform.model_dump()
+                for key, value in change.items():
+                    if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+                        data[key] = {**data[key], **value}
+                    else:
+                        data[key] = value
+                try:
+                    platform = Platform.model_validate(data)
+                except ValueError as error:
+                    raise CatalogueError(f"override of {platform.type}: {error}") from error
+            platforms.append(platform)
+        unknown = set(overrides or {}) - {platform.type for platform in platforms}
+        if unknown:
+            raise CatalogueError(f"overrides name unknown platforms: {', '.join(sorted(unknown))}")
+        return cls(platforms, connectors)
+
+    def known(self, platform_type: str) -> Platform | None:
+        return self._platforms.get(platform_type)
+
+    def listed(self) -> list[Platform]:
+        return [p for p in self._platforms.values() if p.connector in self._connectors]
+
+    def get(self, platform_type: str) -> Platform | None:
+        """A listed platform (its connector works), or None."""
+        platform = self._platforms.get(platform_type)
+        return platform if platform and platform.connector in self._connectors else None
+
+
+@cache
+def load_descriptors(directory: Path = DESCRIPTORS) -> tuple[Platform, ...]:
+    raw: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.toml")):
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+        if data.get("type") != path.stem:
+            raise CatalogueError(f"{path.name}: type must be {path.stem!r}, as the file is named")
+        raw[path.stem] = data
+    allowed = set(contract_platform_types())
+    platforms = []
+    for name in raw:
+        if name not in allowed:
+            raise CatalogueError(f"{name}: not a platform type of the contract")
+        try:
+            platforms.append(Platform.model_validate(_resolve(name, raw, ())))
+        except ValueError as error:
+            raise CatalogueError(f"{name}.toml: {error}") from error
+    return tuple(platforms)
+
+
+def _resolve(name: str, raw: dict[str, dict[str, Any]], seen: tuple[str, ...]) -> dict[str, Any]:
+    if name in seen:
+        raise CatalogueError(f"{name}: extends itself through {' -> '.join(seen)}")
+    data = dict(raw[name])
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if parent not in raw:
+        raise CatalogueError(f"{name}: extends unknown platform {parent!r}")
+    return {**_resolve(parent, raw, (*seen, name)), **data}

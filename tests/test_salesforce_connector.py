@@ -1,0 +1,88 @@
+"""The Salesforce connector's identity calls, against the simulator over HTTPS on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from conftest import SalesforceSim
+from crmgate.connectors.base import CredentialsRejected, Verified
+from crmgate.connectors.catalogue import Catalogue
+from crmgate.connectors.salesforce import SalesforceConnector
+from crmgate.outbound import Outbound, OutboundRefused
+
+
+def verify(sim: SalesforceSim, authorization: str, credential: dict[str, str]) -> Verified:
+    async def go() -> Verified:
+        catalogue = Catalogue.load(["salesforce"], sim.overrides())
+        platform = catalogue.get("Salesforce")
+        assert platform is not None
+        outbound = Outbound(ca_file=sim.ca_file)
+        try:
+            return await SalesforceConnector(platform, outbound).verify(authorization, credential)
+        finally:
+            await outbound.close()
+
+    return asyncio.run(go())
+
+
+def test_oauth_token_is_verified_through_userinfo(salesforce: SalesforceSim) -> None:
+    user = salesforce.simulator.add_user("ada@acme.example", "pw", name="Ada Lovelace")
+    token = salesforce.simulator.issue_session(user)
+    verified = verify(
+        salesforce,
+        "oAuth-external-refresh",
+        {"instance_url": salesforce.base_url, "access_token": token},
+    )
+    assert verified.identity.user_id == user.id
+    assert verified.identity.company_id == salesforce.simulator.org_id
+    assert verified.identity.email == "ada@acme.example"
+    assert ("GET", "/services/oauth2/userinfo") in salesforce.simulator.calls
+
+
+def test_a_refused_token_is_credentials_rejected(salesforce: SalesforceSim) -> None:
+    with pytest.raises(CredentialsRejected, match="Bad_OAuth_Token"):
+        verify(
+            salesforce,
+            "oAuth-internal",
+            {"instance_url": salesforce.base_url, "access_token": "00Dbogus", "refresh_token": "x"},
+        )
+
+
+def test_user_login_returns_a_session_and_the_identity(salesforce: SalesforceSim) -> None:
+    user = salesforce.simulator.add_user("bo@acme.example", "s3cret", security_token="TOKEN123")
+    verified = verify(
+        salesforce,
+        "user",
+        {"login": user.username, "password": "s3cret", "security_token": "TOKEN123"},
+    )
+    assert verified.identity.username == "bo@acme.example"
+    assert verified.identity.company_name == "Acme Corp (sim)"
+    assert verified.derived["instance_url"] == salesforce.base_url
+    assert verified.derived["session_id"] in salesforce.simulator.sessions
+
+
+def test_a_wrong_password_is_credentials_rejected(salesforce: SalesforceSim) -> None:
+    salesforce.simulator.add_user("bo@acme.example", "s3cret", security_token="T")
+    with pytest.raises(CredentialsRejected, match=r"Invalid username"):
+        verify(salesforce, "user", {"login": "bo@acme.example", "password": "wrong"})
+
+
+@pytest.mark.parametrize(
+    "instance_url",
+    [
+        "http://127.0.0.1:1",  # not https
+        "https://login.salesforce.com.evil.example",  # look-alike
+        "https://169.254.169.254",
+        "https://user:pw@{host}",
+    ],
+)
+def test_instance_urls_off_the_platform_hosts_are_refused(
+    salesforce: SalesforceSim, instance_url: str
+) -> None:
+    url: Any = instance_url.format(host=salesforce.host)
+    with pytest.raises(OutboundRefused):
+        verify(salesforce, "oAuth-external-refresh", {"instance_url": url, "access_token": "t"})
+    assert salesforce.simulator.calls == []
