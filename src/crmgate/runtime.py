@@ -8,12 +8,18 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crmgate.applications import ApplicationService
+from crmgate.connectors import REGISTRY
+from crmgate.connectors.catalogue import Catalogue
+from crmgate.outbound import Outbound
 from crmgate.security import secretfile
 from crmgate.security.authn import Authenticator
 from crmgate.security.keys import KeyHasher
+from crmgate.security.vault import Vault
 from crmgate.settings import Settings
 from crmgate.store import migrate
 from crmgate.store.accounts import AccountStore
+from crmgate.store.applications import ApplicationStore
 from crmgate.store.db import create_engine, redact_url, session_factory
 from crmgate.store.usage import UsageRecorder
 
@@ -33,6 +39,11 @@ def key_hasher(settings: Settings) -> KeyHasher:
     return KeyHasher(secretfile.load_or_create(settings.data_dir, PEPPER_FILE))
 
 
+def vault(settings: Settings) -> Vault:
+    keys = settings.vault_keys.get_secret_value() if settings.vault_keys else None
+    return Vault.from_settings(settings.data_dir, keys)
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -40,6 +51,9 @@ class Services:
     accounts: AccountStore
     authenticator: Authenticator
     usage: UsageRecorder
+    vault: Vault
+    outbound: Outbound
+    applications: ApplicationService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -47,12 +61,28 @@ class Services:
         engine = create_engine(settings.resolved_database_url)
         sessions = session_factory(engine)
         accounts = AccountStore(sessions, key_hasher(settings))
+        the_vault = vault(settings)
+        outbound = Outbound(ca_file=settings.outbound_ca_file, timeout=settings.outbound_timeout)
+        catalogue = Catalogue.load(REGISTRY, settings.platform_overrides)
+        connectors = {
+            platform.connector: REGISTRY[platform.connector](platform, outbound)
+            for platform in catalogue.listed()
+            if platform.connector is not None
+        }
         return cls(
             settings=settings,
             engine=engine,
             accounts=accounts,
             authenticator=Authenticator(accounts, settings.key_last_used_resolution),
             usage=UsageRecorder(sessions),
+            vault=the_vault,
+            outbound=outbound,
+            applications=ApplicationService(
+                catalogue,
+                connectors,
+                ApplicationStore(sessions, the_vault),
+                settings.max_applications,
+            ),
         )
 
     @classmethod
@@ -80,4 +110,5 @@ class Services:
 
     async def close(self) -> None:
         await self.usage.flush()
+        await self.outbound.close()
         await self.engine.dispose()

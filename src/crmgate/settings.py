@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,26 @@ class Settings(BaseSettings):
         default=60.0,
         description="Seconds: a key's last_used_at is written at most this often "
         "(saves a database write per request).",
+    )
+    vault_keys: SecretStr | None = Field(
+        default=None,
+        description="Vault master keys, 'version:base64key' separated by commas. Generated into "
+        "<data_dir>/secrets/vault_keys when not given.",
+    )
+    platform_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="JSON: platform type -> descriptor keys to replace (login_url, "
+        "instance_hosts, oauth endpoints), e.g. for a self-hosted CRM or the simulators.",
+    )
+    outbound_ca_file: str | None = Field(
+        default=None,
+        description="PEM file of extra certificate authorities trusted for calls to CRMs.",
+    )
+    outbound_timeout: float = Field(
+        default=30.0, description="Seconds before a call to a CRM is abandoned."
+    )
+    max_applications: int = Field(
+        default=100, description="Connected applications an organisation may have (403 beyond)."
     )
     max_body_bytes: int = Field(
         default=1_048_576, description="Largest request body accepted, in bytes (larger: 413)."

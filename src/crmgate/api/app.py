@@ -13,7 +13,7 @@ from starlette.types import ASGIApp
 
 from crmgate.api import docs, errors, openapi
 from crmgate.api.middleware import RequestContextMiddleware
-from crmgate.api.routes import health, users
+from crmgate.api.routes import applications, health, platforms, users
 from crmgate.runtime import Services
 from crmgate.settings import Settings
 
@@ -45,6 +45,8 @@ def create_fastapi(settings: Settings) -> FastAPI:
         redirect_slashes=False,
     )
     app.include_router(users.router)
+    app.include_router(platforms.router)
+    app.include_router(applications.router)
     app.include_router(health.router)
     errors.install(app)
     docs.install(app, OPENAPI_URL)

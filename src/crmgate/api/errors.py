@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from crmgate.connectors.base import CrmError
 from crmgate.query import QueryError
 from crmgate.store.accounts import AccountError
 
@@ -151,6 +152,11 @@ async def _account(request: Request, exc: Exception) -> Response:
     return error_response(request, ApiError(exc.status, exc.code, exc.message, errors=errors))
 
 
+async def _crm(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CrmError)
+    return error_response(request, ApiError(exc.status, exc.code, exc.message))
+
+
 async def _query(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, QueryError)
     error = ApiError(
@@ -165,6 +171,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api)
     app.add_exception_handler(AccountError, _account)
     app.add_exception_handler(QueryError, _query)
+    app.add_exception_handler(CrmError, _crm)
     app.add_exception_handler(Exception, _unexpected)
 
 

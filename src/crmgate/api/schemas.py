@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, PlainSerializer, field_validator
 
+from crmgate.connectors.catalogue import Platform
+from crmgate.model.contract import ContractModel
+from crmgate.model.contract import model as contract_model
 from crmgate.store.accounts import Role, UserStatus, UserView
+from crmgate.store.applications import ApplicationView
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -169,3 +173,151 @@ class InternalUserUpdate(_UserInput):
         if value is None:
             raise ValueError("may not be null")
         return value
+
+
+# ---- platforms ----------------------------------------------------------------------------------
+
+
+class PlatformCredential(BaseModel):
+    name: str
+    label: str
+    type: str = Field(description="string, url, email, password or token")
+    required: bool
+    secret: bool = Field(description="Never shown again once stored")
+
+
+class Authorization(BaseModel):
+    type: str = Field(description="key, user, oAuth-internal or oAuth-external-refresh")
+    description: str
+    platform_credential: list[PlatformCredential]
+
+
+class PlatformEntity(BaseModel):
+    type: str
+    name: str
+    authorization: list[Authorization]
+    resource: dict[str, Any] = Field(
+        description="What the platform's connector serves: entity -> methods"
+    )
+
+    @classmethod
+    def of(cls, platform: Platform) -> PlatformEntity:
+        return cls(
+            type=platform.type,
+            name=platform.name,
+            authorization=[
+                Authorization(
+                    type=a.type,
+                    description=a.description,
+                    platform_credential=[
+                        PlatformCredential(
+                            name=f.name,
+                            label=f.label,
+                            type=f.type,
+                            required=f.required,
+                            secret=f.secret,
+                        )
+                        for f in a.credential
+                    ],
+                )
+                for a in platform.authorization
+            ],
+            resource={"entities": {name: list(m) for name, m in platform.entities.items()}},
+        )
+
+
+# ---- applications -------------------------------------------------------------------------------
+
+if TYPE_CHECKING:  # models built at import time from the contract's schemas
+
+    class Company(ContractModel): ...
+
+    class UserEntity(ContractModel): ...
+
+    class RequestsLimit(ContractModel): ...
+
+else:
+    Company = contract_model("Company")
+    UserEntity = contract_model("UserEntity")
+    RequestsLimit = contract_model("RequestsLimit")
+
+
+class ApplicationEntityWrite(BaseModel):
+    """A connected CRM: its platform, how crmgate authorizes, and the credentials for that."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(description="Application platform type, e.g. Salesforce")
+    authorization: str = Field(description="key, user, oAuth-internal or oAuth-external-refresh")
+    credential: dict[str, Any] = Field(
+        description="The fields the platform's authorization type declares "
+        "(GET /v1/platform/{type})"
+    )
+    description: str = Field(default="", max_length=1000)
+
+
+class ApplicationEntityUpdate(BaseModel):
+    """Fields to change. A credential with the same authorization type replaces only the fields
+    it names (e.g. a new access_token); with another type it must be complete."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str | None = None
+    authorization: str | None = None
+    credential: dict[str, Any] | None = None
+    description: str | None = Field(default=None, max_length=1000)
+
+
+class ApplicationEntityRelation(BaseModel):
+    key: str = Field(description="Application key")
+
+
+class _ApplicationCommon(BaseModel):
+    key: str = Field(description="Application key (X-API2CRM-APPLICATION-KEY)")
+    type: str
+    authorization: str
+    description: str
+    is_authorized: bool
+    company: Company | None = None
+    url: str | None = Field(default=None, description="The CRM instance URL")
+    user_id: int | None = Field(
+        default=None, description="Always null in crmgate: user ids are strings, see user_key"
+    )
+    user_key: str | None = Field(
+        default=None, description="Id of the user who connected the application (not a secret)"
+    )
+    credential: dict[str, str] = Field(
+        description="The credential's non-secret fields (secret ones are never shown)"
+    )
+    created_at: Timestamp
+    updated_at: Timestamp
+    last_used_at: Timestamp | None = None
+
+
+class ApplicationEntityList(_ApplicationCommon):
+    pass
+
+
+class ApplicationEntity(_ApplicationCommon):
+    me: UserEntity | None = None
+    plan: str | None = Field(default=None, description="Always null: crmgate has no plans")
+    requests_limit: RequestsLimit | None = None
+
+
+def application_fields(view: ApplicationView) -> dict[str, Any]:
+    identity = view.identity
+    return {
+        "key": view.key,
+        "type": view.type,
+        "authorization": view.authorization,
+        "description": view.description,
+        "is_authorized": view.is_authorized,
+        "company": {"id": identity.get("company", {}).get("id")},
+        "url": view.public_credential.get("instance_url"),
+        "user_id": None,
+        "user_key": view.user_id,
+        "credential": view.public_credential,
+        "created_at": view.created_at,
+        "updated_at": view.updated_at,
+        "last_used_at": view.last_used_at,
+    }

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +18,7 @@ from crmgate.query import Condition, QueryError, SortKey
 from crmgate.security import keys
 from crmgate.security.keys import IssuedKey, KeyHasher, KeyKind
 from crmgate.store.db import SessionFactory
+from crmgate.store.filtering import FieldSpec, order_by, where
 from crmgate.store.ids import new_id
 from crmgate.store.models import ApiKey, Organisation, UsageDaily, User, utcnow
 
@@ -86,77 +87,20 @@ class NewAccount:
     key: IssuedKey
 
 
-# Fields that filters and sorts may name: the column behind each, and the kind of value.
-_USER_FIELDS: dict[str, tuple[Any, str]] = {
-    "key": (User.id, "text"),
-    "id": (User.id, "text"),
-    "name": (User.name, "text"),
-    "email": (User.email, "text"),
-    "phone": (User.phone, "text"),
-    "status": (User.status, "text"),
-    "roles": (User.role, "text"),
-    "role": (User.role, "text"),
-    "created_at": (User.created_at, "datetime"),
-    "updated_at": (User.updated_at, "datetime"),
+# Fields that filters and sorts may name, the column behind each and the kind of value.
+_USER_FIELDS: dict[str, FieldSpec] = {
+    "key": FieldSpec(User.id),
+    "id": FieldSpec(User.id),
+    "name": FieldSpec(User.name),
+    "email": FieldSpec(User.email, "email"),
+    "phone": FieldSpec(User.phone),
+    "status": FieldSpec(User.status),
+    "roles": FieldSpec(User.role),
+    "role": FieldSpec(User.role),
+    "created_at": FieldSpec(User.created_at, "datetime"),
+    "updated_at": FieldSpec(User.updated_at, "datetime"),
 }
 _USER_ID = re.compile(r"^usr_[0-9A-Za-z]{22}$")
-
-
-def _field(parameter: str, name: str) -> tuple[Any, str]:
-    found = _USER_FIELDS.get(name)
-    if found is None:
-        raise QueryError(
-            parameter, f"unknown field {name!r}; known: {', '.join(sorted(_USER_FIELDS))}"
-        )
-    return found
-
-
-def _condition(condition: Condition) -> ColumnElement[bool]:
-    column, kind = _field("filter", condition.field)
-    value: Any = condition.value
-    if value is not None and not isinstance(value, str):
-        raise QueryError("filter", f"{condition.field} takes a text value in quotes")
-    if kind == "datetime" and value is not None:
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise QueryError("filter", f"{condition.field} needs an ISO 8601 date") from exc
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-    elif condition.field == "email" and isinstance(value, str):
-        value = value.lower()
-    op = condition.op
-    if value is None:
-        if op == "eq":
-            return column.is_(None)  # type: ignore[no-any-return]
-        if op == "ne":
-            return column.is_not(None)  # type: ignore[no-any-return]
-        raise QueryError("filter", f"{op} cannot compare with null")
-    if op in ("contains", "startswith"):
-        if kind != "text":
-            raise QueryError("filter", f"{op} works on text fields only")
-        escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%" if op == "contains" else f"{escaped}%"
-        return func.lower(column).like(pattern.lower(), escape="\\")
-    comparisons = {
-        "eq": column.__eq__,
-        "ne": column.__ne__,
-        "gt": column.__gt__,
-        "ge": column.__ge__,
-        "lt": column.__lt__,
-        "le": column.__le__,
-    }
-    return comparisons[op](value)  # type: ignore[no-any-return]
-
-
-def _order(sort: Sequence[SortKey]) -> list[Any]:
-    order: list[Any] = []
-    for key in sort:
-        column, _ = _field("sort", key.field)
-        order.append(column.desc() if key.descending else column.asc())
-    order.append(User.created_at.asc())
-    order.append(User.id.asc())  # a total order, so pages never overlap or skip
-    return order
 
 
 class AccountStore:
@@ -345,8 +289,7 @@ class AccountStore:
     def _filtered(
         self, query: Select[Any], organisation_id: str, conditions: Sequence[Condition]
     ) -> Select[Any]:
-        clauses = [User.organisation_id == organisation_id, *map(_condition, conditions)]
-        return query.where(and_(*clauses))
+        return query.where(User.organisation_id == organisation_id, where(_USER_FIELDS, conditions))
 
     async def list_users(
         self,
@@ -359,7 +302,8 @@ class AccountStore:
         usage_from: date | None = None,
         usage_to: date | None = None,
     ) -> list[UserView]:
-        query = self._filtered(select(User), organisation_id, conditions).order_by(*_order(sort))
+        order = order_by(_USER_FIELDS, sort, User.created_at, User.id)
+        query = self._filtered(select(User), organisation_id, conditions).order_by(*order)
         query = query.offset((page - 1) * page_size).limit(page_size)
         async with self._sessions() as session:
             users = list((await session.scalars(query)).all())

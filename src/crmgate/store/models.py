@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -117,3 +119,28 @@ class UsageDaily(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     request_count: Mapped[int] = mapped_column(Integer, default=0)
     internal_request_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Application(Base):
+    """A connected CRM account. Its credentials exist only as a vault ciphertext."""
+
+    __tablename__ = "applications"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the application key
+    organisation_id: Mapped[str] = mapped_column(
+        ForeignKey("organisations.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    type: Mapped[str] = mapped_column(String(40))
+    authorization: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    is_authorized: Mapped[bool] = mapped_column(Boolean, default=True)
+    identity: Mapped[str] = mapped_column(Text, default="{}")  # JSON: who the credentials act as
+    public_credential: Mapped[str] = mapped_column(Text, default="{}")  # JSON: non-secret fields
+    key_version: Mapped[int] = mapped_column(Integer, index=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -1,0 +1,179 @@
+"""/v1/application: the organisation's connected CRMs. Admins connect, change and remove them;
+every member may read them. Another organisation's application is never visible: 404."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Request, Response
+from fastapi.responses import JSONResponse
+
+from crmgate.api.auth import AdminUser, CurrentUser
+from crmgate.api.params import Fields, Filter, Page, PageSize, Sort
+from crmgate.api.routes.users import ERRORS
+from crmgate.api.schemas import (
+    ApplicationEntity,
+    ApplicationEntityList,
+    ApplicationEntityRelation,
+    ApplicationEntityUpdate,
+    ApplicationEntityWrite,
+    Count,
+    application_fields,
+)
+from crmgate.applications import ApplicationService
+from crmgate.query import QueryError, parse_fields, parse_filter, parse_sort
+from crmgate.store.applications import ApplicationView
+
+router = APIRouter(prefix="/v1/application", tags=["application"], responses=ERRORS)
+ApplicationKey = Annotated[str, Path(description="Application key")]
+NO_LIMITS: dict[str, Any] = {"is_exceeded": False, "retry_after": None, "type": []}
+
+
+def _service(request: Request) -> ApplicationService:
+    service: ApplicationService = request.app.state.services.applications
+    return service
+
+
+def _select(data: dict[str, Any], model: type[Any], fields: str | None) -> dict[str, Any]:
+    selected = parse_fields(fields)
+    if selected is not None:
+        unknown = sorted(set(selected) - set(model.model_fields))
+        if unknown:
+            raise QueryError("fields", f"unknown field(s) {', '.join(unknown)}")
+        data = {name: value for name, value in data.items() if name == "key" or name in selected}
+    return data
+
+
+def _list_item(view: ApplicationView) -> dict[str, Any]:
+    return ApplicationEntityList.model_validate(application_fields(view)).model_dump(mode="json")
+
+
+def _entity(view: ApplicationView) -> dict[str, Any]:
+    entity = ApplicationEntity.model_validate(
+        {
+            **application_fields(view),
+            "me": view.identity.get("me"),
+            "plan": None,
+            # No limits are configured yet; the limits issue fills this with the live state.
+            "requests_limit": NO_LIMITS,
+        }
+    )
+    return entity.model_dump(mode="json", exclude_none=False)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ApplicationEntityRelation,
+    operation_id="createApplicationEntity",
+    summary="POST for application",
+)
+async def create_application(
+    request: Request, principal: AdminUser, body: Annotated[ApplicationEntityWrite, Body()]
+) -> JSONResponse:
+    """Add application into the system: crmgate checks the credentials with the CRM first and
+    stores nothing if the CRM refuses them (401 UNAUTHORIZED with the CRM's reason)."""
+    view = await _service(request).create(
+        principal,
+        platform_type=body.type,
+        authorization=body.authorization,
+        credential=body.credential,
+        description=body.description,
+    )
+    return JSONResponse({"key": view.key}, status_code=201)
+
+
+@router.get(
+    "/list",
+    response_model=list[ApplicationEntityList],
+    operation_id="getApplicationCollection",
+    summary="GET for application",
+)
+async def list_applications(
+    request: Request,
+    principal: CurrentUser,
+    page_size: PageSize = 25,
+    page: Page = 1,
+    filter: Filter = None,
+    fields: Fields = None,
+    sort: Sort = None,
+) -> JSONResponse:
+    """The organisation's connected applications, without any secret."""
+    views = await _service(request).store.list(
+        principal.organisation_id,
+        conditions=parse_filter(filter),
+        sort=parse_sort(sort),
+        page=page,
+        page_size=page_size,
+    )
+    return JSONResponse([_select(_list_item(v), ApplicationEntityList, fields) for v in views])
+
+
+@router.get(
+    "/count",
+    response_model=Count,
+    operation_id="getApplicationCountCollection",
+    summary="COUNT for application",
+)
+async def count_applications(
+    request: Request, principal: CurrentUser, filter: Filter = None
+) -> Count:
+    """How many applications the organisation has connected."""
+    total = await _service(request).store.count(principal.organisation_id, parse_filter(filter))
+    return Count(total=total)
+
+
+@router.get(
+    "/{key}",
+    response_model=ApplicationEntity,
+    operation_id="getApplicationEntity",
+    summary="GET for application",
+)
+async def get_application(
+    request: Request, principal: CurrentUser, key: ApplicationKey, fields: Fields = None
+) -> JSONResponse:
+    """One application: its platform, whom the credentials act as in the CRM (me, company),
+    and the non-secret part of its credential."""
+    view = await _service(request).store.get(principal.organisation_id, key)
+    return JSONResponse(_select(_entity(view), ApplicationEntity, fields))
+
+
+@router.put(
+    "/{key}",
+    response_model=ApplicationEntityRelation,
+    operation_id="updateApplicationEntity",
+    summary="PUT for application",
+)
+async def update_application(
+    request: Request,
+    principal: AdminUser,
+    key: ApplicationKey,
+    body: Annotated[ApplicationEntityUpdate, Body()],
+) -> ApplicationEntityRelation:
+    """Update application information: a new description, or new credentials (e.g. the fresh
+    access token of an oAuth-external-refresh application), checked with the CRM first."""
+    view = await _service(request).update(
+        principal,
+        key,
+        platform_type=body.type,
+        authorization=body.authorization,
+        credential=body.credential,
+        description=body.description,
+    )
+    return ApplicationEntityRelation(key=view.key)
+
+
+@router.delete(
+    "/{key}",
+    status_code=204,
+    response_class=Response,
+    operation_id="deleteApplicationEntity",
+    summary="DELETE for application",
+)
+async def delete_application(
+    request: Request, principal: AdminUser, key: ApplicationKey
+) -> Response:
+    """Remove the application and its ciphertext; crmgate revokes its OAuth tokens at the CRM
+    where the platform offers revocation."""
+    await _service(request).delete(principal, key)
+    return Response(status_code=204)

@@ -1,0 +1,75 @@
+"""/v1/platform: the CRM platforms crmgate can connect, from the platform catalogue."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
+
+from crmgate.api.auth import CurrentUser
+from crmgate.api.errors import ApiError
+from crmgate.api.params import Fields, Page, PageSize, Sort
+from crmgate.api.routes.users import ERRORS
+from crmgate.api.schemas import PlatformEntity
+from crmgate.query import QueryError, parse_fields, parse_sort
+
+router = APIRouter(prefix="/v1/platform", tags=["platform"], responses=ERRORS)
+PLATFORM_FIELDS = frozenset(PlatformEntity.model_fields)
+
+
+def _render(entity: PlatformEntity, fields: tuple[str, ...] | None) -> dict[str, Any]:
+    if fields is not None:
+        unknown = sorted(set(fields) - PLATFORM_FIELDS)
+        if unknown:
+            raise QueryError("fields", f"unknown field(s) {', '.join(unknown)}")
+    include = None if fields is None else {"type", *fields}
+    return entity.model_dump(mode="json", include=include)
+
+
+@router.get(
+    "/list",
+    response_model=list[PlatformEntity],
+    operation_id="getPlatformCollection",
+    summary="GET for platform",
+)
+async def list_platforms(
+    request: Request,
+    principal: CurrentUser,
+    page_size: PageSize = 25,
+    page: Page = 1,
+    fields: Fields = None,
+    sort: Sort = None,
+) -> JSONResponse:
+    """The platforms crmgate can connect now: each with its authorization types and the
+    credential fields each type needs."""
+    entities = [
+        PlatformEntity.of(p) for p in request.app.state.services.applications.catalogue.listed()
+    ]
+    entities.sort(key=lambda entity: entity.type)
+    for key in reversed(parse_sort(sort)):
+        if key.field not in ("type", "name"):
+            raise QueryError("sort", f"unknown field {key.field!r}; known: name, type")
+        entities.sort(key=lambda entity: getattr(entity, key.field), reverse=key.descending)
+    selected = parse_fields(fields)
+    window = entities[(page - 1) * page_size : page * page_size]
+    return JSONResponse([_render(entity, selected) for entity in window])
+
+
+@router.get(
+    "/{type}",
+    response_model=PlatformEntity,
+    operation_id="getPlatformEntity",
+    summary="GET for platform",
+)
+async def get_platform(
+    request: Request,
+    principal: CurrentUser,
+    type: Annotated[str, Path(description="Platform type, e.g. Salesforce")],
+    fields: Fields = None,
+) -> JSONResponse:
+    """One platform: its authorization types and credential fields."""
+    platform = request.app.state.services.applications.catalogue.get(type)
+    if platform is None:
+        raise ApiError(404, "ENTITY_NOT_FOUND", "no such platform, or not available yet")
+    return JSONResponse(_render(PlatformEntity.of(platform), parse_fields(fields)))

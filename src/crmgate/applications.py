@@ -1,0 +1,208 @@
+"""Connecting CRMs: validate an application's credentials against its platform's descriptor,
+verify them with the CRM through its connector, and keep them in the vault-backed store.
+
+Nothing is stored unless the CRM accepted the credentials; an update that the CRM refuses leaves
+the application as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from crmgate.connectors.base import Connector, CrmError, Verified
+from crmgate.connectors.catalogue import AUTHORIZATION_TYPES, Catalogue, Platform
+from crmgate.outbound import OutboundRefused
+from crmgate.store.accounts import AccountError, Principal
+from crmgate.store.applications import ApplicationStore, ApplicationView, Credentials
+
+log = logging.getLogger("crmgate.applications")
+MAX_VALUE = 4096
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def invalid(field: str, message: str) -> AccountError:
+    return AccountError(422, "NOT_VALID", f"{field}: {message}", field)
+
+
+class ApplicationService:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        connectors: Mapping[str, Connector],
+        store: ApplicationStore,
+        max_applications: int,
+    ) -> None:
+        self.catalogue = catalogue
+        self._connectors = connectors
+        self.store = store
+        self._limit = max_applications
+
+    def connector(self, platform: Platform) -> Connector:
+        assert platform.connector is not None
+        return self._connectors[platform.connector]
+
+    def platform(self, platform_type: str) -> Platform:
+        platform = self.catalogue.get(platform_type)
+        if platform is not None:
+            return platform
+        if self.catalogue.known(platform_type) is not None or platform_type in _contract_types():
+            raise AccountError(
+                403, "NOT_SUPPORTED", f"crmgate has no working connector for {platform_type} yet"
+            )
+        raise invalid("type", f"unknown platform {platform_type!r}")
+
+    def validate(
+        self, platform: Platform, authorization: str, credential: Mapping[str, Any]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The credential's fields, and the non-secret ones that responses may show."""
+        if authorization not in AUTHORIZATION_TYPES:
+            raise invalid("authorization", f"must be one of {', '.join(AUTHORIZATION_TYPES)}")
+        spec = platform.authorization_for(authorization)
+        if spec is None:
+            offered = ", ".join(platform.authorization_types)
+            raise invalid("authorization", f"{platform.type} offers {offered}, not {authorization}")
+        fields: dict[str, str] = {}
+        for name, value in credential.items():
+            field = spec.field(name)
+            where = f"credential.{name}"
+            if field is None:
+                known = ", ".join(f.name for f in spec.credential)
+                raise invalid(where, f"not a field of {authorization} (fields: {known})")
+            if not isinstance(value, str):
+                raise invalid(where, "must be a string")
+            if len(value) > MAX_VALUE or _CONTROL.search(value):
+                raise invalid(where, f"must be at most {MAX_VALUE} printable characters")
+            if value == "" and not field.required:
+                continue
+            if field.type == "url":
+                try:
+                    value = str(self.connector(platform).instance_url(value))
+                except OutboundRefused as refused:
+                    raise invalid(where, str(refused)) from None
+            elif field.type == "email" and "@" not in value:
+                raise invalid(where, "must be an e-mail address")
+            fields[name] = value
+        for field in spec.credential:
+            if field.required and not fields.get(field.name):
+                raise invalid(f"credential.{field.name}", "is required")
+        public = {
+            f.name: fields[f.name] for f in spec.credential if not f.secret and f.name in fields
+        }
+        return fields, public
+
+    async def _verify(
+        self, platform: Platform, authorization: str, fields: Mapping[str, str]
+    ) -> Verified:
+        try:
+            return await self.connector(platform).verify(authorization, fields)
+        except OutboundRefused as refused:
+            raise invalid("credential", str(refused)) from None
+
+    async def create(
+        self,
+        principal: Principal,
+        *,
+        platform_type: str,
+        authorization: str,
+        credential: Mapping[str, Any],
+        description: str,
+    ) -> ApplicationView:
+        platform = self.platform(platform_type)
+        fields, public = self.validate(platform, authorization, credential)
+        if await self.store.count(principal.organisation_id) >= self._limit:
+            raise _limit_reached(self._limit)  # early answer; the store checks again atomically
+        verified = await self._verify(platform, authorization, fields)
+        return await self.store.create(
+            principal.organisation_id,
+            principal.user_id,
+            type=platform.type,
+            authorization=authorization,
+            description=description,
+            credentials=Credentials(fields, verified.derived),
+            public_credential=_public(public, verified),
+            identity=_identity(verified),
+            limit=self._limit,
+        )
+
+    async def update(
+        self,
+        principal: Principal,
+        key: str,
+        *,
+        platform_type: str | None,
+        authorization: str | None,
+        credential: Mapping[str, Any] | None,
+        description: str | None,
+    ) -> ApplicationView:
+        current, stored = await self.store.credentials(principal.organisation_id, key)
+        if platform_type is not None and platform_type != current.type:
+            raise invalid("type", "the platform of an application cannot change")
+        if credential is None and authorization is None:
+            return await self.store.update(principal.organisation_id, key, description=description)
+        platform = self.platform(current.type)
+        kind = authorization or current.authorization
+        # Same authorization type: the new fields replace the stored ones they name (a client
+        # pushing a fresh access token sends only that); another type needs its full set.
+        merged = (
+            {**stored.fields, **(credential or {})}
+            if kind == current.authorization
+            else dict(credential or {})
+        )
+        fields, public = self.validate(platform, kind, merged)
+        verified = await self._verify(platform, kind, fields)
+        return await self.store.update(
+            principal.organisation_id,
+            key,
+            description=description,
+            authorization=kind,
+            credentials=Credentials(fields, verified.derived),
+            public_credential=_public(public, verified),
+            identity=_identity(verified),
+            expected_ciphertext=current.ciphertext,
+        )
+
+    async def delete(self, principal: Principal, key: str) -> None:
+        view, credentials = await self.store.credentials(principal.organisation_id, key)
+        platform = self.catalogue.known(view.type)
+        if platform is not None and platform.connector in self._connectors:
+            try:
+                await self.connector(platform).revoke(
+                    view.authorization, credentials.fields, credentials.derived
+                )
+            except (CrmError, OutboundRefused) as failure:
+                # The application goes anyway: keeping credentials a client asked to remove
+                # would be worse than a token left to expire.
+                log.warning("could not revoke the tokens of application %s: %s", key[:8], failure)
+        await self.store.delete(principal.organisation_id, key)
+
+
+def _limit_reached(limit: int) -> AccountError:
+    return AccountError(
+        403,
+        "SERVICE_CONNECTED_APPLICATIONS_LIMIT",
+        f"the organisation has reached its limit of {limit} connected applications",
+    )
+
+
+def _public(public: Mapping[str, str], verified: Verified) -> dict[str, str]:
+    result = dict(public)
+    if "instance_url" in verified.derived:
+        result.setdefault("instance_url", verified.derived["instance_url"])
+    return result
+
+
+def _identity(verified: Verified) -> dict[str, Any]:
+    identity = verified.identity
+    return {
+        "me": identity.as_user_entity(),
+        "company": {"id": identity.company_id, "name": identity.company_name},
+    }
+
+
+def _contract_types() -> tuple[str, ...]:
+    from crmgate.connectors.catalogue import contract_platform_types
+
+    return contract_platform_types()

@@ -1,0 +1,1 @@
+"""The unified data model: pydantic models of the contract's schemas (see contract.py)."""

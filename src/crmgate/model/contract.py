@@ -1,0 +1,59 @@
+"""Pydantic models built from the contract's own schemas, so crmgate's records and documents carry
+exactly the contract's fields, names and types (UserEntity, Address, Email, ...).
+
+``model("UserEntity")`` returns a model whose fields are the schema's properties, all optional,
+with nested objects and arrays of objects built the same way. Models are made once and cached.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from crmgate.contract.coverage import load_reference
+
+_SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool}
+
+
+class ContractModel(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+def _schemas() -> dict[str, Any]:
+    return load_reference()["components"]["schemas"]  # type: ignore[no-any-return]
+
+
+def _annotation(schema: dict[str, Any]) -> Any:
+    if "$ref" in schema:
+        return model(schema["$ref"].rsplit("/", 1)[-1])
+    kind = schema.get("type")
+    if kind == "array":
+        return list[_annotation(schema.get("items", {}))]  # type: ignore[misc]
+    if kind == "string" and schema.get("format") == "date-time":
+        return datetime
+    if kind == "string" and schema.get("format") == "date":
+        return date
+    if kind in _SCALARS:
+        return _SCALARS[kind]
+    if kind == "object" and "properties" in schema:
+        return dict[str, Any]
+    return Any
+
+
+@cache
+def model(name: str) -> type[ContractModel]:
+    schema = _schemas()[name]
+    fields: dict[str, Any] = {}
+    for prop, prop_schema in schema.get("properties", {}).items():
+        annotation = _annotation(prop_schema)
+        fields[prop] = (
+            annotation | None,
+            Field(default=None, description=prop_schema.get("description")),
+        )
+    created: type[ContractModel] = create_model(
+        name, __base__=ContractModel, __doc__=schema.get("description"), **fields
+    )
+    return created

@@ -1,0 +1,312 @@
+"""Connected applications: rows whose credentials live only as vault ciphertext.
+
+The vault context of a row is its organisation and application key, so a ciphertext copied onto
+another row does not decrypt. Plaintext credentials exist only inside ``Credentials`` objects,
+in memory, for as long as a caller holds them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmgate.query import Condition, SortKey
+from crmgate.security.vault import Sealed, Vault
+from crmgate.store.accounts import AccountError
+from crmgate.store.db import SessionFactory
+from crmgate.store.filtering import FieldSpec, order_by, where
+from crmgate.store.models import Application, Organisation, utcnow
+
+_KEY = re.compile(r"^[0-9a-f]{40}$")
+
+
+def new_application_key() -> str:
+    """40 hex characters (160 bits), the shape of the contract's application keys."""
+    return secrets.token_hex(20)
+
+
+class Credentials:
+    """Decrypted credentials: the client's fields and what the gateway derived (a session).
+    Its repr shows field names only."""
+
+    __slots__ = ("derived", "fields")
+
+    def __init__(self, fields: Mapping[str, str], derived: Mapping[str, str]) -> None:
+        self.fields = dict(fields)
+        self.derived = dict(derived)
+
+    def __repr__(self) -> str:
+        return f"Credentials(fields={sorted(self.fields)}, derived={sorted(self.derived)})"
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"fields": self.fields, "derived": self.derived}).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Credentials:
+        loaded = json.loads(data)
+        return cls(loaded["fields"], loaded["derived"])
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationView:
+    key: str
+    organisation_id: str
+    user_id: str | None
+    type: str
+    authorization: str
+    description: str
+    is_authorized: bool
+    identity: dict[str, Any]
+    public_credential: dict[str, str]
+    key_version: int
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+    ciphertext: bytes = field(repr=False)
+
+
+_FIELDS: dict[str, FieldSpec] = {
+    "key": FieldSpec(Application.id),
+    "type": FieldSpec(Application.type),
+    "authorization": FieldSpec(Application.authorization),
+    "description": FieldSpec(Application.description),
+    "is_authorized": FieldSpec(Application.is_authorized, "boolean"),
+    "user_key": FieldSpec(Application.user_id),
+    "created_at": FieldSpec(Application.created_at, "datetime"),
+    "updated_at": FieldSpec(Application.updated_at, "datetime"),
+    "last_used_at": FieldSpec(Application.last_used_at, "datetime"),
+}
+
+
+def _view(row: Application) -> ApplicationView:
+    return ApplicationView(
+        key=row.id,
+        organisation_id=row.organisation_id,
+        user_id=row.user_id,
+        type=row.type,
+        authorization=row.authorization,
+        description=row.description,
+        is_authorized=row.is_authorized,
+        identity=json.loads(row.identity),
+        public_credential=json.loads(row.public_credential),
+        key_version=row.key_version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_used_at=row.last_used_at,
+        ciphertext=row.ciphertext,
+    )
+
+
+def _context(organisation_id: str, key: str) -> bytes:
+    return f"application|{organisation_id}|{key}".encode()
+
+
+def _not_found(key: str) -> AccountError:
+    # The same answer for a key that does not exist and one of another organisation.
+    return AccountError(404, "ENTITY_NOT_FOUND", "application not found")
+
+
+class ApplicationStore:
+    def __init__(self, sessions: SessionFactory, vault: Vault) -> None:
+        self._sessions = sessions
+        self._vault = vault
+
+    def _seal(self, organisation_id: str, key: str, credentials: Credentials) -> Sealed:
+        return self._vault.encrypt(credentials.to_bytes(), _context(organisation_id, key))
+
+    def _open(self, row: Application) -> Credentials:
+        sealed = Sealed(row.key_version, row.ciphertext)
+        return Credentials.from_bytes(
+            self._vault.decrypt(sealed, _context(row.organisation_id, row.id))
+        )
+
+    async def _row(
+        self, session: AsyncSession, organisation_id: str, key: str, *, lock: bool = False
+    ) -> Application:
+        if not _KEY.match(key):
+            raise _not_found(key)
+        query = select(Application).where(
+            Application.id == key, Application.organisation_id == organisation_id
+        )
+        if lock:
+            query = query.with_for_update()
+        row = await session.scalar(query)
+        if row is None:
+            raise _not_found(key)
+        return row
+
+    async def create(
+        self,
+        organisation_id: str,
+        user_id: str,
+        *,
+        type: str,
+        authorization: str,
+        description: str,
+        credentials: Credentials,
+        public_credential: Mapping[str, str],
+        identity: Mapping[str, Any],
+        limit: int,
+    ) -> ApplicationView:
+        key = new_application_key()
+        sealed = self._seal(organisation_id, key, credentials)
+        now = utcnow()
+        async with self._sessions.begin() as session:
+            # Lock the organisation first: concurrent creations cannot pass the limit together.
+            await session.execute(
+                update(Organisation)
+                .where(Organisation.id == organisation_id)
+                .values(version=Organisation.version + 1)
+            )
+            count = await session.scalar(
+                select(func.count())
+                .select_from(Application)
+                .where(Application.organisation_id == organisation_id)
+            )
+            if (count or 0) >= limit:
+                raise AccountError(
+                    403,
+                    "SERVICE_CONNECTED_APPLICATIONS_LIMIT",
+                    f"the organisation has reached its limit of {limit} connected applications",
+                )
+            row = Application(
+                id=key,
+                organisation_id=organisation_id,
+                user_id=user_id,
+                type=type,
+                authorization=authorization,
+                description=description,
+                is_authorized=True,
+                identity=json.dumps(dict(identity)),
+                public_credential=json.dumps(dict(public_credential)),
+                key_version=sealed.version,
+                ciphertext=sealed.blob,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+        return _view(row)
+
+    async def get(self, organisation_id: str, key: str) -> ApplicationView:
+        async with self._sessions() as session:
+            return _view(await self._row(session, organisation_id, key))
+
+    async def credentials(
+        self, organisation_id: str, key: str
+    ) -> tuple[ApplicationView, Credentials]:
+        async with self._sessions() as session:
+            row = await self._row(session, organisation_id, key)
+            return _view(row), self._open(row)
+
+    async def list(
+        self,
+        organisation_id: str,
+        *,
+        conditions: Sequence[Condition] = (),
+        sort: Sequence[SortKey] = (),
+        page: int = 1,
+        page_size: int = 25,
+    ) -> list[ApplicationView]:
+        query = (
+            select(Application)
+            .where(Application.organisation_id == organisation_id, where(_FIELDS, conditions))
+            .order_by(*order_by(_FIELDS, sort, Application.created_at, Application.id))
+            .offset((page - 1) * page_size)
+            .limit(page_size)
+        )
+        async with self._sessions() as session:
+            return [_view(row) for row in (await session.scalars(query)).all()]
+
+    async def count(self, organisation_id: str, conditions: Sequence[Condition] = ()) -> int:
+        query = (
+            select(func.count())
+            .select_from(Application)
+            .where(Application.organisation_id == organisation_id, where(_FIELDS, conditions))
+        )
+        async with self._sessions() as session:
+            return int(await session.scalar(query) or 0)
+
+    async def update(
+        self,
+        organisation_id: str,
+        key: str,
+        *,
+        description: str | None = None,
+        authorization: str | None = None,
+        credentials: Credentials | None = None,
+        public_credential: Mapping[str, str] | None = None,
+        identity: Mapping[str, Any] | None = None,
+        expected_ciphertext: bytes | None = None,
+    ) -> ApplicationView:
+        """Change what is given. With ``expected_ciphertext``, refuse (409) when the credentials
+        changed since the caller read them, so two updates never silently overwrite each other."""
+        async with self._sessions.begin() as session:
+            row = await self._row(session, organisation_id, key, lock=True)
+            if expected_ciphertext is not None and row.ciphertext != expected_ciphertext:
+                raise AccountError(
+                    409, "CONFLICT", "the application changed meanwhile; send the update again"
+                )
+            if description is not None:
+                row.description = description
+            if authorization is not None:
+                row.authorization = authorization
+            if credentials is not None:
+                sealed = self._seal(organisation_id, key, credentials)
+                row.key_version, row.ciphertext = sealed.version, sealed.blob
+                row.is_authorized = True
+            if public_credential is not None:
+                row.public_credential = json.dumps(dict(public_credential))
+            if identity is not None:
+                row.identity = json.dumps(dict(identity))
+            row.updated_at = utcnow()
+        return _view(row)
+
+    async def delete(self, organisation_id: str, key: str) -> None:
+        async with self._sessions.begin() as session:
+            row = await self._row(session, organisation_id, key, lock=True)
+            await session.delete(row)
+
+    # ---- the vault's maintenance ----------------------------------------------------------------
+
+    async def key_versions(self) -> dict[int, int]:
+        """Key version -> how many applications it protects."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Application.key_version, func.count()).group_by(Application.key_version)
+            )
+            return {int(version): int(count) for version, count in rows}
+
+    async def rewrap(self, batch_size: int = 100) -> int:
+        """Re-encrypt every row not under the newest key version; returns how many moved.
+
+        Each batch is its own short transaction holding row locks, so the gateway keeps serving
+        (and writing) throughout; a row changed meanwhile is simply picked up again.
+        """
+        moved = 0
+        while True:
+            newest = self._vault.keyring.newest
+            async with self._sessions.begin() as session:
+                rows = (
+                    await session.scalars(
+                        select(Application)
+                        .where(Application.key_version != newest)
+                        .order_by(Application.id)
+                        .limit(batch_size)
+                        .with_for_update()
+                    )
+                ).all()
+                for row in rows:
+                    context = _context(row.organisation_id, row.id)
+                    sealed = self._vault.rewrap(Sealed(row.key_version, row.ciphertext), context)
+                    row.key_version, row.ciphertext = sealed.version, sealed.blob
+                moved += len(rows)
+            if len(rows) < batch_size:
+                return moved
