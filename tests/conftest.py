@@ -247,3 +247,22 @@ def salesforce(certificates: Certificates) -> Iterator[SalesforceSim]:
     simulator = SalesforceSimulator(org_name="Acme Corp (sim)")
     with RunningSimulator(simulator.app(), certificates) as running:
         yield SalesforceSim(simulator, running.base_url, str(certificates.ca_file))
+
+
+@pytest.fixture
+def crm_settings(tmp_path: Path, database: Database, salesforce: SalesforceSim) -> Settings:
+    """Settings on a migrated database of each backend, with Salesforce pointed at the simulator."""
+    result = make_settings(
+        tmp_path / "data",
+        database.url,
+        platform_overrides=salesforce.overrides(),
+        outbound_ca_file=salesforce.ca_file,
+    )
+    migrate_database(result)
+    return result
+
+
+@pytest.fixture
+def crm_gateway(crm_settings: Settings) -> Iterator[RunningGateway]:
+    with RunningGateway(create_app(crm_settings)) as running:
+        yield running

@@ -15,6 +15,7 @@ from typing import Any
 from crmgate.connectors.base import Connector, CrmError, Verified
 from crmgate.connectors.catalogue import AUTHORIZATION_TYPES, Catalogue, Platform
 from crmgate.outbound import OutboundRefused
+from crmgate.security.vault import DecryptionError
 from crmgate.store.accounts import AccountError, Principal
 from crmgate.store.applications import ApplicationStore, ApplicationView, Credentials
 
@@ -137,17 +138,18 @@ class ApplicationService:
         credential: Mapping[str, Any] | None,
         description: str | None,
     ) -> ApplicationView:
-        current, stored = await self.store.credentials(principal.organisation_id, key)
+        current = await self.store.get(principal.organisation_id, key)
         if platform_type is not None and platform_type != current.type:
             raise invalid("type", "the platform of an application cannot change")
         if credential is None and authorization is None:
             return await self.store.update(principal.organisation_id, key, description=description)
         platform = self.platform(current.type)
         kind = authorization or current.authorization
+        stored = await self._readable_fields(principal, key)
         # Same authorization type: the new fields replace the stored ones they name (a client
         # pushing a fresh access token sends only that); another type needs its full set.
         merged = (
-            {**stored.fields, **(credential or {})}
+            {**stored, **(credential or {})}
             if kind == current.authorization
             else dict(credential or {})
         )
@@ -164,8 +166,24 @@ class ApplicationService:
             expected_ciphertext=current.ciphertext,
         )
 
+    async def _readable_fields(self, principal: Principal, key: str) -> dict[str, str]:
+        """The stored fields, or none when they cannot be decrypted (then the client's update
+        must bring a complete credential, which repairs the application)."""
+        try:
+            _, credentials = await self.store.credentials(principal.organisation_id, key)
+        except DecryptionError as error:
+            log.error("application %s: stored credentials unreadable: %s", key[:8], error)
+            return {}
+        return credentials.fields
+
     async def delete(self, principal: Principal, key: str) -> None:
-        view, credentials = await self.store.credentials(principal.organisation_id, key)
+        try:
+            view, credentials = await self.store.credentials(principal.organisation_id, key)
+        except DecryptionError as error:
+            # Unreadable credentials cannot be revoked, but the application can still go.
+            log.error("application %s: stored credentials unreadable: %s", key[:8], error)
+            await self.store.delete(principal.organisation_id, key)
+            return
         platform = self.catalogue.known(view.type)
         if platform is not None and platform.connector in self._connectors:
             try:

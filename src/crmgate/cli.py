@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import secrets
 import shlex
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -14,6 +17,12 @@ import typer
 from crmgate.logs import configure as configure_logging
 from crmgate.runtime import SchemaOutOfDate, Services
 from crmgate.security.secretfile import SecretFileError
+from crmgate.security.vault import (
+    KEY_BYTES,
+    VaultError,
+    remove_version_from_key_file,
+    rotate_key_file,
+)
 from crmgate.settings import Settings
 from crmgate.store import migrate as migrations
 from crmgate.store.accounts import AccountError, UserView
@@ -33,12 +42,18 @@ account_app = typer.Typer(
 user_app = typer.Typer(
     no_args_is_help=True, pretty_exceptions_enable=False, help="Users of every organisation."
 )
+vault_app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="The credential vault's master keys: status, rotate, rewrap, retire.",
+)
 key_app = typer.Typer(
     no_args_is_help=True, pretty_exceptions_enable=False, help="User keys: rotate or revoke."
 )
 app.add_typer(account_app, name="account")
 app.add_typer(user_app, name="user")
 app.add_typer(key_app, name="key")
+app.add_typer(vault_app, name="vault")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
@@ -66,7 +81,7 @@ def _with_services(
         raise _fail(str(exc)) from None
     except AccountError as exc:
         raise _fail(exc.message) from None
-    except SecretFileError as exc:
+    except (SecretFileError, VaultError) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -254,6 +269,99 @@ def key_revoke(
     """Revoke every key of the user; they stop working at once."""
     count = _with_services(lambda services: services.accounts.revoke_keys(user_id))
     typer.echo(f"revoked {count} key(s) of {user_id}")
+
+
+def _key_file(services: Services) -> Path:
+    path = services.vault.key_file
+    if path is None:
+        raise _fail(
+            "the vault keys come from CRMGATE_VAULT_KEYS: add a version there "
+            "(`crmgate vault generate-key` prints one), restart, then `crmgate vault rewrap`"
+        )
+    return path
+
+
+@vault_app.command("status")
+def vault_status(as_json: JsonFlag = False) -> None:
+    """Key versions, the newest (used for new data), and how many credentials each protects."""
+
+    async def work(services: Services) -> dict[str, Any]:
+        counts = await services.applications.store.key_versions()
+        keyring = services.vault.keyring
+        return {
+            "newest": keyring.newest,
+            "versions": {str(v): counts.get(v, 0) for v in keyring.versions},
+            "unknown_versions": {str(v): n for v, n in counts.items() if v not in keyring.versions},
+            "source": str(services.vault.key_file or "CRMGATE_VAULT_KEYS"),
+        }
+
+    status = _with_services(work)
+    if as_json:
+        typer.echo(json.dumps(status))
+        return
+    typer.echo(f"keys from {status['source']}; newest version {status['newest']}")
+    for version, count in status["versions"].items():
+        typer.echo(f"  version {version}: protects {count} application(s)")
+    for version, count in status["unknown_versions"].items():
+        typer.echo(f"  version {version}: MISSING KEY for {count} application(s)")
+
+
+@vault_app.command("rotate")
+def vault_rotate() -> None:
+    """Add a key version: new credentials are sealed with it from now on (running gateways pick
+    it up by themselves). Then run `crmgate vault rewrap`."""
+
+    async def work(services: Services) -> int:
+        return rotate_key_file(_key_file(services))
+
+    version = _with_services(work)
+    typer.echo(f"vault: version {version} added and now seals new data; run `crmgate vault rewrap`")
+
+
+@vault_app.command("rewrap")
+def vault_rewrap() -> None:
+    """Re-encrypt every stored credential under the newest key version, while the gateway keeps
+    serving. Plaintext never leaves the process."""
+
+    async def work(services: Services) -> tuple[int, int]:
+        moved = await services.applications.store.rewrap()
+        return moved, services.vault.keyring.newest
+
+    moved, newest = _with_services(work)
+    typer.echo(f"vault: {moved} credential(s) rewrapped under version {newest}")
+
+
+@vault_app.command("retire")
+def vault_retire(
+    version: Annotated[int, typer.Option(help="The key version to remove.")],
+) -> None:
+    """Remove an old key version; refused while any credential still needs it."""
+
+    async def work(services: Services) -> None:
+        path = _key_file(services)
+        if version == services.vault.keyring.newest:
+            raise _fail(f"version {version} is the newest: it seals new data and cannot be retired")
+        count = (await services.applications.store.key_versions()).get(version, 0)
+        if count:
+            raise _fail(
+                f"version {version} still protects {count} credential(s): "
+                "run `crmgate vault rewrap` first"
+            )
+        remove_version_from_key_file(path, version)
+
+    try:
+        _with_services(work)
+    except VaultError as error:
+        raise _fail(str(error)) from None
+    typer.echo(f"vault: version {version} retired")
+
+
+@vault_app.command("generate-key")
+def vault_generate_key(
+    version: Annotated[int, typer.Option(help="The version number to give the key.")],
+) -> None:
+    """Print a new random key as 'version:base64key', for CRMGATE_VAULT_KEYS."""
+    typer.echo(f"{version}:{base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()}")
 
 
 @app.command("contract-coverage")

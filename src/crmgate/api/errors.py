@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from crmgate.connectors.base import CrmError
 from crmgate.query import QueryError
+from crmgate.security.vault import DecryptionError
 from crmgate.store.accounts import AccountError
 
 ERROR_TYPE = "http://www.w3.org/Protocols/rfc2616/rfc2616-sec10.html"
@@ -157,6 +158,16 @@ async def _crm(request: Request, exc: Exception) -> Response:
     return error_response(request, ApiError(exc.status, exc.code, exc.message))
 
 
+async def _vault(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DecryptionError)
+    log.error("request %s: %s", _request_id(request), exc)
+    message = (
+        "the stored credentials of this application cannot be decrypted; send complete "
+        "credentials with PUT /v1/application/{key} to replace them"
+    )
+    return error_response(request, ApiError(500, "CREDENTIALS_UNREADABLE", message))
+
+
 async def _query(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, QueryError)
     error = ApiError(
@@ -172,6 +183,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AccountError, _account)
     app.add_exception_handler(QueryError, _query)
     app.add_exception_handler(CrmError, _crm)
+    app.add_exception_handler(DecryptionError, _vault)
     app.add_exception_handler(Exception, _unexpected)
 
 
