@@ -148,3 +148,12 @@ def test_reprs_and_errors_carry_no_secret() -> None:
     with pytest.raises(DecryptionError) as error:
         vault.decrypt(sealed, b"other")
     assert CANARY.decode() not in str(error.value) and key_b64 not in str(error.value)
+
+
+def test_decrypted_credentials_show_field_names_only() -> None:
+    from crmgate.store.applications import Credentials
+
+    credentials = Credentials({"access_token": CANARY.decode()}, {"session_id": CANARY.decode()})
+    assert CANARY.decode() not in repr(credentials) + str(credentials)
+    assert "access_token" in repr(credentials)
+    assert Credentials.from_bytes(credentials.to_bytes()).fields == credentials.fields
