@@ -357,3 +357,73 @@ def test_filters_and_sorts_on_applications(
     assert [a["description"] for a in ordered] == ["a-team", "b-team"]
     assert found.json() == {"total": 1}
     assert bad.status_code == 400
+
+
+def test_stored_secrets_never_follow_a_new_instance_url(
+    crm_settings: Settings, crm_gateway: RunningGateway, admin: Account, salesforce: SalesforceSim
+) -> None:
+    credential = oauth_credential(salesforce, refresh=False)
+    key = connect(
+        crm_gateway,
+        admin.key,
+        {
+            "type": "Salesforce",
+            "authorization": "oAuth-external-refresh",
+            "credential": credential,
+        },
+    ).json()["key"]
+    calls = len(salesforce.simulator.calls)
+    with crm_gateway.client(admin.key) as client:
+        moved = client.put(
+            f"/v1/application/{key}",
+            json={
+                "credential": {
+                    "instance_url": salesforce.base_url.replace("127.0.0.1", "localhost")
+                }
+            },
+        )
+        assert moved.status_code == 422, moved.text
+        assert moved.json()["detail"]["errors"][0]["field"] == "credential.access_token"
+        with_path = client.put(
+            f"/v1/application/{key}",
+            json={
+                "credential": {
+                    "instance_url": salesforce.base_url + "/services/apexrest/x",
+                    "access_token": "t",
+                }
+            },
+        )
+        assert with_path.status_code == 422
+    assert len(salesforce.simulator.calls) == calls  # the stored token went nowhere
+
+
+def test_switching_away_from_oauth_internal_revokes_the_old_refresh_token(
+    crm_gateway: RunningGateway, admin: Account, salesforce: SalesforceSim
+) -> None:
+    credential = oauth_credential(salesforce)
+    key = connect(
+        crm_gateway,
+        admin.key,
+        {
+            "type": "Salesforce",
+            "authorization": "oAuth-internal",
+            "credential": credential,
+        },
+    ).json()["key"]
+    user = next(iter(salesforce.simulator.users.values()))
+    with crm_gateway.client(admin.key) as client:
+        response = client.put(
+            f"/v1/application/{key}",
+            json={
+                "authorization": "oAuth-external-refresh",
+                "credential": {
+                    "instance_url": salesforce.base_url,
+                    "access_token": salesforce.simulator.issue_session(user),
+                },
+            },
+        )
+        assert response.status_code == 200, response.text
+        assert (
+            client.get(f"/v1/application/{key}").json()["authorization"] == "oAuth-external-refresh"
+        )
+    assert credential["refresh_token"] not in salesforce.simulator.refresh_tokens

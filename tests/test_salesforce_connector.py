@@ -86,3 +86,90 @@ def test_instance_urls_off_the_platform_hosts_are_refused(
     with pytest.raises(OutboundRefused):
         verify(salesforce, "oAuth-external-refresh", {"instance_url": url, "access_token": "t"})
     assert salesforce.simulator.calls == []
+
+
+def test_each_platform_type_gets_its_own_descriptor(tmp_path: Any) -> None:
+    """Salesforce logs in at login.salesforce.com and its sandbox at test.salesforce.com, even
+    though both are driven by the same connector code."""
+    from conftest import make_settings, with_services
+
+    settings = make_settings(tmp_path / "data")
+
+    async def hosts(services: Any) -> dict[str, Any]:
+        service = services.applications
+        return {
+            kind: (
+                service.connector(service.catalogue.get(kind)).platform.login_url,
+                service.connector(service.catalogue.get(kind)).platform.oauth.revoke_url,
+            )
+            for kind in ("Salesforce", "SalesforceSandbox")
+        }
+
+    assert with_services(settings, hosts) == {
+        "Salesforce": (
+            "https://login.salesforce.com",
+            "https://login.salesforce.com/services/oauth2/revoke",
+        ),
+        "SalesforceSandbox": (
+            "https://test.salesforce.com",
+            "https://test.salesforce.com/services/oauth2/revoke",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://acme.my.salesforce.com", "https://acme.my.salesforce.com"),
+        ("https://ACME.My.Salesforce.com./", "https://acme.my.salesforce.com"),
+        (
+            "https://acme--dev.sandbox.my.salesforce.com",
+            "https://acme--dev.sandbox.my.salesforce.com",
+        ),
+        ("https://na1.salesforce.com", "https://na1.salesforce.com"),
+        ("https://acme.my.salesforce.com.evil.example", None),
+        ("https://evil.example#.my.salesforce.com", None),
+        ("https://evil.example?.my.salesforce.com", None),
+        ("https://x.my.salesforce.com@evil.example", None),
+        ("https://evil.example\\.my.salesforce.com", None),
+        ("https://salesforce.com", None),
+        ("https://acme.my.salesforce.com:8443", None),
+        ("https://acme.my.salesforce.com:0", None),
+        ("http://acme.my.salesforce.com", None),
+        ("https://xn--x.my.salesforce.com", "https://xn--x.my.salesforce.com"),
+        ("https://acme.my.salesforce.com/services/apexrest/x", None),
+        ("https://acme.my.salesforce.com/?q=1", None),
+        ("https://acme.my.salesforce.com/#frag", None),
+        ("not a url", None),
+    ],
+)
+def test_instance_urls_against_the_real_salesforce_patterns(url: str, accepted: str | None) -> None:
+    catalogue = Catalogue.load(["salesforce"])
+    platform = catalogue.get("Salesforce")
+    assert platform is not None
+    connector = SalesforceConnector(platform, Outbound())
+    if accepted is None:
+        with pytest.raises(OutboundRefused):
+            connector.instance_url(url)
+    else:
+        assert str(connector.instance_url(url)) == accepted
+
+
+def test_an_org_without_api_access_is_api_not_enabled(salesforce: SalesforceSim) -> None:
+    from crmgate.connectors.base import ApiNotEnabled
+
+    salesforce.simulator.add_user("bo@acme.example", "pw", security_token="T")
+    salesforce.simulator.api_enabled = False
+    with pytest.raises(ApiNotEnabled, match="API is not enabled"):
+        verify(
+            salesforce,
+            "user",
+            {"login": "bo@acme.example", "password": "pw", "security_token": "T"},
+        )
+
+
+def test_reprs_hide_the_derived_session() -> None:
+    from crmgate.connectors.base import Identity
+
+    verified = Verified(Identity("005", "Ada", "a@x", "ada", "00D"), {"session_id": "00D!SECRET"})
+    assert "00D!SECRET" not in repr(verified)

@@ -84,6 +84,7 @@ def test_rotate_and_rewrap_while_the_gateway_serves(
 
     statuses: list[int] = []
     stop = threading.Event()
+    owner = salesforce.simulator.users["u0@acme.example"]  # keys[0] acts as this user
 
     def traffic() -> None:
         with crm_gateway.client(admin.key) as client:
@@ -96,6 +97,11 @@ def test_rotate_and_rewrap_while_the_gateway_serves(
                     client.put(
                         f"/v1/application/{key}", json={"description": f"r{round_}"}
                     ).status_code
+                )
+                # A credential change while rewrap moves the rows: no conflict.
+                fresh = {"access_token": salesforce.simulator.issue_session(owner)}
+                statuses.append(
+                    client.put(f"/v1/application/{keys[0]}", json={"credential": fresh}).status_code
                 )
                 round_ += 1
 
@@ -114,7 +120,7 @@ def test_rotate_and_rewrap_while_the_gateway_serves(
 
     status = json.loads(vault(crm_settings, "status", "--json").stdout)
     assert status["newest"] == 2 and status["versions"] == {"1": 0, "2": 7}
-    for key in keys:
+    for key in keys[1:]:  # keys[0] got new access tokens meanwhile
         after = with_services(
             crm_settings,
             lambda s, key=key: s.applications.store.credentials(admin.organisation_id, key),
@@ -151,6 +157,8 @@ def test_moved_or_altered_ciphertexts_do_not_decrypt(
 ) -> None:
     first = new_app(crm_gateway, admin.key, salesforce)
     second = new_app(crm_gateway, admin.key, salesforce)
+    stranger = create_account(crm_settings, name="Globex", email="boss@globex.example")
+    theirs = new_app(crm_gateway, stranger.key, salesforce)
 
     async def tamper(services: Any) -> None:
         async with services.engine.begin() as conn:
@@ -163,7 +171,7 @@ def test_moved_or_altered_ciphertexts_do_not_decrypt(
             ).one()
             await conn.execute(
                 update(Application)
-                .where(Application.id == second)
+                .where(Application.id.in_([second, theirs]))
                 .values(key_version=row.key_version, ciphertext=row.ciphertext)
             )
             flipped = bytearray(row.ciphertext)
@@ -173,12 +181,22 @@ def test_moved_or_altered_ciphertexts_do_not_decrypt(
             )
 
     with_services(crm_settings, tamper)
-    for key in (first, second):
+    for organisation, key in (
+        (admin.organisation_id, first),
+        (admin.organisation_id, second),
+        (stranger.organisation_id, theirs),  # moved to another organisation
+    ):
         with pytest.raises(DecryptionError, match="failed authentication"):
             with_services(
                 crm_settings,
-                lambda s, key=key: s.applications.store.credentials(admin.organisation_id, key),
+                lambda s, o=organisation, k=key: s.applications.store.credentials(o, k),
             )
+    vault(crm_settings, "rotate")
+    rewrap = vault(crm_settings, "rewrap", check=False)
+    assert rewrap.returncode == 1
+    assert all(key in rewrap.stderr for key in (first, second, theirs))
+    status = json.loads(vault(crm_settings, "status", "--json").stdout)
+    assert status["versions"] == {"1": 3, "2": 0}
     with crm_gateway.client(admin.key) as client:
         partial = client.put(
             f"/v1/application/{second}", json={"credential": {"access_token": "x"}}

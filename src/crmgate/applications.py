@@ -21,7 +21,8 @@ from crmgate.store.applications import ApplicationStore, ApplicationView, Creden
 
 log = logging.getLogger("crmgate.applications")
 MAX_VALUE = 4096
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0/C1 controls, Unicode line/paragraph separators and lone surrogates: never in a credential.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def invalid(field: str, message: str) -> AccountError:
@@ -42,8 +43,8 @@ class ApplicationService:
         self._limit = max_applications
 
     def connector(self, platform: Platform) -> Connector:
-        assert platform.connector is not None
-        return self._connectors[platform.connector]
+        """The connector object of this very platform type (keyed by type, not connector name)."""
+        return self._connectors[platform.type]
 
     def platform(self, platform_type: str) -> Platform:
         platform = self.catalogue.get(platform_type)
@@ -74,7 +75,7 @@ class ApplicationService:
                 raise invalid(where, f"not a field of {authorization} (fields: {known})")
             if not isinstance(value, str):
                 raise invalid(where, "must be a string")
-            if len(value) > MAX_VALUE or _CONTROL.search(value):
+            if len(value) > MAX_VALUE or _UNPRINTABLE.search(value):
                 raise invalid(where, f"must be at most {MAX_VALUE} printable characters")
             if value == "" and not field.required:
                 continue
@@ -145,17 +146,18 @@ class ApplicationService:
             return await self.store.update(principal.organisation_id, key, description=description)
         platform = self.platform(current.type)
         kind = authorization or current.authorization
-        stored = await self._readable_fields(principal, key)
-        # Same authorization type: the new fields replace the stored ones they name (a client
-        # pushing a fresh access token sends only that); another type needs its full set.
-        merged = (
-            {**stored, **(credential or {})}
-            if kind == current.authorization
-            else dict(credential or {})
-        )
+        stored = await self._readable_stored(principal, key)
+        sent = dict(credential or {})
+        if kind == current.authorization and stored is not None:
+            # Same authorization type: the fields sent replace the stored ones they name (a
+            # client pushing a fresh access token sends only that) ...
+            merged = {**stored.fields, **sent}
+            self._require_secrets_with_new_address(platform, kind, stored.fields, sent)
+        else:
+            merged = sent  # ... another type (or unreadable credentials) needs the full set.
         fields, public = self.validate(platform, kind, merged)
         verified = await self._verify(platform, kind, fields)
-        return await self.store.update(
+        updated = await self.store.update(
             principal.organisation_id,
             key,
             description=description,
@@ -163,37 +165,65 @@ class ApplicationService:
             credentials=Credentials(fields, verified.derived),
             public_credential=_public(public, verified),
             identity=_identity(verified),
-            expected_ciphertext=current.ciphertext,
+            expected_revision=current.credentials_revision,
         )
+        if stored is not None and current.authorization != kind:
+            await self._revoke(platform, current.authorization, stored, key)
+        return updated
 
-    async def _readable_fields(self, principal: Principal, key: str) -> dict[str, str]:
-        """The stored fields, or none when they cannot be decrypted (then the client's update
-        must bring a complete credential, which repairs the application)."""
+    @staticmethod
+    def _require_secrets_with_new_address(
+        platform: Platform, kind: str, stored: Mapping[str, str], sent: Mapping[str, Any]
+    ) -> None:
+        """Stored secrets are only ever sent to the address they were given for: a request that
+        changes a URL field must bring the secrets again, or any admin could point the stored
+        token at a host of their choosing and read it there."""
+        spec = platform.authorization_for(kind)
+        if spec is None:
+            return
+        moved = [
+            f.name
+            for f in spec.credential
+            if f.type == "url" and f.name in sent and sent[f.name] != stored.get(f.name)
+        ]
+        if not moved:
+            return
+        for field in spec.credential:
+            if field.secret and field.name in stored and field.name not in sent:
+                raise invalid(
+                    f"credential.{field.name}",
+                    f"send it again: {moved[0]} changes, and stored secrets never follow it",
+                )
+
+    async def _readable_stored(self, principal: Principal, key: str) -> Credentials | None:
+        """The stored credentials, or None when they cannot be decrypted (then the client's
+        update must bring a complete credential, which repairs the application)."""
         try:
             _, credentials = await self.store.credentials(principal.organisation_id, key)
         except DecryptionError as error:
             log.error("application %s: stored credentials unreadable: %s", key[:8], error)
-            return {}
-        return credentials.fields
+            return None
+        return credentials
+
+    async def _revoke(
+        self, platform: Platform, authorization: str, credentials: Credentials, key: str
+    ) -> None:
+        """Revoke tokens crmgate no longer keeps; a failure is logged, never fatal."""
+        try:
+            await self.connector(platform).revoke(
+                authorization, credentials.fields, credentials.derived
+            )
+        except (CrmError, OutboundRefused) as failure:
+            log.warning("could not revoke the tokens of application %s: %s", key[:8], failure)
 
     async def delete(self, principal: Principal, key: str) -> None:
-        try:
-            view, credentials = await self.store.credentials(principal.organisation_id, key)
-        except DecryptionError as error:
-            # Unreadable credentials cannot be revoked, but the application can still go.
-            log.error("application %s: stored credentials unreadable: %s", key[:8], error)
-            await self.store.delete(principal.organisation_id, key)
-            return
+        view = await self.store.get(principal.organisation_id, key)
+        credentials = await self._readable_stored(principal, key)
         platform = self.catalogue.known(view.type)
-        if platform is not None and platform.connector in self._connectors:
-            try:
-                await self.connector(platform).revoke(
-                    view.authorization, credentials.fields, credentials.derived
-                )
-            except (CrmError, OutboundRefused) as failure:
-                # The application goes anyway: keeping credentials a client asked to remove
-                # would be worse than a token left to expire.
-                log.warning("could not revoke the tokens of application %s: %s", key[:8], failure)
+        if credentials is not None and platform is not None and platform.type in self._connectors:
+            # The application goes even if revocation fails: keeping credentials a client asked
+            # to remove would be worse than a token left to expire.
+            await self._revoke(platform, view.authorization, credentials, key)
         await self.store.delete(principal.organisation_id, key)
 
 

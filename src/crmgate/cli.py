@@ -323,12 +323,21 @@ def vault_rewrap() -> None:
     """Re-encrypt every stored credential under the newest key version, while the gateway keeps
     serving. Plaintext never leaves the process."""
 
-    async def work(services: Services) -> tuple[int, int]:
-        moved = await services.applications.store.rewrap()
-        return moved, services.vault.keyring.newest
+    async def work(services: Services) -> tuple[int, list[str], int]:
+        moved, unreadable = await services.applications.store.rewrap()
+        return moved, unreadable, services.vault.keyring.newest
 
-    moved, newest = _with_services(work)
+    moved, unreadable, newest = _with_services(work)
     typer.echo(f"vault: {moved} credential(s) rewrapped under version {newest}")
+    if unreadable:
+        typer.echo(
+            f"vault: {len(unreadable)} application(s) have credentials that cannot be decrypted "
+            "and were left as they are; re-enter their credentials with PUT, or delete them:",
+            err=True,
+        )
+        for key in unreadable:
+            typer.echo(f"  {key}", err=True)
+        raise typer.Exit(code=1)
 
 
 @vault_app.command("retire")

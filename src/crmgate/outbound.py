@@ -43,16 +43,18 @@ def check_url(url: str, host_patterns: Iterable[str]) -> URL:
     """
     try:
         parsed = URL(url)
-    except (ValueError, TypeError):
+        host = (parsed.raw_host or "").lower().rstrip(".")
+        port = parsed.port
+    except (ValueError, TypeError, UnicodeError):
         raise OutboundRefused("not a URL") from None
     if parsed.scheme != "https":
         raise OutboundRefused("only https URLs are allowed")
-    if parsed.user or parsed.password:
+    if parsed.raw_user or parsed.raw_password:
         raise OutboundRefused("URLs with credentials in them are not allowed")
-    host = (parsed.host or "").lower().rstrip(".")
     if not host:
         raise OutboundRefused("the URL has no host")
-    port = parsed.port or 443
+    if port is None or not 0 < port < 65536:
+        raise OutboundRefused("the URL has no valid port")
     for pattern in host_patterns:
         pattern_host, _, pattern_port = pattern.lower().partition(":")
         if (int(pattern_port) if pattern_port else 443) != port:

@@ -64,8 +64,10 @@ class Services:
         the_vault = vault(settings)
         outbound = Outbound(ca_file=settings.outbound_ca_file, timeout=settings.outbound_timeout)
         catalogue = Catalogue.load(REGISTRY, settings.platform_overrides)
+        # One connector object per platform type: Salesforce and SalesforceSandbox share the
+        # connector code but not their descriptors (login hosts, overrides).
         connectors = {
-            platform.connector: REGISTRY[platform.connector](platform, outbound)
+            platform.type: REGISTRY[platform.connector](platform, outbound)
             for platform in catalogue.listed()
             if platform.connector is not None
         }

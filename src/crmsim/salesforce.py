@@ -61,6 +61,7 @@ class SalesforceSimulator:
         self.sessions: dict[str, Session] = {}
         self.refresh_tokens: dict[str, SfUser] = {}
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request, for tests
+        self.api_enabled = True  # False: the org's edition has no API access
         self.base_url = ""  # set by the running server through the Host header
 
     # ---- state --------------------------------------------------------------------------------
@@ -134,6 +135,10 @@ class SalesforceSimulator:
                 "INVALID_LOGIN",
                 "Invalid username, password, security token; or user locked out.",
                 500,
+            )
+        if not self.api_enabled:
+            return _soap_fault(
+                "API_DISABLED_FOR_ORG", "API is not enabled for this Organization or Partner", 500
             )
         version = request.match_info["version"]
         base = self._base(request)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from yarl import URL
 
 from crmgate.connectors.catalogue import Platform
-from crmgate.outbound import Outbound, OutboundResponse, check_url
+from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
 
 
 class CrmError(Exception):
@@ -31,6 +31,13 @@ class CrmError(Exception):
 class CredentialsRejected(CrmError):
     status = 401
     code = "UNAUTHORIZED"
+
+
+class ApiNotEnabled(CrmError):
+    """The CRM account exists but its edition or settings give no API access."""
+
+    status = 403
+    code = "API_NOT_ENABLED"
 
 
 class CrmUnavailable(CrmError):
@@ -64,7 +71,7 @@ class Identity:
 class Verified:
     identity: Identity
     # What the gateway keeps besides the client's credential (e.g. a login session), sealed too.
-    derived: dict[str, str] = field(default_factory=dict)
+    derived: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class Connector:
@@ -75,8 +82,17 @@ class Connector:
         self.outbound = outbound
 
     def instance_url(self, url: str) -> URL:
-        """``url`` if it is an instance URL this platform may have."""
-        return check_url(url.rstrip("/"), self.platform.instance_hosts)
+        """The origin of ``url`` if it is an instance URL this platform may have. An instance URL
+        is an address only: a path, query or fragment is refused, not kept."""
+        parsed = check_url(url, self.platform.instance_hosts)
+        if parsed.raw_path not in ("", "/") or parsed.raw_query_string or parsed.raw_fragment:
+            raise OutboundRefused(
+                "an instance URL is the CRM's address only (https://host[:port]), "
+                "without path, query or fragment"
+            )
+        host = (parsed.raw_host or "").lower().rstrip(".")
+        port = parsed.port if parsed.port != 443 else None
+        return URL.build(scheme="https", host=host, port=port, encoded=True)
 
     async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
         raise NotImplementedError

@@ -13,6 +13,7 @@ from html import escape
 from yarl import URL
 
 from crmgate.connectors.base import (
+    ApiNotEnabled,
     Connector,
     CredentialsRejected,
     CrmUnavailable,
@@ -28,6 +29,21 @@ _LOGIN = """<?xml version="1.0" encoding="utf-8"?>
  xmlns:urn="urn:partner.soap.sforce.com"><env:Body><urn:login>
 <urn:username>{username}</urn:username><urn:password>{password}</urn:password>
 </urn:login></env:Body></env:Envelope>"""
+
+
+# SOAP login faults that mean "these credentials are not accepted" (the rest are CRM-side).
+_LOGIN_REFUSALS = frozenset(
+    {
+        "INVALID_LOGIN",
+        "LOGIN_MUST_USE_SECURITY_TOKEN",
+        "INVALID_PASSWORD",
+        "PASSWORD_LOCKOUT",
+        "INACTIVE_OWNER_OR_USER",
+        "INVALID_OPERATION_WITH_EXPIRED_PASSWORD",
+        "LOGIN_DURING_RESTRICTED_DOMAIN",
+        "LOGIN_DURING_RESTRICTED_TIME",
+    }
+)
 
 
 def _xml_values(body: bytes) -> dict[str, str]:
@@ -90,17 +106,22 @@ class SalesforceConnector(Connector):
         )
         values = _xml_values(response.body)
         if response.status != 200:
-            if values.get("exceptionCode") == "INVALID_LOGIN" or "faultcode" in values:
-                reason = values.get("exceptionMessage") or values.get("faultstring") or "refused"
+            code = values.get("exceptionCode") or values.get("faultcode", "").rpartition(":")[2]
+            reason = values.get("exceptionMessage") or values.get("faultstring") or "refused"
+            if code in _LOGIN_REFUSALS:
                 raise CredentialsRejected(f"Salesforce refused the login: {reason}")
-            raise CrmUnavailable(f"Salesforce login answered HTTP {response.status}")
+            if code == "API_DISABLED_FOR_ORG":
+                raise ApiNotEnabled(f"Salesforce: {reason}")
+            raise CrmUnavailable(
+                f"Salesforce login failed ({code or f'HTTP {response.status}'}): {reason}"
+            )
         session_id, server_url = values.get("sessionId"), values.get("serverUrl")
         if not session_id or not server_url:
             raise CrmUnavailable("Salesforce login answered without a session")
-        server = URL(server_url)
         try:
+            server = URL(server_url)
             instance = self.instance_url(f"{server.scheme}://{server.raw_authority}")
-        except OutboundRefused as refused:
+        except (OutboundRefused, ValueError, UnicodeError) as refused:
             raise CrmUnavailable(f"Salesforce login pointed to a refused host: {refused}") from None
         identity = Identity(
             user_id=values.get("userId", ""),

@@ -11,7 +11,7 @@ import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmgate.query import Condition, SortKey
-from crmgate.security.vault import Sealed, Vault
+from crmgate.security.vault import DecryptionError, Sealed, Vault
 from crmgate.store.accounts import AccountError
 from crmgate.store.db import SessionFactory
 from crmgate.store.filtering import FieldSpec, order_by, where
@@ -70,7 +70,7 @@ class ApplicationView:
     created_at: datetime
     updated_at: datetime
     last_used_at: datetime | None
-    ciphertext: bytes = field(repr=False)
+    credentials_revision: int
 
 
 _FIELDS: dict[str, FieldSpec] = {
@@ -101,7 +101,7 @@ def _view(row: Application) -> ApplicationView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         last_used_at=row.last_used_at,
-        ciphertext=row.ciphertext,
+        credentials_revision=row.credentials_revision,
     )
 
 
@@ -157,7 +157,6 @@ class ApplicationStore:
         limit: int,
     ) -> ApplicationView:
         key = new_application_key()
-        sealed = self._seal(organisation_id, key, credentials)
         now = utcnow()
         async with self._sessions.begin() as session:
             # Lock the organisation first: concurrent creations cannot pass the limit together.
@@ -177,6 +176,9 @@ class ApplicationStore:
                     "SERVICE_CONNECTED_APPLICATIONS_LIMIT",
                     f"the organisation has reached its limit of {limit} connected applications",
                 )
+            # Sealed inside the transaction, as late as possible: a key version retired meanwhile
+            # cannot end up protecting this row.
+            sealed = self._seal(organisation_id, key, credentials)
             row = Application(
                 id=key,
                 organisation_id=organisation_id,
@@ -206,7 +208,7 @@ class ApplicationStore:
             row = await self._row(session, organisation_id, key)
             return _view(row), self._open(row)
 
-    async def list(
+    async def list_page(
         self,
         organisation_id: str,
         *,
@@ -244,13 +246,14 @@ class ApplicationStore:
         credentials: Credentials | None = None,
         public_credential: Mapping[str, str] | None = None,
         identity: Mapping[str, Any] | None = None,
-        expected_ciphertext: bytes | None = None,
+        expected_revision: int | None = None,
     ) -> ApplicationView:
-        """Change what is given. With ``expected_ciphertext``, refuse (409) when the credentials
-        changed since the caller read them, so two updates never silently overwrite each other."""
+        """Change what is given. With ``expected_revision``, refuse (409) when the credentials
+        changed since the caller read them, so two updates never silently overwrite each other
+        (the vault's rewrap does not count as a change)."""
         async with self._sessions.begin() as session:
             row = await self._row(session, organisation_id, key, lock=True)
-            if expected_ciphertext is not None and row.ciphertext != expected_ciphertext:
+            if expected_revision is not None and row.credentials_revision != expected_revision:
                 raise AccountError(
                     409, "CONFLICT", "the application changed meanwhile; send the update again"
                 )
@@ -261,6 +264,7 @@ class ApplicationStore:
             if credentials is not None:
                 sealed = self._seal(organisation_id, key, credentials)
                 row.key_version, row.ciphertext = sealed.version, sealed.blob
+                row.credentials_revision += 1
                 row.is_authorized = True
             if public_credential is not None:
                 row.public_credential = json.dumps(dict(public_credential))
@@ -284,29 +288,36 @@ class ApplicationStore:
             )
             return {int(version): int(count) for version, count in rows}
 
-    async def rewrap(self, batch_size: int = 100) -> int:
-        """Re-encrypt every row not under the newest key version; returns how many moved.
+    async def rewrap(self, batch_size: int = 100) -> tuple[int, list[str]]:
+        """Re-encrypt every row not under the newest key version. Returns how many moved, and the
+        keys of rows whose ciphertext cannot be decrypted (left as they are, for the operator).
 
         Each batch is its own short transaction holding row locks, so the gateway keeps serving
         (and writing) throughout; a row changed meanwhile is simply picked up again.
         """
         moved = 0
+        unreadable: list[str] = []
         while True:
             newest = self._vault.keyring.newest
             async with self._sessions.begin() as session:
+                query = select(Application).where(Application.key_version != newest)
+                if unreadable:
+                    query = query.where(Application.id.not_in(unreadable))
                 rows = (
                     await session.scalars(
-                        select(Application)
-                        .where(Application.key_version != newest)
-                        .order_by(Application.id)
-                        .limit(batch_size)
-                        .with_for_update()
+                        query.order_by(Application.id).limit(batch_size).with_for_update()
                     )
                 ).all()
                 for row in rows:
                     context = _context(row.organisation_id, row.id)
-                    sealed = self._vault.rewrap(Sealed(row.key_version, row.ciphertext), context)
+                    try:
+                        sealed = self._vault.rewrap(
+                            Sealed(row.key_version, row.ciphertext), context
+                        )
+                    except DecryptionError:
+                        unreadable.append(row.id)
+                        continue
                     row.key_version, row.ciphertext = sealed.version, sealed.blob
-                moved += len(rows)
+                    moved += 1
             if len(rows) < batch_size:
-                return moved
+                return moved, unreadable

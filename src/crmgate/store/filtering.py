@@ -94,5 +94,6 @@ def order_by(fields: Fields, sort: Sequence[SortKey], *tiebreak: Any) -> list[An
     order: list[Any] = []
     for key in sort:
         column = _spec(fields, "sort", key.field).column
-        order.append(column.desc() if key.descending else column.asc())
+        # NULLS LAST either way: SQLite and PostgreSQL disagree on the default.
+        order.append((column.desc() if key.descending else column.asc()).nulls_last())
     return [*order, *(column.asc() for column in tiebreak)]

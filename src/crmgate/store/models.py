@@ -141,6 +141,9 @@ class Application(Base):
     public_credential: Mapped[str] = mapped_column(Text, default="{}")  # JSON: non-secret fields
     key_version: Mapped[int] = mapped_column(Integer, index=True)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    # Bumped whenever the credentials change (not when the vault rewraps them): the optimistic
+    # check of a credential update.
+    credentials_revision: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -99,7 +99,7 @@ async def list_applications(
     sort: Sort = None,
 ) -> JSONResponse:
     """The organisation's connected applications, without any secret."""
-    views = await _service(request).store.list(
+    views = await _service(request).store.list_page(
         principal.organisation_id,
         conditions=parse_filter(filter),
         sort=parse_sort(sort),

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("public_credential", sa.Text(), nullable=False),
         sa.Column("key_version", sa.Integer(), nullable=False),
         sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
+        sa.Column("credentials_revision", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
