@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query
+from pydantic import BaseModel
+
+from crmgate.query import QueryError, parse_fields
 
 MAX_PAGE_SIZE = 100
 
@@ -36,3 +40,21 @@ RequestsFrom = Annotated[date | None, Query(description="All Application Request
 RequestsUntil = Annotated[
     date | None, Query(description="All Application Requests until this date")
 ]
+
+
+Record = dict[str, Any]
+
+
+def field_selector(
+    model: type[BaseModel], fields: str | None, always: str = "key"
+) -> Callable[[Record], Record]:
+    """The `fields` parameter, checked once against ``model``: a function that keeps only the
+    chosen fields of a rendered record (and ``always``, its identifier)."""
+    selected = parse_fields(fields)
+    if selected is None:
+        return lambda record: record
+    unknown = sorted(set(selected) - set(model.model_fields))
+    if unknown:
+        raise QueryError("fields", f"unknown field(s) {', '.join(unknown)}")
+    keep = {always, *selected}
+    return lambda record: {name: value for name, value in record.items() if name in keep}

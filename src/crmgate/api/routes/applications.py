@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from crmgate.api.auth import AdminUser, CurrentUser
-from crmgate.api.params import Fields, Filter, Page, PageSize, Sort
+from crmgate.api.params import Fields, Filter, Page, PageSize, Sort, field_selector
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import (
     ApplicationEntity,
@@ -21,7 +21,7 @@ from crmgate.api.schemas import (
     application_fields,
 )
 from crmgate.applications import ApplicationService
-from crmgate.query import QueryError, parse_fields, parse_filter, parse_sort
+from crmgate.query import parse_filter, parse_sort
 from crmgate.store.applications import ApplicationView
 
 router = APIRouter(prefix="/v1/application", tags=["application"], responses=ERRORS)
@@ -32,16 +32,6 @@ NO_LIMITS: dict[str, Any] = {"is_exceeded": False, "retry_after": None, "type": 
 def _service(request: Request) -> ApplicationService:
     service: ApplicationService = request.app.state.services.applications
     return service
-
-
-def _select(data: dict[str, Any], model: type[Any], fields: str | None) -> dict[str, Any]:
-    selected = parse_fields(fields)
-    if selected is not None:
-        unknown = sorted(set(selected) - set(model.model_fields))
-        if unknown:
-            raise QueryError("fields", f"unknown field(s) {', '.join(unknown)}")
-        data = {name: value for name, value in data.items() if name == "key" or name in selected}
-    return data
 
 
 def _list_item(view: ApplicationView) -> dict[str, Any]:
@@ -106,7 +96,8 @@ async def list_applications(
         page=page,
         page_size=page_size,
     )
-    return JSONResponse([_select(_list_item(v), ApplicationEntityList, fields) for v in views])
+    trim = field_selector(ApplicationEntityList, fields)
+    return JSONResponse([trim(_list_item(view)) for view in views])
 
 
 @router.get(
@@ -134,8 +125,9 @@ async def get_application(
 ) -> JSONResponse:
     """One application: its platform, whom the credentials act as in the CRM (me, company),
     and the non-secret part of its credential."""
+    trim = field_selector(ApplicationEntity, fields)
     view = await _service(request).store.get(principal.organisation_id, key)
-    return JSONResponse(_select(_entity(view), ApplicationEntity, fields))
+    return JSONResponse(trim(_entity(view)))
 
 
 @router.put(

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from crmgate.api.auth import CurrentUser
 from crmgate.api.errors import ApiError
-from crmgate.api.params import Fields, Page, PageSize, Sort
+from crmgate.api.params import Fields, Page, PageSize, Sort, field_selector
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import PlatformEntity
-from crmgate.query import QueryError, parse_fields, parse_sort
+from crmgate.query import QueryError, parse_sort
 
 router = APIRouter(prefix="/v1/platform", tags=["platform"], responses=ERRORS)
-PLATFORM_FIELDS = frozenset(PlatformEntity.model_fields)
-
-
-def _render(entity: PlatformEntity, fields: tuple[str, ...] | None) -> dict[str, Any]:
-    if fields is not None:
-        unknown = sorted(set(fields) - PLATFORM_FIELDS)
-        if unknown:
-            raise QueryError("fields", f"unknown field(s) {', '.join(unknown)}")
-    include = None if fields is None else {"type", *fields}
-    return entity.model_dump(mode="json", include=include)
 
 
 @router.get(
@@ -51,9 +41,9 @@ async def list_platforms(
         if key.field not in ("type", "name"):
             raise QueryError("sort", f"unknown field {key.field!r}; known: name, type")
         entities.sort(key=lambda entity: getattr(entity, key.field), reverse=key.descending)
-    selected = parse_fields(fields)
+    trim = field_selector(PlatformEntity, fields, always="type")
     window = entities[(page - 1) * page_size : page * page_size]
-    return JSONResponse([_render(entity, selected) for entity in window])
+    return JSONResponse([trim(entity.model_dump(mode="json")) for entity in window])
 
 
 @router.get(
@@ -72,4 +62,5 @@ async def get_platform(
     platform = request.app.state.services.applications.catalogue.get(type)
     if platform is None:
         raise ApiError(404, "ENTITY_NOT_FOUND", "no such platform, or not available yet")
-    return JSONResponse(_render(PlatformEntity.of(platform), parse_fields(fields)))
+    trim = field_selector(PlatformEntity, fields, always="type")
+    return JSONResponse(trim(PlatformEntity.of(platform).model_dump(mode="json")))

@@ -13,7 +13,16 @@ from fastapi.responses import JSONResponse
 
 from crmgate.api.auth import AdminUser, CurrentUser
 from crmgate.api.errors import ApiError
-from crmgate.api.params import Fields, Filter, Page, PageSize, RequestsFrom, RequestsUntil, Sort
+from crmgate.api.params import (
+    Fields,
+    Filter,
+    Page,
+    PageSize,
+    RequestsFrom,
+    RequestsUntil,
+    Sort,
+    field_selector,
+)
 from crmgate.api.schemas import (
     Count,
     Error,
@@ -22,7 +31,7 @@ from crmgate.api.schemas import (
     InternalUserEntityRelation,
     InternalUserUpdate,
 )
-from crmgate.query import Condition, QueryError, parse_fields, parse_filter, parse_sort
+from crmgate.query import Condition, parse_filter, parse_sort
 from crmgate.store.accounts import AccountStore, Principal, UserView, day_range
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -38,7 +47,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/v1/user", tags=["internalUser"], responses=ERRORS)
 UserId = Annotated[str, Path(description="Internal User Key (the user's id)")]
-USER_FIELDS = frozenset(InternalUserEntity.model_fields)
 
 
 def _store(request: Request) -> AccountStore:
@@ -46,14 +54,8 @@ def _store(request: Request) -> AccountStore:
     return store
 
 
-def _render(view: UserView, fields: tuple[str, ...] | None) -> dict[str, Any]:
-    include = None
-    if fields is not None:
-        unknown = sorted(set(fields) - USER_FIELDS)
-        if unknown:
-            raise QueryError("fields", f"unknown field(s) {', '.join(unknown)}")
-        include = {"key", *fields}
-    return InternalUserEntity.of(view).model_dump(mode="json", include=include)
+def _render(view: UserView) -> dict[str, Any]:
+    return InternalUserEntity.of(view).model_dump(mode="json")
 
 
 def _self_only(principal: Principal) -> tuple[Condition, ...]:
@@ -114,7 +116,7 @@ async def list_users(
     """Returns all internal users from the system: the caller's organisation (admins) or the
     caller alone (members). A page past the end is an empty list."""
     start, end = day_range(application_request_start, application_request_end)
-    selected = parse_fields(fields)
+    trim = field_selector(InternalUserEntity, fields)
     views = await _store(request).list_users(
         principal.organisation_id,
         conditions=parse_filter(filter) + _self_only(principal),
@@ -124,7 +126,7 @@ async def list_users(
         usage_from=start,
         usage_to=end,
     )
-    return JSONResponse([_render(view, selected) for view in views])
+    return JSONResponse([trim(_render(view)) for view in views])
 
 
 @router.get(
@@ -162,9 +164,9 @@ async def get_user(
     """Return internal user information."""
     _visible(principal, internal_user_id)
     start, end = day_range(application_request_start, application_request_end)
-    selected = parse_fields(fields)
+    trim = field_selector(InternalUserEntity, fields)
     view = await _store(request).get_user(principal.organisation_id, internal_user_id, start, end)
-    return JSONResponse(_render(view, selected))
+    return JSONResponse(trim(_render(view)))
 
 
 @router.put(
