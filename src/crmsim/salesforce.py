@@ -1,14 +1,18 @@
 """A Salesforce simulator: the parts of Salesforce's public API that crmgate uses, as documented.
 
-Served so far: the SOAP `login()` call of the Partner API (user name + password + security token),
-OAuth 2.0 `token` (refresh_token and password grants), `revoke` and `userinfo`. Sessions expire
-after a configurable lifetime; refresh tokens can rotate. One simulator plays both the login host
-(login.salesforce.com) and the org's instance (MyDomain.my.salesforce.com).
+Served: the SOAP `login()` call of the Partner API (user name + password + security token); OAuth
+2.0 `token` (refresh_token and password grants), `revoke` and `userinfo`; and the REST API:
+versions, describeGlobal, sObject describe, sObject create / get / update / delete, SOQL `query`
+with query locators (`nextRecordsUrl`, `Sforce-Query-Options: batchSize`), and sObject Collections
+(`composite/sobjects`). Sessions expire after a configurable lifetime (INVALID_SESSION_ID);
+refresh tokens can rotate; users have profiles (a read-only one gets
+INSUFFICIENT_ACCESS_OR_READONLY); the org has an API request limit (REQUEST_LIMIT_EXCEEDED,
+`Sforce-Limit-Info`). One simulator plays both the login host (login.salesforce.com) and the org's
+instance (MyDomain.my.salesforce.com).
 """
 
 from __future__ import annotations
 
-import itertools
 import secrets
 import time
 import xml.etree.ElementTree as ET
@@ -18,14 +22,10 @@ from typing import Any
 
 from aiohttp import web
 
+from crmsim.salesforce_data import SalesforceData, new_id
+
 API_VERSION = "60.0"
 _SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
-_ids = itertools.count(1)
-
-
-def _sf_id(prefix: str) -> str:
-    """An 18-character Salesforce-style id with the object's key prefix."""
-    return f"{prefix}{next(_ids):012d}AAA"[:18]
 
 
 @dataclass
@@ -37,7 +37,7 @@ class SfUser:
     email: str
     profile: str = "System Administrator"
     active: bool = True
-    id: str = field(default_factory=lambda: _sf_id("005"))
+    id: str = field(default_factory=lambda: new_id("005"))
 
 
 @dataclass
@@ -53,7 +53,7 @@ class SalesforceSimulator:
         session_lifetime: float = 7200.0,
         rotate_refresh_tokens: bool = False,
     ) -> None:
-        self.org_id = _sf_id("00D")
+        self.org_id = new_id("00D")
         self.org_name = org_name
         self.session_lifetime = session_lifetime
         self.rotate_refresh_tokens = rotate_refresh_tokens
@@ -62,6 +62,7 @@ class SalesforceSimulator:
         self.refresh_tokens: dict[str, SfUser] = {}
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request, for tests
         self.api_enabled = True  # False: the org's edition has no API access
+        self.data = SalesforceData(self)
         self.base_url = ""  # set by the running server through the Host header
 
     # ---- state --------------------------------------------------------------------------------
@@ -76,6 +77,7 @@ class SalesforceSimulator:
             **extra,
         )
         self.users[username] = user
+        self.data.add_user_record(user)
         return user
 
     def issue_session(self, user: SfUser) -> str:
@@ -92,7 +94,7 @@ class SalesforceSimulator:
         for session in self.sessions.values():
             session.expires_at = 0
 
-    def _session(self, request: web.Request) -> Session | None:
+    def session_for(self, request: web.Request) -> Session | None:
         header = request.headers.get("Authorization", "")
         token = header[7:] if header.startswith("Bearer ") else None
         session = self.sessions.get(token or "")
@@ -113,6 +115,7 @@ class SalesforceSimulator:
         application.router.add_post("/services/oauth2/token", self._token)
         application.router.add_post("/services/oauth2/revoke", self._revoke)
         application.router.add_get("/services/oauth2/userinfo", self._userinfo)
+        self.data.register(application)
         return application
 
     @staticmethod
@@ -202,7 +205,7 @@ class SalesforceSimulator:
         return web.Response(status=200)
 
     async def _userinfo(self, request: web.Request) -> web.Response:
-        session = self._session(request)
+        session = self.session_for(request)
         if session is None:
             return web.Response(status=403, text="Bad_OAuth_Token")
         user, base = session.user, self._base(request)

@@ -1,0 +1,591 @@
+"""The simulated org's data and its REST API (/services/data/...), as Salesforce documents it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from crmsim import soql
+from crmsim.salesforce_schema import SField, SObject, standard_objects
+
+if TYPE_CHECKING:
+    from crmsim.salesforce import SalesforceSimulator, SfUser
+
+VERSIONS = ("58.0", "59.0", "60.0", "61.0", "62.0")
+_ids = itertools.count(1)
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def new_id(prefix: str) -> str:
+    """An 18-character Salesforce-style id starting with the object's key prefix."""
+    number, body = next(_ids), []
+    for _ in range(12):
+        number, rest = divmod(number, 62)
+        body.append(_BASE62[rest])
+    return prefix + "".join(reversed(body)) + "AAA"
+
+
+def sf_error(status: int, code: str, message: str, fields: list[str] | None = None) -> web.Response:
+    error: dict[str, Any] = {"message": message, "errorCode": code}
+    if fields is not None:
+        error["fields"] = fields
+    return web.json_response([error], status=status)
+
+
+class Rejected(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, fields: list[str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields = status, code, message, fields
+
+    def response(self) -> web.Response:
+        return sf_error(self.status, self.code, self.message, self.fields)
+
+    def result(self) -> dict[str, Any]:
+        error: dict[str, Any] = {
+            "statusCode": self.code,
+            "message": self.message,
+            "fields": self.fields or [],
+        }
+        return {"id": None, "success": False, "errors": [error]}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+class SalesforceData:
+    def __init__(self, simulator: SalesforceSimulator) -> None:
+        self.simulator = simulator
+        self.objects: dict[str, SObject] = standard_objects()
+        self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.objects}
+        self.locators: dict[str, list[dict[str, Any]]] = {}
+        self.api_limit = 15000
+        self.api_used = 0
+        self._prefixes = itertools.count(0)
+
+    # ---- state helpers for tests and the demo ------------------------------------------------
+
+    def add_user_record(self, user: SfUser) -> None:
+        first, _, last = user.name.partition(" ")
+        now = _now()
+        self.records["User"][user.id] = {
+            "Id": user.id,
+            "Username": user.username,
+            "FirstName": first or None,
+            "LastName": last or first,
+            "Name": user.name,
+            "Email": user.email,
+            "IsActive": user.active,
+            "Title": None,
+            "Department": None,
+            "Phone": None,
+            "OwnerId": user.id,
+            "IsDeleted": False,
+            "CreatedDate": now,
+            "LastModifiedDate": now,
+            "SystemModstamp": now,
+        }
+
+    def define_object(self, name: str, label: str, fields: list[SField]) -> SObject:
+        """A custom object (``Name__c``) with custom fields."""
+        prefix = "a0" + _BASE62[next(self._prefixes) % 62]
+        obj = SObject(name, label, prefix, [SField("Name", required=True), *fields], custom=True)
+        self.objects[name] = obj
+        self.records[name] = {}
+        return obj
+
+    def insert(self, object_name: str, values: dict[str, Any], owner: str | None = None) -> str:
+        """Create a record directly (seeding), with the same checks as the API."""
+        obj = self.objects[object_name]
+        return self._create(obj, values, owner or next(iter(self.records["User"]), None))
+
+    # ---- HTTP ---------------------------------------------------------------------------------
+
+    def register(self, app: web.Application) -> None:
+        app.router.add_get("/services/data", self._versions)
+        app.router.add_get("/services/data/", self._versions)
+        route = "/services/data/v{version:[0-9]+\\.0}"
+        app.router.add_get(route + "/sobjects", self._guard(self._describe_global))
+        app.router.add_get(route + "/sobjects/", self._guard(self._describe_global))
+        app.router.add_get(route + "/sobjects/{object}/describe", self._guard(self._describe))
+        app.router.add_get(route + "/sobjects/{object}/describe/", self._guard(self._describe))
+        app.router.add_post(route + "/sobjects/{object}", self._guard(self._create_route))
+        app.router.add_post(route + "/sobjects/{object}/", self._guard(self._create_route))
+        app.router.add_get(route + "/sobjects/{object}/{id}", self._guard(self._get))
+        app.router.add_patch(route + "/sobjects/{object}/{id}", self._guard(self._update))
+        app.router.add_delete(route + "/sobjects/{object}/{id}", self._guard(self._delete))
+        app.router.add_get(route + "/query", self._guard(self._query))
+        app.router.add_get(route + "/query/", self._guard(self._query))
+        app.router.add_get(route + "/query/{locator}", self._guard(self._query_more))
+        app.router.add_post(route + "/composite/sobjects", self._guard(self._collection_create))
+        app.router.add_patch(route + "/composite/sobjects", self._guard(self._collection_update))
+        app.router.add_delete(route + "/composite/sobjects", self._guard(self._collection_delete))
+        app.router.add_get(route + "/limits", self._guard(self._limits))
+
+    def _guard(
+        self, handler: Callable[[web.Request, SfUser], Awaitable[web.StreamResponse]]
+    ) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            session = self.simulator.session_for(request)
+            if session is None:
+                return sf_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
+            if request.match_info["version"] not in VERSIONS:
+                return sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+            self.api_used += 1
+            if self.api_used > self.api_limit:
+                response: web.StreamResponse = sf_error(
+                    403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."
+                )
+            else:
+                try:
+                    response = await handler(request, session.user)
+                except Rejected as rejected:
+                    response = rejected.response()
+            response.headers["Sforce-Limit-Info"] = f"api-usage={self.api_used}/{self.api_limit}"
+            return response
+
+        return guarded
+
+    async def _versions(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            [{"label": f"v{v}", "url": f"/services/data/v{v}", "version": v} for v in VERSIONS]
+        )
+
+    def _object(self, request: web.Request) -> SObject:
+        name = request.match_info["object"]
+        obj = next((o for n, o in self.objects.items() if n.lower() == name.lower()), None)
+        if obj is None:
+            raise Rejected(404, "NOT_FOUND", "The requested resource does not exist")
+        return obj
+
+    async def _describe_global(self, request: web.Request, user: SfUser) -> web.Response:
+        version = request.match_info["version"]
+        return web.json_response(
+            {
+                "encoding": "UTF-8",
+                "maxBatchSize": 200,
+                "sobjects": [obj.summary(version) for obj in self.objects.values()],
+            }
+        )
+
+    async def _describe(self, request: web.Request, user: SfUser) -> web.Response:
+        obj = self._object(request)
+        writable = user.profile != "Read Only"
+        summary = obj.summary(request.match_info["version"])
+        summary.update(
+            {
+                "createable": obj.createable and writable,
+                "updateable": obj.updateable and writable,
+                "deletable": obj.deletable and writable,
+                "fields": [f.describe() for f in obj.fields],
+            }
+        )
+        return web.json_response(summary)
+
+    # ---- records ------------------------------------------------------------------------------
+
+    def _check_access(self, obj: SObject, user: SfUser, action: str) -> None:
+        allowed = {"create": obj.createable, "update": obj.updateable, "delete": obj.deletable}[
+            action
+        ]
+        if user.profile == "Read Only" or not allowed:
+            raise Rejected(
+                403, "INSUFFICIENT_ACCESS_OR_READONLY", "insufficient access rights on object id"
+            )
+
+    def _coerce(self, obj: SObject, values: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+        if not isinstance(values, dict):
+            raise Rejected(400, "JSON_PARSER_ERROR", "The request body must be a JSON object")
+        clean: dict[str, Any] = {}
+        for name, value in values.items():
+            if name == "attributes":
+                continue
+            spec = obj.field(name)
+            if spec is None:
+                raise Rejected(
+                    400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {obj.name}"
+                )
+            if not (spec.createable if creating else spec.updateable):
+                raise Rejected(
+                    400,
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to {'create' if creating else 'update'} fields: {spec.name}. "
+                    "Please check "
+                    "the security settings of this field and verify that it is read/write for your "
+                    "profile or permission set.",
+                    [spec.name],
+                )
+            clean[spec.name] = self._value(spec, value)
+        return clean
+
+    def _value(self, spec: SField, value: Any) -> Any:
+        if value is None:
+            return None
+        kind = spec.type
+        try:
+            if kind == "boolean":
+                if not isinstance(value, bool):
+                    raise ValueError
+            elif kind in ("int",):
+                value = int(value)
+            elif kind in ("double", "currency", "percent"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError
+            elif kind == "date":
+                date.fromisoformat(str(value))
+            elif kind == "datetime":
+                datetime.fromisoformat(str(value).replace("Z", "+00:00").replace("+0000", "+00:00"))
+            elif not isinstance(value, str):
+                raise ValueError
+        except ValueError:
+            raise Rejected(
+                400,
+                "JSON_PARSER_ERROR",
+                f"Cannot deserialize instance of {kind} from {type(value).__name__} "
+                f"value {value!r} "
+                f"for field {spec.name}",
+            ) from None
+        if kind == "email" and "@" not in value:
+            raise Rejected(
+                400,
+                "INVALID_EMAIL_ADDRESS",
+                f"{spec.label or spec.name}: invalid email address: {value}",
+                [spec.name],
+            )
+        if kind == "reference":
+            if not any(value in self.records.get(target, {}) for target in spec.reference_to):
+                raise Rejected(
+                    400,
+                    "INVALID_CROSS_REFERENCE_KEY",
+                    "invalid cross reference id",
+                    [spec.name],
+                )
+        if kind in ("string", "textarea", "email", "phone", "url") and len(value) > max(
+            spec.length, 32000 if kind == "textarea" else 0
+        ):
+            raise Rejected(
+                400, "STRING_TOO_LONG", f"{spec.name}: data value too large", [spec.name]
+            )
+        return value
+
+    def _create(self, obj: SObject, values: dict[str, Any], owner: str | None) -> str:
+        data = self._coerce(obj, values, creating=True)
+        for spec in obj.fields:
+            if spec.name not in data and spec.default is not None:
+                data[spec.name] = spec.default
+        missing = [f.name for f in obj.fields if f.required and data.get(f.name) in (None, "")]
+        if missing:
+            raise Rejected(
+                400,
+                "REQUIRED_FIELD_MISSING",
+                f"Required fields are missing: [{', '.join(missing)}]",
+                missing,
+            )
+        record_id = new_id(obj.key_prefix)
+        now = _now()
+        record: dict[str, Any] = {f.name: None for f in obj.fields}
+        record.update(data)
+        record.update(
+            {
+                "Id": record_id,
+                "CreatedDate": now,
+                "LastModifiedDate": now,
+                "SystemModstamp": now,
+                "IsDeleted": False,
+            }
+        )
+        record.setdefault("OwnerId", owner)
+        if record.get("OwnerId") is None:
+            record["OwnerId"] = owner
+        self.records[obj.name][record_id] = record
+        return record_id
+
+    def _record(self, obj: SObject, record_id: str) -> dict[str, Any]:
+        record = self.records[obj.name].get(record_id)
+        if record is None and len(record_id) == 15:
+            record = next(
+                (r for i, r in self.records[obj.name].items() if i[:15] == record_id), None
+            )
+        if record is None:
+            raise Rejected(404, "NOT_FOUND", "The requested resource does not exist")
+        return record
+
+    def _render(
+        self, obj: SObject, record: dict[str, Any], version: str, fields: list[str] | None = None
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "attributes": {
+                "type": obj.name,
+                "url": f"/services/data/v{version}/sobjects/{obj.name}/{record['Id']}",
+            }
+        }
+        names = [f.name for f in obj.fields] if fields is None else fields
+        for name in names:
+            spec = obj.field(name)
+            if spec is None:
+                raise Rejected(
+                    400, "INVALID_FIELD", f"No such column '{name}' on entity '{obj.name}'"
+                )
+            out[spec.name] = record.get(spec.name)
+        return out
+
+    async def _json(self, request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read() or b"null")
+        except ValueError:
+            raise Rejected(
+                400, "JSON_PARSER_ERROR", "Unexpected character: was expecting JSON"
+            ) from None
+
+    async def _create_route(self, request: web.Request, user: SfUser) -> web.Response:
+        obj = self._object(request)
+        self._check_access(obj, user, "create")
+        values = await self._json(request)
+        if isinstance(values, dict) and any(k.lower() == "id" for k in values):
+            raise Rejected(
+                400, "INVALID_FIELD", "The Id field should not be specified in the sobject data."
+            )
+        record_id = self._create(obj, values, user.id)
+        return web.json_response({"id": record_id, "success": True, "errors": []}, status=201)
+
+    async def _get(self, request: web.Request, user: SfUser) -> web.Response:
+        obj = self._object(request)
+        record = self._record(obj, request.match_info["id"])
+        fields = request.query.get("fields")
+        selected = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+        return web.json_response(self._render(obj, record, request.match_info["version"], selected))
+
+    def _apply_update(self, obj: SObject, record: dict[str, Any], values: Any) -> None:
+        data = self._coerce(obj, values, creating=False)
+        for spec in obj.fields:
+            if spec.name in data and spec.required and data[spec.name] in (None, ""):
+                raise Rejected(
+                    400,
+                    "REQUIRED_FIELD_MISSING",
+                    f"Required fields are missing: [{spec.name}]",
+                    [spec.name],
+                )
+        record.update(data)
+        record["LastModifiedDate"] = record["SystemModstamp"] = _now()
+
+    async def _update(self, request: web.Request, user: SfUser) -> web.Response:
+        obj = self._object(request)
+        self._check_access(obj, user, "update")
+        record = self._record(obj, request.match_info["id"])
+        self._apply_update(obj, record, await self._json(request))
+        return web.Response(status=204)
+
+    async def _delete(self, request: web.Request, user: SfUser) -> web.Response:
+        obj = self._object(request)
+        self._check_access(obj, user, "delete")
+        record = self._record(obj, request.match_info["id"])
+        del self.records[obj.name][record["Id"]]
+        return web.Response(status=204)
+
+    # ---- SOQL -------------------------------------------------------------------------------
+
+    async def _query(self, request: web.Request, user: SfUser) -> web.Response:
+        text = request.query.get("q")
+        if not text:
+            raise Rejected(400, "MALFORMED_QUERY", "A query string has to be specified")
+        try:
+            query = soql.parse(text)
+        except soql.SoqlError as error:
+            raise Rejected(400, error.code, error.message) from None
+        obj = next((o for n, o in self.objects.items() if n.lower() == query.object.lower()), None)
+        if obj is None:
+            raise Rejected(400, "INVALID_TYPE", f"sObject type '{query.object}' is not supported.")
+        for name in [*query.fields, *(order[0] for order in query.order)]:
+            if obj.field(name) is None:
+                raise Rejected(
+                    400, "INVALID_FIELD", f"No such column '{name}' on entity '{obj.name}'."
+                )
+        rows = [
+            r
+            for r in self.records[obj.name].values()
+            if query.where is None or query.where({k.lower(): v for k, v in r.items()})
+        ]
+        for name, descending, nulls_last in reversed(query.order):
+            present = [r for r in rows if r.get(obj.field(name).name) is not None]  # type: ignore[union-attr]
+            absent = [r for r in rows if r.get(obj.field(name).name) is None]  # type: ignore[union-attr]
+            present.sort(
+                key=lambda r: soql.sort_key({k.lower(): v for k, v in r.items()}, name),
+                reverse=descending,
+            )
+            rows = present + absent if nulls_last else absent + present
+        if query.count:
+            rows = rows[query.offset :]
+            if query.limit is not None:
+                rows = rows[: query.limit]
+            return web.json_response({"totalSize": len(rows), "done": True, "records": []})
+        rows = rows[query.offset :]
+        if query.limit is not None:
+            rows = rows[: query.limit]
+        version = request.match_info["version"]
+        rendered = [self._render(obj, r, version, query.fields) for r in rows]
+        return web.json_response(self._page(rendered, self._batch_size(request), version, 0))
+
+    def _batch_size(self, request: web.Request) -> int:
+        options = request.headers.get("Sforce-Query-Options", "")
+        for part in options.split(","):
+            key, _, value = part.strip().partition("=")
+            if key == "batchSize" and value.isdigit():
+                return min(2000, max(200, int(value)))
+        return 2000
+
+    def _page(
+        self, rows: list[dict[str, Any]], size: int, version: str, start: int
+    ) -> dict[str, Any]:
+        page = rows[start : start + size]
+        result: dict[str, Any] = {
+            "totalSize": len(rows),
+            "done": start + size >= len(rows),
+            "records": page,
+        }
+        if not result["done"]:
+            locator = "01g" + secrets.token_hex(6)
+            self.locators[locator] = rows
+            result["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{start + size}"
+            result["_size"] = size
+        result.pop("_size", None)
+        return result
+
+    async def _query_more(self, request: web.Request, user: SfUser) -> web.Response:
+        locator, _, position = request.match_info["locator"].rpartition("-")
+        rows = self.locators.get(locator)
+        if rows is None or not position.isdigit():
+            raise Rejected(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        start = int(position)
+        size = self._batch_size(request)
+        page = rows[start : start + size]
+        done = start + size >= len(rows)
+        result: dict[str, Any] = {"totalSize": len(rows), "done": done, "records": page}
+        if not done:
+            result["nextRecordsUrl"] = (
+                f"/services/data/v{request.match_info['version']}/query/{locator}-{start + size}"
+            )
+        return web.json_response(result)
+
+    # ---- sObject Collections ----------------------------------------------------------------
+
+    async def _collection_body(self, request: web.Request) -> tuple[list[dict[str, Any]], bool]:
+        body = await self._json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+            raise Rejected(400, "JSON_PARSER_ERROR", "records must be a list")
+        if len(body["records"]) > 200:
+            raise Rejected(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                "record limit reached. cannot submit more than 200 records into this call",
+            )
+        return body["records"], bool(body.get("allOrNone", False))
+
+    def _object_of(self, record: dict[str, Any]) -> SObject:
+        name = (record.get("attributes") or {}).get("type")
+        obj = self.objects.get(name or "")
+        if obj is None:
+            raise Rejected(400, "INVALID_TYPE", "Must send a concrete entity type.")
+        return obj
+
+    def _all_or_none(
+        self, results: list[dict[str, Any]], all_or_none: bool, undo: Callable[[], None]
+    ) -> list[dict[str, Any]]:
+        if all_or_none and any(not r["success"] for r in results):
+            undo()
+            rolled = {
+                "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                "message": "Record rolled back because not all records were valid and the request "
+                "was using AllOrNone header",
+                "fields": [],
+            }
+            return [
+                r if not r["success"] else {"id": None, "success": False, "errors": [rolled]}
+                for r in results
+            ]
+        return results
+
+    async def _collection_create(self, request: web.Request, user: SfUser) -> web.Response:
+        records, all_or_none = await self._collection_body(request)
+        results, created = [], []
+        for record in records:
+            try:
+                obj = self._object_of(record)
+                self._check_access(obj, user, "create")
+                record_id = self._create(obj, record, user.id)
+                created.append((obj.name, record_id))
+                results.append({"id": record_id, "success": True, "errors": []})
+            except Rejected as rejected:
+                results.append(rejected.result())
+
+        def undo() -> None:
+            for name, record_id in created:
+                self.records[name].pop(record_id, None)
+
+        return web.json_response(self._all_or_none(results, all_or_none, undo))
+
+    async def _collection_update(self, request: web.Request, user: SfUser) -> web.Response:
+        records, all_or_none = await self._collection_body(request)
+        results, saved = [], []
+        for record in records:
+            try:
+                obj = self._object_of(record)
+                self._check_access(obj, user, "update")
+                target = self._record(obj, str(record.get("id") or record.get("Id") or ""))
+                saved.append((target, dict(target)))
+                self._apply_update(
+                    obj, target, {k: v for k, v in record.items() if k.lower() != "id"}
+                )
+                results.append({"id": target["Id"], "success": True, "errors": []})
+            except Rejected as rejected:
+                results.append(rejected.result())
+
+        def undo() -> None:
+            for target, before in saved:
+                target.clear()
+                target.update(before)
+
+        return web.json_response(self._all_or_none(results, all_or_none, undo))
+
+    async def _collection_delete(self, request: web.Request, user: SfUser) -> web.Response:
+        ids = [i for i in request.query.get("ids", "").split(",") if i]
+        all_or_none = request.query.get("allOrNone", "false").lower() == "true"
+        results, removed = [], []
+        for record_id in ids:
+            owner = next((name for name, rows in self.records.items() if record_id in rows), None)
+            if owner is None:
+                results.append(
+                    Rejected(404, "ENTITY_IS_DELETED", "entity is deleted").result()
+                    | {"id": record_id}
+                )
+                continue
+            try:
+                self._check_access(self.objects[owner], user, "delete")
+                removed.append((owner, self.records[owner].pop(record_id)))
+                results.append({"id": record_id, "success": True, "errors": []})
+            except Rejected as rejected:
+                results.append(rejected.result() | {"id": record_id})
+
+        def undo() -> None:
+            for owner, record in removed:
+                self.records[owner][record["Id"]] = record
+
+        return web.json_response(self._all_or_none(results, all_or_none, undo))
+
+    async def _limits(self, request: web.Request, user: SfUser) -> web.Response:
+        return web.json_response(
+            {
+                "DailyApiRequests": {
+                    "Max": self.api_limit,
+                    "Remaining": max(0, self.api_limit - self.api_used),
+                }
+            }
+        )
