@@ -43,6 +43,32 @@ _TOKEN = re.compile(
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "'": "'", '"': '"', "\\": "\\"}
 
 
+def _like_regex(literal: str) -> re.Pattern[str]:
+    """LIKE: % and _ are wildcards; a backslash makes the next character (\\% and \\_ too)
+    literal."""
+    body, parts, index = literal[1:-1], ["^"], 0
+    while index < len(body):
+        char = body[index]
+        if char == "\\":
+            index += 1
+            escaped = body[index] if index < len(body) else ""
+            if escaped in ("%", "_"):
+                parts.append(re.escape(escaped))
+            elif escaped in _ESCAPES:
+                parts.append(re.escape(_ESCAPES[escaped]))
+            else:
+                raise SoqlError("MALFORMED_QUERY", f"invalid escape sequence: \\{escaped}")
+        elif char == "%":
+            parts.append(".*")
+        elif char == "_":
+            parts.append(".")
+        else:
+            parts.append(re.escape(char))
+        index += 1
+    parts.append("$")
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+
+
 @dataclass
 class Token:
     kind: str
@@ -247,15 +273,11 @@ def _factor(parser: _Parser) -> Predicate:
     if negate:
         raise SoqlError("MALFORMED_QUERY", "expecting IN after NOT")
     if parser.word("LIKE"):
-        pattern = parser.value()
-        if not isinstance(pattern, str):
+        token = parser.peek()
+        if token is None or token.kind != "string":
             raise SoqlError("MALFORMED_QUERY", "LIKE takes a text value")
-        regex = re.compile(
-            "^"
-            + "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-            + "$",
-            re.IGNORECASE | re.DOTALL,
-        )
+        parser.index += 1
+        regex = _like_regex(token.text)
         return lambda r: isinstance(_get(r, name), str) and bool(regex.match(_get(r, name)))
     token = parser.peek()
     if token is None or token.kind != "op":

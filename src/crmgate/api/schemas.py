@@ -222,7 +222,13 @@ class PlatformEntity(BaseModel):
                 )
                 for a in platform.authorization
             ],
-            resource={"entities": {name: list(m) for name, m in platform.entities.items()}},
+            resource={
+                "entities": {
+                    name: list(entity.methods)
+                    for name, entity in platform.entities.items()
+                    if entity.methods
+                }
+            },
         )
 
 

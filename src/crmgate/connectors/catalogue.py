@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crmgate.contract.coverage import load_reference
+from crmgate.model.mapping import EntityMap
 
 DESCRIPTORS = Path(__file__).with_name("platforms")
 AuthorizationType = Literal["key", "user", "oAuth-internal", "oAuth-external-refresh"]
@@ -66,7 +67,18 @@ class Platform(_Frozen):
     instance_hosts: tuple[str, ...] = ()
     oauth: OAuthEndpoints | None = None
     authorization: tuple[Authorization, ...]
-    entities: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    entities: dict[str, EntityMap] = Field(default_factory=dict)
+
+    @field_validator("entities", mode="before")
+    @classmethod
+    def _name_entities(cls, value: Any) -> Any:
+        # Each map learns its unified entity name from its key, and checks its fields with it.
+        if isinstance(value, Mapping):
+            return {
+                name: {**spec, "entity": name} if isinstance(spec, Mapping) else spec
+                for name, spec in value.items()
+            }
+        return value
 
     @field_validator("authorization")
     @classmethod

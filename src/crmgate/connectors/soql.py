@@ -1,0 +1,120 @@
+"""crmgate's filter and sort trees (crmgate/query.py) written as SOQL, values always escaped.
+
+Text values are quoted with every character SOQL treats specially escaped (backslash first, then
+quotes and control characters), so no value can end the string and change the statement; in LIKE
+patterns the wildcards % and _ of the value are escaped too. Dates and numbers are validated and
+written unquoted, as SOQL wants them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+from crmgate.model.mapping import EntityMap
+from crmgate.query import Condition, QueryError, SortKey, Value
+
+_ESCAPES = {
+    "\\": "\\\\",
+    "'": "\\'",
+    '"': '\\"',
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
+_OPERATORS = {"eq": "=", "ne": "!=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def quote(text: str) -> str:
+    return "'" + "".join(_ESCAPES.get(char, char) for char in text) + "'"
+
+
+def like(text: str, op: str) -> str:
+    escaped = "".join(_ESCAPES.get(char, "\\" + char if char in "%_" else char) for char in text)
+    return f"'%{escaped}%'" if op == "contains" else f"'{escaped}%'"
+
+
+def literal(field: str, value: Value, kind: str) -> str:
+    if value is None:
+        return "null"
+    if kind in ("date", "date-time"):
+        if not isinstance(value, str):
+            raise QueryError("filter", f"{field} needs an ISO 8601 date in quotes")
+        try:
+            if kind == "date":
+                return date.fromisoformat(value[:10]).isoformat()
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise QueryError("filter", f"{field} needs an ISO 8601 date") from None
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise QueryError("filter", f"{field} takes true or false")
+        return "TRUE" if value else "FALSE"
+    if kind in ("number", "integer"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise QueryError("filter", f"{field} takes a number")
+        return repr(value)
+    if not isinstance(value, str):
+        raise QueryError("filter", f"{field} takes a text value in quotes")
+    return quote(value)
+
+
+def where(conditions: Sequence[Condition], entity: EntityMap) -> str:
+    clauses = []
+    for condition in conditions:
+        column = entity.filter_column("filter", condition.field)
+        kind = entity.kind(condition.field)
+        if condition.op in ("contains", "startswith"):
+            if kind != "string" or not isinstance(condition.value, str):
+                raise QueryError("filter", f"{condition.op} works on text fields only")
+            clauses.append(f"{column} LIKE {like(condition.value, condition.op)}")
+            continue
+        if condition.value is None and condition.op not in ("eq", "ne"):
+            raise QueryError("filter", f"{condition.op} cannot compare with null")
+        value = literal(condition.field, condition.value, kind)
+        clauses.append(f"{column} {_OPERATORS[condition.op]} {value}")
+    return " AND ".join(clauses)
+
+
+def order_by(sort: Sequence[SortKey], entity: EntityMap) -> str:
+    """The requested order, then Id: a total order, so pages never overlap or skip."""
+    keys = [
+        entity.filter_column("sort", key.field)
+        + (" DESC NULLS LAST" if key.descending else " ASC NULLS FIRST")
+        for key in sort
+    ]
+    if not any(key.field == "id" for key in sort):
+        keys.append(f"{entity.id} ASC")
+    return ", ".join(keys)
+
+
+def select(
+    entity: EntityMap,
+    columns: Sequence[str],
+    conditions: Sequence[Condition] = (),
+    sort: Sequence[SortKey] = (),
+    limit: int | None = None,
+    offset: int | None = None,
+) -> str:
+    # Object and column names come from the descriptor, never from the request; values are
+    # escaped by literal() and like().
+    statement = f"SELECT {', '.join(columns)} FROM {entity.object}"  # noqa: S608
+    condition = where(conditions, entity)
+    if condition:
+        statement += f" WHERE {condition}"
+    statement += f" ORDER BY {order_by(sort, entity)}"
+    if limit is not None:
+        statement += f" LIMIT {int(limit)}"
+    if offset:
+        statement += f" OFFSET {int(offset)}"
+    return statement
+
+
+def count(entity: EntityMap, conditions: Sequence[Condition] = ()) -> str:
+    statement = f"SELECT COUNT() FROM {entity.object}"  # noqa: S608
+    condition = where(conditions, entity)
+    return statement + (f" WHERE {condition}" if condition else "")
