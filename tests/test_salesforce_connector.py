@@ -173,3 +173,22 @@ def test_reprs_hide_the_derived_session() -> None:
 
     verified = Verified(Identity("005", "Ada", "a@x", "ada", "00D"), {"session_id": "00D!SECRET"})
     assert "00D!SECRET" not in repr(verified)
+
+
+def test_answers_are_read_whole_and_capped(salesforce: SalesforceSim) -> None:
+    from yarl import URL
+
+    from crmgate.outbound import OutboundFailed
+
+    async def fetch(limit: int) -> int:
+        outbound = Outbound(ca_file=salesforce.ca_file, max_response_bytes=limit)
+        try:
+            response = await outbound.request("GET", URL(salesforce.base_url) / "services/data")
+            return len(response.body)
+        finally:
+            await outbound.close()
+
+    size = asyncio.run(fetch(10_000))
+    assert size > 100
+    with pytest.raises(OutboundFailed, match="more than 100 bytes"):
+        asyncio.run(fetch(100))

@@ -103,10 +103,15 @@ class Outbound:
             async with self._client().request(
                 method, url, headers=headers, data=data, allow_redirects=False
             ) as response:
-                body = await response.content.read(self._max + 1)
-                if len(body) > self._max:
-                    raise OutboundFailed(f"the CRM answered more than {self._max} bytes")
-                return OutboundResponse(response.status, dict(response.headers), body)
+                # StreamReader.read(n) returns what is buffered, not n bytes: read to the end,
+                # counting, and stop as soon as the answer is larger than allowed.
+                chunks, size = [], 0
+                async for chunk in response.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > self._max:
+                        raise OutboundFailed(f"the CRM answered more than {self._max} bytes")
+                    chunks.append(chunk)
+                return OutboundResponse(response.status, dict(response.headers), b"".join(chunks))
         except (aiohttp.ClientError, TimeoutError) as error:
             raise OutboundFailed(f"the CRM could not be reached: {type(error).__name__}") from None
 

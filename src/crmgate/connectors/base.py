@@ -40,6 +40,44 @@ class ApiNotEnabled(CrmError):
     code = "API_NOT_ENABLED"
 
 
+class SessionExpired(CredentialsRejected):
+    """The CRM no longer accepts the access token or session (a refresh may help)."""
+
+
+class NotAllowed(CrmError):
+    """The CRM user's own permissions forbid the operation."""
+
+    status = 403
+    code = "NOT_ALLOWED"
+
+
+class EntityNotFound(CrmError):
+    status = 404
+    code = "ENTITY_NOT_FOUND"
+
+
+class NotValid(CrmError):
+    """The CRM refused the record's content; ``fields`` are the unified or native names."""
+
+    status = 422
+    code = "NOT_VALID"
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class RateLimited(CrmError):
+    """The CRM's own request limit is exhausted; ``retry_after`` in seconds."""
+
+    status = 429
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class CrmUnavailable(CrmError):
     status = 502
     code = "CRM_UNAVAILABLE"
@@ -65,6 +103,14 @@ class Identity:
             "first_name": first,
             "last_name": last,
         }
+
+
+@dataclass(frozen=True)
+class Access:
+    """Where and with what a call to the CRM authenticates."""
+
+    instance_url: URL
+    token: str = field(repr=False)
 
 
 @dataclass(frozen=True)

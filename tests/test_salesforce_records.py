@@ -1,0 +1,167 @@
+"""The Salesforce connector's record calls (CRUD, SOQL lists and counts, paging, error mapping),
+against the simulator over HTTPS: what the unified entity API will call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from conftest import SalesforceSim
+from crmgate.connectors.base import (
+    Access,
+    EntityNotFound,
+    NotAllowed,
+    NotValid,
+    RateLimited,
+    SessionExpired,
+)
+from crmgate.connectors.catalogue import Catalogue
+from crmgate.connectors.salesforce import SalesforceConnector
+from crmgate.outbound import Outbound
+from crmgate.query import parse_filter, parse_sort
+
+T = TypeVar("T")
+
+
+def run(sim: SalesforceSim, work: Callable[[SalesforceConnector], Awaitable[T]]) -> T:
+    async def go() -> T:
+        platform = Catalogue.load(["salesforce"], sim.overrides()).get("Salesforce")
+        assert platform is not None
+        outbound = Outbound(ca_file=sim.ca_file)
+        try:
+            return await work(SalesforceConnector(platform, outbound))
+        finally:
+            await outbound.close()
+
+    return asyncio.run(go())
+
+
+def access_for(
+    sim: SalesforceSim, connector: SalesforceConnector, profile: str = "System Administrator"
+) -> Access:
+    user = sim.simulator.add_user(
+        f"{profile.split()[0].lower()}{len(sim.simulator.users)}@acme.example",
+        "pw",
+        profile=profile,
+    )
+    token = sim.simulator.issue_session(user)
+    return connector.access(
+        "oAuth-external-refresh", {"instance_url": sim.base_url, "access_token": token}, {}
+    )
+
+
+def test_contact_life_cycle(salesforce: SalesforceSim) -> None:
+    async def work(connector: SalesforceConnector) -> None:
+        access = access_for(salesforce, connector)
+        contact = connector.platform.entities["contact"]
+        records = connector.records
+        ids = [
+            await records.create(
+                access,
+                contact,
+                {"last_name": name, "email": [{"type": "work", "address": f"{name}@x.example"}]},
+            )
+            for name in ("Ann", "Bob", "Cy")
+        ]
+        first = await records.list_page(
+            access, contact, sort=parse_sort("last_name"), page=1, page_size=2
+        )
+        second = await records.list_page(
+            access, contact, sort=parse_sort("last_name"), page=2, page_size=2
+        )
+        assert [r["last_name"] for r in first + second] == ["Ann", "Bob", "Cy"]
+        assert await records.list_page(access, contact, page=3, page_size=2) == []
+        assert await records.count(access, contact, parse_filter("email contains 'b'")) == 1
+        only = await records.list_page(access, contact, fields=["last_name"], page_size=1)
+        assert set(only[0]) == {"id", "last_name"}
+        await records.update(access, contact, ids[1], {"position": "CTO"})
+        fetched = await records.get(access, contact, ids[1])
+        assert fetched["position"] == "CTO" and fetched["email"] == [
+            {"type": "work", "address": "Bob@x.example"}
+        ]
+        await records.delete(access, contact, ids[1])
+        with pytest.raises(EntityNotFound):
+            await records.get(access, contact, ids[1])
+        calls = len(salesforce.simulator.calls)
+        for hostile in ("../../sobjects/User", "003' OR 1=1", "x" * 18 + "/"):
+            with pytest.raises(EntityNotFound):
+                await records.get(access, contact, hostile)
+        assert len(salesforce.simulator.calls) == calls  # refused before any call
+
+    run(salesforce, work)
+
+
+def test_pages_beyond_the_offset_limit_walk_query_locators(salesforce: SalesforceSim) -> None:
+    for index in range(2100):
+        salesforce.simulator.data.insert("Contact", {"LastName": f"P{index:05d}"})
+
+    async def work(connector: SalesforceConnector) -> list[str]:
+        access = access_for(salesforce, connector)
+        contact = connector.platform.entities["contact"]
+        page = await connector.records.list_page(
+            access,
+            contact,
+            sort=parse_sort("last_name"),
+            page=83,
+            page_size=25,
+            fields=["last_name"],
+        )
+        return [r["last_name"] for r in page]
+
+    before = sum(1 for _, path in salesforce.simulator.calls if "/query" in path)
+    names = run(salesforce, work)
+    assert names == [f"P{i:05d}" for i in range(2050, 2075)]
+    queries = sum(1 for _, path in salesforce.simulator.calls if "/query" in path) - before
+    assert queries == 2  # one query, one locator page: 2,000 records a call
+
+
+def test_salesforce_errors_become_the_contract_errors(salesforce: SalesforceSim) -> None:
+    async def work(connector: SalesforceConnector) -> dict[str, Any]:
+        contact = connector.platform.entities["contact"]
+        admin = access_for(salesforce, connector)
+        reader = access_for(salesforce, connector, "Read Only")
+        outcomes: dict[str, Any] = {}
+        with pytest.raises(NotValid) as missing:
+            await connector.records.create(admin, contact, {"first_name": "No last name"})
+        outcomes["missing"] = missing.value.fields
+        with pytest.raises(NotValid) as unmapped:
+            await connector.records.create(admin, contact, {"shoe_size": 44})
+        outcomes["unmapped"] = unmapped.value.fields
+        with pytest.raises(NotAllowed) as refused:
+            await connector.records.create(reader, contact, {"last_name": "X"})
+        outcomes["refused"] = (refused.value.status, refused.value.code, refused.value.message)
+        salesforce.simulator.data.api_limit = salesforce.simulator.data.api_used
+        with pytest.raises(RateLimited) as limited:
+            await connector.records.count(admin, contact)
+        outcomes["limited"] = (limited.value.status, limited.value.retry_after)
+        salesforce.simulator.data.api_limit = 10**6
+        salesforce.simulator.expire_sessions()
+        with pytest.raises(SessionExpired) as expired:
+            await connector.records.count(admin, contact)
+        outcomes["expired"] = (expired.value.status, expired.value.code)
+        return outcomes
+
+    outcomes = run(salesforce, work)
+    assert outcomes["missing"] == ("LastName",)
+    assert outcomes["unmapped"] == ("shoe_size",)
+    assert outcomes["refused"][:2] == (403, "NOT_ALLOWED")
+    assert "INSUFFICIENT_ACCESS_OR_READONLY" in outcomes["refused"][2]
+    assert outcomes["limited"] == (429, 60)
+    assert outcomes["expired"] == (401, "UNAUTHORIZED")
+
+
+def test_user_authorization_calls_with_the_login_session(salesforce: SalesforceSim) -> None:
+    user = salesforce.simulator.add_user("bo@acme.example", "pw", security_token="T")
+
+    async def work(connector: SalesforceConnector) -> int:
+        verified = await connector.verify(
+            "user", {"login": user.username, "password": "pw", "security_token": "T"}
+        )
+        access = connector.access("user", {}, verified.derived)
+        assert "session" not in repr(access) or verified.derived["session_id"] not in repr(access)
+        return await connector.records.count(access, connector.platform.entities["user"])
+
+    assert run(salesforce, work) == 1
