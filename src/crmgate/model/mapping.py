@@ -190,7 +190,9 @@ class EntityMap(BaseModel):
             return self.fields[name]
         if name in LISTS and getattr(self, name):
             first: ListItemMap = getattr(self, name)[0]
-            return first.fields[_VALUE_FIELD[name]]
+            column = first.fields.get(_VALUE_FIELD[name])
+            if column is not None:
+                return column
         if name.startswith("relation."):
             target = name.split(".", 1)[1]
             if target in self.relations:
