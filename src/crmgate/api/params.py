@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Query
 from pydantic import BaseModel
 
-from crmgate.query import QueryError, parse_fields
+from crmgate.query import QueryError, parse_fields, parse_filter, parse_sort
 
 MAX_PAGE_SIZE = 100
 
@@ -58,3 +58,25 @@ def field_selector(
         raise QueryError("fields", f"unknown field(s) {', '.join(unknown)}")
     keep = {always, *selected}
     return lambda record: {name: value for name, value in record.items() if name in keep}
+
+
+class ListQuery:
+    """The list parameters every list route takes, parsed once: use as
+    ``query: Annotated[ListQuery, Depends()]``."""
+
+    def __init__(
+        self,
+        page_size: PageSize = 25,
+        page: Page = 1,
+        filter: Filter = None,
+        fields: Fields = None,
+        sort: Sort = None,
+    ) -> None:
+        self.page_size = page_size
+        self.page = page
+        self.conditions = parse_filter(filter)
+        self.sort = parse_sort(sort)
+        self.fields = fields
+
+    def selector(self, model: type[BaseModel], always: str = "key") -> Callable[[Record], Record]:
+        return field_selector(model, self.fields, always)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from crmgate.api.auth import AdminUser, CurrentUser
-from crmgate.api.params import Fields, Filter, Page, PageSize, Sort, field_selector
+from crmgate.api.params import Fields, Filter, ListQuery, field_selector
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import (
     ApplicationEntity,
@@ -21,7 +21,7 @@ from crmgate.api.schemas import (
     application_fields,
 )
 from crmgate.applications import ApplicationService
-from crmgate.query import parse_filter, parse_sort
+from crmgate.query import parse_filter
 from crmgate.store.applications import ApplicationView
 
 router = APIRouter(prefix="/v1/application", tags=["application"], responses=ERRORS)
@@ -80,23 +80,17 @@ async def create_application(
     summary="GET for application",
 )
 async def list_applications(
-    request: Request,
-    principal: CurrentUser,
-    page_size: PageSize = 25,
-    page: Page = 1,
-    filter: Filter = None,
-    fields: Fields = None,
-    sort: Sort = None,
+    request: Request, principal: CurrentUser, query: Annotated[ListQuery, Depends()]
 ) -> JSONResponse:
     """The organisation's connected applications, without any secret."""
+    trim = query.selector(ApplicationEntityList)
     views = await _service(request).store.list_page(
         principal.organisation_id,
-        conditions=parse_filter(filter),
-        sort=parse_sort(sort),
-        page=page,
-        page_size=page_size,
+        conditions=query.conditions,
+        sort=query.sort,
+        page=query.page,
+        page_size=query.page_size,
     )
-    trim = field_selector(ApplicationEntityList, fields)
     return JSONResponse([trim(_list_item(view)) for view in views])
 
 

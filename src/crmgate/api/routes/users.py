@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from crmgate.api.auth import AdminUser, CurrentUser
@@ -16,11 +16,9 @@ from crmgate.api.errors import ApiError
 from crmgate.api.params import (
     Fields,
     Filter,
-    Page,
-    PageSize,
+    ListQuery,
     RequestsFrom,
     RequestsUntil,
-    Sort,
     field_selector,
 )
 from crmgate.api.schemas import (
@@ -31,7 +29,7 @@ from crmgate.api.schemas import (
     InternalUserEntityRelation,
     InternalUserUpdate,
 )
-from crmgate.query import Condition, parse_filter, parse_sort
+from crmgate.query import Condition, parse_filter
 from crmgate.store.accounts import AccountStore, Principal, UserView, day_range
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -105,24 +103,20 @@ async def create_user(
 async def list_users(
     request: Request,
     principal: CurrentUser,
-    page_size: PageSize = 25,
-    page: Page = 1,
-    filter: Filter = None,
-    fields: Fields = None,
-    sort: Sort = None,
+    query: Annotated[ListQuery, Depends()],
     application_request_start: RequestsFrom = None,
     application_request_end: RequestsUntil = None,
 ) -> JSONResponse:
     """Returns all internal users from the system: the caller's organisation (admins) or the
     caller alone (members). A page past the end is an empty list."""
     start, end = day_range(application_request_start, application_request_end)
-    trim = field_selector(InternalUserEntity, fields)
+    trim = query.selector(InternalUserEntity)
     views = await _store(request).list_users(
         principal.organisation_id,
-        conditions=parse_filter(filter) + _self_only(principal),
-        sort=parse_sort(sort),
-        page=page,
-        page_size=page_size,
+        conditions=query.conditions + _self_only(principal),
+        sort=query.sort,
+        page=query.page,
+        page_size=query.page_size,
         usage_from=start,
         usage_to=end,
     )
