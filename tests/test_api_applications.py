@@ -31,6 +31,18 @@ def connect(gateway: RunningGateway, key: str, body: dict[str, Any]) -> Any:
         return client.post("/v1/application", json=body)
 
 
+def connect_external(
+    gateway: RunningGateway, key: str, sim: SalesforceSim, credential: dict[str, str] | None = None
+) -> Any:
+    """Connect an oAuth-external-refresh Salesforce application (a fresh user unless given)."""
+    body = {
+        "type": "Salesforce",
+        "authorization": "oAuth-external-refresh",
+        "credential": credential or oauth_credential(sim, refresh=False),
+    }
+    return connect(gateway, key, body)
+
+
 # ---- platforms ----------------------------------------------------------------------------------
 
 
@@ -202,15 +214,7 @@ def test_put_replaces_the_access_token_after_checking_it(
     crm_settings: Settings, crm_gateway: RunningGateway, admin: Account, salesforce: SalesforceSim
 ) -> None:
     credential = oauth_credential(salesforce, refresh=False)
-    key = connect(
-        crm_gateway,
-        admin.key,
-        {
-            "type": "Salesforce",
-            "authorization": "oAuth-external-refresh",
-            "credential": credential,
-        },
-    ).json()["key"]
+    key = connect_external(crm_gateway, admin.key, salesforce, credential).json()["key"]
     user = next(iter(salesforce.simulator.users.values()))
     fresh = salesforce.simulator.issue_session(user)
     with crm_gateway.client(admin.key) as client:
@@ -263,15 +267,7 @@ def test_delete_revokes_the_refresh_token_at_the_crm(
 def test_another_organisation_gets_404_on_every_route(
     crm_settings: Settings, crm_gateway: RunningGateway, admin: Account, salesforce: SalesforceSim
 ) -> None:
-    key = connect(
-        crm_gateway,
-        admin.key,
-        {
-            "type": "Salesforce",
-            "authorization": "oAuth-external-refresh",
-            "credential": oauth_credential(salesforce, refresh=False),
-        },
-    ).json()["key"]
+    key = connect_external(crm_gateway, admin.key, salesforce).json()["key"]
     stranger = create_account(crm_settings, name="Globex", email="boss@globex.example")
     with crm_gateway.client(stranger.key) as client:
         assert client.get("/v1/application/list").json() == []
@@ -363,15 +359,7 @@ def test_stored_secrets_never_follow_a_new_instance_url(
     crm_settings: Settings, crm_gateway: RunningGateway, admin: Account, salesforce: SalesforceSim
 ) -> None:
     credential = oauth_credential(salesforce, refresh=False)
-    key = connect(
-        crm_gateway,
-        admin.key,
-        {
-            "type": "Salesforce",
-            "authorization": "oAuth-external-refresh",
-            "credential": credential,
-        },
-    ).json()["key"]
+    key = connect_external(crm_gateway, admin.key, salesforce, credential).json()["key"]
     calls = len(salesforce.simulator.calls)
     with crm_gateway.client(admin.key) as client:
         moved = client.put(
