@@ -95,15 +95,16 @@ def test_the_comparison_catches_what_breaks_the_contract(document: dict) -> None
     ]
     assert "success status" in problems["delete /user/{internal_user_id}"][0]
     assert problems["post /user"] == ["request body.phone: refused, the reference accepts it"]
-    assert set(problems) == {
+    counts = {name for name in problems if name.endswith("/count")}  # Count is shared
+    assert all(problems[name] == problems["get /user/count"] for name in counts)
+    assert set(problems) - counts == {
         "get /user/list",
-        "get /user/count",
-        "get /application/count",  # Count is shared
         "get /user/{internal_user_id}",
         "delete /user/{internal_user_id}",
         "post /user",
     }
-    assert len(result.matching) == len(coverage.compare(document).matching) - 6
+    assert "get /application/entity/contact/count" in counts
+    assert len(result.matching) == len(coverage.compare(document).matching) - len(problems)
 
 
 def test_contract_coverage_command_prints_the_number() -> None:

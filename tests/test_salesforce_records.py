@@ -1,5 +1,5 @@
 """The Salesforce connector's record calls (CRUD, SOQL lists and counts, paging, error mapping),
-against the simulator over HTTPS: what the unified entity API will call."""
+against the simulator over HTTPS: what the unified entity API calls, in Salesforce's own names."""
 
 from __future__ import annotations
 
@@ -57,38 +57,33 @@ def test_contact_life_cycle(salesforce: SalesforceSim) -> None:
     async def work(connector: SalesforceConnector) -> None:
         access = access_for(salesforce, connector)
         contact = connector.platform.entities["contact"]
+        columns = contact.native_columns()
         records = connector.records
         ids = [
-            await records.create(
-                access,
-                contact,
-                {"last_name": name, "email": [{"type": "work", "address": f"{name}@x.example"}]},
-            )
+            await records.create(access, "Contact", {"LastName": name, "Email": f"{name}@x.ex"})
             for name in ("Ann", "Bob", "Cy")
         ]
-        first = await records.list_page(
-            access, contact, sort=parse_sort("last_name"), page=1, page_size=2
-        )
-        second = await records.list_page(
-            access, contact, sort=parse_sort("last_name"), page=2, page_size=2
-        )
-        assert [r["last_name"] for r in first + second] == ["Ann", "Bob", "Cy"]
-        assert await records.list_page(access, contact, page=3, page_size=2) == []
+        sort = parse_sort("last_name")
+        first = await records.list_page(access, contact, columns, sort=sort, page_size=2)
+        second = await records.list_page(access, contact, columns, sort=sort, page=2, page_size=2)
+        assert [r["LastName"] for r in first + second] == ["Ann", "Bob", "Cy"]
+        assert await records.list_page(access, contact, columns, page=3, page_size=2) == []
         assert await records.count(access, contact, parse_filter("email contains 'b'")) == 1
-        only = await records.list_page(access, contact, fields=["last_name"], page_size=1)
-        assert set(only[0]) == {"id", "last_name"}
-        await records.update(access, contact, ids[1], {"position": "CTO"})
-        fetched = await records.get(access, contact, ids[1])
-        assert fetched["position"] == "CTO" and fetched["email"] == [
-            {"type": "work", "address": "Bob@x.example"}
-        ]
-        await records.delete(access, contact, ids[1])
+        only = await records.list_page(access, contact, ["Id", "LastName"], page_size=1)
+        assert set(only[0]) == {"attributes", "Id", "LastName"}
+        await records.update(access, "Contact", ids[1], {"Title": "CTO"})
+        fetched = await records.get(access, contact, ids[1], columns)
+        assert fetched["Title"] == "CTO" and fetched["Email"] == "Bob@x.ex"
+        await records.delete(access, "Contact", ids[1])
         with pytest.raises(EntityNotFound):
-            await records.get(access, contact, ids[1])
+            await records.get(access, contact, ids[1], columns)
         calls = len(salesforce.simulator.calls)
         for hostile in ("../../sobjects/User", "003' OR 1=1", "x" * 18 + "/"):
             with pytest.raises(EntityNotFound):
-                await records.get(access, contact, hostile)
+                await records.get(access, contact, hostile, columns)
+        for object_name in ("Contact/../User", "Contact?x=1", ""):
+            with pytest.raises(EntityNotFound):
+                await records.create(access, object_name, {"LastName": "X"})
         assert len(salesforce.simulator.calls) == calls  # refused before any call
 
     run(salesforce, work)
@@ -104,12 +99,12 @@ def test_pages_beyond_the_offset_limit_walk_query_locators(salesforce: Salesforc
         page = await connector.records.list_page(
             access,
             contact,
+            ["Id", "LastName"],
             sort=parse_sort("last_name"),
             page=83,
             page_size=25,
-            fields=["last_name"],
         )
-        return [r["last_name"] for r in page]
+        return [r["LastName"] for r in page]
 
     before = sum(1 for _, path in salesforce.simulator.calls if "/query" in path)
     names = run(salesforce, work)
@@ -125,13 +120,13 @@ def test_salesforce_errors_become_the_contract_errors(salesforce: SalesforceSim)
         reader = access_for(salesforce, connector, "Read Only")
         outcomes: dict[str, Any] = {}
         with pytest.raises(NotValid) as missing:
-            await connector.records.create(admin, contact, {"first_name": "No last name"})
+            await connector.records.create(admin, "Contact", {"FirstName": "No last name"})
         outcomes["missing"] = missing.value.fields
-        with pytest.raises(NotValid) as unmapped:
-            await connector.records.create(admin, contact, {"shoe_size": 44})
-        outcomes["unmapped"] = unmapped.value.fields
+        with pytest.raises(NotValid) as unknown:
+            await connector.records.create(admin, "Contact", {"ShoeSize": 44})
+        outcomes["unknown"] = unknown.value.message
         with pytest.raises(NotAllowed) as refused:
-            await connector.records.create(reader, contact, {"last_name": "X"})
+            await connector.records.create(reader, "Contact", {"LastName": "X"})
         outcomes["refused"] = (refused.value.status, refused.value.code, refused.value.message)
         salesforce.simulator.data.api_limit = salesforce.simulator.data.api_used
         with pytest.raises(RateLimited) as limited:
@@ -146,7 +141,7 @@ def test_salesforce_errors_become_the_contract_errors(salesforce: SalesforceSim)
 
     outcomes = run(salesforce, work)
     assert outcomes["missing"] == ("LastName",)
-    assert outcomes["unmapped"] == ("shoe_size",)
+    assert "No such column 'ShoeSize'" in outcomes["unknown"]
     assert outcomes["refused"][:2] == (403, "NOT_ALLOWED")
     assert "INSUFFICIENT_ACCESS_OR_READONLY" in outcomes["refused"][2]
     assert outcomes["limited"] == (429, 60)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crmgate.applications import ApplicationService
 from crmgate.connectors import REGISTRY
 from crmgate.connectors.catalogue import Catalogue
+from crmgate.entities import EntityService
 from crmgate.outbound import Outbound
 from crmgate.security import secretfile
 from crmgate.security.authn import Authenticator
@@ -54,6 +55,7 @@ class Services:
     vault: Vault
     outbound: Outbound
     applications: ApplicationService
+    entities: EntityService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -71,6 +73,12 @@ class Services:
             for platform in catalogue.listed()
             if platform.connector is not None
         }
+        applications = ApplicationService(
+            catalogue,
+            connectors,
+            ApplicationStore(sessions, the_vault),
+            settings.max_applications,
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -79,12 +87,8 @@ class Services:
             usage=UsageRecorder(sessions),
             vault=the_vault,
             outbound=outbound,
-            applications=ApplicationService(
-                catalogue,
-                connectors,
-                ApplicationStore(sessions, the_vault),
-                settings.max_applications,
-            ),
+            applications=applications,
+            entities=EntityService(applications),
         )
 
     @classmethod

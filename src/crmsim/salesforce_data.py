@@ -118,6 +118,7 @@ class SalesforceData:
         app.router.add_get(route + "/sobjects/", self._guard(self._describe_global))
         app.router.add_get(route + "/sobjects/{object}/describe", self._guard(self._describe))
         app.router.add_get(route + "/sobjects/{object}/describe/", self._guard(self._describe))
+        app.router.add_get(route + "/sobjects/{object}", self._guard(self._basic_info))
         app.router.add_post(route + "/sobjects/{object}", self._guard(self._create_route))
         app.router.add_post(route + "/sobjects/{object}/", self._guard(self._create_route))
         app.router.add_get(route + "/sobjects/{object}/{id}", self._guard(self._get))
@@ -175,6 +176,13 @@ class SalesforceData:
                 "maxBatchSize": 200,
                 "sobjects": [obj.summary(version) for obj in self.objects.values()],
             }
+        )
+
+    async def _basic_info(self, request: web.Request, user: SfUser) -> web.Response:
+        """sObject Basic Information: the object's summary and its recently viewed items."""
+        obj = self._object(request)
+        return web.json_response(
+            {"objectDescribe": obj.summary(request.match_info["version"]), "recentItems": []}
         )
 
     async def _describe(self, request: web.Request, user: SfUser) -> web.Response:

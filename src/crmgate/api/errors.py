@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from crmgate.connectors.base import CrmError
+from crmgate.connectors.base import CrmError, RateLimited
 from crmgate.query import QueryError
 from crmgate.security.vault import DecryptionError
 from crmgate.store.accounts import AccountError
@@ -155,7 +155,14 @@ async def _account(request: Request, exc: Exception) -> Response:
 
 async def _crm(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CrmError)
-    return error_response(request, ApiError(exc.status, exc.code, exc.message))
+    headers = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    fields = getattr(exc, "fields", ())
+    errors = [{"field": field, "message": exc.message} for field in fields if field]
+    return error_response(
+        request, ApiError(exc.status, exc.code, exc.message, headers=headers, errors=errors)
+    )
 
 
 async def _vault(request: Request, exc: Exception) -> Response:

@@ -6,14 +6,18 @@ is what differs between CRMs. Connectors call CRMs only through crmgate.outbound
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from yarl import URL
 
 from crmgate.connectors.catalogue import Platform
 from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
+
+if TYPE_CHECKING:
+    from crmgate.model.mapping import EntityMap
+    from crmgate.query import Condition, SortKey
 
 
 class CrmError(Exception):
@@ -83,6 +87,13 @@ class CrmUnavailable(CrmError):
     code = "CRM_UNAVAILABLE"
 
 
+class NotSupported(CrmError):
+    """The platform (or crmgate's connector for it) does not offer the operation."""
+
+    status = 403
+    code = "NOT_SUPPORTED"
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who the stored credentials act as in the CRM (ApplicationEntity.me and company)."""
@@ -120,12 +131,179 @@ class Verified:
     derived: dict[str, str] = field(default_factory=dict, repr=False)
 
 
+# ---- what a connector reports about the CRM's objects --------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One native field of a CRM object, as the CRM describes it to the connected user.
+    ``kind`` is the contract's type: string, number, integer, boolean, date, date-time."""
+
+    name: str
+    label: str
+    kind: str
+    native_type: str
+    required: bool = False  # must be given on create
+    createable: bool = True
+    updateable: bool = True
+    filterable: bool = True
+    sortable: bool = True
+    custom: bool = False
+    enum: tuple[str, ...] = ()
+    reference_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A CRM object (standard or custom) and what the connected user may do with it."""
+
+    name: str
+    label: str
+    plural_label: str = ""
+    custom: bool = False
+    queryable: bool = True
+    createable: bool = False
+    updateable: bool = False
+    deletable: bool = False
+    fields: tuple[FieldInfo, ...] = ()
+
+    def field(self, name: str) -> FieldInfo | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The outcome of one item of a bulk call."""
+
+    id: str | None
+    error: CrmError | None = None
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """A passthrough answer: what the CRM said, status, headers and body."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class Records:
+    """The record operations of one CRM, in the CRM's own object and field names (the entity
+    maps translate to and from the contract's). A connector overrides what its CRM offers;
+    what it does not is NOT_SUPPORTED. Bulk falls back to one call per item where a CRM has no
+    batch API."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    def _unsupported(self, operation: str) -> NotSupported:
+        return NotSupported(f"{self.platform.name} does not support {operation}")
+
+    async def objects(self, access: Access) -> list[ObjectInfo]:
+        raise self._unsupported("listing its objects")
+
+    async def describe(self, access: Access, name: str) -> ObjectInfo:
+        raise self._unsupported("describing objects")
+
+    async def list_page(
+        self,
+        access: Access,
+        entity: EntityMap,
+        columns: Sequence[str],
+        *,
+        conditions: Sequence[Condition] = (),
+        sort: Sequence[SortKey] = (),
+        page: int = 1,
+        page_size: int = 25,
+    ) -> list[dict[str, Any]]:
+        raise self._unsupported("lists")
+
+    async def count(
+        self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
+    ) -> int:
+        raise self._unsupported("counts")
+
+    async def get(
+        self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
+    ) -> dict[str, Any]:
+        raise self._unsupported("reading records")
+
+    async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
+        raise self._unsupported("creating records")
+
+    async def update(
+        self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
+    ) -> None:
+        raise self._unsupported("updating records")
+
+    async def delete(self, access: Access, name: str, record_id: str) -> None:
+        raise self._unsupported("deleting records")
+
+    async def bulk_create(
+        self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
+    ) -> list[ItemResult]:
+        results = []
+        for values in items:
+            try:
+                results.append(ItemResult(await self.create(access, name, values)))
+            except (SessionExpired, RateLimited, CrmUnavailable):
+                raise
+            except CrmError as error:
+                results.append(ItemResult(None, error))
+        return results
+
+    async def bulk_update(
+        self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[ItemResult]:
+        results = []
+        for record_id, values in items:
+            try:
+                await self.update(access, name, record_id, values)
+                results.append(ItemResult(record_id))
+            except (SessionExpired, RateLimited, CrmUnavailable):
+                raise
+            except CrmError as error:
+                results.append(ItemResult(record_id, error))
+        return results
+
+    async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
+        results = []
+        for record_id in ids:
+            try:
+                await self.delete(access, name, record_id)
+                results.append(ItemResult(record_id))
+            except (SessionExpired, RateLimited, CrmUnavailable):
+                raise
+            except CrmError as error:
+                results.append(ItemResult(record_id, error))
+        return results
+
+    async def passthrough(
+        self,
+        access: Access,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> RawResponse:
+        raise self._unsupported("passthrough requests")
+
+
 class Connector:
     name: ClassVar[str]
+    records: Records
 
     def __init__(self, platform: Platform, outbound: Outbound) -> None:
         self.platform = platform
         self.outbound = outbound
+        self.records = Records(platform)
+
+    def access(
+        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
+    ) -> Access:
+        """The instance and token with which records calls authenticate."""
+        raise NotSupported(f"{self.platform.name} has no record access yet")
 
     def instance_url(self, url: str) -> URL:
         """The origin of ``url`` if it is an instance URL this platform may have. An instance URL

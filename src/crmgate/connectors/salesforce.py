@@ -23,15 +23,20 @@ from crmgate.connectors.base import (
     CrmError,
     CrmUnavailable,
     EntityNotFound,
+    FieldInfo,
     Identity,
+    ItemResult,
     NotAllowed,
     NotValid,
+    ObjectInfo,
     RateLimited,
+    RawResponse,
+    Records,
     SessionExpired,
     Verified,
 )
 from crmgate.connectors.catalogue import Platform
-from crmgate.model.mapping import EntityMap, MappingError
+from crmgate.model.mapping import EntityMap
 from crmgate.outbound import Outbound, OutboundRefused, check_url
 from crmgate.query import Condition, SortKey
 
@@ -175,14 +180,71 @@ class SalesforceConnector(Connector):
 # ---- records ---------------------------------------------------------------------------------
 
 _RECORD_ID = re.compile(r"^[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?$")
+_OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 MAX_OFFSET = 2000  # SOQL's OFFSET limit; deeper pages walk query locators
 LOCATOR_BATCH = 2000
+COLLECTION_LIMIT = 200  # sObject Collections take at most 200 records a call
+
+# Salesforce field types -> the contract's types.
+_KINDS = {
+    "boolean": "boolean",
+    "int": "integer",
+    "double": "number",
+    "currency": "number",
+    "percent": "number",
+    "date": "date",
+    "datetime": "date-time",
+}
 
 
-class SalesforceRecords:
-    """sObject CRUD and SOQL for one platform: what the unified entity API calls."""
+def _field_info(field: Mapping[str, Any]) -> FieldInfo:
+    native_type = str(field.get("type", "string"))
+    createable = bool(field.get("createable"))
+    return FieldInfo(
+        name=str(field["name"]),
+        label=str(field.get("label") or field["name"]),
+        kind=_KINDS.get(native_type, "string"),
+        native_type=native_type,
+        required=createable
+        and not field.get("nillable", True)
+        and not field.get("defaultedOnCreate", False)
+        and native_type != "boolean",
+        createable=createable,
+        updateable=bool(field.get("updateable")),
+        filterable=bool(field.get("filterable", True)),
+        sortable=bool(field.get("sortable", True)),
+        custom=bool(field.get("custom")),
+        enum=tuple(
+            str(value["value"])
+            for value in field.get("picklistValues") or ()
+            if value.get("active", True)
+        ),
+        reference_to=tuple(str(target) for target in field.get("referenceTo") or ()),
+    )
+
+
+def _object_info(
+    summary: Mapping[str, Any], fields: Sequence[Mapping[str, Any]] = ()
+) -> ObjectInfo:
+    return ObjectInfo(
+        name=str(summary["name"]),
+        label=str(summary.get("label") or summary["name"]),
+        plural_label=str(summary.get("labelPlural") or ""),
+        custom=bool(summary.get("custom")),
+        queryable=bool(summary.get("queryable", True)),
+        createable=bool(summary.get("createable")),
+        updateable=bool(summary.get("updateable")),
+        deletable=bool(summary.get("deletable")),
+        fields=tuple(_field_info(field) for field in fields),
+    )
+
+
+class SalesforceRecords(Records):
+    """sObject CRUD, SOQL, describe, collections and passthrough: what the unified entity API
+    calls. Records go in and come out in Salesforce's own field names; the entity maps translate."""
 
     def __init__(self, connector: SalesforceConnector) -> None:
+        super().__init__(connector.platform)
         self.connector = connector
 
     @property
@@ -220,11 +282,27 @@ class SalesforceRecords:
         except ValueError:
             raise CrmUnavailable("Salesforce answered something that is not JSON") from None
 
-    @staticmethod
-    def _record_url(base: URL, entity: EntityMap, record_id: str) -> URL:
+    def _sobject(self, access: Access, name: str) -> URL:
+        if not _OBJECT_NAME.match(name):
+            raise EntityNotFound(f"Salesforce has no object {name[:80]!r}")
+        return self._base(access) / "sobjects" / name
+
+    def _record_url(self, access: Access, name: str, record_id: str) -> URL:
         if not _RECORD_ID.match(record_id):
-            raise EntityNotFound(f"{entity.entity} {record_id[:40]} not found")
-        return base / "sobjects" / entity.object / record_id
+            raise EntityNotFound(f"{name} {record_id[:40]!r} not found")
+        return self._sobject(access, name) / record_id
+
+    # ---- catalogue --------------------------------------------------------------------------
+
+    async def objects(self, access: Access) -> list[ObjectInfo]:
+        answer = await self._call(access, "GET", self._base(access) / "sobjects")
+        return [_object_info(summary) for summary in answer.get("sobjects", ())]
+
+    async def describe(self, access: Access, name: str) -> ObjectInfo:
+        answer = await self._call(access, "GET", self._sobject(access, name) / "describe")
+        return _object_info(answer, answer.get("fields") or ())
+
+    # ---- reading ----------------------------------------------------------------------------
 
     async def query(
         self, access: Access, statement: str, batch: int | None = None
@@ -239,31 +317,27 @@ class SalesforceRecords:
         self,
         access: Access,
         entity: EntityMap,
+        columns: Sequence[str],
         *,
         conditions: Sequence[Condition] = (),
         sort: Sequence[SortKey] = (),
         page: int = 1,
         page_size: int = 25,
-        fields: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        columns = entity.native_columns(fields)
         offset = (page - 1) * page_size
         if offset <= MAX_OFFSET:
             statement = soql.select(
                 entity, columns, conditions, sort, limit=page_size, offset=offset
             )
-            rows = (await self.query(access, statement))["records"]
-        else:
-            rows = await self._deep_page(
-                access, entity, columns, conditions, sort, offset, page_size
-            )
-        return [entity.to_unified(row) for row in rows]
+            rows: list[dict[str, Any]] = (await self.query(access, statement))["records"]
+            return rows
+        return await self._deep_page(access, entity, columns, conditions, sort, offset, page_size)
 
     async def _deep_page(
         self,
         access: Access,
         entity: EntityMap,
-        columns: list[str],
+        columns: Sequence[str],
         conditions: Sequence[Condition],
         sort: Sequence[SortKey],
         offset: int,
@@ -289,34 +363,143 @@ class SalesforceRecords:
         return int((await self.query(access, soql.count(entity, conditions)))["totalSize"])
 
     async def get(
-        self, access: Access, entity: EntityMap, record_id: str, fields: Sequence[str] | None = None
+        self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
     ) -> dict[str, Any]:
-        url = self._record_url(self._base(access), entity, record_id)
-        columns = ",".join(entity.native_columns(fields))
-        return entity.to_unified(await self._call(access, "GET", url.with_query(fields=columns)))
-
-    async def create(self, access: Access, entity: EntityMap, record: Mapping[str, Any]) -> str:
-        native = _native(entity, record)
-        created = await self._call(
-            access, "POST", self._base(access) / "sobjects" / entity.object, body=native
+        url = self._record_url(access, entity.object, record_id)
+        record: dict[str, Any] = await self._call(
+            access, "GET", url.with_query(fields=",".join(columns))
         )
+        return record
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
+        created = await self._call(access, "POST", self._sobject(access, name), body=values)
         return str(created["id"])
 
     async def update(
-        self, access: Access, entity: EntityMap, record_id: str, record: Mapping[str, Any]
+        self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
-        url = self._record_url(self._base(access), entity, record_id)
-        await self._call(access, "PATCH", url, body=_native(entity, record))
+        await self._call(access, "PATCH", self._record_url(access, name, record_id), body=values)
 
-    async def delete(self, access: Access, entity: EntityMap, record_id: str) -> None:
-        await self._call(access, "DELETE", self._record_url(self._base(access), entity, record_id))
+    async def delete(self, access: Access, name: str, record_id: str) -> None:
+        await self._call(access, "DELETE", self._record_url(access, name, record_id))
+
+    # ---- bulk: sObject Collections, 200 records a call, each item reported -------------------
+
+    async def bulk_create(
+        self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
+    ) -> list[ItemResult]:
+        url = self._base(access) / "composite" / "sobjects"
+        results: list[ItemResult] = []
+        for chunk in _chunks(list(items), COLLECTION_LIMIT):
+            records = [{"attributes": {"type": name}, **values} for values in chunk]
+            answer = await self._call(
+                access, "POST", url, body={"allOrNone": False, "records": records}
+            )
+            results += [_item_result(item) for item in answer]
+        return results
+
+    async def bulk_update(
+        self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[ItemResult]:
+        url = self._base(access) / "composite" / "sobjects"
+        results: list[ItemResult] = []
+        for chunk in _chunks(list(items), COLLECTION_LIMIT):
+            valid = [(i, v) for i, v in chunk if _RECORD_ID.match(i)]
+            records = [{"attributes": {"type": name}, "id": i, **v} for i, v in valid]
+            answer = (
+                await self._call(
+                    access, "PATCH", url, body={"allOrNone": False, "records": records}
+                )
+                if records
+                else []
+            )
+            by_position = iter(answer)
+            for record_id, _ in chunk:
+                if _RECORD_ID.match(record_id):
+                    results.append(_item_result(next(by_position)))
+                else:
+                    results.append(ItemResult(record_id, EntityNotFound(f"{name} not found")))
+        return results
+
+    async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
+        url = self._base(access) / "composite" / "sobjects"
+        results: list[ItemResult] = []
+        for chunk in _chunks(list(ids), COLLECTION_LIMIT):
+            valid = [i for i in chunk if _RECORD_ID.match(i)]
+            answer = (
+                await self._call(
+                    access,
+                    "DELETE",
+                    url.with_query(ids=",".join(valid), allOrNone="false"),
+                )
+                if valid
+                else []
+            )
+            by_position = iter(answer)
+            for record_id in chunk:
+                if _RECORD_ID.match(record_id):
+                    results.append(_item_result(next(by_position), record_id))
+                else:
+                    results.append(ItemResult(record_id, EntityNotFound(f"{name} not found")))
+        return results
+
+    # ---- passthrough ------------------------------------------------------------------------
+
+    def passthrough_url(self, access: Access, path: str) -> URL:
+        """``path`` relative to the REST API of the pinned version (``sobjects/Contact``,
+        ``query?q=...``), or absolute under ``/services/`` (Apex REST, other versions). Always on
+        the application's own instance."""
+        if path.startswith("/"):
+            if not path.startswith("/services/"):
+                raise NotValid("path: an absolute path must start with /services/", ("path",))
+            target = URL(path, encoded=False)
+        else:
+            target = URL(f"/services/data/v{self._version}/{path}", encoded=False)
+        return access.instance_url.with_path(target.path).with_query(target.query)
+
+    async def passthrough(
+        self,
+        access: Access,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> RawResponse:
+        url = self.passthrough_url(access, path)
+        sent = {name: value for name, value in headers}
+        sent["Authorization"] = f"Bearer {access.token}"
+        response = await self.connector.call(method, url, headers=sent, data=body)
+        if response.status == 401:
+            raise _error(response.status, response.body)
+        return RawResponse(response.status, list(response.headers.items()), response.body)
 
 
-def _native(entity: EntityMap, record: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        return entity.to_native(record)
-    except MappingError as error:
-        raise NotValid(str(error), (error.field,)) from None
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _item_result(answer: Mapping[str, Any], record_id: str | None = None) -> ItemResult:
+    """One element of a collections answer: {id, success, errors: [{statusCode, message,
+    fields}]}, as the contract's per-item result."""
+    if answer.get("success"):
+        return ItemResult(str(answer.get("id") or record_id or ""))
+    errors = answer.get("errors") or [{}]
+    first = errors[0]
+    body = json.dumps(
+        [
+            {
+                "errorCode": first.get("statusCode"),
+                "message": first.get("message"),
+                "fields": first.get("fields"),
+            }
+        ]
+    ).encode()
+    status = 404 if first.get("statusCode") in ("ENTITY_IS_DELETED", "NOT_FOUND") else 400
+    if first.get("statusCode") in ("INSUFFICIENT_ACCESS_OR_READONLY", "INSUFFICIENT_ACCESS"):
+        status = 403
+    return ItemResult(answer.get("id") or record_id, _error(status, body))
 
 
 def _error(status: int, body: bytes) -> CrmError:

@@ -49,9 +49,16 @@ def model(name: str) -> type[ContractModel]:
     fields: dict[str, Any] = {}
     for prop, prop_schema in schema.get("properties", {}).items():
         annotation = _annotation(prop_schema)
-        fields[prop] = (
+        # A property named like a BaseModel attribute (``schema``) gets a Python name of its own
+        # and keeps the contract's name as its alias.
+        python_name = f"{prop}_" if hasattr(BaseModel, prop) else prop
+        fields[python_name] = (
             annotation | None,
-            Field(default=None, description=prop_schema.get("description")),
+            Field(
+                default=None,
+                description=prop_schema.get("description"),
+                alias=prop if python_name != prop else None,
+            ),
         )
     created: type[ContractModel] = create_model(
         name, __base__=ContractModel, __doc__=schema.get("description"), **fields

@@ -17,13 +17,17 @@ CRM does differently (its query language, its paging).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crmgate.contract.coverage import load_reference
 from crmgate.query import QueryError
+
+if TYPE_CHECKING:
+    from crmgate.connectors.base import ObjectInfo
 
 LISTS = ("email", "phone", "address", "website", "messenger")
 _VALUE_FIELD = {
@@ -34,6 +38,8 @@ _VALUE_FIELD = {
     "address": "street",
 }
 READ_ONLY = frozenset(("id", "created_at", "updated_at"))
+# The operations a descriptor may list under an entity's `methods`.
+METHODS = ("list", "count", "get", "create", "update", "delete", "describe", "bulk", "aggregate")
 
 
 class MappingError(ValueError):
@@ -70,9 +76,16 @@ class EntityMap(BaseModel):
     website: tuple[ListItemMap, ...] = ()
     messenger: tuple[ListItemMap, ...] = ()
     relations: dict[str, str] = Field(default_factory=dict)
+    # Filled at run time from the CRM's describe (see bind): native fields shown under their own
+    # names (custom fields; every field of a generic object) and the native type of each field.
+    extra: tuple[str, ...] = ()
+    native_kinds: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known_fields(self) -> EntityMap:
+        unknown_methods = sorted(set(self.methods) - set(METHODS))
+        if unknown_methods:
+            raise ValueError(f"{self.entity}: unknown methods {unknown_methods}; use {METHODS}")
         if self.entity:
             schema = entity_schema(self.entity)
             unknown = sorted(set(self.fields) - set(schema))
@@ -82,6 +95,36 @@ class EntityMap(BaseModel):
 
     def lists(self) -> dict[str, tuple[ListItemMap, ...]]:
         return {name: items for name in LISTS if (items := getattr(self, name))}
+
+    def bind(self, info: ObjectInfo) -> EntityMap:
+        """This map with what the CRM's describe adds: its custom fields (shown and written under
+        their native names) and the native type of every field."""
+        return self.model_copy(
+            update={
+                "extra": tuple(f.name for f in info.fields if f.custom),
+                "native_kinds": {f.name: f.kind for f in info.fields},
+            }
+        )
+
+    @classmethod
+    def generic(cls, info: ObjectInfo) -> EntityMap:
+        """A map that shows every field of a CRM object under its native name (the generic
+        entity routes: custom objects and everything the unified entities do not cover)."""
+        return cls(
+            object=info.name,
+            extra=tuple(f.name for f in info.fields if f.name != "Id"),
+            native_kinds={f.name: f.kind for f in info.fields},
+        )
+
+    def known_fields(self) -> list[str]:
+        """Every field name a client may use with this map (fields, filter, sort, writes)."""
+        return [
+            "id",
+            *self.fields,
+            *self.lists(),
+            *(["relation"] if self.relations else []),
+            *self.extra,
+        ]
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -97,10 +140,11 @@ class EntityMap(BaseModel):
                 columns += [native for item in items for native in item.fields.values()]
         if wanted is None or "relation" in wanted:
             columns += list(self.relations.values())
+        columns += [name for name in self.extra if wanted is None or name in wanted]
         return list(dict.fromkeys(columns))
 
     def to_unified(self, native: Mapping[str, Any]) -> dict[str, Any]:
-        schema = entity_schema(self.entity)
+        schema = entity_schema(self.entity) if self.entity else {}
         record: dict[str, Any] = {"id": native.get(self.id)}
         for unified, column in self.fields.items():
             if column in native:
@@ -121,6 +165,10 @@ class EntityMap(BaseModel):
                 if native.get(column):
                     relation[target] = [{"type": target, "entity": {"id": native[column]}}]
             record["relation"] = relation
+        for column in self.extra:
+            if column in native:
+                kind = self.native_kinds.get(column, "string")
+                record[column] = _from_native(native[column], {"type": kind, "format": kind})
         return record
 
     # ---- writing ----------------------------------------------------------------------------
@@ -132,7 +180,10 @@ class EntityMap(BaseModel):
             if name in READ_ONLY:
                 raise MappingError(name, "is read-only")
             if name in self.fields:
-                native[self.fields[name]] = value
+                column = self.fields[name]
+                native[column] = _to_native(name, value, self.native_kinds.get(column))
+            elif name in self.extra:
+                native[name] = _to_native(name, value, self.native_kinds.get(name))
             elif name in LISTS and getattr(self, name):
                 native.update(self._list_to_native(name, value))
             elif name == "relation":
@@ -197,8 +248,16 @@ class EntityMap(BaseModel):
             target = name.split(".", 1)[1]
             if target in self.relations:
                 return self.relations[target]
+        if name in self.extra:
+            return name
         known = sorted(
-            {"id", *self.fields, *self.lists(), *(f"relation.{r}" for r in self.relations)}
+            {
+                "id",
+                *self.fields,
+                *self.lists(),
+                *(f"relation.{r}" for r in self.relations),
+                *self.extra,
+            }
         )
         raise QueryError(parameter, f"unknown field {name!r}; known: {', '.join(known)}")
 
@@ -207,7 +266,11 @@ class EntityMap(BaseModel):
         A typed list (email, phone, ...) filters on its items' text, a relation on an id."""
         if name in LISTS or name.startswith("relation."):
             return "string"
-        schema = entity_schema(self.entity).get(name, {})
+        if name in self.extra:
+            return self.native_kinds.get(name, "string")
+        if self.native_kinds.get(self.fields.get(name, "")) == "date":
+            return "date"  # a date-time of the contract kept as a date by the CRM
+        schema = entity_schema(self.entity).get(name, {}) if self.entity else {}
         return str(
             schema.get("format")
             if schema.get("format") in ("date", "date-time")
@@ -215,25 +278,55 @@ class EntityMap(BaseModel):
         )
 
 
+@cache
+def entity_schemas() -> dict[str, str]:
+    """Unified entity -> the contract's schema of its records, read off the list routes
+    (contact -> ContactEntity, case -> CasesEntity, attachment -> AttachmentEntityList)."""
+    prefix = "/application/entity/"
+    found: dict[str, str] = {}
+    for path, operations in load_reference()["paths"].items():
+        if path.startswith(prefix) and path.endswith("/list") and path.count("/") == 4:
+            name = path[len(prefix) : -len("/list")]
+            if name.startswith("{"):
+                continue
+            schema = operations["get"]["responses"]["200"]["content"]["application/json"]
+            found[name] = schema["schema"]["items"]["$ref"].rsplit("/", 1)[-1]
+    return found
+
+
 def entity_schema(entity: str) -> dict[str, Any]:
-    """The contract's properties of a unified entity (contact -> ContactEntity)."""
-    schemas = load_reference()["components"]["schemas"]
-    name = entity[0].upper() + entity[1:] + "Entity"
-    if name not in schemas:
+    """The contract's properties of a unified entity's records (contact -> ContactEntity)."""
+    name = entity_schemas().get(entity)
+    if name is None:
         raise ValueError(f"the contract has no entity {entity!r}")
-    return schemas[name]["properties"]  # type: ignore[no-any-return]
+    return load_reference()["components"]["schemas"][name]["properties"]  # type: ignore[no-any-return]
+
+
+def _to_native(name: str, value: Any, native_kind: str | None) -> Any:
+    """A unified value as the CRM's field wants it: a date-time of the contract written to a
+    date-only field keeps its date (checked, so a typo is the client's 422, not the CRM's)."""
+    if native_kind == "date" and isinstance(value, str):
+        try:
+            return date.fromisoformat(value[:10]).isoformat()
+        except ValueError:
+            raise MappingError(name, "must be an ISO 8601 date (2024-05-31)") from None
+    return value
 
 
 def _from_native(value: Any, schema: Mapping[str, Any]) -> Any:
     if value is None:
         return None
-    kind = schema.get("format") or schema.get("type")
+    kind = schema.get("format")
+    if kind not in ("date", "date-time"):
+        kind = schema.get("type")
     if kind == "date-time" and isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("+0000", "+00:00"))
-            return parsed.isoformat(timespec="seconds")
         except ValueError:
             return value
+        if parsed.tzinfo is None:  # a date-only native field shown as the contract's date-time
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.isoformat(timespec="seconds")
     if kind == "date" and isinstance(value, str):
         try:
             return date.fromisoformat(value[:10]).isoformat()

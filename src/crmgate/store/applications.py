@@ -273,6 +273,13 @@ class ApplicationStore:
             row.updated_at = utcnow()
         return _view(row)
 
+    async def touch(self, key: str, when: datetime) -> None:
+        """Record that the application was used (last_used_at); no row lock, no revision."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Application).where(Application.id == key).values(last_used_at=when)
+            )
+
     async def delete(self, organisation_id: str, key: str) -> None:
         async with self._sessions.begin() as session:
             row = await self._row(session, organisation_id, key, lock=True)

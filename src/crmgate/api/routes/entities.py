@@ -1,0 +1,438 @@
+"""/v1/application/entity, /v1/application/field and /v1/application/request: the unified entity
+API, made from the contract.
+
+Every entity route of the reference document (27 entities x 11 operations, and the generic
+routes over the CRM's own objects) is declared here in one loop: its path, operation id,
+parameters (the path parameter keeps the contract's name, e.g. ``contact_id``), request body and
+response schema are read from the reference, and each operation kind (list, count, get, ...) has
+one handler shared by all entities. Whether a platform offers an entity and an operation is the
+platform descriptor's to say (403 NOT_SUPPORTED otherwise); this module knows no CRM.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from crmgate.api import schemas
+from crmgate.api.auth import CrmUser
+from crmgate.api.errors import ApiError
+from crmgate.api.params import MAX_PAGE, MAX_PAGE_SIZE
+from crmgate.api.routes.users import ERRORS
+from crmgate.connectors.base import NotSupported
+from crmgate.contract.coverage import load_reference
+from crmgate.entities import Connection, EntityService
+from crmgate.model.contract import model
+from crmgate.model.mapping import EntityMap, entity_schemas
+from crmgate.query import QueryError, parse_fields, parse_filter, parse_sort
+from crmgate.store.accounts import Principal
+
+APPLICATION_KEY_HEADER = "X-API2CRM-APPLICATION-KEY"
+USER_KEY_HEADER = "X-API2CRM-USER-KEY"
+PREFIX = "/application/entity/"
+GENERIC = "{entity_id}"
+
+router = APIRouter(prefix="/v1", tags=["entity"], responses=ERRORS)
+
+
+@dataclass
+class Call:
+    """One entity request, with its parameters under the contract's names."""
+
+    request: Request
+    principal: Principal
+    entity: str  # a unified entity (contact), or GENERIC for the CRM's own objects
+    values: dict[str, Any]
+    body: Any = None
+    connection: Connection | None = field(default=None)
+
+    @property
+    def service(self) -> EntityService:
+        service: EntityService = self.request.app.state.services.entities
+        return service
+
+    def header(self, name: str) -> str | None:
+        value = self.values.get(name)
+        return value if isinstance(value, str) else None
+
+    @property
+    def native(self) -> bool:
+        return (self.header("X-API2CRM-NATIVE-ENABLE") or "").lower() == "true"
+
+    @property
+    def describe_lifetime(self) -> float | None:
+        raw = self.header("X-API2CRM-DESCRIBE-LIFETIME")
+        if raw is None or raw == "":
+            return None
+        try:
+            lifetime = float(raw)
+        except ValueError:
+            lifetime = -1
+        if not 0 <= lifetime <= 86400:
+            raise ApiError(
+                400,
+                "NOT_VALID",
+                "X-API2CRM-DESCRIBE-LIFETIME: seconds, from 0 to 86400",
+                errors=[{"field": "X-API2CRM-DESCRIBE-LIFETIME", "message": "0 to 86400"}],
+            )
+        return lifetime
+
+    def record_id(self) -> str:
+        name = f"{self.entity}_id" if self.entity != GENERIC else "entity_item_id"
+        return str(self.values[name])
+
+    async def connect(self) -> Connection:
+        key = self.header(APPLICATION_KEY_HEADER)
+        if not key:
+            raise ApiError(
+                401, "SERVICE_UNAUTHORIZED", f"the {APPLICATION_KEY_HEADER} header is required"
+            )
+        self.connection = await self.service.connect(self.principal, key)
+        return self.connection
+
+    async def map(self, method: str) -> EntityMap:
+        """The entity's map bound to the CRM's describe (custom fields, native types)."""
+        connection = await self.connect()
+        if self.entity == GENERIC:
+            mapped, _ = await self.service.generic_map(
+                connection, str(self.values["entity_id"]), self.describe_lifetime
+            )
+            return mapped
+        mapped, _ = await self.service.bound_map(
+            connection, self.entity, method, self.describe_lifetime
+        )
+        return mapped
+
+
+def _fields(call: Call) -> list[str] | None:
+    fields = parse_fields(call.values.get("fields"))
+    return None if fields is None else list(fields)
+
+
+def _unsupported_extras(call: Call) -> None:
+    if call.values.get("expand"):
+        raise NotSupported("expand is not supported yet; read related records by their id")
+    if (call.values.get("unique") or "").lower() == "true":
+        raise NotSupported("unique is not supported yet")
+
+
+# ---- one handler per operation kind ------------------------------------------------------------
+
+
+async def _list(call: Call) -> Response:
+    _unsupported_extras(call)
+    conditions = parse_filter(call.values.get("filter"))
+    sort = parse_sort(call.values.get("sort"))
+    fields = _fields(call)
+    mapped = await call.map("list")
+    assert call.connection is not None
+    records = await call.service.list_records(
+        call.connection,
+        mapped,
+        conditions=conditions,
+        sort=sort,
+        page=int(call.values.get("page") or 1),
+        page_size=int(call.values.get("page_size") or 25),
+        fields=fields,
+        with_native=call.native,
+    )
+    return JSONResponse(records)
+
+
+async def _count(call: Call) -> Response:
+    conditions = parse_filter(call.values.get("filter"))
+    mapped = await call.map("count")
+    assert call.connection is not None
+    return JSONResponse({"total": await call.service.count(call.connection, mapped, conditions)})
+
+
+async def _get(call: Call) -> Response:
+    _unsupported_extras(call)
+    fields = _fields(call)
+    mapped = await call.map("get")
+    assert call.connection is not None
+    record = await call.service.get_record(
+        call.connection, mapped, call.record_id(), fields=fields, with_native=call.native
+    )
+    return JSONResponse(record)
+
+
+async def _create(call: Call) -> Response:
+    mapped = await call.map("create")
+    assert call.connection is not None
+    record_id = await call.service.create(call.connection, mapped, call.body)
+    return JSONResponse({"id": record_id}, status_code=201)
+
+
+async def _update(call: Call) -> Response:
+    mapped = await call.map("update")
+    assert call.connection is not None
+    record_id = call.record_id()
+    await call.service.update(call.connection, mapped, record_id, call.body)
+    return JSONResponse({"id": record_id})
+
+
+async def _delete(call: Call) -> Response:
+    mapped = await call.map("delete")
+    assert call.connection is not None
+    await call.service.delete(call.connection, mapped, call.record_id())
+    return Response(status_code=204)
+
+
+async def _describe(call: Call) -> Response:
+    connection = await call.connect()
+    if call.entity == GENERIC:
+        mapped, info = await call.service.generic_map(
+            connection, str(call.values["entity_id"]), call.describe_lifetime
+        )
+        name = info.name
+    else:
+        mapped, info = await call.service.bound_map(
+            connection, call.entity, "describe", call.describe_lifetime
+        )
+        name = call.entity
+    return JSONResponse(call.service.describe(name, mapped, info))
+
+
+async def _aggregate(call: Call) -> Response:
+    await call.map("aggregate")  # 403 NOT_SUPPORTED unless a platform declares it
+    raise NotSupported("aggregate is not supported yet")
+
+
+def _bulk(action: str) -> Callable[[Call], Awaitable[Response]]:
+    async def handler(call: Call) -> Response:
+        mapped = await call.map("bulk")
+        assert call.connection is not None
+        result = await call.service.bulk(call.connection, mapped, action, call.body)
+        return JSONResponse(result, status_code=201 if action == "create" else 200)
+
+    return handler
+
+
+async def _object(call: Call) -> Response:
+    """GET /application/entity/{entity_id}: one object of the CRM's catalogue."""
+    connection = await call.connect()
+    wanted = str(call.values["entity_id"])
+    for entry in await call.service.objects(connection):
+        if entry["id"] == wanted:
+            return JSONResponse(_trim(entry, _fields(call)))
+    raise ApiError(404, "ENTITY_NOT_FOUND", f"the CRM has no object {wanted[:80]!r}")
+
+
+async def _objects(call: Call) -> Response:
+    """GET /application/entity/list: the CRM's catalogue, custom objects included."""
+    connection = await call.connect()
+    entries = await call.service.objects(connection)
+    for condition in parse_filter(call.values.get("filter")):
+        if condition.op != "eq" or condition.field not in ("type", "internalType", "category"):
+            raise QueryError("filter", "only type, internalType and category eq are supported")
+        entries = [e for e in entries if e[condition.field] == condition.value]
+    page, size = int(call.values.get("page") or 1), int(call.values.get("page_size") or 25)
+    fields = _fields(call)
+    window = entries[(page - 1) * size : page * size]
+    return JSONResponse([_trim(entry, fields) for entry in window])
+
+
+async def _objects_count(call: Call) -> Response:
+    connection = await call.connect()
+    return JSONResponse({"total": len(await call.service.objects(connection))})
+
+
+async def _request(call: Call) -> Response:
+    connection = await call.connect()
+    return JSONResponse(await call.service.passthrough(connection, call.body), status_code=201)
+
+
+def _trim(entry: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
+    if fields is None:
+        return entry
+    return {k: v for k, v in entry.items() if k in fields or k == "id"}
+
+
+HANDLERS: dict[tuple[str, str], Callable[[Call], Awaitable[Response]]] = {
+    ("post", ""): _create,
+    ("get", "/list"): _list,
+    ("get", "/count"): _count,
+    ("get", "/describe"): _describe,
+    ("get", "/aggregate"): _aggregate,
+    ("post", "/bulk"): _bulk("create"),
+    ("put", "/bulk"): _bulk("update"),
+    ("delete", "/bulk"): _bulk("delete"),
+    ("get", "/{id}"): _get,
+    ("put", "/{id}"): _update,
+    ("delete", "/{id}"): _delete,
+}
+CATALOGUE_HANDLERS: dict[tuple[str, str], Callable[[Call], Awaitable[Response]]] = {
+    ("get", "/application/entity/list"): _objects,
+    ("get", "/application/entity/count"): _objects_count,
+    ("get", "/application/entity/{entity_id}"): _object,
+    ("post", "/application/request"): _request,
+}
+
+
+# ---- the routes, from the contract -------------------------------------------------------------
+
+
+def _python_name(name: str) -> str:
+    return "p_" + "".join(c if c.isalnum() else "_" for c in name.lower())
+
+
+def _parameter(spec: dict[str, Any]) -> inspect.Parameter:
+    name, where = spec["name"], spec["in"]
+    description = spec.get("description")
+    annotation: Any
+    default: Any = None
+    if where == "path":
+        annotation = Annotated[str, Path(alias=name, description=description, max_length=255)]
+        default = inspect.Parameter.empty
+    elif where == "header":
+        annotation = Annotated[str | None, Header(alias=name, description=description)]
+    elif name == "page":
+        annotation = Annotated[int, Query(alias=name, ge=1, le=MAX_PAGE, description=description)]
+        default = 1
+    elif name == "page_size":
+        annotation = Annotated[
+            int,
+            Query(
+                alias=name,
+                ge=1,
+                le=MAX_PAGE_SIZE,
+                description=f"Amount of results (default: 25, at most {MAX_PAGE_SIZE})",
+            ),
+        ]
+        default = 25
+    else:
+        annotation = Annotated[str | None, Query(alias=name, description=description)]
+    return inspect.Parameter(
+        _python_name(name), inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+def _body_model(operation: dict[str, Any], reference: dict[str, Any]) -> Any:
+    body = operation.get("requestBody")
+    if body is None:
+        return None
+    if "$ref" in body:
+        body = reference["components"]["requestBodies"][body["$ref"].rsplit("/", 1)[-1]]
+    return model(body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1])
+
+
+def _schema_model(name: str) -> Any:
+    """The model of a contract schema: crmgate's own where api/schemas.py declares one (so the
+    document has one Count, not two), else the one built from the contract."""
+    own = getattr(schemas, name, None)
+    if isinstance(own, type) and issubclass(own, BaseModel):
+        return own
+    return model(name)
+
+
+def _response_model(operation: dict[str, Any]) -> tuple[int, Any]:
+    for status, response in sorted(operation["responses"].items()):
+        if status.startswith("2"):
+            content = response.get("content", {}).get("application/json")
+            if content is None:
+                return int(status), None
+            schema = content["schema"]
+            if schema.get("type") == "array":
+                item = _schema_model(schema["items"]["$ref"].rsplit("/", 1)[-1])
+                return int(status), list[item]  # type: ignore[valid-type]
+            return int(status), _schema_model(schema["$ref"].rsplit("/", 1)[-1])
+    return 200, None
+
+
+def _endpoint(
+    handler: Callable[[Call], Awaitable[Response]],
+    entity: str,
+    operation: dict[str, Any],
+    body_model: Any,
+) -> Callable[..., Awaitable[Response]]:
+    specs = [p for p in operation.get("parameters", []) if p["name"] != USER_KEY_HEADER]
+    names = {_python_name(p["name"]): p["name"] for p in specs}
+
+    async def endpoint(request: Request, principal: CrmUser, **kwargs: Any) -> Response:
+        body = kwargs.pop("body", None)
+        values = {names[key]: value for key, value in kwargs.items() if key in names}
+        if body is not None:
+            body = body.model_dump(mode="json", exclude_unset=True)
+        return await handler(Call(request, principal, entity, values, body))
+
+    parameters = [
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+        inspect.Parameter("principal", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=CrmUser),
+        *(_parameter(spec) for spec in specs),
+    ]
+    if body_model is not None:
+        parameters.append(
+            inspect.Parameter(
+                "body", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[body_model, Body()]
+            )
+        )
+    endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    endpoint.__name__ = operation["operationId"]
+    return endpoint
+
+
+def _routes() -> list[tuple[str, str, Callable[[Call], Awaitable[Response]], str]]:
+    """(method, path, handler, entity) for every entity operation of the contract, static
+    paths before those with an identifier so that /contact/list is never read as an id."""
+    found = []
+    unified = set(entity_schemas())
+    for path, operations in load_reference()["paths"].items():
+        for method in operations:
+            if method not in ("get", "post", "put", "delete"):
+                continue
+            if (method, path) in CATALOGUE_HANDLERS:
+                found.append((method, path, CATALOGUE_HANDLERS[(method, path)], ""))
+                continue
+            if not path.startswith(PREFIX):
+                continue
+            entity, _, rest = path[len(PREFIX) :].partition("/")
+            if entity not in unified and entity != GENERIC:
+                continue
+            suffix = f"/{rest}" if rest else ""
+            if suffix.startswith("/{"):
+                suffix = "/{id}"
+            handler = HANDLERS.get((method, suffix))
+            if handler is not None:
+                found.append((method, path, handler, entity))
+
+    def order(route: tuple[str, str, Any, str]) -> tuple[int, str]:
+        path = route[1]
+        return (path.count("{"), path)
+
+    return sorted(found, key=order)
+
+
+def _register() -> None:
+    reference = load_reference()
+    for method, path, handler, entity in _routes():
+        operation = reference["paths"][path][method]
+        status, response_model = _response_model(operation)
+        router.add_api_route(
+            path,
+            _endpoint(handler, entity, operation, _body_model(operation, reference)),
+            methods=[method.upper()],
+            status_code=status,
+            response_model=response_model,
+            response_class=JSONResponse if response_model is not None else Response,
+            operation_id=operation["operationId"],
+            summary=operation.get("summary"),
+            description=operation.get("description"),
+            tags=[_tag(path)],
+        )
+
+
+def _tag(path: str) -> str:
+    if path.startswith(PREFIX):
+        entity = path[len(PREFIX) :].partition("/")[0]
+        return "entity" if entity.startswith("{") or entity in ("list", "count") else entity
+    return path.strip("/").split("/")[1]
+
+
+_register()

@@ -1,0 +1,534 @@
+"""The unified entity service: one request shape, any CRM.
+
+Between the HTTP layer (api/routes/entities.py) and a connector: finds the caller's application,
+opens its credentials, checks that the platform offers the entity and the operation, translates
+records with the descriptor's entity map (bound to the CRM's describe, so custom fields and native
+types are known), and turns a CRM's per-item answers into the contract's results. It knows no
+CRM; the connector does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crmgate.applications import ApplicationService
+from crmgate.connectors.base import (
+    Access,
+    Connector,
+    CrmError,
+    EntityNotFound,
+    FieldInfo,
+    ItemResult,
+    NotSupported,
+    NotValid,
+    ObjectInfo,
+)
+from crmgate.connectors.catalogue import Platform
+from crmgate.model.mapping import LISTS, METHODS, EntityMap, MappingError, entity_schema
+from crmgate.query import Condition, QueryError, SortKey
+from crmgate.store.accounts import Principal
+from crmgate.store.applications import ApplicationView
+from crmgate.store.models import utcnow
+
+log = logging.getLogger("crmgate.entities")
+
+MAX_BULK_ITEMS = 1000
+DEFAULT_DESCRIBE_LIFETIME = 300.0
+MAX_DESCRIBE_LIFETIME = 86400.0
+TOUCH_INTERVAL = 60.0
+MAX_PASSTHROUGH_PATH = 4096
+MAX_PASSTHROUGH_HEADERS = 50
+PASSTHROUGH_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+# Headers a passthrough request may not set: crmgate authenticates the call, and the framing and
+# routing of the request are the gateway's.
+_FORBIDDEN_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "forwarded",
+    }
+)
+# Headers of the CRM's answer that are not passed back (hop-by-hop, recomputed, or session).
+_DROPPED_ANSWER_HEADERS = frozenset(
+    {
+        "set-cookie",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "proxy-authenticate",
+        "trailer",
+        "upgrade",
+    }
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One application's way to its CRM, for the length of a request."""
+
+    view: ApplicationView
+    platform: Platform
+    connector: Connector
+    access: Access
+
+
+class EntityService:
+    def __init__(self, applications: ApplicationService) -> None:
+        self.applications = applications
+        self._describes: dict[tuple[str, int, str], tuple[float, ObjectInfo]] = {}
+        self._touched: dict[str, float] = {}
+
+    # ---- the application ----------------------------------------------------------------------
+
+    async def connect(self, principal: Principal, application_key: str | None) -> Connection:
+        """The caller's application (404 for a key of another organisation, as for none)."""
+        store = self.applications.store
+        view, credentials = await store.credentials(
+            principal.organisation_id, application_key or ""
+        )
+        platform = self.applications.platform(view.type)
+        connector = self.applications.connector(platform)
+        access = connector.access(view.authorization, credentials.fields, credentials.derived)
+        await self._touch(view.key)
+        return Connection(view, platform, connector, access)
+
+    async def _touch(self, key: str) -> None:
+        now = time.monotonic()
+        if now - self._touched.get(key, -TOUCH_INTERVAL) < TOUCH_INTERVAL:
+            return
+        self._touched[key] = now
+        try:
+            await self.applications.store.touch(key, utcnow())
+        except Exception:
+            log.warning("could not record the use of application %s", key[:8], exc_info=True)
+
+    # ---- describe, cached -----------------------------------------------------------------------
+
+    async def object_info(
+        self, connection: Connection, name: str, lifetime: float | None = None
+    ) -> ObjectInfo:
+        """The CRM's describe of one object for this application's user. Cached in memory for
+        ``lifetime`` seconds (X-API2CRM-DESCRIBE-LIFETIME; 0 asks the CRM again); new
+        credentials start a new cache entry."""
+        ttl = DEFAULT_DESCRIBE_LIFETIME if lifetime is None else lifetime
+        key = (connection.view.key, connection.view.credentials_revision, name)
+        now = time.monotonic()
+        cached = self._describes.get(key)
+        if cached is not None and now - cached[0] < min(ttl, MAX_DESCRIBE_LIFETIME):
+            return cached[1]
+        info = await connection.connector.records.describe(connection.access, name)
+        self._describes[key] = (now, info)
+        return info
+
+    def entity_map(self, connection: Connection, entity: str, method: str) -> EntityMap:
+        """The platform's map of a unified entity, if it offers ``method`` on it; else 403."""
+        mapped = connection.platform.entities.get(entity)
+        if mapped is None or method not in mapped.methods:
+            raise NotSupported(
+                f"{connection.platform.name} does not support {method} of {entity}"
+                + ("" if mapped is None else f" (it supports: {', '.join(mapped.methods)})")
+            )
+        return mapped
+
+    async def bound_map(
+        self, connection: Connection, entity: str, method: str, lifetime: float | None = None
+    ) -> tuple[EntityMap, ObjectInfo]:
+        mapped = self.entity_map(connection, entity, method)
+        info = await self.object_info(connection, mapped.object, lifetime)
+        return mapped.bind(info), info
+
+    async def generic_map(
+        self, connection: Connection, name: str, lifetime: float | None = None
+    ) -> tuple[EntityMap, ObjectInfo]:
+        info = await self.object_info(connection, name, lifetime)
+        return EntityMap.generic(info), info
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    @staticmethod
+    def columns(mapped: EntityMap, fields: Sequence[str] | None) -> list[str]:
+        if fields is not None:
+            known = set(mapped.known_fields())
+            if mapped.entity:
+                known |= set(entity_schema(mapped.entity))
+            unknown = sorted(set(fields) - known)
+            if unknown:
+                raise QueryError("fields", f"unknown field(s) {', '.join(unknown)}")
+        return mapped.native_columns(fields)
+
+    @staticmethod
+    def render(
+        mapped: EntityMap, native: Mapping[str, Any], *, with_native: bool, fields: Any = None
+    ) -> dict[str, Any]:
+        record = mapped.to_unified(native)
+        if fields is not None:
+            keep = {"id", *fields}
+            record = {name: value for name, value in record.items() if name in keep}
+        if with_native:
+            record["native"] = {k: v for k, v in native.items() if k != "attributes"}
+        return record
+
+    async def list_records(
+        self,
+        connection: Connection,
+        mapped: EntityMap,
+        *,
+        conditions: Sequence[Condition],
+        sort: Sequence[SortKey],
+        page: int,
+        page_size: int,
+        fields: Sequence[str] | None,
+        with_native: bool,
+    ) -> list[dict[str, Any]]:
+        columns = self.columns(mapped, fields)
+        rows = await connection.connector.records.list_page(
+            connection.access,
+            mapped,
+            columns,
+            conditions=conditions,
+            sort=sort,
+            page=page,
+            page_size=page_size,
+        )
+        return [self.render(mapped, row, with_native=with_native, fields=fields) for row in rows]
+
+    async def count(
+        self, connection: Connection, mapped: EntityMap, conditions: Sequence[Condition]
+    ) -> int:
+        return await connection.connector.records.count(connection.access, mapped, conditions)
+
+    async def get_record(
+        self,
+        connection: Connection,
+        mapped: EntityMap,
+        record_id: str,
+        *,
+        fields: Sequence[str] | None,
+        with_native: bool,
+    ) -> dict[str, Any]:
+        columns = self.columns(mapped, fields)
+        row = await connection.connector.records.get(connection.access, mapped, record_id, columns)
+        return self.render(mapped, row, with_native=with_native, fields=fields)
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    @staticmethod
+    def to_native(mapped: EntityMap, record: Any, *, where: str = "") -> dict[str, Any]:
+        if not isinstance(record, Mapping):
+            raise NotValid(f"{where or 'the body'} must be a JSON object", (where,))
+        try:
+            return mapped.to_native({k: v for k, v in record.items() if k != "native"})
+        except MappingError as error:
+            field = f"{where}.{error.field}" if where else error.field
+            raise NotValid(f"{field}: {error.message}", (field,)) from None
+
+    async def create(self, connection: Connection, mapped: EntityMap, record: Any) -> str:
+        values = self.to_native(mapped, record)
+        return await connection.connector.records.create(connection.access, mapped.object, values)
+
+    async def update(
+        self, connection: Connection, mapped: EntityMap, record_id: str, record: Any
+    ) -> None:
+        values = self.to_native(mapped, {k: v for k, v in dict(record or {}).items() if k != "id"})
+        await connection.connector.records.update(
+            connection.access, mapped.object, record_id, values
+        )
+
+    async def delete(self, connection: Connection, mapped: EntityMap, record_id: str) -> None:
+        await connection.connector.records.delete(connection.access, mapped.object, record_id)
+
+    # ---- bulk ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _items(body: Any) -> list[Any]:
+        items = body.get("item") if isinstance(body, Mapping) else None
+        if not isinstance(items, list) or not items:
+            raise NotValid("item: a non-empty list of records is required", ("item",))
+        if len(items) > MAX_BULK_ITEMS:
+            raise NotValid(f"item: at most {MAX_BULK_ITEMS} records a call", ("item",))
+        return items
+
+    async def bulk(
+        self, connection: Connection, mapped: EntityMap, action: str, body: Any
+    ) -> dict[str, Any]:
+        """POST (create), PUT (update: each item has its id) or DELETE (each item is {id}).
+        Every item gets a result in the order sent; an item the gateway can already tell is
+        wrong is reported without being sent, the rest go to the CRM's batch API."""
+        items = self._items(body)
+        results: list[ItemResult | None] = [None] * len(items)
+        sendable: list[tuple[int, Any]] = []
+        for index, item in enumerate(items):
+            where = f"item[{index}]"
+            try:
+                if action == "create":
+                    sendable.append((index, self.to_native(mapped, item, where=where)))
+                    continue
+                record_id = item.get("id") if isinstance(item, Mapping) else None
+                if not isinstance(record_id, str) or not record_id:
+                    raise NotValid(f"{where}.id: is required", (f"{where}.id",))
+                if action == "update":
+                    rest = {k: v for k, v in item.items() if k != "id"}
+                    sendable.append((index, (record_id, self.to_native(mapped, rest, where=where))))
+                else:
+                    sendable.append((index, record_id))
+            except CrmError as error:
+                results[index] = ItemResult(
+                    item.get("id") if isinstance(item, Mapping) else None, error
+                )
+        records, access, name = connection.connector.records, connection.access, mapped.object
+        payload = [value for _, value in sendable]
+        if payload:
+            if action == "create":
+                answered = await records.bulk_create(access, name, payload)
+            elif action == "update":
+                answered = await records.bulk_update(access, name, payload)
+            else:
+                answered = await records.bulk_delete(access, name, payload)
+            for (index, _), result in zip(sendable, answered, strict=True):
+                results[index] = result
+        done = {"create": 201, "update": 200, "delete": 204}[action]
+        return {
+            "id": str(uuid.uuid4()),
+            "item": [_item(result, done) for result in results if result is not None],
+        }
+
+    # ---- describe -----------------------------------------------------------------------------
+
+    @staticmethod
+    def describe(entity: str, mapped: EntityMap, info: ObjectInfo) -> dict[str, Any]:
+        """The contract's XxxDescribe: per operation, whether the connected CRM user may do it
+        and the fields it takes or returns (type, required, read-only, enum, custom, native)."""
+        fields = _describe_fields(mapped, info)
+        create = {n: f for n, f in fields.items() if not f["read_only"] or n == "id"}
+        create.pop("id", None)
+        update = {n: f for n, f in fields.items() if f.get("updateable", True) and n != "id"}
+        return {
+            "entity": entity,
+            "native_entity": info.name,
+            "custom": info.custom,
+            "schema": {
+                "create": {
+                    "allowed": info.createable,
+                    "fields": {n: {**f, "required": f["required"]} for n, f in create.items()},
+                },
+                "update": {
+                    "allowed": info.updateable,
+                    "fields": {n: {**f, "required": False} for n, f in update.items()},
+                },
+                "fetch": {"allowed": info.queryable, "fields": fields},
+                "fetchAll": {
+                    "allowed": info.queryable,
+                    "fields": fields,
+                    "filter": sorted(n for n, f in fields.items() if f["filterable"]),
+                    "sort": sorted(n for n, f in fields.items() if f["sortable"]),
+                },
+                "delete": {"allowed": info.deletable},
+            },
+        }
+
+    # ---- the CRM's catalogue -------------------------------------------------------------------
+
+    async def objects(self, connection: Connection) -> list[dict[str, Any]]:
+        """EntityEntity for each object of the CRM: the unified entities it backs, and the rest
+        (custom objects included) for the generic entity routes."""
+        unified = {m.object: name for name, m in connection.platform.entities.items() if m.methods}
+        entries = []
+        for info in await connection.connector.records.objects(connection.access):
+            entity = unified.get(info.name)
+            entries.append(
+                {
+                    "id": info.name,
+                    "name": info.name,
+                    "entity": info.label,
+                    "collection": info.plural_label or info.label,
+                    "type": "custom" if info.custom else "standard",
+                    "internalType": "unified" if entity else "not_unified",
+                    "category": "basic" if entity else "additional",
+                    "similarTo": [entity] if entity else [],
+                    "methods": {
+                        "list": info.queryable,
+                        "get": info.queryable,
+                        "create": info.createable,
+                        "update": info.updateable,
+                        "delete": info.deletable,
+                    },
+                }
+            )
+        return entries
+
+    # ---- passthrough --------------------------------------------------------------------------
+
+    async def passthrough(self, connection: Connection, request: Any) -> dict[str, Any]:
+        if not isinstance(request, Mapping):
+            raise NotValid("the body must be a JSON object")
+        method = str(request.get("method") or "GET").upper()
+        if method not in PASSTHROUGH_METHODS:
+            raise NotValid(f"method: one of {', '.join(sorted(PASSTHROUGH_METHODS))}", ("method",))
+        path = request.get("path")
+        if not isinstance(path, str) or not path or len(path) > MAX_PASSTHROUGH_PATH:
+            raise NotValid(f"path: required, at most {MAX_PASSTHROUGH_PATH} characters", ("path",))
+        if "://" in path or path.startswith("//") or any(ord(c) < 33 for c in path):
+            raise NotValid(
+                "path: a path relative to the CRM's API, not a URL (no scheme, host or spaces)",
+                ("path",),
+            )
+        headers = _passthrough_headers(request.get("header"))
+        content = request.get("content")
+        body: bytes | None = None
+        if content not in (None, ""):
+            if not isinstance(content, str):
+                raise NotValid("content: base64 text", ("content",))
+            try:
+                body = base64.b64decode(content, validate=True)
+            except (binascii.Error, ValueError):
+                raise NotValid("content: not valid base64", ("content",)) from None
+        answer = await connection.connector.records.passthrough(
+            connection.access, method, path, headers, body
+        )
+        return {
+            "status_code": answer.status,
+            "header": [
+                {"name": name, "value": value}
+                for name, value in answer.headers
+                if name.lower() not in _DROPPED_ANSWER_HEADERS
+            ],
+            "content": base64.b64encode(answer.body).decode("ascii"),
+        }
+
+
+def _passthrough_headers(value: Any) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_PASSTHROUGH_HEADERS:
+        raise NotValid(f"header: a list of at most {MAX_PASSTHROUGH_HEADERS} headers", ("header",))
+    headers = []
+    for index, entry in enumerate(value):
+        where = f"header[{index}]"
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        text = entry.get("value", "") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise NotValid(f"{where}.name: a header name", (f"{where}.name",))
+        if not isinstance(text, str) or len(text) > 8192 or any(c in text for c in "\r\n\0"):
+            raise NotValid(f"{where}.value: a header value on one line", (f"{where}.value",))
+        lowered = name.lower()
+        if lowered in _FORBIDDEN_HEADERS or lowered.startswith(("proxy-", "x-forwarded-")):
+            raise NotValid(
+                f"{where}.name: {name} is set by crmgate and cannot be sent", (f"{where}.name",)
+            )
+        headers.append((name, text))
+    return headers
+
+
+def _item(result: ItemResult, done: int) -> dict[str, Any]:
+    if result.error is None:
+        return {"id": result.id, "status": done}
+    error = result.error
+    entry: dict[str, Any] = {
+        "id": result.id,
+        "status": error.status,
+        "error": {"code": error.code, "message": error.message},
+    }
+    fields = getattr(error, "fields", ())
+    if fields:
+        entry["error"]["fields"] = list(fields)
+    return entry
+
+
+def _describe_fields(mapped: EntityMap, info: ObjectInfo) -> dict[str, dict[str, Any]]:
+    """Unified field name -> what the client needs to know to read and write it."""
+    schema = entity_schema(mapped.entity) if mapped.entity else {}
+    fields: dict[str, dict[str, Any]] = {
+        "id": {
+            "type": "string",
+            "label": "Identifier",
+            "required": False,
+            "read_only": True,
+            "filterable": True,
+            "sortable": True,
+            "native": [mapped.id],
+        }
+    }
+
+    def native(name: str) -> FieldInfo | None:
+        return info.field(name)
+
+    for unified, column in mapped.fields.items():
+        field = native(column)
+        if field is None:
+            continue
+        kind = mapped.kind(unified) if unified in schema else field.kind
+        fields[unified] = _field(field, kind, [column], schema.get(unified, {}))
+    for name, items in mapped.lists().items():
+        columns = [c for item in items for c in item.fields.values() if native(c) is not None]
+        if not columns:
+            continue
+        parts = [f for c in columns if (f := native(c)) is not None]
+        fields[name] = {
+            "type": "array",
+            "label": name.capitalize(),
+            "required": False,
+            "read_only": not any(p.createable or p.updateable for p in parts),
+            "updateable": any(p.updateable for p in parts),
+            "filterable": name in LISTS,
+            "sortable": True,
+            "item_types": [item.type for item in items],
+            "native": columns,
+        }
+    for target, column in mapped.relations.items():
+        field = native(column)
+        if field is not None:
+            fields[f"relation.{target}"] = {
+                **_field(field, "string", [column], {}),
+                "label": target,
+            }
+    for column in mapped.extra:
+        field = native(column)
+        if field is not None:
+            fields[column] = _field(field, field.kind, [column], {})
+    return fields
+
+
+def _field(
+    field: FieldInfo, kind: str, columns: list[str], schema: Mapping[str, Any]
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "type": kind,
+        "label": schema.get("description") or field.label,
+        "required": field.required,
+        "read_only": not (field.createable or field.updateable),
+        "updateable": field.updateable,
+        "filterable": field.filterable,
+        "sortable": field.sortable,
+        "custom": field.custom,
+        "native": columns,
+        "native_type": field.native_type,
+    }
+    if field.enum:
+        entry["enum"] = list(field.enum)
+    if field.reference_to:
+        entry["reference_to"] = list(field.reference_to)
+    return entry
+
+
+__all__ = ["METHODS", "Connection", "EntityNotFound", "EntityService"]
