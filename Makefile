@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 serve: install
 	$(VENV)/bin/crmgate migrate
-	$(VENV)/bin/crmgate serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/crmgate serve --demo --host $(HOST) --port $(PORT)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

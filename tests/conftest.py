@@ -211,7 +211,7 @@ def create_account(
 
 # ---- CRM simulators ----------------------------------------------------------------------------
 
-from crmsim.salesforce import SalesforceSimulator  # noqa: E402
+from crmsim.salesforce import SalesforceSimulator, platform_overrides  # noqa: E402
 from crmsim.server import RunningSimulator  # noqa: E402
 from crmsim.tls import Certificates, make_certificates  # noqa: E402
 
@@ -233,13 +233,7 @@ class SalesforceSim:
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         """CRMGATE_PLATFORM_OVERRIDES that point Salesforce and its sandbox at this simulator."""
-        oauth = {
-            "authorize_url": f"{self.base_url}/services/oauth2/authorize",
-            "token_url": f"{self.base_url}/services/oauth2/token",
-            "revoke_url": f"{self.base_url}/services/oauth2/revoke",
-        }
-        entry = {"login_url": self.base_url, "instance_hosts": [self.host], "oauth": oauth}
-        return {"Salesforce": entry, "SalesforceSandbox": entry}
+        return platform_overrides(self.base_url)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -105,17 +106,26 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield environment
 
 
-def test_make_serve_prints_a_key_and_a_curl_that_answers_200(
+def test_make_serve_prints_a_curl_that_lists_demo_contacts(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     port = free_port()
     served = Served(["make", "--no-print-directory", "serve", f"PORT={port}"], env)
     try:
-        curl = served.wait_for(r"(curl -s -H .*/v1/user/list)\n")[1]
+        curl = served.wait_for(r"(curl -s -H .*/v1/application/entity/contact/list\S*)\n")[1]
         key = served.wait_for(r"user key:\s+(cgu_\w+)")[1]
-        assert key in curl and f"127.0.0.1:{port}" in curl
-        body = curl_ok(curl)
-        assert '"roles":["admin"]' in body
+        application = served.wait_for(r"application key:\s+([0-9a-f]{40}) \(Salesforce\)")[1]
+        assert key in curl and application in curl and f"127.0.0.1:{port}" in curl
+        contacts = json.loads(curl_ok(curl))
+        assert len(contacts) == 5 and {"Davolio", "Fuller"} <= {c["last_name"] for c in contacts}
+        assert contacts[0]["email"][0]["address"].endswith("@example.com")
+        # demo.json: everything a script needs, readable by its owner only
+        demo_file = tmp_path / "var" / "demo.json"
+        demo = json.loads(demo_file.read_text())
+        assert stat.S_IMODE(demo_file.stat().st_mode) == 0o600
+        assert demo["base_url"] == f"http://127.0.0.1:{port}" and demo["user_key"] == key
+        assert demo["applications"] == {"Salesforce": application}
+        assert demo["simulators"]["Salesforce"].startswith("https://127.0.0.1:")
     finally:
         served.stop()
     assert key not in served.stderr, "the user key reached the log"
@@ -125,16 +135,36 @@ def test_make_serve_prints_a_key_and_a_curl_that_answers_200(
     assert stat.S_IMODE((secrets_dir / "key_pepper").stat().st_mode) == 0o600
     pepper = (secrets_dir / "key_pepper").read_text().strip()
     assert pepper not in served.stdout + served.stderr
-    assert "GET /v1/user/list 200" in served.stderr  # the access log
+    assert "GET /v1/application/entity/contact/list 200" in served.stderr  # the access log
 
-    # Second start: no new account, no key printed; the old key still works.
+    # Second start: a fresh simulated org, the same user key, a new demo application.
     port = free_port()
     again = Served(["make", "--no-print-directory", "serve", f"PORT={port}"], env)
+    try:
+        curl_again = again.wait_for(r"(curl -s -H .*/v1/application/entity/contact/list\S*)\n")[1]
+        assert key in curl_again and application not in curl_again
+        assert len(json.loads(curl_ok(curl_again))) == 5
+    finally:
+        again.stop()
+
+
+def test_serve_without_demo_creates_an_admin_on_first_start(env: dict[str, str]) -> None:
+    crmgate = str(ROOT / ".venv" / "bin" / "crmgate")
+    subprocess.run([crmgate, "migrate"], env=env, check=True, capture_output=True, timeout=60)
+    port = free_port()
+    served = Served([crmgate, "serve", "--port", str(port)], env)
+    try:
+        curl = served.wait_for(r"(curl -s -H .*/v1/user/list)\n")[1]
+        key = served.wait_for(r"user key:\s+(cgu_\w+)")[1]
+        assert key in curl and '"roles":["admin"]' in curl_ok(curl)
+    finally:
+        served.stop()
+    assert served.stdout.count(key) == 2 and key not in served.stderr
+    again = Served([crmgate, "serve", "--port", str(free_port())], env)
     try:
         again.wait_for(r"serving http://127\.0\.0\.1:\d+/v1")
         assert "cgu_" not in again.stdout.replace(key[:10], "")
         assert "crmgate key rotate --user-id usr_" in again.stdout
-        curl_ok(curl.replace(f":{curl.split(':')[-1].split('/')[0]}/", f":{port}/"))
     finally:
         again.stop()
 

@@ -131,6 +131,14 @@ def migrate() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (CRMGATE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (CRMGATE_PORT).")] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Run a simulated Salesforce org beside the gateway, connect a demo application "
+            "to it and write <data dir>/demo.json (see docs/demo.md).",
+        ),
+    ] = False,
 ) -> None:
     """Run the gateway. On the first start it creates an admin account and prints its key."""
     import uvicorn
@@ -144,18 +152,42 @@ def serve(
         overrides["port"] = port
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
-    _with_services(_bootstrap, settings=settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-    )
+    crm = None
+    if demo:
+        from crmgate.demo import demo_settings, start_salesforce
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        crm = start_salesforce(settings.data_dir)
+        settings = demo_settings(settings, crm)
+    try:
+        if crm is None:
+            _with_services(_bootstrap, settings=settings)
+        else:
+            _with_services(lambda services: _start_demo(services, crm), settings=settings)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+        )
+    finally:
+        if crm is not None:
+            crm.stop()
+
+
+async def _start_demo(services: Services, crm: Any) -> None:
+    from crmgate.demo import DEMO_FILE, banner, prepare
+
+    demo = await prepare(services, crm)
+    base = services.settings.resolved_public_url
+    typer.echo(banner(demo, services.settings.data_dir / DEMO_FILE))
+    typer.echo(f"crmgate: serving {base}/v1 — API docs at {base}/docs")
+    sys.stdout.flush()
 
 
 async def _bootstrap(services: Services) -> None:
@@ -192,7 +224,7 @@ async def _bootstrap(services: Services) -> None:
             f"\ncrmgate: {who}a new key: crmgate key rotate --user-id "
             f"{admin.id if admin else 'USER_ID'}"
         )
-    typer.echo(f"crmgate: serving {base}/v1 — API docs at {base}/docs\n")
+    typer.echo(f"crmgate: serving {base}/v1 — API docs at {base}/docs")
     sys.stdout.flush()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 import time
 import xml.etree.ElementTree as ET
+from collections import deque
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -60,7 +61,8 @@ class SalesforceSimulator:
         self.users: dict[str, SfUser] = {}
         self.sessions: dict[str, Session] = {}
         self.refresh_tokens: dict[str, SfUser] = {}
-        self.calls: list[tuple[str, str]] = []  # (method, path) of every request, for tests
+        # (method, path) of the latest requests, for tests; bounded for long-running demos
+        self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
         self.api_enabled = True  # False: the org's edition has no API access
         self.data = SalesforceData(self)
         self.base_url = ""  # set by the running server through the Host header
@@ -252,3 +254,16 @@ def _soap_fault(code: str, message: str, status: int) -> web.Response:
 
 def _oauth_error(error: str, description: str) -> web.Response:
     return web.json_response({"error": error, "error_description": description}, status=400)
+
+
+def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
+    """CRMGATE_PLATFORM_OVERRIDES that point Salesforce and its sandbox at a simulator running at
+    ``base_url`` (the tests and the demo use it)."""
+    host = base_url.removeprefix("https://")
+    oauth = {
+        "authorize_url": f"{base_url}/services/oauth2/authorize",
+        "token_url": f"{base_url}/services/oauth2/token",
+        "revoke_url": f"{base_url}/services/oauth2/revoke",
+    }
+    entry = {"login_url": base_url, "instance_hosts": [host], "oauth": oauth}
+    return {"Salesforce": entry, "SalesforceSandbox": dict(entry)}

@@ -1,0 +1,174 @@
+"""`crmgate serve --demo`: crmgate working with no CRM account.
+
+A Salesforce simulator (crmsim) runs beside the gateway on loopback, over HTTPS with a throw-away
+certificate authority kept in the data directory, seeded with a small sales org. A demo
+organisation gets a Salesforce application connected to it, through the same API path a client
+uses (the credentials are verified with the simulator and sealed in the vault). Everything a
+script needs is written to ``<data_dir>/demo.json`` (0600: it holds the demo user key):
+
+    {"base_url", "user_key", "applications": {"Salesforce": "<application key>"},
+     "simulators": {"Salesforce": "<url>"}}
+
+The simulator keeps its records in memory: each start seeds a fresh org and reconnects the demo
+application to it. The demo user key stays the same from start to start while demo.json exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crmgate.security.secretfile import replace_private
+from crmgate.settings import Settings
+from crmgate.store.accounts import AccountError, Principal
+
+log = logging.getLogger("crmgate.demo")
+
+DEMO_FILE = "demo.json"
+DEMO_ORGANISATION = "Demo organisation"
+DEMO_ADMIN = "admin@demo.example"
+DEMO_SESSION_LIFETIME = 90 * 86400.0  # the demo's access token outlives any demo
+
+
+@dataclass
+class DemoCrm:
+    """The running simulator and what the gateway needs to reach it."""
+
+    platform_type: str
+    base_url: str
+    ca_file: Path
+    overrides: dict[str, dict[str, Any]]
+    credential: dict[str, str]
+    stop: Any
+
+
+def start_salesforce(directory: Path) -> DemoCrm:
+    """A seeded Salesforce simulator on a free loopback port, in a background thread."""
+    from crmsim.salesforce import SalesforceSimulator, platform_overrides
+    from crmsim.seed import seed_sales_org
+    from crmsim.server import RunningSimulator
+    from crmsim.tls import make_certificates
+
+    tls = directory / "demo-tls"
+    tls.mkdir(mode=0o700, exist_ok=True)
+    tls.chmod(0o700)  # the throw-away CA's private key is in there
+    certificates = make_certificates(tls)
+    simulator = SalesforceSimulator(
+        org_name="Demo Sales Org (crmsim)", session_lifetime=DEMO_SESSION_LIFETIME
+    )
+    user = simulator.add_user("dana@demo.example", "demo-password", name="Dana Demo")
+    seed_sales_org(simulator.data, owner=user.id)
+    running = RunningSimulator(simulator.app(), certificates).__enter__()
+    return DemoCrm(
+        platform_type="Salesforce",
+        base_url=running.base_url,
+        ca_file=certificates.ca_file,
+        overrides=platform_overrides(running.base_url),
+        credential={
+            "instance_url": running.base_url,
+            "access_token": simulator.issue_session(user),
+        },
+        stop=lambda: running.__exit__(None, None, None),
+    )
+
+
+def demo_settings(settings: Settings, crm: DemoCrm) -> Settings:
+    """The operator's settings, with the demo CRM's hosts and CA added."""
+    overrides = {**settings.platform_overrides, **crm.overrides}
+    return settings.model_copy(
+        update={"platform_overrides": overrides, "outbound_ca_file": str(crm.ca_file)}
+    )
+
+
+async def prepare(services: Any, crm: DemoCrm) -> dict[str, Any]:
+    """The demo organisation and its Salesforce application (recreated for this simulator);
+    returns what demo.json holds."""
+    path = services.settings.data_dir / DEMO_FILE
+    previous = _read(path)
+    principal, user_key = await _demo_principal(services, previous.get("user_key"))
+    applications = services.applications
+    old = (previous.get("applications") or {}).get(crm.platform_type)
+    if old:
+        try:
+            await applications.store.delete(principal.organisation_id, old)
+        except AccountError:
+            log.debug("the previous demo application is gone already")
+    view = await applications.create(
+        principal,
+        platform_type=crm.platform_type,
+        authorization="oAuth-external-refresh",
+        credential=crm.credential,
+        description="Demo: a Salesforce org played by crmsim",
+    )
+    demo = {
+        "base_url": services.settings.resolved_public_url,
+        "user_key": user_key,
+        "applications": {crm.platform_type: view.key},
+        "simulators": {crm.platform_type: crm.base_url},
+    }
+    replace_private(path, json.dumps(demo, indent=2).encode() + b"\n")
+    return demo
+
+
+async def _demo_principal(services: Any, user_key: str | None) -> tuple[Principal, str]:
+    """The demo organisation's admin: the key of demo.json while it works, else a new account."""
+    if user_key:
+        principal = await services.accounts.authenticate(user_key)
+        if principal is not None:
+            return principal, user_key
+    email = DEMO_ADMIN if await services.accounts.organisation_count() == 0 else None
+    created = await services.accounts.create_account(
+        DEMO_ORGANISATION, "Demo admin", email or f"admin-{_suffix()}@demo.example"
+    )
+    principal = await services.accounts.authenticate(created.key.secret)
+    assert principal is not None
+    return principal, created.key.secret
+
+
+def _suffix() -> str:
+    import secrets
+
+    return secrets.token_hex(4)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def banner(demo: dict[str, Any], demo_file: Path) -> str:
+    base = demo["base_url"]
+    (platform, application_key), *_ = demo["applications"].items()
+    curl = shlex.join(
+        [
+            "curl",
+            "-s",
+            "-H",
+            f"X-API2CRM-USER-KEY: {demo['user_key']}",
+            "-H",
+            f"X-API2CRM-APPLICATION-KEY: {application_key}",
+            f"{base}/v1/application/entity/contact/list?page_size=5",
+        ]
+    )
+    return "\n".join(
+        [
+            "",
+            "crmgate demo: a simulated Salesforce org runs beside the gateway, connected to the",
+            f"demo organisation as a {platform} application.",
+            f"  {platform} simulator: {demo['simulators'][platform]}",
+            f"  user key:         {demo['user_key']}",
+            f"  application key:  {application_key} ({platform})",
+            f"  (also in {demo_file})",
+            "",
+            "List the demo contacts:",
+            f"  {curl}",
+            "",
+        ]
+    )
