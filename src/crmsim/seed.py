@@ -29,7 +29,7 @@ _LEADS = [
 
 def seed_sales_org(data: SalesforceData, owner: str | None = None) -> None:
     today = date.today()
-    accounts = []
+    accounts: list[str] = []
     for name, industry, website, city, country in _ACCOUNTS:
         accounts.append(
             data.insert(
@@ -44,8 +44,8 @@ def seed_sales_org(data: SalesforceData, owner: str | None = None) -> None:
                 owner,
             )
         )
-    contacts = []
-    for first, last, title, account in _CONTACTS:
+    contacts: list[str] = []
+    for first, last, title, employer in _CONTACTS:
         contacts.append(
             data.insert(
                 "Contact",
@@ -55,7 +55,7 @@ def seed_sales_org(data: SalesforceData, owner: str | None = None) -> None:
                     "Title": title,
                     "Email": f"{first.lower()}.{last.lower()}@example.com",
                     "Phone": f"+1 206 555 01{len(contacts):02d}",
-                    "AccountId": accounts[account],
+                    "AccountId": accounts[employer],
                 },
                 owner,
             )
