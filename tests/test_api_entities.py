@@ -320,3 +320,209 @@ def test_passthrough_reaches_only_the_applications_crm(crm: Crm, salesforce: Sal
         refused = crm.call("POST", "/request", json=bad)
         assert refused.status_code == 422, (bad, refused.text)
         assert refused.json()["detail"]["code"] == "NOT_VALID"
+
+
+# ---- every entity the issue names, through the same routes -------------------------------------
+
+# entity -> (the field that names a record, a record to create, a change to make)
+ENTITIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "contact": ("last_name", {"first_name": "Ann"}, {"position": "CFO"}),
+    "lead": ("last_name", {"company": "Initech"}, {"status": "Working - Contacted"}),
+    "account": ("name", {"employees": "120"}, {"description": "Key account"}),
+    "opportunity": (
+        "name",
+        {"pipeline_with_stage": "Prospecting", "expected_end_at": "2027-03-31T00:00:00+00:00"},
+        {"amount": 2500.5},
+    ),
+    "task": ("subject", {"due_at": "2027-01-15T00:00:00+00:00"}, {"priority": "High"}),
+    "call": ("subject", {"direction": "Outbound"}, {"result": "Left a message"}),
+    "event": (
+        "subject",
+        {"started_at": "2027-01-10T09:00:00+00:00", "ended_at": "2027-01-10T10:00:00+00:00"},
+        {"location": "Room 1"},
+    ),
+    "meeting": (
+        "subject",
+        {"started_at": "2027-01-11T09:00:00+00:00", "ended_at": "2027-01-11T09:30:00+00:00"},
+        {"description": "Agenda attached"},
+    ),
+    "note": ("subject", {"body": "Spoke today"}, {"body": "Spoke twice"}),
+    "case": ("subject", {"origin": "Web"}, {"priority": "High"}),
+    "campaign": ("name", {"is_active": True}, {"status": "In Progress"}),
+    "product": ("name", {"code": "P-1"}, {"is_active": True}),
+    "priceBook": ("name", {"description": "2027"}, {"is_active": True}),
+}
+
+
+def parent(crm: Crm, entity: str) -> dict[str, Any]:
+    """What a record of ``entity`` must be linked to, created fresh."""
+    if entity != "note":
+        return {}
+    account = crm.ok("POST", "/entity/account", 201, json={"name": "Parent Co"})["id"]
+    return {"relation": {"account": [{"type": "account", "entity": {"id": account}}]}}
+
+
+@pytest.mark.parametrize("entity", sorted(ENTITIES))
+def test_every_entity_has_the_whole_life_cycle(crm: Crm, entity: str) -> None:
+    name_field, extra, change = ENTITIES[entity]
+    base = f"/entity/{entity}"
+    links = parent(crm, entity)
+    ids = [
+        crm.ok("POST", base, 201, json={name_field: f"{entity} {n}", **extra, **links})["id"]
+        for n in (3, 1, 2)
+    ]
+    one = crm.ok("GET", f"{base}/{ids[0]}")
+    assert one[name_field] == f"{entity} 3"
+    for key, value in extra.items():
+        assert one[key] == value, key
+
+    ordered = [f"{entity} 1", f"{entity} 2", f"{entity} 3"]
+    page_one = crm.ok("GET", f"{base}/list", params={"page_size": 2, "sort": name_field})
+    page_two = crm.ok("GET", f"{base}/list", params={"page_size": 2, "page": 2, "sort": name_field})
+    assert [r[name_field] for r in page_one + page_two] == ordered
+    backwards = crm.ok("GET", f"{base}/list", params={"sort": f"-{name_field}"})
+    assert [r[name_field] for r in backwards] == ordered[::-1]
+    chosen = crm.ok("GET", f"{base}/list", params={"filter": f"{name_field} eq '{entity} 2'"})
+    assert [r["id"] for r in chosen] == [ids[2]]
+    assert crm.ok("GET", f"{base}/count") == {"total": 3}
+    assert crm.ok("GET", f"{base}/count", params={"filter": f"{name_field} ge '{entity} 2'"}) == {
+        "total": 2
+    }
+
+    crm.ok("PUT", f"{base}/{ids[1]}", json=change)
+    changed = crm.ok("GET", f"{base}/{ids[1]}")
+    for key, value in change.items():
+        assert changed[key] == value, key
+    assert changed[name_field] == f"{entity} 1"
+
+    described = crm.ok("GET", f"{base}/describe")
+    assert described["entity"] == entity and name_field in described["schema"]["fetch"]["fields"]
+
+    assert crm.call("DELETE", f"{base}/{ids[0]}").status_code == 204
+    assert crm.call("GET", f"{base}/{ids[0]}").status_code == 404
+
+    bulk = crm.ok(
+        "POST",
+        f"{base}/bulk",
+        201,
+        json={"item": [{name_field: f"{entity} bulk {n}", **extra, **links} for n in range(3)]},
+    )["item"]
+    assert [i["status"] for i in bulk] == [201, 201, 201]
+    made = [i["id"] for i in bulk]
+    updated = crm.ok("PUT", f"{base}/bulk", json={"item": [{"id": i, **change} for i in made]})
+    assert [i["status"] for i in updated["item"]] == [200, 200, 200]
+    assert crm.ok("GET", f"{base}/count") == {"total": 5}
+    removed = crm.ok("DELETE", f"{base}/bulk", json={"item": [{"id": i} for i in made]})
+    assert [i["status"] for i in removed["item"]] == [204, 204, 204]
+    assert crm.ok("GET", f"{base}/count") == {"total": 2}
+
+    # the same record, raw, through the passthrough
+    native = describe_object(crm, entity)
+    raw = crm.ok("POST", "/request", 201, json={"path": f"sobjects/{native}/{ids[2]}"})
+    assert raw["status_code"] == 200
+    assert json.loads(base64.b64decode(raw["content"]))["Id"] == ids[2]
+
+
+def describe_object(crm: Crm, entity: str) -> str:
+    return str(crm.ok("GET", f"/entity/{entity}/describe")["native_entity"])
+
+
+def test_users_are_listed_and_read(crm: Crm, salesforce: SalesforceSim) -> None:
+    users = crm.ok("GET", "/entity/user/list", params={"sort": "username"})
+    assert len(users) == len(salesforce.simulator.users) >= 1
+    first = crm.ok("GET", f"/entity/user/{users[0]['id']}")
+    assert first["username"] == users[0]["username"] and first["email"][0]["address"]
+    assert crm.ok("GET", "/entity/user/count") == {"total": len(users)}
+    refused = crm.call("PUT", f"/entity/user/{users[0]['id']}", json={"position": "x"})
+    assert refused.status_code == 403 and refused.json()["detail"]["code"] == "NOT_SUPPORTED"
+
+
+def test_calls_are_tasks_of_subtype_call(crm: Crm, salesforce: SalesforceSim) -> None:
+    call = crm.ok("POST", "/entity/call", 201, json={"subject": "Ring Bob"})["id"]
+    task = crm.ok("POST", "/entity/task", 201, json={"subject": "Write to Bob"})["id"]
+    assert salesforce.simulator.data.records["Task"][call]["TaskSubtype"] == "Call"
+    assert [c["id"] for c in crm.ok("GET", "/entity/call/list")] == [call]
+    assert crm.ok("GET", "/entity/task/count") == {"total": 2}
+    assert crm.call("GET", f"/entity/call/{task}").status_code == 404
+
+
+def test_polymorphic_relations_name_the_right_kind_of_record(crm: Crm) -> None:
+    contact = crm.ok("POST", "/entity/contact", 201, json={"last_name": "Who"})["id"]
+    lead = crm.ok("POST", "/entity/lead", 201, json={"last_name": "Lee", "company": "L"})["id"]
+    account = crm.ok("POST", "/entity/account", 201, json={"name": "What"})["id"]
+
+    def link(kind: str, record: str) -> dict[str, Any]:
+        return {kind: [{"type": kind, "entity": {"id": record}}]}
+
+    about_contact = crm.ok(
+        "POST",
+        "/entity/task",
+        201,
+        json={"subject": "A", "relation": {**link("contact", contact), **link("account", account)}},
+    )["id"]
+    about_lead = crm.ok(
+        "POST", "/entity/task", 201, json={"subject": "B", "relation": link("lead", lead)}
+    )["id"]
+    first = crm.ok("GET", f"/entity/task/{about_contact}")["relation"]
+    second = crm.ok("GET", f"/entity/task/{about_lead}")["relation"]
+    assert set(first) == {"contact", "account"} and first["contact"][0]["entity"]["id"] == contact
+    assert set(second) == {"lead"} and second["lead"][0]["entity"]["id"] == lead
+    by_lead = crm.ok("GET", "/entity/task/list", params={"filter": f"relation.lead eq '{lead}'"})
+    assert [t["id"] for t in by_lead] == [about_lead]
+    both = crm.call(
+        "POST",
+        "/entity/task",
+        json={"subject": "C", "relation": {**link("contact", contact), **link("lead", lead)}},
+    )
+    assert both.status_code == 422 and "WhoId" in both.json()["detail"]["message"]
+
+
+def test_opportunity_products_link_an_opportunity_and_show_computed_fields(crm: Crm) -> None:
+    opportunity = crm.ok(
+        "POST",
+        "/entity/opportunity",
+        201,
+        json={
+            "name": "Deal",
+            "pipeline_with_stage": "Prospecting",
+            "expected_end_at": "2027-01-01T00:00:00+00:00",
+        },
+    )["id"]
+    product = crm.ok("POST", "/entity/product", 201, json={"name": "Widget"})["id"]
+    line = crm.ok(
+        "POST",
+        "/entity/opportunityProduct",
+        201,
+        json={
+            "quantity": 3,
+            "sales_price": 10.0,
+            "relation": {
+                "opportunity": [{"type": "opportunity", "entity": {"id": opportunity}}],
+                "product": [{"type": "product", "entity": {"id": product}}],
+            },
+        },
+    )["id"]
+    read = crm.ok("GET", f"/entity/opportunityProduct/{line}")
+    assert read["quantity"] == 3 and read["sales_price"] == 10.0
+    assert read["relation"]["opportunity"][0]["entity"]["id"] == opportunity
+    described = crm.ok("GET", "/entity/opportunityProduct/describe")["schema"]
+    assert "subtotal" not in described["create"]["fields"]
+    assert described["fetch"]["fields"]["subtotal"]["read_only"]
+
+
+def test_dates_kept_as_dates_by_the_crm_filter_and_write_as_dates(
+    crm: Crm, salesforce: SalesforceSim
+) -> None:
+    body = {"name": "D", "pipeline_with_stage": "Prospecting"}
+    early = crm.ok(
+        "POST", "/entity/opportunity", 201, json={**body, "expected_end_at": "2027-01-31T18:00:00Z"}
+    )["id"]
+    crm.ok("POST", "/entity/opportunity", 201, json={**body, "expected_end_at": "2027-06-30"})
+    assert salesforce.simulator.data.records["Opportunity"][early]["CloseDate"] == "2027-01-31"
+    before = crm.ok(
+        "GET", "/entity/opportunity/list", params={"filter": "expected_end_at lt '2027-03-01'"}
+    )
+    assert [o["id"] for o in before] == [early]
+    assert before[0]["expected_end_at"] == "2027-01-31T00:00:00+00:00"
+    bad = crm.call("POST", "/entity/opportunity", json={**body, "expected_end_at": "soon"})
+    assert bad.status_code == 422 and "expected_end_at" in bad.json()["detail"]["message"]

@@ -227,8 +227,11 @@ class EntityService:
         fields: Sequence[str] | None,
         with_native: bool,
     ) -> dict[str, Any]:
-        columns = self.columns(mapped, fields)
+        columns = [*self.columns(mapped, fields), *mapped.match]
         row = await connection.connector.records.get(connection.access, mapped, record_id, columns)
+        if any(row.get(column) != value for column, value in mapped.match.items()):
+            # e.g. a plain task asked for as a call
+            raise EntityNotFound(f"{mapped.entity or mapped.object} {record_id[:40]} not found")
         return self.render(mapped, row, with_native=with_native, fields=fields)
 
     # ---- writing ------------------------------------------------------------------------------
@@ -244,7 +247,7 @@ class EntityService:
             raise NotValid(f"{field}: {error.message}", (field,)) from None
 
     async def create(self, connection: Connection, mapped: EntityMap, record: Any) -> str:
-        values = self.to_native(mapped, record)
+        values = {**self.to_native(mapped, record), **mapped.match}
         return await connection.connector.records.create(connection.access, mapped.object, values)
 
     async def update(
@@ -282,7 +285,8 @@ class EntityService:
             where = f"item[{index}]"
             try:
                 if action == "create":
-                    sendable.append((index, self.to_native(mapped, item, where=where)))
+                    values = self.to_native(mapped, item, where=where)
+                    sendable.append((index, {**values, **mapped.match}))
                     continue
                 record_id = item.get("id") if isinstance(item, Mapping) else None
                 if not isinstance(record_id, str) or not record_id:

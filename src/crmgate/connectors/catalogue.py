@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crmgate.contract.coverage import load_reference
 from crmgate.model.mapping import EntityMap
@@ -67,18 +67,25 @@ class Platform(_Frozen):
     instance_hosts: tuple[str, ...] = ()
     oauth: OAuthEndpoints | None = None
     authorization: tuple[Authorization, ...]
+    # Record id prefix -> unified entity, where ids tell their kind (Salesforce: 003 = contact).
+    id_prefixes: dict[str, str] = Field(default_factory=dict)
     entities: dict[str, EntityMap] = Field(default_factory=dict)
 
-    @field_validator("entities", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _name_entities(cls, value: Any) -> Any:
-        # Each map learns its unified entity name from its key, and checks its fields with it.
-        if isinstance(value, Mapping):
-            return {
-                name: {**spec, "entity": name} if isinstance(spec, Mapping) else spec
-                for name, spec in value.items()
-            }
-        return value
+    def _name_entities(cls, data: Any) -> Any:
+        # Each map learns its unified entity name from its key (and checks its fields with it),
+        # and the platform's id prefixes (for polymorphic relations).
+        if not isinstance(data, Mapping) or not isinstance(data.get("entities"), Mapping):
+            return data
+        prefixes = data.get("id_prefixes") or {}
+        entities = {
+            name: {**spec, "entity": name, "id_prefixes": prefixes}
+            if isinstance(spec, Mapping)
+            else spec
+            for name, spec in data["entities"].items()
+        }
+        return {**data, "entities": entities}
 
     @field_validator("authorization")
     @classmethod

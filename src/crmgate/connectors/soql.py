@@ -63,8 +63,18 @@ def literal(field: str, value: Value, kind: str) -> str:
     return quote(value)
 
 
+def _fixed(column: str, value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return f"{column} = {'TRUE' if value else 'FALSE'}"
+    if isinstance(value, int):
+        return f"{column} = {value}"
+    return f"{column} = {quote(value)}"
+
+
 def where(conditions: Sequence[Condition], entity: EntityMap) -> str:
-    clauses = []
+    # What makes a record this entity (a call is a Task with TaskSubtype = 'Call'), then the
+    # client's conditions.
+    clauses = [_fixed(column, value) for column, value in entity.match.items()]
     for condition in conditions:
         column = entity.filter_column("filter", condition.field)
         kind = entity.kind(condition.field)

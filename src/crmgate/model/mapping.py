@@ -10,12 +10,18 @@ and where each unified field lives natively:
     phone = [{ type = "work", number = "Phone" }, { type = "mobile", number = "MobilePhone" }]
     relations = { account = "AccountId" }                    # relation.account[].entity.id
 
+A polymorphic reference (Salesforce's WhoId: a contact or a lead) names one column under several
+relations; the platform's ``id_prefixes`` tell which kind of record an id is. ``match`` fixes
+native values that make a record this entity (a call is a Task with TaskSubtype = 'Call'): lists
+and counts filter on them and creates set them.
+
 Everything here is data-driven and the same for every connector; a connector only adds what its
 CRM does differently (its query language, its paging).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from functools import cache
@@ -76,6 +82,8 @@ class EntityMap(BaseModel):
     website: tuple[ListItemMap, ...] = ()
     messenger: tuple[ListItemMap, ...] = ()
     relations: dict[str, str] = Field(default_factory=dict)
+    match: dict[str, str | int | bool] = Field(default_factory=dict)
+    id_prefixes: dict[str, str] = Field(default_factory=dict)  # from the platform descriptor
     # Filled at run time from the CRM's describe (see bind): native fields shown under their own
     # names (custom fields; every field of a generic object) and the native type of each field.
     extra: tuple[str, ...] = ()
@@ -162,8 +170,9 @@ class EntityMap(BaseModel):
         if any(column in native for column in self.relations.values()):
             relation: dict[str, list[dict[str, Any]]] = {}
             for target, column in self.relations.items():
-                if native.get(column):
-                    relation[target] = [{"type": target, "entity": {"id": native[column]}}]
+                value = native.get(column)
+                if value and self._is_a(target, column, str(value)):
+                    relation[target] = [{"type": target, "entity": {"id": value}}]
             record["relation"] = relation
         for column in self.extra:
             if column in native:
@@ -212,6 +221,13 @@ class EntityMap(BaseModel):
                     native[column] = entry[prop]
         return native
 
+    def _is_a(self, target: str, column: str, record_id: str) -> bool:
+        """Whether the id in ``column`` is a ``target`` record: always, unless several relations
+        share the column; then the id's prefix decides."""
+        if sum(1 for c in self.relations.values() if c == column) == 1:
+            return True
+        return self.id_prefixes.get(record_id[:3]) == target
+
     def _relations_to_native(self, value: Any) -> dict[str, Any]:
         if not isinstance(value, Mapping):
             raise MappingError("relation", "must be an object")
@@ -221,13 +237,15 @@ class EntityMap(BaseModel):
             if column is None:
                 raise MappingError(f"relation.{target}", f"cannot be linked to {self.object}")
             if not links:
-                native[column] = None
+                native.setdefault(column, None)  # clear, unless another relation links it
                 continue
             if not isinstance(links, list) or len(links) != 1:
                 raise MappingError(f"relation.{target}", "takes one linked record")
             entity = links[0].get("entity") if isinstance(links[0], Mapping) else None
             if not isinstance(entity, Mapping) or not isinstance(entity.get("id"), str):
                 raise MappingError(f"relation.{target}[0].entity.id", "is required")
+            if native.get(column) not in (None, entity["id"]):
+                raise MappingError(f"relation.{target}", f"{column} is already linked")
             native[column] = entity["id"]
         return native
 
@@ -310,6 +328,19 @@ def _to_native(name: str, value: Any, native_kind: str | None) -> Any:
             return date.fromisoformat(value[:10]).isoformat()
         except ValueError:
             raise MappingError(name, "must be an ISO 8601 date (2024-05-31)") from None
+    if native_kind in ("number", "integer") and isinstance(value, str):
+        # the contract has some amounts as text (annual_revenue, employees)
+        try:
+            number = float(value.replace(",", "")) if value.strip() else None
+        except ValueError:
+            raise MappingError(name, "must be a number") from None
+        if number is not None and not math.isfinite(number):
+            raise MappingError(name, "must be a finite number")
+        if native_kind == "integer" and number is not None:
+            if not number.is_integer():
+                raise MappingError(name, "must be a whole number")
+            return int(number)
+        return number
     return value
 
 
