@@ -526,3 +526,108 @@ def test_dates_kept_as_dates_by_the_crm_filter_and_write_as_dates(
     assert before[0]["expected_end_at"] == "2027-01-31T00:00:00+00:00"
     bad = crm.call("POST", "/entity/opportunity", json={**body, "expected_end_at": "soon"})
     assert bad.status_code == 422 and "expected_end_at" in bad.json()["detail"]["message"]
+
+
+# ---- custom fields and the CRM's own objects ---------------------------------------------------
+
+
+def test_custom_fields_are_read_written_filtered_and_described(
+    crm: Crm, salesforce: SalesforceSim
+) -> None:
+    from crmsim.salesforce_schema import SField
+
+    salesforce.simulator.data.add_custom_field(
+        "Contact",
+        SField("Loyalty_Tier__c", "picklist", "Loyalty tier", picklist=("Gold", "Silver")),
+    )
+    salesforce.simulator.data.add_custom_field("Contact", SField("Visits__c", "double", "Visits"))
+    fresh = {"X-API2CRM-DESCRIBE-LIFETIME": "0"}  # the org changed: ask Salesforce again
+    described = crm.ok("GET", "/entity/contact/describe", headers=fresh)["schema"]
+    tier = described["create"]["fields"]["Loyalty_Tier__c"]
+    assert tier["custom"] and tier["enum"] == ["Gold", "Silver"]
+    assert described["fetch"]["fields"]["Visits__c"]["type"] == "number"
+
+    gold = crm.ok(
+        "POST",
+        "/entity/contact",
+        201,
+        json={"last_name": "Gold", "Loyalty_Tier__c": "Gold", "Visits__c": 7},
+    )["id"]
+    crm.ok("POST", "/entity/contact", 201, json={"last_name": "Plain"})
+    read = crm.ok("GET", f"/entity/contact/{gold}")
+    assert read["Loyalty_Tier__c"] == "Gold" and read["Visits__c"] == 7
+    found = crm.ok("GET", "/entity/contact/list", params={"filter": "Visits__c gt 5"})
+    assert [c["id"] for c in found] == [gold]
+    crm.ok("PUT", f"/entity/contact/{gold}", json={"Loyalty_Tier__c": "Silver"})
+    assert salesforce.simulator.data.records["Contact"][gold]["Loyalty_Tier__c"] == "Silver"
+
+
+def test_the_crms_objects_custom_ones_included_have_generic_routes(
+    crm: Crm, salesforce: SalesforceSim
+) -> None:
+    from crmsim.salesforce_schema import SField
+
+    salesforce.simulator.data.define_object(
+        "Shipment__c",
+        "Shipment",
+        [SField("Weight__c", "double", "Weight"), SField("Shipped__c", "date", "Shipped on")],
+    )
+    catalogue = crm.ok("GET", "/entity/list", params={"page_size": 100})
+    by_id = {entry["id"]: entry for entry in catalogue}
+    assert by_id["Shipment__c"]["type"] == "custom"
+    assert by_id["Shipment__c"]["internalType"] == "not_unified"
+    assert by_id["Contact"]["internalType"] == "unified" and by_id["Contact"]["similarTo"]
+    assert crm.ok("GET", "/entity/count") == {"total": len(salesforce.simulator.data.objects)}
+    custom_only = crm.ok("GET", "/entity/list", params={"filter": "type eq 'custom'"})
+    assert [entry["id"] for entry in custom_only] == ["Shipment__c"]
+    one = crm.ok("GET", "/entity/Shipment__c")
+    assert one["entity"] == "Shipment" and one["methods"]["create"]
+
+    base = "/entity/Shipment__c"
+    first = crm.ok(
+        "POST", base, 201, json={"Name": "S-1", "Weight__c": 12.5, "Shipped__c": "2027-01-02"}
+    )["id"]
+    crm.ok("POST", base, 201, json={"Name": "S-2", "Weight__c": 3})
+    assert crm.ok("GET", f"{base}/{first}")["Weight__c"] == 12.5
+    heavy = crm.ok("GET", f"{base}/list", params={"filter": "Weight__c ge 10", "sort": "-Name"})
+    assert [s["Name"] for s in heavy] == ["S-1"]
+    assert crm.ok("GET", f"{base}/count") == {"total": 2}
+    crm.ok("PUT", f"{base}/{first}", json={"Weight__c": 13})
+    assert crm.ok("GET", f"{base}/{first}")["Weight__c"] == 13
+    described = crm.ok("GET", f"{base}/describe")
+    assert described["custom"] and "Weight__c" in described["schema"]["create"]["fields"]
+    bulk = crm.ok("POST", f"{base}/bulk", 201, json={"item": [{"Name": "S-3"}, {"Nope__c": 1}]})
+    assert [i["status"] for i in bulk["item"]] == [201, 422]
+    assert crm.call("DELETE", f"{base}/{first}").status_code == 204
+    assert crm.ok("GET", f"{base}/count") == {"total": 2}
+    missing = crm.call("GET", "/entity/Nothing__c/list")
+    assert missing.status_code == 404 and missing.json()["detail"]["code"] == "ENTITY_NOT_FOUND"
+
+
+def test_fields_of_the_unified_entities_and_the_values_of_enum_fields(
+    crm: Crm, salesforce: SalesforceSim
+) -> None:
+    from crmsim.salesforce_schema import SField
+
+    salesforce.simulator.data.add_custom_field("Lead", SField("Score__c", "int", "Score"))
+    every = crm.ok("GET", "/field/list", params={"page_size": 100, "filter": "entity eq 'lead'"})
+    by_id = {f["id"]: f for f in every}
+    assert {"lead.last_name", "lead.email", "lead.status", "lead.Score__c"} <= set(by_id)
+    assert by_id["lead.Score__c"]["custom"] and by_id["lead.Score__c"]["type"] == "integer"
+    assert by_id["lead.status"]["isEnum"] and by_id["lead.created_at"]["format"] == "date-time"
+    assert not by_id["lead.created_at"]["methods"]["create"]
+    total = crm.ok("GET", "/field/count")["total"]
+    assert total > len(every)
+
+    status = crm.ok("GET", "/field/lead.status")
+    assert status["name"] == "status" and status["native"] == ["Status"]
+    values = crm.ok("GET", "/field/lead.status/list")
+    assert [v["name"] for v in values][:2] == ["Open - Not Contacted", "Working - Contacted"]
+    assert crm.ok("GET", "/field/lead.status/count") == {"total": len(values)}
+    one = crm.ok("GET", f"/field/lead.status/{values[1]['id']}")
+    assert one["name"] == "Working - Contacted" and one["entity"] == "lead"
+    assert crm.ok("GET", "/field/lead.status/describe")["schema"]["fetch"]["allowed"]
+    assert crm.call("GET", "/field/lead.nothing").status_code == 404
+    assert crm.call("GET", "/field/lead.status/bm9wZQ").status_code == 404
+    change = crm.call("POST", "/field/lead.status", json={"name": "Hot"})
+    assert change.status_code == 403 and change.json()["detail"]["code"] == "NOT_SUPPORTED"

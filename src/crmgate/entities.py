@@ -324,9 +324,8 @@ class EntityService:
         """The contract's XxxDescribe: per operation, whether the connected CRM user may do it
         and the fields it takes or returns (type, required, read-only, enum, custom, native)."""
         fields = _describe_fields(mapped, info)
-        create = {n: f for n, f in fields.items() if not f["read_only"] or n == "id"}
-        create.pop("id", None)
-        update = {n: f for n, f in fields.items() if f.get("updateable", True) and n != "id"}
+        create = {n: f for n, f in fields.items() if f.get("createable")}
+        update = {n: f for n, f in fields.items() if f.get("updateable")}
         return {
             "entity": entity,
             "native_entity": info.name,
@@ -380,6 +379,70 @@ class EntityService:
                 }
             )
         return entries
+
+    # ---- fields: every field of the unified entities, custom fields included -----------------
+
+    async def fields(
+        self, connection: Connection, lifetime: float | None = None
+    ) -> list[dict[str, Any]]:
+        """FieldEntity for each field of each unified entity the platform describes
+        (``contact.first_name``, ``contact.Loyalty_Tier__c``), from the CRM's describe."""
+        found = []
+        for entity, declared in connection.platform.entities.items():
+            if "describe" not in declared.methods:
+                continue
+            mapped, info = await self.bound_map(connection, entity, "describe", lifetime)
+            for name, spec in _describe_fields(mapped, info).items():
+                if name == "id":
+                    continue
+                found.append(
+                    {
+                        "id": f"{entity}.{name}",
+                        "name": name,
+                        "label": spec["label"],
+                        "type": spec["type"],
+                        "format": spec["type"] if spec["type"] in ("date", "date-time") else None,
+                        "entity": [entity],
+                        "isEnum": bool(spec.get("enum")),
+                        "arrayItem": "object" if spec["type"] == "array" else None,
+                        "relation": [name.split(".", 1)[1]] if name.startswith("relation.") else [],
+                        "custom": bool(spec.get("custom")),
+                        "native": spec["native"],
+                        "methods": {
+                            "create": bool(spec.get("createable")),
+                            "update": bool(spec.get("updateable")),
+                            "filter": bool(spec.get("filterable")),
+                            "sort": bool(spec.get("sortable")),
+                        },
+                        "enum": spec.get("enum", []),
+                    }
+                )
+        return found
+
+    async def field(
+        self, connection: Connection, field_id: str, lifetime: float | None = None
+    ) -> dict[str, Any]:
+        entity = field_id.partition(".")[0]
+        if entity in connection.platform.entities:
+            for candidate in await self.fields(connection, lifetime):
+                if candidate["id"] == field_id:
+                    return candidate
+        raise EntityNotFound(f"no field {field_id[:120]!r}")
+
+    @staticmethod
+    def field_items(field: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """FieldItemEntity for each value of an enum field (a picklist); the id is the value in
+        URL-safe base64, since values may hold slashes."""
+        return [
+            {
+                "id": base64.urlsafe_b64encode(value.encode()).decode().rstrip("="),
+                "name": value,
+                "label": value,
+                "description": None,
+                "entity": field["entity"][0],
+            }
+            for value in field["enum"]
+        ]
 
     # ---- passthrough --------------------------------------------------------------------------
 
@@ -493,6 +556,7 @@ def _describe_fields(mapped: EntityMap, info: ObjectInfo) -> dict[str, dict[str,
             "label": name.capitalize(),
             "required": False,
             "read_only": not any(p.createable or p.updateable for p in parts),
+            "createable": any(p.createable for p in parts),
             "updateable": any(p.updateable for p in parts),
             "filterable": name in LISTS,
             "sortable": True,
@@ -521,6 +585,7 @@ def _field(
         "label": schema.get("description") or field.label,
         "required": field.required,
         "read_only": not (field.createable or field.updateable),
+        "createable": field.createable,
         "updateable": field.updateable,
         "filterable": field.filterable,
         "sortable": field.sortable,

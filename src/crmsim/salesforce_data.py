@@ -103,6 +103,15 @@ class SalesforceData:
         self.records[name] = {}
         return obj
 
+    def add_custom_field(self, object_name: str, spec: SField) -> None:
+        """A custom field on an existing object; existing records get it empty."""
+        if not spec.name.endswith("__c"):
+            raise ValueError("custom field names end with __c")
+        spec.custom = True
+        self.objects[object_name].add_field(spec)
+        for record in self.records[object_name].values():
+            record.setdefault(spec.name, None)
+
     def insert(self, object_name: str, values: dict[str, Any], owner: str | None = None) -> str:
         """Create a record directly (seeding), with the same checks as the API."""
         obj = self.objects[object_name]

@@ -92,6 +92,11 @@ class SObject:
     def field(self, name: str) -> SField | None:
         return self.by_lower.get(name.lower())
 
+    def add_field(self, spec: SField) -> None:
+        """A custom field (``Name__c``) added to the object, as an admin would in Setup."""
+        self.fields.append(spec)
+        self.by_lower[spec.name.lower()] = spec
+
     def summary(self, version: str) -> dict[str, Any]:
         base = f"/services/data/v{version}/sobjects/{self.name}"
         return {

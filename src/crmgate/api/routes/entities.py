@@ -228,15 +228,7 @@ async def _object(call: Call) -> Response:
 async def _objects(call: Call) -> Response:
     """GET /application/entity/list: the CRM's catalogue, custom objects included."""
     connection = await call.connect()
-    entries = await call.service.objects(connection)
-    for condition in parse_filter(call.values.get("filter")):
-        if condition.op != "eq" or condition.field not in ("type", "internalType", "category"):
-            raise QueryError("filter", "only type, internalType and category eq are supported")
-        entries = [e for e in entries if e[condition.field] == condition.value]
-    page, size = int(call.values.get("page") or 1), int(call.values.get("page_size") or 25)
-    fields = _fields(call)
-    window = entries[(page - 1) * size : page * size]
-    return JSONResponse([_trim(entry, fields) for entry in window])
+    return _page(call, await call.service.objects(connection))
 
 
 async def _objects_count(call: Call) -> Response:
@@ -247,6 +239,101 @@ async def _objects_count(call: Call) -> Response:
 async def _request(call: Call) -> Response:
     connection = await call.connect()
     return JSONResponse(await call.service.passthrough(connection, call.body), status_code=201)
+
+
+def _page(call: Call, entries: list[dict[str, Any]]) -> Response:
+    """A list the gateway built itself (catalogue, fields): filter on its own top-level fields
+    with eq, then the page."""
+    for condition in parse_filter(call.values.get("filter")):
+        if condition.op != "eq":
+            raise QueryError("filter", "only eq conditions are supported here")
+        entries = [e for e in entries if _matches(e.get(condition.field), condition.value)]
+    page, size = int(call.values.get("page") or 1), int(call.values.get("page_size") or 25)
+    fields = _fields(call)
+    return JSONResponse([_trim(e, fields) for e in entries[(page - 1) * size : page * size]])
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    return wanted in value if isinstance(value, list) else value == wanted
+
+
+async def _fields_list(call: Call) -> Response:
+    """GET /application/field/list: every field of the unified entities, custom ones included."""
+    connection = await call.connect()
+    return _page(call, await call.service.fields(connection, call.describe_lifetime))
+
+
+async def _fields_count(call: Call) -> Response:
+    connection = await call.connect()
+    return JSONResponse({"total": len(await call.service.fields(connection))})
+
+
+async def _field(call: Call) -> Response:
+    connection = await call.connect()
+    found = await call.service.field(
+        connection, str(call.values["field_id"]), call.describe_lifetime
+    )
+    return JSONResponse(_trim(found, _fields(call)))
+
+
+async def _field_items(call: Call) -> Response:
+    """GET /application/field/{field_id}/list: the values of an enum (picklist) field."""
+    connection = await call.connect()
+    found = await call.service.field(
+        connection, str(call.values["field_id"]), call.describe_lifetime
+    )
+    return _page(call, call.service.field_items(found))
+
+
+async def _field_items_count(call: Call) -> Response:
+    connection = await call.connect()
+    found = await call.service.field(connection, str(call.values["field_id"]))
+    return JSONResponse({"total": len(found["enum"])})
+
+
+async def _field_item(call: Call) -> Response:
+    connection = await call.connect()
+    found = await call.service.field(
+        connection, str(call.values["field_id"]), call.describe_lifetime
+    )
+    wanted = str(call.values["field_item_id"])
+    for item in call.service.field_items(found):
+        if item["id"] == wanted:
+            return JSONResponse(_trim(item, _fields(call)))
+    raise ApiError(404, "ENTITY_NOT_FOUND", f"the field has no item {wanted[:80]!r}")
+
+
+async def _field_items_describe(call: Call) -> Response:
+    connection = await call.connect()
+    found = await call.service.field(
+        connection, str(call.values["field_id"]), call.describe_lifetime
+    )
+    item = {
+        "id": {"type": "string", "read_only": True},
+        "name": {"type": "string", "read_only": True},
+        "label": {"type": "string", "read_only": True},
+    }
+    return JSONResponse(
+        {
+            "entity": found["id"],
+            "schema": {
+                "create": {"allowed": False, "fields": {}},
+                "update": {"allowed": False, "fields": {}},
+                "fetch": {"allowed": True, "fields": item},
+                "fetchAll": {"allowed": True, "fields": item},
+                "delete": {"allowed": False},
+            },
+        }
+    )
+
+
+async def _field_item_change(call: Call) -> Response:
+    connection = await call.connect()
+    await call.service.field(connection, str(call.values["field_id"]))  # 404 first
+    raise NotSupported(
+        f"{connection.platform.name}: the values of a field are changed in the CRM's own setup, "
+        "not through crmgate"
+    )
 
 
 def _trim(entry: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
@@ -273,6 +360,16 @@ CATALOGUE_HANDLERS: dict[tuple[str, str], Callable[[Call], Awaitable[Response]]]
     ("get", "/application/entity/count"): _objects_count,
     ("get", "/application/entity/{entity_id}"): _object,
     ("post", "/application/request"): _request,
+    ("get", "/application/field/list"): _fields_list,
+    ("get", "/application/field/count"): _fields_count,
+    ("get", "/application/field/{field_id}"): _field,
+    ("post", "/application/field/{field_id}"): _field_item_change,
+    ("get", "/application/field/{field_id}/list"): _field_items,
+    ("get", "/application/field/{field_id}/count"): _field_items_count,
+    ("get", "/application/field/{field_id}/describe"): _field_items_describe,
+    ("get", "/application/field/{field_id}/{field_item_id}"): _field_item,
+    ("put", "/application/field/{field_id}/{field_item_id}"): _field_item_change,
+    ("delete", "/application/field/{field_id}/{field_item_id}"): _field_item_change,
 }
 
 
