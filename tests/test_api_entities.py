@@ -631,3 +631,35 @@ def test_fields_of_the_unified_entities_and_the_values_of_enum_fields(
     assert crm.call("GET", "/field/lead.status/bm9wZQ").status_code == 404
     change = crm.call("POST", "/field/lead.status", json={"name": "Hot"})
     assert change.status_code == 403 and change.json()["detail"]["code"] == "NOT_SUPPORTED"
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, b"<html>maintenance</html>"),
+        (200, b'{"records": "nope"}'),
+        (200, b'{"totalSize": 1, "done": true, "records": [1, 2]}'),
+        (200, b"[]"),
+        (503, b"Service Unavailable"),
+        (500, b'[{"errorCode": "UNKNOWN_EXCEPTION", "message": "An unexpected error"}]'),
+    ],
+)
+def test_whatever_the_crm_answers_is_never_a_500(
+    crm: Crm, salesforce: SalesforceSim, status: int, body: bytes
+) -> None:
+    from aiohttp import web
+
+    crm.ok("GET", "/entity/contact/describe")  # describe cached: the fault hits the query
+    salesforce.simulator.data.fault = lambda request: (
+        web.Response(status=status, body=body, content_type="application/json")
+        if "/query" in request.path or "/sobjects/Contact/" in request.path
+        else None
+    )
+    for method, path in [
+        ("GET", "/entity/contact/list"),
+        ("GET", "/entity/contact/count"),
+        ("GET", "/entity/contact/003000000000001AAA"),
+    ]:
+        answer = crm.call(method, path)
+        assert answer.status_code in (404, 502), (path, answer.text)
+        assert answer.json()["detail"]["code"] in ("CRM_UNAVAILABLE", "ENTITY_NOT_FOUND")

@@ -70,6 +70,8 @@ class SalesforceData:
         self.locators: dict[str, list[dict[str, Any]]] = {}
         self.api_limit = 15000
         self.api_used = 0
+        # Tests: answer instead of Salesforce when this returns a response (a misbehaving org).
+        self.fault: Callable[[web.Request], web.StreamResponse | None] | None = None
         self._prefixes = itertools.count(0)
 
     # ---- state helpers for tests and the demo ------------------------------------------------
@@ -155,6 +157,8 @@ class SalesforceData:
                 response: web.StreamResponse = sf_error(
                     403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."
                 )
+            elif self.fault is not None and (faulty := self.fault(request)) is not None:
+                response = faulty
             else:
                 try:
                     response = await handler(request, session.user)

@@ -296,11 +296,19 @@ class SalesforceRecords(Records):
 
     async def objects(self, access: Access) -> list[ObjectInfo]:
         answer = await self._call(access, "GET", self._base(access) / "sobjects")
-        return [_object_info(summary) for summary in answer.get("sobjects", ())]
+        summaries = _expect(answer, dict, "object list").get("sobjects")
+        try:
+            return [_object_info(summary) for summary in _expect(summaries, list, "object list")]
+        except (KeyError, TypeError, AttributeError):
+            raise CrmUnavailable("Salesforce answered an unexpected object list") from None
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
         answer = await self._call(access, "GET", self._sobject(access, name) / "describe")
-        return _object_info(answer, answer.get("fields") or ())
+        fields = _expect(answer, dict, "describe").get("fields") or []
+        try:
+            return _object_info(answer, _expect(fields, list, "describe"))
+        except (KeyError, TypeError, AttributeError):
+            raise CrmUnavailable("Salesforce answered an unexpected describe") from None
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -308,10 +316,10 @@ class SalesforceRecords(Records):
         self, access: Access, statement: str, batch: int | None = None
     ) -> dict[str, Any]:
         headers = {"Sforce-Query-Options": f"batchSize={batch}"} if batch else None
-        result: dict[str, Any] = await self._call(
+        result = await self._call(
             access, "GET", (self._base(access) / "query").with_query(q=statement), headers=headers
         )
-        return result
+        return _query_result(result)
 
     async def list_page(
         self,
@@ -354,8 +362,12 @@ class SalesforceRecords(Records):
             seen += len(batch)
             if len(rows) >= page_size or result.get("done", True):
                 return rows[:page_size]
-            next_url = URL(result["nextRecordsUrl"])
-            result = await self._call(access, "GET", access.instance_url.with_path(next_url.path))
+            next_url = URL(str(result.get("nextRecordsUrl") or ""))
+            if not next_url.path.startswith(f"/services/data/v{self._version}/query/"):
+                raise CrmUnavailable("Salesforce answered an unexpected query locator")
+            result = _query_result(
+                await self._call(access, "GET", access.instance_url.with_path(next_url.path))
+            )
 
     async def count(
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
@@ -366,16 +378,20 @@ class SalesforceRecords(Records):
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
     ) -> dict[str, Any]:
         url = self._record_url(access, entity.object, record_id)
-        record: dict[str, Any] = await self._call(
-            access, "GET", url.with_query(fields=",".join(columns))
+        record = _expect(
+            await self._call(access, "GET", url.with_query(fields=",".join(columns))),
+            dict,
+            "record",
         )
-        return record
+        _expect(record.get(entity.id), str, "record")
+        return dict(record)
 
     # ---- writing ----------------------------------------------------------------------------
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
         created = await self._call(access, "POST", self._sobject(access, name), body=values)
-        return str(created["id"])
+        record_id = _expect(created, dict, "create answer").get("id")
+        return str(_expect(record_id, str, "create answer"))
 
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
@@ -397,7 +413,7 @@ class SalesforceRecords(Records):
             answer = await self._call(
                 access, "POST", url, body={"allOrNone": False, "records": records}
             )
-            results += [_item_result(item) for item in answer]
+            results += [_item_result(item) for item in _collection(answer, len(records))]
         return results
 
     async def bulk_update(
@@ -415,7 +431,7 @@ class SalesforceRecords(Records):
                 if records
                 else []
             )
-            by_position = iter(answer)
+            by_position = iter(_collection(answer, len(records)))
             for record_id, _ in chunk:
                 if _RECORD_ID.match(record_id):
                     results.append(_item_result(next(by_position)))
@@ -437,7 +453,7 @@ class SalesforceRecords(Records):
                 if valid
                 else []
             )
-            by_position = iter(answer)
+            by_position = iter(_collection(answer, len(valid)))
             for record_id in chunk:
                 if _RECORD_ID.match(record_id):
                     results.append(_item_result(next(by_position), record_id))
@@ -474,6 +490,30 @@ class SalesforceRecords(Records):
         if response.status == 401:
             raise _error(response.status, response.body)
         return RawResponse(response.status, list(response.headers.items()), response.body)
+
+
+def _expect(value: Any, kind: type, what: str) -> Any:
+    """``value`` if it has the shape Salesforce documents; a CRM error (never a 500) if not."""
+    if not isinstance(value, kind):
+        raise CrmUnavailable(f"Salesforce answered an unexpected {what}")
+    return value
+
+
+def _query_result(result: Any) -> dict[str, Any]:
+    _expect(result, dict, "query result")
+    records = _expect(result.get("records"), list, "query result")
+    _expect(result.get("totalSize"), int, "query result")
+    if not all(isinstance(record, dict) for record in records):
+        raise CrmUnavailable("Salesforce answered an unexpected query result")
+    return dict(result)
+
+
+def _collection(answer: Any, sent: int) -> list[dict[str, Any]]:
+    """An sObject Collections answer: one result object per record sent, in order."""
+    items: list[dict[str, Any]] = _expect(answer, list, "collection answer")
+    if len(items) != sent or not all(isinstance(item, dict) for item in items):
+        raise CrmUnavailable("Salesforce answered a collection call with the wrong results")
+    return items
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
