@@ -128,6 +128,22 @@ def test_describe(sf: Salesforce) -> None:
     assert "Closed Won" in [v["value"] for v in stage["picklistValues"]]
 
 
+def test_basic_information_and_custom_fields_on_standard_objects(
+    sf: Salesforce, salesforce: SalesforceSim
+) -> None:
+    basic = sf.Contact.metadata()
+    assert basic["objectDescribe"]["name"] == "Contact" and basic["recentItems"] == []
+    salesforce.simulator.data.add_custom_field(
+        "Contact", SField("Tier__c", "picklist", picklist=("A",))
+    )
+    fields = {f["name"]: f for f in sf.Contact.describe()["fields"]}
+    assert fields["Tier__c"]["custom"] is True
+    made = sf.Contact.create({"LastName": "Custom", "Tier__c": "A"})
+    assert sf.Contact.get(made["id"])["Tier__c"] == "A"
+    with pytest.raises(SalesforceResourceNotFound):
+        sf.Nope__c.metadata()
+
+
 def test_custom_objects(sf: Salesforce, salesforce: SalesforceSim) -> None:
     salesforce.simulator.data.define_object(
         "Invoice__c", "Invoice", [SField("Amount__c", "currency", custom=True)]

@@ -130,6 +130,7 @@ class SalesforceData:
         app.router.add_get(route + "/sobjects/{object}/describe", self._guard(self._describe))
         app.router.add_get(route + "/sobjects/{object}/describe/", self._guard(self._describe))
         app.router.add_get(route + "/sobjects/{object}", self._guard(self._basic_info))
+        app.router.add_get(route + "/sobjects/{object}/", self._guard(self._basic_info))
         app.router.add_post(route + "/sobjects/{object}", self._guard(self._create_route))
         app.router.add_post(route + "/sobjects/{object}/", self._guard(self._create_route))
         app.router.add_get(route + "/sobjects/{object}/{id}", self._guard(self._get))
