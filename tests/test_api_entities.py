@@ -663,3 +663,12 @@ def test_whatever_the_crm_answers_is_never_a_500(
         answer = crm.call(method, path)
         assert answer.status_code in (404, 502), (path, answer.text)
         assert answer.json()["detail"]["code"] in ("CRM_UNAVAILABLE", "ENTITY_NOT_FOUND")
+
+
+def test_using_an_application_records_when_it_was_last_used(crm: Crm) -> None:
+    before = crm.client.get(f"/v1/application/{crm.key}").json()
+    assert before["last_used_at"] is None
+    crm.ok("GET", "/entity/contact/count")
+    after = crm.client.get(f"/v1/application/{crm.key}").json()
+    assert after["last_used_at"] is not None
+    assert after["updated_at"] == before["updated_at"]  # use is not a change
