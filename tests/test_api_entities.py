@@ -177,7 +177,8 @@ def test_operations_a_platform_does_not_offer_are_not_supported(crm: Crm) -> Non
         ("POST", "/entity/user", {"last_name": "New"}),
         ("DELETE", "/entity/user/005000000000001AAA", None),
         ("GET", "/entity/invoice/list", None),
-        ("GET", "/entity/contact/aggregate", None),
+        ("POST", "/entity/attachment", {"name": "a.txt"}),
+        ("GET", "/entity/contact/list?expand=account", None),
     ]:
         answer = crm.call(method, path, json=body)
         assert answer.status_code == 403, (path, answer.text)
@@ -672,3 +673,56 @@ def test_using_an_application_records_when_it_was_last_used(crm: Crm) -> None:
     after = crm.client.get(f"/v1/application/{crm.key}").json()
     assert after["last_used_at"] is not None
     assert after["updated_at"] == before["updated_at"]  # use is not a change
+
+
+def test_aggregates_are_computed_by_the_crm(crm: Crm, salesforce: SalesforceSim) -> None:
+    for stage, amount, close in [
+        ("Prospecting", 100.0, "2027-01-10"),
+        ("Prospecting", 50.0, "2027-02-10"),
+        ("Closed Won", 70.0, "2027-03-10"),
+    ]:
+        crm.ok(
+            "POST",
+            "/entity/opportunity",
+            201,
+            json={
+                "name": stage,
+                "pipeline_with_stage": stage,
+                "amount": amount,
+                "expected_end_at": close,
+            },
+        )
+    before = len(salesforce.simulator.calls)
+    grouped = crm.ok(
+        "GET",
+        "/entity/opportunity/aggregate",
+        params={"pipeline": "count(), sum(amount), max(expected_end_at) by pipeline_with_stage"},
+    )
+    assert len(salesforce.simulator.calls) - before == 1  # one SOQL query, nothing in memory
+    assert grouped["result"]["groups"] == [
+        {
+            "by": {"pipeline_with_stage": "Closed Won"},
+            "count": 1,
+            "sum_amount": 70.0,
+            "max_expected_end_at": "2027-03-10T00:00:00+00:00",
+        },
+        {
+            "by": {"pipeline_with_stage": "Prospecting"},
+            "count": 2,
+            "sum_amount": 150.0,
+            "max_expected_end_at": "2027-02-10T00:00:00+00:00",
+        },
+    ]
+    total = crm.ok(
+        "GET",
+        "/entity/opportunity/aggregate",
+        params={"pipeline": "avg(amount)", "filter": "amount gt 60"},
+    )
+    assert total["result"]["groups"] == [{"by": {}, "avg_amount": 85.0}]
+    assert crm.ok("GET", "/entity/opportunity/aggregate")["result"]["groups"] == [
+        {"by": {}, "count": 3}
+    ]
+    for bad in ["sum(name)", "median(amount)", "sum()", "count() by", "count(shoe_size)"]:
+        refused = crm.call("GET", "/entity/opportunity/aggregate", params={"pipeline": bad})
+        assert refused.status_code == 400, (bad, refused.text)
+        assert refused.json()["detail"]["code"] == "NOT_VALID"

@@ -209,3 +209,25 @@ def test_api_limits(sf: Salesforce, salesforce: SalesforceSim) -> None:
     with pytest.raises(SalesforceRefusedRequest) as limited:
         sf.query("SELECT Id FROM Contact")
     assert limited.value.content[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"
+
+
+def test_aggregate_queries(sf: Salesforce) -> None:
+    account = sf.Account.create({"Name": "Agg"})["id"]
+    for stage, amount in [("Prospecting", 100.0), ("Prospecting", 50.0), ("Closed Won", 70.0)]:
+        sf.Opportunity.create(
+            {"Name": stage, "StageName": stage, "CloseDate": "2027-01-01", "Amount": amount}
+        )
+    grouped = sf.query(
+        "SELECT StageName, COUNT(Id) n, SUM(Amount) total FROM Opportunity GROUP BY StageName "
+        "ORDER BY StageName"
+    )
+    assert [(r["StageName"], r["n"], r["total"]) for r in grouped["records"]] == [
+        ("Closed Won", 1, 70.0),
+        ("Prospecting", 2, 150.0),
+    ]
+    assert grouped["records"][0]["attributes"]["type"] == "AggregateResult"
+    overall = sf.query("SELECT AVG(Amount), MAX(Amount) FROM Opportunity WHERE Amount > 60")
+    assert overall["records"][0]["expr0"] == 85.0 and overall["records"][0]["expr1"] == 100.0
+    with pytest.raises(SalesforceMalformedRequest):
+        sf.query("SELECT Name, COUNT(Id) FROM Opportunity GROUP BY StageName")
+    assert account

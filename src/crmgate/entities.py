@@ -33,7 +33,7 @@ from crmgate.connectors.base import (
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import LISTS, METHODS, EntityMap, MappingError, entity_schema
-from crmgate.query import Condition, QueryError, SortKey
+from crmgate.query import Condition, Pipeline, QueryError, SortKey
 from crmgate.store.accounts import Principal
 from crmgate.store.applications import ApplicationView
 from crmgate.store.models import utcnow
@@ -260,6 +260,49 @@ class EntityService:
 
     async def delete(self, connection: Connection, mapped: EntityMap, record_id: str) -> None:
         await connection.connector.records.delete(connection.access, mapped.object, record_id)
+
+    # ---- aggregate ----------------------------------------------------------------------------
+
+    async def aggregate(
+        self,
+        connection: Connection,
+        mapped: EntityMap,
+        pipeline: Pipeline,
+        conditions: Sequence[Condition],
+    ) -> dict[str, Any]:
+        """The contract's Aggregate: ``result.groups``, one per group of ``by`` values, each
+        with the value of every function (count, sum_amount, ...), computed by the CRM."""
+        functions = []
+        for aggregation in pipeline.aggregations:
+            if aggregation.field is None:
+                functions.append((aggregation.function, mapped.id))
+                continue
+            column = mapped.filter_column("pipeline", aggregation.field)
+            kind = mapped.kind(aggregation.field)
+            if aggregation.function in ("sum", "avg") and kind not in ("number", "integer"):
+                raise QueryError(
+                    "pipeline", f"{aggregation.function} needs a number field, not {kind}"
+                )
+            functions.append((aggregation.function, column))
+        columns = [mapped.filter_column("pipeline", name) for name in pipeline.group_by]
+        rows = await connection.connector.records.aggregate(
+            connection.access, mapped, functions, columns, conditions
+        )
+        groups = []
+        for row in rows:
+            group: dict[str, Any] = {
+                "by": {
+                    name: mapped.unified_value(name, row.get(column))
+                    for name, column in zip(pipeline.group_by, columns, strict=True)
+                }
+            }
+            for position, aggregation in enumerate(pipeline.aggregations):
+                value = row.get(f"a{position}")
+                if aggregation.function in ("min", "max") and aggregation.field is not None:
+                    value = mapped.unified_value(aggregation.field, value)
+                group[aggregation.name] = value
+            groups.append(group)
+        return {"id": str(uuid.uuid4()), "result": {"groups": groups}}
 
     # ---- bulk ---------------------------------------------------------------------------------
 

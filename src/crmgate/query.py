@@ -164,3 +164,64 @@ def parse_fields(text: str | None) -> tuple[str, ...] | None:
         if not _FIELD.match(name):
             raise QueryError("fields", f"{name!r} is not a field name")
     return names
+
+
+# ---- aggregate pipelines -------------------------------------------------------------------------
+
+FUNCTIONS = frozenset({"count", "count_distinct", "sum", "avg", "min", "max"})
+MAX_FUNCTIONS = 5
+MAX_GROUPS = 3
+_FUNCTION = re.compile(r"^\s*([a-z_]+)\s*\(\s*([A-Za-z_][A-Za-z0-9_.]*)?\s*\)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregation:
+    function: str  # count, count_distinct, sum, avg, min, max
+    field: str | None  # None: count() counts records
+
+    @property
+    def name(self) -> str:
+        """The key of its value in a result group: count, sum_amount, ..."""
+        return self.function if self.field is None else f"{self.function}_{self.field}"
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    aggregations: tuple[Aggregation, ...]
+    group_by: tuple[str, ...] = ()
+
+
+def parse_pipeline(text: str | None) -> Pipeline:
+    """``pipeline := function ("," function)* ["by" field ("," field)*]``, function one of
+    count(), count(field), count_distinct(field), sum(field), avg(field), min(field), max(field).
+    Without a pipeline: count()."""
+    if text is None or not text.strip():
+        return Pipeline((Aggregation("count", None),))
+    if len(text) > MAX_EXPRESSION:
+        raise QueryError("pipeline", f"longer than {MAX_EXPRESSION} characters")
+    _no_control_characters("pipeline", text)
+    parts = re.split(r"\s+by\s+", text, maxsplit=1, flags=re.IGNORECASE)
+    head = parts[0]
+    tail = parts[1] if len(parts) == 2 else ""
+    aggregations = []
+    for item in head.split(","):
+        match = _FUNCTION.match(item)
+        if match is None:
+            raise QueryError("pipeline", f"cannot read {item.strip()!r}; e.g. sum(amount)")
+        function, field = match[1].lower(), match[2]
+        if function not in FUNCTIONS:
+            raise QueryError("pipeline", f"unknown function {function!r}; use {sorted(FUNCTIONS)}")
+        if field is None and function != "count":
+            raise QueryError("pipeline", f"{function}() needs a field")
+        aggregations.append(Aggregation(function, field))
+    if len(aggregations) > MAX_FUNCTIONS:
+        raise QueryError("pipeline", f"more than {MAX_FUNCTIONS} functions")
+    group_by = tuple(name.strip() for name in tail.split(",") if name.strip()) if tail else ()
+    if tail and not group_by:
+        raise QueryError("pipeline", "by needs at least one field")
+    for name in group_by:
+        if not _FIELD.match(name):
+            raise QueryError("pipeline", f"{name!r} is not a field name")
+    if len(group_by) > MAX_GROUPS:
+        raise QueryError("pipeline", f"more than {MAX_GROUPS} group fields")
+    return Pipeline(tuple(aggregations), group_by)

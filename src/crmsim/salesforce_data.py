@@ -426,7 +426,13 @@ class SalesforceData:
         obj = next((o for n, o in self.objects.items() if n.lower() == query.object.lower()), None)
         if obj is None:
             raise Rejected(400, "INVALID_TYPE", f"sObject type '{query.object}' is not supported.")
-        for name in [*query.fields, *(order[0] for order in query.order)]:
+        names = [
+            *query.fields,
+            *(order[0] for order in query.order),
+            *query.group_by,
+            *(argument for _, argument, _ in query.aggregates),
+        ]
+        for name in names:
             if obj.field(name) is None:
                 raise Rejected(
                     400, "INVALID_FIELD", f"No such column '{name}' on entity '{obj.name}'."
@@ -436,6 +442,8 @@ class SalesforceData:
             for r in self.records[obj.name].values()
             if query.where is None or query.where({k.lower(): v for k, v in r.items()})
         ]
+        if query.aggregates or query.group_by:
+            return web.json_response(self._aggregate(obj, query, rows))
         for name, descending, nulls_last in reversed(query.order):
             present = [r for r in rows if r.get(obj.field(name).name) is not None]  # type: ignore[union-attr]
             absent = [r for r in rows if r.get(obj.field(name).name) is None]  # type: ignore[union-attr]
@@ -455,6 +463,33 @@ class SalesforceData:
         version = request.match_info["version"]
         rendered = [self._render(obj, r, version, query.fields) for r in rows]
         return web.json_response(self._page(rendered, self._batch_size(request), version, 0))
+
+    def _aggregate(
+        self, obj: SObject, query: soql.Query, rows: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """GROUP BY and aggregate functions: one AggregateResult record per group."""
+        keys = [obj.field(name).name for name in query.group_by]  # type: ignore[union-attr]
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row.get(key) for key in keys), []).append(row)
+        if not keys and not groups:
+            groups[()] = []  # an aggregate without GROUP BY always has one result row
+        results = []
+        for group, members in groups.items():
+            record: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
+            record.update(zip(keys, group, strict=True))
+            for function, argument, alias in query.aggregates:
+                column = obj.field(argument).name  # type: ignore[union-attr]
+                record[alias] = soql.aggregate(function, [m.get(column) for m in members])
+            results.append(record)
+        for name, descending, _ in reversed(query.order):
+            column = obj.field(name).name  # type: ignore[union-attr]
+            results.sort(
+                key=lambda r: (r.get(column) is None, r.get(column) or ""), reverse=descending
+            )
+        if query.limit is not None:
+            results = results[: query.limit]
+        return {"totalSize": len(results), "done": True, "records": results}
 
     def _batch_size(self, request: web.Request) -> int:
         options = request.headers.get("Sforce-Query-Options", "")

@@ -1,9 +1,10 @@
 """A SOQL subset, parsed and evaluated the way Salesforce does for the statements crmgate sends.
 
-    SELECT field, ... | COUNT() FROM Object
+    SELECT field, ... | COUNT() | field, AGG(field) [alias], ... FROM Object
       [WHERE condition]   -- =, !=, <>, <, <=, >, >=, LIKE, IN (...), NOT IN (...), AND, OR,
                           -- NOT, parentheses; 'text' with backslash escapes, numbers, TRUE,
                           -- FALSE, NULL, date and datetime literals
+      [GROUP BY field, ...]   -- AGG: COUNT, COUNT_DISTINCT, SUM, AVG, MIN, MAX
       [ORDER BY field [ASC|DESC] [NULLS FIRST|LAST], ...]
       [LIMIT n] [OFFSET n]
 
@@ -119,6 +120,8 @@ class Query:
     order: list[tuple[str, bool, bool]] = field(default_factory=list)  # field, desc, nulls_last
     limit: int | None = None
     offset: int = 0
+    aggregates: list[tuple[str, str, str]] = field(default_factory=list)  # function, field, alias
+    group_by: list[str] = field(default_factory=list)
 
 
 class _Parser:
@@ -186,18 +189,41 @@ def parse(text: str) -> Query:
     parser.expect_word("SELECT")
     fields: list[str] = []
     count = False
-    if parser.word("COUNT"):
-        if not (parser.punct("(") and parser.punct(")")):
-            raise SoqlError("MALFORMED_QUERY", "COUNT() takes no field here")
+    opening = [parser.peek(i) for i in range(3)]
+    if [t.text.upper() if t else "" for t in opening] == ["COUNT", "(", ")"]:
+        parser.index += 3
         count = True
-    else:
-        fields.append(parser.field_name())
-        while parser.punct(","):
-            fields.append(parser.field_name())
+    aggregates: list[tuple[str, str, str]] = []
+    if not count:
+        while True:
+            name = parser.field_name()
+            if name.upper() in AGGREGATES and parser.punct("("):
+                argument = parser.field_name()
+                if not parser.punct(")"):
+                    raise SoqlError("MALFORMED_QUERY", f"expecting ')' after {name}({argument}")
+                alias = f"expr{len(aggregates)}"
+                following = parser.peek()
+                if following and following.kind == "word" and following.text.upper() != "FROM":
+                    alias = parser.field_name()
+                aggregates.append((name.upper(), argument, alias))
+            else:
+                fields.append(name)
+            if not parser.punct(","):
+                break
     parser.expect_word("FROM")
     obj = parser.field_name()
     where = _condition(parser) if parser.word("WHERE") else None
-    query = Query(obj, fields, count, where)
+    query = Query(obj, fields, count, where, aggregates=aggregates)
+    if parser.word("GROUP"):
+        parser.expect_word("BY")
+        query.group_by.append(parser.field_name())
+        while parser.punct(","):
+            query.group_by.append(parser.field_name())
+    if aggregates or query.group_by:
+        grouped = {name.lower() for name in query.group_by}
+        for name in fields:
+            if name.lower() not in grouped:
+                raise SoqlError("MALFORMED_QUERY", f"Field must be grouped or aggregated: {name}")
     if parser.word("ORDER"):
         parser.expect_word("BY")
         while True:
@@ -225,6 +251,25 @@ def parse(text: str) -> Query:
     if leftover is not None:
         raise SoqlError("MALFORMED_QUERY", f"unexpected token: '{leftover.text}'")
     return query
+
+
+AGGREGATES = frozenset({"COUNT", "COUNT_DISTINCT", "SUM", "AVG", "MIN", "MAX"})
+
+
+def aggregate(function: str, values: list[Any]) -> Any:
+    """One aggregate function over the values of a group (nulls ignored, as in SOQL)."""
+    present = [v for v in values if v is not None]
+    if function == "COUNT":
+        return len(present)
+    if function == "COUNT_DISTINCT":
+        return len(set(present))
+    if not present:
+        return None
+    if function == "SUM":
+        return sum(present)
+    if function == "AVG":
+        return sum(present) / len(present)
+    return min(present) if function == "MIN" else max(present)
 
 
 def _integer(parser: _Parser, clause: str) -> int:

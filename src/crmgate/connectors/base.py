@@ -229,6 +229,18 @@ class Records:
     ) -> dict[str, Any]:
         raise self._unsupported("reading records")
 
+    async def aggregate(
+        self,
+        access: Access,
+        entity: EntityMap,
+        functions: Sequence[tuple[str, str]],
+        group_by: Sequence[str],
+        conditions: Sequence[Condition] = (),
+    ) -> list[dict[str, Any]]:
+        """One row per group: the group's native columns, and each function's value under
+        ``a0``, ``a1``, ... in the order given. ``functions`` are (function, native column)."""
+        raise self._unsupported("aggregates")
+
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
         raise self._unsupported("creating records")
 

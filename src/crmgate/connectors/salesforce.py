@@ -374,6 +374,18 @@ class SalesforceRecords(Records):
     ) -> int:
         return int((await self.query(access, soql.count(entity, conditions)))["totalSize"])
 
+    async def aggregate(
+        self,
+        access: Access,
+        entity: EntityMap,
+        functions: Sequence[tuple[str, str]],
+        group_by: Sequence[str],
+        conditions: Sequence[Condition] = (),
+    ) -> list[dict[str, Any]]:
+        statement = soql.aggregate(entity, functions, group_by, conditions)
+        rows: list[dict[str, Any]] = (await self.query(access, statement))["records"]
+        return rows
+
     async def get(
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
     ) -> dict[str, Any]:

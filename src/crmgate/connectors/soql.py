@@ -128,3 +128,36 @@ def count(entity: EntityMap, conditions: Sequence[Condition] = ()) -> str:
     statement = f"SELECT COUNT() FROM {entity.object}"  # noqa: S608
     condition = where(conditions, entity)
     return statement + (f" WHERE {condition}" if condition else "")
+
+
+_SOQL_FUNCTIONS = {
+    "count": "COUNT",
+    "count_distinct": "COUNT_DISTINCT",
+    "sum": "SUM",
+    "avg": "AVG",
+    "min": "MIN",
+    "max": "MAX",
+}
+MAX_GROUP_ROWS = 2000  # Salesforce returns at most 2,000 rows for an aggregate query
+
+
+def aggregate(
+    entity: EntityMap,
+    functions: Sequence[tuple[str, str]],
+    group_by: Sequence[str],
+    conditions: Sequence[Condition] = (),
+) -> str:
+    """``functions`` are (crmgate function, native column) pairs, aliased a0, a1, ...;
+    ``group_by`` native columns. Names come from the descriptor or the describe, never the
+    request."""
+    selected = [
+        *group_by,
+        *(f"{_SOQL_FUNCTIONS[name]}({column}) a{i}" for i, (name, column) in enumerate(functions)),
+    ]
+    statement = f"SELECT {', '.join(selected)} FROM {entity.object}"  # noqa: S608
+    condition = where(conditions, entity)
+    if condition:
+        statement += f" WHERE {condition}"
+    if group_by:
+        statement += f" GROUP BY {', '.join(group_by)} ORDER BY {', '.join(group_by)}"
+    return statement + f" LIMIT {MAX_GROUP_ROWS}"

@@ -279,6 +279,13 @@ class EntityMap(BaseModel):
         )
         raise QueryError(parameter, f"unknown field {name!r}; known: {', '.join(known)}")
 
+    def unified_value(self, name: str, value: Any) -> Any:
+        """A native value of the field behind ``name`` as the contract shows it."""
+        if name in self.fields and self.entity:
+            return _from_native(value, entity_schema(self.entity).get(name, {}))
+        kind = self.kind(name)
+        return _from_native(value, {"type": kind, "format": kind})
+
     def kind(self, name: str) -> str:
         """The contract's type of a unified field: string, date, date-time, number, boolean.
         A typed list (email, phone, ...) filters on its items' text, a relation on an id."""

@@ -30,7 +30,7 @@ from crmgate.contract.coverage import load_reference
 from crmgate.entities import Connection, EntityService
 from crmgate.model.contract import model
 from crmgate.model.mapping import EntityMap, entity_schemas
-from crmgate.query import QueryError, parse_fields, parse_filter, parse_sort
+from crmgate.query import QueryError, parse_fields, parse_filter, parse_pipeline, parse_sort
 from crmgate.store.accounts import Principal
 
 APPLICATION_KEY_HEADER = "X-API2CRM-APPLICATION-KEY"
@@ -116,21 +116,24 @@ def _fields(call: Call) -> list[str] | None:
 
 
 def _unsupported_extras(call: Call) -> None:
+    platform = call.connection.platform.name if call.connection else "crmgate"
     if call.values.get("expand"):
-        raise NotSupported("expand is not supported yet; read related records by their id")
+        raise NotSupported(
+            f"{platform}: expand is not supported yet; read related records by their id"
+        )
     if (call.values.get("unique") or "").lower() == "true":
-        raise NotSupported("unique is not supported yet")
+        raise NotSupported(f"{platform}: unique is not supported yet")
 
 
 # ---- one handler per operation kind ------------------------------------------------------------
 
 
 async def _list(call: Call) -> Response:
-    _unsupported_extras(call)
     conditions = parse_filter(call.values.get("filter"))
     sort = parse_sort(call.values.get("sort"))
     fields = _fields(call)
     mapped = await call.map("list")
+    _unsupported_extras(call)
     assert call.connection is not None
     records = await call.service.list_records(
         call.connection,
@@ -153,9 +156,9 @@ async def _count(call: Call) -> Response:
 
 
 async def _get(call: Call) -> Response:
-    _unsupported_extras(call)
     fields = _fields(call)
     mapped = await call.map("get")
+    _unsupported_extras(call)
     assert call.connection is not None
     record = await call.service.get_record(
         call.connection, mapped, call.record_id(), fields=fields, with_native=call.native
@@ -201,8 +204,11 @@ async def _describe(call: Call) -> Response:
 
 
 async def _aggregate(call: Call) -> Response:
-    await call.map("aggregate")  # 403 NOT_SUPPORTED unless a platform declares it
-    raise NotSupported("aggregate is not supported yet")
+    pipeline = parse_pipeline(call.values.get("pipeline"))
+    conditions = parse_filter(call.values.get("filter"))
+    mapped = await call.map("aggregate")
+    assert call.connection is not None
+    return JSONResponse(await call.service.aggregate(call.connection, mapped, pipeline, conditions))
 
 
 def _bulk(action: str) -> Callable[[Call], Awaitable[Response]]:
