@@ -85,7 +85,7 @@ def test_instance_urls_off_the_platform_hosts_are_refused(
     url: Any = instance_url.format(host=salesforce.host)
     with pytest.raises(OutboundRefused):
         verify(salesforce, "oAuth-external-refresh", {"instance_url": url, "access_token": "t"})
-    assert salesforce.simulator.calls == []
+    assert not salesforce.simulator.calls
 
 
 def test_each_platform_type_gets_its_own_descriptor(tmp_path: Any) -> None:
