@@ -305,6 +305,11 @@ def test_passthrough_reaches_only_the_applications_crm(crm: Crm, salesforce: Sal
     )
     assert made["status_code"] == 201
 
+    # sent exactly as written: nothing decoded, normalised or re-encoded on the way
+    salesforce.simulator.calls.clear()
+    crm.ok("POST", "/request", 201, json={"path": "query?q=SELECT%20Name%20FROM%20Account"})
+    assert list(salesforce.simulator.calls) == [("GET", "/services/data/v60.0/query")]
+
     # the CRM's own refusals come back as they are
     missing = crm.ok("POST", "/request", 201, json={"method": "GET", "path": "sobjects/Nope"})
     assert missing["status_code"] == 404
@@ -313,6 +318,13 @@ def test_passthrough_reaches_only_the_applications_crm(crm: Crm, salesforce: Sal
         {"method": "GET", "path": "https://evil.example/x"},
         {"method": "GET", "path": "//evil.example/x"},
         {"method": "GET", "path": "/etc/passwd"},
+        {"method": "GET", "path": "../../../secur/frontdoor.jsp"},
+        {"method": "GET", "path": "/services/../secur/x"},
+        {"method": "GET", "path": "%2e%2e/%2E%2E/%2e%2e/apex/Page"},
+        {"method": "GET", "path": "sobjects/..%2Fx"},
+        {"method": "GET", "path": "sobjects\\..\\..\\x"},
+        {"method": "GET", "path": "sobjects/Contact with spaces"},
+        {"method": "GET", "path": "sobjects/Ünïcode"},
         {"method": "GET", "path": "sobjects", "header": [{"name": "Authorization", "value": "x"}]},
         {"method": "GET", "path": "sobjects", "header": [{"name": "Host", "value": "evil"}]},
         {"method": "TRACE", "path": "sobjects"},
@@ -726,3 +738,33 @@ def test_aggregates_are_computed_by_the_crm(crm: Crm, salesforce: SalesforceSim)
         refused = crm.call("GET", "/entity/opportunity/aggregate", params={"pipeline": bad})
         assert refused.status_code == 400, (bad, refused.text)
         assert refused.json()["detail"]["code"] == "NOT_VALID"
+
+
+def test_describes_are_cached_per_object_whatever_its_spelling(
+    crm: Crm, salesforce: SalesforceSim
+) -> None:
+    def describes() -> int:
+        return sum(1 for _, path in salesforce.simulator.calls if path.endswith("/describe"))
+
+    before = describes()
+    for spelling in ("Contact", "contact", "CONTACT", "cOnTaCt"):
+        assert crm.call("GET", f"/entity/{spelling}/count").status_code == 200
+    crm.ok("GET", "/entity/contact/count")  # the unified entity shares the Contact describe
+    assert describes() - before == 1
+    crm.ok("GET", "/entity/contact/count", headers={"X-API2CRM-DESCRIBE-LIFETIME": "0"})
+    assert describes() - before == 2
+
+
+def test_the_describe_cache_is_bounded_and_bound_to_the_credentials() -> None:
+    from crmgate.connectors.base import ObjectInfo
+    from crmgate.entities import DescribeCache
+
+    cache = DescribeCache(max_entries=3)
+    info = ObjectInfo("Contact", "Contact")
+    cache.put("app", 1, "Contact", info)
+    assert cache.get("app", 1, "CONTACT", 60) is info
+    assert cache.get("app", 2, "Contact", 60) is None  # new credentials: ask again
+    assert cache.get("app", 1, "Contact", 0) is None  # lifetime 0: ask again
+    for name in ("A", "B", "C"):
+        cache.put("app", 1, name, ObjectInfo(name, name))
+    assert len(cache) == 3 and cache.get("app", 1, "Contact", 60) is None

@@ -15,6 +15,7 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from crmgate.applications import ApplicationService
 from crmgate.connectors.base import (
     Access,
     Connector,
+    CredentialsRejected,
     CrmError,
     EntityNotFound,
     FieldInfo,
@@ -33,6 +35,7 @@ from crmgate.connectors.base import (
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import LISTS, METHODS, EntityMap, MappingError, entity_schema
+from crmgate.outbound import OutboundRefused
 from crmgate.query import Condition, Pipeline, QueryError, SortKey
 from crmgate.store.accounts import Principal
 from crmgate.store.applications import ApplicationView
@@ -44,6 +47,7 @@ MAX_BULK_ITEMS = 1000
 DEFAULT_DESCRIBE_LIFETIME = 300.0
 MAX_DESCRIBE_LIFETIME = 86400.0
 TOUCH_INTERVAL = 60.0
+MAX_TOUCHED = 100_000
 MAX_PASSTHROUGH_PATH = 4096
 MAX_PASSTHROUGH_HEADERS = 50
 PASSTHROUGH_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
@@ -93,11 +97,36 @@ class Connection:
     access: Access
 
 
+class DescribeCache:
+    """The CRM's describes, per application and object (case-insensitive, as object names are),
+    valid for the credential revision they were read with; least recently used go first."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: OrderedDict[tuple[str, str], tuple[int, float, ObjectInfo]] = OrderedDict()
+        self._max = max_entries
+
+    def get(self, key: str, revision: int, name: str, lifetime: float) -> ObjectInfo | None:
+        entry = self._entries.get((key, name.casefold()))
+        if entry is None or entry[0] != revision or time.monotonic() - entry[1] >= lifetime:
+            return None
+        self._entries.move_to_end((key, name.casefold()))
+        return entry[2]
+
+    def put(self, key: str, revision: int, name: str, info: ObjectInfo) -> None:
+        self._entries[(key, name.casefold())] = (revision, time.monotonic(), info)
+        self._entries.move_to_end((key, name.casefold()))
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class EntityService:
     def __init__(self, applications: ApplicationService) -> None:
         self.applications = applications
-        self._describes: dict[tuple[str, int, str], tuple[float, ObjectInfo]] = {}
-        self._touched: dict[str, float] = {}
+        self.describes = DescribeCache()
+        self._touched: OrderedDict[str, float] = OrderedDict()
 
     # ---- the application ----------------------------------------------------------------------
 
@@ -109,7 +138,14 @@ class EntityService:
         )
         platform = self.applications.platform(view.type)
         connector = self.applications.connector(platform)
-        access = connector.access(view.authorization, credentials.fields, credentials.derived)
+        try:
+            access = connector.access(view.authorization, credentials.fields, credentials.derived)
+        except OutboundRefused as refused:
+            # e.g. the operator narrowed the platform's hosts after the application was made
+            raise CredentialsRejected(
+                f"{platform.name}: the application's instance URL is not allowed ({refused}); "
+                "send new credentials with PUT /v1/application/{key}"
+            ) from None
         await self._touch(view.key)
         return Connection(view, platform, connector, access)
 
@@ -118,6 +154,9 @@ class EntityService:
         if now - self._touched.get(key, -TOUCH_INTERVAL) < TOUCH_INTERVAL:
             return
         self._touched[key] = now
+        self._touched.move_to_end(key)
+        while len(self._touched) > MAX_TOUCHED:
+            self._touched.popitem(last=False)
         try:
             await self.applications.store.touch(key, utcnow())
         except Exception:
@@ -131,14 +170,15 @@ class EntityService:
         """The CRM's describe of one object for this application's user. Cached in memory for
         ``lifetime`` seconds (X-API2CRM-DESCRIBE-LIFETIME; 0 asks the CRM again); new
         credentials start a new cache entry."""
-        ttl = DEFAULT_DESCRIBE_LIFETIME if lifetime is None else lifetime
-        key = (connection.view.key, connection.view.credentials_revision, name)
-        now = time.monotonic()
-        cached = self._describes.get(key)
-        if cached is not None and now - cached[0] < min(ttl, MAX_DESCRIBE_LIFETIME):
-            return cached[1]
+        ttl = min(
+            DEFAULT_DESCRIBE_LIFETIME if lifetime is None else lifetime, MAX_DESCRIBE_LIFETIME
+        )
+        key, revision = connection.view.key, connection.view.credentials_revision
+        cached = self.describes.get(key, revision, name, ttl)
+        if cached is not None:
+            return cached
         info = await connection.connector.records.describe(connection.access, name)
-        self._describes[key] = (now, info)
+        self.describes.put(key, revision, name, info)
         return info
 
     def entity_map(self, connection: Connection, entity: str, method: str) -> EntityMap:
@@ -587,8 +627,13 @@ def _describe_fields(mapped: EntityMap, info: ObjectInfo) -> dict[str, dict[str,
         field = native(column)
         if field is None:
             continue
-        kind = mapped.kind(unified) if unified in schema else field.kind
-        fields[unified] = _field(field, kind, [column], schema.get(unified, {}))
+        declared = schema.get(unified, {})
+        kind = declared.get("format") if declared.get("format") in ("date", "date-time") else None
+        kind = kind or declared.get("type") or field.kind
+        entry = _field(field, kind, [column], declared)
+        if mapped.kind(unified) != kind:
+            entry["filter_type"] = mapped.kind(unified)  # e.g. text shown, compared as a number
+        fields[unified] = entry
     for name, items in mapped.lists().items():
         columns = [c for item in items for c in item.fields.values() if native(c) is not None]
         if not columns:

@@ -181,6 +181,9 @@ class SalesforceConnector(Connector):
 
 _RECORD_ID = re.compile(r"^[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?$")
 _OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
+# A passthrough path and query as sent on the wire (RFC 3986 characters, valid %XX escapes).
+_RAW_PATH = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$")
+_RAW_QUERY = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*$")
 MAX_OFFSET = 2000  # SOQL's OFFSET limit; deeper pages walk query locators
 LOCATOR_BATCH = 2000
 COLLECTION_LIMIT = 200  # sObject Collections take at most 200 records a call
@@ -478,14 +481,26 @@ class SalesforceRecords(Records):
     def passthrough_url(self, access: Access, path: str) -> URL:
         """``path`` relative to the REST API of the pinned version (``sobjects/Contact``,
         ``query?q=...``), or absolute under ``/services/`` (Apex REST, other versions). Always on
-        the application's own instance."""
-        if path.startswith("/"):
-            if not path.startswith("/services/"):
+        the application's own instance, and sent exactly as given: a path that could be
+        normalised to somewhere else (dot segments, encoded dots, slashes or backslashes) is
+        refused rather than rewritten."""
+        raw_path, _, raw_query = path.partition("#")[0].partition("?")
+        if not _RAW_PATH.match(raw_path) or not _RAW_QUERY.match(raw_query):
+            raise NotValid("path: characters outside a URL path; percent-encode them", ("path",))
+        lowered = raw_path.lower()
+        segments = raw_path.split("/")
+        if any(seg in (".", "..") for seg in segments) or any(
+            code in lowered for code in ("%2e", "%2f", "%5c")
+        ):
+            raise NotValid("path: no dot segments or encoded dots and slashes", ("path",))
+        if raw_path.startswith("/"):
+            if not raw_path.startswith("/services/"):
                 raise NotValid("path: an absolute path must start with /services/", ("path",))
-            target = URL(path, encoded=False)
+            full = raw_path
         else:
-            target = URL(f"/services/data/v{self._version}/{path}", encoded=False)
-        return access.instance_url.with_path(target.path).with_query(target.query)
+            full = f"/services/data/v{self._version}/{raw_path}"
+        origin = str(access.instance_url).rstrip("/")
+        return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
 
     async def passthrough(
         self,
@@ -535,34 +550,44 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 def _item_result(answer: Mapping[str, Any], record_id: str | None = None) -> ItemResult:
     """One element of a collections answer: {id, success, errors: [{statusCode, message,
     fields}]}, as the contract's per-item result."""
-    if answer.get("success"):
-        return ItemResult(str(answer.get("id") or record_id or ""))
-    errors = answer.get("errors") or [{}]
-    first = errors[0]
-    body = json.dumps(
-        [
-            {
-                "errorCode": first.get("statusCode"),
-                "message": first.get("message"),
-                "fields": first.get("fields"),
-            }
-        ]
-    ).encode()
-    status = 404 if first.get("statusCode") in ("ENTITY_IS_DELETED", "NOT_FOUND") else 400
-    if first.get("statusCode") in ("INSUFFICIENT_ACCESS_OR_READONLY", "INSUFFICIENT_ACCESS"):
+    answered_id = answer.get("id")
+    own_id = str(answered_id) if isinstance(answered_id, str) and answered_id else record_id
+    if answer.get("success") is True:
+        return ItemResult(own_id or "")
+    errors = answer.get("errors")
+    first = _first_error(errors if isinstance(errors, list) else [])
+    code = first.get("errorCode")
+    status = 404 if code in ("ENTITY_IS_DELETED", "NOT_FOUND") else 400
+    if code in ("INSUFFICIENT_ACCESS_OR_READONLY", "INSUFFICIENT_ACCESS"):
         status = 403
-    return ItemResult(answer.get("id") or record_id, _error(status, body))
+    return ItemResult(own_id, _error_of(status, first))
+
+
+def _first_error(errors: Any) -> dict[str, Any]:
+    """The first entry of Salesforce's error list, with its keys checked (anything else: {})."""
+    first = errors[0] if isinstance(errors, list) and errors else {}
+    if not isinstance(first, dict):
+        return {}
+    fields = first.get("fields")
+    return {
+        "errorCode": str(first.get("errorCode") or first.get("statusCode") or ""),
+        "message": str(first.get("message") or ""),
+        "fields": [str(f) for f in fields] if isinstance(fields, list) else [],
+    }
 
 
 def _error(status: int, body: bytes) -> CrmError:
     """Salesforce's error answer ([{errorCode, message, fields}]) as the contract's error."""
     try:
         errors = json.loads(body)
-        first = errors[0] if isinstance(errors, list) and errors else {}
     except ValueError:
-        first = {}
-    code = str(first.get("errorCode", ""))
-    message = f"Salesforce: {first.get('message', f'HTTP {status}')} ({code or status})"
+        errors = []
+    return _error_of(status, _first_error(errors))
+
+
+def _error_of(status: int, first: Mapping[str, Any]) -> CrmError:
+    code = first.get("errorCode") or ""
+    message = f"Salesforce: {(first.get('message') or f'HTTP {status}')[:500]} ({code or status})"
     if status == 401 or code == "INVALID_SESSION_ID":
         return SessionExpired(message)
     if code == "REQUEST_LIMIT_EXCEEDED":
@@ -572,5 +597,5 @@ def _error(status: int, body: bytes) -> CrmError:
     if status == 404:
         return EntityNotFound(message)
     if status == 400:
-        return NotValid(message, tuple(str(f) for f in first.get("fields") or ()))
+        return NotValid(message, tuple(first.get("fields") or ()))
     return CrmUnavailable(message)

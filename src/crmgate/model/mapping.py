@@ -293,9 +293,12 @@ class EntityMap(BaseModel):
             return "string"
         if name in self.extra:
             return self.native_kinds.get(name, "string")
-        if self.native_kinds.get(self.fields.get(name, "")) == "date":
+        native_kind = self.native_kinds.get(self.fields.get(name, ""))
+        if native_kind == "date":
             return "date"  # a date-time of the contract kept as a date by the CRM
         schema = entity_schema(self.entity).get(name, {}) if self.entity else {}
+        if schema.get("type", "string") == "string" and native_kind in ("number", "integer"):
+            return native_kind  # text in the contract, a number in the CRM (employees)
         return str(
             schema.get("format")
             if schema.get("format") in ("date", "date-time")

@@ -58,8 +58,10 @@ class Call:
         return service
 
     def header(self, name: str) -> str | None:
+        """A request header, whether or not the contract declares it on this operation (it
+        lists X-API2CRM-DESCRIBE-LIFETIME on some routes that describe, not on all)."""
         value = self.values.get(name)
-        return value if isinstance(value, str) else None
+        return value if isinstance(value, str) else self.request.headers.get(name)
 
     @property
     def native(self) -> bool:
