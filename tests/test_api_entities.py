@@ -768,3 +768,21 @@ def test_the_describe_cache_is_bounded_and_bound_to_the_credentials() -> None:
     for name in ("A", "B", "C"):
         cache.put("app", 1, name, ObjectInfo(name, name))
     assert len(cache) == 3 and cache.get("app", 1, "Contact", 60) is None
+
+
+def test_a_bulk_call_cut_short_by_the_crm_reports_what_was_done(
+    crm: Crm, salesforce: SalesforceSim
+) -> None:
+    data = salesforce.simulator.data
+    crm.ok("GET", "/entity/contact/describe")  # cached: the limit hits the collection calls
+    data.api_limit = data.api_used + 1  # one call left: the first 200 records, not the rest
+    items = [{"last_name": f"Bulk {n:03d}"} for n in range(250)]
+    answer = crm.ok("POST", "/entity/contact/bulk", 201, json={"item": items})["item"]
+    assert [i["status"] for i in answer] == [201] * 200 + [429] * 50
+    assert {i["id"] for i in answer[:200]} == set(data.records["Contact"])
+    assert answer[200]["error"]["code"] == "RATE_LIMITED"
+
+    # nothing done at all: the CRM's answer for the whole call, with its Retry-After
+    refused = crm.call("POST", "/entity/contact/bulk", json={"item": items[:3]})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert len(data.records["Contact"]) == 200

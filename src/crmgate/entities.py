@@ -22,6 +22,7 @@ from typing import Any
 
 from crmgate.applications import ApplicationService
 from crmgate.connectors.base import (
+    CALL_FAILURES,
     Access,
     Connector,
     CredentialsRejected,
@@ -394,6 +395,14 @@ class EntityService:
                 answered = await records.bulk_delete(access, name, payload)
             for (index, _), result in zip(sendable, answered, strict=True):
                 results[index] = result
+            failures = {id(r.error) for r in answered if r.error is not None}
+            first = answered[0].error if answered else None
+            if (
+                len(failures) == 1
+                and all(r.error is not None for r in answered)
+                and isinstance(first, CALL_FAILURES)
+            ):
+                raise first  # nothing was done: the call's failure, e.g. 429 with Retry-After
         done = {"create": 201, "update": 200, "delete": 204}[action]
         return {
             "id": str(uuid.uuid4()),

@@ -6,14 +6,16 @@ is what differs between CRMs. Connectors call CRMs only through crmgate.outbound
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from yarl import URL
 
 from crmgate.connectors.catalogue import Platform
 from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from crmgate.model.mapping import EntityMap
@@ -188,6 +190,37 @@ class RawResponse:
     body: bytes
 
 
+# Failures of a whole call (not of one record): once one happens, a bulk operation sends nothing
+# more and reports it for every item not yet sent.
+CALL_FAILURES = (SessionExpired, RateLimited, CrmUnavailable)
+
+
+async def chunked(
+    items: list[T],
+    size: int,
+    send: Callable[[list[T]], Awaitable[list[ItemResult]]],
+    identify: Callable[[T], str | None],
+) -> list[ItemResult]:
+    """Send ``items`` ``size`` at a time and keep every result: a chunk whose call fails reports
+    the failure for its own items, and after a session, limit or availability failure the
+    remaining chunks are not sent but reported with it. Nothing already done is hidden."""
+    results: list[ItemResult] = []
+    stopped: CrmError | None = None
+    for start in range(0, len(items), size):
+        chunk = items[start : start + size]
+        failure = stopped
+        if failure is None:
+            try:
+                results += await send(chunk)
+                continue
+            except CrmError as error:
+                failure = error
+                if isinstance(error, CALL_FAILURES):
+                    stopped = error
+        results += [ItemResult(identify(item), failure) for item in chunk]
+    return results
+
+
 class Records:
     """The record operations of one CRM, in the CRM's own object and field names (the entity
     maps translate to and from the contract's). A connector overrides what its CRM offers;
@@ -255,41 +288,26 @@ class Records:
     async def bulk_create(
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
     ) -> list[ItemResult]:
-        results = []
-        for values in items:
-            try:
-                results.append(ItemResult(await self.create(access, name, values)))
-            except (SessionExpired, RateLimited, CrmUnavailable):
-                raise
-            except CrmError as error:
-                results.append(ItemResult(None, error))
-        return results
+        async def send(chunk: list[Mapping[str, Any]]) -> list[ItemResult]:
+            return [ItemResult(await self.create(access, name, chunk[0]))]
+
+        return await chunked(list(items), 1, send, lambda item: None)
 
     async def bulk_update(
         self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[ItemResult]:
-        results = []
-        for record_id, values in items:
-            try:
-                await self.update(access, name, record_id, values)
-                results.append(ItemResult(record_id))
-            except (SessionExpired, RateLimited, CrmUnavailable):
-                raise
-            except CrmError as error:
-                results.append(ItemResult(record_id, error))
-        return results
+        async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
+            await self.update(access, name, chunk[0][0], chunk[0][1])
+            return [ItemResult(chunk[0][0])]
+
+        return await chunked(list(items), 1, send, lambda item: item[0])
 
     async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
-        results = []
-        for record_id in ids:
-            try:
-                await self.delete(access, name, record_id)
-                results.append(ItemResult(record_id))
-            except (SessionExpired, RateLimited, CrmUnavailable):
-                raise
-            except CrmError as error:
-                results.append(ItemResult(record_id, error))
-        return results
+        async def send(chunk: list[str]) -> list[ItemResult]:
+            await self.delete(access, name, chunk[0])
+            return [ItemResult(chunk[0])]
+
+        return await chunked(list(ids), 1, send, lambda item: item)
 
     async def passthrough(
         self,

@@ -34,6 +34,7 @@ from crmgate.connectors.base import (
     Records,
     SessionExpired,
     Verified,
+    chunked,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
@@ -422,21 +423,22 @@ class SalesforceRecords(Records):
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
     ) -> list[ItemResult]:
         url = self._base(access) / "composite" / "sobjects"
-        results: list[ItemResult] = []
-        for chunk in _chunks(list(items), COLLECTION_LIMIT):
+
+        async def send(chunk: list[Mapping[str, Any]]) -> list[ItemResult]:
             records = [{"attributes": {"type": name}, **values} for values in chunk]
             answer = await self._call(
                 access, "POST", url, body={"allOrNone": False, "records": records}
             )
-            results += [_item_result(item) for item in _collection(answer, len(records))]
-        return results
+            return [_item_result(item) for item in _collection(answer, len(records))]
+
+        return await chunked(list(items), COLLECTION_LIMIT, send, lambda item: None)
 
     async def bulk_update(
         self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[ItemResult]:
         url = self._base(access) / "composite" / "sobjects"
-        results: list[ItemResult] = []
-        for chunk in _chunks(list(items), COLLECTION_LIMIT):
+
+        async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
             valid = [(i, v) for i, v in chunk if _RECORD_ID.match(i)]
             records = [{"attributes": {"type": name}, "id": i, **v} for i, v in valid]
             answer = (
@@ -447,34 +449,36 @@ class SalesforceRecords(Records):
                 else []
             )
             by_position = iter(_collection(answer, len(records)))
-            for record_id, _ in chunk:
-                if _RECORD_ID.match(record_id):
-                    results.append(_item_result(next(by_position)))
-                else:
-                    results.append(ItemResult(record_id, EntityNotFound(f"{name} not found")))
-        return results
+            return [
+                _item_result(next(by_position), record_id)
+                if _RECORD_ID.match(record_id)
+                else ItemResult(record_id, EntityNotFound(f"{name} not found"))
+                for record_id, _ in chunk
+            ]
+
+        return await chunked(list(items), COLLECTION_LIMIT, send, lambda item: item[0])
 
     async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
         url = self._base(access) / "composite" / "sobjects"
-        results: list[ItemResult] = []
-        for chunk in _chunks(list(ids), COLLECTION_LIMIT):
+
+        async def send(chunk: list[str]) -> list[ItemResult]:
             valid = [i for i in chunk if _RECORD_ID.match(i)]
             answer = (
                 await self._call(
-                    access,
-                    "DELETE",
-                    url.with_query(ids=",".join(valid), allOrNone="false"),
+                    access, "DELETE", url.with_query(ids=",".join(valid), allOrNone="false")
                 )
                 if valid
                 else []
             )
             by_position = iter(_collection(answer, len(valid)))
-            for record_id in chunk:
-                if _RECORD_ID.match(record_id):
-                    results.append(_item_result(next(by_position), record_id))
-                else:
-                    results.append(ItemResult(record_id, EntityNotFound(f"{name} not found")))
-        return results
+            return [
+                _item_result(next(by_position), record_id)
+                if _RECORD_ID.match(record_id)
+                else ItemResult(record_id, EntityNotFound(f"{name} not found"))
+                for record_id in chunk
+            ]
+
+        return await chunked(list(ids), COLLECTION_LIMIT, send, lambda item: item)
 
     # ---- passthrough ------------------------------------------------------------------------
 
@@ -539,7 +543,10 @@ def _collection(answer: Any, sent: int) -> list[dict[str, Any]]:
     """An sObject Collections answer: one result object per record sent, in order."""
     items: list[dict[str, Any]] = _expect(answer, list, "collection answer")
     if len(items) != sent or not all(isinstance(item, dict) for item in items):
-        raise CrmUnavailable("Salesforce answered a collection call with the wrong results")
+        raise CrmUnavailable(
+            "Salesforce answered a collection call with the wrong results; the outcome of "
+            "these records is unknown, read them before sending them again"
+        )
     return items
 
 
