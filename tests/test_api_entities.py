@@ -457,6 +457,14 @@ def test_calls_are_tasks_of_subtype_call(crm: Crm, salesforce: SalesforceSim) ->
     assert [c["id"] for c in crm.ok("GET", "/entity/call/list")] == [call]
     assert crm.ok("GET", "/entity/task/count") == {"total": 2}
     assert crm.call("GET", f"/entity/call/{task}").status_code == 404
+    # a plain task cannot be changed or deleted as a call either
+    assert crm.call("PUT", f"/entity/call/{task}", json={"subject": "x"}).status_code == 404
+    assert crm.call("DELETE", f"/entity/call/{task}").status_code == 404
+    removed = crm.ok("DELETE", "/entity/call/bulk", json={"item": [{"id": task}, {"id": call}]})[
+        "item"
+    ]
+    assert [i["status"] for i in removed] == [404, 204]
+    assert set(salesforce.simulator.data.records["Task"]) == {task}
 
 
 def test_polymorphic_relations_name_the_right_kind_of_record(crm: Crm) -> None:
@@ -488,6 +496,14 @@ def test_polymorphic_relations_name_the_right_kind_of_record(crm: Crm) -> None:
         json={"subject": "C", "relation": {**link("contact", contact), **link("lead", lead)}},
     )
     assert both.status_code == 422 and "WhoId" in both.json()["detail"]["message"]
+    disguised = crm.call(
+        "POST", "/entity/task", json={"subject": "D", "relation": link("contact", lead)}
+    )
+    assert disguised.status_code == 422 and "is the id of a lead" in disguised.text
+    as_contact = crm.ok(
+        "GET", "/entity/task/list", params={"filter": f"relation.contact ne '{contact}'"}
+    )
+    assert [t["id"] for t in as_contact] == []  # the lead's task has no contact
 
 
 def test_opportunity_products_link_an_opportunity_and_show_computed_fields(crm: Crm) -> None:

@@ -291,15 +291,27 @@ class EntityService:
         values = {**self.to_native(mapped, record), **mapped.match}
         return await connection.connector.records.create(connection.access, mapped.object, values)
 
+    async def _require_match(
+        self, connection: Connection, mapped: EntityMap, record_id: str
+    ) -> None:
+        """Through a map with match values (call = Task of subtype Call), only its own records
+        may be changed: a plain task is not found as a call."""
+        if mapped.match and record_id not in await connection.connector.records.matching(
+            connection.access, mapped, [record_id]
+        ):
+            raise EntityNotFound(f"{mapped.entity or mapped.object} {record_id[:40]} not found")
+
     async def update(
         self, connection: Connection, mapped: EntityMap, record_id: str, record: Any
     ) -> None:
         values = self.to_native(mapped, {k: v for k, v in dict(record or {}).items() if k != "id"})
+        await self._require_match(connection, mapped, record_id)
         await connection.connector.records.update(
             connection.access, mapped.object, record_id, values
         )
 
     async def delete(self, connection: Connection, mapped: EntityMap, record_id: str) -> None:
+        await self._require_match(connection, mapped, record_id)
         await connection.connector.records.delete(connection.access, mapped.object, record_id)
 
     # ---- aggregate ----------------------------------------------------------------------------
@@ -385,6 +397,15 @@ class EntityService:
                     item.get("id") if isinstance(item, Mapping) else None, error
                 )
         records, access, name = connection.connector.records, connection.access, mapped.object
+        if mapped.match and action != "create" and sendable:
+            ids = [value[0] if action == "update" else value for _, value in sendable]
+            own = await records.matching(access, mapped, ids)
+            for position, record_id in zip([i for i, _ in sendable], ids, strict=True):
+                if record_id not in own:
+                    results[position] = ItemResult(
+                        record_id, EntityNotFound(f"{mapped.entity} {record_id[:40]} not found")
+                    )
+            sendable = [(i, v) for i, v in sendable if results[i] is None]
         payload = [value for _, value in sendable]
         if payload:
             if action == "create":

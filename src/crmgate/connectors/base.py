@@ -274,6 +274,19 @@ class Records:
         ``a0``, ``a1``, ... in the order given. ``functions`` are (function, native column)."""
         raise self._unsupported("aggregates")
 
+    async def matching(self, access: Access, entity: EntityMap, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are records of ``entity``, its ``match`` values included (a plain
+        task is not a call): checked before a write through a map with match values."""
+        found = set()
+        for record_id in ids:
+            try:
+                row = await self.get(access, entity, record_id, [entity.id, *entity.match])
+            except EntityNotFound:
+                continue
+            if all(row.get(column) == value for column, value in entity.match.items()):
+                found.add(record_id)
+        return found
+
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
         raise self._unsupported("creating records")
 

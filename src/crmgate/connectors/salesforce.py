@@ -402,6 +402,16 @@ class SalesforceRecords(Records):
         _expect(record.get(entity.id), str, "record")
         return dict(record)
 
+    async def matching(self, access: Access, entity: EntityMap, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        valid = [record_id for record_id in ids if _RECORD_ID.match(record_id)]
+        for chunk in _chunks(valid, COLLECTION_LIMIT):
+            statement = soql.ids_matching(entity, chunk)
+            rows = (await self.query(access, statement))["records"]
+            found |= {str(row.get(entity.id)) for row in rows}
+        # Salesforce answers 18-character ids; a client may have sent the 15-character form
+        return {i for i in valid if i in found or any(f[:15] == i for f in found)}
+
     # ---- writing ----------------------------------------------------------------------------
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:

@@ -87,6 +87,9 @@ def where(conditions: Sequence[Condition], entity: EntityMap) -> str:
             raise QueryError("filter", f"{condition.op} cannot compare with null")
         value = literal(condition.field, condition.value, kind)
         clauses.append(f"{column} {_OPERATORS[condition.op]} {value}")
+        prefix = entity.relation_prefix(condition.field)
+        if prefix is not None and condition.value is not None:
+            clauses.append(f"{column} LIKE {like(prefix, 'startswith')}")
     return " AND ".join(clauses)
 
 
@@ -161,3 +164,10 @@ def aggregate(
     if group_by:
         statement += f" GROUP BY {', '.join(group_by)} ORDER BY {', '.join(group_by)}"
     return statement + f" LIMIT {MAX_GROUP_ROWS}"
+
+
+def ids_matching(entity: EntityMap, ids: Sequence[str]) -> str:
+    """Which of ``ids`` (checked record ids) are records of ``entity`` with its match values."""
+    clauses = [_fixed(column, value) for column, value in entity.match.items()]
+    clauses.append(f"{entity.id} IN ({', '.join(quote(i) for i in ids)})")
+    return f"SELECT {entity.id} FROM {entity.object} WHERE {' AND '.join(clauses)}"  # noqa: S608

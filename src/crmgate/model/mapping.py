@@ -221,6 +221,18 @@ class EntityMap(BaseModel):
                     native[column] = entry[prop]
         return native
 
+    def _shared(self, column: str) -> bool:
+        return sum(1 for c in self.relations.values() if c == column) > 1
+
+    def relation_prefix(self, name: str) -> str | None:
+        """For ``relation.<target>`` on a column several relations share: the id prefix of
+        ``target`` records, which a filter must add (WhoId of a contact starts with 003)."""
+        target = name.removeprefix("relation.")
+        column = self.relations.get(target) if name.startswith("relation.") else None
+        if column is None or not self._shared(column):
+            return None
+        return next((p for p, kind in self.id_prefixes.items() if kind == target), None)
+
     def _is_a(self, target: str, column: str, record_id: str) -> bool:
         """Whether the id in ``column`` is a ``target`` record: always, unless several relations
         share the column; then the id's prefix decides."""
@@ -244,6 +256,11 @@ class EntityMap(BaseModel):
             entity = links[0].get("entity") if isinstance(links[0], Mapping) else None
             if not isinstance(entity, Mapping) or not isinstance(entity.get("id"), str):
                 raise MappingError(f"relation.{target}[0].entity.id", "is required")
+            kind = self.id_prefixes.get(entity["id"][:3])
+            if self._shared(column) and kind is not None and kind != target:
+                raise MappingError(
+                    f"relation.{target}[0].entity.id", f"is the id of a {kind}, not a {target}"
+                )
             if native.get(column) not in (None, entity["id"]):
                 raise MappingError(f"relation.{target}", f"{column} is already linked")
             native[column] = entity["id"]
