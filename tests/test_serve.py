@@ -167,6 +167,16 @@ def test_serve_without_demo_creates_an_admin_on_first_start(env: dict[str, str])
         assert "crmgate key rotate --user-id usr_" in again.stdout
     finally:
         again.stop()
+    # the demo would send this organisation's applications to its simulator: it refuses
+    demo = subprocess.run(
+        [crmgate, "serve", "--demo", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert demo.returncode == 1
+    assert "the demo runs on a database of its own" in demo.stderr
 
 
 def test_serve_refuses_an_unmigrated_database(env: dict[str, str]) -> None:

@@ -115,24 +115,25 @@ async def prepare(services: Any, crm: DemoCrm) -> dict[str, Any]:
 
 
 async def _demo_principal(services: Any, user_key: str | None) -> tuple[Principal, str]:
-    """The demo organisation's admin: the key of demo.json while it works, else a new account."""
-    if user_key:
-        principal = await services.accounts.authenticate(user_key)
-        if principal is not None:
-            return principal, user_key
-    email = DEMO_ADMIN if await services.accounts.organisation_count() == 0 else None
-    created = await services.accounts.create_account(
-        DEMO_ORGANISATION, "Demo admin", email or f"admin-{_suffix()}@demo.example"
-    )
+    """The demo organisation's admin: the key of demo.json while it works, else a new account
+    on an empty database. The demo points the Salesforce platform at its simulator for the whole
+    process, so it refuses a database holding other organisations: their applications would be
+    sent to the simulator."""
+    principal = await services.accounts.authenticate(user_key) if user_key else None
+    others = await services.accounts.organisation_count() - (principal is not None)
+    if others:
+        raise AccountError(
+            409,
+            "CONFLICT",
+            "the demo runs on a database of its own, and this one holds other organisations; "
+            "run it with another data directory, e.g. CRMGATE_DATA_DIR=./var-demo make serve",
+        )
+    if principal is not None and user_key:
+        return principal, user_key
+    created = await services.accounts.create_account(DEMO_ORGANISATION, "Demo admin", DEMO_ADMIN)
     principal = await services.accounts.authenticate(created.key.secret)
     assert principal is not None
     return principal, created.key.secret
-
-
-def _suffix() -> str:
-    import secrets
-
-    return secrets.token_hex(4)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -76,7 +76,10 @@ class Outbound:
         timeout: float = 30.0,
         max_response_bytes: int = 16 * 1024 * 1024,
     ) -> None:
-        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        # The system's authorities, plus the operator's extra ones (a private CA, the demo's).
+        self._ssl = ssl.create_default_context()
+        if ca_file:
+            self._ssl.load_verify_locations(cafile=ca_file)
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
         self._max = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
