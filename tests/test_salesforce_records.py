@@ -160,3 +160,54 @@ def test_user_authorization_calls_with_the_login_session(salesforce: SalesforceS
         return await connector.records.count(access, connector.platform.entities["user"])
 
     assert run(salesforce, work) == 1
+
+
+def test_deep_pages_read_in_order_continue_the_locator(
+    salesforce: SalesforceSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for index in range(4500):
+        salesforce.simulator.data.insert("Contact", {"LastName": f"Q{index:05d}"})
+
+    def queries() -> int:
+        return sum(1 for _, path in salesforce.simulator.calls if "/query" in path)
+
+    async def work(connector: SalesforceConnector) -> list[int]:
+        access = access_for(salesforce, connector)
+        contact = connector.platform.entities["contact"]
+        names: list[str] = []
+        costs = []
+        for page in range(22, 46):  # offsets 2,100 to 4,499: all past SOQL's OFFSET limit
+            before = queries()
+            rows = await connector.records.list_page(
+                access,
+                contact,
+                ["Id", "LastName"],
+                sort=parse_sort("last_name"),
+                page=page,
+                page_size=100,
+            )
+            costs.append(queries() - before)
+            names += [r["LastName"] for r in rows]
+        assert names == [f"Q{i:05d}" for i in range(2100, 4500)]
+        # a locator that expired meanwhile: the walk starts again, the page is still right
+        columns, order = ["Id", "LastName"], parse_sort("last_name")
+        await connector.records.list_page(
+            access, contact, columns, sort=order, page=22, page_size=100
+        )
+        salesforce.simulator.data.locators.clear()
+        later = await connector.records.list_page(
+            access, contact, columns, sort=order, page=41, page_size=100
+        )
+        assert later[0]["LastName"] == "Q04000"
+        # a first jump past the limit is refused, not paid for with a walk
+        monkeypatch.setattr("crmgate.connectors.salesforce.MAX_COLD_OFFSET", 3000)
+        with pytest.raises(NotValid) as deep:
+            await connector.records.list_page(
+                access, contact, ["Id"], sort=parse_sort("-last_name"), page=40, page_size=100
+            )
+        assert deep.value.fields == ("page",)
+        return costs
+
+    costs = run(salesforce, work)
+    # the first deep page walks two batches of 2,000; the next call comes after 4,000 records
+    assert costs[0] == 2 and sum(costs) == 3, costs

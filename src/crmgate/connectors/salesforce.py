@@ -4,11 +4,14 @@ the Partner API's SOAP login() call, the way Salesforce's own tools do."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
@@ -187,6 +190,8 @@ _RAW_PATH = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$")
 _RAW_QUERY = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*$")
 MAX_OFFSET = 2000  # SOQL's OFFSET limit; deeper pages walk query locators
 LOCATOR_BATCH = 2000
+MAX_COLD_OFFSET = 100_000  # a first jump deeper than this would cost more than 50 calls
+MAX_CURSORS = 64  # query locator walks kept, each holding at most one batch
 COLLECTION_LIMIT = 200  # sObject Collections take at most 200 records a call
 
 # Salesforce field types -> the contract's types.
@@ -243,6 +248,20 @@ def _object_info(
     )
 
 
+@dataclass
+class _Cursor:
+    """Where a walk over a query locator stopped: the records from offset ``start`` that were
+    fetched and not yet served, and the locator path of the next batch (None: the end)."""
+
+    start: int
+    batch: list[dict[str, Any]]
+    next_path: str | None
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
 class SalesforceRecords(Records):
     """sObject CRUD, SOQL, describe, collections and passthrough: what the unified entity API
     calls. Records go in and come out in Salesforce's own field names; the entity maps translate."""
@@ -250,6 +269,7 @@ class SalesforceRecords(Records):
     def __init__(self, connector: SalesforceConnector) -> None:
         super().__init__(connector.platform)
         self.connector = connector
+        self._cursors: OrderedDict[tuple[str, str, str], _Cursor] = OrderedDict()
 
     @property
     def _version(self) -> str:
@@ -355,23 +375,74 @@ class SalesforceRecords(Records):
         offset: int,
         page_size: int,
     ) -> list[dict[str, Any]]:
-        """Past OFFSET's limit: walk the query locator, 2,000 records a call (documented cost)."""
-        statement = soql.select(entity, columns, conditions, sort, limit=offset + page_size)
-        result = await self.query(access, statement, batch=LOCATOR_BATCH)
-        seen, rows = 0, []
-        while True:
-            batch = result["records"]
-            if seen + len(batch) > offset:
-                rows += batch[max(0, offset - seen) :]
-            seen += len(batch)
-            if len(rows) >= page_size or result.get("done", True):
-                return rows[:page_size]
+        """Past OFFSET's limit: walk Salesforce's query locator, 2,000 records a call. Where the
+        walk stopped is kept (a cursor per query and credential), so reading the next page
+        continues it: pages read in order cost one call per 2,000 records. A first jump deeper
+        than MAX_COLD_OFFSET is refused rather than paid for with dozens of calls."""
+        statement = soql.select(entity, columns, conditions, sort)
+        key = (str(access.instance_url), _digest(access.token), statement)
+        cursor = self._cursors.pop(key, None)
+        if cursor is not None and cursor.start > offset:
+            cursor = None  # behind the cursor: start again
+        if cursor is not None:
+            try:
+                return self._keep(key, *await self._walk(access, cursor, offset, page_size))
+            except NotValid:
+                pass  # the locator expired (INVALID_QUERY_LOCATOR): walk again from the start
+        if offset > MAX_COLD_OFFSET:
+            raise NotValid(
+                f"page: records past {MAX_COLD_OFFSET:,} are read page by page in order, "
+                "or narrowed with a filter (e.g. created_at ge '...')",
+                ("page",),
+            )
+        cursor = self._start(await self.query(access, statement, batch=LOCATOR_BATCH))
+        return self._keep(key, *await self._walk(access, cursor, offset, page_size))
+
+    async def _walk(
+        self, access: Access, cursor: _Cursor, offset: int, page_size: int
+    ) -> tuple[list[dict[str, Any]], _Cursor, int]:
+        rows: list[dict[str, Any]] = []
+        position = offset
+        while len(rows) < page_size:
+            end = cursor.start + len(cursor.batch)
+            if position < end:
+                wanted = page_size - len(rows)
+                taken = cursor.batch[position - cursor.start : position - cursor.start + wanted]
+                rows += taken
+                position += len(taken)
+                continue
+            if cursor.next_path is None:
+                break
+            result = _query_result(
+                await self._call(access, "GET", access.instance_url.with_path(cursor.next_path))
+            )
+            cursor = self._start(result, start=end)
+        return rows, cursor, position
+
+    def _keep(
+        self,
+        key: tuple[str, str, str],
+        rows: list[dict[str, Any]],
+        cursor: _Cursor,
+        position: int,
+    ) -> list[dict[str, Any]]:
+        """Keep the walk for the next page: only the records not served yet, and the locator."""
+        cursor.batch = cursor.batch[max(0, position - cursor.start) :]
+        cursor.start = max(cursor.start, position)
+        if cursor.batch or cursor.next_path:
+            self._cursors[key] = cursor
+            while len(self._cursors) > MAX_CURSORS:
+                self._cursors.popitem(last=False)
+        return rows
+
+    def _start(self, result: dict[str, Any], start: int = 0) -> _Cursor:
+        next_path = None
+        if not result.get("done", True):
             next_url = URL(str(result.get("nextRecordsUrl") or ""))
             if not next_url.path.startswith(f"/services/data/v{self._version}/query/"):
                 raise CrmUnavailable("Salesforce answered an unexpected query locator")
-            result = _query_result(
-                await self._call(access, "GET", access.instance_url.with_path(next_url.path))
-            )
+            next_path = next_url.path
+        return _Cursor(start, list(result["records"]), next_path)
 
     async def count(
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
