@@ -802,3 +802,21 @@ def test_a_bulk_call_cut_short_by_the_crm_reports_what_was_done(
     refused = crm.call("POST", "/entity/contact/bulk", json={"item": items[:3]})
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     assert len(data.records["Contact"]) == 200
+
+
+def test_passthrough_keeps_repeated_answer_headers_and_drops_cookies(
+    crm: Crm, salesforce: SalesforceSim
+) -> None:
+    from aiohttp import web
+    from multidict import CIMultiDict
+
+    def answer(request: web.Request) -> web.Response | None:
+        headers = CIMultiDict([("Warning", "199 - one"), ("Warning", "199 - two")])
+        headers.add("Set-Cookie", "sid=secret")
+        return web.Response(status=200, body=b"{}", headers=headers)
+
+    salesforce.simulator.data.fault = answer
+    got = crm.ok("POST", "/request", 201, json={"path": "limits"})
+    names = [(h["name"].lower(), h["value"]) for h in got["header"]]
+    assert [v for n, v in names if n == "warning"] == ["199 - one", "199 - two"]
+    assert not [n for n, _ in names if n == "set-cookie"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 
@@ -114,7 +115,9 @@ class Outbound:
                     if size > self._max:
                         raise OutboundFailed(f"the CRM answered more than {self._max} bytes")
                     chunks.append(chunk)
-                return OutboundResponse(response.status, dict(response.headers), b"".join(chunks))
+                # every header line kept (Set-Cookie, Link, ... may come more than once)
+                headers = CIMultiDictProxy(CIMultiDict(response.headers))
+                return OutboundResponse(response.status, headers, b"".join(chunks))
         except (aiohttp.ClientError, TimeoutError) as error:
             raise OutboundFailed(f"the CRM could not be reached: {type(error).__name__}") from None
 
