@@ -820,3 +820,41 @@ def test_passthrough_keeps_repeated_answer_headers_and_drops_cookies(
     names = [(h["name"].lower(), h["value"]) for h in got["header"]]
     assert [v for n, v in names if n == "warning"] == ["199 - one", "199 - two"]
     assert not [n for n, _ in names if n == "set-cookie"]
+
+
+def test_a_user_application_logs_in_again_when_its_session_expires(
+    crm: Crm, crm_gateway: RunningGateway, admin: Account, salesforce: SalesforceSim
+) -> None:
+    from test_api_applications import connect
+
+    salesforce.simulator.add_user("bo@acme.example", "pw", security_token="TKN")
+    created = connect(
+        crm_gateway,
+        admin.key,
+        {
+            "type": "Salesforce",
+            "authorization": "user",
+            "credential": {"login": "bo@acme.example", "password": "pw", "security_token": "TKN"},
+        },
+    )
+    assert created.status_code == 201, created.text
+    app = Crm(crm.client, created.json()["key"])
+    app.ok("POST", "/entity/contact", 201, json={"last_name": "Before"})
+
+    def logins() -> int:
+        return sum(1 for _, path in salesforce.simulator.calls if "/services/Soap/u/" in path)
+
+    before = logins()
+    salesforce.simulator.expire_sessions()
+    assert app.ok("GET", "/entity/contact/count") == {"total": 1}  # no 401: a new session
+    assert logins() - before == 1
+    assert app.ok("GET", "/entity/contact/count") == {"total": 1}
+    assert logins() - before == 1  # the new session is kept, not made per call
+
+    # an OAuth application cannot log in by itself: 401 tells its client to push a new token
+    salesforce.simulator.expire_sessions()
+    assert crm.call("GET", "/entity/contact/count").status_code == 401
+    # a password changed in the CRM: the login is refused, 401 with the CRM's reason
+    salesforce.simulator.users["bo@acme.example"].password = "changed"
+    refused = app.call("GET", "/entity/contact/count")
+    assert refused.status_code == 401 and refused.json()["detail"]["code"] == "UNAUTHORIZED"

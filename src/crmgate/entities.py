@@ -38,8 +38,8 @@ from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import LISTS, METHODS, EntityMap, MappingError, entity_schema
 from crmgate.outbound import OutboundRefused
 from crmgate.query import Condition, Pipeline, QueryError, SortKey
-from crmgate.store.accounts import Principal
-from crmgate.store.applications import ApplicationView
+from crmgate.store.accounts import AccountError, Principal
+from crmgate.store.applications import ApplicationView, Credentials
 from crmgate.store.models import utcnow
 
 log = logging.getLogger("crmgate.entities")
@@ -149,6 +149,31 @@ class EntityService:
             ) from None
         await self._touch(view.key)
         return Connection(view, platform, connector, access)
+
+    async def renew(self, connection: Connection) -> bool:
+        """After the CRM said the session expired: for a `user` application, log in again with
+        the stored login and password and keep the new session (sealed like the rest). True when
+        the caller should try again. Token refresh for the OAuth types is the token manager's."""
+        if connection.view.authorization != "user":
+            return False
+        store = self.applications.store
+        organisation, key = connection.view.organisation_id, connection.view.key
+        view, credentials = await store.credentials(organisation, key)
+        if view.credentials_revision != connection.view.credentials_revision:
+            return True  # renewed meanwhile by another request
+        verified = await connection.connector.verify("user", credentials.fields)
+        try:
+            await store.update(
+                organisation,
+                key,
+                credentials=Credentials(credentials.fields, verified.derived),
+                expected_revision=view.credentials_revision,
+            )
+        except AccountError as error:
+            if error.status != 409:
+                raise
+        log.info("application %s: logged in to %s again", key[:8], connection.platform.name)
+        return True
 
     async def _touch(self, key: str) -> None:
         now = time.monotonic()

@@ -25,7 +25,7 @@ from crmgate.api.auth import CrmUser
 from crmgate.api.errors import ApiError
 from crmgate.api.params import MAX_PAGE, MAX_PAGE_SIZE
 from crmgate.api.routes.users import ERRORS
-from crmgate.connectors.base import NotSupported
+from crmgate.connectors.base import NotSupported, SessionExpired
 from crmgate.contract.coverage import load_reference
 from crmgate.entities import Connection, EntityService
 from crmgate.model.contract import model
@@ -465,7 +465,15 @@ def _endpoint(
         values = {names[key]: value for key, value in kwargs.items() if key in names}
         if body is not None:
             body = body.model_dump(mode="json", exclude_unset=True)
-        return await handler(Call(request, principal, entity, values, body))
+        call = Call(request, principal, entity, values, body)
+        try:
+            return await handler(call)
+        except SessionExpired:
+            # The CRM did nothing; where crmgate holds what it takes to open a new session,
+            # it does so and tries once more.
+            if call.connection is None or not await call.service.renew(call.connection):
+                raise
+            return await handler(Call(request, principal, entity, values, body))
 
     parameters = [
         inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
