@@ -178,7 +178,7 @@ def test_operations_a_platform_does_not_offer_are_not_supported(crm: Crm) -> Non
         ("DELETE", "/entity/user/005000000000001AAA", None),
         ("GET", "/entity/invoice/list", None),
         ("POST", "/entity/attachment", {"name": "a.txt"}),
-        ("GET", "/entity/contact/list?expand=account", None),
+        ("GET", "/entity/quote/count", None),
     ]:
         answer = crm.call(method, path, json=body)
         assert answer.status_code == 403, (path, answer.text)
@@ -858,3 +858,54 @@ def test_a_user_application_logs_in_again_when_its_session_expires(
     salesforce.simulator.users["bo@acme.example"].password = "changed"
     refused = app.call("GET", "/entity/contact/count")
     assert refused.status_code == 401 and refused.json()["detail"]["code"] == "UNAUTHORIZED"
+
+
+def test_expand_puts_the_linked_records_in_place(crm: Crm, salesforce: SalesforceSim) -> None:
+    account = crm.ok("POST", "/entity/account", 201, json={"name": "Expanded Ltd"})["id"]
+    link = {"account": [{"type": "account", "entity": {"id": account}}]}
+    for name in ("One", "Two"):
+        crm.ok("POST", "/entity/contact", 201, json={"last_name": name, "relation": link})
+    crm.ok("POST", "/entity/contact", 201, json={"last_name": "Alone"})
+    before = len(salesforce.simulator.calls)
+    listed = crm.ok(
+        "GET", "/entity/contact/list", params={"expand": "account", "sort": "last_name"}
+    )
+    calls = len(salesforce.simulator.calls) - before
+    assert calls == 2  # the page, then all of its accounts in one query
+    assert [c["last_name"] for c in listed] == ["Alone", "One", "Two"]
+    assert listed[0]["relation"] == {}
+    assert listed[1]["relation"]["account"][0]["entity"]["name"] == "Expanded Ltd"
+    one = crm.ok("GET", f"/entity/contact/{listed[2]['id']}", params={"expand": "account"})
+    assert one["relation"]["account"][0]["entity"]["id"] == account
+    assert one["relation"]["account"][0]["entity"]["name"] == "Expanded Ltd"
+    task = crm.ok(
+        "POST",
+        "/entity/task",
+        201,
+        json={"subject": "T", "relation": {"contact": [{"entity": {"id": listed[1]["id"]}}]}},
+    )["id"]
+    expanded = crm.ok("GET", f"/entity/task/{task}", params={"expand": "contact,lead"})
+    assert expanded["relation"]["contact"][0]["entity"]["last_name"] == "One"
+    wrong = crm.call("GET", "/entity/contact/list", params={"expand": "campaign"})
+    assert wrong.status_code == 400 and "not a relation" in wrong.json()["detail"]["message"]
+
+
+def test_unique_lists_the_distinct_values_of_one_field(crm: Crm) -> None:
+    for source in ("Web", "Web", "Other", "Phone Inquiry"):
+        crm.ok(
+            "POST", "/entity/lead", 201, json={"last_name": "L", "company": "C", "source": source}
+        )
+    values = crm.ok("GET", "/entity/lead/list", params={"unique": "true", "fields": "source"})
+    assert values == [{"source": "Other"}, {"source": "Phone Inquiry"}, {"source": "Web"}]
+    web_only = crm.ok(
+        "GET",
+        "/entity/lead/list",
+        params={
+            "unique": "true",
+            "fields": "source",
+            "sort": "-source",
+            "filter": "source ne 'Other'",
+        },
+    )
+    assert web_only == [{"source": "Web"}, {"source": "Phone Inquiry"}]
+    assert crm.call("GET", "/entity/lead/list", params={"unique": "true"}).status_code == 400

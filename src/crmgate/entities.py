@@ -279,6 +279,61 @@ class EntityService:
         )
         return [self.render(mapped, row, with_native=with_native, fields=fields) for row in rows]
 
+    async def expand(
+        self,
+        connection: Connection,
+        mapped: EntityMap,
+        records: list[dict[str, Any]],
+        targets: Sequence[str],
+        lifetime: float | None = None,
+    ) -> None:
+        """`expand`: each linked record of the named relations is read (one CRM call per
+        relation and page) and put, unified, in place of its bare ``{"id"}``."""
+        for target in targets:
+            if target not in mapped.relations:
+                known = ", ".join(sorted(mapped.relations)) or "none"
+                raise QueryError(
+                    "expand", f"{target!r} is not a relation here (relations: {known})"
+                )
+            target_map, _ = await self.bound_map(connection, target, "get", lifetime)
+            links = [
+                link
+                for record in records
+                for link in (record.get("relation") or {}).get(target, [])
+                if isinstance(link.get("entity"), dict)
+            ]
+            ids = [str(link["entity"]["id"]) for link in links]
+            if not ids:
+                continue
+            rows = await connection.connector.records.get_many(
+                connection.access, target_map, ids, target_map.native_columns()
+            )
+            found = {str(row.get(target_map.id)): target_map.to_unified(row) for row in rows}
+            for link in links:
+                wanted = str(link["entity"]["id"])
+                match = found.get(wanted) or next(
+                    (r for i, r in found.items() if i[:15] == wanted[:15]), None
+                )
+                if match is not None:
+                    link["entity"] = match
+
+    async def unique(
+        self,
+        connection: Connection,
+        mapped: EntityMap,
+        field: str,
+        conditions: Sequence[Condition],
+        descending: bool,
+    ) -> list[dict[str, Any]]:
+        """`unique=true`: the distinct values of one field (grouped by the CRM), as records
+        holding only that field, in its order."""
+        column = mapped.filter_column("fields", field)
+        rows = await connection.connector.records.aggregate(
+            connection.access, mapped, [], [column], conditions
+        )
+        values = [{field: mapped.unified_value(field, row.get(column))} for row in rows]
+        return values[::-1] if descending else values
+
     async def count(
         self, connection: Connection, mapped: EntityMap, conditions: Sequence[Condition]
     ) -> int:

@@ -274,6 +274,18 @@ class Records:
         ``a0``, ``a1``, ... in the order given. ``functions`` are (function, native column)."""
         raise self._unsupported("aggregates")
 
+    async def get_many(
+        self, access: Access, entity: EntityMap, ids: Sequence[str], columns: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The records of ``ids`` that exist (any order): what `expand` reads."""
+        found = []
+        for record_id in ids:
+            try:
+                found.append(await self.get(access, entity, record_id, columns))
+            except EntityNotFound:
+                continue
+        return found
+
     async def matching(self, access: Access, entity: EntityMap, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are records of ``entity``, its ``match`` values included (a plain
         task is not a call): checked before a write through a map with match values."""

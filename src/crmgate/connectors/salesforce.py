@@ -473,6 +473,16 @@ class SalesforceRecords(Records):
         _expect(record.get(entity.id), str, "record")
         return dict(record)
 
+    async def get_many(
+        self, access: Access, entity: EntityMap, ids: Sequence[str], columns: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        valid = list(dict.fromkeys(i for i in ids if _RECORD_ID.match(i)))
+        for chunk in _chunks(valid, COLLECTION_LIMIT):
+            statement = soql.ids_matching(entity, chunk, columns)
+            rows += (await self.query(access, statement))["records"]
+        return rows
+
     async def matching(self, access: Access, entity: EntityMap, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         valid = [record_id for record_id in ids if _RECORD_ID.match(record_id)]

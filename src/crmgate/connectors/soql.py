@@ -166,8 +166,10 @@ def aggregate(
     return statement + f" LIMIT {MAX_GROUP_ROWS}"
 
 
-def ids_matching(entity: EntityMap, ids: Sequence[str]) -> str:
-    """Which of ``ids`` (checked record ids) are records of ``entity`` with its match values."""
+def ids_matching(entity: EntityMap, ids: Sequence[str], columns: Sequence[str] = ()) -> str:
+    """The records of ``ids`` (checked record ids) that are records of ``entity`` with its match
+    values: their ``columns`` (the id alone by default)."""
     clauses = [_fixed(column, value) for column, value in entity.match.items()]
     clauses.append(f"{entity.id} IN ({', '.join(quote(i) for i in ids)})")
-    return f"SELECT {entity.id} FROM {entity.object} WHERE {' AND '.join(clauses)}"  # noqa: S608
+    selected = ", ".join(columns or [entity.id])
+    return f"SELECT {selected} FROM {entity.object} WHERE {' AND '.join(clauses)}"  # noqa: S608

@@ -117,14 +117,18 @@ def _fields(call: Call) -> list[str] | None:
     return None if fields is None else list(fields)
 
 
-def _unsupported_extras(call: Call) -> None:
-    platform = call.connection.platform.name if call.connection else "crmgate"
-    if call.values.get("expand"):
-        raise NotSupported(
-            f"{platform}: expand is not supported yet; read related records by their id"
-        )
-    if (call.values.get("unique") or "").lower() == "true":
-        raise NotSupported(f"{platform}: unique is not supported yet")
+MAX_EXPAND = 5
+
+
+def _expand(call: Call) -> list[str]:
+    names = parse_fields(call.values.get("expand")) or ()
+    if len(names) > MAX_EXPAND:
+        raise QueryError("expand", f"at most {MAX_EXPAND} relations")
+    return list(names)
+
+
+def _unique(call: Call) -> bool:
+    return (call.values.get("unique") or "").lower() == "true"
 
 
 # ---- one handler per operation kind ------------------------------------------------------------
@@ -134,19 +138,31 @@ async def _list(call: Call) -> Response:
     conditions = parse_filter(call.values.get("filter"))
     sort = parse_sort(call.values.get("sort"))
     fields = _fields(call)
+    expand = _expand(call)
     mapped = await call.map("list")
-    _unsupported_extras(call)
     assert call.connection is not None
+    page, size = int(call.values.get("page") or 1), int(call.values.get("page_size") or 25)
+    if _unique(call):
+        if not fields or len(fields) != 1 or expand:
+            raise QueryError("unique", "unique=true takes exactly one field in fields, no expand")
+        if any(key.field != fields[0] for key in sort):
+            raise QueryError("sort", f"with unique=true only {fields[0]} can be sorted")
+        values = await call.service.unique(
+            call.connection, mapped, fields[0], conditions, any(k.descending for k in sort)
+        )
+        return JSONResponse(values[(page - 1) * size : page * size])
     records = await call.service.list_records(
         call.connection,
         mapped,
         conditions=conditions,
         sort=sort,
-        page=int(call.values.get("page") or 1),
-        page_size=int(call.values.get("page_size") or 25),
+        page=page,
+        page_size=size,
         fields=fields,
         with_native=call.native,
     )
+    if expand:
+        await call.service.expand(call.connection, mapped, records, expand, call.describe_lifetime)
     return JSONResponse(records)
 
 
@@ -159,12 +175,14 @@ async def _count(call: Call) -> Response:
 
 async def _get(call: Call) -> Response:
     fields = _fields(call)
+    expand = _expand(call)
     mapped = await call.map("get")
-    _unsupported_extras(call)
     assert call.connection is not None
     record = await call.service.get_record(
         call.connection, mapped, call.record_id(), fields=fields, with_native=call.native
     )
+    if expand:
+        await call.service.expand(call.connection, mapped, [record], expand, call.describe_lifetime)
     return JSONResponse(record)
 
 
