@@ -909,3 +909,43 @@ def test_unique_lists_the_distinct_values_of_one_field(crm: Crm) -> None:
     )
     assert web_only == [{"source": "Web"}, {"source": "Phone Inquiry"}]
     assert crm.call("GET", "/entity/lead/list", params={"unique": "true"}).status_code == 400
+
+
+def test_crm_tokens_and_user_keys_reach_no_log_and_no_answer(
+    crm_gateway: RunningGateway,
+    admin: Account,
+    salesforce: SalesforceSim,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    user = salesforce.simulator.add_user("canary@acme.example", "canary-password-7731")
+    token = salesforce.simulator.issue_session(user)
+    credential = {"instance_url": salesforce.base_url, "access_token": token}
+    key = connect_external(crm_gateway, admin.key, salesforce, credential).json()["key"]
+    answers = []
+    with crm_gateway.client(admin.key) as client:
+        app = Crm(client, key)
+        answers.append(app.call("POST", "/entity/contact", json={"last_name": "Canary"}))
+        answers.append(app.call("GET", "/entity/contact/list"))
+        answers.append(app.call("POST", "/entity/contact", json={"first_name": "invalid"}))
+        answers.append(app.call("POST", "/request", json={"path": "sobjects/Contact/describe"}))
+        answers.append(
+            app.call(
+                "POST",
+                "/request",
+                json={"path": "x", "header": [{"name": "Authorization", "value": token}]},
+            )
+        )
+        salesforce.simulator.expire_sessions()
+        answers.append(app.call("GET", "/entity/contact/count"))
+    logged = "\n".join(
+        f"{r.getMessage()} {r.exc_text or ''}"
+        for r in caplog.records
+        if r.name.startswith("crmgate")
+    )
+    for secret in (token, admin.key):
+        assert secret not in logged
+        for answer in answers:
+            assert secret not in answer.text, answer.request.url
