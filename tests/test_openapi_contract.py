@@ -56,6 +56,21 @@ def test_every_routed_contract_operation_matches_the_reference(document: dict) -
         for method in operations
         if method in coverage.METHODS
     )
+    # every operation of the contract is routed and matches, the 297 entity routes included
+    assert len(result.matching) == result.total == 336
+
+
+def test_entity_routes_declare_the_application_key_and_keep_the_contracts_names(
+    document: dict,  # type: ignore[type-arg]
+) -> None:
+    contact = document["paths"]["/v1/application/entity/contact/{contact_id}"]["get"]
+    names = {(p["in"], p["name"]): p for p in contact["parameters"]}
+    assert names[("header", "X-API2CRM-APPLICATION-KEY")]["required"] is True
+    assert ("path", "contact_id") in names and ("header", "X-API2CRM-NATIVE-ENABLE") in names
+    assert contact["operationId"] == "getContactEntity"
+    case = document["paths"]["/v1/application/entity/case/list"]["get"]
+    schema = case["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema["items"]["$ref"].endswith("/CasesEntity")
 
 
 def test_user_key_header_is_declared_required_on_every_operation(document: dict) -> None:  # type: ignore[type-arg]
