@@ -38,9 +38,10 @@ from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import LISTS, METHODS, EntityMap, MappingError, entity_schema
 from crmgate.outbound import OutboundRefused
 from crmgate.query import Condition, Pipeline, QueryError, SortKey
-from crmgate.store.accounts import AccountError, Principal
+from crmgate.store.accounts import Principal
 from crmgate.store.applications import ApplicationView, Credentials
 from crmgate.store.models import utcnow
+from crmgate.tokens import TokenManager
 
 log = logging.getLogger("crmgate.entities")
 
@@ -124,21 +125,39 @@ class DescribeCache:
 
 
 class EntityService:
-    def __init__(self, applications: ApplicationService) -> None:
+    def __init__(self, applications: ApplicationService, tokens: TokenManager) -> None:
         self.applications = applications
+        self.tokens = tokens
         self.describes = DescribeCache()
         self._touched: OrderedDict[str, float] = OrderedDict()
 
     # ---- the application ----------------------------------------------------------------------
 
     async def connect(self, principal: Principal, application_key: str | None) -> Connection:
-        """The caller's application (404 for a key of another organisation, as for none)."""
+        """The caller's application (404 for a key of another organisation, as for none),
+        with its access refreshed first when its token is known to expire now."""
         store = self.applications.store
         view, credentials = await store.credentials(
             principal.organisation_id, application_key or ""
         )
         platform = self.applications.platform(view.type)
         connector = self.applications.connector(platform)
+        if not view.is_authorized:
+            raise CredentialsRejected(
+                f"{platform.name} refused this application's authorization; authorize it again "
+                "(the OAuth flow) or send new credentials with PUT /v1/application/{key}"
+            )
+        if self.tokens.expiring(view, credentials):
+            renewed = await self.tokens.renew(view, platform, connector)
+            if renewed is not None:
+                view, credentials = renewed
+        await self._touch(view.key)
+        return self._connection(view, credentials, platform, connector)
+
+    @staticmethod
+    def _connection(
+        view: ApplicationView, credentials: Credentials, platform: Platform, connector: Connector
+    ) -> Connection:
         try:
             access = connector.access(view.authorization, credentials.fields, credentials.derived)
         except OutboundRefused as refused:
@@ -147,33 +166,18 @@ class EntityService:
                 f"{platform.name}: the application's instance URL is not allowed ({refused}); "
                 "send new credentials with PUT /v1/application/{key}"
             ) from None
-        await self._touch(view.key)
         return Connection(view, platform, connector, access)
 
-    async def renew(self, connection: Connection) -> bool:
-        """After the CRM said the session expired: for a `user` application, log in again with
-        the stored login and password and keep the new session (sealed like the rest). True when
-        the caller should try again. Token refresh for the OAuth types is the token manager's."""
-        if connection.view.authorization != "user":
-            return False
-        store = self.applications.store
-        organisation, key = connection.view.organisation_id, connection.view.key
-        view, credentials = await store.credentials(organisation, key)
-        if view.credentials_revision != connection.view.credentials_revision:
-            return True  # renewed meanwhile by another request
-        verified = await connection.connector.verify("user", credentials.fields)
-        try:
-            await store.update(
-                organisation,
-                key,
-                credentials=Credentials(credentials.fields, verified.derived),
-                expected_revision=view.credentials_revision,
-            )
-        except AccountError as error:
-            if error.status != 409:
-                raise
-        log.info("application %s: logged in to %s again", key[:8], connection.platform.name)
-        return True
+    async def renew(self, connection: Connection) -> Connection | None:
+        """After the CRM said the session expired: new credentials where crmgate can make them
+        (oAuth-internal: refresh; user: log in again), one renewal at a time per application;
+        None when it cannot, and the client must (oAuth-external-refresh: PUT a new token)."""
+        renewed = await self.tokens.renew(
+            connection.view, connection.platform, connection.connector
+        )
+        if renewed is None:
+            return None
+        return self._connection(*renewed, connection.platform, connection.connector)
 
     async def _touch(self, key: str) -> None:
         now = time.monotonic()

@@ -23,6 +23,7 @@ from crmgate.store.accounts import AccountStore
 from crmgate.store.applications import ApplicationStore
 from crmgate.store.db import create_engine, redact_url, session_factory
 from crmgate.store.usage import UsageRecorder
+from crmgate.tokens import TokenManager
 
 PEPPER_FILE = "key_pepper"
 
@@ -88,7 +89,9 @@ class Services:
             vault=the_vault,
             outbound=outbound,
             applications=applications,
-            entities=EntityService(applications),
+            entities=EntityService(
+                applications, TokenManager(applications.store, settings.oauth_clients)
+            ),
         )
 
     @classmethod

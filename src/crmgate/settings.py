@@ -5,8 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OAuthClient(BaseModel):
+    """crmgate's own registered OAuth client at one CRM platform (oAuth-internal)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    scopes: tuple[str, ...] | None = None  # the descriptor's when not given
+    # Where the authorization flow may send the browser back: exact URLs (scheme, host, port,
+    # path), nothing else.
+    redirects: tuple[str, ...] = ()
 
 
 class Settings(BaseSettings):
@@ -52,6 +65,12 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="JSON: platform type -> descriptor keys to replace (login_url, "
         "instance_hosts, oauth endpoints), e.g. for a self-hosted CRM or the simulators.",
+    )
+    oauth_clients: dict[str, OAuthClient] = Field(
+        default_factory=dict,
+        description="JSON: platform type -> {client_id, client_secret, scopes, redirects}: "
+        "crmgate's own OAuth client at each CRM (oAuth-internal: the authorization flow and "
+        "token refresh) and the exact redirect URLs the flow may return to.",
     )
     outbound_ca_file: str | None = Field(
         default=None,

@@ -6,6 +6,8 @@ is what differs between CRMs. Connectors call CRMs only through crmgate.outbound
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -20,6 +22,7 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from crmgate.model.mapping import EntityMap
     from crmgate.query import Condition, SortKey
+    from crmgate.settings import OAuthClient
 
 
 class CrmError(Exception):
@@ -37,6 +40,11 @@ class CrmError(Exception):
 class CredentialsRejected(CrmError):
     status = 401
     code = "UNAUTHORIZED"
+
+
+class GrantRevoked(CredentialsRejected):
+    """The CRM refused the refresh token or the login for good (invalid_grant, a changed
+    password): the application must be authorized again."""
 
 
 class ApiNotEnabled(CrmError):
@@ -380,6 +388,74 @@ class Connector:
         self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
     ) -> None:
         """Revoke the tokens crmgate holds, where the CRM offers revocation."""
+
+    # ---- OAuth 2.0 (RFC 6749), the same for every CRM but its hooks ----------------------------
+
+    def _oauth_url(self, which: str) -> URL:
+        oauth = self.platform.oauth
+        url = getattr(oauth, which, None) if oauth is not None else None
+        if not url:
+            raise NotSupported(f"{self.platform.name} has no OAuth {which.replace('_', ' ')}")
+        origin = URL(url)
+        return check_url(url, [f"{origin.host}:{origin.port}"])
+
+    async def token_request(
+        self, form: Mapping[str, str], client: OAuthClient
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """POST to the platform's token endpoint (authorization_code or refresh_token grant):
+        the credential fields it gives (access_token, refresh_token, the connector's own such
+        as instance_url) and what crmgate derives (expires_at, when the CRM says)."""
+        sent = {**form, "client_id": client.client_id}
+        if client.client_secret is not None:
+            sent["client_secret"] = client.client_secret.get_secret_value()
+        response = await self.call(
+            "POST", self._oauth_url("token_url"), data=sent, headers={"Accept": "application/json"}
+        )
+        try:
+            answer = json.loads(response.body)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise CrmUnavailable(
+                f"{self.platform.name} token endpoint answered HTTP {response.status}"
+            )
+        if response.status != 200 or "access_token" not in answer:
+            error = str(answer.get("error") or f"HTTP {response.status}")
+            reason = str(answer.get("error_description") or "")[:200]
+            said = f"{self.platform.name} token endpoint: {error}" + (
+                f" ({reason})" if reason else ""
+            )
+            if error == "invalid_grant":
+                raise GrantRevoked(f"{said}; authorize the application again")
+            if error in ("invalid_client", "invalid_client_id", "unauthorized_client"):
+                raise CrmUnavailable(
+                    f"{said}: check crmgate's OAuth client for {self.platform.type}"
+                )
+            raise CrmUnavailable(said)
+        fields = {"access_token": str(answer["access_token"])}
+        if answer.get("refresh_token"):
+            fields["refresh_token"] = str(answer["refresh_token"])
+        fields.update(self.token_fields(answer))
+        derived: dict[str, str] = {}
+        expires_in = answer.get("expires_in")
+        if isinstance(expires_in, (int, float, str)) and str(expires_in).isdigit():
+            derived["expires_at"] = str(int(time.time()) + int(expires_in))
+        return fields, derived
+
+    def token_fields(self, answer: Mapping[str, Any]) -> dict[str, str]:
+        """What a CRM's token answer adds to the credential besides the tokens (a hook)."""
+        return {}
+
+    async def refresh(
+        self, credential: Mapping[str, str], client: OAuthClient
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """New tokens for an oAuth-internal application: the refresh_token grant."""
+        token = credential.get("refresh_token")
+        if not token:
+            raise GrantRevoked(f"{self.platform.name}: the application has no refresh token")
+        return await self.token_request(
+            {"grant_type": "refresh_token", "refresh_token": token}, client
+        )
 
     async def call(self, method: str, url: URL, **kwargs: Any) -> OutboundResponse:
         from crmgate.outbound import OutboundFailed

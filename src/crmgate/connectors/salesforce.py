@@ -167,6 +167,16 @@ class SalesforceConnector(Connector):
         )
         return Verified(identity, {"instance_url": str(instance), "session_id": session_id})
 
+    def token_fields(self, answer: Mapping[str, Any]) -> dict[str, str]:
+        """Salesforce's token answer names the instance to call (it can change: an org moved
+        to another pod); it must be one of the platform's hosts like any instance URL."""
+        if not answer.get("instance_url"):
+            return {}
+        try:
+            return {"instance_url": str(self.instance_url(str(answer["instance_url"])))}
+        except OutboundRefused as refused:
+            raise CrmUnavailable(f"Salesforce named a refused instance: {refused}") from None
+
     async def revoke(
         self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
     ) -> None:

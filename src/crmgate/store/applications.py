@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +26,15 @@ from crmgate.store.filtering import FieldSpec, order_by, where
 from crmgate.store.models import Application, Organisation, utcnow
 
 _KEY = re.compile(r"^[0-9a-f]{40}$")
+
+
+class RenewalRefused(Exception):
+    """Raised by a renewal when the CRM refused for good: the application is marked
+    unauthorized and ``cause`` (the CRM's refusal) goes on to the caller."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def new_application_key() -> str:
@@ -272,6 +281,43 @@ class ApplicationStore:
                 row.identity = json.dumps(dict(identity))
             row.updated_at = utcnow()
         return _view(row)
+
+    async def renew_locked(
+        self,
+        organisation_id: str,
+        key: str,
+        seen_revision: int,
+        produce: Callable[[Credentials], Awaitable[Credentials]],
+    ) -> tuple[ApplicationView, Credentials]:
+        """Replace the credentials with what ``produce`` makes of them (new tokens, a new
+        session), one renewal at a time per application across every gateway process: the row
+        is locked (SELECT ... FOR UPDATE on PostgreSQL; the write lock of BEGIN IMMEDIATE on
+        SQLite) from before the old credentials are read until the new ones are committed.
+
+        If the credentials changed since the caller saw them (revision ``seen_revision``),
+        another request renewed them already: those are returned and ``produce`` is not called.
+        If ``produce`` raises ``RenewalRefused``, the application is marked unauthorized (that
+        is committed) and the refusal's cause is raised."""
+        refused: RenewalRefused | None = None
+        async with self._sessions.begin() as session:
+            row = await self._row(session, organisation_id, key, lock=True)
+            current = self._open(row)
+            if row.credentials_revision != seen_revision:
+                return _view(row), current
+            try:
+                renewed = await produce(current)
+            except RenewalRefused as error:
+                refused = error
+                row.is_authorized = False
+                row.updated_at = utcnow()
+            else:
+                sealed = self._seal(organisation_id, key, renewed)
+                row.key_version, row.ciphertext = sealed.version, sealed.blob
+                row.credentials_revision += 1
+                row.is_authorized = True
+        if refused is not None:
+            raise refused.cause
+        return _view(row), renewed
 
     async def touch(self, key: str, when: datetime) -> None:
         """Record that the application was used (last_used_at); no row lock, no revision."""

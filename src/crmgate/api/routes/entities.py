@@ -90,6 +90,8 @@ class Call:
         return str(self.values[name])
 
     async def connect(self) -> Connection:
+        if self.connection is not None:
+            return self.connection  # renewed after an expired session: use the new access
         key = self.header(APPLICATION_KEY_HEADER)
         if not key:
             raise ApiError(
@@ -129,6 +131,16 @@ def _expand(call: Call) -> list[str]:
 
 def _unique(call: Call) -> bool:
     return (call.values.get("unique") or "").lower() == "true"
+
+
+def _expired(call: Call, expired: SessionExpired) -> SessionExpired:
+    if call.connection is not None and call.connection.view.authorization == (
+        "oAuth-external-refresh"
+    ):
+        return SessionExpired(
+            f"{expired.message}; send a new access token with PUT /v1/application/{{key}}"
+        )
+    return expired
 
 
 # ---- one handler per operation kind ------------------------------------------------------------
@@ -486,12 +498,13 @@ def _endpoint(
         call = Call(request, principal, entity, values, body)
         try:
             return await handler(call)
-        except SessionExpired:
-            # The CRM did nothing; where crmgate holds what it takes to open a new session,
-            # it does so and tries once more.
-            if call.connection is None or not await call.service.renew(call.connection):
-                raise
-            return await handler(Call(request, principal, entity, values, body))
+        except SessionExpired as expired:
+            # The CRM did nothing. Where crmgate can renew the access (refresh the tokens, log
+            # in again) it does, and tries once more with the new credentials.
+            renewed = await call.service.renew(call.connection) if call.connection else None
+            if renewed is None:
+                raise _expired(call, expired) from None
+            return await handler(Call(request, principal, entity, values, body, renewed))
 
     parameters = [
         inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),

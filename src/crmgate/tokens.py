@@ -1,0 +1,101 @@
+"""Keeping an application's CRM access alive: refresh OAuth tokens (oAuth-internal) and log in
+again (user), one renewal at a time per application.
+
+Concurrent requests of one process that find the access expired wait on one asyncio lock per
+application; across processes the application's row is locked for the length of the renewal
+(see ApplicationStore.renew_locked), so exactly one process calls the CRM. Whoever comes after a
+renewal sees the new credentials revision and uses the new tokens without calling the CRM. The
+new tokens are sealed and committed before any request uses them; a rotated refresh token
+replaces the old one in the same commit.
+
+oAuth-external-refresh applications are never renewed here: their client pushes new tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+from crmgate.connectors.base import Connector, CredentialsRejected, GrantRevoked
+from crmgate.connectors.catalogue import Platform
+from crmgate.settings import OAuthClient
+from crmgate.store.applications import (
+    ApplicationStore,
+    ApplicationView,
+    Credentials,
+    RenewalRefused,
+)
+
+log = logging.getLogger("crmgate.tokens")
+
+RENEWABLE = frozenset({"oAuth-internal", "user"})
+EARLY_REFRESH = 60  # seconds before a known expiry the access token is refreshed
+
+
+class TokenManager:
+    def __init__(self, store: ApplicationStore, clients: Mapping[str, OAuthClient]) -> None:
+        self.store = store
+        self.clients = clients
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def client(self, platform: Platform) -> OAuthClient:
+        client = self.clients.get(platform.type)
+        if client is None:
+            raise CredentialsRejected(
+                f"crmgate has no OAuth client for {platform.type} (CRMGATE_OAUTH_CLIENTS), so it "
+                "cannot refresh this application's tokens"
+            )
+        return client
+
+    @staticmethod
+    def expiring(view: ApplicationView, credentials: Credentials) -> bool:
+        """Whether the access token expires within EARLY_REFRESH seconds (when the CRM said
+        when; Salesforce does not, and is renewed when it answers INVALID_SESSION_ID)."""
+        expires_at = credentials.derived.get("expires_at", "")
+        return (
+            view.authorization == "oAuth-internal"
+            and expires_at.isdigit()
+            and int(expires_at) - EARLY_REFRESH <= time.time()
+        )
+
+    async def renew(
+        self, view: ApplicationView, platform: Platform, connector: Connector
+    ) -> tuple[ApplicationView, Credentials] | None:
+        """New credentials for an application whose access the CRM no longer accepts (seen at
+        ``view``'s credentials revision); None if crmgate cannot renew this authorization."""
+        if view.authorization not in RENEWABLE:
+            return None
+        # One lock per application used, kept: a few bytes each, and dropping one while a
+        # request waits on it would let a second renewal start in this process.
+        async with self._locks.setdefault(view.key, asyncio.Lock()):
+            return await self.store.renew_locked(
+                view.organisation_id,
+                view.key,
+                view.credentials_revision,
+                lambda current: self._produce(view, platform, connector, current),
+            )
+
+    async def _produce(
+        self, view: ApplicationView, platform: Platform, connector: Connector, current: Credentials
+    ) -> Credentials:
+        try:
+            if view.authorization == "user":
+                verified = await connector.verify("user", current.fields)
+                log.info("application %s: logged in to %s again", view.key[:8], platform.name)
+                return Credentials(current.fields, verified.derived)
+            fields, derived = await connector.refresh(current.fields, self.client(platform))
+        except GrantRevoked as refused:
+            log.warning(
+                "application %s: %s refused its renewal for good; it is marked unauthorized",
+                view.key[:8],
+                platform.name,
+            )
+            raise RenewalRefused(refused) from None
+        except CredentialsRejected as refused:
+            if view.authorization == "user":  # the login was refused: a changed password
+                raise RenewalRefused(GrantRevoked(refused.message)) from None
+            raise
+        log.info("application %s: %s tokens refreshed", view.key[:8], platform.name)
+        return Credentials({**current.fields, **fields}, {**current.derived, **derived})

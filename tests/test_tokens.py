@@ -1,0 +1,272 @@
+"""The token lifecycle of oAuth-internal applications: crmgate refreshes the tokens itself, once
+per expiry however many requests and gateway processes notice it, stores rotated refresh tokens,
+and marks an application unauthorized when the CRM refuses its grant for good."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import secrets
+import ssl
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import (
+    Account,
+    Database,
+    RunningGateway,
+    SalesforceSim,
+    create_account,
+    make_settings,
+    migrate_database,
+)
+from crmgate.api.app import create_app
+from crmgate.settings import Settings
+
+CLIENT_ID = "crmgate-test-client"
+CLIENT_SECRET = "client-secret-" + secrets.token_hex(8)
+CALLBACK = "https://gateway.example/authorization/oauth/Salesforce/callback"
+APP = "X-API2CRM-APPLICATION-KEY"
+
+
+@pytest.fixture
+def oauth_settings(tmp_path: Path, database: Database, salesforce: SalesforceSim) -> Settings:
+    salesforce.simulator.add_connected_app(CLIENT_ID, CLIENT_SECRET, [CALLBACK])
+    result = make_settings(
+        tmp_path / "data",
+        database.url,
+        platform_overrides=salesforce.overrides(),
+        outbound_ca_file=salesforce.ca_file,
+        oauth_clients={"Salesforce": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}},
+    )
+    migrate_database(result)
+    return result
+
+
+@pytest.fixture
+def gateways(oauth_settings: Settings) -> Iterator[tuple[RunningGateway, RunningGateway]]:
+    """Two gateways on one database, each with its own connections, locks and caches: two
+    processes as far as crmgate can tell."""
+    with RunningGateway(create_app(oauth_settings)) as one:
+        with RunningGateway(create_app(oauth_settings)) as two:
+            yield one, two
+
+
+@pytest.fixture
+def admin(oauth_settings: Settings) -> Account:
+    return create_account(oauth_settings)
+
+
+def tokens_from_the_flow(sim: SalesforceSim, username: str) -> dict[str, Any]:
+    """What Salesforce's web server flow gives crmgate's connected app for ``username``."""
+    sim.simulator.auto_approve_user = username
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    with httpx.Client(
+        verify=ssl.create_default_context(cafile=sim.ca_file), trust_env=False
+    ) as http:
+        authorized = http.get(
+            f"{sim.base_url}/services/oauth2/authorize",
+            params={
+                "response_type": "code",
+                "client_id": CLIENT_ID,
+                "redirect_uri": CALLBACK,
+                "code_challenge": challenge.decode().rstrip("="),
+                "code_challenge_method": "S256",
+            },
+        )
+        code = httpx.URL(authorized.headers["location"]).params["code"]
+        answer = http.post(
+            f"{sim.base_url}/services/oauth2/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "redirect_uri": CALLBACK,
+                "code_verifier": verifier,
+            },
+        )
+    assert answer.status_code == 200, answer.text
+    tokens: dict[str, Any] = answer.json()
+    return tokens
+
+
+def connect_internal(gateway: RunningGateway, admin: Account, sim: SalesforceSim) -> str:
+    user = sim.simulator.add_user(f"u{len(sim.simulator.users)}@acme.example", "pw")
+    tokens = tokens_from_the_flow(sim, user.username)
+    body = {
+        "type": "Salesforce",
+        "authorization": "oAuth-internal",
+        "credential": {
+            "instance_url": tokens["instance_url"],
+            "access_token": tokens["access_token"],
+            "refresh_token": tokens["refresh_token"],
+        },
+    }
+    with gateway.client(admin.key) as client:
+        created = client.post("/v1/application", json=body)
+    assert created.status_code == 201, created.text
+    return str(created.json()["key"])
+
+
+def refreshes(sim: SalesforceSim) -> int:
+    return sum(1 for call in sim.simulator.calls if call == ("POST", "/services/oauth2/token"))
+
+
+def count(gateway: RunningGateway, admin: Account, key: str) -> httpx.Response:
+    with gateway.client(admin.key) as client:
+        return client.get("/v1/application/entity/contact/count", headers={APP: key})
+
+
+def test_an_expired_access_token_is_refreshed_and_the_request_retried(
+    gateways: tuple[RunningGateway, RunningGateway],
+    admin: Account,
+    salesforce: SalesforceSim,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    one, _ = gateways
+    key = connect_internal(one, admin, salesforce)
+    assert count(one, admin, key).status_code == 200
+    before = refreshes(salesforce)
+    old_tokens = set(salesforce.simulator.sessions)
+    salesforce.simulator.expire_sessions()
+    answer = count(one, admin, key)
+    assert answer.status_code == 200, answer.text
+    assert refreshes(salesforce) - before == 1
+    assert count(one, admin, key).status_code == 200  # the new token is kept
+    assert refreshes(salesforce) - before == 1
+    new_tokens = set(salesforce.simulator.sessions) - old_tokens
+    assert len(new_tokens) == 1
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("crmgate"))
+    assert "tokens refreshed" in logged
+    for token in (*old_tokens, *new_tokens, *salesforce.simulator.refresh_tokens):
+        assert token not in logged
+
+
+@pytest.mark.parametrize("rotate", [False, True], ids=["kept", "rotated"])
+def test_many_concurrent_requests_in_two_processes_cause_one_refresh(
+    gateways: tuple[RunningGateway, RunningGateway],
+    admin: Account,
+    salesforce: SalesforceSim,
+    rotate: bool,
+) -> None:
+    salesforce.simulator.rotate_refresh_tokens = rotate  # and a used refresh token is dead
+    one, two = gateways
+    key = connect_internal(one, admin, salesforce)
+    for gateway in gateways:
+        assert count(gateway, admin, key).status_code == 200  # warm: describe cached
+    for round_ in range(2):  # a second expiry must work with what the first refresh stored
+        salesforce.simulator.expire_sessions()
+        before = refreshes(salesforce)
+        clients = [gateway.client(admin.key) for gateway in (one, two)]
+        try:
+            with ThreadPoolExecutor(max_workers=20) as pool:
+                answers = list(
+                    pool.map(
+                        lambda n: clients[n % 2].get(
+                            "/v1/application/entity/contact/count", headers={APP: key}
+                        ),
+                        range(100),
+                    )
+                )
+        finally:
+            for client in clients:
+                client.close()
+        failed = [a.text for a in answers if a.status_code != 200]
+        assert failed == [], (round_, failed[:3])
+        assert refreshes(salesforce) - before == 1, round_
+
+
+def test_a_refused_grant_marks_the_application_unauthorized(
+    gateways: tuple[RunningGateway, RunningGateway], admin: Account, salesforce: SalesforceSim
+) -> None:
+    one, _ = gateways
+    key = connect_internal(one, admin, salesforce)
+    salesforce.simulator.refresh_tokens.clear()  # revoked at the CRM
+    salesforce.simulator.expire_sessions()
+    refused = count(one, admin, key)
+    assert refused.status_code == 401
+    detail = refused.json()["detail"]
+    assert (
+        detail["code"] == "UNAUTHORIZED" and "authorize the application again" in detail["message"]
+    )
+    with one.client(admin.key) as client:
+        assert client.get(f"/v1/application/{key}").json()["is_authorized"] is False
+    calls = len(salesforce.simulator.calls)
+    again = count(one, admin, key)
+    assert again.status_code == 401 and "authorize it again" in again.json()["detail"]["message"]
+    assert len(salesforce.simulator.calls) == calls  # answered without asking the CRM
+
+    # new credentials restore it
+    user = salesforce.simulator.add_user("back@acme.example", "pw")
+    tokens = tokens_from_the_flow(salesforce, user.username)
+    with one.client(admin.key) as client:
+        put = client.put(
+            f"/v1/application/{key}",
+            json={
+                "credential": {
+                    "access_token": tokens["access_token"],
+                    "refresh_token": tokens["refresh_token"],
+                }
+            },
+        )
+        assert put.status_code == 200, put.text
+        assert client.get(f"/v1/application/{key}").json()["is_authorized"] is True
+    assert count(one, admin, key).status_code == 200
+
+
+def test_without_an_oauth_client_crmgate_cannot_refresh_and_says_so(
+    tmp_path: Path, database: Database, salesforce: SalesforceSim
+) -> None:
+    settings = make_settings(
+        tmp_path / "plain",
+        database.url,
+        platform_overrides=salesforce.overrides(),
+        outbound_ca_file=salesforce.ca_file,
+    )
+    migrate_database(settings)
+    admin = create_account(settings)
+    salesforce.simulator.add_connected_app(CLIENT_ID, CLIENT_SECRET, [CALLBACK])
+    with RunningGateway(create_app(settings)) as gateway:
+        key = connect_internal(gateway, admin, salesforce)
+        salesforce.simulator.expire_sessions()
+        answer = count(gateway, admin, key)
+    assert answer.status_code == 401
+    assert "CRMGATE_OAUTH_CLIENTS" in answer.json()["detail"]["message"]
+
+
+def test_external_refresh_applications_are_told_to_push_a_new_token(
+    gateways: tuple[RunningGateway, RunningGateway], admin: Account, salesforce: SalesforceSim
+) -> None:
+    one, _ = gateways
+    user = salesforce.simulator.add_user("ext@acme.example", "pw")
+    body = {
+        "type": "Salesforce",
+        "authorization": "oAuth-external-refresh",
+        "credential": {
+            "instance_url": salesforce.base_url,
+            "access_token": salesforce.simulator.issue_session(user),
+        },
+    }
+    with one.client(admin.key) as client:
+        key = client.post("/v1/application", json=body).json()["key"]
+    before = refreshes(salesforce)
+    salesforce.simulator.expire_sessions()
+    answer = count(one, admin, key)
+    assert answer.status_code == 401
+    assert "PUT /v1/application/{key}" in answer.json()["detail"]["message"]
+    assert refreshes(salesforce) == before  # never refreshed by crmgate
+
+
+def test_the_oauth_client_secret_is_not_shown_by_the_settings(oauth_settings: Settings) -> None:
+    assert CLIENT_SECRET not in json.dumps(oauth_settings.model_dump(mode="json"))
+    assert CLIENT_SECRET not in repr(oauth_settings)
