@@ -169,13 +169,14 @@ def test_many_concurrent_requests_in_two_processes_cause_one_refresh(
         before = refreshes(salesforce)
         clients = [gateway.client(admin.key) for gateway in (one, two)]
         try:
+            spread = [clients[n % 2] for n in range(100)]
             with ThreadPoolExecutor(max_workers=20) as pool:
                 answers = list(
                     pool.map(
-                        lambda n: clients[n % 2].get(
+                        lambda client: client.get(
                             "/v1/application/entity/contact/count", headers={APP: key}
                         ),
-                        range(100),
+                        spread,
                     )
                 )
         finally:
