@@ -143,13 +143,20 @@ def with_services(settings: Settings, work: Any) -> Any:
 # ---- a gateway on loopback ---------------------------------------------------------------------
 
 
+def loopback_socket() -> socket.socket:
+    """A listening address on loopback, bound before the app exists (so settings such as
+    CRMGATE_PUBLIC_URL can name its port)."""
+    bound = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    bound.bind(("127.0.0.1", 0))
+    return bound
+
+
 class RunningGateway:
     """crmgate's real ASGI app under uvicorn, in a thread, on a free loopback port."""
 
-    def __init__(self, app: Any) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind(("127.0.0.1", 0))
+    def __init__(self, app: Any, bound: socket.socket | None = None) -> None:
+        self.socket = bound or loopback_socket()
         self.port = self.socket.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(

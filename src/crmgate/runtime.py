@@ -12,6 +12,7 @@ from crmgate.applications import ApplicationService
 from crmgate.connectors import REGISTRY
 from crmgate.connectors.catalogue import Catalogue
 from crmgate.entities import EntityService
+from crmgate.oauth import OAuthFlows
 from crmgate.outbound import Outbound
 from crmgate.security import secretfile
 from crmgate.security.authn import Authenticator
@@ -57,6 +58,7 @@ class Services:
     outbound: Outbound
     applications: ApplicationService
     entities: EntityService
+    oauth: OAuthFlows
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -91,6 +93,13 @@ class Services:
             applications=applications,
             entities=EntityService(
                 applications, TokenManager(applications.store, settings.oauth_clients)
+            ),
+            oauth=OAuthFlows(
+                sessions,
+                the_vault,
+                applications,
+                settings.oauth_clients,
+                settings.resolved_public_url,
             ),
         )
 

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp
 
 from crmgate.api import docs, errors, openapi
 from crmgate.api.middleware import RequestContextMiddleware
-from crmgate.api.routes import applications, entities, health, platforms, users
+from crmgate.api.routes import applications, entities, health, oauth, platforms, users
 from crmgate.runtime import Services
 from crmgate.settings import Settings
 
@@ -47,6 +47,7 @@ def create_fastapi(settings: Settings) -> FastAPI:
     app.include_router(users.router)
     app.include_router(platforms.router)
     app.include_router(entities.router)
+    app.include_router(oauth.router)
     app.include_router(applications.router)
     app.include_router(health.router)
     errors.install(app)

@@ -147,3 +147,31 @@ class Application(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class OAuthFlow(Base):
+    """One browser's trip through a CRM's OAuth authorization: created when it starts (or, in
+    application mode, when the client asks for a session), consumed once at the callback.
+    Only digests of the state, the session token and the browser's cookie are kept; the PKCE
+    verifier is sealed by the vault."""
+
+    __tablename__ = "oauth_flows"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    state_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    session_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    browser_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    platform: Mapped[str] = mapped_column(String(40))
+    mode: Mapped[str] = mapped_column(String(16))  # fragment (the contract) or application
+    redirect: Mapped[str] = mapped_column(String(2000))
+    organisation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("organisations.id", ondelete="CASCADE"), default=None
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    key_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    verifier: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

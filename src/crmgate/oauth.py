@@ -1,0 +1,306 @@
+"""The OAuth authorization flow (oAuth-internal): crmgate's registered client sends the browser
+to the CRM and takes the code back, following RFC 9700 (OAuth 2.0 Security BCP).
+
+    GET /authorization/oauth/{Platform}/authorize?redirect=<url>      (the contract's entry)
+    GET /authorization/oauth/{Platform}/authorize?session=<token>     (application mode)
+    GET /authorization/oauth/{Platform}/callback?code=...&state=...   (the CRM sends it back)
+
+- ``redirect`` must equal one of the operator's allowed redirects exactly; anything else is a
+  400 and no redirect at all.
+- ``state`` is 256 random bits, stored only as a digest, single-use, expiring (10 minutes), and
+  bound to the browser by a cookie holding another random value (only its digest is stored).
+- PKCE S256 wherever the platform supports it; the verifier is sealed by the vault.
+- The callback consumes the flow first (a second callback with the same state fails), checks the
+  cookie, checks ``iss`` where the CRM sends one (mix-up defence), exchanges the code, and sends
+  the browser to ``redirect``: in the contract's mode with the tokens in the fragment, in
+  application mode (the safer one: tokens never leave crmgate) with only ``application_key``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+
+from sqlalchemy import delete, select
+from yarl import URL
+
+from crmgate.applications import ApplicationService
+from crmgate.connectors.base import CrmError
+from crmgate.connectors.catalogue import Platform
+from crmgate.security.vault import Sealed, Vault
+from crmgate.settings import OAuthClient
+from crmgate.store.accounts import AccountError, Principal, Role
+from crmgate.store.db import SessionFactory
+from crmgate.store.models import OAuthFlow, utcnow
+
+log = logging.getLogger("crmgate.oauth")
+
+COOKIE = "crmgate_oauth"
+COOKIE_PATH = "/authorization/oauth/"
+FLOW_LIFETIME = timedelta(minutes=10)
+
+
+class FlowRefused(AccountError):
+    """A request of the flow that must not redirect anywhere: 400 in the contract's shape."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(400, "NOT_VALID", message, field)
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+
+
+def _with_fragment(redirect: str, values: dict[str, str]) -> str:
+    return f"{redirect}#{urlencode(values)}"
+
+
+@dataclass(frozen=True)
+class Started:
+    """Where to send the browser, and the cookie that binds the flow to it."""
+
+    location: str
+    cookie: str
+
+
+class OAuthFlows:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        vault: Vault,
+        applications: ApplicationService,
+        clients: dict[str, OAuthClient],
+        public_url: str,
+    ) -> None:
+        self._sessions = sessions
+        self._vault = vault
+        self.applications = applications
+        self.clients = clients
+        self.public_url = public_url.rstrip("/")
+
+    # ---- checks ---------------------------------------------------------------------------------
+
+    def platform(self, platform_type: str) -> tuple[Platform, OAuthClient]:
+        platform = self.applications.catalogue.get(platform_type)
+        if platform is None or platform.oauth is None:
+            raise FlowRefused(f"no OAuth platform {platform_type[:40]!r}", "platform")
+        if platform.authorization_for("oAuth-internal") is None:
+            raise FlowRefused(f"{platform.name} has no oAuth-internal authorization", "platform")
+        client = self.clients.get(platform.type)
+        if client is None:
+            raise FlowRefused(
+                f"crmgate has no OAuth client for {platform.type}: the operator configures one "
+                "in CRMGATE_OAUTH_CLIENTS",
+                "platform",
+            )
+        return platform, client
+
+    @staticmethod
+    def check_redirect(client: OAuthClient, redirect: str | None) -> str:
+        """Exact match against the operator's allow-list: crmgate is never an open redirector."""
+        if not redirect or redirect not in client.redirects:
+            raise FlowRefused(
+                "redirect must be one of the redirect URLs the operator allows for this platform",
+                "redirect",
+            )
+        return redirect
+
+    def callback_url(self, platform: Platform) -> str:
+        return f"{self.public_url}/authorization/oauth/{platform.type}/callback"
+
+    # ---- application mode: a session asked for server to server ------------------------------
+
+    async def open_session(
+        self, principal: Principal, platform_type: str, redirect: str, description: str
+    ) -> tuple[str, datetime]:
+        """A one-time token for ``/authorize?session=``: the flow will create the application
+        for the caller's organisation and return only its key."""
+        platform, client = self.platform(platform_type)
+        self.check_redirect(client, redirect)
+        token = secrets.token_urlsafe(32)
+        expires = utcnow() + FLOW_LIFETIME
+        async with self._sessions.begin() as session:
+            session.add(
+                OAuthFlow(
+                    id=uuid.uuid4().hex,
+                    session_hash=digest(token),
+                    platform=platform.type,
+                    mode="application",
+                    redirect=redirect,
+                    organisation_id=principal.organisation_id,
+                    user_id=principal.user_id,
+                    description=description,
+                    expires_at=expires,
+                )
+            )
+        return token, expires
+
+    # ---- the browser's way there --------------------------------------------------------------
+
+    async def begin(
+        self, platform_type: str, redirect: str | None, session_token: str | None
+    ) -> Started:
+        platform, client = self.platform(platform_type)
+        oauth = platform.oauth
+        assert oauth is not None
+        state = secrets.token_urlsafe(32)
+        browser = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(64) if oauth.pkce else None
+        now = utcnow()
+        async with self._sessions.begin() as session:
+            if session_token:
+                flow = await session.scalar(
+                    select(OAuthFlow)
+                    .where(
+                        OAuthFlow.session_hash == digest(session_token),
+                        OAuthFlow.platform == platform.type,
+                        OAuthFlow.state_hash.is_(None),
+                    )
+                    .with_for_update()
+                )
+                if flow is None or flow.expires_at <= now:
+                    raise FlowRefused("the session is unknown, used or expired", "session")
+                flow_id = flow.id
+            else:
+                checked = self.check_redirect(client, redirect)
+                flow_id = uuid.uuid4().hex
+                flow = OAuthFlow(
+                    id=flow_id,
+                    platform=platform.type,
+                    mode="fragment",
+                    redirect=checked,
+                    expires_at=now + FLOW_LIFETIME,
+                )
+                session.add(flow)
+            flow.state_hash = digest(state)
+            flow.browser_hash = digest(browser)
+            flow.expires_at = min(flow.expires_at, now + FLOW_LIFETIME)
+            if verifier is not None:
+                sealed = self._vault.encrypt(verifier.encode(), _context(flow_id))
+                flow.key_version, flow.verifier = sealed.version, sealed.blob
+        query = {
+            "response_type": "code",
+            "client_id": client.client_id,
+            "redirect_uri": self.callback_url(platform),
+            "state": state,
+            "scope": " ".join(client.scopes or oauth.scopes),
+        }
+        if verifier is not None:
+            query |= {"code_challenge": _s256(verifier), "code_challenge_method": "S256"}
+        location = str(URL(oauth.authorize_url).with_query(query))
+        return Started(location, browser)
+
+    async def finish(self, platform_type: str, params: dict[str, str], cookie: str | None) -> str:
+        """The URL the browser is sent back to (with the result in the fragment). Raises
+        FlowRefused, with no redirect, when the request is not the end of a flow this browser
+        started."""
+        platform, client = self.platform(platform_type)
+        state = params.get("state") or ""
+        if not state or not cookie:
+            raise FlowRefused("state and the flow's cookie are required", "state")
+        async with self._sessions.begin() as session:
+            flow = await session.scalar(
+                select(OAuthFlow).where(OAuthFlow.state_hash == digest(state)).with_for_update()
+            )
+            if flow is None or flow.platform != platform.type:
+                raise FlowRefused("unknown or used state", "state")
+            # Another browser's callback (a stolen or replayed URL) is refused and does not spend
+            # the state of the browser that started the flow.
+            if not secrets.compare_digest(flow.browser_hash or "", digest(cookie)):
+                raise FlowRefused("this browser did not start the flow", "state")
+            # Consumed before anything else is done with it: a state works once.
+            await session.execute(delete(OAuthFlow).where(OAuthFlow.id == flow.id))
+        if flow.expires_at <= utcnow():
+            raise FlowRefused("the authorization took too long; start again", "state")
+        if "error" in params:
+            return _with_fragment(
+                flow.redirect,
+                {
+                    "error": params["error"][:100],
+                    "error_description": params.get("error_description", "")[:300],
+                },
+            )
+        expected_issuer = _origin(platform)
+        if params.get("iss") and params["iss"].rstrip("/") != expected_issuer:
+            log.warning("oauth: %s callback from issuer %s refused", platform.type, params["iss"])
+            return _with_fragment(
+                flow.redirect,
+                {"error": "invalid_request", "error_description": "unexpected issuer"},
+            )
+        form = {
+            "grant_type": "authorization_code",
+            "code": params.get("code", ""),
+            "redirect_uri": self.callback_url(platform),
+        }
+        if flow.verifier is not None and flow.key_version is not None:
+            sealed = Sealed(flow.key_version, flow.verifier)
+            form["code_verifier"] = self._vault.decrypt(sealed, _context(flow.id)).decode()
+        connector = self.applications.connector(platform)
+        try:
+            fields, _ = await connector.token_request(form, client)
+            if flow.mode == "fragment":
+                return _with_fragment(flow.redirect, _contract_fragment(fields))
+            key = await self._create_application(flow, platform, fields)
+        except (CrmError, AccountError) as failure:
+            message = getattr(failure, "message", str(failure))
+            log.warning("oauth: %s flow failed: %s", platform.type, message)
+            return _with_fragment(
+                flow.redirect, {"error": "server_error", "error_description": message[:300]}
+            )
+        return _with_fragment(flow.redirect, {"application_key": key})
+
+    async def _create_application(
+        self, flow: OAuthFlow, platform: Platform, fields: dict[str, str]
+    ) -> str:
+        if flow.organisation_id is None or flow.user_id is None:
+            raise AccountError(409, "CONFLICT", "the user who opened the session is gone")
+        principal = Principal(
+            user_id=flow.user_id,
+            organisation_id=flow.organisation_id,
+            role=Role.ADMIN,
+            key_id="",
+            key_hint="",
+            key_last_used_at=None,
+        )
+        view = await self.applications.create(
+            principal,
+            platform_type=platform.type,
+            authorization="oAuth-internal",
+            credential=fields,
+            description=flow.description,
+        )
+        return view.key
+
+    async def purge(self) -> int:
+        """Drop flows that expired (run now and then; an expired flow is refused anyway)."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(delete(OAuthFlow).where(OAuthFlow.expires_at < utcnow()))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _context(flow_id: str) -> bytes:
+    return f"oauth-flow|{flow_id}".encode()
+
+
+def _origin(platform: Platform) -> str:
+    assert platform.oauth is not None
+    url = URL(platform.oauth.authorize_url)
+    return str(url.origin())
+
+
+def _contract_fragment(fields: dict[str, str]) -> dict[str, str]:
+    return {
+        name: fields[name]
+        for name in ("instance_url", "access_token", "refresh_token")
+        if fields.get(name)
+    }

@@ -1,0 +1,275 @@
+"""The OAuth authorization flow through crmgate, with Salesforce played by the simulator: an HTTP
+client stands in for the browser and follows the redirects, keeping cookies, as a browser would."""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+
+from conftest import (
+    Account,
+    Database,
+    RunningGateway,
+    SalesforceSim,
+    create_account,
+    loopback_socket,
+    make_settings,
+    migrate_database,
+)
+from crmgate.api.app import create_app
+from crmgate.settings import Settings
+
+CLIENT_ID = "crmgate-flow-client"
+CLIENT_SECRET = "flow-secret-" + secrets.token_hex(8)
+DONE = "https://app.example/crm/connected"
+APP = "X-API2CRM-APPLICATION-KEY"
+
+
+@dataclass
+class Flow:
+    gateway: RunningGateway
+    admin: Account
+    sim: SalesforceSim
+    settings: Settings
+
+    def browser(self) -> httpx.Client:
+        context = ssl.create_default_context(cafile=self.sim.ca_file)
+        return httpx.Client(trust_env=False, timeout=20, verify=context)
+
+    def walk(self, browser: httpx.Client, url: str) -> httpx.Response:
+        """Follow redirects like a browser until one leaves for the client's site."""
+        response = browser.get(url)
+        for _ in range(10):
+            location = response.headers.get("location")
+            if response.status_code != 302 or location is None or location.startswith(DONE):
+                return response
+            response = browser.get(location)
+        raise AssertionError("too many redirects")
+
+
+def fragment(response: httpx.Response) -> dict[str, str]:
+    location = response.headers["location"]
+    assert location.startswith(DONE + "#"), location
+    return {k: v[0] for k, v in parse_qs(location.split("#", 1)[1]).items()}
+
+
+@pytest.fixture
+def flow(tmp_path: Path, database: Database, salesforce: SalesforceSim) -> Iterator[Flow]:
+    bound = loopback_socket()
+    base = f"http://127.0.0.1:{bound.getsockname()[1]}"
+    salesforce.simulator.add_connected_app(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        [f"{base}/authorization/oauth/Salesforce/callback"],
+        require_pkce=True,
+    )
+    settings = make_settings(
+        tmp_path / "data",
+        database.url,
+        platform_overrides=salesforce.overrides(),
+        outbound_ca_file=salesforce.ca_file,
+        public_url=base,
+        oauth_clients={
+            "Salesforce": {
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "redirects": [DONE],
+            }
+        },
+    )
+    migrate_database(settings)
+    admin = create_account(settings)
+    salesforce.simulator.add_user("owner@acme.example", "pw", name="Olive Owner")
+    salesforce.simulator.auto_approve_user = "owner@acme.example"
+    with RunningGateway(create_app(settings), bound) as gateway:
+        yield Flow(gateway, admin, salesforce, settings)
+
+
+def test_contract_mode_returns_the_tokens_in_the_fragment_and_they_connect(flow: Flow) -> None:
+    with flow.browser() as browser:
+        start = browser.get(
+            f"{flow.gateway.base_url}/authorization/oauth/Salesforce/authorize",
+            params={"redirect": DONE},
+        )
+        assert start.status_code == 302
+        assert start.headers["cache-control"] == "no-store"
+        assert start.headers["referrer-policy"] == "no-referrer"
+        to_crm = httpx.URL(start.headers["location"])
+        assert to_crm.params["code_challenge_method"] == "S256" and to_crm.params["state"]
+        cookie = start.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie
+        done = flow.walk(browser, start.headers["location"])
+    result = fragment(done)
+    assert set(result) == {"instance_url", "access_token", "refresh_token"}
+    assert "?" not in done.headers["location"].split("#")[0].removeprefix(DONE)
+    body = {"type": "Salesforce", "authorization": "oAuth-internal", "credential": result}
+    with flow.gateway.client(flow.admin.key) as client:
+        created = client.post("/v1/application", json=body)
+        assert created.status_code == 201, created.text
+        listed = client.get(
+            "/v1/application/entity/user/list", headers={APP: created.json()["key"]}
+        )
+    assert listed.status_code == 200
+
+
+def test_application_mode_creates_the_application_and_returns_only_its_key(
+    flow: Flow,
+) -> None:
+    with flow.gateway.client(flow.admin.key) as client:
+        session = client.post(
+            "/v1/oauth/session",
+            json={"type": "Salesforce", "redirect": DONE, "description": "via the flow"},
+        )
+        assert session.status_code == 201, session.text
+        authorize_url = session.json()["authorize_url"]
+    with flow.browser() as browser:
+        done = flow.walk(browser, authorize_url)
+        result = fragment(done)
+        assert set(result) == {"application_key"}
+        again = browser.get(authorize_url)  # the session is single-use
+    assert again.status_code == 400 and "location" not in again.headers
+    with flow.gateway.client(flow.admin.key) as client:
+        app = client.get(f"/v1/application/{result['application_key']}").json()
+        assert app["authorization"] == "oAuth-internal" and app["description"] == "via the flow"
+        assert app["me"]["username"] == "owner@acme.example"
+        users = client.get(
+            "/v1/application/entity/user/count", headers={APP: result["application_key"]}
+        )
+    assert users.status_code == 200
+
+
+def test_redirects_off_the_allow_list_get_400_and_no_location(flow: Flow) -> None:
+    base = f"{flow.gateway.base_url}/authorization/oauth/Salesforce/authorize"
+    with flow.browser() as browser:
+        for redirect in [
+            "https://evil.example/steal",
+            DONE + "/",
+            DONE + "?x=1",
+            DONE.replace("https", "http"),
+            DONE.upper(),
+            "https://app.example:444/crm/connected",
+            "//evil.example",
+            "",
+        ]:
+            refused = browser.get(base, params={"redirect": redirect})
+            assert refused.status_code == 400, redirect
+            assert "location" not in refused.headers
+            assert refused.json()["detail"]["code"] == "NOT_VALID"
+        assert browser.get(base).status_code == 400
+        unknown = browser.get(
+            f"{flow.gateway.base_url}/authorization/oauth/HubSpot/authorize",
+            params={"redirect": DONE},
+        )
+        assert unknown.status_code == 400 and "location" not in unknown.headers
+
+
+def _to_callback(flow: Flow, browser: httpx.Client) -> str:
+    """Start a flow and stop at the CRM's redirect back to crmgate: the callback URL."""
+    start = browser.get(
+        f"{flow.gateway.base_url}/authorization/oauth/Salesforce/authorize",
+        params={"redirect": DONE},
+    )
+    at_crm = browser.get(start.headers["location"])
+    location = at_crm.headers["location"]
+    assert "/authorization/oauth/Salesforce/callback" in location
+    return str(location)
+
+
+def test_forged_reused_expired_and_cookieless_states_are_refused(flow: Flow) -> None:
+    with flow.browser() as browser:
+        callback = _to_callback(flow, browser)
+        forged = httpx.URL(callback).copy_set_param("state", secrets.token_urlsafe(32))
+        assert browser.get(forged).status_code == 400
+        first = browser.get(callback)
+        assert first.status_code == 302 and "access_token=" in first.headers["location"]
+        reused = browser.get(callback)
+        assert reused.status_code == 400 and "location" not in reused.headers
+
+    # a stolen callback URL, in another browser with no cookie or a cookie of its own flow
+    with flow.browser() as victim, flow.browser() as attacker:
+        callback = _to_callback(flow, victim)
+        stolen = attacker.get(callback)
+        assert stolen.status_code == 400 and "location" not in stolen.headers
+        _to_callback(flow, attacker)  # the attacker now holds a flow cookie of its own
+        stolen = attacker.get(callback)
+        assert stolen.status_code == 400 and "did not start" in stolen.json()["detail"]["message"]
+        # ... and neither attempt spent the victim's flow
+        assert "access_token=" in victim.get(callback).headers["location"]
+
+    # too slow
+    with flow.browser() as browser:
+        callback = _to_callback(flow, browser)
+        expire_flows(flow)
+        late = browser.get(callback)
+        assert late.status_code == 400 and "start again" in late.json()["detail"]["message"]
+
+
+def expire_flows(flow: Flow) -> None:
+    import asyncio
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from crmgate.runtime import Services
+    from crmgate.store.models import OAuthFlow, utcnow
+
+    async def go() -> None:
+        async with Services.open(flow.settings) as services:
+            async with services.engine.begin() as connection:
+                await connection.execute(
+                    update(OAuthFlow).values(expires_at=utcnow() - timedelta(seconds=1))
+                )
+
+    asyncio.run(go())
+
+
+def test_a_code_is_exchanged_once(flow: Flow) -> None:
+    with flow.browser() as browser:
+        callback = _to_callback(flow, browser)
+        code = httpx.URL(callback).params["code"]
+        assert browser.get(callback).status_code == 302
+    # the same code in a fresh flow (state and cookie right): Salesforce refuses it
+    with flow.browser() as browser:
+        second = httpx.URL(_to_callback(flow, browser)).copy_set_param("code", code)
+        answer = browser.get(second)
+    result = fragment(answer)
+    assert result["error"] == "server_error" and "invalid_grant" in result["error_description"]
+
+
+def test_a_user_who_denies_gets_the_error_in_the_fragment(flow: Flow) -> None:
+    flow.sim.simulator.auto_approve_user = None
+    with flow.browser() as browser:
+        start = browser.get(
+            f"{flow.gateway.base_url}/authorization/oauth/Salesforce/authorize",
+            params={"redirect": DONE},
+        )
+        page = browser.get(start.headers["location"])
+        assert page.status_code == 200 and "<form" in page.text
+        denied = browser.post(
+            str(page.url).split("?")[0], data={"action": "deny", **_hidden(page.text)}
+        )
+        done = browser.get(denied.headers["location"])
+    result = fragment(done)
+    assert result["error"] == "access_denied"
+
+
+def _hidden(html: str) -> dict[str, str]:
+    import re
+
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
+
+
+def test_a_callback_from_another_issuer_is_refused(flow: Flow) -> None:
+    with flow.browser() as browser:
+        callback = httpx.URL(_to_callback(flow, browser)).copy_set_param(
+            "iss", "https://evil.example"
+        )
+        result = fragment(browser.get(callback))
+    assert result["error"] == "invalid_request" and "issuer" in result["error_description"]
