@@ -271,3 +271,83 @@ def test_external_refresh_applications_are_told_to_push_a_new_token(
 def test_the_oauth_client_secret_is_not_shown_by_the_settings(oauth_settings: Settings) -> None:
     assert CLIENT_SECRET not in json.dumps(oauth_settings.model_dump(mode="json"))
     assert CLIENT_SECRET not in repr(oauth_settings)
+
+
+@pytest.mark.parametrize("rotate", [False, True], ids=["kept", "rotated"])
+def test_a_gateway_killed_in_the_middle_of_a_refresh(
+    oauth_settings: Settings,
+    gateways: tuple[RunningGateway, RunningGateway],
+    admin: Account,
+    salesforce: SalesforceSim,
+    rotate: bool,
+) -> None:
+    """A gateway process is SIGKILLed while the CRM is answering its refresh. Its transaction
+    (and row lock) dies with its connection; the next request refreshes again from the stored
+    refresh token. If the CRM kept that token valid (Salesforce's default) the application goes
+    on working; if the CRM rotated it, the new one died with the process: the application is
+    marked unauthorized and must be authorized again (nothing else is safe)."""
+    import contextlib
+    import os
+    import signal
+    import threading
+    import time
+
+    from test_serve import ROOT, Served, free_port
+
+    one, _ = gateways
+    key = connect_internal(one, admin, salesforce)
+    assert count(one, admin, key).status_code == 200
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMGATE_")}
+    env |= {
+        "CRMGATE_DATA_DIR": str(oauth_settings.data_dir),
+        "CRMGATE_PLATFORM_OVERRIDES": json.dumps(salesforce.overrides()),
+        "CRMGATE_OUTBOUND_CA_FILE": salesforce.ca_file,
+        "CRMGATE_OAUTH_CLIENTS": json.dumps(
+            {"Salesforce": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
+        ),
+    }
+    if oauth_settings.database_url:
+        env["CRMGATE_DATABASE_URL"] = oauth_settings.database_url
+    doomed = Served([str(ROOT / ".venv/bin/crmgate"), "serve", "--port", str(port)], env)
+    try:
+        doomed.wait_for(r"serving http://127\.0\.0\.1:\d+/v1")
+        up = time.monotonic() + 20
+        while True:  # listening once /health answers
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < up, doomed.stderr
+            time.sleep(0.05)
+        salesforce.simulator.rotate_refresh_tokens = rotate
+        salesforce.simulator.refresh_delay = 30.0
+        salesforce.simulator.expire_sessions()
+        before = refreshes(salesforce)
+        url = f"http://127.0.0.1:{port}/v1/application/entity/contact/count"
+        headers = {"X-API2CRM-USER-KEY": admin.key, APP: key}
+
+        def doomed_request() -> None:
+            with contextlib.suppress(httpx.TransportError):  # the process dies under it
+                httpx.get(url, headers=headers, timeout=60)
+
+        threading.Thread(target=doomed_request, daemon=True).start()
+        deadline = time.monotonic() + 20
+        while refreshes(salesforce) == before:  # the refresh is at the CRM
+            assert time.monotonic() < deadline, doomed.stderr
+            time.sleep(0.05)
+        os.killpg(doomed.process.pid, signal.SIGKILL)
+        doomed.process.wait(timeout=20)
+    finally:
+        doomed.stop()
+    salesforce.simulator.refresh_delay = 0.0
+    after = count(one, admin, key)
+    if not rotate:
+        assert after.status_code == 200, after.text  # refreshed again with the kept token
+        assert count(one, admin, key).status_code == 200
+    else:
+        assert after.status_code == 401, after.text
+        assert "authorize the application again" in after.json()["detail"]["message"]
+        with one.client(admin.key) as client:
+            assert client.get(f"/v1/application/{key}").json()["is_authorized"] is False

@@ -158,6 +158,8 @@ class OAuthFlows:
         verifier = secrets.token_urlsafe(64) if oauth.pkce else None
         now = utcnow()
         async with self._sessions.begin() as session:
+            # flows nobody finished go as new ones start (indexed; refused anyway once expired)
+            await session.execute(delete(OAuthFlow).where(OAuthFlow.expires_at < now))
             if session_token:
                 flow = await session.scalar(
                     select(OAuthFlow)
@@ -280,12 +282,6 @@ class OAuthFlows:
             description=flow.description,
         )
         return view.key
-
-    async def purge(self) -> int:
-        """Drop flows that expired (run now and then; an expired flow is refused anyway)."""
-        async with self._sessions.begin() as session:
-            result = await session.execute(delete(OAuthFlow).where(OAuthFlow.expires_at < utcnow()))
-        return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _context(flow_id: str) -> bytes:

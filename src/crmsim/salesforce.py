@@ -16,6 +16,7 @@ instance (MyDomain.my.salesforce.com).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -126,6 +127,9 @@ class SalesforceSimulator:
         self.authorization_code_lifetime = authorization_code_lifetime  # Salesforce: 15 minutes
         # A username: GET authorize then logs this user in and approves at once (no login page).
         self.auto_approve_user: str | None = None
+        # Tests: seconds the refresh grant waits after issuing (and rotating) its tokens and
+        # before answering, as a slow or cut connection would.
+        self.refresh_delay = 0.0
         # (method, path) of the latest requests, for tests; bounded for long-running demos
         self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
         self.api_enabled = True  # False: the org's edition has no API access
@@ -286,6 +290,9 @@ class SalesforceSimulator:
                     if bound is None
                     else self._issue_bound_refresh_token(user, bound)
                 )
+            until = time.monotonic() + self.refresh_delay
+            while self.refresh_delay and time.monotonic() < until:  # noqa: ASYNC110 - ends early when the test resets it
+                await asyncio.sleep(0.05)
             return web.json_response(payload)
         if grant == "password":
             user = self.users.get(str(form.get("username", "")))
