@@ -273,3 +273,29 @@ def test_a_callback_from_another_issuer_is_refused(flow: Flow) -> None:
         )
         result = fragment(browser.get(callback))
     assert result["error"] == "invalid_request" and "issuer" in result["error_description"]
+
+
+def test_no_code_state_or_token_of_the_flow_reaches_the_logs(
+    flow: Flow, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    with flow.browser() as browser:
+        callback = _to_callback(flow, browser)
+        done = browser.get(callback)
+        replay = browser.get(callback)  # refused: logged as a refusal, without its values
+    assert replay.status_code == 400
+    params = httpx.URL(callback).params
+    secrets_seen = [params["code"], params["state"], *fragment(done).values()]
+    # The test's own HTTP client, and uvicorn's access log that `crmgate serve` turns off
+    # (tests/test_serve.py checks the served process's output for a callback's query).
+    harness = ("httpx", "httpcore", "h11", "uvicorn.access")
+    logged = "\n".join(
+        f"{r.getMessage()} {r.exc_text or ''}"
+        for r in caplog.records
+        if not r.name.startswith(harness)
+    )
+    assert "/authorization/oauth/{platform}/callback" in logged  # the access log, templated
+    for secret in secrets_seen:
+        assert secret not in logged

@@ -117,6 +117,18 @@ def test_make_serve_prints_a_curl_that_lists_demo_contacts(
         application = served.wait_for(r"application key:\s+([0-9a-f]{40}) \(Salesforce\)")[1]
         assert key in curl and application in curl and f"127.0.0.1:{port}" in curl
         contacts = json.loads(curl_ok(curl))
+        # an OAuth callback's code and state are never logged, not even by the server's own log
+        canary = "canary" + os.urandom(8).hex()
+        subprocess.run(
+            [
+                "curl",
+                "-s",
+                f"http://127.0.0.1:{port}/authorization/oauth/Salesforce/callback"
+                f"?code={canary}&state={canary}",
+            ],
+            capture_output=True,
+            check=False,
+        )
         assert len(contacts) == 5 and {"Davolio", "Fuller"} <= {c["last_name"] for c in contacts}
         assert contacts[0]["email"][0]["address"].endswith("@example.com")
         # demo.json: everything a script needs, readable by its owner only
@@ -129,6 +141,8 @@ def test_make_serve_prints_a_curl_that_lists_demo_contacts(
     finally:
         served.stop()
     assert key not in served.stderr, "the user key reached the log"
+    assert "/authorization/oauth/{platform}/callback 400" in served.stderr
+    assert canary not in served.stderr + served.stdout
     assert served.stdout.count(key) == 2  # the banner's key line and its curl: nothing else
     secrets_dir = tmp_path / "var" / "secrets"
     assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700

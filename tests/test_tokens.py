@@ -351,3 +351,24 @@ def test_a_gateway_killed_in_the_middle_of_a_refresh(
         assert "authorize the application again" in after.json()["detail"]["message"]
         with one.client(admin.key) as client:
             assert client.get(f"/v1/application/{key}").json()["is_authorized"] is False
+
+
+def test_a_token_known_to_expire_is_refreshed_before_it_is_used(
+    gateways: tuple[RunningGateway, RunningGateway], admin: Account, salesforce: SalesforceSim
+) -> None:
+    one, _ = gateways
+    key = connect_internal(one, admin, salesforce)
+    salesforce.simulator.report_expires_in = True  # as CRMs other than Salesforce do
+    salesforce.simulator.session_lifetime = 30  # shorter than crmgate's 60 s of margin
+    salesforce.simulator.expire_sessions()
+    assert count(one, admin, key).status_code == 200  # refreshed: now it says when it expires
+    before = refreshes(salesforce)
+    rejected = sum(1 for _, path in salesforce.simulator.calls if "/query" in path)
+    assert count(one, admin, key).status_code == 200
+    assert refreshes(salesforce) - before == 1  # refreshed ahead of the CRM refusing it
+    assert sum(1 for _, path in salesforce.simulator.calls if "/query" in path) == rejected + 1
+    salesforce.simulator.session_lifetime = 7200
+    assert count(one, admin, key).status_code == 200
+    before = refreshes(salesforce)
+    assert count(one, admin, key).status_code == 200
+    assert refreshes(salesforce) == before  # far from expiry: nothing to do

@@ -130,6 +130,7 @@ class SalesforceSimulator:
         # Tests: seconds the refresh grant waits after issuing (and rotating) its tokens and
         # before answering, as a slow or cut connection would.
         self.refresh_delay = 0.0
+        self.report_expires_in = False
         # (method, path) of the latest requests, for tests; bounded for long-running demos
         self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
         self.api_enabled = True  # False: the org's edition has no API access
@@ -333,7 +334,7 @@ class SalesforceSimulator:
     def _token_payload(
         self, base: str, user: SfUser, scope: str = "api refresh_token"
     ) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "access_token": self.issue_session(user),
             "instance_url": base,
             "id": f"{base}/id/{self.org_id}/{user.id}",
@@ -342,6 +343,11 @@ class SalesforceSimulator:
             "signature": secrets.token_urlsafe(32),
             "scope": scope,
         }
+        if self.report_expires_in:
+            # Salesforce does not say when a token expires; other CRMs do (RFC 6749 expires_in),
+            # and the tests of crmgate's refresh-before-expiry use this.
+            payload["expires_in"] = int(self.session_lifetime)
+        return payload
 
     # ---- OAuth 2.0 web server flow: the authorize endpoint ------------------------------------
 
