@@ -8,8 +8,10 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import secrets
 import ssl
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +31,7 @@ from conftest import (
 )
 from crmgate.api.app import create_app
 from crmgate.settings import Settings
+from test_serve import ROOT, Served, free_port
 
 CLIENT_ID = "crmgate-test-client"
 CLIENT_SECRET = "client-secret-" + secrets.token_hex(8)
@@ -117,6 +120,35 @@ def connect_internal(gateway: RunningGateway, admin: Account, sim: SalesforceSim
     return str(created.json()["key"])
 
 
+def start_process(settings: Settings, sim: SalesforceSim) -> tuple[Served, str]:
+    """`crmgate serve` as its own process on the same database, secrets and simulator."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMGATE_")}
+    env |= {
+        "CRMGATE_DATA_DIR": str(settings.data_dir),
+        "CRMGATE_PLATFORM_OVERRIDES": json.dumps(sim.overrides()),
+        "CRMGATE_OUTBOUND_CA_FILE": sim.ca_file,
+        "CRMGATE_OAUTH_CLIENTS": json.dumps(
+            {"Salesforce": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
+        ),
+    }
+    if settings.database_url:
+        env["CRMGATE_DATABASE_URL"] = settings.database_url
+    served = Served([str(ROOT / ".venv/bin/crmgate"), "serve", "--port", str(port)], env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:  # listening once /health answers
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return served, base
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or served.process.poll() is not None:
+            served.stop()
+            raise AssertionError(served.stderr)
+        time.sleep(0.05)
+
+
 def refreshes(sim: SalesforceSim) -> int:
     return sum(1 for call in sim.simulator.calls if call == ("POST", "/services/oauth2/token"))
 
@@ -154,37 +186,41 @@ def test_an_expired_access_token_is_refreshed_and_the_request_retried(
 
 @pytest.mark.parametrize("rotate", [False, True], ids=["kept", "rotated"])
 def test_many_concurrent_requests_in_two_processes_cause_one_refresh(
+    oauth_settings: Settings,
     gateways: tuple[RunningGateway, RunningGateway],
     admin: Account,
     salesforce: SalesforceSim,
     rotate: bool,
 ) -> None:
     salesforce.simulator.rotate_refresh_tokens = rotate  # and a used refresh token is dead
-    one, two = gateways
-    key = connect_internal(one, admin, salesforce)
-    for gateway in gateways:
-        assert count(gateway, admin, key).status_code == 200  # warm: describe cached
-    for round_ in range(2):  # a second expiry must work with what the first refresh stored
-        salesforce.simulator.expire_sessions()
-        before = refreshes(salesforce)
-        clients = [gateway.client(admin.key) for gateway in (one, two)]
-        try:
+    key = connect_internal(gateways[0], admin, salesforce)
+    processes = [start_process(oauth_settings, salesforce) for _ in range(2)]
+    try:
+        headers = {"X-API2CRM-USER-KEY": admin.key, APP: key}
+        clients = [
+            httpx.Client(base_url=base, headers=headers, timeout=30) for _, base in processes
+        ]
+        for client in clients:
+            assert client.get("/v1/application/entity/contact/count").status_code == 200
+        for round_ in range(2):  # a second expiry must work with what the first refresh stored
+            salesforce.simulator.expire_sessions()
+            before = refreshes(salesforce)
             spread = [clients[n % 2] for n in range(100)]
             with ThreadPoolExecutor(max_workers=20) as pool:
                 answers = list(
                     pool.map(
-                        lambda client: client.get(
-                            "/v1/application/entity/contact/count", headers={APP: key}
-                        ),
+                        lambda client: client.get("/v1/application/entity/contact/count"),
                         spread,
                     )
                 )
-        finally:
-            for client in clients:
-                client.close()
-        failed = [a.text for a in answers if a.status_code != 200]
-        assert failed == [], (round_, failed[:3])
-        assert refreshes(salesforce) - before == 1, round_
+            failed = [a.text for a in answers if a.status_code != 200]
+            assert failed == [], (round_, failed[:3])
+            assert refreshes(salesforce) - before == 1, round_
+        for client in clients:
+            client.close()
+    finally:
+        for served, _ in processes:
+            served.stop()
 
 
 def test_a_refused_grant_marks_the_application_unauthorized(
@@ -287,45 +323,19 @@ def test_a_gateway_killed_in_the_middle_of_a_refresh(
     on working; if the CRM rotated it, the new one died with the process: the application is
     marked unauthorized and must be authorized again (nothing else is safe)."""
     import contextlib
-    import os
     import signal
     import threading
-    import time
-
-    from test_serve import ROOT, Served, free_port
 
     one, _ = gateways
     key = connect_internal(one, admin, salesforce)
     assert count(one, admin, key).status_code == 200
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMGATE_")}
-    env |= {
-        "CRMGATE_DATA_DIR": str(oauth_settings.data_dir),
-        "CRMGATE_PLATFORM_OVERRIDES": json.dumps(salesforce.overrides()),
-        "CRMGATE_OUTBOUND_CA_FILE": salesforce.ca_file,
-        "CRMGATE_OAUTH_CLIENTS": json.dumps(
-            {"Salesforce": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
-        ),
-    }
-    if oauth_settings.database_url:
-        env["CRMGATE_DATABASE_URL"] = oauth_settings.database_url
-    doomed = Served([str(ROOT / ".venv/bin/crmgate"), "serve", "--port", str(port)], env)
+    doomed, base = start_process(oauth_settings, salesforce)
     try:
-        doomed.wait_for(r"serving http://127\.0\.0\.1:\d+/v1")
-        up = time.monotonic() + 20
-        while True:  # listening once /health answers
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < up, doomed.stderr
-            time.sleep(0.05)
         salesforce.simulator.rotate_refresh_tokens = rotate
         salesforce.simulator.refresh_delay = 30.0
         salesforce.simulator.expire_sessions()
         before = refreshes(salesforce)
-        url = f"http://127.0.0.1:{port}/v1/application/entity/contact/count"
+        url = f"{base}/v1/application/entity/contact/count"
         headers = {"X-API2CRM-USER-KEY": admin.key, APP: key}
 
         def doomed_request() -> None:
