@@ -194,7 +194,10 @@ def test_many_concurrent_requests_in_two_processes_cause_one_refresh(
 ) -> None:
     salesforce.simulator.rotate_refresh_tokens = rotate  # and a used refresh token is dead
     key = connect_internal(gateways[0], admin, salesforce)
-    processes = [start_process(oauth_settings, salesforce) for _ in range(2)]
+    # Several processes share PostgreSQL; the embedded SQLite default is one process (its
+    # renewals are serialised by an in-process lock, not by the database).
+    many = 2 if oauth_settings.database_url and "postgresql" in oauth_settings.database_url else 1
+    processes = [start_process(oauth_settings, salesforce) for _ in range(many)]
     try:
         headers = {"X-API2CRM-USER-KEY": admin.key, APP: key}
         clients = [
@@ -205,7 +208,7 @@ def test_many_concurrent_requests_in_two_processes_cause_one_refresh(
         for round_ in range(2):  # a second expiry must work with what the first refresh stored
             salesforce.simulator.expire_sessions()
             before = refreshes(salesforce)
-            spread = [clients[n % 2] for n in range(100)]
+            spread = [clients[n % len(clients)] for n in range(100)]
             with ThreadPoolExecutor(max_workers=20) as pool:
                 answers = list(
                     pool.map(
@@ -366,19 +369,76 @@ def test_a_gateway_killed_in_the_middle_of_a_refresh(
 def test_a_token_known_to_expire_is_refreshed_before_it_is_used(
     gateways: tuple[RunningGateway, RunningGateway], admin: Account, salesforce: SalesforceSim
 ) -> None:
+    import time
+
     one, _ = gateways
     key = connect_internal(one, admin, salesforce)
     salesforce.simulator.report_expires_in = True  # as CRMs other than Salesforce do
-    salesforce.simulator.session_lifetime = 30  # shorter than crmgate's 60 s of margin
+    salesforce.simulator.session_lifetime = 2  # refreshed in its second half: after 1 s
     salesforce.simulator.expire_sessions()
     assert count(one, admin, key).status_code == 200  # refreshed: now it says when it expires
+    time.sleep(1.3)
+    salesforce.simulator.session_lifetime = 7200
     before = refreshes(salesforce)
-    rejected = sum(1 for _, path in salesforce.simulator.calls if "/query" in path)
+    queries = sum(1 for _, path in salesforce.simulator.calls if "/query" in path)
     assert count(one, admin, key).status_code == 200
     assert refreshes(salesforce) - before == 1  # refreshed ahead of the CRM refusing it
-    assert sum(1 for _, path in salesforce.simulator.calls if "/query" in path) == rejected + 1
-    salesforce.simulator.session_lifetime = 7200
+    assert sum(1 for _, path in salesforce.simulator.calls if "/query" in path) == queries + 1
     assert count(one, admin, key).status_code == 200
+    assert refreshes(salesforce) - before == 1  # far from expiry now: nothing to do
+
+
+def test_a_failing_refresh_is_tried_once_not_by_every_waiting_request(
+    gateways: tuple[RunningGateway, RunningGateway],
+    admin: Account,
+    salesforce: SalesforceSim,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    one, _ = gateways
+    key = connect_internal(one, admin, salesforce)
+    assert count(one, admin, key).status_code == 200
+    salesforce.simulator.expire_sessions()
+    salesforce.simulator.token_outage = True
     before = refreshes(salesforce)
-    assert count(one, admin, key).status_code == 200
-    assert refreshes(salesforce) == before  # far from expiry: nothing to do
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda _: count(one, admin, key), range(10)))
+    assert [a.status_code for a in answers] == [502] * 10
+    assert refreshes(salesforce) - before == 1  # the others got its answer
+    salesforce.simulator.token_outage = False
+    assert count(one, admin, key).status_code == 502  # still remembered for a little while
+    assert refreshes(salesforce) - before == 1
+    monkeypatch.setattr("crmgate.tokens.RETRY_AFTER_FAILURE", 0.0)
+    assert count(one, admin, key).status_code == 200  # then tried again, and it works
+    with one.client(admin.key) as client:
+        assert client.get(f"/v1/application/{key}").json()["is_authorized"] is True
+
+
+def test_an_early_refresh_that_fails_falls_back_on_the_still_valid_token(
+    oauth_settings: Settings,
+    gateways: tuple[RunningGateway, RunningGateway],
+    admin: Account,
+    salesforce: SalesforceSim,
+) -> None:
+    import asyncio
+    import time
+
+    from crmgate.runtime import Services
+    from crmgate.store.applications import Credentials
+
+    one, _ = gateways
+    key = connect_internal(one, admin, salesforce)
+
+    async def expiring_soon() -> None:
+        async with Services.open(oauth_settings) as services:
+            store = services.applications.store
+            _, held = await store.credentials(admin.organisation_id, key)
+            soon = {**held.derived, "expires_at": str(int(time.time()) + 20)}
+            await store.update(
+                admin.organisation_id, key, credentials=Credentials(held.fields, soon)
+            )
+
+    asyncio.run(expiring_soon())
+    salesforce.simulator.token_outage = True
+    before = refreshes(salesforce)
+    assert count(one, admin, key).status_code == 200  # the current token still works
+    assert refreshes(salesforce) - before == 1

@@ -29,6 +29,7 @@ from crmgate.connectors.base import (
     CrmError,
     EntityNotFound,
     FieldInfo,
+    GrantRevoked,
     ItemResult,
     NotSupported,
     NotValid,
@@ -143,12 +144,26 @@ class EntityService:
         platform = self.applications.platform(view.type)
         connector = self.applications.connector(platform)
         if not view.is_authorized:
+            how = (
+                "authorize it again (the OAuth flow) or send"
+                if view.authorization.startswith("oAuth")
+                else "send"
+            )
             raise CredentialsRejected(
-                f"{platform.name} refused this application's authorization; authorize it again "
-                "(the OAuth flow) or send new credentials with PUT /v1/application/{key}"
+                f"{platform.name} refused this application's authorization; {how} new "
+                "credentials with PUT /v1/application/{key}"
             )
         if self.tokens.expiring(view, credentials):
-            renewed = await self.tokens.renew(view, platform, connector)
+            try:
+                renewed = await self.tokens.renew(view, platform, connector)
+            except GrantRevoked:
+                raise
+            except CrmError as failure:
+                if not self.tokens.still_valid(credentials):
+                    raise
+                # refreshing ahead of time failed, but the token still works: use it
+                log.warning("application %s: early refresh failed: %s", view.key[:8], failure)
+                renewed = None
             if renewed is not None:
                 view, credentials = renewed
         await self._touch(view.key)

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Mapping
 
-from crmgate.connectors.base import Connector, CredentialsRejected, GrantRevoked
+from crmgate.connectors.base import Connector, CredentialsRejected, CrmError, GrantRevoked
 from crmgate.connectors.catalogue import Platform
 from crmgate.settings import OAuthClient
 from crmgate.store.applications import (
@@ -32,6 +32,7 @@ log = logging.getLogger("crmgate.tokens")
 
 RENEWABLE = frozenset({"oAuth-internal", "user"})
 EARLY_REFRESH = 60  # seconds before a known expiry the access token is refreshed
+RETRY_AFTER_FAILURE = 30.0  # seconds a failed renewal is answered from memory
 
 
 class TokenManager:
@@ -39,6 +40,10 @@ class TokenManager:
         self.store = store
         self.clients = clients
         self._locks: dict[str, asyncio.Lock] = {}
+        # application -> (credentials revision, when, error) of its last failed renewal: the
+        # requests that waited for it, and those of the next seconds, get that answer instead
+        # of sending the CRM (or its login) the same doomed request again, one after another.
+        self._failures: dict[str, tuple[int, float, CrmError]] = {}
 
     def client(self, platform: Platform) -> OAuthClient:
         client = self.clients.get(platform.type)
@@ -51,14 +56,22 @@ class TokenManager:
 
     @staticmethod
     def expiring(view: ApplicationView, credentials: Credentials) -> bool:
-        """Whether the access token expires within EARLY_REFRESH seconds (when the CRM said
-        when; Salesforce does not, and is renewed when it answers INVALID_SESSION_ID)."""
+        """Whether the access token expires soon: within EARLY_REFRESH seconds, or half its
+        lifetime when that is shorter (when the CRM said when; Salesforce does not, and is
+        renewed when it answers INVALID_SESSION_ID)."""
         expires_at = credentials.derived.get("expires_at", "")
+        lifetime = credentials.derived.get("expires_in", "")
+        margin = min(EARLY_REFRESH, int(lifetime) // 2) if lifetime.isdigit() else EARLY_REFRESH
         return (
             view.authorization == "oAuth-internal"
             and expires_at.isdigit()
-            and int(expires_at) - EARLY_REFRESH <= time.time()
+            and int(expires_at) - margin <= time.time()
         )
+
+    @staticmethod
+    def still_valid(credentials: Credentials) -> bool:
+        expires_at = credentials.derived.get("expires_at", "")
+        return expires_at.isdigit() and int(expires_at) > time.time()
 
     async def renew(
         self, view: ApplicationView, platform: Platform, connector: Connector
@@ -70,12 +83,26 @@ class TokenManager:
         # One lock per application used, kept: a few bytes each, and dropping one while a
         # request waits on it would let a second renewal start in this process.
         async with self._locks.setdefault(view.key, asyncio.Lock()):
-            return await self.store.renew_locked(
-                view.organisation_id,
-                view.key,
-                view.credentials_revision,
-                lambda current: self._produce(view, platform, connector, current),
-            )
+            failed = self._failures.get(view.key)
+            if (
+                failed is not None
+                and failed[0] == view.credentials_revision
+                and time.monotonic() - failed[1] < RETRY_AFTER_FAILURE
+            ):
+                raise failed[2]
+            try:
+                renewed = await self.store.renew_locked(
+                    view.organisation_id,
+                    view.key,
+                    view.credentials_revision,
+                    lambda current: self._produce(view, platform, connector, current),
+                )
+            except CrmError as error:
+                if not isinstance(error, GrantRevoked):  # that one is kept in the database
+                    self._failures[view.key] = (view.credentials_revision, time.monotonic(), error)
+                raise
+            self._failures.pop(view.key, None)
+            return renewed
 
     async def _produce(
         self, view: ApplicationView, platform: Platform, connector: Connector, current: Credentials
@@ -93,9 +120,7 @@ class TokenManager:
                 platform.name,
             )
             raise RenewalRefused(refused) from None
-        except CredentialsRejected as refused:
-            if view.authorization == "user":  # the login was refused: a changed password
-                raise RenewalRefused(GrantRevoked(refused.message)) from None
-            raise
         log.info("application %s: %s tokens refreshed", view.key[:8], platform.name)
-        return Credentials({**current.fields, **fields}, {**current.derived, **derived})
+        # an expiry the CRM does not repeat is not kept: it belonged to the old token
+        kept = {k: v for k, v in current.derived.items() if k not in ("expires_at", "expires_in")}
+        return Credentials({**current.fields, **fields}, {**kept, **derived})

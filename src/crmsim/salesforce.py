@@ -131,6 +131,7 @@ class SalesforceSimulator:
         # before answering, as a slow or cut connection would.
         self.refresh_delay = 0.0
         self.report_expires_in = False
+        self.token_outage = False  # tests: the token endpoint answers 503
         # (method, path) of the latest requests, for tests; bounded for long-running demos
         self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
         self.api_enabled = True  # False: the org's edition has no API access
@@ -264,6 +265,8 @@ class SalesforceSimulator:
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
+        if self.token_outage:
+            return web.Response(status=503, text="Service Unavailable")
         grant = form.get("grant_type")
         base = self._base(request)
         if grant == "refresh_token":

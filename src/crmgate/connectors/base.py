@@ -440,6 +440,7 @@ class Connector:
         expires_in = answer.get("expires_in")
         if isinstance(expires_in, (int, float, str)) and str(expires_in).isdigit():
             derived["expires_at"] = str(int(time.time()) + int(expires_in))
+            derived["expires_in"] = str(int(expires_in))
         return fields, derived
 
     def token_fields(self, answer: Mapping[str, Any]) -> dict[str, str]:

@@ -290,14 +290,21 @@ class ApplicationStore:
         produce: Callable[[Credentials], Awaitable[Credentials]],
     ) -> tuple[ApplicationView, Credentials]:
         """Replace the credentials with what ``produce`` makes of them (new tokens, a new
-        session), one renewal at a time per application across every gateway process: the row
-        is locked (SELECT ... FOR UPDATE on PostgreSQL; the write lock of BEGIN IMMEDIATE on
-        SQLite) from before the old credentials are read until the new ones are committed.
+        session), one renewal at a time per application.
+
+        On PostgreSQL the application's row is locked (SELECT ... FOR UPDATE) from before the
+        old credentials are read until the new ones are committed, so across every gateway
+        process exactly one renewal calls the CRM; the others wait for the row and find the new
+        credentials. SQLite's write lock would hold the whole database during the CRM call, so
+        there the caller's in-process lock serialises renewals (the embedded default is one
+        process) and the result is committed only if nobody renewed meanwhile.
 
         If the credentials changed since the caller saw them (revision ``seen_revision``),
         another request renewed them already: those are returned and ``produce`` is not called.
         If ``produce`` raises ``RenewalRefused``, the application is marked unauthorized (that
         is committed) and the refusal's cause is raised."""
+        if not self._sessions.row_locks:
+            return await self._renew_optimistic(organisation_id, key, seen_revision, produce)
         refused: RenewalRefused | None = None
         async with self._sessions.begin() as session:
             row = await self._row(session, organisation_id, key, lock=True)
@@ -311,13 +318,44 @@ class ApplicationStore:
                 row.is_authorized = False
                 row.updated_at = utcnow()
             else:
-                sealed = self._seal(organisation_id, key, renewed)
-                row.key_version, row.ciphertext = sealed.version, sealed.blob
-                row.credentials_revision += 1
-                row.is_authorized = True
+                self._store_renewal(row, renewed)
         if refused is not None:
             raise refused.cause
         return _view(row), renewed
+
+    async def _renew_optimistic(
+        self,
+        organisation_id: str,
+        key: str,
+        seen_revision: int,
+        produce: Callable[[Credentials], Awaitable[Credentials]],
+    ) -> tuple[ApplicationView, Credentials]:
+        async with self._sessions() as session:
+            row = await self._row(session, organisation_id, key)
+            view, current = _view(row), self._open(row)
+        if view.credentials_revision != seen_revision:
+            return view, current
+        try:
+            renewed = await produce(current)
+        except RenewalRefused as error:
+            async with self._sessions.begin() as session:
+                row = await self._row(session, organisation_id, key, lock=True)
+                if row.credentials_revision == seen_revision:
+                    row.is_authorized = False
+                    row.updated_at = utcnow()
+            raise error.cause from None
+        async with self._sessions.begin() as session:  # a short write: no CRM call inside
+            row = await self._row(session, organisation_id, key, lock=True)
+            if row.credentials_revision != seen_revision:
+                return _view(row), self._open(row)  # renewed elsewhere meanwhile: theirs wins
+            self._store_renewal(row, renewed)
+        return _view(row), renewed
+
+    def _store_renewal(self, row: Application, renewed: Credentials) -> None:
+        sealed = self._seal(row.organisation_id, row.id, renewed)
+        row.key_version, row.ciphertext = sealed.version, sealed.blob
+        row.credentials_revision += 1
+        row.is_authorized = True
 
     async def touch(self, key: str, when: datetime) -> None:
         """Record that the application was used (last_used_at); no row lock, no revision."""

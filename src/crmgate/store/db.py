@@ -63,6 +63,7 @@ class SessionFactory:
     """``factory()`` opens a session for reads; ``factory.begin()`` a write transaction."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self._dialect = engine.dialect.name
         self._read = async_sessionmaker(engine, expire_on_commit=False)
         self._write = async_sessionmaker(
             engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
@@ -70,6 +71,12 @@ class SessionFactory:
 
     def __call__(self) -> AsyncSession:
         return self._read()
+
+    @property
+    def row_locks(self) -> bool:
+        """Whether SELECT ... FOR UPDATE locks one row (PostgreSQL) rather than nothing, while
+        SQLite's write transactions lock the whole database."""
+        return self._dialect == "postgresql"
 
     def begin(self) -> AbstractAsyncContextManager[AsyncSession]:
         return self._write.begin()
