@@ -103,6 +103,7 @@ def test_contract_mode_returns_the_tokens_in_the_fragment_and_they_connect(flow:
         assert start.headers["referrer-policy"] == "no-referrer"
         to_crm = httpx.URL(start.headers["location"])
         assert to_crm.params["code_challenge_method"] == "S256" and to_crm.params["state"]
+        assert to_crm.params["prompt"] == "consent"  # no silent approval of someone's link
         cookie = start.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=lax" in cookie
         done = flow.walk(browser, start.headers["location"])
@@ -197,18 +198,21 @@ def test_forged_reused_expired_and_cookieless_states_are_refused(flow: Flow) -> 
         callback = _to_callback(flow, victim)
         stolen = attacker.get(callback)
         assert stolen.status_code == 400 and "location" not in stolen.headers
-        _to_callback(flow, attacker)  # the attacker now holds a flow cookie of its own
+        from crmgate.oauth import cookie_name
+
+        state = httpx.URL(callback).params["state"]  # the URL tells the cookie's name, not value
+        attacker.cookies.set(cookie_name(state, False), "planted", path="/authorization/oauth/")
         stolen = attacker.get(callback)
         assert stolen.status_code == 400 and "did not start" in stolen.json()["detail"]["message"]
         # ... and neither attempt spent the victim's flow
         assert "access_token=" in victim.get(callback).headers["location"]
 
-    # too slow
+    # too slow: the browser that started it is sent back, told so
     with flow.browser() as browser:
         callback = _to_callback(flow, browser)
         expire_flows(flow)
-        late = browser.get(callback)
-        assert late.status_code == 400 and "start again" in late.json()["detail"]["message"]
+        late = fragment(browser.get(callback))
+        assert late["error"] == "access_denied" and "start again" in late["error_description"]
 
 
 def expire_flows(flow: Flow) -> None:
@@ -299,3 +303,93 @@ def test_no_code_state_or_token_of_the_flow_reaches_the_logs(
     assert "/authorization/oauth/{platform}/callback" in logged  # the access log, templated
     for secret in secrets_seen:
         assert secret not in logged
+
+
+def test_two_flows_in_one_browser_do_not_undo_each_other(flow: Flow) -> None:
+    with flow.browser() as browser:
+        first = _to_callback(flow, browser)
+        second = _to_callback(flow, browser)
+        assert "access_token=" in browser.get(first).headers["location"]
+        assert "access_token=" in browser.get(second).headers["location"]
+
+
+def test_flow_cookies_are_host_only_over_https() -> None:
+    from crmgate.oauth import cookie_name
+
+    assert cookie_name("s", True).startswith("__Host-crmgate_oauth_")
+    assert cookie_name("s", False).startswith("crmgate_oauth_")
+    assert cookie_name("s", False) != cookie_name("t", False)
+
+
+def test_redirect_urls_are_checked_when_configured() -> None:
+    from pydantic import ValidationError
+
+    from crmgate.settings import OAuthClient
+
+    for bad in ["javascript:alert(1)", "/relative", "https://app.example/x#frag", "ftp://x/y"]:
+        with pytest.raises(ValidationError):
+            OAuthClient(client_id="c", redirects=(bad,))
+    assert OAuthClient(client_id="c", redirects=(DONE,)).redirects == (DONE,)
+
+
+def test_application_mode_authorizes_an_existing_application_again(flow: Flow) -> None:
+    def session(**extra: str) -> str:
+        with flow.gateway.client(flow.admin.key) as client:
+            made = client.post(
+                "/v1/oauth/session", json={"type": "Salesforce", "redirect": DONE, **extra}
+            )
+            assert made.status_code == 201, made.text
+            return str(made.json()["authorize_url"])
+
+    with flow.browser() as browser:
+        key = fragment(flow.walk(browser, session()))["application_key"]
+    flow.sim.simulator.refresh_tokens.clear()  # the grant is revoked at the CRM
+    flow.sim.simulator.expire_sessions()
+    with flow.gateway.client(flow.admin.key) as client:
+        broken = client.get("/v1/application/entity/user/count", headers={APP: key})
+        assert broken.status_code == 401
+        assert client.get(f"/v1/application/{key}").json()["is_authorized"] is False
+    with flow.browser() as browser:
+        again = fragment(flow.walk(browser, session(application_key=key)))
+    assert again == {"application_key": key}
+    with flow.gateway.client(flow.admin.key) as client:
+        assert client.get(f"/v1/application/{key}").json()["is_authorized"] is True
+        assert (
+            client.get("/v1/application/entity/user/count", headers={APP: key}).status_code == 200
+        )
+        assert client.get("/v1/application/count").json() == {"total": 1}
+        unknown = client.post(
+            "/v1/oauth/session",
+            json={"type": "Salesforce", "redirect": DONE, "application_key": "0" * 40},
+        )
+        assert unknown.status_code == 404
+
+
+def test_a_session_of_an_admin_who_lost_the_role_creates_nothing(flow: Flow) -> None:
+    with flow.gateway.client(flow.admin.key) as client:
+        url = client.post(
+            "/v1/oauth/session", json={"type": "Salesforce", "redirect": DONE}
+        ).json()["authorize_url"]
+        member = client.post(
+            "/v1/user", json={"name": "Second", "email": "second@acme.example", "roles": ["admin"]}
+        )
+        assert member.status_code == 201, member.text
+        demoted = client.put(f"/v1/user/{flow.admin.user_id}", json={"roles": ["member"]})
+        assert demoted.status_code == 200, demoted.text
+    with flow.browser() as browser:
+        result = fragment(flow.walk(browser, url))
+    assert result["error"] == "server_error" and "admin" in result["error_description"]
+    revoked_tokens = [c for c in flow.sim.simulator.calls if c[1] == "/services/oauth2/revoke"]
+    assert revoked_tokens  # the tokens obtained for nothing were revoked
+
+
+def test_too_many_flows_in_progress_are_refused(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("crmgate.oauth.MAX_PENDING_FLOWS", 2)
+    base = f"{flow.gateway.base_url}/authorization/oauth/Salesforce/authorize"
+    with flow.browser() as browser:
+        assert browser.get(base, params={"redirect": DONE}).status_code == 302
+        assert browser.get(base, params={"redirect": DONE}).status_code == 302
+        refused = browser.get(base, params={"redirect": DONE})
+    assert refused.status_code == 429 and "location" not in refused.headers

@@ -216,6 +216,10 @@ class ApplicationService:
         except (CrmError, OutboundRefused) as failure:
             log.warning("could not revoke the tokens of application %s: %s", key[:8], failure)
 
+    async def revoke_tokens(self, platform: Platform, fields: Mapping[str, str]) -> None:
+        """Revoke tokens obtained for an application that was then not stored."""
+        await self._revoke(platform, "oAuth-internal", Credentials(fields, {}), "-")
+
     async def delete(self, principal: Principal, key: str) -> None:
         view = await self.store.get(principal.organisation_id, key)
         credentials = await self._readable_stored(principal, key)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from yarl import URL
 
 from crmgate.applications import ApplicationService
@@ -35,15 +35,15 @@ from crmgate.connectors.base import CrmError
 from crmgate.connectors.catalogue import Platform
 from crmgate.security.vault import Sealed, Vault
 from crmgate.settings import OAuthClient
-from crmgate.store.accounts import AccountError, Principal, Role
+from crmgate.store.accounts import AccountError, AccountStore, Principal, Role, UserStatus
 from crmgate.store.db import SessionFactory
 from crmgate.store.models import OAuthFlow, utcnow
 
 log = logging.getLogger("crmgate.oauth")
 
-COOKIE = "crmgate_oauth"
 COOKIE_PATH = "/authorization/oauth/"
 FLOW_LIFETIME = timedelta(minutes=10)
+MAX_PENDING_FLOWS = 10_000  # flows started and not finished, across all platforms
 
 
 class FlowRefused(AccountError):
@@ -70,7 +70,14 @@ class Started:
     """Where to send the browser, and the cookie that binds the flow to it."""
 
     location: str
+    cookie_name: str
     cookie: str
+
+
+def cookie_name(state: str, secure: bool) -> str:
+    """One cookie per flow (two tabs do not undo each other), named after its state. Over https
+    the ``__Host-`` prefix: Secure, this host only, so no sibling domain can plant one."""
+    return f"{'__Host-' if secure else ''}crmgate_oauth_{digest(state)[:16]}"
 
 
 class OAuthFlows:
@@ -78,15 +85,18 @@ class OAuthFlows:
         self,
         sessions: SessionFactory,
         vault: Vault,
+        accounts: AccountStore,
         applications: ApplicationService,
         clients: dict[str, OAuthClient],
         public_url: str,
     ) -> None:
         self._sessions = sessions
         self._vault = vault
+        self.accounts = accounts
         self.applications = applications
         self.clients = clients
         self.public_url = public_url.rstrip("/")
+        self.secure = self.public_url.startswith("https://")
 
     # ---- checks ---------------------------------------------------------------------------------
 
@@ -121,12 +131,22 @@ class OAuthFlows:
     # ---- application mode: a session asked for server to server ------------------------------
 
     async def open_session(
-        self, principal: Principal, platform_type: str, redirect: str, description: str
+        self,
+        principal: Principal,
+        platform_type: str,
+        redirect: str,
+        description: str,
+        application_key: str | None = None,
     ) -> tuple[str, datetime]:
         """A one-time token for ``/authorize?session=``: the flow will create the application
-        for the caller's organisation and return only its key."""
+        for the caller's organisation (or authorize ``application_key`` again) and return only
+        its key."""
         platform, client = self.platform(platform_type)
         self.check_redirect(client, redirect)
+        if application_key is not None:
+            existing = await self.applications.store.get(principal.organisation_id, application_key)
+            if existing.type != platform.type:
+                raise FlowRefused(f"the application is a {existing.type} one", "application_key")
         token = secrets.token_urlsafe(32)
         expires = utcnow() + FLOW_LIFETIME
         async with self._sessions.begin() as session:
@@ -140,6 +160,7 @@ class OAuthFlows:
                     organisation_id=principal.organisation_id,
                     user_id=principal.user_id,
                     description=description,
+                    application_key=application_key,
                     expires_at=expires,
                 )
             )
@@ -153,6 +174,7 @@ class OAuthFlows:
         platform, client = self.platform(platform_type)
         oauth = platform.oauth
         assert oauth is not None
+        checked = None if session_token else self.check_redirect(client, redirect)
         state = secrets.token_urlsafe(32)
         browser = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64) if oauth.pkce else None
@@ -160,6 +182,13 @@ class OAuthFlows:
         async with self._sessions.begin() as session:
             # flows nobody finished go as new ones start (indexed; refused anyway once expired)
             await session.execute(delete(OAuthFlow).where(OAuthFlow.expires_at < now))
+            pending = await session.scalar(select(func.count()).select_from(OAuthFlow))
+            if int(pending or 0) >= MAX_PENDING_FLOWS:
+                raise AccountError(
+                    429,
+                    "RATE_LIMITED",
+                    "too many authorizations are in progress; try again in a few minutes",
+                )
             if session_token:
                 flow = await session.scalar(
                     select(OAuthFlow)
@@ -174,7 +203,7 @@ class OAuthFlows:
                     raise FlowRefused("the session is unknown, used or expired", "session")
                 flow_id = flow.id
             else:
-                checked = self.check_redirect(client, redirect)
+                assert checked is not None
                 flow_id = uuid.uuid4().hex
                 flow = OAuthFlow(
                     id=flow_id,
@@ -199,8 +228,10 @@ class OAuthFlows:
         }
         if verifier is not None:
             query |= {"code_challenge": _s256(verifier), "code_challenge_method": "S256"}
+        if oauth.prompt:
+            query["prompt"] = oauth.prompt
         location = str(URL(oauth.authorize_url).with_query(query))
-        return Started(location, browser)
+        return Started(location, cookie_name(state, self.secure), browser)
 
     async def finish(self, platform_type: str, params: dict[str, str], cookie: str | None) -> str:
         """The URL the browser is sent back to (with the result in the fragment). Raises
@@ -223,7 +254,15 @@ class OAuthFlows:
             # Consumed before anything else is done with it: a state works once.
             await session.execute(delete(OAuthFlow).where(OAuthFlow.id == flow.id))
         if flow.expires_at <= utcnow():
-            raise FlowRefused("the authorization took too long; start again", "state")
+            # the browser is the one that started it, and the redirect is one the operator
+            # allows: tell the client's page rather than strand the user on an error
+            return _with_fragment(
+                flow.redirect,
+                {
+                    "error": "access_denied",
+                    "error_description": "the authorization took too long; start again",
+                },
+            )
         if "error" in params:
             return _with_fragment(
                 flow.redirect,
@@ -234,38 +273,60 @@ class OAuthFlows:
             )
         expected_issuer = _origin(platform)
         if params.get("iss") and params["iss"].rstrip("/") != expected_issuer:
-            log.warning("oauth: %s callback from issuer %s refused", platform.type, params["iss"])
+            log.warning(
+                "oauth: %s callback from issuer %r refused", platform.type, params["iss"][:100]
+            )
             return _with_fragment(
                 flow.redirect,
                 {"error": "invalid_request", "error_description": "unexpected issuer"},
             )
+        if not params.get("code"):
+            return _with_fragment(
+                flow.redirect,
+                {"error": "invalid_request", "error_description": "the CRM sent no code"},
+            )
         form = {
             "grant_type": "authorization_code",
-            "code": params.get("code", ""),
+            "code": params["code"],
             "redirect_uri": self.callback_url(platform),
         }
         if flow.verifier is not None and flow.key_version is not None:
             sealed = Sealed(flow.key_version, flow.verifier)
             form["code_verifier"] = self._vault.decrypt(sealed, _context(flow.id)).decode()
         connector = self.applications.connector(platform)
+        fields: dict[str, str] = {}
         try:
             fields, _ = await connector.token_request(form, client)
             if flow.mode == "fragment":
                 return _with_fragment(flow.redirect, _contract_fragment(fields))
-            key = await self._create_application(flow, platform, fields)
-        except (CrmError, AccountError) as failure:
-            message = getattr(failure, "message", str(failure))
-            log.warning("oauth: %s flow failed: %s", platform.type, message)
+            key = await self._store_application(flow, platform, fields)
+        except Exception as failure:
+            message = getattr(failure, "message", None) or "crmgate could not finish it"
+            if not isinstance(failure, (CrmError, AccountError)):
+                log.error("oauth: %s flow failed", platform.type, exc_info=failure)
+            else:
+                log.warning("oauth: %s flow failed: %s", platform.type, message)
+            if fields.get("refresh_token"):  # tokens nobody will keep: revoke them
+                await self.applications.revoke_tokens(platform, fields)
             return _with_fragment(
                 flow.redirect, {"error": "server_error", "error_description": message[:300]}
             )
         return _with_fragment(flow.redirect, {"application_key": key})
 
-    async def _create_application(
+    async def _store_application(
         self, flow: OAuthFlow, platform: Platform, fields: dict[str, str]
     ) -> str:
+        """Application mode: create the application, or authorize the named one again, for the
+        organisation of the session, if the admin who asked for it still is one."""
+        gone = AccountError(403, "NOT_ALLOWED", "the admin who opened the session is no more")
         if flow.organisation_id is None or flow.user_id is None:
-            raise AccountError(409, "CONFLICT", "the user who opened the session is gone")
+            raise gone
+        try:
+            user = await self.accounts.get_user(flow.organisation_id, flow.user_id)
+        except AccountError:
+            raise gone from None
+        if user.role is not Role.ADMIN or user.status is not UserStatus.ACTIVE:
+            raise gone
         principal = Principal(
             user_id=flow.user_id,
             organisation_id=flow.organisation_id,
@@ -274,6 +335,16 @@ class OAuthFlows:
             key_hint="",
             key_last_used_at=None,
         )
+        if flow.application_key is not None:
+            updated = await self.applications.update(
+                principal,
+                flow.application_key,
+                platform_type=platform.type,
+                authorization="oAuth-internal",
+                credential=fields,
+                description=flow.description or None,
+            )
+            return updated.key
         view = await self.applications.create(
             principal,
             platform_type=platform.type,

@@ -97,6 +97,7 @@ class Services:
             oauth=OAuthFlows(
                 sessions,
                 the_vault,
+                accounts,
                 applications,
                 settings.oauth_clients,
                 settings.resolved_public_url,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +21,15 @@ class OAuthClient(BaseModel):
     # Where the authorization flow may send the browser back: exact URLs (scheme, host, port,
     # path), nothing else.
     redirects: tuple[str, ...] = ()
+
+    @field_validator("redirects")
+    @classmethod
+    def _absolute(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment:
+                raise ValueError(f"{url!r}: an absolute http(s) URL without a fragment")
+        return value
 
 
 class Settings(BaseSettings):

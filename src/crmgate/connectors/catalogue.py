@@ -56,6 +56,9 @@ class OAuthEndpoints(_Frozen):
     revoke_url: str | None = None
     pkce: bool = True
     scopes: tuple[str, ...] = ()
+    # Sent as `prompt` so the CRM asks the user every time (no silent approval of a link
+    # someone else sent them).
+    prompt: str | None = None
 
 
 class Platform(_Frozen):

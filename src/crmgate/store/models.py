@@ -171,6 +171,8 @@ class OAuthFlow(Base):
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
     description: Mapped[str] = mapped_column(String(1000), default="")
+    # application mode: the application the flow authorizes again (None: a new one)
+    application_key: Mapped[str | None] = mapped_column(String(40), default=None)
     key_version: Mapped[int | None] = mapped_column(Integer, default=None)
     verifier: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

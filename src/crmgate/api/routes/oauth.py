@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from crmgate.api.auth import AdminUser
 from crmgate.api.routes.users import ERRORS
-from crmgate.oauth import COOKIE, COOKIE_PATH, FLOW_LIFETIME, OAuthFlows
+from crmgate.oauth import COOKIE_PATH, FLOW_LIFETIME, OAuthFlows, cookie_name
 
 router = APIRouter(tags=["oauth"], responses=ERRORS)
 PlatformType = Annotated[str, Path(description="Platform type, e.g. Salesforce", max_length=40)]
@@ -57,14 +57,15 @@ async def authorize(
     ] = None,
 ) -> Response:
     """Sends the browser to the CRM with a single-use state bound to it by a cookie, and PKCE."""
-    started = await _flows(request).begin(platform, redirect, session)
+    flows = _flows(request)
+    started = await flows.begin(platform, redirect, session)
     response = _redirect(started.location)
     response.set_cookie(
-        COOKIE,
+        started.cookie_name,
         started.cookie,
         max_age=int(FLOW_LIFETIME.total_seconds()),
-        path=COOKIE_PATH,
-        secure=_flows(request).public_url.startswith("https://"),
+        path="/" if flows.secure else COOKIE_PATH,  # __Host- cookies must have Path=/
+        secure=flows.secure,
         httponly=True,
         samesite="lax",  # sent on the CRM's top-level redirect back, not on cross-site posts
     )
@@ -80,10 +81,14 @@ async def authorize(
     responses={302: {"description": "To the client's redirect, the result in the fragment"}},
 )
 async def callback(request: Request, platform: PlatformType) -> Response:
+    flows = _flows(request)
     params = {k: v[:4096] for k, v in request.query_params.items()}
-    location = await _flows(request).finish(platform, params, request.cookies.get(COOKIE))
+    name = cookie_name(params.get("state", ""), flows.secure)
+    location = await flows.finish(platform, params, request.cookies.get(name))
     response = _redirect(location)
-    response.delete_cookie(COOKIE, path=COOKIE_PATH)
+    response.delete_cookie(
+        name, path="/" if flows.secure else COOKIE_PATH, secure=flows.secure, httponly=True
+    )
     return response
 
 
@@ -93,6 +98,12 @@ class OAuthSessionRequest(BaseModel):
         description="One of the operator's allowed redirect URLs", max_length=2000
     )
     description: str = Field(default="", max_length=1000)
+    application_key: str | None = Field(
+        default=None,
+        description="Authorize this application of yours again (e.g. after its grant was "
+        "revoked) instead of creating a new one",
+        max_length=40,
+    )
 
 
 class OAuthSession(BaseModel):
@@ -115,7 +126,9 @@ async def create_session(
     an oAuth-internal application for your organisation and sends the browser back to
     ``redirect`` with only ``#application_key=...``. The tokens never leave crmgate."""
     flows = _flows(request)
-    token, expires = await flows.open_session(principal, body.type, body.redirect, body.description)
+    token, expires = await flows.open_session(
+        principal, body.type, body.redirect, body.description, body.application_key
+    )
     url = f"{flows.public_url}/authorization/oauth/{body.type}/authorize?session={token}"
     return JSONResponse(
         {"authorize_url": url, "expires_at": expires.isoformat(timespec="seconds")},

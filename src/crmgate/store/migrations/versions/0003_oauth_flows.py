@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("organisation_id", sa.String(length=40), nullable=True),
         sa.Column("user_id", sa.String(length=40), nullable=True),
         sa.Column("description", sa.String(length=1000), nullable=False),
+        sa.Column("application_key", sa.String(length=40), nullable=True),
         sa.Column("key_version", sa.Integer(), nullable=True),
         sa.Column("verifier", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
