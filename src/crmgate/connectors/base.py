@@ -235,11 +235,62 @@ class Records:
     what it does not is NOT_SUPPORTED. Bulk falls back to one call per item where a CRM has no
     batch API."""
 
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
+        self.platform = connector.platform
 
     def _unsupported(self, operation: str) -> NotSupported:
         return NotSupported(f"{self.platform.name} does not support {operation}")
+
+    # ---- one JSON call, authenticated: the shared way of REST connectors ----------------------
+
+    async def json_call(
+        self,
+        access: Access,
+        method: str,
+        url: URL,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """``method url`` with the access token and a JSON body; the answer's JSON (None when
+        empty); a status of 400 or more becomes ``self.error(...)``."""
+        sent = {
+            "Authorization": f"Bearer {access.token}",
+            "Accept": "application/json",
+            **(headers or {}),
+        }
+        data = None
+        if body is not None:
+            sent["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+        response = await self.connector.call(method, url, headers=sent, data=data)
+        if response.status >= 400:
+            raise self.error(response)
+        if response.status == 204 or not response.body:
+            return None
+        try:
+            return json.loads(response.body)
+        except ValueError:
+            raise CrmUnavailable(
+                f"{self.platform.name} answered something that is not JSON"
+            ) from None
+
+    def error(self, response: OutboundResponse) -> CrmError:
+        """The CRM's error answer as the contract's error (each connector knows its CRM's)."""
+        status = response.status
+        message = f"{self.platform.name}: HTTP {status}"
+        if status == 401:
+            return SessionExpired(message)
+        if status == 403:
+            return NotAllowed(message)
+        if status == 404:
+            return EntityNotFound(message)
+        if status == 429:
+            return RateLimited(message, retry_after=10)
+        if status in (400, 409, 422):
+            return NotValid(message)
+        return CrmUnavailable(message)
 
     async def objects(self, access: Access) -> list[ObjectInfo]:
         raise self._unsupported("listing its objects")
@@ -360,7 +411,7 @@ class Connector:
     def __init__(self, platform: Platform, outbound: Outbound) -> None:
         self.platform = platform
         self.outbound = outbound
-        self.records = Records(platform)
+        self.records = Records(self)
 
     def access(
         self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]

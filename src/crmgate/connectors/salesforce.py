@@ -41,7 +41,7 @@ from crmgate.connectors.base import (
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
-from crmgate.outbound import Outbound, OutboundRefused, check_url
+from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
 from crmgate.query import Condition, SortKey
 
 log = logging.getLogger("crmgate.connectors.salesforce")
@@ -277,8 +277,7 @@ class SalesforceRecords(Records):
     calls. Records go in and come out in Salesforce's own field names; the entity maps translate."""
 
     def __init__(self, connector: SalesforceConnector) -> None:
-        super().__init__(connector.platform)
-        self.connector = connector
+        super().__init__(connector)
         self._cursors: OrderedDict[tuple[str, str, str], _Cursor] = OrderedDict()
 
     @property
@@ -297,24 +296,10 @@ class SalesforceRecords(Records):
         body: Any = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        sent = {
-            "Authorization": f"Bearer {access.token}",
-            "Accept": "application/json",
-            **(headers or {}),
-        }
-        data = None
-        if body is not None:
-            sent["Content-Type"] = "application/json"
-            data = json.dumps(body).encode()
-        response = await self.connector.call(method, url, headers=sent, data=data)
-        if response.status >= 400:
-            raise _error(response.status, response.body)
-        if response.status == 204 or not response.body:
-            return None
-        try:
-            return json.loads(response.body)
-        except ValueError:
-            raise CrmUnavailable("Salesforce answered something that is not JSON") from None
+        return await self.json_call(access, method, url, body=body, headers=headers)
+
+    def error(self, response: OutboundResponse) -> CrmError:
+        return _error(response.status, response.body)
 
     def _sobject(self, access: Access, name: str) -> URL:
         if not _OBJECT_NAME.match(name):
