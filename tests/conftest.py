@@ -267,3 +267,26 @@ def crm_settings(tmp_path: Path, database: Database, salesforce: SalesforceSim) 
 def crm_gateway(crm_settings: Settings) -> Iterator[RunningGateway]:
     with RunningGateway(create_app(crm_settings)) as running:
         yield running
+
+
+# ---- HubSpot ---------------------------------------------------------------------------------
+
+from crmsim.hubspot import HubSpotSimulator  # noqa: E402
+
+
+@dataclass
+class HubSpot:
+    simulator: HubSpotSimulator
+    base_url: str
+    ca_file: str
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        host = self.base_url.removeprefix("https://")
+        return {"HubSpot": {"api_url": self.base_url, "instance_hosts": [host]}}
+
+
+@pytest.fixture
+def hubspot(certificates: Certificates) -> Iterator[HubSpot]:
+    simulator = HubSpotSimulator()
+    with RunningSimulator(simulator.app(), certificates) as running:
+        yield HubSpot(simulator, running.base_url, str(certificates.ca_file))

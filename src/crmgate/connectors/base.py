@@ -7,6 +7,7 @@ is what differs between CRMs. Connectors call CRMs only through crmgate.outbound
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -196,6 +197,26 @@ class RawResponse:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+
+
+# A passthrough path and query as sent on the wire (RFC 3986 characters, valid %XX escapes).
+_RAW_PATH = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$")
+_RAW_QUERY = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*$")
+
+
+def passthrough_path(path: str) -> tuple[str, str]:
+    """A passthrough request's raw path and query, to be sent exactly as written: a path that
+    could be normalised to somewhere else (dot segments, encoded dots, slashes or backslashes)
+    or that holds characters a URL path cannot is refused, never rewritten."""
+    raw_path, _, raw_query = path.partition("#")[0].partition("?")
+    if not _RAW_PATH.match(raw_path) or not _RAW_QUERY.match(raw_query):
+        raise NotValid("path: characters outside a URL path; percent-encode them", ("path",))
+    lowered = raw_path.lower()
+    if any(seg in (".", "..") for seg in raw_path.split("/")) or any(
+        code in lowered for code in ("%2e", "%2f", "%5c")
+    ):
+        raise NotValid("path: no dot segments or encoded dots and slashes", ("path",))
+    return raw_path, raw_query
 
 
 # Failures of a whole call (not of one record): once one happens, a bulk operation sends nothing

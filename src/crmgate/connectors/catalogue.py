@@ -67,6 +67,9 @@ class Platform(_Frozen):
     connector: str | None = None
     api_version: str | None = None
     login_url: str | None = None
+    # The API's address where it is the same for every account (HubSpot); where each account
+    # has its own (Salesforce), the credential's instance_url says it.
+    api_url: str | None = None
     instance_hosts: tuple[str, ...] = ()
     oauth: OAuthEndpoints | None = None
     authorization: tuple[Authorization, ...]

@@ -38,6 +38,7 @@ from crmgate.connectors.base import (
     SessionExpired,
     Verified,
     chunked,
+    passthrough_path,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
@@ -195,9 +196,6 @@ class SalesforceConnector(Connector):
 
 _RECORD_ID = re.compile(r"^[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?$")
 _OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
-# A passthrough path and query as sent on the wire (RFC 3986 characters, valid %XX escapes).
-_RAW_PATH = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$")
-_RAW_QUERY = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*$")
 MAX_OFFSET = 2000  # SOQL's OFFSET limit; deeper pages walk query locators
 LOCATOR_BATCH = 2000
 MAX_COLD_OFFSET = 100_000  # a first jump deeper than this would cost more than 50 calls
@@ -574,15 +572,7 @@ class SalesforceRecords(Records):
         the application's own instance, and sent exactly as given: a path that could be
         normalised to somewhere else (dot segments, encoded dots, slashes or backslashes) is
         refused rather than rewritten."""
-        raw_path, _, raw_query = path.partition("#")[0].partition("?")
-        if not _RAW_PATH.match(raw_path) or not _RAW_QUERY.match(raw_query):
-            raise NotValid("path: characters outside a URL path; percent-encode them", ("path",))
-        lowered = raw_path.lower()
-        segments = raw_path.split("/")
-        if any(seg in (".", "..") for seg in segments) or any(
-            code in lowered for code in ("%2e", "%2f", "%5c")
-        ):
-            raise NotValid("path: no dot segments or encoded dots and slashes", ("path",))
+        raw_path, raw_query = passthrough_path(path)
         if raw_path.startswith("/"):
             if not raw_path.startswith("/services/"):
                 raise NotValid("path: an absolute path must start with /services/", ("path",))

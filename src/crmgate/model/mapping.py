@@ -363,10 +363,10 @@ def _to_native(name: str, value: Any, native_kind: str | None) -> Any:
             raise MappingError(name, "must be a number") from None
         if number is not None and not math.isfinite(number):
             raise MappingError(name, "must be a finite number")
+        if number is not None and number.is_integer():
+            return int(number)  # "120" stays 120, not 120.0
         if native_kind == "integer" and number is not None:
-            if not number.is_integer():
-                raise MappingError(name, "must be a whole number")
-            return int(number)
+            raise MappingError(name, "must be a whole number")
         return number
     return value
 
@@ -390,6 +390,15 @@ def _from_native(value: Any, schema: Mapping[str, Any]) -> Any:
             return date.fromisoformat(value[:10]).isoformat()
         except ValueError:
             return value
+    if kind in ("number", "integer") and isinstance(value, str):
+        # CRMs that send every value as text (HubSpot): the contract's number
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if kind == "integer" and number.is_integer() else number
+    if kind == "boolean" and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
     if kind == "integer" and isinstance(value, float):
         return int(value)
     if kind == "string" and not isinstance(value, str):

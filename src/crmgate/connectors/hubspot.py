@@ -1,0 +1,437 @@
+"""HubSpot (CRM API v3): the code its descriptor cannot say.
+
+One API host for every account (the descriptor's ``api_url``); records are
+``{id, properties: {name: text}}`` and are flattened to ``{hs_object_id, **properties}`` for the
+entity maps. Lists, counts, filters and sorts go through the search API (``filterGroups``; at
+most 10,000 results, one sort key); bulk through the batch endpoints (100 records a call).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from yarl import URL
+
+from crmgate.connectors.base import (
+    Access,
+    Connector,
+    CredentialsRejected,
+    CrmError,
+    CrmUnavailable,
+    EntityNotFound,
+    FieldInfo,
+    Identity,
+    ItemResult,
+    NotAllowed,
+    NotValid,
+    ObjectInfo,
+    RateLimited,
+    RawResponse,
+    Records,
+    SessionExpired,
+    Verified,
+    chunked,
+    passthrough_path,
+)
+from crmgate.connectors.catalogue import Platform
+from crmgate.model.mapping import EntityMap
+from crmgate.outbound import Outbound, OutboundResponse, check_url
+from crmgate.query import Condition, QueryError, SortKey
+
+log = logging.getLogger("crmgate.connectors.hubspot")
+
+SEARCH_LIMIT = 10_000  # the search API returns at most this many results of one query
+BATCH_LIMIT = 100
+_RECORD_ID = re.compile(r"^[0-9]{1,20}$")
+_OBJECT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_OPERATORS = {"eq": "EQ", "ne": "NEQ", "gt": "GT", "ge": "GTE", "lt": "LT", "le": "LTE"}
+_KINDS = {"number": "number", "date": "date", "datetime": "date-time", "bool": "boolean"}
+STANDARD_OBJECTS = ("contacts", "companies", "deals", "tasks", "notes", "calls", "meetings")
+
+
+class HubSpotConnector(Connector):
+    name = "hubspot"
+
+    def __init__(self, platform: Platform, outbound: Outbound) -> None:
+        super().__init__(platform, outbound)
+        self.records = HubSpotRecords(self)
+
+    def api(self) -> URL:
+        if not self.platform.api_url:
+            raise CrmUnavailable(f"{self.platform.type} has no api_url configured")
+        return self.instance_url(self.platform.api_url)
+
+    def access(
+        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
+    ) -> Access:
+        return Access(self.api(), credential["access_token"])
+
+    async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
+        """The token works if HubSpot shows its portal (account-info needs no extra scope)."""
+        access = self.access(authorization, credential, {})
+        response = await self.call(
+            "GET",
+            access.instance_url / "account-info/v3/details",
+            headers={"Authorization": f"Bearer {access.token}", "Accept": "application/json"},
+        )
+        if response.status in (401, 403):
+            raise CredentialsRejected(f"HubSpot refused the token ({_message(response.body)})")
+        if response.status != 200:
+            raise CrmUnavailable(f"HubSpot account-info answered HTTP {response.status}")
+        try:
+            portal = str(json.loads(response.body)["portalId"])
+        except (ValueError, KeyError, TypeError):
+            raise CrmUnavailable("HubSpot account-info answered something unexpected") from None
+        return Verified(Identity("", "", "", "", company_id=portal, company_name=""))
+
+    async def revoke(
+        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
+    ) -> None:
+        """HubSpot revokes a refresh token with DELETE /oauth/v1/refresh-tokens/{token}."""
+        token = credential.get("refresh_token")
+        if authorization != "oAuth-internal" or not token or self.platform.oauth is None:
+            return
+        origin = URL(self.platform.oauth.token_url).origin()
+        url = check_url(str(origin), [f"{origin.host}:{origin.port}"])
+        response = await self.call("DELETE", url / "oauth/v1/refresh-tokens" / token)
+        if response.status not in (200, 204):
+            log.warning("HubSpot did not revoke a refresh token: HTTP %d", response.status)
+
+
+def _message(body: bytes) -> str:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")[:200] or "refused"
+    if isinstance(answer, dict):
+        return str(answer.get("message") or answer.get("category") or "refused")[:300]
+    return "refused"
+
+
+def _flat(record: Any) -> dict[str, Any]:
+    """HubSpot's ``{id, properties}`` as one flat native record for the entity maps."""
+    if not isinstance(record, dict) or not isinstance(record.get("properties"), dict):
+        raise CrmUnavailable("HubSpot answered a record of an unexpected shape")
+    return {**record["properties"], "hs_object_id": str(record.get("id"))}
+
+
+def _value(kind: str, value: Any, field: str) -> str:
+    """A filter value as HubSpot's search wants it: text; datetimes in epoch milliseconds."""
+    if value is None:
+        raise QueryError("filter", f"{field}: use eq null or ne null")
+    if kind in ("date", "date-time"):
+        if not isinstance(value, str):
+            raise QueryError("filter", f"{field} needs an ISO 8601 date in quotes")
+        try:
+            parsed = (
+                datetime.fromisoformat(value)
+                if "T" in value
+                else datetime.combine(date.fromisoformat(value), datetime.min.time())
+            )
+        except ValueError:
+            raise QueryError("filter", f"{field} needs an ISO 8601 date") from None
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return str(int(parsed.timestamp() * 1000))
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise QueryError("filter", f"{field} takes true or false")
+        return "true" if value else "false"
+    if kind in ("number", "integer"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise QueryError("filter", f"{field} takes a number")
+        return repr(value)
+    if not isinstance(value, str):
+        raise QueryError("filter", f"{field} takes a text value in quotes")
+    return value
+
+
+def search_body(
+    entity: EntityMap,
+    columns: Sequence[str],
+    conditions: Sequence[Condition],
+    sort: Sequence[SortKey],
+    *,
+    limit: int,
+    after: int,
+) -> dict[str, Any]:
+    """crmgate's filter and sort as HubSpot's search request: one filter group (AND), values
+    as JSON strings (nothing to escape: no query text is built)."""
+    filters: list[dict[str, Any]] = [
+        {"propertyName": column, "operator": "EQ", "value": str(value)}
+        for column, value in entity.match.items()
+    ]
+    for condition in conditions:
+        column = entity.filter_column("filter", condition.field)
+        kind = entity.kind(condition.field)
+        if condition.value is None and condition.op in ("eq", "ne"):
+            operator = "NOT_HAS_PROPERTY" if condition.op == "eq" else "HAS_PROPERTY"
+            filters.append({"propertyName": column, "operator": operator})
+        elif condition.op in ("contains", "startswith"):
+            if kind != "string" or not isinstance(condition.value, str):
+                raise QueryError("filter", f"{condition.op} works on text fields only")
+            if any(char.isspace() for char in condition.value):
+                raise QueryError("filter", f"HubSpot's {condition.op} takes one word")
+            pattern = (
+                f"*{condition.value}*" if condition.op == "contains" else f"{condition.value}*"
+            )
+            filters.append({"propertyName": column, "operator": "CONTAINS_TOKEN", "value": pattern})
+        else:
+            value = _value(kind, condition.value, condition.field)
+            filters.append(
+                {"propertyName": column, "operator": _OPERATORS[condition.op], "value": value}
+            )
+    if len(filters) > 18:
+        raise QueryError("filter", "HubSpot takes at most 18 conditions")
+    if len(sort) > 1:
+        raise QueryError("sort", "HubSpot sorts by one field")
+    sorts = [
+        {
+            "propertyName": entity.filter_column("sort", key.field),
+            "direction": "DESCENDING" if key.descending else "ASCENDING",
+        }
+        for key in sort
+    ] or [{"propertyName": entity.id, "direction": "ASCENDING"}]
+    body: dict[str, Any] = {
+        "filterGroups": [{"filters": filters}] if filters else [],
+        "sorts": sorts,
+        "properties": list(columns),
+        "limit": limit,
+        "after": str(after),
+    }
+    return body
+
+
+class HubSpotRecords(Records):
+    def _objects(self, access: Access, object_type: str) -> URL:
+        if not _OBJECT_TYPE.match(object_type):
+            raise EntityNotFound(f"HubSpot has no object type {object_type[:64]!r}")
+        return access.instance_url / "crm/v3/objects" / object_type
+
+    def _record(self, access: Access, object_type: str, record_id: str) -> URL:
+        if not _RECORD_ID.match(record_id):
+            raise EntityNotFound(f"{object_type} {record_id[:40]!r} not found")
+        return self._objects(access, object_type) / record_id
+
+    def error(self, response: OutboundResponse) -> CrmError:
+        try:
+            answer = json.loads(response.body)
+        except ValueError:
+            answer = {}
+        answer = answer if isinstance(answer, dict) else {}
+        category = str(answer.get("category") or "")
+        message = f"HubSpot: {str(answer.get('message') or f'HTTP {response.status}')[:500]}"
+        message += f" ({category or response.status})"
+        status = response.status
+        if status == 401:
+            return SessionExpired(message)
+        if status == 429:
+            retry = response.headers.get("Retry-After", "")
+            if retry.isdigit():
+                return RateLimited(message, retry_after=int(retry))
+            secondly = "SECONDLY" in str(answer.get("policyName") or "TEN_SECONDLY")
+            return RateLimited(message, retry_after=10 if secondly else 3600)
+        if status == 403:
+            return NotAllowed(message)
+        if status == 404:
+            return EntityNotFound(message)
+        if status in (400, 409, 422):
+            fields: list[str] = []
+            for error in answer.get("errors") or ():
+                context = error.get("context") if isinstance(error, dict) else None
+                names = context.get("propertyName") if isinstance(context, dict) else None
+                fields += [str(n) for n in names or ()]
+            return NotValid(message, tuple(fields))
+        return CrmUnavailable(message)
+
+    # ---- the catalogue ----------------------------------------------------------------------
+
+    async def objects(self, access: Access) -> list[ObjectInfo]:
+        return [
+            ObjectInfo(name, name.capitalize(), name.capitalize(), False, True, True, True, True)
+            for name in STANDARD_OBJECTS
+        ]
+
+    async def describe(self, access: Access, name: str) -> ObjectInfo:
+        if not _OBJECT_TYPE.match(name):
+            raise EntityNotFound(f"HubSpot has no object type {name[:64]!r}")
+        answer = await self.json_call(
+            access, "GET", access.instance_url / "crm/v3/properties" / name
+        )
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list):
+            raise CrmUnavailable("HubSpot answered unexpected properties")
+        fields = []
+        for prop in results:
+            if not isinstance(prop, dict) or "name" not in prop:
+                continue
+            read_only = bool((prop.get("modificationMetadata") or {}).get("readOnlyValue"))
+            fields.append(
+                FieldInfo(
+                    name=str(prop["name"]),
+                    label=str(prop.get("label") or prop["name"]),
+                    kind=_KINDS.get(str(prop.get("type")), "string"),
+                    native_type=str(prop.get("type") or "string"),
+                    createable=not read_only,
+                    updateable=not read_only,
+                    custom=not prop.get("hubspotDefined", True),
+                    enum=tuple(
+                        str(o["value"]) for o in prop.get("options") or () if isinstance(o, dict)
+                    ),
+                )
+            )
+        # HubSpot does not tell what the token's user may do; its scopes decide, and a call it
+        # refuses answers 403 NOT_ALLOWED.
+        return ObjectInfo(
+            name, name.capitalize(), name.capitalize(), False, True, True, True, True, tuple(fields)
+        )
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    async def _search(
+        self, access: Access, entity: EntityMap, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        url = self._objects(access, entity.object) / "search"
+        answer = await self.json_call(access, "POST", url, body=body)
+        if not isinstance(answer, dict) or not isinstance(answer.get("results"), list):
+            raise CrmUnavailable("HubSpot answered an unexpected search result")
+        return answer
+
+    async def list_page(
+        self,
+        access: Access,
+        entity: EntityMap,
+        columns: Sequence[str],
+        *,
+        conditions: Sequence[Condition] = (),
+        sort: Sequence[SortKey] = (),
+        page: int = 1,
+        page_size: int = 25,
+    ) -> list[dict[str, Any]]:
+        after = (page - 1) * page_size
+        if after >= SEARCH_LIMIT:
+            return []  # past what HubSpot's search can reach: see docs/entities.md
+        limit = min(page_size, SEARCH_LIMIT - after)
+        body = search_body(entity, columns, conditions, sort, limit=limit, after=after)
+        return [_flat(record) for record in (await self._search(access, entity, body))["results"]]
+
+    async def count(
+        self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
+    ) -> int:
+        body = search_body(entity, [entity.id], conditions, (), limit=1, after=0)
+        total = (await self._search(access, entity, body)).get("total")
+        if not isinstance(total, int):
+            raise CrmUnavailable("HubSpot answered a search without its total")
+        return total
+
+    async def get(
+        self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
+    ) -> dict[str, Any]:
+        url = self._record(access, entity.object, record_id)
+        return _flat(
+            await self.json_call(access, "GET", url.with_query(properties=",".join(columns)))
+        )
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
+        made = await self.json_call(
+            access, "POST", self._objects(access, name), body={"properties": dict(values)}
+        )
+        return str(_flat(made)["hs_object_id"])
+
+    async def update(
+        self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
+    ) -> None:
+        url = self._record(access, name, record_id)
+        await self.json_call(access, "PATCH", url, body={"properties": dict(values)})
+
+    async def delete(self, access: Access, name: str, record_id: str) -> None:
+        await self.json_call(access, "DELETE", self._record(access, name, record_id))
+
+    async def bulk_create(
+        self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
+    ) -> list[ItemResult]:
+        url = self._objects(access, name) / "batch/create"
+
+        async def send(chunk: list[Mapping[str, Any]]) -> list[ItemResult]:
+            # HubSpot validates a whole batch first: one bad record refuses the chunk (each of
+            # its items then reports that refusal), the others go through.
+            inputs = [{"properties": dict(values)} for values in chunk]
+            answer = await self.json_call(access, "POST", url, body={"inputs": inputs})
+            results = answer.get("results") if isinstance(answer, dict) else None
+            if not isinstance(results, list) or len(results) != len(chunk):
+                raise CrmUnavailable("HubSpot answered a batch with the wrong results")
+            return [ItemResult(_flat(record)["hs_object_id"]) for record in results]
+
+        return await chunked(list(items), BATCH_LIMIT, send, lambda item: None)
+
+    async def bulk_update(
+        self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[ItemResult]:
+        url = self._objects(access, name) / "batch/update"
+
+        async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
+            valid = [(i, v) for i, v in chunk if _RECORD_ID.match(i)]
+            failed: dict[str, CrmError] = {}
+            if valid:
+                inputs = [{"id": i, "properties": dict(v)} for i, v in valid]
+                answer = await self.json_call(access, "POST", url, body={"inputs": inputs})
+                for error in (answer or {}).get("errors") or ():
+                    ids = ((error or {}).get("context") or {}).get("ids") or ()
+                    category = str((error or {}).get("category") or "")
+                    kind = EntityNotFound if category == "OBJECT_NOT_FOUND" else NotValid
+                    for record_id in ids:
+                        failed[str(record_id)] = kind(f"HubSpot: {error.get('message')}")
+            return [
+                ItemResult(i, failed.get(i))
+                if _RECORD_ID.match(i)
+                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
+                for i, _ in chunk
+            ]
+
+        return await chunked(list(items), BATCH_LIMIT, send, lambda item: item[0])
+
+    async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
+        url = self._objects(access, name) / "batch/archive"
+
+        async def send(chunk: list[str]) -> list[ItemResult]:
+            valid = [i for i in chunk if _RECORD_ID.match(i)]
+            if valid:
+                await self.json_call(
+                    access, "POST", url, body={"inputs": [{"id": i} for i in valid]}
+                )
+            return [
+                ItemResult(i)
+                if _RECORD_ID.match(i)
+                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
+                for i in chunk
+            ]
+
+        return await chunked(list(ids), BATCH_LIMIT, send, lambda item: item)
+
+    # ---- passthrough ------------------------------------------------------------------------
+
+    async def passthrough(
+        self,
+        access: Access,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> RawResponse:
+        """``path`` relative to HubSpot's API host (``crm/v3/objects/contacts?limit=5``)."""
+        raw_path, raw_query = passthrough_path(path)
+        origin = str(access.instance_url).rstrip("/")
+        full = raw_path if raw_path.startswith("/") else f"/{raw_path}"
+        url = URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
+        sent = {name: value for name, value in headers}
+        sent["Authorization"] = f"Bearer {access.token}"
+        response = await self.connector.call(method, url, headers=sent, data=body)
+        if response.status == 401:
+            raise self.error(response)
+        return RawResponse(response.status, list(response.headers.items()), response.body)

@@ -1,0 +1,770 @@
+"""A HubSpot portal: the subset of HubSpot's CRM API v3 that crmgate uses, as HubSpot documents it.
+
+- Auth: ``Authorization: Bearer <token>``: private app access tokens (``add_private_app``) and
+  OAuth access tokens (``issue_access_token``, with an expiry); 401 ``EXPIRED_AUTHENTICATION`` /
+  ``INVALID_AUTHENTICATION``, 403 ``MISSING_SCOPES``.
+- Objects (contacts, companies, deals, tasks, notes, calls, meetings):
+  ``GET/POST /crm/v3/objects/{type}``, ``GET/PATCH/DELETE /crm/v3/objects/{type}/{id}``,
+  ``POST /crm/v3/objects/{type}/search`` (filterGroups, sorts, properties, limit <= 200, after;
+  at most 10,000 results), ``POST /crm/v3/objects/{type}/batch/create|update|archive`` (<= 100).
+  Records are ``{id, properties, createdAt, updatedAt, archived}``, property values as text.
+- ``GET /crm/v3/properties/{type}``: property definitions (name, label, type, fieldType,
+  options, modificationMetadata.readOnlyValue).
+- ``GET /account-info/v3/details``: the portal.
+- Rate limits: ``ten_secondly`` requests per rolling 10 s per token; beyond, 429 with
+  ``X-HubSpot-RateLimit-*`` headers and HubSpot's RATE_LIMIT body.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+PRIVATE_APP_SCOPES = (
+    "crm.objects.contacts.read",
+    "crm.objects.contacts.write",
+    "crm.objects.companies.read",
+    "crm.objects.companies.write",
+    "crm.objects.deals.read",
+    "crm.objects.deals.write",
+)
+SEARCH_LIMIT = 10_000
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Prop:
+    name: str
+    type: str = "string"  # string, number, date, datetime, enumeration, bool
+    label: str = ""
+    options: tuple[str, ...] = ()
+    read_only: bool = False
+    required: bool = False  # on create
+    custom: bool = False
+
+    @property
+    def field_type(self) -> str:
+        return {
+            "number": "number",
+            "date": "date",
+            "datetime": "date",
+            "enumeration": "select",
+            "bool": "booleancheckbox",
+        }.get(self.type, "text")
+
+    def describe(self, object_type: str) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label or self.name,
+            "type": self.type,
+            "fieldType": self.field_type,
+            "groupName": f"{object_type[:-1]}information",
+            "options": [
+                {"label": o, "value": o, "displayOrder": i, "hidden": False}
+                for i, o in enumerate(self.options)
+            ],
+            "hubspotDefined": not self.custom,
+            "calculated": False,
+            "hasUniqueValue": self.name == "hs_object_id",
+            "modificationMetadata": {
+                "archivable": True,
+                "readOnlyDefinition": not self.custom,
+                "readOnlyValue": self.read_only,
+            },
+        }
+
+
+def _system(created: str = "createdate", modified: str = "hs_lastmodifieddate") -> list[Prop]:
+    return [
+        Prop("hs_object_id", "number", "Record ID", read_only=True),
+        Prop(created, "datetime", "Create Date", read_only=True),
+        Prop(modified, "datetime", "Last Modified Date", read_only=True),
+    ]
+
+
+def standard_properties() -> dict[str, dict[str, Prop]]:
+    def props(
+        *items: Prop, created: str = "createdate", modified: str = "hs_lastmodifieddate"
+    ) -> dict[str, Prop]:
+        return {p.name: p for p in (*_system(created, modified), *items)}
+
+    engagement = {"created": "hs_createdate", "modified": "hs_lastmodifieddate"}
+    return {
+        "contacts": props(
+            Prop("firstname", label="First Name"),
+            Prop("lastname", label="Last Name"),
+            Prop("email", label="Email"),
+            Prop("phone", label="Phone Number"),
+            Prop("mobilephone", label="Mobile Phone Number"),
+            Prop("jobtitle", label="Job Title"),
+            Prop("company", label="Company Name"),
+            Prop("website", label="Website URL"),
+            Prop("address"),
+            Prop("city"),
+            Prop("state"),
+            Prop("zip"),
+            Prop("country"),
+            Prop(
+                "lifecyclestage",
+                "enumeration",
+                "Lifecycle Stage",
+                ("subscriber", "lead", "marketingqualifiedlead", "opportunity", "customer"),
+            ),
+            modified="lastmodifieddate",
+        ),
+        "companies": props(
+            Prop("name", label="Company name"),
+            Prop("domain", label="Company Domain Name"),
+            Prop("phone", label="Phone Number"),
+            Prop("description", label="Description"),
+            Prop("industry", "enumeration", "Industry", ("COMPUTER_SOFTWARE", "RETAIL", "FARMING")),
+            Prop("numberofemployees", "number", "Number of Employees"),
+            Prop("annualrevenue", "number", "Annual Revenue"),
+            Prop("address"),
+            Prop("city"),
+            Prop("state"),
+            Prop("zip"),
+            Prop("country"),
+        ),
+        "deals": props(
+            Prop("dealname", label="Deal Name", required=True),
+            Prop("amount", "number", "Amount"),
+            Prop(
+                "dealstage",
+                "enumeration",
+                "Deal Stage",
+                ("appointmentscheduled", "qualifiedtobuy", "closedwon", "closedlost"),
+                required=True,
+            ),
+            Prop("pipeline", "enumeration", "Pipeline", ("default",)),
+            Prop("closedate", "datetime", "Close Date"),
+            Prop("description", label="Deal Description"),
+        ),
+        "tasks": props(
+            Prop("hs_task_subject", label="Task Title"),
+            Prop("hs_task_body", label="Task notes"),
+            Prop(
+                "hs_task_status",
+                "enumeration",
+                "Task Status",
+                ("NOT_STARTED", "IN_PROGRESS", "WAITING", "COMPLETED", "DEFERRED"),
+            ),
+            Prop("hs_task_priority", "enumeration", "Priority", ("LOW", "MEDIUM", "HIGH")),
+            Prop("hs_timestamp", "datetime", "Due date", required=True),
+            **engagement,
+        ),
+        "notes": props(
+            Prop("hs_note_body", label="Note body"),
+            Prop("hs_timestamp", "datetime", "Activity date", required=True),
+            **engagement,
+        ),
+        "calls": props(
+            Prop("hs_call_title", label="Call Title"),
+            Prop("hs_call_body", label="Call notes"),
+            Prop("hs_call_direction", "enumeration", "Call direction", ("INBOUND", "OUTBOUND")),
+            Prop(
+                "hs_call_status",
+                "enumeration",
+                "Call status",
+                ("COMPLETED", "BUSY", "NO_ANSWER", "FAILED", "CANCELED"),
+            ),
+            Prop("hs_timestamp", "datetime", "Activity date", required=True),
+            **engagement,
+        ),
+        "meetings": props(
+            Prop("hs_meeting_title", label="Meeting name"),
+            Prop("hs_meeting_body", label="Meeting description"),
+            Prop("hs_meeting_location", label="Location"),
+            Prop("hs_meeting_start_time", "datetime", "Start time"),
+            Prop("hs_meeting_end_time", "datetime", "End time"),
+            Prop("hs_timestamp", "datetime", "Activity date", required=True),
+            **engagement,
+        ),
+    }
+
+
+@dataclass
+class Token:
+    scopes: tuple[str, ...]
+    expires_at: float | None = None  # None: a private app token (no expiry)
+    requests: deque[float] = field(default_factory=deque)
+
+
+class Refused(Exception):
+    def __init__(self, status: int, category: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.category, self.message, self.extra = status, category, message, extra
+
+    def response(self) -> web.Response:
+        return hs_error(self.status, self.category, self.message, **self.extra)
+
+
+def hs_error(status: int, category: str, message: str, **extra: Any) -> web.Response:
+    body = {
+        "status": "error",
+        "message": message,
+        "correlationId": str(uuid.uuid4()),
+        "category": category,
+        **extra,
+    }
+    return web.json_response(body, status=status)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class HubSpotSimulator:
+    def __init__(self, portal_id: int = 20_000_001, ten_secondly: int = 190) -> None:
+        self.portal_id = portal_id
+        self.ten_secondly = ten_secondly  # HubSpot's private app burst limit is 190 / 10 s
+        self.tokens: dict[str, Token] = {}
+        self.properties = standard_properties()
+        self.records: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in self.properties}
+        self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
+        self._ids = itertools.count(1001)
+        self.base_url = ""
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def add_private_app(self, scopes: tuple[str, ...] = PRIVATE_APP_SCOPES) -> str:
+        token = "pat-na1-" + str(uuid.uuid4())
+        self.tokens[token] = Token(tuple(scopes))
+        return token
+
+    def issue_access_token(
+        self, scopes: tuple[str, ...] = PRIVATE_APP_SCOPES, lifetime: float = 1800
+    ) -> str:
+        token = "CO" + secrets.token_urlsafe(48)
+        self.tokens[token] = Token(tuple(scopes), time.time() + lifetime)
+        return token
+
+    def expire_tokens(self) -> None:
+        for token in self.tokens.values():
+            if token.expires_at is not None:
+                token.expires_at = 0
+
+    def insert(self, object_type: str, properties: dict[str, Any]) -> str:
+        return str(self._create(object_type, properties)["id"])
+
+    # ---- HTTP -------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        @web.middleware
+        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.calls.append((request.method, request.path))
+            if not self.base_url:
+                self.base_url = f"{request.scheme}://{request.host}"
+            return await handler(request)
+
+        application = web.Application(middlewares=[record])
+        route = "/crm/v3/objects/{type}"
+        for method, path, handler in [
+            ("GET", "/account-info/v3/details", self._account),
+            ("GET", "/crm/v3/properties/{type}", self._properties_route),
+            ("GET", route, self._list),
+            ("POST", route, self._create_route),
+            ("POST", route + "/search", self._search),
+            ("POST", route + "/batch/create", self._batch_create),
+            ("POST", route + "/batch/update", self._batch_update),
+            ("POST", route + "/batch/archive", self._batch_archive),
+            ("GET", route + "/{id}", self._get),
+            ("PATCH", route + "/{id}", self._update),
+            ("DELETE", route + "/{id}", self._archive),
+        ]:
+            application.router.add_route(method, path, self._guard(handler))
+        return application
+
+    def _guard(self, handler: Callable[[web.Request, Token], Awaitable[web.Response]]) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            header = request.headers.get("Authorization", "")
+            token = self.tokens.get(header.removeprefix("Bearer ").strip())
+            if token is None:
+                return hs_error(
+                    401,
+                    "INVALID_AUTHENTICATION",
+                    "Authentication credentials not found. This API supports OAuth 2.0 "
+                    "authentication and you can find more details at "
+                    "https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+                )
+            if token.expires_at is not None and token.expires_at < time.time():
+                return hs_error(
+                    401,
+                    "EXPIRED_AUTHENTICATION",
+                    "The OAuth token used to make this call expired 0 second(s) ago.",
+                )
+            now = time.monotonic()
+            while token.requests and now - token.requests[0] > 10:
+                token.requests.popleft()
+            headers = {
+                "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+                "X-HubSpot-RateLimit-Max": str(self.ten_secondly),
+                "X-HubSpot-RateLimit-Remaining": str(
+                    max(0, self.ten_secondly - len(token.requests) - 1)
+                ),
+            }
+            if len(token.requests) >= self.ten_secondly:
+                response = hs_error(
+                    429,
+                    "RATE_LIMITS",
+                    "You have reached your ten_secondly_rolling limit.",
+                    errorType="RATE_LIMIT",
+                    policyName="TEN_SECONDLY_ROLLING",
+                )
+                response.headers.update(headers)
+                return response
+            token.requests.append(now)
+            try:
+                response = await handler(request, token)
+            except Refused as refused:
+                response = refused.response()
+            response.headers.update(headers)
+            return response
+
+        return guarded
+
+    def _type(self, request: web.Request, token: Token, write: bool = False) -> str:
+        object_type = request.match_info["type"].lower()
+        if object_type not in self.properties:
+            raise Refused(
+                400, "VALIDATION_ERROR", f"Unable to infer object type from: {object_type}"
+            )
+        family = object_type if object_type in ("contacts", "companies", "deals") else None
+        if family is not None:
+            needed = f"crm.objects.{family}.{'write' if write else 'read'}"
+            if needed not in token.scopes:
+                raise Refused(
+                    403,
+                    "MISSING_SCOPES",
+                    "This app hasn't been granted all required scopes to make this call.",
+                    errors=[
+                        {
+                            "message": "One or more of the following scopes are required.",
+                            "context": {"requiredGranularScopes": [needed]},
+                        }
+                    ],
+                )
+        return object_type
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise Refused(400, "VALIDATION_ERROR", "Invalid input JSON") from None
+        if not isinstance(body, dict):
+            raise Refused(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
+        return body
+
+    # ---- records ----------------------------------------------------------------------------
+
+    def _render(
+        self, object_type: str, record: dict[str, Any], wanted: list[str] | None
+    ) -> dict[str, Any]:
+        props = self.properties[object_type]
+        created = next(p for p in props if p in ("createdate", "hs_createdate"))
+        modified = next(p for p in props if p in ("lastmodifieddate", "hs_lastmodifieddate"))
+        names = (
+            wanted
+            if wanted
+            else [
+                n
+                for n in props
+                if n in record["values"] or n in (created, modified, "hs_object_id")
+            ]
+        )
+        properties = {}
+        for name in names:
+            if name in props:
+                value = record["values"].get(name)
+                properties[name] = None if value is None else str(value)
+        properties.setdefault("hs_object_id", record["id"])
+        properties.setdefault(created, record["values"][created])
+        properties.setdefault(modified, record["values"][modified])
+        return {
+            "id": record["id"],
+            "properties": properties,
+            "createdAt": record["values"][created],
+            "updatedAt": record["values"][modified],
+            "archived": False,
+        }
+
+    def _check(self, object_type: str, values: Any, creating: bool) -> dict[str, Any]:
+        if not isinstance(values, dict):
+            raise Refused(400, "VALIDATION_ERROR", "properties must be an object")
+        props = self.properties[object_type]
+        errors = []
+        clean: dict[str, Any] = {}
+        for name, value in values.items():
+            prop = props.get(name)
+            if prop is None:
+                errors.append(
+                    {
+                        "isValid": False,
+                        "message": f'Property "{name}" does not exist',
+                        "error": "PROPERTY_DOESNT_EXIST",
+                        "name": name,
+                    }
+                )
+                continue
+            if prop.read_only:
+                errors.append(
+                    {
+                        "isValid": False,
+                        "message": f'"{name}" is a read only property; its value cannot be set.',
+                        "error": "READ_ONLY_VALUE",
+                        "name": name,
+                    }
+                )
+                continue
+            if value in (None, ""):
+                clean[name] = None
+                continue
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            if prop.type == "number":
+                try:
+                    float(text)
+                except ValueError:
+                    errors.append(
+                        {
+                            "isValid": False,
+                            "message": f"{text} was not a valid number.",
+                            "error": "INVALID_LONG" if "." not in text else "INVALID_DOUBLE",
+                            "name": name,
+                        }
+                    )
+                    continue
+            if prop.type == "enumeration" and text not in prop.options:
+                errors.append(
+                    {
+                        "isValid": False,
+                        "message": f"{text} was not one of the allowed options: "
+                        f"[{', '.join(prop.options)}]",
+                        "error": "INVALID_OPTION",
+                        "name": name,
+                    }
+                )
+                continue
+            if prop.type in ("datetime", "date") and not _valid_date(text):
+                errors.append(
+                    {
+                        "isValid": False,
+                        "message": f"{text} is not a valid date",
+                        "error": "INVALID_DATE",
+                        "name": name,
+                    }
+                )
+                continue
+            if name == "email" and "@" not in text:
+                errors.append(
+                    {
+                        "isValid": False,
+                        "message": f"Email address {text} is invalid",
+                        "error": "INVALID_EMAIL",
+                        "name": name,
+                    }
+                )
+                continue
+            clean[name] = text
+        if creating:
+            for prop in props.values():
+                if prop.required and clean.get(prop.name) in (None, ""):
+                    errors.append(
+                        {
+                            "isValid": False,
+                            "message": f"{prop.name} is required",
+                            "error": "REQUIRED_FIELD",
+                            "name": prop.name,
+                        }
+                    )
+        if errors:
+            raise Refused(
+                400,
+                "VALIDATION_ERROR",
+                "Property values were not valid: " + str(errors),
+                errors=[
+                    {
+                        "message": e["message"],
+                        "code": e["error"],
+                        "context": {"propertyName": [e["name"]]},
+                    }
+                    for e in errors
+                ],
+            )
+        return clean
+
+    def _create(self, object_type: str, values: dict[str, Any]) -> dict[str, Any]:
+        clean = self._check(object_type, values, creating=True)
+        record_id = str(next(self._ids))
+        now = _now()
+        props = self.properties[object_type]
+        created = next(p for p in props if p in ("createdate", "hs_createdate"))
+        modified = next(p for p in props if p in ("lastmodifieddate", "hs_lastmodifieddate"))
+        record = {
+            "id": record_id,
+            "values": {**clean, created: now, modified: now, "hs_object_id": record_id},
+        }
+        self.records[object_type][record_id] = record
+        return record
+
+    def _record(self, object_type: str, record_id: str) -> dict[str, Any]:
+        record = self.records[object_type].get(record_id)
+        if record is None:
+            raise Refused(404, "OBJECT_NOT_FOUND", "resource not found")
+        return record
+
+    def _apply(self, object_type: str, record: dict[str, Any], values: Any) -> None:
+        clean = self._check(object_type, values, creating=False)
+        record["values"].update(clean)
+        props = self.properties[object_type]
+        modified = next(p for p in props if p in ("lastmodifieddate", "hs_lastmodifieddate"))
+        record["values"][modified] = _now()
+
+    @staticmethod
+    def _wanted(request: web.Request) -> list[str] | None:
+        """``properties=a,b`` or ``properties=a&properties=b`` (the SDKs send the latter)."""
+        names = [n for v in request.query.getall("properties", []) for n in v.split(",") if n]
+        return names or None
+
+    async def _account(self, request: web.Request, token: Token) -> web.Response:
+        return web.json_response(
+            {
+                "portalId": self.portal_id,
+                "accountType": "STANDARD",
+                "timeZone": "US/Eastern",
+                "companyCurrency": "USD",
+                "additionalCurrencies": [],
+                "utcOffset": "-05:00",
+                "utcOffsetMilliseconds": -18000000,
+                "uiDomain": "app.hubspot.com",
+                "dataHostingLocation": "na1",
+            }
+        )
+
+    async def _properties_route(self, request: web.Request, token: Token) -> web.Response:
+        object_type = self._type(request, token)
+        return web.json_response(
+            {"results": [p.describe(object_type) for p in self.properties[object_type].values()]}
+        )
+
+    async def _list(self, request: web.Request, token: Token) -> web.Response:
+        object_type = self._type(request, token)
+        limit = min(100, int(request.query.get("limit", "10") or 10))
+        after = request.query.get("after")
+        ordered = sorted(self.records[object_type].values(), key=lambda r: int(r["id"]))
+        if after:
+            ordered = [r for r in ordered if int(r["id"]) > int(after)]
+        page = ordered[:limit]
+        wanted = self._wanted(request)
+        body: dict[str, Any] = {"results": [self._render(object_type, r, wanted) for r in page]}
+        if len(ordered) > limit:
+            body["paging"] = {"next": {"after": page[-1]["id"], "link": ""}}
+        return web.json_response(body)
+
+    async def _get(self, request: web.Request, token: Token) -> web.Response:
+        object_type = self._type(request, token)
+        record = self._record(object_type, request.match_info["id"])
+        wanted = self._wanted(request)
+        return web.json_response(self._render(object_type, record, wanted))
+
+    async def _create_route(self, request: web.Request, token: Token) -> web.Response:
+        object_type = self._type(request, token, write=True)
+        body = await self._json(request)
+        record = self._create(object_type, body.get("properties") or {})
+        return web.json_response(self._render(object_type, record, None), status=201)
+
+    async def _update(self, request: web.Request, token: Token) -> web.Response:
+        object_type = self._type(request, token, write=True)
+        record = self._record(object_type, request.match_info["id"])
+        body = await self._json(request)
+        self._apply(object_type, record, body.get("properties") or {})
+        return web.json_response(self._render(object_type, record, None))
+
+    async def _archive(self, request: web.Request, token: Token) -> web.Response:
+        object_type = self._type(request, token, write=True)
+        self.records[object_type].pop(request.match_info["id"], None)  # idempotent, as HubSpot
+        return web.Response(status=204)
+
+    async def _search(self, request: web.Request, token: Token) -> web.Response:
+        object_type = self._type(request, token)
+        body = await self._json(request)
+        props = self.properties[object_type]
+        groups = body.get("filterGroups") or []
+        if len(groups) > 5 or sum(len(g.get("filters") or []) for g in groups) > 18:
+            raise Refused(400, "VALIDATION_ERROR", "Too many filters or filter groups")
+        rows = list(self.records[object_type].values())
+        if groups:
+            rows = [
+                r for r in rows if any(_matches(r, g.get("filters") or [], props) for g in groups)
+            ]
+        sorts = body.get("sorts") or [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
+        if len(sorts) > 1:
+            raise Refused(400, "VALIDATION_ERROR", "Only one sort is supported")
+        sort = sorts[0] if isinstance(sorts[0], dict) else {"propertyName": str(sorts[0])}
+        name = sort.get("propertyName", "hs_object_id")
+        if name not in props:
+            raise Refused(400, "VALIDATION_ERROR", f"Property {name} does not exist")
+        present = [r for r in rows if r["values"].get(name) is not None]
+        absent = [r for r in rows if r["values"].get(name) is None]
+        present.sort(
+            key=lambda r: (_sortable(r["values"][name], props[name]), int(r["id"])),
+            reverse=sort.get("direction") == "DESCENDING",
+        )
+        rows = present + absent
+        limit = int(body.get("limit") or 10)
+        after = int(body.get("after") or 0)
+        if limit > 200:
+            raise Refused(400, "VALIDATION_ERROR", "limit must be at most 200")
+        if after + limit > SEARCH_LIMIT:
+            raise Refused(
+                400, "VALIDATION_ERROR", "The search endpoint returns at most 10,000 results"
+            )
+        page = rows[after : after + limit]
+        wanted = body.get("properties") or None
+        result: dict[str, Any] = {
+            "total": len(rows),
+            "results": [self._render(object_type, r, wanted) for r in page],
+        }
+        if after + limit < len(rows):
+            result["paging"] = {"next": {"after": str(after + limit)}}
+        return web.json_response(result)
+
+    # ---- batch ------------------------------------------------------------------------------
+
+    async def _inputs(self, request: web.Request) -> list[dict[str, Any]]:
+        body = await self._json(request)
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise Refused(400, "VALIDATION_ERROR", "inputs must be a non-empty list")
+        if len(inputs) > 100:
+            raise Refused(400, "VALIDATION_ERROR", "Batch size limit is 100")
+        return inputs
+
+    async def _batch_create(self, request: web.Request, token: Token) -> web.Response:
+        object_type = self._type(request, token, write=True)
+        inputs = await self._inputs(request)
+        for item in inputs:  # all or nothing, as HubSpot's batch create validates first
+            self._check(object_type, (item or {}).get("properties") or {}, creating=True)
+        made = [self._create(object_type, item["properties"]) for item in inputs]
+        return web.json_response(
+            {
+                "status": "COMPLETE",
+                "results": [self._render(object_type, r, None) for r in made],
+                "startedAt": _now(),
+                "completedAt": _now(),
+            },
+            status=201,
+        )
+
+    async def _batch_update(self, request: web.Request, token: Token) -> web.Response:
+        object_type = self._type(request, token, write=True)
+        inputs = await self._inputs(request)
+        results, errors = [], []
+        for item in inputs:
+            try:
+                record = self._record(object_type, str(item.get("id")))
+                self._apply(object_type, record, item.get("properties") or {})
+                results.append(self._render(object_type, record, None))
+            except Refused as refused:
+                errors.append(
+                    {
+                        "status": "error",
+                        "category": refused.category,
+                        "message": refused.message,
+                        "context": {"ids": [str(item.get("id"))]},
+                    }
+                )
+        body: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if errors:
+            body["errors"] = errors
+            body["numErrors"] = len(errors)
+        return web.json_response(body, status=207 if errors else 200)
+
+    async def _batch_archive(self, request: web.Request, token: Token) -> web.Response:
+        object_type = self._type(request, token, write=True)
+        for item in await self._inputs(request):
+            self.records[object_type].pop(str(item.get("id")), None)
+        return web.Response(status=204)
+
+
+def _valid_date(text: str) -> bool:
+    if text.isdigit():
+        return True  # epoch milliseconds
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _sortable(value: Any, prop: Prop) -> Any:
+    if prop.type == "number":
+        try:
+            return float(value)
+        except ValueError:
+            return 0.0
+    if prop.type in ("date", "datetime"):
+        return _epoch(str(value))
+    return str(value).lower()
+
+
+def _epoch(text: str) -> float:
+    if text.isdigit():
+        return int(text) / 1000
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _matches(record: dict[str, Any], filters: list[dict[str, Any]], props: dict[str, Prop]) -> bool:
+    for spec in filters:
+        name = spec.get("propertyName", "")
+        prop = props.get(name)
+        if prop is None:
+            raise Refused(400, "VALIDATION_ERROR", f"Property {name} does not exist")
+        op = spec.get("operator", "EQ")
+        value = record["values"].get(name)
+        if op == "HAS_PROPERTY":
+            ok = value is not None
+        elif op == "NOT_HAS_PROPERTY":
+            ok = value is None
+        elif op == "CONTAINS_TOKEN":
+            pattern = str(spec.get("value", "")).lower()
+            text = str(value or "").lower()
+            core = pattern.strip("*")
+            if pattern.startswith("*") and pattern.endswith("*"):
+                ok = core in text
+            elif pattern.endswith("*"):
+                ok = any(word.startswith(core) for word in [text, *text.split()])
+            else:
+                ok = core in text.split() or core == text
+        elif op in ("EQ", "NEQ", "LT", "LTE", "GT", "GTE"):
+            wanted = spec.get("value")
+            if value is None:
+                ok = op == "NEQ"
+            else:
+                left, right = _sortable(value, prop), _sortable(wanted, prop)
+                if prop.type not in ("number", "date", "datetime"):
+                    left, right = str(value).lower(), str(wanted).lower()
+                ok = {
+                    "EQ": left == right,
+                    "NEQ": left != right,
+                    "LT": left < right,
+                    "LTE": left <= right,
+                    "GT": left > right,
+                    "GTE": left >= right,
+                }[op]
+        else:
+            raise Refused(400, "VALIDATION_ERROR", f"Unknown operator {op}")
+        if not ok:
+            return False
+    return True

@@ -1,0 +1,247 @@
+"""HubSpot through crmgate's unified entity API, with HubSpot played by crmsim over HTTPS: the
+same requests as for Salesforce, translated into HubSpot's search, batch and objects APIs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import (
+    Account,
+    Database,
+    HubSpot,
+    RunningGateway,
+    create_account,
+    make_settings,
+    migrate_database,
+)
+from crmgate.api.app import create_app
+from crmsim.hubspot import HubSpotSimulator
+
+APP = "X-API2CRM-APPLICATION-KEY"
+
+
+@dataclass
+class Portal:
+    client: httpx.Client
+    key: str
+    sim: HubSpotSimulator
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {APP: self.key, **kwargs.pop("headers", {})}
+        return self.client.request(method, f"/v1/application{path}", headers=headers, **kwargs)
+
+    def ok(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
+        response = self.call(method, path, **kwargs)
+        assert response.status_code == status, response.text
+        return response.json() if response.content else None
+
+
+@pytest.fixture
+def portal(tmp_path: Path, database: Database, hubspot: HubSpot) -> Iterator[Portal]:
+    settings = make_settings(
+        tmp_path / "data",
+        database.url,
+        platform_overrides=hubspot.overrides(),
+        outbound_ca_file=hubspot.ca_file,
+    )
+    migrate_database(settings)
+    admin: Account = create_account(settings)
+    token = hubspot.simulator.add_private_app()
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        created = client.post(
+            "/v1/application",
+            json={"type": "HubSpot", "authorization": "key", "credential": {"access_token": token}},
+        )
+        assert created.status_code == 201, created.text
+        yield Portal(client, created.json()["key"], hubspot.simulator)
+
+
+def test_a_private_app_token_connects_and_a_wrong_one_is_refused(portal: Portal) -> None:
+    app = portal.client.get(f"/v1/application/{portal.key}").json()
+    assert app["type"] == "HubSpot" and app["company"]["id"] == str(portal.sim.portal_id)
+    wrong = portal.client.post(
+        "/v1/application",
+        json={"type": "HubSpot", "authorization": "key", "credential": {"access_token": "pat-x"}},
+    )
+    assert wrong.status_code == 401 and wrong.json()["detail"]["code"] == "UNAUTHORIZED"
+
+
+ENTITIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "contact": ("last_name", {"first_name": "Ann"}, {"position": "CFO"}),
+    "account": ("name", {"employees": "120"}, {"description": "Key account"}),
+    "opportunity": (
+        "name",
+        {"pipeline_with_stage": "qualifiedtobuy", "expected_end_at": "2027-03-31T00:00:00+00:00"},
+        {"amount": 2500.5},
+    ),
+    "task": ("subject", {"due_at": "2027-01-15T09:00:00+00:00"}, {"priority": "HIGH"}),
+    "call": ("subject", {"started_at": "2027-01-10T09:00:00+00:00"}, {"direction": "OUTBOUND"}),
+    "meeting": ("subject", {"started_at": "2027-01-11T09:00:00+00:00"}, {"location": "Room 1"}),
+}
+
+
+@pytest.mark.parametrize("entity", sorted(ENTITIES))
+def test_every_entity_has_the_whole_life_cycle(portal: Portal, entity: str) -> None:
+    name_field, extra, change = ENTITIES[entity]
+    base = f"/entity/{entity}"
+    ids = [
+        portal.ok("POST", base, 201, json={name_field: f"{entity} {n}", **extra})["id"]
+        for n in (3, 1, 2)
+    ]
+    one = portal.ok("GET", f"{base}/{ids[0]}")
+    assert one[name_field] == f"{entity} 3"
+    for key, value in extra.items():
+        assert one[key] == value, key
+    ordered = [f"{entity} 1", f"{entity} 2", f"{entity} 3"]
+    first = portal.ok("GET", f"{base}/list", params={"page_size": 2, "sort": name_field})
+    second = portal.ok(
+        "GET", f"{base}/list", params={"page_size": 2, "page": 2, "sort": name_field}
+    )
+    assert [r[name_field] for r in first + second] == ordered
+    backwards = portal.ok("GET", f"{base}/list", params={"sort": f"-{name_field}"})
+    assert [r[name_field] for r in backwards] == ordered[::-1]
+    chosen = portal.ok("GET", f"{base}/list", params={"filter": f"{name_field} eq '{entity} 2'"})
+    assert [r["id"] for r in chosen] == [ids[2]]
+    assert portal.ok("GET", f"{base}/count") == {"total": 3}
+    portal.ok("PUT", f"{base}/{ids[1]}", json=change)
+    changed = portal.ok("GET", f"{base}/{ids[1]}")
+    for key, value in change.items():
+        assert changed[key] == value, key
+    described = portal.ok("GET", f"{base}/describe")
+    assert name_field in described["schema"]["fetch"]["fields"]
+    assert portal.call("DELETE", f"{base}/{ids[0]}").status_code == 204
+    assert portal.call("GET", f"{base}/{ids[0]}").status_code == 404
+    made = portal.ok(
+        "POST",
+        f"{base}/bulk",
+        201,
+        json={"item": [{name_field: f"{entity} bulk {n}", **extra} for n in range(3)]},
+    )["item"]
+    assert [i["status"] for i in made] == [201, 201, 201]
+    made_ids = [i["id"] for i in made]
+    updated = portal.ok(
+        "PUT", f"{base}/bulk", json={"item": [{"id": i, **change} for i in made_ids]}
+    )
+    assert [i["status"] for i in updated["item"]] == [200, 200, 200]
+    removed = portal.ok("DELETE", f"{base}/bulk", json={"item": [{"id": i} for i in made_ids]})
+    assert [i["status"] for i in removed["item"]] == [204, 204, 204]
+    assert portal.ok("GET", f"{base}/count") == {"total": 2}
+    native = described["native_entity"]
+    raw = portal.ok("POST", "/request", 201, json={"path": f"crm/v3/objects/{native}/{ids[2]}"})
+    assert raw["status_code"] == 200
+    assert json.loads(base64.b64decode(raw["content"]))["id"] == ids[2]
+
+
+def test_contacts_map_typed_lists_and_filters_become_search_filters(portal: Portal) -> None:
+    body = {
+        "first_name": "Grace",
+        "last_name": "Hopper",
+        "email": [{"type": "work", "address": "grace@navy.example"}],
+        "phone": [{"type": "mobile", "number": "+1 555 0100"}],
+        "address": [{"type": "main", "city": "Arlington", "country": "US"}],
+    }
+    grace = portal.ok("POST", "/entity/contact", 201, json=body)["id"]
+    portal.ok("POST", "/entity/contact", 201, json={"last_name": "Lovelace"})
+    stored = portal.sim.records["contacts"][grace]["values"]
+    assert stored["email"] == "grace@navy.example" and stored["mobilephone"] == "+1 555 0100"
+    read = portal.ok("GET", f"/entity/contact/{grace}")
+    assert read["email"] == [{"type": "work", "address": "grace@navy.example"}]
+    assert read["address"][0]["city"] == "Arlington"
+    assert read["created_at"].endswith("+00:00")
+    found = portal.ok("GET", "/entity/contact/list", params={"filter": "email contains 'navy'"})
+    assert [c["id"] for c in found] == [grace]
+    starts = portal.ok(
+        "GET", "/entity/contact/list", params={"filter": "last_name startswith 'Lov'"}
+    )
+    assert [c["last_name"] for c in starts] == ["Lovelace"]
+    none = portal.ok("GET", "/entity/contact/list", params={"filter": "first_name eq null"})
+    assert [c["last_name"] for c in none] == ["Lovelace"]
+    for hostile in ["x' OR 1=1", '"}],"filters":[{"propertyName":"email"', "*"]:
+        quoted = hostile.replace("'", "''")
+        assert (
+            portal.ok("GET", "/entity/contact/list", params={"filter": f"last_name eq '{quoted}'"})
+            == []
+        )
+    two_keys = portal.call("GET", "/entity/contact/list", params={"sort": "last_name,first_name"})
+    assert two_keys.status_code == 400 and "one field" in two_keys.text
+
+
+def test_numbers_and_dates_come_back_typed(portal: Portal) -> None:
+    deal = portal.ok(
+        "POST",
+        "/entity/opportunity",
+        201,
+        json={
+            "name": "Big",
+            "pipeline_with_stage": "closedwon",
+            "amount": 1500,
+            "expected_end_at": "2027-02-01T00:00:00+00:00",
+        },
+    )["id"]
+    portal.ok(
+        "POST",
+        "/entity/opportunity",
+        201,
+        json={"name": "Small", "pipeline_with_stage": "closedlost", "amount": 10},
+    )
+    read = portal.ok("GET", f"/entity/opportunity/{deal}")
+    assert read["amount"] == 1500.0 and read["expected_end_at"] == "2027-02-01T00:00:00+00:00"
+    big = portal.ok("GET", "/entity/opportunity/list", params={"filter": "amount gt 100"})
+    assert [d["id"] for d in big] == [deal]
+    soon = portal.ok(
+        "GET", "/entity/opportunity/list", params={"filter": "expected_end_at lt '2027-03-01'"}
+    )
+    assert [d["id"] for d in soon] == [deal]
+
+
+def test_hubspot_errors_become_the_contracts(portal: Portal) -> None:
+    bad = portal.call("POST", "/entity/opportunity", json={"name": "No stage"})
+    assert bad.status_code == 422 and "dealstage" in bad.json()["detail"]["message"]
+    wrong_option = portal.call(
+        "POST", "/entity/opportunity", json={"name": "X", "pipeline_with_stage": "nope"}
+    )
+    assert wrong_option.status_code == 422
+    assert portal.call("GET", "/entity/contact/999999").status_code == 404
+    assert portal.call("GET", "/entity/contact/not-a-number").status_code == 404
+    unsupported = portal.call("GET", "/entity/lead/list")
+    assert unsupported.status_code == 403 and "HubSpot" in unsupported.json()["detail"]["message"]
+    portal.sim.ten_secondly = 0
+    limited = portal.call("GET", "/entity/contact/count")
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) == 10
+    assert "ten_secondly_rolling" in limited.json()["detail"]["message"]
+
+
+def test_missing_scopes_are_not_allowed(
+    tmp_path: Path, database: Database, hubspot: HubSpot
+) -> None:
+    settings = make_settings(
+        tmp_path / "scoped",
+        database.url,
+        platform_overrides=hubspot.overrides(),
+        outbound_ca_file=hubspot.ca_file,
+    )
+    migrate_database(settings)
+    admin = create_account(settings)
+    token = hubspot.simulator.add_private_app(scopes=("crm.objects.contacts.read",))
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        key = client.post(
+            "/v1/application",
+            json={"type": "HubSpot", "authorization": "key", "credential": {"access_token": token}},
+        ).json()["key"]
+        headers = {APP: key}
+        assert (
+            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
+        )
+        refused = client.post(
+            "/v1/application/entity/contact", headers=headers, json={"last_name": "X"}
+        )
+    assert refused.status_code == 403 and refused.json()["detail"]["code"] == "NOT_ALLOWED"
+    assert "scopes" in refused.json()["detail"]["message"]

@@ -1,0 +1,91 @@
+"""The HubSpot simulator checked with HubSpot's official SDK (hubspot-api-client): where the SDK
+and the simulator disagree, the simulator is wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hubspot import HubSpot as Client
+from hubspot.crm.contacts import (
+    BatchInputSimplePublicObjectBatchInputForCreate,
+    Filter,
+    FilterGroup,
+    PublicObjectSearchRequest,
+    SimplePublicObjectInput,
+    SimplePublicObjectInputForCreate,
+)
+from hubspot.crm.contacts.exceptions import ApiException
+
+from conftest import HubSpot
+
+
+@pytest.fixture
+def sdk(hubspot: HubSpot) -> Iterator[Client]:
+    token = hubspot.simulator.add_private_app()
+    yield Client(access_token=token, host=hubspot.base_url, ssl_ca_cert=hubspot.ca_file)
+
+
+def test_contacts_crud(sdk: Client) -> None:
+    api = sdk.crm.contacts.basic_api
+    made = api.create(
+        SimplePublicObjectInputForCreate(properties={"firstname": "Ada", "lastname": "King"})
+    )
+    assert made.id and made.properties["firstname"] == "Ada" and made.created_at is not None
+    read = api.get_by_id(made.id, properties=["lastname", "email"])
+    assert read.properties["lastname"] == "King" and read.properties["email"] is None
+    api.update(made.id, SimplePublicObjectInput(properties={"email": "ada@example.com"}))
+    assert api.get_by_id(made.id, properties=["email"]).properties["email"] == "ada@example.com"
+    api.archive(made.id)
+    with pytest.raises(ApiException) as missing:
+        api.get_by_id(made.id)
+    assert missing.value.status == 404
+
+
+def test_search_paging_and_validation(sdk: Client) -> None:
+    api = sdk.crm.contacts
+    for name in ("Ann", "Bob", "Cy"):
+        api.basic_api.create(SimplePublicObjectInputForCreate(properties={"lastname": name}))
+    request = PublicObjectSearchRequest(
+        filter_groups=[
+            FilterGroup(filters=[Filter(property_name="lastname", operator="NEQ", value="Bob")])
+        ],
+        sorts=[{"propertyName": "lastname", "direction": "DESCENDING"}],
+        properties=["lastname"],
+        limit=1,
+    )
+    first = api.search_api.do_search(public_object_search_request=request)
+    assert first.total == 2 and [r.properties["lastname"] for r in first.results] == ["Cy"]
+    request.after = first.paging.next.after
+    second = api.search_api.do_search(public_object_search_request=request)
+    assert [r.properties["lastname"] for r in second.results] == ["Ann"]
+    with pytest.raises(ApiException) as invalid:
+        api.basic_api.create(SimplePublicObjectInputForCreate(properties={"shoe_size": "44"}))
+    assert invalid.value.status == 400 and "PROPERTY_DOESNT_EXIST" in invalid.value.body
+
+
+def test_batch_create_and_properties(sdk: Client) -> None:
+    batch = sdk.crm.contacts.batch_api.create(
+        BatchInputSimplePublicObjectBatchInputForCreate(
+            inputs=[
+                SimplePublicObjectInputForCreate(properties={"lastname": f"B{n}"}) for n in range(3)
+            ]
+        )
+    )
+    assert batch.status == "COMPLETE" and len(batch.results) == 3
+    properties = sdk.crm.properties.core_api.get_all("contacts")
+    names = {p.name: p for p in properties.results}
+    assert names["lifecyclestage"].type == "enumeration" and names["lifecyclestage"].options
+    assert names["createdate"].modification_metadata.read_only_value is True
+
+
+def test_rate_limits_and_bad_tokens(sdk: Client, hubspot: HubSpot) -> None:
+    hubspot.simulator.ten_secondly = 0
+    with pytest.raises(ApiException) as limited:
+        sdk.crm.contacts.basic_api.get_page()
+    assert limited.value.status == 429
+    assert limited.value.headers["X-HubSpot-RateLimit-Max"] == "0"
+    wrong = Client(access_token="pat-na1-wrong", host=hubspot.base_url, ssl_ca_cert=hubspot.ca_file)
+    with pytest.raises(ApiException) as refused:
+        wrong.crm.contacts.basic_api.get_page()
+    assert refused.value.status == 401
