@@ -245,3 +245,36 @@ def test_missing_scopes_are_not_allowed(
         )
     assert refused.status_code == 403 and refused.json()["detail"]["code"] == "NOT_ALLOWED"
     assert "scopes" in refused.json()["detail"]["message"]
+
+
+def test_unfiltered_lists_read_in_order_go_past_the_search_limit(portal: Portal) -> None:
+    for n in range(10_150):
+        portal.sim.insert("contacts", {"lastname": f"C{n:05d}"})
+
+    def list_calls() -> int:
+        return sum(1 for m, p in portal.sim.calls if m == "GET" and p == "/crm/v3/objects/contacts")
+
+    seen: list[str] = []
+    before = list_calls()
+    for page in range(1, 104):  # 100 a page: the last pages are past the 10,000th record
+        rows = portal.ok("GET", "/entity/contact/list", params={"page": page, "page_size": 100})
+        seen += [r["last_name"] for r in rows]
+    assert seen == [f"C{n:05d}" for n in range(10_150)]
+    assert list_calls() - before == 102  # one call per 100 records, none for the empty end
+    # a direct jump within the search's reach is one search call; past it, a clear refusal
+    searches = sum(1 for _, p in portal.sim.calls if p.endswith("/search"))
+    jump = portal.ok("GET", "/entity/contact/list", params={"page": 50, "page_size": 100})
+    assert jump[0]["last_name"] == "C04900"
+    assert sum(1 for _, p in portal.sim.calls if p.endswith("/search")) == searches + 1
+    past_the_end = portal.ok("GET", "/entity/contact/list", params={"page": 150, "page_size": 100})
+    assert past_the_end == []  # the walk knows where the list ends
+    far = portal.call(  # another query (other fields), no walk near: too far for a jump
+        "GET", "/entity/contact/list", params={"page": 102, "page_size": 100, "fields": "email"}
+    )
+    assert far.status_code == 400 and "page by page" in far.json()["detail"]["message"]
+    filtered = portal.call(
+        "GET",
+        "/entity/contact/list",
+        params={"page": 102, "page_size": 100, "filter": "last_name startswith 'C'"},
+    )
+    assert filtered.status_code == 400 and "narrow it with a filter" in filtered.text

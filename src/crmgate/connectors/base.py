@@ -6,9 +6,11 @@ is what differs between CRMs. Connectors call CRMs only through crmgate.outbound
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -17,6 +19,7 @@ from yarl import URL
 
 from crmgate.connectors.catalogue import Platform
 from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
+from crmgate.query import QueryError
 
 T = TypeVar("T")
 
@@ -217,6 +220,98 @@ def passthrough_path(path: str) -> tuple[str, str]:
     ):
         raise NotValid("path: no dot segments or encoded dots and slashes", ("path",))
     return raw_path, raw_query
+
+
+# ---- cursor paging ---------------------------------------------------------------------------
+
+Fetch = Callable[[str | None], Awaitable[tuple[list[dict[str, Any]], str | None]]]
+
+
+@dataclass
+class Cursor:
+    """Where a walk over a CRM's cursor paging stopped: the records from offset ``start`` that
+    were fetched and not served yet, and the CRM's token for the next batch (None: the end)."""
+
+    start: int
+    batch: list[dict[str, Any]]
+    next: str | None
+
+
+class CursorWalks:
+    """The contract's page numbers over a CRM's cursors (Salesforce query locators, HubSpot
+    ``after``). Where each walk stopped is kept, per query and credentials, in this process: the
+    next page continues it (one CRM call per batch, most pages none); a page behind the cursor,
+    or one no walk is near, starts again from the first batch, a cost proportional to the
+    offset, refused past ``max_cold_offset``. A cursor the CRM has expired is walked again."""
+
+    def __init__(self, max_walks: int = 64) -> None:
+        self._walks: OrderedDict[tuple[str, ...], Cursor] = OrderedDict()
+        self._max = max_walks
+
+    @staticmethod
+    def key(access: Access, *query: str) -> tuple[str, ...]:
+        digest = hashlib.sha256(access.token.encode()).hexdigest()[:32]
+        return (str(access.instance_url), digest, *query)
+
+    def continues(self, key: tuple[str, ...], offset: int) -> bool:
+        """Whether a kept walk can serve ``offset`` without starting again."""
+        cursor = self._walks.get(key)
+        return cursor is not None and cursor.start <= offset
+
+    async def page(
+        self,
+        key: tuple[str, ...],
+        offset: int,
+        size: int,
+        fetch: Fetch,
+        max_cold_offset: int,
+    ) -> list[dict[str, Any]]:
+        cursor = self._walks.pop(key, None)
+        if cursor is not None and cursor.start <= offset:
+            try:
+                return self._keep(key, *await self._walk(cursor, offset, size, fetch))
+            except NotValid:
+                pass  # the CRM expired its cursor: walk again from the start
+        if offset > max_cold_offset:
+            raise QueryError(
+                "page",
+                f"records past {max_cold_offset:,} are read page by page in order, "
+                "or narrowed with a filter (e.g. created_at ge '...')",
+            )
+        rows, following = await fetch(None)
+        return self._keep(key, *await self._walk(Cursor(0, rows, following), offset, size, fetch))
+
+    @staticmethod
+    async def _walk(
+        cursor: Cursor, offset: int, size: int, fetch: Fetch
+    ) -> tuple[list[dict[str, Any]], Cursor, int]:
+        rows: list[dict[str, Any]] = []
+        position = offset
+        while len(rows) < size:
+            end = cursor.start + len(cursor.batch)
+            if position < end:
+                taken = cursor.batch[
+                    position - cursor.start : position - cursor.start + size - len(rows)
+                ]
+                rows += taken
+                position += len(taken)
+                continue
+            if cursor.next is None:
+                break
+            batch, following = await fetch(cursor.next)
+            cursor = Cursor(end, batch, following)
+        return rows, cursor, position
+
+    def _keep(
+        self, key: tuple[str, ...], rows: list[dict[str, Any]], cursor: Cursor, position: int
+    ) -> list[dict[str, Any]]:
+        """Keep the walk for the next page: only the records not served yet, and the token."""
+        cursor.batch = cursor.batch[max(0, position - cursor.start) :]
+        cursor.start = max(cursor.start, position)
+        self._walks[key] = cursor  # at the end too: the page after the last is empty, for free
+        while len(self._walks) > self._max:
+            self._walks.popitem(last=False)
+        return rows
 
 
 # Failures of a whole call (not of one record): once one happens, a bulk operation sends nothing

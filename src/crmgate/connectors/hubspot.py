@@ -23,7 +23,9 @@ from crmgate.connectors.base import (
     CredentialsRejected,
     CrmError,
     CrmUnavailable,
+    CursorWalks,
     EntityNotFound,
+    Fetch,
     FieldInfo,
     Identity,
     ItemResult,
@@ -207,6 +209,10 @@ def search_body(
 
 
 class HubSpotRecords(Records):
+    def __init__(self, connector: Connector) -> None:
+        super().__init__(connector)
+        self.walks = CursorWalks()
+
     def _objects(self, access: Access, object_type: str) -> URL:
         if not _OBJECT_TYPE.match(object_type):
             raise EntityNotFound(f"HubSpot has no object type {object_type[:64]!r}")
@@ -313,11 +319,42 @@ class HubSpotRecords(Records):
         page_size: int = 25,
     ) -> list[dict[str, Any]]:
         after = (page - 1) * page_size
-        if after >= SEARCH_LIMIT:
-            return []  # past what HubSpot's search can reach: see docs/entities.md
-        limit = min(page_size, SEARCH_LIMIT - after)
-        body = search_body(entity, columns, conditions, sort, limit=limit, after=after)
+        by_id = not sort or (len(sort) == 1 and sort[0].field == "id" and not sort[0].descending)
+        plain = by_id and not conditions and not entity.match
+        key = CursorWalks.key(access, entity.object, ",".join(columns))
+        if plain and (after == 0 or self.walks.continues(key, after)):
+            # An unfiltered list read in order walks the objects API's cursor: one call per
+            # 100 records, with no end (the search API stops at 10,000).
+            try:
+                return await self.walks.page(
+                    key, after, page_size, self._list_fetch(access, entity, columns), 0
+                )
+            except NotValid:
+                if after + page_size > SEARCH_LIMIT:
+                    raise
+        if after + page_size > SEARCH_LIMIT:
+            raise QueryError(
+                "page",
+                f"HubSpot's search reaches {SEARCH_LIMIT:,} records; read an unfiltered list "
+                "page by page from the first, or narrow it with a filter",
+            )
+        body = search_body(entity, columns, conditions, sort, limit=page_size, after=after)
         return [_flat(record) for record in (await self._search(access, entity, body))["results"]]
+
+    def _list_fetch(self, access: Access, entity: EntityMap, columns: Sequence[str]) -> Fetch:
+        async def fetch(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            query = {"limit": str(BATCH_LIMIT), "properties": ",".join(columns)}
+            if after is not None:
+                query["after"] = after
+            url = self._objects(access, entity.object).with_query(query)
+            answer = await self.json_call(access, "GET", url)
+            results = answer.get("results") if isinstance(answer, dict) else None
+            if not isinstance(results, list):
+                raise CrmUnavailable("HubSpot answered an unexpected list")
+            following = ((answer.get("paging") or {}).get("next") or {}).get("after")
+            return [_flat(r) for r in results], str(following) if following else None
+
+        return fetch
 
     async def count(
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()

@@ -4,14 +4,11 @@ the Partner API's SOAP login() call, the way Salesforce's own tools do."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 import xml.etree.ElementTree as ET
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from html import escape
 from typing import Any
 
@@ -25,6 +22,7 @@ from crmgate.connectors.base import (
     CredentialsRejected,
     CrmError,
     CrmUnavailable,
+    CursorWalks,
     EntityNotFound,
     FieldInfo,
     Identity,
@@ -256,27 +254,13 @@ def _object_info(
     )
 
 
-@dataclass
-class _Cursor:
-    """Where a walk over a query locator stopped: the records from offset ``start`` that were
-    fetched and not yet served, and the locator path of the next batch (None: the end)."""
-
-    start: int
-    batch: list[dict[str, Any]]
-    next_path: str | None
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:32]
-
-
 class SalesforceRecords(Records):
     """sObject CRUD, SOQL, describe, collections and passthrough: what the unified entity API
     calls. Records go in and come out in Salesforce's own field names; the entity maps translate."""
 
     def __init__(self, connector: SalesforceConnector) -> None:
         super().__init__(connector)
-        self._cursors: OrderedDict[tuple[str, str, str], _Cursor] = OrderedDict()
+        self.walks = CursorWalks(MAX_CURSORS)
 
     @property
     def _version(self) -> str:
@@ -373,69 +357,25 @@ class SalesforceRecords(Records):
         continues it: pages read in order cost one call per 2,000 records. A first jump deeper
         than MAX_COLD_OFFSET is refused rather than paid for with dozens of calls."""
         statement = soql.select(entity, columns, conditions, sort)
-        key = (str(access.instance_url), _digest(access.token), statement)
-        cursor = self._cursors.pop(key, None)
-        if cursor is not None and cursor.start > offset:
-            cursor = None  # behind the cursor: start again
-        if cursor is not None:
-            try:
-                return self._keep(key, *await self._walk(access, cursor, offset, page_size))
-            except NotValid:
-                pass  # the locator expired (INVALID_QUERY_LOCATOR): walk again from the start
-        if offset > MAX_COLD_OFFSET:
-            raise NotValid(
-                f"page: records past {MAX_COLD_OFFSET:,} are read page by page in order, "
-                "or narrowed with a filter (e.g. created_at ge '...')",
-                ("page",),
-            )
-        cursor = self._start(await self.query(access, statement, batch=LOCATOR_BATCH))
-        return self._keep(key, *await self._walk(access, cursor, offset, page_size))
 
-    async def _walk(
-        self, access: Access, cursor: _Cursor, offset: int, page_size: int
-    ) -> tuple[list[dict[str, Any]], _Cursor, int]:
-        rows: list[dict[str, Any]] = []
-        position = offset
-        while len(rows) < page_size:
-            end = cursor.start + len(cursor.batch)
-            if position < end:
-                wanted = page_size - len(rows)
-                taken = cursor.batch[position - cursor.start : position - cursor.start + wanted]
-                rows += taken
-                position += len(taken)
-                continue
-            if cursor.next_path is None:
-                break
-            result = _query_result(
-                await self._call(access, "GET", access.instance_url.with_path(cursor.next_path))
-            )
-            cursor = self._start(result, start=end)
-        return rows, cursor, position
+        async def fetch(locator: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            if locator is None:
+                result = await self.query(access, statement, batch=LOCATOR_BATCH)
+            else:
+                url = access.instance_url.with_path(locator)
+                result = _query_result(await self._call(access, "GET", url))
+            return list(result["records"]), self._next_locator(result)
 
-    def _keep(
-        self,
-        key: tuple[str, str, str],
-        rows: list[dict[str, Any]],
-        cursor: _Cursor,
-        position: int,
-    ) -> list[dict[str, Any]]:
-        """Keep the walk for the next page: only the records not served yet, and the locator."""
-        cursor.batch = cursor.batch[max(0, position - cursor.start) :]
-        cursor.start = max(cursor.start, position)
-        if cursor.batch or cursor.next_path:
-            self._cursors[key] = cursor
-            while len(self._cursors) > MAX_CURSORS:
-                self._cursors.popitem(last=False)
-        return rows
+        key = CursorWalks.key(access, statement)
+        return await self.walks.page(key, offset, page_size, fetch, MAX_COLD_OFFSET)
 
-    def _start(self, result: dict[str, Any], start: int = 0) -> _Cursor:
-        next_path = None
-        if not result.get("done", True):
-            next_url = URL(str(result.get("nextRecordsUrl") or ""))
-            if not next_url.path.startswith(f"/services/data/v{self._version}/query/"):
-                raise CrmUnavailable("Salesforce answered an unexpected query locator")
-            next_path = next_url.path
-        return _Cursor(start, list(result["records"]), next_path)
+    def _next_locator(self, result: dict[str, Any]) -> str | None:
+        if result.get("done", True):
+            return None
+        next_url = URL(str(result.get("nextRecordsUrl") or ""))
+        if not next_url.path.startswith(f"/services/data/v{self._version}/query/"):
+            raise CrmUnavailable("Salesforce answered an unexpected query locator")
+        return next_url.path
 
     async def count(
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
