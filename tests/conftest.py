@@ -282,7 +282,11 @@ class HubSpot:
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         host = self.base_url.removeprefix("https://")
-        return {"HubSpot": {"api_url": self.base_url, "instance_hosts": [host]}}
+        oauth = {
+            "authorize_url": f"{self.base_url}/oauth/authorize",
+            "token_url": f"{self.base_url}/oauth/v1/token",
+        }
+        return {"HubSpot": {"api_url": self.base_url, "instance_hosts": [host], "oauth": oauth}}
 
 
 @pytest.fixture

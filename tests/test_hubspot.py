@@ -278,3 +278,51 @@ def test_unfiltered_lists_read_in_order_go_past_the_search_limit(portal: Portal)
         params={"page": 102, "page_size": 100, "filter": "last_name startswith 'C'"},
     )
     assert filtered.status_code == 400 and "narrow it with a filter" in filtered.text
+
+
+def test_oauth_tokens_are_refreshed_with_hubspots_token_endpoint(
+    tmp_path: Path, database: Database, hubspot: HubSpot
+) -> None:
+    sim = hubspot.simulator
+    sim.add_app("hs-client", "hs-secret")
+    settings = make_settings(
+        tmp_path / "oauth",
+        database.url,
+        platform_overrides=hubspot.overrides(),
+        outbound_ca_file=hubspot.ca_file,
+        oauth_clients={"HubSpot": {"client_id": "hs-client", "client_secret": "hs-secret"}},
+    )
+    migrate_database(settings)
+    admin = create_account(settings)
+    credential = {
+        "access_token": sim.issue_access_token(),
+        "refresh_token": sim.issue_refresh_token("hs-client"),
+    }
+
+    def token_calls() -> int:
+        return sum(1 for call in sim.calls if call == ("POST", "/oauth/v1/token"))
+
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        key = client.post(
+            "/v1/application",
+            json={"type": "HubSpot", "authorization": "oAuth-internal", "credential": credential},
+        ).json()["key"]
+        headers = {APP: key}
+        sim.expire_tokens()
+        assert (
+            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
+        )
+        assert token_calls() == 1
+        assert (
+            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
+        )
+        assert token_calls() == 1  # the new token (30 minutes) is kept
+        sim.refresh_tokens.clear()  # revoked in HubSpot
+        sim.expire_tokens()
+        refused = client.get("/v1/application/entity/contact/count", headers=headers)
+        assert refused.status_code == 401
+        assert "BAD_REFRESH_TOKEN" in refused.json()["detail"]["message"]
+        assert client.get(f"/v1/application/{key}").json()["is_authorized"] is False
+        assert client.delete(f"/v1/application/{key}").status_code == 204
+    revokes = [c for c in sim.calls if c[0] == "DELETE" and c[1].startswith("/oauth/v1/refresh")]
+    assert len(revokes) == 1

@@ -233,6 +233,9 @@ class HubSpotSimulator:
         self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
         self._ids = itertools.count(1001)
         self.base_url = ""
+        self.apps: dict[str, str] = {}  # OAuth client id -> secret
+        self.refresh_tokens: dict[str, str] = {}  # refresh token -> client id
+        self.token_lifetime = 1800.0
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -246,6 +249,15 @@ class HubSpotSimulator:
     ) -> str:
         token = "CO" + secrets.token_urlsafe(48)
         self.tokens[token] = Token(tuple(scopes), time.time() + lifetime)
+        return token
+
+    def add_app(self, client_id: str, client_secret: str) -> None:
+        """A public app's OAuth client (the refresh_token grant of /oauth/v1/token)."""
+        self.apps[client_id] = client_secret
+
+    def issue_refresh_token(self, client_id: str) -> str:
+        token = str(uuid.uuid4())
+        self.refresh_tokens[token] = client_id
         return token
 
     def expire_tokens(self) -> None:
@@ -267,6 +279,8 @@ class HubSpotSimulator:
             return await handler(request)
 
         application = web.Application(middlewares=[record])
+        application.router.add_post("/oauth/v1/token", self._token)
+        application.router.add_delete("/oauth/v1/refresh-tokens/{token}", self._revoke)
         route = "/crm/v3/objects/{type}"
         for method, path, handler in [
             ("GET", "/account-info/v3/details", self._account),
@@ -363,6 +377,36 @@ class HubSpotSimulator:
         if not isinstance(body, dict):
             raise Refused(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
         return body
+
+    # ---- OAuth --------------------------------------------------------------------------------
+
+    async def _token(self, request: web.Request) -> web.Response:
+        """POST /oauth/v1/token, grant_type=refresh_token: a new access token (30 minutes) and
+        the same refresh token, or HubSpot's BAD_* errors."""
+        form = await request.post()
+        client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
+        if form.get("grant_type") != "refresh_token":
+            return _oauth_error("BAD_GRANT_TYPE", "grant_type must be refresh_token here")
+        if self.apps.get(client_id) is None:
+            return _oauth_error("BAD_CLIENT_ID", "missing or unknown client id")
+        if self.apps[client_id] != secret:
+            return _oauth_error("BAD_CLIENT_SECRET", "missing or invalid client secret")
+        refresh = str(form.get("refresh_token", ""))
+        if self.refresh_tokens.get(refresh) != client_id:
+            return _oauth_error("BAD_REFRESH_TOKEN", "missing or invalid refresh token")
+        access = self.issue_access_token(lifetime=self.token_lifetime)
+        return web.json_response(
+            {
+                "token_type": "bearer",
+                "refresh_token": refresh,
+                "access_token": access,
+                "expires_in": int(self.token_lifetime),
+            }
+        )
+
+    async def _revoke(self, request: web.Request) -> web.Response:
+        self.refresh_tokens.pop(request.match_info["token"], None)
+        return web.Response(status=204)
 
     # ---- records ----------------------------------------------------------------------------
 
@@ -693,6 +737,12 @@ class HubSpotSimulator:
         for item in await self._inputs(request):
             self.records[object_type].pop(str(item.get("id")), None)
         return web.Response(status=204)
+
+
+def _oauth_error(status: str, message: str) -> web.Response:
+    return web.json_response(
+        {"status": status, "message": message, "correlationId": str(uuid.uuid4())}, status=400
+    )
 
 
 def _valid_date(text: str) -> bool:

@@ -587,10 +587,9 @@ class Connector:
                 f"{self.platform.name} token endpoint answered HTTP {response.status}"
             )
         if response.status != 200 or "access_token" not in answer:
-            error = str(answer.get("error") or f"HTTP {response.status}")
-            reason = str(answer.get("error_description") or "")[:200]
+            error, reason = self.token_error(answer, response.status)
             said = f"{self.platform.name} token endpoint: {error}" + (
-                f" ({reason})" if reason else ""
+                f" ({reason[:200]})" if reason else ""
             )
             if error == "invalid_grant":
                 raise GrantRevoked(f"{said}; authorize the application again")
@@ -609,6 +608,13 @@ class Connector:
             derived["expires_at"] = str(int(time.time()) + int(expires_in))
             derived["expires_in"] = str(int(expires_in))
         return fields, derived
+
+    def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
+        """The RFC 6749 error code (``invalid_grant``, ``invalid_client``, ...) and description
+        of a token endpoint's refusal (a hook for CRMs with their own error bodies)."""
+        return str(answer.get("error") or f"HTTP {status}"), str(
+            answer.get("error_description") or ""
+        )
 
     def token_fields(self, answer: Mapping[str, Any]) -> dict[str, str]:
         """What a CRM's token answer adds to the credential besides the tokens (a hook)."""

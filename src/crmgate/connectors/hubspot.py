@@ -91,6 +91,17 @@ class HubSpotConnector(Connector):
             raise CrmUnavailable("HubSpot account-info answered something unexpected") from None
         return Verified(Identity("", "", "", "", company_id=portal, company_name=""))
 
+    def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
+        """HubSpot's token endpoint answers ``{"status": "BAD_REFRESH_TOKEN", "message": ...}``
+        rather than RFC 6749's ``error``."""
+        code = str(answer.get("status") or answer.get("error") or f"HTTP {status}")
+        message = str(answer.get("message") or answer.get("error_description") or "")
+        if code in ("BAD_REFRESH_TOKEN", "BAD_AUTH_CODE", "invalid_grant"):
+            return "invalid_grant", f"{code}: {message}"
+        if code in ("BAD_CLIENT_ID", "BAD_CLIENT_SECRET", "invalid_client"):
+            return "invalid_client", f"{code}: {message}"
+        return code, message
+
     async def revoke(
         self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
     ) -> None:
