@@ -136,8 +136,12 @@ def test_make_serve_prints_a_curl_that_lists_demo_contacts(
         demo = json.loads(demo_file.read_text())
         assert stat.S_IMODE(demo_file.stat().st_mode) == 0o600
         assert demo["base_url"] == f"http://127.0.0.1:{port}" and demo["user_key"] == key
-        assert demo["applications"] == {"Salesforce": application}
-        assert demo["simulators"]["Salesforce"].startswith("https://127.0.0.1:")
+        assert demo["applications"]["Salesforce"] == application
+        assert set(demo["applications"]) == set(demo["simulators"]) == {"Salesforce", "HubSpot"}
+        assert all(url.startswith("https://127.0.0.1:") for url in demo["simulators"].values())
+        hubspot = curl.replace(application, demo["applications"]["HubSpot"])
+        companies = json.loads(curl_ok(hubspot.replace("/contact/", "/account/")))
+        assert "Northwind Traders" in {c["name"] for c in companies}
     finally:
         served.stop()
     assert key not in served.stderr, "the user key reached the log"

@@ -152,18 +152,18 @@ def serve(
         overrides["port"] = port
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
-    crm = None
+    crms: list[Any] = []
     if demo:
-        from crmgate.demo import demo_settings, start_salesforce
+        from crmgate.demo import demo_settings, start_demo_crms
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        crm = start_salesforce(settings.data_dir)
-        settings = demo_settings(settings, crm)
+        crms = start_demo_crms(settings.data_dir)
+        settings = demo_settings(settings, crms)
     try:
-        if crm is None:
+        if not crms:
             _with_services(_bootstrap, settings=settings)
         else:
-            _with_services(lambda services: _start_demo(services, crm), settings=settings)
+            _with_services(lambda services: _start_demo(services, crms), settings=settings)
         uvicorn.run(
             create_app(settings),
             host=settings.host,
@@ -176,14 +176,14 @@ def serve(
             proxy_headers=False,
         )
     finally:
-        if crm is not None:
+        for crm in crms:
             crm.stop()
 
 
-async def _start_demo(services: Services, crm: Any) -> None:
+async def _start_demo(services: Services, crms: list[Any]) -> None:
     from crmgate.demo import DEMO_FILE, banner, prepare
 
-    demo = await prepare(services, crm)
+    demo = await prepare(services, crms)
     base = services.settings.resolved_public_url
     typer.echo(banner(demo, services.settings.data_dir / DEMO_FILE))
     typer.echo(f"crmgate: serving {base}/v1 — API docs at {base}/docs")

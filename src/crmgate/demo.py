@@ -36,27 +36,64 @@ DEMO_SESSION_LIFETIME = 90 * 86400.0  # the demo's access token outlives any dem
 
 @dataclass
 class DemoCrm:
-    """The running simulator and what the gateway needs to reach it."""
+    """A running simulator and what the gateway needs to reach it."""
 
     platform_type: str
     base_url: str
     ca_file: Path
     overrides: dict[str, dict[str, Any]]
+    authorization: str
     credential: dict[str, str]
+    description: str
     stop: Any
 
 
-def start_salesforce(directory: Path) -> DemoCrm:
-    """A seeded Salesforce simulator on a free loopback port, in a background thread."""
-    from crmsim.salesforce import SalesforceSimulator, platform_overrides
-    from crmsim.seed import seed_sales_org
-    from crmsim.server import RunningSimulator
+def start_demo_crms(directory: Path) -> list[DemoCrm]:
+    """The demo's CRMs: a Salesforce org and a HubSpot portal, seeded, sharing one throw-away
+    CA (kept in ``directory``/demo-tls, 0700)."""
     from crmsim.tls import make_certificates
 
     tls = directory / "demo-tls"
     tls.mkdir(mode=0o700, exist_ok=True)
     tls.chmod(0o700)  # the throw-away CA's private key is in there
     certificates = make_certificates(tls)
+    crms = [start_salesforce(certificates)]
+    try:
+        crms.append(start_hubspot(certificates))
+    except BaseException:
+        crms[0].stop()
+        raise
+    return crms
+
+
+def start_hubspot(certificates: Any) -> DemoCrm:
+    """A seeded HubSpot portal, connected with a private app token."""
+    from crmsim.hubspot import HubSpotSimulator
+    from crmsim.seed import seed_hubspot_portal
+    from crmsim.server import RunningSimulator
+
+    simulator = HubSpotSimulator(ten_secondly=10_000)
+    seed_hubspot_portal(simulator)
+    running = RunningSimulator(simulator.app(), certificates).__enter__()
+    host = running.base_url.removeprefix("https://")
+    return DemoCrm(
+        platform_type="HubSpot",
+        base_url=running.base_url,
+        ca_file=certificates.ca_file,
+        overrides={"HubSpot": {"api_url": running.base_url, "instance_hosts": [host]}},
+        authorization="key",
+        credential={"access_token": simulator.add_private_app()},
+        description="Demo: a HubSpot portal played by crmsim",
+        stop=lambda: running.__exit__(None, None, None),
+    )
+
+
+def start_salesforce(certificates: Any) -> DemoCrm:
+    """A seeded Salesforce simulator on a free loopback port, in a background thread."""
+    from crmsim.salesforce import SalesforceSimulator, platform_overrides
+    from crmsim.seed import seed_sales_org
+    from crmsim.server import RunningSimulator
+
     simulator = SalesforceSimulator(
         org_name="Demo Sales Org (crmsim)", session_lifetime=DEMO_SESSION_LIFETIME
     )
@@ -68,47 +105,54 @@ def start_salesforce(directory: Path) -> DemoCrm:
         base_url=running.base_url,
         ca_file=certificates.ca_file,
         overrides=platform_overrides(running.base_url),
+        authorization="oAuth-external-refresh",
         credential={
             "instance_url": running.base_url,
             "access_token": simulator.issue_session(user),
         },
+        description="Demo: a Salesforce org played by crmsim",
         stop=lambda: running.__exit__(None, None, None),
     )
 
 
-def demo_settings(settings: Settings, crm: DemoCrm) -> Settings:
-    """The operator's settings, with the demo CRM's hosts and CA added."""
-    overrides = {**settings.platform_overrides, **crm.overrides}
+def demo_settings(settings: Settings, crms: list[DemoCrm]) -> Settings:
+    """The operator's settings, with the demo CRMs' hosts and CA added."""
+    overrides = dict(settings.platform_overrides)
+    for crm in crms:
+        overrides.update(crm.overrides)
     return settings.model_copy(
-        update={"platform_overrides": overrides, "outbound_ca_file": str(crm.ca_file)}
+        update={"platform_overrides": overrides, "outbound_ca_file": str(crms[0].ca_file)}
     )
 
 
-async def prepare(services: Any, crm: DemoCrm) -> dict[str, Any]:
-    """The demo organisation and its Salesforce application (recreated for this simulator);
-    returns what demo.json holds."""
+async def prepare(services: Any, crms: list[DemoCrm]) -> dict[str, Any]:
+    """The demo organisation and one application per demo CRM (recreated for these
+    simulators); returns what demo.json holds."""
     path = services.settings.data_dir / DEMO_FILE
     previous = _read(path)
     principal, user_key = await _demo_principal(services, previous.get("user_key"))
     applications = services.applications
-    old = (previous.get("applications") or {}).get(crm.platform_type)
-    if old:
-        try:
-            await applications.store.delete(principal.organisation_id, old)
-        except AccountError:
-            log.debug("the previous demo application is gone already")
-    view = await applications.create(
-        principal,
-        platform_type=crm.platform_type,
-        authorization="oAuth-external-refresh",
-        credential=crm.credential,
-        description="Demo: a Salesforce org played by crmsim",
-    )
+    keys: dict[str, str] = {}
+    for crm in crms:
+        old = (previous.get("applications") or {}).get(crm.platform_type)
+        if old:
+            try:
+                await applications.store.delete(principal.organisation_id, old)
+            except AccountError:
+                log.debug("the previous demo application is gone already")
+        view = await applications.create(
+            principal,
+            platform_type=crm.platform_type,
+            authorization=crm.authorization,
+            credential=crm.credential,
+            description=crm.description,
+        )
+        keys[crm.platform_type] = view.key
     demo = {
         "base_url": services.settings.resolved_public_url,
         "user_key": user_key,
-        "applications": {crm.platform_type: view.key},
-        "simulators": {crm.platform_type: crm.base_url},
+        "applications": keys,
+        "simulators": {crm.platform_type: crm.base_url for crm in crms},
     }
     replace_private(path, json.dumps(demo, indent=2).encode() + b"\n")
     return demo
@@ -146,7 +190,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 def banner(demo: dict[str, Any], demo_file: Path) -> str:
     base = demo["base_url"]
-    (platform, application_key), *_ = demo["applications"].items()
+    (platform, application_key), *others = demo["applications"].items()
     curl = shlex.join(
         [
             "curl",
@@ -161,11 +205,12 @@ def banner(demo: dict[str, Any], demo_file: Path) -> str:
     return "\n".join(
         [
             "",
-            "crmgate demo: a simulated Salesforce org runs beside the gateway, connected to the",
-            f"demo organisation as a {platform} application.",
-            f"  {platform} simulator: {demo['simulators'][platform]}",
+            "crmgate demo: simulated CRMs run beside the gateway, each connected to the demo",
+            "organisation as an application.",
+            *(f"  {name} simulator: {url}" for name, url in demo["simulators"].items()),
             f"  user key:         {demo['user_key']}",
             f"  application key:  {application_key} ({platform})",
+            *(f"  application key:  {key} ({name})" for name, key in others),
             f"  (also in {demo_file})",
             "",
             "List the demo contacts:",

@@ -4,8 +4,12 @@ opportunities, tasks and notes (inserted through the simulator's own checks)."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 from crmsim.salesforce_data import SalesforceData
+
+if TYPE_CHECKING:
+    from crmsim.hubspot import HubSpotSimulator
 
 _ACCOUNTS = [
     ("Northwind Traders", "Retail", "https://northwind.example", "Seattle", "US"),
@@ -104,4 +108,42 @@ def seed_sales_org(data: SalesforceData, owner: str | None = None) -> None:
                 "ParentId": account,
             },
             owner,
+        )
+
+
+def seed_hubspot_portal(portal: HubSpotSimulator) -> None:
+    """The same small business, as a HubSpot portal: companies, contacts and open deals."""
+    today = date.today()
+    for name, industry, website, city, country in _ACCOUNTS:
+        portal.insert(
+            "companies",
+            {
+                "name": name,
+                "domain": website.removeprefix("https://"),
+                "city": city,
+                "country": country,
+                "industry": {"Retail": "RETAIL", "Agriculture": "FARMING"}.get(
+                    industry, "COMPUTER_SOFTWARE"
+                ),
+            },
+        )
+    for first, last, title, _ in _CONTACTS:
+        portal.insert(
+            "contacts",
+            {
+                "firstname": first,
+                "lastname": last,
+                "jobtitle": title,
+                "email": f"{first.lower()}.{last.lower()}@example.com",
+            },
+        )
+    for index, (name, *_rest) in enumerate(_ACCOUNTS):
+        portal.insert(
+            "deals",
+            {
+                "dealname": f"{name}: annual renewal",
+                "dealstage": ("appointmentscheduled", "qualifiedtobuy", "closedwon")[index],
+                "amount": str(12000 * (index + 1)),
+                "closedate": (today + timedelta(days=30 * (index + 1))).isoformat(),
+            },
         )
