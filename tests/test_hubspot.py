@@ -326,3 +326,97 @@ def test_oauth_tokens_are_refreshed_with_hubspots_token_endpoint(
         assert client.delete(f"/v1/application/{key}").status_code == 204
     revokes = [c for c in sim.calls if c[0] == "DELETE" and c[1].startswith("/oauth/v1/refresh")]
     assert len(revokes) == 1
+
+
+def test_bulk_create_ids_follow_the_items_whatever_order_hubspot_answers_in(
+    portal: Portal,
+) -> None:
+    names = [f"Ordered {n:02d}" for n in range(30)]
+    made = portal.ok(
+        "POST", "/entity/contact/bulk", 201, json={"item": [{"last_name": n} for n in names]}
+    )["item"]
+    for name, item in zip(names, made, strict=True):
+        assert portal.sim.records["contacts"][item["id"]]["values"]["lastname"] == name
+
+
+def test_a_walk_survives_a_failed_call_and_far_jumps_use_the_search(portal: Portal) -> None:
+    for n in range(650):
+        portal.sim.insert("contacts", {"lastname": f"W{n:03d}"})
+
+    def calls(kind: str) -> int:
+        if kind == "search":
+            return sum(1 for _, p in portal.sim.calls if p.endswith("/search"))
+        return sum(1 for m, p in portal.sim.calls if m == "GET" and p == "/crm/v3/objects/contacts")
+
+    params = {"page_size": 100}
+    assert (
+        portal.ok("GET", "/entity/contact/list", params={**params, "page": 1})[0]["last_name"]
+        == "W000"
+    )
+    portal.sim.ten_secondly = 0
+    assert (
+        portal.call("GET", "/entity/contact/list", params={**params, "page": 2}).status_code == 429
+    )
+    portal.sim.ten_secondly = 10_000
+    lists, searches = calls("list"), calls("search")
+    second = portal.ok("GET", "/entity/contact/list", params={**params, "page": 2})
+    assert second[0]["last_name"] == "W100"
+    assert (calls("list") - lists, calls("search") - searches) == (1, 0)  # the walk went on
+    far = portal.ok("GET", "/entity/contact/list", params={**params, "page": 6})
+    assert far[0]["last_name"] == "W500"
+    assert calls("search") - searches == 1  # one search call, not a walk over the gap
+
+
+def test_search_limits_are_checked_before_hubspot_refuses(portal: Portal) -> None:
+    star = portal.call("GET", "/entity/contact/list", params={"filter": "last_name contains '*'"})
+    assert star.status_code == 400
+    many = " and ".join(f"last_name ne 'x{n}'" for n in range(7))
+    assert portal.call("GET", "/entity/contact/list", params={"filter": many}).status_code == 400
+
+
+def test_cursor_walks_expire_and_keep_their_place_on_failure() -> None:
+    import asyncio
+
+    from crmgate.connectors.base import CursorWalks
+    from crmgate.query import QueryError
+
+    batches = {
+        None: ([{"n": i} for i in range(3)], "b"),
+        "b": ([{"n": i} for i in range(3, 6)], None),
+    }
+    fetched: list[str | None] = []
+    failing = {"on": False}
+
+    async def fetch(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        fetched.append(token)
+        if failing["on"]:
+            raise RuntimeError("the CRM is down")
+        rows, following = batches[token]
+        return list(rows), following
+
+    async def go() -> None:
+        walks = CursorWalks(lifetime=60)
+        assert [r["n"] for r in await walks.page(("k",), 0, 2, fetch, 0)] == [0, 1]
+        failing["on"] = True
+        assert [r["n"] for r in await walks.page(("k",), 2, 1, fetch, 0)] == [2]  # from memory
+        with pytest.raises(RuntimeError):
+            await walks.page(("k",), 3, 2, fetch, 0)
+        failing["on"] = False
+        assert [r["n"] for r in await walks.page(("k",), 3, 2, fetch, 0)] == [3, 4]
+        assert fetched == [None, "b", "b"]
+        stale = CursorWalks(lifetime=0)
+        await stale.page(("k",), 0, 2, fetch, 0)
+        assert not stale.continues(("k",), 2)
+        with pytest.raises(QueryError):
+            await stale.page(("k",), 2, 1, fetch, 0)  # past the cold limit: refused
+
+    asyncio.run(go())
+
+
+def test_numbers_hubspot_sends_as_text_become_numbers_or_nothing() -> None:
+    from crmgate.model.mapping import _from_native
+
+    assert _from_native("1500", {"type": "number"}) == 1500.0
+    assert _from_native("12345678901234567891", {"type": "integer"}) == 12345678901234567891
+    for bad in ("NaN", "Infinity", "", "1_000"):
+        assert _from_native(bad, {"type": "number"}) is None

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 import secrets
 import time
 import uuid
@@ -642,7 +643,11 @@ class HubSpotSimulator:
         body = await self._json(request)
         props = self.properties[object_type]
         groups = body.get("filterGroups") or []
-        if len(groups) > 5 or sum(len(g.get("filters") or []) for g in groups) > 18:
+        if (
+            len(groups) > 5
+            or any(len(g.get("filters") or []) > 6 for g in groups)
+            or sum(len(g.get("filters") or []) for g in groups) > 18
+        ):
             raise Refused(400, "VALIDATION_ERROR", "Too many filters or filter groups")
         rows = list(self.records[object_type].values())
         if groups:
@@ -697,11 +702,22 @@ class HubSpotSimulator:
         inputs = await self._inputs(request)
         for item in inputs:  # all or nothing, as HubSpot's batch create validates first
             self._check(object_type, (item or {}).get("properties") or {}, creating=True)
-        made = [self._create(object_type, item["properties"]) for item in inputs]
+        made = [
+            {
+                **self._render(object_type, self._create(object_type, item["properties"]), None),
+                **(
+                    {"objectWriteTraceId": item["objectWriteTraceId"]}
+                    if "objectWriteTraceId" in item
+                    else {}
+                ),
+            }
+            for item in inputs
+        ]
+        random.shuffle(made)  # HubSpot does not keep the order of the inputs
         return web.json_response(
             {
                 "status": "COMPLETE",
-                "results": [self._render(object_type, r, None) for r in made],
+                "results": made,
                 "startedAt": _now(),
                 "completedAt": _now(),
             },

@@ -239,24 +239,36 @@ class Cursor:
 
 class CursorWalks:
     """The contract's page numbers over a CRM's cursors (Salesforce query locators, HubSpot
-    ``after``). Where each walk stopped is kept, per query and credentials, in this process: the
-    next page continues it (one CRM call per batch, most pages none); a page behind the cursor,
-    or one no walk is near, starts again from the first batch, a cost proportional to the
-    offset, refused past ``max_cold_offset``. A cursor the CRM has expired is walked again."""
+    ``after``). Where each walk stopped is kept, per query and credentials, in this process, for
+    ``lifetime`` seconds: the next page continues it (one CRM call per batch, most pages none).
+    A page behind the walk, too far ahead of it (``max_ahead`` records), or with no walk near,
+    starts again from the first batch, a cost proportional to the offset, refused past
+    ``max_cold_offset``. A cursor the CRM has expired is walked again; a failed call leaves the
+    walk as it was. Two clients reading the same query at once share (and may move) one walk:
+    each still gets correct pages, at the cost of more calls."""
 
-    def __init__(self, max_walks: int = 64) -> None:
-        self._walks: OrderedDict[tuple[str, ...], Cursor] = OrderedDict()
+    def __init__(self, max_walks: int = 64, lifetime: float = 60.0) -> None:
+        self._walks: OrderedDict[tuple[str, ...], tuple[float, Cursor]] = OrderedDict()
         self._max = max_walks
+        self._lifetime = lifetime
 
     @staticmethod
     def key(access: Access, *query: str) -> tuple[str, ...]:
         digest = hashlib.sha256(access.token.encode()).hexdigest()[:32]
         return (str(access.instance_url), digest, *query)
 
-    def continues(self, key: tuple[str, ...], offset: int) -> bool:
+    def _near(self, key: tuple[str, ...], offset: int, max_ahead: int | None) -> Cursor | None:
+        kept = self._walks.get(key)
+        if kept is None or time.monotonic() - kept[0] > self._lifetime:
+            return None
+        cursor = kept[1]
+        if cursor.start > offset or (max_ahead is not None and offset - cursor.start > max_ahead):
+            return None
+        return cursor
+
+    def continues(self, key: tuple[str, ...], offset: int, max_ahead: int | None = None) -> bool:
         """Whether a kept walk can serve ``offset`` without starting again."""
-        cursor = self._walks.get(key)
-        return cursor is not None and cursor.start <= offset
+        return self._near(key, offset, max_ahead) is not None
 
     async def page(
         self,
@@ -265,9 +277,10 @@ class CursorWalks:
         size: int,
         fetch: Fetch,
         max_cold_offset: int,
+        max_ahead: int | None = None,
     ) -> list[dict[str, Any]]:
-        cursor = self._walks.pop(key, None)
-        if cursor is not None and cursor.start <= offset:
+        cursor = self._near(key, offset, max_ahead)
+        if cursor is not None:
             try:
                 return self._keep(key, *await self._walk(cursor, offset, size, fetch))
             except NotValid:
@@ -285,6 +298,7 @@ class CursorWalks:
     async def _walk(
         cursor: Cursor, offset: int, size: int, fetch: Fetch
     ) -> tuple[list[dict[str, Any]], Cursor, int]:
+        """The page at ``offset``; the kept cursor is not changed (a failure leaves it)."""
         rows: list[dict[str, Any]] = []
         position = offset
         while len(rows) < size:
@@ -305,10 +319,12 @@ class CursorWalks:
     def _keep(
         self, key: tuple[str, ...], rows: list[dict[str, Any]], cursor: Cursor, position: int
     ) -> list[dict[str, Any]]:
-        """Keep the walk for the next page: only the records not served yet, and the token."""
-        cursor.batch = cursor.batch[max(0, position - cursor.start) :]
-        cursor.start = max(cursor.start, position)
-        self._walks[key] = cursor  # at the end too: the page after the last is empty, for free
+        """Keep the walk for the next page: only the records not served yet, and the token
+        (at the end too, for its lifetime: the page after the last is empty, for free)."""
+        start = max(cursor.start, position)
+        kept = Cursor(start, cursor.batch[max(0, position - cursor.start) :], cursor.next)
+        self._walks[key] = (time.monotonic(), kept)
+        self._walks.move_to_end(key)
         while len(self._walks) > self._max:
             self._walks.popitem(last=False)
         return rows

@@ -49,6 +49,7 @@ log = logging.getLogger("crmgate.connectors.hubspot")
 
 SEARCH_LIMIT = 10_000  # the search API returns at most this many results of one query
 BATCH_LIMIT = 100
+MAX_FILTERS = 6  # filters in one filter group of the search API
 _RECORD_ID = re.compile(r"^[0-9]{1,20}$")
 _OBJECT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _OPERATORS = {"eq": "EQ", "ne": "NEQ", "gt": "GT", "ge": "GTE", "lt": "LT", "le": "LTE"}
@@ -187,8 +188,10 @@ def search_body(
         elif condition.op in ("contains", "startswith"):
             if kind != "string" or not isinstance(condition.value, str):
                 raise QueryError("filter", f"{condition.op} works on text fields only")
-            if any(char.isspace() for char in condition.value):
-                raise QueryError("filter", f"HubSpot's {condition.op} takes one word")
+            if any(char.isspace() or char == "*" for char in condition.value):
+                raise QueryError(
+                    "filter", f"HubSpot's {condition.op} takes one word (no spaces, no *)"
+                )
             pattern = (
                 f"*{condition.value}*" if condition.op == "contains" else f"{condition.value}*"
             )
@@ -198,8 +201,8 @@ def search_body(
             filters.append(
                 {"propertyName": column, "operator": _OPERATORS[condition.op], "value": value}
             )
-    if len(filters) > 18:
-        raise QueryError("filter", "HubSpot takes at most 18 conditions")
+    if len(filters) > MAX_FILTERS:
+        raise QueryError("filter", f"HubSpot takes at most {MAX_FILTERS} conditions at once")
     if len(sort) > 1:
         raise QueryError("sort", "HubSpot sorts by one field")
     sorts = [
@@ -333,14 +336,16 @@ class HubSpotRecords(Records):
         by_id = not sort or (len(sort) == 1 and sort[0].field == "id" and not sort[0].descending)
         plain = by_id and not conditions and not entity.match
         key = CursorWalks.key(access, entity.object, ",".join(columns))
-        if plain and (after == 0 or self.walks.continues(key, after)):
+        ahead = 2 * BATCH_LIMIT  # farther than that, one search call is cheaper (within reach)
+        reach = None if after + page_size > SEARCH_LIMIT else ahead
+        if plain and (after == 0 or self.walks.continues(key, after, reach)):
             # An unfiltered list read in order walks the objects API's cursor: one call per
             # 100 records, with no end (the search API stops at 10,000).
             try:
                 return await self.walks.page(
-                    key, after, page_size, self._list_fetch(access, entity, columns), 0
+                    key, after, page_size, self._list_fetch(access, entity, columns), 0, reach
                 )
-            except NotValid:
+            except (NotValid, QueryError):
                 if after + page_size > SEARCH_LIMIT:
                     raise
         if after + page_size > SEARCH_LIMIT:
@@ -409,12 +414,27 @@ class HubSpotRecords(Records):
         async def send(chunk: list[Mapping[str, Any]]) -> list[ItemResult]:
             # HubSpot validates a whole batch first: one bad record refuses the chunk (each of
             # its items then reports that refusal), the others go through.
-            inputs = [{"properties": dict(values)} for values in chunk]
+            # HubSpot does not answer in the order sent: each input carries its position as
+            # objectWriteTraceId, which comes back on its result.
+            inputs = [
+                {"properties": dict(values), "objectWriteTraceId": str(position)}
+                for position, values in enumerate(chunk)
+            ]
             answer = await self.json_call(access, "POST", url, body={"inputs": inputs})
             results = answer.get("results") if isinstance(answer, dict) else None
             if not isinstance(results, list) or len(results) != len(chunk):
                 raise CrmUnavailable("HubSpot answered a batch with the wrong results")
-            return [ItemResult(_flat(record)["hs_object_id"]) for record in results]
+            by_trace = {
+                str(r.get("objectWriteTraceId")): str(_flat(r)["hs_object_id"])
+                for r in results
+                if isinstance(r, dict)
+            }
+            if set(by_trace) != {str(i) for i in range(len(chunk))}:
+                raise CrmUnavailable(
+                    "HubSpot answered a batch whose results cannot be told apart; the records "
+                    "were created: list them before sending them again"
+                )
+            return [ItemResult(by_trace[str(i)]) for i in range(len(chunk))]
 
         return await chunked(list(items), BATCH_LIMIT, send, lambda item: None)
 
@@ -435,6 +455,16 @@ class HubSpotRecords(Records):
                     kind = EntityNotFound if category == "OBJECT_NOT_FOUND" else NotValid
                     for record_id in ids:
                         failed[str(record_id)] = kind(f"HubSpot: {error.get('message')}")
+                done = {
+                    str(r.get("id"))
+                    for r in (answer or {}).get("results") or ()
+                    if isinstance(r, dict)
+                }
+                for record_id, _ in valid:  # neither in the results nor named by an error
+                    if record_id not in done and record_id not in failed:
+                        failed[record_id] = CrmUnavailable(
+                            "HubSpot did not say what became of this record"
+                        )
             return [
                 ItemResult(i, failed.get(i))
                 if _RECORD_ID.match(i)

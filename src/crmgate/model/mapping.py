@@ -22,6 +22,7 @@ CRM does differently (its query language, its paging).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from functools import cache
@@ -44,6 +45,8 @@ _VALUE_FIELD = {
     "address": "street",
 }
 READ_ONLY = frozenset(("id", "created_at", "updated_at"))
+_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
+_INTEGER = re.compile(r"^-?\d+$")
 # The operations a descriptor may list under an entity's `methods`.
 METHODS = ("list", "count", "get", "create", "update", "delete", "describe", "bulk", "aggregate")
 
@@ -391,11 +394,13 @@ def _from_native(value: Any, schema: Mapping[str, Any]) -> Any:
         except ValueError:
             return value
     if kind in ("number", "integer") and isinstance(value, str):
-        # CRMs that send every value as text (HubSpot): the contract's number
-        try:
-            number = float(value)
-        except ValueError:
-            return value
+        # CRMs that send every value as text (HubSpot): the contract's number, or nothing
+        text = value.strip()
+        if not _NUMBER.match(text):
+            return None
+        if kind == "integer" and _INTEGER.match(text):
+            return int(text)
+        number = float(text)
         return int(number) if kind == "integer" and number.is_integer() else number
     if kind == "boolean" and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
