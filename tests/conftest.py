@@ -198,6 +198,24 @@ def sqlite_gateway(sqlite_settings: Settings) -> Iterator[RunningGateway]:
         yield running
 
 
+class AppClient:
+    """A client of one connected application: every call carries its application key, paths
+    are under /v1/application."""
+
+    def __init__(self, client: httpx.Client, key: str) -> None:
+        self.client = client
+        self.key = key
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"X-API2CRM-APPLICATION-KEY": self.key, **kwargs.pop("headers", {})}
+        return self.client.request(method, f"/v1/application{path}", headers=headers, **kwargs)
+
+    def ok(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
+        response = self.call(method, path, **kwargs)
+        assert response.status_code == status, response.text
+        return response.json() if response.content else None
+
+
 @dataclass
 class Account:
     organisation_id: str

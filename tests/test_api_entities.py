@@ -8,10 +8,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from conftest import Account, RunningGateway, SalesforceSim, create_account
+from conftest import Account, AppClient, RunningGateway, SalesforceSim, create_account
 from crmgate.settings import Settings
 from test_api_applications import connect_external
 
@@ -23,21 +22,8 @@ def admin(crm_settings: Settings) -> Account:
     return create_account(crm_settings)
 
 
-class Crm:
+class Crm(AppClient):
     """A client of one connected Salesforce application."""
-
-    def __init__(self, client: httpx.Client, key: str) -> None:
-        self.client = client
-        self.key = key
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {APP: self.key, **kwargs.pop("headers", {})}
-        return self.client.request(method, f"/v1/application{path}", headers=headers, **kwargs)
-
-    def ok(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
-        response = self.call(method, path, **kwargs)
-        assert response.status_code == status, response.text
-        return response.json() if response.content else None
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from conftest import (
     Account,
+    AppClient,
     Database,
     HubSpot,
     RunningGateway,
@@ -28,20 +28,12 @@ from crmsim.hubspot import HubSpotSimulator
 APP = "X-API2CRM-APPLICATION-KEY"
 
 
-@dataclass
-class Portal:
-    client: httpx.Client
-    key: str
-    sim: HubSpotSimulator
+class Portal(AppClient):
+    """A client of one connected HubSpot application, and the portal behind it."""
 
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {APP: self.key, **kwargs.pop("headers", {})}
-        return self.client.request(method, f"/v1/application{path}", headers=headers, **kwargs)
-
-    def ok(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
-        response = self.call(method, path, **kwargs)
-        assert response.status_code == status, response.text
-        return response.json() if response.content else None
+    def __init__(self, client: httpx.Client, key: str, sim: HubSpotSimulator) -> None:
+        super().__init__(client, key)
+        self.sim = sim
 
 
 @pytest.fixture

@@ -525,6 +525,11 @@ class Records:
 
         return await chunked(list(ids), 1, send, lambda item: item)
 
+    def passthrough_url(self, access: Access, path: str) -> URL:
+        """Where a passthrough ``path`` goes on this application's CRM (checked with
+        ``passthrough_path``); a connector that offers passthrough says."""
+        raise self._unsupported("passthrough requests")
+
     async def passthrough(
         self,
         access: Access,
@@ -533,7 +538,15 @@ class Records:
         headers: Sequence[tuple[str, str]],
         body: bytes | None,
     ) -> RawResponse:
-        raise self._unsupported("passthrough requests")
+        """The client's own request, sent to the application's CRM with its credentials; the
+        CRM's answer as it is, except an expired session (the gateway renews it)."""
+        url = self.passthrough_url(access, path)
+        sent = {name: value for name, value in headers}
+        sent["Authorization"] = f"Bearer {access.token}"
+        response = await self.connector.call(method, url, headers=sent, data=body)
+        if response.status == 401:
+            raise self.error(response)
+        return RawResponse(response.status, list(response.headers.items()), response.body)
 
 
 class Connector:

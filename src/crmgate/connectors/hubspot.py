@@ -33,7 +33,6 @@ from crmgate.connectors.base import (
     NotValid,
     ObjectInfo,
     RateLimited,
-    RawResponse,
     Records,
     SessionExpired,
     Verified,
@@ -494,22 +493,9 @@ class HubSpotRecords(Records):
 
     # ---- passthrough ------------------------------------------------------------------------
 
-    async def passthrough(
-        self,
-        access: Access,
-        method: str,
-        path: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes | None,
-    ) -> RawResponse:
+    def passthrough_url(self, access: Access, path: str) -> URL:
         """``path`` relative to HubSpot's API host (``crm/v3/objects/contacts?limit=5``)."""
         raw_path, raw_query = passthrough_path(path)
         origin = str(access.instance_url).rstrip("/")
         full = raw_path if raw_path.startswith("/") else f"/{raw_path}"
-        url = URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
-        sent = {name: value for name, value in headers}
-        sent["Authorization"] = f"Bearer {access.token}"
-        response = await self.connector.call(method, url, headers=sent, data=body)
-        if response.status == 401:
-            raise self.error(response)
-        return RawResponse(response.status, list(response.headers.items()), response.body)
+        return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)

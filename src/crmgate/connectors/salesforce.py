@@ -31,7 +31,6 @@ from crmgate.connectors.base import (
     NotValid,
     ObjectInfo,
     RateLimited,
-    RawResponse,
     Records,
     SessionExpired,
     Verified,
@@ -521,22 +520,6 @@ class SalesforceRecords(Records):
             full = f"/services/data/v{self._version}/{raw_path}"
         origin = str(access.instance_url).rstrip("/")
         return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
-
-    async def passthrough(
-        self,
-        access: Access,
-        method: str,
-        path: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes | None,
-    ) -> RawResponse:
-        url = self.passthrough_url(access, path)
-        sent = {name: value for name, value in headers}
-        sent["Authorization"] = f"Bearer {access.token}"
-        response = await self.connector.call(method, url, headers=sent, data=body)
-        if response.status == 401:
-            raise _error(response.status, response.body)
-        return RawResponse(response.status, list(response.headers.items()), response.body)
 
 
 def _expect(value: Any, kind: type, what: str) -> Any:
