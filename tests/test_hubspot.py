@@ -77,6 +77,7 @@ ENTITIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "task": ("subject", {"due_at": "2027-01-15T09:00:00+00:00"}, {"priority": "HIGH"}),
     "call": ("subject", {"started_at": "2027-01-10T09:00:00+00:00"}, {"direction": "OUTBOUND"}),
     "meeting": ("subject", {"started_at": "2027-01-11T09:00:00+00:00"}, {"location": "Room 1"}),
+    "note": ("body", {}, {"body": "Edited"}),
 }
 
 
@@ -412,3 +413,20 @@ def test_numbers_hubspot_sends_as_text_become_numbers_or_nothing() -> None:
     assert _from_native("12345678901234567891", {"type": "integer"}) == 12345678901234567891
     for bad in ("NaN", "Infinity", "", "1_000"):
         assert _from_native(bad, {"type": "number"}) is None
+
+
+def test_activities_get_hubspots_required_timestamp_when_the_client_gives_none(
+    portal: Portal,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    task = portal.ok("POST", "/entity/task", 201, json={"subject": "Call back"})["id"]
+    note = portal.ok("POST", "/entity/note", 201, json={"body": "Met at the fair"})["id"]
+    for object_type, record_id in (("tasks", task), ("notes", note)):
+        stamp = portal.sim.records[object_type][record_id]["values"]["hs_timestamp"]
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert abs(datetime.now(UTC) - when) < timedelta(minutes=1)
+    given = portal.ok(
+        "POST", "/entity/task", 201, json={"subject": "Later", "due_at": "2027-05-01T08:00:00Z"}
+    )["id"]
+    assert portal.ok("GET", f"/entity/task/{given}")["due_at"] == "2027-05-01T08:00:00+00:00"

@@ -387,7 +387,7 @@ class EntityService:
             raise NotValid(f"{field}: {error.message}", (field,)) from None
 
     async def create(self, connection: Connection, mapped: EntityMap, record: Any) -> str:
-        values = {**self.to_native(mapped, record), **mapped.match}
+        values = mapped.on_create(self.to_native(mapped, record))
         return await connection.connector.records.create(connection.access, mapped.object, values)
 
     async def _require_match(
@@ -481,7 +481,7 @@ class EntityService:
             try:
                 if action == "create":
                     values = self.to_native(mapped, item, where=where)
-                    sendable.append((index, {**values, **mapped.match}))
+                    sendable.append((index, mapped.on_create(values)))
                     continue
                 record_id = item.get("id") if isinstance(item, Mapping) else None
                 if not isinstance(record_id, str) or not record_id:

@@ -86,6 +86,9 @@ class EntityMap(BaseModel):
     messenger: tuple[ListItemMap, ...] = ()
     relations: dict[str, str] = Field(default_factory=dict)
     match: dict[str, str | int | bool] = Field(default_factory=dict)
+    # Native values a create sends when the client gives none ("now": the current time), for
+    # fields a CRM requires that the contract does not (HubSpot's hs_timestamp).
+    defaults: dict[str, str | int | bool] = Field(default_factory=dict)
     id_prefixes: dict[str, str] = Field(default_factory=dict)  # from the platform descriptor
     # Filled at run time from the CRM's describe (see bind): native fields shown under their own
     # names (custom fields; every field of a generic object) and the native type of each field.
@@ -103,6 +106,16 @@ class EntityMap(BaseModel):
             if unknown:
                 raise ValueError(f"{self.entity}: not fields of the contract: {unknown}")
         return self
+
+    def on_create(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` (native) with the map's defaults for what they leave out, and its match."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        filled = {
+            column: now if value == "now" else value
+            for column, value in self.defaults.items()
+            if values.get(column) in (None, "")
+        }
+        return {**filled, **values, **self.match}
 
     def lists(self) -> dict[str, tuple[ListItemMap, ...]]:
         return {name: items for name in LISTS if (items := getattr(self, name))}
