@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import secrets
 import socket
@@ -214,6 +216,77 @@ class AppClient:
         response = self.call(method, path, **kwargs)
         assert response.status_code == status, response.text
         return response.json() if response.content else None
+
+
+def check_life_cycle(
+    app: AppClient,
+    entity: str,
+    record: tuple[str, dict[str, Any], dict[str, Any]],
+    raw: tuple[str, str],
+    links: dict[str, Any] | None = None,
+) -> None:
+    """One unified entity through every route, against whichever CRM ``app`` is connected to:
+    create, get, two pages in order, a reversed sort, a filter, counts, update, describe,
+    delete, bulk create/update/delete, and the same record raw through the passthrough.
+    ``record`` is (the field naming a record, more fields to create with, a change to make);
+    ``raw`` is (the passthrough path with {native} and {id}, the id's key in the CRM's answer)."""
+    name_field, extra, change = record
+    links = links or {}
+    base = f"/entity/{entity}"
+    ids = [
+        app.ok("POST", base, 201, json={name_field: f"{entity} {n}", **extra, **links})["id"]
+        for n in (3, 1, 2)
+    ]
+    one = app.ok("GET", f"{base}/{ids[0]}")
+    assert one[name_field] == f"{entity} 3"
+    for key, value in extra.items():
+        assert one[key] == value, key
+
+    ordered = [f"{entity} 1", f"{entity} 2", f"{entity} 3"]
+    page_one = app.ok("GET", f"{base}/list", params={"page_size": 2, "sort": name_field})
+    page_two = app.ok("GET", f"{base}/list", params={"page_size": 2, "page": 2, "sort": name_field})
+    assert [r[name_field] for r in page_one + page_two] == ordered
+    backwards = app.ok("GET", f"{base}/list", params={"sort": f"-{name_field}"})
+    assert [r[name_field] for r in backwards] == ordered[::-1]
+    chosen = app.ok("GET", f"{base}/list", params={"filter": f"{name_field} eq '{entity} 2'"})
+    assert [r["id"] for r in chosen] == [ids[2]]
+    assert app.ok("GET", f"{base}/count") == {"total": 3}
+    later = app.ok("GET", f"{base}/count", params={"filter": f"{name_field} ge '{entity} 2'"})
+    assert later == {"total": 2}
+
+    app.ok("PUT", f"{base}/{ids[1]}", json=change)
+    changed = app.ok("GET", f"{base}/{ids[1]}")
+    for key, value in change.items():
+        assert changed[key] == value, key
+    if name_field not in change:
+        assert changed[name_field] == f"{entity} 1"  # what the change leaves, it keeps
+
+    described = app.ok("GET", f"{base}/describe")
+    assert described["entity"] == entity and name_field in described["schema"]["fetch"]["fields"]
+
+    assert app.call("DELETE", f"{base}/{ids[0]}").status_code == 204
+    assert app.call("GET", f"{base}/{ids[0]}").status_code == 404
+
+    bulk = app.ok(
+        "POST",
+        f"{base}/bulk",
+        201,
+        json={"item": [{name_field: f"{entity} bulk {n}", **extra, **links} for n in range(3)]},
+    )["item"]
+    assert [i["status"] for i in bulk] == [201, 201, 201]
+    made = [i["id"] for i in bulk]
+    updated = app.ok("PUT", f"{base}/bulk", json={"item": [{"id": i, **change} for i in made]})
+    assert [i["status"] for i in updated["item"]] == [200, 200, 200]
+    assert app.ok("GET", f"{base}/count") == {"total": 5}
+    removed = app.ok("DELETE", f"{base}/bulk", json={"item": [{"id": i} for i in made]})
+    assert [i["status"] for i in removed["item"]] == [204, 204, 204]
+    assert app.ok("GET", f"{base}/count") == {"total": 2}
+
+    path, id_key = raw
+    native = described["native_entity"]
+    answer = app.ok("POST", "/request", 201, json={"path": path.format(native=native, id=ids[2])})
+    assert answer["status_code"] == 200
+    assert json.loads(base64.b64decode(answer["content"]))[id_key] == ids[2]
 
 
 @dataclass

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from conftest import Account, AppClient, RunningGateway, SalesforceSim, create_account
+from conftest import (
+    Account,
+    AppClient,
+    RunningGateway,
+    SalesforceSim,
+    check_life_cycle,
+    create_account,
+)
 from crmgate.settings import Settings
 from test_api_applications import connect_external
 
@@ -363,67 +370,8 @@ def parent(crm: Crm, entity: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("entity", sorted(ENTITIES))
 def test_every_entity_has_the_whole_life_cycle(crm: Crm, entity: str) -> None:
-    name_field, extra, change = ENTITIES[entity]
-    base = f"/entity/{entity}"
-    links = parent(crm, entity)
-    ids = [
-        crm.ok("POST", base, 201, json={name_field: f"{entity} {n}", **extra, **links})["id"]
-        for n in (3, 1, 2)
-    ]
-    one = crm.ok("GET", f"{base}/{ids[0]}")
-    assert one[name_field] == f"{entity} 3"
-    for key, value in extra.items():
-        assert one[key] == value, key
-
-    ordered = [f"{entity} 1", f"{entity} 2", f"{entity} 3"]
-    page_one = crm.ok("GET", f"{base}/list", params={"page_size": 2, "sort": name_field})
-    page_two = crm.ok("GET", f"{base}/list", params={"page_size": 2, "page": 2, "sort": name_field})
-    assert [r[name_field] for r in page_one + page_two] == ordered
-    backwards = crm.ok("GET", f"{base}/list", params={"sort": f"-{name_field}"})
-    assert [r[name_field] for r in backwards] == ordered[::-1]
-    chosen = crm.ok("GET", f"{base}/list", params={"filter": f"{name_field} eq '{entity} 2'"})
-    assert [r["id"] for r in chosen] == [ids[2]]
-    assert crm.ok("GET", f"{base}/count") == {"total": 3}
-    assert crm.ok("GET", f"{base}/count", params={"filter": f"{name_field} ge '{entity} 2'"}) == {
-        "total": 2
-    }
-
-    crm.ok("PUT", f"{base}/{ids[1]}", json=change)
-    changed = crm.ok("GET", f"{base}/{ids[1]}")
-    for key, value in change.items():
-        assert changed[key] == value, key
-    assert changed[name_field] == f"{entity} 1"
-
-    described = crm.ok("GET", f"{base}/describe")
-    assert described["entity"] == entity and name_field in described["schema"]["fetch"]["fields"]
-
-    assert crm.call("DELETE", f"{base}/{ids[0]}").status_code == 204
-    assert crm.call("GET", f"{base}/{ids[0]}").status_code == 404
-
-    bulk = crm.ok(
-        "POST",
-        f"{base}/bulk",
-        201,
-        json={"item": [{name_field: f"{entity} bulk {n}", **extra, **links} for n in range(3)]},
-    )["item"]
-    assert [i["status"] for i in bulk] == [201, 201, 201]
-    made = [i["id"] for i in bulk]
-    updated = crm.ok("PUT", f"{base}/bulk", json={"item": [{"id": i, **change} for i in made]})
-    assert [i["status"] for i in updated["item"]] == [200, 200, 200]
-    assert crm.ok("GET", f"{base}/count") == {"total": 5}
-    removed = crm.ok("DELETE", f"{base}/bulk", json={"item": [{"id": i} for i in made]})
-    assert [i["status"] for i in removed["item"]] == [204, 204, 204]
-    assert crm.ok("GET", f"{base}/count") == {"total": 2}
-
-    # the same record, raw, through the passthrough
-    native = describe_object(crm, entity)
-    raw = crm.ok("POST", "/request", 201, json={"path": f"sobjects/{native}/{ids[2]}"})
-    assert raw["status_code"] == 200
-    assert json.loads(base64.b64decode(raw["content"]))["Id"] == ids[2]
-
-
-def describe_object(crm: Crm, entity: str) -> str:
-    return str(crm.ok("GET", f"/entity/{entity}/describe")["native_entity"])
+    raw = ("sobjects/{native}/{id}", "Id")
+    check_life_cycle(crm, entity, ENTITIES[entity], raw, parent(crm, entity))
 
 
 def test_users_are_listed_and_read(crm: Crm, salesforce: SalesforceSim) -> None:

@@ -3,8 +3,6 @@ same requests as for Salesforce, translated into HubSpot's search, batch and obj
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from conftest import (
     Database,
     HubSpot,
     RunningGateway,
+    check_life_cycle,
     create_account,
     make_settings,
     migrate_database,
@@ -83,54 +82,7 @@ ENTITIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 
 @pytest.mark.parametrize("entity", sorted(ENTITIES))
 def test_every_entity_has_the_whole_life_cycle(portal: Portal, entity: str) -> None:
-    name_field, extra, change = ENTITIES[entity]
-    base = f"/entity/{entity}"
-    ids = [
-        portal.ok("POST", base, 201, json={name_field: f"{entity} {n}", **extra})["id"]
-        for n in (3, 1, 2)
-    ]
-    one = portal.ok("GET", f"{base}/{ids[0]}")
-    assert one[name_field] == f"{entity} 3"
-    for key, value in extra.items():
-        assert one[key] == value, key
-    ordered = [f"{entity} 1", f"{entity} 2", f"{entity} 3"]
-    first = portal.ok("GET", f"{base}/list", params={"page_size": 2, "sort": name_field})
-    second = portal.ok(
-        "GET", f"{base}/list", params={"page_size": 2, "page": 2, "sort": name_field}
-    )
-    assert [r[name_field] for r in first + second] == ordered
-    backwards = portal.ok("GET", f"{base}/list", params={"sort": f"-{name_field}"})
-    assert [r[name_field] for r in backwards] == ordered[::-1]
-    chosen = portal.ok("GET", f"{base}/list", params={"filter": f"{name_field} eq '{entity} 2'"})
-    assert [r["id"] for r in chosen] == [ids[2]]
-    assert portal.ok("GET", f"{base}/count") == {"total": 3}
-    portal.ok("PUT", f"{base}/{ids[1]}", json=change)
-    changed = portal.ok("GET", f"{base}/{ids[1]}")
-    for key, value in change.items():
-        assert changed[key] == value, key
-    described = portal.ok("GET", f"{base}/describe")
-    assert name_field in described["schema"]["fetch"]["fields"]
-    assert portal.call("DELETE", f"{base}/{ids[0]}").status_code == 204
-    assert portal.call("GET", f"{base}/{ids[0]}").status_code == 404
-    made = portal.ok(
-        "POST",
-        f"{base}/bulk",
-        201,
-        json={"item": [{name_field: f"{entity} bulk {n}", **extra} for n in range(3)]},
-    )["item"]
-    assert [i["status"] for i in made] == [201, 201, 201]
-    made_ids = [i["id"] for i in made]
-    updated = portal.ok(
-        "PUT", f"{base}/bulk", json={"item": [{"id": i, **change} for i in made_ids]}
-    )
-    assert [i["status"] for i in updated["item"]] == [200, 200, 200]
-    removed = portal.ok("DELETE", f"{base}/bulk", json={"item": [{"id": i} for i in made_ids]})
-    assert [i["status"] for i in removed["item"]] == [204, 204, 204]
-    assert portal.ok("GET", f"{base}/count") == {"total": 2}
-    native = described["native_entity"]
-    raw = portal.ok("POST", "/request", 201, json={"path": f"crm/v3/objects/{native}/{ids[2]}"})
-    assert raw["status_code"] == 200
-    assert json.loads(base64.b64decode(raw["content"]))["id"] == ids[2]
+    check_life_cycle(portal, entity, ENTITIES[entity], ("crm/v3/objects/{native}/{id}", "id"))
 
 
 def test_contacts_map_typed_lists_and_filters_become_search_filters(portal: Portal) -> None:
