@@ -382,3 +382,125 @@ def test_activities_get_hubspots_required_timestamp_when_the_client_gives_none(
         "POST", "/entity/task", 201, json={"subject": "Later", "due_at": "2027-05-01T08:00:00Z"}
     )["id"]
     assert portal.ok("GET", f"/entity/task/{given}")["due_at"] == "2027-05-01T08:00:00+00:00"
+
+
+def test_a_deal_is_associated_with_its_company_and_moved_to_another(portal: Portal) -> None:
+    acme = portal.ok("POST", "/entity/account", 201, json={"name": "Acme"})["id"]
+    globex = portal.ok("POST", "/entity/account", 201, json={"name": "Globex"})["id"]
+    ada = portal.ok("POST", "/entity/contact", 201, json={"last_name": "Ada"})["id"]
+
+    def link(target: str, record_id: str) -> dict[str, Any]:
+        return {target: [{"type": target, "entity": {"id": record_id}}]}
+
+    deal = portal.ok(
+        "POST",
+        "/entity/opportunity",
+        201,
+        json={
+            "name": "Rockets",
+            "pipeline_with_stage": "qualifiedtobuy",
+            "relation": {**link("account", acme), **link("contact", ada)},
+        },
+    )["id"]
+    # one create call, with HubSpot's primary deal-to-company association type
+    assert portal.sim.links[("deals", deal)][("companies", acme)] == {5, 341}
+    read = portal.ok("GET", f"/entity/opportunity/{deal}")
+    assert read["relation"]["account"] == [{"type": "account", "entity": {"id": acme}}]
+    assert read["relation"]["contact"][0]["entity"]["id"] == ada
+
+    portal.ok(
+        "POST",
+        "/entity/opportunity",
+        201,
+        json={"name": "Alone", "pipeline_with_stage": "closedwon"},
+    )
+    by_company = portal.ok(
+        "GET", "/entity/opportunity/list", params={"filter": f"relation.account eq '{acme}'"}
+    )
+    assert [d["id"] for d in by_company] == [deal]
+    # a sorted list goes through the search API, whose results carry no associations: they
+    # come from one batch read per associated object type
+    listed = portal.ok("GET", "/entity/opportunity/list", params={"sort": "name"})
+    assert [d["name"] for d in listed] == ["Alone", "Rockets"]
+    assert "account" not in listed[0].get("relation", {})
+    assert listed[1]["relation"]["account"][0]["entity"]["id"] == acme
+    walked = portal.ok("GET", "/entity/opportunity/list")  # the objects API, associations= param
+    assert {d["id"]: d.get("relation", {}).get("account") for d in walked}[deal] == [
+        {"type": "account", "entity": {"id": acme}}
+    ]
+
+    portal.ok("PUT", f"/entity/opportunity/{deal}", json={"relation": link("account", globex)})
+    moved = portal.ok("GET", f"/entity/opportunity/{deal}")
+    assert moved["relation"]["account"][0]["entity"]["id"] == globex
+    assert moved["name"] == "Rockets" and moved["relation"]["contact"][0]["entity"]["id"] == ada
+    assert ("companies", acme) not in portal.sim.links[("deals", deal)]
+    portal.ok("PUT", f"/entity/opportunity/{deal}", json={"relation": {"account": []}})
+    assert "account" not in portal.ok("GET", f"/entity/opportunity/{deal}").get("relation", {})
+
+    missing = portal.call(
+        "POST",
+        "/entity/opportunity",
+        json={
+            "name": "X",
+            "pipeline_with_stage": "closedwon",
+            "relation": link("account", "9999999"),
+        },
+    )
+    assert missing.status_code == 422, missing.text
+    described = portal.ok("GET", "/entity/opportunity/describe")
+    assert "relation.account" in described["schema"]["fetch"]["fields"]
+
+
+def test_activities_link_to_contacts_companies_and_deals(portal: Portal) -> None:
+    acme = portal.ok("POST", "/entity/account", 201, json={"name": "Acme"})["id"]
+    ada = portal.ok(
+        "POST",
+        "/entity/contact",
+        201,
+        json={
+            "last_name": "Ada",
+            "relation": {"account": [{"type": "account", "entity": {"id": acme}}]},
+        },
+    )["id"]
+    assert portal.sim.links[("contacts", ada)][("companies", acme)] == {1, 279}
+    notes = portal.ok(
+        "POST",
+        "/entity/note/bulk",
+        201,
+        json={
+            "item": [
+                {
+                    "body": f"n{n}",
+                    "relation": {"contact": [{"type": "contact", "entity": {"id": ada}}]},
+                }
+                for n in range(2)
+            ]
+        },
+    )["item"]
+    assert [n["status"] for n in notes] == [201, 201]
+    for note in notes:
+        assert portal.sim.links[("notes", note["id"])] == {("contacts", ada): {202}}
+    about_ada = portal.ok(
+        "GET",
+        "/entity/note/list",
+        params={"filter": f"relation.contact eq '{ada}'", "sort": "body"},
+    )
+    assert [n["body"] for n in about_ada] == ["n0", "n1"]
+    moved = portal.ok(
+        "PUT",
+        "/entity/note/bulk",
+        json={
+            "item": [
+                {
+                    "id": notes[0]["id"],
+                    "relation": {"account": [{"type": "account", "entity": {"id": acme}}]},
+                },
+                {
+                    "id": notes[1]["id"],
+                    "relation": {"account": [{"type": "account", "entity": {"id": "424242"}}]},
+                },
+            ]
+        },
+    )["item"]
+    assert [m["status"] for m in moved] == [200, 404], moved
+    assert ("companies", acme) in portal.sim.links[("notes", notes[0]["id"])]

@@ -89,3 +89,66 @@ def test_rate_limits_and_bad_tokens(sdk: Client, hubspot: HubSpot) -> None:
     with pytest.raises(ApiException) as refused:
         wrong.crm.contacts.basic_api.get_page()
     assert refused.value.status == 401
+
+
+def test_associations(sdk: Client) -> None:
+    from hubspot.crm.associations.v4 import (
+        AssociationSpec,
+        BatchInputPublicFetchAssociationsBatchRequest,
+        PublicFetchAssociationsBatchRequest,
+    )
+    from hubspot.crm.associations.v4.exceptions import ApiException as V4Error
+    from hubspot.crm.deals import SimplePublicObjectInputForCreate as DealInput
+
+    company = sdk.crm.companies.basic_api.create(
+        SimplePublicObjectInputForCreate(properties={"name": "Acme"})
+    ).id
+    deal = sdk.crm.deals.basic_api.create(
+        DealInput(
+            properties={"dealname": "Rockets", "dealstage": "closedwon"},
+            associations=[
+                {
+                    "to": {"id": company},
+                    "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 5}],
+                }
+            ],
+        )
+    ).id
+    read = sdk.crm.deals.basic_api.get_by_id(deal, associations=["companies"])
+    assert {(a.id, a.type) for a in read.associations["companies"].results} == {
+        (company, "deal_to_company"),
+        (company, "deal_to_company_unlabeled"),
+    }
+    contact = sdk.crm.contacts.basic_api.create(
+        SimplePublicObjectInputForCreate(properties={"lastname": "Ada"})
+    ).id
+    v4 = sdk.crm.associations.v4
+    made = v4.basic_api.create_default("deals", deal, "contacts", contact)
+    assert made.results[0].association_spec.association_type_id == 3
+    labelled = v4.basic_api.create(
+        "contacts",
+        contact,
+        "companies",
+        company,
+        [AssociationSpec(association_category="HUBSPOT_DEFINED", association_type_id=1)],
+    )
+    assert labelled.labels == ["Primary"]
+    batch = v4.batch_api.get_page(
+        "contacts",
+        "companies",
+        BatchInputPublicFetchAssociationsBatchRequest(
+            inputs=[PublicFetchAssociationsBatchRequest(id=contact)]
+        ),
+    )
+    types = {t.type_id for t in batch.results[0].to[0].association_types}
+    assert str(batch.results[0].to[0].to_object_id) == company and types == {1, 279}
+    v4.basic_api.archive("contacts", contact, "companies", company)
+    with pytest.raises(V4Error) as wrong:
+        v4.basic_api.create(
+            "deals",
+            deal,
+            "companies",
+            company,
+            [AssociationSpec(association_category="HUBSPOT_DEFINED", association_type_id=279)],
+        )
+    assert wrong.value.status == 400

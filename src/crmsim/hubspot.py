@@ -11,6 +11,12 @@
 - ``GET /crm/v3/properties/{type}``: property definitions (name, label, type, fieldType,
   options, modificationMetadata.readOnlyValue).
 - ``GET /account-info/v3/details``: the portal.
+- Associations: ``associations=companies,...`` on object reads and lists (v3 shape), an
+  ``associations`` list on creates (HUBSPOT_DEFINED type ids, checked against HubSpot's table),
+  v4 ``PUT /crm/v4/objects/{from}/{id}/associations/default/{to}/{toId}``,
+  ``PUT .../associations/{to}/{toId}`` (labelled), ``DELETE .../associations/{to}/{toId}``,
+  ``POST /crm/v4/associations/{from}/{to}/batch/read``, and the search pseudo-property
+  ``associations.{object}`` (EQ a record id).
 - Rate limits: ``ten_secondly`` requests per rolling 10 s per token; beyond, 429 with
   ``X-HubSpot-RateLimit-*`` headers and HubSpot's RATE_LIMIT body.
 """
@@ -39,6 +45,49 @@ PRIVATE_APP_SCOPES = (
     "crm.objects.deals.write",
 )
 SEARCH_LIMIT = 10_000
+SINGULAR = {
+    "contacts": "contact",
+    "companies": "company",
+    "deals": "deal",
+    "tasks": "task",
+    "notes": "note",
+    "calls": "call",
+    "meetings": "meeting",
+}
+# HubSpot's HUBSPOT_DEFINED association types: (from, to) -> {type id: (label, inverse id)}.
+# Unlabelled types have no label; a primary company is labelled "Primary".
+ASSOCIATION_TYPES: dict[tuple[str, str], dict[int, tuple[str | None, int]]] = {
+    ("contacts", "companies"): {279: (None, 280), 1: ("Primary", 2)},
+    ("companies", "contacts"): {280: (None, 279), 2: ("Primary", 1)},
+    ("deals", "companies"): {341: (None, 342), 5: ("Primary", 6)},
+    ("companies", "deals"): {342: (None, 341), 6: ("Primary", 5)},
+    ("deals", "contacts"): {3: (None, 4)},
+    ("contacts", "deals"): {4: (None, 3)},
+    ("notes", "contacts"): {202: (None, 201)},
+    ("contacts", "notes"): {201: (None, 202)},
+    ("notes", "companies"): {190: (None, 189)},
+    ("companies", "notes"): {189: (None, 190)},
+    ("notes", "deals"): {214: (None, 213)},
+    ("deals", "notes"): {213: (None, 214)},
+    ("tasks", "contacts"): {204: (None, 203)},
+    ("contacts", "tasks"): {203: (None, 204)},
+    ("tasks", "companies"): {192: (None, 191)},
+    ("companies", "tasks"): {191: (None, 192)},
+    ("tasks", "deals"): {216: (None, 215)},
+    ("deals", "tasks"): {215: (None, 216)},
+    ("calls", "contacts"): {194: (None, 193)},
+    ("contacts", "calls"): {193: (None, 194)},
+    ("calls", "companies"): {182: (None, 181)},
+    ("companies", "calls"): {181: (None, 182)},
+    ("calls", "deals"): {206: (None, 205)},
+    ("deals", "calls"): {205: (None, 206)},
+    ("meetings", "contacts"): {200: (None, 199)},
+    ("contacts", "meetings"): {199: (None, 200)},
+    ("meetings", "companies"): {188: (None, 187)},
+    ("companies", "meetings"): {187: (None, 188)},
+    ("meetings", "deals"): {212: (None, 211)},
+    ("deals", "meetings"): {211: (None, 212)},
+}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -237,6 +286,8 @@ class HubSpotSimulator:
         self.apps: dict[str, str] = {}  # OAuth client id -> secret
         self.refresh_tokens: dict[str, str] = {}  # refresh token -> client id
         self.token_lifetime = 1800.0
+        # (object type, id) -> {(object type, id): association type ids}, both directions
+        self.links: dict[tuple[str, str], dict[tuple[str, str], set[int]]] = {}
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -269,6 +320,52 @@ class HubSpotSimulator:
     def insert(self, object_type: str, properties: dict[str, Any]) -> str:
         return str(self._create(object_type, properties)["id"])
 
+    def associate(
+        self, from_type: str, from_id: str, to_type: str, to_id: str, type_id: int | None = None
+    ) -> None:
+        """Link two records with a HUBSPOT_DEFINED type (the unlabelled one when None); a
+        labelled type brings the unlabelled one with it, as in HubSpot."""
+        types = ASSOCIATION_TYPES.get((from_type, to_type))
+        if types is None:
+            raise Refused(
+                400, "VALIDATION_ERROR", f"{from_type} cannot be associated with {to_type}"
+            )
+        unlabelled = next(t for t, (label, _) in types.items() if label is None)
+        chosen = unlabelled if type_id is None else type_id
+        if chosen not in types:
+            raise Refused(
+                400,
+                "VALIDATION_ERROR",
+                f"association type id {chosen} doesn't exist between {from_type} and {to_type}",
+            )
+        self._record(from_type, from_id)
+        if to_id not in self.records[to_type]:
+            raise Refused(404, "OBJECT_NOT_FOUND", f"{SINGULAR[to_type]} {to_id} not found")
+        for type_id_ in {unlabelled, chosen}:
+            inverse = types[type_id_][1]
+            self.links.setdefault((from_type, from_id), {}).setdefault((to_type, to_id), set()).add(
+                type_id_
+            )
+            self.links.setdefault((to_type, to_id), {}).setdefault((from_type, from_id), set()).add(
+                inverse
+            )
+
+    def dissociate(self, from_type: str, from_id: str, to_type: str, to_id: str) -> None:
+        self.links.get((from_type, from_id), {}).pop((to_type, to_id), None)
+        self.links.get((to_type, to_id), {}).pop((from_type, from_id), None)
+
+    def associated(self, from_type: str, from_id: str, to_type: str) -> list[tuple[str, set[int]]]:
+        """The live records of ``to_type`` linked to a record, by id, with their type ids."""
+        links = self.links.get((from_type, from_id), {})
+        return sorted(
+            (
+                (to_id, types)
+                for (kind, to_id), types in links.items()
+                if kind == to_type and to_id in self.records[to_type]
+            ),
+            key=lambda item: int(item[0]),
+        )
+
     # ---- HTTP -------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
@@ -295,6 +392,10 @@ class HubSpotSimulator:
             ("GET", route + "/{id}", self._get),
             ("PATCH", route + "/{id}", self._update),
             ("DELETE", route + "/{id}", self._archive),
+            ("PUT", "/crm/v4/objects/{type}/{id}/associations/default/{to}/{to_id}", self._link),
+            ("PUT", "/crm/v4/objects/{type}/{id}/associations/{to}/{to_id}", self._link),
+            ("DELETE", "/crm/v4/objects/{type}/{id}/associations/{to}/{to_id}", self._unlink),
+            ("POST", "/crm/v4/associations/{type}/{to}/batch/read", self._links_read),
         ]:
             application.router.add_route(method, path, self._guard(handler))
         return application
@@ -348,7 +449,7 @@ class HubSpotSimulator:
         return guarded
 
     def _type(self, request: web.Request, token: Token, write: bool = False) -> str:
-        object_type = request.match_info["type"].lower()
+        object_type = _plural(request.match_info["type"])
         if object_type not in self.properties:
             raise Refused(
                 400, "VALIDATION_ERROR", f"Unable to infer object type from: {object_type}"
@@ -412,7 +513,11 @@ class HubSpotSimulator:
     # ---- records ----------------------------------------------------------------------------
 
     def _render(
-        self, object_type: str, record: dict[str, Any], wanted: list[str] | None
+        self,
+        object_type: str,
+        record: dict[str, Any],
+        wanted: list[str] | None,
+        associations: list[str] | None = None,
     ) -> dict[str, Any]:
         props = self.properties[object_type]
         created = next(p for p in props if p in ("createdate", "hs_createdate"))
@@ -434,13 +539,29 @@ class HubSpotSimulator:
         properties.setdefault("hs_object_id", record["id"])
         properties.setdefault(created, record["values"][created])
         properties.setdefault(modified, record["values"][modified])
-        return {
+        rendered: dict[str, Any] = {
             "id": record["id"],
             "properties": properties,
             "createdAt": record["values"][created],
             "updatedAt": record["values"][modified],
             "archived": False,
         }
+        linked: dict[str, Any] = {}
+        for to_type in associations or ():
+            results = []
+            for to_id, types in self.associated(object_type, record["id"], to_type):
+                pair = ASSOCIATION_TYPES.get((object_type, to_type), {})
+                name = f"{SINGULAR[object_type]}_to_{SINGULAR[to_type]}"
+                labelled = any(pair.get(t, (None, 0))[0] for t in types)
+                if labelled or len(pair) == 1:
+                    results.append({"id": to_id, "type": name})
+                if len(pair) > 1:
+                    results.append({"id": to_id, "type": f"{name}_unlabeled"})
+            if results:
+                linked[to_type] = {"results": results}
+        if linked:
+            rendered["associations"] = linked
+        return rendered
 
     def _check(self, object_type: str, values: Any, creating: bool) -> dict[str, Any]:
         if not isinstance(values, dict):
@@ -573,6 +694,13 @@ class HubSpotSimulator:
         modified = next(p for p in props if p in ("lastmodifieddate", "hs_lastmodifieddate"))
         record["values"][modified] = _now()
 
+    def _associations(self, request: web.Request) -> list[str]:
+        """``associations=companies,deals`` (or repeated): the object types to show links to."""
+        names = [
+            _plural(n) for v in request.query.getall("associations", []) for n in v.split(",") if n
+        ]
+        return [n for n in names if n in self.properties]
+
     @staticmethod
     def _wanted(request: web.Request) -> list[str] | None:
         """``properties=a,b`` or ``properties=a&properties=b`` (the SDKs send the latter)."""
@@ -609,7 +737,10 @@ class HubSpotSimulator:
             ordered = [r for r in ordered if int(r["id"]) > int(after)]
         page = ordered[:limit]
         wanted = self._wanted(request)
-        body: dict[str, Any] = {"results": [self._render(object_type, r, wanted) for r in page]}
+        linked = self._associations(request)
+        body: dict[str, Any] = {
+            "results": [self._render(object_type, r, wanted, linked) for r in page]
+        }
         if len(ordered) > limit:
             body["paging"] = {"next": {"after": page[-1]["id"], "link": ""}}
         return web.json_response(body)
@@ -618,12 +749,15 @@ class HubSpotSimulator:
         object_type = self._type(request, token)
         record = self._record(object_type, request.match_info["id"])
         wanted = self._wanted(request)
-        return web.json_response(self._render(object_type, record, wanted))
+        linked = self._associations(request)
+        return web.json_response(self._render(object_type, record, wanted, linked))
 
     async def _create_route(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token, write=True)
         body = await self._json(request)
+        self._check_links(object_type, body.get("associations"))
         record = self._create(object_type, body.get("properties") or {})
+        self._link_all(object_type, record["id"], body.get("associations"))
         return web.json_response(self._render(object_type, record, None), status=201)
 
     async def _update(self, request: web.Request, token: Token) -> web.Response:
@@ -632,6 +766,178 @@ class HubSpotSimulator:
         body = await self._json(request)
         self._apply(object_type, record, body.get("properties") or {})
         return web.json_response(self._render(object_type, record, None))
+
+    def _check_links(self, object_type: str, associations: Any) -> None:
+        """A create's ``associations``: each names an existing record and HUBSPOT_DEFINED type
+        ids that exist between the two object types (HubSpot refuses the create otherwise)."""
+        if associations is None:
+            return
+        if not isinstance(associations, list):
+            raise Refused(400, "VALIDATION_ERROR", "associations must be a list")
+        for spec in associations:
+            to_id = str(((spec or {}).get("to") or {}).get("id", ""))
+            types = (spec or {}).get("types") or []
+            if not types:
+                raise Refused(400, "VALIDATION_ERROR", "an association needs its types")
+            for kind in types:
+                type_id = (kind or {}).get("associationTypeId")
+                if (kind or {}).get("associationCategory") != "HUBSPOT_DEFINED":
+                    raise Refused(400, "VALIDATION_ERROR", "unknown association category")
+                pair = next(
+                    (
+                        to
+                        for (start, to), known in ASSOCIATION_TYPES.items()
+                        if start == object_type and type_id in known
+                    ),
+                    None,
+                )
+                if pair is None:
+                    raise Refused(
+                        400,
+                        "VALIDATION_ERROR",
+                        f"association type id {type_id} doesn't exist from {object_type}",
+                    )
+                if to_id not in self.records[pair]:
+                    raise Refused(
+                        400,
+                        "VALIDATION_ERROR",
+                        f"One or more associations are invalid: {SINGULAR[pair]} {to_id} "
+                        "does not exist",
+                    )
+
+    def _link_all(self, object_type: str, record_id: str, associations: Any) -> None:
+        for spec in associations or ():
+            to_id = str(spec["to"]["id"])
+            for kind in spec["types"]:
+                type_id = int(kind["associationTypeId"])
+                to_type = next(
+                    to
+                    for (start, to), known in ASSOCIATION_TYPES.items()
+                    if start == object_type and type_id in known
+                )
+                self.associate(object_type, record_id, to_type, to_id, type_id)
+
+    def _made(self, object_type: str, item: dict[str, Any]) -> dict[str, Any]:
+        record = self._create(object_type, item["properties"])
+        self._link_all(object_type, record["id"], item.get("associations"))
+        return record
+
+    async def _link(self, request: web.Request, token: Token) -> web.Response:
+        """v4: PUT .../associations/default/{to}/{toId} (the unlabelled type), or
+        PUT .../associations/{to}/{toId} with a list of types."""
+        from_type = self._type(request, token, write=True)
+        to_type = _plural(request.match_info["to"])
+        if to_type not in self.properties:
+            raise Refused(400, "VALIDATION_ERROR", f"Unable to infer object type from: {to_type}")
+        from_id, to_id = request.match_info["id"], request.match_info["to_id"]
+        if "/associations/default/" in request.path:
+            self.associate(from_type, from_id, to_type, to_id)
+            unlabelled = next(
+                t for t, (label, _) in ASSOCIATION_TYPES[(from_type, to_type)].items() if not label
+            )
+            return web.json_response(
+                {
+                    "status": "COMPLETE",
+                    "results": [
+                        {
+                            "from": {"id": from_id},
+                            "to": {"id": to_id},
+                            "associationSpec": {
+                                "associationCategory": "HUBSPOT_DEFINED",
+                                "associationTypeId": unlabelled,
+                            },
+                        }
+                    ],
+                    "startedAt": _now(),
+                    "completedAt": _now(),
+                }
+            )
+        else:
+            try:
+                types = await request.json()
+            except ValueError:
+                raise Refused(400, "VALIDATION_ERROR", "Invalid input JSON") from None
+            if not isinstance(types, list) or not types:
+                raise Refused(400, "VALIDATION_ERROR", "a list of association types is needed")
+            for kind in types:
+                type_id = (kind or {}).get("associationTypeId") if isinstance(kind, dict) else None
+                if not isinstance(type_id, int):
+                    raise Refused(400, "VALIDATION_ERROR", "associationTypeId must be a number")
+                self.associate(from_type, from_id, to_type, to_id, type_id)
+        pair = ASSOCIATION_TYPES[(from_type, to_type)]
+        labels = [
+            pair[t][0]
+            for t in self.links[(from_type, from_id)][(to_type, to_id)]
+            if pair[t][0] is not None
+        ]
+        return web.json_response(
+            {
+                "fromObjectTypeId": from_type,
+                "fromObjectId": int(from_id),
+                "toObjectTypeId": to_type,
+                "toObjectId": int(to_id),
+                "labels": labels,
+            },
+            status=201,
+        )
+
+    async def _unlink(self, request: web.Request, token: Token) -> web.Response:
+        from_type = self._type(request, token, write=True)
+        to_type = _plural(request.match_info["to"])
+        self.dissociate(from_type, request.match_info["id"], to_type, request.match_info["to_id"])
+        return web.Response(status=204)
+
+    async def _links_read(self, request: web.Request, token: Token) -> web.Response:
+        """v4 batch read: for each input id, its associated records of ``to`` with their types."""
+        from_type = self._type(request, token)
+        to_type = _plural(request.match_info["to"])
+        if to_type not in self.properties:
+            raise Refused(400, "VALIDATION_ERROR", f"Unable to infer object type from: {to_type}")
+        pair = ASSOCIATION_TYPES.get((from_type, to_type), {})
+        results, errors = [], []
+        for item in await self._inputs(request, limit=1000):
+            from_id = str((item or {}).get("id"))
+            linked = self.associated(from_type, from_id, to_type)
+            if not linked:
+                errors.append(
+                    {
+                        "status": "error",
+                        "category": "OBJECT_NOT_FOUND",
+                        "message": f"No {to_type} is associated with {SINGULAR[from_type]} "
+                        f"{from_id}.",
+                        "context": {"fromObjectId": [from_id]},
+                    }
+                )
+                continue
+            results.append(
+                {
+                    "from": {"id": from_id},
+                    "to": [
+                        {
+                            "toObjectId": int(to_id),
+                            "associationTypes": [
+                                {
+                                    "category": "HUBSPOT_DEFINED",
+                                    "typeId": t,
+                                    "label": pair.get(t, (None, 0))[0],
+                                }
+                                for t in sorted(types)
+                            ],
+                        }
+                        for to_id, types in linked
+                    ],
+                }
+            )
+        body: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": _now(),
+            "completedAt": _now(),
+        }
+        if errors:
+            body["errors"] = errors
+            body["numErrors"] = len(errors)
+        return web.json_response(body, status=207 if errors else 200)
 
     async def _archive(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token, write=True)
@@ -652,7 +958,9 @@ class HubSpotSimulator:
         rows = list(self.records[object_type].values())
         if groups:
             rows = [
-                r for r in rows if any(_matches(r, g.get("filters") or [], props) for g in groups)
+                r
+                for r in rows
+                if any(self._matches(object_type, r, g.get("filters") or []) for g in groups)
             ]
         sorts = body.get("sorts") or [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
         if len(sorts) > 1:
@@ -688,13 +996,13 @@ class HubSpotSimulator:
 
     # ---- batch ------------------------------------------------------------------------------
 
-    async def _inputs(self, request: web.Request) -> list[dict[str, Any]]:
+    async def _inputs(self, request: web.Request, limit: int = 100) -> list[dict[str, Any]]:
         body = await self._json(request)
         inputs = body.get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise Refused(400, "VALIDATION_ERROR", "inputs must be a non-empty list")
-        if len(inputs) > 100:
-            raise Refused(400, "VALIDATION_ERROR", "Batch size limit is 100")
+        if len(inputs) > limit:
+            raise Refused(400, "VALIDATION_ERROR", f"Batch size limit is {limit}")
         return inputs
 
     async def _batch_create(self, request: web.Request, token: Token) -> web.Response:
@@ -702,9 +1010,10 @@ class HubSpotSimulator:
         inputs = await self._inputs(request)
         for item in inputs:  # all or nothing, as HubSpot's batch create validates first
             self._check(object_type, (item or {}).get("properties") or {}, creating=True)
+            self._check_links(object_type, item.get("associations"))
         made = [
             {
-                **self._render(object_type, self._create(object_type, item["properties"]), None),
+                **self._render(object_type, self._made(object_type, item), None),
                 **(
                     {"objectWriteTraceId": item["objectWriteTraceId"]}
                     if "objectWriteTraceId" in item
@@ -753,6 +1062,28 @@ class HubSpotSimulator:
         for item in await self._inputs(request):
             self.records[object_type].pop(str(item.get("id")), None)
         return web.Response(status=204)
+
+    def _matches(self, object_type: str, record: dict[str, Any], filters: list[Any]) -> bool:
+        """A search filter group; ``associations.{object}`` EQ an id matches the records
+        associated with that record."""
+        plain = []
+        for spec in filters:
+            name = str((spec or {}).get("propertyName", ""))
+            if not name.startswith("associations."):
+                plain.append(spec)
+                continue
+            to_type = _plural(name.removeprefix("associations."))
+            if to_type not in self.properties or spec.get("operator") != "EQ":
+                raise Refused(400, "VALIDATION_ERROR", f"Property {name} does not exist")
+            linked = {i for i, _ in self.associated(object_type, record["id"], to_type)}
+            if str(spec.get("value")) not in linked:
+                return False
+        return _matches(record, plain, self.properties[object_type])
+
+
+def _plural(name: str) -> str:
+    name = name.lower()
+    return next((plural for plural, one in SINGULAR.items() if one == name), name)
 
 
 def _oauth_error(status: str, message: str) -> web.Response:

@@ -4,6 +4,13 @@ One API host for every account (the descriptor's ``api_url``); records are
 ``{id, properties: {name: text}}`` and are flattened to ``{hs_object_id, **properties}`` for the
 entity maps. Lists, counts, filters and sorts go through the search API (``filterGroups``; at
 most 10,000 results, one sort key); bulk through the batch endpoints (100 records a call).
+
+Relations are HubSpot associations, shown to the entity maps as pseudo-columns
+``associations.<object type>`` holding one associated record's id (the primary one where HubSpot
+has a primary, e.g. a deal's company). Reads ask for them with ``associations=`` (record reads
+and the objects list), or, for search results, one v4 batch read per associated object type and
+page; creates send them in the create call; updates replace them with v4 calls (read, remove,
+add); filters use the search API's ``associations.<object>`` pseudo-property (EQ only).
 """
 
 from __future__ import annotations
@@ -54,6 +61,34 @@ _OBJECT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _OPERATORS = {"eq": "EQ", "ne": "NEQ", "gt": "GT", "ge": "GTE", "lt": "LT", "le": "LTE"}
 _KINDS = {"number": "number", "date": "date", "datetime": "date-time", "bool": "boolean"}
 STANDARD_OBJECTS = ("contacts", "companies", "deals", "tasks", "notes", "calls", "meetings")
+LINK = "associations."  # the pseudo-column prefix of an association (associations.companies)
+SINGULAR = {
+    "contacts": "contact",
+    "companies": "company",
+    "deals": "deal",
+    "tasks": "task",
+    "notes": "note",
+    "calls": "call",
+    "meetings": "meeting",
+}
+# HUBSPOT_DEFINED association type ids a create links with: a primary company where HubSpot
+# has one (contact and deal), the unlabelled type otherwise.
+CREATE_TYPES: dict[tuple[str, str], int] = {
+    ("contacts", "companies"): 1,
+    ("deals", "companies"): 5,
+    ("deals", "contacts"): 3,
+    **{
+        (engagement, target): type_id
+        for engagement, ids in {
+            "notes": (202, 190, 214),
+            "tasks": (204, 192, 216),
+            "calls": (194, 182, 206),
+            "meetings": (200, 188, 212),
+        }.items()
+        for target, type_id in zip(("contacts", "companies", "deals"), ids, strict=True)
+    },
+}
+PRIMARY_TYPES = frozenset((1, 5))
 
 
 class HubSpotConnector(Connector):
@@ -126,11 +161,27 @@ def _message(body: bytes) -> str:
     return "refused"
 
 
-def _flat(record: Any) -> dict[str, Any]:
-    """HubSpot's ``{id, properties}`` as one flat native record for the entity maps."""
+def _flat(record: Any, links: Sequence[str] = ()) -> dict[str, Any]:
+    """HubSpot's ``{id, properties, associations}`` as one flat native record for the entity
+    maps; each of ``links`` (object types) becomes ``associations.<type>``: the id of the
+    primary (labelled) associated record, else the first, else None."""
     if not isinstance(record, dict) or not isinstance(record.get("properties"), dict):
         raise CrmUnavailable("HubSpot answered a record of an unexpected shape")
-    return {**record["properties"], "hs_object_id": str(record.get("id"))}
+    flat = {**record["properties"], "hs_object_id": str(record.get("id"))}
+    associations = record.get("associations")
+    for target in links:
+        found = (associations or {}).get(target) if isinstance(associations, dict) else None
+        results = [r for r in (found or {}).get("results") or () if isinstance(r, dict)]
+        labelled = [r for r in results if not str(r.get("type", "")).endswith("_unlabeled")]
+        chosen = next(iter(labelled or results), None)
+        flat[LINK + target] = str(chosen["id"]) if chosen else None
+    return flat
+
+
+def _split(columns: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Native columns as (properties, associated object types)."""
+    properties = [c for c in columns if not c.startswith(LINK)]
+    return properties, [c.removeprefix(LINK) for c in columns if c.startswith(LINK)]
 
 
 def _value(kind: str, value: Any, field: str) -> str:
@@ -181,7 +232,18 @@ def search_body(
     for condition in conditions:
         column = entity.filter_column("filter", condition.field)
         kind = entity.kind(condition.field)
-        if condition.value is None and condition.op in ("eq", "ne"):
+        if column.startswith(LINK):
+            target = SINGULAR.get(column.removeprefix(LINK))
+            if condition.op != "eq" or not isinstance(condition.value, str) or target is None:
+                raise QueryError("filter", f"{condition.field} takes eq and a record id on HubSpot")
+            filters.append(
+                {
+                    "propertyName": f"associations.{target}",
+                    "operator": "EQ",
+                    "value": condition.value,
+                }
+            )
+        elif condition.value is None and condition.op in ("eq", "ne"):
             operator = "NOT_HAS_PROPERTY" if condition.op == "eq" else "HAS_PROPERTY"
             filters.append({"propertyName": column, "operator": operator})
         elif condition.op in ("contains", "startswith"):
@@ -204,6 +266,8 @@ def search_body(
         raise QueryError("filter", f"HubSpot takes at most {MAX_FILTERS} conditions at once")
     if len(sort) > 1:
         raise QueryError("sort", "HubSpot sorts by one field")
+    if any(entity.filter_column("sort", key.field).startswith(LINK) for key in sort):
+        raise QueryError("sort", "HubSpot does not sort by an association")
     sorts = [
         {
             "propertyName": entity.filter_column("sort", key.field),
@@ -214,7 +278,7 @@ def search_body(
     body: dict[str, Any] = {
         "filterGroups": [{"filters": filters}] if filters else [],
         "sorts": sorts,
-        "properties": list(columns),
+        "properties": _split(columns)[0],
         "limit": limit,
         "after": str(after),
     }
@@ -303,6 +367,19 @@ class HubSpotRecords(Records):
                     ),
                 )
             )
+        for start, target in CREATE_TYPES:
+            if start == name:
+                fields.append(
+                    FieldInfo(
+                        name=LINK + target,
+                        label=f"Associated {SINGULAR[target]}",
+                        kind="string",
+                        native_type="association",
+                        createable=True,
+                        updateable=True,
+                        custom=False,
+                    )
+                )
         # HubSpot does not tell what the token's user may do; its scopes decide, and a call it
         # refuses answers 403 NOT_ALLOWED.
         return ObjectInfo(
@@ -354,11 +431,49 @@ class HubSpotRecords(Records):
                 "page by page from the first, or narrow it with a filter",
             )
         body = search_body(entity, columns, conditions, sort, limit=page_size, after=after)
-        return [_flat(record) for record in (await self._search(access, entity, body))["results"]]
+        rows = [_flat(r) for r in (await self._search(access, entity, body))["results"]]
+        for target in _split(columns)[1]:
+            linked = await self._linked(access, entity.object, target, [r[entity.id] for r in rows])
+            for row in rows:
+                row[LINK + target] = linked.get(row[entity.id])
+        return rows
+
+    async def _linked(
+        self, access: Access, name: str, target: str, ids: Sequence[str]
+    ) -> dict[str, str]:
+        """record id -> the id of its primary (else first) associated ``target`` record, for the
+        records that have one: one v4 batch read (HubSpot answers 207 with an error for each
+        record that has none)."""
+        if not ids:
+            return {}
+        url = access.instance_url / "crm/v4/associations" / name / target / "batch/read"
+        answer = await self.json_call(
+            access, "POST", url, body={"inputs": [{"id": i} for i in ids]}
+        )
+        found: dict[str, str] = {}
+        for result in (answer or {}).get("results") or ():
+            if not isinstance(result, dict):
+                continue
+            linked = [t for t in result.get("to") or () if isinstance(t, dict)]
+            primary = [
+                t
+                for t in linked
+                if any(
+                    isinstance(k, dict) and k.get("typeId") in PRIMARY_TYPES
+                    for k in t.get("associationTypes") or ()
+                )
+            ]
+            chosen = next(iter(primary or linked), None)
+            if chosen is not None:
+                found[str((result.get("from") or {}).get("id"))] = str(chosen.get("toObjectId"))
+        return found
 
     def _list_fetch(self, access: Access, entity: EntityMap, columns: Sequence[str]) -> Fetch:
         async def fetch(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
-            query = {"limit": str(BATCH_LIMIT), "properties": ",".join(columns)}
+            properties, links = _split(columns)
+            query = {"limit": str(BATCH_LIMIT), "properties": ",".join(properties)}
+            if links:
+                query["associations"] = ",".join(links)
             if after is not None:
                 query["after"] = after
             url = self._objects(access, entity.object).with_query(query)
@@ -367,7 +482,7 @@ class HubSpotRecords(Records):
             if not isinstance(results, list):
                 raise CrmUnavailable("HubSpot answered an unexpected list")
             following = ((answer.get("paging") or {}).get("next") or {}).get("after")
-            return [_flat(r) for r in results], str(following) if following else None
+            return [_flat(r, links) for r in results], str(following) if following else None
 
         return fetch
 
@@ -384,15 +499,41 @@ class HubSpotRecords(Records):
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
     ) -> dict[str, Any]:
         url = self._record(access, entity.object, record_id)
-        return _flat(
-            await self.json_call(access, "GET", url.with_query(properties=",".join(columns)))
-        )
+        properties, links = _split(columns)
+        query = {"properties": ",".join(properties)}
+        if links:
+            query["associations"] = ",".join(links)
+        return _flat(await self.json_call(access, "GET", url.with_query(query)), links)
 
     # ---- writing ----------------------------------------------------------------------------
 
+    def _input(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A create's body: the properties, and the associations in HubSpot's own shape."""
+        body: dict[str, Any] = {
+            "properties": {k: v for k, v in values.items() if not k.startswith(LINK)}
+        }
+        links = []
+        for column, value in values.items():
+            if not column.startswith(LINK) or value is None:
+                continue
+            type_id = CREATE_TYPES.get((name, column.removeprefix(LINK)))
+            if type_id is None or not _RECORD_ID.match(str(value)):
+                raise NotValid(f"HubSpot: {column} cannot link {str(value)[:40]!r}", (column,))
+            links.append(
+                {
+                    "to": {"id": str(value)},
+                    "types": [
+                        {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}
+                    ],
+                }
+            )
+        if links:
+            body["associations"] = links
+        return body
+
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
         made = await self.json_call(
-            access, "POST", self._objects(access, name), body={"properties": dict(values)}
+            access, "POST", self._objects(access, name), body=self._input(name, values)
         )
         return str(_flat(made)["hs_object_id"])
 
@@ -400,7 +541,39 @@ class HubSpotRecords(Records):
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
         url = self._record(access, name, record_id)
-        await self.json_call(access, "PATCH", url, body={"properties": dict(values)})
+        body = self._input(name, values)
+        if body["properties"] or not any(column.startswith(LINK) for column in values):
+            await self.json_call(access, "PATCH", url, body={"properties": body["properties"]})
+        await self._relink(access, name, record_id, values)
+
+    async def _relink(
+        self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
+    ) -> None:
+        """Replace the associations named in ``values`` (None removes them): remove the record's
+        current links to that object type, then add the new one (with the create's type)."""
+        for column, value in values.items():
+            if not column.startswith(LINK):
+                continue
+            target = column.removeprefix(LINK)
+            record = await self.json_call(
+                access,
+                "GET",
+                self._record(access, name, record_id).with_query(
+                    properties="hs_object_id", associations=target
+                ),
+            )
+            found = ((record or {}).get("associations") or {}).get(target) or {}
+            current = {str(r.get("id")) for r in found.get("results") or () if isinstance(r, dict)}
+            base = access.instance_url / "crm/v4/objects" / name / record_id / "associations"
+            for linked in sorted(current - {str(value)}):
+                await self.json_call(access, "DELETE", base / target / linked)
+            if value is not None and str(value) not in current:
+                await self.json_call(
+                    access,
+                    "PUT",
+                    base / target / str(value),
+                    body=self._input(name, {column: value})["associations"][0]["types"],
+                )
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
         await self.json_call(access, "DELETE", self._record(access, name, record_id))
@@ -416,7 +589,7 @@ class HubSpotRecords(Records):
             # HubSpot does not answer in the order sent: each input carries its position as
             # objectWriteTraceId, which comes back on its result.
             inputs = [
-                {"properties": dict(values), "objectWriteTraceId": str(position)}
+                {**self._input(name, values), "objectWriteTraceId": str(position)}
                 for position, values in enumerate(chunk)
             ]
             answer = await self.json_call(access, "POST", url, body={"inputs": inputs})
@@ -446,7 +619,9 @@ class HubSpotRecords(Records):
             valid = [(i, v) for i, v in chunk if _RECORD_ID.match(i)]
             failed: dict[str, CrmError] = {}
             if valid:
-                inputs = [{"id": i, "properties": dict(v)} for i, v in valid]
+                inputs = [
+                    {"id": i, "properties": self._input(name, v)["properties"]} for i, v in valid
+                ]
                 answer = await self.json_call(access, "POST", url, body={"inputs": inputs})
                 for error in (answer or {}).get("errors") or ():
                     ids = ((error or {}).get("context") or {}).get("ids") or ()
@@ -464,6 +639,12 @@ class HubSpotRecords(Records):
                         failed[record_id] = CrmUnavailable(
                             "HubSpot did not say what became of this record"
                         )
+                for record_id, values in valid:  # associations: v4 calls, record by record
+                    if record_id not in failed and any(c.startswith(LINK) for c in values):
+                        try:
+                            await self._relink(access, name, record_id, values)
+                        except CrmError as error:  # the properties were written
+                            failed[record_id] = error
             return [
                 ItemResult(i, failed.get(i))
                 if _RECORD_ID.match(i)
