@@ -504,3 +504,33 @@ def test_activities_link_to_contacts_companies_and_deals(portal: Portal) -> None
     )["item"]
     assert [m["status"] for m in moved] == [200, 404], moved
     assert ("companies", acme) in portal.sim.links[("notes", notes[0]["id"])]
+
+
+def test_users_are_owners_read_whole_and_queried_in_memory(portal: Portal) -> None:
+    for n in range(150):  # two pages of HubSpot's owners API
+        portal.sim.add_owner(
+            f"rep{n:03d}@portal.example", f"Rep{n:03d}", "Sales" if n % 2 else "Ops"
+        )
+    assert portal.ok("GET", "/entity/user/count") == {"total": 151}
+    sales = portal.ok("GET", "/entity/user/count", params={"filter": "last_name eq 'sales'"})
+    assert sales == {"total": 75}
+    page = portal.ok(
+        "GET",
+        "/entity/user/list",
+        params={
+            "filter": "last_name eq 'Sales'",
+            "sort": "-first_name",
+            "page": 2,
+            "page_size": 10,
+        },
+    )
+    assert [u["first_name"] for u in page] == [f"Rep{n:03d}" for n in range(129, 109, -2)]
+    assert page[0]["email"] == [{"type": "work", "address": "rep129@portal.example"}]
+    found = portal.ok("GET", "/entity/user/list", params={"filter": "email contains 'rep007'"})
+    assert [u["username"] for u in found] == ["rep007@portal.example"]
+    one = portal.ok("GET", f"/entity/user/{found[0]['id']}")
+    assert one["last_name"] == "Sales" and one["created_at"].endswith("+00:00")
+    assert portal.call("GET", "/entity/user/424242").status_code == 404
+    assert "first_name" in portal.ok("GET", "/entity/user/describe")["schema"]["fetch"]["fields"]
+    refused = portal.call("POST", "/entity/user", json={"last_name": "X"})
+    assert refused.status_code == 403

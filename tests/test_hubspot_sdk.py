@@ -152,3 +152,16 @@ def test_associations(sdk: Client) -> None:
             [AssociationSpec(association_category="HUBSPOT_DEFINED", association_type_id=279)],
         )
     assert wrong.value.status == 400
+
+
+def test_owners(sdk: Client, hubspot: HubSpot) -> None:
+    for n in range(3):
+        hubspot.simulator.add_owner(f"o{n}@portal.example", f"O{n}", "Owner")
+    first = sdk.crm.owners.owners_api.get_page(limit=2)
+    assert len(first.results) == 2 and first.paging.next.after
+    rest = sdk.crm.owners.owners_api.get_page(limit=2, after=first.paging.next.after)
+    assert [o.email for o in rest.results] == ["o1@portal.example", "o2@portal.example"]
+    one = sdk.crm.owners.owners_api.get_by_id(int(rest.results[0].id))
+    assert one.first_name == "O1" and one.archived is False
+    by_email = sdk.crm.owners.owners_api.get_page(email="o2@portal.example")
+    assert [o.last_name for o in by_email.results] == ["Owner"]

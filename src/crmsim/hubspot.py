@@ -11,6 +11,8 @@
 - ``GET /crm/v3/properties/{type}``: property definitions (name, label, type, fieldType,
   options, modificationMetadata.readOnlyValue).
 - ``GET /account-info/v3/details``: the portal.
+- ``GET /crm/v3/owners`` (limit <= 500, after, email) and ``GET /crm/v3/owners/{id}``: the
+  portal's users (scope ``crm.objects.owners.read``).
 - Associations: ``associations=companies,...`` on object reads and lists (v3 shape), an
   ``associations`` list on creates (HUBSPOT_DEFINED type ids, checked against HubSpot's table),
   v4 ``PUT /crm/v4/objects/{from}/{id}/associations/default/{to}/{toId}``,
@@ -43,6 +45,7 @@ PRIVATE_APP_SCOPES = (
     "crm.objects.companies.write",
     "crm.objects.deals.read",
     "crm.objects.deals.write",
+    "crm.objects.owners.read",
 )
 SEARCH_LIMIT = 10_000
 SINGULAR = {
@@ -288,6 +291,8 @@ class HubSpotSimulator:
         self.token_lifetime = 1800.0
         # (object type, id) -> {(object type, id): association type ids}, both directions
         self.links: dict[tuple[str, str], dict[tuple[str, str], set[int]]] = {}
+        self.owners: dict[str, dict[str, Any]] = {}
+        self.add_owner("admin@portal.example", "Pat", "Admin")
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -319,6 +324,23 @@ class HubSpotSimulator:
 
     def insert(self, object_type: str, properties: dict[str, Any]) -> str:
         return str(self._create(object_type, properties)["id"])
+
+    def add_owner(self, email: str, first: str, last: str) -> str:
+        owner_id = str(41_629_779 + len(self.owners))
+        now = _now()
+        self.owners[owner_id] = {
+            "id": owner_id,
+            "email": email,
+            "firstName": first,
+            "lastName": last,
+            "userId": 9_586_504 + len(self.owners),
+            "userIdIncludingInactive": 9_586_504 + len(self.owners),
+            "createdAt": now,
+            "updatedAt": now,
+            "archived": False,
+            "teams": [],
+        }
+        return owner_id
 
     def associate(
         self, from_type: str, from_id: str, to_type: str, to_id: str, type_id: int | None = None
@@ -382,6 +404,9 @@ class HubSpotSimulator:
         route = "/crm/v3/objects/{type}"
         for method, path, handler in [
             ("GET", "/account-info/v3/details", self._account),
+            ("GET", "/crm/v3/owners", self._owners),
+            ("GET", "/crm/v3/owners/", self._owners),  # the path as HubSpot documents it
+            ("GET", "/crm/v3/owners/{id}", self._owner),
             ("GET", "/crm/v3/properties/{type}", self._properties_route),
             ("GET", route, self._list),
             ("POST", route, self._create_route),
@@ -721,6 +746,41 @@ class HubSpotSimulator:
                 "dataHostingLocation": "na1",
             }
         )
+
+    @staticmethod
+    def _owner_scope(token: Token) -> None:
+        if "crm.objects.owners.read" not in token.scopes:
+            raise Refused(
+                403,
+                "MISSING_SCOPES",
+                "This app hasn't been granted all required scopes to make this call.",
+                errors=[{"context": {"requiredGranularScopes": ["crm.objects.owners.read"]}}],
+            )
+
+    async def _owners(self, request: web.Request, token: Token) -> web.Response:
+        self._owner_scope(token)
+        limit = int(request.query.get("limit", "100") or 100)
+        if not 1 <= limit <= 500:
+            raise Refused(400, "VALIDATION_ERROR", "limit must be between 1 and 500")
+        after = request.query.get("after")
+        email = request.query.get("email")
+        owners = sorted(self.owners.values(), key=lambda o: int(o["id"]))
+        if email:
+            owners = [o for o in owners if o["email"].lower() == email.lower()]
+        if after:
+            owners = [o for o in owners if int(o["id"]) > int(after)]
+        page = owners[:limit]
+        body: dict[str, Any] = {"results": page}
+        if len(owners) > limit:
+            body["paging"] = {"next": {"after": page[-1]["id"], "link": ""}}
+        return web.json_response(body)
+
+    async def _owner(self, request: web.Request, token: Token) -> web.Response:
+        self._owner_scope(token)
+        owner = self.owners.get(request.match_info["id"])
+        if owner is None:
+            raise Refused(404, "OBJECT_NOT_FOUND", "resource not found")
+        return web.json_response(owner)
 
     async def _properties_route(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token)

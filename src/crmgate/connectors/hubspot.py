@@ -11,6 +11,9 @@ has a primary, e.g. a deal's company). Reads ask for them with ``associations=``
 and the objects list), or, for search results, one v4 batch read per associated object type and
 page; creates send them in the create call; updates replace them with v4 calls (read, remove,
 add); filters use the search API's ``associations.<object>`` pseudo-property (EQ only).
+
+Users are HubSpot's owners (``/crm/v3/owners``, not an object of the objects API): read whole
+(100 a call, at most ``OWNER_LIMIT``) and filtered, sorted and paged in memory.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 from yarl import URL
 
+from crmgate.connectors import local
 from crmgate.connectors.base import (
     Access,
     Connector,
@@ -89,6 +93,18 @@ CREATE_TYPES: dict[tuple[str, str], int] = {
     },
 }
 PRIMARY_TYPES = frozenset((1, 5))
+OWNERS = "owners"
+OWNER_LIMIT = 5_000
+_OWNER_FIELDS = (
+    ("id", "Owner ID", "string"),
+    ("email", "Email", "string"),
+    ("firstName", "First name", "string"),
+    ("lastName", "Last name", "string"),
+    ("userId", "User ID", "integer"),
+    ("createdAt", "Created at", "date-time"),
+    ("updatedAt", "Updated at", "date-time"),
+    ("archived", "Archived", "boolean"),
+)
 
 
 class HubSpotConnector(Connector):
@@ -331,6 +347,29 @@ class HubSpotRecords(Records):
             return NotValid(message, tuple(fields))
         return CrmUnavailable(message)
 
+    # ---- owners (users): not objects, read whole ---------------------------------------------
+
+    def _owner(self, owner: Any) -> dict[str, Any]:
+        if not isinstance(owner, dict) or "id" not in owner:
+            raise CrmUnavailable("HubSpot answered an owner of an unexpected shape")
+        return {name: owner.get(name) for name, _, _ in _OWNER_FIELDS} | {"id": str(owner["id"])}
+
+    async def _owners(self, access: Access) -> list[dict[str, Any]]:
+        owners: list[dict[str, Any]] = []
+        after: str | None = None
+        while len(owners) < OWNER_LIMIT:
+            query = {"limit": "100", **({"after": after} if after else {})}
+            url = (access.instance_url / "crm/v3/owners").with_query(query)
+            answer = await self.json_call(access, "GET", url)
+            results = answer.get("results") if isinstance(answer, dict) else None
+            if not isinstance(results, list):
+                raise CrmUnavailable("HubSpot answered an unexpected list of owners")
+            owners += [self._owner(owner) for owner in results]
+            after = ((answer.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return owners
+        raise NotValid(f"HubSpot has more than {OWNER_LIMIT:,} owners: too many to list here")
+
     # ---- the catalogue ----------------------------------------------------------------------
 
     async def objects(self, access: Access) -> list[ObjectInfo]:
@@ -340,6 +379,12 @@ class HubSpotRecords(Records):
         ]
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
+        if name == OWNERS:
+            owner = tuple(
+                FieldInfo(column, label, kind, kind, createable=False, updateable=False)
+                for column, label, kind in _OWNER_FIELDS
+            )
+            return ObjectInfo(OWNERS, "Owner", "Owners", False, True, False, False, False, owner)
         if not _OBJECT_TYPE.match(name):
             raise EntityNotFound(f"HubSpot has no object type {name[:64]!r}")
         answer = await self.json_call(
@@ -408,6 +453,9 @@ class HubSpotRecords(Records):
         page: int = 1,
         page_size: int = 25,
     ) -> list[dict[str, Any]]:
+        if entity.object == OWNERS:
+            rows = local.select(await self._owners(access), entity, conditions, sort)
+            return local.page_of(rows, page, page_size)
         after = (page - 1) * page_size
         by_id = not sort or (len(sort) == 1 and sort[0].field == "id" and not sort[0].descending)
         plain = by_id and not conditions and not entity.match
@@ -489,6 +537,8 @@ class HubSpotRecords(Records):
     async def count(
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
     ) -> int:
+        if entity.object == OWNERS:
+            return len(local.select(await self._owners(access), entity, conditions))
         body = search_body(entity, [entity.id], conditions, (), limit=1, after=0)
         total = (await self._search(access, entity, body)).get("total")
         if not isinstance(total, int):
@@ -498,6 +548,11 @@ class HubSpotRecords(Records):
     async def get(
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
     ) -> dict[str, Any]:
+        if entity.object == OWNERS:
+            if not _RECORD_ID.match(record_id):
+                raise EntityNotFound(f"owner {record_id[:40]!r} not found")
+            url = access.instance_url / "crm/v3/owners" / record_id
+            return self._owner(await self.json_call(access, "GET", url))
         url = self._record(access, entity.object, record_id)
         properties, links = _split(columns)
         query = {"properties": ",".join(properties)}
