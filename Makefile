@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install serve test lint typecheck check lock clean coverage
+.PHONY: install serve test lint typecheck check lock clean coverage docs
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ check: lint typecheck test
 
 coverage: install
 	$(VENV)/bin/crmgate contract-coverage
+
+# Rewrite the tables of docs/platforms.md from the platform descriptors.
+docs: install
+	$(VENV)/bin/crmgate platforms --write docs/platforms.md
 
 # Re-pin every dependency (needs network access to PyPI). Commit the result.
 lock:

@@ -423,6 +423,48 @@ def contract_coverage(
         raise typer.Exit(code=1)
 
 
+@app.command("platforms")
+def platforms(
+    as_json: JsonFlag = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="The support tables of docs/platforms.md.")
+    ] = False,
+    write: Annotated[
+        Path | None,
+        typer.Option(
+            help="Rewrite the generated tables in this Markdown file (docs/platforms.md)."
+        ),
+    ] = None,
+) -> None:
+    """The platforms crmgate serves: their entities, methods and authorization types, read off
+    the platform descriptors."""
+    from crmgate.connectors import REGISTRY, support
+    from crmgate.connectors.catalogue import Catalogue
+
+    listed = Catalogue.load(REGISTRY).listed()
+    if write is not None:
+        write.write_text(support.replace_generated(write.read_text(), support.markdown(listed)))
+        typer.echo(f"wrote the tables of {len(listed)} platforms into {write}")
+    elif markdown:
+        typer.echo(support.markdown(listed))
+    elif as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    p.type: {
+                        "authorization": list(p.authorization_types),
+                        "entities": {n: list(e.methods) for n, e in p.entities.items()},
+                    }
+                    for p in listed
+                },
+                indent=2,
+            )
+        )
+    else:
+        for p in listed:
+            typer.echo(f"{p.type}: {', '.join(p.authorization_types)}; {len(p.entities)} entities")
+
+
 def main() -> None:
     app()
 
