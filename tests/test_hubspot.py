@@ -3,6 +3,7 @@ same requests as for Salesforce, translated into HubSpot's search, batch and obj
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from conftest import (
     RunningGateway,
     check_life_cycle,
     create_account,
+    loopback_socket,
     make_settings,
     migrate_database,
 )
@@ -534,3 +536,52 @@ def test_users_are_owners_read_whole_and_queried_in_memory(portal: Portal) -> No
     assert "first_name" in portal.ok("GET", "/entity/user/describe")["schema"]["fetch"]["fields"]
     refused = portal.call("POST", "/entity/user", json={"last_name": "X"})
     assert refused.status_code == 403
+
+
+def test_the_oauth_flow_connects_a_hubspot_portal(
+    tmp_path: Path, database: Database, hubspot: HubSpot
+) -> None:
+    """Application mode: an admin opens a session, the browser goes through HubSpot's authorize
+    page and back, and the application exists with tokens only crmgate holds."""
+    bound = loopback_socket()
+    base = f"http://127.0.0.1:{bound.getsockname()[1]}"
+    done = "https://app.example/connected"
+    hubspot.simulator.add_app(
+        "hs-flow", "hs-flow-secret", (f"{base}/authorization/oauth/HubSpot/callback",)
+    )
+    settings = make_settings(
+        tmp_path / "flow",
+        database.url,
+        platform_overrides=hubspot.overrides(),
+        outbound_ca_file=hubspot.ca_file,
+        public_url=base,
+        oauth_clients={
+            "HubSpot": {
+                "client_id": "hs-flow",
+                "client_secret": "hs-flow-secret",
+                "redirects": [done],
+            }
+        },
+    )
+    migrate_database(settings)
+    admin = create_account(settings)
+    with RunningGateway(create_app(settings), bound) as gateway:
+        with gateway.client(admin.key) as client:
+            session = client.post("/v1/oauth/session", json={"type": "HubSpot", "redirect": done})
+            assert session.status_code == 201, session.text
+        context = ssl.create_default_context(cafile=hubspot.ca_file)
+        with httpx.Client(trust_env=False, timeout=20, verify=context) as browser:
+            response = browser.get(session.json()["authorize_url"])
+            for _ in range(5):
+                location = response.headers.get("location", "")
+                if response.status_code != 302 or location.startswith(done):
+                    break
+                response = browser.get(location)
+        assert response.headers["location"].startswith(done + "#application_key="), response.text
+        key = response.headers["location"].split("=", 1)[1]
+        with gateway.client(admin.key) as client:
+            app = client.get(f"/v1/application/{key}").json()
+            assert app["authorization"] == "oAuth-internal" and app["is_authorized"] is True
+            counted = client.get("/v1/application/entity/contact/count", headers={APP: key})
+            assert counted.status_code == 200, counted.text
+    assert hubspot.simulator.codes == {}  # the code was exchanged, once

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 PRIVATE_APP_SCOPES = (
     "crm.objects.contacts.read",
@@ -287,6 +288,8 @@ class HubSpotSimulator:
         self._ids = itertools.count(1001)
         self.base_url = ""
         self.apps: dict[str, str] = {}  # OAuth client id -> secret
+        self.redirect_uris: dict[str, tuple[str, ...]] = {}  # OAuth client id -> redirect URLs
+        self.codes: dict[str, tuple[str, str, tuple[str, ...], float]] = {}  # client, uri, scopes
         self.refresh_tokens: dict[str, str] = {}  # refresh token -> client id
         self.token_lifetime = 1800.0
         # (object type, id) -> {(object type, id): association type ids}, both directions
@@ -308,9 +311,12 @@ class HubSpotSimulator:
         self.tokens[token] = Token(tuple(scopes), time.time() + lifetime)
         return token
 
-    def add_app(self, client_id: str, client_secret: str) -> None:
-        """A public app's OAuth client (the refresh_token grant of /oauth/v1/token)."""
+    def add_app(
+        self, client_id: str, client_secret: str, redirect_uris: tuple[str, ...] = ()
+    ) -> None:
+        """A public app's OAuth client, with the redirect URLs its settings list."""
         self.apps[client_id] = client_secret
+        self.redirect_uris[client_id] = tuple(redirect_uris)
 
     def issue_refresh_token(self, client_id: str) -> str:
         token = str(uuid.uuid4())
@@ -399,6 +405,7 @@ class HubSpotSimulator:
             return await handler(request)
 
         application = web.Application(middlewares=[record])
+        application.router.add_get("/oauth/authorize", self._authorize)
         application.router.add_post("/oauth/v1/token", self._token)
         application.router.add_delete("/oauth/v1/refresh-tokens/{token}", self._revoke)
         route = "/crm/v3/objects/{type}"
@@ -507,21 +514,53 @@ class HubSpotSimulator:
 
     # ---- OAuth --------------------------------------------------------------------------------
 
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """GET /oauth/authorize (app.hubspot.com): the user picks a portal and approves at once
+        here; back to the app's exact redirect URL with ``code`` and ``state``. A request
+        HubSpot cannot trust (unknown client, unlisted redirect URL, unknown scope) gets an
+        error page, never a redirect."""
+        query = request.query
+        client_id, redirect_uri = query.get("client_id", ""), query.get("redirect_uri", "")
+        if client_id not in self.apps or redirect_uri not in self.redirect_uris.get(client_id, ()):
+            return web.Response(status=400, text="Authorization failed: invalid client or URL")
+        scopes = tuple(query.get("scope", "").split())
+        if not scopes or any(scope not in PRIVATE_APP_SCOPES for scope in scopes):
+            return web.Response(status=400, text="Authorization failed: invalid scope")
+        code = secrets.token_urlsafe(24)
+        self.codes[code] = (client_id, redirect_uri, scopes, time.time() + 300)
+        target = URL(redirect_uri).update_query(code=code, state=query.get("state", ""))
+        raise web.HTTPFound(str(target))
+
     async def _token(self, request: web.Request) -> web.Response:
-        """POST /oauth/v1/token, grant_type=refresh_token: a new access token (30 minutes) and
-        the same refresh token, or HubSpot's BAD_* errors."""
+        """POST /oauth/v1/token: the authorization_code grant (single-use codes bound to their
+        redirect URL) and the refresh_token grant: an access token (30 minutes) and the same
+        refresh token, or HubSpot's BAD_* errors."""
         form = await request.post()
         client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
-        if form.get("grant_type") != "refresh_token":
-            return _oauth_error("BAD_GRANT_TYPE", "grant_type must be refresh_token here")
+        grant = form.get("grant_type")
+        if grant not in ("refresh_token", "authorization_code"):
+            return _oauth_error("BAD_GRANT_TYPE", "grant_type is not supported")
         if self.apps.get(client_id) is None:
             return _oauth_error("BAD_CLIENT_ID", "missing or unknown client id")
         if self.apps[client_id] != secret:
             return _oauth_error("BAD_CLIENT_SECRET", "missing or invalid client secret")
-        refresh = str(form.get("refresh_token", ""))
-        if self.refresh_tokens.get(refresh) != client_id:
-            return _oauth_error("BAD_REFRESH_TOKEN", "missing or invalid refresh token")
-        access = self.issue_access_token(lifetime=self.token_lifetime)
+        scopes: tuple[str, ...] = PRIVATE_APP_SCOPES
+        if grant == "authorization_code":
+            issued = self.codes.pop(str(form.get("code", "")), None)
+            if (
+                issued is None
+                or issued[0] != client_id
+                or issued[1] != form.get("redirect_uri")
+                or issued[3] < time.time()
+            ):
+                return _oauth_error("BAD_AUTH_CODE", "missing or unknown auth code")
+            scopes = issued[2]
+            refresh = self.issue_refresh_token(client_id)
+        else:
+            refresh = str(form.get("refresh_token", ""))
+            if self.refresh_tokens.get(refresh) != client_id:
+                return _oauth_error("BAD_REFRESH_TOKEN", "missing or invalid refresh token")
+        access = self.issue_access_token(scopes, lifetime=self.token_lifetime)
         return web.json_response(
             {
                 "token_type": "bearer",
