@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,19 +50,21 @@ class DemoCrm:
 
 
 def start_demo_crms(directory: Path) -> list[DemoCrm]:
-    """The demo's CRMs: a Salesforce org and a HubSpot portal, seeded, sharing one throw-away
-    CA (kept in ``directory``/demo-tls, 0700)."""
+    """The demo's CRMs (one simulator per platform of ``STARTERS``), seeded, sharing one
+    throw-away CA (kept in ``directory``/demo-tls, 0700)."""
     from crmsim.tls import make_certificates
 
     tls = directory / "demo-tls"
     tls.mkdir(mode=0o700, exist_ok=True)
     tls.chmod(0o700)  # the throw-away CA's private key is in there
     certificates = make_certificates(tls)
-    crms = [start_salesforce(certificates)]
+    crms: list[DemoCrm] = []
     try:
-        crms.append(start_hubspot(certificates))
+        for start in STARTERS:
+            crms.append(start(certificates))
     except BaseException:
-        crms[0].stop()
+        for crm in crms:
+            crm.stop()
         raise
     return crms
 
@@ -113,6 +116,9 @@ def start_salesforce(certificates: Any) -> DemoCrm:
         description="Demo: a Salesforce org played by crmsim",
         stop=lambda: running.__exit__(None, None, None),
     )
+
+
+STARTERS: tuple[Callable[[Any], DemoCrm], ...] = (start_salesforce, start_hubspot)
 
 
 def demo_settings(settings: Settings, crms: list[DemoCrm]) -> Settings:
