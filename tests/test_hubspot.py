@@ -585,3 +585,29 @@ def test_the_oauth_flow_connects_a_hubspot_portal(
             counted = client.get("/v1/application/entity/contact/count", headers={APP: key})
             assert counted.status_code == 200, counted.text
     assert hubspot.simulator.codes == {}  # the code was exchanged, once
+
+
+def test_custom_objects_have_the_generic_entity_routes(portal: Portal) -> None:
+    from crmsim.hubspot import Prop
+
+    cars = portal.sim.add_custom_object(
+        "cars", "Car", "Cars", [Prop("model", label="Model"), Prop("year", "number", "Year")]
+    )
+    catalogue = {e["id"]: e for e in portal.ok("GET", "/entity/list", params={"page_size": 100})}
+    assert catalogue[cars]["type"] == "custom" and catalogue[cars]["entity"] == "Car"
+    assert catalogue["contacts"]["internalType"] == "unified"
+    base = f"/entity/{cars}"
+    first = portal.ok("POST", base, 201, json={"model": "Roadster", "year": 2008})["id"]
+    portal.ok("POST", base, 201, json={"model": "Beetle", "year": 1938})
+    assert portal.ok("GET", f"{base}/{first}")["model"] == "Roadster"
+    recent = portal.ok("GET", f"{base}/list", params={"filter": "year gt 2000"})
+    assert [c["id"] for c in recent] == [first]
+    by_model = portal.ok("GET", f"{base}/list", params={"sort": "model"})
+    assert [c["model"] for c in by_model] == ["Beetle", "Roadster"]
+    portal.ok("PUT", f"{base}/{first}", json={"year": 2010})
+    assert portal.ok("GET", f"{base}/{first}")["year"] == 2010
+    described = portal.ok("GET", f"{base}/describe")
+    assert described["custom"] and "model" in described["schema"]["create"]["fields"]
+    assert portal.call("DELETE", f"{base}/{first}").status_code == 204
+    assert portal.ok("GET", f"{base}/count") == {"total": 1}
+    assert portal.call("GET", "/entity/p1_nothing/list").status_code == 404

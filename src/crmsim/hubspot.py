@@ -11,6 +11,9 @@
 - ``GET /crm/v3/properties/{type}``: property definitions (name, label, type, fieldType,
   options, modificationMetadata.readOnlyValue).
 - ``GET /account-info/v3/details``: the portal.
+- Custom objects (``add_custom_object``): ``GET /crm/v3/schemas`` lists them; the objects,
+  search, batch and properties APIs serve them under their fully qualified name
+  (``p<portal>_<name>``), with the scopes ``crm.objects.custom.read|write``.
 - ``GET /crm/v3/owners`` (limit <= 500, after, email) and ``GET /crm/v3/owners/{id}``: the
   portal's users (scope ``crm.objects.owners.read``).
 - Associations: ``associations=companies,...`` on object reads and lists (v3 shape), an
@@ -32,7 +35,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +50,9 @@ PRIVATE_APP_SCOPES = (
     "crm.objects.deals.read",
     "crm.objects.deals.write",
     "crm.objects.owners.read",
+    "crm.objects.custom.read",
+    "crm.objects.custom.write",
+    "crm.schemas.custom.read",
 )
 SEARCH_LIMIT = 10_000
 SINGULAR = {
@@ -295,6 +301,7 @@ class HubSpotSimulator:
         # (object type, id) -> {(object type, id): association type ids}, both directions
         self.links: dict[tuple[str, str], dict[tuple[str, str], set[int]]] = {}
         self.owners: dict[str, dict[str, Any]] = {}
+        self.schemas: dict[str, dict[str, Any]] = {}  # fully qualified name -> schema
         self.add_owner("admin@portal.example", "Pat", "Admin")
 
     # ---- state ------------------------------------------------------------------------------
@@ -330,6 +337,31 @@ class HubSpotSimulator:
 
     def insert(self, object_type: str, properties: dict[str, Any]) -> str:
         return str(self._create(object_type, properties)["id"])
+
+    def add_custom_object(
+        self, name: str, singular: str, plural: str, properties: list[Prop]
+    ) -> str:
+        """A custom object (as made in HubSpot's settings or with the schemas API); returns its
+        fully qualified name, by which the APIs reach it."""
+        qualified = f"p{self.portal_id}_{name}"
+        props = {p.name: p for p in (*_system(), *(replace(p, custom=True) for p in properties))}
+        self.properties[qualified] = props
+        self.records[qualified] = {}
+        self.schemas[qualified] = {
+            "id": str(len(self.schemas) + 1),
+            "name": name,
+            "labels": {"singular": singular, "plural": plural},
+            "objectTypeId": f"2-{1_000_000 + len(self.schemas)}",
+            "fullyQualifiedName": qualified,
+            "primaryDisplayProperty": properties[0].name if properties else "hs_object_id",
+            "requiredProperties": [p.name for p in properties if p.required],
+            "searchableProperties": [p.name for p in properties],
+            "secondaryDisplayProperties": [],
+            "archived": False,
+            "createdAt": _now(),
+            "updatedAt": _now(),
+        }
+        return qualified
 
     def add_owner(self, email: str, first: str, last: str) -> str:
         owner_id = str(41_629_779 + len(self.owners))
@@ -411,6 +443,7 @@ class HubSpotSimulator:
         route = "/crm/v3/objects/{type}"
         for method, path, handler in [
             ("GET", "/account-info/v3/details", self._account),
+            ("GET", "/crm/v3/schemas", self._schemas),
             ("GET", "/crm/v3/owners", self._owners),
             ("GET", "/crm/v3/owners/", self._owners),  # the path as HubSpot documents it
             ("GET", "/crm/v3/owners/{id}", self._owner),
@@ -487,6 +520,7 @@ class HubSpotSimulator:
                 400, "VALIDATION_ERROR", f"Unable to infer object type from: {object_type}"
             )
         family = object_type if object_type in ("contacts", "companies", "deals") else None
+        family = "custom" if object_type in self.schemas else family
         if family is not None:
             needed = f"crm.objects.{family}.{'write' if write else 'read'}"
             if needed not in token.scopes:
@@ -783,6 +817,21 @@ class HubSpotSimulator:
                 "utcOffsetMilliseconds": -18000000,
                 "uiDomain": "app.hubspot.com",
                 "dataHostingLocation": "na1",
+            }
+        )
+
+    async def _schemas(self, request: web.Request, token: Token) -> web.Response:
+        if "crm.schemas.custom.read" not in token.scopes:
+            raise Refused(403, "MISSING_SCOPES", "This app hasn't been granted all required scopes")
+        return web.json_response(
+            {
+                "results": [
+                    {
+                        **schema,
+                        "properties": [p.describe(name) for p in self.properties[name].values()],
+                    }
+                    for name, schema in self.schemas.items()
+                ]
             }
         )
 

@@ -180,6 +180,7 @@ class ObjectInfo:
     updateable: bool = False
     deletable: bool = False
     fields: tuple[FieldInfo, ...] = ()
+    id_field: str = "Id"  # the column holding a record's id (hs_object_id, id, ...)
 
     def field(self, name: str) -> FieldInfo | None:
         return next((f for f in self.fields if f.name == name), None)
@@ -269,6 +270,11 @@ class CursorWalks:
     def continues(self, key: tuple[str, ...], offset: int, max_ahead: int | None = None) -> bool:
         """Whether a kept walk can serve ``offset`` without starting again."""
         return self._near(key, offset, max_ahead) is not None
+
+    def forget(self, key: tuple[str, ...]) -> None:
+        """Drop the walk of ``key``: its next page starts afresh (a first page is never served
+        from memory: a list that ended within it would otherwise hide new records)."""
+        self._walks.pop(key, None)
 
     async def page(
         self,
@@ -388,7 +394,7 @@ class Records:
         """``method url`` with the access token and a JSON body; the answer's JSON (None when
         empty); a status of 400 or more becomes ``self.error(...)``."""
         sent = {
-            "Authorization": f"Bearer {access.token}",
+            "Authorization": self.authorization(access),
             "Accept": "application/json",
             **(headers or {}),
         }
@@ -407,6 +413,10 @@ class Records:
             raise CrmUnavailable(
                 f"{self.platform.name} answered something that is not JSON"
             ) from None
+
+    def authorization(self, access: Access) -> str:
+        """The Authorization header of a call (a hook: Zoho wants ``Zoho-oauthtoken``)."""
+        return f"Bearer {access.token}"
 
     def error(self, response: OutboundResponse) -> CrmError:
         """The CRM's error answer as the contract's error (each connector knows its CRM's)."""
@@ -542,7 +552,7 @@ class Records:
         CRM's answer as it is, except an expired session (the gateway renews it)."""
         url = self.passthrough_url(access, path)
         sent = {name: value for name, value in headers}
-        sent["Authorization"] = f"Bearer {access.token}"
+        sent["Authorization"] = self.authorization(access)
         response = await self.connector.call(method, url, headers=sent, data=body)
         if response.status == 401:
             raise self.error(response)
@@ -596,16 +606,18 @@ class Connector:
         return check_url(url, [f"{origin.host}:{origin.port}"])
 
     async def token_request(
-        self, form: Mapping[str, str], client: OAuthClient
+        self, form: Mapping[str, str], client: OAuthClient, url: URL | None = None
     ) -> tuple[dict[str, str], dict[str, str]]:
         """POST to the platform's token endpoint (authorization_code or refresh_token grant):
         the credential fields it gives (access_token, refresh_token, the connector's own such
-        as instance_url) and what crmgate derives (expires_at, when the CRM says)."""
-        sent = {**form, "client_id": client.client_id}
-        if client.client_secret is not None:
-            sent["client_secret"] = client.client_secret.get_secret_value()
+        as instance_url) and what crmgate derives (expires_at, when the CRM says). ``url``: a
+        token endpoint the connector chose (a data centre's own, Zoho), already checked."""
+        sent, auth = self.token_client_auth(form, client)
         response = await self.call(
-            "POST", self._oauth_url("token_url"), data=sent, headers={"Accept": "application/json"}
+            "POST",
+            url or self._oauth_url("token_url"),
+            data=sent,
+            headers={"Accept": "application/json", **auth},
         )
         try:
             answer = json.loads(response.body)
@@ -637,6 +649,16 @@ class Connector:
             derived["expires_at"] = str(int(time.time()) + int(expires_in))
             derived["expires_in"] = str(int(expires_in))
         return fields, derived
+
+    def token_client_auth(
+        self, form: Mapping[str, str], client: OAuthClient
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The token request's form and extra headers with the client's authentication: in the
+        form (RFC 6749 section 2.3.1); a hook for CRMs that want HTTP Basic (Pipedrive)."""
+        sent = {**form, "client_id": client.client_id}
+        if client.client_secret is not None:
+            sent["client_secret"] = client.client_secret.get_secret_value()
+        return sent, {}
 
     def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
         """The RFC 6749 error code (``invalid_grant``, ``invalid_client``, ...) and description

@@ -373,10 +373,47 @@ class HubSpotRecords(Records):
     # ---- the catalogue ----------------------------------------------------------------------
 
     async def objects(self, access: Access) -> list[ObjectInfo]:
-        return [
-            ObjectInfo(name, name.capitalize(), name.capitalize(), False, True, True, True, True)
+        """The standard objects, and the custom objects of the schemas API (by their fully
+        qualified name, p<portal>_<name>), when the token may read schemas."""
+        standard = [
+            ObjectInfo(
+                name,
+                name.capitalize(),
+                name.capitalize(),
+                False,
+                True,
+                True,
+                True,
+                True,
+                id_field="hs_object_id",
+            )
             for name in STANDARD_OBJECTS
         ]
+        return standard + list((await self._custom(access)).values())
+
+    async def _custom(self, access: Access) -> dict[str, ObjectInfo]:
+        try:
+            answer = await self.json_call(access, "GET", access.instance_url / "crm/v3/schemas")
+        except NotAllowed:
+            return {}  # no crm.schemas.custom.read: the standard objects only
+        custom = {}
+        for schema in (answer or {}).get("results") or ():
+            name = schema.get("fullyQualifiedName") if isinstance(schema, dict) else None
+            if not isinstance(name, str) or not _OBJECT_TYPE.match(name):
+                continue
+            labels = schema.get("labels") or {}
+            custom[name] = ObjectInfo(
+                name,
+                str(labels.get("singular") or name),
+                str(labels.get("plural") or name),
+                True,
+                True,
+                True,
+                True,
+                True,
+                id_field="hs_object_id",
+            )
+        return custom
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
         if name == OWNERS:
@@ -384,9 +421,18 @@ class HubSpotRecords(Records):
                 FieldInfo(column, label, kind, kind, createable=False, updateable=False)
                 for column, label, kind in _OWNER_FIELDS
             )
-            return ObjectInfo(OWNERS, "Owner", "Owners", False, True, False, False, False, owner)
+            return ObjectInfo(
+                OWNERS, "Owner", "Owners", False, True, False, False, False, owner, id_field="id"
+            )
         if not _OBJECT_TYPE.match(name):
             raise EntityNotFound(f"HubSpot has no object type {name[:64]!r}")
+        if name in STANDARD_OBJECTS:
+            label, plural, custom = name.capitalize(), name.capitalize(), False
+        else:
+            known = (await self._custom(access)).get(name)
+            if known is None:
+                raise EntityNotFound(f"HubSpot has no object type {name[:64]!r}")
+            label, plural, custom = known.label, known.plural_label, True
         answer = await self.json_call(
             access, "GET", access.instance_url / "crm/v3/properties" / name
         )
@@ -428,7 +474,16 @@ class HubSpotRecords(Records):
         # HubSpot does not tell what the token's user may do; its scopes decide, and a call it
         # refuses answers 403 NOT_ALLOWED.
         return ObjectInfo(
-            name, name.capitalize(), name.capitalize(), False, True, True, True, True, tuple(fields)
+            name,
+            label,
+            plural,
+            custom,
+            True,
+            True,
+            True,
+            True,
+            tuple(fields),
+            id_field="hs_object_id",
         )
 
     # ---- reading ----------------------------------------------------------------------------

@@ -136,7 +136,8 @@ class EntityMap(BaseModel):
         entity routes: custom objects and everything the unified entities do not cover)."""
         return cls(
             object=info.name,
-            extra=tuple(f.name for f in info.fields if f.name != "Id"),
+            id=info.id_field,
+            extra=tuple(f.name for f in info.fields if f.name != info.id_field),
             native_kinds={f.name: f.kind for f in info.fields},
         )
 
