@@ -87,6 +87,22 @@ def test_every_entity_has_the_whole_life_cycle(portal: Portal, entity: str) -> N
     check_life_cycle(portal, entity, ENTITIES[entity], ("crm/v3/objects/{native}/{id}", "id"))
 
 
+def test_leads_are_created_with_their_primary_contact(portal: Portal) -> None:
+    ada = portal.ok("POST", "/entity/contact", 201, json={"last_name": "Ada"})["id"]
+    check_life_cycle(
+        portal,
+        "lead",
+        ("last_name", {"status": "new-stage-id", "rating": "WARM"}, {"type": "UPSELL"}),
+        ("crm/v3/objects/{native}/{id}", "id"),
+        links={"relation": {"contact": [{"type": "contact", "entity": {"id": ada}}]}},
+    )
+    alone = portal.call("POST", "/entity/lead", json={"last_name": "No contact"})
+    assert alone.status_code == 422 and "primary contact" in alone.json()["detail"]["message"]
+    lead = portal.ok("GET", "/entity/lead/list", params={"page_size": 1})[0]
+    assert lead["relation"]["contact"] == [{"type": "contact", "entity": {"id": ada}}]
+    assert portal.sim.links[("leads", lead["id"])][("contacts", ada)] == {578, 608}
+
+
 def test_contacts_map_typed_lists_and_filters_become_search_filters(portal: Portal) -> None:
     body = {
         "first_name": "Grace",
@@ -158,7 +174,7 @@ def test_hubspot_errors_become_the_contracts(portal: Portal) -> None:
     assert wrong_option.status_code == 422
     assert portal.call("GET", "/entity/contact/999999").status_code == 404
     assert portal.call("GET", "/entity/contact/not-a-number").status_code == 404
-    unsupported = portal.call("GET", "/entity/lead/list")
+    unsupported = portal.call("GET", "/entity/campaign/list")
     assert unsupported.status_code == 403 and "HubSpot" in unsupported.json()["detail"]["message"]
     portal.sim.ten_secondly = 0
     limited = portal.call("GET", "/entity/contact/count")

@@ -50,6 +50,8 @@ PRIVATE_APP_SCOPES = (
     "crm.objects.deals.read",
     "crm.objects.deals.write",
     "crm.objects.owners.read",
+    "crm.objects.leads.read",
+    "crm.objects.leads.write",
     "crm.objects.custom.read",
     "crm.objects.custom.write",
     "crm.schemas.custom.read",
@@ -63,6 +65,7 @@ SINGULAR = {
     "notes": "note",
     "calls": "call",
     "meetings": "meeting",
+    "leads": "lead",
 }
 # HubSpot's HUBSPOT_DEFINED association types: (from, to) -> {type id: (label, inverse id)}.
 # Unlabelled types have no label; a primary company is labelled "Primary".
@@ -97,6 +100,12 @@ ASSOCIATION_TYPES: dict[tuple[str, str], dict[int, tuple[str | None, int]]] = {
     ("companies", "meetings"): {187: (None, 188)},
     ("meetings", "deals"): {212: (None, 211)},
     ("deals", "meetings"): {211: (None, 212)},
+    # A lead is created with its primary contact (578). The lead ids are HubSpot's; their
+    # inverses (contact or company to lead) are this simulator's own numbers.
+    ("leads", "contacts"): {608: (None, 90_608), 578: ("Primary", 90_578)},
+    ("contacts", "leads"): {90_608: (None, 608), 90_578: ("Primary", 578)},
+    ("leads", "companies"): {610: (None, 90_610)},
+    ("companies", "leads"): {90_610: (None, 610)},
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -247,6 +256,30 @@ def standard_properties() -> dict[str, dict[str, Prop]]:
             Prop("hs_meeting_start_time", "datetime", "Start time"),
             Prop("hs_meeting_end_time", "datetime", "End time"),
             Prop("hs_timestamp", "datetime", "Activity date", required=True),
+            **engagement,
+        ),
+        "leads": props(
+            Prop("hs_lead_name", label="Lead name", required=True),
+            Prop(
+                "hs_lead_type",
+                "enumeration",
+                "Lead type",
+                ("NEW_BUSINESS", "UPSELL", "RE_ATTEMPTING"),
+            ),
+            Prop("hs_lead_label", "enumeration", "Lead label", ("COLD", "WARM", "HOT")),
+            Prop("hs_pipeline", "enumeration", "Pipeline", ("lead-pipeline-id",)),
+            Prop(
+                "hs_pipeline_stage",
+                "enumeration",
+                "Lead stage",
+                (
+                    "new-stage-id",
+                    "attempting-stage-id",
+                    "connected-stage-id",
+                    "qualified-stage-id",
+                    "unqualified-stage-id",
+                ),
+            ),
             **engagement,
         ),
     }
@@ -519,7 +552,7 @@ class HubSpotSimulator:
             raise Refused(
                 400, "VALIDATION_ERROR", f"Unable to infer object type from: {object_type}"
             )
-        family = object_type if object_type in ("contacts", "companies", "deals") else None
+        family = object_type if object_type in ("contacts", "companies", "deals", "leads") else None
         family = "custom" if object_type in self.schemas else family
         if family is not None:
             needed = f"crm.objects.{family}.{'write' if write else 'read'}"
@@ -917,7 +950,21 @@ class HubSpotSimulator:
 
     def _check_links(self, object_type: str, associations: Any) -> None:
         """A create's ``associations``: each names an existing record and HUBSPOT_DEFINED type
-        ids that exist between the two object types (HubSpot refuses the create otherwise)."""
+        ids that exist between the two object types (HubSpot refuses the create otherwise). A
+        lead must be created with its primary contact."""
+        if object_type == "leads" and not any(
+            isinstance(spec, dict)
+            and any(
+                isinstance(kind, dict) and kind.get("associationTypeId") == 578
+                for kind in spec.get("types") or ()
+            )
+            for spec in associations or ()
+        ):
+            raise Refused(
+                400,
+                "VALIDATION_ERROR",
+                "A lead must be associated with a primary contact (associationTypeId 578)",
+            )
         if associations is None:
             return
         if not isinstance(associations, list):

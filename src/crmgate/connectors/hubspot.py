@@ -64,7 +64,16 @@ _RECORD_ID = re.compile(r"^[0-9]{1,20}$")
 _OBJECT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _OPERATORS = {"eq": "EQ", "ne": "NEQ", "gt": "GT", "ge": "GTE", "lt": "LT", "le": "LTE"}
 _KINDS = {"number": "number", "date": "date", "datetime": "date-time", "bool": "boolean"}
-STANDARD_OBJECTS = ("contacts", "companies", "deals", "tasks", "notes", "calls", "meetings")
+STANDARD_OBJECTS = (
+    "contacts",
+    "companies",
+    "deals",
+    "leads",
+    "tasks",
+    "notes",
+    "calls",
+    "meetings",
+)
 LINK = "associations."  # the pseudo-column prefix of an association (associations.companies)
 SINGULAR = {
     "contacts": "contact",
@@ -74,6 +83,7 @@ SINGULAR = {
     "notes": "note",
     "calls": "call",
     "meetings": "meeting",
+    "leads": "lead",
 }
 # HUBSPOT_DEFINED association type ids a create links with: a primary company where HubSpot
 # has one (contact and deal), the unlabelled type otherwise.
@@ -81,6 +91,8 @@ CREATE_TYPES: dict[tuple[str, str], int] = {
     ("contacts", "companies"): 1,
     ("deals", "companies"): 5,
     ("deals", "contacts"): 3,
+    ("leads", "contacts"): 578,  # a lead's primary contact, required when it is created
+    ("leads", "companies"): 610,
     **{
         (engagement, target): type_id
         for engagement, ids in {
@@ -92,7 +104,7 @@ CREATE_TYPES: dict[tuple[str, str], int] = {
         for target, type_id in zip(("contacts", "companies", "deals"), ids, strict=True)
     },
 }
-PRIMARY_TYPES = frozenset((1, 5))
+PRIMARY_TYPES = frozenset((1, 5, 578))
 OWNERS = "owners"
 OWNER_LIMIT = 5_000
 _OWNER_FIELDS = (
