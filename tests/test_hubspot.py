@@ -627,3 +627,9 @@ def test_custom_objects_have_the_generic_entity_routes(portal: Portal) -> None:
     assert portal.call("DELETE", f"{base}/{first}").status_code == 204
     assert portal.ok("GET", f"{base}/count") == {"total": 1}
     assert portal.call("GET", "/entity/p1_nothing/list").status_code == 404
+
+
+def test_a_first_page_is_never_served_from_a_finished_walk(portal: Portal) -> None:
+    assert portal.ok("GET", "/entity/contact/list") == []
+    made = portal.ok("POST", "/entity/contact", 201, json={"last_name": "New"})["id"]
+    assert [c["id"] for c in portal.ok("GET", "/entity/contact/list")] == [made]

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from crmgate.connectors.base import Connector
+from crmgate.connectors.dynamics import DynamicsConnector
 from crmgate.connectors.hubspot import HubSpotConnector
+from crmgate.connectors.pipedrive import PipedriveConnector
 from crmgate.connectors.salesforce import SalesforceConnector
+from crmgate.connectors.zoho import ZohoConnector
 
 REGISTRY: dict[str, type[Connector]] = {
-    connector.name: connector for connector in (SalesforceConnector, HubSpotConnector)
+    connector.name: connector
+    for connector in (
+        SalesforceConnector,
+        HubSpotConnector,
+        PipedriveConnector,
+        ZohoConnector,
+        DynamicsConnector,
+    )
 }

@@ -285,7 +285,9 @@ class CursorWalks:
         max_cold_offset: int,
         max_ahead: int | None = None,
     ) -> list[dict[str, Any]]:
-        cursor = self._near(key, offset, max_ahead)
+        # A first page is always read afresh: a walk that ended (an empty or short list) would
+        # otherwise hide the records made since.
+        cursor = self._near(key, offset, max_ahead) if offset > 0 else None
         if cursor is not None:
             try:
                 return self._keep(key, *await self._walk(cursor, offset, size, fetch))

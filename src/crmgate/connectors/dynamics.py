@@ -1,0 +1,1028 @@
+"""Microsoft Dynamics 365 / Dataverse (Web API v9.2, OData v4): the code its descriptor cannot say.
+
+Each organisation has its own host (the credential's ``instance_url``); tokens come from Microsoft
+Entra ID: ``oAuth-internal`` refreshes them with crmgate's app registration (the refresh_token
+grant with the organisation's ``user_impersonation`` scope), ``oAuth-external-refresh`` takes the
+client's, and ``user`` is server to server: an application user's client id and secret, for
+which crmgate asks its tenant's token endpoint (client_credentials, scope ``{org}/.default``)
+and asks again when Dataverse answers 401.
+
+Tables are named by their entity set (``contacts``); the metadata API (``EntityDefinitions``)
+tells each table's logical name, primary id column, columns and lookups, and is read once per
+table and hour. A lookup is named by its single-valued navigation property (``parentaccountid``,
+``regardingobjectid_contact_task``): it reads from ``_<lookup>_value`` (with the
+``lookuplogicalname`` annotation telling the target of a polymorphic one) and writes as
+``<navigation>@odata.bind: /<set>(<id>)`` (``null`` unlinks).
+
+Cost in Dataverse calls: lists follow ``@odata.nextLink`` ($skiptoken paging cookies: Dataverse
+has no ``$skip``), 100 records a call (``Prefer: odata.maxpagesize=100``), through CursorWalks:
+pages read in order cost one call per 100 records (page N+1 right after page N at most one, most
+pages of 25 none); a first jump to page *p* of size *s* walks the links from the start,
+⌈(p·s)/100⌉ calls, and is refused past 10,000 records (read in order or filter). A count is one
+``$count=true`` call, exact to 5,000 (Dataverse's cap on ``@odata.count``); at 5,000 a second
+call counts with ``$apply=aggregate($count as total)``, exact to 50,000 (Dataverse's aggregate
+limit), past which the count is refused. Bulk is one ``$batch`` call per 1,000 records
+(``Prefer: odata.continue-on-error``, one request per record, results in order).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import uuid4
+
+from yarl import URL
+
+from crmgate.connectors.base import (
+    Access,
+    Connector,
+    CredentialsRejected,
+    CrmError,
+    CrmUnavailable,
+    CursorWalks,
+    EntityNotFound,
+    Fetch,
+    FieldInfo,
+    GrantRevoked,
+    Identity,
+    ItemResult,
+    NotAllowed,
+    NotValid,
+    ObjectInfo,
+    RateLimited,
+    Records,
+    SessionExpired,
+    Verified,
+    chunked,
+    passthrough_path,
+)
+from crmgate.connectors.catalogue import Platform
+from crmgate.model.mapping import EntityMap
+from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
+from crmgate.query import Condition, QueryError, SortKey
+from crmgate.settings import OAuthClient
+
+log = logging.getLogger("crmgate.connectors.dynamics")
+
+API = "/api/data/v9.2"
+BATCH = 100  # records a list call asks for (Prefer: odata.maxpagesize)
+MAX_COLD_OFFSET = 10_000  # a first jump deeper than this would cost more than 100 calls
+COUNT_CAP = 5000  # Dataverse caps @odata.count here
+BATCH_LIMIT = 1000  # requests in one $batch
+METADATA_LIFETIME = 3600.0
+_GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
+_GUID_IN = re.compile(
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_TENANT = re.compile(r"^(?:[0-9A-Fa-f-]{36}|[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63})$")
+_ANNOTATION = "Microsoft.Dynamics.CRM.lookuplogicalname"
+_KINDS = {
+    "Integer": "integer",
+    "BigInt": "integer",
+    "Picklist": "integer",
+    "State": "integer",
+    "Status": "integer",
+    "Decimal": "number",
+    "Double": "number",
+    "Money": "number",
+    "Boolean": "boolean",
+    "DateTime": "date-time",
+}
+# Column types the Web API reads and writes as plain values (lookups are handled apart; virtual,
+# party-list and image columns are not shown).
+_PLAIN = frozenset(("String", "Memo", "Uniqueidentifier", "EntityName", *_KINDS))
+_LOOKUPS = frozenset(("Lookup", "Customer", "Owner"))
+# Error messages name the column they are about in one of these ways.
+_FIELD_PATTERNS = (
+    re.compile(r"attribute '([A-Za-z0-9_]+)'"),
+    re.compile(r"'([A-Za-z0-9_]+)' attribute"),
+    re.compile(r"property '([A-Za-z0-9_]+)'"),
+    re.compile(r"of '([A-Za-z0-9_]+)' on record"),
+    re.compile(r"property named '([A-Za-z0-9_]+)'"),
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    """What the metadata API says of one table: its names, and its lookups by navigation."""
+
+    logical: str
+    entity_set: str
+    primary_id: str
+    label: str
+    plural: str
+    custom: bool
+    # navigation property -> (lookup column, target table's logical name, its entity set)
+    navigation: Mapping[str, tuple[str, str, str]]
+
+    def column(self, name: str) -> str:
+        """The column a query names for a field: ``Id`` is the primary id, a navigation property
+        its lookup's ``_x_value``."""
+        if name == "Id":
+            return self.primary_id
+        if name in self.navigation:
+            return f"_{self.navigation[name][0]}_value"
+        return name
+
+
+def _label(value: Any, fallback: str) -> str:
+    if isinstance(value, Mapping):
+        localized = value.get("UserLocalizedLabel")
+        if isinstance(localized, Mapping) and localized.get("Label"):
+            return str(localized["Label"])
+    return fallback
+
+
+class DynamicsConnector(Connector):
+    name = "dynamics"
+    records: DynamicsRecords
+
+    def __init__(self, platform: Platform, outbound: Outbound) -> None:
+        super().__init__(platform, outbound)
+        self.records = DynamicsRecords(self)
+
+    def access(
+        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
+    ) -> Access:
+        instance = self.instance_url(credential["instance_url"])
+        if authorization == "user":
+            return Access(instance, derived.get("access_token", ""))
+        return Access(instance, credential["access_token"])
+
+    async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
+        instance = self.instance_url(credential["instance_url"])
+        derived: dict[str, str] = {}
+        if authorization == "user":
+            derived = await self._client_credentials(instance, credential)
+            token = derived["access_token"]
+        else:
+            token = credential["access_token"]
+        return Verified(await self._who_am_i(instance, token), derived)
+
+    async def _who_am_i(self, instance: URL, token: str) -> Identity:
+        headers = {"Authorization": f"Bearer {token}", **_ODATA}
+        response = await self.call("GET", instance / "api/data/v9.2/WhoAmI", headers=headers)
+        if response.status in (401, 403):
+            reason = _error_text(response) or "refused"
+            raise CredentialsRejected(f"Dynamics 365 refused the access token ({reason[:200]})")
+        if response.status != 200:
+            raise CrmUnavailable(f"Dynamics 365 WhoAmI answered HTTP {response.status}")
+        try:
+            who = json.loads(response.body)
+            user_id, organisation = str(who["UserId"]), str(who["OrganizationId"])
+        except (ValueError, KeyError, TypeError):
+            raise CrmUnavailable("Dynamics 365 WhoAmI answered something unexpected") from None
+        name = email = username = ""
+        if _GUID.match(user_id):
+            url = (instance / f"api/data/v9.2/systemusers({user_id})").with_query(
+                {"$select": "fullname,internalemailaddress,domainname"}
+            )
+            found = await self.call("GET", url, headers=headers)
+            if found.status == 200:
+                try:
+                    user = json.loads(found.body)
+                    name = str(user.get("fullname") or "")
+                    email = str(user.get("internalemailaddress") or "")
+                    username = str(user.get("domainname") or "")
+                except (ValueError, AttributeError):
+                    pass
+        return Identity(user_id, name, email, username, company_id=organisation)
+
+    # ---- Microsoft Entra ID -----------------------------------------------------------------
+
+    def _tenant_token_url(self, tenant: str) -> URL:
+        """The token endpoint of one tenant: the descriptor's, with its tenant segment
+        (``organizations``) replaced; client credentials need the tenant itself."""
+        if not _TENANT.match(tenant):
+            raise CredentialsRejected("tenant_id: an Entra ID tenant id (GUID) or domain")
+        base = self._oauth_url("token_url")
+        segments = base.path.split("/")
+        if len(segments) < 2:
+            raise CrmUnavailable(f"{self.platform.type}: the token URL names no tenant")
+        segments[1] = tenant
+        return base.with_path("/".join(segments))
+
+    async def _client_credentials(
+        self, instance: URL, credential: Mapping[str, str]
+    ) -> dict[str, str]:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": credential["client_id"],
+            "client_secret": credential["client_secret"],
+            "scope": f"{instance}/.default",
+        }
+        url = self._tenant_token_url(credential["tenant_id"])
+        response = await self.call("POST", url, data=form, headers={"Accept": "application/json"})
+        try:
+            answer = json.loads(response.body)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise CrmUnavailable(f"Entra ID token endpoint answered HTTP {response.status}")
+        if response.status != 200 or not answer.get("access_token"):
+            error, reason = self.token_error(answer, response.status)
+            said = f"Entra ID refused the application's credentials: {error} ({reason[:200]})"
+            if error in ("invalid_client", "unauthorized_client", "invalid_grant"):
+                raise GrantRevoked(said)
+            if error in ("invalid_request", "invalid_scope", "invalid_resource"):
+                raise CredentialsRejected(said)
+            raise CrmUnavailable(said)
+        derived = {"access_token": str(answer["access_token"])}
+        expires_in = answer.get("expires_in")
+        if isinstance(expires_in, (int, str)) and str(expires_in).isdigit():
+            derived["expires_at"] = str(int(time.time()) + int(expires_in))
+        return derived
+
+    def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
+        """Entra ID answers RFC 6749 errors; its description carries trace ids after the first
+        line, which are kept out of messages."""
+        error, reason = super().token_error(answer, status)
+        return error, reason.splitlines()[0] if reason else ""
+
+    async def refresh(
+        self, credential: Mapping[str, str], client: OAuthClient
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The refresh_token grant, with the organisation's scope (Entra ID issues an access
+        token for one resource at a time)."""
+        token = credential.get("refresh_token")
+        if not token:
+            raise GrantRevoked("Dynamics 365: the application has no refresh token")
+        instance = self.instance_url(credential["instance_url"])
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": token,
+            "scope": f"{instance}/user_impersonation offline_access",
+        }
+        return await self.token_request(form, client)
+
+
+_ODATA = {"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
+
+
+def _error_text(response: OutboundResponse) -> str:
+    try:
+        answer = json.loads(response.body)
+    except ValueError:
+        return ""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return str(error.get("message") or "") if isinstance(error, dict) else ""
+
+
+def _quoted(value: str) -> str:
+    """An OData string literal: single quotes, a quote inside doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _literal(kind: str, value: Any, field: str, guid: bool) -> str:
+    """A filter value as an OData literal; anything that could change the expression's shape is
+    refused or quoted (nothing of the client's text reaches the query unescaped)."""
+    if value is None:
+        raise QueryError("filter", f"{field}: use eq null or ne null")
+    if guid:
+        if not isinstance(value, str) or not _GUID.match(value):
+            raise QueryError("filter", f"{field} takes a record id (a GUID)")
+        return value.lower()
+    if kind in ("date", "date-time"):
+        if not isinstance(value, str):
+            raise QueryError("filter", f"{field} needs an ISO 8601 date in quotes")
+        try:
+            if kind == "date":
+                return date.fromisoformat(value[:10]).isoformat()
+            parsed = (
+                datetime.fromisoformat(value.replace("Z", "+00:00"))
+                if "T" in value
+                else datetime.combine(date.fromisoformat(value), datetime.min.time())
+            )
+        except ValueError:
+            raise QueryError("filter", f"{field} needs an ISO 8601 date") from None
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise QueryError("filter", f"{field} takes true or false")
+        return "true" if value else "false"
+    if kind in ("number", "integer"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise QueryError("filter", f"{field} takes a number")
+        return repr(value)
+    if not isinstance(value, str):
+        raise QueryError("filter", f"{field} takes a text value in quotes")
+    return _quoted(value)
+
+
+class DynamicsRecords(Records):
+    """Records of a Dataverse organisation through its Web API, in its own column names."""
+
+    def __init__(self, connector: DynamicsConnector) -> None:
+        super().__init__(connector)
+        self.walks = CursorWalks()
+        # instance -> (when read, entity set -> Table without navigation)
+        self._catalogues: dict[str, tuple[float, dict[str, Table]]] = {}
+        self._tables: dict[tuple[str, str], tuple[float, Table]] = {}
+
+    # ---- calls ------------------------------------------------------------------------------
+
+    def _api(self, access: Access) -> URL:
+        return access.instance_url.with_path(API)
+
+    async def _send(
+        self,
+        access: Access,
+        method: str,
+        url: URL,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> OutboundResponse:
+        sent = {"Authorization": f"Bearer {access.token}", **_ODATA, **(headers or {})}
+        if body is not None:
+            sent.setdefault("Content-Type", "application/json")
+        response = await self.connector.call(method, url, headers=sent, data=body)
+        if response.status >= 400:
+            raise self.error(response)
+        return response
+
+    async def _json(
+        self, access: Access, url: URL, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        response = await self._send(access, "GET", url, headers=headers)
+        try:
+            answer = json.loads(response.body)
+        except ValueError:
+            raise CrmUnavailable("Dynamics 365 answered something that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise CrmUnavailable("Dynamics 365 answered an unexpected shape")
+        return answer
+
+    def error(self, response: OutboundResponse) -> CrmError:
+        return _error(response.status, response.body, response.headers.get("Retry-After", ""))
+
+    # ---- metadata ---------------------------------------------------------------------------
+
+    async def _catalogue(
+        self, access: Access, fresher: float = METADATA_LIFETIME
+    ) -> dict[str, Table]:
+        key = str(access.instance_url)
+        kept = self._catalogues.get(key)
+        if kept is not None and time.monotonic() - kept[0] < fresher:
+            return kept[1]
+        url = (self._api(access) / "EntityDefinitions").with_query(
+            {
+                "$select": "LogicalName,EntitySetName,PrimaryIdAttribute,DisplayName,"
+                "DisplayCollectionName,IsCustomEntity",
+                "$filter": "IsPrivate eq false",
+            }
+        )
+        found: dict[str, Table] = {}
+        for row in (await self._json(access, url)).get("value") or ():
+            if not isinstance(row, dict):
+                continue
+            set_name, logical, primary = (
+                row.get("EntitySetName"),
+                row.get("LogicalName"),
+                row.get("PrimaryIdAttribute"),
+            )
+            if not (isinstance(set_name, str) and _NAME.match(set_name)):
+                continue
+            if not isinstance(logical, str) or not isinstance(primary, str):
+                continue
+            found[set_name] = Table(
+                logical,
+                set_name,
+                primary,
+                _label(row.get("DisplayName"), logical),
+                _label(row.get("DisplayCollectionName"), set_name),
+                bool(row.get("IsCustomEntity")),
+                {},
+            )
+        if not found:
+            raise CrmUnavailable("Dynamics 365 answered an empty table catalogue")
+        self._catalogues[key] = (time.monotonic(), found)
+        return found
+
+    async def _table(self, access: Access, set_name: str) -> Table:
+        """A table by its entity set, with its lookups (cached for an hour per organisation)."""
+        if not _NAME.match(set_name):
+            raise EntityNotFound(f"Dynamics 365 has no table {set_name[:64]!r}")
+        key = (str(access.instance_url), set_name)
+        kept = self._tables.get(key)
+        if kept is not None and time.monotonic() - kept[0] < METADATA_LIFETIME:
+            return kept[1]
+        catalogue = await self._catalogue(access)
+        if set_name not in catalogue:  # a table made since: read again, at most once a minute
+            catalogue = await self._catalogue(access, fresher=60.0)
+        table = catalogue.get(set_name)
+        if table is None:
+            raise EntityNotFound(f"Dynamics 365 has no table {set_name[:64]!r}")
+        sets = {t.logical: t.entity_set for t in catalogue.values()}
+        url = (
+            self._api(access)
+            / f"EntityDefinitions(LogicalName='{table.logical}')/ManyToOneRelationships"
+        ).with_query(
+            {
+                "$select": "ReferencingAttribute,ReferencedEntity,"
+                "ReferencingEntityNavigationPropertyName"
+            }
+        )
+        navigation: dict[str, tuple[str, str, str]] = {}
+        for row in (await self._json(access, url)).get("value") or ():
+            if not isinstance(row, dict):
+                continue
+            nav = row.get("ReferencingEntityNavigationPropertyName")
+            column, target = row.get("ReferencingAttribute"), row.get("ReferencedEntity")
+            if (
+                isinstance(nav, str)
+                and _NAME.match(nav)
+                and isinstance(column, str)
+                and isinstance(target, str)
+                and target in sets
+            ):
+                navigation[nav] = (column, target, sets[target])
+        table = Table(
+            table.logical,
+            table.entity_set,
+            table.primary_id,
+            table.label,
+            table.plural,
+            table.custom,
+            navigation,
+        )
+        self._tables[key] = (time.monotonic(), table)
+        return table
+
+    async def objects(self, access: Access) -> list[ObjectInfo]:
+        return [
+            ObjectInfo(
+                t.entity_set,
+                t.label,
+                t.plural,
+                t.custom,
+                queryable=True,
+                createable=t.logical != "systemuser",
+                updateable=t.logical != "systemuser",
+                deletable=t.logical != "systemuser",
+            )
+            for t in (await self._catalogue(access)).values()
+        ]
+
+    async def _options(self, access: Access, table: Table, cast: str) -> dict[str, tuple[str, ...]]:
+        url = (
+            self._api(access)
+            / f"EntityDefinitions(LogicalName='{table.logical}')/Attributes"
+            / f"Microsoft.Dynamics.CRM.{cast}"
+        ).with_query({"$select": "LogicalName", "$expand": "OptionSet($select=Options)"})
+        found = {}
+        for row in (await self._json(access, url)).get("value") or ():
+            options = (
+                ((row.get("OptionSet") or {}).get("Options") or ()) if isinstance(row, dict) else ()
+            )
+            found[str(row.get("LogicalName"))] = tuple(
+                str(o["Value"]) for o in options if isinstance(o, dict) and "Value" in o
+            )
+        return found
+
+    async def describe(self, access: Access, name: str) -> ObjectInfo:
+        table = await self._table(access, name)
+        base = self._api(access) / f"EntityDefinitions(LogicalName='{table.logical}')/Attributes"
+        attributes = await self._json(
+            access,
+            base.with_query(
+                {
+                    "$select": "LogicalName,AttributeType,AttributeOf,IsCustomAttribute,"
+                    "IsValidForCreate,IsValidForUpdate,IsValidForRead,RequiredLevel,DisplayName"
+                }
+            ),
+        )
+        dates = await self._json(
+            access,
+            (base / "Microsoft.Dynamics.CRM.DateTimeAttributeMetadata").with_query(
+                {"$select": "LogicalName,Format"}
+            ),
+        )
+        date_only = {
+            str(row.get("LogicalName"))
+            for row in dates.get("value") or ()
+            if isinstance(row, dict) and row.get("Format") == "DateOnly"
+        }
+        options = {
+            **await self._options(access, table, "PicklistAttributeMetadata"),
+            **await self._options(access, table, "StatusAttributeMetadata"),
+        }
+        fields: list[FieldInfo] = []
+        for row in attributes.get("value") or ():
+            if not isinstance(row, dict) or row.get("AttributeOf"):
+                continue
+            name_ = row.get("LogicalName")
+            kind = str(row.get("AttributeType") or "")
+            if not isinstance(name_, str) or not _NAME.match(name_):
+                continue
+            if row.get("IsValidForRead") is False:
+                continue
+            createable = bool(row.get("IsValidForCreate")) and kind != "Uniqueidentifier"
+            updateable = bool(row.get("IsValidForUpdate"))
+            level = (row.get("RequiredLevel") or {}).get("Value")
+            label = _label(row.get("DisplayName"), name_)
+            custom = bool(row.get("IsCustomAttribute"))
+            if kind in _LOOKUPS:
+                for nav, (column, target, _) in table.navigation.items():
+                    if column == name_:
+                        fields.append(
+                            FieldInfo(
+                                nav,
+                                label if nav == name_ else f"{label} ({target})",
+                                "string",
+                                kind,
+                                False,
+                                createable,
+                                updateable,
+                                True,
+                                True,
+                                custom,
+                                reference_to=(target,),
+                            )
+                        )
+                continue
+            if kind not in _PLAIN:
+                continue
+            fields.append(
+                FieldInfo(
+                    name=name_,
+                    label=label,
+                    kind="date" if name_ in date_only else _KINDS.get(kind, "string"),
+                    native_type=kind,
+                    required=createable and level in ("SystemRequired", "ApplicationRequired"),
+                    createable=createable,
+                    updateable=updateable,
+                    custom=custom,
+                    enum=options.get(name_, ()),
+                )
+            )
+        writable = table.logical != "systemuser"
+        return ObjectInfo(
+            table.entity_set,
+            table.label,
+            table.plural,
+            table.custom,
+            True,
+            writable,
+            writable,
+            writable,
+            tuple(fields),
+        )
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _select(table: Table, columns: Sequence[str]) -> str:
+        return ",".join(dict.fromkeys(table.column(c) for c in columns))
+
+    @staticmethod
+    def _flat(table: Table, row: Any, columns: Sequence[str]) -> dict[str, Any]:
+        """A Dataverse record as one flat native record for the entity maps: its columns as
+        read, ``Id``, and each asked navigation property's id when the lookup points there."""
+        if not isinstance(row, dict):
+            raise CrmUnavailable("Dynamics 365 answered a record of an unexpected shape")
+        flat = {k: v for k, v in row.items() if not k.startswith("@odata.") and "@" not in k}
+        flat["Id"] = row.get(table.primary_id)
+        for column in columns:
+            if column not in table.navigation:
+                continue
+            lookup, target, _ = table.navigation[column]
+            value = row.get(f"_{lookup}_value")
+            said = row.get(f"_{lookup}_value@{_ANNOTATION}")
+            single = sum(1 for c, _, _ in table.navigation.values() if c == lookup) == 1
+            flat[column] = (
+                value if value and (said == target or (said is None and single)) else None
+            )
+        return flat
+
+    def _filter(self, table: Table, entity: EntityMap, conditions: Sequence[Condition]) -> str:
+        parts = [
+            f"{table.column(column)} eq {_literal('string', value, column, False)}"
+            if isinstance(value, str)
+            else f"{table.column(column)} eq {str(value).lower()}"
+            for column, value in entity.match.items()
+        ]
+        for condition in conditions:
+            native = entity.filter_column("filter", condition.field)
+            column = table.column(native)
+            if not _NAME.match(column):
+                raise QueryError("filter", f"{condition.field} cannot be filtered")
+            guid = column == table.primary_id or native in table.navigation
+            kind = "string" if guid else entity.kind(condition.field)
+            if condition.value is None and condition.op in ("eq", "ne"):
+                parts.append(f"{column} {condition.op} null")
+            elif condition.op in ("contains", "startswith"):
+                if kind != "string" or guid or not isinstance(condition.value, str):
+                    raise QueryError("filter", f"{condition.op} works on text fields only")
+                parts.append(f"{condition.op}({column},{_quoted(condition.value)})")
+            else:
+                literal = _literal(kind, condition.value, condition.field, guid)
+                parts.append(f"{column} {condition.op} {literal}")
+        return " and ".join(parts)
+
+    @staticmethod
+    def _orderby(table: Table, entity: EntityMap, sort: Sequence[SortKey]) -> str:
+        keys = []
+        for key in sort:
+            column = table.column(entity.filter_column("sort", key.field))
+            keys.append(f"{column} {'desc' if key.descending else 'asc'}")
+        if not any(k.startswith(f"{table.primary_id} ") for k in keys):
+            keys.append(f"{table.primary_id} asc")  # a stable order for the paging cookies
+        return ",".join(keys)
+
+    def _next(self, access: Access, table: Table, link: Any) -> URL:
+        """A nextLink, only if it stays on this organisation's table (no forged redirection of
+        the token to another host or path)."""
+        if not isinstance(link, str):
+            raise CrmUnavailable("Dynamics 365 answered a next page link that is not text")
+        instance = access.instance_url
+        try:
+            url = check_url(link, [f"{instance.host}:{instance.port}"])
+            url = URL(link, encoded=True)
+        except (OutboundRefused, ValueError):
+            raise CrmUnavailable("Dynamics 365 answered a next page link to elsewhere") from None
+        if url.raw_path != f"{API}/{table.entity_set}" or url.raw_fragment:
+            raise CrmUnavailable("Dynamics 365 answered a next page link to elsewhere")
+        return url
+
+    def _fetch(self, access: Access, table: Table, first: URL, columns: Sequence[str]) -> Fetch:
+        prefer = {"Prefer": f'odata.maxpagesize={BATCH},odata.include-annotations="{_ANNOTATION}"'}
+
+        async def fetch(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            url = first if token is None else self._next(access, table, token)
+            answer = await self._json(access, url, prefer)
+            rows = answer.get("value")
+            if not isinstance(rows, list):
+                raise CrmUnavailable("Dynamics 365 answered an unexpected list")
+            following = answer.get("@odata.nextLink")
+            if following is not None:
+                self._next(access, table, following)
+            return [self._flat(table, r, columns) for r in rows], following
+
+        return fetch
+
+    async def list_page(
+        self,
+        access: Access,
+        entity: EntityMap,
+        columns: Sequence[str],
+        *,
+        conditions: Sequence[Condition] = (),
+        sort: Sequence[SortKey] = (),
+        page: int = 1,
+        page_size: int = 25,
+    ) -> list[dict[str, Any]]:
+        table = await self._table(access, entity.object)
+        query = {
+            "$select": self._select(table, columns),
+            "$orderby": self._orderby(table, entity, sort),
+        }
+        expression = self._filter(table, entity, conditions)
+        if expression:
+            query["$filter"] = expression
+        first = (self._api(access) / table.entity_set).with_query(query)
+        key = CursorWalks.key(access, table.entity_set, *(f"{k}={v}" for k, v in query.items()))
+        offset = (page - 1) * page_size
+        if offset == 0:
+            self.walks.forget(key)  # a first page is always read from Dataverse
+        return await self.walks.page(
+            key, offset, page_size, self._fetch(access, table, first, columns), MAX_COLD_OFFSET
+        )
+
+    async def count(
+        self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
+    ) -> int:
+        table = await self._table(access, entity.object)
+        expression = self._filter(table, entity, conditions)
+        query = {"$select": table.primary_id, "$count": "true"}
+        if expression:
+            query["$filter"] = expression
+        url = (self._api(access) / table.entity_set).with_query(query)
+        answer = await self._json(access, url, {"Prefer": "odata.maxpagesize=1"})
+        total = answer.get("@odata.count")
+        if not isinstance(total, int) or isinstance(total, bool):
+            raise CrmUnavailable("Dynamics 365 answered a count without @odata.count")
+        if total < COUNT_CAP:
+            return total
+        # @odata.count stops at 5,000: the aggregate counts on, up to Dataverse's 50,000
+        apply = "aggregate($count as total)"
+        if expression:
+            apply = f"filter({expression})/{apply}"
+        url = (self._api(access) / table.entity_set).with_query({"$apply": apply})
+        try:
+            rows = (await self._json(access, url)).get("value")
+        except NotValid as refused:
+            raise QueryError(
+                "filter", f"more records than Dynamics 365 counts at once; narrow it ({refused})"
+            ) from None
+        value = (
+            rows[0].get("total")
+            if isinstance(rows, list) and rows and isinstance(rows[0], dict)
+            else None
+        )
+        if not isinstance(value, int):
+            raise CrmUnavailable("Dynamics 365 answered an aggregate without its count")
+        return value
+
+    def _record(self, access: Access, table: Table, record_id: str) -> URL:
+        if not _GUID.match(record_id):
+            raise EntityNotFound(f"{table.logical} {record_id[:40]!r} not found")
+        return self._api(access) / f"{table.entity_set}({record_id.lower()})"
+
+    async def get(
+        self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
+    ) -> dict[str, Any]:
+        table = await self._table(access, entity.object)
+        url = self._record(access, table, record_id).with_query(
+            {"$select": self._select(table, columns)}
+        )
+        prefer = {"Prefer": f'odata.include-annotations="{_ANNOTATION}"'}
+        return self._flat(table, await self._json(access, url, prefer), columns)
+
+    async def get_many(
+        self, access: Access, entity: EntityMap, ids: Sequence[str], columns: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The records of ``ids`` in one query per 50 (``expand``)."""
+        table = await self._table(access, entity.object)
+        wanted = sorted({i.lower() for i in ids if _GUID.match(i)})
+        found: list[dict[str, Any]] = []
+        prefer = {"Prefer": f'odata.include-annotations="{_ANNOTATION}"'}
+        for start in range(0, len(wanted), 50):
+            chunk = wanted[start : start + 50]
+            query = {
+                "$select": self._select(table, columns),
+                "$filter": " or ".join(f"{table.primary_id} eq {i}" for i in chunk),
+            }
+            url = (self._api(access) / table.entity_set).with_query(query)
+            rows = (await self._json(access, url, prefer)).get("value") or ()
+            found += [self._flat(table, r, columns) for r in rows]
+        return found
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def _payload(self, table: Table, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Native values as a Dataverse body: navigation properties become ``@odata.bind``
+        (``null`` unlinks, unless another navigation of the same lookup links it)."""
+        body: dict[str, Any] = {}
+        linked = {
+            table.navigation[k][0]
+            for k, v in values.items()
+            if k in table.navigation and v is not None
+        }
+        for key, value in values.items():
+            if key not in table.navigation:
+                body[key] = value
+                continue
+            column, _, target_set = table.navigation[key]
+            if value is None:
+                if column not in linked:
+                    body[f"{key}@odata.bind"] = None
+                continue
+            if not isinstance(value, str) or not _GUID.match(value):
+                raise NotValid(f"{key}: a record id (a GUID)", (key,))
+            body[f"{key}@odata.bind"] = f"/{target_set}({value.lower()})"
+        return body
+
+    async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
+        table = await self._table(access, name)
+        body = json.dumps(self._payload(table, values)).encode()
+        response = await self._send(access, "POST", self._api(access) / table.entity_set, body=body)
+        return _created_id(response.headers.get("OData-EntityId", ""))
+
+    async def update(
+        self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
+    ) -> None:
+        table = await self._table(access, name)
+        body = json.dumps(self._payload(table, values)).encode()
+        # If-Match: * makes it an update only (without it, a PATCH creates a missing record)
+        await self._send(
+            access,
+            "PATCH",
+            self._record(access, table, record_id),
+            body=body,
+            headers={"If-Match": "*"},
+        )
+
+    async def delete(self, access: Access, name: str, record_id: str) -> None:
+        table = await self._table(access, name)
+        await self._send(access, "DELETE", self._record(access, table, record_id))
+
+    async def _batch(
+        self, access: Access, requests: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]]
+    ) -> list[tuple[int, Mapping[str, str], bytes]]:
+        """One $batch call: each request on its own (no change set), Dataverse going on past a
+        failure; the answers in the order sent."""
+        boundary = f"batch_{uuid4()}"
+        lines = []
+        for method, url, body, headers in requests:
+            lines += [
+                f"--{boundary}",
+                "Content-Type: application/http",
+                "Content-Transfer-Encoding: binary",
+                "",
+                f"{method} {url} HTTP/1.1",
+                *(f"{k}: {v}" for k, v in headers.items()),
+            ]
+            if body is not None:
+                lines += ["Content-Type: application/json; type=entry", "", json.dumps(body)]
+            else:
+                lines += [""]
+        lines += [f"--{boundary}--", ""]
+        response = await self._send(
+            access,
+            "POST",
+            self._api(access) / "$batch",
+            body="\r\n".join(lines).encode(),
+            headers={
+                "Content-Type": f'multipart/mixed; boundary="{boundary}"',
+                "Prefer": "odata.continue-on-error",
+            },
+        )
+        answers = _batch_answers(response)
+        if len(answers) > len(requests):
+            raise CrmUnavailable("Dynamics 365 answered a batch with more results than requests")
+        return answers
+
+    def _results(
+        self,
+        answers: list[tuple[int, Mapping[str, str], bytes]],
+        ids: Sequence[str | None],
+        creating: bool,
+    ) -> list[ItemResult]:
+        results = []
+        for position, record_id in enumerate(ids):
+            if position >= len(answers):
+                results.append(
+                    ItemResult(record_id, CrmUnavailable("Dynamics 365 did not process this item"))
+                )
+                continue
+            status, headers, body = answers[position]
+            if status >= 400:
+                results.append(
+                    ItemResult(record_id, _error(status, body, headers.get("retry-after", "")))
+                )
+            elif creating:
+                try:
+                    results.append(ItemResult(_created_id(headers.get("odata-entityid", ""))))
+                except CrmUnavailable as odd:
+                    results.append(ItemResult(None, odd))
+            else:
+                results.append(ItemResult(record_id))
+        return results
+
+    async def bulk_create(
+        self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
+    ) -> list[ItemResult]:
+        table = await self._table(access, name)
+        url = str(self._api(access) / table.entity_set)
+
+        async def send(chunk: list[Mapping[str, Any]]) -> list[ItemResult]:
+            payloads = []
+            for values in chunk:
+                payloads.append(self._payload(table, values))
+            answers = await self._batch(access, [("POST", url, p, {}) for p in payloads])
+            return self._results(answers, [None] * len(chunk), creating=True)
+
+        return await chunked(list(items), BATCH_LIMIT, send, lambda item: None)
+
+    async def bulk_update(
+        self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[ItemResult]:
+        table = await self._table(access, name)
+
+        async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
+            valid = [(i, v) for i, v in chunk if _GUID.match(i)]
+            answers = await self._batch(
+                access,
+                [
+                    (
+                        "PATCH",
+                        str(self._record(access, table, i)),
+                        self._payload(table, v),
+                        {"If-Match": "*"},
+                    )
+                    for i, v in valid
+                ],
+            )
+            done = iter(self._results(answers, [i for i, _ in valid], creating=False))
+            return [
+                next(done)
+                if _GUID.match(i)
+                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
+                for i, _ in chunk
+            ]
+
+        return await chunked(list(items), BATCH_LIMIT, send, lambda item: item[0])
+
+    async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
+        table = await self._table(access, name)
+
+        async def send(chunk: list[str]) -> list[ItemResult]:
+            valid = [i for i in chunk if _GUID.match(i)]
+            answers = await self._batch(
+                access,
+                [("DELETE", str(self._record(access, table, i)), None, {}) for i in valid],
+            )
+            done = iter(self._results(answers, valid, creating=False))
+            return [
+                next(done)
+                if _GUID.match(i)
+                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
+                for i in chunk
+            ]
+
+        return await chunked(list(ids), BATCH_LIMIT, send, lambda item: item)
+
+    # ---- passthrough ------------------------------------------------------------------------
+
+    def passthrough_url(self, access: Access, path: str) -> URL:
+        """``path`` relative to the organisation's Web API (``contacts?$top=5``, ``WhoAmI``),
+        or absolute under ``/api/data/``."""
+        raw_path, raw_query = passthrough_path(path)
+        if raw_path.startswith("/"):
+            if not raw_path.startswith("/api/data/"):
+                raise NotValid("path: relative to the Web API, or under /api/data/", ("path",))
+            full = raw_path
+        else:
+            full = f"{API}/{raw_path}"
+        origin = str(access.instance_url).rstrip("/")
+        return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
+
+
+def _created_id(location: str) -> str:
+    found = _GUID_IN.findall(location)
+    if not found:
+        raise CrmUnavailable("Dynamics 365 created a record without saying its id")
+    return str(found[-1]).lower()
+
+
+def _error(status: int, body: bytes, retry_after: str) -> CrmError:
+    """Dataverse's ``{"error": {"code": "0x...", "message": ...}}`` as the contract's error."""
+    try:
+        answer = json.loads(body) if body else {}
+    except ValueError:
+        answer = {}
+    error = answer.get("error") if isinstance(answer, dict) else None
+    error = error if isinstance(error, dict) else {}
+    code = str(error.get("code") or "")
+    text = str(error.get("message") or f"HTTP {status}")
+    text = text.split("---->")[-1].replace("InnerException :", "").strip()
+    message = f"Dynamics 365: {text[:500]}" + (f" ({code})" if code else "")
+    if status == 401:
+        return SessionExpired(message)
+    if status == 403:
+        return NotAllowed(message)
+    if status == 404:
+        return EntityNotFound(message)
+    if status == 429:
+        seconds = int(retry_after) if retry_after.isdigit() else 300
+        return RateLimited(message, retry_after=max(1, seconds))
+    if status in (400, 409, 412, 422):
+        fields = tuple(dict.fromkeys(m.group(1) for p in _FIELD_PATTERNS for m in p.finditer(text)))
+        return NotValid(message, fields)
+    return CrmUnavailable(message)
+
+
+def _batch_answers(response: OutboundResponse) -> list[tuple[int, Mapping[str, str], bytes]]:
+    """The answers of a $batch response, in order (a change set's answers in its place)."""
+    kind = response.headers.get("Content-Type", "")
+    found = re.search(r'boundary="?([^";,\s]+)"?', kind, re.IGNORECASE)
+    if not kind.lower().startswith("multipart/mixed") or found is None:
+        raise CrmUnavailable("Dynamics 365 answered a batch that is not multipart")
+    return _parts(response.body.decode("utf-8", "replace"), found.group(1))
+
+
+def _parts(text: str, boundary: str) -> list[tuple[int, Mapping[str, str], bytes]]:
+    answers: list[tuple[int, Mapping[str, str], bytes]] = []
+    for chunk in text.split(f"--{boundary}")[1:]:
+        if chunk.startswith("--"):
+            break
+        head, _, rest = chunk.replace("\r\n", "\n").lstrip("\n").partition("\n\n")
+        headers = {
+            k.strip().lower(): v.strip()
+            for k, _, v in (line.partition(":") for line in head.split("\n"))
+        }
+        inner = re.search(r'boundary="?([^";,\s]+)"?', headers.get("content-type", ""))
+        if headers.get("content-type", "").lower().startswith("multipart/mixed") and inner:
+            answers += _parts(rest, inner.group(1))
+            continue
+        status_line, _, after = rest.lstrip("\n").partition("\n")
+        pieces = status_line.split(" ")
+        if len(pieces) < 2 or not pieces[1].isdigit():
+            raise CrmUnavailable("Dynamics 365 answered a batch part without a status")
+        part_head, _, part_body = after.partition("\n\n")
+        part_headers = {
+            k.strip().lower(): v.strip()
+            for k, _, v in (line.partition(":") for line in part_head.split("\n"))
+            if k.strip()
+        }
+        answers.append((int(pieces[1]), part_headers, part_body.strip().encode()))
+    return answers

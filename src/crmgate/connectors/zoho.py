@@ -1,0 +1,989 @@
+"""Zoho CRM (REST API v8): the code its descriptor cannot say.
+
+Every org lives in one data centre; its API host is the token answer's ``api_domain`` (the
+credential's instance_url), and its tokens are refreshed by the accounts server of the same data
+centre, chosen from ``DATA_CENTRES`` (never from a host an answer names). Calls authenticate
+with ``Authorization: Zoho-oauthtoken <token>``.
+
+Records are flat but for lookups ``{id, name}``, read as their id; a multi-module lookup
+(``What_Id`` with ``$se_module``, a note's ``Parent_Id`` with its module) reads as one column
+per module (``What_Id.Accounts``), and writes go back to Zoho's shape.
+
+Lists, counts, filters and sorts: COQL (``POST /crm/v8/coql``, criteria grouped in pairs, values
+quoted with backslash escapes, ``limit``/``offset`` up to 100,000 records). An unfiltered list
+in id order walks the records API instead (``GET /crm/v8/{Module}``, 200 records a call,
+``page_token`` past 2,000 records). Cost in Zoho calls: reading pages in order costs one call
+per 200 records (a page of 100 costs a call every other page); a direct jump to a page costs one
+call (the records API's ``page`` within the first 2,000 records, COQL up to 100,000); a filtered
+or sorted page is one COQL call; deeper than 100,000 records a page is served only by a walk
+read in order (else 400). Bulk: 100 records a call with per-record results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from yarl import URL
+
+from crmgate.connectors.base import (
+    Access,
+    Connector,
+    CredentialsRejected,
+    CrmError,
+    CrmUnavailable,
+    CursorWalks,
+    EntityNotFound,
+    Fetch,
+    FieldInfo,
+    GrantRevoked,
+    Identity,
+    ItemResult,
+    NotAllowed,
+    NotValid,
+    ObjectInfo,
+    RateLimited,
+    Records,
+    SessionExpired,
+    Verified,
+    chunked,
+    passthrough_path,
+)
+from crmgate.connectors.catalogue import Platform
+from crmgate.model.mapping import EntityMap
+from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
+from crmgate.query import Condition, QueryError, SortKey
+from crmgate.settings import OAuthClient
+
+log = logging.getLogger("crmgate.connectors.zoho")
+
+# API host of a data centre -> its accounts server (Zoho's SDK, DataCenter classes).
+DATA_CENTRES: dict[str, str] = {
+    f"{env}.zohoapis.{tld}": accounts
+    for env in ("www", "sandbox", "developer")
+    for tld, accounts in (
+        ("com", "accounts.zoho.com"),
+        ("eu", "accounts.zoho.eu"),
+        ("in", "accounts.zoho.in"),
+        ("com.au", "accounts.zoho.com.au"),
+        ("jp", "accounts.zoho.jp"),
+        ("ca", "accounts.zohocloud.ca"),
+        ("sa", "accounts.zoho.sa"),
+        ("com.cn", "accounts.zoho.com.cn"),
+    )
+}
+BATCH_LIMIT = 100  # records a create/update/delete call takes
+WALK_BATCH = 200  # per_page of the records API
+PAGE_LIMIT = 2000  # records the records API reaches with `page`
+COQL_REACH = 100_000  # offset + limit of a COQL query
+COQL_IN = 50  # values of a COQL `in`
+_RECORD_ID = re.compile(r"^[0-9]{1,20}$")
+_MODULE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
+_COLUMN = re.compile(r"^\$?[A-Za-z][A-Za-z0-9_]{0,99}$")
+_OPERATORS = {"eq": "=", "ne": "!=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+_KINDS = {
+    "integer": "integer",
+    "double": "number",
+    "currency": "number",
+    "decimal": "number",
+    "percent": "number",
+    "boolean": "boolean",
+    "date": "date",
+    "datetime": "date-time",
+}
+_LOOKUPS = ("lookup", "ownerlookup", "userlookup")
+# Multi-module lookups: the column, and where a record says which module it points to.
+POLYMORPHIC = ("What_Id", "Parent_Id")
+PARENT_MODULES = (
+    "Accounts",
+    "Contacts",
+    "Deals",
+    "Leads",
+    "Campaigns",
+    "Cases",
+    "Quotes",
+    "Sales_Orders",
+    "Purchase_Orders",
+    "Invoices",
+    "Vendors",
+    "Products",
+    "Solutions",
+)
+# Lookups and date-times of the standard modules, for writes before a describe was read.
+STANDARD_TYPES: dict[str, dict[str, str]] = {
+    "Contacts": {"Account_Name": "lookup", "Owner": "ownerlookup"},
+    "Deals": {"Account_Name": "lookup", "Contact_Name": "lookup", "Owner": "ownerlookup"},
+    "Accounts": {"Parent_Account": "lookup", "Owner": "ownerlookup"},
+    "Leads": {"Owner": "ownerlookup"},
+    "Tasks": {"Who_Id": "lookup", "What_Id": "lookup", "Owner": "ownerlookup"},
+    "Calls": {"Who_Id": "lookup", "What_Id": "lookup", "Call_Start_Time": "datetime"},
+    "Events": {
+        "Who_Id": "lookup",
+        "What_Id": "lookup",
+        "Start_DateTime": "datetime",
+        "End_DateTime": "datetime",
+    },
+    "Notes": {"Parent_Id": "lookup"},
+}
+USER_STATUSES = ("active", "disabled", "deleted", "not_confirmed")
+
+
+def accounts_server(instance_url: str) -> str | None:
+    """The accounts server of the data centre whose API host ``instance_url`` is (None: not a
+    Zoho data centre, e.g. a simulator: the descriptor's token URL applies)."""
+    try:
+        host = (URL(instance_url).raw_host or "").lower()
+    except (ValueError, TypeError):
+        return None
+    accounts = DATA_CENTRES.get(host)
+    return f"https://{accounts}" if accounts else None
+
+
+class ZohoConnector(Connector):
+    name = "zoho"
+
+    def __init__(self, platform: Platform, outbound: Outbound) -> None:
+        super().__init__(platform, outbound)
+        self.records: ZohoRecords = ZohoRecords(self)
+
+    def access(
+        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
+    ) -> Access:
+        return Access(self.instance_url(credential["instance_url"]), credential["access_token"])
+
+    async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
+        """The token works if Zoho shows its user (users?type=CurrentUser) and org."""
+        access = self.access(authorization, credential, {})
+        try:
+            users = await self.records.call_json(
+                access, "GET", (self.records.api(access) / "users").with_query(type="CurrentUser")
+            )
+            org = await self.records.call_json(access, "GET", self.records.api(access) / "org")
+        except (SessionExpired, NotAllowed) as refused:
+            raise CredentialsRejected(f"Zoho refused the token ({refused.message})") from None
+        try:
+            user = users["users"][0]
+            company = org["org"][0]
+            return Verified(
+                Identity(
+                    user_id=str(user["id"]),
+                    name=str(user.get("full_name") or ""),
+                    email=str(user.get("email") or ""),
+                    username=str(user.get("email") or ""),
+                    company_id=str(company.get("zgid") or company["id"]),
+                    company_name=str(company.get("company_name") or ""),
+                )
+            )
+        except (KeyError, IndexError, TypeError):
+            raise CrmUnavailable("Zoho answered an unexpected user or org") from None
+
+    def _token_url(self, credential: Mapping[str, str], path: str) -> URL | None:
+        server = accounts_server(credential.get("instance_url", ""))
+        if server is None:
+            return None
+        return check_url(f"{server}/oauth/v2/{path}", [URL(server).host or ""])
+
+    async def refresh(
+        self, credential: Mapping[str, str], client: OAuthClient
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The refresh_token grant at the accounts server of the credential's data centre."""
+        token = credential.get("refresh_token")
+        if not token:
+            raise GrantRevoked("Zoho CRM: the application has no refresh token")
+        return await self.token_request(
+            {"grant_type": "refresh_token", "refresh_token": token},
+            client,
+            self._token_url(credential, "token"),
+        )
+
+    def token_fields(self, answer: Mapping[str, Any]) -> dict[str, str]:
+        """Zoho's token answer names the org's API host (``api_domain``): the instance URL,
+        which must be one of the platform's hosts like any."""
+        if not answer.get("api_domain"):
+            return {}
+        try:
+            return {"instance_url": str(self.instance_url(str(answer["api_domain"])))}
+        except OutboundRefused as refused:
+            raise CrmUnavailable(f"Zoho named a refused api_domain: {refused}") from None
+
+    def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
+        """Zoho answers ``{"error": "invalid_code"}`` (often with HTTP 200) for a refresh token
+        it no longer knows, ``invalid_client``/``invalid_client_secret`` for the client."""
+        code = str(answer.get("error") or f"HTTP {status}")
+        if code in ("invalid_code", "invalid_grant", "invalid_token"):
+            return "invalid_grant", code
+        if code in ("invalid_client", "invalid_client_secret", "invalid_redirect_uri"):
+            return "invalid_client", code
+        return code, str(answer.get("error_description") or "")
+
+    async def revoke(
+        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
+    ) -> None:
+        """POST /oauth/v2/token/revoke?token=<refresh token> at the org's accounts server."""
+        token = credential.get("refresh_token")
+        if authorization != "oAuth-internal" or not token or self.platform.oauth is None:
+            return
+        url = self._token_url(credential, "token/revoke")
+        if url is None:
+            if not self.platform.oauth.revoke_url:
+                return
+            origin = URL(self.platform.oauth.revoke_url)
+            url = check_url(self.platform.oauth.revoke_url, [f"{origin.host}:{origin.port}"])
+        response = await self.call("POST", url.with_query(token=token))
+        if response.status != 200:
+            log.warning("Zoho did not revoke a refresh token: HTTP %d", response.status)
+
+
+# ---- records ---------------------------------------------------------------------------------
+
+
+def _answer(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+def _first_error(answer: Any) -> dict[str, Any]:
+    """Zoho's error: the answer itself (``{code, details, message, status}``) or the first
+    failed entry of its ``data``."""
+    if isinstance(answer, dict) and isinstance(answer.get("data"), list):
+        for entry in answer["data"]:
+            if isinstance(entry, dict) and entry.get("status") == "error":
+                return entry
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def _record_error(entry: Mapping[str, Any]) -> CrmError:
+    """One failed record of a write (or a request's error) as the contract's error."""
+    code = str(entry.get("code") or "")
+    details = entry.get("details") if isinstance(entry.get("details"), dict) else {}
+    assert isinstance(details, dict)
+    message = f"Zoho CRM: {str(entry.get('message') or 'refused')[:300]} ({code or 'error'})"
+    api_name = str(details.get("api_name") or "")
+    if code in ("NO_PERMISSION", "PERMISSION_DENIED", "OAUTH_SCOPE_MISMATCH", "NOT_ALLOWED"):
+        return NotAllowed(message)
+    if code == "INVALID_DATA" and (api_name == "id" or ("id" in details and not api_name)):
+        return EntityNotFound(message)
+    if code in ("INVALID_MODULE", "INVALID_URL_PATTERN", "RECORD_NOT_FOUND"):
+        return EntityNotFound(message)
+    if api_name:
+        message += f", field {api_name}"
+    return NotValid(message, (api_name,) if api_name else ())
+
+
+def _retry_after(response: OutboundResponse, answer: Mapping[str, Any]) -> int:
+    """Seconds until Zoho's credit window frees up (X-RATELIMIT-RESET, epoch milliseconds);
+    a burst of concurrent calls frees up in seconds."""
+    reset = response.headers.get("X-RATELIMIT-RESET", "")
+    if reset.isdigit():
+        seconds = int(reset) // 1000 - int(time.time()) if len(reset) > 10 else int(reset)
+        return max(1, min(seconds, 86_400))
+    if "concurren" in str(answer.get("message") or "").lower():
+        return 5
+    return 60
+
+
+def _flat(record: Any, module: str) -> dict[str, Any]:
+    """A Zoho record as one flat native record for the entity maps."""
+    if not isinstance(record, dict) or not isinstance(record.get("id"), (str, int)):
+        raise CrmUnavailable("Zoho CRM answered a record of an unexpected shape")
+    flat: dict[str, Any] = {}
+    for name, value in record.items():
+        if name == "role" and module == "users" and isinstance(value, dict):
+            flat[name] = value.get("name")
+        elif isinstance(value, dict) and "id" in value:
+            flat[name] = str(value["id"]) if value["id"] is not None else None
+        else:
+            flat[name] = value
+    flat["id"] = str(record["id"])
+    for column in POLYMORPHIC:
+        if column not in record:
+            continue
+        value = record[column]
+        if column == "What_Id":
+            target = record.get("$se_module")
+        else:
+            target = ((value or {}).get("module") or {}).get("api_name")
+        for parent in PARENT_MODULES:
+            flat[f"{column}.{parent}"] = None
+        if isinstance(value, dict) and value.get("id") and isinstance(target, str):
+            flat[f"{column}.{target}"] = str(value["id"])
+    return flat
+
+
+def _zoho_datetime(value: str) -> str:
+    """A date-time as Zoho takes it: ``yyyy-MM-ddTHH:mm:ss±HH:mm`` (no fraction, no Z)."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value  # Zoho refuses it: 422 with the field
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.replace(microsecond=0).isoformat()
+
+
+def _quoted(text: str) -> str:
+    """A COQL text literal: a quote and a backslash are escaped with a backslash."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _field_info(spec: Mapping[str, Any]) -> list[FieldInfo]:
+    data_type = str(spec.get("data_type") or "text")
+    operations = spec.get("operation_type") if isinstance(spec.get("operation_type"), dict) else {}
+    assert isinstance(operations, dict)
+    read_only = bool(spec.get("read_only") or spec.get("field_read_only"))
+    name = str(spec["api_name"])
+    lookup = spec.get("lookup") if isinstance(spec.get("lookup"), dict) else {}
+    assert isinstance(lookup, dict)
+    target = (lookup.get("module") or {}).get("api_name") if lookup else None
+    info = FieldInfo(
+        name=name,
+        label=str(spec.get("field_label") or spec.get("display_label") or name),
+        kind=_KINDS.get(data_type, "string"),
+        native_type=data_type,
+        required=bool(spec.get("system_mandatory")) and not read_only,
+        createable=not read_only and operations.get("api_create", True) is not False,
+        updateable=not read_only and operations.get("api_update", True) is not False,
+        filterable=data_type not in ("textarea", "multiselectpicklist"),
+        sortable=bool(spec.get("sortable", data_type not in ("textarea", *_LOOKUPS))),
+        custom=bool(spec.get("custom_field")),
+        enum=tuple(
+            str(v.get("actual_value") or v.get("display_value"))
+            for v in spec.get("pick_list_values") or ()
+            if isinstance(v, dict) and (v.get("type") or "used") == "used"
+        ),
+        reference_to=(str(target),) if target else (),
+    )
+    if name not in POLYMORPHIC:
+        return [info]
+    modules = [
+        str(m.get("api_name"))
+        for m in (spec.get("multi_module_lookup") or {}).get("modules") or ()
+        if isinstance(m, dict)
+    ]
+    return [info] + [
+        FieldInfo(
+            name=f"{name}.{parent}",
+            label=f"{info.label} ({parent})",
+            kind="string",
+            native_type="lookup",
+            required=False,
+            createable=info.createable,
+            updateable=info.updateable,
+            sortable=False,
+            reference_to=(parent,),
+        )
+        for parent in dict.fromkeys([*modules, *PARENT_MODULES])
+    ]
+
+
+USER_FIELDS = tuple(
+    FieldInfo(name, label, kind, native, createable=False, updateable=False, enum=enum)
+    for name, label, kind, native, enum in (
+        ("id", "User Id", "string", "bigint", ()),
+        ("first_name", "First Name", "string", "text", ()),
+        ("last_name", "Last Name", "string", "text", ()),
+        ("full_name", "Full Name", "string", "text", ()),
+        ("email", "Email", "string", "email", ()),
+        ("phone", "Phone", "string", "phone", ()),
+        ("mobile", "Mobile", "string", "phone", ()),
+        ("status", "Status", "string", "picklist", USER_STATUSES),
+        ("role", "Role", "string", "lookup", ()),
+        ("created_time", "Created Time", "date-time", "datetime", ()),
+        ("Modified_Time", "Modified Time", "date-time", "datetime", ()),
+    )
+)
+
+
+class ZohoRecords(Records):
+    def __init__(self, connector: Connector) -> None:
+        super().__init__(connector)
+        self.walks = CursorWalks()
+        # (credentials, module) -> field -> data type, from describes: which fields are lookups
+        # and date-times when writing (a few hundred entries, least recently used go first)
+        self._types: OrderedDict[tuple[str, ...], dict[str, str]] = OrderedDict()
+
+    def authorization(self, access: Access) -> str:
+        return f"Zoho-oauthtoken {access.token}"
+
+    def api(self, access: Access) -> URL:
+        return access.instance_url / "crm" / (self.platform.api_version or "v8")
+
+    def _module(self, access: Access, name: str) -> URL:
+        if not _MODULE.match(name):
+            raise EntityNotFound(f"Zoho CRM has no module {name[:100]!r}")
+        return self.api(access) / name
+
+    def _record(self, access: Access, name: str, record_id: str) -> URL:
+        if not _RECORD_ID.match(record_id):
+            raise EntityNotFound(f"{name} {record_id[:40]!r} not found")
+        return self._module(access, name) / record_id
+
+    # ---- one call ---------------------------------------------------------------------------
+
+    async def call_json(
+        self, access: Access, method: str, url: URL, body: Any = None, per_record: bool = False
+    ) -> Any:
+        """The answer's JSON (None for 204 No Content, Zoho's empty list); an error answer
+        becomes the contract's, except, with ``per_record``, a write's per-record results."""
+        headers = {"Authorization": self.authorization(access), "Accept": "application/json"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+        response = await self.connector.call(method, url, headers=headers, data=data)
+        if response.status == 204:
+            return None
+        answer = _answer(response.body)
+        if response.status >= 400:
+            if (
+                per_record
+                and response.status in (400, 207)
+                and isinstance(answer, dict)
+                and isinstance(answer.get("data"), list)
+            ):
+                return answer
+            raise self.error(response)
+        if answer is None and response.body:
+            raise CrmUnavailable("Zoho CRM answered something that is not JSON")
+        return answer
+
+    def error(self, response: OutboundResponse) -> CrmError:
+        answer = _answer(response.body)
+        entry = _first_error(answer)
+        code = str(entry.get("code") or "")
+        status = response.status
+        message = f"Zoho CRM: {str(entry.get('message') or f'HTTP {status}')[:300]}"
+        message += f" ({code or status})"
+        if code == "OAUTH_SCOPE_MISMATCH":
+            return NotAllowed(message + ": the token lacks the scope for this")
+        if status == 401:
+            return SessionExpired(message)
+        if status == 429 or code == "TOO_MANY_REQUESTS":
+            return RateLimited(message, _retry_after(response, entry))
+        if status == 403:
+            return NotAllowed(message)
+        if status == 404:
+            return EntityNotFound(message)
+        if status in (400, 409, 422) and entry:
+            return _record_error(entry)
+        if status in (400, 409, 422):
+            return NotValid(message)
+        return CrmUnavailable(message)
+
+    # ---- the catalogue ----------------------------------------------------------------------
+
+    async def objects(self, access: Access) -> list[ObjectInfo]:
+        answer = await self.call_json(access, "GET", self.api(access) / "settings/modules")
+        modules = answer.get("modules") if isinstance(answer, dict) else None
+        if not isinstance(modules, list):
+            raise CrmUnavailable("Zoho CRM answered an unexpected module list")
+        found = []
+        for module in modules:
+            if not isinstance(module, dict) or not module.get("api_supported", True):
+                continue
+            name = str(module.get("api_name") or "")
+            if not _MODULE.match(name):
+                continue
+            found.append(
+                ObjectInfo(
+                    name=name,
+                    label=str(module.get("singular_label") or name),
+                    plural_label=str(module.get("plural_label") or name),
+                    custom=module.get("generated_type") == "custom",
+                    queryable=bool(module.get("viewable", True)),
+                    createable=bool(module.get("creatable")),
+                    updateable=bool(module.get("editable")),
+                    deletable=bool(module.get("deletable")),
+                    id_field="id",
+                )
+            )
+        return found
+
+    async def describe(self, access: Access, name: str) -> ObjectInfo:
+        if name == "users":
+            return ObjectInfo(
+                "users", "User", "Users", False, True, False, False, False, USER_FIELDS, "id"
+            )
+        if not _MODULE.match(name):
+            raise EntityNotFound(f"Zoho CRM has no module {name[:100]!r}")
+        answer = await self.call_json(
+            access, "GET", (self.api(access) / "settings/fields").with_query(module=name)
+        )
+        specs = answer.get("fields") if isinstance(answer, dict) else None
+        if not isinstance(specs, list):
+            raise CrmUnavailable("Zoho CRM answered unexpected fields")
+        fields: list[FieldInfo] = []
+        for spec in specs:
+            if isinstance(spec, dict) and isinstance(spec.get("api_name"), str):
+                fields += _field_info(spec)
+        self._remember(access, name, {f.name: f.native_type for f in fields})
+        # The fields API does not say what this user's profile allows with the module; Zoho
+        # refuses what it does not (403 NOT_ALLOWED).
+        return ObjectInfo(
+            name, name, name, False, True, True, True, True, tuple(fields), id_field="id"
+        )
+
+    def _remember(self, access: Access, module: str, types: dict[str, str]) -> None:
+        key = CursorWalks.key(access, module)
+        self._types[key] = types
+        self._types.move_to_end(key)
+        while len(self._types) > 512:
+            self._types.popitem(last=False)
+
+    def _types_of(self, access: Access, module: str) -> dict[str, str]:
+        return self._types.get(CursorWalks.key(access, module)) or STANDARD_TYPES.get(module, {})
+
+    # ---- COQL -------------------------------------------------------------------------------
+
+    def _column(self, column: str) -> str:
+        if not _COLUMN.match(column):
+            raise QueryError("filter", f"{column[:60]!r} is not a field Zoho can query")
+        return column
+
+    def _select_columns(self, columns: Sequence[str]) -> list[str]:
+        """Native columns as Zoho field names: a multi-module lookup's per-module columns are
+        its one field (and What_Id's $se_module)."""
+        names: list[str] = []
+        for column in columns:
+            base, dot, _ = column.partition(".")
+            if dot and base in POLYMORPHIC:
+                names += [base, "$se_module"] if base == "What_Id" else [base]
+            else:
+                names.append(self._column(column))
+        return list(dict.fromkeys(names))
+
+    def _criterion(self, access: Access, entity: EntityMap, condition: Condition) -> str:
+        column = entity.filter_column("filter", condition.field)
+        base, dot, _ = column.partition(".")
+        native = base if dot and base in POLYMORPHIC else self._column(column)
+        types = self._types_of(access, entity.object)
+        is_id = (
+            column == entity.id
+            or column in entity.relations.values()
+            or types.get(native) in _LOOKUPS
+        )
+        value = condition.value
+        if value is None:
+            if condition.op not in ("eq", "ne"):
+                raise QueryError("filter", f"{condition.field}: use eq null or ne null")
+            return f"{native} is {'not ' if condition.op == 'ne' else ''}null"
+        kind = entity.kind(condition.field)
+        if condition.op in ("contains", "startswith"):
+            if kind != "string" or is_id or not isinstance(value, str):
+                raise QueryError("filter", f"{condition.op} works on text fields only")
+            if "%" in value:
+                raise QueryError("filter", f"Zoho's {condition.op} cannot search for %")
+            pattern = f"%{value}%" if condition.op == "contains" else f"{value}%"
+            return f"{native} like {_quoted(pattern)}"
+        operator = _OPERATORS[condition.op]
+        if is_id:
+            if not isinstance(value, str) or not _RECORD_ID.match(value):
+                raise QueryError("filter", f"{condition.field} takes a Zoho record id")
+            return f"{native} {operator} {value}"
+        return f"{native} {operator} {self._literal(kind, value, condition.field)}"
+
+    @staticmethod
+    def _literal(kind: str, value: Any, name: str) -> str:
+        if kind in ("number", "integer"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise QueryError("filter", f"{name} takes a number")
+            return repr(value)
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                raise QueryError("filter", f"{name} takes true or false")
+            return "true" if value else "false"
+        if not isinstance(value, str):
+            raise QueryError("filter", f"{name} takes a text value in quotes")
+        if kind == "date":
+            try:
+                return _quoted(date.fromisoformat(value[:10]).isoformat())
+            except ValueError:
+                raise QueryError("filter", f"{name} needs an ISO 8601 date") from None
+        if kind == "date-time":
+            try:
+                parsed = (
+                    datetime.fromisoformat(value.replace("Z", "+00:00"))
+                    if "T" in value
+                    else datetime.combine(date.fromisoformat(value), datetime.min.time())
+                )
+            except ValueError:
+                raise QueryError("filter", f"{name} needs an ISO 8601 date-time") from None
+            return _quoted(_zoho_datetime(parsed.isoformat()))
+        if any(ord(c) < 32 for c in value):
+            raise QueryError("filter", f"{name}: no control characters")
+        return _quoted(value)
+
+    def _where(self, access: Access, entity: EntityMap, conditions: Sequence[Condition]) -> str:
+        """Criteria grouped in pairs, as COQL wants more than two: ((A and B) and C)."""
+        parts = [self._criterion(access, entity, c) for c in conditions]
+        for column, value in entity.match.items():
+            parts.append(f"{self._column(column)} = {_quoted(str(value))}")
+        if not parts:
+            return "id is not null"
+        if len(parts) > 25:
+            raise QueryError("filter", "Zoho takes at most 25 conditions")
+        expression = parts[0]
+        for part in parts[1:]:
+            expression = f"({expression} and {part})"
+        return expression
+
+    def _order(self, entity: EntityMap, sort: Sequence[SortKey]) -> str:
+        keys: list[str] = []
+        for key in sort:
+            column = entity.filter_column("sort", key.field)
+            base, dot, _ = column.partition(".")
+            if dot and base in POLYMORPHIC:
+                raise QueryError("sort", f"Zoho cannot sort by {key.field}")
+            keys.append(f"{self._column(column)} {'desc' if key.descending else 'asc'}")
+        if not any(k.startswith("id ") for k in keys):
+            keys.append("id asc")
+        return ", ".join(dict.fromkeys(keys))
+
+    async def _coql(self, access: Access, statement: str) -> list[dict[str, Any]]:
+        answer = await self.call_json(
+            access, "POST", self.api(access) / "coql", {"select_query": statement}
+        )
+        if answer is None:
+            return []
+        rows = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise CrmUnavailable("Zoho CRM answered an unexpected query result")
+        return rows
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    async def list_page(
+        self,
+        access: Access,
+        entity: EntityMap,
+        columns: Sequence[str],
+        *,
+        conditions: Sequence[Condition] = (),
+        sort: Sequence[SortKey] = (),
+        page: int = 1,
+        page_size: int = 25,
+    ) -> list[dict[str, Any]]:
+        if entity.object == "users":
+            return await self._users_page(access, conditions, sort, page, page_size)
+        offset = (page - 1) * page_size
+        by_id = not sort or (len(sort) == 1 and sort[0].field == "id" and not sort[0].descending)
+        fields = self._select_columns(columns)
+        if by_id and not conditions and not entity.match:
+            key = CursorWalks.key(access, entity.object, ",".join(fields))
+            ahead = 2 * WALK_BATCH  # farther than that, one direct call is cheaper
+            if offset == 0 or self.walks.continues(key, offset, ahead):
+                return await self.walks.page(
+                    key, offset, page_size, self._walk(access, entity, fields), 0, ahead
+                )
+            if offset + page_size <= PAGE_LIMIT:
+                answer = await self.call_json(
+                    access,
+                    "GET",
+                    self._module(access, entity.object).with_query(
+                        fields=",".join(fields),
+                        page=str(page),
+                        per_page=str(page_size),
+                        sort_by="id",
+                        sort_order="asc",
+                    ),
+                )
+                return self._rows(answer, entity.object)
+        if offset + page_size > COQL_REACH:
+            raise QueryError(
+                "page",
+                f"Zoho's queries reach {COQL_REACH:,} records; read an unfiltered list page "
+                "by page from the first, or narrow it with a filter",
+            )
+        # every part checked or escaped: names by pattern, values quoted (see _criterion)
+        where, order = self._where(access, entity, conditions), self._order(entity, sort)
+        selected = ", ".join(fields)
+        statement = f"select {selected} from {entity.object} where {where} order by {order}"  # noqa: S608
+        statement += f" limit {page_size} offset {offset}"
+        return [_flat(row, entity.object) for row in await self._coql(access, statement)]
+
+    def _rows(self, answer: Any, module: str) -> list[dict[str, Any]]:
+        if answer is None:
+            return []
+        rows = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(rows, list):
+            raise CrmUnavailable("Zoho CRM answered an unexpected list")
+        return [_flat(row, module) for row in rows]
+
+    def _walk(self, access: Access, entity: EntityMap, fields: Sequence[str]) -> Fetch:
+        async def fetch(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            query = {
+                "fields": ",".join(fields),
+                "per_page": str(WALK_BATCH),
+                "sort_by": "id",
+                "sort_order": "asc",
+            }
+            if token is not None:
+                query["page_token"] = token
+            url = self._module(access, entity.object).with_query(query)
+            answer = await self.call_json(access, "GET", url)
+            rows = self._rows(answer, entity.object)
+            info = answer.get("info") if isinstance(answer, dict) else None
+            following = info.get("next_page_token") if isinstance(info, dict) else None
+            more = isinstance(info, dict) and info.get("more_records") is True
+            return rows, str(following) if more and following else None
+
+        return fetch
+
+    async def _users_page(
+        self,
+        access: Access,
+        conditions: Sequence[Condition],
+        sort: Sequence[SortKey],
+        page: int,
+        page_size: int,
+    ) -> list[dict[str, Any]]:
+        if conditions:
+            raise QueryError("filter", "Zoho's users API does not filter")
+        if sort and not (len(sort) == 1 and sort[0].field == "id" and not sort[0].descending):
+            raise QueryError("sort", "Zoho's users API does not sort")
+        url = (self.api(access) / "users").with_query(
+            type="AllUsers", page=str(page), per_page=str(page_size)
+        )
+        answer = await self.call_json(access, "GET", url)
+        if answer is None:
+            return []
+        users = answer.get("users") if isinstance(answer, dict) else None
+        if not isinstance(users, list):
+            raise CrmUnavailable("Zoho CRM answered an unexpected user list")
+        return [_flat(user, "users") for user in users]
+
+    async def count(
+        self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
+    ) -> int:
+        if entity.object == "users":
+            if conditions:
+                raise QueryError("filter", "Zoho's users API does not filter")
+            url = (self.api(access) / "users/actions/count").with_query(type="AllUsers")
+            answer = await self.call_json(access, "GET", url)
+            total = answer.get("count") if isinstance(answer, dict) else None
+        else:
+            where = self._where(access, entity, conditions)
+            statement = f"select COUNT(id) from {entity.object} where {where}"  # noqa: S608
+            rows = await self._coql(access, statement)
+            total = rows[0].get("COUNT(id)") if rows else 0
+        if isinstance(total, bool) or not isinstance(total, int):
+            raise CrmUnavailable("Zoho CRM answered a count that is not a number")
+        return total
+
+    async def get(
+        self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
+    ) -> dict[str, Any]:
+        if entity.object == "users":
+            if not _RECORD_ID.match(record_id):
+                raise EntityNotFound(f"user {record_id[:40]!r} not found")
+            answer = await self.call_json(access, "GET", self.api(access) / "users" / record_id)
+            users = answer.get("users") if isinstance(answer, dict) else None
+            if not users:
+                raise EntityNotFound(f"user {record_id} not found")
+            return _flat(users[0], "users")
+        url = self._record(access, entity.object, record_id).with_query(
+            fields=",".join(self._select_columns(columns))
+        )
+        rows = self._rows(await self.call_json(access, "GET", url), entity.object)
+        if not rows:
+            raise EntityNotFound(f"{entity.object} {record_id} not found")
+        return rows[0]
+
+    async def get_many(
+        self, access: Access, entity: EntityMap, ids: Sequence[str], columns: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The records of ``ids``: one COQL query per 50 (``id in (...)``)."""
+        if entity.object == "users":
+            return await super().get_many(access, entity, ids, columns)
+        valid = list(dict.fromkeys(i for i in ids if _RECORD_ID.match(i)))
+        fields = ", ".join(self._select_columns(columns))
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(valid), COQL_IN):
+            chunk = valid[start : start + COQL_IN]
+            listed = ", ".join(chunk)  # record ids: digits only
+            statement = f"select {fields} from {entity.object} where id in ({listed})"  # noqa: S608
+            statement += f" limit {COQL_IN}"
+            rows += [_flat(row, entity.object) for row in await self._coql(access, statement)]
+        return rows
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def _native(self, access: Access, module: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Flat native values in Zoho's shapes: lookups as ``{"id"}``, a multi-module lookup
+        with its module, date-times without fractions."""
+        types = self._types_of(access, module)
+        out: dict[str, Any] = {}
+        linked: dict[str, list[tuple[str, Any]]] = {}
+        for name, value in values.items():
+            base, dot, target = name.partition(".")
+            if dot and base in POLYMORPHIC:
+                linked.setdefault(base, []).append((target, value))
+            elif types.get(name) in _LOOKUPS:
+                out[name] = {"id": str(value)} if value not in (None, "") else None
+            elif types.get(name) == "datetime" and isinstance(value, str):
+                out[name] = _zoho_datetime(value)
+            else:
+                out[name] = value
+        for base, links in linked.items():
+            chosen = [(target, value) for target, value in links if value not in (None, "")]
+            if len(chosen) > 1:
+                raise NotValid(f"{base}: one related record only", (base,))
+            if not chosen:
+                out[base] = None
+                if base == "What_Id":
+                    out["$se_module"] = None
+            elif base == "What_Id":
+                out[base] = {"id": str(chosen[0][1])}
+                out["$se_module"] = chosen[0][0]
+            else:
+                out[base] = {"module": {"api_name": chosen[0][0]}, "id": str(chosen[0][1])}
+        return out
+
+    def _results(self, answer: Any, sent: int) -> list[dict[str, Any]]:
+        results = answer.get("data") if isinstance(answer, dict) else None
+        if (
+            not isinstance(results, list)
+            or len(results) != sent
+            or not all(isinstance(r, dict) for r in results)
+        ):
+            raise CrmUnavailable(
+                "Zoho CRM answered a write with the wrong results; the outcome of these "
+                "records is unknown, read them before sending them again"
+            )
+        return results
+
+    @staticmethod
+    def _item(result: Mapping[str, Any], record_id: str | None = None) -> ItemResult:
+        details = result.get("details") if isinstance(result.get("details"), dict) else {}
+        assert isinstance(details, dict)
+        if result.get("status") == "success":
+            made = details.get("id")
+            return ItemResult(str(made) if made else record_id)
+        return ItemResult(record_id, _record_error(result))
+
+    async def _write(
+        self, access: Access, method: str, url: URL, records: list[dict[str, Any]]
+    ) -> list[ItemResult]:
+        answer = await self.call_json(access, method, url, {"data": records}, per_record=True)
+        ids = [r.get("id") if isinstance(r.get("id"), str) else None for r in records]
+        return [
+            self._item(result, ids[n])
+            for n, result in enumerate(self._results(answer, len(records)))
+        ]
+
+    async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
+        (result,) = await self._write(
+            access, "POST", self._module(access, name), [self._native(access, name, values)]
+        )
+        if result.error is not None:
+            raise result.error
+        if not result.id:
+            raise CrmUnavailable("Zoho CRM answered a create without the record's id")
+        return result.id
+
+    async def update(
+        self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
+    ) -> None:
+        url = self._record(access, name, record_id)
+        (result,) = await self._write(access, "PUT", url, [self._native(access, name, values)])
+        if result.error is not None:
+            raise result.error
+
+    async def delete(self, access: Access, name: str, record_id: str) -> None:
+        answer = await self.call_json(
+            access, "DELETE", self._record(access, name, record_id), per_record=True
+        )
+        result = self._item(self._results(answer, 1)[0], record_id)
+        if result.error is not None:
+            raise (
+                EntityNotFound(result.error.message)
+                if isinstance(result.error, NotValid)
+                else result.error
+            )
+
+    async def bulk_create(
+        self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
+    ) -> list[ItemResult]:
+        url = self._module(access, name)
+
+        async def send(chunk: list[Mapping[str, Any]]) -> list[ItemResult]:
+            return await self._write(
+                access, "POST", url, [self._native(access, name, v) for v in chunk]
+            )
+
+        return await chunked(list(items), BATCH_LIMIT, send, lambda item: None)
+
+    async def bulk_update(
+        self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[ItemResult]:
+        url = self._module(access, name)
+
+        async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
+            valid = [(i, v) for i, v in chunk if _RECORD_ID.match(i)]
+            done = iter(
+                await self._write(
+                    access,
+                    "PUT",
+                    url,
+                    [{**self._native(access, name, v), "id": i} for i, v in valid],
+                )
+                if valid
+                else []
+            )
+            return [
+                next(done)
+                if _RECORD_ID.match(i)
+                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
+                for i, _ in chunk
+            ]
+
+        return await chunked(list(items), BATCH_LIMIT, send, lambda item: item[0])
+
+    async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
+        url = self._module(access, name)
+
+        async def send(chunk: list[str]) -> list[ItemResult]:
+            valid = [i for i in chunk if _RECORD_ID.match(i)]
+            results: list[ItemResult] = []
+            if valid:
+                answer = await self.call_json(
+                    access, "DELETE", url.with_query(ids=",".join(valid)), per_record=True
+                )
+                for record_id, result in zip(valid, self._results(answer, len(valid)), strict=True):
+                    item = self._item(result, record_id)
+                    if isinstance(item.error, NotValid):
+                        item = ItemResult(record_id, EntityNotFound(item.error.message))
+                    results.append(item)
+            done = iter(results)
+            return [
+                next(done)
+                if _RECORD_ID.match(i)
+                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
+                for i in chunk
+            ]
+
+        return await chunked(list(ids), BATCH_LIMIT, send, lambda item: item)
+
+    # ---- passthrough ------------------------------------------------------------------------
+
+    def passthrough_url(self, access: Access, path: str) -> URL:
+        """``path`` relative to the org's API (``Contacts/123``, ``coql``, ``settings/modules``
+        under ``/crm/v8/``), or absolute under ``/crm/`` (another version)."""
+        raw_path, raw_query = passthrough_path(path)
+        if raw_path.startswith("/"):
+            if not raw_path.startswith("/crm/"):
+                raise NotValid("path: an absolute path must start with /crm/", ("path",))
+            full = raw_path
+        else:
+            full = f"/crm/{self.platform.api_version or 'v8'}/{raw_path}"
+        origin = str(access.instance_url).rstrip("/")
+        return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)

@@ -1,0 +1,1280 @@
+"""A Dataverse organisation (Dynamics 365): the subset of the Web API v9.2 that crmgate and
+Microsoft's Python SDK use, and the Microsoft Entra ID token endpoint in front of it.
+
+- Entra ID: ``POST /{tenant}/oauth2/v2.0/token`` with the ``refresh_token`` and
+  ``client_credentials`` grants (scope ``{org}/user_impersonation`` or ``{org}/.default``);
+  RFC 6749 error bodies with AADSTS codes.
+- ``GET /api/data/v9.2/WhoAmI``; ``EntityDefinitions`` (``$filter`` by LogicalName or
+  EntitySetName, ``$select``), ``EntityDefinitions(LogicalName='x')`` or ``(MetadataId)`` and
+  their ``/Attributes`` (with the PicklistAttributeMetadata cast and ``$expand=OptionSet``) and
+  ``/ManyToOneRelationships``.
+- Records: ``GET/POST /{set}``, ``GET/PATCH/DELETE /{set}({id})``: ``$select``, ``$filter``,
+  ``$orderby``, ``$top``, ``$count`` (capped at 5,000), ``$apply=[filter(...)/]aggregate($count
+  as x)`` (at most ``aggregate_limit`` records), ``Prefer: odata.maxpagesize`` with
+  ``@odata.nextLink`` ($skiptoken paging cookies), ``Prefer: return=representation`` and
+  ``odata.include-annotations``; lookups read as ``_x_value`` and written with
+  ``nav@odata.bind``; ``If-Match: *`` (update, never upsert) and ``If-None-Match: *``;
+  ``CreateMultiple`` and ``UpdateMultiple``; ``$batch`` (multipart/mixed, change sets with
+  Content-ID references, ``Prefer: odata.continue-on-error``).
+- Errors ``{"error": {"code": "0x...", "message": ...}}``; 401 with ``WWW-Authenticate`` for
+  missing or expired tokens; 403 ``0x80040220`` for a user without the privilege; service
+  protection limits: ``request_limit`` requests per 300 s per user, then 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from aiohttp import web
+
+from crmsim.dynamics_odata import (
+    GUID,
+    BatchItem,
+    BatchPart,
+    Comparison,
+    Logical,
+    ODataError,
+    PartReply,
+    columns_of,
+    evaluate,
+    parse_batch,
+    parse_filter,
+    render_batch,
+    syntax_error,
+)
+from crmsim.dynamics_schema import Attr, Table, metadata_id, standard_tables
+
+API = "/api/data/v9.2"
+COUNT_LIMIT = 5000
+MAX_PAGE = 5000
+WINDOW = 300.0  # seconds of the service protection limits' sliding window
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    412: "Precondition Failed",
+    429: "Too Many Requests",
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _payload_error(set_name: str, message: str) -> ODataError:
+    return ODataError(
+        400,
+        "0x80048d19",
+        f"Error identified in Payload provided by the user for Entity :'{set_name}', For more "
+        "information on this error please follow this help link "
+        "https://go.microsoft.com/fwlink/?linkid=2195293  ---->  InnerException : "
+        f"Microsoft.OData.ODataException: {message}",
+    )
+
+
+def _validation(message: str) -> ODataError:
+    return ODataError(400, "0x80044331", f"A validation error occurred.  {message}")
+
+
+def _not_found(table: str, record_id: str) -> ODataError:
+    return ODataError(404, "0x80040217", f"{table} With Id = {record_id} Does Not Exist")
+
+
+@dataclass
+class User:
+    id: str
+    first: str
+    last: str
+    email: str
+    read_only: bool = False
+    requests: deque[float] = field(default_factory=deque)
+
+
+@dataclass
+class Token:
+    user: User
+    expires_at: float
+    audience: str
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None  # JSON-able, or None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class DynamicsSimulator:
+    def __init__(self, organisation: str = "Contoso (sim)") -> None:
+        self.organisation = organisation
+        self.organization_id = str(uuid.uuid4())
+        self.business_unit_id = str(uuid.uuid4())
+        self.tenant_id = str(uuid.uuid4())
+        self.tables: dict[str, Table] = standard_tables()
+        self.records: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in self.tables}
+        self.users: dict[str, User] = {}
+        self.tokens: dict[str, Token] = {}
+        self.refresh_tokens: dict[str, tuple[str, str]] = {}  # token -> (client id, user id)
+        self.apps: dict[str, tuple[str, str | None]] = {}  # client id -> (tenant, secret)
+        self.app_users: dict[str, str] = {}  # client id -> application user id
+        self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
+        self.request_limit = 6000  # per user and 300 s window, as Dataverse's default
+        self.aggregate_limit = 50_000
+        self.faults: deque[tuple[int, bytes, str]] = deque()  # next data API answers, for tests
+        self.base_url = ""
+        self.token_lifetime = 3599
+        self._versions = itertools.count(1_000_001)
+        self.admin = self.add_user("Ada", "Admin", "ada@contoso.example")
+
+    # ---- state ----------------------------------------------------------------------------------
+
+    def add_user(self, first: str, last: str, email: str, read_only: bool = False) -> User:
+        user = User(str(uuid.uuid4()), first, last, email, read_only)
+        self.users[user.id] = user
+        self.records["systemuser"][user.id] = self._stamp(
+            "systemuser",
+            {
+                "systemuserid": user.id,
+                "firstname": first,
+                "lastname": last,
+                "domainname": email,
+                "internalemailaddress": email,
+                "isdisabled": False,
+            },
+            user,
+        )
+        return user
+
+    def issue_access_token(self, user: User | None = None, lifetime: float | None = None) -> str:
+        token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(48)
+        life = self.token_lifetime if lifetime is None else lifetime
+        self.tokens[token] = Token(user or self.admin, time.time() + life, self.base_url)
+        return token
+
+    def add_app(self, client_id: str, client_secret: str | None, tenant: str | None = None) -> None:
+        """An app registration in Entra ID (confidential when it has a secret)."""
+        self.apps[client_id] = (tenant or self.tenant_id, client_secret)
+
+    def add_application_user(self, client_id: str, client_secret: str) -> User:
+        """A server-to-server application user: the app's client_credentials tokens act as it."""
+        self.add_app(client_id, client_secret)
+        user = self.add_user("#", client_id, f"{client_id}@application")
+        self.app_users[client_id] = user.id
+        return user
+
+    def issue_refresh_token(self, client_id: str, user: User | None = None) -> str:
+        token = "0.AX" + secrets.token_urlsafe(64)
+        self.refresh_tokens[token] = (client_id, (user or self.admin).id)
+        return token
+
+    def expire_tokens(self) -> None:
+        for token in self.tokens.values():
+            token.expires_at = 0
+
+    def insert(self, logical: str, values: Mapping[str, Any], user: User | None = None) -> str:
+        """Store a record as the given user (lookups as ``attr: (target, id)``)."""
+        record_id = str(values.get(self.tables[logical].primary_id) or uuid.uuid4())
+        row = {**values, self.tables[logical].primary_id: record_id}
+        self.records[logical][record_id] = self._stamp(logical, row, user or self.admin)
+        return record_id
+
+    def _stamp(self, logical: str, row: dict[str, Any], user: User) -> dict[str, Any]:
+        table = self.tables[logical]
+        now = _now()
+        for attr in table.attrs.values():
+            row.setdefault(attr.name, None)
+        row["createdon"] = row.get("createdon") or now
+        row["modifiedon"] = now
+        row["statecode"] = row.get("statecode") or 0
+        row["ownerid"] = row.get("ownerid") or ("systemuser", user.id)
+        row["versionnumber"] = next(self._versions)
+        self._computed(table, row)
+        return row
+
+    @staticmethod
+    def _computed(table: Table, row: dict[str, Any]) -> None:
+        if "fullname" in table.attrs:
+            row["fullname"] = " ".join(
+                part for part in (row.get("firstname"), row.get("lastname")) if part
+            )
+
+    # ---- HTTP -----------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        @web.middleware
+        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.calls.append((request.method, request.path))
+            if not self.base_url:
+                self.base_url = f"{request.scheme}://{request.host}"
+                for token in self.tokens.values():
+                    token.audience = token.audience or self.base_url
+            return await handler(request)
+
+        application = web.Application(middlewares=[record], client_max_size=32 * 1024 * 1024)
+        application.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
+        application.router.add_route("*", API + "/{tail:.*}", self._data)
+        return application
+
+    # ---- Entra ID -------------------------------------------------------------------------------
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        grant = str(form.get("grant_type", ""))
+        client_id = str(form.get("client_id", ""))
+        app = self.apps.get(client_id)
+        tenant = request.match_info["tenant"]
+        if app is None:
+            return _aad_error(
+                400,
+                "unauthorized_client",
+                f"AADSTS700016: Application with identifier '{client_id}' was not found in the "
+                "directory.",
+                700016,
+            )
+        if app[1] is not None and str(form.get("client_secret", "")) != app[1]:
+            return _aad_error(
+                401,
+                "invalid_client",
+                "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in "
+                "the request is the client secret value, not the client secret ID.",
+                7000215,
+            )
+        scope = str(form.get("scope", ""))
+        resources = {s.rsplit("/", 1)[0] for s in scope.split() if s.startswith("https://")}
+        if resources and resources != {self.base_url}:
+            return _aad_error(
+                400,
+                "invalid_resource",
+                f"AADSTS500011: The resource principal named {sorted(resources)[0]} was not "
+                "found in the tenant.",
+                500011,
+            )
+        if grant == "client_credentials":
+            if tenant in ("common", "organizations") or tenant not in (app[0], "contoso.example"):
+                return _aad_error(
+                    400,
+                    "invalid_request",
+                    "AADSTS90002: Tenant not found; client credentials need the tenant id.",
+                    90002,
+                )
+            if f"{self.base_url}/.default" not in scope.split():
+                return _aad_error(
+                    400,
+                    "invalid_scope",
+                    "AADSTS1002012: The scope must be {resource}/.default.",
+                    1002012,
+                )
+            user_id = self.app_users.get(client_id)
+            if user_id is None:
+                return _aad_error(
+                    400, "invalid_grant", "AADSTS50020: no application user in this org.", 50020
+                )
+            token = self.issue_access_token(self.users[user_id])
+            return _token_answer(token, None, scope, self.token_lifetime)
+        if grant == "refresh_token":
+            held = self.refresh_tokens.get(str(form.get("refresh_token", "")))
+            if held is None or held[0] != client_id:
+                return _aad_error(
+                    400,
+                    "invalid_grant",
+                    "AADSTS70000: Provided grant is invalid or malformed.",
+                    70000,
+                )
+            if not resources:
+                return _aad_error(
+                    400, "invalid_scope", "AADSTS70011: The provided scope is invalid.", 70011
+                )
+            user = self.users[held[1]]
+            refresh = self.issue_refresh_token(client_id, user)  # rotated; the old one lives on
+            return _token_answer(self.issue_access_token(user), refresh, scope, self.token_lifetime)
+        return _aad_error(
+            400, "unsupported_grant_type", f"AADSTS70003: grant {grant!r} not supported.", 70003
+        )
+
+    # ---- the Web API ----------------------------------------------------------------------------
+
+    def _user(self, request: web.Request) -> User:
+        header = request.headers.get("Authorization", "")
+        token = self.tokens.get(header.removeprefix("Bearer ").strip())
+        if token is None or token.expires_at < time.time():
+            reason = "The token is expired" if token is not None else "No token or bad token"
+            raise _Unauthorized(reason, self.base_url)
+        return token.user
+
+    def _limit(self, user: User) -> None:
+        now = time.monotonic()
+        while user.requests and now - user.requests[0] > WINDOW:
+            user.requests.popleft()
+        if len(user.requests) >= self.request_limit:
+            wait = int(WINDOW - (now - user.requests[0])) + 1 if user.requests else 30
+            raise _Limited(self.request_limit, max(1, wait))
+        user.requests.append(now)
+
+    async def _data(self, request: web.Request) -> web.StreamResponse:
+        try:
+            user = self._user(request)
+            self._limit(user)
+        except _Unauthorized as refused:
+            return refused.response()
+        except _Limited as limited:
+            return limited.response()
+        if self.faults:
+            status, body, content_type = self.faults.popleft()
+            return web.Response(status=status, body=body, content_type=content_type)
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        tail = raw_path.removeprefix(API + "/")
+        body = await request.read()
+        if tail == "$batch" and request.method == "POST":
+            return await self._batch(request, user, body)
+        reply = self.handle(request.method, tail, raw_query, dict(request.headers), body, user)
+        return _to_response(reply)
+
+    def handle(
+        self,
+        method: str,
+        tail: str,
+        raw_query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        user: User,
+        references: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """One Web API request (also one part of a batch); errors become Dataverse's answers."""
+        try:
+            return self._route(method, unquote(tail), raw_query, headers, body, user, references)
+        except ODataError as error:
+            return Reply(error.status, {"error": {"code": error.code, "message": error.message}})
+
+    def _route(
+        self,
+        method: str,
+        tail: str,
+        raw_query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        user: User,
+        references: Mapping[str, str] | None,
+    ) -> Reply:
+        query = dict(parse_qsl(raw_query, keep_blank_values=True))
+        headers = {k.lower(): v for k, v in headers.items()}
+        if tail == "WhoAmI" or tail == "WhoAmI()":
+            return Reply(
+                200,
+                {
+                    "@odata.context": f"{self.base_url}{API}/$metadata#Microsoft.Dynamics.CRM."
+                    "WhoAmIResponse",
+                    "BusinessUnitId": self.business_unit_id,
+                    "UserId": user.id,
+                    "OrganizationId": self.organization_id,
+                },
+            )
+        if tail.startswith("EntityDefinitions"):
+            if method != "GET":
+                raise ODataError(403, "0x80040220", "The user may not change the schema here.")
+            return self._metadata(tail, query)
+        set_name, _, rest = tail.partition("(")
+        set_name, _, bound = set_name.partition("/")
+        table = next((t for t in self.tables.values() if t.entity_set == set_name), None)
+        if table is None:
+            raise ODataError(404, "0x8006088a", f"Resource not found for the segment '{set_name}'.")
+        if bound:
+            if method != "POST" or rest:
+                raise ODataError(405, "0x80060888", f"The HTTP method {method} is not allowed.")
+            return self._multiple(table, bound, body, user)
+        if not rest:
+            if method == "GET":
+                return self._list(table, query, headers)
+            if method == "POST":
+                return self._create(table, query, headers, body, user, references)
+            raise ODataError(405, "0x80060888", f"The HTTP method {method} is not allowed.")
+        key, _, action = rest.partition(")")
+        if not key and action.startswith("/Microsoft.Dynamics.CRM."):
+            raise ODataError(400, "0x80060888", "Bad request.")
+        if key == "" and tail.endswith(")"):
+            raise ODataError(400, "0x80060888", "Bad Request - Error in query syntax.")
+        if not GUID.match(key):
+            raise ODataError(
+                400, "0x80060888", f"Bad Request - Error in query syntax: '{key[:60]}'."
+            )
+        record_id = key.lower()
+        if action:
+            raise ODataError(404, "0x8006088a", f"Resource not found for the segment '{action}'.")
+        if method == "GET":
+            return self._get(table, record_id, query, headers)
+        if method == "PATCH":
+            return self._update(table, record_id, query, headers, body, user, references)
+        if method == "DELETE":
+            return self._delete(table, record_id, user)
+        raise ODataError(405, "0x80060888", f"The HTTP method {method} is not allowed.")
+
+    # ---- metadata -------------------------------------------------------------------------------
+
+    def _metadata(self, tail: str, query: dict[str, str]) -> Reply:
+        segments = tail.split("/")
+        head = segments[0]
+        context = f"{self.base_url}{API}/$metadata#EntityDefinitions"
+        if head == "EntityDefinitions":
+            tables = list(self.tables.values())
+            if query.get("$filter"):
+                tables = [t for t in tables if _metadata_match(query["$filter"], t.definition())]
+            rows = [_pick(t.definition(), query.get("$select")) for t in tables]
+            return Reply(200, {"@odata.context": context, "value": rows})
+        inside = head.removeprefix("EntityDefinitions(").removesuffix(")")
+        table = None
+        if inside.startswith("LogicalName="):
+            logical = inside.removeprefix("LogicalName=").strip("'")
+            table = self.tables.get(logical)
+        elif GUID.match(inside):
+            table = next((t for t in self.tables.values() if t.metadata_id == inside), None)
+        if table is None:
+            raise ODataError(
+                404, "0x80040217", f"Could not find an entity with key value '{inside}'."
+            )
+        if len(segments) == 1:
+            return Reply(200, _pick(table.definition(), query.get("$select")))
+        if segments[1] == "ManyToOneRelationships":
+            rows = [_pick(r, query.get("$select")) for r in table.relationships()]
+            return Reply(200, {"value": rows})
+        if segments[1].startswith("Attributes"):
+            attrs = list(table.attrs.values())
+            cast = segments[2] if len(segments) > 2 else ""
+            if cast:
+                kind = cast.removeprefix("Microsoft.Dynamics.CRM.")
+                attrs = [a for a in attrs if a.describe(table.logical)["@odata.type"][1:] == cast]
+                if not kind.endswith("AttributeMetadata"):
+                    raise ODataError(404, "0x8006088a", f"Resource not found for '{cast}'.")
+            named = segments[1].removeprefix("Attributes")
+            if named.startswith("(LogicalName="):
+                wanted = named.removeprefix("(LogicalName=").rstrip(")").strip("'")
+                match = [a for a in attrs if a.name == wanted]
+                if not match:
+                    raise ODataError(404, "0x80040217", f"Attribute '{wanted}' not found.")
+                return Reply(200, self._attribute(table, match[0], query))
+            return Reply(200, {"value": [self._attribute(table, a, query) for a in attrs]})
+        raise ODataError(404, "0x8006088a", f"Resource not found for the segment '{segments[1]}'.")
+
+    @staticmethod
+    def _attribute(table: Table, attr: Attr, query: dict[str, str]) -> dict[str, Any]:
+        described = _pick(attr.describe(table.logical), query.get("$select"))
+        described["@odata.type"] = attr.describe(table.logical)["@odata.type"]
+        if "OptionSet" in query.get("$expand", "") and attr.options:
+            described["OptionSet"] = attr.option_set(table.logical)
+        return described
+
+    # ---- records --------------------------------------------------------------------------------
+
+    def _edm(self, table: Table) -> Callable[[str], str]:
+        def edm(column: str) -> str:
+            if column.startswith("_") and column.endswith("_value"):
+                attr = table.attrs.get(column[1:-6])
+                if attr is not None and attr.is_lookup:
+                    return "Edm.Guid"
+            attr = table.attrs.get(column)
+            if attr is None or attr.is_lookup:
+                raise syntax_error(
+                    f"Could not find a property named '{column}' on type "
+                    f"'Microsoft.Dynamics.CRM.{table.logical}'."
+                )
+            return attr.edm
+
+        return edm
+
+    def _readable(self, table: Table, row: dict[str, Any]) -> dict[str, Any]:
+        """A stored row as its columns read: lookups as ``_x_value``."""
+        out: dict[str, Any] = {}
+        for name, attr in table.attrs.items():
+            value = row.get(name)
+            if attr.is_lookup:
+                out[f"_{name}_value"] = value[1] if value else None
+            else:
+                out[name] = value
+        return out
+
+    def _render(
+        self, table: Table, row: dict[str, Any], select: list[str] | None, annotations: str
+    ) -> dict[str, Any]:
+        readable = self._readable(table, row)
+        names = select if select is not None else list(readable)
+        if table.primary_id not in names:
+            names = [*names, table.primary_id]
+        out: dict[str, Any] = {"@odata.etag": f'W/"{row["versionnumber"]}"'}
+        for name in names:
+            out[name] = readable.get(name)
+            if name.startswith("_") and name.endswith("_value") and readable.get(name):
+                attr = table.attrs[name[1:-6]]
+                target = row[attr.name][0]
+                if _wants(annotations, "Microsoft.Dynamics.CRM.lookuplogicalname"):
+                    out[f"{name}@Microsoft.Dynamics.CRM.lookuplogicalname"] = target
+                if _wants(annotations, "Microsoft.Dynamics.CRM.associatednavigationproperty"):
+                    nav = attr.targets.get(target, attr.name)
+                    out[f"{name}@Microsoft.Dynamics.CRM.associatednavigationproperty"] = nav
+        return out
+
+    def _select(self, table: Table, query: dict[str, str]) -> list[str] | None:
+        text = query.get("$select")
+        if not text:
+            return None
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        edm = self._edm(table)
+        for name in names:
+            edm(name)
+        return names
+
+    def _rows(self, table: Table, query: dict[str, str]) -> list[dict[str, Any]]:
+        edm = self._edm(table)
+        readable = [(self._readable(table, r), r) for r in self.records[table.logical].values()]
+        expression = query.get("$filter")
+        if expression:
+            node = parse_filter(expression)
+            for column in columns_of(node):
+                edm(column)
+            readable = [(v, r) for v, r in readable if evaluate(node, v, edm)]
+        keys = []
+        for part in (p.strip() for p in query.get("$orderby", "").split(",") if p.strip()):
+            column, _, direction = part.partition(" ")
+            edm(column)
+            if direction.strip() not in ("", "asc", "desc"):
+                raise syntax_error(f"Syntax error in $orderby at '{part}'.")
+            keys.append((column, direction.strip() == "desc"))
+        keys.append((table.primary_id, False))  # Dataverse's own tie-breaker
+        for column, descending in reversed(keys):
+            kind = edm(column)
+            present = [x for x in readable if x[0].get(column) is not None]
+            absent = [x for x in readable if x[0].get(column) is None]
+            present.sort(key=lambda x: _sort_key(x[0][column], kind), reverse=descending)
+            readable = present + absent if descending else absent + present  # nulls are least
+        return [r for _, r in readable]
+
+    def _list(self, table: Table, query: dict[str, str], headers: Mapping[str, str]) -> Reply:
+        prefer = _prefer(headers.get("prefer", ""))
+        if "$apply" in query:
+            return self._aggregate(table, query)
+        select = self._select(table, query)
+        rows = self._rows(table, query)
+        total = len(rows)
+        context = f"{self.base_url}{API}/$metadata#{table.entity_set}"
+        body: dict[str, Any] = {"@odata.context": context}
+        if query.get("$count") == "true":
+            body["@odata.count"] = min(total, COUNT_LIMIT)
+            body["@Microsoft.Dynamics.CRM.totalrecordcount"] = -1
+            body["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] = total > COUNT_LIMIT
+        if query.get("$top"):
+            top = _integer(query["$top"], "$top")
+            page, following = rows[:top], None
+        else:
+            size = min(
+                _integer(prefer.get("odata.maxpagesize", str(MAX_PAGE)), "maxpagesize"), MAX_PAGE
+            )
+            start = 0
+            token = query.get("$skiptoken")
+            if token:
+                start = self._resume(table, rows, token)
+            page = rows[start : start + size]
+            following = start + size if start + size < total else None
+            if following is not None:
+                skip = (
+                    f'<cookie pagenumber="{following // max(size, 1) + 1}" '
+                    f'pagingcookie="{following}:{page[-1][table.primary_id]}" '
+                    'istracking="False" />'
+                )
+                kept = [
+                    f"{quote(k, safe='$')}={quote(v, safe='')}"
+                    for k, v in query.items()
+                    if k != "$skiptoken"
+                ]
+                kept.append(f"$skiptoken={quote(skip, safe='')}")
+                body["@odata.nextLink"] = f"{self.base_url}{API}/{table.entity_set}?" + "&".join(
+                    kept
+                )
+        annotations = prefer.get("odata.include-annotations", "")
+        body["value"] = [self._render(table, r, select, annotations) for r in page]
+        headers_out = {"Preference-Applied": headers.get("prefer", "")} if prefer else {}
+        return Reply(200, body, headers_out)
+
+    @staticmethod
+    def _resume(table: Table, rows: list[dict[str, Any]], token: str) -> int:
+        """Where a $skiptoken's paging cookie continues: after its last record (or at its
+        position when that record is gone)."""
+        cookie = token.partition('pagingcookie="')[2].partition('"')[0]
+        position, _, last = cookie.partition(":")
+        if not position.isdigit():
+            raise syntax_error("The $skiptoken is not valid.")
+        for index, row in enumerate(rows):
+            if row[table.primary_id] == last:
+                return index + 1
+        return int(position)
+
+    def _aggregate(self, table: Table, query: dict[str, str]) -> Reply:
+        text = query["$apply"].strip()
+        expression = None
+        if text.startswith("filter("):
+            depth, end = 0, -1
+            for index, char in enumerate(text):
+                depth += char == "("
+                depth -= char == ")"
+                if depth == 0 and index >= 6:
+                    end = index
+                    break
+            expression, text = text[7:end], text[end + 1 :].removeprefix("/")
+        if not (text.startswith("aggregate($count as ") and text.endswith(")")):
+            raise syntax_error(f"The $apply '{query['$apply'][:100]}' is not supported.")
+        alias = text.removeprefix("aggregate($count as ").removesuffix(")").strip()
+        rows = self._rows(table, {"$filter": expression} if expression else {})
+        if len(rows) > self.aggregate_limit:
+            raise ODataError(
+                400,
+                "0x8004E023",
+                "AggregateQueryRecordLimit exceeded. Cannot perform this operation.",
+            )
+        return Reply(200, {"value": [{alias: len(rows)}]})
+
+    def _get(
+        self, table: Table, record_id: str, query: dict[str, str], headers: Mapping[str, str]
+    ) -> Reply:
+        row = self.records[table.logical].get(record_id)
+        if row is None:
+            raise _not_found(table.logical, record_id)
+        prefer = _prefer(headers.get("prefer", ""))
+        rendered = self._render(
+            table, row, self._select(table, query), prefer.get("odata.include-annotations", "")
+        )
+        rendered["@odata.context"] = f"{self.base_url}{API}/$metadata#{table.entity_set}/$entity"
+        return Reply(200, rendered)
+
+    def _privilege(self, table: Table, user: User, verb: str) -> None:
+        if user.read_only or (table.logical == "systemuser" and verb != "Read"):
+            raise ODataError(
+                403,
+                "0x80040220",
+                f"Principal user (Id={user.id}, type=8, roleCount=1, privilegeCount=120, "
+                f"accessMode=0), is missing prv{verb}{table.logical.capitalize()} privilege "
+                f"(Id={metadata_id(verb, table.logical)}) on OTC=0 for entity "
+                f"'{table.logical}'. context.Caller={user.id}",
+            )
+
+    def _values(
+        self,
+        table: Table,
+        body: bytes,
+        creating: bool,
+        references: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            raise _payload_error(table.entity_set, "The request body is not valid JSON.") from None
+        if not isinstance(payload, dict):
+            raise _payload_error(table.entity_set, "The request body must be a JSON object.")
+        return self._clean(table, payload, creating, references)
+
+    def _clean(
+        self,
+        table: Table,
+        payload: dict[str, Any],
+        creating: bool,
+        references: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        navigation = table.navigation()
+        clean: dict[str, Any] = {}
+        for key, value in payload.items():
+            if key.startswith("@odata.") or key.endswith("@odata.type"):
+                continue
+            if key.endswith("@odata.bind"):
+                nav = key.removesuffix("@odata.bind")
+                if nav not in navigation:
+                    raise _payload_error(
+                        table.entity_set,
+                        f"An undeclared property '{nav}' which only has property annotations in "
+                        "the payload but no property value was found in the payload. In OData, "
+                        "only declared navigation properties and declared named streams can be "
+                        "represented as properties without values.",
+                    )
+                attr_name, target = navigation[nav]
+                clean[attr_name] = self._bind(table, target, value, references)
+                continue
+            attr = table.attrs.get(key)
+            if attr is None or attr.is_lookup:
+                raise _payload_error(
+                    table.entity_set,
+                    f"The property '{key}' does not exist on type 'Microsoft.Dynamics.CRM."
+                    f"{table.logical}'. Make sure to only use property names that are defined by "
+                    "the type or mark the type as open type.",
+                )
+            if not (attr.create if creating else attr.update):
+                continue  # Dataverse ignores values of columns not valid for the operation
+            clean[key] = self._typed(table, attr, value)
+        return clean
+
+    def _bind(
+        self, table: Table, target: str, value: Any, references: Mapping[str, str] | None
+    ) -> tuple[str, str] | None:
+        if value is None:
+            return None
+        text = str(value)
+        if text.startswith("$") and references is not None and text in references:
+            text = references[text]
+        path = urlsplit(text).path if "://" in text else text
+        path = path.removeprefix(API).lstrip("/")
+        set_name, _, key = path.partition("(")
+        key = key.rstrip(")")
+        wanted = self.tables[target]
+        if set_name != wanted.entity_set or not GUID.match(key):
+            raise _payload_error(
+                table.entity_set,
+                f"The value '{text[:120]}' is not a URI of a record of '{wanted.entity_set}'.",
+            )
+        if key.lower() not in self.records[target]:
+            raise _not_found(target, key.lower())
+        return (target, key.lower())
+
+    @staticmethod
+    def _typed(table: Table, attr: Attr, value: Any) -> Any:
+        if value is None:
+            if attr.required == "SystemRequired":
+                raise _validation(f"The '{attr.name}' attribute is required.")
+            return None
+        wrong = _payload_error(
+            table.entity_set,
+            f"Cannot convert the literal '{str(value)[:60]}' to the expected type '{attr.edm}'.",
+        )
+        if attr.type in ("String", "Memo"):
+            if not isinstance(value, str):
+                raise wrong
+            if len(value) > attr.max_length:
+                raise _validation(
+                    f"The length of the '{attr.name}' attribute of the '{table.logical}' entity "
+                    f"exceeded the maximum allowed length of '{attr.max_length}'."
+                )
+            return value
+        if attr.type == "Boolean":
+            if not isinstance(value, bool):
+                raise wrong
+            return value
+        if attr.type in ("Integer", "Picklist", "State", "Status"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise wrong
+            if attr.options and value not in {v for v, _ in attr.options}:
+                accepted = ",".join(str(v) for v, _ in attr.options)
+                raise _validation(
+                    f"The value {value} of '{attr.name}' on record of type '{table.logical}' is "
+                    f"outside the valid range. Accepted Values: {accepted}"
+                )
+            return value
+        if attr.type in ("Money", "Decimal", "Double"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise wrong
+            return value
+        if attr.type == "DateTime":
+            if not isinstance(value, str):
+                raise wrong
+            try:
+                if attr.date_only:
+                    return date.fromisoformat(value[:10]).isoformat()
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise wrong from None
+            parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if attr.type == "Uniqueidentifier":
+            if not isinstance(value, str) or not GUID.match(value):
+                raise wrong
+            return value.lower()
+        return value
+
+    def _create(
+        self,
+        table: Table,
+        query: dict[str, str],
+        headers: Mapping[str, str],
+        body: bytes,
+        user: User,
+        references: Mapping[str, str] | None,
+    ) -> Reply:
+        self._privilege(table, user, "Create")
+        values = self._values(table, body, True, references)
+        record_id = values.get(table.primary_id) or str(uuid.uuid4())
+        if record_id in self.records[table.logical]:
+            raise ODataError(412, "0x80040237", "A record with matching key values already exists.")
+        values[table.primary_id] = record_id
+        row = self._stamp(table.logical, values, user)
+        self.records[table.logical][record_id] = row
+        location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
+        out = {"OData-EntityId": location, "Location": location}
+        if "return=representation" in headers.get("prefer", ""):
+            rendered = self._render(table, row, self._select(table, query), "")
+            return Reply(201, rendered, out)
+        return Reply(204, None, out)
+
+    def _update(
+        self,
+        table: Table,
+        record_id: str,
+        query: dict[str, str],
+        headers: Mapping[str, str],
+        body: bytes,
+        user: User,
+        references: Mapping[str, str] | None,
+    ) -> Reply:
+        row = self.records[table.logical].get(record_id)
+        if_match = headers.get("if-match")
+        if row is None:
+            if if_match is not None:
+                raise _not_found(table.logical, record_id)
+            # PATCH without If-Match is an upsert: it creates the record
+            self._privilege(table, user, "Create")
+            values = self._values(table, body, True, references)
+            values[table.primary_id] = record_id
+            self.records[table.logical][record_id] = self._stamp(table.logical, values, user)
+            location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
+            return Reply(204, None, {"OData-EntityId": location})
+        if headers.get("if-none-match") == "*":
+            raise ODataError(412, "0x80040237", "A record with matching key values already exists.")
+        if if_match not in (None, "*") and if_match != f'W/"{row["versionnumber"]}"':
+            raise ODataError(
+                412,
+                "0x80060882",
+                "The version of the existing record doesn't match the RowVersion property "
+                "provided.",
+            )
+        self._privilege(table, user, "Write")
+        values = self._values(table, body, False, references)
+        values.pop(table.primary_id, None)
+        row.update(values)
+        row["modifiedon"] = _now()
+        row["versionnumber"] = next(self._versions)
+        self._computed(table, row)
+        location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
+        if "return=representation" in headers.get("prefer", ""):
+            return Reply(200, self._render(table, row, self._select(table, query), ""))
+        return Reply(204, None, {"OData-EntityId": location})
+
+    def _multiple(self, table: Table, action: str, body: bytes, user: User) -> Reply:
+        """The collection-bound CreateMultiple and UpdateMultiple actions: all or nothing."""
+        if action not in (
+            "Microsoft.Dynamics.CRM.CreateMultiple",
+            "Microsoft.Dynamics.CRM.UpdateMultiple",
+        ):
+            raise ODataError(404, "0x8006088a", f"Resource not found for the segment '{action}'.")
+        try:
+            targets = json.loads(body or b"{}").get("Targets")
+        except (ValueError, AttributeError):
+            targets = None
+        if not isinstance(targets, list) or not targets or len(targets) > 1000:
+            raise _payload_error(table.entity_set, "Targets: 1 to 1000 records are required.")
+        creating = action.endswith("CreateMultiple")
+        self._privilege(table, user, "Create" if creating else "Write")
+        cleaned = []
+        for target in targets:
+            if not isinstance(target, dict):
+                raise _payload_error(table.entity_set, "Each target must be a JSON object.")
+            record_id = str(target.get(table.primary_id) or "").lower()
+            if not creating and record_id not in self.records[table.logical]:
+                raise _not_found(table.logical, record_id)
+            cleaned.append((record_id, self._clean(table, target, creating, None)))
+        ids = []
+        for record_id, values in cleaned:
+            if creating:
+                record_id = values.get(table.primary_id) or str(uuid.uuid4())
+                values[table.primary_id] = record_id
+                self.records[table.logical][record_id] = self._stamp(table.logical, values, user)
+            else:
+                row = self.records[table.logical][record_id]
+                row.update({k: v for k, v in values.items() if k != table.primary_id})
+                row["modifiedon"] = _now()
+                row["versionnumber"] = next(self._versions)
+                self._computed(table, row)
+            ids.append(record_id)
+        if creating:
+            return Reply(
+                200,
+                {
+                    "@odata.context": f"{self.base_url}{API}/$metadata#Microsoft.Dynamics.CRM."
+                    "CreateMultipleResponse",
+                    "Ids": ids,
+                },
+            )
+        return Reply(204)
+
+    def _delete(self, table: Table, record_id: str, user: User) -> Reply:
+        if record_id not in self.records[table.logical]:
+            raise _not_found(table.logical, record_id)
+        self._privilege(table, user, "Delete")
+        del self.records[table.logical][record_id]
+        return Reply(204)
+
+    # ---- $batch -------------------------------------------------------------------------------
+
+    async def _batch(self, request: web.Request, user: User, body: bytes) -> web.StreamResponse:
+        try:
+            items = parse_batch(body, request.headers.get("Content-Type", ""))
+        except ODataError as error:
+            return _to_response(
+                Reply(error.status, {"error": {"code": error.code, "message": error.message}})
+            )
+        go_on = "odata.continue-on-error" in request.headers.get("Prefer", "")
+        answers: list[tuple[BatchItem, list[PartReply]]] = []
+        failed = False
+        for item in items:
+            if failed:
+                break
+            references: dict[str, str] = {}
+            replies = []
+            saved = {t: dict(rows) for t, rows in self.records.items()} if item.changeset else {}
+            for part in item.parts:
+                reply = self._part(part, user, references)
+                replies.append(reply)
+                if reply.status >= 400:
+                    break
+            if any(r.status >= 400 for r in replies):
+                if item.changeset:  # atomic: roll back and answer the failure alone
+                    self.records = saved
+                    replies = [replies[-1]]
+                failed = not go_on
+            answers.append((item, replies))
+        boundary = f"batchresponse_{uuid.uuid4()}"
+        status = 200
+        if failed and not go_on:
+            status = answers[-1][1][-1].status
+        return web.Response(
+            status=status,
+            body=render_batch(answers, boundary).encode(),
+            headers={
+                "Content-Type": f"multipart/mixed; boundary={boundary}",
+                "OData-Version": "4.0",
+            },
+        )
+
+    def _part(self, part: BatchPart, user: User, references: dict[str, str]) -> PartReply:
+        url = part.url
+        if url.startswith("$") and url.split("/")[0] in references:
+            url = references[url.split("/")[0]] + url[len(url.split("/")[0]) :]
+        path = urlsplit(url).path if "://" in url else url.partition("?")[0]
+        raw_query = urlsplit(url).query if "://" in url else url.partition("?")[2]
+        tail = path.removeprefix(API).lstrip("/")
+        if part.method == "GET" and part.content_id is not None:
+            reply = Reply(400, {"error": {"code": "0x80060891", "message": "GET in a change set"}})
+        else:
+            reply = self.handle(
+                part.method, tail, raw_query, part.headers, part.body, user, references
+            )
+        if part.content_id is not None and "OData-EntityId" in reply.headers:
+            references[f"${part.content_id}"] = reply.headers["OData-EntityId"]
+        headers = {"OData-Version": "4.0", **reply.headers}
+        content = b""
+        if reply.body is not None:
+            headers["Content-Type"] = "application/json; odata.metadata=minimal"
+            content = json.dumps(reply.body).encode()
+        return PartReply(
+            reply.status, _REASONS.get(reply.status, "Error"), headers, content, part.content_id
+        )
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+class _Unauthorized(Exception):
+    def __init__(self, reason: str, resource: str) -> None:
+        super().__init__(reason)
+        self.reason, self.resource = reason, resource
+
+    def response(self) -> web.Response:
+        challenge = (
+            f'Bearer error=invalid_token, error_description="Error identified: {self.reason}", '
+            "authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, "
+            f"resource_id={self.resource}"
+        )
+        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+
+class _Limited(Exception):
+    def __init__(self, limit: int, wait: int) -> None:
+        super().__init__("limited")
+        self.limit, self.wait = limit, wait
+
+    def response(self) -> web.Response:
+        body = {
+            "error": {
+                "code": "0x80072322",
+                "message": f"Number of requests exceeded the limit of {self.limit} over time "
+                f"window of {int(WINDOW)} seconds.",
+            }
+        }
+        return web.json_response(body, status=429, headers={"Retry-After": str(self.wait)})
+
+
+def _to_response(reply: Reply) -> web.Response:
+    headers = {"OData-Version": "4.0", **reply.headers}
+    if reply.body is None:
+        return web.Response(status=reply.status, headers=headers)
+    return web.Response(
+        status=reply.status,
+        body=json.dumps(reply.body).encode(),
+        headers={**headers, "Content-Type": "application/json; odata.metadata=minimal"},
+    )
+
+
+def _aad_error(status: int, error: str, description: str, code: int) -> web.Response:
+    return web.json_response(
+        {
+            "error": error,
+            "error_description": f"{description}\r\nTrace ID: {uuid.uuid4()}\r\nCorrelation ID: "
+            f"{uuid.uuid4()}\r\nTimestamp: {_now()}",
+            "error_codes": [code],
+            "timestamp": _now(),
+            "trace_id": str(uuid.uuid4()),
+            "correlation_id": str(uuid.uuid4()),
+        },
+        status=status,
+    )
+
+
+def _token_answer(access: str, refresh: str | None, scope: str, lifetime: int) -> web.Response:
+    answer: dict[str, Any] = {
+        "token_type": "Bearer",
+        "scope": scope,
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
+        "access_token": access,
+    }
+    if refresh:
+        answer["refresh_token"] = refresh
+    return web.json_response(answer)
+
+
+def _prefer(header: str) -> dict[str, str]:
+    found = {}
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name:
+            found[name.strip()] = value.strip().strip('"')
+    return found
+
+
+def _wants(pattern: str, annotation: str) -> bool:
+    if not pattern:
+        return False
+    return any(
+        p.strip() in ("*", annotation)
+        or (p.strip().endswith("*") and annotation.startswith(p.strip()[:-1]))
+        for p in pattern.split(",")
+    )
+
+
+def _integer(text: str, name: str) -> int:
+    if not text.isdigit():
+        raise syntax_error(f"The value of {name} must be a non-negative integer.")
+    return int(text)
+
+
+def _sort_key(value: Any, kind: str) -> Any:
+    if kind == "Edm.String":
+        return str(value).casefold()
+    if kind in ("Edm.Int32", "Edm.Decimal", "Edm.Double"):
+        return float(value)
+    return str(value)
+
+
+def _pick(row: dict[str, Any], select: str | None) -> dict[str, Any]:
+    if not select:
+        return dict(row)
+    names = [n.strip() for n in select.split(",") if n.strip()]
+    return {n: row.get(n) for n in names if n in row or n == "MetadataId"}
+
+
+def _metadata_match(expression: str, definition: dict[str, Any]) -> bool:
+    """The simple ``$filter`` metadata queries take: ``Prop eq 'x'`` joined by and/or."""
+    node = parse_filter(expression)
+
+    def edm(column: str) -> str:
+        if column not in definition:
+            raise syntax_error(f"Could not find a property named '{column}' on EntityMetadata.")
+        value = definition[column]
+        return "Edm.Boolean" if isinstance(value, bool) else "Edm.String"
+
+    def exact(part: Any) -> bool:
+        if isinstance(part, Comparison) and part.literal.kind == "string":
+            same = str(definition.get(part.column)) == str(part.literal.value)
+            return same == (part.op == "eq")
+        return bool(evaluate(part, definition, edm))
+
+    def walk(part: Any) -> bool:
+        if isinstance(part, Logical):
+            results = [walk(p) for p in part.parts]
+            if part.op == "not":
+                return not results[0]
+            return all(results) if part.op == "and" else any(results)
+        return exact(part)
+
+    return walk(node)
+
+
+def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
+    """CRMGATE_PLATFORM_OVERRIDES that point MicrosoftDynamics (its organisation hosts and Entra
+    ID's endpoints) at a simulator running at ``base_url`` (the tests and the demo use it)."""
+    host = base_url.removeprefix("https://")
+    oauth = {
+        "authorize_url": f"{base_url}/organizations/oauth2/v2.0/authorize",
+        "token_url": f"{base_url}/organizations/oauth2/v2.0/token",
+    }
+    return {"MicrosoftDynamics": {"instance_hosts": [host], "oauth": oauth}}
+
+
+def seed_dynamics(sim: DynamicsSimulator) -> dict[str, list[str]]:
+    """A small, realistic organisation: accounts, their contacts, leads, opportunities, and a few
+    activities and notes. Returns the ids made, per table."""
+    made: dict[str, list[str]] = {}
+
+    def add(logical: str, values: dict[str, Any]) -> str:
+        record_id = sim.insert(logical, values)
+        made.setdefault(logical, []).append(record_id)
+        return record_id
+
+    accounts = {
+        name: add(
+            "account",
+            {
+                "name": name,
+                "telephone1": phone,
+                "websiteurl": web_site,
+                "address1_city": city,
+                "address1_country": country,
+                "numberofemployees": employees,
+                "revenue": revenue,
+            },
+        )
+        for name, phone, web_site, city, country, employees, revenue in (
+            (
+                "Fourth Coffee",
+                "+1 425 555 0100",
+                "https://fourthcoffee.example",
+                "Redmond",
+                "US",
+                120,
+                2_500_000.0,
+            ),
+            (
+                "Litware, Inc.",
+                "+1 206 555 0150",
+                "https://litware.example",
+                "Seattle",
+                "US",
+                45,
+                900_000.0,
+            ),
+            (
+                "Adventure Works",
+                "+44 20 7946 0958",
+                "https://adventure-works.example",
+                "London",
+                "GB",
+                300,
+                12_000_000.0,
+            ),
+        )
+    }
+    people = (
+        ("Yvonne", "McKay", "Purchasing Manager", "Fourth Coffee"),
+        ("Susanna", "Stubberod", "CFO", "Fourth Coffee"),
+        ("Nancy", "Anderson", "Operations Lead", "Litware, Inc."),
+        ("Maria", "Campbell", "CEO", "Adventure Works"),
+        ("Sidney", "Higa", "IT Director", "Adventure Works"),
+    )
+    contacts = {}
+    for first, last, title, company in people:
+        contacts[last] = add(
+            "contact",
+            {
+                "firstname": first,
+                "lastname": last,
+                "jobtitle": title,
+                "emailaddress1": f"{first.lower()}.{last.lower()}@example.com",
+                "telephone1": "+1 425 555 0199",
+                "parentcustomerid": ("account", accounts[company]),
+            },
+        )
+    for first, last, company in (
+        ("Jim", "Glynn", "Blue Yonder Airlines"),
+        ("Paul", "Cannon", "Alpine Ski House"),
+    ):
+        add(
+            "lead",
+            {
+                "firstname": first,
+                "lastname": last,
+                "companyname": company,
+                "subject": f"Interested in coffee machines ({company})",
+                "emailaddress1": f"{first.lower()}@{company.split()[0].lower()}.example",
+                "statuscode": 1,
+                "leadsourcecode": 8,
+            },
+        )
+    deals = [
+        ("10 Café A-100 machines", "Fourth Coffee", 25_000.0, "1-Qualify", "2027-03-31"),
+        ("Litware service contract", "Litware, Inc.", 8_000.0, "2-Develop", "2027-02-15"),
+        ("Adventure Works expansion", "Adventure Works", 120_000.0, "3-Propose", "2027-06-30"),
+    ]
+    for name, company, value, step, close in deals:
+        add(
+            "opportunity",
+            {
+                "name": name,
+                "estimatedvalue": value,
+                "stepname": step,
+                "estimatedclosedate": close,
+                "closeprobability": 40,
+                "parentaccountid": ("account", accounts[company]),
+            },
+        )
+    add(
+        "task",
+        {
+            "subject": "Send the price list",
+            "prioritycode": 2,
+            "statuscode": 2,
+            "scheduledend": "2027-01-15T09:00:00Z",
+            "regardingobjectid": ("contact", contacts["McKay"]),
+        },
+    )
+    add(
+        "phonecall",
+        {
+            "subject": "Discovery call",
+            "phonenumber": "+1 206 555 0150",
+            "directioncode": True,
+            "scheduledstart": "2027-01-10T15:00:00Z",
+            "regardingobjectid": ("account", accounts["Litware, Inc."]),
+        },
+    )
+    add(
+        "appointment",
+        {
+            "subject": "On-site demo",
+            "location": "Redmond",
+            "scheduledstart": "2027-01-20T10:00:00Z",
+            "scheduledend": "2027-01-20T11:00:00Z",
+            "regardingobjectid": ("account", accounts["Fourth Coffee"]),
+        },
+    )
+    add(
+        "annotation",
+        {
+            "subject": "Met at the trade fair",
+            "notetext": "Wants a quote for ten machines before March.",
+            "objectid": ("account", accounts["Fourth Coffee"]),
+        },
+    )
+    return made

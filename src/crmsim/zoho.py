@@ -1,0 +1,1187 @@
+"""A Zoho CRM org: the subset of Zoho CRM's REST API v8 that crmgate and Zoho's Python SDK use,
+as Zoho documents it.
+
+- Accounts server: ``POST /oauth/v2/token`` (refresh_token and authorization_code grants; Zoho's
+  token answer carries ``api_domain``; refusals are ``{"error": "invalid_code"}`` and the like),
+  ``POST /oauth/v2/token/revoke``.
+- Auth: ``Authorization: Zoho-oauthtoken <token>`` (not Bearer); 401 ``INVALID_TOKEN``;
+  a token without the scope is 401 ``OAUTH_SCOPE_MISMATCH``.
+- Records (``/crm/v8/{Module}``): list with ``fields`` (required), ``page``/``per_page`` (at most
+  200 a page, and 2,000 records with ``page``) or ``page_token`` (``info.next_page_token``),
+  ``sort_by`` (id, Created_Time, Modified_Time); get, create/update/delete one or up to 100 at
+  once (per-record results, HTTP 201/200, 207 when mixed, 400 when all fail); an empty list is
+  ``204 No Content``, as is a record id that does not exist.
+- ``POST /crm/v8/coql`` (zoho_coql: select, where, order by, limit/offset, COUNT),
+  ``GET /crm/v8/{Module}/actions/count``.
+- Metadata: ``/crm/v8/settings/modules``, ``/settings/fields?module=``, ``/settings/layouts``,
+  ``/crm/v8/users`` (``type=CurrentUser|AllUsers|ActiveUsers``), ``/crm/v8/org``.
+- Limits: API credits per 24 hours; past them 429 ``TOO_MANY_REQUESTS`` with
+  ``X-RATELIMIT-LIMIT``, ``X-RATELIMIT-REMAINING`` and ``X-RATELIMIT-RESET`` (epoch ms).
+- ``fault``: the next API call answers this (status, body) instead, for tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from aiohttp import web
+
+from crmsim import zoho_coql as coql
+from crmsim.zoho_schema import Module, ZField, standard_modules
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ALL_SCOPES = (
+    "ZohoCRM.modules.ALL",
+    "ZohoCRM.settings.ALL",
+    "ZohoCRM.users.READ",
+    "ZohoCRM.org.READ",
+    "ZohoCRM.coql.READ",
+)
+MAX_PER_PAGE = 200
+PAGE_LIMIT = 2000  # records reachable with `page`; further needs page_token
+BATCH_LIMIT = 100
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ID = re.compile(r"^\d{1,20}$")
+SORTABLE_BY_LIST = ("id", "Created_Time", "Modified_Time")
+
+
+class Refused(Exception):
+    """A Zoho error answer: ``{"code", "details", "message", "status": "error"}``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "details": self.details,
+            "message": self.message,
+            "status": "error",
+        }
+
+    def response(self) -> web.Response:
+        return web.json_response(self.body(), status=self.status)
+
+
+@dataclass
+class Token:
+    user_id: str
+    scopes: tuple[str, ...]
+    expires_at: float
+
+
+@dataclass
+class User:
+    id: str
+    first_name: str
+    last_name: str
+    email: str
+    role: str = "CEO"
+    profile: str = "Administrator"
+    status: str = "active"
+    created: str = ""
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "full_name": f"{self.first_name} {self.last_name}".strip(),
+            "email": self.email,
+            "status": self.status,
+            "confirm": True,
+            "role": {"name": self.role, "id": "5725767000000026005"},
+            "profile": {"name": self.profile, "id": "5725767000000026011"},
+            "phone": None,
+            "mobile": None,
+            "time_zone": "Etc/UTC",
+            "locale": "en_US",
+            "created_time": self.created,
+            "Modified_Time": self.created,
+            "Isonline": False,
+        }
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+@dataclass
+class PageToken:
+    module: str
+    sort: tuple[str, str]
+    offset: int
+    expires_at: float
+
+
+@dataclass
+class ZohoSimulator:
+    org_name: str = "Zylker Traders (sim)"
+    credits: int = 100_000  # API credits left in the 24-hour window
+    credit_limit: int = 100_000
+    token_lifetime: int = 3600
+    api_domain: str = ""  # what the token answer names; the running base URL when empty
+    modules: dict[str, Module] = field(default_factory=standard_modules)
+    calls: deque[tuple[str, str, dict[str, str]]] = field(
+        default_factory=lambda: deque(maxlen=200_000)
+    )
+    fault: tuple[int, bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.records: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in self.modules}
+        self.tokens: dict[str, Token] = {}
+        self.clients: dict[str, str] = {}
+        self.refresh_tokens: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+        self.grant_codes: dict[str, tuple[str, str]] = {}
+        self.page_tokens: dict[str, PageToken] = {}
+        self._ids = itertools.count(1)
+        self.org_id = "60012345678"
+        self.base_url = ""
+        admin = User(self._next_id(), "Patricia", "Boyle", "patricia.boyle@zylker.example")
+        admin.created = now()
+        self.users: dict[str, User] = {admin.id: admin}
+        self.admin = admin
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def _next_id(self) -> str:
+        return f"5725767{next(self._ids):012d}"
+
+    def add_user(self, first: str, last: str, email: str, status: str = "active") -> str:
+        user = User(self._next_id(), first, last, email, role="Manager", profile="Standard")
+        user.status, user.created = status, now()
+        self.users[user.id] = user
+        return user.id
+
+    def issue_access_token(
+        self, scopes: tuple[str, ...] = ALL_SCOPES, lifetime: float | None = None
+    ) -> str:
+        token = "1000." + secrets.token_hex(16) + "." + secrets.token_hex(16)
+        life = self.token_lifetime if lifetime is None else lifetime
+        self.tokens[token] = Token(self.admin.id, tuple(scopes), time.time() + life)
+        return token
+
+    def add_client(self, client_id: str, client_secret: str) -> None:
+        self.clients[client_id] = client_secret
+
+    def issue_refresh_token(self, client_id: str, scopes: tuple[str, ...] = ALL_SCOPES) -> str:
+        token = "1000." + secrets.token_hex(16) + "." + secrets.token_hex(16)
+        self.refresh_tokens[token] = (client_id, self.admin.id, tuple(scopes))
+        return token
+
+    def issue_grant_code(self, client_id: str) -> str:
+        code = "1000." + secrets.token_hex(16) + "." + secrets.token_hex(16)
+        self.grant_codes[code] = (client_id, self.admin.id)
+        return code
+
+    def expire_tokens(self) -> None:
+        for token in self.tokens.values():
+            token.expires_at = 0
+
+    def insert(self, module: str, values: dict[str, Any]) -> str:
+        """A record made directly in the org (no API call, no credit)."""
+        record = self._create(module, values, 0)
+        return str(record["id"])
+
+    # ---- HTTP -------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        @web.middleware
+        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.calls.append((request.method, request.path, dict(request.query)))
+            if not self.base_url:
+                self.base_url = f"{request.scheme}://{request.host}"
+            return await handler(request)
+
+        application = web.Application(middlewares=[record])
+        application.router.add_post("/oauth/v2/token", self._token)
+        application.router.add_post("/oauth/v2/token/revoke", self._revoke)
+        for method, path, handler in [
+            ("GET", "/crm/v8/users", self._users),
+            ("GET", "/crm/v8/users/actions/count", self._users_count),
+            ("GET", "/crm/v8/users/{id}", self._user),
+            ("GET", "/crm/v8/org", self._org),
+            ("GET", "/crm/v8/settings/modules", self._modules_route),
+            ("GET", "/crm/v8/settings/modules/{module}", self._module_route),
+            ("GET", "/crm/v8/settings/fields", self._fields_route),
+            ("GET", "/crm/v8/settings/layouts", self._layouts_route),
+            ("GET", "/crm/v8/settings/related_lists", self._related_lists_route),
+            ("POST", "/crm/v8/coql", self._coql),
+            ("GET", "/crm/v8/{module}", self._list),
+            ("POST", "/crm/v8/{module}", self._create_route),
+            ("PUT", "/crm/v8/{module}", self._update_many),
+            ("DELETE", "/crm/v8/{module}", self._delete_many),
+            ("GET", "/crm/v8/{module}/actions/count", self._count),
+            ("GET", "/crm/v8/{module}/search", self._search),
+            ("GET", "/crm/v8/{module}/{id}", self._get),
+            ("PUT", "/crm/v8/{module}/{id}", self._update_one),
+            ("DELETE", "/crm/v8/{module}/{id}", self._delete_one),
+        ]:
+            application.router.add_route(method, path, self._guard(handler))
+        return application
+
+    def _rate_headers(self) -> dict[str, str]:
+        reset = int((time.time() + 6 * 3600) * 1000)
+        return {
+            "X-RATELIMIT-LIMIT": str(self.credit_limit),
+            "X-RATELIMIT-REMAINING": str(max(0, self.credits)),
+            "X-RATELIMIT-RESET": str(reset),
+        }
+
+    def _guard(self, handler: Callable[[web.Request, Token], Awaitable[web.Response]]) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if self.fault is not None:
+                status, body = self.fault
+                self.fault = None
+                return web.Response(status=status, body=body, content_type="application/json")
+            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+            token = self.tokens.get(value.strip()) if scheme == "Zoho-oauthtoken" else None
+            if token is None or token.expires_at < time.time():
+                return Refused(401, "INVALID_TOKEN", "invalid oauth token").response()
+            if self.credits <= 0:
+                response = Refused(
+                    429,
+                    "TOO_MANY_REQUESTS",
+                    "The API credits for the last 24 hours are exhausted",
+                ).response()
+                response.headers.update(self._rate_headers())
+                return response
+            self.credits -= 1
+            try:
+                response = await handler(request, token)
+            except Refused as refused:
+                response = refused.response()
+            except coql.CoqlError as error:
+                response = Refused(400, error.code, error.message, error.details).response()
+            response.headers.update(self._rate_headers())
+            return response
+
+        return guarded
+
+    @staticmethod
+    def _scope(token: Token, *accepted: str) -> None:
+        if not any(s in token.scopes for s in accepted):
+            raise Refused(401, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL")
+
+    def _module(self, request: web.Request, token: Token, operation: str = "READ") -> Module:
+        name = request.match_info["module"]
+        module = next((m for k, m in self.modules.items() if k.lower() == name.lower()), None)
+        if module is None:
+            raise Refused(
+                400,
+                "INVALID_MODULE",
+                "the module name given seems to be invalid",
+                {"resource_path_index": 0},
+            )
+        self._scope(
+            token,
+            "ZohoCRM.modules.ALL",
+            f"ZohoCRM.modules.{module.api_name.lower()}.ALL",
+            f"ZohoCRM.modules.{module.api_name.lower()}.{operation}",
+        )
+        return module
+
+    @staticmethod
+    async def _json(request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise Refused(400, "INVALID_DATA", "the input is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise Refused(400, "INVALID_DATA", "the input must be a JSON object")
+        return body
+
+    # ---- accounts server ----------------------------------------------------------------------
+
+    def _token_answer(self, access: str, refresh: str | None) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "access_token": access,
+            "scope": " ".join(self.tokens[access].scopes),
+            "api_domain": self.api_domain or self.base_url,
+            "token_type": "Bearer",
+            "expires_in": self.token_lifetime,
+        }
+        if refresh is not None:
+            answer["refresh_token"] = refresh
+        return answer
+
+    async def _token(self, request: web.Request) -> web.Response:
+        self.calls.append(("POST", "/oauth/v2/token#grant", {}))
+        form = await request.post()
+        query = {**request.query, **{k: str(v) for k, v in form.items()}}
+        client_id, secret = query.get("client_id", ""), query.get("client_secret", "")
+        grant = query.get("grant_type", "")
+        if grant not in ("refresh_token", "authorization_code"):
+            return web.json_response({"error": "unsupported_grant_type"})
+        if client_id not in self.clients:
+            return web.json_response({"error": "invalid_client"})
+        if self.clients[client_id] != secret:
+            return web.json_response({"error": "invalid_client_secret"})
+        if grant == "refresh_token":
+            held = self.refresh_tokens.get(query.get("refresh_token", ""))
+            if held is None or held[0] != client_id:
+                return web.json_response({"error": "invalid_code"})
+            access = self.issue_access_token(held[2])
+            return web.json_response(self._token_answer(access, None))
+        code = self.grant_codes.pop(query.get("code", ""), None)
+        if code is None or code[0] != client_id:
+            return web.json_response({"error": "invalid_code"})
+        access = self.issue_access_token()
+        return web.json_response(self._token_answer(access, self.issue_refresh_token(client_id)))
+
+    async def _revoke(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        token = request.query.get("token") or str(form.get("token", ""))
+        self.refresh_tokens.pop(token, None)
+        return web.json_response({"status": "success"})
+
+    # ---- metadata ---------------------------------------------------------------------------
+
+    async def _users(self, request: web.Request, token: Token) -> web.Response:
+        self._scope(token, "ZohoCRM.users.READ", "ZohoCRM.users.ALL")
+        kind = request.query.get("type", "AllUsers")
+        users = sorted(self.users.values(), key=lambda u: u.id)
+        if kind == "CurrentUser":
+            users = [self.users[token.user_id]]
+        elif kind == "ActiveUsers":
+            users = [u for u in users if u.status == "active"]
+        elif kind == "DeactiveUsers":
+            users = [u for u in users if u.status != "active"]
+        elif kind != "AllUsers":
+            raise Refused(400, "INVALID_DATA", "invalid type", {"param_name": "type"})
+        page, per_page = self._paging(request)
+        chosen = users[(page - 1) * per_page : page * per_page]
+        if not chosen:
+            return web.Response(status=204)
+        return web.json_response(
+            {
+                "users": [u.render() for u in chosen],
+                "info": {
+                    "per_page": per_page,
+                    "count": len(chosen),
+                    "page": page,
+                    "more_records": page * per_page < len(users),
+                },
+            }
+        )
+
+    async def _users_count(self, request: web.Request, token: Token) -> web.Response:
+        self._scope(token, "ZohoCRM.users.READ", "ZohoCRM.users.ALL")
+        return web.json_response({"count": len(self.users)})
+
+    async def _user(self, request: web.Request, token: Token) -> web.Response:
+        self._scope(token, "ZohoCRM.users.READ", "ZohoCRM.users.ALL")
+        user = self.users.get(request.match_info["id"])
+        if user is None:
+            return web.Response(status=204)
+        return web.json_response({"users": [user.render()]})
+
+    async def _org(self, request: web.Request, token: Token) -> web.Response:
+        self._scope(token, "ZohoCRM.org.READ", "ZohoCRM.org.ALL", "ZohoCRM.settings.ALL")
+        return web.json_response(
+            {
+                "org": [
+                    {
+                        "id": "5725767000000021001",
+                        "company_name": self.org_name,
+                        "zgid": self.org_id,
+                        "domain_name": "org" + self.org_id,
+                        "primary_email": self.admin.email,
+                        "primary_zuid": "70012345",
+                        "time_zone": "Etc/UTC",
+                        "iso_code": "USD",
+                        "currency_symbol": "$",
+                        "country_code": "US",
+                        "type": "production",
+                        "mc_status": False,
+                        "gapps_enabled": False,
+                        "privacy_settings": False,
+                    }
+                ]
+            }
+        )
+
+    def _settings_module(self, request: web.Request, token: Token) -> Module:
+        self._scope(
+            token, "ZohoCRM.settings.ALL", "ZohoCRM.settings.READ", "ZohoCRM.settings.fields.READ"
+        )
+        name = request.query.get("module") or request.match_info.get("module", "")
+        module = next((m for k, m in self.modules.items() if k.lower() == name.lower()), None)
+        if module is None:
+            raise Refused(
+                400,
+                "INVALID_MODULE",
+                "the module name given seems to be invalid",
+                {"param_name": "module"},
+            )
+        return module
+
+    async def _modules_route(self, request: web.Request, token: Token) -> web.Response:
+        self._scope(
+            token, "ZohoCRM.settings.ALL", "ZohoCRM.settings.READ", "ZohoCRM.settings.modules.READ"
+        )
+        return web.json_response({"modules": [m.describe() for m in self.modules.values()]})
+
+    async def _module_route(self, request: web.Request, token: Token) -> web.Response:
+        module = self._settings_module(request, token)
+        return web.json_response({"modules": [module.describe()]})
+
+    async def _fields_route(self, request: web.Request, token: Token) -> web.Response:
+        module = self._settings_module(request, token)
+        return web.json_response(
+            {"fields": [f.describe(n) for n, f in enumerate(module.fields.values())]}
+        )
+
+    async def _layouts_route(self, request: web.Request, token: Token) -> web.Response:
+        module = self._settings_module(request, token)
+        return web.json_response(
+            {
+                "layouts": [
+                    {
+                        "id": "5725767000000091055",
+                        "name": "Standard",
+                        "api_name": "Standard",
+                        "status": "active",
+                        "visible": True,
+                        "sections": [
+                            {
+                                "display_label": f"{module.singular} Information",
+                                "api_name": f"{module.singular} Information",
+                                "sequence_number": 1,
+                                "fields": [
+                                    f.describe(n) for n, f in enumerate(module.fields.values())
+                                ],
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+
+    async def _related_lists_route(self, request: web.Request, token: Token) -> web.Response:
+        self._settings_module(request, token)
+        return web.json_response({"related_lists": []})
+
+    # ---- records ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _paging(request: web.Request) -> tuple[int, int]:
+        try:
+            page = int(request.query.get("page", "1"))
+            per_page = int(request.query.get("per_page", str(MAX_PER_PAGE)))
+        except ValueError:
+            raise Refused(400, "INVALID_DATA", "page and per_page must be numbers") from None
+        if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+            raise Refused(
+                400, "INVALID_DATA", "invalid page or per_page", {"param_name": "per_page"}
+            )
+        return page, per_page
+
+    def _wanted(self, request: web.Request, module: Module, required: bool) -> list[str] | None:
+        names = [n for v in request.query.getall("fields", []) for n in v.split(",") if n]
+        if not names:
+            if required:
+                raise Refused(
+                    400,
+                    "REQUIRED_PARAM_MISSING",
+                    "One of the expected parameter is missing",
+                    {"param_name": "fields"},
+                )
+            return None
+        if len(names) > 50:
+            raise Refused(400, "LIMIT_EXCEEDED", "fields limit exceeded", {"limit": 50})
+        for name in names:
+            if name not in module.fields and name != "$se_module":
+                raise Refused(400, "INVALID_DATA", "invalid field", {"api_name": name})
+        return names
+
+    def _render(
+        self, module: Module, record: dict[str, Any], wanted: list[str] | None
+    ) -> dict[str, Any]:
+        names = wanted if wanted is not None else [*module.fields, "$se_module"]
+        out: dict[str, Any] = {"id": record["id"]}
+        for name in names:
+            if name in module.fields or name == "$se_module":
+                value = record.get(name)
+                if name == "$se_module" and wanted is None and value is None:
+                    continue
+                out[name] = value
+        return out
+
+    def _ordered(self, module: Module, sort_by: str, order: str) -> list[dict[str, Any]]:
+        rows = list(self.records[module.api_name].values())
+        rows.sort(key=lambda r: (str(r.get(sort_by) or ""), int(r["id"])), reverse=order == "desc")
+        return rows
+
+    async def _list(self, request: web.Request, token: Token) -> web.Response:
+        module = self._module(request, token)
+        wanted = self._wanted(request, module, required=True)
+        sort_by = request.query.get("sort_by", "id")
+        sort_order = request.query.get("sort_order", "desc")
+        if sort_by not in SORTABLE_BY_LIST or sort_order not in ("asc", "desc"):
+            raise Refused(
+                400,
+                "INVALID_DATA",
+                "sort_by can be id, Created_Time or Modified_Time only",
+                {"param_name": "sort_by"},
+            )
+        rows = self._ordered(module, sort_by, sort_order)
+        per_page = self._paging(request)[1]
+        page_token = request.query.get("page_token")
+        if page_token is not None:
+            if "page" in request.query:
+                raise Refused(400, "INVALID_REQUEST", "page and page_token cannot be used together")
+            held = self.page_tokens.get(page_token)
+            if (
+                held is None
+                or held.module != module.api_name
+                or held.sort != (sort_by, sort_order)
+                or held.expires_at < time.time()
+            ):
+                raise Refused(
+                    400,
+                    "INVALID_DATA",
+                    "the page token is invalid or expired",
+                    {"param_name": "page_token"},
+                )
+            offset, page = held.offset, 0
+        else:
+            page = self._paging(request)[0]
+            offset = (page - 1) * per_page
+            if page * per_page > PAGE_LIMIT:
+                raise Refused(
+                    400,
+                    "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+                    "You can fetch only 2000 records using the page parameter; use page_token",
+                    {"limit": PAGE_LIMIT},
+                )
+        chosen = rows[offset : offset + per_page]
+        if not chosen:
+            return web.Response(status=204)
+        more = offset + per_page < len(rows)
+        following = None
+        if more:
+            following = secrets.token_hex(24)
+            self.page_tokens[following] = PageToken(
+                module.api_name, (sort_by, sort_order), offset + per_page, time.time() + 86400
+            )
+        return web.json_response(
+            {
+                "data": [self._render(module, r, wanted) for r in chosen],
+                "info": {
+                    "per_page": per_page,
+                    "next_page_token": following,
+                    "count": len(chosen),
+                    "sort_by": sort_by,
+                    "page": page if page else None,
+                    "previous_page_token": None,
+                    "page_token_expiry": now() if following else None,
+                    "sort_order": sort_order,
+                    "more_records": more,
+                },
+            }
+        )
+
+    async def _get(self, request: web.Request, token: Token) -> web.Response:
+        module = self._module(request, token)
+        wanted = self._wanted(request, module, required=False)
+        record = self.records[module.api_name].get(request.match_info["id"])
+        if record is None:
+            return web.Response(status=204)
+        return web.json_response({"data": [self._render(module, record, wanted)]})
+
+    async def _count(self, request: web.Request, token: Token) -> web.Response:
+        module = self._module(request, token)
+        return web.json_response({"count": len(self.records[module.api_name])})
+
+    async def _search(self, request: web.Request, token: Token) -> web.Response:
+        """``criteria=((Field:equals:value)and(...))``: equals and starts_with; a bracket or a
+        comma in a value is escaped with a backslash."""
+        module = self._module(request, token)
+        criteria = request.query.get("criteria", "")
+        conditions = _search_criteria(criteria)
+        rows = self._ordered(module, "id", "asc")
+        for name, op, value in conditions:
+            if name not in module.fields:
+                raise Refused(400, "INVALID_QUERY", "invalid field", {"api_name": name})
+            rows = [r for r in rows if _search_match(_comparable(r.get(name)), op, value)]
+        page, per_page = self._paging(request)
+        chosen = rows[(page - 1) * per_page : page * per_page]
+        if not chosen:
+            return web.Response(status=204)
+        wanted = self._wanted(request, module, required=False)
+        return web.json_response(
+            {
+                "data": [self._render(module, r, wanted) for r in chosen],
+                "info": {
+                    "per_page": per_page,
+                    "count": len(chosen),
+                    "page": page,
+                    "more_records": page * per_page < len(rows),
+                },
+            }
+        )
+
+    async def _coql(self, request: web.Request, token: Token) -> web.Response:
+        self._scope(token, "ZohoCRM.coql.READ")
+        body = await self._json(request)
+        text = body.get("select_query")
+        if not isinstance(text, str) or not text.strip():
+            raise Refused(
+                400,
+                "REQUIRED_PARAM_MISSING",
+                "select_query is missing",
+                {"param_name": "select_query"},
+            )
+        query = coql.parse(text)
+        module = next(
+            (m for k, m in self.modules.items() if k.lower() == query.module.lower()), None
+        )
+        if module is None:
+            raise Refused(
+                400, "INVALID_QUERY", "invalid module", {"clause": "from", "value": query.module}
+            )
+        self._scope(token, "ZohoCRM.modules.ALL", f"ZohoCRM.modules.{module.api_name.lower()}.READ")
+        referenced = [*query.columns, *coql.names(query.where), *(n for n, _ in query.order)]
+        if query.count:
+            referenced.append(query.count)
+        for name in referenced:
+            base = name.split(".", 1)[0]
+            if base not in module.fields and base != "$se_module":
+                raise Refused(
+                    400, "INVALID_QUERY", "column given seems to be invalid", {"column_name": name}
+                )
+            zfield = module.fields.get(base)
+            if (
+                zfield is not None
+                and zfield.data_type == "textarea"
+                and name in coql.names(query.where)
+            ):
+                raise Refused(
+                    400,
+                    "INVALID_QUERY",
+                    "multi-line fields cannot be used in criteria",
+                    {"column_name": name},
+                )
+        rows = [
+            r
+            for r in self.records[module.api_name].values()
+            if coql.matches(query.where, lambda n, r=r: _value_of(r, n), _compare)  # type: ignore[misc]
+        ]
+        if query.count:
+            return web.json_response(
+                {
+                    "data": [{f"COUNT({query.count})": len(rows)}],
+                    "info": {"count": 1, "more_records": False},
+                }
+            )
+        rows.sort(key=lambda r: int(r["id"]))
+        for name, descending in reversed(query.order):
+            present = [r for r in rows if _value_of(r, name) not in (None, "")]
+            absent = [r for r in rows if _value_of(r, name) in (None, "")]
+            present.sort(key=lambda r: _sortable(_value_of(r, name)), reverse=descending)
+            rows = present + absent
+        chosen = rows[query.offset : query.offset + query.limit]
+        if not chosen:
+            return web.Response(status=204)
+        data = []
+        for r in chosen:
+            out: dict[str, Any] = {"id": r["id"]}
+            for name in query.columns:
+                value = r.get(name) if "." not in name else _value_of(r, name)
+                if isinstance(value, dict) and "." not in name:
+                    value = {"id": value.get("id")}  # COQL gives a lookup's id only
+                out[name] = value
+            data.append(out)
+        return web.json_response(
+            {
+                "data": data,
+                "info": {
+                    "count": len(chosen),
+                    "more_records": query.offset + query.limit < len(rows),
+                },
+            }
+        )
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def _check(self, module: Module, values: Any, creating: bool, index: int) -> dict[str, Any]:
+        if not isinstance(values, dict):
+            raise Refused(400, "INVALID_DATA", "invalid data", {"json_path": f"$.data[{index}]"})
+        clean: dict[str, Any] = {}
+        for name, value in values.items():
+            path = {"api_name": name, "json_path": f"$.data[{index}].{name}"}
+            if name == "id":
+                continue
+            if name == "$se_module":
+                if value is not None and value not in self.modules:
+                    raise Refused(400, "INVALID_DATA", "invalid module", path)
+                clean[name] = value
+                continue
+            zfield = module.fields.get(name)
+            if zfield is None:
+                raise Refused(400, "INVALID_DATA", "invalid field", path)
+            if zfield.read_only:
+                raise Refused(400, "INVALID_DATA", "the field is read only", path)
+            clean[name] = self._value(module, zfield, value, values, path)
+        if creating:
+            for zfield in module.fields.values():
+                if zfield.required and clean.get(zfield.api_name) in (None, ""):
+                    raise Refused(
+                        400,
+                        "MANDATORY_NOT_FOUND",
+                        "required field not found",
+                        {
+                            "api_name": zfield.api_name,
+                            "json_path": f"$.data[{index}].{zfield.api_name}",
+                        },
+                    )
+        return clean
+
+    def _value(
+        self,
+        module: Module,
+        zfield: ZField,
+        value: Any,
+        values: dict[str, Any],
+        path: dict[str, Any],
+    ) -> Any:
+        kind = zfield.data_type
+        if value is None or value == "":
+            return None
+        invalid = Refused(400, "INVALID_DATA", "invalid data", {**path, "expected_data_type": kind})
+        if kind in ("text", "textarea", "phone", "website", "email", "picklist"):
+            if not isinstance(value, str) or len(value) > zfield.length:
+                raise invalid
+            if kind == "email" and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+                raise invalid
+            if kind == "picklist" and zfield.options and value not in zfield.options:
+                raise invalid
+            return value
+        if kind == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise invalid
+            return value
+        if kind in ("double", "currency"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise invalid
+            return float(value)
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                raise invalid
+            return value
+        if kind == "date":
+            if not isinstance(value, str) or not _DATE.match(value):
+                raise invalid
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise invalid from None
+            return value
+        if kind == "datetime":
+            if not isinstance(value, str) or not _DATETIME.match(value):
+                raise invalid
+            return value
+        if kind in ("lookup", "ownerlookup"):
+            if not isinstance(value, dict) or not _ID.match(str(value.get("id", ""))):
+                raise invalid
+            target_id = str(value["id"])
+            if kind == "ownerlookup":
+                user = self.users.get(target_id)
+                if user is None:
+                    raise invalid
+                return {"id": user.id, "name": user.render()["full_name"], "email": user.email}
+            if zfield.api_name == "Parent_Id":
+                target_module = (value.get("module") or {}).get("api_name")
+            elif len(zfield.lookup) > 1:
+                target_module = values.get("$se_module")
+            else:
+                target_module = zfield.lookup[0]
+            if target_module not in zfield.lookup:
+                raise Refused(
+                    400,
+                    "INVALID_DATA",
+                    "the related module is missing or invalid",
+                    {
+                        **path,
+                        "api_name": "$se_module"
+                        if zfield.api_name == "What_Id"
+                        else zfield.api_name,
+                    },
+                )
+            target = self.records[target_module].get(target_id)
+            if target is None:
+                raise Refused(400, "INVALID_DATA", "the related id given seems to be invalid", path)
+            shown: dict[str, Any] = {
+                "id": target_id,
+                "name": self._display(self.modules[target_module], target),
+            }
+            if zfield.api_name == "Parent_Id":
+                module_info = self.modules[target_module].describe()
+                shown["module"] = {"api_name": target_module, "id": module_info["id"]}
+            return shown
+        return value
+
+    @staticmethod
+    def _display(module: Module, record: dict[str, Any]) -> str:
+        return str(record.get(module.display_field) or "")
+
+    def _owner(self) -> dict[str, Any]:
+        return {"id": self.admin.id, "name": "Patricia Boyle", "email": self.admin.email}
+
+    def _create(self, module_name: str, values: dict[str, Any], index: int) -> dict[str, Any]:
+        module = self.modules[module_name]
+        clean = self._check(module, values, creating=True, index=index)
+        stamp = now()
+        record: dict[str, Any] = {
+            "id": self._next_id(),
+            "Owner": self._owner(),
+            "Created_Time": stamp,
+            "Modified_Time": stamp,
+            "Created_By": self._owner(),
+            "Modified_By": self._owner(),
+            **clean,
+        }
+        self._derive(module, record)
+        self.records[module_name][record["id"]] = record
+        return record
+
+    @staticmethod
+    def _derive(module: Module, record: dict[str, Any]) -> None:
+        if "Full_Name" in module.fields:
+            record["Full_Name"] = " ".join(
+                str(p) for p in (record.get("First_Name"), record.get("Last_Name")) if p
+            )
+        if "What_Id" in module.fields and record.get("What_Id") is None:
+            record["$se_module"] = None
+
+    def _result(self, record: dict[str, Any], message: str) -> dict[str, Any]:
+        return {
+            "code": "SUCCESS",
+            "details": {
+                "Modified_Time": record["Modified_Time"],
+                "Modified_By": {"name": "Patricia Boyle", "id": self.admin.id},
+                "Created_Time": record["Created_Time"],
+                "id": record["id"],
+                "Created_By": {"name": "Patricia Boyle", "id": self.admin.id},
+            },
+            "message": message,
+            "status": "success",
+        }
+
+    async def _data(self, request: web.Request) -> list[Any]:
+        body = await self._json(request)
+        data = body.get("data")
+        if not isinstance(data, list) or not data:
+            raise Refused(400, "REQUIRED_PARAM_MISSING", "data is missing", {"param_name": "data"})
+        if len(data) > BATCH_LIMIT:
+            raise Refused(
+                400, "LIMIT_EXCEEDED", "only 100 records can be sent at once", {"limit": 100}
+            )
+        return data
+
+    @staticmethod
+    def _multi(results: list[dict[str, Any]], done: int) -> web.Response:
+        failed = sum(1 for r in results if r["status"] == "error")
+        status = done if not failed else (400 if failed == len(results) else 207)
+        return web.json_response({"data": results}, status=status)
+
+    async def _create_route(self, request: web.Request, token: Token) -> web.Response:
+        module = self._module(request, token, "CREATE")
+        results = []
+        for index, values in enumerate(await self._data(request)):
+            try:
+                made = self._create(module.api_name, values, index)
+                results.append(self._result(made, "record added"))
+            except Refused as refused:
+                results.append(refused.body())
+        return self._multi(results, 201)
+
+    def _apply(self, module: Module, record_id: str, values: Any, index: int) -> dict[str, Any]:
+        record = self.records[module.api_name].get(record_id)
+        if record is None:
+            raise Refused(
+                400,
+                "INVALID_DATA",
+                "the id given seems to be invalid",
+                {"api_name": "id", "json_path": f"$.data[{index}].id"},
+            )
+        clean = self._check(module, values, creating=False, index=index)
+        record.update(clean)
+        record["Modified_Time"] = now()
+        self._derive(module, record)
+        return record
+
+    async def _update_one(self, request: web.Request, token: Token) -> web.Response:
+        module = self._module(request, token, "UPDATE")
+        data = await self._data(request)
+        try:
+            record = self._apply(module, request.match_info["id"], data[0], 0)
+        except Refused as refused:
+            return self._multi([refused.body()], 200)
+        return self._multi([self._result(record, "record updated")], 200)
+
+    async def _update_many(self, request: web.Request, token: Token) -> web.Response:
+        module = self._module(request, token, "UPDATE")
+        results = []
+        for index, values in enumerate(await self._data(request)):
+            try:
+                record_id = str(values.get("id", "")) if isinstance(values, dict) else ""
+                if not record_id:
+                    raise Refused(
+                        400,
+                        "MANDATORY_NOT_FOUND",
+                        "required field not found",
+                        {"api_name": "id", "json_path": f"$.data[{index}].id"},
+                    )
+                results.append(
+                    self._result(self._apply(module, record_id, values, index), "record updated")
+                )
+            except Refused as refused:
+                results.append(refused.body())
+        return self._multi(results, 200)
+
+    def _delete(self, module: Module, record_id: str) -> dict[str, Any]:
+        if self.records[module.api_name].pop(record_id, None) is None:
+            return Refused(400, "INVALID_DATA", "record not deleted", {"id": record_id}).body()
+        return {
+            "code": "SUCCESS",
+            "details": {"id": record_id},
+            "message": "record deleted",
+            "status": "success",
+        }
+
+    async def _delete_one(self, request: web.Request, token: Token) -> web.Response:
+        module = self._module(request, token, "DELETE")
+        return self._multi([self._delete(module, request.match_info["id"])], 200)
+
+    async def _delete_many(self, request: web.Request, token: Token) -> web.Response:
+        module = self._module(request, token, "DELETE")
+        ids = [i for i in request.query.get("ids", "").split(",") if i]
+        if not ids:
+            raise Refused(400, "REQUIRED_PARAM_MISSING", "ids is missing", {"param_name": "ids"})
+        if len(ids) > BATCH_LIMIT:
+            raise Refused(
+                400, "LIMIT_EXCEEDED", "only 100 records can be deleted at once", {"limit": 100}
+            )
+        return self._multi([self._delete(module, i) for i in ids], 200)
+
+
+# ---- comparisons ----------------------------------------------------------------------------
+
+
+def _comparable(value: Any) -> Any:
+    """A stored value as criteria compare it: a lookup by its id."""
+    if isinstance(value, dict):
+        return value.get("id")
+    return value
+
+
+def _value_of(record: dict[str, Any], name: str) -> Any:
+    if "." in name:  # Account_Name.Account_Name, Owner.email: a field of the linked record
+        base, _, rest = name.partition(".")
+        linked = record.get(base)
+        return (
+            linked.get(rest)
+            if isinstance(linked, dict) and rest in ("id", "name", "email")
+            else None
+        )
+    return _comparable(record.get(name))
+
+
+def _sortable(value: Any) -> tuple[int, float, str]:
+    if isinstance(value, bool):
+        return (0, int(value), "")
+    if isinstance(value, (int, float)):
+        return (0, float(value), "")
+    text = str(value)
+    if _DATETIME.match(text) or _DATE.match(text):
+        parsed = (
+            datetime.fromisoformat(text)
+            if "T" in text
+            else datetime.fromisoformat(text + "T00:00:00+00:00")
+        )
+        return (0, parsed.timestamp(), "")
+    if text.isdigit() and len(text) > 12:  # a record id
+        return (0, float(int(text)), "")
+    return (1, 0.0, text.lower())
+
+
+def _compare(left: Any, right: Any) -> int:
+    a, b = _sortable(left), _sortable(right)
+    if a[0] != b[0]:
+        a, b = (1, 0.0, str(left).lower()), (1, 0.0, str(right).lower())
+    return (a > b) - (a < b)
+
+
+def _search_criteria(text: str) -> list[tuple[str, str, str]]:
+    """``(A:op:v)and(B:op:v)`` -> [(A, op, v), ...]; ``\\(``, ``\\)`` and ``\\,`` are literal."""
+    found: list[tuple[str, str, str]] = []
+    inner = text.strip()
+    if inner.startswith("((") and inner.endswith("))"):
+        inner = inner[1:-1]
+    parts, current, escaped, depth = [], "", False, 0
+    for char in inner:
+        if escaped:
+            current += char
+            escaped = False
+            continue
+        if char == "\\":
+            escaped = True
+            continue
+        if char == "(":
+            depth += 1
+            if depth == 1:
+                current = ""
+                continue
+        if char == ")":
+            depth -= 1
+            if depth == 0:
+                parts.append(current)
+                continue
+        if depth >= 1:
+            current += char
+    for part in parts:
+        name, _, rest = part.partition(":")
+        op, _, value = rest.partition(":")
+        if op not in ("equals", "starts_with", "not_equal", "greater_than", "less_than"):
+            raise Refused(400, "INVALID_QUERY", "invalid operator", {"operator": op})
+        found.append((name, op, value))
+    if not found:
+        raise Refused(400, "INVALID_QUERY", "invalid criteria", {"param_name": "criteria"})
+    return found
+
+
+def _search_match(value: Any, op: str, wanted: str) -> bool:
+    text = "" if value is None else str(value).lower()
+    if op == "equals":
+        return text == wanted.lower()
+    if op == "not_equal":
+        return text != wanted.lower()
+    if op == "starts_with":
+        return text.startswith(wanted.lower())
+    return _compare(value, wanted) > 0 if op == "greater_than" else _compare(value, wanted) < 0
+
+
+# ---- the demo and the gateway's view of it ---------------------------------------------------
+
+
+def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
+    """CRMGATE_PLATFORM_OVERRIDES that point ZohoCRM (API and accounts server) at a simulator."""
+    host = base_url.removeprefix("https://")
+    return {
+        "ZohoCRM": {
+            "instance_hosts": [host],
+            "oauth": {
+                "authorize_url": f"{base_url}/oauth/v2/auth",
+                "token_url": f"{base_url}/oauth/v2/token",
+                "revoke_url": f"{base_url}/oauth/v2/token/revoke",
+            },
+        }
+    }
+
+
+def seed_zoho(sim: ZohoSimulator) -> None:
+    """A small, realistic org: accounts, their contacts and deals, a lead, a task, a note."""
+    accounts = {
+        name: sim.insert(
+            "Accounts",
+            {
+                "Account_Name": name,
+                "Industry": industry,
+                "Employees": employees,
+                "Website": website,
+                "Billing_City": city,
+                "Billing_Country": country,
+            },
+        )
+        for name, industry, employees, website, city, country in (
+            ("Zylker Traders", "Retail", 120, "https://zylker.example", "Austin", "US"),
+            ("Northwind Farms", "Farming", 45, "https://northwind.example", "Bristol", "UK"),
+            ("Contoso Labs", "Technology", 800, "https://contoso.example", "Chennai", "IN"),
+        )
+    }
+    people = [
+        ("Nancy", "Davolio", "nancy.davolio@zylker.example", "Sales Manager", "Zylker Traders"),
+        ("Andrew", "Fuller", "andrew.fuller@zylker.example", "VP Sales", "Zylker Traders"),
+        ("Janet", "Leverling", "janet@northwind.example", "Buyer", "Northwind Farms"),
+        ("Steven", "Buchanan", "steven@contoso.example", "CTO", "Contoso Labs"),
+    ]
+    contacts = {}
+    for first, last, email, title, account in people:
+        contacts[last] = sim.insert(
+            "Contacts",
+            {
+                "First_Name": first,
+                "Last_Name": last,
+                "Email": email,
+                "Title": title,
+                "Account_Name": {"id": accounts[account]},
+            },
+        )
+    for name, amount, stage, closing, account, contact in (
+        (
+            "Zylker renewal",
+            12000.0,
+            "Negotiation/Review",
+            "2027-03-31",
+            "Zylker Traders",
+            "Davolio",
+        ),
+        ("Northwind seeds", 4500.0, "Qualification", "2027-05-15", "Northwind Farms", "Leverling"),
+        ("Contoso platform", 98000.0, "Closed Won", "2026-12-01", "Contoso Labs", "Buchanan"),
+    ):
+        sim.insert(
+            "Deals",
+            {
+                "Deal_Name": name,
+                "Amount": amount,
+                "Stage": stage,
+                "Closing_Date": closing,
+                "Account_Name": {"id": accounts[account]},
+                "Contact_Name": {"id": contacts[contact]},
+            },
+        )
+    sim.insert(
+        "Leads",
+        {
+            "First_Name": "Laura",
+            "Last_Name": "Callahan",
+            "Company": "Fabrikam",
+            "Email": "laura@fabrikam.example",
+        },
+    )
+    sim.insert(
+        "Tasks",
+        {
+            "Subject": "Send the renewal quote",
+            "Due_Date": "2027-02-01",
+            "Status": "Not Started",
+            "Priority": "High",
+            "What_Id": {"id": accounts["Zylker Traders"]},
+            "$se_module": "Accounts",
+        },
+    )
+    sim.insert(
+        "Notes",
+        {
+            "Note_Title": "Kick-off",
+            "Note_Content": "Met the buying committee.",
+            "Parent_Id": {"module": {"api_name": "Accounts"}, "id": accounts["Northwind Farms"]},
+        },
+    )
+
+
+__all__ = ["ALL_SCOPES", "ZohoSimulator", "platform_overrides", "seed_zoho"]

@@ -1,0 +1,486 @@
+"""Pipedrive through crmgate's unified entity API, with Pipedrive played by crmsim over HTTPS:
+API v2 for persons, organizations, deals and activities, v1 for leads, notes and users, and
+Pipedrive's saved filters for every filtered list."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import (
+    AppClient,
+    Database,
+    RunningGateway,
+    check_life_cycle,
+    create_account,
+    make_settings,
+    migrate_database,
+)
+from crmgate.api.app import create_app
+from crmgate.settings import Settings
+from crmsim.pipedrive import PipedriveSimulator, platform_overrides, seed_pipedrive
+from crmsim.server import RunningSimulator
+from crmsim.tls import Certificates
+
+
+@dataclass
+class PipedriveSim:
+    simulator: PipedriveSimulator
+    base_url: str
+    ca_file: str
+
+    def settings(self, directory: Path, database: Database, **extra: Any) -> Settings:
+        result = make_settings(
+            directory,
+            database.url,
+            platform_overrides=platform_overrides(self.base_url),
+            outbound_ca_file=self.ca_file,
+            **extra,
+        )
+        migrate_database(result)
+        return result
+
+
+@pytest.fixture
+def pipedrive(certificates: Certificates) -> Iterator[PipedriveSim]:
+    simulator = PipedriveSimulator()
+    with RunningSimulator(simulator.app(), certificates) as running:
+        simulator.base_url = running.base_url
+        yield PipedriveSim(simulator, running.base_url, str(certificates.ca_file))
+
+
+class Company(AppClient):
+    """A client of one connected Pipedrive application, and the company behind it."""
+
+    def __init__(self, client: httpx.Client, key: str, sim: PipedriveSimulator) -> None:
+        super().__init__(client, key)
+        self.sim = sim
+
+    def calls(self, method: str, path: str) -> int:
+        return sum(1 for call in self.sim.calls if call == (method, path))
+
+
+def connect(client: httpx.Client, sim: PipedriveSim, token: str) -> httpx.Response:
+    credential = {"instance_url": sim.base_url, "api_token": token}
+    return client.post(
+        "/v1/application",
+        json={"type": "Pipedrive", "authorization": "key", "credential": credential},
+    )
+
+
+@pytest.fixture
+def company(tmp_path: Path, database: Database, pipedrive: PipedriveSim) -> Iterator[Company]:
+    settings = pipedrive.settings(tmp_path / "data", database)
+    admin = create_account(settings)
+    token = pipedrive.simulator.add_api_token()
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        created = connect(client, pipedrive, token)
+        assert created.status_code == 201, created.text
+        yield Company(client, created.json()["key"], pipedrive.simulator)
+
+
+def test_an_api_token_connects_and_a_wrong_one_is_refused(
+    company: Company, pipedrive: PipedriveSim
+) -> None:
+    app = company.client.get(f"/v1/application/{company.key}").json()
+    assert app["type"] == "Pipedrive" and app["company"]["id"] == str(company.sim.company_id)
+    assert app["me"]["id"] == str(company.sim.admin)
+    wrong = connect(company.client, pipedrive, "not-a-token")
+    assert wrong.status_code == 401 and wrong.json()["detail"]["code"] == "UNAUTHORIZED"
+    # the token travels in the x-api-token header, never in a URL crmgate logs
+    assert all("api_token" not in query for _, _, query in company.sim.queries)
+    evil = company.client.post(
+        "/v1/application",
+        json={
+            "type": "Pipedrive",
+            "authorization": "key",
+            "credential": {"instance_url": "https://evil.example", "api_token": "x"},
+        },
+    )
+    assert evil.status_code in (400, 422)  # a company domain is *.pipedrive.com
+    platform = company.client.get("/v1/platform/Pipedrive").json()
+    kinds = {a["type"]: a for a in platform["authorization"]}
+    assert set(kinds) == {"key", "oAuth-internal", "oAuth-external-refresh"}
+    assert [f["name"] for f in kinds["key"]["platform_credential"]] == ["instance_url", "api_token"]
+    assert platform["resource"]["entities"]["user"] == ["list", "count", "get", "describe"]
+
+
+ENTITIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "contact": ("last_name", {"position": "CFO"}, {"position": "CEO"}),
+    "account": ("name", {}, {"name": "Renamed"}),
+    "opportunity": (
+        "name",
+        {"amount": 2500.5, "expected_end_at": "2027-03-31T00:00:00+00:00"},
+        {"amount": 100.0, "state": "won"},
+    ),
+}
+
+
+@pytest.mark.parametrize("entity", sorted(ENTITIES))
+def test_every_entity_has_the_whole_life_cycle(company: Company, entity: str) -> None:
+    check_life_cycle(company, entity, ENTITIES[entity], ("api/v2/{native}/{id}", "data.id"))
+
+
+def test_leads_have_the_whole_life_cycle(company: Company) -> None:
+    org = company.sim.insert("organizations", {"name": "Lead owner org"})
+    links = {"relation": {"account": [{"type": "account", "entity": {"id": org}}]}}
+    check_life_cycle(
+        company, "lead", ("description", {}, {}), ("v1/{native}/{id}", "data.id"), links
+    )
+    lead = company.ok("GET", "/entity/lead/list")[0]
+    assert lead["relation"]["account"] == [{"type": "account", "entity": {"id": org}}]
+    assert len(lead["id"]) == 36  # Pipedrive's lead ids are UUIDs
+
+
+def test_activities_of_each_type_have_their_life_cycle(company: Company) -> None:
+    """Pipedrive sorts activities by id, dates and due date only: the same life cycle as
+    check_life_cycle, sorted by due date, for tasks, calls and meetings in one company."""
+    company.sim.burst = 1000  # three life cycles go beyond 80 calls in 2 seconds
+    company.sim.insert("activities", {"subject": "Lunch", "type": "lunch"})  # not any of them
+    for entity in ("task", "call", "meeting"):
+        activity_life_cycle(company, entity)
+
+
+def activity_life_cycle(company: Company, entity: str) -> None:
+    when = "due_at" if entity == "task" else "started_at"
+    base = f"/entity/{entity}"
+    ids = [
+        company.ok("POST", base, 201, json={"subject": f"{entity} {n}", when: f"2027-01-0{n}"})[
+            "id"
+        ]
+        for n in (3, 1, 2)
+    ]
+    assert company.sim.records["activities"][ids[0]]["type"] == entity
+    one = company.ok("GET", f"{base}/{ids[0]}")
+    assert one["subject"] == f"{entity} 3" and one[when] == "2027-01-03T00:00:00+00:00"
+    first = company.ok("GET", f"{base}/list", params={"page_size": 2, "sort": when})
+    second = company.ok("GET", f"{base}/list", params={"page_size": 2, "page": 2, "sort": when})
+    assert [r["subject"] for r in first + second] == [f"{entity} {n}" for n in (1, 2, 3)]
+    backwards = company.ok("GET", f"{base}/list", params={"sort": f"-{when}"})
+    assert [r["subject"] for r in backwards] == [f"{entity} {n}" for n in (3, 2, 1)]
+    by_subject = company.call("GET", f"{base}/list", params={"sort": "subject"})
+    assert by_subject.status_code == 400 and "due date" in by_subject.text
+    chosen = company.ok("GET", f"{base}/list", params={"filter": f"subject eq '{entity} 2'"})
+    assert [r["id"] for r in chosen] == [ids[2]]
+    assert company.ok("GET", f"{base}/count") == {"total": 3}
+    later = company.ok("GET", f"{base}/count", params={"filter": f"{when} ge '2027-01-02'"})
+    assert later == {"total": 2}
+    company.ok("PUT", f"{base}/{ids[1]}", json={"description": "Agenda"})
+    assert company.ok("GET", f"{base}/{ids[1]}")["description"] == "Agenda"
+    described = company.ok("GET", f"{base}/describe")
+    assert described["native_entity"] == "activities"
+    assert "subject" in described["schema"]["create"]["fields"]
+    lunch = next(i for i, r in company.sim.records["activities"].items() if r["type"] == "lunch")
+    assert company.call("GET", f"{base}/{lunch}").status_code == 404
+    assert company.call("DELETE", f"{base}/{lunch}").status_code == 404
+    assert company.call("DELETE", f"{base}/{ids[0]}").status_code == 204
+    bulk = company.ok(
+        "POST", f"{base}/bulk", 201, json={"item": [{"subject": f"bulk {n}"} for n in range(3)]}
+    )["item"]
+    assert [i["status"] for i in bulk] == [201, 201, 201]
+    removed = company.ok("DELETE", f"{base}/bulk", json={"item": [{"id": i["id"]} for i in bulk]})
+    assert [i["status"] for i in removed["item"]] == [204, 204, 204]
+    assert company.ok("GET", f"{base}/count") == {"total": 2}
+    raw = company.ok("POST", "/request", 201, json={"path": f"api/v2/activities/{ids[2]}"})
+    assert raw["status_code"] == 200 and f'"id":{ids[2]}'.encode() in base64.b64decode(
+        raw["content"]
+    ).replace(b" ", b"")
+
+
+def test_deals_link_organizations_and_people_and_filter_by_them(company: Company) -> None:
+    acme = company.ok("POST", "/entity/account", 201, json={"name": "Acme"})["id"]
+    initech = company.ok("POST", "/entity/account", 201, json={"name": "Initech"})["id"]
+    bob = company.ok("POST", "/entity/contact", 201, json={"last_name": "Bob Slydell"})["id"]
+
+    def link(kind: str, record_id: str) -> dict[str, Any]:
+        return {kind: [{"type": kind, "entity": {"id": record_id}}]}
+
+    deal = company.ok(
+        "POST",
+        "/entity/opportunity",
+        201,
+        json={"name": "TPS reports", "relation": {**link("account", acme), **link("contact", bob)}},
+    )["id"]
+    company.ok(
+        "POST",
+        "/entity/opportunity",
+        201,
+        json={"name": "Other", "relation": link("account", acme)},
+    )
+    read = company.ok("GET", f"/entity/opportunity/{deal}")
+    assert read["relation"]["account"] == link("account", acme)["account"]
+    assert read["relation"]["contact"] == link("contact", bob)["contact"]
+    assert company.sim.records["deals"][deal]["org_id"] == int(acme)  # v2 wants numbers
+    company.ok("PUT", f"/entity/opportunity/{deal}", json={"relation": link("account", initech)})
+    moved = company.ok("GET", f"/entity/opportunity/{deal}")
+    assert moved["relation"]["account"] == link("account", initech)["account"]
+    found = company.ok(
+        "GET", "/entity/opportunity/list", params={"filter": f"relation.account eq '{initech}'"}
+    )
+    assert [d["id"] for d in found] == [deal]
+    expanded = company.ok("GET", f"/entity/opportunity/{deal}", params={"expand": "account"})
+    assert expanded["relation"]["account"][0]["entity"]["name"] == "Initech"
+    bad = company.call(
+        "GET", "/entity/opportunity/list", params={"filter": "relation.account eq '1 OR 1=1'"}
+    )
+    assert bad.status_code == 400
+
+
+def test_contacts_typed_lists_custom_fields_and_hostile_filters(company: Company) -> None:
+    # crmgate's filter language names fields that start with a letter (a key such as
+    # 9f86d0...  can be read and written, not filtered)
+    tier = company.sim.add_custom_field(
+        "persons", "Loyalty tier", "enum", ("Gold", "Silver"), key="a" + "0" * 38 + "1"
+    )
+    since = company.sim.add_custom_field("persons", "Customer since", "date")
+    described = company.ok("GET", "/entity/contact/describe")["schema"]["fetch"]["fields"]
+    assert described[tier]["label"] == "Loyalty tier" and described[tier]["custom"] is True
+    assert described[tier]["enum"] == ["1", "2"] and len(tier) == 40
+    assert described[since]["type"] == "date"
+    assert described["email"]["item_types"] == ["work", "home", "other"]
+    body = {
+        "last_name": "Grace Hopper",
+        "email": [
+            {"type": "work", "address": "grace@navy.example"},
+            {"type": "home", "address": "grace@home.example"},
+        ],
+        "phone": [{"type": "mobile", "number": "+1 555 0100"}],
+        tier: 1,
+        since: "2020-05-01",
+    }
+    grace = company.ok("POST", "/entity/contact", 201, json=body)["id"]
+    company.ok("POST", "/entity/contact", 201, json={"last_name": "Ada Lovelace"})
+    stored = company.sim.records["persons"][grace]
+    assert stored["emails"][0] == {"value": "grace@navy.example", "label": "work", "primary": True}
+    assert stored[tier] == 1
+    read = company.ok("GET", f"/entity/contact/{grace}")
+    assert read["first_name"] == "Grace" and read["last_name"] == "Grace Hopper"
+    assert read["email"] == [
+        {"type": "work", "address": "grace@navy.example"},
+        {"type": "home", "address": "grace@home.example"},
+    ]
+    assert read["phone"] == [{"type": "mobile", "number": "+1 555 0100"}]
+    assert read[tier] == "1" and read[since] == "2020-05-01"  # an option id, as text
+    assert read["created_at"].endswith("+00:00")
+    found = company.ok("GET", "/entity/contact/list", params={"filter": "email contains 'navy'"})
+    assert [c["id"] for c in found] == [grace]
+    gold = company.ok("GET", "/entity/contact/list", params={"filter": f"{tier} eq '1'"})
+    assert [c["id"] for c in gold] == [grace]
+    starts = company.ok(
+        "GET", "/entity/contact/list", params={"filter": "last_name startswith 'ada'"}
+    )
+    assert [c["last_name"] for c in starts] == ["Ada Lovelace"]
+    none = company.ok("GET", "/entity/contact/list", params={"filter": "position eq null"})
+    assert len(none) == 2
+    for hostile in ["x' OR 1=1", '"}]},{"glue":"or","conditions":[', "Grace Hopper' --"]:
+        quoted = hostile.replace("'", "''")
+        listed = company.ok(
+            "GET", "/entity/contact/list", params={"filter": f"last_name eq '{quoted}'"}
+        )
+        assert listed == []
+    for wildcard in ("%", "_", "Gr%ce"):
+        refused = company.call(
+            "GET", "/entity/contact/list", params={"filter": f"last_name contains '{wildcard}'"}
+        )
+        assert refused.status_code == 400 and "wildcards" in refused.text
+    company.ok("PUT", f"/entity/contact/{grace}", json={"email": []})
+    assert company.ok("GET", f"/entity/contact/{grace}")["email"] == []
+    assert company.sim.records["persons"][grace]["emails"] == []
+
+
+def test_filters_are_made_once_reused_and_made_again_when_deleted(company: Company) -> None:
+    company.sim.insert("persons", {"name": "Ann Smith"})
+    params = {"filter": "last_name eq 'Ann Smith'"}
+    for _ in range(3):
+        assert len(company.ok("GET", "/entity/contact/list", params=params)) == 1
+    assert company.ok("GET", "/entity/contact/count", params=params) == {"total": 1}
+    assert company.calls("POST", "/v1/filters") == 1
+    assert company.calls("GET", "/v1/personFields") == 1  # the describe gave the field ids
+    made = next(iter(company.sim.filters.values()))
+    assert made["name"].startswith("crmgate ") and made["type"] == "people"
+    company.sim.filters.clear()  # someone deletes it in Pipedrive
+    assert len(company.ok("GET", "/entity/contact/list", params=params)) == 1
+    assert company.calls("POST", "/v1/filters") == 2
+
+
+def test_notes_link_records_and_filter_by_their_relations(company: Company) -> None:
+    deal = company.sim.insert("deals", {"title": "Deal"})
+    person = company.sim.insert("persons", {"name": "Pat"})
+    on_deal = {"relation": {"opportunity": [{"type": "opportunity", "entity": {"id": deal}}]}}
+    on_person = {"relation": {"contact": [{"type": "contact", "entity": {"id": person}}]}}
+    first = company.ok("POST", "/entity/note", 201, json={"body": "On the deal", **on_deal})["id"]
+    company.ok("POST", "/entity/note", 201, json={"body": "On the person", **on_person})
+    bad = company.call("POST", "/entity/note", json={"body": "Nowhere"})
+    assert bad.status_code == 422 and "deal_id" in bad.json()["detail"]["message"]
+    read = company.ok("GET", f"/entity/note/{first}")
+    assert read["body"] == "On the deal" and read["created_at"].endswith("+00:00")
+    assert read["relation"]["opportunity"][0]["entity"]["id"] == deal
+    found = company.ok(
+        "GET", "/entity/note/list", params={"filter": f"relation.contact eq '{person}'"}
+    )
+    assert [n["body"] for n in found] == ["On the person"]
+    pages = [
+        company.ok("GET", "/entity/note/list", params={"page_size": 1, "page": p, "sort": "body"})
+        for p in (1, 2, 3)
+    ]
+    assert [[n["body"] for n in page] for page in pages] == [["On the deal"], ["On the person"], []]
+    assert company.ok("GET", "/entity/note/count") == {"total": 2}
+    by_body = company.call("GET", "/entity/note/list", params={"filter": "body eq 'x'"})
+    assert by_body.status_code == 400
+    company.ok("PUT", f"/entity/note/{first}", json={"body": "Edited"})
+    assert company.sim.records["notes"][first]["content"] == "Edited"
+    assert company.call("DELETE", f"/entity/note/{first}").status_code == 204
+    assert company.call("GET", f"/entity/note/{first}").status_code == 404
+
+
+def test_users_are_read_only(company: Company) -> None:
+    other = company.sim.add_user("Bob Builder", "bob@acme.example")
+    users = company.ok("GET", "/entity/user/list")
+    assert [u["username"] for u in users] == ["ada@acme.example", "bob@acme.example"]
+    assert company.ok("GET", "/entity/user/count") == {"total": 2}
+    bob = company.ok("GET", f"/entity/user/{other}")
+    assert bob["last_name"] == "Bob Builder" and bob["is_admin"] is False
+    assert bob["email"] == [{"type": "work", "address": "bob@acme.example"}]
+    refused = company.call("POST", "/entity/user", json={"last_name": "X"})
+    assert refused.status_code == 403 and refused.json()["detail"]["code"] == "NOT_SUPPORTED"
+    assert company.ok("GET", "/entity/user/describe")["schema"]["create"]["allowed"] is False
+
+
+def test_pipedrive_errors_become_the_contracts(
+    company: Company, pipedrive: PipedriveSim, tmp_path: Path, database: Database
+) -> None:
+    missing = company.call("POST", "/entity/opportunity", json={"amount": 5})
+    assert missing.status_code == 422
+    assert missing.json()["detail"]["errors"][0]["field"] == "title" or "title" in missing.text
+    wrong_type = company.call("POST", "/entity/opportunity", json={"name": "X", "state": "maybe"})
+    assert wrong_type.status_code == 422 and "status" in wrong_type.text
+    assert company.call("GET", "/entity/contact/999999").status_code == 404
+    assert company.call("GET", "/entity/contact/not-a-number").status_code == 404
+    assert company.call("GET", "/entity/lead/not-a-uuid").status_code == 404
+    unsupported = company.call("GET", "/entity/case/list")
+    assert unsupported.status_code == 403 and "Pipedrive" in unsupported.text
+    company.sim.burst = 0
+    limited = company.call("GET", "/entity/contact/count")
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) == 2
+    assert "Request over limit" in limited.json()["detail"]["message"]
+    company.sim.burst = 1000
+    for fault in ("500", "503", "html"):
+        company.sim.fault = fault
+        failed = company.call("GET", "/entity/contact/list")
+        assert failed.status_code == 502, (fault, failed.text)
+        assert failed.json()["detail"]["code"] == "CRM_UNAVAILABLE"
+    # a user whose permission set forbids edits
+    reader = company.sim.add_user("Rita Reader", "rita@acme.example")
+    company.sim.read_only_users.add(reader)
+    token = company.sim.add_api_token(reader)
+    key = connect(company.client, pipedrive, token).json()["key"]
+    reading = AppClient(company.client, key)
+    assert reading.call("GET", "/entity/contact/count").status_code == 200
+    refused = reading.call("POST", "/entity/contact", json={"last_name": "X"})
+    assert refused.status_code == 403 and refused.json()["detail"]["code"] == "NOT_ALLOWED"
+    assert "permissions" in refused.json()["detail"]["message"]
+
+
+def test_pages_in_order_cost_one_call_per_500_records(company: Company) -> None:
+    for n in range(1100):
+        company.sim.insert("persons", {"name": f"P{n:04d}"})
+
+    def lists() -> int:
+        return company.calls("GET", "/api/v2/persons")
+
+    before = lists()
+    seen: list[str] = []
+    for page in range(1, 13):  # 100 a page; the last is empty
+        rows = company.ok("GET", "/entity/contact/list", params={"page": page, "page_size": 100})
+        seen += [r["last_name"] for r in rows]
+    assert seen == [f"P{n:04d}" for n in range(1100)]
+    assert lists() - before == 3  # 500 + 500 + 100
+    jump = company.ok(
+        "GET", "/entity/contact/list", params={"page": 8, "page_size": 100, "fields": "id"}
+    )
+    assert len(jump) == 100 and lists() - before == 5  # a new walk: two batches to reach it
+    before = lists()
+    assert company.ok("GET", "/entity/contact/count") == {"total": 1100}
+    assert lists() - before == 3
+    # the walk knows where the list ends; another query with no walk near may not jump so far
+    assert company.ok("GET", "/entity/contact/list", params={"page": 400}) == []
+    far = company.call("GET", "/entity/contact/list", params={"page": 402, "sort": "-id"})
+    assert far.status_code == 400 and "page by page" in far.text
+    # sorts v2 does not have use v1's offsets: one call for any page
+    v1 = company.calls("GET", "/v1/persons")
+    named = company.ok("GET", "/entity/contact/list", params={"page": 9, "sort": "-last_name"})
+    assert named[0]["last_name"] == "P0899" and company.calls("GET", "/v1/persons") == v1 + 1
+
+
+def test_oauth_tokens_are_refreshed_with_basic_client_authentication(
+    tmp_path: Path, database: Database, pipedrive: PipedriveSim
+) -> None:
+    sim = pipedrive.simulator
+    sim.add_app("pd-client", "pd-secret")
+    settings = pipedrive.settings(
+        tmp_path / "oauth",
+        database,
+        oauth_clients={"Pipedrive": {"client_id": "pd-client", "client_secret": "pd-secret"}},
+    )
+    admin = create_account(settings)
+    credential = {
+        "instance_url": pipedrive.base_url,
+        "access_token": sim.issue_access_token(),
+        "refresh_token": sim.issue_refresh_token("pd-client"),
+    }
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        created = client.post(
+            "/v1/application",
+            json={"type": "Pipedrive", "authorization": "oAuth-internal", "credential": credential},
+        )
+        assert created.status_code == 201, created.text
+        app = AppClient(client, created.json()["key"])
+        sim.expire_tokens()
+        assert app.call("GET", "/entity/contact/count").status_code == 200
+        assert sim.calls.count(("POST", "/oauth/token")) == 1
+        assert app.call("GET", "/entity/contact/count").status_code == 200
+        assert sim.calls.count(("POST", "/oauth/token")) == 1
+        sim.refresh_tokens.clear()  # revoked in Pipedrive
+        sim.expire_tokens()
+        refused = app.call("GET", "/entity/contact/count")
+        assert refused.status_code == 401 and "invalid_grant" in refused.text
+
+
+def test_an_external_token_that_expired_is_the_clients_to_renew(
+    tmp_path: Path, database: Database, pipedrive: PipedriveSim
+) -> None:
+    sim = pipedrive.simulator
+    settings = pipedrive.settings(tmp_path / "external", database)
+    admin = create_account(settings)
+    credential = {"instance_url": pipedrive.base_url, "access_token": sim.issue_access_token()}
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        key = client.post(
+            "/v1/application",
+            json={
+                "type": "Pipedrive",
+                "authorization": "oAuth-external-refresh",
+                "credential": credential,
+            },
+        ).json()["key"]
+        app = AppClient(client, key)
+        assert app.call("GET", "/entity/account/count").status_code == 200
+        sim.expire_tokens()
+        expired = app.call("GET", "/entity/account/count")
+        assert expired.status_code == 401 and expired.json()["detail"]["code"] == "UNAUTHORIZED"
+
+
+def test_the_demo_seed_fills_a_small_company(pipedrive: PipedriveSim) -> None:
+    seed_pipedrive(pipedrive.simulator)
+    records = pipedrive.simulator.records
+    assert len(records["organizations"]) == 3 and len(records["persons"]) == 5
+    assert len(records["deals"]) == 3 and len(records["activities"]) == 3
+    assert len(records["leads"]) == 2 and len(records["notes"]) == 2
+    assert platform_overrides(pipedrive.base_url)["Pipedrive"]["oauth"]["token_url"].endswith(
+        "/oauth/token"
+    )

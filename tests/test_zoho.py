@@ -1,0 +1,550 @@
+"""Zoho CRM through crmgate's unified entity API, with Zoho played by crmsim over HTTPS: the same
+requests as for Salesforce, translated into Zoho's COQL, records and bulk APIs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import (
+    AppClient,
+    Database,
+    RunningGateway,
+    check_life_cycle,
+    create_account,
+    make_settings,
+    migrate_database,
+)
+from crmgate.api.app import create_app
+from crmsim.server import RunningSimulator
+from crmsim.tls import Certificates
+from crmsim.zoho import ZohoSimulator, platform_overrides, seed_zoho
+
+APP = "X-API2CRM-APPLICATION-KEY"
+
+
+@dataclass
+class Zoho:
+    simulator: ZohoSimulator
+    base_url: str
+    ca_file: str
+
+    def settings(self, directory: Path, database: Database, **extra: Any) -> Any:
+        settings = make_settings(
+            directory,
+            database.url,
+            platform_overrides=platform_overrides(self.base_url),
+            outbound_ca_file=self.ca_file,
+            **extra,
+        )
+        migrate_database(settings)
+        return settings
+
+
+@pytest.fixture
+def zoho(certificates: Certificates) -> Iterator[Zoho]:
+    simulator = ZohoSimulator()
+    with RunningSimulator(simulator.app(), certificates) as running:
+        simulator.base_url = running.base_url
+        yield Zoho(simulator, running.base_url, str(certificates.ca_file))
+
+
+class Org(AppClient):
+    """A client of one connected Zoho CRM application, and the org behind it."""
+
+    def __init__(self, client: httpx.Client, key: str, sim: ZohoSimulator) -> None:
+        super().__init__(client, key)
+        self.sim = sim
+
+    def calls(self, method: str, path: str) -> int:
+        return sum(1 for m, p, _ in self.sim.calls if m == method and p == path)
+
+
+@pytest.fixture
+def org(tmp_path: Path, database: Database, zoho: Zoho) -> Iterator[Org]:
+    settings = zoho.settings(tmp_path / "data", database)
+    admin = create_account(settings)
+    credential = {
+        "instance_url": zoho.base_url,
+        "access_token": zoho.simulator.issue_access_token(),
+    }
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        created = client.post(
+            "/v1/application",
+            json={
+                "type": "ZohoCRM",
+                "authorization": "oAuth-external-refresh",
+                "credential": credential,
+            },
+        )
+        assert created.status_code == 201, created.text
+        yield Org(client, created.json()["key"], zoho.simulator)
+
+
+def test_a_token_connects_and_shows_the_user_and_org(org: Org) -> None:
+    app = org.client.get(f"/v1/application/{org.key}").json()
+    assert app["type"] == "ZohoCRM" and app["company"]["id"] == org.sim.org_id
+    assert org.sim.calls[0][1] == "/crm/v8/users" and org.sim.calls[0][2]["type"] == "CurrentUser"
+    wrong = org.client.post(
+        "/v1/application",
+        json={
+            "type": "ZohoCRM",
+            "authorization": "oAuth-external-refresh",
+            "credential": {"instance_url": org.sim.base_url, "access_token": "1000.nope"},
+        },
+    )
+    assert wrong.status_code == 401 and wrong.json()["detail"]["code"] == "UNAUTHORIZED"
+    elsewhere = org.client.post(
+        "/v1/application",
+        json={
+            "type": "ZohoCRM",
+            "authorization": "oAuth-external-refresh",
+            "credential": {"instance_url": "https://evil.example", "access_token": "x"},
+        },
+    )
+    assert elsewhere.status_code in (400, 422)
+
+
+def _account(org: Org, name: str = "Acme") -> str:
+    return str(org.ok("POST", "/entity/account", 201, json={"name": name})["id"])
+
+
+ENTITIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "contact": ("last_name", {"first_name": "Ann"}, {"position": "CFO"}),
+    "lead": ("last_name", {"company": "Initech"}, {"status": "Contacted"}),
+    "account": ("name", {"employees": "120"}, {"description": "Key account"}),
+    "opportunity": (
+        "name",
+        {"pipeline_with_stage": "Qualification", "expected_end_at": "2027-03-31T00:00:00+00:00"},
+        {"amount": 2500.5},
+    ),
+    "task": ("subject", {"due_at": "2027-01-15T00:00:00+00:00"}, {"priority": "High"}),
+    "call": (
+        "subject",
+        {"direction": "Outbound", "started_at": "2027-01-10T09:00:00+00:00"},
+        {"purpose": "Demo"},
+    ),
+    "meeting": (
+        "subject",
+        {"started_at": "2027-01-11T09:00:00+00:00", "ended_at": "2027-01-11T10:00:00+00:00"},
+        {"location": "Room 1"},
+    ),
+    "event": (
+        "subject",
+        {"started_at": "2027-01-12T09:00:00+00:00", "ended_at": "2027-01-12T10:00:00+00:00"},
+        {"is_all_day": True},
+    ),
+    "note": ("subject", {"body": "Met at the fair"}, {"body": "Edited"}),
+}
+
+
+def test_every_entity_has_the_whole_life_cycle(org: Org) -> None:
+    # one org for all entities (a gateway per entity and backend would cost a minute)
+    for entity in sorted(ENTITIES):
+        links = None
+        if entity == "note":  # a note belongs to a record (Parent_Id is required)
+            account = _account(org)
+            links = {"relation": {"account": [{"type": "account", "entity": {"id": account}}]}}
+        if entity in ("account", "meeting", "event"):  # counts start from an empty module
+            org.sim.records["Accounts" if entity == "account" else "Events"].clear()
+        check_life_cycle(org, entity, ENTITIES[entity], ("{native}/{id}", "data.0.id"), links)
+
+
+def test_deals_link_accounts_and_contacts_and_filter_by_them(org: Org) -> None:
+    acme, globex = _account(org, "Acme"), _account(org, "Globex")
+    ann = org.ok("POST", "/entity/contact", 201, json={"last_name": "Ann"})["id"]
+    link = {"type": "account", "entity": {"id": acme}}
+    deal = org.ok(
+        "POST",
+        "/entity/opportunity",
+        201,
+        json={
+            "name": "Big",
+            "pipeline_with_stage": "Qualification",
+            "expected_end_at": "2027-03-31T00:00:00+00:00",
+            "amount": 1500,
+            "relation": {
+                "account": [link],
+                "contact": [{"type": "contact", "entity": {"id": ann}}],
+            },
+        },
+    )["id"]
+    stored = org.sim.records["Deals"][deal]
+    assert stored["Account_Name"] == {"id": acme, "name": "Acme"}
+    read = org.ok("GET", f"/entity/opportunity/{deal}")
+    assert read["relation"]["account"] == [link]
+    assert read["relation"]["contact"][0]["entity"]["id"] == ann
+    assert read["expected_end_at"] == "2027-03-31" or read["expected_end_at"].startswith(
+        "2027-03-31"
+    )
+    assert read["amount"] == 1500.0
+    org.ok(
+        "PUT",
+        f"/entity/opportunity/{deal}",
+        json={"relation": {"account": [{"type": "account", "entity": {"id": globex}}]}},
+    )
+    moved = org.ok("GET", f"/entity/opportunity/{deal}", params={"expand": "account"})
+    assert moved["relation"]["account"][0]["entity"]["name"] == "Globex"
+    org.ok(
+        "POST",
+        "/entity/opportunity",
+        201,
+        json={
+            "name": "Small",
+            "pipeline_with_stage": "Closed Lost",
+            "expected_end_at": "2027-01-01",
+        },
+    )
+    by_account = org.ok(
+        "GET", "/entity/opportunity/list", params={"filter": f"relation.account eq '{globex}'"}
+    )
+    assert [d["id"] for d in by_account] == [deal]
+    big = org.ok("GET", "/entity/opportunity/list", params={"filter": "amount gt 100"})
+    assert [d["id"] for d in big] == [deal]
+    unlinked = org.ok("PUT", f"/entity/opportunity/{deal}", json={"relation": {"account": []}})
+    assert unlinked == {"id": deal}
+    assert org.sim.records["Deals"][deal]["Account_Name"] is None
+
+
+def test_activities_link_what_id_with_its_module(org: Org) -> None:
+    acme = _account(org)
+    lead = org.ok("POST", "/entity/lead", 201, json={"last_name": "Lee", "company": "X"})["id"]
+    task = org.ok(
+        "POST",
+        "/entity/task",
+        201,
+        json={
+            "subject": "Call back",
+            "relation": {"lead": [{"type": "lead", "entity": {"id": lead}}]},
+        },
+    )["id"]
+    stored = org.sim.records["Tasks"][task]
+    assert stored["What_Id"]["id"] == lead and stored["$se_module"] == "Leads"
+    read = org.ok("GET", f"/entity/task/{task}")
+    assert read["relation"] == {"lead": [{"type": "lead", "entity": {"id": lead}}]}
+    org.ok(
+        "PUT",
+        f"/entity/task/{task}",
+        json={"relation": {"lead": [], "account": [{"type": "account", "entity": {"id": acme}}]}},
+    )
+    assert org.sim.records["Tasks"][task]["$se_module"] == "Accounts"
+    assert org.ok("GET", f"/entity/task/{task}")["relation"]["account"][0]["entity"]["id"] == acme
+    found = org.ok("GET", "/entity/task/list", params={"filter": f"relation.account eq '{acme}'"})
+    assert [t["id"] for t in found] == [task]
+    note = org.ok(
+        "POST",
+        "/entity/note",
+        201,
+        json={"body": "Hello", "relation": {"lead": [{"type": "lead", "entity": {"id": lead}}]}},
+    )["id"]
+    assert org.sim.records["Notes"][note]["Parent_Id"]["module"]["api_name"] == "Leads"
+    assert org.ok("GET", f"/entity/note/{note}")["relation"]["lead"][0]["entity"]["id"] == lead
+
+
+def test_contacts_map_typed_lists_and_filters_become_coql(org: Org) -> None:
+    body = {
+        "first_name": "Grace",
+        "last_name": "Hopper",
+        "email": [{"type": "work", "address": "grace@navy.example"}],
+        "phone": [{"type": "mobile", "number": "+1 555 0100"}],
+        "address": [{"type": "mailing", "city": "Arlington", "country": "US"}],
+        "birth_date": "1906-12-09",
+    }
+    grace = org.ok("POST", "/entity/contact", 201, json=body)["id"]
+    org.ok("POST", "/entity/contact", 201, json={"last_name": "O'Brien"})
+    stored = org.sim.records["Contacts"][grace]
+    assert stored["Email"] == "grace@navy.example" and stored["Mobile"] == "+1 555 0100"
+    read = org.ok("GET", f"/entity/contact/{grace}")
+    assert read["email"] == [{"type": "work", "address": "grace@navy.example"}]
+    assert read["address"][0]["city"] == "Arlington" and read["birth_date"] == "1906-12-09"
+    found = org.ok("GET", "/entity/contact/list", params={"filter": "email contains 'navy'"})
+    assert [c["id"] for c in found] == [grace]
+    quoted = org.ok("GET", "/entity/contact/list", params={"filter": "last_name eq 'O''Brien'"})
+    assert [c["last_name"] for c in quoted] == ["O'Brien"]
+    starts = org.ok("GET", "/entity/contact/list", params={"filter": "last_name startswith 'O'"})
+    assert [c["last_name"] for c in starts] == ["O'Brien"]
+    none = org.ok("GET", "/entity/contact/list", params={"filter": "first_name eq null"})
+    assert [c["last_name"] for c in none] == ["O'Brien"]
+    three = "last_name ne 'x' and first_name eq 'Grace' and email contains 'navy'"
+    assert [c["id"] for c in org.ok("GET", "/entity/contact/list", params={"filter": three})] == [
+        grace
+    ]
+    hostile = [
+        "x' or id is not null or Last_Name = '",
+        "x\\' or id is not null or Last_Name = \\'",
+        "\\",
+        "x') or (id is not null",
+    ]
+    for value in hostile:
+        text = value.replace("'", "''")
+        assert (
+            org.ok("GET", "/entity/contact/list", params={"filter": f"last_name eq '{text}'"}) == []
+        )
+    statements = [json.dumps(c) for c in org.sim.calls if c[1] == "/crm/v8/coql"]
+    assert statements  # the filters went to COQL
+    wildcard = org.call("GET", "/entity/contact/list", params={"filter": "last_name contains '%'"})
+    assert wildcard.status_code == 400
+    bad_id = org.call("GET", "/entity/contact/list", params={"filter": "id eq '1 or 1=1'"})
+    assert bad_id.status_code == 400
+
+
+def test_zoho_errors_become_the_contracts(org: Org) -> None:
+    missing = org.call("POST", "/entity/opportunity", json={"name": "No stage"})
+    assert missing.status_code == 422
+    assert missing.json()["detail"]["code"] == "NOT_VALID"
+    assert "Stage" in missing.json()["detail"]["message"]
+    wrong = org.call(
+        "POST",
+        "/entity/opportunity",
+        json={"name": "X", "pipeline_with_stage": "nope", "expected_end_at": "2027-01-01"},
+    )
+    assert wrong.status_code == 422 and "Stage" in wrong.text
+    assert org.call("GET", "/entity/contact/5725767999999999999").status_code == 404
+    assert org.call("GET", "/entity/contact/not-a-number").status_code == 404
+    assert org.call("DELETE", "/entity/contact/5725767999999999999").status_code == 404
+    assert (
+        org.call("PUT", "/entity/contact/5725767999999999999", json={"position": "X"}).status_code
+        == 404
+    )
+    org.sim.credits = 0
+    limited = org.call("GET", "/entity/contact/count")
+    assert limited.status_code == 429
+    assert 3600 <= int(limited.headers["Retry-After"]) <= 6 * 3600 + 5
+    assert "TOO_MANY_REQUESTS" in limited.json()["detail"]["message"]
+    org.sim.credits = 100_000
+    for status, body in (
+        (500, b'{"code":"INTERNAL_ERROR","details":{},"message":"oops","status":"error"}'),
+        (200, b"<html>maintenance</html>"),
+        (503, b""),
+        (200, b'{"data": "not a list"}'),
+    ):
+        org.sim.fault = (status, body)
+        odd = org.call("GET", "/entity/contact/count")
+        assert odd.status_code == 502, (status, body, odd.text)
+        assert odd.json()["detail"]["code"] == "CRM_UNAVAILABLE"
+    org.sim.fault = (
+        403,
+        b'{"code":"NO_PERMISSION","details":{},"message":"permission denied","status":"error"}',
+    )
+    assert org.call("GET", "/entity/contact/count").status_code == 403
+
+
+def test_a_token_without_the_scope_is_not_allowed_and_an_expired_one_asks_for_a_new(
+    tmp_path: Path, database: Database, zoho: Zoho
+) -> None:
+    settings = zoho.settings(tmp_path / "scoped", database)
+    admin = create_account(settings)
+    sim = zoho.simulator
+    token = sim.issue_access_token(
+        scopes=(
+            "ZohoCRM.modules.contacts.READ",
+            "ZohoCRM.users.READ",
+            "ZohoCRM.org.READ",
+            "ZohoCRM.settings.ALL",
+            "ZohoCRM.coql.READ",
+        )
+    )
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        key = client.post(
+            "/v1/application",
+            json={
+                "type": "ZohoCRM",
+                "authorization": "oAuth-external-refresh",
+                "credential": {"instance_url": zoho.base_url, "access_token": token},
+            },
+        ).json()["key"]
+        headers = {APP: key}
+        assert (
+            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
+        )
+        refused = client.post(
+            "/v1/application/entity/contact", headers=headers, json={"last_name": "X"}
+        )
+        assert refused.status_code == 403 and refused.json()["detail"]["code"] == "NOT_ALLOWED"
+        assert "OAUTH_SCOPE_MISMATCH" in refused.json()["detail"]["message"]
+        sim.expire_tokens()
+        expired = client.get("/v1/application/entity/contact/count", headers=headers)
+        assert expired.status_code == 401 and expired.json()["detail"]["code"] == "UNAUTHORIZED"
+
+
+def test_oauth_tokens_are_refreshed_with_zohos_accounts_server(
+    tmp_path: Path, database: Database, zoho: Zoho
+) -> None:
+    sim = zoho.simulator
+    sim.add_client("1000.CLIENT", "zoho-secret")
+    settings = zoho.settings(
+        tmp_path / "oauth",
+        database,
+        oauth_clients={"ZohoCRM": {"client_id": "1000.CLIENT", "client_secret": "zoho-secret"}},
+    )
+    admin = create_account(settings)
+    credential = {
+        "instance_url": zoho.base_url,
+        "access_token": sim.issue_access_token(),
+        "refresh_token": sim.issue_refresh_token("1000.CLIENT"),
+    }
+
+    def token_calls() -> int:
+        return sum(1 for c in sim.calls if c[1] == "/oauth/v2/token#grant")
+
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        key = client.post(
+            "/v1/application",
+            json={"type": "ZohoCRM", "authorization": "oAuth-internal", "credential": credential},
+        ).json()["key"]
+        headers = {APP: key}
+        sim.expire_tokens()
+        assert (
+            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
+        )
+        assert token_calls() == 1
+        assert (
+            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
+        )
+        assert token_calls() == 1  # the new token (one hour) is kept
+        sim.refresh_tokens.clear()  # revoked in Zoho
+        sim.expire_tokens()
+        refused = client.get("/v1/application/entity/contact/count", headers=headers)
+        assert refused.status_code == 401 and "invalid_code" in refused.json()["detail"]["message"]
+        assert client.get(f"/v1/application/{key}").json()["is_authorized"] is False
+    for seen in sim.calls:  # tokens never travel in a URL the gateway sends, but revoke's
+        assert credential["access_token"] not in json.dumps(seen)
+
+
+def test_a_refresh_goes_to_the_data_centre_of_the_org() -> None:
+    from crmgate.connectors.zoho import DATA_CENTRES, accounts_server
+
+    assert accounts_server("https://www.zohoapis.eu") == "https://accounts.zoho.eu"
+    assert accounts_server("https://www.zohoapis.com.au") == "https://accounts.zoho.com.au"
+    assert accounts_server("https://www.zohoapis.ca") == "https://accounts.zohocloud.ca"
+    assert accounts_server("https://www.zohoapis.in:443") == "https://accounts.zoho.in"
+    assert accounts_server("https://zohoapis.eu.evil.example") is None
+    assert accounts_server("https://127.0.0.1:8443") is None  # the descriptor's token_url
+    assert all(server.startswith("accounts.zoho") for server in DATA_CENTRES.values())
+
+
+def test_zohos_token_answer_names_the_instance_and_refusals_are_grants_revoked() -> None:
+    from crmgate.connectors.catalogue import Catalogue
+    from crmgate.connectors.zoho import ZohoConnector
+    from crmgate.outbound import Outbound
+
+    platform = Catalogue.load(["zoho"]).get("ZohoCRM")
+    assert platform is not None
+    connector = ZohoConnector(platform, Outbound())
+    answer = {"access_token": "a", "api_domain": "https://www.zohoapis.eu", "expires_in": 3600}
+    assert connector.token_fields(answer) == {"instance_url": "https://www.zohoapis.eu"}
+    from crmgate.connectors.base import CrmUnavailable
+
+    with pytest.raises(CrmUnavailable):
+        connector.token_fields({"api_domain": "https://attacker.example"})
+    assert connector.token_error({"error": "invalid_code"}, 200)[0] == "invalid_grant"
+    assert connector.token_error({"error": "invalid_client_secret"}, 200)[0] == "invalid_client"
+    asyncio.run(connector.outbound.close())
+
+
+def test_pages_read_in_order_cost_one_call_per_200_records(org: Org) -> None:
+    for n in range(2150):
+        org.sim.insert("Contacts", {"Last_Name": f"C{n:05d}"})
+
+    def lists() -> int:
+        return org.calls("GET", "/crm/v8/Contacts")
+
+    seen: list[str] = []
+    before = lists()
+    for page in range(1, 24):  # 100 a page, past the 2,000 records `page` reaches
+        rows = org.ok("GET", "/entity/contact/list", params={"page": page, "page_size": 100})
+        seen += [r["last_name"] for r in rows]
+    assert seen == [f"C{n:05d}" for n in range(2150)]
+    assert lists() - before == 11  # 200 records a call, page_token past 2,000
+    tokens = [q for m, p, q in org.sim.calls if p == "/crm/v8/Contacts" and "page_token" in q]
+    assert len(tokens) == 10
+    # a far jump is one call: the records API's page within 2,000, COQL beyond
+    before, coql = lists(), org.calls("POST", "/crm/v8/coql")
+    jump = org.ok(
+        "GET", "/entity/contact/list", params={"page": 8, "page_size": 100, "fields": "email"}
+    )
+    assert len(jump) == 100 and lists() - before == 1
+    far = org.ok(
+        "GET", "/entity/contact/list", params={"page": 21, "page_size": 100, "fields": "email"}
+    )
+    assert len(far) == 100 and org.calls("POST", "/crm/v8/coql") - coql == 1
+    assert org.ok("GET", f"/entity/contact/{far[0]['id']}")["last_name"] == "C02000"
+    too_far = org.call("GET", "/entity/contact/list", params={"page": 1001, "page_size": 100})
+    assert too_far.status_code == 400 and "page by page" in too_far.text
+
+
+def test_bulk_reports_each_record(org: Org) -> None:
+    items = [{"last_name": f"B{n:03d}"} for n in range(150)] + [{"first_name": "no last name"}]
+    made = org.ok("POST", "/entity/contact/bulk", 201, json={"item": items})["item"]
+    assert [i["status"] for i in made] == [201] * 150 + [422]
+    assert made[-1]["error"]["fields"] == ["Last_Name"]
+    for item, sent in zip(made[:150], items, strict=False):
+        assert org.sim.records["Contacts"][item["id"]]["Last_Name"] == sent["last_name"]
+    assert org.calls("POST", "/crm/v8/Contacts") == 2  # 100 a call
+    removed = org.ok(
+        "DELETE",
+        "/entity/contact/bulk",
+        json={"item": [{"id": made[0]["id"]}, {"id": "5725767999999999999"}, {"id": "x"}]},
+    )["item"]
+    assert [i["status"] for i in removed] == [204, 404, 404]
+
+
+def test_users_are_read_only(org: Org) -> None:
+    org.sim.add_user("Steven", "Buchanan", "steven@zylker.example")
+    users = org.ok("GET", "/entity/user/list")
+    assert [u["last_name"] for u in users] == ["Boyle", "Buchanan"]
+    assert users[0]["email"] == [{"type": "work", "address": "patricia.boyle@zylker.example"}]
+    assert users[0]["position"] == "CEO"
+    assert org.ok("GET", "/entity/user/count") == {"total": 2}
+    one = org.ok("GET", f"/entity/user/{users[1]['id']}")
+    assert one["first_name"] == "Steven"
+    assert org.call("POST", "/entity/user", json={"last_name": "X"}).status_code == 403
+    assert org.call("GET", "/entity/user/5725767999999999999").status_code == 404
+
+
+def test_describe_and_custom_fields_come_from_zohos_fields_api(org: Org) -> None:
+    from crmsim.zoho_schema import ZField
+
+    module = org.sim.modules["Contacts"]
+    module.fields["Loyalty_Tier"] = ZField(
+        "Loyalty_Tier", "picklist", "Loyalty Tier", custom=True, options=("Gold", "Silver")
+    )
+    described = org.ok(
+        "GET", "/entity/contact/describe", headers={"X-API2CRM-DESCRIBE-LIFETIME": "0"}
+    )
+    fields = described["schema"]["create"]["fields"]
+    assert fields["last_name"]["required"] is True and fields["last_name"]["native"] == [
+        "Last_Name"
+    ]
+    assert fields["Loyalty_Tier"]["enum"] == ["Gold", "Silver"] and fields["Loyalty_Tier"]["custom"]
+    assert "relation.account" in fields
+    assert "created_at" not in fields  # read only
+    made = org.ok(
+        "POST", "/entity/contact", 201, json={"last_name": "Tier", "Loyalty_Tier": "Gold"}
+    )
+    gold = org.ok("GET", "/entity/contact/list", params={"filter": "Loyalty_Tier eq 'Gold'"})
+    assert [c["id"] for c in gold] == [made["id"]] and gold[0]["Loyalty_Tier"] == "Gold"
+    modules = org.ok("GET", "/entity/list")
+    assert {"Contacts", "Deals", "Notes"} <= {m["id"] for m in modules}
+    acme = _account(org, "Acme")
+    generic = org.ok("GET", "/entity/Accounts/list", params={"filter": "Account_Name eq 'Acme'"})
+    assert [a["id"] for a in generic] == [acme] and generic[0]["Account_Name"] == "Acme"
+    assert org.ok("GET", f"/entity/Accounts/{acme}")["Account_Name"] == "Acme"
+
+
+def test_the_demo_seed_and_overrides() -> None:
+    sim = ZohoSimulator()
+    seed_zoho(sim)
+    assert len(sim.records["Accounts"]) == 3 and len(sim.records["Deals"]) == 3
+    deal = next(iter(sim.records["Deals"].values()))
+    assert deal["Account_Name"]["name"] == "Zylker Traders"
+    overrides = platform_overrides("https://127.0.0.1:9999")
+    assert overrides["ZohoCRM"]["instance_hosts"] == ["127.0.0.1:9999"]
+    assert overrides["ZohoCRM"]["oauth"]["token_url"] == "https://127.0.0.1:9999/oauth/v2/token"
