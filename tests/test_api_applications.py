@@ -54,14 +54,21 @@ def test_platforms_list_their_authorization_types_and_fields(
         one = client.get("/v1/platform/Salesforce").json()
         second = client.get("/v1/platform/list", params={"page_size": 1, "page": 2}).json()
         names = client.get("/v1/platform/list", params={"fields": "name", "sort": "-type"}).json()
-        assert client.get("/v1/platform/Pipedrive").status_code == 404  # no connector yet
+        assert client.get("/v1/platform/SugarCRM").status_code == 404  # no connector yet
         assert client.get("/v1/platform/Nope").status_code == 404
-    assert [p["type"] for p in listed] == ["HubSpot", "Salesforce", "SalesforceSandbox"]
-    assert [p["type"] for p in second] == ["Salesforce"]
-    assert names == [
+    assert [p["type"] for p in listed] == [
+        "HubSpot",
+        "MicrosoftDynamics",
+        "Pipedrive",
+        "Salesforce",
+        "SalesforceSandbox",
+        "ZohoCRM",
+    ]
+    assert [p["type"] for p in second] == ["MicrosoftDynamics"]
+    assert names[:3] == [
+        {"type": "ZohoCRM", "name": "Zoho CRM"},
         {"type": "SalesforceSandbox", "name": "Salesforce Sandbox"},
         {"type": "Salesforce", "name": "Salesforce"},
-        {"type": "HubSpot", "name": "HubSpot"},
     ]
     kinds = {a["type"]: a for a in one["authorization"]}
     assert set(kinds) == {"oAuth-internal", "oAuth-external-refresh", "user"}
@@ -133,7 +140,7 @@ def test_every_authorization_type_connects(
         ({"authorization": "key"}, 422, "NOT_VALID", "authorization"),
         ({"authorization": "magic"}, 422, "NOT_VALID", "authorization"),
         ({"type": "Nope"}, 422, "NOT_VALID", "type"),
-        ({"type": "Pipedrive"}, 403, "NOT_SUPPORTED", None),
+        ({"type": "SugarCRM"}, 403, "NOT_SUPPORTED", None),
         ({"credential": {"access_token": "t"}}, 422, "NOT_VALID", "credential.instance_url"),
         (
             {"credential": {"instance_url": "https://x.example", "access_token": "t"}},

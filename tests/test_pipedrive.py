@@ -350,6 +350,17 @@ def test_users_are_read_only(company: Company) -> None:
     refused = company.call("POST", "/entity/user", json={"last_name": "X"})
     assert refused.status_code == 403 and refused.json()["detail"]["code"] == "NOT_SUPPORTED"
     assert company.ok("GET", "/entity/user/describe")["schema"]["create"]["allowed"] is False
+    # Pipedrive's users API neither filters nor sorts: crmgate does, on the one list it gives
+    company.sim.add_user("Carol Builder", "carol@acme.example")
+    builders = company.ok(
+        "GET",
+        "/entity/user/list",
+        params={"filter": "last_name contains 'builder'", "sort": "-username"},
+    )
+    assert [u["username"] for u in builders] == ["carol@acme.example", "bob@acme.example"]
+    assert company.ok("GET", "/entity/user/count", params={"filter": "is_admin eq false"}) == {
+        "total": 2
+    }
 
 
 def test_pipedrive_errors_become_the_contracts(

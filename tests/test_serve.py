@@ -137,8 +137,14 @@ def test_make_serve_prints_a_curl_that_lists_demo_contacts(
         assert stat.S_IMODE(demo_file.stat().st_mode) == 0o600
         assert demo["base_url"] == f"http://127.0.0.1:{port}" and demo["user_key"] == key
         assert demo["applications"]["Salesforce"] == application
-        assert set(demo["applications"]) == set(demo["simulators"]) == {"Salesforce", "HubSpot"}
+        platforms = {"Salesforce", "HubSpot", "Pipedrive", "ZohoCRM", "MicrosoftDynamics"}
+        assert set(demo["applications"]) == set(demo["simulators"]) == platforms
         assert all(url.startswith("https://127.0.0.1:") for url in demo["simulators"].values())
+        for platform, app_key in demo["applications"].items():  # each one answers, seeded
+            accounts = json.loads(
+                curl_ok(curl.replace(application, app_key).replace("/contact/", "/account/"))
+            )
+            assert len(accounts) >= 2 and all(a["name"] for a in accounts), platform
         hubspot = curl.replace(application, demo["applications"]["HubSpot"])
         companies = json.loads(curl_ok(hubspot.replace("/contact/", "/account/")))
         assert "Northwind Traders" in {c["name"] for c in companies}

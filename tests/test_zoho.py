@@ -507,6 +507,18 @@ def test_users_are_read_only(org: Org) -> None:
     assert one["first_name"] == "Steven"
     assert org.call("POST", "/entity/user", json={"last_name": "X"}).status_code == 403
     assert org.call("GET", "/entity/user/5725767999999999999").status_code == 404
+    # Zoho's users API neither filters nor sorts: crmgate reads them whole and does it
+    for n in range(250):  # two pages of the users API
+        org.sim.add_user(f"U{n:03d}", "Rep" if n % 2 else "Ops", f"u{n:03d}@zylker.example")
+    reps = org.ok(
+        "GET",
+        "/entity/user/list",
+        params={"filter": "last_name eq 'Rep'", "sort": "-first_name", "page_size": 3},
+    )
+    assert [u["first_name"] for u in reps] == ["U249", "U247", "U245"]
+    assert org.ok("GET", "/entity/user/count", params={"filter": "last_name eq 'rep'"}) == {
+        "total": 125
+    }
 
 
 def test_describe_and_custom_fields_come_from_zohos_fields_api(org: Org) -> None:

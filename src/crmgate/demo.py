@@ -1,22 +1,25 @@
 """`crmgate serve --demo`: crmgate working with no CRM account.
 
-A Salesforce simulator (crmsim) runs beside the gateway on loopback, over HTTPS with a throw-away
-certificate authority kept in the data directory, seeded with a small sales org. A demo
-organisation gets a Salesforce application connected to it, through the same API path a client
-uses (the credentials are verified with the simulator and sealed in the vault). Everything a
-script needs is written to ``<data_dir>/demo.json`` (0600: it holds the demo user key):
+One simulator per platform (crmsim: Salesforce, HubSpot, Pipedrive, Zoho CRM, Dynamics 365; the
+``STARTERS``) runs beside the gateway on loopback, over HTTPS with a throw-away certificate
+authority kept in the data directory, each seeded with a small sales org. A demo organisation
+gets one application connected to each, through the same API path a client uses (the
+credentials are verified with the simulator and sealed in the vault). Everything a script needs
+is written to ``<data_dir>/demo.json`` (0600: it holds the demo user key):
 
-    {"base_url", "user_key", "applications": {"Salesforce": "<application key>"},
-     "simulators": {"Salesforce": "<url>"}}
+    {"base_url", "user_key", "applications": {"Salesforce": "<application key>", ...},
+     "simulators": {"Salesforce": "<url>", ...}}
 
-The simulator keeps its records in memory: each start seeds a fresh org and reconnects the demo
-application to it. The demo user key stays the same from start to start while demo.json exists.
+The simulators keep their records in memory: each start seeds fresh ones and reconnects the demo
+applications to them. The demo user key stays the same from start to start while demo.json
+exists.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,7 +121,85 @@ def start_salesforce(certificates: Any) -> DemoCrm:
     )
 
 
-STARTERS: tuple[Callable[[Any], DemoCrm], ...] = (start_salesforce, start_hubspot)
+def start_pipedrive(certificates: Any) -> DemoCrm:
+    """A seeded Pipedrive company, connected with an API token."""
+    from crmsim.pipedrive import PipedriveSimulator, platform_overrides, seed_pipedrive
+    from crmsim.server import RunningSimulator
+
+    simulator = PipedriveSimulator(company="Demo Sales (crmsim)", burst=10_000)
+    seed_pipedrive(simulator)
+    running = RunningSimulator(simulator.app(), certificates).__enter__()
+    return DemoCrm(
+        platform_type="Pipedrive",
+        base_url=running.base_url,
+        ca_file=certificates.ca_file,
+        overrides=platform_overrides(running.base_url),
+        authorization="key",
+        credential={"instance_url": running.base_url, "api_token": simulator.add_api_token()},
+        description="Demo: a Pipedrive company played by crmsim",
+        stop=lambda: running.__exit__(None, None, None),
+    )
+
+
+def start_zoho(certificates: Any) -> DemoCrm:
+    """A seeded Zoho CRM org, connected with an access token that outlives the demo (Zoho is
+    OAuth only: a client would refresh it and send crmgate the new one)."""
+    from crmsim.server import RunningSimulator
+    from crmsim.zoho import ZohoSimulator, platform_overrides, seed_zoho
+
+    simulator = ZohoSimulator()
+    seed_zoho(simulator)
+    running = RunningSimulator(simulator.app(), certificates).__enter__()
+    return DemoCrm(
+        platform_type="ZohoCRM",
+        base_url=running.base_url,
+        ca_file=certificates.ca_file,
+        overrides=platform_overrides(running.base_url),
+        authorization="oAuth-external-refresh",
+        credential={
+            "instance_url": running.base_url,
+            "access_token": simulator.issue_access_token(lifetime=DEMO_SESSION_LIFETIME),
+        },
+        description="Demo: a Zoho CRM org played by crmsim",
+        stop=lambda: running.__exit__(None, None, None),
+    )
+
+
+def start_dynamics(certificates: Any) -> DemoCrm:
+    """A seeded Dynamics 365 organisation, connected as an application user (server to server:
+    crmgate gets its tokens from the simulated Entra ID itself)."""
+    from crmsim.dynamics import DynamicsSimulator, platform_overrides, seed_dynamics
+    from crmsim.server import RunningSimulator
+
+    simulator = DynamicsSimulator(organisation="Demo Organisation (crmsim)")
+    seed_dynamics(simulator)
+    client_id, secret = "demo-app-" + secrets.token_hex(4), secrets.token_urlsafe(24)
+    simulator.add_application_user(client_id, secret)
+    running = RunningSimulator(simulator.app(), certificates).__enter__()
+    return DemoCrm(
+        platform_type="MicrosoftDynamics",
+        base_url=running.base_url,
+        ca_file=certificates.ca_file,
+        overrides=platform_overrides(running.base_url),
+        authorization="user",
+        credential={
+            "instance_url": running.base_url,
+            "tenant_id": simulator.tenant_id,
+            "client_id": client_id,
+            "client_secret": secret,
+        },
+        description="Demo: a Dynamics 365 organisation played by crmsim",
+        stop=lambda: running.__exit__(None, None, None),
+    )
+
+
+STARTERS: tuple[Callable[[Any], DemoCrm], ...] = (
+    start_salesforce,
+    start_hubspot,
+    start_pipedrive,
+    start_zoho,
+    start_dynamics,
+)
 
 
 def demo_settings(settings: Settings, crms: list[DemoCrm]) -> Settings:

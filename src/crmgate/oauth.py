@@ -220,11 +220,12 @@ class OAuthFlows:
                 sealed = self._vault.encrypt(verifier.encode(), _context(flow_id))
                 flow.key_version, flow.verifier = sealed.version, sealed.blob
         query = {
+            **oauth.authorize_params,
             "response_type": "code",
             "client_id": client.client_id,
             "redirect_uri": self.callback_url(platform),
             "state": state,
-            "scope": " ".join(client.scopes or oauth.scopes),
+            "scope": oauth.scope_separator.join(client.scopes or oauth.scopes),
         }
         if verifier is not None:
             query |= {"code_challenge": _s256(verifier), "code_challenge_method": "S256"}
@@ -296,7 +297,11 @@ class OAuthFlows:
         connector = self.applications.connector(platform)
         fields: dict[str, str] = {}
         try:
-            fields, _ = await connector.token_request(form, client)
+            # the token endpoint of this callback: the platform's, or one the connector
+            # chooses from it (Zoho: the data centre of the user's account), checked
+            fields, _ = await connector.token_request(
+                form, client, connector.code_token_url(params)
+            )
             if flow.mode == "fragment":
                 return _with_fragment(flow.redirect, _contract_fragment(fields))
             key = await self._store_application(flow, platform, fields)

@@ -652,6 +652,13 @@ class Connector:
             derived["expires_in"] = str(int(expires_in))
         return fields, derived
 
+    def code_token_url(self, callback: Mapping[str, str]) -> URL | None:
+        """Where the authorization code of this OAuth ``callback`` (its query parameters) is
+        exchanged: None for the platform's token_url. A hook for CRMs whose callback names the
+        user's own server (Zoho's ``accounts-server``); a connector allows only the servers it
+        knows, never a host it was merely told (the client secret is sent there)."""
+        return None
+
     def token_client_auth(
         self, form: Mapping[str, str], client: OAuthClient
     ) -> tuple[dict[str, str], dict[str, str]]:

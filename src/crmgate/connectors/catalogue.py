@@ -59,6 +59,10 @@ class OAuthEndpoints(_Frozen):
     # Sent as `prompt` so the CRM asks the user every time (no silent approval of a link
     # someone else sent them).
     prompt: str | None = None
+    # More query parameters of the authorize URL (Zoho: access_type=offline, without which it
+    # gives no refresh token); they never replace the flow's own (state, redirect_uri, ...).
+    authorize_params: dict[str, str] = Field(default_factory=dict)
+    scope_separator: str = " "  # RFC 6749 joins scopes with spaces; Zoho with commas
 
 
 class Platform(_Frozen):

@@ -50,6 +50,7 @@ from typing import Any
 
 from yarl import URL
 
+from crmgate.connectors import local
 from crmgate.connectors.base import (
     Access,
     Connector,
@@ -677,10 +678,9 @@ class PipedriveRecords(Records):
     ) -> list[dict[str, Any]]:
         collection = entity.object
         offset = (page - 1) * page_size
-        if collection == "users":
-            if conditions or sort:
-                raise QueryError("filter", "Pipedrive lists users as they are: no filter or sort")
-            return (await self._users(access))[offset : offset + page_size]
+        if collection == "users":  # one call for all; filtered, sorted and paged here
+            rows = local.select(await self._users(access), entity, conditions, sort)
+            return local.page_of(rows, page, page_size)
         if collection == "notes":
             query = {**self._note_query(entity, conditions), "sort": self._v1_sort(entity, sort)}
             return await self._v1_page(access, collection, query, offset, page_size)
@@ -755,9 +755,7 @@ class PipedriveRecords(Records):
         """Pipedrive has no count: the list walked, 500 records a call."""
         collection = entity.object
         if collection == "users":
-            if conditions:
-                raise QueryError("filter", "Pipedrive lists users as they are: no filter")
-            return len(await self._users(access))
+            return len(local.select(await self._users(access), entity, conditions))
         total = 0
         if collection in V2:
             filter_id = await self.filter_id(access, entity, conditions)

@@ -32,6 +32,7 @@ from typing import Any
 
 from yarl import URL
 
+from crmgate.connectors import local
 from crmgate.connectors.base import (
     Access,
     Connector,
@@ -83,6 +84,7 @@ WALK_BATCH = 200  # per_page of the records API
 PAGE_LIMIT = 2000  # records the records API reaches with `page`
 COQL_REACH = 100_000  # offset + limit of a COQL query
 COQL_IN = 50  # values of a COQL `in`
+USER_LIMIT = 2_000  # users read whole to be filtered or sorted here
 _RECORD_ID = re.compile(r"^[0-9]{1,20}$")
 _MODULE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 _COLUMN = re.compile(r"^\$?[A-Za-z][A-Za-z0-9_]{0,99}$")
@@ -673,7 +675,10 @@ class ZohoRecords(Records):
         page_size: int = 25,
     ) -> list[dict[str, Any]]:
         if entity.object == "users":
-            return await self._users_page(access, conditions, sort, page, page_size)
+            if conditions or (sort and [(k.field, k.descending) for k in sort] != [("id", False)]):
+                rows = local.select(await self._all_users(access), entity, conditions, sort)
+                return local.page_of(rows, page, page_size)
+            return await self._users_page(access, page, page_size)
         offset = (page - 1) * page_size
         by_id = not sort or (len(sort) == 1 and sort[0].field == "id" and not sort[0].descending)
         fields = self._select_columns(columns)
@@ -738,18 +743,18 @@ class ZohoRecords(Records):
 
         return fetch
 
-    async def _users_page(
-        self,
-        access: Access,
-        conditions: Sequence[Condition],
-        sort: Sequence[SortKey],
-        page: int,
-        page_size: int,
-    ) -> list[dict[str, Any]]:
-        if conditions:
-            raise QueryError("filter", "Zoho's users API does not filter")
-        if sort and not (len(sort) == 1 and sort[0].field == "id" and not sort[0].descending):
-            raise QueryError("sort", "Zoho's users API does not sort")
+    async def _all_users(self, access: Access) -> list[dict[str, Any]]:
+        """Every user (200 a call, at most USER_LIMIT): Zoho's users API neither filters nor
+        sorts, so a filtered or sorted list of users is made here (connectors/local.py)."""
+        users: list[dict[str, Any]] = []
+        for page in range(1, USER_LIMIT // 200 + 1):
+            batch = await self._users_page(access, page, 200)
+            users += batch
+            if len(batch) < 200:
+                return users
+        raise QueryError("filter", f"more than {USER_LIMIT:,} users: too many to filter here")
+
+    async def _users_page(self, access: Access, page: int, page_size: int) -> list[dict[str, Any]]:
         url = (self.api(access) / "users").with_query(
             type="AllUsers", page=str(page), per_page=str(page_size)
         )
@@ -766,7 +771,7 @@ class ZohoRecords(Records):
     ) -> int:
         if entity.object == "users":
             if conditions:
-                raise QueryError("filter", "Zoho's users API does not filter")
+                return len(local.select(await self._all_users(access), entity, conditions))
             url = (self.api(access) / "users/actions/count").with_query(type="AllUsers")
             answer = await self.call_json(access, "GET", url)
             total = answer.get("count") if isinstance(answer, dict) else None
