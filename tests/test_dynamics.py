@@ -5,6 +5,7 @@ and Entra ID played by crmsim over HTTPS: OData queries, nextLink paging, lookup
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +254,25 @@ def test_filters_become_odata_and_hostile_values_stay_literals(org: Org) -> None
     assert bad_id.status_code == 400
 
 
+def test_wildcards_in_contains_and_startswith_are_plain_characters(org: Org) -> None:
+    # Dataverse runs contains/startswith as SQL LIKE: %, _ and [..] would be wildcards
+    for name in ("50% off", "50 off", "5_0", "550", "[x]", "x", "a]b"):
+        org.sim.insert("contact", {"lastname": name})
+
+    def names(expression: str) -> list[str]:
+        found = org.ok("GET", "/entity/contact/list", params={"filter": expression})
+        return sorted(c["last_name"] for c in found)
+
+    assert names("last_name contains '%'") == ["50% off"]
+    assert names("last_name contains '0%'") == ["50% off"]
+    assert names("last_name contains '5_0'") == ["5_0"]
+    assert names("last_name startswith '_'") == []
+    assert names("last_name contains '[x]'") == ["[x]"]
+    assert names("last_name startswith '[x'") == ["[x]"]
+    assert names("last_name contains ']'") == ["[x]", "a]b"]
+    assert names("last_name startswith '50'") == ["50 off", "50% off"]
+
+
 def test_numbers_dates_and_choices_come_back_typed(org: Org) -> None:
     deal = org.ok(
         "POST",
@@ -340,6 +360,32 @@ def test_a_user_without_the_privilege_is_not_allowed(
         assert expired.status_code == 401 and expired.json()["detail"]["code"] == "UNAUTHORIZED"
 
 
+def test_odd_metadata_answers_are_502_not_500(org: Org) -> None:
+    fresh = {"X-API2CRM-DESCRIBE-LIFETIME": "0"}
+    assert org.call("GET", "/entity/task/describe", headers=fresh).status_code == 200
+    ok = (200, b'{"value": []}', "application/json")
+    odd_answers = [
+        [
+            (
+                200,
+                b'{"value": [{"LogicalName": "subject", "AttributeType": "String", '
+                b'"RequiredLevel": "None"}]}',
+                "application/json",
+            )
+        ],
+        [ok, ok, (200, b'{"value": ["x"]}', "application/json")],
+        [ok, ok, (200, b'{"value": [{"LogicalName": "p", "OptionSet": [1]}]}', "application/json")],
+        [ok, (200, b'{"value": 7}', "application/json")],
+    ]
+    for answers in odd_answers:  # columns, dates, choices, in that order
+        org.sim.faults.clear()
+        org.sim.faults.extend(answers)
+        odd = org.call("GET", "/entity/task/describe", headers=fresh)
+        assert odd.status_code == 502, odd.text
+        assert odd.json()["detail"]["code"] == "CRM_UNAVAILABLE"
+    org.sim.faults.clear()
+
+
 def test_pages_follow_next_links_one_call_each(org: Org) -> None:
     for n in range(250):
         org.sim.insert("contact", {"lastname": f"C{n:03d}"})
@@ -384,14 +430,32 @@ def test_counts_go_past_the_5000_cap_of_odata_count(org: Org) -> None:
 
 def test_bulk_is_one_batch_call_with_a_result_per_item(org: Org) -> None:
     before = org.calls("/api/data/v9.2/$batch", "POST")
-    items = [{"subject": "ok 1"}, {"subject": "x" * 201}, {"subject": "ok 2"}]
+    nowhere = {"contact": [{"type": "contact", "entity": {"id": "not-a-guid"}}]}
+    items = [
+        {"subject": "ok 1"},
+        {"subject": "x" * 201},
+        {"subject": "bad link", "relation": nowhere},  # refused alone, the others sent
+        {"subject": "ok 2"},
+    ]
     made = org.ok("POST", "/entity/task/bulk", 201, json={"item": items})["item"]
-    assert [i["status"] for i in made] == [201, 422, 201]
+    assert [i["status"] for i in made] == [201, 422, 422, 201]
     assert made[1]["error"]["fields"] == ["subject"]
     assert org.calls("/api/data/v9.2/$batch", "POST") - before == 1
-    subjects = {made[0]["id"]: "ok 1", made[2]["id"]: "ok 2"}
+    subjects = {made[0]["id"]: "ok 1", made[3]["id"]: "ok 2"}
     for record_id, subject in subjects.items():
         assert org.sim.records["task"][record_id]["subject"] == subject
+    changed = org.ok(
+        "PUT",
+        "/entity/task/bulk",
+        json={
+            "item": [
+                {"id": made[0]["id"], "relation": nowhere},
+                {"id": made[3]["id"], "subject": "ok 2 changed"},
+            ]
+        },
+    )["item"]
+    assert [i["status"] for i in changed] == [422, 200]
+    assert org.sim.records["task"][made[3]["id"]]["subject"] == "ok 2 changed"
     gone = "00000000-0000-0000-0000-000000000009"
     removed = org.ok(
         "DELETE",
@@ -401,9 +465,39 @@ def test_bulk_is_one_batch_call_with_a_result_per_item(org: Org) -> None:
     assert [i["status"] for i in removed["item"]] == [204, 404, 404]
 
 
+def test_batches_hold_100_requests_and_one_without_answer_is_reported_as_unknown(
+    tmp_path: Path, sqlite_database: Database, dynamics: Dynamics
+) -> None:
+    settings = dynamics.settings(tmp_path / "slow", sqlite_database, outbound_timeout=1.0)
+    admin = create_account(settings)
+    sim = dynamics.simulator
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        body = {
+            "type": TYPE,
+            "authorization": "oAuth-external-refresh",
+            "credential": dynamics.credential(),
+        }
+        org = Org(client, client.post("/v1/application", json=body).json()["key"], sim)
+        items = [{"subject": f"T{n}"} for n in range(150)]
+        made = org.ok("POST", "/entity/task/bulk", 201, json={"item": items})["item"]
+        assert [i["status"] for i in made] == [201] * 150
+        assert org.calls("/api/data/v9.2/$batch", "POST") == 2  # 100 requests a batch
+        sim.batch_delay = 1.5  # done, but answered after crmgate's timeout
+        late = org.ok("POST", "/entity/task/bulk", 201, json={"item": items})["item"]
+        assert org.calls("/api/data/v9.2/$batch", "POST") == 3  # the rest not sent
+        assert [i["status"] for i in late] == [502] * 150
+        assert all("may have been done" in i["error"]["message"] for i in late[:100])
+        assert all("not sent" in i["error"]["message"] for i in late[100:])
+        assert len(sim.records["task"]) == 250
+        sim.batch_delay = 0.0
+
+
 def test_custom_columns_and_tables_come_from_the_metadata_api(org: Org) -> None:
     contact = org.sim.tables["contact"]
     contact.attrs["new_loyaltytier"] = Attr("new_loyaltytier", label="Loyalty Tier", custom=True)
+    # a date is told by DateTimeBehavior; a DateOnly Format alone still holds a date and time
+    contact.attrs["new_since"] = Attr("new_since", "DateTime", custom=True, date_format=True)
+    contact.attrs["new_renewal"] = Attr("new_renewal", "DateTime", custom=True, date_only=True)
     shipment = Table(
         "new_shipment",
         "new_shipments",
@@ -426,6 +520,7 @@ def test_custom_columns_and_tables_come_from_the_metadata_api(org: Org) -> None:
     org.sim.records["new_shipment"] = {}
     fields = org.ok("GET", "/entity/contact/describe")["schema"]["create"]["fields"]
     assert fields["new_loyaltytier"]["custom"] is True
+    assert fields["new_since"]["type"] == "date-time" and fields["new_renewal"]["type"] == "date"
     made = org.ok(
         "POST", "/entity/contact", 201, json={"last_name": "L", "new_loyaltytier": "Gold"}
     )
@@ -444,12 +539,30 @@ def test_oauth_internal_tokens_are_refreshed_at_entra_id(
 ) -> None:
     sim = dynamics.simulator
     sim.add_app("crmgate-app", "crmgate-secret")
-    clients = {TYPE: {"client_id": "crmgate-app", "client_secret": "crmgate-secret"}}
+    done = "https://app.example/connected"
+    clients = {
+        TYPE: {"client_id": "crmgate-app", "client_secret": "crmgate-secret", "redirects": [done]}
+    }
     settings = dynamics.settings(tmp_path / "oauth", database, oauth_clients=clients)
     admin = create_account(settings)
-    credential = dynamics.credential(refresh_token=sim.issue_refresh_token("crmgate-app"))
-    token_path = "/organizations/oauth2/v2.0/token"
+    tenant = "Contoso.example"
+    credential = dynamics.credential(
+        refresh_token=sim.issue_refresh_token("crmgate-app"), tenant=tenant
+    )
+    token_path = "/contoso.example/oauth2/v2.0/token"  # the credential's tenant's endpoint
     with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        # crmgate cannot run Entra ID's flow for an organisation it does not know: refused
+        flow = client.get(
+            "/authorization/oauth/MicrosoftDynamics/authorize", params={"redirect": done}
+        )
+        assert flow.status_code == 400 and "location" not in flow.headers
+        assert "MicrosoftDynamics" in flow.json()["detail"]["message"]
+        bad = {**credential, "tenant": "x/../common"}
+        refused_tenant = client.post(
+            "/v1/application",
+            json={"type": TYPE, "authorization": "oAuth-internal", "credential": bad},
+        )
+        assert refused_tenant.status_code == 422
         key = client.post(
             "/v1/application",
             json={"type": TYPE, "authorization": "oAuth-internal", "credential": credential},
@@ -486,15 +599,34 @@ def test_an_application_user_gets_and_renews_its_own_tokens(
         "client_secret": "s2s-secret",
     }
     token_path = f"/{sim.tenant_id}/oauth2/v2.0/token"
+
+    def calls(path: str, method: str = "GET") -> int:
+        return sum(1 for c in sim.calls if c == (method, path))
+
     with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        malformed = {**credential, "tenant_id": "../common/oauth2"}
+        refused = client.post(
+            "/v1/application",
+            json={"type": TYPE, "authorization": "user", "credential": malformed},
+        )
+        assert refused.status_code == 422 and refused.json()["detail"]["code"] == "NOT_VALID"
+        sim.token_lifetime = 2  # a token whose expiry crmgate knows is renewed before it
         created = client.post(
             "/v1/application",
             json={"type": TYPE, "authorization": "user", "credential": credential},
         )
         assert created.status_code == 201, created.text
+        sim.token_lifetime = 3599
         key = created.json()["key"]
         assert client.get(f"/v1/application/{key}").json()["me"]["id"] == app_user.id
         headers = {APP: key}
+        who_am_i = calls("/api/data/v9.2/WhoAmI")
+        time.sleep(1.1)  # within a second of its expiry, still valid at Dataverse
+        assert client.get("/v1/application/entity/account/count", headers=headers).json() == {
+            "total": 0
+        }
+        assert calls(token_path, "POST") == 2  # renewed ahead: the client credentials grant
+        assert calls("/api/data/v9.2/WhoAmI") == who_am_i  # and nothing else
         made = client.post("/v1/application/entity/account", headers=headers, json={"name": "S"})
         assert made.status_code == 201
         owner = sim.records["account"][made.json()["id"]]["ownerid"]
@@ -503,7 +635,7 @@ def test_an_application_user_gets_and_renews_its_own_tokens(
         assert client.get("/v1/application/entity/account/count", headers=headers).json() == {
             "total": 1
         }
-        assert sum(1 for c in sim.calls if c == ("POST", token_path)) == 2
+        assert sum(1 for c in sim.calls if c == ("POST", token_path)) == 3
         wrong = client.post(
             "/v1/application",
             json={
@@ -537,6 +669,27 @@ def test_next_links_to_another_host_or_table_are_refused(dynamics: Dynamics) -> 
     ]:
         with pytest.raises(CrmUnavailable):
             connector.records._next(access, table, forged)
+    asyncio.run(connector.outbound.close())
+
+
+def test_sovereign_clouds_get_tokens_from_their_own_entra_id() -> None:
+    # Microsoft Entra "National clouds": US Government and China have their own token service
+    from crmgate.connectors.catalogue import Catalogue
+    from crmgate.connectors.dynamics import DynamicsConnector
+    from crmgate.outbound import Outbound
+
+    platform = Catalogue.load(["dynamics"]).get(TYPE)
+    assert platform is not None
+    connector = DynamicsConnector(platform, Outbound())
+    for instance, login in [
+        ("https://org.crm.dynamics.com", "login.microsoftonline.com"),
+        ("https://org.crm9.dynamics.com", "login.microsoftonline.com"),  # GCC
+        ("https://org.crm.microsoftdynamics.us", "login.microsoftonline.us"),  # GCC High
+        ("https://org.crm.appsplatform.us", "login.microsoftonline.us"),  # DoD
+        ("https://org.crm.dynamics.cn", "login.partner.microsoftonline.cn"),  # 21Vianet
+    ]:
+        url = connector.token_url(connector.instance_url(instance), "contoso.com")
+        assert str(url) == f"https://{login}/contoso.com/oauth2/v2.0/token"
     asyncio.run(connector.outbound.close())
 
 

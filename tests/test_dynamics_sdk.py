@@ -88,6 +88,29 @@ def test_queries_page_with_next_links_and_filter(client: DataverseClient) -> Non
     assert bad.value.status_code == 400 and "shoesize" in str(bad.value)
 
 
+def test_top_is_ignored_beside_a_max_page_size(client: DataverseClient) -> None:
+    # Microsoft's "Page results": with both $top and Prefer: odata.maxpagesize, $top is ignored
+    client.records.create("contact", [{"lastname": f"P{n}"} for n in range(5)])
+    pages = list(client.records.list_pages("contact", select=["lastname"], top=3, page_size=2))
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert len(list(client.records.list("contact", select=["lastname"], top=3))) == 3
+
+
+def test_contains_and_startswith_are_sql_like(client: DataverseClient) -> None:
+    # Microsoft's "Use wildcard characters in conditions for string values"
+    client.records.create("contact", [{"lastname": n} for n in ("50% off", "50 off", "[x]", "x")])
+
+    def names(expression: str) -> list[str]:
+        found = client.records.list("contact", filter=expression, select=["lastname"])
+        return sorted(r["lastname"] for r in found)
+
+    assert names("contains(lastname,'%')") == ["50 off", "50% off", "[x]", "x"]
+    assert names("contains(lastname,'[%]')") == ["50% off"]
+    assert names("startswith(lastname,'5_ o')") == ["50 off"]
+    assert names("contains(lastname,'[[]x]')") == ["[x]"]
+    assert names("endswith(lastname,'[^x]')") == ["50 off", "50% off", "[x]"]
+
+
 def test_lookups_bind_and_read_back(client: DataverseClient) -> None:
     account = client.records.create("account", {"name": "Fourth Coffee"})
     person = client.records.create(

@@ -520,18 +520,19 @@ def test_activities_link_to_contacts_companies_and_deals(portal: Portal) -> None
             ]
         },
     )["item"]
-    assert [m["status"] for m in moved] == [200, 404], moved
+    assert [m["status"] for m in moved] == [200, 422], moved  # no such company to link
     assert ("companies", acme) in portal.sim.links[("notes", notes[0]["id"])]
 
 
 def test_users_are_owners_read_whole_and_queried_in_memory(portal: Portal) -> None:
-    for n in range(150):  # two pages of HubSpot's owners API
+    for n in range(600):  # two pages of HubSpot's owners API (500 a call)
         portal.sim.add_owner(
             f"rep{n:03d}@portal.example", f"Rep{n:03d}", "Sales" if n % 2 else "Ops"
         )
-    assert portal.ok("GET", "/entity/user/count") == {"total": 151}
+    portal.sim.add_queue("Support inbox")  # an owner, but no user
+    assert portal.ok("GET", "/entity/user/count") == {"total": 601}
     sales = portal.ok("GET", "/entity/user/count", params={"filter": "last_name eq 'sales'"})
-    assert sales == {"total": 75}
+    assert sales == {"total": 300}
     page = portal.ok(
         "GET",
         "/entity/user/list",
@@ -542,8 +543,8 @@ def test_users_are_owners_read_whole_and_queried_in_memory(portal: Portal) -> No
             "page_size": 10,
         },
     )
-    assert [u["first_name"] for u in page] == [f"Rep{n:03d}" for n in range(129, 109, -2)]
-    assert page[0]["email"] == [{"type": "work", "address": "rep129@portal.example"}]
+    assert [u["first_name"] for u in page] == [f"Rep{n:03d}" for n in range(579, 559, -2)]
+    assert page[0]["email"] == [{"type": "work", "address": "rep579@portal.example"}]
     found = portal.ok("GET", "/entity/user/list", params={"filter": "email contains 'rep007'"})
     assert [u["username"] for u in found] == ["rep007@portal.example"]
     one = portal.ok("GET", f"/entity/user/{found[0]['id']}")
@@ -600,6 +601,9 @@ def test_the_oauth_flow_connects_a_hubspot_portal(
             assert app["authorization"] == "oAuth-internal" and app["is_authorized"] is True
             counted = client.get("/v1/application/entity/contact/count", headers={APP: key})
             assert counted.status_code == 200, counted.text
+            # the optional scopes (leads) were asked for, and this portal granted them
+            leads = client.get("/v1/application/entity/lead/count", headers={APP: key})
+            assert leads.status_code == 200, leads.text
     assert hubspot.simulator.codes == {}  # the code was exchanged, once
 
 
@@ -633,3 +637,61 @@ def test_a_first_page_is_never_served_from_a_finished_walk(portal: Portal) -> No
     assert portal.ok("GET", "/entity/contact/list") == []
     made = portal.ok("POST", "/entity/contact", 201, json={"last_name": "New"})["id"]
     assert [c["id"] for c in portal.ok("GET", "/entity/contact/list")] == [made]
+
+
+def test_a_relation_change_touches_only_the_link_crmgate_shows(portal: Portal) -> None:
+    acme = portal.ok("POST", "/entity/account", 201, json={"name": "Acme"})["id"]
+    ada, bob = (
+        portal.ok("POST", "/entity/contact", 201, json={"last_name": n})["id"] for n in ("A", "B")
+    )
+    deal = portal.ok(
+        "POST",
+        "/entity/opportunity",
+        201,
+        json={
+            "name": "Two buyers",
+            "pipeline_with_stage": "closedwon",
+            "relation": {"contact": [{"type": "contact", "entity": {"id": ada}}]},
+        },
+    )["id"]
+    portal.sim.associate("deals", deal, "contacts", bob)  # made in HubSpot, not through crmgate
+    read = portal.ok("GET", f"/entity/opportunity/{deal}")
+    assert read["relation"]["contact"][0]["entity"]["id"] == ada
+    portal.ok("PUT", f"/entity/opportunity/{deal}", json={"relation": read["relation"]})
+    linked = set(portal.sim.links[("deals", deal)])
+    assert linked == {("contacts", ada), ("contacts", bob)}  # read and written back: both kept
+
+    # A link HubSpot refuses leaves the record as it was: its properties and its old link
+    portal.ok(
+        "PUT",
+        f"/entity/opportunity/{deal}",
+        json={"relation": {"account": [{"type": "account", "entity": {"id": acme}}]}},
+    )
+    refused = portal.call(
+        "PUT",
+        f"/entity/opportunity/{deal}",
+        json={
+            "name": "Renamed",
+            "relation": {"account": [{"type": "account", "entity": {"id": "99999"}}]},
+        },
+    )
+    assert refused.status_code == 422, refused.text
+    after = portal.ok("GET", f"/entity/opportunity/{deal}")
+    assert after["name"] == "Two buyers"
+    assert after["relation"]["account"][0]["entity"]["id"] == acme
+
+    bad = portal.ok(
+        "POST",
+        "/entity/note/bulk",
+        201,
+        json={
+            "item": [
+                {"body": "fine"},
+                {
+                    "body": "bad link",
+                    "relation": {"account": [{"type": "account", "entity": {"id": "x!"}}]},
+                },
+            ]
+        },
+    )["item"]
+    assert [i["status"] for i in bad] == [201, 422]  # the bad item fails alone

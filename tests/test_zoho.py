@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +22,14 @@ from conftest import (
     RunningGateway,
     check_life_cycle,
     create_account,
+    loopback_socket,
     make_settings,
     migrate_database,
 )
 from crmgate.api.app import create_app
 from crmsim.server import RunningSimulator
 from crmsim.tls import Certificates
-from crmsim.zoho import ZohoSimulator, platform_overrides, seed_zoho
+from crmsim.zoho import ALL_SCOPES, ZohoSimulator, platform_overrides, seed_zoho
 
 APP = "X-API2CRM-APPLICATION-KEY"
 
@@ -246,6 +250,23 @@ def test_activities_link_what_id_with_its_module(org: Org) -> None:
     )["id"]
     assert org.sim.records["Notes"][note]["Parent_Id"]["module"]["api_name"] == "Leads"
     assert org.ok("GET", f"/entity/note/{note}")["relation"]["lead"][0]["entity"]["id"] == lead
+    # null filters on one module of What_Id say which module ($se_module), not just "linked"
+    on_lead = org.ok(
+        "POST",
+        "/entity/task",
+        201,
+        json={"subject": "Lead", "relation": {"lead": [{"type": "lead", "entity": {"id": lead}}]}},
+    )["id"]
+    alone = org.ok("POST", "/entity/task", 201, json={"subject": "Alone"})["id"]
+
+    def tasks(filter_: str) -> list[str]:
+        return [t["id"] for t in org.ok("GET", "/entity/task/list", params={"filter": filter_})]
+
+    assert tasks("relation.account ne null") == [task]
+    assert tasks("relation.account eq null") == [on_lead, alone]
+    assert tasks("relation.lead ne null and subject eq 'Lead'") == [on_lead]
+    refused = org.call("GET", "/entity/note/list", params={"filter": "relation.lead eq null"})
+    assert refused.status_code == 400
 
 
 def test_contacts_map_typed_lists_and_filters_become_coql(org: Org) -> None:
@@ -276,19 +297,21 @@ def test_contacts_map_typed_lists_and_filters_become_coql(org: Org) -> None:
     assert [c["id"] for c in org.ok("GET", "/entity/contact/list", params={"filter": three})] == [
         grace
     ]
-    hostile = [
-        "x' or id is not null or Last_Name = '",
-        "x\\' or id is not null or Last_Name = \\'",
-        "\\",
-        "x') or (id is not null",
-    ]
+    # values that would end a literal read with backslash escapes, or with doubled quotes
+    hostile = ["x' or id is not null or Last_Name = '", "x'') or (id is not null"]
     for value in hostile:
         text = value.replace("'", "''")
         assert (
             org.ok("GET", "/entity/contact/list", params={"filter": f"last_name eq '{text}'"}) == []
         )
-    statements = [json.dumps(c) for c in org.sim.calls if c[1] == "/crm/v8/coql"]
-    assert statements  # the filters went to COQL
+    sent = [c[2].get("select_query", "") for c in org.sim.calls if c[1] == "/crm/v8/coql"]
+    assert any("Last_Name = 'O''Brien'" in s for s in sent)  # Zoho's escape: the quote doubled
+    assert any("Last_Name = 'x'' or id is not null or Last_Name = '''" in s for s in sent)
+    for value in ("\\", "x\\'' or id is not null or Last_Name = \\''"):
+        refused = org.call(
+            "GET", "/entity/contact/list", params={"filter": f"last_name eq '{value}'"}
+        )
+        assert refused.status_code == 400 and "backslash" in refused.text, value
     wildcard = org.call("GET", "/entity/contact/list", params={"filter": "last_name contains '%'"})
     assert wildcard.status_code == 400
     bad_id = org.call("GET", "/entity/contact/list", params={"filter": "id eq '1 or 1=1'"})
@@ -334,6 +357,30 @@ def test_zoho_errors_become_the_contracts(org: Org) -> None:
         b'{"code":"NO_PERMISSION","details":{},"message":"permission denied","status":"error"}',
     )
     assert org.call("GET", "/entity/contact/count").status_code == 403
+    # a delete Zoho refuses for another reason than the id is not a 404
+    kept = org.ok("POST", "/entity/contact", 201, json={"last_name": "Locked"})["id"]
+    locked = b'{"data":[{"code":"RECORD_LOCKED","details":{},"message":"locked","status":"error"}]}'
+    org.sim.fault = (400, locked)
+    refused = org.call("DELETE", f"/entity/contact/{kept}")
+    assert refused.status_code == 422 and "RECORD_LOCKED" in refused.text
+    org.sim.fault = (400, locked)
+    (item,) = org.ok("DELETE", "/entity/contact/bulk", json={"item": [{"id": kept}]})["item"]
+    assert item["status"] == 422
+    # odd answers are the CRM's failure (502), never a crash
+    user = org.sim.admin.render()
+    for path, answer in (
+        ("/entity/contact/describe", {"fields": [{"api_name": "X", "lookup": {"module": "Ac"}}]}),
+        (
+            "/entity/task/describe",
+            {"fields": [{"api_name": "What_Id", "multi_module_lookup": [{"api_name": "Leads"}]}]},
+        ),
+        ("/entity/contact/describe", {"fields": [{"api_name": "X", "pick_list_values": 3}]}),
+        (f"/entity/user/{org.sim.admin.id}", {"users": {"0": user}}),
+        (f"/entity/user/{org.sim.admin.id}", {"users": ["not a user"]}),
+    ):
+        org.sim.fault = (200, json.dumps(answer).encode())
+        odd = org.call("GET", path, headers={"X-API2CRM-DESCRIBE-LIFETIME": "0"})
+        assert odd.status_code == 502, (path, answer, odd.text)
 
 
 def test_a_token_without_the_scope_is_not_allowed_and_an_expired_one_asks_for_a_new(
@@ -419,15 +466,150 @@ def test_oauth_tokens_are_refreshed_with_zohos_accounts_server(
 
 
 def test_a_refresh_goes_to_the_data_centre_of_the_org() -> None:
-    from crmgate.connectors.zoho import DATA_CENTRES, accounts_server
+    from crmgate.connectors.catalogue import load_descriptors
+    from crmgate.connectors.zoho import DATA_CENTRES, accounts_server, callback_accounts_server
 
     assert accounts_server("https://www.zohoapis.eu") == "https://accounts.zoho.eu"
     assert accounts_server("https://www.zohoapis.com.au") == "https://accounts.zoho.com.au"
     assert accounts_server("https://www.zohoapis.ca") == "https://accounts.zohocloud.ca"
     assert accounts_server("https://www.zohoapis.in:443") == "https://accounts.zoho.in"
+    assert accounts_server("https://www.zohoapis.uk") == "https://accounts.zoho.uk"
+    assert accounts_server("https://sandbox.zohoapis.sa") == "https://accounts.zoho.sa"
     assert accounts_server("https://zohoapis.eu.evil.example") is None
     assert accounts_server("https://127.0.0.1:8443") is None  # the descriptor's token_url
-    assert all(server.startswith("accounts.zoho") for server in DATA_CENTRES.values())
+    assert all(dc.accounts.startswith("accounts.zoho") for dc in DATA_CENTRES)
+    # one table: the descriptor allows exactly the API hosts of the known data centres
+    (zoho,) = [p for p in load_descriptors() if p.type == "ZohoCRM"]
+    assert sorted(zoho.instance_hosts) == sorted(h for dc in DATA_CENTRES for h in dc.api_hosts)
+    # an OAuth callback's accounts server counts only if it is one of them
+    eu = {"location": "eu", "accounts-server": "https://accounts.zoho.eu"}
+    assert callback_accounts_server(eu) == "https://accounts.zoho.eu"
+    assert callback_accounts_server({"location": "uk"}) == "https://accounts.zoho.uk"
+    for hostile in (
+        {"accounts-server": "https://accounts.zoho.eu.evil.example"},
+        {"accounts-server": "https://evil.example", "location": "eu"},
+        {"accounts-server": "http://accounts.zoho.eu"},
+        {"accounts-server": "https://user@accounts.zoho.eu"},
+        {"accounts-server": "https://accounts.zoho.eu:8443"},
+        {"accounts-server": "https://accounts.zoho.eu", "location": "us"},
+        {"location": "mars"},
+        {},
+    ):
+        assert callback_accounts_server(hostile) is None, hostile
+
+
+def test_the_oauth_flow_connects_orgs_of_any_data_centre(
+    tmp_path: Path,
+    database: Database,
+    zoho: Zoho,
+    certificates: Certificates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Application mode through Zoho's authorize page (access_type=offline, comma-joined
+    scopes): a US org, then an org of the EU data centre, whose code is exchanged at the EU
+    accounts server the callback names (here a second address of the simulator)."""
+    from crmgate.connectors import zoho as connector
+
+    sim = zoho.simulator
+    bound = loopback_socket()
+    base = f"http://127.0.0.1:{bound.getsockname()[1]}"
+    done = "https://app.example/connected"
+    sim.add_client("1000.FLOW", "flow-secret", (f"{base}/authorization/oauth/ZohoCRM/callback",))
+    settings = zoho.settings(
+        tmp_path / "flow",
+        database,
+        public_url=base,
+        oauth_clients={
+            "ZohoCRM": {
+                "client_id": "1000.FLOW",
+                "client_secret": "flow-secret",
+                "redirects": [done],
+            }
+        },
+    )
+    admin = create_account(settings)
+    context = ssl.create_default_context(cafile=zoho.ca_file)
+
+    def connect(gateway: RunningGateway) -> str:
+        with gateway.client(admin.key) as client:
+            session = client.post("/v1/oauth/session", json={"type": "ZohoCRM", "redirect": done})
+            assert session.status_code == 201, session.text
+        with httpx.Client(trust_env=False, timeout=20, verify=context) as browser:
+            response = browser.get(session.json()["authorize_url"])
+            for _ in range(5):
+                location = response.headers.get("location", "")
+                if response.status_code != 302 or location.startswith(done):
+                    break
+                response = browser.get(location)
+        assert response.headers["location"].startswith(done + "#application_key="), response.text
+        key = response.headers["location"].split("=", 1)[1]
+        with gateway.client(admin.key) as client:
+            app = client.get(f"/v1/application/{key}").json()
+            assert app["authorization"] == "oAuth-internal" and app["is_authorized"] is True
+            counted = client.get("/v1/application/entity/contact/count", headers={APP: key})
+            assert counted.status_code == 200, counted.text
+        return key
+
+    def exchanged_at() -> list[str]:
+        return [q["host"] for m, p, q in sim.calls if p == "/oauth/v2/token#grant"]
+
+    us_host = zoho.base_url.removeprefix("https://")
+    with (
+        RunningSimulator(sim.app(), certificates) as eu,
+        RunningGateway(create_app(settings), bound) as gateway,
+    ):
+        connect(gateway)
+        authorize = next(q for m, p, q in sim.calls if p == "/oauth/v2/auth")
+        assert authorize["access_type"] == "offline" and authorize["prompt"] == "consent"
+        assert authorize["scope"] == ",".join(ALL_SCOPES)
+        assert exchanged_at() == [us_host]
+        # the EU data centre, reached (for this test) at the simulator's second address
+        eu_host = eu.base_url.removeprefix("https://")
+        monkeypatch.setattr(
+            connector,
+            "DATA_CENTRES",
+            tuple(
+                connector.DataCentre("eu", eu_host, "eu") if dc.location == "eu" else dc
+                for dc in connector.DATA_CENTRES
+            ),
+        )
+        sim.location, sim.accounts_server = "eu", eu.base_url
+        connect(gateway)
+        assert exchanged_at() == [us_host, eu_host]
+    assert sim.grant_codes == {}  # each code exchanged, once
+
+
+def test_a_throttled_refresh_is_a_rate_limit(
+    tmp_path: Path, database: Database, zoho: Zoho
+) -> None:
+    """Zoho gives at most 10 access tokens per refresh token in 10 minutes; past that its
+    accounts server answers Access Denied: 429 with Retry-After, the grant intact."""
+    sim = zoho.simulator
+    sim.add_client("1000.CLIENT", "zoho-secret")
+    settings = zoho.settings(
+        tmp_path / "throttle",
+        database,
+        oauth_clients={"ZohoCRM": {"client_id": "1000.CLIENT", "client_secret": "zoho-secret"}},
+    )
+    admin = create_account(settings)
+    refresh = sim.issue_refresh_token("1000.CLIENT")
+    credential = {
+        "instance_url": zoho.base_url,
+        "access_token": sim.issue_access_token(),
+        "refresh_token": refresh,
+    }
+    sim.refreshed[refresh] = deque([time.time()] * 10)  # ten tokens in the last minutes
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
+        key = client.post(
+            "/v1/application",
+            json={"type": "ZohoCRM", "authorization": "oAuth-internal", "credential": credential},
+        ).json()["key"]
+        sim.expire_tokens()
+        limited = client.get("/v1/application/entity/contact/count", headers={APP: key})
+        assert limited.status_code == 429, limited.text
+        assert 500 <= int(limited.headers["Retry-After"]) <= 600
+        assert limited.json()["detail"]["code"] == "RATE_LIMITED"
+        assert client.get(f"/v1/application/{key}").json()["is_authorized"] is True
 
 
 def test_zohos_token_answer_names_the_instance_and_refusals_are_grants_revoked() -> None:
@@ -560,3 +742,40 @@ def test_the_demo_seed_and_overrides() -> None:
     overrides = platform_overrides("https://127.0.0.1:9999")
     assert overrides["ZohoCRM"]["instance_hosts"] == ["127.0.0.1:9999"]
     assert overrides["ZohoCRM"]["oauth"]["token_url"] == "https://127.0.0.1:9999/oauth/v2/token"
+
+
+def test_more_fields_than_one_call_takes_are_read_in_parts(org: Org) -> None:
+    """Zoho takes at most 50 fields in a COQL select and in the records API's `fields`: an org
+    whose Contacts have 40 custom fields more is read 50 fields a call, merged by id."""
+    from crmsim.zoho_schema import ZField
+
+    module = org.sim.modules["Contacts"]
+    for n in range(40):
+        module.fields[f"Extra_{n:02d}"] = ZField(f"Extra_{n:02d}", custom=True)
+    assert len(module.fields) > 60
+    made = [
+        org.sim.insert(
+            "Contacts",
+            {"Last_Name": f"Wide{k}", "Extra_00": f"first{k}", "Extra_39": f"last{k}"},
+        )
+        for k in range(3)
+    ]
+    headers = {"X-API2CRM-DESCRIBE-LIFETIME": "0"}
+
+    def check(rows: list[dict[str, Any]]) -> None:
+        assert [r["id"] for r in rows] == made
+        assert [(r["Extra_00"], r["Extra_39"]) for r in rows] == [
+            (f"first{k}", f"last{k}") for k in range(3)
+        ]
+
+    check(org.ok("GET", "/entity/contact/list", headers=headers))  # records API walk
+    check(org.ok("GET", "/entity/contact/list", params={"filter": "last_name startswith 'Wide'"}))
+    one = org.ok("GET", f"/entity/contact/{made[1]}")
+    assert one["last_name"] == "Wide1" and one["Extra_39"] == "last1"
+    generic = org.ok("GET", "/entity/Contacts/list")  # every field of the module
+    check(generic)
+    assert generic[0]["Last_Name"] == "Wide0" and generic[0]["Email"] is None
+    check(org.ok("GET", "/entity/Contacts/list", params={"filter": "Last_Name ne 'x'"}))
+    assert org.ok("GET", f"/entity/Contacts/{made[2]}")["Extra_39"] == "last2"
+    sent = [c[2] for c in org.sim.calls if c[1] in ("/crm/v8/coql", "/crm/v8/Contacts")]
+    assert all(len(c.get("fields", "").split(",")) <= 50 for c in sent)

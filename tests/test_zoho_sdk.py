@@ -155,7 +155,7 @@ def test_coql_fields_and_users(sim: ZohoSimulator) -> None:
     sim.insert("Contacts", {"Last_Name": "Smith"})
     query = CoqlBody()
     query.set_select_query(
-        "select Last_Name, Account_Name from Contacts where Last_Name = 'O\\'Hara' limit 10"
+        "select Last_Name, Account_Name from Contacts where Last_Name = 'O''Hara' limit 10"
     )
     answer = CoqlOperations().get_records(query)
     assert answer.get_status_code() == 200
@@ -167,6 +167,11 @@ def test_coql_fields_and_users(sim: ZohoSimulator) -> None:
     count.set_select_query("select COUNT(id) from Contacts where id is not null")
     (total,) = CoqlOperations().get_records(count).get_object().get_data()
     assert total.get_key_value("COUNT(id)") == 2
+    sim.insert("Contacts", {"Last_Name": "back\\slash"})  # a backslash is a plain character
+    slash = CoqlBody()
+    slash.set_select_query("select Last_Name from Contacts where Last_Name = 'back\\slash'")
+    (found,) = CoqlOperations().get_records(slash).get_object().get_data()
+    assert found.get_key_value("Last_Name") == "back\\slash"
     unpaired = CoqlBody()
     unpaired.set_select_query(
         "select id from Contacts where id is not null and Last_Name = 'a' and Last_Name = 'b'"
@@ -206,4 +211,4 @@ def test_rate_limits_and_bad_tokens(sim: ZohoSimulator) -> None:
     sim.tokens.clear()  # revoked: the SDK's stored token no longer works
     refused = contacts.get_records(params)
     assert refused.get_status_code() == 401
-    assert refused.get_object().get_code().get_value() == "INVALID_TOKEN"
+    assert refused.get_object().get_code().get_value() == "INVALID_OAUTHTOKEN"  # v8

@@ -63,7 +63,9 @@ class TokenManager:
         lifetime = credentials.derived.get("expires_in", "")
         margin = min(EARLY_REFRESH, int(lifetime) // 2) if lifetime.isdigit() else EARLY_REFRESH
         return (
-            view.authorization == "oAuth-internal"
+            # a `user` login too, when its connector knows the expiry (Dynamics 365's client
+            # credentials; a Salesforce session's is not known)
+            view.authorization in RENEWABLE
             and expires_at.isdigit()
             and int(expires_at) - margin <= time.time()
         )

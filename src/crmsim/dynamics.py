@@ -9,8 +9,9 @@ Microsoft's Python SDK use, and the Microsoft Entra ID token endpoint in front o
   their ``/Attributes`` (with the PicklistAttributeMetadata cast and ``$expand=OptionSet``) and
   ``/ManyToOneRelationships``.
 - Records: ``GET/POST /{set}``, ``GET/PATCH/DELETE /{set}({id})``: ``$select``, ``$filter``,
-  ``$orderby``, ``$top``, ``$count`` (capped at 5,000), ``$apply=[filter(...)/]aggregate($count
-  as x)`` (at most ``aggregate_limit`` records), ``Prefer: odata.maxpagesize`` with
+  ``$orderby``, ``$top`` (ignored beside ``Prefer: odata.maxpagesize``), ``$count`` (capped at
+  5,000), ``$apply=[filter(...)/]aggregate($count as x)`` (at most ``aggregate_limit`` records),
+  ``Prefer: odata.maxpagesize`` with
   ``@odata.nextLink`` ($skiptoken paging cookies), ``Prefer: return=representation`` and
   ``odata.include-annotations``; lookups read as ``_x_value`` and written with
   ``nav@odata.bind``; ``If-Match: *`` (update, never upsert) and ``If-None-Match: *``;
@@ -23,6 +24,7 @@ Microsoft's Python SDK use, and the Microsoft Entra ID token endpoint in front o
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import secrets
@@ -135,6 +137,7 @@ class DynamicsSimulator:
         self.request_limit = 6000  # per user and 300 s window, as Dataverse's default
         self.aggregate_limit = 50_000
         self.faults: deque[tuple[int, bytes, str]] = deque()  # next data API answers, for tests
+        self.batch_delay = 0.0  # seconds a $batch answer waits after its work (for tests)
         self.base_url = ""
         self.token_lifetime = 3599
         self._versions = itertools.count(1_000_001)
@@ -572,7 +575,8 @@ class DynamicsSimulator:
             body["@odata.count"] = min(total, COUNT_LIMIT)
             body["@Microsoft.Dynamics.CRM.totalrecordcount"] = -1
             body["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] = total > COUNT_LIMIT
-        if query.get("$top"):
+        if query.get("$top") and "odata.maxpagesize" not in prefer:
+            # with Prefer: odata.maxpagesize, $top is ignored (Microsoft's "Page results")
             top = _integer(query["$top"], "$top")
             page, following = rows[:top], None
         else:
@@ -945,6 +949,8 @@ class DynamicsSimulator:
                     replies = [replies[-1]]
                 failed = not go_on
             answers.append((item, replies))
+        if self.batch_delay:
+            await asyncio.sleep(self.batch_delay)  # done, but answered late
         boundary = f"batchresponse_{uuid.uuid4()}"
         status = 200
         if failed and not go_on:
@@ -1124,13 +1130,10 @@ def _metadata_match(expression: str, definition: dict[str, Any]) -> bool:
 
 def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
     """CRMGATE_PLATFORM_OVERRIDES that point MicrosoftDynamics (its organisation hosts and Entra
-    ID's endpoints) at a simulator running at ``base_url`` (the tests and the demo use it)."""
+    ID, the descriptor's ``login_url``) at a simulator running at ``base_url`` (the tests and the
+    demo use it)."""
     host = base_url.removeprefix("https://")
-    oauth = {
-        "authorize_url": f"{base_url}/organizations/oauth2/v2.0/authorize",
-        "token_url": f"{base_url}/organizations/oauth2/v2.0/token",
-    }
-    return {"MicrosoftDynamics": {"instance_hosts": [host], "oauth": oauth}}
+    return {"MicrosoftDynamics": {"instance_hosts": [host], "login_url": base_url}}
 
 
 def seed_dynamics(sim: DynamicsSimulator) -> dict[str, list[str]]:

@@ -1,7 +1,8 @@
 """The OData v4 pieces a simulated Dataverse needs: the ``$filter`` language (comparisons,
-``and``/``or``/``not``, ``contains``/``startswith``/``endswith``; string literals in single quotes
-with '' escaping, GUIDs, numbers, dates and ``null`` unquoted) and multipart/mixed ``$batch``
-bodies (OData 4.0 part 1, 11.7), parsed and written as Dataverse does."""
+``and``/``or``/``not``, ``contains``/``startswith``/``endswith``, which Dataverse runs as SQL LIKE:
+``%``, ``_``, ``[set]`` and ``[^set]`` are wildcards, ``[%]`` a plain ``%``; string literals in
+single quotes with '' escaping, GUIDs, numbers, dates and ``null`` unquoted) and multipart/mixed
+``$batch`` bodies (OData 4.0 part 1, 11.7), parsed and written as Dataverse does."""
 
 from __future__ import annotations
 
@@ -249,12 +250,14 @@ def evaluate(node: Node, record: dict[str, Any], edm: Callable[[str], str]) -> b
     if isinstance(node, Function):
         if kind != "Edm.String" or node.literal.kind != "string":
             raise syntax_error(f"'{node.name}' takes a string property and a string literal.")
-        text, pattern = str(value or "").casefold(), str(node.literal.value).casefold()
         if value is None:
             return False
+        pattern = like(str(node.literal.value))
         if node.name == "contains":
-            return pattern in text
-        return text.startswith(pattern) if node.name == "startswith" else text.endswith(pattern)
+            return pattern.search(str(value)) is not None
+        if node.name == "startswith":
+            return pattern.match(str(value)) is not None
+        return re.search(f"(?:{pattern.pattern})\\Z", str(value), pattern.flags) is not None
     if node.literal.kind == "null":
         if node.op not in ("eq", "ne"):
             return False
@@ -272,6 +275,36 @@ def evaluate(node: Node, record: dict[str, Any], edm: Callable[[str], str]) -> b
             "le": left <= right,
         }[node.op]
     )
+
+
+def like(pattern: str) -> re.Pattern[str]:
+    """A T-SQL LIKE pattern as a regular expression, case-insensitive as Dataverse's collation
+    (Microsoft's "Use wildcard characters in conditions for string values"): ``%`` any run of
+    characters, ``_`` any one, ``[abc]``/``[a-c]`` one of a set, ``[^abc]`` one not in it; so
+    ``[%]``, ``[_]`` and ``[[]`` are the characters themselves."""
+    out = []
+    at = 0
+    while at < len(pattern):
+        char = pattern[at]
+        end = pattern.find("]", at + 2) if char == "[" else -1
+        if char == "%":
+            out.append(".*")
+        elif char == "_":
+            out.append(".")
+        elif char == "[" and end != -1:
+            body = pattern[at + 1 : end]
+            negated = body.startswith("^") and len(body) > 1
+            members = body[1:] if negated else body
+            parts = [
+                "-" if c == "-" and 0 < i < len(members) - 1 else re.escape(c)
+                for i, c in enumerate(members)
+            ]
+            out.append(("[^" if negated else "[") + "".join(parts) + "]")
+            at = end
+        else:
+            out.append(re.escape(char))
+        at += 1
+    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
 
 
 _OP_NAMES = {

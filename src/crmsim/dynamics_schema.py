@@ -45,6 +45,9 @@ class Attr:
     max_length: int = 100
     options: tuple[tuple[int, str], ...] = ()
     date_only: bool = False  # DateTime with DateOnly behaviour ("2024-05-31")
+    # DateTime shown as a date (Format DateOnly) but with UserLocal behaviour: a date and time
+    # is stored and read; only the DateTimeBehavior tells a date-only column
+    date_format: bool = False
     targets: dict[str, str] = field(default_factory=dict)  # lookups: target -> navigation
 
     @property
@@ -81,7 +84,8 @@ class Attr:
         if self.is_lookup:
             answer["Targets"] = list(self.targets)
         if self.type == "DateTime":
-            answer["Format"] = "DateOnly" if self.date_only else "DateAndTime"
+            shown = self.date_only or self.date_format
+            answer["Format"] = "DateOnly" if shown else "DateAndTime"
             behavior = "DateOnly" if self.date_only else "UserLocal"
             answer["DateTimeBehavior"] = {"Value": behavior}
         return answer

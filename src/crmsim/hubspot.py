@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import random
 import secrets
@@ -410,7 +411,14 @@ class HubSpotSimulator:
             "updatedAt": now,
             "archived": False,
             "teams": [],
+            "type": "PERSON",
         }
+        return owner_id
+
+    def add_queue(self, name: str) -> str:
+        """An owner that is a queue (a team inbox), not a person."""
+        owner_id = self.add_owner("", name, "")
+        self.owners[owner_id]["type"] = "QUEUE"
         return owner_id
 
     def associate(
@@ -593,6 +601,10 @@ class HubSpotSimulator:
         scopes = tuple(query.get("scope", "").split())
         if not scopes or any(scope not in PRIVATE_APP_SCOPES for scope in scopes):
             return web.Response(status=400, text="Authorization failed: invalid scope")
+        # optional scopes the portal has are granted; the ones it lacks are left out (every
+        # scope this simulator knows, the portal has)
+        optional = tuple(query.get("optional_scope", "").split())
+        scopes += tuple(s for s in optional if s in PRIVATE_APP_SCOPES and s not in scopes)
         code = secrets.token_urlsafe(24)
         self.codes[code] = (client_id, redirect_uri, scopes, time.time() + 300)
         target = URL(redirect_uri).update_query(code=code, state=query.get("state", ""))
@@ -888,12 +900,17 @@ class HubSpotSimulator:
         owners = sorted(self.owners.values(), key=lambda o: int(o["id"]))
         if email:
             owners = [o for o in owners if o["email"].lower() == email.lower()]
-        if after:
-            owners = [o for o in owners if int(o["id"]) > int(after)]
+        if after:  # HubSpot's cursors are opaque: base64 of the last id here
+            try:
+                last = int(base64.urlsafe_b64decode(after.encode()).decode())
+            except ValueError:
+                raise Refused(400, "VALIDATION_ERROR", "after is not a valid cursor") from None
+            owners = [o for o in owners if int(o["id"]) > last]
         page = owners[:limit]
         body: dict[str, Any] = {"results": page}
         if len(owners) > limit:
-            body["paging"] = {"next": {"after": page[-1]["id"], "link": ""}}
+            cursor = base64.urlsafe_b64encode(page[-1]["id"].encode()).decode()
+            body["paging"] = {"next": {"after": cursor, "link": ""}}
         return web.json_response(body)
 
     async def _owner(self, request: web.Request, token: Token) -> web.Response:

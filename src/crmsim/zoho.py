@@ -1,10 +1,14 @@
 """A Zoho CRM org: the subset of Zoho CRM's REST API v8 that crmgate and Zoho's Python SDK use,
 as Zoho documents it.
 
-- Accounts server: ``POST /oauth/v2/token`` (refresh_token and authorization_code grants; Zoho's
-  token answer carries ``api_domain``; refusals are ``{"error": "invalid_code"}`` and the like),
-  ``POST /oauth/v2/token/revoke``.
-- Auth: ``Authorization: Zoho-oauthtoken <token>`` (not Bearer); 401 ``INVALID_TOKEN``;
+- Accounts server: ``GET /oauth/v2/auth`` (the user approves at once; the redirect URI must be
+  one the client registered, exactly; scopes are comma-separated; back to it with ``code``,
+  ``state``, ``location`` and ``accounts-server``, the user's data centre), ``POST
+  /oauth/v2/token`` (refresh_token and authorization_code grants; a refresh token only with
+  ``access_type=offline``; Zoho's token answer carries ``api_domain``; refusals are
+  ``{"error": "invalid_code"}`` and the like; past 10 access tokens from one refresh token in
+  10 minutes, ``{"error": "Access Denied"}``), ``POST /oauth/v2/token/revoke``.
+- Auth: ``Authorization: Zoho-oauthtoken <token>`` (not Bearer); 401 ``INVALID_OAUTHTOKEN``;
   a token without the scope is 401 ``OAUTH_SCOPE_MISMATCH``.
 - Records (``/crm/v8/{Module}``): list with ``fields`` (required), ``page``/``per_page`` (at most
   200 a page, and 2,000 records with ``page``) or ``page_token`` (``info.next_page_token``),
@@ -33,6 +37,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from crmsim import zoho_coql as coql
 from crmsim.zoho_schema import Module, ZField, standard_modules
@@ -52,6 +57,7 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ID = re.compile(r"^\d{1,20}$")
 SORTABLE_BY_LIST = ("id", "Created_Time", "Modified_Time")
+CALL = web.RequestKey("call", dict[str, str])  # the request's entry in the call log
 
 
 class Refused(Exception):
@@ -133,6 +139,10 @@ class ZohoSimulator:
     credit_limit: int = 100_000
     token_lifetime: int = 3600
     api_domain: str = ""  # what the token answer names; the running base URL when empty
+    # The user's data centre, as the authorize redirect names it (accounts-server: the running
+    # base URL when empty).
+    location: str = "us"
+    accounts_server: str = ""
     modules: dict[str, Module] = field(default_factory=standard_modules)
     calls: deque[tuple[str, str, dict[str, str]]] = field(
         default_factory=lambda: deque(maxlen=200_000)
@@ -143,8 +153,11 @@ class ZohoSimulator:
         self.records: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in self.modules}
         self.tokens: dict[str, Token] = {}
         self.clients: dict[str, str] = {}
+        self.redirects: dict[str, tuple[str, ...]] = {}
         self.refresh_tokens: dict[str, tuple[str, str, tuple[str, ...]]] = {}
-        self.grant_codes: dict[str, tuple[str, str]] = {}
+        self.refreshed: dict[str, deque[float]] = {}  # refresh token -> when it was used
+        # code -> (client id, user id, redirect URI, scopes, offline)
+        self.grant_codes: dict[str, tuple[str, str, str, tuple[str, ...], bool]] = {}
         self.page_tokens: dict[str, PageToken] = {}
         self._ids = itertools.count(1)
         self.org_id = "60012345678"
@@ -173,17 +186,26 @@ class ZohoSimulator:
         self.tokens[token] = Token(self.admin.id, tuple(scopes), time.time() + life)
         return token
 
-    def add_client(self, client_id: str, client_secret: str) -> None:
+    def add_client(
+        self, client_id: str, client_secret: str, redirects: tuple[str, ...] = ()
+    ) -> None:
         self.clients[client_id] = client_secret
+        self.redirects[client_id] = redirects
 
     def issue_refresh_token(self, client_id: str, scopes: tuple[str, ...] = ALL_SCOPES) -> str:
         token = "1000." + secrets.token_hex(16) + "." + secrets.token_hex(16)
         self.refresh_tokens[token] = (client_id, self.admin.id, tuple(scopes))
         return token
 
-    def issue_grant_code(self, client_id: str) -> str:
+    def issue_grant_code(
+        self,
+        client_id: str,
+        redirect_uri: str = "",
+        scopes: tuple[str, ...] = ALL_SCOPES,
+        offline: bool = True,
+    ) -> str:
         code = "1000." + secrets.token_hex(16) + "." + secrets.token_hex(16)
-        self.grant_codes[code] = (client_id, self.admin.id)
+        self.grant_codes[code] = (client_id, self.admin.id, redirect_uri, scopes, offline)
         return code
 
     def expire_tokens(self) -> None:
@@ -200,12 +222,15 @@ class ZohoSimulator:
     def app(self) -> web.Application:
         @web.middleware
         async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-            self.calls.append((request.method, request.path, dict(request.query)))
+            entry = dict(request.query)
+            request[CALL] = entry  # a handler may add what the body said (COQL statements)
+            self.calls.append((request.method, request.path, entry))
             if not self.base_url:
                 self.base_url = f"{request.scheme}://{request.host}"
             return await handler(request)
 
         application = web.Application(middlewares=[record])
+        application.router.add_get("/oauth/v2/auth", self._authorize)
         application.router.add_post("/oauth/v2/token", self._token)
         application.router.add_post("/oauth/v2/token/revoke", self._revoke)
         for method, path, handler in [
@@ -249,7 +274,7 @@ class ZohoSimulator:
             scheme, _, value = request.headers.get("Authorization", "").partition(" ")
             token = self.tokens.get(value.strip()) if scheme == "Zoho-oauthtoken" else None
             if token is None or token.expires_at < time.time():
-                return Refused(401, "INVALID_TOKEN", "invalid oauth token").response()
+                return Refused(401, "INVALID_OAUTHTOKEN", "invalid oauth token").response()
             if self.credits <= 0:
                 response = Refused(
                     429,
@@ -317,8 +342,33 @@ class ZohoSimulator:
             answer["refresh_token"] = refresh
         return answer
 
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """The user signs in and approves at once; refusals a browser would see as a page."""
+        query = request.query
+        client_id, redirect = query.get("client_id", ""), query.get("redirect_uri", "")
+        if client_id not in self.clients:
+            return web.Response(status=400, text="Invalid Client")
+        if redirect not in self.redirects.get(client_id, ()):
+            return web.Response(status=400, text="Invalid Redirect Uri")
+        back: dict[str, str] = {"state": query.get("state", "")}
+        scopes = tuple(query.get("scope", "").split(","))
+        if query.get("response_type") != "code":
+            back["error"] = "unsupported_response_type"
+        elif not scopes or not all(re.match(r"^ZohoCRM\.[A-Za-z.]+$", s) for s in scopes):
+            back["error"] = "invalid_scope"  # e.g. scopes joined with spaces
+        else:
+            code = self.issue_grant_code(
+                client_id, redirect, scopes, offline=query.get("access_type") == "offline"
+            )
+            back |= {
+                "code": code,
+                "location": self.location,
+                "accounts-server": self.accounts_server or self.base_url,
+            }
+        raise web.HTTPFound(str(URL(redirect).update_query(back)))
+
     async def _token(self, request: web.Request) -> web.Response:
-        self.calls.append(("POST", "/oauth/v2/token#grant", {}))
+        self.calls.append(("POST", "/oauth/v2/token#grant", {"host": request.host}))
         form = await request.post()
         query = {**request.query, **{k: str(v) for k, v in form.items()}}
         client_id, secret = query.get("client_id", ""), query.get("client_secret", "")
@@ -330,16 +380,33 @@ class ZohoSimulator:
         if self.clients[client_id] != secret:
             return web.json_response({"error": "invalid_client_secret"})
         if grant == "refresh_token":
-            held = self.refresh_tokens.get(query.get("refresh_token", ""))
+            refresh = query.get("refresh_token", "")
+            held = self.refresh_tokens.get(refresh)
             if held is None or held[0] != client_id:
                 return web.json_response({"error": "invalid_code"})
+            used = self.refreshed.setdefault(refresh, deque())
+            while used and used[0] < time.time() - 600:
+                used.popleft()
+            if len(used) >= 10:  # access tokens from one refresh token in 10 minutes
+                return web.json_response(
+                    {
+                        "error": "Access Denied",
+                        "error_description": "You have made too many requests continuously. "
+                        "Please try again after some time.",
+                    },
+                    status=400,
+                )
+            used.append(time.time())
             access = self.issue_access_token(held[2])
             return web.json_response(self._token_answer(access, None))
         code = self.grant_codes.pop(query.get("code", ""), None)
         if code is None or code[0] != client_id:
             return web.json_response({"error": "invalid_code"})
-        access = self.issue_access_token()
-        return web.json_response(self._token_answer(access, self.issue_refresh_token(client_id)))
+        if code[2] and query.get("redirect_uri") != code[2]:
+            return web.json_response({"error": "invalid_redirect_uri"})
+        access = self.issue_access_token(code[3])
+        offline = self.issue_refresh_token(client_id, code[3]) if code[4] else None
+        return web.json_response(self._token_answer(access, offline))
 
     async def _revoke(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -645,6 +712,7 @@ class ZohoSimulator:
                 "select_query is missing",
                 {"param_name": "select_query"},
             )
+        request[CALL]["select_query"] = text
         query = coql.parse(text)
         module = next(
             (m for k, m in self.modules.items() if k.lower() == query.module.lower()), None

@@ -7,9 +7,10 @@ documents it for API v8:
 
 Criteria compare a field with a value (``=``, ``!=``, ``>``, ``>=``, ``<``, ``<=``, ``like``,
 ``not like``, ``in (...)``, ``not in (...)``, ``is null``, ``is not null``). Text values are in
-single quotes, where a quote or a backslash is escaped with a backslash; numbers, ``true`` and
-``false`` are bare. As in Zoho, more than two criteria must be grouped in pairs with brackets:
-``((A and B) and C)``; ``A and B and C`` is a SYNTAX_ERROR.
+single quotes, where a quote is written twice (``'O''Hara'``, as Zoho's COQL FAQ says) and a
+backslash is an ordinary character; numbers, ``true`` and ``false`` are bare. As in Zoho, more
+than two criteria must be grouped in pairs with brackets: ``((A and B) and C)``;
+``A and B and C`` is a SYNTAX_ERROR.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class CoqlError(Exception):
 
 _TOKEN = re.compile(
     r"""\s*(?:
-        (?P<string>'(?:[^'\\]|\\.)*')
+        (?P<string>'(?:[^']|'')*')
       | (?P<number>-?\d+(?:\.\d+)?)
       | (?P<op>>=|<=|!=|=|>|<|\(|\)|,)
       | (?P<word>\$?[A-Za-z_][A-Za-z0-9_.$]*)
@@ -70,16 +71,7 @@ def tokens(text: str) -> list[Token]:
 
 
 def _unquote(text: str) -> str:
-    out, escaped = [], False
-    for char in text[1:-1]:
-        if escaped:
-            out.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        else:
-            out.append(char)
-    return "".join(out)
+    return text[1:-1].replace("''", "'")
 
 
 @dataclass

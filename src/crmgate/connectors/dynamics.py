@@ -1,11 +1,15 @@
 """Microsoft Dynamics 365 / Dataverse (Web API v9.2, OData v4): the code its descriptor cannot say.
 
 Each organisation has its own host (the credential's ``instance_url``); tokens come from Microsoft
-Entra ID: ``oAuth-internal`` refreshes them with crmgate's app registration (the refresh_token
-grant with the organisation's ``user_impersonation`` scope), ``oAuth-external-refresh`` takes the
-client's, and ``user`` is server to server: an application user's client id and secret, for
-which crmgate asks its tenant's token endpoint (client_credentials, scope ``{org}/.default``)
-and asks again when Dataverse answers 401.
+Entra ID (``{login_url}/{tenant}/oauth2/v2.0/token``; the US Government and China clouds' own):
+``oAuth-internal`` refreshes them with crmgate's app registration (the refresh_token grant with
+the organisation's ``user_impersonation`` scope, at the credential's ``tenant`` or
+``organizations``), ``oAuth-external-refresh`` takes the client's, and ``user`` is server to
+server: an application user's client id and secret, for which crmgate asks its tenant's token
+endpoint (client_credentials, scope ``{org}/.default``) before the token expires, or when
+Dataverse answers 401. crmgate does not run the authorization flow itself (the descriptor has no
+``[oauth]``): Entra ID's scope must name the organisation before the user has chosen one, and its
+answer does not name it.
 
 Tables are named by their entity set (``contacts``); the metadata API (``EntityDefinitions``)
 tells each table's logical name, primary id column, columns and lookups, and is read once per
@@ -21,20 +25,26 @@ pages of 25 none); a first jump to page *p* of size *s* walks the links from the
 ⌈(p·s)/100⌉ calls, and is refused past 10,000 records (read in order or filter). A count is one
 ``$count=true`` call, exact to 5,000 (Dataverse's cap on ``@odata.count``); at 5,000 a second
 call counts with ``$apply=aggregate($count as total)``, exact to 50,000 (Dataverse's aggregate
-limit), past which the count is refused. Bulk is one ``$batch`` call per 1,000 records
-(``Prefer: odata.continue-on-error``, one request per record, results in order).
+limit), past which the count is refused. Bulk is one ``$batch`` call per 100 records
+(``Prefer: odata.continue-on-error``, one request per record, results in order; not
+CreateMultiple/UpdateMultiple, which fail or succeed as a whole); a batch that gets no answer in
+time is reported for its records as possibly done, and the rest are not sent.
+
+``contains``/``startswith`` run in Dataverse as SQL LIKE: ``%``, ``_`` and ``[`` in the client's
+text are sent bracketed (``[%]``), so they are the characters themselves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import uuid4
 
 from yarl import URL
@@ -74,14 +84,29 @@ API = "/api/data/v9.2"
 BATCH = 100  # records a list call asks for (Prefer: odata.maxpagesize)
 MAX_COLD_OFFSET = 10_000  # a first jump deeper than this would cost more than 100 calls
 COUNT_CAP = 5000  # Dataverse caps @odata.count here
-BATCH_LIMIT = 1000  # requests in one $batch
+# Requests in one $batch call: Dataverse runs them one after another and allows 1,000 a batch
+# and 2 minutes, but a batch must be answered within crmgate's outbound timeout (30 s by
+# default), and Microsoft advises small batches; 100 writes take a few seconds.
+BATCH_LIMIT = 100
 METADATA_LIFETIME = 3600.0
 _GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 _GUID_IN = re.compile(
     r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 )
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_TENANT = re.compile(r"^(?:[0-9A-Fa-f-]{36}|[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63})$")
+# An Entra ID tenant: its id (a GUID) or one of its domains (contoso.onmicrosoft.com).
+_DOMAIN = re.compile(
+    r"^(?=.{4,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+# An organisation's host suffix -> the Entra ID of its cloud (Microsoft Entra "National clouds":
+# US Government, GCC High and DoD, at login.microsoftonline.us; China, operated by 21Vianet, at
+# login.partner.microsoftonline.cn). Others, GCC (crm9) included, use the descriptor's login_url.
+_CLOUDS = (
+    (".microsoftdynamics.us", "https://login.microsoftonline.us"),
+    (".appsplatform.us", "https://login.microsoftonline.us"),
+    (".dynamics.cn", "https://login.partner.microsoftonline.cn"),
+)
+_GLOBAL_LOGIN = "login.microsoftonline.com"
 _ANNOTATION = "Microsoft.Dynamics.CRM.lookuplogicalname"
 _KINDS = {
     "Integer": "integer",
@@ -107,6 +132,12 @@ _FIELD_PATTERNS = (
     re.compile(r"of '([A-Za-z0-9_]+)' on record"),
     re.compile(r"property named '([A-Za-z0-9_]+)'"),
 )
+
+
+# One request of a $batch (method, URL, JSON body, headers) and its answer (status, headers, body).
+Request = tuple[str, str, dict[str, Any] | None, dict[str, str]]
+Answer = tuple[int, Mapping[str, str], bytes]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -147,6 +178,8 @@ class DynamicsConnector(Connector):
     def __init__(self, platform: Platform, outbound: Outbound) -> None:
         super().__init__(platform, outbound)
         self.records = DynamicsRecords(self)
+        # digest of an application user's credential -> who it acts as (see verify)
+        self._identities: dict[str, Identity] = {}
 
     def access(
         self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
@@ -158,13 +191,22 @@ class DynamicsConnector(Connector):
 
     async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
         instance = self.instance_url(credential["instance_url"])
-        derived: dict[str, str] = {}
-        if authorization == "user":
-            derived = await self._client_credentials(instance, credential)
-            token = derived["access_token"]
-        else:
-            token = credential["access_token"]
-        return Verified(await self._who_am_i(instance, token), derived)
+        if authorization != "user":
+            if credential.get("tenant"):
+                _tenant(credential["tenant"], "tenant")
+            return Verified(await self._who_am_i(instance, credential["access_token"]))
+        derived = await self._client_credentials(instance, credential)
+        # A renewal of the same application user needs the grant alone: who it acts as was
+        # asked once (WhoAmI, systemusers) and does not change with its tokens.
+        said = (credential[k] for k in ("tenant_id", "client_id", "client_secret"))
+        key = hashlib.sha256("\n".join((str(instance), *said)).encode()).hexdigest()
+        identity = self._identities.get(key)
+        if identity is None:
+            identity = await self._who_am_i(instance, derived["access_token"])
+            self._identities[key] = identity
+            while len(self._identities) > 1024:
+                self._identities.pop(next(iter(self._identities)))
+        return Verified(identity, derived)
 
     async def _who_am_i(self, instance: URL, token: str) -> Identity:
         headers = {"Authorization": f"Bearer {token}", **_ODATA}
@@ -197,17 +239,19 @@ class DynamicsConnector(Connector):
 
     # ---- Microsoft Entra ID -----------------------------------------------------------------
 
-    def _tenant_token_url(self, tenant: str) -> URL:
-        """The token endpoint of one tenant: the descriptor's, with its tenant segment
-        (``organizations``) replaced; client credentials need the tenant itself."""
-        if not _TENANT.match(tenant):
-            raise CredentialsRejected("tenant_id: an Entra ID tenant id (GUID) or domain")
-        base = self._oauth_url("token_url")
-        segments = base.path.split("/")
-        if len(segments) < 2:
-            raise CrmUnavailable(f"{self.platform.type}: the token URL names no tenant")
-        segments[1] = tenant
-        return base.with_path("/".join(segments))
+    def token_url(self, instance: URL, tenant: str | None) -> URL:
+        """The Entra ID token endpoint for an organisation: its cloud's (the descriptor's
+        ``login_url`` for the global one), of ``tenant``, or without one of any work or school
+        account (``organizations``)."""
+        login = self.platform.login_url
+        if not login:
+            raise CrmUnavailable(f"{self.platform.type}: the descriptor names no login_url")
+        if URL(login).host == _GLOBAL_LOGIN:
+            host = instance.host or ""
+            login = next((cloud for suffix, cloud in _CLOUDS if host.endswith(suffix)), login)
+        origin = URL(login)
+        checked = check_url(login, [f"{origin.host}:{origin.port}"])
+        return checked.with_path(f"/{tenant or 'organizations'}/oauth2/v2.0/token")
 
     async def _client_credentials(
         self, instance: URL, credential: Mapping[str, str]
@@ -218,7 +262,7 @@ class DynamicsConnector(Connector):
             "client_secret": credential["client_secret"],
             "scope": f"{instance}/.default",
         }
-        url = self._tenant_token_url(credential["tenant_id"])
+        url = self.token_url(instance, _tenant(credential["tenant_id"], "tenant_id"))
         response = await self.call("POST", url, data=form, headers={"Accept": "application/json"})
         try:
             answer = json.loads(response.body)
@@ -237,7 +281,9 @@ class DynamicsConnector(Connector):
         derived = {"access_token": str(answer["access_token"])}
         expires_in = answer.get("expires_in")
         if isinstance(expires_in, (int, str)) and str(expires_in).isdigit():
+            # known, so the token manager renews it before it expires (not after a 401)
             derived["expires_at"] = str(int(time.time()) + int(expires_in))
+            derived["expires_in"] = str(int(expires_in))
         return derived
 
     def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
@@ -250,20 +296,33 @@ class DynamicsConnector(Connector):
         self, credential: Mapping[str, str], client: OAuthClient
     ) -> tuple[dict[str, str], dict[str, str]]:
         """The refresh_token grant, with the organisation's scope (Entra ID issues an access
-        token for one resource at a time)."""
+        token for one resource at a time), at the token endpoint of the credential's tenant
+        when it names one."""
         token = credential.get("refresh_token")
         if not token:
             raise GrantRevoked("Dynamics 365: the application has no refresh token")
         instance = self.instance_url(credential["instance_url"])
+        tenant = _tenant(credential["tenant"], "tenant") if credential.get("tenant") else None
         form = {
             "grant_type": "refresh_token",
             "refresh_token": token,
             "scope": f"{instance}/user_impersonation offline_access",
         }
-        return await self.token_request(form, client)
+        return await self.token_request(form, client, self.token_url(instance, tenant))
 
 
 _ODATA = {"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
+
+
+def _tenant(value: str, field: str) -> str:
+    """An Entra ID tenant as the credential gives it: its id or a domain, nothing that could
+    change the token endpoint's path."""
+    if not (_GUID.match(value) or _DOMAIN.match(value)):
+        raise NotValid(
+            f"credential.{field}: an Entra ID tenant id (a GUID) or domain (contoso.com)",
+            (f"credential.{field}",),
+        )
+    return value.lower()
 
 
 def _error_text(response: OutboundResponse) -> str:
@@ -278,6 +337,13 @@ def _error_text(response: OutboundResponse) -> str:
 def _quoted(value: str) -> str:
     """An OData string literal: single quotes, a quote inside doubled."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def _like_literal(value: str) -> str:
+    """Text for ``contains``/``startswith``, which Dataverse runs as SQL LIKE: its wildcards
+    ``[``, ``%`` and ``_`` made plain characters by enclosing them in brackets (``[`` first, as
+    the others add brackets), so that crmgate's ``%`` and ``_`` are the characters themselves."""
+    return value.replace("[", "[[]").replace("%", "[%]").replace("_", "[_]")
 
 
 def _literal(kind: str, value: Any, field: str, guid: bool) -> str:
@@ -352,11 +418,7 @@ class DynamicsRecords(Records):
     async def _json(
         self, access: Access, url: URL, headers: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
-        response = await self._send(access, "GET", url, headers=headers)
-        try:
-            answer = json.loads(response.body)
-        except ValueError:
-            raise CrmUnavailable("Dynamics 365 answered something that is not JSON") from None
+        answer = await self.json_call(access, "GET", url, headers={**_ODATA, **(headers or {})})
         if not isinstance(answer, dict):
             raise CrmUnavailable("Dynamics 365 answered an unexpected shape")
         return answer
@@ -381,9 +443,7 @@ class DynamicsRecords(Records):
             }
         )
         found: dict[str, Table] = {}
-        for row in (await self._json(access, url)).get("value") or ():
-            if not isinstance(row, dict):
-                continue
+        for row in _rows(await self._json(access, url), "a table catalogue"):
             set_name, logical, primary = (
                 row.get("EntitySetName"),
                 row.get("LogicalName"),
@@ -432,9 +492,7 @@ class DynamicsRecords(Records):
             }
         )
         navigation: dict[str, tuple[str, str, str]] = {}
-        for row in (await self._json(access, url)).get("value") or ():
-            if not isinstance(row, dict):
-                continue
+        for row in _rows(await self._json(access, url), "relationships"):
             nav = row.get("ReferencingEntityNavigationPropertyName")
             column, target = row.get("ReferencingAttribute"), row.get("ReferencedEntity")
             if (
@@ -479,13 +537,13 @@ class DynamicsRecords(Records):
             / f"Microsoft.Dynamics.CRM.{cast}"
         ).with_query({"$select": "LogicalName", "$expand": "OptionSet($select=Options)"})
         found = {}
-        for row in (await self._json(access, url)).get("value") or ():
-            options = (
-                ((row.get("OptionSet") or {}).get("Options") or ()) if isinstance(row, dict) else ()
-            )
-            found[str(row.get("LogicalName"))] = tuple(
-                str(o["Value"]) for o in options if isinstance(o, dict) and "Value" in o
-            )
+        for row in _rows(await self._json(access, url), "choices"):
+            options = _part(row, "OptionSet").get("Options") or []
+            if not isinstance(options, list) or not all(
+                isinstance(o, dict) and isinstance(o.get("Value"), int) for o in options
+            ):
+                raise CrmUnavailable("Dynamics 365 answered choices of an unexpected shape")
+            found[str(row.get("LogicalName"))] = tuple(str(o["Value"]) for o in options)
         return found
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
@@ -503,21 +561,23 @@ class DynamicsRecords(Records):
         dates = await self._json(
             access,
             (base / "Microsoft.Dynamics.CRM.DateTimeAttributeMetadata").with_query(
-                {"$select": "LogicalName,Format"}
+                {"$select": "LogicalName,DateTimeBehavior"}
             ),
         )
+        # A date is a column of DateOnly behaviour (stored and read as 2024-05-31); a DateOnly
+        # Format is only how the apps show it, its value a date and time still.
         date_only = {
             str(row.get("LogicalName"))
-            for row in dates.get("value") or ()
-            if isinstance(row, dict) and row.get("Format") == "DateOnly"
+            for row in _rows(dates, "date columns")
+            if _part(row, "DateTimeBehavior").get("Value") == "DateOnly"
         }
         options = {
             **await self._options(access, table, "PicklistAttributeMetadata"),
             **await self._options(access, table, "StatusAttributeMetadata"),
         }
         fields: list[FieldInfo] = []
-        for row in attributes.get("value") or ():
-            if not isinstance(row, dict) or row.get("AttributeOf"):
+        for row in _rows(attributes, "columns"):
+            if row.get("AttributeOf"):
                 continue
             name_ = row.get("LogicalName")
             kind = str(row.get("AttributeType") or "")
@@ -527,7 +587,7 @@ class DynamicsRecords(Records):
                 continue
             createable = bool(row.get("IsValidForCreate")) and kind != "Uniqueidentifier"
             updateable = bool(row.get("IsValidForUpdate"))
-            level = (row.get("RequiredLevel") or {}).get("Value")
+            level = _part(row, "RequiredLevel").get("Value")
             label = _label(row.get("DisplayName"), name_)
             custom = bool(row.get("IsCustomAttribute"))
             if kind in _LOOKUPS:
@@ -622,7 +682,8 @@ class DynamicsRecords(Records):
             elif condition.op in ("contains", "startswith"):
                 if kind != "string" or guid or not isinstance(condition.value, str):
                     raise QueryError("filter", f"{condition.op} works on text fields only")
-                parts.append(f"{condition.op}({column},{_quoted(condition.value)})")
+                literal = _quoted(_like_literal(condition.value))
+                parts.append(f"{condition.op}({column},{literal})")
             else:
                 literal = _literal(kind, condition.value, condition.field, guid)
                 parts.append(f"{column} {condition.op} {literal}")
@@ -691,8 +752,6 @@ class DynamicsRecords(Records):
         first = (self._api(access) / table.entity_set).with_query(query)
         key = CursorWalks.key(access, table.entity_set, *(f"{k}={v}" for k, v in query.items()))
         offset = (page - 1) * page_size
-        if offset == 0:
-            self.walks.forget(key)  # a first page is always read from Dataverse
         return await self.walks.page(
             key, offset, page_size, self._fetch(access, table, first, columns), MAX_COLD_OFFSET
         )
@@ -762,7 +821,7 @@ class DynamicsRecords(Records):
                 "$filter": " or ".join(f"{table.primary_id} eq {i}" for i in chunk),
             }
             url = (self._api(access) / table.entity_set).with_query(query)
-            rows = (await self._json(access, url, prefer)).get("value") or ()
+            rows = _rows(await self._json(access, url, prefer), "records")
             found += [self._flat(table, r, columns) for r in rows]
         return found
 
@@ -801,25 +860,25 @@ class DynamicsRecords(Records):
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
         table = await self._table(access, name)
-        body = json.dumps(self._payload(table, values)).encode()
         # If-Match: * makes it an update only (without it, a PATCH creates a missing record)
-        await self._send(
+        await self.json_call(
             access,
             "PATCH",
             self._record(access, table, record_id),
-            body=body,
-            headers={"If-Match": "*"},
+            body=self._payload(table, values),
+            headers={**_ODATA, "If-Match": "*"},
         )
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
         table = await self._table(access, name)
-        await self._send(access, "DELETE", self._record(access, table, record_id))
+        await self.json_call(
+            access, "DELETE", self._record(access, table, record_id), headers=_ODATA
+        )
 
-    async def _batch(
-        self, access: Access, requests: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]]
-    ) -> list[tuple[int, Mapping[str, str], bytes]]:
+    async def _batch(self, access: Access, requests: list[Request]) -> list[Answer]:
         """One $batch call: each request on its own (no change set), Dataverse going on past a
-        failure; the answers in the order sent."""
+        failure; the answers in the order sent. Raises ``Unanswered`` when the call got no
+        answer (a timeout): Dataverse may have run any of its requests."""
         boundary = f"batch_{uuid4()}"
         lines = []
         for method, url, body, headers in requests:
@@ -836,26 +895,31 @@ class DynamicsRecords(Records):
             else:
                 lines += [""]
         lines += [f"--{boundary}--", ""]
-        response = await self._send(
-            access,
-            "POST",
-            self._api(access) / "$batch",
-            body="\r\n".join(lines).encode(),
-            headers={
-                "Content-Type": f'multipart/mixed; boundary="{boundary}"',
-                "Prefer": "odata.continue-on-error",
-            },
-        )
+        sent = {
+            "Authorization": self.authorization(access),
+            **_ODATA,
+            "Content-Type": f'multipart/mixed; boundary="{boundary}"',
+            "Prefer": "odata.continue-on-error",
+        }
+        try:
+            response = await self.connector.call(
+                "POST", self._api(access) / "$batch", headers=sent, data="\r\n".join(lines).encode()
+            )
+        except CrmUnavailable as failure:
+            reason = failure.message.removeprefix(f"{self.platform.name}: ")
+            raise Unanswered(
+                f"Dynamics 365 gave no answer to the batch holding this item ({reason}), so it "
+                "may have been done: list the records before sending it again"
+            ) from None
+        if response.status >= 400:
+            raise self.error(response)
         answers = _batch_answers(response)
         if len(answers) > len(requests):
             raise CrmUnavailable("Dynamics 365 answered a batch with more results than requests")
         return answers
 
     def _results(
-        self,
-        answers: list[tuple[int, Mapping[str, str], bytes]],
-        ids: Sequence[str | None],
-        creating: bool,
+        self, answers: list[Answer], ids: Sequence[str | None], creating: bool
     ) -> list[ItemResult]:
         results = []
         for position, record_id in enumerate(ids):
@@ -878,68 +942,85 @@ class DynamicsRecords(Records):
                 results.append(ItemResult(record_id))
         return results
 
+    async def _bulk(
+        self,
+        access: Access,
+        items: Sequence[T],
+        request: Callable[[T], Request],
+        identify: Callable[[T], str | None],
+        creating: bool = False,
+    ) -> list[ItemResult]:
+        """``items`` in $batch calls of BATCH_LIMIT requests, a result for each: an item whose
+        request cannot be made (``request`` raises, e.g. a lookup id that is no GUID) is
+        reported alone and the others sent; after a batch with no answer, whose items may or may
+        not be done, the rest are not sent."""
+        unanswered: list[CrmError] = []
+
+        async def send(chunk: list[T]) -> list[ItemResult]:
+            if unanswered:
+                return [ItemResult(identify(item), unanswered[0]) for item in chunk]
+            results: list[ItemResult | None] = [None] * len(chunk)
+            requests: list[tuple[int, Request]] = []
+            for position, item in enumerate(chunk):
+                try:
+                    requests.append((position, request(item)))
+                except CrmError as wrong:
+                    results[position] = ItemResult(identify(item), wrong)
+            ids = [identify(chunk[position]) for position, _ in requests]
+            if requests:
+                try:
+                    answers = await self._batch(access, [r for _, r in requests])
+                    done = self._results(answers, ids, creating)
+                except Unanswered as unknown:
+                    unanswered.append(
+                        CrmUnavailable(
+                            "Dynamics 365: not sent, as an earlier batch of this call got no answer"
+                        )
+                    )
+                    done = [ItemResult(record_id, unknown) for record_id in ids]
+                for (position, _), result in zip(requests, done, strict=True):
+                    results[position] = result
+            return [r for r in results if r is not None]
+
+        return await chunked(list(items), BATCH_LIMIT, send, identify)
+
     async def bulk_create(
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
     ) -> list[ItemResult]:
         table = await self._table(access, name)
         url = str(self._api(access) / table.entity_set)
-
-        async def send(chunk: list[Mapping[str, Any]]) -> list[ItemResult]:
-            payloads = []
-            for values in chunk:
-                payloads.append(self._payload(table, values))
-            answers = await self._batch(access, [("POST", url, p, {}) for p in payloads])
-            return self._results(answers, [None] * len(chunk), creating=True)
-
-        return await chunked(list(items), BATCH_LIMIT, send, lambda item: None)
+        return await self._bulk(
+            access,
+            items,
+            lambda values: ("POST", url, self._payload(table, values), {}),
+            lambda values: None,
+            creating=True,
+        )
 
     async def bulk_update(
         self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[ItemResult]:
         table = await self._table(access, name)
-
-        async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
-            valid = [(i, v) for i, v in chunk if _GUID.match(i)]
-            answers = await self._batch(
-                access,
-                [
-                    (
-                        "PATCH",
-                        str(self._record(access, table, i)),
-                        self._payload(table, v),
-                        {"If-Match": "*"},
-                    )
-                    for i, v in valid
-                ],
-            )
-            done = iter(self._results(answers, [i for i, _ in valid], creating=False))
-            return [
-                next(done)
-                if _GUID.match(i)
-                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
-                for i, _ in chunk
-            ]
-
-        return await chunked(list(items), BATCH_LIMIT, send, lambda item: item[0])
+        return await self._bulk(
+            access,
+            items,
+            lambda item: (
+                "PATCH",
+                str(self._record(access, table, item[0])),
+                self._payload(table, item[1]),
+                {"If-Match": "*"},  # an update only, never an upsert
+            ),
+            lambda item: item[0],
+        )
 
     async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
         table = await self._table(access, name)
-
-        async def send(chunk: list[str]) -> list[ItemResult]:
-            valid = [i for i in chunk if _GUID.match(i)]
-            answers = await self._batch(
-                access,
-                [("DELETE", str(self._record(access, table, i)), None, {}) for i in valid],
-            )
-            done = iter(self._results(answers, valid, creating=False))
-            return [
-                next(done)
-                if _GUID.match(i)
-                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
-                for i in chunk
-            ]
-
-        return await chunked(list(ids), BATCH_LIMIT, send, lambda item: item)
+        return await self._bulk(
+            access,
+            ids,
+            lambda record_id: ("DELETE", str(self._record(access, table, record_id)), None, {}),
+            lambda record_id: record_id,
+        )
 
     # ---- passthrough ------------------------------------------------------------------------
 
@@ -955,6 +1036,30 @@ class DynamicsRecords(Records):
             full = f"{API}/{raw_path}"
         origin = str(access.instance_url).rstrip("/")
         return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
+
+
+class Unanswered(CrmUnavailable):
+    """A call that got no answer (a timeout): what it asked may or may not have been done."""
+
+
+def _rows(answer: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
+    """The ``value`` list of a collection answer, each row an object (else the answer is odd,
+    a 502, never a 500)."""
+    rows = answer.get("value")
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise CrmUnavailable(f"Dynamics 365 answered {what} of an unexpected shape")
+    return rows
+
+
+def _part(row: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """A complex property of a metadata row (``RequiredLevel``, ``OptionSet``): an object, or
+    empty when absent."""
+    value = row.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CrmUnavailable(f"Dynamics 365 answered a {name} of an unexpected shape")
+    return value
 
 
 def _created_id(location: str) -> str:

@@ -105,6 +105,9 @@ CREATE_TYPES: dict[tuple[str, str], int] = {
     },
 }
 PRIMARY_TYPES = frozenset((1, 5, 578))
+PRIMARY_PAIRS = frozenset(
+    pair for pair, type_id in CREATE_TYPES.items() if type_id in PRIMARY_TYPES
+)
 OWNERS = "owners"
 OWNER_LIMIT = 5_000
 _OWNER_FIELDS = (
@@ -189,10 +192,11 @@ def _message(body: bytes) -> str:
     return "refused"
 
 
-def _flat(record: Any, links: Sequence[str] = ()) -> dict[str, Any]:
+def _flat(record: Any, links: Sequence[str] = (), name: str = "") -> dict[str, Any]:
     """HubSpot's ``{id, properties, associations}`` as one flat native record for the entity
     maps; each of ``links`` (object types) becomes ``associations.<type>``: the id of the
-    primary (labelled) associated record, else the first, else None."""
+    primary associated record where the pair has a primary (``deal_to_company``, beside
+    ``deal_to_company_unlabeled``), else the first, else None."""
     if not isinstance(record, dict) or not isinstance(record.get("properties"), dict):
         raise CrmUnavailable("HubSpot answered a record of an unexpected shape")
     flat = {**record["properties"], "hs_object_id": str(record.get("id"))}
@@ -200,7 +204,10 @@ def _flat(record: Any, links: Sequence[str] = ()) -> dict[str, Any]:
     for target in links:
         found = (associations or {}).get(target) if isinstance(associations, dict) else None
         results = [r for r in (found or {}).get("results") or () if isinstance(r, dict)]
-        labelled = [r for r in results if not str(r.get("type", "")).endswith("_unlabeled")]
+        primary = f"{SINGULAR.get(name)}_to_{SINGULAR.get(target)}"
+        labelled = [
+            r for r in results if (name, target) in PRIMARY_PAIRS and r.get("type") == primary
+        ]
         chosen = next(iter(labelled or results), None)
         flat[LINK + target] = str(chosen["id"]) if chosen else None
     return flat
@@ -262,7 +269,12 @@ def search_body(
         kind = entity.kind(condition.field)
         if column.startswith(LINK):
             target = SINGULAR.get(column.removeprefix(LINK))
-            if condition.op != "eq" or not isinstance(condition.value, str) or target is None:
+            if (
+                condition.op != "eq"
+                or not isinstance(condition.value, str)
+                or not _RECORD_ID.match(condition.value)
+                or target is None
+            ):
                 raise QueryError("filter", f"{condition.field} takes eq and a record id on HubSpot")
             filters.append(
                 {
@@ -370,13 +382,17 @@ class HubSpotRecords(Records):
         owners: list[dict[str, Any]] = []
         after: str | None = None
         while len(owners) < OWNER_LIMIT:
-            query = {"limit": "100", **({"after": after} if after else {})}
+            query = {"limit": "500", **({"after": after} if after else {})}
             url = (access.instance_url / "crm/v3/owners").with_query(query)
             answer = await self.json_call(access, "GET", url)
             results = answer.get("results") if isinstance(answer, dict) else None
             if not isinstance(results, list):
                 raise CrmUnavailable("HubSpot answered an unexpected list of owners")
-            owners += [self._owner(owner) for owner in results]
+            owners += [  # a queue (type QUEUE) owns records but is no user
+                self._owner(owner)
+                for owner in results
+                if not (isinstance(owner, dict) and owner.get("type") == "QUEUE")
+            ]
             after = ((answer.get("paging") or {}).get("next") or {}).get("after")
             if not after:
                 return owners
@@ -597,7 +613,9 @@ class HubSpotRecords(Records):
             if not isinstance(results, list):
                 raise CrmUnavailable("HubSpot answered an unexpected list")
             following = ((answer.get("paging") or {}).get("next") or {}).get("after")
-            return [_flat(r, links) for r in results], str(following) if following else None
+            return [_flat(r, links, entity.object) for r in results], str(
+                following
+            ) if following else None
 
         return fetch
 
@@ -625,7 +643,9 @@ class HubSpotRecords(Records):
         query = {"properties": ",".join(properties)}
         if links:
             query["associations"] = ",".join(links)
-        return _flat(await self.json_call(access, "GET", url.with_query(query)), links)
+        return _flat(
+            await self.json_call(access, "GET", url.with_query(query)), links, entity.object
+        )
 
     # ---- writing ----------------------------------------------------------------------------
 
@@ -662,40 +682,72 @@ class HubSpotRecords(Records):
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
+        """The properties with one PATCH; a changed relation by adding the new link before the
+        properties are written and removing the one crmgate showed after (so a failure leaves
+        no link lost, and a link crmgate does not show is never touched)."""
         url = self._record(access, name, record_id)
-        body = self._input(name, values)
-        if body["properties"] or not any(column.startswith(LINK) for column in values):
+        body = self._input(name, values)  # refuses a bad relation id before anything is sent
+        changes = [(c, v) for c, v in values.items() if c.startswith(LINK)]
+        if not changes:
             await self.json_call(access, "PATCH", url, body={"properties": body["properties"]})
-        await self._relink(access, name, record_id, values)
+            return
+        added, stale = await self._link_new(access, name, record_id, changes)
+        try:
+            if body["properties"]:
+                await self.json_call(access, "PATCH", url, body={"properties": body["properties"]})
+        except CrmError:
+            await self._unlink(access, name, record_id, added)  # as it was
+            raise
+        await self._unlink(access, name, record_id, stale)
 
-    async def _relink(
-        self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
-    ) -> None:
-        """Replace the associations named in ``values`` (None removes them): remove the record's
-        current links to that object type, then add the new one (with the create's type)."""
-        for column, value in values.items():
-            if not column.startswith(LINK):
-                continue
+    async def _shown(self, access: Access, name: str, record_id: str, target: str) -> str | None:
+        """The id of the ``target`` record crmgate shows as this record's relation."""
+        record = await self.json_call(
+            access,
+            "GET",
+            self._record(access, name, record_id).with_query(
+                properties="hs_object_id", associations=target
+            ),
+        )
+        shown = _flat(record, (target,), name)[LINK + target]
+        return None if shown is None else str(shown)
+
+    async def _link_new(
+        self, access: Access, name: str, record_id: str, changes: Sequence[tuple[str, Any]]
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """Add the new links of ``changes`` (with the create's association type): the links
+        added, and the links they replace (to remove once the rest is written). A link that
+        cannot be made undoes the ones made before it and is NOT_VALID on its relation."""
+        added: list[tuple[str, str]] = []
+        stale: list[tuple[str, str]] = []
+        base = access.instance_url / "crm/v4/objects" / name / record_id / "associations"
+        for column, value in changes:
             target = column.removeprefix(LINK)
-            record = await self.json_call(
-                access,
-                "GET",
-                self._record(access, name, record_id).with_query(
-                    properties="hs_object_id", associations=target
-                ),
-            )
-            found = ((record or {}).get("associations") or {}).get(target) or {}
-            current = {str(r.get("id")) for r in found.get("results") or () if isinstance(r, dict)}
-            base = access.instance_url / "crm/v4/objects" / name / record_id / "associations"
-            for linked in sorted(current - {str(value)}):
-                await self.json_call(access, "DELETE", base / target / linked)
-            if value is not None and str(value) not in current:
-                await self.json_call(
-                    access,
-                    "PUT",
-                    base / target / str(value),
-                    body=self._input(name, {column: value})["associations"][0]["types"],
-                )
+            shown = await self._shown(access, name, record_id, target)
+            if value is not None and str(value) == shown:
+                continue
+            if value is not None:
+                types = self._input(name, {column: value})["associations"][0]["types"]
+                try:
+                    await self.json_call(access, "PUT", base / target / str(value), body=types)
+                except (EntityNotFound, NotValid) as refused:
+                    await self._unlink(access, name, record_id, added)
+                    raise NotValid(
+                        f"HubSpot: no {SINGULAR.get(target, target)} {str(value)[:40]!r} to link "
+                        f"({refused.message})",
+                        (column,),
+                    ) from None
+                added.append((target, str(value)))
+            if shown is not None:
+                stale.append((target, shown))
+        return added, stale
+
+    async def _unlink(
+        self, access: Access, name: str, record_id: str, links: Sequence[tuple[str, str]]
+    ) -> None:
+        base = access.instance_url / "crm/v4/objects" / name / record_id / "associations"
+        for target, linked in links:
+            await self.json_call(access, "DELETE", base / target / linked)
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
         await self.json_call(access, "DELETE", self._record(access, name, record_id))
@@ -710,25 +762,33 @@ class HubSpotRecords(Records):
             # its items then reports that refusal), the others go through.
             # HubSpot does not answer in the order sent: each input carries its position as
             # objectWriteTraceId, which comes back on its result.
-            inputs = [
-                {**self._input(name, values), "objectWriteTraceId": str(position)}
-                for position, values in enumerate(chunk)
-            ]
-            answer = await self.json_call(access, "POST", url, body={"inputs": inputs})
-            results = answer.get("results") if isinstance(answer, dict) else None
-            if not isinstance(results, list) or len(results) != len(chunk):
-                raise CrmUnavailable("HubSpot answered a batch with the wrong results")
-            by_trace = {
-                str(r.get("objectWriteTraceId")): str(_flat(r)["hs_object_id"])
-                for r in results
-                if isinstance(r, dict)
-            }
-            if set(by_trace) != {str(i) for i in range(len(chunk))}:
-                raise CrmUnavailable(
-                    "HubSpot answered a batch whose results cannot be told apart; the records "
-                    "were created: list them before sending them again"
-                )
-            return [ItemResult(by_trace[str(i)]) for i in range(len(chunk))]
+            # An item crmgate can tell is wrong (a bad relation id) fails alone, unsent.
+            done: dict[int, ItemResult] = {}
+            inputs = []
+            for position, values in enumerate(chunk):
+                try:
+                    inputs.append(
+                        {**self._input(name, values), "objectWriteTraceId": str(position)}
+                    )
+                except NotValid as refused:
+                    done[position] = ItemResult(None, refused)
+            if inputs:
+                answer = await self.json_call(access, "POST", url, body={"inputs": inputs})
+                results = answer.get("results") if isinstance(answer, dict) else None
+                if not isinstance(results, list) or len(results) != len(inputs):
+                    raise CrmUnavailable("HubSpot answered a batch with the wrong results")
+                by_trace = {
+                    str(r.get("objectWriteTraceId")): str(_flat(r)["hs_object_id"])
+                    for r in results
+                    if isinstance(r, dict)
+                }
+                if set(by_trace) != {i["objectWriteTraceId"] for i in inputs}:
+                    raise CrmUnavailable(
+                        "HubSpot answered a batch whose results cannot be told apart; the "
+                        "records were created: list them before sending them again"
+                    )
+                done |= {int(trace): ItemResult(made) for trace, made in by_trace.items()}
+            return [done[i] for i in range(len(chunk))]
 
         return await chunked(list(items), BATCH_LIMIT, send, lambda item: None)
 
@@ -738,8 +798,13 @@ class HubSpotRecords(Records):
         url = self._objects(access, name) / "batch/update"
 
         async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
-            valid = [(i, v) for i, v in chunk if _RECORD_ID.match(i)]
             failed: dict[str, CrmError] = {}
+            for record_id, values in chunk:  # a bad relation id fails its item alone, unsent
+                try:
+                    self._input(name, values)
+                except NotValid as refused:
+                    failed[record_id] = refused
+            valid = [(i, v) for i, v in chunk if _RECORD_ID.match(i) and i not in failed]
             if valid:
                 inputs = [
                     {"id": i, "properties": self._input(name, v)["properties"]} for i, v in valid
@@ -762,14 +827,16 @@ class HubSpotRecords(Records):
                             "HubSpot did not say what became of this record"
                         )
                 for record_id, values in valid:  # associations: v4 calls, record by record
-                    if record_id not in failed and any(c.startswith(LINK) for c in values):
-                        try:
-                            await self._relink(access, name, record_id, values)
-                        except CrmError as error:  # the properties were written
+                    changes = [(c, v) for c, v in values.items() if c.startswith(LINK)]
+                    if record_id not in failed and changes:
+                        try:  # the properties are written; a link is added before one removed
+                            _, stale = await self._link_new(access, name, record_id, changes)
+                            await self._unlink(access, name, record_id, stale)
+                        except CrmError as error:
                             failed[record_id] = error
             return [
                 ItemResult(i, failed.get(i))
-                if _RECORD_ID.match(i)
+                if _RECORD_ID.match(i) or i in failed
                 else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
                 for i, _ in chunk
             ]

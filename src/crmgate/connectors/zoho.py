@@ -2,7 +2,8 @@
 
 Every org lives in one data centre; its API host is the token answer's ``api_domain`` (the
 credential's instance_url), and its tokens are refreshed by the accounts server of the same data
-centre, chosen from ``DATA_CENTRES`` (never from a host an answer names). Calls authenticate
+centre, chosen from ``DATA_CENTRES`` (never from a host an answer names; an OAuth callback's
+``accounts-server`` only where it is one of them). Calls authenticate
 with ``Authorization: Zoho-oauthtoken <token>``.
 
 Records are flat but for lookups ``{id, name}``, read as their id; a multi-module lookup
@@ -10,7 +11,7 @@ Records are flat but for lookups ``{id, name}``, read as their id; a multi-modul
 per module (``What_Id.Accounts``), and writes go back to Zoho's shape.
 
 Lists, counts, filters and sorts: COQL (``POST /crm/v8/coql``, criteria grouped in pairs, values
-quoted with backslash escapes, ``limit``/``offset`` up to 100,000 records). An unfiltered list
+quoted with doubled quotes, ``limit``/``offset`` up to 100,000 records). An unfiltered list
 in id order walks the records API instead (``GET /crm/v8/{Module}``, 200 records a call,
 ``page_token`` past 2,000 records). Cost in Zoho calls: reading pages in order costs one call
 per 200 records (a page of 100 costs a call every other page); a direct jump to a page costs one
@@ -27,6 +28,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -64,26 +66,42 @@ from crmgate.settings import OAuthClient
 
 log = logging.getLogger("crmgate.connectors.zoho")
 
-# API host of a data centre -> its accounts server (Zoho's SDK, DataCenter classes).
-DATA_CENTRES: dict[str, str] = {
-    f"{env}.zohoapis.{tld}": accounts
-    for env in ("www", "sandbox", "developer")
-    for tld, accounts in (
-        ("com", "accounts.zoho.com"),
-        ("eu", "accounts.zoho.eu"),
-        ("in", "accounts.zoho.in"),
-        ("com.au", "accounts.zoho.com.au"),
-        ("jp", "accounts.zoho.jp"),
-        ("ca", "accounts.zohocloud.ca"),
-        ("sa", "accounts.zoho.sa"),
-        ("com.cn", "accounts.zoho.com.cn"),
-    )
-}
+
+@dataclass(frozen=True)
+class DataCentre:
+    """One of Zoho's data centres (Zoho Accounts' "Multi DC support" page): the ``location``
+    an OAuth callback names, its accounts server, and the domain of its API hosts
+    (``www.``, ``sandbox.`` and ``developer.zohoapis.<api>``, Zoho's SDK environments)."""
+
+    location: str
+    accounts: str
+    api: str
+
+    @property
+    def api_hosts(self) -> tuple[str, ...]:
+        return tuple(f"{env}.zohoapis.{self.api}" for env in ("www", "sandbox", "developer"))
+
+
+# The one table of data centres: the descriptor's instance_hosts are exactly their API hosts
+# (tests/test_zoho.py checks it), and only these accounts servers ever see the client secret.
+DATA_CENTRES: tuple[DataCentre, ...] = (
+    DataCentre("us", "accounts.zoho.com", "com"),
+    DataCentre("eu", "accounts.zoho.eu", "eu"),
+    DataCentre("in", "accounts.zoho.in", "in"),
+    DataCentre("au", "accounts.zoho.com.au", "com.au"),
+    DataCentre("jp", "accounts.zoho.jp", "jp"),
+    DataCentre("ca", "accounts.zohocloud.ca", "ca"),
+    DataCentre("sa", "accounts.zoho.sa", "sa"),
+    DataCentre("uk", "accounts.zoho.uk", "uk"),
+    DataCentre("cn", "accounts.zoho.com.cn", "com.cn"),
+)
 BATCH_LIMIT = 100  # records a create/update/delete call takes
 WALK_BATCH = 200  # per_page of the records API
 PAGE_LIMIT = 2000  # records the records API reaches with `page`
 COQL_REACH = 100_000  # offset + limit of a COQL query
 COQL_IN = 50  # values of a COQL `in`
+FIELD_LIMIT = 50  # fields of a COQL select, and of the records API's `fields`
+REFRESH_WINDOW = 600  # seconds in which Zoho gives at most 10 access tokens per refresh token
 USER_LIMIT = 2_000  # users read whole to be filtered or sorted here
 _RECORD_ID = re.compile(r"^[0-9]{1,20}$")
 _MODULE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
@@ -136,15 +154,40 @@ STANDARD_TYPES: dict[str, dict[str, str]] = {
 USER_STATUSES = ("active", "disabled", "deleted", "not_confirmed")
 
 
+def _host(url: str) -> str:
+    """``host`` or ``host:port`` (a port other than 443) of ``url``; empty if it is none."""
+    try:
+        parsed = URL(url)
+        host = (parsed.raw_host or "").lower().rstrip(".")
+        port = parsed.port
+    except (ValueError, TypeError, UnicodeError):
+        return ""
+    if parsed.scheme != "https" or parsed.raw_user or parsed.raw_password:
+        return ""
+    return host if port in (None, 443) else f"{host}:{port}"
+
+
 def accounts_server(instance_url: str) -> str | None:
     """The accounts server of the data centre whose API host ``instance_url`` is (None: not a
     Zoho data centre, e.g. a simulator: the descriptor's token URL applies)."""
-    try:
-        host = (URL(instance_url).raw_host or "").lower()
-    except (ValueError, TypeError):
-        return None
-    accounts = DATA_CENTRES.get(host)
-    return f"https://{accounts}" if accounts else None
+    host = _host(instance_url)
+    centre = next((dc for dc in DATA_CENTRES if host in dc.api_hosts), None)
+    return f"https://{centre.accounts}" if centre else None
+
+
+def callback_accounts_server(callback: Mapping[str, str]) -> str | None:
+    """The accounts server an OAuth callback names (``accounts-server``, else ``location``),
+    if it is one of Zoho's data centres; None for anything else, however it is spelled."""
+    named = callback.get("accounts-server")
+    location = (callback.get("location") or "").lower()
+    if named is not None:
+        host = _host(named)
+        centre = next((dc for dc in DATA_CENTRES if dc.accounts == host), None)
+        if centre is None or (location and location != centre.location):
+            return None
+    else:
+        centre = next((dc for dc in DATA_CENTRES if dc.location == location), None)
+    return f"https://{centre.accounts}" if centre else None
 
 
 class ZohoConnector(Connector):
@@ -185,11 +228,20 @@ class ZohoConnector(Connector):
         except (KeyError, IndexError, TypeError):
             raise CrmUnavailable("Zoho answered an unexpected user or org") from None
 
-    def _token_url(self, credential: Mapping[str, str], path: str) -> URL | None:
-        server = accounts_server(credential.get("instance_url", ""))
+    @staticmethod
+    def _at(server: str | None, path: str) -> URL | None:
         if server is None:
             return None
-        return check_url(f"{server}/oauth/v2/{path}", [URL(server).host or ""])
+        return check_url(f"{server}/oauth/v2/{path}", [_host(server)])
+
+    def _token_url(self, credential: Mapping[str, str], path: str) -> URL | None:
+        return self._at(accounts_server(credential.get("instance_url", "")), path)
+
+    def code_token_url(self, callback: Mapping[str, str]) -> URL | None:
+        """The code is exchanged at the accounts server of the user's data centre, which the
+        callback names (``accounts-server``, ``location``): only a known one (the client
+        secret goes there); anything else goes to the descriptor's token URL."""
+        return self._at(callback_accounts_server(callback), "token")
 
     async def refresh(
         self, credential: Mapping[str, str], client: OAuthClient
@@ -216,8 +268,17 @@ class ZohoConnector(Connector):
 
     def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
         """Zoho answers ``{"error": "invalid_code"}`` (often with HTTP 200) for a refresh token
-        it no longer knows, ``invalid_client``/``invalid_client_secret`` for the client."""
+        it no longer knows, ``invalid_client``/``invalid_client_secret`` for the client, and
+        ``Access Denied`` (HTTP 200 or 400) when it throttles: RateLimited, not a failure."""
         code = str(answer.get("error") or f"HTTP {status}")
+        said = f"{code} {answer.get('error_description') or ''}".lower()
+        if "access denied" in said or "too many requests" in said:
+            # at most 10 access tokens per refresh token in 10 minutes (Zoho's token validity)
+            raise RateLimited(
+                "Zoho CRM: the accounts server refuses more tokens for now (Access Denied: "
+                "too many requests); try again in a few minutes",
+                retry_after=REFRESH_WINDOW,
+            )
         if code in ("invalid_code", "invalid_grant", "invalid_token"):
             return "invalid_grant", code
         if code in ("invalid_client", "invalid_client_secret", "invalid_redirect_uri"):
@@ -313,12 +374,29 @@ def _flat(record: Any, module: str) -> dict[str, Any]:
         if column == "What_Id":
             target = record.get("$se_module")
         else:
-            target = ((value or {}).get("module") or {}).get("api_name")
+            target = _object(_object(value).get("module")).get("api_name")
         for parent in PARENT_MODULES:
             flat[f"{column}.{parent}"] = None
         if isinstance(value, dict) and value.get("id") and isinstance(target, str):
             flat[f"{column}.{target}"] = str(value["id"])
     return flat
+
+
+def _data(answer: Any) -> list[dict[str, Any]]:
+    """The records of a records API answer (None: 204, none)."""
+    if answer is None:
+        return []
+    rows = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise CrmUnavailable("Zoho CRM answered an unexpected list")
+    return rows
+
+
+def _chunks(fields: list[str]) -> list[list[str]]:
+    """Fields FIELD_LIMIT at a time (at least one chunk): what one COQL select or one records
+    API call takes. The chunks of a record are merged before it is made flat (``_read``), so a
+    multi-module lookup and its ``$se_module`` may be read apart."""
+    return [fields[n : n + FIELD_LIMIT] for n in range(0, len(fields), FIELD_LIMIT)] or [[]]
 
 
 def _zoho_datetime(value: str) -> str:
@@ -333,19 +411,37 @@ def _zoho_datetime(value: str) -> str:
 
 
 def _quoted(text: str) -> str:
-    """A COQL text literal: a quote and a backslash are escaped with a backslash."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A COQL text literal: a quote is doubled, as Zoho documents (Kaizen #171, "FAQs on COQL
+    API", Q3). A backslash is refused: Zoho does not document what it does inside a literal,
+    so no reading of it may end the literal early."""
+    if "\\" in text:
+        raise QueryError("filter", "Zoho's queries cannot take a backslash in a text value")
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object; else CrmUnavailable (Zoho's answer is not its shape)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CrmUnavailable("Zoho CRM answered a field or record of an unexpected shape")
+    return value
+
+
+def _array(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise CrmUnavailable("Zoho CRM answered a field or record of an unexpected shape")
+    return value
 
 
 def _field_info(spec: Mapping[str, Any]) -> list[FieldInfo]:
     data_type = str(spec.get("data_type") or "text")
-    operations = spec.get("operation_type") if isinstance(spec.get("operation_type"), dict) else {}
-    assert isinstance(operations, dict)
+    operations = _object(spec.get("operation_type"))
     read_only = bool(spec.get("read_only") or spec.get("field_read_only"))
     name = str(spec["api_name"])
-    lookup = spec.get("lookup") if isinstance(spec.get("lookup"), dict) else {}
-    assert isinstance(lookup, dict)
-    target = (lookup.get("module") or {}).get("api_name") if lookup else None
+    target = _object(_object(spec.get("lookup")).get("module")).get("api_name")
     info = FieldInfo(
         name=name,
         label=str(spec.get("field_label") or spec.get("display_label") or name),
@@ -359,7 +455,7 @@ def _field_info(spec: Mapping[str, Any]) -> list[FieldInfo]:
         custom=bool(spec.get("custom_field")),
         enum=tuple(
             str(v.get("actual_value") or v.get("display_value"))
-            for v in spec.get("pick_list_values") or ()
+            for v in _array(spec.get("pick_list_values"))
             if isinstance(v, dict) and (v.get("type") or "used") == "used"
         ),
         reference_to=(str(target),) if target else (),
@@ -368,7 +464,7 @@ def _field_info(spec: Mapping[str, Any]) -> list[FieldInfo]:
         return [info]
     modules = [
         str(m.get("api_name"))
-        for m in (spec.get("multi_module_lookup") or {}).get("modules") or ()
+        for m in _array(_object(spec.get("multi_module_lookup")).get("modules"))
         if isinstance(m, dict)
     ]
     return [info] + [
@@ -467,7 +563,7 @@ class ZohoRecords(Records):
         message += f" ({code or status})"
         if code == "OAUTH_SCOPE_MISMATCH":
             return NotAllowed(message + ": the token lacks the scope for this")
-        if status == 401:
+        if status == 401 or code in ("INVALID_OAUTHTOKEN", "INVALID_TOKEN"):  # v8, and before
             return SessionExpired(message)
         if status == 429 or code == "TOO_MANY_REQUESTS":
             return RateLimited(message, _retry_after(response, entry))
@@ -577,6 +673,8 @@ class ZohoRecords(Records):
         if value is None:
             if condition.op not in ("eq", "ne"):
                 raise QueryError("filter", f"{condition.field}: use eq null or ne null")
+            if dot and base in POLYMORPHIC:
+                return self._linked_to(condition, base, column.partition(".")[2])
             return f"{native} is {'not ' if condition.op == 'ne' else ''}null"
         kind = entity.kind(condition.field)
         if condition.op in ("contains", "startswith"):
@@ -592,6 +690,19 @@ class ZohoRecords(Records):
                 raise QueryError("filter", f"{condition.field} takes a Zoho record id")
             return f"{native} {operator} {value}"
         return f"{native} {operator} {self._literal(kind, value, condition.field)}"
+
+    @staticmethod
+    def _linked_to(condition: Condition, base: str, module: str) -> str:
+        """``What_Id.Accounts ne null``: linked to an account, which ``$se_module`` says (What_Id
+        alone may point to any module). A note's Parent_Id keeps its module where COQL cannot
+        compare it: refused."""
+        if base != "What_Id" or not _MODULE.match(module):
+            raise QueryError(
+                "filter", f"{condition.field}: Zoho cannot query this for null; compare an id"
+            )
+        if condition.op == "ne":
+            return f"({base} is not null and $se_module = {_quoted(module)})"
+        return f"({base} is null or $se_module != {_quoted(module)})"
 
     @staticmethod
     def _literal(kind: str, value: Any, name: str) -> str:
@@ -682,6 +793,7 @@ class ZohoRecords(Records):
         offset = (page - 1) * page_size
         by_id = not sort or (len(sort) == 1 and sort[0].field == "id" and not sort[0].descending)
         fields = self._select_columns(columns)
+        first, *more = _chunks(fields)
         if by_id and not conditions and not entity.match:
             key = CursorWalks.key(access, entity.object, ",".join(fields))
             ahead = 2 * WALK_BATCH  # farther than that, one direct call is cheaper
@@ -694,14 +806,14 @@ class ZohoRecords(Records):
                     access,
                     "GET",
                     self._module(access, entity.object).with_query(
-                        fields=",".join(fields),
+                        fields=",".join(first),
                         page=str(page),
                         per_page=str(page_size),
                         sort_by="id",
                         sort_order="asc",
                     ),
                 )
-                return self._rows(answer, entity.object)
+                return await self._read(access, entity.object, _data(answer), more)
         if offset + page_size > COQL_REACH:
             raise QueryError(
                 "page",
@@ -710,23 +822,35 @@ class ZohoRecords(Records):
             )
         # every part checked or escaped: names by pattern, values quoted (see _criterion)
         where, order = self._where(access, entity, conditions), self._order(entity, sort)
-        selected = ", ".join(fields)
+        selected = ", ".join(first)
         statement = f"select {selected} from {entity.object} where {where} order by {order}"  # noqa: S608
         statement += f" limit {page_size} offset {offset}"
-        return [_flat(row, entity.object) for row in await self._coql(access, statement)]
+        return await self._read(access, entity.object, await self._coql(access, statement), more)
 
-    def _rows(self, answer: Any, module: str) -> list[dict[str, Any]]:
-        if answer is None:
-            return []
-        rows = answer.get("data") if isinstance(answer, dict) else None
-        if not isinstance(rows, list):
-            raise CrmUnavailable("Zoho CRM answered an unexpected list")
+    async def _read(
+        self, access: Access, module: str, rows: list[dict[str, Any]], more: list[list[str]]
+    ) -> list[dict[str, Any]]:
+        """``rows`` read with the first FIELD_LIMIT fields, completed with the ``more`` fields
+        (one COQL query per FIELD_LIMIT fields and COQL_IN records, merged by id), flat."""
+        by_id = {str(row.get("id")): row for row in rows if isinstance(row, dict)}
+        ids = [i for i in by_id if _RECORD_ID.match(i)]
+        for fields in more:
+            selected = ", ".join(fields)
+            for start in range(0, len(ids), COQL_IN):
+                listed = ", ".join(ids[start : start + COQL_IN])  # record ids: digits only
+                statement = f"select {selected} from {module} where id in ({listed})"  # noqa: S608
+                for extra in await self._coql(access, f"{statement} limit {COQL_IN}"):
+                    row = by_id.get(str(extra.get("id")))
+                    if row is not None:
+                        row.update({k: v for k, v in extra.items() if k != "id"})
         return [_flat(row, module) for row in rows]
 
-    def _walk(self, access: Access, entity: EntityMap, fields: Sequence[str]) -> Fetch:
+    def _walk(self, access: Access, entity: EntityMap, fields: list[str]) -> Fetch:
+        first, *rest = _chunks(fields)
+
         async def fetch(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
             query = {
-                "fields": ",".join(fields),
+                "fields": ",".join(first),
                 "per_page": str(WALK_BATCH),
                 "sort_by": "id",
                 "sort_order": "asc",
@@ -735,7 +859,7 @@ class ZohoRecords(Records):
                 query["page_token"] = token
             url = self._module(access, entity.object).with_query(query)
             answer = await self.call_json(access, "GET", url)
-            rows = self._rows(answer, entity.object)
+            rows = await self._read(access, entity.object, _data(answer), rest)
             info = answer.get("info") if isinstance(answer, dict) else None
             following = info.get("next_page_token") if isinstance(info, dict) else None
             more = isinstance(info, dict) and info.get("more_records") is True
@@ -791,14 +915,14 @@ class ZohoRecords(Records):
             if not _RECORD_ID.match(record_id):
                 raise EntityNotFound(f"user {record_id[:40]!r} not found")
             answer = await self.call_json(access, "GET", self.api(access) / "users" / record_id)
-            users = answer.get("users") if isinstance(answer, dict) else None
+            users = _array(_object(answer).get("users"))
             if not users:
                 raise EntityNotFound(f"user {record_id} not found")
             return _flat(users[0], "users")
-        url = self._record(access, entity.object, record_id).with_query(
-            fields=",".join(self._select_columns(columns))
-        )
-        rows = self._rows(await self.call_json(access, "GET", url), entity.object)
+        first, *more = _chunks(self._select_columns(columns))
+        url = self._record(access, entity.object, record_id).with_query(fields=",".join(first))
+        found = _data(await self.call_json(access, "GET", url))
+        rows = await self._read(access, entity.object, found, more)
         if not rows:
             raise EntityNotFound(f"{entity.object} {record_id} not found")
         return rows[0]
@@ -810,14 +934,17 @@ class ZohoRecords(Records):
         if entity.object == "users":
             return await super().get_many(access, entity, ids, columns)
         valid = list(dict.fromkeys(i for i in ids if _RECORD_ID.match(i)))
-        fields = ", ".join(self._select_columns(columns))
+        first, *more = _chunks(self._select_columns(columns))
+        fields = ", ".join(first)
         rows: list[dict[str, Any]] = []
         for start in range(0, len(valid), COQL_IN):
             chunk = valid[start : start + COQL_IN]
             listed = ", ".join(chunk)  # record ids: digits only
             statement = f"select {fields} from {entity.object} where id in ({listed})"  # noqa: S608
             statement += f" limit {COQL_IN}"
-            rows += [_flat(row, entity.object) for row in await self._coql(access, statement)]
+            rows += await self._read(
+                access, entity.object, await self._coql(access, statement), more
+            )
         return rows
 
     # ---- writing ----------------------------------------------------------------------------
@@ -907,13 +1034,10 @@ class ZohoRecords(Records):
         answer = await self.call_json(
             access, "DELETE", self._record(access, name, record_id), per_record=True
         )
+        # INVALID_DATA about the id is 404 (_record_error); any other refusal stays what it is
         result = self._item(self._results(answer, 1)[0], record_id)
         if result.error is not None:
-            raise (
-                EntityNotFound(result.error.message)
-                if isinstance(result.error, NotValid)
-                else result.error
-            )
+            raise result.error
 
     async def bulk_create(
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
@@ -964,10 +1088,7 @@ class ZohoRecords(Records):
                     access, "DELETE", url.with_query(ids=",".join(valid)), per_record=True
                 )
                 for record_id, result in zip(valid, self._results(answer, len(valid)), strict=True):
-                    item = self._item(result, record_id)
-                    if isinstance(item.error, NotValid):
-                        item = ItemResult(record_id, EntityNotFound(item.error.message))
-                    results.append(item)
+                    results.append(self._item(result, record_id))
             done = iter(results)
             return [
                 next(done)
