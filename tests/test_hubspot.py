@@ -168,6 +168,8 @@ def test_numbers_and_dates_come_back_typed(portal: Portal) -> None:
 def test_hubspot_errors_become_the_contracts(portal: Portal) -> None:
     bad = portal.call("POST", "/entity/opportunity", json={"name": "No stage"})
     assert bad.status_code == 422 and "dealstage" in bad.json()["detail"]["message"]
+    # HubSpot names its own property; the client is told the unified field
+    assert [e["field"] for e in bad.json()["detail"]["errors"]] == ["pipeline_with_stage"]
     wrong_option = portal.call(
         "POST", "/entity/opportunity", json={"name": "X", "pipeline_with_stage": "nope"}
     )
@@ -521,6 +523,7 @@ def test_activities_link_to_contacts_companies_and_deals(portal: Portal) -> None
         },
     )["item"]
     assert [m["status"] for m in moved] == [200, 422], moved  # no such company to link
+    assert moved[1]["error"]["fields"] == ["relation.account"]
     assert ("companies", acme) in portal.sim.links[("notes", notes[0]["id"])]
 
 

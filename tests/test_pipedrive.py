@@ -5,6 +5,7 @@ Pipedrive's saved filters for every filtered list."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from conftest import (
     migrate_database,
 )
 from crmgate.api.app import create_app
+from crmgate.connectors import pipedrive as pipedrive_connector
 from crmgate.settings import Settings
 from crmsim.pipedrive import PipedriveSimulator, platform_overrides, seed_pipedrive
 from crmsim.server import RunningSimulator
@@ -74,15 +76,31 @@ def connect(client: httpx.Client, sim: PipedriveSim, token: str) -> httpx.Respon
     )
 
 
-@pytest.fixture
-def company(tmp_path: Path, database: Database, pipedrive: PipedriveSim) -> Iterator[Company]:
-    settings = pipedrive.settings(tmp_path / "data", database)
+def running_company(
+    directory: Path, database: Database, pipedrive: PipedriveSim
+) -> Iterator[Company]:
+    settings = pipedrive.settings(directory, database)
     admin = create_account(settings)
     token = pipedrive.simulator.add_api_token()
     with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
         created = connect(client, pipedrive, token)
         assert created.status_code == 201, created.text
         yield Company(client, created.json()["key"], pipedrive.simulator)
+
+
+@pytest.fixture
+def company(tmp_path: Path, database: Database, pipedrive: PipedriveSim) -> Iterator[Company]:
+    """A connected company on each store backend (where credentials are kept)."""
+    yield from running_company(tmp_path / "data", database, pipedrive)
+
+
+@pytest.fixture
+def sqlite_company(tmp_path: Path, pipedrive: PipedriveSim) -> Iterator[Company]:
+    """A connected company on SQLite only: for what the connector does, which no store
+    backend changes (keeps this module's run time down)."""
+    path = tmp_path / "store.db"
+    database = Database("sqlite", f"sqlite+aiosqlite:///{path}", str(path))
+    yield from running_company(tmp_path / "data", database, pipedrive)
 
 
 def test_an_api_token_connects_and_a_wrong_one_is_refused(
@@ -93,8 +111,9 @@ def test_an_api_token_connects_and_a_wrong_one_is_refused(
     assert app["me"]["id"] == str(company.sim.admin)
     wrong = connect(company.client, pipedrive, "not-a-token")
     assert wrong.status_code == 401 and wrong.json()["detail"]["code"] == "UNAUTHORIZED"
+    assert company.ok("GET", "/entity/contact/count") == {"total": 0}
     # the token travels in the x-api-token header, never in a URL crmgate logs
-    assert all("api_token" not in query for _, _, query in company.sim.queries)
+    assert company.sim.auth and {how for _, _, how in company.sim.auth} == {"header"}
     evil = company.client.post(
         "/v1/application",
         json={
@@ -112,7 +131,7 @@ def test_an_api_token_connects_and_a_wrong_one_is_refused(
 
 
 ENTITIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "contact": ("last_name", {"position": "CFO"}, {"position": "CEO"}),
+    "contact": ("last_name", {"first_name": "Ada", "position": "CFO"}, {"position": "CEO"}),
     "account": ("name", {}, {"name": "Renamed"}),
     "opportunity": (
         "name",
@@ -124,10 +143,78 @@ ENTITIES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 
 @pytest.mark.parametrize("entity", sorted(ENTITIES))
 def test_every_entity_has_the_whole_life_cycle(company: Company, entity: str) -> None:
-    check_life_cycle(company, entity, ENTITIES[entity], ("api/v2/{native}/{id}", "data.id"))
+    v2_life_cycle(company, entity, ENTITIES[entity])
 
 
-def test_leads_have_the_whole_life_cycle(company: Company) -> None:
+def v2_life_cycle(
+    app: Company, entity: str, record: tuple[str, dict[str, Any], dict[str, Any]]
+) -> None:
+    """check_life_cycle for a v2 object: the same routes, but pages sorted by id (Pipedrive's
+    v2 lists sort by id, created_at and updated_at only; any other sort is refused, the
+    deprecated v1 lists are not used), and a deleted record is only marked so in Pipedrive."""
+    name_field, extra, change = record
+    base = f"/entity/{entity}"
+    ids = [
+        app.ok("POST", base, 201, json={name_field: f"{entity} {n}", **extra})["id"]
+        for n in (3, 1, 2)
+    ]
+    one = app.ok("GET", f"{base}/{ids[0]}")
+    assert one[name_field] == f"{entity} 3"
+    for key, value in extra.items():
+        assert one[key] == value, key
+    made = [f"{entity} {n}" for n in (3, 1, 2)]
+    page_one = app.ok("GET", f"{base}/list", params={"page_size": 2, "sort": "id"})
+    page_two = app.ok("GET", f"{base}/list", params={"page_size": 2, "page": 2, "sort": "id"})
+    assert [r[name_field] for r in page_one + page_two] == made
+    backwards = app.ok("GET", f"{base}/list", params={"sort": "-id"})
+    assert [r[name_field] for r in backwards] == made[::-1]
+    by_name = app.call("GET", f"{base}/list", params={"sort": name_field})
+    assert by_name.status_code == 400 and "id, created_at, updated_at" in by_name.text
+    v1_lists = ("/v1/persons", "/v1/organizations", "/v1/deals")
+    assert not [call for call in app.sim.calls if call[1] in v1_lists]  # deprecated: unused
+    chosen = app.ok("GET", f"{base}/list", params={"filter": f"{name_field} eq '{entity} 2'"})
+    assert [r["id"] for r in chosen] == [ids[2]]
+    assert app.ok("GET", f"{base}/count") == {"total": 3}
+    later = app.ok("GET", f"{base}/count", params={"filter": f"{name_field} ge '{entity} 2'"})
+    assert later == {"total": 2}
+
+    app.ok("PUT", f"{base}/{ids[1]}", json=change)
+    changed = app.ok("GET", f"{base}/{ids[1]}")
+    for key, value in change.items():
+        assert changed[key] == value, key
+    if name_field not in change:
+        assert changed[name_field] == f"{entity} 1"  # what the change leaves, it keeps
+
+    described = app.ok("GET", f"{base}/describe")
+    assert described["entity"] == entity and name_field in described["schema"]["fetch"]["fields"]
+    native = described["native_entity"]
+
+    assert app.call("DELETE", f"{base}/{ids[0]}").status_code == 204
+    assert app.sim.records[native][ids[0]]["is_deleted"] is True  # kept 30 days, marked
+    assert app.call("GET", f"{base}/{ids[0]}").status_code == 404
+
+    bulk = app.ok(
+        "POST",
+        f"{base}/bulk",
+        201,
+        json={"item": [{name_field: f"{entity} bulk {n}", **extra} for n in range(3)]},
+    )["item"]
+    assert [i["status"] for i in bulk] == [201, 201, 201]
+    created = [i["id"] for i in bulk]
+    updated = app.ok("PUT", f"{base}/bulk", json={"item": [{"id": i, **change} for i in created]})
+    assert [i["status"] for i in updated["item"]] == [200, 200, 200]
+    assert app.ok("GET", f"{base}/count") == {"total": 5}
+    removed = app.ok("DELETE", f"{base}/bulk", json={"item": [{"id": i} for i in created]})
+    assert [i["status"] for i in removed["item"]] == [204, 204, 204]
+    assert app.ok("GET", f"{base}/count") == {"total": 2}
+
+    answer = app.ok("POST", "/request", 201, json={"path": f"api/v2/{native}/{ids[2]}"})
+    assert answer["status_code"] == 200
+    assert json.loads(base64.b64decode(answer["content"]))["data"]["id"] == int(ids[2])
+
+
+def test_leads_have_the_whole_life_cycle(sqlite_company: Company) -> None:
+    company = sqlite_company
     org = company.sim.insert("organizations", {"name": "Lead owner org"})
     links = {"relation": {"account": [{"type": "account", "entity": {"id": org}}]}}
     check_life_cycle(
@@ -138,9 +225,64 @@ def test_leads_have_the_whole_life_cycle(company: Company) -> None:
     assert len(lead["id"]) == 36  # Pipedrive's lead ids are UUIDs
 
 
-def test_activities_of_each_type_have_their_life_cycle(company: Company) -> None:
+def test_lead_counts_read_every_page_of_the_leads_own_paging(sqlite_company: Company) -> None:
+    """The leads API pages with additional_data.{start, limit, more_items_in_collection}, not
+    the pagination object of the other v1 lists."""
+    org = int(sqlite_company.sim.insert("organizations", {"name": "Many leads"}))
+    for n in range(600):
+        sqlite_company.sim.insert("leads", {"title": f"Lead {n}", "organization_id": org})
+    assert sqlite_company.ok("GET", "/entity/lead/count") == {"total": 600}
+    assert sqlite_company.calls("GET", "/v1/leads") == 2
+    assert sqlite_company.sim.filters == {}  # no conditions, no saved filter
+
+
+def test_custom_fields_take_v2_shapes(sqlite_company: Company) -> None:
+    """v2 writes and shows some custom fields as objects or lists (the v2 migration guide):
+    crmgate reads them flat, as v1 did (an amount's currency as <key>_currency, options as
+    "1,2"), and writes them back in v2's shapes."""
+    company = sqlite_company
+    budget = company.sim.add_custom_field("deals", "Budget", "monetary", key="b" + "1" * 39)
+    tags = company.sim.add_custom_field(
+        "persons", "Tags", "set", ("VIP", "Press", "Partner"), key="c" + "2" * 39
+    )
+    where = company.sim.add_custom_field("persons", "Office", "address", key="d" + "3" * 39)
+    described = company.ok("GET", "/entity/opportunity/describe")["schema"]["fetch"]["fields"]
+    assert described[budget]["type"] == "number" and f"{budget}_currency" in described
+    deal = company.ok(
+        "POST",
+        "/entity/opportunity",
+        201,
+        json={"name": "Big", budget: 2300, f"{budget}_currency": "EUR"},
+    )["id"]
+    assert company.sim.records["deals"][deal][budget] == {"value": 2300, "currency": "EUR"}
+    read = company.ok("GET", f"/entity/opportunity/{deal}")
+    assert read[budget] == 2300 and read[f"{budget}_currency"] == "EUR"
+    company.ok("PUT", f"/entity/opportunity/{deal}", json={budget: 100})  # keeps the currency
+    assert company.sim.records["deals"][deal][budget] == {"value": 100, "currency": "EUR"}
+    company.ok("PUT", f"/entity/opportunity/{deal}", json={f"{budget}_currency": "USD"})
+    assert company.sim.records["deals"][deal][budget] == {"value": 100, "currency": "USD"}
+    no_currency = company.call("POST", "/entity/opportunity", json={"name": "X", budget: 5})
+    assert no_currency.status_code == 422 and f"{budget}_currency" in no_currency.text
+    person = company.ok(
+        "POST",
+        "/entity/contact",
+        201,
+        json={"last_name": "Tagged", tags: "1,3", where: "Main St 1, Tallinn"},
+    )["id"]
+    stored = company.sim.records["persons"][person]
+    assert stored[tags] == [1, 3] and stored[where] == {"value": "Main St 1, Tallinn"}
+    read = company.ok("GET", f"/entity/contact/{person}")
+    assert read[tags] == "1,3" and read[where] == "Main St 1, Tallinn"
+    found = company.ok(
+        "GET", "/entity/opportunity/list", params={"filter": f"{budget} ge 50 and name eq 'Big'"}
+    )
+    assert [d["id"] for d in found] == [deal]
+
+
+def test_activities_of_each_type_have_their_life_cycle(sqlite_company: Company) -> None:
     """Pipedrive sorts activities by id, dates and due date only: the same life cycle as
     check_life_cycle, sorted by due date, for tasks, calls and meetings in one company."""
+    company = sqlite_company
     company.sim.burst = 1000  # three life cycles go beyond 80 calls in 2 seconds
     company.sim.insert("activities", {"subject": "Lunch", "type": "lunch"})  # not any of them
     for entity in ("task", "call", "meeting"):
@@ -165,7 +307,7 @@ def activity_life_cycle(company: Company, entity: str) -> None:
     backwards = company.ok("GET", f"{base}/list", params={"sort": f"-{when}"})
     assert [r["subject"] for r in backwards] == [f"{entity} {n}" for n in (3, 2, 1)]
     by_subject = company.call("GET", f"{base}/list", params={"sort": "subject"})
-    assert by_subject.status_code == 400 and "due date" in by_subject.text
+    assert by_subject.status_code == 400 and f"id, {when}, created_at" in by_subject.text
     chosen = company.ok("GET", f"{base}/list", params={"filter": f"subject eq '{entity} 2'"})
     assert [r["id"] for r in chosen] == [ids[2]]
     assert company.ok("GET", f"{base}/count") == {"total": 3}
@@ -193,7 +335,8 @@ def activity_life_cycle(company: Company, entity: str) -> None:
     ).replace(b" ", b"")
 
 
-def test_deals_link_organizations_and_people_and_filter_by_them(company: Company) -> None:
+def test_deals_link_organizations_and_people_and_filter_by_them(sqlite_company: Company) -> None:
+    company = sqlite_company
     acme = company.ok("POST", "/entity/account", 201, json={"name": "Acme"})["id"]
     initech = company.ok("POST", "/entity/account", 201, json={"name": "Initech"})["id"]
     bob = company.ok("POST", "/entity/contact", 201, json={"last_name": "Bob Slydell"})["id"]
@@ -232,7 +375,8 @@ def test_deals_link_organizations_and_people_and_filter_by_them(company: Company
     assert bad.status_code == 400
 
 
-def test_contacts_typed_lists_custom_fields_and_hostile_filters(company: Company) -> None:
+def test_contacts_typed_lists_custom_fields_and_hostile_filters(sqlite_company: Company) -> None:
+    company = sqlite_company
     # crmgate's filter language names fields that start with a letter (a key such as
     # 9f86d0...  can be read and written, not filtered)
     tier = company.sim.add_custom_field(
@@ -245,7 +389,8 @@ def test_contacts_typed_lists_custom_fields_and_hostile_filters(company: Company
     assert described[since]["type"] == "date"
     assert described["email"]["item_types"] == ["work", "home", "other"]
     body = {
-        "last_name": "Grace Hopper",
+        "first_name": "Grace",
+        "last_name": "Hopper",
         "email": [
             {"type": "work", "address": "grace@navy.example"},
             {"type": "home", "address": "grace@home.example"},
@@ -255,12 +400,12 @@ def test_contacts_typed_lists_custom_fields_and_hostile_filters(company: Company
         since: "2020-05-01",
     }
     grace = company.ok("POST", "/entity/contact", 201, json=body)["id"]
-    company.ok("POST", "/entity/contact", 201, json={"last_name": "Ada Lovelace"})
+    company.ok("POST", "/entity/contact", 201, json={"first_name": "Ada", "last_name": "Lovelace"})
     stored = company.sim.records["persons"][grace]
     assert stored["emails"][0] == {"value": "grace@navy.example", "label": "work", "primary": True}
     assert stored[tier] == 1
     read = company.ok("GET", f"/entity/contact/{grace}")
-    assert read["first_name"] == "Grace" and read["last_name"] == "Grace Hopper"
+    assert read["first_name"] == "Grace" and read["last_name"] == "Hopper"
     assert read["email"] == [
         {"type": "work", "address": "grace@navy.example"},
         {"type": "home", "address": "grace@home.example"},
@@ -273,9 +418,9 @@ def test_contacts_typed_lists_custom_fields_and_hostile_filters(company: Company
     gold = company.ok("GET", "/entity/contact/list", params={"filter": f"{tier} eq '1'"})
     assert [c["id"] for c in gold] == [grace]
     starts = company.ok(
-        "GET", "/entity/contact/list", params={"filter": "last_name startswith 'ada'"}
+        "GET", "/entity/contact/list", params={"filter": "first_name startswith 'ada'"}
     )
-    assert [c["last_name"] for c in starts] == ["Ada Lovelace"]
+    assert [c["last_name"] for c in starts] == ["Lovelace"]
     none = company.ok("GET", "/entity/contact/list", params={"filter": "position eq null"})
     assert len(none) == 2
     for hostile in ["x' OR 1=1", '"}]},{"glue":"or","conditions":[', "Grace Hopper' --"]:
@@ -294,9 +439,35 @@ def test_contacts_typed_lists_custom_fields_and_hostile_filters(company: Company
     assert company.sim.records["persons"][grace]["emails"] == []
 
 
-def test_filters_are_made_once_reused_and_made_again_when_deleted(company: Company) -> None:
+def test_contact_names_are_written_as_pipedrive_s_one_name(sqlite_company: Company) -> None:
+    """Pipedrive keeps one name and splits it; crmgate writes "first last" and reads the split,
+    and a change of one half keeps the other."""
+    company = sqlite_company
+    grace = company.ok(
+        "POST", "/entity/contact", 201, json={"first_name": "Grace", "last_name": "Hopper"}
+    )["id"]
+    assert company.sim.records["persons"][grace]["name"] == "Grace Hopper"
+    read = company.ok("GET", f"/entity/contact/{grace}")
+    assert (read["first_name"], read["last_name"]) == ("Grace", "Hopper")
+    company.ok("PUT", f"/entity/contact/{grace}", json={"last_name": "Murray Hopper"})
+    assert company.sim.records["persons"][grace]["name"] == "Grace Murray Hopper"
+    company.ok("PUT", f"/entity/contact/{grace}", json={"first_name": "Amazing"})
+    read = company.ok("GET", f"/entity/contact/{grace}")
+    assert (read["first_name"], read["last_name"]) == ("Amazing", "Murray Hopper")
+    found = company.ok(
+        "GET", "/entity/contact/list", params={"filter": "last_name eq 'murray hopper'"}
+    )
+    assert [c["id"] for c in found] == [grace]
+    described = company.ok("GET", "/entity/contact/describe")["schema"]["create"]["fields"]
+    assert {"first_name", "last_name"} <= set(described)
+
+
+def test_filters_are_made_once_reused_and_made_again_when_deleted(
+    sqlite_company: Company,
+) -> None:
+    company = sqlite_company
     company.sim.insert("persons", {"name": "Ann Smith"})
-    params = {"filter": "last_name eq 'Ann Smith'"}
+    params = {"filter": "last_name eq 'Smith'"}
     for _ in range(3):
         assert len(company.ok("GET", "/entity/contact/list", params=params)) == 1
     assert company.ok("GET", "/entity/contact/count", params=params) == {"total": 1}
@@ -304,12 +475,68 @@ def test_filters_are_made_once_reused_and_made_again_when_deleted(company: Compa
     assert company.calls("GET", "/v1/personFields") == 1  # the describe gave the field ids
     made = next(iter(company.sim.filters.values()))
     assert made["name"].startswith("crmgate ") and made["type"] == "people"
+    # the documented minimum structure: an AND group, then an (empty) OR group
+    groups = made["conditions"]["conditions"]
+    assert [g["glue"] for g in groups] == ["and", "or"] and groups[1]["conditions"] == []
     company.sim.filters.clear()  # someone deletes it in Pipedrive
     assert len(company.ok("GET", "/entity/contact/list", params=params)) == 1
     assert company.calls("POST", "/v1/filters") == 2
+    company.sim.filters.clear()  # a count recovers the same way
+    assert company.ok("GET", "/entity/contact/count", params=params) == {"total": 1}
+    assert company.calls("POST", "/v1/filters") == 3
 
 
-def test_notes_link_records_and_filter_by_their_relations(company: Company) -> None:
+def test_filters_use_query_parameters_first_check_found_ones_and_delete_evicted_ones(
+    sqlite_company: Company, pipedrive: PipedriveSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    company = sqlite_company
+    sim = company.sim
+    org = sim.insert("organizations", {"name": "Initech"})
+    ann = sim.insert("persons", {"name": "Ann Smith", "org_id": int(org)})
+    sim.insert("persons", {"name": "Bob Jones"})
+    deal = sim.insert("deals", {"title": "TPS", "org_id": int(org)})
+    sim.insert("deals", {"title": "Other"})
+    # ids, owners and relations: the v2 list's own query parameters, no saved filter
+    mine = company.ok(
+        "GET", "/entity/contact/list", params={"filter": f"relation.account eq '{org}'"}
+    )
+    assert [c["id"] for c in mine] == [ann]
+    one = company.ok("GET", "/entity/opportunity/list", params={"filter": f"id eq '{deal}'"})
+    assert [d["id"] for d in one] == [deal]
+    owned = company.ok(
+        "GET", "/entity/opportunity/count", params={"filter": f"relation.user eq '{sim.admin}'"}
+    )
+    assert owned == {"total": 2}
+    assert company.calls("POST", "/v1/filters") == 0 and sim.filters == {}
+    queries = [q for method, path, q in sim.queries if path == "/api/v2/deals"]
+    assert {"ids": deal}.items() <= queries[0].items() and "owner_id" in queries[-1]
+    # a deal's owner is user_id in dealFields: with another condition, a filter names it so
+    both = f"relation.user eq '{sim.admin}' and name eq 'TPS'"
+    assert len(company.ok("GET", "/entity/opportunity/list", params={"filter": both})) == 1
+    # a filter found by its name is used only if its conditions are still crmgate's
+    params = {"filter": "last_name eq 'Smith'"}
+    assert [c["id"] for c in company.ok("GET", "/entity/contact/list", params=params)] == [ann]
+    tampered = max(sim.filters)
+    sim.filters[tampered]["conditions"]["conditions"][0]["conditions"][0]["value"] = "Jones"
+    other = AppClient(
+        company.client, connect(company.client, pipedrive, sim.add_api_token()).json()["key"]
+    )
+    assert [c["id"] for c in other.ok("GET", "/entity/contact/list", params=params)] == [ann]
+    assert company.calls("POST", "/v1/filters") == 3  # one for `both`, two for Smith
+    third = AppClient(
+        company.client, connect(company.client, pipedrive, sim.add_api_token()).json()["key"]
+    )
+    assert [c["id"] for c in third.ok("GET", "/entity/contact/list", params=params)] == [ann]
+    assert company.calls("POST", "/v1/filters") == 3  # found, checked and trusted
+    # the filters crmgate keeps are bounded: one it lets go of is deleted in Pipedrive
+    first = min(sim.filters)  # `both`: the oldest of the four (application, filter) kept
+    monkeypatch.setattr(pipedrive_connector, "MAX_FILTERS", 4)
+    company.ok("GET", "/entity/contact/list", params={"filter": "last_name eq 'Jones'"})
+    assert first not in sim.filters and len(sim.filters) == 3
+
+
+def test_notes_link_records_and_filter_by_their_relations(sqlite_company: Company) -> None:
+    company = sqlite_company
     deal = company.sim.insert("deals", {"title": "Deal"})
     person = company.sim.insert("persons", {"name": "Pat"})
     on_deal = {"relation": {"opportunity": [{"type": "opportunity", "entity": {"id": deal}}]}}
@@ -339,7 +566,8 @@ def test_notes_link_records_and_filter_by_their_relations(company: Company) -> N
     assert company.call("GET", f"/entity/note/{first}").status_code == 404
 
 
-def test_users_are_read_only(company: Company) -> None:
+def test_users_are_read_only(sqlite_company: Company) -> None:
+    company = sqlite_company
     other = company.sim.add_user("Bob Builder", "bob@acme.example")
     users = company.ok("GET", "/entity/user/list")
     assert [u["username"] for u in users] == ["ada@acme.example", "bob@acme.example"]
@@ -398,7 +626,10 @@ def test_pipedrive_errors_become_the_contracts(
     assert "permissions" in refused.json()["detail"]["message"]
 
 
-def test_pages_in_order_cost_one_call_per_500_records(company: Company) -> None:
+def test_pages_in_order_cost_one_call_per_500_records(
+    sqlite_company: Company, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    company = sqlite_company
     for n in range(1100):
         company.sim.insert("persons", {"name": f"P{n:04d}"})
 
@@ -409,7 +640,7 @@ def test_pages_in_order_cost_one_call_per_500_records(company: Company) -> None:
     seen: list[str] = []
     for page in range(1, 13):  # 100 a page; the last is empty
         rows = company.ok("GET", "/entity/contact/list", params={"page": page, "page_size": 100})
-        seen += [r["last_name"] for r in rows]
+        seen += [r["first_name"] for r in rows]  # a one-word name is Pipedrive's first name
     assert seen == [f"P{n:04d}" for n in range(1100)]
     assert lists() - before == 3  # 500 + 500 + 100
     jump = company.ok(
@@ -423,10 +654,19 @@ def test_pages_in_order_cost_one_call_per_500_records(company: Company) -> None:
     assert company.ok("GET", "/entity/contact/list", params={"page": 400}) == []
     far = company.call("GET", "/entity/contact/list", params={"page": 402, "sort": "-id"})
     assert far.status_code == 400 and "page by page" in far.text
-    # sorts v2 does not have use v1's offsets: one call for any page
-    v1 = company.calls("GET", "/v1/persons")
-    named = company.ok("GET", "/entity/contact/list", params={"page": 9, "sort": "-last_name"})
-    assert named[0]["last_name"] == "P0899" and company.calls("GET", "/v1/persons") == v1 + 1
+    # sorts v2 does not have are refused, not served by the deprecated v1 list
+    named = company.call("GET", "/entity/contact/list", params={"page": 9, "sort": "-last_name"})
+    assert named.status_code == 400 and "id, created_at, updated_at" in named.text
+    assert company.calls("GET", "/v1/persons") == 0
+    # a count walks the list: it stops, clearly, at MAX_COUNT records
+    monkeypatch.setattr(pipedrive_connector, "MAX_COUNT", 1000)
+    before = lists()
+    capped = company.call("GET", "/entity/contact/count")
+    assert capped.status_code == 400 and "at most 1,000 records" in capped.text
+    assert lists() - before == 2
+    assert company.ok("GET", "/entity/contact/count", params={"filter": "id eq '5'"}) == {
+        "total": 1
+    }
 
 
 def test_oauth_tokens_are_refreshed_with_basic_client_authentication(
@@ -455,6 +695,9 @@ def test_oauth_tokens_are_refreshed_with_basic_client_authentication(
         sim.expire_tokens()
         assert app.call("GET", "/entity/contact/count").status_code == 200
         assert sim.calls.count(("POST", "/oauth/token")) == 1
+        # OAuth tokens go as Bearer tokens; the token endpoint gets HTTP Basic
+        assert {how for _, path, how in sim.auth if path != "/oauth/token"} == {"bearer"}
+        assert {how for _, path, how in sim.auth if path == "/oauth/token"} == {"basic"}
         assert app.call("GET", "/entity/contact/count").status_code == 200
         assert sim.calls.count(("POST", "/oauth/token")) == 1
         sim.refresh_tokens.clear()  # revoked in Pipedrive

@@ -50,8 +50,11 @@ def test_persons_crud_and_fields(sim: tuple[PipedriveSimulator, Client]) -> None
     client.persons.update_person(person["id"], {"name": "Ada Lovelace"})
     assert client.persons.get_person(person["id"])["data"]["last_name"] == "Lovelace"
     assert client.persons.delete_person(person["id"])["data"]["id"] == person["id"]
+    # marked as deleted (gone for good after 30 days): still readable, out of lists
+    assert client.persons.get_person(person["id"])["data"]["active_flag"] is False
+    assert client.persons.get_all_persons()["data"] is None
     with pytest.raises(NotFoundError):
-        client.persons.get_person(person["id"])
+        client.persons.delete_person(person["id"])
     fields = client.persons.get_person_fields()["data"]
     assert {"name", "email", "phone", "org_id"} <= {f["key"] for f in fields}
     key = simulator.add_custom_field("persons", "Shoe size", "double")
@@ -103,10 +106,13 @@ def test_paging_sorting_and_filters(sim: tuple[PipedriveSimulator, Client]) -> N
         client.filters.get_filter(filter_id)
     with pytest.raises(BadRequestError):
         client.filters.create_filter({"name": "bad", "conditions": {"glue": "or"}, "type": "org"})
+    without_or = {"glue": "and", "conditions": conditions["conditions"][:1]}
+    with pytest.raises(BadRequestError):  # the documented minimum: an AND and an OR group
+        client.filters.create_filter({"name": "bad", "conditions": without_or, "type": "org"})
 
 
 def test_deals_activities_notes_and_leads(sim: tuple[PipedriveSimulator, Client]) -> None:
-    _, client = sim
+    simulator, client = sim
     org = client.organizations.create_organization({"name": "Initech"})["data"]["id"]
     person = client.persons.create_person({"name": "Bob Slydell", "org_id": org})["data"]["id"]
     deal = client.deals.create_deal({"title": "TPS", "value": 500, "org_id": org})["data"]
@@ -114,6 +120,16 @@ def test_deals_activities_notes_and_leads(sim: tuple[PipedriveSimulator, Client]
     client.deals.update_deal(deal["id"], {"person_id": person, "status": "won"})
     read = client.deals.get_deal(deal["id"])["data"]
     assert read["person_id"]["value"] == person and read["status"] == "won"
+    # v1 names a deal's owner user_id, in its fields as in its records
+    deal_fields = {f["key"]: f for f in client.deals.get_deal_fields()["data"]}
+    assert "user_id" in deal_fields and "owner_id" not in deal_fields
+    assert read["user_id"]["id"] == simulator.admin
+    # a monetary custom field: v1 shows the amount and <key>_currency beside it
+    budget = simulator.add_custom_field("deals", "Budget", "monetary")
+    client.deals.update_deal(deal["id"], {budget: 700, f"{budget}_currency": "USD"})
+    read = client.deals.get_deal(deal["id"])["data"]
+    assert read[budget] == 700 and read[f"{budget}_currency"] == "USD"
+    assert simulator.records["deals"][str(deal["id"])][budget] == {"value": 700, "currency": "USD"}
     assert [d["title"] for d in client.deals.get_all_deals()["data"]] == ["TPS"]
     activity = client.activities.create_activity(
         {"subject": "Call Bob", "type": "call", "deal_id": deal["id"], "person_id": person}
@@ -141,6 +157,7 @@ def test_deals_activities_notes_and_leads(sim: tuple[PipedriveSimulator, Client]
         client.leads.create_lead({"title": "Orphan"})
     client.deals.delete_deal(deal["id"])
     assert client.deals.get_all_deals()["data"] is None  # Pipedrive's empty v1 list
+    assert client.deals.get_deal(deal["id"])["data"]["active_flag"] is False
 
 
 def test_users_errors_and_rate_limits(sim: tuple[PipedriveSimulator, Client]) -> None:

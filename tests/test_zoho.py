@@ -666,7 +666,7 @@ def test_bulk_reports_each_record(org: Org) -> None:
     items = [{"last_name": f"B{n:03d}"} for n in range(150)] + [{"first_name": "no last name"}]
     made = org.ok("POST", "/entity/contact/bulk", 201, json={"item": items})["item"]
     assert [i["status"] for i in made] == [201] * 150 + [422]
-    assert made[-1]["error"]["fields"] == ["Last_Name"]
+    assert made[-1]["error"]["fields"] == ["last_name"]  # the unified name of Zoho's Last_Name
     for item, sent in zip(made[:150], items, strict=False):
         assert org.sim.records["Contacts"][item["id"]]["Last_Name"] == sent["last_name"]
     assert org.calls("POST", "/crm/v8/Contacts") == 2  # 100 a call

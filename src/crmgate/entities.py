@@ -388,7 +388,12 @@ class EntityService:
 
     async def create(self, connection: Connection, mapped: EntityMap, record: Any) -> str:
         values = mapped.on_create(self.to_native(mapped, record))
-        return await connection.connector.records.create(connection.access, mapped.object, values)
+        try:
+            return await connection.connector.records.create(
+                connection.access, mapped.object, values
+            )
+        except NotValid as refused:
+            raise _unified(mapped, refused) from None
 
     async def _require_match(
         self, connection: Connection, mapped: EntityMap, record_id: str
@@ -405,9 +410,12 @@ class EntityService:
     ) -> None:
         values = self.to_native(mapped, {k: v for k, v in dict(record or {}).items() if k != "id"})
         await self._require_match(connection, mapped, record_id)
-        await connection.connector.records.update(
-            connection.access, mapped.object, record_id, values
-        )
+        try:
+            await connection.connector.records.update(
+                connection.access, mapped.object, record_id, values
+            )
+        except NotValid as refused:
+            raise _unified(mapped, refused) from None
 
     async def delete(self, connection: Connection, mapped: EntityMap, record_id: str) -> None:
         await self._require_match(connection, mapped, record_id)
@@ -514,6 +522,8 @@ class EntityService:
             else:
                 answered = await records.bulk_delete(access, name, payload)
             for (index, _), result in zip(sendable, answered, strict=True):
+                if isinstance(result.error, NotValid):
+                    result = ItemResult(result.id, _unified(mapped, result.error))
                 results[index] = result
             failures = {id(r.error) for r in answered if r.error is not None}
             first = answered[0].error if answered else None
@@ -717,6 +727,13 @@ def _passthrough_headers(value: Any) -> list[tuple[str, str]]:
             )
         headers.append((name, text))
     return headers
+
+
+def _unified(mapped: EntityMap, refused: NotValid) -> NotValid:
+    """The CRM's refusal with the fields it names as the client knows them (unified names)."""
+    if not refused.fields:
+        return refused
+    return NotValid(refused.message, tuple(mapped.unified_name(f) for f in refused.fields))
 
 
 def _item(result: ItemResult, done: int) -> dict[str, Any]:

@@ -3,20 +3,27 @@ SDK (pipedrive-python-lib) use, as Pipedrive documents it.
 
 - Auth: an API token (``api_token`` query parameter, as the SDK sends it, or the ``x-api-token``
   header) or an OAuth access token (``Authorization: Bearer``); 401 ``unauthorized access``.
+  ``auth`` records how each call authenticated (``header``, ``query``, ``bearer``, ...).
   OAuth: ``POST /oauth/token`` with HTTP Basic client authentication (authorization_code and
   refresh_token grants); the answer names the company's ``api_domain``.
 - API v2 (``/api/v2/{persons,organizations,deals,activities}``): cursor paging (``cursor``,
   ``limit`` <= 500, ``additional_data.next_cursor``), ``filter_id``, ``sort_by`` (id,
-  add_time, update_time; due_date for activities) and ``sort_direction``; strict validation
-  (``Validation failed: <field>: <reason>``); custom fields under ``custom_fields``.
+  add_time, update_time; due_date for activities) and ``sort_direction``; the documented query
+  parameters of each object (``ids``, ``owner_id``, ``org_id``, ...; ignored beside
+  ``filter_id``); strict validation (``Validation failed: <field>: <reason>``); custom fields
+  under ``custom_fields``, monetary ones as ``{"value", "currency"}``, multiple options as a
+  list of ids, addresses as objects (the v2 migration guide). DELETE marks a record deleted
+  (``is_deleted``; v1: ``active_flag`` false): lists leave it out, a GET still shows it.
 - API v1 (the same objects as the SDK calls them, plus leads, notes, users, filters and the
   ``*Fields`` endpoints): ``start``/``limit`` paging with ``additional_data.pagination``,
-  ``sort=field ASC|DESC``, ``filter_id``; custom fields as top-level 40-character hash keys.
-- Filters (``/v1/filters``): the documented ``conditions`` JSON (one AND group and one OR
-  group, at most 16 conditions, operators ``=``, ``!=``, ``<``, ``>``, ``<=``, ``>=``,
-  ``IS NULL``, ``IS NOT NULL``, ``LIKE '$%'``, ``LIKE '%$%'``, ``NOT LIKE '$%'``), evaluated
-  like Pipedrive's SQL: case-insensitive text, ``%``/``_`` wildcards inside LIKE values, dates
-  by day.
+  ``sort=field ASC|DESC``, ``filter_id``; custom fields as top-level 40-character hash keys
+  (a monetary one's currency as ``<key>_currency``); the owner of a deal or activity is
+  ``user_id``. Leads page with ``additional_data.{start,limit,more_items_in_collection}``.
+- Filters (``/v1/filters``): the documented ``conditions`` JSON (exactly one AND group and
+  one OR group, in that order, as the minimum structure; at most 16 conditions, operators
+  ``=``, ``!=``, ``<``, ``>``, ``<=``, ``>=``, ``IS NULL``, ``IS NOT NULL``, ``LIKE '$%'``,
+  ``LIKE '%$%'``, ``NOT LIKE '$%'``), evaluated like Pipedrive's SQL: case-insensitive text,
+  ``%``/``_`` wildcards inside LIKE values, dates by day.
 - Errors: ``{"success": false, "error": ..., "error_info": ..., "errorCode": status}``.
 - Rate limits: ``burst`` requests per token per 2-second window; every answer carries
   ``x-ratelimit-limit``, ``x-ratelimit-remaining`` and ``x-ratelimit-reset``; beyond, 429 with
@@ -60,6 +67,17 @@ V2_SORTS = {
     "organizations": ("id", "update_time", "add_time"),
     "deals": ("id", "update_time", "add_time"),
     "activities": ("id", "update_time", "add_time", "due_date"),
+}
+# v1's dealFields and activityFields name the owner user_id (v2 records: owner_id)
+OWNER_IS_USER_ID = ("deals", "activities")
+# custom field types whose v2 value is not a plain one (the v2 migration guide)
+V2_CUSTOM_SHAPES = ("monetary", "set", "address")
+# the query parameters each v2 list takes besides filter_id (ignored when it is given)
+V2_PARAMETERS = {
+    "persons": ("ids", "owner_id", "org_id", "deal_id"),
+    "organizations": ("owner_id",),
+    "deals": ("ids", "owner_id", "person_id", "org_id"),
+    "activities": ("ids", "owner_id", "deal_id", "lead_id", "person_id", "org_id"),
 }
 REFERENCES = ("org_id", "person_id", "deal_id", "owner_id", "user_id", "stage_id", "pipeline_id")
 ACTIVITY_TYPES = ("call", "meeting", "task", "deadline", "email", "lunch")
@@ -146,7 +164,7 @@ def standard_fields() -> dict[str, list[Field]]:
             _f("expected_close_date", "Expected close date", "date"),
             _f("org_id", "Organization", "org"),
             _f("person_id", "Contact person", "people"),
-            _f("owner_id", "Owner", "user"),
+            _f("user_id", "Owner", "user"),
         ],
         "activities": [
             *system(),
@@ -162,7 +180,7 @@ def standard_fields() -> dict[str, list[Field]]:
             _f("lead_id", "Lead", "lead"),
             _f("person_id", "Contact person", "people"),
             _f("org_id", "Organization", "org"),
-            _f("owner_id", "Assigned to user", "user"),
+            _f("user_id", "Assigned to user", "user"),
         ],
         "leads": [
             _f("id", "ID", "varchar", writable=False),
@@ -257,6 +275,8 @@ class PipedriveSimulator:
         self.fault: str | None = None  # "500" or "html": the next record call misbehaves
         self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
         self.queries: deque[tuple[str, str, dict[str, str]]] = deque(maxlen=100_000)
+        # how each call authenticated: (method, path, "header" | "query" | "bearer" | ...)
+        self.auth: deque[tuple[str, str, str]] = deque(maxlen=100_000)
         self._ids = itertools.count(1)
         self._filter_ids = itertools.count(1)
         self.admin = self.add_user("Ada Admin", "ada@acme.example", is_admin=True)
@@ -337,6 +357,7 @@ class PipedriveSimulator:
             self.calls.append((request.method, request.path))
             query = {k: v for k, v in request.query.items() if k != "api_token"}
             self.queries.append((request.method, request.path, query))
+            self.auth.append((request.method, request.path, _mechanism(request)))
             if not self.base_url:
                 self.base_url = f"{request.scheme}://{request.host}"
             return await handler(request)
@@ -537,6 +558,8 @@ class PipedriveSimulator:
         return handler
 
     def _field(self, collection: str, key: str) -> Field | None:
+        if key == "owner_id" and collection in OWNER_IS_USER_ID:
+            key = "user_id"  # v2's owner_id is v1's user_id field
         return next((f for f in self.fields[collection] if f.key == key), None)
 
     # ---- records: the store, in v2 shapes -----------------------------------------------------
@@ -568,6 +591,13 @@ class PipedriveSimulator:
                 continue
             if value is None:
                 clean[key] = None
+                continue
+            if spec.custom and spec.field_type in V2_CUSTOM_SHAPES:
+                problem = _custom_problem(spec, value)
+                if problem:
+                    problems.append(f"{key}: {problem}")
+                else:
+                    clean[key] = value  # kept in v2's shape
                 continue
             problem = self._bad_value(collection, spec, value, v2)
             if problem:
@@ -641,12 +671,32 @@ class PipedriveSimulator:
             return [{"value": str(value), "primary": True, "label": "work"}]
         return value
 
-    @staticmethod
-    def _v1_shapes(collection: str, values: dict[str, Any]) -> dict[str, Any]:
-        """v1 bodies as v2 ones: a person's ``email``/``phone`` (text or a list)."""
-        if collection != "persons":
-            return values
+    def _v1_shapes(self, collection: str, values: dict[str, Any]) -> dict[str, Any]:
+        """v1 bodies as v2 ones: a person's ``email``/``phone`` (text or a list), the owner
+        of a deal or activity (``user_id``) and custom fields (top-level keys, a monetary
+        field's currency as ``<key>_currency``, options as ``"1,2"``)."""
         shaped = dict(values)
+        if collection in OWNER_IS_USER_ID and "user_id" in shaped:
+            shaped["owner_id"] = shaped.pop("user_id")
+        custom: dict[str, Any] = {}
+        for spec in self.fields[collection]:
+            if not spec.custom or spec.key not in shaped:
+                continue
+            value = shaped.pop(spec.key)
+            currency = shaped.pop(f"{spec.key}_currency", None) or "EUR"
+            if value is not None and spec.field_type == "monetary":
+                value = {"value": float(value) if _number(value) else value, "currency": currency}
+            elif value is not None and spec.field_type == "set":
+                value = [int(v) if str(v).isdigit() else v for v in str(value).split(",")]
+            elif value is not None and spec.field_type == "address":
+                value = {"value": str(value)}
+            elif value is not None and spec.field_type == "enum" and str(value).isdigit():
+                value = int(value)
+            custom[spec.key] = value
+        if custom:
+            shaped["custom_fields"] = custom
+        if collection != "persons":
+            return shaped
         for v1, v2 in (("email", "emails"), ("phone", "phones")):
             if v1 in shaped:
                 value = shaped.pop(v1)
@@ -726,19 +776,30 @@ class PipedriveSimulator:
                 shown.setdefault(key, None)
         if collection == "organizations":
             shown.setdefault("address", None)
-        shown["is_deleted"] = False
+        shown["is_deleted"] = bool(record.get("is_deleted"))
         return shown
 
     def _v1(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
         shown = {k: v for k, v in self._v2(collection, record).items() if k != "custom_fields"}
-        shown.update({k: v for k, v in self._v2(collection, record)["custom_fields"].items()})
+        for spec in self.fields[collection]:
+            if not spec.custom:
+                continue
+            value = record.get(spec.key)
+            if spec.field_type == "monetary":  # v1: the number and <key>_currency
+                shown[f"{spec.key}_currency"] = value.get("currency") if value else None
+                value = value.get("value") if value else None
+            elif spec.field_type == "address":
+                value = value.get("value") if value else None
+            elif spec.field_type == "set":
+                value = ",".join(str(v) for v in value) if value else None
+            shown[spec.key] = value
         if collection == "leads":  # leads are newer: ISO times, v1 only
             shown["add_time"] = record["add_time"].isoformat().replace("+00:00", ".000Z")
             shown["update_time"] = record["update_time"].isoformat().replace("+00:00", ".000Z")
             return shown
         shown["add_time"] = _v1_time(record["add_time"])
         shown["update_time"] = _v1_time(record["update_time"])
-        shown["active_flag"] = True
+        shown["active_flag"] = not shown.pop("is_deleted", False)
         owner = self.users.get(record.get("owner_id") or 0)
         if collection in ("persons", "organizations", "deals") and owner is not None:
             shown["owner_id"] = {
@@ -777,8 +838,12 @@ class PipedriveSimulator:
 
     # ---- selection: filter, sort --------------------------------------------------------------
 
-    def _selected(self, collection: str, request: web.Request) -> list[dict[str, Any]]:
-        rows = list(self.records[collection].values())
+    def _selected(
+        self, collection: str, request: web.Request, v2: bool = False
+    ) -> list[dict[str, Any]]:
+        """The records a list shows: not deleted ones, through the filter or else the query
+        parameters (v2: only those its documentation names for the object)."""
+        rows = [r for r in self.records[collection].values() if not r.get("is_deleted")]
         filter_id = request.query.get("filter_id")
         if filter_id:
             found = self.filters.get(_int(filter_id) or 0)
@@ -790,6 +855,8 @@ class PipedriveSimulator:
                 wanted = request.query.get(key)
                 if key == "user_id" and collection != "notes":
                     continue
+                if v2 and key not in V2_PARAMETERS[collection]:
+                    continue
                 if wanted is not None:
                     rows = [r for r in rows if str(self._link(collection, r, key)) == wanted]
             if collection == "leads":
@@ -797,12 +864,14 @@ class PipedriveSimulator:
                 if wanted is not None:
                     rows = [r for r in rows if str(r.get("organization_id")) == wanted]
             ids = request.query.get("ids")
-            if ids:
+            if ids and (not v2 or "ids" in V2_PARAMETERS[collection]):
                 rows = [r for r in rows if str(r["id"]) in ids.split(",")]
         return rows
 
     @staticmethod
     def _link(collection: str, record: dict[str, Any], key: str) -> Any:
+        if key == "user_id" and collection in OWNER_IS_USER_ID:
+            key = "owner_id"
         if collection == "activities" and key == "person_id":
             return next(
                 (p.get("person_id") for p in record.get("participants") or [] if p.get("primary")),
@@ -838,8 +907,10 @@ class PipedriveSimulator:
         raw = self._link(collection, record, spec.key) if spec.key != "email" else None
         if spec.key in ("email", "phone"):
             texts = [str(e.get("value")) for e in record.get(spec.key + "s") or []]
-        elif spec.field_type == "address":
-            texts = [str(raw.get("value"))] if isinstance(raw, dict) and raw.get("value") else []
+        elif spec.field_type in ("address", "monetary") and isinstance(raw, dict):
+            texts = [str(raw["value"])] if raw.get("value") not in (None, "") else []
+        elif isinstance(raw, list):
+            texts = [str(v) for v in raw]
         elif raw is None or raw == "":
             texts = []
         elif isinstance(raw, datetime):
@@ -893,6 +964,8 @@ class PipedriveSimulator:
             descending = len(spec) > 1 and spec[1].upper() == "DESC"
             if self._field(collection, name) is None:
                 raise Refused(400, f"Invalid sort field: {name}")
+            if name == "user_id" and collection in OWNER_IS_USER_ID:
+                name = "owner_id"
             rows = _ordered(rows, name, descending)
         return rows
 
@@ -913,6 +986,8 @@ class PipedriveSimulator:
             page = rows[start : start + limit]
             more = start + limit < len(rows)
             data = [self._v1(collection, r) for r in page]
+            if collection == "leads":  # the leads API pages without the pagination object
+                return _ok(data, {"start": start, "limit": limit, "more_items_in_collection": more})
             return _ok(data or None, _pagination(start, limit, len(page), more))
 
         return handler
@@ -934,6 +1009,7 @@ class PipedriveSimulator:
                 record = self._create(collection, body, token.user_id)
             else:
                 known = {f.key for f in self.fields[collection]}
+                known |= {f"{f.key}_currency" for f in self.fields[collection] if f.custom}
                 values = self._v1_shapes(collection, {k: v for k, v in body.items() if k in known})
                 record = self._create(collection, values, token.user_id)
             return _ok(self._v1(collection, record), status=201)
@@ -948,6 +1024,7 @@ class PipedriveSimulator:
             record = self._record(collection, request.match_info["id"])
             body = await self._json(request)
             known = {f.key for f in self.fields[collection]}
+            known |= {f"{f.key}_currency" for f in self.fields[collection] if f.custom}
             values = (
                 body if collection == "leads" else {k: v for k, v in body.items() if k in known}
             )
@@ -961,7 +1038,13 @@ class PipedriveSimulator:
         async def handler(request: web.Request, token: Token) -> web.Response:
             self._write_allowed(token)
             record = self._record(collection, request.match_info["id"])
-            del self.records[collection][str(record["id"])]
+            if collection not in V2_OBJECTS:
+                del self.records[collection][str(record["id"])]
+            elif record.get("is_deleted"):
+                raise Refused(404, f"{OBJECTS[collection][0].capitalize()} not found")
+            else:  # marked as deleted; Pipedrive removes it for good after 30 days
+                record["is_deleted"] = True
+                record["update_time"] = _now()
             return _ok({"id": record["id"]})
 
         return handler
@@ -990,7 +1073,7 @@ class PipedriveSimulator:
                     offset = int(json.loads(base64.b64decode(query["cursor"]))["offset"])
                 except (ValueError, KeyError, TypeError):
                     raise Refused(400, "Invalid cursor") from None
-            rows = self._selected(collection, request)
+            rows = self._selected(collection, request, v2=True)
             rows = sorted(rows, key=lambda r: int(r["id"]))
             if sort_by != "id":
                 rows = _ordered(rows, sort_by, direction == "desc")
@@ -1072,9 +1155,8 @@ class PipedriveSimulator:
         if (
             not isinstance(groups, list)
             or conditions.get("glue") != "and"
-            or len(groups) > 2
-            or [g.get("glue") for g in groups if isinstance(g, dict)][:2]
-            not in (["and"], ["and", "or"])
+            or len(groups) != 2
+            or [g.get("glue") if isinstance(g, dict) else None for g in groups] != ["and", "or"]
         ):
             raise Refused(400, "Invalid conditions structure")
         lines = [c for g in groups for c in g.get("conditions") or []]
@@ -1140,6 +1222,47 @@ class PipedriveSimulator:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+
+def _mechanism(request: web.Request) -> str:
+    """How a call authenticated, recorded for tests (the token itself is never kept)."""
+    found = []
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        found.append("bearer")
+    elif header.startswith("Basic "):
+        found.append("basic")
+    if "x-api-token" in request.headers:
+        found.append("header")
+    if "api_token" in request.query:
+        found.append("query")
+    return "+".join(found) or "none"
+
+
+def _custom_problem(spec: Field, value: Any) -> str | None:
+    """What is wrong with a v2 custom field value of a monetary (``{"value": 2300,
+    "currency": "EUR"}``), multiple options (``[1, 2]``) or address (``{"value": ...}``)
+    field."""
+    if spec.field_type == "monetary":
+        if (
+            not isinstance(value, dict)
+            or isinstance(value.get("value"), bool)
+            or not isinstance(value.get("value"), (int, float))
+            or not isinstance(value.get("currency"), str)
+            or set(value) - {"value", "currency"}
+        ):
+            return 'Expected object {"value": number, "currency": string}'
+    if spec.field_type == "set":
+        options = {i + 1 for i in range(len(spec.options))}
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v in options for v in value
+        ):
+            return "Expected array of option ids"
+    if spec.field_type == "address" and (
+        not isinstance(value, dict) or not isinstance(value.get("value"), str)
+    ):
+        return 'Expected object {"value": string, ...}'
+    return None
 
 
 def _ok(data: Any, additional: dict[str, Any] | None = None, status: int = 200) -> web.Response:

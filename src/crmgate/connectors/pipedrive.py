@@ -2,37 +2,51 @@
 
 Which API: persons, organizations, deals and activities go through API v2 (``/api/v2/...``),
 because their v1 endpoints are deprecated (out of support since August 2026) and v2 costs half
-the rate-limit tokens; leads, notes, users, filters and the ``*Fields`` endpoints exist only in
-v1. Each company has its own domain (the credential's ``instance_url``; OAuth's ``api_domain``).
+the rate-limit tokens; leads, notes, users and filters are v1 only, and the ``*Fields``
+endpoints are read in v1 (see Fields below). Each company has its own domain (the
+credential's ``instance_url``; OAuth's ``api_domain``).
 
 Records are flattened for the entity maps: ids and references as text, custom fields (40-char
-keys) beside the standard ones, a person's emails and phones as ``email_<label>`` and
-``phone_<label>`` (the first of each label; others stay in ``native``), an organization's address
-as v1's ``address``, ``address_locality``, ... and an activity's primary participant as
-``person_id``. Writes rebuild Pipedrive's shapes from them.
+keys) beside the standard ones (v2's object values flat, as v1 showed them: a monetary field's
+amount and ``<key>_currency``, a range's ``<key>_until``, an address's text, multiple options
+as ``"1,2"``; writes wrap them again by the field's type), a person's emails and phones as
+``email_<label>`` and ``phone_<label>`` (the first of each label; others stay in ``native``),
+an organization's address as v1's ``address``, ``address_locality``, ... and an activity's
+primary participant as ``person_id``. A person's ``first_name``/``last_name`` are Pipedrive's
+own split of its one ``name``: writes send ``name`` ("first last"; changing one half reads the
+record first to keep the other). A record Pipedrive marked as deleted (kept 30 days:
+``is_deleted``, v1 ``active_flag`` false) is not found.
 
 Costs in Pipedrive calls:
 
-- Filters: Pipedrive filters lists only through its saved "filters" (``POST /v1/filters`` with
-  ``conditions``, then ``filter_id=``). crmgate makes one filter per distinct condition set
-  (named ``crmgate <digest>``, visible in Pipedrive's filter list), finds it again by name
-  after a restart, and keeps its id per company and token in the process: a condition set's
-  first use in a process costs the object's fields (to learn field ids, then cached for 5
-  minutes), one filter listing and, the very first time, one filter creation; later uses cost
-  nothing more. Filter values travel as JSON values, never as query text; ``%`` and ``_`` are
-  refused in ``contains``/``startswith`` (Pipedrive's LIKE would read them as wildcards).
-  Conditions are ANDed (at most 16); dates compare by day. Notes have no filters: they filter
-  by their relations only (query parameters); users not at all. Activities of a type (task,
-  call, meeting) always use a filter on ``type``.
+- Filters: ``eq`` conditions on the id, the owner or a relation that a v2 list takes as its own
+  query parameter (``ids``, ``owner_id``, ``org_id``, ``person_id``, ``deal_id``, ``lead_id``:
+  each object has its documented set) cost nothing more. Anything else goes through
+  Pipedrive's saved filters (``POST /v1/filters`` with the documented AND group and OR group,
+  then ``filter_id=``): crmgate makes one per distinct condition set (named ``crmgate
+  <digest>``, visible in Pipedrive's filter list with its values), finds it again by name after
+  a restart (and uses it only if ``GET /v1/filters/{id}`` shows the same conditions: anyone may
+  edit a filter), and keeps up to MAX_FILTERS ids per process; one it lets go of is deleted in
+  Pipedrive (another process that still uses it makes it again on the 404, as after anyone's
+  deletion: lists and counts share one forget-and-retry). A condition set's first use in a
+  process costs the object's fields (to learn field ids, then cached for 5 minutes), one
+  filter listing, one read per filter of that name and, the very first time, one creation.
+  Filter values travel as JSON values, never as query text; ``%`` and ``_`` are refused in
+  ``contains``/``startswith`` (Pipedrive's LIKE would read them as wildcards). Conditions are
+  ANDed (at most 16); dates compare by day. Notes have no filters: they filter by their
+  relations only (query parameters); users not at all. Activities of a type (task, call,
+  meeting) always use a filter on ``type``.
 - Pages: v2 lists page by cursor, 500 records a call, through ``CursorWalks``: the page after
   the last one read costs at most one call (most pages none); a first jump to page *p* of size
   *s* costs ceil(p*s/500) calls, refused past 10,000 records (read in order, or filter). v2 sorts
-  by ``id``, ``created_at``, ``updated_at`` (activities also by their due date), one key. Any
-  other sort of persons, organizations or deals uses the deprecated v1 list (``sort=``,
-  ``start``/``limit``: one call for any page); activities cannot be sorted otherwise (400).
-  Leads and notes are v1 lists: one call for any page. Users: one call for all.
-- Count: Pipedrive has no count endpoint: crmgate walks the list, ceil(n/500) calls.
+  by ``id``, ``created_at``, ``updated_at`` (activities also by their due date), one key; any
+  other sort is refused (400, naming the keys): the deprecated v1 lists are not used. Leads and
+  notes are v1 lists (they have no v2 one): one call for any page. Users: one call for all.
+- Count: Pipedrive has no count endpoint: crmgate walks the list, ceil(n/500) calls, and
+  refuses (400) past MAX_COUNT records rather than walk on.
 - Bulk: Pipedrive has no batch API for these objects: one call per item, a result per item.
+- Fields: the v1 ``*Fields`` endpoints, also for the v2 objects: saved filters name fields by
+  their v1 field ids, which only those endpoints give.
 """
 
 from __future__ import annotations
@@ -43,10 +57,10 @@ import json
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from yarl import URL
 
@@ -78,12 +92,32 @@ from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
 from crmgate.query import Condition, QueryError, SortKey
 from crmgate.settings import OAuthClient
 
+T = TypeVar("T")
+
 V2 = ("persons", "organizations", "deals", "activities")
 V1 = ("leads", "notes")
 BATCH = 500  # Pipedrive's largest page
 MAX_COLD_OFFSET = 10_000
+MAX_COUNT = 10_000  # count reads the list: 20 calls at most
 MAX_CONDITIONS = 16
+MAX_FILTERS = 256  # saved filters kept per process; one evicted is deleted in Pipedrive
 FIELDS_LIFETIME = 300.0
+# v1's dealFields and activityFields name the owner user_id; records (v2) name it owner_id
+OWNER_IS_USER_ID = ("deals", "activities")
+# native column -> the v2 list's own query parameter, for `eq` conditions (no saved filter)
+V2_PARAMETERS: dict[str, dict[str, str]] = {
+    "persons": {"id": "ids", "owner_id": "owner_id", "org_id": "org_id"},
+    "organizations": {"owner_id": "owner_id"},
+    "deals": {"id": "ids", "owner_id": "owner_id", "person_id": "person_id", "org_id": "org_id"},
+    "activities": {
+        "id": "ids",
+        "owner_id": "owner_id",
+        "deal_id": "deal_id",
+        "lead_id": "lead_id",
+        "person_id": "person_id",
+        "org_id": "org_id",
+    },
+}
 # collection -> (filter condition object, filter type, fields endpoint, label)
 OBJECTS: dict[str, tuple[str, str | None, str | None, str]] = {
     "persons": ("person", "people", "personFields", "Person"),
@@ -98,9 +132,7 @@ V2_SORTS = {"id": "id", "add_time": "add_time", "update_time": "update_time"}
 INTEGER_REFERENCES = frozenset(
     ("org_id", "person_id", "deal_id", "owner_id", "user_id", "stage_id", "organization_id")
 )
-READ_ONLY = frozenset(
-    ("id", "add_time", "update_time", "first_name", "last_name", "user_id", "creator_user_id")
-)
+READ_ONLY = frozenset(("id", "add_time", "update_time", "user_id", "creator_user_id"))
 EMAIL_LABELS = ("work", "home", "other")
 PHONE_LABELS = ("work", "mobile", "home", "other")
 ADDRESS_PARTS = ("locality", "admin_area_level_1", "postal_code", "country")
@@ -112,6 +144,7 @@ _KINDS = {
     "double": "number",
     "int": "integer",
     "date": "date",
+    "daterange": "date",
     "boolean": "boolean",
 }
 _OPERATORS = {"eq": "=", "ne": "!=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
@@ -243,7 +276,8 @@ def flatten(collection: str, record: Any) -> dict[str, Any]:
     flat["id"] = str(record["id"])
     custom = record.get("custom_fields")
     if isinstance(custom, dict):
-        flat.update(custom)
+        for key, value in custom.items():
+            flat.update(_custom_columns(str(key), value))
     for key in ("add_time", "update_time", "created", "modified"):
         if key in flat:
             flat[key] = _time(flat[key])
@@ -282,6 +316,52 @@ def flatten(collection: str, record: Any) -> dict[str, Any]:
     return flat
 
 
+def _custom_columns(key: str, value: Any) -> dict[str, Any]:
+    """A v2 custom field value as flat columns, as v1 showed them (the v2 migration guide):
+    a monetary ``{"value", "currency"}`` as ``key`` and ``key_currency``, a date or time range
+    ``{"value", "until"}`` as ``key`` and ``key_until``, an address ``{"value", ...}`` as its
+    text, multiple options ``[1, 2]`` as ``"1,2"``."""
+    if isinstance(value, dict):
+        flat = {key: value.get("value")}
+        if "currency" in value:
+            flat[f"{key}_currency"] = value.get("currency")
+        if "until" in value:
+            flat[f"{key}_until"] = value.get("until")
+        return flat
+    if isinstance(value, list):
+        return {key: ",".join(str(v) for v in value) or None}
+    return {key: value}
+
+
+def _custom_value(column: str, field_type: str | None, value: Any, part: Any) -> Any:
+    """A flat custom column written as v2 wants its field; ``part`` is a monetary field's
+    currency or a range's end (``<key>_currency``, ``<key>_until``)."""
+    if value is None:
+        return None
+    if field_type in ("daterange", "timerange"):
+        return {"value": value, "until": part}
+    currency = part
+    if field_type == "monetary":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise NotValid(f"{column}: a number", (column,))
+        if not isinstance(currency, str) or not currency:
+            raise NotValid(
+                f"{column}: give {column}_currency too (a Pipedrive amount has its currency)",
+                (column,),
+            )
+        return {"value": value, "currency": currency}
+    if field_type == "set":
+        parts = value if isinstance(value, list) else str(value).split(",")
+        if not all(str(p).strip().isdigit() for p in parts):
+            raise NotValid(f"{column}: option ids, e.g. '1,3'", (column,))
+        return [int(str(p).strip()) for p in parts]
+    if field_type == "enum" and isinstance(value, str) and value.isdigit():
+        return int(value)
+    if field_type == "address":
+        return {"value": str(value)}
+    return value
+
+
 def _labelled(kind: str, items: Any, labels: tuple[str, ...]) -> dict[str, Any]:
     flat: dict[str, Any] = {f"{kind}_{label}": None for label in labels}
     if not isinstance(items, list):
@@ -306,10 +386,54 @@ def _integer(column: str, value: Any) -> Any:
     raise NotValid(f"{column}: Pipedrive ids are whole numbers", (column,))
 
 
-def native_body(collection: str, values: Mapping[str, Any], v2: bool) -> dict[str, Any]:
-    """The flat columns of a write as Pipedrive's body (v2, or v1 for leads and notes)."""
+def _subcolumn(column: str) -> tuple[str, str] | None:
+    """``<custom key>_currency`` or ``_until`` as (key, part)."""
+    key, _, part = column.rpartition("_")
+    return (key, part) if part in ("currency", "until") and _CUSTOM.match(key) else None
+
+
+def needs_current(collection: str, values: Mapping[str, Any], types: Mapping[str, str]) -> bool:
+    """Whether a partial update must read the record first: one half of a person's name (the
+    other half is kept), or an amount without its currency."""
+    if collection == "persons" and ("first_name" in values) != ("last_name" in values):
+        return True
+    for column in values:
+        sub = _subcolumn(column)
+        if sub is not None and sub[0] not in values:
+            return True  # a currency or range end without its value
+        suffix = {"monetary": "currency", "daterange": "until", "timerange": "until"}
+        part = suffix.get(types.get(column) or "")
+        if part and values.get(column) is not None and f"{column}_{part}" not in values:
+            return True
+    return False
+
+
+def native_body(
+    collection: str,
+    values: Mapping[str, Any],
+    v2: bool,
+    types: Mapping[str, str] | None = None,
+    current: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The flat columns of a write as Pipedrive's body (v2, or v1 for leads and notes).
+    ``types``: the custom fields' Pipedrive types (v2 wraps some values); ``current``: the
+    record as it is, for what a partial update keeps (see ``needs_current``)."""
+    types = types or {}
+    current = current or {}
+    values = dict(values)
+    if collection == "persons" and ("first_name" in values or "last_name" in values):
+        # Pipedrive writes a person's one name and splits it into first and last itself
+        first = values.pop("first_name", current.get("first_name"))
+        last = values.pop("last_name", current.get("last_name"))
+        values["name"] = " ".join(str(p).strip() for p in (first, last) if p not in (None, ""))
     body: dict[str, Any] = {}
     custom: dict[str, Any] = {}
+    parts: dict[str, dict[str, Any]] = {}  # <custom key>_currency and _until, by key
+    if v2:
+        for column in list(values):
+            sub = _subcolumn(column)
+            if sub is not None:
+                parts.setdefault(sub[0], {})[sub[1]] = values.pop(column)
     emails: list[tuple[str, Any]] = []
     phones: list[tuple[str, Any]] = []
     address: dict[str, Any] = {}
@@ -332,9 +456,16 @@ def native_body(collection: str, values: Mapping[str, Any], v2: bool) -> dict[st
         elif column == "lead_id" and value is not None and not _LEAD_ID.match(str(value)):
             raise NotValid("lead_id: not a Pipedrive lead id", (column,))
         elif _CUSTOM.match(column) and v2:
-            custom[column] = value
+            field_type = types.get(column)
+            name = "until" if field_type in ("daterange", "timerange") else "currency"
+            part = parts.get(column, {}).get(name, current.get(f"{column}_{name}"))
+            custom[column] = _custom_value(column, field_type, value, part)
         else:
             body[column] = value
+    for key, given in parts.items():
+        if key not in values and current.get(key) is not None:  # a new currency or range end
+            part = given.get("currency", given.get("until"))
+            custom[key] = _custom_value(key, types.get(key), current[key], part)
     for name, items in (("emails", emails), ("phones", phones)):
         if items:
             present = [(label, v) for label, v in items if v not in (None, "")]
@@ -343,10 +474,10 @@ def native_body(collection: str, values: Mapping[str, Any], v2: bool) -> dict[st
                 for n, (label, v) in enumerate(present)
             ]
     if address:
-        parts = {k: v for k, v in address.items() if v not in (None, "")}
-        body["address"] = parts or None
-        if parts and "value" not in parts:
-            parts["value"] = ", ".join(str(v) for v in parts.values())
+        given = {k: v for k, v in address.items() if v not in (None, "")}
+        body["address"] = given or None
+        if given and "value" not in given:
+            given["value"] = ", ".join(str(v) for v in given.values())
     if custom:
         body["custom_fields"] = custom
     return body
@@ -391,8 +522,9 @@ class PipedriveRecords(Records):
         self._fields: OrderedDict[tuple[str, ...], tuple[float, dict[str, dict[str, Any]]]] = (
             OrderedDict()
         )
-        # (instance, token digest, filter name) -> filter id
-        self._filter_ids: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        # (instance, token digest, filter name) -> (filter id, the access that made or found
+        # it: to delete it when it leaves this bounded cache)
+        self._filter_ids: OrderedDict[tuple[str, ...], tuple[int, Access]] = OrderedDict()
 
     # ---- calls --------------------------------------------------------------------------------
 
@@ -508,23 +640,41 @@ class PipedriveRecords(Records):
         specs = await self._field_map(access, name, fresh=True)
         fields: list[FieldInfo] = []
         for key, spec in specs.items():
-            fields += _field_infos(name, key, spec)
+            column = "owner_id" if key == "user_id" and name in OWNER_IS_USER_ID else key
+            fields += _field_infos(name, column, spec)
         return ObjectInfo(
             name, label, f"{label}s", False, True, True, True, True, tuple(fields), "id"
         )
 
+    async def _custom_types(self, access: Access, collection: str) -> dict[str, str]:
+        """The Pipedrive type of each custom field of a v2 object (v2 wraps some values)."""
+        if collection not in V2:
+            return {}
+        specs = await self._field_map(access, collection)
+        return {
+            key: str(spec.get("field_type"))
+            for key, spec in specs.items()
+            if _CUSTOM.match(key) and spec.get("field_type")
+        }
+
     # ---- filters -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _spec_key(collection: str, column: str) -> str:
+        """The field key Pipedrive's *Fields (and so its filters) name ``column`` by."""
+        if column == "owner_id" and collection in OWNER_IS_USER_ID:
+            return "user_id"
+        if collection == "persons" and column.startswith(("email_", "phone_")):
+            return column.partition("_")[0]
+        if collection == "organizations" and column.startswith("address"):
+            return "address"
+        return column
 
     def _condition(
         self, entity: EntityMap, condition: Condition, specs: Mapping[str, dict[str, Any]]
     ) -> dict[str, Any]:
         column = entity.filter_column("filter", condition.field)
-        key = column
-        if entity.object == "persons" and column.startswith(("email_", "phone_")):
-            key = column.partition("_")[0]
-        if entity.object == "organizations" and column.startswith("address"):
-            key = "address"
-        spec = specs.get(key)
+        spec = specs.get(self._spec_key(entity.object, column))
         if spec is None or not isinstance(spec.get("id"), (int, str)):
             raise QueryError(
                 "filter", f"Pipedrive cannot filter {entity.entity} by {condition.field}"
@@ -562,13 +712,37 @@ class PipedriveRecords(Records):
             line["extra_value"] = "exact_date"
         return {**line, "operator": _OPERATORS[condition.op], "value": value}
 
+    @staticmethod
+    def _parameters(entity: EntityMap, conditions: Sequence[Condition]) -> dict[str, str] | None:
+        """The v2 list's own query parameters for ``conditions`` when they are enough (ids,
+        owner and relations, each ``eq`` once): no saved filter. None: a filter is needed."""
+        if not conditions and not entity.match:
+            return {}
+        known = V2_PARAMETERS.get(entity.object)
+        if known is None or entity.match:
+            return None
+        query: dict[str, str] = {}
+        for condition in conditions:
+            name = known.get(entity.filter_column("filter", condition.field))
+            value = condition.value
+            valid = _LEAD_ID if name == "lead_id" else _NUMERIC_ID
+            if (
+                name is None
+                or name in query
+                or condition.op != "eq"
+                or not isinstance(value, str)
+                or not valid.match(value)
+            ):
+                return None
+            query[name] = value
+        return query
+
     async def filter_id(
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition]
-    ) -> int | None:
-        """The id of a Pipedrive filter for ``conditions`` and the map's match (None: none
-        needed), made once and reused (see the module's docstring)."""
-        if not conditions and not entity.match:
-            return None
+    ) -> int:
+        """The id of a Pipedrive filter for ``conditions`` and the map's match, made once and
+        reused (see the module's docstring). One found by its name is used only if its
+        conditions are these (anyone may edit a filter)."""
         kind = OBJECTS[entity.object][1]
         if kind is None:
             raise QueryError("filter", f"Pipedrive cannot filter {entity.entity} records")
@@ -576,7 +750,7 @@ class PipedriveRecords(Records):
         lines = [
             {
                 "object": OBJECTS[entity.object][0],
-                "field_id": str((specs.get(column) or {}).get("id")),
+                "field_id": str((specs.get(self._spec_key(entity.object, column)) or {}).get("id")),
                 "operator": "=",
                 "value": str(value),
                 "extra_value": None,
@@ -586,40 +760,80 @@ class PipedriveRecords(Records):
         lines += [self._condition(entity, c, specs) for c in conditions]
         if len(lines) > MAX_CONDITIONS:
             raise QueryError("filter", f"Pipedrive takes at most {MAX_CONDITIONS} conditions")
-        tree = {"glue": "and", "conditions": [{"glue": "and", "conditions": lines}]}
+        # the minimum structure Pipedrive documents: an AND group and an OR group
+        tree = {
+            "glue": "and",
+            "conditions": [
+                {"glue": "and", "conditions": lines},
+                {"glue": "or", "conditions": []},
+            ],
+        }
         text = json.dumps(tree, sort_keys=True)
         name = "crmgate " + hashlib.sha256(f"{kind}:{text}".encode()).hexdigest()[:20]
         key = CursorWalks.key(access, name)
         known = self._filter_ids.get(key)
         if known is not None:
-            return known
+            self._filter_ids.move_to_end(key)
+            return known[0]
         url = access.instance_url / "v1/filters"
         listed = await self.call_json(access, "GET", url.with_query(type=kind))
-        found = next(
-            (
-                f.get("id")
-                for f in listed.get("data") or ()
-                if isinstance(f, dict) and f.get("name") == name
-            ),
-            None,
-        )
-        if not isinstance(found, int):
+        found: int | None = None
+        for candidate in listed.get("data") or ():
+            if not isinstance(candidate, dict) or candidate.get("name") != name:
+                continue
+            if not isinstance(candidate.get("id"), int):
+                continue
+            try:
+                detail = await self.call_json(access, "GET", url / str(candidate["id"]))
+            except EntityNotFound:
+                continue
+            if _same_conditions((detail.get("data") or {}).get("conditions"), tree):
+                found = candidate["id"]
+                break
+        if found is None:
             made = await self.call_json(
                 access, "POST", url, body={"name": name, "conditions": tree, "type": kind}
             )
-            found = (made.get("data") or {}).get("id")
-            if not isinstance(found, int):
+            made_id = (made.get("data") or {}).get("id")
+            if not isinstance(made_id, int):
                 raise CrmUnavailable("Pipedrive answered a filter without its id")
-        self._filter_ids[key] = found
-        while len(self._filter_ids) > 1024:
-            self._filter_ids.popitem(last=False)
+            found = made_id
+        self._filter_ids[key] = (found, access)
+        while len(self._filter_ids) > MAX_FILTERS:
+            _, (old, owner) = self._filter_ids.popitem(last=False)
+            if any(kept[0] == old for kept in self._filter_ids.values()):
+                continue
+            try:  # not to leave a filter (and the values in it) for each query ever made
+                await self.call_json(owner, "DELETE", owner.instance_url / "v1/filters" / str(old))
+            except CrmError:
+                pass  # gone already, or the token has changed: it stays in Pipedrive
         return found
 
     def forget_filter(self, filter_id: int | None) -> None:
         """A filter Pipedrive no longer has (someone deleted it): made again next time."""
         for key, known in list(self._filter_ids.items()):
-            if known == filter_id:
+            if known[0] == filter_id:
                 del self._filter_ids[key]
+
+    async def _filtered(
+        self,
+        access: Access,
+        entity: EntityMap,
+        conditions: Sequence[Condition],
+        work: Callable[[dict[str, str]], Awaitable[T]],
+    ) -> T:
+        """``work`` with the query parameters that select ``conditions``: the v2 list's own,
+        or a saved filter's id. A filter someone deleted (404) is made again, once."""
+        query = self._parameters(entity, conditions)
+        if query is not None:
+            return await work(query)
+        filter_id = await self.filter_id(access, entity, conditions)
+        try:
+            return await work({"filter_id": str(filter_id)})
+        except EntityNotFound:
+            self.forget_filter(filter_id)
+            filter_id = await self.filter_id(access, entity, conditions)
+            return await work({"filter_id": str(filter_id)})
 
     def _note_query(self, entity: EntityMap, conditions: Sequence[Condition]) -> dict[str, str]:
         """Notes filter by their relations only: Pipedrive's query parameters."""
@@ -642,18 +856,22 @@ class PipedriveRecords(Records):
 
     # ---- reading ------------------------------------------------------------------------------
 
-    def _v2_sort(self, entity: EntityMap, sort: Sequence[SortKey]) -> tuple[str, str] | None:
-        """v2's sort_by and sort_direction for ``sort``, if v2 can sort so."""
-        if not sort:
-            return "id", "asc"
-        if len(sort) > 1:
-            return None
-        column = entity.filter_column("sort", sort[0].field)
+    def _v2_sort(self, entity: EntityMap, sort: Sequence[SortKey]) -> tuple[str, str]:
+        """v2's sort_by and sort_direction for ``sort``; what v2 cannot sort by is refused (the
+        deprecated v1 lists are not used)."""
         allowed = dict(V2_SORTS)
         if entity.object == "activities":
             allowed["due_date"] = "due_date"
-        if column not in allowed:
-            return None
+        if not sort:
+            return "id", "asc"
+        column = entity.filter_column("sort", sort[0].field)
+        if len(sort) > 1 or column not in allowed:
+            names = ["id"] + [u for u, native in entity.fields.items() if native in allowed]
+            raise QueryError(
+                "sort",
+                f"Pipedrive sorts {entity.entity} records by one of {', '.join(names)} "
+                "(one key; -key for descending)",
+            )
         return allowed[column], "desc" if sort[0].descending else "asc"
 
     def _v1_sort(self, entity: EntityMap, sort: Sequence[SortKey]) -> str:
@@ -662,6 +880,7 @@ class PipedriveRecords(Records):
             column = entity.filter_column("sort", key.field)
             if column.startswith(("email_", "phone_", "address_")) or column == "participants":
                 raise QueryError("sort", f"Pipedrive cannot sort by {key.field}")
+            column = self._spec_key(entity.object, column)
             parts.append(f"{column} {'DESC' if key.descending else 'ASC'}")
         return ", ".join(parts)
 
@@ -684,46 +903,29 @@ class PipedriveRecords(Records):
         if collection == "notes":
             query = {**self._note_query(entity, conditions), "sort": self._v1_sort(entity, sort)}
             return await self._v1_page(access, collection, query, offset, page_size)
-        filter_id = await self.filter_id(access, entity, conditions)
-        try:
-            return await self._page(access, entity, sort, filter_id, offset, page_size)
-        except EntityNotFound:
-            if filter_id is None:
-                raise
-            self.forget_filter(filter_id)
-            filter_id = await self.filter_id(access, entity, conditions)
-            return await self._page(access, entity, sort, filter_id, offset, page_size)
-
-    async def _page(
-        self,
-        access: Access,
-        entity: EntityMap,
-        sort: Sequence[SortKey],
-        filter_id: int | None,
-        offset: int,
-        size: int,
-    ) -> list[dict[str, Any]]:
-        collection = entity.object
-        query = {"filter_id": str(filter_id)} if filter_id is not None else {}
         if collection in V2:
-            ordered = self._v2_sort(entity, sort)
-            if ordered is not None:
+            ordered = self._v2_sort(entity, sort)  # refused before any call
+
+            async def v2_page(query: dict[str, str]) -> list[dict[str, Any]]:
                 query.update(sort_by=ordered[0], sort_direction=ordered[1])
                 key = CursorWalks.key(access, collection, json.dumps(query, sort_keys=True))
                 fetch = self._v2_fetch(access, collection, query)
-                return await self.walks.page(key, offset, size, fetch, MAX_COLD_OFFSET)
-            if collection == "activities":
-                raise QueryError(
-                    "sort", "Pipedrive sorts activities by id, created_at, updated_at or due date"
-                )
-        query["sort"] = self._v1_sort(entity, sort)
-        return await self._v1_page(access, collection, query, offset, size)
+                return await self.walks.page(key, offset, page_size, fetch, MAX_COLD_OFFSET)
+
+            return await self._filtered(access, entity, conditions, v2_page)
+        order = self._v1_sort(entity, sort)
+
+        async def v1_page(query: dict[str, str]) -> list[dict[str, Any]]:
+            return await self._v1_page(
+                access, collection, {**query, "sort": order}, offset, page_size
+            )
+
+        return await self._filtered(access, entity, conditions, v1_page)
 
     async def _v1_page(
         self, access: Access, collection: str, query: Mapping[str, str], offset: int, size: int
     ) -> list[dict[str, Any]]:
-        """One v1 page (``start``/``limit``): deprecated for the v2 objects, kept for sorts v2
-        does not offer."""
+        """One v1 page (``start``/``limit``): leads and notes, which have no v2 list."""
         sent = {k: v for k, v in query.items() if v}
         url = (access.instance_url / "v1" / collection).with_query(
             {**sent, "start": str(offset), "limit": str(size)}
@@ -752,35 +954,43 @@ class PipedriveRecords(Records):
     async def count(
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
     ) -> int:
-        """Pipedrive has no count: the list walked, 500 records a call."""
+        """Pipedrive has no count: the list walked, 500 records a call, up to MAX_COUNT."""
         collection = entity.object
         if collection == "users":
             return len(local.select(await self._users(access), entity, conditions))
-        total = 0
-        if collection in V2:
-            filter_id = await self.filter_id(access, entity, conditions)
-            query = {"filter_id": str(filter_id)} if filter_id is not None else {}
-            fetch = self._v2_fetch(access, collection, query)
-            cursor: str | None = None
-            while True:
-                rows, cursor = await fetch(cursor)
-                total += len(rows)
-                if cursor is None:
-                    return total
         if collection == "notes":
-            query = self._note_query(entity, conditions)
-        else:
-            filter_id = await self.filter_id(access, entity, conditions)
-            query = {"filter_id": str(filter_id)} if filter_id is not None else {}
-        start: int | None = 0
-        while start is not None:
-            url = (access.instance_url / "v1" / collection).with_query(
-                {**query, "start": str(start), "limit": str(BATCH)}
-            )
-            answer = await self.call_json(access, "GET", url)
-            total += len(answer.get("data") or ())
-            start = _next_start(answer)
-        return total
+            return await self._count(access, collection, self._note_query(entity, conditions))
+
+        async def walk(query: dict[str, str]) -> int:
+            return await self._count(access, collection, query)
+
+        return await self._filtered(access, entity, conditions, walk)
+
+    async def _count(self, access: Access, collection: str, query: Mapping[str, str]) -> int:
+        total = 0
+        following: str | int | None = None
+        while True:
+            if collection in V2:
+                rows, cursor = await self._v2_fetch(access, collection, query)(
+                    str(following) if following is not None else None
+                )
+                total += len(rows)
+                following = cursor
+            else:
+                url = (access.instance_url / "v1" / collection).with_query(
+                    {**query, "start": str(following or 0), "limit": str(BATCH)}
+                )
+                answer = await self.call_json(access, "GET", url)
+                total += len(answer.get("data") or ())
+                following = _next_start(answer)
+            if following is None:
+                return total
+            if total >= MAX_COUNT:
+                raise QueryError(
+                    "filter",
+                    f"Pipedrive has no count: crmgate counts by reading the list, at most "
+                    f"{MAX_COUNT:,} records; narrow it with a filter (e.g. created_at ge '...')",
+                )
 
     async def get(
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
@@ -789,16 +999,28 @@ class PipedriveRecords(Records):
         if collection == "users":
             if not _NUMERIC_ID.match(record_id):
                 raise EntityNotFound(f"User {record_id[:40]!r} not found")
-            url = access.instance_url / "v1/users" / record_id
-        else:
-            url = self._url(access, collection, record_id)
-        answer = await self.call_json(access, "GET", url)
-        return flatten(collection, answer.get("data"))
+            answer = await self.call_json(
+                access, "GET", access.instance_url / "v1/users" / record_id
+            )
+            return flatten(collection, answer.get("data"))
+        return await self._record(access, collection, record_id)
+
+    async def _record(self, access: Access, collection: str, record_id: str) -> dict[str, Any]:
+        """One record, flattened; a deleted one (kept by Pipedrive for 30 days: v2's
+        ``is_deleted``, v1's ``active_flag`` false) is not found."""
+        answer = await self.call_json(access, "GET", self._url(access, collection, record_id))
+        data = answer.get("data")
+        if isinstance(data, dict) and (
+            data.get("is_deleted") is True or data.get("active_flag") is False
+        ):
+            raise EntityNotFound(f"{OBJECTS[collection][3]} {record_id[:40]!r} was deleted")
+        return flatten(collection, data)
 
     # ---- writing ------------------------------------------------------------------------------
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
-        body = native_body(name, values, v2=name in V2)
+        types = await self._custom_types(access, name)
+        body = native_body(name, values, v2=name in V2, types=types)
         answer = await self.call_json(access, "POST", self._url(access, name), body=body)
         return str(flatten(name, answer.get("data"))["id"])
 
@@ -806,7 +1028,11 @@ class PipedriveRecords(Records):
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
         method = "PATCH" if name in V2 or name == "leads" else "PUT"
-        body = native_body(name, values, v2=name in V2)
+        types = await self._custom_types(access, name)
+        current = None
+        if needs_current(name, values, types):  # what the change leaves, it keeps
+            current = await self._record(access, name, record_id)
+        body = native_body(name, values, v2=name in V2, types=types, current=current)
         await self.call_json(access, method, self._url(access, name, record_id), body=body)
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
@@ -840,10 +1066,51 @@ class PipedriveRecords(Records):
 
 
 def _next_start(answer: Mapping[str, Any]) -> int | None:
-    pagination = (answer.get("additional_data") or {}).get("pagination") or {}
-    if pagination.get("more_items_in_collection") and isinstance(pagination.get("next_start"), int):
+    """Where a v1 list continues: ``additional_data.pagination.next_start`` (most lists), or
+    ``additional_data.{start, limit, more_items_in_collection}`` (leads)."""
+    additional = answer.get("additional_data") or {}
+    if not isinstance(additional, dict):
+        return None
+    pagination = additional.get("pagination") or additional
+    if not isinstance(pagination, dict) or not pagination.get("more_items_in_collection"):
+        return None
+    if isinstance(pagination.get("next_start"), int):
         return int(pagination["next_start"])
+    start, limit = pagination.get("start"), pagination.get("limit")
+    if isinstance(start, int) and isinstance(limit, int) and limit > 0:
+        return start + limit
     return None
+
+
+def _same_conditions(found: Any, wanted: Mapping[str, Any]) -> bool:
+    """Whether a filter's conditions (as Pipedrive shows them) are ``wanted``."""
+
+    def lines(tree: Any) -> list[tuple[str, ...]] | None:
+        if isinstance(tree, str):
+            try:
+                tree = json.loads(tree)
+            except ValueError:
+                return None
+        if not isinstance(tree, dict) or tree.get("glue") != "and":
+            return None
+        shape: list[tuple[str, ...]] = []
+        for group in tree.get("conditions") or ():
+            if not isinstance(group, dict):
+                return None
+            shape.append(("group", str(group.get("glue"))))
+            for line in group.get("conditions") or ():
+                if not isinstance(line, dict):
+                    return None
+                shape.append(
+                    tuple(
+                        "" if line.get(k) is None else str(line.get(k))
+                        for k in ("object", "field_id", "operator", "value", "extra_value")
+                    )
+                )
+        return shape
+
+    have = lines(found)
+    return have is not None and have == lines(wanted)
 
 
 def _field_infos(collection: str, key: str, spec: Mapping[str, Any]) -> list[FieldInfo]:
@@ -888,4 +1155,8 @@ def _field_infos(collection: str, key: str, spec: Mapping[str, Any]) -> list[Fie
         ]
     if collection == "activities" and key == "location":
         return [info(key, label, "string")]
+    if custom and field_type == "monetary":  # v2's {"value", "currency"}, as v1 flattened it
+        return [info(key, label), info(f"{key}_currency", f"{label} (currency)", "string")]
+    if custom and field_type in ("daterange", "timerange"):
+        return [info(key, label), info(f"{key}_until", f"{label} (until)")]
     return [info(key, label)]

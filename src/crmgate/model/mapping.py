@@ -285,6 +285,22 @@ class EntityMap(BaseModel):
 
     # ---- querying ---------------------------------------------------------------------------
 
+    def unified_name(self, column: str) -> str:
+        """The unified field a native column is read into (a CRM's error names its own
+        columns; a client knows the unified names): ``StageName`` -> ``pipeline_with_stage``,
+        ``MobilePhone`` -> ``phone``, ``AccountId`` -> ``relation.account``. A column the map
+        does not know (a custom field, shown under its native name) stays as it is."""
+        if column == self.id:
+            return "id"
+        for unified, native in self.fields.items():
+            if native == column:
+                return unified
+        for name, items in self.lists().items():
+            if any(column in item.fields.values() for item in items):
+                return name
+        targets = [target for target, native in self.relations.items() if native == column]
+        return f"relation.{targets[0]}" if len(targets) == 1 else column
+
     def filter_column(self, parameter: str, name: str) -> str:
         """The native column behind a unified field name in `filter` or `sort`."""
         if name == "id":
