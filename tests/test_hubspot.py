@@ -3,7 +3,6 @@ same requests as for Salesforce, translated into HubSpot's search, batch and obj
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from conftest import (
     loopback_socket,
     make_settings,
     migrate_database,
+    oauth_connect,
 )
 from crmgate.api.app import create_app
 from crmsim.hubspot import HubSpotSimulator
@@ -586,19 +586,7 @@ def test_the_oauth_flow_connects_a_hubspot_portal(
     migrate_database(settings)
     admin = create_account(settings)
     with RunningGateway(create_app(settings), bound) as gateway:
-        with gateway.client(admin.key) as client:
-            session = client.post("/v1/oauth/session", json={"type": "HubSpot", "redirect": done})
-            assert session.status_code == 201, session.text
-        context = ssl.create_default_context(cafile=hubspot.ca_file)
-        with httpx.Client(trust_env=False, timeout=20, verify=context) as browser:
-            response = browser.get(session.json()["authorize_url"])
-            for _ in range(5):
-                location = response.headers.get("location", "")
-                if response.status_code != 302 or location.startswith(done):
-                    break
-                response = browser.get(location)
-        assert response.headers["location"].startswith(done + "#application_key="), response.text
-        key = response.headers["location"].split("=", 1)[1]
+        key = oauth_connect(gateway, admin.key, "HubSpot", done, hubspot.ca_file)
         with gateway.client(admin.key) as client:
             app = client.get(f"/v1/application/{key}").json()
             assert app["authorization"] == "oAuth-internal" and app["is_authorized"] is True

@@ -20,8 +20,10 @@ from conftest import (
     RunningGateway,
     check_life_cycle,
     create_account,
+    loopback_socket,
     make_settings,
     migrate_database,
+    oauth_connect,
 )
 from crmgate.api.app import create_app
 from crmgate.connectors import pipedrive as pipedrive_connector
@@ -738,3 +740,41 @@ def test_the_demo_seed_fills_a_small_company(pipedrive: PipedriveSim) -> None:
     assert platform_overrides(pipedrive.base_url)["Pipedrive"]["oauth"]["token_url"].endswith(
         "/oauth/token"
     )
+
+
+def test_the_oauth_flow_connects_a_pipedrive_company(
+    tmp_path: Path, database: Database, pipedrive: PipedriveSim
+) -> None:
+    """Application mode end to end: Pipedrive's authorize page, the code exchanged with HTTP
+    Basic client authentication, the token answer's api_domain as the instance URL."""
+    bound = loopback_socket()
+    base = f"http://127.0.0.1:{bound.getsockname()[1]}"
+    done = "https://app.example/connected"
+    sim = pipedrive.simulator
+    sim.add_app("pd-flow", "pd-flow-secret", f"{base}/authorization/oauth/Pipedrive/callback")
+    settings = pipedrive.settings(
+        tmp_path / "flow",
+        database,
+        public_url=base,
+        oauth_clients={
+            "Pipedrive": {
+                "client_id": "pd-flow",
+                "client_secret": "pd-flow-secret",
+                "redirects": [done],
+            }
+        },
+    )
+    admin = create_account(settings)
+    with RunningGateway(create_app(settings), bound) as gateway:
+        key = oauth_connect(gateway, admin.key, "Pipedrive", done, pipedrive.ca_file)
+        with gateway.client(admin.key) as client:
+            app = client.get(f"/v1/application/{key}").json()
+            assert app["authorization"] == "oAuth-internal" and app["is_authorized"] is True
+            assert app["credential"]["instance_url"] == pipedrive.base_url  # from api_domain
+            counted = client.get(
+                "/v1/application/entity/contact/count",
+                headers={"X-API2CRM-APPLICATION-KEY": key},
+            )
+            assert counted.status_code == 200, counted.text
+    assert sim.codes == {}  # exchanged, once
+    assert {how for _, path, how in sim.auth if path == "/oauth/token"} == {"basic"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from conftest import (
     loopback_socket,
     make_settings,
     migrate_database,
+    oauth_connect,
 )
 from crmgate.api.app import create_app
 from crmsim.server import RunningSimulator
@@ -528,21 +528,9 @@ def test_the_oauth_flow_connects_orgs_of_any_data_centre(
         },
     )
     admin = create_account(settings)
-    context = ssl.create_default_context(cafile=zoho.ca_file)
 
     def connect(gateway: RunningGateway) -> str:
-        with gateway.client(admin.key) as client:
-            session = client.post("/v1/oauth/session", json={"type": "ZohoCRM", "redirect": done})
-            assert session.status_code == 201, session.text
-        with httpx.Client(trust_env=False, timeout=20, verify=context) as browser:
-            response = browser.get(session.json()["authorize_url"])
-            for _ in range(5):
-                location = response.headers.get("location", "")
-                if response.status_code != 302 or location.startswith(done):
-                    break
-                response = browser.get(location)
-        assert response.headers["location"].startswith(done + "#application_key="), response.text
-        key = response.headers["location"].split("=", 1)[1]
+        key = oauth_connect(gateway, admin.key, "ZohoCRM", done, zoho.ca_file)
         with gateway.client(admin.key) as client:
             app = client.get(f"/v1/application/{key}").json()
             assert app["authorization"] == "oAuth-internal" and app["is_authorized"] is True
