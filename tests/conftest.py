@@ -11,10 +11,10 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 import pytest
@@ -385,6 +385,46 @@ def crm_settings(tmp_path: Path, database: Database, salesforce: SalesforceSim) 
 def crm_gateway(crm_settings: Settings) -> Iterator[RunningGateway]:
     with RunningGateway(create_app(crm_settings)) as running:
         yield running
+
+
+Sim = TypeVar("Sim")
+
+
+@dataclass
+class Simulated(Generic[Sim]):
+    """A CRM simulator running over HTTPS on loopback, and how to point crmgate at it."""
+
+    simulator: Sim
+    base_url: str
+    ca_file: str
+    overrides: Callable[[str], dict[str, dict[str, Any]]]
+
+    def settings(self, directory: Path, database: Database, **extra: Any) -> Settings:
+        """Settings on a migrated database with this platform pointed at the simulator."""
+        result = make_settings(
+            directory,
+            database.url,
+            platform_overrides=self.overrides(self.base_url),
+            outbound_ca_file=self.ca_file,
+            **extra,
+        )
+        migrate_database(result)
+        return result
+
+
+SimulatedT = TypeVar("SimulatedT", bound=Simulated[Any])
+
+
+def run_simulated(
+    kind: type[SimulatedT],
+    simulator: Any,
+    certificates: Certificates,
+    overrides: Callable[[str], dict[str, dict[str, Any]]],
+) -> Iterator[SimulatedT]:
+    """For a fixture: ``yield from run_simulated(Zoho, ZohoSimulator(), certificates, ...)``."""
+    with RunningSimulator(simulator.app(), certificates) as running:
+        simulator.base_url = running.base_url
+        yield kind(simulator, running.base_url, str(certificates.ca_file), overrides)
 
 
 # ---- HubSpot ---------------------------------------------------------------------------------

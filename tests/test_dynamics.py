@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,39 +18,21 @@ from conftest import (
     AppClient,
     Database,
     RunningGateway,
+    Simulated,
     check_life_cycle,
     create_account,
-    make_settings,
-    migrate_database,
+    run_simulated,
 )
 from crmgate.api.app import create_app
-from crmgate.settings import Settings
 from crmsim.dynamics import DynamicsSimulator, platform_overrides, seed_dynamics
 from crmsim.dynamics_schema import Attr, Table
-from crmsim.server import RunningSimulator
 from crmsim.tls import Certificates
 
 APP = "X-API2CRM-APPLICATION-KEY"
 TYPE = "MicrosoftDynamics"
 
 
-@dataclass
-class Dynamics:
-    simulator: DynamicsSimulator
-    base_url: str
-    ca_file: str
-
-    def settings(self, directory: Path, database: Database, **extra: Any) -> Settings:
-        settings = make_settings(
-            directory,
-            database.url,
-            platform_overrides=platform_overrides(self.base_url),
-            outbound_ca_file=self.ca_file,
-            **extra,
-        )
-        migrate_database(settings)
-        return settings
-
+class Dynamics(Simulated[DynamicsSimulator]):
     def credential(self, **more: str) -> dict[str, str]:
         token = self.simulator.issue_access_token(lifetime=3600)
         return {"instance_url": self.base_url, "access_token": token, **more}
@@ -59,10 +40,7 @@ class Dynamics:
 
 @pytest.fixture
 def dynamics(certificates: Certificates) -> Iterator[Dynamics]:
-    simulator = DynamicsSimulator()
-    with RunningSimulator(simulator.app(), certificates) as running:
-        simulator.base_url = running.base_url
-        yield Dynamics(simulator, running.base_url, str(certificates.ca_file))
+    yield from run_simulated(Dynamics, DynamicsSimulator(), certificates, platform_overrides)
 
 
 class Org(AppClient):

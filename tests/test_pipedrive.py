@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,45 +17,26 @@ from conftest import (
     AppClient,
     Database,
     RunningGateway,
+    Simulated,
     check_life_cycle,
     create_account,
     loopback_socket,
-    make_settings,
-    migrate_database,
     oauth_connect,
+    run_simulated,
 )
 from crmgate.api.app import create_app
 from crmgate.connectors import pipedrive as pipedrive_connector
-from crmgate.settings import Settings
 from crmsim.pipedrive import PipedriveSimulator, platform_overrides, seed_pipedrive
-from crmsim.server import RunningSimulator
 from crmsim.tls import Certificates
 
 
-@dataclass
-class PipedriveSim:
-    simulator: PipedriveSimulator
-    base_url: str
-    ca_file: str
-
-    def settings(self, directory: Path, database: Database, **extra: Any) -> Settings:
-        result = make_settings(
-            directory,
-            database.url,
-            platform_overrides=platform_overrides(self.base_url),
-            outbound_ca_file=self.ca_file,
-            **extra,
-        )
-        migrate_database(result)
-        return result
+class PipedriveSim(Simulated[PipedriveSimulator]):
+    """The simulator of this module's tests."""
 
 
 @pytest.fixture
 def pipedrive(certificates: Certificates) -> Iterator[PipedriveSim]:
-    simulator = PipedriveSimulator()
-    with RunningSimulator(simulator.app(), certificates) as running:
-        simulator.base_url = running.base_url
-        yield PipedriveSim(simulator, running.base_url, str(certificates.ca_file))
+    yield from run_simulated(PipedriveSim, PipedriveSimulator(), certificates, platform_overrides)
 
 
 class Company(AppClient):

@@ -8,7 +8,6 @@ import json
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,12 @@ from conftest import (
     AppClient,
     Database,
     RunningGateway,
+    Simulated,
     check_life_cycle,
     create_account,
     loopback_socket,
-    make_settings,
-    migrate_database,
     oauth_connect,
+    run_simulated,
 )
 from crmgate.api.app import create_app
 from crmsim.server import RunningSimulator
@@ -34,30 +33,13 @@ from crmsim.zoho import ALL_SCOPES, ZohoSimulator, platform_overrides, seed_zoho
 APP = "X-API2CRM-APPLICATION-KEY"
 
 
-@dataclass
-class Zoho:
-    simulator: ZohoSimulator
-    base_url: str
-    ca_file: str
-
-    def settings(self, directory: Path, database: Database, **extra: Any) -> Any:
-        settings = make_settings(
-            directory,
-            database.url,
-            platform_overrides=platform_overrides(self.base_url),
-            outbound_ca_file=self.ca_file,
-            **extra,
-        )
-        migrate_database(settings)
-        return settings
+class Zoho(Simulated[ZohoSimulator]):
+    """The simulator of this module's tests."""
 
 
 @pytest.fixture
 def zoho(certificates: Certificates) -> Iterator[Zoho]:
-    simulator = ZohoSimulator()
-    with RunningSimulator(simulator.app(), certificates) as running:
-        simulator.base_url = running.base_url
-        yield Zoho(simulator, running.base_url, str(certificates.ca_file))
+    yield from run_simulated(Zoho, ZohoSimulator(), certificates, platform_overrides)
 
 
 class Org(AppClient):

@@ -223,6 +223,22 @@ def passthrough_path(path: str) -> tuple[str, str]:
     return raw_path, raw_query
 
 
+def passthrough_on(access: Access, path: str, base: str = "", root: str = "/") -> URL:
+    """Where a passthrough ``path`` goes on the application's own instance, sent exactly as
+    written (checked by ``passthrough_path``): a relative path under ``base`` (the API's
+    versioned root, e.g. ``/services/data/v61.0``), an absolute one only under ``root``
+    (``/services/``: other versions, Apex REST)."""
+    raw_path, raw_query = passthrough_path(path)
+    if raw_path.startswith("/"):
+        if not raw_path.startswith(root):
+            raise NotValid(f"path: an absolute path must start with {root}", ("path",))
+        full = raw_path
+    else:
+        full = f"{base.rstrip('/')}/{raw_path}"
+    origin = str(access.instance_url).rstrip("/")
+    return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
+
+
 # ---- cursor paging ---------------------------------------------------------------------------
 
 Fetch = Callable[[str | None], Awaitable[tuple[list[dict[str, Any]], str | None]]]

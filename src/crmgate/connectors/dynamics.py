@@ -70,7 +70,7 @@ from crmgate.connectors.base import (
     SessionExpired,
     Verified,
     chunked,
-    passthrough_path,
+    passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
@@ -1027,15 +1027,7 @@ class DynamicsRecords(Records):
     def passthrough_url(self, access: Access, path: str) -> URL:
         """``path`` relative to the organisation's Web API (``contacts?$top=5``, ``WhoAmI``),
         or absolute under ``/api/data/``."""
-        raw_path, raw_query = passthrough_path(path)
-        if raw_path.startswith("/"):
-            if not raw_path.startswith("/api/data/"):
-                raise NotValid("path: relative to the Web API, or under /api/data/", ("path",))
-            full = raw_path
-        else:
-            full = f"{API}/{raw_path}"
-        origin = str(access.instance_url).rstrip("/")
-        return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
+        return passthrough_on(access, path, API, "/api/data/")
 
 
 class Unanswered(CrmUnavailable):

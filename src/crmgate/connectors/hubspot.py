@@ -48,7 +48,7 @@ from crmgate.connectors.base import (
     SessionExpired,
     Verified,
     chunked,
-    passthrough_path,
+    passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
@@ -865,7 +865,4 @@ class HubSpotRecords(Records):
 
     def passthrough_url(self, access: Access, path: str) -> URL:
         """``path`` relative to HubSpot's API host (``crm/v3/objects/contacts?limit=5``)."""
-        raw_path, raw_query = passthrough_path(path)
-        origin = str(access.instance_url).rstrip("/")
-        full = raw_path if raw_path.startswith("/") else f"/{raw_path}"
-        return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
+        return passthrough_on(access, path)

@@ -84,7 +84,7 @@ from crmgate.connectors.base import (
     Records,
     SessionExpired,
     Verified,
-    passthrough_path,
+    passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
@@ -1043,10 +1043,7 @@ class PipedriveRecords(Records):
     def passthrough_url(self, access: Access, path: str) -> URL:
         """``path`` relative to the company's domain (``api/v2/persons?limit=5``,
         ``v1/leads``)."""
-        raw_path, raw_query = passthrough_path(path)
-        origin = str(access.instance_url).rstrip("/")
-        full = raw_path if raw_path.startswith("/") else f"/{raw_path}"
-        return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
+        return passthrough_on(access, path)
 
     async def passthrough(
         self,

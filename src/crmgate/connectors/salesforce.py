@@ -35,7 +35,7 @@ from crmgate.connectors.base import (
     SessionExpired,
     Verified,
     chunked,
-    passthrough_path,
+    passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
@@ -511,15 +511,7 @@ class SalesforceRecords(Records):
         the application's own instance, and sent exactly as given: a path that could be
         normalised to somewhere else (dot segments, encoded dots, slashes or backslashes) is
         refused rather than rewritten."""
-        raw_path, raw_query = passthrough_path(path)
-        if raw_path.startswith("/"):
-            if not raw_path.startswith("/services/"):
-                raise NotValid("path: an absolute path must start with /services/", ("path",))
-            full = raw_path
-        else:
-            full = f"/services/data/v{self._version}/{raw_path}"
-        origin = str(access.instance_url).rstrip("/")
-        return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
+        return passthrough_on(access, path, f"/services/data/v{self._version}", "/services/")
 
 
 def _expect(value: Any, kind: type, what: str) -> Any:

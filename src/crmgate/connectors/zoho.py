@@ -56,7 +56,7 @@ from crmgate.connectors.base import (
     SessionExpired,
     Verified,
     chunked,
-    passthrough_path,
+    passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
@@ -1104,12 +1104,4 @@ class ZohoRecords(Records):
     def passthrough_url(self, access: Access, path: str) -> URL:
         """``path`` relative to the org's API (``Contacts/123``, ``coql``, ``settings/modules``
         under ``/crm/v8/``), or absolute under ``/crm/`` (another version)."""
-        raw_path, raw_query = passthrough_path(path)
-        if raw_path.startswith("/"):
-            if not raw_path.startswith("/crm/"):
-                raise NotValid("path: an absolute path must start with /crm/", ("path",))
-            full = raw_path
-        else:
-            full = f"/crm/{self.platform.api_version or 'v8'}/{raw_path}"
-        origin = str(access.instance_url).rstrip("/")
-        return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
+        return passthrough_on(access, path, f"/crm/{self.platform.api_version or 'v8'}", "/crm/")
