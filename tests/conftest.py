@@ -294,18 +294,25 @@ def check_life_cycle(
 
 
 def oauth_connect(
-    gateway: RunningGateway, admin_key: str, platform: str, done: str, ca_file: str
+    gateway: RunningGateway,
+    admin_key: str,
+    platform: str,
+    done: str,
+    ca_file: str,
+    **session: str,
 ) -> str:
     """An OAuth flow in application mode, as an admin and a browser run it: the admin opens a
     session, the browser follows the redirects through the CRM's authorize page (the simulator
     approves at once) and back to crmgate's callback, which sends it to ``done`` with the new
     application's key in the fragment. Returns that key."""
     with gateway.client(admin_key) as client:
-        session = client.post("/v1/oauth/session", json={"type": platform, "redirect": done})
-        assert session.status_code == 201, session.text
+        opened = client.post(
+            "/v1/oauth/session", json={"type": platform, "redirect": done, **session}
+        )
+        assert opened.status_code == 201, opened.text
     context = ssl.create_default_context(cafile=ca_file)
     with httpx.Client(trust_env=False, timeout=20, verify=context) as browser:
-        response = browser.get(session.json()["authorize_url"])
+        response = browser.get(opened.json()["authorize_url"])
         for _ in range(5):
             location = response.headers.get("location", "")
             if response.status_code != 302 or location.startswith(done):

@@ -21,6 +21,8 @@ from conftest import (
     Simulated,
     check_life_cycle,
     create_account,
+    loopback_socket,
+    oauth_connect,
     run_simulated,
 )
 from crmgate.api.app import create_app
@@ -529,12 +531,12 @@ def test_oauth_internal_tokens_are_refreshed_at_entra_id(
     )
     token_path = "/contoso.example/oauth2/v2.0/token"  # the credential's tenant's endpoint
     with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
-        # crmgate cannot run Entra ID's flow for an organisation it does not know: refused
+        # Entra ID's scope names the organisation: a flow that names none is refused
         flow = client.get(
             "/authorization/oauth/MicrosoftDynamics/authorize", params={"redirect": done}
         )
         assert flow.status_code == 400 and "location" not in flow.headers
-        assert "MicrosoftDynamics" in flow.json()["detail"]["message"]
+        assert "instance_url" in flow.json()["detail"]["message"]
         bad = {**credential, "tenant": "x/../common"}
         refused_tenant = client.post(
             "/v1/application",
@@ -682,3 +684,56 @@ def test_the_demo_seed_fills_a_small_realistic_organisation(org: Org) -> None:
     }
     overrides = platform_overrides(org.sim.base_url)
     assert overrides[TYPE]["instance_hosts"] == [org.sim.base_url.removeprefix("https://")]
+
+
+def test_the_oauth_flow_authorizes_one_named_organisation(
+    tmp_path: Path, database: Database, dynamics: Dynamics
+) -> None:
+    """crmgate runs Entra ID's flow for the organisation the client names: its
+    user_impersonation scope is asked for, PKCE, and its URL becomes the instance_url."""
+    bound = loopback_socket()
+    base = f"http://127.0.0.1:{bound.getsockname()[1]}"
+    done = "https://app.example/connected"
+    sim = dynamics.simulator
+    sim.add_app(
+        "crmgate-flow",
+        "flow-secret",
+        redirect_uris=(f"{base}/authorization/oauth/MicrosoftDynamics/callback",),
+    )
+    clients = {
+        TYPE: {"client_id": "crmgate-flow", "client_secret": "flow-secret", "redirects": [done]}
+    }
+    settings = dynamics.settings(
+        tmp_path / "flow", database, public_url=base, oauth_clients=clients
+    )
+    admin = create_account(settings)
+    with RunningGateway(create_app(settings), bound) as gateway:
+        with gateway.client(admin.key) as client:
+            for wrong in (None, "https://evil.example", "https://127.0.0.1.evil.example"):
+                refused = client.post(
+                    "/v1/oauth/session",
+                    json={"type": TYPE, "redirect": done, "instance_url": wrong},
+                )
+                assert refused.status_code == 400, refused.text
+                assert refused.json()["detail"]["errors"][0]["field"] == "instance_url"
+            started = client.get(
+                "/authorization/oauth/MicrosoftDynamics/authorize",
+                params={"redirect": done, "instance_url": dynamics.base_url},
+            )
+            assert started.status_code == 302
+            sent = httpx.URL(started.headers["location"]).params
+            assert sent["scope"] == f"{dynamics.base_url}/user_impersonation offline_access"
+            assert sent["code_challenge_method"] == "S256"
+        key = oauth_connect(
+            gateway, admin.key, TYPE, done, dynamics.ca_file, instance_url=dynamics.base_url
+        )
+        with gateway.client(admin.key) as client:
+            app = client.get(f"/v1/application/{key}").json()
+            assert app["authorization"] == "oAuth-internal" and app["is_authorized"] is True
+            assert app["credential"]["instance_url"] == dynamics.base_url
+            counted = client.get(
+                "/v1/application/entity/contact/count",
+                headers={"X-API2CRM-APPLICATION-KEY": key},
+            )
+            assert counted.status_code == 200, counted.text
+    assert sim.codes == {}  # the code was exchanged, once

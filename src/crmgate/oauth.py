@@ -33,6 +33,7 @@ from yarl import URL
 from crmgate.applications import ApplicationService
 from crmgate.connectors.base import CrmError
 from crmgate.connectors.catalogue import Platform
+from crmgate.outbound import OutboundRefused
 from crmgate.security.vault import Sealed, Vault
 from crmgate.settings import OAuthClient
 from crmgate.store.accounts import AccountError, AccountStore, Principal, Role, UserStatus
@@ -137,12 +138,14 @@ class OAuthFlows:
         redirect: str,
         description: str,
         application_key: str | None = None,
+        instance_url: str | None = None,
     ) -> tuple[str, datetime]:
         """A one-time token for ``/authorize?session=``: the flow will create the application
         for the caller's organisation (or authorize ``application_key`` again) and return only
         its key."""
         platform, client = self.platform(platform_type)
         self.check_redirect(client, redirect)
+        instance = self.check_instance(platform, instance_url)
         if application_key is not None:
             existing = await self.applications.store.get(principal.organisation_id, application_key)
             if existing.type != platform.type:
@@ -161,20 +164,46 @@ class OAuthFlows:
                     user_id=principal.user_id,
                     description=description,
                     application_key=application_key,
+                    instance_url=instance,
                     expires_at=expires,
                 )
             )
         return token, expires
 
+    def check_instance(self, platform: Platform, instance_url: str | None) -> str | None:
+        """The flow's instance: required, and one of the platform's hosts, where the
+        authorization is per instance; refused where it is not (it would be ignored)."""
+        assert platform.oauth is not None
+        if not platform.oauth.instance_scoped:
+            if instance_url:
+                raise FlowRefused(f"{platform.type} takes no instance_url", "instance_url")
+            return None
+        if not instance_url:
+            raise FlowRefused(
+                f"instance_url: {platform.name} authorizes one organisation at a time; name its "
+                "URL (e.g. https://org.crm.dynamics.com)",
+                "instance_url",
+            )
+        try:
+            return str(self.applications.connector(platform).instance_url(instance_url))
+        except (CrmError, OutboundRefused, ValueError) as refused:
+            message = getattr(refused, "message", None) or str(refused)
+            raise FlowRefused(f"instance_url: {message}", "instance_url") from None
+
     # ---- the browser's way there --------------------------------------------------------------
 
     async def begin(
-        self, platform_type: str, redirect: str | None, session_token: str | None
+        self,
+        platform_type: str,
+        redirect: str | None,
+        session_token: str | None,
+        instance_url: str | None = None,
     ) -> Started:
         platform, client = self.platform(platform_type)
         oauth = platform.oauth
         assert oauth is not None
         checked = None if session_token else self.check_redirect(client, redirect)
+        instance = None if session_token else self.check_instance(platform, instance_url)
         state = secrets.token_urlsafe(32)
         browser = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64) if oauth.pkce else None
@@ -202,6 +231,7 @@ class OAuthFlows:
                 if flow is None or flow.expires_at <= now:
                     raise FlowRefused("the session is unknown, used or expired", "session")
                 flow_id = flow.id
+                instance = flow.instance_url
             else:
                 assert checked is not None
                 flow_id = uuid.uuid4().hex
@@ -210,6 +240,7 @@ class OAuthFlows:
                     platform=platform.type,
                     mode="fragment",
                     redirect=checked,
+                    instance_url=instance,
                     expires_at=now + FLOW_LIFETIME,
                 )
                 session.add(flow)
@@ -225,7 +256,10 @@ class OAuthFlows:
             "client_id": client.client_id,
             "redirect_uri": self.callback_url(platform),
             "state": state,
-            "scope": oauth.scope_separator.join(client.scopes or oauth.scopes),
+            "scope": oauth.scope_separator.join(
+                scope.replace("{instance}", instance or "")
+                for scope in client.scopes or oauth.scopes
+            ),
         }
         if verifier is not None:
             query |= {"code_challenge": _s256(verifier), "code_challenge_method": "S256"}
@@ -302,6 +336,8 @@ class OAuthFlows:
             fields, _ = await connector.token_request(
                 form, client, connector.code_token_url(params)
             )
+            if flow.instance_url:  # the instance the user authorized, not one an answer names
+                fields["instance_url"] = flow.instance_url
             if flow.mode == "fragment":
                 return _with_fragment(flow.redirect, _contract_fragment(fields))
             key = await self._store_application(flow, platform, fields)

@@ -25,6 +25,8 @@ Microsoft's Python SDK use, and the Microsoft Entra ID token endpoint in front o
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
 import json
 import secrets
@@ -38,6 +40,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from aiohttp import web
+from yarl import URL
 
 from crmsim.dynamics_odata import (
     GUID,
@@ -132,6 +135,9 @@ class DynamicsSimulator:
         self.tokens: dict[str, Token] = {}
         self.refresh_tokens: dict[str, tuple[str, str]] = {}  # token -> (client id, user id)
         self.apps: dict[str, tuple[str, str | None]] = {}  # client id -> (tenant, secret)
+        self.redirect_uris: dict[str, tuple[str, ...]] = {}  # client id -> its reply URLs
+        # authorization code -> (client id, redirect URI, PKCE challenge, user id)
+        self.codes: dict[str, tuple[str, str, str | None, str]] = {}
         self.app_users: dict[str, str] = {}  # client id -> application user id
         self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
         self.request_limit = 6000  # per user and 300 s window, as Dataverse's default
@@ -168,9 +174,17 @@ class DynamicsSimulator:
         self.tokens[token] = Token(user or self.admin, time.time() + life, self.base_url)
         return token
 
-    def add_app(self, client_id: str, client_secret: str | None, tenant: str | None = None) -> None:
-        """An app registration in Entra ID (confidential when it has a secret)."""
+    def add_app(
+        self,
+        client_id: str,
+        client_secret: str | None,
+        tenant: str | None = None,
+        redirect_uris: tuple[str, ...] = (),
+    ) -> None:
+        """An app registration in Entra ID (confidential when it has a secret), with its reply
+        (redirect) URLs."""
         self.apps[client_id] = (tenant or self.tenant_id, client_secret)
+        self.redirect_uris[client_id] = tuple(redirect_uris)
 
     def add_application_user(self, client_id: str, client_secret: str) -> User:
         """A server-to-server application user: the app's client_credentials tokens act as it."""
@@ -228,11 +242,39 @@ class DynamicsSimulator:
             return await handler(request)
 
         application = web.Application(middlewares=[record], client_max_size=32 * 1024 * 1024)
+        application.router.add_get("/{tenant}/oauth2/v2.0/authorize", self._authorize)
         application.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
         application.router.add_route("*", API + "/{tail:.*}", self._data)
         return application
 
     # ---- Entra ID -------------------------------------------------------------------------------
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """Entra ID's authorize endpoint: the organisation's admin signs in and consents at once;
+        back to the registered reply URL with ``code`` and ``state``. An unknown client or reply
+        URL is an error page (never a redirect); a scope for another organisation comes back as
+        ``invalid_resource`` to the reply URL, as Entra ID does."""
+        query = request.query
+        client_id, redirect = query.get("client_id", ""), query.get("redirect_uri", "")
+        if client_id not in self.apps or redirect not in self.redirect_uris.get(client_id, ()):
+            return web.Response(
+                status=400, text="AADSTS50011: The redirect URI does not match the app's."
+            )
+        scopes = query.get("scope", "").split()
+        back: dict[str, str] = {"state": query.get("state", "")}
+        if f"{self.base_url}/user_impersonation" not in scopes:
+            back |= {
+                "error": "invalid_resource",
+                "error_description": "AADSTS500011: The resource principal was not found.",
+            }
+        else:
+            challenge = query.get("code_challenge")
+            if challenge is not None and query.get("code_challenge_method") != "S256":
+                return web.Response(status=400, text="AADSTS501481: use S256")
+            code = "0.A" + secrets.token_urlsafe(48)
+            self.codes[code] = (client_id, redirect, challenge, self.admin.id)
+            back["code"] = code
+        raise web.HTTPFound(str(URL(redirect).update_query(back)))
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -288,6 +330,26 @@ class DynamicsSimulator:
                 )
             token = self.issue_access_token(self.users[user_id])
             return _token_answer(token, None, scope, self.token_lifetime)
+        if grant == "authorization_code":
+            issued = self.codes.pop(str(form.get("code", "")), None)
+            verifier = str(form.get("code_verifier", ""))
+            if (
+                issued is None
+                or issued[0] != client_id
+                or issued[1] != form.get("redirect_uri")
+                or (issued[2] is not None and issued[2] != _s256(verifier))
+            ):
+                return _aad_error(
+                    400,
+                    "invalid_grant",
+                    "AADSTS70008: The provided authorization code or refresh token has expired "
+                    "or is invalid.",
+                    70008,
+                )
+            user = self.users[issued[3]]
+            refresh = self.issue_refresh_token(client_id, user)
+            scope = f"{self.base_url}/user_impersonation"
+            return _token_answer(self.issue_access_token(user), refresh, scope, self.token_lifetime)
         if grant == "refresh_token":
             held = self.refresh_tokens.get(str(form.get("refresh_token", "")))
             if held is None or held[0] != client_id:
@@ -1130,10 +1192,19 @@ def _metadata_match(expression: str, definition: dict[str, Any]) -> bool:
 
 def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
     """CRMGATE_PLATFORM_OVERRIDES that point MicrosoftDynamics (its organisation hosts and Entra
-    ID, the descriptor's ``login_url``) at a simulator running at ``base_url`` (the tests and the
-    demo use it)."""
+    ID: the descriptor's ``login_url`` and OAuth endpoints) at a simulator running at
+    ``base_url`` (the tests and the demo use it)."""
     host = base_url.removeprefix("https://")
-    return {"MicrosoftDynamics": {"instance_hosts": [host], "login_url": base_url}}
+    oauth = {
+        "authorize_url": f"{base_url}/organizations/oauth2/v2.0/authorize",
+        "token_url": f"{base_url}/organizations/oauth2/v2.0/token",
+    }
+    return {"MicrosoftDynamics": {"instance_hosts": [host], "login_url": base_url, "oauth": oauth}}
+
+
+def _s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def seed_dynamics(sim: DynamicsSimulator) -> dict[str, list[str]]:

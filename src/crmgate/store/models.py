@@ -173,6 +173,9 @@ class OAuthFlow(Base):
     description: Mapped[str] = mapped_column(String(1000), default="")
     # application mode: the application the flow authorizes again (None: a new one)
     application_key: Mapped[str | None] = mapped_column(String(40), default=None)
+    # the account's instance, where the platform's authorization is per instance (Dynamics 365:
+    # the organisation whose scope is asked for); it becomes the credential's instance_url
+    instance_url: Mapped[str | None] = mapped_column(String(300), default=None)
     key_version: Mapped[int | None] = mapped_column(Integer, default=None)
     verifier: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -55,10 +55,18 @@ async def authorize(
         str | None,
         Query(description="A one-time session from POST /v1/oauth/session", max_length=200),
     ] = None,
+    instance_url: Annotated[
+        str | None,
+        Query(
+            description="The account's instance, where the platform authorizes one at a time "
+            "(Microsoft Dynamics 365: the organisation URL); with a session, the session's",
+            max_length=300,
+        ),
+    ] = None,
 ) -> Response:
     """Sends the browser to the CRM with a single-use state bound to it by a cookie, and PKCE."""
     flows = _flows(request)
-    started = await flows.begin(platform, redirect, session)
+    started = await flows.begin(platform, redirect, session, instance_url)
     response = _redirect(started.location)
     response.set_cookie(
         started.cookie_name,
@@ -104,6 +112,12 @@ class OAuthSessionRequest(BaseModel):
         "revoked) instead of creating a new one",
         max_length=40,
     )
+    instance_url: str | None = Field(
+        default=None,
+        description="The account's instance, where the platform authorizes one at a time "
+        "(Microsoft Dynamics 365: the organisation URL, https://org.crm.dynamics.com)",
+        max_length=300,
+    )
 
 
 class OAuthSession(BaseModel):
@@ -127,7 +141,12 @@ async def create_session(
     ``redirect`` with only ``#application_key=...``. The tokens never leave crmgate."""
     flows = _flows(request)
     token, expires = await flows.open_session(
-        principal, body.type, body.redirect, body.description, body.application_key
+        principal,
+        body.type,
+        body.redirect,
+        body.description,
+        body.application_key,
+        body.instance_url,
     )
     url = f"{flows.public_url}/authorization/oauth/{body.type}/authorize?session={token}"
     return JSONResponse(
