@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Literal
 
 Op = Literal["eq", "ne", "gt", "ge", "lt", "le", "contains", "startswith"]
@@ -225,3 +226,42 @@ def parse_pipeline(text: str | None) -> Pipeline:
     if len(group_by) > MAX_GROUPS:
         raise QueryError("pipeline", f"more than {MAX_GROUPS} group fields")
     return Pipeline(tuple(aggregations), group_by)
+
+
+# ---- a filter value as its field's kind: checked once here, formatted by each backend -------
+
+Typed = bool | int | float | str | date | datetime
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 date or date-time as an aware datetime (a date alone is midnight, no zone is
+    UTC); ValueError if it is neither."""
+    parsed = datetime.fromisoformat(text.strip())
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def typed_value(field: str, value: Value, kind: str) -> Typed:
+    """A filter value checked against the contract kind of its field, as Python: a bool for
+    ``boolean``, an int or float for ``number``/``integer``, a ``date`` for ``date``, an aware
+    ``datetime`` for ``date-time``, text otherwise. What does not fit is a QueryError naming
+    the field; ``null`` is not a value here (eq null and ne null are each backend's)."""
+    if value is None:
+        raise QueryError("filter", f"{field}: use eq null or ne null")
+    if kind in ("date", "date-time"):
+        if not isinstance(value, str):
+            raise QueryError("filter", f"{field} needs an ISO 8601 date in quotes")
+        try:
+            return date.fromisoformat(value[:10]) if kind == "date" else parse_instant(value)
+        except ValueError:
+            raise QueryError("filter", f"{field} needs an ISO 8601 date") from None
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise QueryError("filter", f"{field} takes true or false")
+        return value
+    if kind in ("number", "integer"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise QueryError("filter", f"{field} takes a number")
+        return value
+    if not isinstance(value, str):
+        raise QueryError("filter", f"{field} takes a text value in quotes")
+    return value

@@ -75,7 +75,7 @@ from crmgate.connectors.base import (
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
 from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
-from crmgate.query import Condition, QueryError, SortKey
+from crmgate.query import Condition, QueryError, SortKey, typed_value
 from crmgate.settings import OAuthClient
 
 log = logging.getLogger("crmgate.connectors.dynamics")
@@ -355,32 +355,14 @@ def _literal(kind: str, value: Any, field: str, guid: bool) -> str:
         if not isinstance(value, str) or not _GUID.match(value):
             raise QueryError("filter", f"{field} takes a record id (a GUID)")
         return value.lower()
-    if kind in ("date", "date-time"):
-        if not isinstance(value, str):
-            raise QueryError("filter", f"{field} needs an ISO 8601 date in quotes")
-        try:
-            if kind == "date":
-                return date.fromisoformat(value[:10]).isoformat()
-            parsed = (
-                datetime.fromisoformat(value.replace("Z", "+00:00"))
-                if "T" in value
-                else datetime.combine(date.fromisoformat(value), datetime.min.time())
-            )
-        except ValueError:
-            raise QueryError("filter", f"{field} needs an ISO 8601 date") from None
-        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if kind == "boolean":
-        if not isinstance(value, bool):
-            raise QueryError("filter", f"{field} takes true or false")
-        return "true" if value else "false"
-    if kind in ("number", "integer"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise QueryError("filter", f"{field} takes a number")
-        return repr(value)
-    if not isinstance(value, str):
-        raise QueryError("filter", f"{field} takes a text value in quotes")
-    return _quoted(value)
+    typed = typed_value(field, value, kind)
+    if isinstance(typed, bool):
+        return "true" if typed else "false"
+    if isinstance(typed, datetime):
+        return typed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(typed, date):
+        return typed.isoformat()
+    return repr(typed) if isinstance(typed, (int, float)) else _quoted(typed)
 
 
 class DynamicsRecords(Records):

@@ -22,7 +22,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from yarl import URL
@@ -53,7 +53,7 @@ from crmgate.connectors.base import (
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
 from crmgate.outbound import Outbound, OutboundResponse, check_url
-from crmgate.query import Condition, QueryError, SortKey
+from crmgate.query import Condition, QueryError, SortKey, typed_value
 
 log = logging.getLogger("crmgate.connectors.hubspot")
 
@@ -220,33 +220,15 @@ def _split(columns: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _value(kind: str, value: Any, field: str) -> str:
-    """A filter value as HubSpot's search wants it: text; datetimes in epoch milliseconds."""
-    if value is None:
-        raise QueryError("filter", f"{field}: use eq null or ne null")
-    if kind in ("date", "date-time"):
-        if not isinstance(value, str):
-            raise QueryError("filter", f"{field} needs an ISO 8601 date in quotes")
-        try:
-            parsed = (
-                datetime.fromisoformat(value)
-                if "T" in value
-                else datetime.combine(date.fromisoformat(value), datetime.min.time())
-            )
-        except ValueError:
-            raise QueryError("filter", f"{field} needs an ISO 8601 date") from None
-        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        return str(int(parsed.timestamp() * 1000))
-    if kind == "boolean":
-        if not isinstance(value, bool):
-            raise QueryError("filter", f"{field} takes true or false")
-        return "true" if value else "false"
-    if kind in ("number", "integer"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise QueryError("filter", f"{field} takes a number")
-        return repr(value)
-    if not isinstance(value, str):
-        raise QueryError("filter", f"{field} takes a text value in quotes")
-    return value
+    """A filter value as HubSpot's search wants it: text; dates in epoch milliseconds."""
+    typed = typed_value(field, value, kind)
+    if isinstance(typed, bool):
+        return "true" if typed else "false"
+    if isinstance(typed, datetime):
+        return str(int(typed.timestamp() * 1000))
+    if isinstance(typed, date):
+        return str(int(datetime.combine(typed, time(), UTC).timestamp() * 1000))
+    return repr(typed) if isinstance(typed, (int, float)) else typed
 
 
 def search_body(

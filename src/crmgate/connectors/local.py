@@ -9,11 +9,10 @@ instants (a date alone is midnight UTC), text case-insensitively, as CRMs compar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
 from typing import Any
 
 from crmgate.model.mapping import EntityMap
-from crmgate.query import Condition, QueryError, SortKey
+from crmgate.query import Condition, QueryError, SortKey, parse_instant
 
 
 def _comparable(kind: str, value: Any) -> Any:
@@ -26,16 +25,10 @@ def _comparable(kind: str, value: Any) -> Any:
         except (TypeError, ValueError):
             return None
     if kind in ("date", "date-time"):
-        text = str(value).replace("Z", "+00:00")
         try:
-            parsed = (
-                datetime.fromisoformat(text)
-                if "T" in text
-                else datetime.combine(date.fromisoformat(text), datetime.min.time())
-            )
+            return parse_instant(str(value))
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if kind == "boolean":
         return value if isinstance(value, bool) else str(value).lower() == "true"
     return str(value).lower()

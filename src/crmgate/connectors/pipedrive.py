@@ -89,7 +89,7 @@ from crmgate.connectors.base import (
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
 from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
-from crmgate.query import Condition, QueryError, SortKey
+from crmgate.query import Condition, QueryError, SortKey, typed_value
 from crmgate.settings import OAuthClient
 
 T = TypeVar("T")
@@ -487,31 +487,17 @@ def native_body(
 
 
 def _filter_value(kind: str, value: Any, name: str) -> str:
-    if kind in ("date", "date-time"):
-        if not isinstance(value, str):
-            raise QueryError("filter", f"{name} needs an ISO 8601 date in quotes")
-        try:
-            if "T" in value:
-                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-                if (moment.hour, moment.minute, moment.second) != (0, 0, 0):
-                    raise QueryError(
-                        "filter", f"{name}: Pipedrive's filters compare dates by day (no time)"
-                    )
-                return moment.date().isoformat()
-            return date.fromisoformat(value).isoformat()
-        except ValueError:
-            raise QueryError("filter", f"{name} needs an ISO 8601 date") from None
-    if kind == "boolean":
-        if not isinstance(value, bool):
-            raise QueryError("filter", f"{name} takes true or false")
-        return "1" if value else "0"
-    if kind in ("number", "integer"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise QueryError("filter", f"{name} takes a number")
-        return repr(value)
-    if not isinstance(value, str):
-        raise QueryError("filter", f"{name} takes a text value in quotes")
-    return value
+    """A filter value as Pipedrive's filters take it: dates by day, booleans as 1 and 0."""
+    typed = typed_value(name, value, kind)
+    if isinstance(typed, bool):
+        return "1" if typed else "0"
+    if isinstance(typed, datetime):
+        if (typed.hour, typed.minute, typed.second) != (0, 0, 0):
+            raise QueryError("filter", f"{name}: Pipedrive compares dates by day (no time)")
+        return typed.date().isoformat()
+    if isinstance(typed, date):
+        return typed.isoformat()
+    return repr(typed) if isinstance(typed, (int, float)) else typed
 
 
 class PipedriveRecords(Records):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from crmgate.model.mapping import EntityMap
-from crmgate.query import Condition, QueryError, SortKey, Value
+from crmgate.query import Condition, QueryError, SortKey, Value, typed_value
 
 _ESCAPES = {
     "\\": "\\\\",
@@ -39,28 +39,14 @@ def like(text: str, op: str) -> str:
 def literal(field: str, value: Value, kind: str) -> str:
     if value is None:
         return "null"
-    if kind in ("date", "date-time"):
-        if not isinstance(value, str):
-            raise QueryError("filter", f"{field} needs an ISO 8601 date in quotes")
-        try:
-            if kind == "date":
-                return date.fromisoformat(value[:10]).isoformat()
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise QueryError("filter", f"{field} needs an ISO 8601 date") from None
-        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if kind == "boolean":
-        if not isinstance(value, bool):
-            raise QueryError("filter", f"{field} takes true or false")
-        return "TRUE" if value else "FALSE"
-    if kind in ("number", "integer"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise QueryError("filter", f"{field} takes a number")
-        return repr(value)
-    if not isinstance(value, str):
-        raise QueryError("filter", f"{field} takes a text value in quotes")
-    return quote(value)
+    typed = typed_value(field, value, kind)
+    if isinstance(typed, bool):
+        return "TRUE" if typed else "FALSE"
+    if isinstance(typed, datetime):
+        return typed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(typed, date):
+        return typed.isoformat()
+    return repr(typed) if isinstance(typed, (int, float)) else quote(typed)
 
 
 def _fixed(column: str, value: str | int | bool) -> str:

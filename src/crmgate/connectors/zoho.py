@@ -61,7 +61,7 @@ from crmgate.connectors.base import (
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
 from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
-from crmgate.query import Condition, QueryError, SortKey
+from crmgate.query import Condition, QueryError, SortKey, typed_value
 from crmgate.settings import OAuthClient
 
 log = logging.getLogger("crmgate.connectors.zoho")
@@ -706,34 +706,18 @@ class ZohoRecords(Records):
 
     @staticmethod
     def _literal(kind: str, value: Any, name: str) -> str:
-        if kind in ("number", "integer"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise QueryError("filter", f"{name} takes a number")
-            return repr(value)
-        if kind == "boolean":
-            if not isinstance(value, bool):
-                raise QueryError("filter", f"{name} takes true or false")
-            return "true" if value else "false"
-        if not isinstance(value, str):
-            raise QueryError("filter", f"{name} takes a text value in quotes")
-        if kind == "date":
-            try:
-                return _quoted(date.fromisoformat(value[:10]).isoformat())
-            except ValueError:
-                raise QueryError("filter", f"{name} needs an ISO 8601 date") from None
-        if kind == "date-time":
-            try:
-                parsed = (
-                    datetime.fromisoformat(value.replace("Z", "+00:00"))
-                    if "T" in value
-                    else datetime.combine(date.fromisoformat(value), datetime.min.time())
-                )
-            except ValueError:
-                raise QueryError("filter", f"{name} needs an ISO 8601 date-time") from None
-            return _quoted(_zoho_datetime(parsed.isoformat()))
-        if any(ord(c) < 32 for c in value):
+        typed = typed_value(name, value, kind)
+        if isinstance(typed, bool):
+            return "true" if typed else "false"
+        if isinstance(typed, (int, float)):
+            return repr(typed)
+        if isinstance(typed, datetime):
+            return _quoted(_zoho_datetime(typed.isoformat()))
+        if isinstance(typed, date):
+            return _quoted(typed.isoformat())
+        if any(ord(c) < 32 for c in typed):
             raise QueryError("filter", f"{name}: no control characters")
-        return _quoted(value)
+        return _quoted(typed)
 
     def _where(self, access: Access, entity: EntityMap, conditions: Sequence[Condition]) -> str:
         """Criteria grouped in pairs, as COQL wants more than two: ((A and B) and C)."""
