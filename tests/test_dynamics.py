@@ -716,6 +716,18 @@ def test_the_oauth_flow_authorizes_one_named_organisation(
                 )
                 assert refused.status_code == 400, refused.text
                 assert refused.json()["detail"]["errors"][0]["field"] == "instance_url"
+            session = client.post(
+                "/v1/oauth/session",
+                json={"type": TYPE, "redirect": done, "instance_url": dynamics.base_url},
+            ).json()
+            swapped = client.get(  # a session's organisation cannot be changed on the way
+                "/authorization/oauth/MicrosoftDynamics/authorize",
+                params={
+                    "session": session["authorize_url"].split("session=")[1],
+                    "instance_url": "https://other.example",
+                },
+            )
+            assert swapped.status_code == 400 and "location" not in swapped.headers
             started = client.get(
                 "/authorization/oauth/MicrosoftDynamics/authorize",
                 params={"redirect": done, "instance_url": dynamics.base_url},
@@ -737,3 +749,22 @@ def test_the_oauth_flow_authorizes_one_named_organisation(
             )
             assert counted.status_code == 200, counted.text
     assert sim.codes == {}  # the code was exchanged, once
+
+
+def test_the_flow_refuses_organisations_of_another_cloud() -> None:
+    """The descriptor's flow is on the global Entra ID: an organisation of the US Government or
+    China cloud gets its tokens elsewhere, and is refused before the browser leaves."""
+    from yarl import URL
+
+    from crmgate.connectors import REGISTRY
+    from crmgate.connectors.base import NotValid
+    from crmgate.connectors.catalogue import Catalogue
+    from crmgate.outbound import Outbound
+
+    platform = Catalogue.load(REGISTRY).get(TYPE)
+    assert platform is not None
+    connector = REGISTRY["dynamics"](platform, Outbound())
+    connector.check_flow_instance(URL("https://contoso.crm4.dynamics.com"))
+    for sovereign in ("https://gov.crm9.microsoftdynamics.us", "https://cn.crm.dynamics.cn"):
+        with pytest.raises(NotValid):
+            connector.check_flow_instance(URL(sovereign))

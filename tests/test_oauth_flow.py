@@ -146,6 +146,16 @@ def test_application_mode_creates_the_application_and_returns_only_its_key(
     assert users.status_code == 200
 
 
+def test_a_platform_of_one_login_takes_no_instance_url(flow: Flow) -> None:
+    with flow.browser() as browser:
+        refused = browser.get(
+            f"{flow.gateway.base_url}/authorization/oauth/Salesforce/authorize",
+            params={"redirect": DONE, "instance_url": "https://x.my.salesforce.com"},
+        )
+    assert refused.status_code == 400 and "location" not in refused.headers
+    assert "instance_url" in refused.text
+
+
 def test_redirects_off_the_allow_list_get_400_and_no_location(flow: Flow) -> None:
     base = f"{flow.gateway.base_url}/authorization/oauth/Salesforce/authorize"
     with flow.browser() as browser:

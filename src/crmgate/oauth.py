@@ -145,11 +145,19 @@ class OAuthFlows:
         its key."""
         platform, client = self.platform(platform_type)
         self.check_redirect(client, redirect)
-        instance = self.check_instance(platform, instance_url)
         if application_key is not None:
             existing = await self.applications.store.get(principal.organisation_id, application_key)
             if existing.type != platform.type:
                 raise FlowRefused(f"the application is a {existing.type} one", "application_key")
+            stored = existing.public_credential.get("instance_url")
+            if platform.oauth and platform.oauth.instance_scoped and stored:
+                # authorized again for the organisation it is for, never moved to another
+                if instance_url and instance_url.rstrip("/") != stored.rstrip("/"):
+                    raise FlowRefused(
+                        "instance_url: the application is for another instance", "instance_url"
+                    )
+                instance_url = stored
+        instance = self.check_instance(platform, instance_url)
         token = secrets.token_urlsafe(32)
         expires = utcnow() + FLOW_LIFETIME
         async with self._sessions.begin() as session:
@@ -185,7 +193,10 @@ class OAuthFlows:
                 "instance_url",
             )
         try:
-            return str(self.applications.connector(platform).instance_url(instance_url))
+            connector = self.applications.connector(platform)
+            instance = connector.instance_url(instance_url)
+            connector.check_flow_instance(instance)
+            return str(instance)
         except (CrmError, OutboundRefused, ValueError) as refused:
             message = getattr(refused, "message", None) or str(refused)
             raise FlowRefused(f"instance_url: {message}", "instance_url") from None
@@ -204,6 +215,8 @@ class OAuthFlows:
         assert oauth is not None
         checked = None if session_token else self.check_redirect(client, redirect)
         instance = None if session_token else self.check_instance(platform, instance_url)
+        if session_token and instance_url:  # the session names its instance, or none
+            raise FlowRefused("instance_url: the session's instance is fixed", "instance_url")
         state = secrets.token_urlsafe(32)
         browser = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64) if oauth.pkce else None

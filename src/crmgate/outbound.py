@@ -8,6 +8,8 @@ security issue, with address checks against private ranges, builds on ``check_ur
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -36,6 +38,17 @@ class OutboundResponse:
         return f"OutboundResponse(status={self.status}, {len(self.body)} bytes)"
 
 
+_HOST = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def check_url(url: str, host_patterns: Iterable[str]) -> URL:
     """The parsed URL, if it is https on a host matching one of ``host_patterns``.
 
@@ -54,6 +67,10 @@ def check_url(url: str, host_patterns: Iterable[str]) -> URL:
         raise OutboundRefused("URLs with credentials in them are not allowed")
     if not host:
         raise OutboundRefused("the URL has no host")
+    if not _HOST.match(host) and not _is_ip(host):
+        # a host is a DNS name (letters, digits, hyphens; dots between labels) or an address:
+        # nothing else may ride along (a space would add words to an OAuth scope built from it)
+        raise OutboundRefused("the URL's host is not a host name")
     if port is None or not 0 < port < 65536:
         raise OutboundRefused("the URL has no valid port")
     for pattern in host_patterns:

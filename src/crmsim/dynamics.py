@@ -269,8 +269,8 @@ class DynamicsSimulator:
             }
         else:
             challenge = query.get("code_challenge")
-            if challenge is not None and query.get("code_challenge_method") != "S256":
-                return web.Response(status=400, text="AADSTS501481: use S256")
+            if challenge is not None and query.get("code_challenge_method", "plain") == "plain":
+                challenge = "plain:" + challenge  # Entra ID takes plain (the default) and S256
             code = "0.A" + secrets.token_urlsafe(48)
             self.codes[code] = (client_id, redirect, challenge, self.admin.id)
             back["code"] = code
@@ -337,7 +337,10 @@ class DynamicsSimulator:
                 issued is None
                 or issued[0] != client_id
                 or issued[1] != form.get("redirect_uri")
-                or (issued[2] is not None and issued[2] != _s256(verifier))
+                or (
+                    issued[2] is not None
+                    and issued[2] not in (_s256(verifier), "plain:" + verifier)
+                )
             ):
                 return _aad_error(
                     400,

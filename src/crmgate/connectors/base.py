@@ -228,6 +228,7 @@ def passthrough_on(access: Access, path: str, base: str = "", root: str = "/") -
     written (checked by ``passthrough_path``): a relative path under ``base`` (the API's
     versioned root, e.g. ``/services/data/v61.0``), an absolute one only under ``root``
     (``/services/``: other versions, Apex REST)."""
+    assert root.endswith("/"), "an absolute root is a folder (/services/), not a prefix"
     raw_path, raw_query = passthrough_path(path)
     if raw_path.startswith("/"):
         if not raw_path.startswith(root):
@@ -667,6 +668,11 @@ class Connector:
             derived["expires_at"] = str(int(time.time()) + int(expires_in))
             derived["expires_in"] = str(int(expires_in))
         return fields, derived
+
+    def check_flow_instance(self, instance: URL) -> None:
+        """Refuse (CrmError) an instance crmgate's OAuth flow cannot authorize (an
+        ``instance_scoped`` platform: Dynamics 365 on a sovereign cloud, whose Entra ID is not
+        the flow's). A hook; every instance the platform's hosts allow is fine by default."""
 
     def code_token_url(self, callback: Mapping[str, str]) -> URL | None:
         """Where the authorization code of this OAuth ``callback`` (its query parameters) is

@@ -7,9 +7,9 @@ the organisation's ``user_impersonation`` scope, at the credential's ``tenant`` 
 ``organizations``), ``oAuth-external-refresh`` takes the client's, and ``user`` is server to
 server: an application user's client id and secret, for which crmgate asks its tenant's token
 endpoint (client_credentials, scope ``{org}/.default``) before the token expires, or when
-Dataverse answers 401. crmgate does not run the authorization flow itself (the descriptor has no
-``[oauth]``): Entra ID's scope must name the organisation before the user has chosen one, and its
-answer does not name it.
+Dataverse answers 401. crmgate's own authorization flow is for one organisation the client names
+(``instance_scoped`` in the descriptor: Entra ID's scope names the organisation, and its answer
+does not), on the global cloud only (``check_flow_instance``).
 
 Tables are named by their entity set (``contacts``); the metadata API (``EntityDefinitions``)
 tells each table's logical name, primary id column, columns and lookups, and is read once per
@@ -63,6 +63,7 @@ from crmgate.connectors.base import (
     Identity,
     ItemResult,
     NotAllowed,
+    NotSupported,
     NotValid,
     ObjectInfo,
     RateLimited,
@@ -252,6 +253,19 @@ class DynamicsConnector(Connector):
         origin = URL(login)
         checked = check_url(login, [f"{origin.host}:{origin.port}"])
         return checked.with_path(f"/{tenant or 'organizations'}/oauth2/v2.0/token")
+
+    def check_flow_instance(self, instance: URL) -> None:
+        """crmgate's flow runs on the descriptor's Entra ID: an organisation whose tokens come
+        from another cloud's (US Government, China) is refused before the browser goes."""
+        flow = self.platform.oauth
+        if flow is None:
+            raise NotSupported(f"{self.platform.name}: no OAuth flow is configured")
+        if self.token_url(instance, None).origin() != URL(flow.token_url).origin():
+            raise NotValid(
+                "this organisation is on a sovereign cloud, whose Entra ID is not crmgate's "
+                "flow's: connect it server to server (user) or with oAuth-external-refresh",
+                ("instance_url",),
+            )
 
     async def _client_credentials(
         self, instance: URL, credential: Mapping[str, str]
