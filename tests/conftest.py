@@ -105,6 +105,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 
 
 def make_settings(data_dir: Path, database_url: str | None = None, **extra: Any) -> Settings:
+    # the simulators run on loopback, which the outbound guard refuses unless allowed
+    extra.setdefault("outbound_allowed_networks", ["127.0.0.0/8"])
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         data_dir=data_dir,

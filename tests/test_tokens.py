@@ -128,6 +128,7 @@ def start_process(settings: Settings, sim: SalesforceSim) -> tuple[Served, str]:
         "CRMGATE_DATA_DIR": str(settings.data_dir),
         "CRMGATE_PLATFORM_OVERRIDES": json.dumps(sim.overrides()),
         "CRMGATE_OUTBOUND_CA_FILE": sim.ca_file,
+        "CRMGATE_OUTBOUND_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
         "CRMGATE_OAUTH_CLIENTS": json.dumps(
             {"Salesforce": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
         ),

@@ -28,6 +28,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
     if settings.database_url:
         env["CRMGATE_DATABASE_URL"] = settings.database_url
     env["CRMGATE_PLATFORM_OVERRIDES"] = json.dumps(settings.platform_overrides)
+    env["CRMGATE_OUTBOUND_ALLOWED_NETWORKS"] = json.dumps(settings.outbound_allowed_networks)
     if settings.outbound_ca_file:
         env["CRMGATE_OUTBOUND_CA_FILE"] = settings.outbound_ca_file
     return env

@@ -207,8 +207,13 @@ def demo_settings(settings: Settings, crms: list[DemoCrm]) -> Settings:
     overrides = dict(settings.platform_overrides)
     for crm in crms:
         overrides.update(crm.overrides)
+    networks = [*settings.outbound_allowed_networks, "127.0.0.0/8"]  # the simulators
     return settings.model_copy(
-        update={"platform_overrides": overrides, "outbound_ca_file": str(crms[0].ca_file)}
+        update={
+            "platform_overrides": overrides,
+            "outbound_ca_file": str(crms[0].ca_file),
+            "outbound_allowed_networks": networks,
+        }
     )
 
 

@@ -1,21 +1,33 @@
 """The one HTTP client crmgate uses to call CRMs (aiohttp, chosen by measurement).
 
-Every call checks its URL first: https only, and a host the platform's descriptor (or the
-operator's override) allows, so a stored instance URL can never point a token at another host.
-Redirects are not followed, and response bodies are capped. (The full outbound guard of the
-security issue, with address checks against private ranges, builds on ``check_url``.)
+Every call passes one guard (docs/security.md):
+
+- its URL: https only, on a host the platform's descriptor (or the operator's override) allows,
+  the host a host name or an address (``check_url``), so a stored instance URL can never point a
+  token at another host;
+- its addresses: every address the host resolves to must be public (no loopback, private,
+  link-local such as 169.254.169.254, CGNAT, multicast, reserved, nor an IPv6 address carrying
+  such an IPv4 one), unless it is in a network the operator allows
+  (``CRMGATE_OUTBOUND_ALLOWED_NETWORKS``: a self-hosted CRM, the simulators in tests). The check
+  is made by the resolver the connection uses, so the connection goes to the address that was
+  checked (no DNS rebinding between check and connect); an address written in the URL is checked
+  the same way;
+- redirects are not followed, response bodies are capped, calls time out.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -26,6 +38,58 @@ class OutboundRefused(Exception):
 
 class OutboundFailed(Exception):
     """The CRM could not be reached, timed out, or answered too much."""
+
+
+class AddressRefused(OSError):
+    """A host resolved to an address crmgate may not call (raised inside the connection, where
+    aiohttp expects an OSError; ``Outbound.request`` turns it into OutboundRefused)."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def address_allowed(address: str, allowed: Iterable[Network] = ()) -> bool:
+    """Whether crmgate may connect to ``address``: one of the operator's networks, or a public
+    address. An IPv4-mapped IPv6 address is its IPv4 address; one that embeds an IPv4 address
+    (6to4, Teredo) must be public on both counts."""
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            address.split("%", 1)[0]
+        )
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in allowed):
+        return True
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.sixtofour is not None:
+            candidates.append(ip.sixtofour)
+        if ip.teredo is not None:
+            candidates.append(ip.teredo[1])
+    return all(c.is_global and not c.is_multicast and not c.is_reserved for c in candidates)
+
+
+class GuardedResolver(AbstractResolver):
+    """The system's resolver, keeping only answers whose every address is allowed: a host with
+    one private address among public ones is refused whole (an attacker's DNS may mix them)."""
+
+    def __init__(self, allowed: Iterable[Network] = ()) -> None:
+        self._inner = DefaultResolver()
+        self._allowed = tuple(allowed)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        refused = [a["host"] for a in answers if not address_allowed(a["host"], self._allowed)]
+        if refused:
+            raise AddressRefused(f"{host} resolves to an address crmgate may not call")
+        return answers
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +135,11 @@ def check_url(url: str, host_patterns: Iterable[str]) -> URL:
         # a host is a DNS name (letters, digits, hyphens; dots between labels) or an address:
         # nothing else may ride along (a space would add words to an OAuth scope built from it)
         raise OutboundRefused("the URL's host is not a host name")
+    last = host.rsplit(".", 1)[-1]
+    if not _is_ip(host) and (last.isdigit() or last.startswith("0x")):
+        # no top-level domain is a number: 2130706433, 0x7f.1 or 127.1 are addresses in
+        # another notation, which resolvers read differently; only the usual one is taken
+        raise OutboundRefused("an address is written in dotted decimal (127.0.0.1) or as IPv6")
     if port is None or not 0 < port < 65536:
         raise OutboundRefused("the URL has no valid port")
     for pattern in host_patterns:
@@ -93,6 +162,7 @@ class Outbound:
         ca_file: str | None = None,
         timeout: float = 30.0,
         max_response_bytes: int = 16 * 1024 * 1024,
+        allowed_networks: Iterable[str] = (),
     ) -> None:
         # The system's authorities, plus the operator's extra ones (a private CA, the demo's).
         self._ssl = ssl.create_default_context()
@@ -100,13 +170,18 @@ class Outbound:
             self._ssl.load_verify_locations(cafile=ca_file)
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
         self._max = max_response_bytes
+        self._allowed: tuple[Network, ...] = tuple(
+            ipaddress.ip_network(n, strict=False) for n in allowed_networks
+        )
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=256, ssl=self._ssl),
+                connector=aiohttp.TCPConnector(
+                    limit=256, ssl=self._ssl, resolver=GuardedResolver(self._allowed)
+                ),
                 trust_env=False,
                 auto_decompress=True,
             )
@@ -120,6 +195,10 @@ class Outbound:
         headers: Mapping[str, str] | None = None,
         data: Any = None,
     ) -> OutboundResponse:
+        host = (url.raw_host or "").strip("[]")
+        if _is_ip(host) and not address_allowed(host, self._allowed):
+            # an address written in the URL is never resolved: checked here
+            raise OutboundRefused(f"{host} is an address crmgate may not call")
         try:
             async with self._client().request(
                 method, url, headers=headers, data=data, allow_redirects=False
@@ -135,6 +214,10 @@ class Outbound:
                 # every header line kept (Set-Cookie, Link, ... may come more than once)
                 headers = CIMultiDictProxy(CIMultiDict(response.headers))
                 return OutboundResponse(response.status, headers, b"".join(chunks))
+        except aiohttp.ClientConnectorError as error:
+            if isinstance(error.os_error, AddressRefused):
+                raise OutboundRefused(str(error.os_error)) from None
+            raise OutboundFailed(f"the CRM could not be reached: {type(error).__name__}") from None
         except (aiohttp.ClientError, TimeoutError) as error:
             raise OutboundFailed(f"the CRM could not be reached: {type(error).__name__}") from None
 

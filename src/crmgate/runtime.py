@@ -67,7 +67,11 @@ class Services:
         sessions = session_factory(engine)
         accounts = AccountStore(sessions, key_hasher(settings))
         the_vault = vault(settings)
-        outbound = Outbound(ca_file=settings.outbound_ca_file, timeout=settings.outbound_timeout)
+        outbound = Outbound(
+            ca_file=settings.outbound_ca_file,
+            timeout=settings.outbound_timeout,
+            allowed_networks=settings.outbound_allowed_networks,
+        )
         catalogue = Catalogue.load(REGISTRY, settings.platform_overrides)
         # One connector object per platform type: Salesforce and SalesforceSandbox share the
         # connector code but not their descriptors (login hosts, overrides).

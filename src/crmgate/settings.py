@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -89,6 +90,24 @@ class Settings(BaseSettings):
     outbound_timeout: float = Field(
         default=30.0, description="Seconds before a call to a CRM is abandoned."
     )
+    outbound_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="JSON list of networks (CIDR) crmgate may call although they are not public: "
+        'a self-hosted CRM on a private network (["10.20.0.0/16"]), the simulators on loopback '
+        "(the demo adds 127.0.0.0/8). Every other loopback, private, link-local (cloud metadata "
+        "at 169.254.169.254), CGNAT or reserved address is refused.",
+    )
+
+    @field_validator("outbound_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network (e.g. 10.20.0.0/16)") from None
+        return value
+
     max_applications: int = Field(
         default=100, description="Connected applications an organisation may have (403 beyond)."
     )

@@ -720,3 +720,5 @@ class Connector:
             return await self.outbound.request(method, url, **kwargs)
         except OutboundFailed as failure:
             raise CrmUnavailable(f"{self.platform.name}: {failure}") from None
+        except OutboundRefused as refused:  # the outbound guard: never called
+            raise NotAllowed(f"{self.platform.name}: {refused}") from None
