@@ -117,6 +117,25 @@ def test_no_redirect_built_from_the_host_header(gateway: RunningGateway, admin: 
     assert "location" not in response.headers
 
 
+def test_no_cross_origin_access_is_granted(gateway: RunningGateway, admin: Account) -> None:
+    """No CORS: a page on another origin can neither read an answer nor pass a preflight."""
+    origin = {"Origin": "https://evil.example"}
+    with gateway.client(admin.key) as client:
+        read = client.get("/v1/user/list", headers=origin)
+        preflight = client.options(
+            "/v1/user/list",
+            headers={
+                **origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "x-api2crm-user-key",
+            },
+        )
+    assert read.status_code == 200
+    for answer in (read, preflight):
+        assert not any(name.startswith("access-control-") for name in answer.headers)
+    assert preflight.status_code >= 400
+
+
 def test_a_disabled_user_is_suspended_and_re_enabled_with_the_same_key(
     gateway: RunningGateway, admin: Account
 ) -> None:

@@ -8,15 +8,20 @@ import re
 import shlex
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import httpx
 import pytest
+
+from crmsim.tls import Certificates
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,3 +219,76 @@ def test_serve_refuses_an_unmigrated_database(env: dict[str, str]) -> None:
     )
     assert result.returncode == 1
     assert "run `crmgate migrate`" in result.stderr
+
+
+def answer(client: httpx.Client, url: str, timeout: float = 20) -> httpx.Response:
+    """The server's answer, once it listens (it says it serves a moment before it does)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.get(url)
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_serve_over_tls_speaks_tls_1_2_or_newer_with_hsts(
+    env: dict[str, str], certificates: Certificates
+) -> None:
+    crmgate = str(ROOT / ".venv" / "bin" / "crmgate")
+    subprocess.run([crmgate, "migrate"], env=env, check=True, capture_output=True, timeout=60)
+    lonely = subprocess.run(
+        [crmgate, "serve", "--tls-cert", str(certificates.cert_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert lonely.returncode == 2 and "go together" in lonely.stderr
+    port = free_port()
+    served = Served(
+        [
+            crmgate,
+            "serve",
+            "--port",
+            str(port),
+            "--tls-cert",
+            str(certificates.cert_file),
+            "--tls-key",
+            str(certificates.key_file),
+        ],
+        env,
+    )
+    try:
+        served.wait_for(rf"serving https://127\.0\.0\.1:{port}/v1")
+        context = ssl.create_default_context(cafile=str(certificates.ca_file))
+        with httpx.Client(verify=context, trust_env=False, timeout=10) as client:
+            health = answer(client, f"https://127.0.0.1:{port}/health")
+        assert health.status_code == 200
+        assert health.headers["strict-transport-security"] == "max-age=31536000"
+        assert "server" not in health.headers  # no version banner
+        # a client that offers TLS 1.0 and 1.1 only is refused (crmgate sets the minimum; the
+        # system's OpenSSL policy may refuse them too)
+        old = ssl.create_default_context(cafile=str(certificates.ca_file))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.minimum_version = ssl.TLSVersion.TLSv1
+            old.maximum_version = ssl.TLSVersion.TLSv1_1
+        old.set_ciphers("DEFAULT:@SECLEVEL=0")
+        with pytest.raises(ssl.SSLError), socket.create_connection(("127.0.0.1", port)) as raw:
+            with old.wrap_socket(raw, server_hostname="127.0.0.1"):
+                pass
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        served.stop()
+    with httpx.Client(trust_env=False, timeout=10) as client:  # and no HSTS over plain http
+        plain = Served([crmgate, "serve", "--port", str(port2 := free_port())], env)
+        try:
+            plain.wait_for(r"serving http://")
+            health = answer(client, f"http://127.0.0.1:{port2}/health")
+            assert "strict-transport-security" not in health.headers
+        finally:
+            plain.stop()

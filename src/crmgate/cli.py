@@ -139,18 +139,28 @@ def serve(
             "to it and write <data dir>/demo.json (see docs/demo.md).",
         ),
     ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate chain: serve HTTPS, TLS 1.2+ (CRMGATE_TLS_CERT)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="PEM private key of the certificate (CRMGATE_TLS_KEY).")
+    ] = None,
 ) -> None:
     """Run the gateway. On the first start it creates an admin account and prints its key."""
-    import uvicorn
-
-    from crmgate.api.app import create_app
-
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
+    if tls_cert is not None:
+        overrides["tls_cert"] = tls_cert
+    if tls_key is not None:
+        overrides["tls_key"] = tls_key
     settings = Settings(**overrides)
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        typer.echo("crmgate: --tls-cert and --tls-key go together", err=True)
+        raise typer.Exit(code=2)
     configure_logging(settings.log_level)
     crms: list[Any] = []
     if demo:
@@ -164,20 +174,40 @@ def serve(
             _with_services(_bootstrap, settings=settings)
         else:
             _with_services(lambda services: _start_demo(services, crms), settings=settings)
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,
-        )
+        _run(settings)
     finally:
         for crm in crms:
             crm.stop()
+
+
+def _run(settings: Settings) -> None:
+    """uvicorn with crmgate's choices: uvloop and httptools, no server banner, no proxy headers
+    trusted, and over TLS no version older than 1.2."""
+    import ssl
+
+    import uvicorn
+
+    from crmgate.api.app import create_app
+
+    tls: dict[str, Any] = {}
+    if settings.tls_cert and settings.tls_key:
+        tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        **tls,
+    )
+    config.load()
+    if config.ssl is not None:
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    uvicorn.Server(config).run()
 
 
 async def _start_demo(services: Services, crms: list[Any]) -> None:

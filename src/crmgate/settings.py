@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         "defaults to http://<host>:<port>.",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate chain: serve HTTPS (TLS 1.2 or newer, with HSTS) instead "
+        "of plain HTTP; with tls_key.",
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
     key_last_used_resolution: float = Field(
         default=60.0,
         description="Seconds: a key's last_used_at is written at most this often "
@@ -131,4 +137,5 @@ class Settings(BaseSettings):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{host}:{self.port}"

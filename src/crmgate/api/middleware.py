@@ -45,6 +45,7 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         no_store = scope.get("path", "").startswith(_NO_STORE_PREFIXES)
+        secure = scope.get("scheme") == "https"
         limit = self.max_body_bytes
         status = 0
         received = 0
@@ -54,7 +55,9 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = _headers(message.get("headers", []), request_id, no_store)
+                message["headers"] = _headers(
+                    message.get("headers", []), request_id, no_store, secure
+                )
             await send(message)
 
         async def send_error(error_status: int, code: str, message: str) -> None:
@@ -111,8 +114,11 @@ def _too_large(limit: int) -> str:
     return f"the request body is larger than {limit} bytes"
 
 
+HSTS = b"max-age=31536000"  # a year; no includeSubDomains: the operator's other hosts are theirs
+
+
 def _headers(
-    headers: list[tuple[bytes, bytes]], request_id: str, no_store: bool
+    headers: list[tuple[bytes, bytes]], request_id: str, no_store: bool, secure: bool = False
 ) -> list[tuple[bytes, bytes]]:
     result = [(name, value) for name, value in headers if name.lower() != b"server"]
     result.append((b"x-request-id", request_id.encode()))
@@ -120,6 +126,8 @@ def _headers(
     result.append((b"referrer-policy", b"no-referrer"))
     if no_store and not any(name.lower() == b"cache-control" for name, _ in result):
         result.append((b"cache-control", b"no-store"))
+    if secure:  # only over TLS: a browser ignores it over http, and it must not pin http
+        result.append((b"strict-transport-security", HSTS))
     return result
 
 
