@@ -70,6 +70,9 @@ def test_wrong_method_is_405_with_allow(sqlite_gateway: RunningGateway, admin: A
         response = client.patch("/v1/user/list")
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
     assert "GET" in response.headers["allow"]
+    with sqlite_gateway.client(admin.key) as client:  # every method of the path, not one
+        several = client.options(f"/v1/user/{admin.user_id}")
+    assert several.status_code == 405 and several.headers["allow"] == "DELETE, GET, PUT"
 
 
 def test_request_id_is_generated_or_echoed(sqlite_gateway: RunningGateway, admin: Account) -> None:

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import compile_path
 
 from crmgate.connectors.base import CrmError, RateLimited
 from crmgate.query import QueryError
@@ -133,13 +134,36 @@ async def _http(request: Request, exc: Exception) -> Response:
         return error_response(
             request, ApiError(400, "MALFORMED_REQUEST", "the request body cannot be read as JSON")
         )
+    headers = dict(exc.headers or {})
+    if status == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
     error = ApiError(
         status,
         codes.get(status, HTTPStatus(status).name),
         messages.get(status, str(exc.detail)),
-        headers=exc.headers,
+        headers=headers,
     )
     return error_response(request, error)
+
+
+_METHODS = frozenset(("get", "put", "post", "delete", "patch", "head", "options"))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the API document gives this path (the framework's own Allow names only
+    the first route it matched: each method of a path is a route of its own)."""
+    table = getattr(request.app.state, "allowed_methods", None)
+    if table is None:
+        table = [
+            (compile_path(path)[0], {m.upper() for m in operations if m in _METHODS})
+            for path, operations in request.app.openapi()["paths"].items()
+        ]
+        request.app.state.allowed_methods = table
+    methods: set[str] = set()
+    for pattern, served in table:
+        if pattern.match(request.url.path):
+            methods |= served
+    return sorted(methods)
 
 
 async def _api(request: Request, exc: Exception) -> Response:
