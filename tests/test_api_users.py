@@ -225,3 +225,7 @@ def test_internal_request_count_grows_with_use(gateway: RunningGateway, admin: A
             },
         )
         assert backwards.status_code == 400
+        for odd in ("0", "1700000000", "2020-1-2", "2020-01-02T00:00:00"):  # days as YYYY-MM-DD
+            refused = client.get("/v1/user/list", params={"application_request_start": odd})
+            assert refused.status_code == 422, odd
+            assert refused.json()["detail"]["errors"][0]["field"] == "application_request_start"

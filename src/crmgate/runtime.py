@@ -12,6 +12,7 @@ from crmgate.applications import ApplicationService
 from crmgate.connectors import REGISTRY
 from crmgate.connectors.catalogue import Catalogue
 from crmgate.entities import EntityService
+from crmgate.limits import RateLimits
 from crmgate.oauth import OAuthFlows
 from crmgate.outbound import Outbound
 from crmgate.security import secretfile
@@ -59,6 +60,7 @@ class Services:
     applications: ApplicationService
     entities: EntityService
     oauth: OAuthFlows
+    limits: RateLimits
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -106,6 +108,7 @@ class Services:
                 settings.oauth_clients,
                 settings.resolved_public_url,
             ),
+            limits=RateLimits.from_settings(settings),
         )
 
     @classmethod
@@ -134,4 +137,5 @@ class Services:
     async def close(self) -> None:
         await self.usage.flush()
         await self.outbound.close()
+        await self.limits.close()
         await self.engine.dispose()

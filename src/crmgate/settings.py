@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crmgate.limits import STRATEGIES, parse_limits
+
 
 class OAuthClient(BaseModel):
     """crmgate's own registered OAuth client at one CRM platform (oAuth-internal)."""
@@ -31,6 +33,28 @@ class OAuthClient(BaseModel):
             if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment:
                 raise ValueError(f"{url!r}: an absolute http(s) URL without a fragment")
         return value
+
+
+def _limit_string(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_limits(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a list of rate limits (e.g. 20/second;600/minute;100000/day)"
+            ) from None
+    return value
+
+
+class OrganisationLimits(BaseModel):
+    """One organisation's own limits; a field left out keeps the default, "" means no limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_key: str | None = None
+    application: str | None = None
+
+    _valid = field_validator("user_key", "application")(_limit_string)
 
 
 class Settings(BaseSettings):
@@ -123,6 +147,49 @@ class Settings(BaseSettings):
     usage_flush_interval: float = Field(
         default=5.0, description="Seconds between writes of the request counters to the database."
     )
+    rate_limit_user_key: str = Field(
+        default="20/second;600/minute;100000/day;2000000/month",
+        description="Requests one user key may make, per period (the `limits` notation, "
+        "';'-separated; empty: no limit). Over it: 429 with Retry-After.",
+    )
+    rate_limit_application: str = Field(
+        default="10/second;300/minute;50000/day;1000000/month",
+        description="Requests that may reach one application's CRM, per period, whoever sends them.",
+    )
+    rate_limit_organisations: dict[str, OrganisationLimits] = Field(
+        default_factory=dict,
+        description='JSON: organisation id -> {"user_key": "...", "application": "..."}, that '
+        "organisation's own limits instead of the defaults.",
+    )
+    rate_limit_bad_keys: str = Field(
+        default="20/minute;200/day",
+        description="Failed authentications one client address may make (its TCP peer; no proxy "
+        "header is trusted); beyond: 429 for every request from it, valid keys included.",
+    )
+    rate_limit_strategy: str = Field(
+        default="moving-window",
+        description="How requests are counted: moving-window (exact), sliding-window-counter "
+        "(two counters a limit: cheap for large day/month quotas) or fixed-window.",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis://[:password@]host:port/db: rate limits counted in Redis, shared by "
+        "every gateway process (in each process's memory when not set).",
+    )
+    rate_limit_redis_prefix: str = Field(
+        default="crmgate-limits", description="Prefix of crmgate's rate-limit keys in Redis."
+    )
+
+    _valid_limits = field_validator(
+        "rate_limit_user_key", "rate_limit_application", "rate_limit_bad_keys"
+    )(_limit_string)
+
+    @field_validator("rate_limit_strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"{value!r}: one of {', '.join(STRATEGIES)}")
+        return value
 
     @property
     def resolved_database_url(self) -> str:

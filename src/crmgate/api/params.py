@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from crmgate.query import QueryError, parse_fields, parse_filter, parse_sort
 
@@ -36,9 +37,26 @@ Sort = Annotated[
 Fields = Annotated[
     str | None, Query(description="Comma-separated list of fields to include in the response")
 ]
-RequestsFrom = Annotated[date | None, Query(description="All Application Requests from this date")]
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _iso_day(value: Any) -> Any:
+    """A day as the contract writes it (YYYY-MM-DD), not whatever else the date type would take
+    (a number of seconds since 1970, say)."""
+    if isinstance(value, str) and not _DAY.match(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+RequestsFrom = Annotated[
+    date | None,
+    BeforeValidator(_iso_day),
+    Query(description="All Application Requests from this date"),
+]
 RequestsUntil = Annotated[
-    date | None, Query(description="All Application Requests until this date")
+    date | None,
+    BeforeValidator(_iso_day),
+    Query(description="All Application Requests until this date"),
 ]
 
 

@@ -180,3 +180,34 @@ class OAuthFlow(Base):
     verifier: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AuditEvent(Base):
+    """One security event of the audit trail (crmgate/audit.py), never changed once written:
+    ``hash`` is SHA-256 of the previous event's hash and this event's canonical JSON. No foreign
+    keys: the trail outlives the users, applications and organisations it names."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_organisation_seq", "organisation_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event: Mapped[str] = mapped_column(String(64))
+    organisation_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    actor: Mapped[str] = mapped_column(String(64))  # a user id, "cli", "system" or "anonymous"
+    client: Mapped[str | None] = mapped_column(String(64), default=None)  # peer address
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    target: Mapped[str | None] = mapped_column(String(100), default=None)
+    details: Mapped[str] = mapped_column(Text, default="{}")  # JSON, no secrets
+    previous_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain head, one row (id 1): the last event's number and hash. Appends lock it."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

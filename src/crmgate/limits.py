@@ -1,0 +1,360 @@
+"""Rate limits and quotas (OWASP API4:2023; API2:2023 for bursts of wrong keys).
+
+Three things are counted, each over several periods at once (per second, minute, day, month):
+every request of a user key; every request of an application on the routes that reach its CRM;
+and every failed authentication from one client address. The counting is the `limits` library's
+(moving windows by default), in this process's memory or, with ``CRMGATE_REDIS_URL``, in Redis so
+that every gateway process shares one count.
+
+What a client sees: 429 (RFC 6585) with ``Retry-After`` (RFC 9110, seconds) and, on every counted
+answer, the header fields of draft-ietf-httpapi-ratelimit-headers-06: ``RateLimit-Limit``,
+``RateLimit-Remaining``, ``RateLimit-Reset`` (seconds) for the limit closest to refusing, and
+``RateLimit-Policy`` listing every limit (``20;w=1, 600;w=60``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+from limits.errors import StorageError
+from redis.asyncio import ConnectionPool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from crmgate.settings import Settings
+
+log = logging.getLogger("crmgate.limits")
+
+STRATEGIES: dict[str, type[RateLimiter]] = {
+    "moving-window": MovingWindowRateLimiter,
+    "sliding-window-counter": SlidingWindowCounterRateLimiter,
+    "fixed-window": FixedWindowRateLimiter,
+}
+STATE_KEY = "rate_limit"  # where a request's verdict waits for RateLimitHeaders (scope state)
+
+
+def parse_limits(text: str) -> tuple[RateLimitItem, ...]:
+    """``"20/second;600/minute"`` -> its limits; an empty string is no limit at all."""
+    text = text.strip()
+    if not text:
+        return ()
+    return tuple(parse_many(text))
+
+
+def _digest(value: str) -> str:
+    # Application keys are credentials: the counters (and Redis) only ever see a digest.
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One limit's state: how much of it is left, and when one more request fits again."""
+
+    subject: str  # "user key", "application", "client address"
+    item: RateLimitItem
+    remaining: int
+    reset: float  # epoch seconds
+
+    @property
+    def period(self) -> int:
+        return int(self.item.get_expiry())
+
+    @property
+    def used(self) -> int:
+        return self.item.amount - self.remaining
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining <= 0
+
+    @property
+    def name(self) -> str:
+        granularity = self.item.GRANULARITY.name
+        return granularity if self.item.multiples == 1 else f"{self.item.multiples} {granularity}"
+
+    def reset_in(self, now: float) -> int:
+        return max(0, math.ceil(self.reset - now))
+
+    def taken(self) -> Window:
+        return Window(self.subject, self.item, self.remaining - 1, self.reset)
+
+    def describe(self) -> str:
+        return f"{self.item.amount} per {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    windows: tuple[Window, ...]
+
+    def retry_after(self, now: float) -> int:
+        """Seconds until every exhausted window lets one more request through (at least 1)."""
+        waits = [window.reset_in(now) for window in self.windows if window.exhausted]
+        return max([1, *waits])
+
+    def refusal(self) -> str:
+        """What is over its limit, for the caller: "the user key's limit of 3 per minute"."""
+        full = [window for window in self.windows if window.exhausted]
+        if not full:
+            return "a rate limit"
+        return " and ".join(
+            f"the {window.subject}'s limit of {window.describe()}" for window in full
+        )
+
+    def headers(self, now: float) -> dict[str, str]:
+        """draft-ietf-httpapi-ratelimit-headers-06 fields, for the window closest to refusing."""
+        if not self.windows:
+            return {}
+        if self.allowed:
+            closest = min(self.windows, key=lambda w: (w.remaining, w.period))
+        else:
+            closest = max((w for w in self.windows if w.exhausted), key=lambda w: w.reset_in(now))
+        headers = {
+            "RateLimit-Limit": str(closest.item.amount),
+            "RateLimit-Remaining": str(max(0, closest.remaining)),
+            "RateLimit-Reset": str(closest.reset_in(now)),
+            "RateLimit-Policy": ", ".join(
+                f"{window.item.amount};w={window.period}" for window in self.windows
+            ),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after(now))
+        return headers
+
+
+def requests_limit(windows: Sequence[Window], now: float | None = None) -> dict[str, Any]:
+    """The contract's ``RequestsLimit`` object from an application's live windows."""
+    now = time.time() if now is None else now
+    exhausted = [window for window in windows if window.exhausted]
+    retry_after = None
+    if exhausted:
+        free_at = max(window.reset for window in exhausted)
+        retry_after = datetime.fromtimestamp(math.ceil(free_at), UTC).isoformat()
+    return {
+        "is_exceeded": bool(exhausted),
+        "retry_after": retry_after,
+        "type": [
+            {
+                "type": window.name,
+                "available": max(0, window.remaining),
+                "count": window.used,
+                "period": window.period,
+            }
+            for window in windows
+        ],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """What is counted (its limits) and under which identifiers."""
+
+    subject: str
+    items: tuple[RateLimitItem, ...]
+    identifiers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    user_key: tuple[RateLimitItem, ...]
+    application: tuple[RateLimitItem, ...]
+
+
+class RateLimits:
+    """The counters of one gateway process (shared with the others through Redis)."""
+
+    def __init__(
+        self,
+        *,
+        user_key: str,
+        application: str,
+        bad_keys: str,
+        organisations: dict[str, dict[str, str | None]] | None = None,
+        strategy: str = "moving-window",
+        redis_url: str | None = None,
+        redis_prefix: str = "crmgate-limits",
+    ) -> None:
+        self.default = Policy(parse_limits(user_key), parse_limits(application))
+        self.bad_keys = parse_limits(bad_keys)
+        self.organisations = {
+            organisation: Policy(
+                self.default.user_key
+                if limits.get("user_key") is None
+                else parse_limits(limits["user_key"] or ""),
+                self.default.application
+                if limits.get("application") is None
+                else parse_limits(limits["application"] or ""),
+            )
+            for organisation, limits in (organisations or {}).items()
+        }
+        self._pool: ConnectionPool | None = None
+        storage: Storage
+        if redis_url:
+            # Our own pool, so that close() can empty it; the `limits` storage borrows it.
+            self._pool = ConnectionPool.from_url(redis_url.removeprefix("async+"))
+            storage = RedisStorage(
+                "async+" + redis_url.removeprefix("async+"),
+                implementation="redispy",
+                key_prefix=redis_prefix,
+                wrap_exceptions=True,
+                connection_pool=self._pool,  # type: ignore[arg-type]
+            )
+        else:
+            storage = MemoryStorage()
+        self.shared = redis_url is not None
+        self.limiter = STRATEGIES[strategy](storage)
+        self._last_storage_warning = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimits:
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        return cls(
+            user_key=settings.rate_limit_user_key,
+            application=settings.rate_limit_application,
+            bad_keys=settings.rate_limit_bad_keys,
+            organisations={
+                organisation: limits.model_dump()
+                for organisation, limits in settings.rate_limit_organisations.items()
+            },
+            strategy=settings.rate_limit_strategy,
+            redis_url=redis_url,
+            redis_prefix=settings.rate_limit_redis_prefix,
+        )
+
+    def policy(self, organisation_id: str) -> Policy:
+        return self.organisations.get(organisation_id, self.default)
+
+    # ---- the three counters -------------------------------------------------------------------
+
+    def _user_key(self, organisation_id: str, key_id: str) -> Counter:
+        return Counter("user key", self.policy(organisation_id).user_key, ("key", key_id))
+
+    def _application(self, organisation_id: str, application_key: str) -> Counter:
+        identifiers = ("app", organisation_id, _digest(application_key))
+        return Counter("application", self.policy(organisation_id).application, identifiers)
+
+    def _address(self, address: str) -> Counter:
+        return Counter("client address", self.bad_keys, ("badkey", address))
+
+    async def hit_request(
+        self, organisation_id: str, key_id: str, application_key: str | None = None
+    ) -> Verdict:
+        """Count one request of a user key (and of the application it reaches, if any)."""
+        counters = [self._user_key(organisation_id, key_id)]
+        if application_key:
+            counters.append(self._application(organisation_id, application_key))
+        return await self._acquire(counters)
+
+    async def application_windows(
+        self, organisation_id: str, application_key: str
+    ) -> tuple[Window, ...]:
+        return await self._windows([self._application(organisation_id, application_key)])
+
+    async def address_throttled(self, address: str) -> Verdict | None:
+        """The refusal for an address over its limit of failed authentications, else None."""
+        windows = await self._windows([self._address(address)])
+        if any(window.exhausted for window in windows):
+            return Verdict(False, windows)
+        return None
+
+    async def authentication_failed(self, address: str) -> None:
+        await self._acquire([self._address(address)])
+
+    # ---- counting -----------------------------------------------------------------------------
+
+    async def _windows(self, counters: Sequence[Counter]) -> tuple[Window, ...]:
+        pairs = [(counter, item) for counter in counters for item in counter.items]
+        if not pairs:
+            return ()
+        try:
+            stats = await asyncio.gather(
+                *(
+                    self.limiter.get_window_stats(item, *counter.identifiers)
+                    for counter, item in pairs
+                )
+            )
+        except StorageError as failure:
+            self._storage_failed(failure)
+            return ()
+        return tuple(
+            Window(counter.subject, item, stat.remaining, stat.reset_time)
+            for (counter, item), stat in zip(pairs, stats, strict=True)
+        )
+
+    async def _acquire(self, counters: Sequence[Counter]) -> Verdict:
+        """Count one request in every window of every counter, or in none if one is full."""
+        windows = await self._windows(counters)
+        if any(window.exhausted for window in windows):
+            return Verdict(False, windows)
+        by_subject = {counter.subject: counter.identifiers for counter in counters}
+        try:
+            taken = await asyncio.gather(
+                *(self.limiter.hit(w.item, *by_subject[w.subject]) for w in windows)
+            )
+        except StorageError as failure:
+            self._storage_failed(failure)
+            return Verdict(True, ())
+        if not all(taken):  # another request took the last place between look and hit
+            return Verdict(False, await self._windows(counters))
+        return Verdict(True, tuple(w.taken() for w in windows))
+
+    def _storage_failed(self, failure: StorageError) -> None:
+        # Fail open: an unreachable Redis must not take the API down with it. Said loudly, but
+        # at most once a minute, and without the URL (it may hold a password).
+        now = time.monotonic()
+        if now - self._last_storage_warning > 60:
+            self._last_storage_warning = now
+            log.error(
+                "rate limits are not enforced: the counter store failed (%s)",
+                type(failure.storage_error).__name__,
+            )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.disconnect()
+
+
+class RateLimitHeaders:
+    """Adds a request's RateLimit header fields (left in the scope state by the authentication
+    dependency) to its answer, whatever produced the answer: a route or an error handler."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                verdict = scope.get("state", {}).get(STATE_KEY)
+                if isinstance(verdict, Verdict):
+                    extra = [
+                        (name.lower().encode(), value.encode())
+                        for name, value in verdict.headers(time.time()).items()
+                    ]
+                    present = {name.lower() for name, _ in message.get("headers", [])}
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        *(pair for pair in extra if pair[0] not in present),
+                    ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
