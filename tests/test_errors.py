@@ -73,6 +73,9 @@ def test_wrong_method_is_405_with_allow(sqlite_gateway: RunningGateway, admin: A
     with sqlite_gateway.client(admin.key) as client:  # every method of the path, not one
         several = client.options(f"/v1/user/{admin.user_id}")
     assert several.status_code == 405 and several.headers["allow"] == "DELETE, GET, PUT"
+    with sqlite_gateway.client(admin.key) as client:  # the literal path, not /user/{id}
+        literal = client.options("/v1/user/count")
+    assert literal.headers["allow"] == "GET"
 
 
 def test_request_id_is_generated_or_echoed(sqlite_gateway: RunningGateway, admin: Account) -> None:

@@ -155,15 +155,20 @@ def _allowed_methods(request: Request) -> list[str]:
     table = getattr(request.app.state, "allowed_methods", None)
     if table is None:
         table = [
-            (compile_path(path)[0], {m.upper() for m in operations if m in _METHODS})
+            (
+                compile_path(path)[0],
+                path.count("{"),
+                {m.upper() for m in operations if m in _METHODS},
+            )
             for path, operations in request.app.openapi()["paths"].items()
         ]
         request.app.state.allowed_methods = table
-    methods: set[str] = set()
-    for pattern, served in table:
-        if pattern.match(request.url.path):
-            methods |= served
-    return sorted(methods)
+    # the most specific paths that match (/v1/application/count, not /v1/application/{key})
+    matching = [
+        (params, served) for pattern, params, served in table if pattern.match(request.url.path)
+    ]
+    fewest = min((params for params, _ in matching), default=0)
+    return sorted({m for params, served in matching if params == fewest for m in served})
 
 
 async def _api(request: Request, exc: Exception) -> Response:
