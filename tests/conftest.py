@@ -107,6 +107,10 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 def make_settings(data_dir: Path, database_url: str | None = None, **extra: Any) -> Settings:
     # the simulators run on loopback, which the outbound guard refuses unless allowed
     extra.setdefault("outbound_allowed_networks", ["127.0.0.0/8"])
+    # every test client is 127.0.0.1 and fast: rate limits only where a test sets them
+    # (tests/test_limits.py), so that no other test depends on its own speed
+    for limit in ("rate_limit_user_key", "rate_limit_application", "rate_limit_bad_keys"):
+        extra.setdefault(limit, "")
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         data_dir=data_dir,

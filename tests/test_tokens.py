@@ -129,6 +129,9 @@ def start_process(settings: Settings, sim: SalesforceSim) -> tuple[Served, str]:
         "CRMGATE_PLATFORM_OVERRIDES": json.dumps(sim.overrides()),
         "CRMGATE_OUTBOUND_CA_FILE": sim.ca_file,
         "CRMGATE_OUTBOUND_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        # 100 requests at once from one key: this test is about refreshes, not rate limits
+        "CRMGATE_RATE_LIMIT_USER_KEY": "",
+        "CRMGATE_RATE_LIMIT_APPLICATION": "",
         "CRMGATE_OAUTH_CLIENTS": json.dumps(
             {"Salesforce": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
         ),

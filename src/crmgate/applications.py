@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crmgate.connectors.base import Connector, CrmError, Verified
 from crmgate.connectors.catalogue import AUTHORIZATION_TYPES, Catalogue, Platform
@@ -18,6 +18,9 @@ from crmgate.outbound import OutboundRefused
 from crmgate.security.vault import DecryptionError
 from crmgate.store.accounts import AccountError, Principal
 from crmgate.store.applications import ApplicationStore, ApplicationView, Credentials
+
+if TYPE_CHECKING:
+    from crmgate.audit import AuditLog, Detail
 
 log = logging.getLogger("crmgate.applications")
 MAX_VALUE = 4096
@@ -36,11 +39,25 @@ class ApplicationService:
         connectors: Mapping[str, Connector],
         store: ApplicationStore,
         max_applications: int,
+        audit: AuditLog | None = None,
     ) -> None:
         self.catalogue = catalogue
         self._connectors = connectors
         self.store = store
         self._limit = max_applications
+        self._audit = audit
+
+    async def _record(
+        self, event: str, principal: Principal, key: str | None, **details: Detail
+    ) -> None:
+        if self._audit is not None:
+            await self._audit.record(
+                event,
+                organisation_id=principal.organisation_id,
+                actor=principal.user_id,
+                target=key,
+                details=details,
+            )
 
     def connector(self, platform: Platform) -> Connector:
         """The connector object of this very platform type (keyed by type, not connector name)."""
@@ -115,18 +132,37 @@ class ApplicationService:
         platform = self.platform(platform_type)
         fields, public = self.validate(platform, authorization, credential)
         if await self.store.count(principal.organisation_id) >= self._limit:
+            await self._limit_hit(principal)
             raise _limit_reached(self._limit)  # early answer; the store checks again atomically
         verified = await self._verify(platform, authorization, fields)
-        return await self.store.create(
-            principal.organisation_id,
-            principal.user_id,
-            type=platform.type,
+        try:
+            view = await self.store.create(
+                principal.organisation_id,
+                principal.user_id,
+                type=platform.type,
+                authorization=authorization,
+                description=description,
+                credentials=Credentials(fields, verified.derived),
+                public_credential=_public(public, verified),
+                identity=_identity(verified),
+                limit=self._limit,
+            )
+        except AccountError as error:
+            if error.code == "SERVICE_CONNECTED_APPLICATIONS_LIMIT":
+                await self._limit_hit(principal)
+            raise
+        await self._record(
+            "application.created",
+            principal,
+            view.key,
+            type=view.type,
             authorization=authorization,
-            description=description,
-            credentials=Credentials(fields, verified.derived),
-            public_credential=_public(public, verified),
-            identity=_identity(verified),
-            limit=self._limit,
+        )
+        return view
+
+    async def _limit_hit(self, principal: Principal) -> None:
+        await self._record(
+            "limit.exceeded", principal, None, limit="applications", maximum=self._limit
         )
 
     async def update(
@@ -143,7 +179,11 @@ class ApplicationService:
         if platform_type is not None and platform_type != current.type:
             raise invalid("type", "the platform of an application cannot change")
         if credential is None and authorization is None:
-            return await self.store.update(principal.organisation_id, key, description=description)
+            described = await self.store.update(
+                principal.organisation_id, key, description=description
+            )
+            await self._record("application.updated", principal, key, changed="description")
+            return described
         platform = self.platform(current.type)
         kind = authorization or current.authorization
         stored = await self._readable_stored(principal, key)
@@ -169,6 +209,14 @@ class ApplicationService:
         )
         if stored is not None and current.authorization != kind:
             await self._revoke(platform, current.authorization, stored, key)
+        await self._record(
+            "application.updated",
+            principal,
+            key,
+            changed="credential" + (",description" if description is not None else ""),
+            authorization=kind,
+            credential_fields=sorted(sent),  # names only, never values
+        )
         return updated
 
     @staticmethod
@@ -229,6 +277,7 @@ class ApplicationService:
             # to remove would be worse than a token left to expire.
             await self._revoke(platform, view.authorization, credentials, key)
         await self.store.delete(principal.organisation_id, key)
+        await self._record("application.deleted", principal, key, type=view.type)
 
 
 def _limit_reached(limit: int) -> AccountError:

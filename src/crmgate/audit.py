@@ -58,7 +58,7 @@ APPLICATION_UPDATED = "application.updated"
 APPLICATION_DELETED = "application.deleted"
 OAUTH_CONNECTED = "oauth.connected"
 OAUTH_FAILED = "oauth.failed"
-TOKEN_REFRESHED = "token.refreshed"
+TOKEN_REFRESHED = "token.refreshed"  # noqa: S105 (an event name)
 REAUTHORIZATION_NEEDED = "application.reauthorization_needed"
 AUTH_FAILED = "auth.failed"
 LIMIT_EXCEEDED = "limit.exceeded"
@@ -168,6 +168,8 @@ def _clean(details: Mapping[str, Detail] | None) -> dict[str, Any]:
 
     cleaned: dict[str, Any] = {}
     for name, value in (details or {}).items():
+        if value is None:
+            continue
         if isinstance(value, str):
             cleaned[name] = text(value)
         elif isinstance(value, list):
@@ -322,9 +324,7 @@ class AuditLog:
     def _filtered(
         self, query: Select[Any], organisation_id: str, conditions: Sequence[Condition]
     ) -> Select[Any]:
-        return query.where(
-            AuditEvent.organisation_id == organisation_id, where(FIELDS, conditions)
-        )
+        return query.where(AuditEvent.organisation_id == organisation_id, where(FIELDS, conditions))
 
     async def list_page(
         self,
@@ -400,7 +400,10 @@ class AuditLog:
 
 def _check(event: Event, expected: int, previous: str) -> tuple[int, str] | None:
     if event.seq != expected:
-        return expected, f"event #{expected} is missing (deleted): #{event.seq} follows #{expected - 1}"
+        return (
+            expected,
+            f"event #{expected} is missing (deleted): #{event.seq} follows #{expected - 1}",
+        )
     if event.previous_hash != previous:
         return event.seq, (
             f"event #{event.seq} ({event.event}) does not follow #{event.seq - 1}: its "

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from crmgate import audit
 from crmgate.logs import configure as configure_logging
 from crmgate.runtime import SchemaOutOfDate, Services
 from crmgate.security.secretfile import SecretFileError
@@ -72,6 +73,7 @@ def _with_services(
     settings = settings or Settings()
 
     async def run() -> T:
+        audit.bind_cli()  # audit events of this command: actor "cli"
         async with Services.open(settings, check_schema=check_schema) as services:
             return await work(services)
 
@@ -433,6 +435,82 @@ def vault_generate_key(
 ) -> None:
     """Print a new random key as 'version:base64key', for CRMGATE_VAULT_KEYS."""
     typer.echo(f"{version}:{base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()}")
+
+
+audit_app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="The audit trail of security events: verify its hash chain, list events.",
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonFlag = False) -> None:
+    """Walk the hash chain of the audit trail: exit 0 when intact, 1 naming the first event
+    that was changed or deleted."""
+    result = _with_services(lambda services: services.audit.verify())
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "intact": result.intact,
+                    "events": result.count,
+                    "head": {"id": result.head_seq, "hash": result.head_hash},
+                    "broken_id": result.broken_seq,
+                    "reason": result.reason,
+                }
+            )
+        )
+    elif result.intact:
+        typer.echo(
+            f"audit: {result.count} events, chain intact; head #{result.head_seq} "
+            f"{result.head_hash}"
+        )
+    if not result.intact:
+        if not as_json:
+            typer.echo(f"audit: chain BROKEN at event #{result.broken_seq}: {result.reason}")
+        raise typer.Exit(code=1)
+
+
+@audit_app.command("list")
+def audit_list(
+    organisation_id: Annotated[
+        str | None, typer.Option(help="Only this organisation's events.")
+    ] = None,
+    event: Annotated[str | None, typer.Option(help="Only events of this type.")] = None,
+    last: Annotated[int, typer.Option(help="How many of the newest events.", min=1)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """The newest events of every organisation (and those of none: failed authentications of
+    unknown keys), oldest first."""
+    events = _with_services(lambda services: services.audit.all_events())
+    chosen = [
+        e
+        for e in events
+        if (organisation_id is None or e.organisation_id == organisation_id)
+        and (event is None or e.event == event)
+    ][-last:]
+    for e in chosen:
+        row = {
+            "id": e.seq,
+            "created_at": e.created_at.isoformat(),
+            "event": e.event,
+            "organisation_id": e.organisation_id,
+            "actor": e.actor,
+            "client": e.client,
+            "request_id": e.request_id,
+            "target": e.target,
+            "details": e.details,
+        }
+        if as_json:
+            typer.echo(json.dumps(row))
+        else:
+            typer.echo(
+                f"#{e.seq} {row['created_at']} {e.event} org={e.organisation_id or '-'} "
+                f"actor={e.actor} client={e.client or '-'} target={e.target or '-'} "
+                f"{json.dumps(e.details, sort_keys=True)}"
+            )
 
 
 @app.command("contract-coverage")

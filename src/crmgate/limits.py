@@ -89,7 +89,9 @@ class Window:
         return granularity if self.item.multiples == 1 else f"{self.item.multiples} {granularity}"
 
     def reset_in(self, now: float) -> int:
-        return max(0, math.ceil(self.reset - now))
+        # at least a second: a counter whose window has just turned (a sliding-window counter
+        # can report a reset at or before now) is not free to use "in 0 seconds" ago
+        return max(1, math.ceil(self.reset - now))
 
     def taken(self) -> Window:
         return Window(self.subject, self.item, self.remaining - 1, self.reset)
@@ -217,7 +219,6 @@ class RateLimits:
             )
         else:
             storage = MemoryStorage()
-        self.shared = redis_url is not None
         self.limiter = STRATEGIES[strategy](storage)
         self._last_storage_warning = 0.0
 

@@ -25,6 +25,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from sqlalchemy import delete, func, select
@@ -39,6 +40,9 @@ from crmgate.settings import OAuthClient
 from crmgate.store.accounts import AccountError, AccountStore, Principal, Role, UserStatus
 from crmgate.store.db import SessionFactory
 from crmgate.store.models import OAuthFlow, utcnow
+
+if TYPE_CHECKING:
+    from crmgate.audit import AuditLog
 
 log = logging.getLogger("crmgate.oauth")
 
@@ -90,7 +94,9 @@ class OAuthFlows:
         applications: ApplicationService,
         clients: dict[str, OAuthClient],
         public_url: str,
+        audit: AuditLog | None = None,
     ) -> None:
+        self._audit = audit
         self._sessions = sessions
         self._vault = vault
         self.accounts = accounts
@@ -352,6 +358,7 @@ class OAuthFlows:
             if flow.instance_url:  # the instance the user authorized, not one an answer names
                 fields["instance_url"] = flow.instance_url
             if flow.mode == "fragment":
+                await self._record("oauth.connected", flow, None)
                 return _with_fragment(flow.redirect, _contract_fragment(fields))
             key = await self._store_application(flow, platform, fields)
         except Exception as failure:
@@ -362,10 +369,24 @@ class OAuthFlows:
                 log.warning("oauth: %s flow failed: %s", platform.type, message)
             if fields.get("refresh_token"):  # tokens nobody will keep: revoke them
                 await self.applications.revoke_tokens(platform, fields)
+            code = getattr(failure, "code", None) or type(failure).__name__
+            await self._record("oauth.failed", flow, flow.application_key, error=code)
             return _with_fragment(
                 flow.redirect, {"error": "server_error", "error_description": message[:300]}
             )
+        await self._record("oauth.connected", flow, key)
         return _with_fragment(flow.redirect, {"application_key": key})
+
+    async def _record(self, event: str, flow: OAuthFlow, key: str | None, **extra: str) -> None:
+        """The end of a flow (the browser's callback: its address and request id)."""
+        if self._audit is not None:
+            await self._audit.record(
+                event,
+                organisation_id=flow.organisation_id,  # none in the contract's mode
+                actor=flow.user_id or "anonymous",
+                target=key,
+                details={"platform": flow.platform, "mode": flow.mode, **extra},
+            )
 
     async def _store_application(
         self, flow: OAuthFlow, platform: Platform, fields: dict[str, str]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crmgate.applications import ApplicationService
+from crmgate.audit import AuditLog
 from crmgate.connectors import REGISTRY
 from crmgate.connectors.catalogue import Catalogue
 from crmgate.entities import EntityService
@@ -61,13 +62,15 @@ class Services:
     entities: EntityService
     oauth: OAuthFlows
     limits: RateLimits
+    audit: AuditLog
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.resolved_database_url)
         sessions = session_factory(engine)
-        accounts = AccountStore(sessions, key_hasher(settings))
+        audit = AuditLog(sessions, settings.audit_repeat_window)
+        accounts = AccountStore(sessions, key_hasher(settings), audit)
         the_vault = vault(settings)
         outbound = Outbound(
             ca_file=settings.outbound_ca_file,
@@ -87,18 +90,19 @@ class Services:
             connectors,
             ApplicationStore(sessions, the_vault),
             settings.max_applications,
+            audit,
         )
         return cls(
             settings=settings,
             engine=engine,
             accounts=accounts,
-            authenticator=Authenticator(accounts, settings.key_last_used_resolution),
+            authenticator=Authenticator(accounts, settings.key_last_used_resolution, audit),
             usage=UsageRecorder(sessions),
             vault=the_vault,
             outbound=outbound,
             applications=applications,
             entities=EntityService(
-                applications, TokenManager(applications.store, settings.oauth_clients)
+                applications, TokenManager(applications.store, settings.oauth_clients, audit)
             ),
             oauth=OAuthFlows(
                 sessions,
@@ -107,8 +111,10 @@ class Services:
                 applications,
                 settings.oauth_clients,
                 settings.resolved_public_url,
+                audit,
             ),
             limits=RateLimits.from_settings(settings),
+            audit=audit,
         )
 
     @classmethod

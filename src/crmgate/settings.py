@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     usage_flush_interval: float = Field(
         default=5.0, description="Seconds between writes of the request counters to the database."
     )
+    audit_repeat_window: float = Field(
+        default=10.0,
+        description="Seconds: the audit trail keeps one authentication failure (or limit hit) "
+        "per client address in this window; the next one counts those folded into it.",
+    )
     rate_limit_user_key: str = Field(
         default="20/second;600/minute;100000/day;2000000/month",
         description="Requests one user key may make, per period (the `limits` notation, "
@@ -154,7 +159,8 @@ class Settings(BaseSettings):
     )
     rate_limit_application: str = Field(
         default="10/second;300/minute;50000/day;1000000/month",
-        description="Requests that may reach one application's CRM, per period, whoever sends them.",
+        description="Requests that may reach one application's CRM, per period, whoever "
+        "sends them.",
     )
     rate_limit_organisations: dict[str, OrganisationLimits] = Field(
         default_factory=dict,
@@ -167,7 +173,7 @@ class Settings(BaseSettings):
         "header is trusted); beyond: 429 for every request from it, valid keys included.",
     )
     rate_limit_strategy: str = Field(
-        default="moving-window",
+        default="sliding-window-counter",
         description="How requests are counted: moving-window (exact), sliding-window-counter "
         "(two counters a limit: cheap for large day/month quotas) or fixed-window.",
     )

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from crmgate.connectors.base import Connector, CredentialsRejected, CrmError, GrantRevoked
 from crmgate.connectors.catalogue import Platform
@@ -28,6 +29,9 @@ from crmgate.store.applications import (
     RenewalRefused,
 )
 
+if TYPE_CHECKING:
+    from crmgate.audit import AuditLog
+
 log = logging.getLogger("crmgate.tokens")
 
 RENEWABLE = frozenset({"oAuth-internal", "user"})
@@ -36,9 +40,15 @@ RETRY_AFTER_FAILURE = 30.0  # seconds a failed renewal is answered from memory
 
 
 class TokenManager:
-    def __init__(self, store: ApplicationStore, clients: Mapping[str, OAuthClient]) -> None:
+    def __init__(
+        self,
+        store: ApplicationStore,
+        clients: Mapping[str, OAuthClient],
+        audit: AuditLog | None = None,
+    ) -> None:
         self.store = store
         self.clients = clients
+        self._audit = audit
         self._locks: dict[str, asyncio.Lock] = {}
         # application -> (credentials revision, when, error) of its last failed renewal: the
         # requests that waited for it, and those of the next seconds, get that answer instead
@@ -92,19 +102,36 @@ class TokenManager:
                 and time.monotonic() - failed[1] < RETRY_AFTER_FAILURE
             ):
                 raise failed[2]
+            produced: list[Credentials] = []  # what this call got from the CRM, if it called
+
+            async def produce(current: Credentials) -> Credentials:
+                produced.append(await self._produce(view, platform, connector, current))
+                return produced[-1]
+
             try:
                 renewed = await self.store.renew_locked(
-                    view.organisation_id,
-                    view.key,
-                    view.credentials_revision,
-                    lambda current: self._produce(view, platform, connector, current),
+                    view.organisation_id, view.key, view.credentials_revision, produce
                 )
             except CrmError as error:
                 if not isinstance(error, GrantRevoked):  # that one is kept in the database
                     self._failures[view.key] = (view.credentials_revision, time.monotonic(), error)
+                else:
+                    await self._record("application.reauthorization_needed", view)
                 raise
             self._failures.pop(view.key, None)
+            if produced and renewed[1] is produced[-1]:  # ours was stored, not another's
+                await self._record("token.refreshed", view)
             return renewed
+
+    async def _record(self, event: str, view: ApplicationView) -> None:
+        if self._audit is not None:
+            await self._audit.record(
+                event,
+                organisation_id=view.organisation_id,
+                actor="system",
+                target=view.key,
+                details={"type": view.type, "authorization": view.authorization},
+            )
 
     async def _produce(
         self, view: ApplicationView, platform: Platform, connector: Connector, current: Credentials

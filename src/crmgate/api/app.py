@@ -13,7 +13,8 @@ from starlette.types import ASGIApp
 
 from crmgate.api import docs, errors, openapi
 from crmgate.api.middleware import RequestContextMiddleware
-from crmgate.api.routes import applications, entities, health, oauth, platforms, users
+from crmgate.api.routes import applications, audit, entities, health, oauth, platforms, users
+from crmgate.limits import RateLimitHeaders
 from crmgate.runtime import Services
 from crmgate.settings import Settings
 
@@ -50,8 +51,10 @@ def create_fastapi(settings: Settings) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(applications.router)
     app.include_router(health.router)
+    app.include_router(audit.router)
     errors.install(app)
     docs.install(app, OPENAPI_URL)
+    app.add_middleware(RateLimitHeaders)  # the RateLimit-* fields of counted answers
 
     def custom_openapi() -> dict[str, Any]:
         return openapi.build(app)

@@ -1,28 +1,71 @@
-"""FastAPI dependencies: the caller's principal from X-API2CRM-USER-KEY, and role checks."""
+"""FastAPI dependencies: the caller's principal from X-API2CRM-USER-KEY, its rate limits (and
+those of the application it reaches), and role checks."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from crmgate.api.errors import ApiError, unauthorized
+from crmgate.limits import STATE_KEY, RateLimits, Verdict
 from crmgate.security.authn import AuthenticationFailed
 from crmgate.store.accounts import Principal
 
 USER_KEY_HEADER = "X-API2CRM-USER-KEY"
+APPLICATION_KEY_HEADER = "X-API2CRM-APPLICATION-KEY"
 
 
 UserKey = Annotated[str | None, Header(alias=USER_KEY_HEADER, description="User Key")]
 
 
+def client_address(request: Request) -> str:
+    """The TCP peer: headers such as X-Forwarded-For are the client's to write, never trusted."""
+    return request.client.host if request.client else "unknown"
+
+
+def _too_many(request: Request, verdict: Verdict, message: str) -> ApiError:
+    # RateLimitHeaders (limits.py) adds the RateLimit fields of this verdict to the answer.
+    setattr(request.state, STATE_KEY, verdict)
+    retry_after = verdict.retry_after(time.time())
+    return ApiError(
+        429,
+        "RATE_LIMITED",
+        f"{message}; retry in {retry_after} seconds",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 async def _authenticate(request: Request, user_key: str | None, *, internal: bool) -> Principal:
     services = request.app.state.services
+    limits: RateLimits = services.limits
+    address = client_address(request)
+    # A flood of wrong keys from one address is refused before any key is looked at, the right
+    # one included: guessing ends in 429, never in a found key (OWASP API2:2023).
+    throttled = await limits.address_throttled(address)
+    if throttled is not None:
+        await services.audit.record(
+            "limit.exceeded", details={"limit": "failed authentications of this address"}
+        )
+        raise _too_many(request, throttled, "too many failed authentications from this address")
     try:
         principal: Principal = await services.authenticator.authenticate(user_key)
     except AuthenticationFailed as failure:
+        if user_key:  # a missing header is no guess
+            await limits.authentication_failed(address)
         raise unauthorized(str(failure)) from None
     request.state.principal = principal
+    application_key = None if internal else request.headers.get(APPLICATION_KEY_HEADER)
+    verdict = await limits.hit_request(principal.organisation_id, principal.key_id, application_key)
+    if not verdict.allowed:
+        await services.audit.record(
+            "limit.exceeded",
+            organisation_id=principal.organisation_id,
+            details={"limit": verdict.refusal()},
+        )
+        raise _too_many(request, verdict, f"{verdict.refusal()} is exceeded")
+    setattr(request.state, STATE_KEY, verdict)
     services.usage.record(principal.user_id, internal=internal)
     return principal
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crmgate import audit
 from crmgate.api.errors import error_body
 from crmgate.logs import redact
 
@@ -44,6 +45,7 @@ class RequestContextMiddleware:
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        audit.bind_request(scope, request_id)  # audit events carry the client and request id
         no_store = scope.get("path", "").startswith(_NO_STORE_PREFIXES)
         secure = scope.get("scheme") == "https"
         limit = self.max_body_bytes

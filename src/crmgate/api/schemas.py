@@ -301,7 +301,8 @@ class _ApplicationCommon(BaseModel):
 
 
 class ApplicationEntityList(_ApplicationCommon):
-    pass
+    # crmgate's addition to the contract's list item: the same live state as on one application
+    requests_limit: RequestsLimit | None = None
 
 
 class ApplicationEntity(_ApplicationCommon):

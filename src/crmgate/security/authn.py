@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from crmgate.security import keys
 from crmgate.store.accounts import AccountStore, Principal
 from crmgate.store.models import utcnow
+
+if TYPE_CHECKING:
+    from crmgate.audit import AuditLog
 
 log = logging.getLogger("crmgate.auth")
 
@@ -22,23 +26,33 @@ class AuthenticationFailed(Exception):
 
 
 class Authenticator:
-    def __init__(self, store: AccountStore, last_used_resolution: float) -> None:
+    def __init__(
+        self, store: AccountStore, last_used_resolution: float, audit: AuditLog | None = None
+    ) -> None:
         self._store = store
+        self._audit = audit
         self._resolution = last_used_resolution
         self._touched: dict[str, float] = {}  # key id -> monotonic time of our last write
 
     async def authenticate(self, key: str | None) -> Principal:
         if not key:
+            await self._failed("missing")
             raise AuthenticationFailed("the X-API2CRM-USER-KEY header is missing")
         if not keys.is_well_formed(key):
             log.info("authentication failed: malformed key")
+            await self._failed("malformed")  # nothing of it is kept: it may be another secret
             raise AuthenticationFailed("a valid X-API2CRM-USER-KEY header is required")
         principal = await self._store.authenticate(key)
         if principal is None:
             log.info("authentication failed: unknown or revoked key %s", keys.hint(key))
+            await self._failed("unknown or revoked", keys.hint(key))
             raise AuthenticationFailed("a valid X-API2CRM-USER-KEY header is required")
         await self._touch(principal)
         return principal
+
+    async def _failed(self, reason: str, hint: str | None = None) -> None:
+        if self._audit is not None:
+            await self._audit.record("auth.failed", details={"reason": reason, "key": hint})
 
     async def _touch(self, principal: Principal) -> None:
         """Record last_used_at, at most once per key per resolution period."""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +21,9 @@ from crmgate.store.db import SessionFactory
 from crmgate.store.filtering import FieldSpec, order_by, where
 from crmgate.store.ids import new_id
 from crmgate.store.models import ApiKey, Organisation, UsageDaily, User, utcnow
+
+if TYPE_CHECKING:
+    from crmgate.audit import AuditLog
 
 
 class Role(StrEnum):
@@ -104,9 +107,21 @@ _USER_ID = re.compile(r"^usr_[0-9A-Za-z]{22}$")
 
 
 class AccountStore:
-    def __init__(self, sessions: SessionFactory, hasher: KeyHasher) -> None:
+    def __init__(
+        self, sessions: SessionFactory, hasher: KeyHasher, audit: AuditLog | None = None
+    ) -> None:
         self._sessions = sessions
         self._hasher = hasher
+        self._audit = audit
+
+    async def _record(
+        self, event: str, organisation_id: str, user_id: str, **details: str | int | None
+    ) -> None:
+        """An audit event about a user's keys or account, once its transaction committed."""
+        if self._audit is not None:
+            await self._audit.record(
+                event, organisation_id=organisation_id, target=user_id, details=details
+            )
 
     # ---- keys -------------------------------------------------------------------------------
 
@@ -169,7 +184,9 @@ class AccountStore:
                 .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
-            return self._issue(session, user, now)
+            issued = self._issue(session, user, now)
+        await self._record("key.rotated", user.organisation_id, user.id, key=issued.hint)
+        return issued
 
     async def revoke_keys(self, user_id: str, organisation_id: str | None = None) -> int:
         async with self._sessions.begin() as session:
@@ -179,7 +196,9 @@ class AccountStore:
                 .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            count = int(result.rowcount)  # type: ignore[attr-defined]
+        await self._record("key.revoked", user.organisation_id, user.id, count=count)
+        return count
 
     # ---- organisations and users --------------------------------------------------------------
 
@@ -192,6 +211,9 @@ class AccountStore:
             session.add(user)
             await session.flush()
             key = self._issue(session, user, now)
+        await self._record(
+            "key.created", organisation.id, user.id, key=key.hint, role="admin", reason="account"
+        )
         return NewAccount(organisation.id, self._view(user, organisation.name, key.hint), key)
 
     async def organisation_count(self) -> int:
@@ -263,6 +285,8 @@ class AccountStore:
             raise AccountError(
                 422, "NOT_VALID", "email: a user with this e-mail already exists", "email"
             ) from exc
+        await self._record("user.created", organisation_id, user.id, role=user.role)
+        await self._record("key.created", organisation_id, user.id, key=key.hint)
         return self._view(user, organisation.name, key.hint), key
 
     async def _user_row(
@@ -346,6 +370,14 @@ class AccountStore:
             raise AccountError(
                 422, "NOT_VALID", "email: a user with this e-mail already exists", "email"
             ) from exc
+        await self._record(
+            "user.updated",
+            organisation_id,
+            user_id,
+            changed=",".join(sorted(changes)),
+            role=user.role if "role" in changes else None,
+            status=user.status if "status" in changes else None,
+        )
         return await self.get_user(organisation_id, user_id)
 
     async def delete_user(self, organisation_id: str, user_id: str) -> None:
@@ -355,6 +387,7 @@ class AccountStore:
             await session.delete(user)
             await session.flush()
             await self._ensure_active_admin(session, organisation_id)
+        await self._record("user.deleted", organisation_id, user_id, keys="revoked")
 
     @staticmethod
     async def _lock_organisation(session: AsyncSession, organisation_id: str) -> None:

@@ -21,12 +21,12 @@ from crmgate.api.schemas import (
     application_fields,
 )
 from crmgate.applications import ApplicationService
+from crmgate.limits import RateLimits, requests_limit
 from crmgate.query import parse_filter
 from crmgate.store.applications import ApplicationView
 
 router = APIRouter(prefix="/v1/application", tags=["application"], responses=ERRORS)
 ApplicationKey = Annotated[str, Path(description="Application key")]
-NO_LIMITS: dict[str, Any] = {"is_exceeded": False, "retry_after": None, "type": []}
 
 
 def _service(request: Request) -> ApplicationService:
@@ -34,18 +34,26 @@ def _service(request: Request) -> ApplicationService:
     return service
 
 
-def _list_item(view: ApplicationView) -> dict[str, Any]:
-    return ApplicationEntityList.model_validate(application_fields(view)).model_dump(mode="json")
+async def _requests_limit(request: Request, view: ApplicationView) -> dict[str, Any]:
+    """The live state of the application's rate limits (the contract's RequestsLimit)."""
+    limits: RateLimits = request.app.state.services.limits
+    return requests_limit(await limits.application_windows(view.organisation_id, view.key))
 
 
-def _entity(view: ApplicationView) -> dict[str, Any]:
+def _list_item(view: ApplicationView, limit: dict[str, Any]) -> dict[str, Any]:
+    item = ApplicationEntityList.model_validate(
+        {**application_fields(view), "requests_limit": limit}
+    )
+    return item.model_dump(mode="json")
+
+
+def _entity(view: ApplicationView, limit: dict[str, Any]) -> dict[str, Any]:
     entity = ApplicationEntity.model_validate(
         {
             **application_fields(view),
             "me": view.identity.get("me"),
             "plan": None,
-            # No limits are configured yet; the limits issue fills this with the live state.
-            "requests_limit": NO_LIMITS,
+            "requests_limit": limit,
         }
     )
     return entity.model_dump(mode="json", exclude_none=False)
@@ -91,7 +99,10 @@ async def list_applications(
         page=query.page,
         page_size=query.page_size,
     )
-    return JSONResponse([trim(_list_item(view)) for view in views])
+    limits = [await _requests_limit(request, view) for view in views]
+    return JSONResponse(
+        [trim(_list_item(view, limit)) for view, limit in zip(views, limits, strict=True)]
+    )
 
 
 @router.get(
@@ -121,7 +132,7 @@ async def get_application(
     and the non-secret part of its credential."""
     trim = field_selector(ApplicationEntity, fields)
     view = await _service(request).store.get(principal.organisation_id, key)
-    return JSONResponse(trim(_entity(view)))
+    return JSONResponse(trim(_entity(view, await _requests_limit(request, view))))
 
 
 @router.put(

@@ -40,6 +40,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (403, "Forbidden"),
         (404, "Not Found"),
         (422, "Unprocessable Entity"),
+        (429, "Too Many Requests (a rate limit; see Retry-After)"),
     )
 }
 

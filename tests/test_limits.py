@@ -1,0 +1,313 @@
+"""Rate limits and quotas over real HTTP: per user key, per application, per organisation, bursts
+of wrong keys per client address, in memory and shared through Redis by two gateways.
+
+The limits do not depend on the database, so these tests run on SQLite only; every Redis key they
+make carries a prefix of its own and is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from conftest import (
+    Account,
+    RunningGateway,
+    SalesforceSim,
+    create_account,
+    make_settings,
+    migrate_database,
+)
+from crmgate.api.app import create_app
+from crmgate.security import keys
+from crmgate.settings import Settings
+from test_api_applications import connect_external
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+ERROR_TYPE = "http://www.w3.org/Protocols/rfc2616/rfc2616-sec10.html"
+APP = "X-API2CRM-APPLICATION-KEY"
+PEER = "X-Test-Peer"
+
+
+def limited_settings(directory: Path, **extra: Any) -> Settings:
+    result = make_settings(directory, **extra)
+    migrate_database(result)
+    return result
+
+
+def assert_rate_limited(response: httpx.Response, window: int, mentions: str) -> None:
+    assert response.status_code == 429, response.text
+    body = response.json()
+    assert body["type"] == ERROR_TYPE and body["title"] == "Too Many Requests"
+    assert body["status"] == 429 and body["detail"]["code"] == "RATE_LIMITED"
+    assert mentions in body["detail"]["message"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert 1 <= int(response.headers["retry-after"]) <= window
+    assert response.headers["ratelimit-remaining"] == "0"
+    assert 1 <= int(response.headers["ratelimit-reset"]) <= window
+
+
+class PeerFromHeader:
+    """Test harness: the TCP peer a request seems to come from, taken from a test header, so
+    that one loopback client can play several addresses. crmgate itself trusts no header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == PEER.lower().encode():
+                    scope = {**scope, "client": (value.decode(), 40000)}
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    prefix = f"crmgate-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys_made = list(client.scan_iter(f"{prefix}*"))
+        if keys_made:
+            client.delete(*keys_made)
+    finally:
+        client.close()
+
+
+# ---- per user key -------------------------------------------------------------------------------
+
+
+def test_a_user_key_over_its_limit_gets_429_with_retry_after(tmp_path: Path) -> None:
+    # the in-memory default: no Redis configured
+    settings = limited_settings(tmp_path / "data", rate_limit_user_key="3/minute;100/day")
+    assert settings.redis_url is None
+    account = create_account(settings)
+    other = create_account(settings, "Globex", "admin@globex.example")
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(account.key) as client:
+        for remaining in (2, 1, 0):
+            response = client.get("/v1/user/list")
+            assert response.status_code == 200
+            assert response.headers["ratelimit-limit"] == "3"
+            assert response.headers["ratelimit-remaining"] == str(remaining)
+            assert response.headers["ratelimit-policy"] == "3;w=60, 100;w=86400"
+            assert 1 <= int(response.headers["ratelimit-reset"]) <= 60
+        refused = client.get("/v1/user/list")
+        assert_rate_limited(refused, 60, "the user key's limit of 3 per minute")
+        assert refused.headers["ratelimit-limit"] == "3"
+        # every route of the key is refused, and another key is not affected
+        assert client.get("/v1/platform/list").status_code == 429
+        with gateway.client(other.key) as theirs:
+            assert theirs.get("/v1/user/list").status_code == 200
+
+
+@pytest.mark.parametrize("strategy", ["sliding-window-counter", "fixed-window"])
+def test_the_other_counting_strategies_limit_too(tmp_path: Path, strategy: str) -> None:
+    settings = limited_settings(
+        tmp_path / "data", rate_limit_user_key="3/minute", rate_limit_strategy=strategy
+    )
+    account = create_account(settings)
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(account.key) as client:
+        statuses = [client.get("/v1/user/count").status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        assert_rate_limited(client.get("/v1/user/count"), 60, "3 per minute")
+
+
+def test_refused_requests_are_not_counted(tmp_path: Path) -> None:
+    # exact counting: the approximate default would weigh the previous second's hits
+    settings = limited_settings(
+        tmp_path / "data",
+        rate_limit_user_key="2/second;5/minute",
+        rate_limit_strategy="moving-window",
+    )
+    account = create_account(settings)
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(account.key) as client:
+        statuses = [client.get("/v1/user/count").status_code for _ in range(5)]
+        assert statuses == [200, 200, 429, 429, 429]
+        refused = client.get("/v1/user/count")
+        assert refused.headers["ratelimit-limit"] == "2"  # the second's window refused it
+        assert int(refused.headers["retry-after"]) == 1
+        assert refused.headers["ratelimit-policy"] == "2;w=1, 5;w=60"
+        time.sleep(1.1)
+        # the minute's window holds the 2 answered requests, not the 6 attempts
+        assert client.get("/v1/user/count").status_code == 200
+        assert client.get("/v1/user/count").status_code == 200
+
+
+def test_limits_are_configured_per_organisation(tmp_path: Path) -> None:
+    probe = limited_settings(tmp_path / "probe")
+    acme = create_account(probe)
+    globex = create_account(probe, "Globex", "admin@globex.example")
+    settings = make_settings(
+        tmp_path / "probe",
+        rate_limit_user_key="4/minute",
+        rate_limit_organisations={
+            acme.organisation_id: {"user_key": "2/minute"},
+            globex.organisation_id: {"user_key": ""},  # no limit at all
+        },
+    )
+    with RunningGateway(create_app(settings)) as gateway:
+        with gateway.client(acme.key) as client:
+            assert [client.get("/v1/user/count").status_code for _ in range(3)] == [200, 200, 429]
+        with gateway.client(globex.key) as client:
+            responses = [client.get("/v1/user/count") for _ in range(8)]
+            assert {response.status_code for response in responses} == {200}
+            assert "ratelimit-limit" not in responses[-1].headers
+
+
+def test_a_bad_limit_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a list of rate limits"):
+        make_settings(Path("unused"), rate_limit_user_key="lots/second")
+    with pytest.raises(ValueError, match="not a list of rate limits"):
+        make_settings(Path("unused"), rate_limit_organisations={"org_x": {"application": "1/x"}})
+    with pytest.raises(ValueError, match="moving-window"):
+        make_settings(Path("unused"), rate_limit_strategy="leaky")
+
+
+# ---- per application ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def crm_limited(tmp_path: Path, salesforce: SalesforceSim) -> Iterator[tuple[RunningGateway, Any]]:
+    settings = limited_settings(
+        tmp_path / "data",
+        platform_overrides=salesforce.overrides(),
+        outbound_ca_file=salesforce.ca_file,
+        rate_limit_user_key="50/minute",
+        rate_limit_application="3/minute;1000/month",
+    )
+    with RunningGateway(create_app(settings)) as gateway:
+        yield gateway, settings
+
+
+def test_an_application_limit_counts_every_user_of_it(
+    crm_limited: tuple[RunningGateway, Settings], salesforce: SalesforceSim
+) -> None:
+    gateway, settings = crm_limited
+    admin: Account = create_account(settings)
+    created = connect_external(gateway, admin.key, salesforce)
+    assert created.status_code == 201, created.text
+    app_key = created.json()["key"]
+    with gateway.client(admin.key) as client:
+        member = client.post("/v1/user", json={"name": "Mo", "email": "mo@acme.example"})
+        member_key = member.json()["user_key"]
+        fresh = client.get(f"/v1/application/{app_key}").json()["requests_limit"]
+        assert fresh == {
+            "is_exceeded": False,
+            "retry_after": None,
+            "type": [
+                {"type": "minute", "available": 3, "count": 0, "period": 60},
+                {"type": "month", "available": 1000, "count": 0, "period": 2592000},
+            ],
+        }
+        first = client.get("/v1/application/entity/contact/count", headers={APP: app_key})
+        assert first.status_code == 200, first.text
+        # the application's window is closer to refusing than the key's: the headers show it
+        assert first.headers["ratelimit-limit"] == "3"
+        assert first.headers["ratelimit-remaining"] == "2"
+        assert first.headers["ratelimit-policy"] == "50;w=60, 3;w=60, 1000;w=2592000"
+    with gateway.client(member_key) as client:
+        for _ in range(2):
+            response = client.get("/v1/application/entity/contact/count", headers={APP: app_key})
+            assert response.status_code == 200
+        refused = client.get("/v1/application/entity/contact/count", headers={APP: app_key})
+        assert_rate_limited(refused, 60, "the application's limit of 3 per minute")
+        # routes that reach no CRM do not count the application
+        assert client.get("/v1/application/list").status_code == 200
+    with gateway.client(admin.key) as client:
+        refused = client.get("/v1/application/entity/contact/list", headers={APP: app_key})
+        assert refused.status_code == 429
+        shown = client.get(f"/v1/application/{app_key}").json()["requests_limit"]
+        listed = client.get("/v1/application/list").json()[0]["requests_limit"]
+    assert shown["is_exceeded"] is True and listed["is_exceeded"] is True
+    assert shown["type"][0] == {"type": "minute", "available": 0, "count": 3, "period": 60}
+    assert shown["type"][1]["count"] == 3 and shown["type"][1]["available"] == 997
+    assert shown["retry_after"] is not None and shown["retry_after"].startswith("20")
+
+
+# ---- bad keys per client address ----------------------------------------------------------------
+
+
+def test_bursts_of_wrong_keys_end_in_429_for_that_address_only(tmp_path: Path) -> None:
+    settings = limited_settings(tmp_path / "data", rate_limit_bad_keys="3/minute")
+    account = create_account(settings)
+    attacker = {PEER: "203.0.113.7"}
+    with RunningGateway(PeerFromHeader(create_app(settings))) as gateway:
+        with gateway.client() as client:
+            # a missing key is no guess: not counted
+            for _ in range(5):
+                assert client.get("/v1/user/list", headers=attacker).status_code == 401
+            for _ in range(3):
+                guess = {**attacker, "X-API2CRM-USER-KEY": keys.generate()}
+                assert client.get("/v1/user/list", headers=guess).status_code == 401
+            right = {**attacker, "X-API2CRM-USER-KEY": account.key}
+            refused = client.get("/v1/user/list", headers=right)
+            assert_rate_limited(refused, 60, "too many failed authentications")
+            # no header moves the caller to another address
+            forwarded = {**right, "X-Forwarded-For": "198.51.100.1", "X-Real-IP": "198.51.100.1"}
+            assert client.get("/v1/user/list", headers=forwarded).status_code == 429
+            # another address is not affected
+            elsewhere = {PEER: "198.51.100.9", "X-API2CRM-USER-KEY": account.key}
+            assert client.get("/v1/user/list", headers=elsewhere).status_code == 200
+
+
+# ---- shared through Redis -----------------------------------------------------------------------
+
+
+def test_two_gateways_count_one_limit_together_in_redis(tmp_path: Path, redis_prefix: str) -> None:
+    shared = {
+        "redis_url": REDIS_URL,
+        "rate_limit_redis_prefix": redis_prefix,
+        "rate_limit_user_key": "4/minute",
+        "rate_limit_bad_keys": "2/minute",
+    }
+    settings = limited_settings(tmp_path / "data", **shared)
+    account = create_account(settings)
+    with (
+        RunningGateway(create_app(settings)) as one,
+        RunningGateway(create_app(make_settings(tmp_path / "data", **shared))) as two,
+        one.client(account.key) as first,
+        two.client(account.key) as second,
+    ):
+        statuses = [client.get("/v1/user/count").status_code for client in (first, second) * 3]
+        assert statuses == [200, 200, 200, 200, 429, 429]
+        assert second.get("/v1/user/count").headers["ratelimit-remaining"] == "0"
+        # failed authentications add up across gateways too
+        for gateway in (one, two):
+            with gateway.client(keys.generate()) as guesser:
+                assert guesser.get("/v1/user/count").status_code == 401
+        with one.client(keys.generate()) as guesser:
+            assert guesser.get("/v1/user/count").status_code == 429
+    stored = redis.Redis.from_url(REDIS_URL)
+    try:
+        made = [name.decode() for name in stored.scan_iter(f"{redis_prefix}*")]
+    finally:
+        stored.close()
+    assert made and account.key not in " ".join(made)  # counters carry ids, never a key
+
+
+def test_an_unreachable_redis_leaves_the_api_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    canary = "CANARYredisPassword7"
+    settings = limited_settings(
+        tmp_path / "data",
+        redis_url=f"redis://:{canary}@127.0.0.1:9/0",  # port 9: nothing listens
+        rate_limit_user_key="1/minute",
+    )
+    account = create_account(settings)
+    assert canary not in repr(settings)
+    caplog.set_level(logging.INFO)
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(account.key) as client:
+        assert [client.get("/v1/user/count").status_code for _ in range(3)] == [200, 200, 200]
+    assert "rate limits are not enforced" in caplog.text
+    assert canary not in caplog.text
