@@ -268,6 +268,13 @@ def test_audit_verify_names_the_event_that_was_changed_or_deleted(
     # the database itself refuses changes (append-only) ...
     with pytest.raises(Exception, match="append-only"):
         sql(audit_settings, "UPDATE audit_events SET actor = 'someone' WHERE seq = 2")
+    # ... an emptied table with its head reset to the start, in one go ...
+    reset = ["UPDATE audit_head SET seq = 0", "DELETE FROM audit_head"]
+    if database.backend == "postgresql":
+        reset += ["TRUNCATE audit_events", "TRUNCATE audit_head"]
+    for statement in reset:
+        with pytest.raises(Exception, match="append-only"):
+            sql(audit_settings, statement)
     # ... so a forger first removes that guard; the chain still gives them away
     if database.backend == "postgresql":
         sql(audit_settings, "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
@@ -373,3 +380,27 @@ def test_application_oauth_and_token_events_without_secrets(
     assert tokens and CLIENT_SECRET not in table and admin.key not in table
     for token in tokens:
         assert token not in table
+
+
+def test_verify_on_a_live_gateway_checks_up_to_the_head_it_read(audit_settings: Settings) -> None:
+    """An event appended while verify walks (a running gateway) is the next run's, not a
+    broken chain: verify reads the head first and checks the chain up to it."""
+
+    async def work(services: Services) -> None:
+        audit: AuditLog = services.audit
+        for n in range(3):
+            await audit.record("user.updated", actor="system", target=f"usr_{n}")
+        walk = audit._walk
+
+        async def walk_while_appending(batch_size: int = 1000, upto: int | None = None) -> Any:
+            await audit.record("user.updated", actor="system", target="usr_late")  # meanwhile
+            async for event in walk(batch_size, upto):
+                yield event
+
+        audit._walk = walk_while_appending  # type: ignore[method-assign]
+        checked = await audit.verify()
+        assert checked.intact, checked
+        audit._walk = walk  # type: ignore[method-assign]
+        assert (await audit.verify()).intact  # and the late one fits too
+
+    with_services(audit_settings, work)

@@ -311,3 +311,74 @@ def test_an_unreachable_redis_leaves_the_api_up(
         assert [client.get("/v1/user/count").status_code for _ in range(3)] == [200, 200, 200]
     assert "rate limits are not enforced" in caplog.text
     assert canary not in caplog.text
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_is_counted_alone(tmp_path: Path) -> None:
+    """The gateway's peer is the operator's load balancer (127.0.0.1 here): the address it
+    forwards counts; a client writing its own X-Forwarded-For only adds to the left of it."""
+    settings = limited_settings(
+        tmp_path / "data", rate_limit_bad_keys="2/minute", trusted_proxies=["127.0.0.0/8"]
+    )
+    account = create_account(settings)
+    with RunningGateway(create_app(settings)) as gateway, gateway.client() as client:
+
+        def as_client(forwarded: str, key: str) -> int:
+            headers = {"X-Forwarded-For": forwarded, "X-API2CRM-USER-KEY": key}
+            return client.get("/v1/user/list", headers=headers).status_code
+
+        for _ in range(2):
+            assert as_client("203.0.113.7", keys.generate()) == 401
+        assert as_client("203.0.113.7", account.key) == 429
+        # the attacker cannot pose as another client: the proxy appends the real address
+        assert as_client("198.51.100.1, 203.0.113.7", account.key) == 429
+        assert as_client("198.51.100.1", account.key) == 200  # its neighbour is not affected
+        # one IPv6 client holds a /64: the addresses of its /64 share one count
+        for host in ("2001:db8:1:2::1", "2001:db8:1:2::2"):
+            assert as_client(host, keys.generate()) == 401
+        assert as_client("2001:db8:1:2::ffff", account.key) == 429
+        assert as_client("2001:db8:1:3::1", account.key) == 200
+
+
+def test_client_addresses_are_read_only_from_trusted_proxies() -> None:
+    from crmgate.api.clients import client_address, networks, throttle_bucket
+
+    trusted = networks(["10.0.0.0/8"])
+
+    def scope(peer: str, forwarded: str | None = None) -> dict[str, Any]:
+        headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+        return {"client": (peer, 50000), "headers": headers}
+
+    assert client_address(scope("203.0.113.7", "1.2.3.4")) == "203.0.113.7"  # not a proxy
+    assert client_address(scope("10.0.0.5", "1.2.3.4"), trusted) == "1.2.3.4"
+    assert client_address(scope("10.0.0.5", "9.9.9.9, 1.2.3.4, 10.0.0.9"), trusted) == "1.2.3.4"
+    assert client_address(scope("10.0.0.5", "junk, 1.2.3.4"), trusted) == "1.2.3.4"
+    assert client_address(scope("10.0.0.5", "1.2.3.4, junk"), trusted) == "10.0.0.5"
+    assert client_address(scope("::ffff:203.0.113.7")) == "203.0.113.7"
+    assert client_address({"headers": []}) is None
+    assert throttle_bucket(None) is None
+    assert throttle_bucket("2001:db8::1") == throttle_bucket("2001:db8::ffff") == "2001:db8::/64"
+
+
+def test_made_up_application_keys_open_no_counters(tmp_path: Path, redis_prefix: str) -> None:
+    settings = limited_settings(
+        tmp_path / "data",
+        redis_url=REDIS_URL,
+        rate_limit_redis_prefix=redis_prefix,
+        rate_limit_user_key="100/minute",
+        rate_limit_application="100/minute",
+    )
+    account = create_account(settings)
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(account.key) as client:
+        for _ in range(5):
+            made_up = uuid.uuid4().hex + "00000000"
+            answer = client.get(
+                "/v1/application/entity/contact/list",
+                headers={"X-API2CRM-APPLICATION-KEY": made_up},
+            )
+            assert answer.status_code == 404
+    stored = redis.Redis.from_url(REDIS_URL)
+    try:
+        made = [name.decode() for name in stored.scan_iter(f"{redis_prefix}*")]
+    finally:
+        stored.close()
+    assert made and not any("app" in name for name in made), made  # the user key's only

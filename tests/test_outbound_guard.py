@@ -50,6 +50,12 @@ LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
         ("::ffff:169.254.169.254", False),
         ("2002:7f00:1::1", False),  # 6to4 of 127.0.0.1
         ("not an address", False),
+        ("168.63.129.16", False),  # Azure's host services
+        ("192.0.0.192", False),  # Oracle Cloud's metadata
+        ("fec0::1", False),
+        ("3fff::1", False),
+        ("64:ff9b::a9fe:a9fe", False),  # DNS64 for 169.254.169.254
+        ("64:ff9b::808:808", True),  # DNS64 for 8.8.8.8: an IPv6-only host reaches CRMs
         ("8.8.8.8", True),
         ("::ffff:8.8.8.8", True),
         ("2001:4860:4860::8888", True),

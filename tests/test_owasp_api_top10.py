@@ -22,6 +22,7 @@ from conftest import (
     migrate_database,
 )
 from crmgate.api.app import create_app
+from test_outbound_guard import Listener
 
 APP = "X-API2CRM-APPLICATION-KEY"
 USER = "X-API2CRM-USER-KEY"
@@ -274,6 +275,48 @@ class TestAPI7ServerSideRequestForgery:
                     },
                 )
                 assert answer.status_code in (403, 422), (url, answer.text)
+
+    def test_inward_addresses_are_refused_before_any_connection(
+        self, tmp_path: Path, salesforce: SalesforceSim
+    ) -> None:
+        """The operator declared loopback hosts for Salesforce (a mistake) but allows no private
+        network: loopback by name, in decimal and as an address is refused, and a listener on
+        the port proves that nothing connected."""
+        listener = Listener()
+        try:
+            port = listener.port
+            overrides = salesforce.overrides()
+            hosts = [f"127.0.0.1:{port}", f"localhost:{port}", f"2130706433:{port}"]
+            overrides["Salesforce"]["instance_hosts"] = [
+                *overrides["Salesforce"]["instance_hosts"],
+                *hosts,
+            ]
+            configured = make_settings(
+                tmp_path / "ssrf",
+                platform_overrides=overrides,
+                outbound_ca_file=salesforce.ca_file,
+                outbound_allowed_networks=[],
+            )
+            migrate_database(configured)
+            admin = create_account(configured)
+            with RunningGateway(create_app(configured)) as gateway:
+                with gateway.client(admin.key) as client:
+                    for host in hosts:
+                        answer = client.post(
+                            "/v1/application",
+                            json={
+                                "type": "Salesforce",
+                                "authorization": "oAuth-external-refresh",
+                                "credential": {
+                                    "instance_url": f"https://{host}",
+                                    "access_token": "t",
+                                },
+                            },
+                        )
+                        assert answer.status_code in (403, 422), (host, answer.text)
+            assert listener.connections == 0
+        finally:
+            listener.close()
 
     def test_passthrough_paths_stay_on_the_instance(self, world: World) -> None:
         with world.client(world.acme.key) as client:

@@ -282,6 +282,13 @@ def test_serve_over_tls_speaks_tls_1_2_or_newer_with_hsts(
         with socket.create_connection(("127.0.0.1", port)) as raw:
             with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
                 assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        # over TLS 1.2, a client offering only CBC suites (no forward-secret AEAD) is refused
+        cbc = ssl.create_default_context(cafile=str(certificates.ca_file))
+        cbc.maximum_version = ssl.TLSVersion.TLSv1_2
+        cbc.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:AES128-SHA")
+        with pytest.raises(ssl.SSLError), socket.create_connection(("127.0.0.1", port)) as raw:
+            with cbc.wrap_socket(raw, server_hostname="127.0.0.1"):
+                pass
     finally:
         served.stop()
     with httpx.Client(trust_env=False, timeout=10) as client:  # and no HSTS over plain http

@@ -89,11 +89,10 @@ class RequestContext:
 _context: ContextVar[RequestContext | None] = ContextVar("crmgate_audit_context", default=None)
 
 
-def bind_request(scope: Mapping[str, Any], request_id: str) -> None:
+def bind_request(scope: Mapping[str, Any], request_id: str, client: str | None) -> None:
     """Called by the request middleware: events of this request carry its client address (the
-    connection's peer: crmgate trusts no proxy header) and its request id."""
-    client = scope.get("client")
-    _context.set(RequestContext(client[0] if client else None, request_id, scope))
+    connection's peer, or what a trusted proxy says: api/clients.py) and its request id."""
+    _context.set(RequestContext(client, request_id, scope))
 
 
 def bind_cli() -> None:
@@ -352,14 +351,17 @@ class AuditLog:
     async def all_events(self, batch_size: int = 1000) -> list[Event]:
         return [event async for event in self._walk(batch_size)]
 
-    async def _walk(self, batch_size: int = 1000) -> Any:
+    async def _walk(self, batch_size: int = 1000, upto: int | None = None) -> Any:
         after = 0
         while True:
             async with self._sessions() as session:
                 rows = (
                     await session.scalars(
                         select(AuditEvent)
-                        .where(AuditEvent.seq > after)
+                        .where(
+                            AuditEvent.seq > after,
+                            *([AuditEvent.seq <= upto] if upto is not None else []),
+                        )
                         .order_by(AuditEvent.seq)
                         .limit(batch_size)
                     )
@@ -373,13 +375,14 @@ class AuditLog:
     # ---- checking -------------------------------------------------------------------------------
 
     async def verify(self, batch_size: int = 1000) -> Verification:
-        """Walk the whole chain; the first event that does not fit is named."""
+        """Walk the chain up to the head read first (events appended meanwhile, by a running
+        gateway, are the next run's); the first event that does not fit is named."""
         async with self._sessions() as session:
             head = await session.get(AuditHead, HEAD_ID)
         if head is None:
             return Verification(False, 0, 0, "", 0, "the chain head (audit_head) is missing")
         previous, expected, count = GENESIS, 1, 0
-        async for event in self._walk(batch_size):
+        async for event in self._walk(batch_size, upto=head.seq):
             broken = _check(event, expected, previous)
             if broken is not None:
                 return Verification(False, count, head.seq, head.hash, *broken)

@@ -193,7 +193,12 @@ def _run(settings: Settings) -> None:
 
     tls: dict[str, Any] = {}
     if settings.tls_cert and settings.tls_key:
-        tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+        tls = {
+            "ssl_certfile": str(settings.tls_cert),
+            "ssl_keyfile": str(settings.tls_key),
+            # TLS 1.2: forward-secret AEAD suites only (TLS 1.3's are all such)
+            "ssl_ciphers": "ECDHE+AESGCM:ECDHE+CHACHA20",
+        }
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

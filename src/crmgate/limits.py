@@ -1,10 +1,11 @@
 """Rate limits and quotas (OWASP API4:2023; API2:2023 for bursts of wrong keys).
 
 Three things are counted, each over several periods at once (per second, minute, day, month):
-every request of a user key; every request of an application on the routes that reach its CRM;
-and every failed authentication from one client address. The counting is the `limits` library's
-(moving windows by default), in this process's memory or, with ``CRMGATE_REDIS_URL``, in Redis so
-that every gateway process shares one count.
+every request of a user key; every request of an application on the routes that reach its CRM
+(once it is one of the caller's organisation's); and every failed authentication from one client
+address (api/clients.py). The counting is the `limits` library's (sliding-window counters by
+default), in this process's memory or, with ``CRMGATE_REDIS_URL``, in Redis so that every gateway
+process shares one count.
 
 What a client sees: 429 (RFC 6585) with ``Retry-After`` (RFC 9110, seconds) and, on every counted
 answer, the header fields of draft-ietf-httpapi-ratelimit-headers-06: ``RateLimit-Limit``,
@@ -267,15 +268,19 @@ class RateLimits:
     ) -> tuple[Window, ...]:
         return await self._windows([self._application(organisation_id, application_key)])
 
-    async def address_throttled(self, address: str) -> Verdict | None:
-        """The refusal for an address over its limit of failed authentications, else None."""
+    async def address_throttled(self, address: str | None) -> Verdict | None:
+        """The refusal for an address over its limit of failed authentications, else None (an
+        unknown client is never throttled: one bucket for all would let one lock out all)."""
+        if address is None:
+            return None
         windows = await self._windows([self._address(address)])
         if any(window.exhausted for window in windows):
             return Verdict(False, windows)
         return None
 
-    async def authentication_failed(self, address: str) -> None:
-        await self._acquire([self._address(address)])
+    async def authentication_failed(self, address: str | None) -> None:
+        if address is not None:
+            await self._acquire([self._address(address)])
 
     # ---- counting -----------------------------------------------------------------------------
 

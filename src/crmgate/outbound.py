@@ -48,6 +48,20 @@ class AddressRefused(OSError):
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Addresses Python's is_global calls global that are not the open internet's: cloud hosts'
+# own services and ranges reserved for documentation or deprecated.
+_DENIED = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "168.63.129.16/32",  # Azure's WireServer (host agent, DNS, metadata)
+        "192.0.0.0/24",  # IETF protocol assignments (Oracle Cloud's metadata at 192.0.0.192)
+        "fec0::/10",  # deprecated site-local
+        "3fff::/20",  # documentation (RFC 9637)
+    )
+)
+
+
 def address_allowed(address: str, allowed: Iterable[Network] = ()) -> bool:
     """Whether crmgate may connect to ``address``: one of the operator's networks, or a public
     address. An IPv4-mapped IPv6 address is its IPv4 address; one that embeds an IPv4 address
@@ -60,8 +74,12 @@ def address_allowed(address: str, allowed: Iterable[Network] = ()) -> bool:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and ip in _NAT64:
+        ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)  # DNS64: the IPv4 address it carries
     if any(ip in network for network in allowed):
         return True
+    if any(ip in network for network in _DENIED):
+        return False
     candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.sixtofour is not None:

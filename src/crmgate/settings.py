@@ -167,6 +167,23 @@ class Settings(BaseSettings):
         description='JSON: organisation id -> {"user_key": "...", "application": "..."}, that '
         "organisation's own limits instead of the defaults.",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="JSON list of networks (CIDR) of the operator's proxies or load balancers: "
+        "from a peer in them, X-Forwarded-For tells the client's address (read from the right, "
+        "skipping these), for rate limits and the audit trail. Empty: the TCP peer is the client.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network (e.g. 10.0.0.0/24)") from None
+        return value
+
     rate_limit_bad_keys: str = Field(
         default="20/minute;200/day",
         description="Failed authentications one client address may make (its TCP peer; no proxy "

@@ -66,5 +66,7 @@ def create_fastapi(settings: Settings) -> FastAPI:
 def create_app(settings: Settings | None = None) -> ASGIApp:
     settings = settings or Settings()
     return RequestContextMiddleware(
-        create_fastapi(settings), max_body_bytes=settings.max_body_bytes
+        create_fastapi(settings),
+        max_body_bytes=settings.max_body_bytes,
+        trusted_proxies=settings.trusted_proxies,
     )

@@ -4,14 +4,15 @@ those of the application it reaches), and role checks."""
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
+from crmgate.api.clients import throttle_bucket
 from crmgate.api.errors import ApiError, unauthorized
 from crmgate.limits import STATE_KEY, RateLimits, Verdict
 from crmgate.security.authn import AuthenticationFailed
-from crmgate.store.accounts import Principal
+from crmgate.store.accounts import AccountError, Principal
 
 USER_KEY_HEADER = "X-API2CRM-USER-KEY"
 APPLICATION_KEY_HEADER = "X-API2CRM-APPLICATION-KEY"
@@ -20,9 +21,10 @@ APPLICATION_KEY_HEADER = "X-API2CRM-APPLICATION-KEY"
 UserKey = Annotated[str | None, Header(alias=USER_KEY_HEADER, description="User Key")]
 
 
-def client_address(request: Request) -> str:
-    """The TCP peer: headers such as X-Forwarded-For are the client's to write, never trusted."""
-    return request.client.host if request.client else "unknown"
+def client_address(request: Request) -> str | None:
+    """The client's address, as the request middleware found it (api/clients.py)."""
+    address = getattr(request.state, "client_address", None)
+    return address if isinstance(address, str) else None
 
 
 def _too_many(request: Request, verdict: Verdict, message: str) -> ApiError:
@@ -40,7 +42,7 @@ def _too_many(request: Request, verdict: Verdict, message: str) -> ApiError:
 async def _authenticate(request: Request, user_key: str | None, *, internal: bool) -> Principal:
     services = request.app.state.services
     limits: RateLimits = services.limits
-    address = client_address(request)
+    address = throttle_bucket(client_address(request))
     # A flood of wrong keys from one address is refused before any key is looked at, the right
     # one included: guessing ends in 429, never in a found key (OWASP API2:2023).
     throttled = await limits.address_throttled(address)
@@ -57,6 +59,11 @@ async def _authenticate(request: Request, user_key: str | None, *, internal: boo
         raise unauthorized(str(failure)) from None
     request.state.principal = principal
     application_key = None if internal else request.headers.get(APPLICATION_KEY_HEADER)
+    if application_key and not await _exists(services, principal, application_key):
+        # counted only once it is one of the organisation's applications: made-up keys would
+        # each open counters of their own (memory, or Redis, for a month); the route answers
+        # 404 for it anyway
+        application_key = None
     verdict = await limits.hit_request(principal.organisation_id, principal.key_id, application_key)
     if not verdict.allowed:
         await services.audit.record(
@@ -68,6 +75,14 @@ async def _authenticate(request: Request, user_key: str | None, *, internal: boo
     setattr(request.state, STATE_KEY, verdict)
     services.usage.record(principal.user_id, internal=internal)
     return principal
+
+
+async def _exists(services: Any, principal: Principal, application_key: str) -> bool:
+    try:
+        await services.applications.store.get(principal.organisation_id, application_key)
+    except AccountError:
+        return False
+    return True
 
 
 async def current_principal(request: Request, user_key: UserKey = None) -> Principal:

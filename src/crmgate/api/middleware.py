@@ -12,11 +12,13 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crmgate import audit
+from crmgate.api.clients import client_address, networks
 from crmgate.api.errors import error_body
 from crmgate.logs import redact
 
@@ -33,9 +35,15 @@ class BodyTooLarge(Exception):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int = 1_048_576) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int = 1_048_576,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.trusted = networks(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,7 +53,9 @@ class RequestContextMiddleware:
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        audit.bind_request(scope, request_id)  # audit events carry the client and request id
+        state["client_address"] = client_address(scope, self.trusted)
+        # audit events carry the client and request id
+        audit.bind_request(scope, request_id, state["client_address"])
         no_store = scope.get("path", "").startswith(_NO_STORE_PREFIXES)
         secure = scope.get("scheme") == "https"
         limit = self.max_body_bytes

@@ -56,12 +56,38 @@ def upgrade() -> None:
             "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events "
             "FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()"
         )
+        # row triggers do not see TRUNCATE: refuse it as a statement, on both tables
+        for table in ("audit_events", "audit_head"):
+            op.execute(
+                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()"
+            )
+        # the head only moves forward, one event at a time (an append takes the next number,
+        # then writes its hash), and is never deleted
+        op.execute(
+            "CREATE FUNCTION audit_head_forward() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN IF TG_OP = 'DELETE' OR NEW.seq < OLD.seq OR NEW.seq > OLD.seq + 1 THEN "
+            f"RAISE EXCEPTION '{APPEND_ONLY}'; END IF; RETURN NEW; END $$"
+        )
+        op.execute(
+            "CREATE TRIGGER audit_head_forward BEFORE UPDATE OR DELETE ON audit_head "
+            "FOR EACH ROW EXECUTE FUNCTION audit_head_forward()"
+        )
     else:
         for action in ("UPDATE", "DELETE"):
             op.execute(
                 f"CREATE TRIGGER audit_events_no_{action.lower()} BEFORE {action} ON audit_events "
                 f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
             )
+        op.execute(
+            "CREATE TRIGGER audit_head_forward BEFORE UPDATE ON audit_head "
+            "WHEN NEW.seq < OLD.seq OR NEW.seq > OLD.seq + 1 "
+            f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
+        )
+        op.execute(
+            "CREATE TRIGGER audit_head_no_delete BEFORE DELETE ON audit_head "
+            f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
+        )
 
 
 def downgrade() -> None:
@@ -70,3 +96,4 @@ def downgrade() -> None:
     op.drop_table("audit_events")  # its triggers go with it
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS audit_events_append_only()")
+        op.execute("DROP FUNCTION IF EXISTS audit_head_forward()")
