@@ -190,6 +190,7 @@ def _run(settings: Settings) -> None:
     import uvicorn
 
     from crmgate.api.app import create_app
+    from crmgate.api.bounds import bounded_httptools
 
     tls: dict[str, Any] = {}
     if settings.tls_cert and settings.tls_key:
@@ -204,7 +205,8 @@ def _run(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # httptools puts no bound on a request's head: 431 beyond these (api/bounds.py)
+        http=bounded_httptools(settings.max_header_bytes, settings.max_header_fields),
         log_config=None,
         access_log=False,
         server_header=False,
@@ -338,6 +340,103 @@ def key_revoke(
     """Revoke every key of the user; they stop working at once."""
     count = _with_services(lambda services: services.accounts.revoke_keys(user_id))
     typer.echo(f"revoked {count} key(s) of {user_id}")
+
+
+@key_app.command("create")
+def key_create(
+    user_id: Annotated[str, typer.Option(help="The user the key acts for.")],
+    application: Annotated[
+        list[str] | None, typer.Option(help="An application key it may use (repeat; none: all).")
+    ] = None,
+    permission: Annotated[
+        list[str] | None,
+        typer.Option(help="ENTITY=ACTIONS, e.g. contact=read,update or '*=read' (repeat)."),
+    ] = None,
+    passthrough: Annotated[bool, typer.Option(help="May use /application/request.")] = False,
+    expires_in_days: Annotated[
+        float | None, typer.Option(min=0.001, help="Expire after this many days.")
+    ] = None,
+    allow_ip: Annotated[
+        list[str] | None, typer.Option(help="An address or network it may be used from (repeat).")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="A label for listings.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Issue a restricted key for a user: some applications, entities x actions, an expiry,
+    client addresses (docs/security.md). Printed only now."""
+    from datetime import UTC, datetime, timedelta
+
+    from pydantic import ValidationError
+
+    from crmgate.api.routes.keys import RestrictedKeyCreate, rendered
+
+    granted: dict[str, list[str]] = {}
+    for item in permission or ():
+        entity, _, actions = item.partition("=")
+        granted.setdefault(entity.strip(), []).extend(a.strip() for a in actions.split(","))
+    try:
+        request = RestrictedKeyCreate.model_validate(
+            {
+                "user": user_id,
+                "description": description,
+                "applications": application or None,
+                "permissions": granted,
+                "passthrough": passthrough,
+                "expires_at": None
+                if expires_in_days is None
+                else datetime.now(UTC) + timedelta(days=expires_in_days),
+                "allowed_ips": allow_ip or [],
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise _fail(f"{where}: {first['msg']}") from None
+    view, issued = _with_services(
+        lambda services: services.restricted_keys.create(
+            None, user_id, request.scope(), request.description
+        )
+    )
+    if as_json:
+        typer.echo(json.dumps({**rendered(view), "user_key": issued.secret}))
+        return
+    typer.echo(f"restricted key {view.id} for {view.user_id}: {issued.secret}")
+    typer.echo("It is shown only now: keep it. Revoke it with crmgate key delete --key-id ID.")
+
+
+@key_app.command("list")
+def key_list(
+    organisation_id: Annotated[
+        str | None, typer.Option(help="Only this organisation's keys.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Unrevoked restricted keys (never their secret)."""
+    from crmgate.api.routes.keys import rendered
+
+    async def work(services: Services) -> list[dict[str, Any]]:
+        views = await services.restricted_keys.list_page(organisation_id, page_size=10_000)
+        return [rendered(view) for view in views]
+
+    listed = _with_services(work)
+    if as_json:
+        typer.echo(json.dumps({"keys": listed}))
+        return
+    for key in listed:
+        permissions = ";".join(f"{e}={','.join(a)}" for e, a in key["permissions"].items())
+        typer.echo(
+            f"{key['id']}  {key['user']}  {key['user_key_hint']}…  "
+            f"apps {','.join(key['applications'] or ['*'])}  {permissions or '-'}"
+            f"{'  passthrough' if key['passthrough'] else ''}  "
+            f"expires {key['expires_at'] or 'never'}"
+        )
+
+
+@key_app.command("delete")
+def key_delete(key_id: Annotated[str, typer.Option(help="The restricted key's id.")]) -> None:
+    """Revoke one restricted key; it stops working at once."""
+    _with_services(lambda services: services.restricted_keys.revoke(None, key_id))
+    typer.echo(f"revoked {key_id}")
 
 
 def _key_file(services: Services) -> Path:

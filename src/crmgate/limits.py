@@ -282,6 +282,27 @@ class RateLimits:
         if address is not None:
             await self._acquire([self._address(address)])
 
+    # ---- a deprecated API version's own, stricter limit (api/versions.py) ---------------------
+
+    def _version(self, version: str, items: tuple[RateLimitItem, ...], user_key: str) -> Counter:
+        return Counter(f"deprecated API {version}", items, ("version", version, _digest(user_key)))
+
+    async def version_throttled(
+        self, version: str, items: tuple[RateLimitItem, ...], user_key: str
+    ) -> Verdict | None:
+        """The refusal for a user key over a deprecated version's limit, else None. Only looks:
+        a key is counted (``version_called``) once it has authenticated, so made-up keys open
+        no counters."""
+        windows = await self._windows([self._version(version, items, user_key)])
+        if any(window.exhausted for window in windows):
+            return Verdict(False, windows)
+        return None
+
+    async def version_called(
+        self, version: str, items: tuple[RateLimitItem, ...], user_key: str
+    ) -> None:
+        await self._acquire([self._version(version, items, user_key)])
+
     # ---- counting -----------------------------------------------------------------------------
 
     async def _windows(self, counters: Sequence[Counter]) -> tuple[Window, ...]:

@@ -25,6 +25,7 @@ from crmgate.store import migrate
 from crmgate.store.accounts import AccountStore
 from crmgate.store.applications import ApplicationStore
 from crmgate.store.db import create_engine, redact_url, session_factory
+from crmgate.store.restricted_keys import RestrictedKeyStore
 from crmgate.store.usage import UsageRecorder
 from crmgate.tokens import TokenManager
 
@@ -63,6 +64,7 @@ class Services:
     oauth: OAuthFlows
     limits: RateLimits
     audit: AuditLog
+    restricted_keys: RestrictedKeyStore
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -115,6 +117,7 @@ class Services:
             ),
             limits=RateLimits.from_settings(settings),
             audit=audit,
+            restricted_keys=RestrictedKeyStore(sessions, key_hasher(settings), audit),
         )
 
     @classmethod

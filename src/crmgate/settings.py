@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crmgate.limits import STRATEGIES, parse_limits
@@ -55,6 +57,36 @@ class OrganisationLimits(BaseModel):
     application: str | None = None
 
     _valid = field_validator("user_key", "application")(_limit_string)
+
+
+class ApiVersion(BaseModel):
+    """One API version in the version table (api/versions.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Literal["current", "deprecated", "retired"] = "current"
+    deprecated: datetime | None = None  # since when (RFC 9745 Deprecation); RFC 3339
+    sunset: datetime | None = None  # when it stops answering (RFC 8594 Sunset); RFC 3339
+    limits: str | None = None  # a stricter rate limit per user key on this version
+    link: str | None = None  # the migration notes; the gateway's /docs when not given
+
+    _valid = field_validator("limits")(_limit_string)
+
+    @field_validator("deprecated", "sunset")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+
+    @model_validator(mode="after")
+    def _dated(self) -> ApiVersion:
+        if self.status == "deprecated" and self.deprecated is None:
+            raise ValueError(
+                "a deprecated version needs `deprecated`, the date it was deprecated on "
+                '(RFC 3339, e.g. "2026-12-01"), for its Deprecation header'
+            )
+        if self.deprecated and self.sunset and self.sunset < self.deprecated:
+            raise ValueError("`sunset` comes before `deprecated`")
+        return self
 
 
 class Settings(BaseSettings):
@@ -144,6 +176,40 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, description="Largest request body accepted, in bytes (larger: 413)."
     )
+    max_json_depth: int = Field(
+        default=32, ge=1, description="Deepest nesting of a JSON request body (deeper: 400)."
+    )
+    max_json_items: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most items (object members and array elements, all levels) of a JSON "
+        "request body (more: 413).",
+    )
+    max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        description="Longest request head (target and header fields) `crmgate serve` reads, in "
+        "bytes (longer: 431).",
+    )
+    max_header_fields: int = Field(
+        default=100, ge=10, description="Most header fields of a request (more: 431)."
+    )
+    api_versions: dict[str, ApiVersion] = Field(
+        default_factory=lambda: {"v1": ApiVersion()},
+        description='JSON: version -> {"status": "current"|"deprecated"|"retired", "deprecated": '
+        'date, "sunset": date, "limits": "5/second;1000/day", "link": URL}. A deprecated '
+        "version's answers carry Deprecation, Sunset and Link headers, each call is logged and "
+        "counted against its limits; a retired version answers 410.",
+    )
+
+    @field_validator("api_versions")
+    @classmethod
+    def _versions(cls, value: dict[str, ApiVersion]) -> dict[str, ApiVersion]:
+        for name in value:
+            if not re.fullmatch(r"v[1-9][0-9]*", name):
+                raise ValueError(f"{name!r} is not an API version (v1, v2, ...)")
+        return value
+
     usage_flush_interval: float = Field(
         default=5.0, description="Seconds between writes of the request counters to the database."
     )

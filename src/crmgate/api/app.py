@@ -12,8 +12,11 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from crmgate.api import docs, errors, openapi
+from crmgate.api.bounds import JsonBounds
 from crmgate.api.middleware import RequestContextMiddleware
 from crmgate.api.routes import applications, audit, entities, health, oauth, platforms, users
+from crmgate.api.routes import keys as restricted_keys
+from crmgate.api.versions import ApiVersions
 from crmgate.limits import RateLimitHeaders
 from crmgate.runtime import Services
 from crmgate.settings import Settings
@@ -52,6 +55,7 @@ def create_fastapi(settings: Settings) -> FastAPI:
     app.include_router(applications.router)
     app.include_router(health.router)
     app.include_router(audit.router)
+    app.include_router(restricted_keys.router)
     errors.install(app)
     docs.install(app, OPENAPI_URL)
     app.add_middleware(RateLimitHeaders)  # the RateLimit-* fields of counted answers
@@ -65,8 +69,14 @@ def create_fastapi(settings: Settings) -> FastAPI:
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
     settings = settings or Settings()
+    fastapi = create_fastapi(settings)
+    # outermost first: request context (id, body size, access log), the version table, JSON
+    # bounds (api/versions.py, api/bounds.py), then the framework
+    bounded = JsonBounds(fastapi, settings.max_json_depth, settings.max_json_items)
+    docs_url = f"{settings.resolved_public_url}/docs"
+    versioned = ApiVersions(bounded, fastapi, settings.api_versions, docs_url)
     return RequestContextMiddleware(
-        create_fastapi(settings),
+        versioned,
         max_body_bytes=settings.max_body_bytes,
         trusted_proxies=settings.trusted_proxies,
     )

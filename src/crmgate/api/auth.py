@@ -1,18 +1,29 @@
 """FastAPI dependencies: the caller's principal from X-API2CRM-USER-KEY, its rate limits (and
-those of the application it reaches), and role checks."""
+those of the application it reaches), and what each route needs (OWASP API1/API5:2023).
+
+A route declares what it needs once, by the principal it takes: ``CurrentUser`` (any role, the
+viewer's reads), ``MemberUser`` (writes), ``AdminUser`` (users, keys, applications), and on the
+routes that reach a CRM a ``CrmAccess`` (its role, and the action a restricted key's scope must
+grant). ``declare_roles`` writes each route's role into the OpenAPI document
+(``x-crmgate-role``), where clients and the role-walking test read it.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from crmgate.api.clients import throttle_bucket
 from crmgate.api.errors import ApiError, unauthorized
 from crmgate.limits import STATE_KEY, RateLimits, Verdict
 from crmgate.security.authn import AuthenticationFailed
-from crmgate.store.accounts import AccountError, Principal
+from crmgate.security.scopes import Action, at_least
+from crmgate.store.accounts import AccountError, Principal, Role
 
 USER_KEY_HEADER = "X-API2CRM-USER-KEY"
 APPLICATION_KEY_HEADER = "X-API2CRM-APPLICATION-KEY"
@@ -58,6 +69,9 @@ async def _authenticate(request: Request, user_key: str | None, *, internal: boo
             await limits.authentication_failed(address)
         raise unauthorized(str(failure)) from None
     request.state.principal = principal
+    if principal.scope is not None:
+        # a restricted key's address allow-list, on the address the middleware found
+        _refuse(principal.scope.missing_address(client_address(request)))
     application_key = None if internal else request.headers.get(APPLICATION_KEY_HEADER)
     if application_key and not await _exists(services, principal, application_key):
         # counted only once it is one of the organisation's applications: made-up keys would
@@ -98,11 +112,152 @@ async def crm_principal(request: Request, user_key: UserKey = None) -> Principal
 async def admin_principal(
     principal: Annotated[Principal, Depends(current_principal)],
 ) -> Principal:
-    if not principal.is_admin:
-        raise ApiError(403, "NOT_ALLOWED", "this operation needs the admin role")
+    _require_role(principal, Role.ADMIN)
     return principal
 
 
+async def member_principal(
+    principal: Annotated[Principal, Depends(current_principal)],
+) -> Principal:
+    _require_role(principal, Role.MEMBER)
+    return principal
+
+
+async def application_principal(
+    request: Request, principal: Annotated[Principal, Depends(current_principal)]
+) -> Principal:
+    """A reader of the application named by the path's ``key``: within a restricted key's
+    applications."""
+    if principal.scope is not None:
+        _refuse(principal.scope.missing_application(str(request.path_params.get("key", ""))))
+    return principal
+
+
+def _require_role(principal: Principal, minimum: Role) -> None:
+    if not at_least(principal.role, minimum):
+        key = "a restricted key" if principal.scope is not None else f"a {principal.role} key"
+        raise ApiError(
+            403, "NOT_ALLOWED", f"this operation needs the {minimum} role; this is {key}"
+        )
+
+
+def _refuse(missing: str | None) -> None:
+    if missing is not None:
+        raise ApiError(403, "NOT_ALLOWED", missing)
+
+
+for _dependency, _role in (
+    (current_principal, Role.VIEWER),
+    (crm_principal, Role.VIEWER),
+    (member_principal, Role.MEMBER),
+    (admin_principal, Role.ADMIN),
+    (application_principal, Role.VIEWER),
+):
+    setattr(_dependency, "required_role", _role)  # noqa: B010 (read by declare_roles)
+
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 CrmUser = Annotated[Principal, Depends(crm_principal)]
+MemberUser = Annotated[Principal, Depends(member_principal)]
 AdminUser = Annotated[Principal, Depends(admin_principal)]
+ApplicationReader = Annotated[Principal, Depends(application_principal)]
+
+# ---- routes that reach a CRM ---------------------------------------------------------------------
+
+GENERIC_ENTITY = "{entity_id}"  # the CRM's own objects, named in the path
+H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+
+
+@dataclass(frozen=True, slots=True)
+class CrmAccess:
+    """What one kind of CRM route needs: a role, and from a restricted key the application it
+    names, plus ``action`` on the entity (or the passthrough permission)."""
+
+    role: Role
+    action: Action | None = None  # None: the CRM's catalogue and fields (the application only)
+    passthrough: bool = False
+
+    def __call__(self, handler: H) -> H:
+        """``READS(_list)``: the handler, marked with what its routes need."""
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            return await handler(*args, **kwargs)
+
+        guarded.access = self  # type: ignore[attr-defined]
+        guarded.__name__ = getattr(handler, "__name__", "handler")
+        return guarded  # type: ignore[return-value]
+
+    def principal(self, entity: str) -> Any:
+        """The principal parameter of a route on ``entity`` (a unified entity, GENERIC_ENTITY,
+        or "" for the routes that name none)."""
+        access = self
+
+        async def check(request: Request, user_key: UserKey = None) -> Principal:
+            principal = await _authenticate(request, user_key, internal=False)
+            _require_role(principal, access.role)
+            scope = principal.scope
+            if scope is None:
+                return principal
+            application_key = request.headers.get(APPLICATION_KEY_HEADER)
+            if application_key:
+                _refuse(scope.missing_application(application_key))
+            if access.passthrough:
+                _refuse(scope.missing_passthrough())
+            if access.action is not None and entity:
+                name = (
+                    str(request.path_params.get("entity_id", ""))
+                    if entity == GENERIC_ENTITY
+                    else entity
+                )
+                _refuse(scope.missing_permission(name, access.action))
+            return principal
+
+        check.required_role = self.role  # type: ignore[attr-defined]
+        check.permission = (  # type: ignore[attr-defined]
+            "passthrough" if self.passthrough else self.action.value if self.action else None
+        )
+        return Annotated[Principal, Depends(check)]
+
+
+def access_of(handler: Callable[..., Any]) -> CrmAccess:
+    """What a CRM handler's routes need; a handler that declares nothing needs a member."""
+    access = getattr(handler, "access", None)
+    return access if isinstance(access, CrmAccess) else MEMBER_ONLY
+
+
+READS = CrmAccess(Role.VIEWER, Action.READ)  # list, count, get, describe, aggregate
+CREATES = CrmAccess(Role.MEMBER, Action.CREATE)
+UPDATES = CrmAccess(Role.MEMBER, Action.UPDATE)
+DELETES = CrmAccess(Role.MEMBER, Action.DELETE)
+CATALOGUE = CrmAccess(Role.VIEWER)  # the CRM's objects and fields: the application only
+MEMBER_ONLY = CrmAccess(Role.MEMBER)  # changes to the CRM's setup (refused: NOT_SUPPORTED)
+PASSTHROUGH = CrmAccess(Role.MEMBER, passthrough=True)
+
+
+def declare_roles(app: FastAPI, document: dict[str, Any]) -> None:
+    """``x-crmgate-role`` (and ``x-crmgate-permission`` on CRM routes) on every operation whose
+    principal declares one; operations without a key (health, the OAuth browser flow) have none."""
+    paths = document.get("paths", {})
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if not isinstance(route, APIRoute) or context.path_format not in paths:
+            continue
+        found = _declared(route)
+        if found is None:
+            continue
+        for method in route.methods or ():
+            operation = paths[context.path_format].get(method.lower())
+            if operation is None:
+                continue
+            operation["x-crmgate-role"] = str(found.required_role)
+            if getattr(found, "permission", None):
+                operation["x-crmgate-permission"] = found.permission
+
+
+def _declared(route: APIRoute) -> Any:
+    level = list(route.dependant.dependencies)
+    while level:
+        for dependant in level:
+            if hasattr(dependant.call, "required_role"):
+                return dependant.call
+        level = [sub for dependant in level for sub in dependant.dependencies]
+    return None

@@ -7,6 +7,7 @@ included, and costs little on the hot path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -20,7 +21,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crmgate import audit
 from crmgate.api.clients import client_address, networks
 from crmgate.api.errors import error_body
-from crmgate.logs import redact
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -44,6 +44,7 @@ class RequestContextMiddleware:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.trusted = networks(trusted_proxies)
+        self._words: frozenset[str] | None = None  # for the access log (route_words)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -119,7 +120,10 @@ class RequestContextMiddleware:
                     )
                     await send_error(500, "INTERNAL_ERROR", message)
         finally:
-            _log_access(scope, state, status, started, request_id)
+            if self._words is None and scope.get("route") is None:
+                # once, for the first unmatched path; building the API document takes a moment
+                self._words = await asyncio.to_thread(route_words, self.app)
+            _log_access(scope, state, status, started, request_id, self._words or frozenset())
 
 
 def _too_large(limit: int) -> str:
@@ -178,20 +182,59 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 def _log_access(
-    scope: Scope, state: dict[str, Any], status: int, started: float, request_id: str
+    scope: Scope,
+    state: dict[str, Any],
+    status: int,
+    started: float,
+    request_id: str,
+    words: frozenset[str] = frozenset(),
 ) -> None:
     route = scope.get("route")
     # A matched route is logged as its template (/v1/user/{internal_user_id}), so ids and anything
-    # else in the path stay out of the log; an unmatched path is logged masked and truncated.
-    path = getattr(route, "path", None) or redact(scope.get("path", ""))[:200]
+    # else in the path stay out of the log; an unmatched one keeps only the words of crmgate's own
+    # routes (/v1/user/*/nope -> /v1/user/*/*): a path can hold anything a client pasted.
+    path = getattr(route, "path", None) or _masked(scope, words)
     principal = state.get("principal")
     access_log.info(
-        "%s %s %d %.2fms org=%s key=%s rid=%s",
-        scope.get("method", "-"),
+        "%s %s %d %.2fms org=%s key=%s app=%s rid=%s",
+        str(scope.get("method", "-"))[:16],
         path,
         status,
         (time.perf_counter() - started) * 1000,
         getattr(principal, "organisation_id", "-"),
         getattr(principal, "key_hint", "-"),
+        _application_key_prefix(scope),
         request_id,
+    )
+
+
+_APPLICATION_KEY = re.compile(r"^[0-9a-f]{40}$")  # the shape of application keys (store)
+
+
+def _application_key_prefix(scope: Scope) -> str:
+    """The first 8 characters of the application key, if the header holds one (anything else a
+    client sends there is not logged at all: it may be a secret pasted in the wrong place)."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-api2crm-application-key":
+            text = value.decode("latin-1")
+            return text[:8] if _APPLICATION_KEY.match(text) else "?"
+    return "-"
+
+
+def _masked(scope: Scope, words: frozenset[str]) -> str:
+    segments = scope.get("path", "").split("/")[1:20]
+    return "/" + "/".join(s if s in words or not s else "*" for s in segments)
+
+
+def route_words(app: Any) -> frozenset[str]:
+    """The fixed segments of every path of the API document of the framework app inside
+    ``app`` (the layers around it are followed through their ``app`` attribute)."""
+    while not hasattr(app, "openapi") and hasattr(app, "app"):
+        app = app.app
+    paths = app.openapi().get("paths", {}) if hasattr(app, "openapi") else {}
+    return frozenset(
+        segment
+        for path in [*paths, "/docs"]
+        for segment in path.split("/")
+        if segment and "{" not in segment
     )

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from crmgate import __version__
+from crmgate.api.auth import declare_roles
 
 ENFORCED_HEADERS = frozenset({"X-API2CRM-USER-KEY", "X-API2CRM-APPLICATION-KEY"})
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -42,6 +43,7 @@ def build(app: FastAPI) -> dict[str, Any]:
             for status, response in operation.get("responses", {}).items():
                 if status == "422":
                     response["content"] = {"application/json": {"schema": _ERROR_REF}}
+    declare_roles(app, document)  # x-crmgate-role: what each operation needs (api/auth.py)
     schemas = document.get("components", {}).get("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)

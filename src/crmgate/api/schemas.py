@@ -134,7 +134,7 @@ class _UserInput(BaseModel):
     @classmethod
     def _one_role(cls, roles: list[Role] | None) -> list[Role] | None:
         if roles is not None and len(set(roles)) != 1:
-            raise ValueError("give exactly one role: admin or member")
+            raise ValueError("give exactly one role: admin, member or viewer")
         return roles
 
     def changes(self) -> dict[str, Any]:
@@ -154,7 +154,9 @@ class InternalUserCreate(_UserInput):
     name: str = Field(min_length=1, max_length=200)
     email: EmailStr
     phone: str | None = Field(default=None, max_length=64)
-    roles: list[Role] | None = Field(default=None, description="['admin'] or ['member'] (default)")
+    roles: list[Role] | None = Field(
+        default=None, description="['admin'], ['member'] (default) or ['viewer'] (reads only)"
+    )
     status: UserStatus = UserStatus.ACTIVE
 
 

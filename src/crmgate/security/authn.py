@@ -38,7 +38,7 @@ class Authenticator:
         if not key:
             await self._failed("missing")
             raise AuthenticationFailed("the X-API2CRM-USER-KEY header is missing")
-        if not keys.is_well_formed(key):
+        if not keys.is_well_formed_any(key):
             log.info("authentication failed: malformed key")
             await self._failed("malformed")  # nothing of it is kept: it may be another secret
             raise AuthenticationFailed("a valid X-API2CRM-USER-KEY header is required")
@@ -47,6 +47,11 @@ class Authenticator:
             log.info("authentication failed: unknown or revoked key %s", keys.hint(key))
             await self._failed("unknown or revoked", keys.hint(key))
             raise AuthenticationFailed("a valid X-API2CRM-USER-KEY header is required")
+        if principal.scope is not None and principal.scope.expired(utcnow()):
+            # only a key that was once valid gets here: saying so helps its owner, not a guesser
+            log.info("authentication failed: expired key %s", keys.hint(key))
+            await self._failed("expired", keys.hint(key))
+            raise AuthenticationFailed("this X-API2CRM-USER-KEY has expired")
         await self._touch(principal)
         return principal
 

@@ -27,6 +27,7 @@ class KeyKind(StrEnum):
     """The type prefix of a key; later kinds (restricted keys) get their own prefix."""
 
     USER = "cgu"
+    RESTRICTED = "cgr"  # a key limited to a scope (security/scopes.py)
 
 
 _SHAPE = re.compile(
@@ -58,6 +59,11 @@ def is_well_formed(key: str, kind: KeyKind = KeyKind.USER) -> bool:
     if match is None or match["kind"] != kind.value:
         return False
     return hmac.compare_digest(match["check"], _checksum(match["kind"], match["body"]))
+
+
+def is_well_formed_any(key: str) -> bool:
+    """Shape and checksum of a key of any kind."""
+    return any(is_well_formed(key, kind) for kind in KeyKind)
 
 
 def hint(key: str) -> str:

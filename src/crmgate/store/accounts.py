@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crmgate.query import Condition, QueryError, SortKey
 from crmgate.security import keys
 from crmgate.security.keys import IssuedKey, KeyHasher, KeyKind
+from crmgate.security.scopes import KeyScope, capped
 from crmgate.store.db import SessionFactory
 from crmgate.store.filtering import FieldSpec, order_by, where
 from crmgate.store.ids import new_id
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 class Role(StrEnum):
     ADMIN = "admin"
     MEMBER = "member"
+    VIEWER = "viewer"  # reads only (security/scopes.py)
 
 
 class UserStatus(StrEnum):
@@ -57,6 +59,7 @@ class Principal:
     key_id: str
     key_hint: str
     key_last_used_at: datetime | None
+    scope: KeyScope | None = None  # a restricted key's limits; None for a user key
 
     @property
     def is_admin(self) -> bool:
@@ -159,6 +162,11 @@ class AccountStore:
         api_key, role = row
         if not hmac.compare_digest(api_key.digest, digest):
             return None
+        scope = None
+        if api_key.kind == KeyKind.RESTRICTED.value:
+            # a restricted key never acts as more than a member, whoever its user is
+            role = capped(role)
+            scope = KeyScope.from_json(api_key.scope or "{}", api_key.expires_at)
         return Principal(
             user_id=api_key.user_id,
             organisation_id=api_key.organisation_id,
@@ -166,6 +174,7 @@ class AccountStore:
             key_id=api_key.id,
             key_hint=api_key.hint,
             key_last_used_at=api_key.last_used_at,
+            scope=scope,
         )
 
     async def touch_key(self, key_id: str, when: datetime) -> None:
@@ -181,7 +190,11 @@ class AccountStore:
             user = await self._user_row(session, user_id, organisation_id, lock=True)
             await session.execute(
                 update(ApiKey)
-                .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+                .where(
+                    ApiKey.user_id == user.id,
+                    ApiKey.revoked_at.is_(None),
+                    ApiKey.kind == KeyKind.USER.value,  # restricted keys have their own life
+                )
                 .values(revoked_at=now)
             )
             issued = self._issue(session, user, now)
@@ -467,7 +480,11 @@ class AccountStore:
             for user_id, hint, last_used in (
                 await session.execute(
                     select(ApiKey.user_id, ApiKey.hint, ApiKey.last_used_at)
-                    .where(ApiKey.user_id.in_(ids), ApiKey.revoked_at.is_(None))
+                    .where(
+                        ApiKey.user_id.in_(ids),
+                        ApiKey.revoked_at.is_(None),
+                        ApiKey.kind == KeyKind.USER.value,
+                    )
                     .order_by(ApiKey.created_at)
                 )
             )

@@ -106,6 +106,11 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # restricted keys (kind "cgr", security/scopes.py): what the key may reach, as JSON (None
+    # for a user key), its expiry and a label
+    scope: Mapped[str | None] = mapped_column(Text, default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    description: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class UsageDaily(Base):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
-from crmgate.api.auth import AdminUser, CurrentUser
+from crmgate.api.auth import AdminUser, ApplicationReader, CurrentUser
 from crmgate.api.params import Fields, Filter, ListQuery, field_selector
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import (
@@ -126,7 +126,7 @@ async def count_applications(
     summary="GET for application",
 )
 async def get_application(
-    request: Request, principal: CurrentUser, key: ApplicationKey, fields: Fields = None
+    request: Request, principal: ApplicationReader, key: ApplicationKey, fields: Fields = None
 ) -> JSONResponse:
     """One application: its platform, whom the credentials act as in the CRM (me, company),
     and the non-secret part of its credential."""

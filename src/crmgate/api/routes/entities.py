@@ -21,7 +21,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from crmgate.api import schemas
-from crmgate.api.auth import CrmUser
+from crmgate.api.auth import (
+    CATALOGUE,
+    CREATES,
+    DELETES,
+    MEMBER_ONLY,
+    PASSTHROUGH,
+    READS,
+    UPDATES,
+    access_of,
+)
 from crmgate.api.errors import ApiError
 from crmgate.api.params import MAX_PAGE, MAX_PAGE_SIZE
 from crmgate.api.routes.users import ERRORS
@@ -380,34 +389,35 @@ def _trim(entry: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if k in fields or k == "id"}
 
 
+# Each route kind with what it needs (api/auth.py: the role, and a restricted key's permission).
 HANDLERS: dict[tuple[str, str], Callable[[Call], Awaitable[Response]]] = {
-    ("post", ""): _create,
-    ("get", "/list"): _list,
-    ("get", "/count"): _count,
-    ("get", "/describe"): _describe,
-    ("get", "/aggregate"): _aggregate,
-    ("post", "/bulk"): _bulk("create"),
-    ("put", "/bulk"): _bulk("update"),
-    ("delete", "/bulk"): _bulk("delete"),
-    ("get", "/{id}"): _get,
-    ("put", "/{id}"): _update,
-    ("delete", "/{id}"): _delete,
+    ("post", ""): CREATES(_create),
+    ("get", "/list"): READS(_list),
+    ("get", "/count"): READS(_count),
+    ("get", "/describe"): READS(_describe),
+    ("get", "/aggregate"): READS(_aggregate),
+    ("post", "/bulk"): CREATES(_bulk("create")),
+    ("put", "/bulk"): UPDATES(_bulk("update")),
+    ("delete", "/bulk"): DELETES(_bulk("delete")),
+    ("get", "/{id}"): READS(_get),
+    ("put", "/{id}"): UPDATES(_update),
+    ("delete", "/{id}"): DELETES(_delete),
 }
 CATALOGUE_HANDLERS: dict[tuple[str, str], Callable[[Call], Awaitable[Response]]] = {
-    ("get", "/application/entity/list"): _objects,
-    ("get", "/application/entity/count"): _objects_count,
-    ("get", "/application/entity/{entity_id}"): _object,
-    ("post", "/application/request"): _request,
-    ("get", "/application/field/list"): _fields_list,
-    ("get", "/application/field/count"): _fields_count,
-    ("get", "/application/field/{field_id}"): _field,
-    ("post", "/application/field/{field_id}"): _field_item_change,
-    ("get", "/application/field/{field_id}/list"): _field_items,
-    ("get", "/application/field/{field_id}/count"): _field_items_count,
-    ("get", "/application/field/{field_id}/describe"): _field_items_describe,
-    ("get", "/application/field/{field_id}/{field_item_id}"): _field_item,
-    ("put", "/application/field/{field_id}/{field_item_id}"): _field_item_change,
-    ("delete", "/application/field/{field_id}/{field_item_id}"): _field_item_change,
+    ("get", "/application/entity/list"): CATALOGUE(_objects),
+    ("get", "/application/entity/count"): CATALOGUE(_objects_count),
+    ("get", "/application/entity/{entity_id}"): CATALOGUE(_object),
+    ("post", "/application/request"): PASSTHROUGH(_request),
+    ("get", "/application/field/list"): CATALOGUE(_fields_list),
+    ("get", "/application/field/count"): CATALOGUE(_fields_count),
+    ("get", "/application/field/{field_id}"): CATALOGUE(_field),
+    ("post", "/application/field/{field_id}"): MEMBER_ONLY(_field_item_change),
+    ("get", "/application/field/{field_id}/list"): CATALOGUE(_field_items),
+    ("get", "/application/field/{field_id}/count"): CATALOGUE(_field_items_count),
+    ("get", "/application/field/{field_id}/describe"): CATALOGUE(_field_items_describe),
+    ("get", "/application/field/{field_id}/{field_item_id}"): CATALOGUE(_field_item),
+    ("put", "/application/field/{field_id}/{field_item_id}"): MEMBER_ONLY(_field_item_change),
+    ("delete", "/application/field/{field_id}/{field_item_id}"): MEMBER_ONLY(_field_item_change),
 }
 
 
@@ -489,8 +499,9 @@ def _endpoint(
 ) -> Callable[..., Awaitable[Response]]:
     specs = [p for p in operation.get("parameters", []) if p["name"] != USER_KEY_HEADER]
     names = {_python_name(p["name"]): p["name"] for p in specs}
+    principal_type = access_of(handler).principal(entity)
 
-    async def endpoint(request: Request, principal: CrmUser, **kwargs: Any) -> Response:
+    async def endpoint(request: Request, principal: Principal, **kwargs: Any) -> Response:
         body = kwargs.pop("body", None)
         values = {names[key]: value for key, value in kwargs.items() if key in names}
         if body is not None:
@@ -508,7 +519,9 @@ def _endpoint(
 
     parameters = [
         inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
-        inspect.Parameter("principal", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=CrmUser),
+        inspect.Parameter(
+            "principal", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=principal_type
+        ),
         *(_parameter(spec) for spec in specs),
     ]
     if body_model is not None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
-from crmgate.api.auth import AdminUser, CurrentUser
+from crmgate.api.auth import AdminUser, CurrentUser, MemberUser
 from crmgate.api.errors import ApiError
 from crmgate.api.params import (
     Fields,
@@ -172,7 +172,7 @@ async def get_user(
 )
 async def update_user(
     request: Request,
-    principal: CurrentUser,
+    principal: MemberUser,
     internal_user_id: UserId,
     body: Annotated[InternalUserUpdate, Body()],
 ) -> InternalUserEntityRelation:
@@ -208,7 +208,7 @@ async def delete_user(request: Request, principal: AdminUser, internal_user_id: 
     tags=["crmgate"],
 )
 async def rotate_key(
-    request: Request, principal: CurrentUser, internal_user_id: UserId
+    request: Request, principal: MemberUser, internal_user_id: UserId
 ) -> JSONResponse:
     """Revoke the user's current key and issue a new one, shown only in this response. Admins may
     rotate any member's key; members only their own."""

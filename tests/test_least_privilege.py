@@ -1,0 +1,382 @@
+"""Least privilege: restricted keys (applications, entities x actions, passthrough, expiry,
+client addresses) and roles (admin, member, viewer), through the real HTTP API and CLI, with
+Salesforce played by the simulator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import RunningGateway, SalesforceSim, Settings, create_account
+from crmgate.api.app import create_app
+from crmgate.cli import app as cli
+from test_owasp_api_top10 import World, connect, world_of
+
+APP = "X-API2CRM-APPLICATION-KEY"
+USER = "X-API2CRM-USER-KEY"
+CONTACTS = "/v1/application/entity/contact"
+
+
+@pytest.fixture
+def world(tmp_path: Path, salesforce: SalesforceSim) -> Iterator[World]:
+    yield from world_of(tmp_path, salesforce)
+
+
+def issue(world: World, **scope: Any) -> dict[str, Any]:
+    with world.client(world.acme.key) as admin:
+        created = admin.post("/v1/key", json=scope)
+    assert created.status_code == 201, created.text
+    body: dict[str, Any] = created.json()
+    return body
+
+
+def refused(answer: httpx.Response, *words: str) -> None:
+    """403 NOT_ALLOWED, the message naming what is missing."""
+    assert answer.status_code == 403, answer.text
+    detail = answer.json()["detail"]
+    assert detail["code"] == "NOT_ALLOWED", detail
+    for word in words:
+        assert word in detail["message"], (word, detail["message"])
+
+
+def contact_id(world: World) -> str:
+    """A contact the admin creates in the application's CRM."""
+    with world.client(world.acme.key) as admin:
+        created = admin.post(
+            CONTACTS,
+            headers={APP: world.acme_app},
+            json={"first_name": "Ada", "last_name": "Lovelace"},
+        )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+class TestRestrictedKeys:
+    def test_issued_once_listed_without_secret_and_revoked(
+        self, world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.DEBUG)
+        created = issue(
+            world,
+            description="reporting",
+            applications=[world.acme_app],
+            permissions={"contact": ["read"]},
+        )
+        secret = created["user_key"]
+        assert re.fullmatch(r"cgr_[0-9A-Za-z]{38}", secret)
+        assert created["user"] == world.acme.user_id
+        assert created["permissions"] == {"contact": ["read"]}
+        with world.client(world.acme.key) as admin:
+            listed = admin.get("/v1/key/list")
+            assert listed.status_code == 200
+            assert secret not in listed.text and secret[10:] not in listed.text
+            (entry,) = listed.json()
+            assert entry["id"] == created["id"]
+            assert entry["user_key_hint"] == secret[:10]
+            assert "user_key" not in entry
+            assert admin.get("/v1/key/count").json() == {"total": 1}
+        with world.client(secret) as client:
+            ok = client.get(f"{CONTACTS}/list", headers={APP: world.acme_app})
+            assert ok.status_code == 200, ok.text
+        with world.client(world.acme.key) as admin:
+            assert admin.delete(f"/v1/key/{created['id']}").status_code == 204
+            assert admin.delete(f"/v1/key/{created['id']}").status_code == 404
+            assert admin.get("/v1/key/list").json() == []
+        with world.client(secret) as client:  # revoked: 401, as any unknown key
+            gone = client.get(f"{CONTACTS}/list", headers={APP: world.acme_app})
+            assert gone.status_code == 401
+            assert gone.json()["detail"]["code"] == "SERVICE_UNAUTHORIZED"
+        with world.client(world.acme.key) as admin:
+            events = admin.get("/v1/audit/list", params={"filter": "event startswith 'key.'"})
+        kinds = {(e["event"], e["details"].get("restricted")) for e in events.json()}
+        assert {("key.created", created["id"]), ("key.revoked", created["id"])} <= kinds
+        assert secret not in events.text
+        # the secret is in no log line and in no byte of the database (SQLite file and WAL)
+        assert secret not in caplog.text
+        stored = b"".join(p.read_bytes() for p in tmp_path.rglob("crmgate.db*"))
+        assert stored and secret.encode() not in stored
+
+    def test_only_admins_manage_keys_of_their_own_organisation(self, world: World) -> None:
+        created = issue(world, permissions={"*": ["read"]})
+        with world.client(world.acme_member) as member:
+            refused(member.post("/v1/key", json={}), "admin")
+            refused(member.get("/v1/key/list"), "admin")
+            refused(member.delete(f"/v1/key/{created['id']}"), "admin")
+        with world.client(world.globex.key) as other:
+            assert other.get("/v1/key/list").json() == []
+            assert other.delete(f"/v1/key/{created['id']}").status_code == 404
+            mine = other.post(
+                "/v1/key", json={"user": world.acme.user_id, "permissions": {"*": ["read"]}}
+            )
+            assert mine.status_code == 422, mine.text  # not a user of Globex
+        with world.client(created["user_key"]) as restricted:
+            # a restricted key of an admin acts as a member at most: it issues nothing
+            refused(restricted.post("/v1/key", json={}), "admin", "restricted")
+            refused(restricted.post("/v1/user", json={"name": "X", "email": "x@a.example"}))
+
+    def test_bad_scopes_are_refused_and_change_nothing(self, world: World) -> None:
+        past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        with world.client(world.acme.key) as admin:
+            for body in (
+                {"permissions": {"contact": ["erase"]}},
+                {"permissions": {"con tact": ["read"]}},
+                {"applications": ["not-a-key"]},
+                {"applications": ["0" * 40]},  # no such application
+                {"allowed_ips": ["10.0.0.0/33"]},
+                {"expires_at": past},
+                {"expires_at": "2030-01-01T00:00:00"},  # no time zone
+                {"user": "usr_nobody"},
+                {"unknown": True},
+            ):
+                answer = admin.post("/v1/key", json=body)
+                assert answer.status_code in (400, 422), (body, answer.text)
+                assert answer.json()["detail"]["code"] in ("NOT_VALID", "MALFORMED_REQUEST")
+            assert admin.get("/v1/key/count").json() == {"total": 0}
+
+
+class TestScopeEnforcement:
+    def test_applications(self, world: World) -> None:
+        with world.client(world.acme.key) as admin:
+            other_app = connect(admin, world.sim, "bo@acme.example")
+        key = issue(world, applications=[world.acme_app], permissions={"*": ["read"]})
+        with world.client(key["user_key"]) as client:
+            assert client.get(f"{CONTACTS}/count", headers={APP: world.acme_app}).status_code == 200
+            refused(client.get(f"{CONTACTS}/count", headers={APP: other_app}), other_app)
+            refused(client.get("/v1/application/entity/list", headers={APP: other_app}), other_app)
+            refused(client.get(f"/v1/application/{other_app}"), other_app)
+            assert client.get(f"/v1/application/{world.acme_app}").status_code == 200
+
+    def test_entities_and_actions(self, world: World) -> None:
+        record = contact_id(world)
+        key = issue(world, permissions={"contact": ["read", "update"]})
+        headers = {APP: world.acme_app}
+        with world.client(key["user_key"]) as client:
+            for path in ("/list", "/count", "/describe", f"/{record}"):
+                answer = client.get(f"{CONTACTS}{path}", headers=headers)
+                assert answer.status_code == 200, (path, answer.text)
+            # the CRM's own object by its name is the same entity
+            generic = client.get("/v1/application/entity/Contact/list", headers=headers)
+            assert generic.status_code == 200, generic.text
+            updated = client.put(
+                f"{CONTACTS}/{record}", headers=headers, json={"first_name": "Ava"}
+            )
+            assert updated.status_code == 200, updated.text
+            refused(client.post(CONTACTS, headers=headers, json={}), "create", "contact")
+            refused(client.delete(f"{CONTACTS}/{record}", headers=headers), "delete", "contact")
+            refused(client.post(f"{CONTACTS}/bulk", headers=headers, json={}), "create")
+            refused(
+                client.request("DELETE", f"{CONTACTS}/bulk", headers=headers, json={}), "delete"
+            )
+            refused(
+                client.get("/v1/application/entity/account/list", headers=headers),
+                "read",
+                "account",
+            )
+            refused(client.get("/v1/application/entity/Account/list", headers=headers), "account")
+            # the catalogue and fields are the application's, no entity's
+            assert client.get("/v1/application/entity/list", headers=headers).status_code == 200
+        with world.client(world.acme.key) as admin:  # the record is still there
+            assert admin.get(f"{CONTACTS}/{record}", headers=headers).status_code == 200
+
+    def test_passthrough_needs_its_own_permission(self, world: World) -> None:
+        call = {"method": "GET", "path": "sobjects/Contact/describe"}
+        headers = {APP: world.acme_app}
+        without = issue(world, permissions={"*": ["read", "create", "update", "delete"]})
+        with world.client(without["user_key"]) as client:
+            refused(
+                client.post("/v1/application/request", headers=headers, json=call), "passthrough"
+            )
+        allowed = issue(world, passthrough=True)
+        with world.client(allowed["user_key"]) as client:
+            answer = client.post("/v1/application/request", headers=headers, json=call)
+            assert answer.status_code != 403, answer.text
+
+    def test_client_addresses(self, world: World) -> None:
+        elsewhere = issue(world, permissions={"*": ["read"]}, allowed_ips=["203.0.113.0/24"])
+        here = issue(world, permissions={"*": ["read"]}, allowed_ips=["127.0.0.0/8", "::1"])
+        with world.client(elsewhere["user_key"]) as client:
+            refused(client.get("/v1/platform/list"), "127.0.0.1")
+            refused(client.get(f"{CONTACTS}/count", headers={APP: world.acme_app}), "address")
+        with world.client(here["user_key"]) as client:
+            assert client.get(f"{CONTACTS}/count", headers={APP: world.acme_app}).status_code == 200
+
+    def test_expiry(self, world: World) -> None:
+        soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+        key = issue(world, permissions={"*": ["read"]}, expires_at=soon.isoformat())
+        assert key["expires_at"].startswith(soon.strftime("%Y-%m-%dT%H:%M:%S"))
+        with world.client(key["user_key"]) as client:
+            assert client.get("/v1/platform/list").status_code == 200
+            time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.2)
+            expired = client.get("/v1/platform/list")
+        assert expired.status_code == 401, expired.text
+        assert "expired" in expired.json()["detail"]["message"]
+
+
+class TestViewerRole:
+    def test_a_viewer_reads_and_changes_nothing(self, world: World) -> None:
+        record = contact_id(world)
+        with world.client(world.acme.key) as admin:
+            made = admin.post(
+                "/v1/user", json={"name": "Vi", "email": "vi@acme.example", "roles": ["viewer"]}
+            )
+            assert made.status_code == 201, made.text
+            assert admin.get(f"/v1/user/{made.json()['key']}").json()["roles"] == ["viewer"]
+        headers = {APP: world.acme_app}
+        with world.client(made.json()["user_key"]) as viewer:
+            assert viewer.get(f"{CONTACTS}/{record}", headers=headers).status_code == 200
+            assert viewer.get("/v1/application/list").status_code == 200
+            refused(
+                viewer.put(f"{CONTACTS}/{record}", headers=headers, json={"title": "x"}), "member"
+            )
+            refused(viewer.post(CONTACTS, headers=headers, json={"last_name": "X"}), "member")
+            refused(viewer.put(f"/v1/user/{made.json()['key']}", json={"name": "V"}), "member")
+            refused(viewer.post("/v1/application/request", headers=headers, json={}), "member")
+
+
+# ---- every operation of the OpenAPI document, with every role ---------------------------------
+
+RANK = {"viewer": 0, "member": 1, "admin": 2}
+PUBLIC = {
+    ("get", "/health"),
+    ("get", "/authorization/oauth/{platform}/authorize"),
+    ("get", "/authorization/oauth/{platform}/callback"),
+}
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    return [
+        (method, path, operation.get("x-crmgate-role"))
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    ]
+
+
+def test_every_operation_is_refused_or_not_by_its_declared_role(
+    tmp_path: Path, salesforce: SalesforceSim
+) -> None:
+    for world in world_of(tmp_path, salesforce):
+        with world.client(world.acme.key) as admin:
+            document = admin.get("/v1/openapi.json").json()
+            viewer = admin.post(
+                "/v1/user", json={"name": "Vi", "email": "vi@acme.example", "roles": ["viewer"]}
+            ).json()["user_key"]
+        operations = _operations(document)
+        assert len(operations) > 300
+        undeclared = {(m, p) for m, p, role in operations if role is None}
+        assert undeclared == PUBLIC  # every other operation says which role it needs
+        declared = {(m, p): role for m, p, role in operations}
+        for expected in (
+            ("post", "/v1/user", "admin"),
+            ("delete", "/v1/application/{key}", "admin"),
+            ("post", "/v1/key", "admin"),
+            ("get", "/v1/audit/list", "admin"),
+            ("put", "/v1/user/{internal_user_id}", "member"),
+            ("post", "/v1/application/entity/contact", "member"),
+            ("post", "/v1/application/request", "member"),
+            ("get", "/v1/application/entity/contact/list", "viewer"),
+            ("get", "/v1/application/list", "viewer"),
+        ):
+            assert declared[expected[:2]] == expected[2], expected
+        keys = {"admin": world.acme.key, "member": world.acme_member, "viewer": viewer}
+        wrong: list[str] = []
+        with world.client() as client:
+            for method, path, role in operations:
+                if role is None:
+                    continue
+                # made-up ids, an application of no one, an empty body: nothing is changed
+                url = re.sub(r"\{[^}]+\}", "x0", path)
+                if "{key}" in path:
+                    url = path.replace("{key}", "0" * 40)
+                for caller, key in keys.items():
+                    answer = client.request(
+                        method,
+                        url,
+                        headers={USER: key, APP: "0" * 40},
+                        json={} if method in ("post", "put") else None,
+                    )
+                    should_refuse = RANK[caller] < RANK[role]
+                    if should_refuse != (answer.status_code == 403):
+                        wrong.append(f"{caller} {method.upper()} {path}: {answer.status_code}")
+                    elif should_refuse and role not in answer.json()["detail"]["message"]:
+                        wrong.append(f"{caller} {method.upper()} {path}: {answer.text}")
+        assert not wrong, wrong
+        with world.client(world.acme.key) as admin:  # nothing was changed
+            assert len(admin.get("/v1/user/list").json()) == 3
+            assert len(admin.get("/v1/application/list").json()) == 1
+
+
+# ---- storage on both backends, and the CLI ------------------------------------------------------
+
+
+def test_restricted_keys_on_each_database(settings: Settings) -> None:
+    account = create_account(settings)
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(account.key) as admin:
+        created = admin.post(
+            "/v1/key",
+            json={"permissions": {"contact": ["read"]}, "allowed_ips": ["127.0.0.1"]},
+        )
+        assert created.status_code == 201, created.text
+        secret = created.json()["user_key"]
+        with gateway.client(secret) as restricted:
+            assert restricted.get("/v1/platform/list").status_code == 200
+            # the user's own key is untouched by restricted keys, and rotates alone
+            rotated = admin.post(f"/v1/user/{account.user_id}/key")
+            assert rotated.status_code == 201
+            assert restricted.get("/v1/platform/list").status_code == 200
+        with gateway.client(rotated.json()["user_key"]) as admin_again:
+            (user,) = admin_again.get("/v1/user/list").json()
+            assert user["key"] == account.user_id
+            assert admin_again.delete(f"/v1/key/{created.json()['id']}").status_code == 204
+        with gateway.client(secret) as restricted:
+            assert restricted.get("/v1/platform/list").status_code == 401
+
+
+def test_cli_creates_and_lists_restricted_keys(
+    sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = create_account(sqlite_settings)
+    monkeypatch.setenv("CRMGATE_DATA_DIR", str(sqlite_settings.data_dir))
+    runner = CliRunner()
+    created = runner.invoke(
+        cli,
+        [
+            "key",
+            "create",
+            "--user-id",
+            account.user_id,
+            "--permission",
+            "contact=read,update",
+            "--permission",
+            "account=read",
+            "--expires-in-days",
+            "30",
+            "--allow-ip",
+            "10.1.0.0/16",
+            "--json",
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    issued = json.loads(created.output)
+    assert issued["user_key"].startswith("cgr_")
+    assert issued["permissions"] == {"account": ["read"], "contact": ["read", "update"]}
+    listed = runner.invoke(cli, ["key", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert issued["id"] in listed.output and "contact=read,update" in listed.output
+    assert issued["user_key"] not in listed.output
+    bad = runner.invoke(
+        cli, ["key", "create", "--user-id", account.user_id, "--permission", "contact=erase"]
+    )
+    assert bad.exit_code == 1 and "permissions" in bad.output
+    deleted = runner.invoke(cli, ["key", "delete", "--key-id", issued["id"]])
+    assert deleted.exit_code == 0, deleted.output
+    assert issued["id"] not in runner.invoke(cli, ["key", "list"]).output
