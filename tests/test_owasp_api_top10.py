@@ -208,6 +208,15 @@ class TestAPI4UnrestrictedResourceConsumption:
             )
             assert bulk.status_code in (400, 413, 422)
 
+    def test_hostile_json_is_refused_before_it_is_parsed(self, world: World) -> None:
+        deep = b"[" * 100_000 + b"]" * 100_000
+        with world.client(world.acme.key) as client:
+            answer = client.post(
+                "/v1/user", content=deep, headers={"Content-Type": "application/json"}
+            )
+        assert answer.status_code in (400, 413)
+        assert answer.json()["detail"]["code"] in ("MALFORMED_REQUEST", "REQUEST_TOO_LARGE")
+
     def test_a_key_over_its_rate_limit_waits(
         self, tmp_path: Path, salesforce: SalesforceSim
     ) -> None:
@@ -348,7 +357,38 @@ class TestAPI8SecurityMisconfiguration:
             assert "Traceback" not in answer.text and 'File "' not in answer.text
 
 
+class TestAPI8CrossOriginOnlyWhereAllowed:
+    def test_an_allowed_origin_alone_gets_cors(
+        self, tmp_path: Path, salesforce: SalesforceSim
+    ) -> None:
+        for world in world_of(tmp_path, salesforce, cors_origins=["https://app.example"]):
+            preflight = {
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "x-api2crm-user-key",
+            }
+            with world.client(world.acme.key) as client:
+                ours = client.options(
+                    "/v1/user/list", headers={"Origin": "https://app.example", **preflight}
+                )
+                theirs = client.options(
+                    "/v1/user/list", headers={"Origin": "https://evil.example", **preflight}
+                )
+                read = client.get("/v1/user/list", headers={"Origin": "https://evil.example"})
+            assert ours.headers["access-control-allow-origin"] == "https://app.example"
+            assert "access-control-allow-credentials" not in ours.headers
+            for answer in (theirs, read):
+                assert "access-control-allow-origin" not in answer.headers
+
+
 class TestAPI9ImproperInventoryManagement:
+    def test_a_retired_version_answers_410(self, tmp_path: Path) -> None:
+        retired = make_settings(tmp_path / "retired", api_versions={"v1": {"status": "retired"}})
+        migrate_database(retired)
+        admin = create_account(retired)
+        with RunningGateway(create_app(retired)) as gateway, gateway.client(admin.key) as c:
+            assert c.get("/v1/user/list").status_code == 410
+            assert c.get("/v1/application/entity/contact/list").status_code == 410
+
     def test_only_the_current_version_is_served(self, world: World) -> None:
         with world.client(world.acme.key) as client:
             for path in ("/v2/user/list", "/v0/user/list", "/user/list", "/api/v1/user/list"):

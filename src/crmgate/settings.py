@@ -233,6 +233,21 @@ class Settings(BaseSettings):
         description='JSON: organisation id -> {"user_key": "...", "application": "..."}, that '
         "organisation's own limits instead of the defaults.",
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='JSON list of web origins ("https://app.example.com") whose pages may call '
+        "crmgate from a browser (CORS). Empty: none may; a browser holding a user key is rarely "
+        "what you want.",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*" or not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d+)?", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]; no *)")
+        return value
+
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="JSON list of networks (CIDR) of the operator's proxies or load balancers: "

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from crmgate.api import docs, errors, openapi
@@ -59,6 +60,23 @@ def create_fastapi(settings: Settings) -> FastAPI:
     errors.install(app)
     docs.install(app, OPENAPI_URL)
     app.add_middleware(RateLimitHeaders)  # the RateLimit-* fields of counted answers
+    if settings.cors_origins:  # none by default: browsers get no cross-origin access
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["X-API2CRM-USER-KEY", "X-API2CRM-APPLICATION-KEY", "Content-Type"],
+            expose_headers=[
+                "Retry-After",
+                "X-Request-ID",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "RateLimit-Policy",
+            ],
+            allow_credentials=False,
+            max_age=600,
+        )
 
     def custom_openapi() -> dict[str, Any]:
         return openapi.build(app)
