@@ -57,14 +57,6 @@ class Org(AppClient):
 
 
 @pytest.fixture
-def sqlite_database(tmp_path: Path) -> Database:
-    """The mapping, paging and error tests depend on the connector, not on the gateway's store:
-    they run on SQLite; those where the store takes part (token renewal) run on both."""
-    path = tmp_path / "store.db"
-    return Database("sqlite", f"sqlite+aiosqlite:///{path}", str(path))
-
-
-@pytest.fixture
 def org(tmp_path: Path, sqlite_database: Database, dynamics: Dynamics) -> Iterator[Org]:
     settings = dynamics.settings(tmp_path / "data", sqlite_database)
     admin = create_account(settings)

@@ -38,7 +38,8 @@ class Portal(AppClient):
 
 
 @pytest.fixture
-def portal(tmp_path: Path, database: Database, hubspot: HubSpot) -> Iterator[Portal]:
+def portal(tmp_path: Path, sqlite_database: Database, hubspot: HubSpot) -> Iterator[Portal]:
+    database = sqlite_database
     settings = make_settings(
         tmp_path / "data",
         database.url,

@@ -54,7 +54,8 @@ class Org(AppClient):
 
 
 @pytest.fixture
-def org(tmp_path: Path, database: Database, zoho: Zoho) -> Iterator[Org]:
+def org(tmp_path: Path, sqlite_database: Database, zoho: Zoho) -> Iterator[Org]:
+    database = sqlite_database
     settings = zoho.settings(tmp_path / "data", database)
     admin = create_account(settings)
     credential = {
