@@ -512,6 +512,7 @@ def run_simulated(
 # ---- HubSpot ---------------------------------------------------------------------------------
 
 from crmsim.hubspot import HubSpotSimulator  # noqa: E402
+from crmsim.hubspot import platform_overrides as hubspot_overrides  # noqa: E402
 
 
 @dataclass
@@ -521,12 +522,7 @@ class HubSpot:
     ca_file: str
 
     def overrides(self) -> dict[str, dict[str, Any]]:
-        host = self.base_url.removeprefix("https://")
-        oauth = {
-            "authorize_url": f"{self.base_url}/oauth/authorize",
-            "token_url": f"{self.base_url}/oauth/v1/token",
-        }
-        return {"HubSpot": {"api_url": self.base_url, "instance_hosts": [host], "oauth": oauth}}
+        return hubspot_overrides(self.base_url)
 
 
 @pytest.fixture

@@ -72,124 +72,126 @@ def start_demo_crms(directory: Path) -> list[DemoCrm]:
     return crms
 
 
-def start_hubspot(certificates: Any) -> DemoCrm:
-    """A seeded HubSpot portal, connected with a private app token."""
-    from crmsim.hubspot import HubSpotSimulator
-    from crmsim.seed import seed_hubspot_portal
+def _serve(
+    certificates: Any,
+    platform_type: str,
+    simulator: Any,
+    overrides: Callable[[str], dict[str, dict[str, Any]]],
+    authorization: str,
+    credential: Callable[[str], dict[str, str]],
+) -> DemoCrm:
+    """A seeded simulator on a free loopback port, in a background thread, and the
+    application the demo connects to it (``credential`` of the simulator's base URL)."""
     from crmsim.server import RunningSimulator
 
-    simulator = HubSpotSimulator(ten_secondly=10_000)
-    seed_hubspot_portal(simulator)
     running = RunningSimulator(simulator.app(), certificates).__enter__()
-    host = running.base_url.removeprefix("https://")
     return DemoCrm(
-        platform_type="HubSpot",
+        platform_type=platform_type,
         base_url=running.base_url,
         ca_file=certificates.ca_file,
-        overrides={"HubSpot": {"api_url": running.base_url, "instance_hosts": [host]}},
-        authorization="key",
-        credential={"access_token": simulator.add_private_app()},
-        description="Demo: a HubSpot portal played by crmsim",
+        overrides=overrides(running.base_url),
+        authorization=authorization,
+        credential=credential(running.base_url),
+        description=f"Demo: a {platform_type} account played by crmsim",
         stop=lambda: running.__exit__(None, None, None),
     )
 
 
 def start_salesforce(certificates: Any) -> DemoCrm:
-    """A seeded Salesforce simulator on a free loopback port, in a background thread."""
+    """A Salesforce org, connected with an access token that outlives the demo."""
     from crmsim.salesforce import SalesforceSimulator, platform_overrides
     from crmsim.seed import seed_sales_org
-    from crmsim.server import RunningSimulator
 
     simulator = SalesforceSimulator(
         org_name="Demo Sales Org (crmsim)", session_lifetime=DEMO_SESSION_LIFETIME
     )
     user = simulator.add_user("dana@demo.example", "demo-password", name="Dana Demo")
     seed_sales_org(simulator.data, owner=user.id)
-    running = RunningSimulator(simulator.app(), certificates).__enter__()
-    return DemoCrm(
-        platform_type="Salesforce",
-        base_url=running.base_url,
-        ca_file=certificates.ca_file,
-        overrides=platform_overrides(running.base_url),
-        authorization="oAuth-external-refresh",
-        credential={
-            "instance_url": running.base_url,
-            "access_token": simulator.issue_session(user),
-        },
-        description="Demo: a Salesforce org played by crmsim",
-        stop=lambda: running.__exit__(None, None, None),
+    token = simulator.issue_session(user)
+    return _serve(
+        certificates,
+        "Salesforce",
+        simulator,
+        platform_overrides,
+        "oAuth-external-refresh",
+        lambda base: {"instance_url": base, "access_token": token},
+    )
+
+
+def start_hubspot(certificates: Any) -> DemoCrm:
+    """A HubSpot portal, connected with a private app token."""
+    from crmsim.hubspot import HubSpotSimulator, platform_overrides
+    from crmsim.seed import seed_hubspot_portal
+
+    simulator = HubSpotSimulator(ten_secondly=10_000)
+    seed_hubspot_portal(simulator)
+    token = simulator.add_private_app()
+    return _serve(
+        certificates,
+        "HubSpot",
+        simulator,
+        platform_overrides,
+        "key",
+        lambda base: {"access_token": token},
     )
 
 
 def start_pipedrive(certificates: Any) -> DemoCrm:
-    """A seeded Pipedrive company, connected with an API token."""
+    """A Pipedrive company, connected with an API token."""
     from crmsim.pipedrive import PipedriveSimulator, platform_overrides, seed_pipedrive
-    from crmsim.server import RunningSimulator
 
     simulator = PipedriveSimulator(company="Demo Sales (crmsim)", burst=10_000)
     seed_pipedrive(simulator)
-    running = RunningSimulator(simulator.app(), certificates).__enter__()
-    return DemoCrm(
-        platform_type="Pipedrive",
-        base_url=running.base_url,
-        ca_file=certificates.ca_file,
-        overrides=platform_overrides(running.base_url),
-        authorization="key",
-        credential={"instance_url": running.base_url, "api_token": simulator.add_api_token()},
-        description="Demo: a Pipedrive company played by crmsim",
-        stop=lambda: running.__exit__(None, None, None),
+    token = simulator.add_api_token()
+    return _serve(
+        certificates,
+        "Pipedrive",
+        simulator,
+        platform_overrides,
+        "key",
+        lambda base: {"instance_url": base, "api_token": token},
     )
 
 
 def start_zoho(certificates: Any) -> DemoCrm:
-    """A seeded Zoho CRM org, connected with an access token that outlives the demo (Zoho is
-    OAuth only: a client would refresh it and send crmgate the new one)."""
-    from crmsim.server import RunningSimulator
+    """A Zoho CRM org, connected with an access token that outlives the demo (Zoho is OAuth
+    only: a client would refresh it and send crmgate the new one)."""
     from crmsim.zoho import ZohoSimulator, platform_overrides, seed_zoho
 
     simulator = ZohoSimulator()
     seed_zoho(simulator)
-    running = RunningSimulator(simulator.app(), certificates).__enter__()
-    return DemoCrm(
-        platform_type="ZohoCRM",
-        base_url=running.base_url,
-        ca_file=certificates.ca_file,
-        overrides=platform_overrides(running.base_url),
-        authorization="oAuth-external-refresh",
-        credential={
-            "instance_url": running.base_url,
-            "access_token": simulator.issue_access_token(lifetime=DEMO_SESSION_LIFETIME),
-        },
-        description="Demo: a Zoho CRM org played by crmsim",
-        stop=lambda: running.__exit__(None, None, None),
+    token = simulator.issue_access_token(lifetime=DEMO_SESSION_LIFETIME)
+    return _serve(
+        certificates,
+        "ZohoCRM",
+        simulator,
+        platform_overrides,
+        "oAuth-external-refresh",
+        lambda base: {"instance_url": base, "access_token": token},
     )
 
 
 def start_dynamics(certificates: Any) -> DemoCrm:
-    """A seeded Dynamics 365 organisation, connected as an application user (server to server:
+    """A Dynamics 365 organisation, connected as an application user (server to server:
     crmgate gets its tokens from the simulated Entra ID itself)."""
     from crmsim.dynamics import DynamicsSimulator, platform_overrides, seed_dynamics
-    from crmsim.server import RunningSimulator
 
     simulator = DynamicsSimulator(organisation="Demo Organisation (crmsim)")
     seed_dynamics(simulator)
     client_id, secret = "demo-app-" + secrets.token_hex(4), secrets.token_urlsafe(24)
     simulator.add_application_user(client_id, secret)
-    running = RunningSimulator(simulator.app(), certificates).__enter__()
-    return DemoCrm(
-        platform_type="MicrosoftDynamics",
-        base_url=running.base_url,
-        ca_file=certificates.ca_file,
-        overrides=platform_overrides(running.base_url),
-        authorization="user",
-        credential={
-            "instance_url": running.base_url,
+    return _serve(
+        certificates,
+        "MicrosoftDynamics",
+        simulator,
+        platform_overrides,
+        "user",
+        lambda base: {
+            "instance_url": base,
             "tenant_id": simulator.tenant_id,
             "client_id": client_id,
             "client_secret": secret,
         },
-        description="Demo: a Dynamics 365 organisation played by crmsim",
-        stop=lambda: running.__exit__(None, None, None),
     )
 
 

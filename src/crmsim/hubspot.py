@@ -1293,6 +1293,17 @@ class HubSpotSimulator:
         return _matches(record, plain, self.properties[object_type])
 
 
+def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
+    """CRMGATE_PLATFORM_OVERRIDES that point HubSpot (its API and OAuth) at a simulator running
+    at ``base_url`` (the tests and the demo use it)."""
+    host = base_url.removeprefix("https://")
+    oauth = {
+        "authorize_url": f"{base_url}/oauth/authorize",
+        "token_url": f"{base_url}/oauth/v1/token",
+    }
+    return {"HubSpot": {"api_url": base_url, "instance_hosts": [host], "oauth": oauth}}
+
+
 def _plural(name: str) -> str:
     name = name.lower()
     return next((plural for plural, one in SINGULAR.items() if one == name), name)
