@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install serve test lint typecheck check lock clean coverage docs
+.PHONY: install serve test lint typecheck check lock clean coverage docs bench
 
 install: $(STAMP)
 
@@ -21,8 +21,10 @@ serve: install
 	$(VENV)/bin/crmgate migrate
 	$(VENV)/bin/crmgate serve --demo --host $(HOST) --port $(PORT)
 
+# Every test, on as many workers as the machine has cores (pytest-xdist; PYTEST_ARGS="-n 0" runs
+# them in one process, e.g. with -x or a debugger).
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
@@ -35,6 +37,15 @@ check: lint typecheck test
 
 coverage: install
 	$(VENV)/bin/crmgate contract-coverage
+
+# The gateway benchmark (bench/run.py, docs/performance.md): nginx and wrk are Debian packages,
+# installed when missing; py-spy (the profile) is a pinned dev dependency. BENCH_ARGS=--write-doc
+# docs/performance.md also replaces the table there.
+bench: install
+	@{ command -v wrk && { command -v nginx || test -x /usr/sbin/nginx; }; } >/dev/null || \
+		{ apt-get update -q && apt-get install -y -q nginx-light wrk; } || \
+		{ echo "make bench: needs nginx and wrk; as root: apt-get install -y nginx-light wrk"; exit 1; }
+	$(PY) bench/run.py --py-spy $(VENV)/bin/py-spy $(BENCH_ARGS)
 
 # Rewrite the tables of docs/platforms.md from the platform descriptors.
 docs: install

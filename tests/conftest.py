@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 import pytest
@@ -92,9 +92,29 @@ class Database:
     name: str  # SQLite file path or PostgreSQL database name
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+STORE_BACKENDS = ("sqlite", "postgresql")
+sqlite_only = pytest.mark.store_backends("sqlite")
+on_both_stores = pytest.mark.store_backends(*STORE_BACKENDS)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that uses ``database`` runs once per store backend. ``@pytest.mark.store_backends
+    ("sqlite")`` on a module (``pytestmark``) or a test narrows that; the closest mark wins, so
+    a connector suite runs on SQLite and its tests where the store takes part (credentials,
+    tokens) say ``store_backends(*STORE_BACKENDS)``."""
+    if "database" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("store_backends")
+    backends = marker.args if marker is not None else STORE_BACKENDS
+    unknown = set(backends) - set(STORE_BACKENDS)
+    assert backends and not unknown, f"store_backends: unknown {unknown or 'none given'}"
+    metafunc.parametrize("database", backends, indirect=True)
+
+
+@pytest.fixture
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """An empty database of each backend; PostgreSQL gets a fresh database per test."""
+    """An empty database of each backend (or those a ``store_backends`` mark names);
+    PostgreSQL gets a fresh database per test."""
     if request.param == "sqlite":
         path = tmp_path / "store.db"
         yield Database("sqlite", f"sqlite+aiosqlite:///{path}", str(path))
@@ -357,6 +377,13 @@ def check_life_cycle(
     removed = app.ok("DELETE", f"{base}/bulk", json={"item": [{"id": i} for i in made]})
     assert [i["status"] for i in removed["item"]] == [204, 204, 204]
     assert app.ok("GET", f"{base}/count") == {"total": 2}
+    # ids that are not one record's (a second id smuggled into a CRM's id list) are not found
+    # and never sent
+    odd = ["not an id", f"{ids[2]},{ids[1]}"]
+    for method, item in (("PUT", change), ("DELETE", {})):
+        refused = app.ok(method, f"{base}/bulk", json={"item": [{"id": i, **item} for i in odd]})
+        assert [i["status"] for i in refused["item"]] == [404, 404], refused
+    assert app.ok("GET", f"{base}/count") == {"total": 2}
 
     path, id_key = raw
     native = described["native_entity"]
@@ -366,6 +393,37 @@ def check_life_cycle(
     for part in id_key.split("."):  # a dotted key reaches into an envelope ("data.id")
         found = found[int(part)] if isinstance(found, list) else found[part]  # "data.0.id"
     assert str(found) == ids[2]
+
+
+class TokenServer(Protocol):
+    """What ``check_refresh`` needs of a simulator: ``expire_tokens()`` and ``refresh_tokens``."""
+
+    @property
+    def refresh_tokens(self) -> Any: ...
+
+    def expire_tokens(self) -> None: ...
+
+
+def check_refresh(
+    app: AppClient, sim: TokenServer, refreshes: Callable[[], int], refusal: str
+) -> httpx.Response:
+    """The token renewal every oAuth-internal application gets, against whichever CRM ``app``
+    is connected to: an expired access token is refreshed once (``refreshes()`` counts the
+    simulator's token calls) and the new one kept; once the CRM revoked the refresh token, a
+    call answers 401 with the CRM's refusal (``refusal``) and the application is marked not
+    authorized. Returns the refusal for checks of its own."""
+    sim.expire_tokens()
+    assert app.call("GET", "/entity/contact/count").status_code == 200
+    assert refreshes() == 1
+    assert app.call("GET", "/entity/contact/count").status_code == 200
+    assert refreshes() == 1  # the new token is kept
+    sim.refresh_tokens.clear()  # revoked at the CRM
+    sim.expire_tokens()
+    refused = app.call("GET", "/entity/contact/count")
+    assert refused.status_code == 401, refused.text
+    assert refusal in refused.json()["detail"]["message"]
+    assert app.client.get(f"/v1/application/{app.key}").json()["is_authorized"] is False
+    return refused
 
 
 def oauth_connect(

@@ -1,5 +1,8 @@
 """The unified entity API over real HTTP: crmgate on loopback, Salesforce played by the simulator
-over HTTPS. Every call goes client -> crmgate -> connector -> simulator and back."""
+over HTTPS. Every call goes client -> crmgate -> connector -> simulator and back.
+
+The mapping, paging and errors do not depend on the store: the module runs on SQLite, and the
+tests where the store takes part (credentials, sessions, use records) on both backends."""
 
 from __future__ import annotations
 
@@ -17,11 +20,14 @@ from conftest import (
     SalesforceSim,
     check_life_cycle,
     create_account,
+    on_both_stores,
+    sqlite_only,
 )
 from crmgate.settings import Settings
 from test_api_applications import connect_external
 
 APP = "X-API2CRM-APPLICATION-KEY"
+pytestmark = sqlite_only
 
 
 @pytest.fixture
@@ -628,6 +634,7 @@ def test_whatever_the_crm_answers_is_never_a_500(
         assert answer.json()["detail"]["code"] in ("CRM_UNAVAILABLE", "ENTITY_NOT_FOUND")
 
 
+@on_both_stores
 def test_using_an_application_records_when_it_was_last_used(crm: Crm) -> None:
     before = crm.client.get(f"/v1/application/{crm.key}").json()
     assert before["last_used_at"] is None
@@ -756,6 +763,7 @@ def test_passthrough_keeps_repeated_answer_headers_and_drops_cookies(
     assert not [n for n, _ in names if n == "set-cookie"]
 
 
+@on_both_stores
 def test_a_user_application_logs_in_again_when_its_session_expires(
     crm: Crm, crm_gateway: RunningGateway, admin: Account, salesforce: SalesforceSim
 ) -> None:
@@ -845,6 +853,7 @@ def test_unique_lists_the_distinct_values_of_one_field(crm: Crm) -> None:
     assert crm.call("GET", "/entity/lead/list", params={"unique": "true"}).status_code == 400
 
 
+@on_both_stores
 def test_crm_tokens_and_user_keys_reach_no_log_and_no_answer(
     crm_gateway: RunningGateway,
     admin: Account,

@@ -20,6 +20,7 @@ from conftest import (
     RunningGateway,
     Simulated,
     check_life_cycle,
+    check_refresh,
     create_account,
     loopback_socket,
     oauth_connect,
@@ -539,22 +540,13 @@ def test_oauth_internal_tokens_are_refreshed_at_entra_id(
             "/v1/application",
             json={"type": TYPE, "authorization": "oAuth-internal", "credential": credential},
         ).json()["key"]
-        headers = {APP: key}
-        sim.expire_tokens()
-        assert (
-            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
+        refused = check_refresh(
+            AppClient(client, key),
+            sim,
+            lambda: sum(1 for c in sim.calls if c == ("POST", token_path)),
+            "invalid_grant",
         )
-        assert sum(1 for c in sim.calls if c == ("POST", token_path)) == 1
-        assert (
-            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
-        )
-        assert sum(1 for c in sim.calls if c == ("POST", token_path)) == 1  # the new one is kept
-        sim.refresh_tokens.clear()  # revoked in Entra ID
-        sim.expire_tokens()
-        refused = client.get("/v1/application/entity/contact/count", headers=headers)
-        assert refused.status_code == 401 and "invalid_grant" in refused.json()["detail"]["message"]
         assert "Trace ID" not in refused.json()["detail"]["message"]
-        assert client.get(f"/v1/application/{key}").json()["is_authorized"] is False
 
 
 def test_an_application_user_gets_and_renews_its_own_tokens(

@@ -17,6 +17,7 @@ from conftest import (
     HubSpot,
     RunningGateway,
     check_life_cycle,
+    check_refresh,
     create_account,
     loopback_socket,
     make_settings,
@@ -273,21 +274,7 @@ def test_oauth_tokens_are_refreshed_with_hubspots_token_endpoint(
             "/v1/application",
             json={"type": "HubSpot", "authorization": "oAuth-internal", "credential": credential},
         ).json()["key"]
-        headers = {APP: key}
-        sim.expire_tokens()
-        assert (
-            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
-        )
-        assert token_calls() == 1
-        assert (
-            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
-        )
-        assert token_calls() == 1  # the new token (30 minutes) is kept
-        sim.refresh_tokens.clear()  # revoked in HubSpot
-        sim.expire_tokens()
-        refused = client.get("/v1/application/entity/contact/count", headers=headers)
-        assert refused.status_code == 401
-        assert "BAD_REFRESH_TOKEN" in refused.json()["detail"]["message"]
+        check_refresh(AppClient(client, key), sim, token_calls, "BAD_REFRESH_TOKEN")
         assert client.get(f"/v1/application/{key}").json()["is_authorized"] is False
         assert client.delete(f"/v1/application/{key}").status_code == 204
     revokes = [c for c in sim.calls if c[0] == "DELETE" and c[1].startswith("/oauth/v1/refresh")]

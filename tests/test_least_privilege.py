@@ -156,6 +156,43 @@ class TestScopeEnforcement:
             refused(client.get(f"/v1/application/{other_app}"), other_app)
             assert client.get(f"/v1/application/{world.acme_app}").status_code == 200
 
+    def test_an_application_outside_the_scope_is_403_whether_it_exists_or_not(
+        self, tmp_path: Path, salesforce: SalesforceSim
+    ) -> None:
+        """The same answer for the organisation's other application, another organisation's
+        and a made-up key; and the other application's quota is not spent by the attempts."""
+        for world in world_of(tmp_path, salesforce, rate_limit_application="100/minute"):
+            with world.client(world.acme.key) as admin:
+                other_app = connect(admin, world.sim, "bo@acme.example")
+            key = issue(world, applications=[world.acme_app], permissions={"*": ["read"]})
+            made_up = "0123456789abcdef" * 2 + "01234567"
+            answers: dict[str, list[httpx.Response]] = {}
+            with world.client(key["user_key"]) as client:
+                for name, app in (
+                    ("other", other_app),
+                    ("foreign", world.globex_app),
+                    ("made up", made_up),
+                ):
+                    answers[name] = [
+                        client.get(f"/v1/application/{app}"),
+                        client.get(f"{CONTACTS}/count", headers={APP: app}),
+                        client.get("/v1/application/entity/list", headers={APP: app}),
+                    ]
+            shapes = {
+                name: [
+                    (a.status_code, a.json()["detail"]["code"], a.headers.get("ratelimit-policy"))
+                    for a in found
+                ]
+                for name, found in answers.items()
+            }
+            assert shapes["other"] == shapes["foreign"] == shapes["made up"], shapes
+            for found in answers.values():
+                for answer in found:
+                    refused(answer, "may not use the application")
+            with world.client(world.acme.key) as admin:
+                shown = admin.get(f"/v1/application/{other_app}").json()["requests_limit"]
+            assert shown["type"][0]["count"] == 0, shown  # nothing was spent on it
+
     def test_entities_and_actions(self, world: World) -> None:
         record = contact_id(world)
         key = issue(world, permissions={"contact": ["read", "update"]})
@@ -220,6 +257,53 @@ class TestScopeEnforcement:
             expired = client.get("/v1/platform/list")
         assert expired.status_code == 401, expired.text
         assert "expired" in expired.json()["detail"]["message"]
+
+
+def test_a_key_lists_counts_and_reads_only_its_applications(
+    crm_gateway: RunningGateway, crm_settings: Settings, salesforce: SalesforceSim
+) -> None:
+    """On each database: three applications; keys limited to one, to two and to none of them.
+    Lists, counts, filters and pages are those of the key's applications."""
+    acme = create_account(crm_settings)
+    with crm_gateway.client(acme.key) as admin:
+        apps = [connect(admin, salesforce, f"u{n}@acme.example") for n in range(3)]
+        issued = {
+            scope: admin.post(
+                "/v1/key", json={"applications": chosen, "permissions": {"*": ["read"]}}
+            ).json()["user_key"]
+            for scope, chosen in (("one", [apps[1]]), ("two", [apps[0], apps[2]]), ("none", []))
+        }
+        assert admin.get("/v1/application/count").json() == {"total": 3}
+        assert len(admin.get("/v1/application/list").json()) == 3
+
+    def keys_of(client: httpx.Client, **params: Any) -> list[str]:
+        answer = client.get("/v1/application/list", params=params)
+        assert answer.status_code == 200, answer.text
+        return [item["key"] for item in answer.json()]
+
+    def count(client: httpx.Client, **params: Any) -> int:
+        answer = client.get("/v1/application/count", params=params)
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()["total"])
+
+    with crm_gateway.client(issued["one"]) as one:
+        assert keys_of(one) == [apps[1]]
+        assert count(one) == 1 and count(one, filter="type eq 'Salesforce'") == 1
+        assert keys_of(one, page_size=1) == [apps[1]] and keys_of(one, page=2, page_size=1) == []
+        # a filter naming another application finds nothing rather than it
+        assert keys_of(one, filter=f"key eq '{apps[0]}'") == []
+        assert count(one, filter=f"key eq '{apps[0]}'") == 0
+        assert one.get(f"/v1/application/{apps[1]}").json()["key"] == apps[1]
+        for other in (apps[0], apps[2]):
+            refused(one.get(f"/v1/application/{other}"), other)
+    with crm_gateway.client(issued["two"]) as two:
+        first, second = sorted([apps[0], apps[2]])
+        pages = [keys_of(two, page=page, page_size=1, sort="key") for page in (1, 2, 3)]
+        assert pages == [[first], [second], []]
+        assert keys_of(two, sort="-key") == [second, first]
+        assert count(two) == 2
+    with crm_gateway.client(issued["none"]) as none:
+        assert keys_of(none) == [] and count(none) == 0
 
 
 class TestViewerRole:

@@ -7,6 +7,8 @@ make carries a prefix of its own and is deleted afterwards.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -28,6 +30,7 @@ from conftest import (
     migrate_database,
 )
 from crmgate.api.app import create_app
+from crmgate.limits import RateLimits
 from crmgate.security import keys
 from crmgate.settings import Settings
 from test_api_applications import connect_external
@@ -382,3 +385,226 @@ def test_made_up_application_keys_open_no_counters(tmp_path: Path, redis_prefix:
     finally:
         stored.close()
     assert made and not any("app" in name for name in made), made  # the user key's only
+
+
+# ---- a deprecated API version's own limit, under parallel calls ---------------------------------
+
+
+def _deprecated(limit: str) -> dict[str, Any]:
+    return {"v1": {"status": "deprecated", "deprecated": "2026-11-01", "limits": limit}}
+
+
+def _burst(
+    gateways: list[RunningGateway],
+    key: str,
+    calls: int,
+    path: str = "/v1/user/count",
+    headers: dict[str, str] | None = None,
+) -> list[httpx.Response]:
+    """``calls`` requests of one key at once, spread over the gateways, each on a connection of
+    its own, all released together."""
+
+    async def go() -> list[httpx.Response]:
+        clients = [
+            httpx.AsyncClient(
+                base_url=gateway.base_url,
+                headers={"X-API2CRM-USER-KEY": key, **(headers or {})},
+                timeout=30,
+                trust_env=False,
+                limits=httpx.Limits(max_connections=calls),
+            )
+            for gateway in gateways
+        ]
+        try:
+            return list(
+                await asyncio.gather(*(clients[n % len(clients)].get(path) for n in range(calls)))
+            )
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_a_deprecated_versions_limit_admits_exactly_its_quota_of_parallel_calls(
+    tmp_path: Path,
+) -> None:
+    # the in-memory default; calls that were admitted and then failed (404) count too
+    settings = limited_settings(tmp_path / "data", api_versions=_deprecated("8/minute"))
+    account = create_account(settings)
+    with RunningGateway(create_app(settings)) as gateway:
+        with gateway.client(account.key) as client:
+            for _ in range(2):
+                assert client.get("/v1/user/usr_" + "0" * 22).status_code == 404
+        answers = _burst([gateway], account.key, 30)
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200] * 6 + [429] * 24, statuses
+    for refused in (a for a in answers if a.status_code == 429):
+        assert_rate_limited(refused, 60, "the deprecated API v1's limit of 8 per minute")
+        assert refused.headers["deprecation"]
+
+
+def test_a_deprecated_versions_limit_holds_across_gateways_in_redis(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    shared = {
+        "redis_url": REDIS_URL,
+        "rate_limit_redis_prefix": redis_prefix,
+        "api_versions": _deprecated("7/minute"),
+    }
+    settings = limited_settings(tmp_path / "data", **shared)
+    account = create_account(settings)
+    with (
+        RunningGateway(create_app(settings)) as one,
+        RunningGateway(create_app(make_settings(tmp_path / "data", **shared))) as two,
+    ):
+        answers = _burst([one, two], account.key, 30)
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200] * 7 + [429] * 23, statuses
+    stored = redis.Redis.from_url(REDIS_URL)
+    try:
+        made = [name.decode() for name in stored.scan_iter(f"{redis_prefix}*")]
+    finally:
+        stored.close()
+    assert any("version" in name for name in made), made
+    assert account.key not in " ".join(made)  # counters carry ids, never a key
+
+
+MIGRATE = "https://docs.example/migrate-to-v2"
+
+
+@pytest.mark.parametrize("counted_in", ["memory", "redis"])
+def test_calls_a_deprecated_versions_limit_refuses_spend_nothing_of_the_key_or_application(
+    tmp_path: Path, salesforce: SalesforceSim, redis_prefix: str, counted_in: str
+) -> None:
+    crm = {"platform_overrides": salesforce.overrides(), "outbound_ca_file": salesforce.ca_file}
+    # set up on a gateway where v1 is current, counting in its own memory: nothing of it shows
+    setup = limited_settings(tmp_path / "data", **crm)
+    admin = create_account(setup)
+    with RunningGateway(create_app(setup)) as current:
+        created = connect_external(current, admin.key, salesforce)
+        assert created.status_code == 201, created.text
+        app_key = created.json()["key"]
+        with current.client(admin.key) as client:
+            member = client.post("/v1/user", json={"name": "Mo", "email": "mo@acme.example"})
+            member_key = member.json()["user_key"]
+    shared: dict[str, Any] = {
+        **crm,
+        "api_versions": {"v1": {**_deprecated("10/second")["v1"], "link": MIGRATE}},
+        "rate_limit_strategy": "moving-window",  # exact: the version's second frees entirely
+        "rate_limit_user_key": "19/minute",
+        "rate_limit_application": "18/minute",
+    }
+    if counted_in == "redis":
+        shared |= {"redis_url": REDIS_URL, "rate_limit_redis_prefix": redis_prefix}
+    apps = [create_app(make_settings(tmp_path / "data", **shared))]
+    if counted_in == "redis":  # two gateways, one count
+        apps.append(create_app(make_settings(tmp_path / "data", **shared)))
+    with contextlib.ExitStack() as stack:
+        gateways = [stack.enter_context(RunningGateway(app)) for app in apps]
+        answers = _burst(
+            gateways, admin.key, 24, "/v1/application/entity/contact/count", {APP: app_key}
+        )
+        admitted = [answer for answer in answers if answer.status_code != 429]
+        # the version's limit admits 10 a second (a little more if the burst outlasts a second)
+        assert 10 <= len(admitted) <= 16, [answer.status_code for answer in answers]
+        assert {answer.status_code for answer in admitted} == {200}, admitted[0].text
+        for refused in (answer for answer in answers if answer.status_code == 429):
+            assert_rate_limited(refused, 1, "the deprecated API v1's limit of 10 per second")
+            message = refused.json()["detail"]["message"]
+            assert message.endswith(f", or move to a current version (see {MIGRATE})"), message
+            assert f"<{MIGRATE}>" in refused.headers["link"]
+        time.sleep(1.2)  # the version's second frees; the key's and the application's minute not
+        with gateways[0].client(admin.key) as client:
+            shown = client.get(f"/v1/application/{app_key}")
+        with gateways[-1].client(member_key) as client:
+            reached = client.get("/v1/application/entity/contact/count", headers={APP: app_key})
+    # the key's minute holds the admitted calls and this one, not the refused ones: it is now
+    # the window with least room (the version's has 9 left), so the headers show it
+    assert shown.status_code == 200, shown.text
+    assert shown.headers["ratelimit-limit"] == "19"
+    assert shown.headers["ratelimit-remaining"] == str(19 - len(admitted) - 1)
+    live = shown.json()["requests_limit"]["type"]
+    assert live == [
+        {"type": "minute", "available": 18 - len(admitted), "count": len(admitted), "period": 60}
+    ]
+    # another key of the organisation reaches the application: its minute holds the admitted
+    # calls and this one
+    assert reached.status_code == 200, reached.text
+    assert reached.headers["ratelimit-limit"] == "18"
+    assert reached.headers["ratelimit-remaining"] == str(18 - len(admitted) - 1)
+
+
+def test_wrong_or_missing_keys_spend_nothing_of_a_deprecated_versions_limit(
+    tmp_path: Path,
+) -> None:
+    settings = limited_settings(
+        tmp_path / "data", api_versions=_deprecated("3/minute"), rate_limit_strategy="moving-window"
+    )
+    account = create_account(settings)
+    mistyped = account.key[:-1] + ("B" if account.key.endswith("A") else "A")  # bad checksum
+    with RunningGateway(create_app(settings)) as gateway:
+        for key in (None, "nonsense", mistyped, keys.generate()):
+            with gateway.client(key) as stranger:
+                for _ in range(3):
+                    refused = stranger.get("/v1/user/count")
+                    assert refused.status_code == 401, refused.text
+                    assert "ratelimit-limit" not in refused.headers
+        with gateway.client(account.key) as client:
+            answers = [client.get("/v1/user/count") for _ in range(4)]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429]
+    assert [answer.headers["ratelimit-remaining"] for answer in answers] == ["2", "1", "0", "0"]
+    assert_rate_limited(answers[-1], 60, "the deprecated API v1's limit of 3 per minute")
+
+
+def test_only_a_refusal_by_the_versions_own_limit_points_to_a_current_version(
+    tmp_path: Path,
+) -> None:
+    settings = limited_settings(
+        tmp_path / "data",
+        api_versions={"v1": {**_deprecated("3/minute")["v1"], "link": MIGRATE}},
+        rate_limit_user_key="2/second",
+        rate_limit_strategy="moving-window",
+    )
+    account = create_account(settings)
+    with RunningGateway(create_app(settings)) as gateway, gateway.client(account.key) as client:
+        statuses = [client.get("/v1/user/count").status_code for _ in range(2)]
+        by_key = client.get("/v1/user/count")  # the key's second is full, the version has room
+        time.sleep(1.1)
+        assert client.get("/v1/user/count").status_code == 200
+        by_version = client.get("/v1/user/count")
+    assert statuses == [200, 200]
+    assert_rate_limited(by_key, 1, "the user key's limit of 2 per second")
+    assert by_key.json()["detail"]["message"].endswith("is exceeded; retry in 1 seconds")
+    assert_rate_limited(by_version, 60, "the deprecated API v1's limit of 3 per minute")
+    assert by_version.json()["detail"]["message"] == (
+        "the deprecated API v1's limit of 3 per minute is exceeded; retry in "
+        f"{by_version.headers['retry-after']} seconds, or move to a current version "
+        f"(see {MIGRATE})"
+    )
+
+
+def test_a_burst_wider_than_the_redis_pool_is_still_counted(redis_prefix: str) -> None:
+    # 150 requests at once in one process, each counting in four windows: 600 counts in flight
+    # for 100 connections. They wait for a connection; none fails open and goes uncounted.
+    quota = "120/minute;100000/day;1000000/month;10000000/year"
+
+    async def burst() -> list[bool]:
+        limits = RateLimits(
+            user_key=quota,
+            application="",
+            bad_keys="",
+            redis_url=REDIS_URL,
+            redis_prefix=redis_prefix,
+        )
+        try:
+            verdicts = await asyncio.gather(
+                *(limits.hit_request("org_burst", "key_burst") for _ in range(150))
+            )
+        finally:
+            await limits.close()
+        return [(verdict.allowed, bool(verdict.windows)) for verdict in verdicts]
+
+    verdicts = asyncio.run(burst())
+    assert verdicts.count((True, True)) == 120  # admitted, and counted
+    assert verdicts.count((False, True)) == 30  # refused by the full minute

@@ -114,6 +114,43 @@ class TestAPI1BrokenObjectLevelAuthorization:
         if hasattr(world.sim.simulator, "calls"):
             assert len(world.sim.simulator.calls) == before
 
+    def test_a_restricted_key_sees_no_application_outside_its_scope(self, world: World) -> None:
+        """A key limited to one of Acme's three applications, probing for the other two (and
+        Globex's) by listing, counting, filtering, paging and by key."""
+        with world.client(world.acme.key) as admin:
+            others = [connect(admin, world.sim, f"x{n}@acme.example") for n in range(2)]
+            issued = admin.post(
+                "/v1/key", json={"applications": [world.acme_app], "permissions": {"*": ["read"]}}
+            )
+        assert issued.status_code == 201, issued.text
+        hidden = [*others, world.globex_app]
+        with world.client(issued.json()["user_key"]) as client:
+            answers = [
+                client.get("/v1/application/list"),
+                client.get("/v1/application/list", params={"page": 2, "page_size": 1}),
+                client.get("/v1/application/list", params={"sort": "-key", "page_size": 100}),
+                *(
+                    client.get("/v1/application/list", params={"filter": f"key eq '{key}'"})
+                    for key in hidden
+                ),
+            ]
+            assert [[a["key"] for a in answer.json()] for answer in answers] == [
+                [world.acme_app],
+                [],
+                [world.acme_app],
+                [],
+                [],
+                [],
+            ]
+            assert client.get("/v1/application/count").json() == {"total": 1}
+            for key in hidden:
+                count = client.get("/v1/application/count", params={"filter": f"key eq '{key}'"})
+                assert count.json() == {"total": 0}
+                by_key = client.get(f"/v1/application/{key}")
+                assert by_key.status_code == 403, by_key.text
+                assert by_key.json()["detail"]["code"] == "NOT_ALLOWED"
+                assert "credential" not in by_key.text and "Salesforce" not in by_key.text
+
     def test_another_organisations_users_are_not_found(self, world: World) -> None:
         with world.client(world.globex.key) as client:
             assert client.get(f"/v1/user/{world.acme.user_id}").status_code == 404
@@ -247,6 +284,39 @@ class TestAPI5BrokenFunctionLevelAuthorization:
         with world.client(world.acme.key) as client:  # the admin, the key, the app: all there
             assert client.get(f"/v1/application/{world.acme_app}").status_code == 200
             assert len(client.get("/v1/user/list").json()) == 2
+
+    def test_an_admins_restricted_key_manages_and_audits_nothing(self, world: World) -> None:
+        """A restricted key acts as a member at most, whoever it was issued for: the audit
+        trail, keys, users, applications and OAuth sessions stay the admins' (403)."""
+        with world.client(world.acme.key) as admin:
+            issued = admin.post("/v1/key", json={"permissions": {"*": ["read"]}})
+        assert issued.status_code == 201, issued.text
+        app = f"/v1/application/{world.acme_app}"
+        with world.client(issued.json()["user_key"]) as client:
+            attempts = [
+                client.get("/v1/audit/list"),
+                client.get("/v1/audit/count"),
+                client.get("/v1/key/list"),
+                client.get("/v1/key/count"),
+                client.delete(f"/v1/key/{issued.json()['id']}"),
+                client.post("/v1/user", json={"name": "X", "email": "x@acme.example"}),
+                client.post("/v1/application", json={"type": "Salesforce"}),
+                client.put(app, json={"description": "taken"}),
+                client.delete(app),
+                client.post(
+                    "/v1/oauth/session",
+                    json={"type": "Salesforce", "redirect": "https://app.example/x"},
+                ),
+            ]
+            # it reads only its own user record, as any member does
+            users = client.get("/v1/user/list").json()
+        for answer in attempts:
+            assert answer.status_code == 403, answer.text
+            assert "admin" in answer.json()["detail"]["message"]
+        assert [user["key"] for user in users] == [world.acme.user_id]
+        with world.client(world.acme.key) as admin:
+            assert admin.get(app).json()["description"] != "taken"
+            assert admin.get("/v1/key/count").json() == {"total": 1}
 
 
 class TestAPI6UnrestrictedAccessToSensitiveBusinessFlows:

@@ -1,6 +1,7 @@
 """Pipedrive through crmgate's unified entity API, with Pipedrive played by crmsim over HTTPS:
 API v2 for persons, organizations, deals and activities, v1 for leads, notes and users, and
-Pipedrive's saved filters for every filtered list."""
+Pipedrive's saved filters for every filtered list. The module runs on SQLite, its tests where
+the store takes part (credentials, tokens) on both backends."""
 
 from __future__ import annotations
 
@@ -19,15 +20,20 @@ from conftest import (
     RunningGateway,
     Simulated,
     check_life_cycle,
+    check_refresh,
     create_account,
     loopback_socket,
     oauth_connect,
+    on_both_stores,
     run_simulated,
+    sqlite_only,
 )
 from crmgate.api.app import create_app
 from crmgate.connectors import pipedrive as pipedrive_connector
 from crmsim.pipedrive import PipedriveSimulator, platform_overrides, seed_pipedrive
 from crmsim.tls import Certificates
+
+pytestmark = sqlite_only
 
 
 class PipedriveSim(Simulated[PipedriveSimulator]):
@@ -72,19 +78,11 @@ def running_company(
 
 @pytest.fixture
 def company(tmp_path: Path, database: Database, pipedrive: PipedriveSim) -> Iterator[Company]:
-    """A connected company on each store backend (where credentials are kept)."""
+    """A connected company (on SQLite, unless a test asks for both stores)."""
     yield from running_company(tmp_path / "data", database, pipedrive)
 
 
-@pytest.fixture
-def sqlite_company(tmp_path: Path, pipedrive: PipedriveSim) -> Iterator[Company]:
-    """A connected company on SQLite only: for what the connector does, which no store
-    backend changes (keeps this module's run time down)."""
-    path = tmp_path / "store.db"
-    database = Database("sqlite", f"sqlite+aiosqlite:///{path}", str(path))
-    yield from running_company(tmp_path / "data", database, pipedrive)
-
-
+@on_both_stores
 def test_an_api_token_connects_and_a_wrong_one_is_refused(
     company: Company, pipedrive: PipedriveSim
 ) -> None:
@@ -195,8 +193,7 @@ def v2_life_cycle(
     assert json.loads(base64.b64decode(answer["content"]))["data"]["id"] == int(ids[2])
 
 
-def test_leads_have_the_whole_life_cycle(sqlite_company: Company) -> None:
-    company = sqlite_company
+def test_leads_have_the_whole_life_cycle(company: Company) -> None:
     org = company.sim.insert("organizations", {"name": "Lead owner org"})
     links = {"relation": {"account": [{"type": "account", "entity": {"id": org}}]}}
     check_life_cycle(
@@ -207,22 +204,21 @@ def test_leads_have_the_whole_life_cycle(sqlite_company: Company) -> None:
     assert len(lead["id"]) == 36  # Pipedrive's lead ids are UUIDs
 
 
-def test_lead_counts_read_every_page_of_the_leads_own_paging(sqlite_company: Company) -> None:
+def test_lead_counts_read_every_page_of_the_leads_own_paging(company: Company) -> None:
     """The leads API pages with additional_data.{start, limit, more_items_in_collection}, not
     the pagination object of the other v1 lists."""
-    org = int(sqlite_company.sim.insert("organizations", {"name": "Many leads"}))
+    org = int(company.sim.insert("organizations", {"name": "Many leads"}))
     for n in range(600):
-        sqlite_company.sim.insert("leads", {"title": f"Lead {n}", "organization_id": org})
-    assert sqlite_company.ok("GET", "/entity/lead/count") == {"total": 600}
-    assert sqlite_company.calls("GET", "/v1/leads") == 2
-    assert sqlite_company.sim.filters == {}  # no conditions, no saved filter
+        company.sim.insert("leads", {"title": f"Lead {n}", "organization_id": org})
+    assert company.ok("GET", "/entity/lead/count") == {"total": 600}
+    assert company.calls("GET", "/v1/leads") == 2
+    assert company.sim.filters == {}  # no conditions, no saved filter
 
 
-def test_custom_fields_take_v2_shapes(sqlite_company: Company) -> None:
+def test_custom_fields_take_v2_shapes(company: Company) -> None:
     """v2 writes and shows some custom fields as objects or lists (the v2 migration guide):
     crmgate reads them flat, as v1 did (an amount's currency as <key>_currency, options as
     "1,2"), and writes them back in v2's shapes."""
-    company = sqlite_company
     budget = company.sim.add_custom_field("deals", "Budget", "monetary", key="b" + "1" * 39)
     tags = company.sim.add_custom_field(
         "persons", "Tags", "set", ("VIP", "Press", "Partner"), key="c" + "2" * 39
@@ -261,10 +257,9 @@ def test_custom_fields_take_v2_shapes(sqlite_company: Company) -> None:
     assert [d["id"] for d in found] == [deal]
 
 
-def test_activities_of_each_type_have_their_life_cycle(sqlite_company: Company) -> None:
+def test_activities_of_each_type_have_their_life_cycle(company: Company) -> None:
     """Pipedrive sorts activities by id, dates and due date only: the same life cycle as
     check_life_cycle, sorted by due date, for tasks, calls and meetings in one company."""
-    company = sqlite_company
     company.sim.burst = 1000  # three life cycles go beyond 80 calls in 2 seconds
     company.sim.insert("activities", {"subject": "Lunch", "type": "lunch"})  # not any of them
     for entity in ("task", "call", "meeting"):
@@ -317,8 +312,7 @@ def activity_life_cycle(company: Company, entity: str) -> None:
     ).replace(b" ", b"")
 
 
-def test_deals_link_organizations_and_people_and_filter_by_them(sqlite_company: Company) -> None:
-    company = sqlite_company
+def test_deals_link_organizations_and_people_and_filter_by_them(company: Company) -> None:
     acme = company.ok("POST", "/entity/account", 201, json={"name": "Acme"})["id"]
     initech = company.ok("POST", "/entity/account", 201, json={"name": "Initech"})["id"]
     bob = company.ok("POST", "/entity/contact", 201, json={"last_name": "Bob Slydell"})["id"]
@@ -357,8 +351,7 @@ def test_deals_link_organizations_and_people_and_filter_by_them(sqlite_company: 
     assert bad.status_code == 400
 
 
-def test_contacts_typed_lists_custom_fields_and_hostile_filters(sqlite_company: Company) -> None:
-    company = sqlite_company
+def test_contacts_typed_lists_custom_fields_and_hostile_filters(company: Company) -> None:
     # crmgate's filter language names fields that start with a letter (a key such as
     # 9f86d0...  can be read and written, not filtered)
     tier = company.sim.add_custom_field(
@@ -421,10 +414,9 @@ def test_contacts_typed_lists_custom_fields_and_hostile_filters(sqlite_company: 
     assert company.sim.records["persons"][grace]["emails"] == []
 
 
-def test_contact_names_are_written_as_pipedrive_s_one_name(sqlite_company: Company) -> None:
+def test_contact_names_are_written_as_pipedrive_s_one_name(company: Company) -> None:
     """Pipedrive keeps one name and splits it; crmgate writes "first last" and reads the split,
     and a change of one half keeps the other."""
-    company = sqlite_company
     grace = company.ok(
         "POST", "/entity/contact", 201, json={"first_name": "Grace", "last_name": "Hopper"}
     )["id"]
@@ -445,9 +437,8 @@ def test_contact_names_are_written_as_pipedrive_s_one_name(sqlite_company: Compa
 
 
 def test_filters_are_made_once_reused_and_made_again_when_deleted(
-    sqlite_company: Company,
+    company: Company,
 ) -> None:
-    company = sqlite_company
     company.sim.insert("persons", {"name": "Ann Smith"})
     params = {"filter": "last_name eq 'Smith'"}
     for _ in range(3):
@@ -469,9 +460,8 @@ def test_filters_are_made_once_reused_and_made_again_when_deleted(
 
 
 def test_filters_use_query_parameters_first_check_found_ones_and_delete_evicted_ones(
-    sqlite_company: Company, pipedrive: PipedriveSim, monkeypatch: pytest.MonkeyPatch
+    company: Company, pipedrive: PipedriveSim, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    company = sqlite_company
     sim = company.sim
     org = sim.insert("organizations", {"name": "Initech"})
     ann = sim.insert("persons", {"name": "Ann Smith", "org_id": int(org)})
@@ -517,8 +507,7 @@ def test_filters_use_query_parameters_first_check_found_ones_and_delete_evicted_
     assert first not in sim.filters and len(sim.filters) == 3
 
 
-def test_notes_link_records_and_filter_by_their_relations(sqlite_company: Company) -> None:
-    company = sqlite_company
+def test_notes_link_records_and_filter_by_their_relations(company: Company) -> None:
     deal = company.sim.insert("deals", {"title": "Deal"})
     person = company.sim.insert("persons", {"name": "Pat"})
     on_deal = {"relation": {"opportunity": [{"type": "opportunity", "entity": {"id": deal}}]}}
@@ -548,8 +537,7 @@ def test_notes_link_records_and_filter_by_their_relations(sqlite_company: Compan
     assert company.call("GET", f"/entity/note/{first}").status_code == 404
 
 
-def test_users_are_read_only(sqlite_company: Company) -> None:
-    company = sqlite_company
+def test_users_are_read_only(company: Company) -> None:
     other = company.sim.add_user("Bob Builder", "bob@acme.example")
     users = company.ok("GET", "/entity/user/list")
     assert [u["username"] for u in users] == ["ada@acme.example", "bob@acme.example"]
@@ -609,9 +597,8 @@ def test_pipedrive_errors_become_the_contracts(
 
 
 def test_pages_in_order_cost_one_call_per_500_records(
-    sqlite_company: Company, monkeypatch: pytest.MonkeyPatch
+    company: Company, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    company = sqlite_company
     for n in range(1100):
         company.sim.insert("persons", {"name": f"P{n:04d}"})
 
@@ -651,6 +638,7 @@ def test_pages_in_order_cost_one_call_per_500_records(
     }
 
 
+@on_both_stores
 def test_oauth_tokens_are_refreshed_with_basic_client_authentication(
     tmp_path: Path, database: Database, pipedrive: PipedriveSim
 ) -> None:
@@ -674,20 +662,13 @@ def test_oauth_tokens_are_refreshed_with_basic_client_authentication(
         )
         assert created.status_code == 201, created.text
         app = AppClient(client, created.json()["key"])
-        sim.expire_tokens()
-        assert app.call("GET", "/entity/contact/count").status_code == 200
-        assert sim.calls.count(("POST", "/oauth/token")) == 1
+        check_refresh(app, sim, lambda: sim.calls.count(("POST", "/oauth/token")), "invalid_grant")
         # OAuth tokens go as Bearer tokens; the token endpoint gets HTTP Basic
         assert {how for _, path, how in sim.auth if path != "/oauth/token"} == {"bearer"}
         assert {how for _, path, how in sim.auth if path == "/oauth/token"} == {"basic"}
-        assert app.call("GET", "/entity/contact/count").status_code == 200
-        assert sim.calls.count(("POST", "/oauth/token")) == 1
-        sim.refresh_tokens.clear()  # revoked in Pipedrive
-        sim.expire_tokens()
-        refused = app.call("GET", "/entity/contact/count")
-        assert refused.status_code == 401 and "invalid_grant" in refused.text
 
 
+@on_both_stores
 def test_an_external_token_that_expired_is_the_clients_to_renew(
     tmp_path: Path, database: Database, pipedrive: PipedriveSim
 ) -> None:
@@ -722,6 +703,7 @@ def test_the_demo_seed_fills_a_small_company(pipedrive: PipedriveSim) -> None:
     )
 
 
+@on_both_stores
 def test_the_oauth_flow_connects_a_pipedrive_company(
     tmp_path: Path, database: Database, pipedrive: PipedriveSim
 ) -> None:

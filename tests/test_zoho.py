@@ -20,6 +20,7 @@ from conftest import (
     RunningGateway,
     Simulated,
     check_life_cycle,
+    check_refresh,
     create_account,
     loopback_socket,
     oauth_connect,
@@ -429,21 +430,7 @@ def test_oauth_tokens_are_refreshed_with_zohos_accounts_server(
             "/v1/application",
             json={"type": "ZohoCRM", "authorization": "oAuth-internal", "credential": credential},
         ).json()["key"]
-        headers = {APP: key}
-        sim.expire_tokens()
-        assert (
-            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
-        )
-        assert token_calls() == 1
-        assert (
-            client.get("/v1/application/entity/contact/count", headers=headers).status_code == 200
-        )
-        assert token_calls() == 1  # the new token (one hour) is kept
-        sim.refresh_tokens.clear()  # revoked in Zoho
-        sim.expire_tokens()
-        refused = client.get("/v1/application/entity/contact/count", headers=headers)
-        assert refused.status_code == 401 and "invalid_code" in refused.json()["detail"]["message"]
-        assert client.get(f"/v1/application/{key}").json()["is_authorized"] is False
+        check_refresh(AppClient(client, key), sim, token_calls, "invalid_code")
     for seen in sim.calls:  # tokens never travel in a URL the gateway sends, but revoke's
         assert credential["access_token"] not in json.dumps(seen)
 

@@ -17,9 +17,16 @@ from crmgate.connectors.catalogue import AUTHORIZATION_TYPES, Catalogue, Platfor
 from crmgate.outbound import OutboundRefused
 from crmgate.security.vault import DecryptionError
 from crmgate.store.accounts import AccountError, Principal
-from crmgate.store.applications import ApplicationStore, ApplicationView, Credentials
+from crmgate.store.applications import (
+    ApplicationStore,
+    ApplicationView,
+    Credentials,
+    InTransaction,
+)
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from crmgate.audit import AuditLog, Detail
 
 log = logging.getLogger("crmgate.applications")
@@ -58,6 +65,34 @@ class ApplicationService:
                 target=key,
                 details=details,
             )
+
+    def _in_transaction(
+        self,
+        event: str,
+        principal: Principal,
+        also: InTransaction | None = None,
+        **details: Detail,
+    ) -> InTransaction | None:
+        """The audit event of a change, written by the store in the change's transaction (and
+        ``also``, another event of the same change: the OAuth flow's)."""
+        audit = self._audit
+        if audit is None and also is None:
+            return None
+
+        async def write(session: AsyncSession, key: str) -> None:
+            if audit is not None:
+                await audit.record(
+                    event,
+                    organisation_id=principal.organisation_id,
+                    actor=principal.user_id,
+                    target=key,
+                    details=details,
+                    session=session,
+                )
+            if also is not None:
+                await also(session, key)
+
+        return write
 
     def connector(self, platform: Platform) -> Connector:
         """The connector object of this very platform type (keyed by type, not connector name)."""
@@ -128,6 +163,7 @@ class ApplicationService:
         authorization: str,
         credential: Mapping[str, Any],
         description: str,
+        also: InTransaction | None = None,
     ) -> ApplicationView:
         platform = self.platform(platform_type)
         fields, public = self.validate(platform, authorization, credential)
@@ -146,18 +182,18 @@ class ApplicationService:
                 public_credential=_public(public, verified),
                 identity=_identity(verified),
                 limit=self._limit,
+                audit=self._in_transaction(
+                    "application.created",
+                    principal,
+                    also,
+                    type=platform.type,
+                    authorization=authorization,
+                ),
             )
         except AccountError as error:
             if error.code == "SERVICE_CONNECTED_APPLICATIONS_LIMIT":
                 await self._limit_hit(principal)
             raise
-        await self._record(
-            "application.created",
-            principal,
-            view.key,
-            type=view.type,
-            authorization=authorization,
-        )
         return view
 
     async def _limit_hit(self, principal: Principal) -> None:
@@ -174,16 +210,20 @@ class ApplicationService:
         authorization: str | None,
         credential: Mapping[str, Any] | None,
         description: str | None,
+        also: InTransaction | None = None,
     ) -> ApplicationView:
         current = await self.store.get(principal.organisation_id, key)
         if platform_type is not None and platform_type != current.type:
             raise invalid("type", "the platform of an application cannot change")
         if credential is None and authorization is None:
-            described = await self.store.update(
-                principal.organisation_id, key, description=description
+            return await self.store.update(
+                principal.organisation_id,
+                key,
+                description=description,
+                audit=self._in_transaction(
+                    "application.updated", principal, also, changed="description"
+                ),
             )
-            await self._record("application.updated", principal, key, changed="description")
-            return described
         platform = self.platform(current.type)
         kind = authorization or current.authorization
         stored = await self._readable_stored(principal, key)
@@ -206,17 +246,17 @@ class ApplicationService:
             public_credential=_public(public, verified),
             identity=_identity(verified),
             expected_revision=current.credentials_revision,
+            audit=self._in_transaction(
+                "application.updated",
+                principal,
+                also,
+                changed="credential" + (",description" if description is not None else ""),
+                authorization=kind,
+                credential_fields=sorted(sent),  # names only, never values
+            ),
         )
         if stored is not None and current.authorization != kind:
             await self._revoke(platform, current.authorization, stored, key)
-        await self._record(
-            "application.updated",
-            principal,
-            key,
-            changed="credential" + (",description" if description is not None else ""),
-            authorization=kind,
-            credential_fields=sorted(sent),  # names only, never values
-        )
         return updated
 
     @staticmethod
@@ -247,7 +287,10 @@ class ApplicationService:
         """The stored credentials, or None when they cannot be decrypted (then the client's
         update must bring a complete credential, which repairs the application)."""
         try:
-            _, credentials = await self.store.credentials(principal.organisation_id, key)
+            # fresh: an update merges with them, and must not merge a cached, older token
+            _, credentials = await self.store.credentials(
+                principal.organisation_id, key, fresh=True
+            )
         except DecryptionError as error:
             log.error("application %s: stored credentials unreadable: %s", key[:8], error)
             return None
@@ -276,8 +319,11 @@ class ApplicationService:
             # The application goes even if revocation fails: keeping credentials a client asked
             # to remove would be worse than a token left to expire.
             await self._revoke(platform, view.authorization, credentials, key)
-        await self.store.delete(principal.organisation_id, key)
-        await self._record("application.deleted", principal, key, type=view.type)
+        await self.store.delete(
+            principal.organisation_id,
+            key,
+            audit=self._in_transaction("application.deleted", principal, type=view.type),
+        )
 
 
 def _limit_reached(limit: int) -> AccountError:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
+import logging
 import secrets
 import shlex
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from crmgate import audit
 from crmgate.logs import configure as configure_logging
@@ -85,6 +90,9 @@ def _with_services(
         raise _fail(exc.message) from None
     except (SecretFileError, VaultError) as exc:
         raise _fail(str(exc)) from None
+    except audit.AuditKeyError as exc:  # the audit trail cannot be written or checked
+        typer.echo(f"crmgate: audit: {exc}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 def _user_json(view: UserView) -> dict[str, Any]:
@@ -148,6 +156,14 @@ def serve(
     tls_key: Annotated[
         Path | None, typer.Option(help="PEM private key of the certificate (CRMGATE_TLS_KEY).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes sharing the listening socket (CRMGATE_WORKERS); more than one "
+            "needs PostgreSQL, and Redis to share the rate limits (docs/deployment.md).",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway. On the first start it creates an admin account and prints its key."""
     overrides: dict[str, Any] = {}
@@ -155,6 +171,8 @@ def serve(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
+    if workers is not None:
+        overrides["workers"] = workers
     if tls_cert is not None:
         overrides["tls_cert"] = tls_cert
     if tls_key is not None:
@@ -163,7 +181,11 @@ def serve(
     if bool(settings.tls_cert) != bool(settings.tls_key):
         typer.echo("crmgate: --tls-cert and --tls-key go together", err=True)
         raise typer.Exit(code=2)
+    if settings.workers > 1:
+        _check_workers(settings, settings.workers, demo)
     configure_logging(settings.log_level)
+    if settings.workers > 1:
+        _warn_per_process_limits(settings, settings.workers)
     crms: list[Any] = []
     if demo:
         from crmgate.demo import demo_settings, start_demo_crms
@@ -182,16 +204,99 @@ def serve(
             crm.stop()
 
 
-def _run(settings: Settings) -> None:
-    """uvicorn with crmgate's choices: uvloop and httptools, no server banner, no proxy headers
-    trusted, and over TLS no version older than 1.2."""
-    import ssl
+def _check_workers(settings: Settings, workers: int, demo: bool) -> None:
+    """Refuse what cannot work in several processes (exit 2, as for a bad option)."""
+    if demo:
+        typer.echo(
+            "crmgate: --demo runs in one process (its simulated CRMs live in it): leave out "
+            "--workers (CRMGATE_WORKERS)",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    if settings.resolved_database_url.startswith("sqlite"):
+        typer.echo(
+            f"crmgate: --workers {workers} needs PostgreSQL (CRMGATE_DATABASE_URL): on SQLite one "
+            "process must hold the lock that makes token renewals happen once, and SQLite's "
+            "writes are one at a time anyway (docs/deployment.md)",
+            err=True,
+        )
+        raise typer.Exit(code=2)
 
-    import uvicorn
 
+def _warn_per_process_limits(settings: Settings, workers: int) -> None:
+    """Without Redis every process counts the rate limits in its own memory: say which."""
+    if settings.redis_url is not None:
+        return
+    named = [
+        f"{setting} ({value})"
+        for setting, value in (
+            ("CRMGATE_RATE_LIMIT_USER_KEY", settings.rate_limit_user_key),
+            ("CRMGATE_RATE_LIMIT_APPLICATION", settings.rate_limit_application),
+            ("CRMGATE_RATE_LIMIT_BAD_KEYS", settings.rate_limit_bad_keys),
+        )
+        if value.strip()
+    ]
+    if any(o.user_key or o.application for o in settings.rate_limit_organisations.values()):
+        named.append("CRMGATE_RATE_LIMIT_ORGANISATIONS")
+    named += [
+        f"API version {name}'s limits ({version.limits})"
+        for name, version in settings.api_versions.items()
+        if version.limits and version.limits.strip()
+    ]
+    if named:
+        logging.getLogger("crmgate").warning(
+            "%d worker processes without CRMGATE_REDIS_URL: each process counts these rate "
+            "limits on its own, so together they let through up to %d times as much: %s",
+            workers,
+            workers,
+            "; ".join(named),
+        )
+
+
+def _tls_context(config: Any, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's TLS context for crmgate: no version older than 1.2 (made in each worker)."""
+    context = default()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _worker_app(settings: Settings) -> Any:
+    """The app of one serving process; in a worker also its logging (the redacting handler):
+    a worker is a fresh interpreter that has only been handed the settings."""
     from crmgate.api.app import create_app
-    from crmgate.api.bounds import bounded_httptools
 
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+class _ServeConfig(uvicorn.Config):
+    """uvicorn's Config with httptools bounded as crmgate needs: 431 beyond the head limits
+    (api/bounds.py). The bounded protocol class is made when the config is loaded, in the
+    process that serves, since a class made at run time cannot be pickled to a worker."""
+
+    def __init__(
+        self, app: Any, *, max_header_bytes: int, max_header_fields: int, **options: Any
+    ) -> None:
+        super().__init__(app, http="httptools", **options)
+        self.max_header_bytes = max_header_bytes
+        self.max_header_fields = max_header_fields
+
+    def load(self) -> None:
+        from crmgate.api.bounds import bounded_httptools
+
+        self.http = bounded_httptools(self.max_header_bytes, self.max_header_fields)
+        super().load()
+
+
+def _run(settings: Settings) -> None:
+    """uvicorn with crmgate's choices: uvloop and httptools with bounded request heads, no
+    server banner, no proxy headers trusted, and over TLS no version older than 1.2.
+
+    With more than one worker, uvicorn's supervisor binds the socket and starts that many
+    processes (restarting any that dies; SIGHUP replaces them one by one). Each worker gets the
+    config by pickling: the settings this process read and checked, and module-level functions
+    that build the app, the TLS context and the HTTP protocol in the worker."""
+    workers = settings.workers
     tls: dict[str, Any] = {}
     if settings.tls_cert and settings.tls_key:
         tls = {
@@ -199,24 +304,33 @@ def _run(settings: Settings) -> None:
             "ssl_keyfile": str(settings.tls_key),
             # TLS 1.2: forward-secret AEAD suites only (TLS 1.3's are all such)
             "ssl_ciphers": "ECDHE+AESGCM:ECDHE+CHACHA20",
+            "ssl_context_factory": _tls_context,
         }
-    config = uvicorn.Config(
-        create_app(settings),
+    config = _ServeConfig(
+        functools.partial(_worker_app, settings),
+        factory=True,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        # httptools puts no bound on a request's head: 431 beyond these (api/bounds.py)
-        http=bounded_httptools(settings.max_header_bytes, settings.max_header_fields),
+        workers=workers,
+        # A worker answers the supervisor's pings (from a thread) only once it has imported
+        # crmgate; on a busy host that takes longer than uvicorn's 5 s, and the supervisor would
+        # kill and restart it over and over. A worker that exits is replaced at once anyway.
+        timeout_worker_healthcheck=60,
         log_config=None,
         access_log=False,
         server_header=False,
         proxy_headers=False,
+        max_header_bytes=settings.max_header_bytes,
+        max_header_fields=settings.max_header_fields,
         **tls,
     )
-    config.load()
-    if config.ssl is not None:
-        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-    uvicorn.Server(config).run()
+    if workers == 1:
+        uvicorn.Server(config).run()
+        return
+    typer.echo(f"crmgate: starting {workers} worker processes")
+    sys.stdout.flush()
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 async def _start_demo(services: Services, crms: list[Any]) -> None:
@@ -544,37 +658,73 @@ def vault_generate_key(
 audit_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="The audit trail of security events: verify its hash chain, list events.",
+    help="The audit trail of security events: verify its keyed hash chain, rotate its key, "
+    "list events.",
 )
 app.add_typer(audit_app, name="audit")
 
 
+def _witness(value: str) -> audit.Witness:
+    seq, _, digest = value.lower().partition(":")
+    if not seq.isdigit() or int(seq) < 1 or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        raise typer.BadParameter("expected SEQ:HASH, e.g. 1234:<the 64 hex digits of its hash>")
+    return audit.Witness(int(seq), digest, f"--anchor {seq}:{digest[:12]}...")
+
+
 @audit_app.command("verify")
-def audit_verify(as_json: JsonFlag = False) -> None:
-    """Walk the hash chain of the audit trail: exit 0 when intact, 1 naming the first event
-    that was changed or deleted."""
-    result = _with_services(lambda services: services.audit.verify())
+def audit_verify(
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--anchor",
+            metavar="SEQ:HASH",
+            help="A head seen elsewhere (a log line, a ticket): the chain must reach it with "
+            "that hash. Repeatable.",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Walk the keyed hash chain of the audit trail with every audit key: exit 0 when intact,
+    1 naming the first event that was changed, deleted, cut off or inserted, 2 when it cannot
+    be checked (the audit key file is missing or unusable)."""
+    witnesses = [_witness(value) for value in anchor or []]
+    result = _with_services(lambda services: services.audit.verify(witnesses=witnesses))
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "intact": result.intact,
                     "events": result.count,
+                    "keyed": result.keyed,
                     "head": {"id": result.head_seq, "hash": result.head_hash},
+                    "anchored": result.anchored,
                     "broken_id": result.broken_seq,
                     "reason": result.reason,
                 }
             )
         )
     elif result.intact:
+        anchored = f", anchored at #{result.anchored}" if result.anchored else ""
         typer.echo(
-            f"audit: {result.count} events, chain intact; head #{result.head_seq} "
-            f"{result.head_hash}"
+            f"audit: {result.count} events, chain intact ({result.keyed} keyed{anchored}); "
+            f"head #{result.head_seq} {result.head_hash}"
         )
     if not result.intact:
         if not as_json:
             typer.echo(f"audit: chain BROKEN at event #{result.broken_seq}: {result.reason}")
         raise typer.Exit(code=1)
+
+
+@audit_app.command("rotate-key")
+def audit_rotate_key() -> None:
+    """Add an audit key version: it chains every event from now on (running gateways pick it
+    up by themselves). Old versions stay in the file: verify needs them."""
+
+    async def work(services: Services) -> str:
+        return services.audit.keys.rotate()
+
+    new = _with_services(work)
+    typer.echo(f"audit: key {new} added; it chains every event from now on")
 
 
 @audit_app.command("list")

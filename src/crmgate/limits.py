@@ -3,9 +3,22 @@
 Three things are counted, each over several periods at once (per second, minute, day, month):
 every request of a user key; every request of an application on the routes that reach its CRM
 (once it is one of the caller's organisation's); and every failed authentication from one client
-address (api/clients.py). The counting is the `limits` library's (sliding-window counters by
-default), in this process's memory or, with ``CRMGATE_REDIS_URL``, in Redis so that every gateway
-process shares one count.
+address (api/clients.py); on a deprecated API version, also the version's own limit per user
+key (api/versions.py), in the same step as the key's. The counting is the `limits` library's
+(sliding-window counters by default), in this process's memory or, with ``CRMGATE_REDIS_URL``, in
+Redis so that every gateway process shares one count.
+
+Admission (``RateLimits._acquire``): a request needs a place in every window of its counters. It
+looks at all of them first; one already full refuses it, and it counts nowhere. Otherwise it
+takes its place in one window after another, the window with the fewest places left first (at
+equal places the shorter period, then the deprecated version's before the key's before the
+application's), and stops at the first that refuses. A window refuses there only when a
+parallel request (another task, or another process through Redis) took its last place between
+the look and the hit; the refused request has then still counted once in each window it took a
+place in before: windows that had, at the look, no more places left than the refusing one.
+`limits` cannot give a place back. So a request refused by the window nearest its end (in a
+burst on a deprecated version, the version's) counts nowhere, and the requests that lose such
+races spend at most one place each of the windows that were, at their look, as near their end.
 
 What a client sees: 429 (RFC 6585) with ``Retry-After`` (RFC 9110, seconds) and, on every counted
 answer, the header fields of draft-ietf-httpapi-ratelimit-headers-06: ``RateLimit-Limit``,
@@ -34,7 +47,7 @@ from limits.aio.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 from limits.errors import StorageError
-from redis.asyncio import ConnectionPool
+from redis.asyncio import BlockingConnectionPool, ConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -48,6 +61,8 @@ STRATEGIES: dict[str, type[RateLimiter]] = {
     "fixed-window": FixedWindowRateLimiter,
 }
 STATE_KEY = "rate_limit"  # where a request's verdict waits for RateLimitHeaders (scope state)
+REDIS_CONNECTIONS = 100  # per gateway process (redis-py's default), shared by all its requests
+REDIS_WAIT = 5.0  # seconds a count waits for a free connection before failing open
 
 
 def parse_limits(text: str) -> tuple[RateLimitItem, ...]:
@@ -120,6 +135,12 @@ class Verdict:
             f"the {window.subject}'s limit of {window.describe()}" for window in full
         )
 
+    def refused_by(self, subject: str) -> bool:
+        """Whether a full window of ``subject`` (``VersionLimit.subject``, ...) refused it."""
+        return not self.allowed and any(
+            window.exhausted and window.subject == subject for window in self.windows
+        )
+
     def headers(self, now: float) -> dict[str, str]:
         """draft-ietf-httpapi-ratelimit-headers-06 fields, for the window closest to refusing."""
         if not self.windows:
@@ -174,6 +195,19 @@ class Counter:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionLimit:
+    """A deprecated API version's own limit on each user key (api/versions.py)."""
+
+    name: str
+    items: tuple[RateLimitItem, ...]
+    link: str = ""  # where its callers learn to move to a current version
+
+    @property
+    def subject(self) -> str:
+        return f"deprecated API {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     user_key: tuple[RateLimitItem, ...]
     application: tuple[RateLimitItem, ...]
@@ -209,8 +243,15 @@ class RateLimits:
         self._pool: ConnectionPool | None = None
         storage: Storage
         if redis_url:
-            # Our own pool, so that close() can empty it; the `limits` storage borrows it.
-            self._pool = ConnectionPool.from_url(redis_url.removeprefix("async+"))
+            # Our own pool, so that close() can empty it; the `limits` storage borrows it. One
+            # that waits for a free connection: the plain pool raises once its 100 are busy (a
+            # burst of a dozen requests, each counting in several windows), and a counter store
+            # that raises fails open, which would lift the limits exactly under a burst.
+            self._pool = BlockingConnectionPool.from_url(
+                redis_url.removeprefix("async+"),
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_WAIT,
+            )
             storage = RedisStorage(
                 "async+" + redis_url.removeprefix("async+"),
                 implementation="redispy",
@@ -255,10 +296,19 @@ class RateLimits:
         return Counter("client address", self.bad_keys, ("badkey", address))
 
     async def hit_request(
-        self, organisation_id: str, key_id: str, application_key: str | None = None
+        self,
+        organisation_id: str,
+        key_id: str,
+        application_key: str | None = None,
+        version: VersionLimit | None = None,
     ) -> Verdict:
-        """Count one request of a user key (and of the application it reaches, if any)."""
-        counters = [self._user_key(organisation_id, key_id)]
+        """Count one request of a user key (and of the application it reaches, and of the
+        deprecated API version it calls, if any), or refuse it (see the module's admission)."""
+        counters = []
+        if version is not None:  # the strictest: taken first at equal room
+            identifiers = ("version", version.name, key_id)
+            counters.append(Counter(version.subject, version.items, identifiers))
+        counters.append(self._user_key(organisation_id, key_id))
         if application_key:
             counters.append(self._application(organisation_id, application_key))
         return await self._acquire(counters)
@@ -282,27 +332,6 @@ class RateLimits:
         if address is not None:
             await self._acquire([self._address(address)])
 
-    # ---- a deprecated API version's own, stricter limit (api/versions.py) ---------------------
-
-    def _version(self, version: str, items: tuple[RateLimitItem, ...], user_key: str) -> Counter:
-        return Counter(f"deprecated API {version}", items, ("version", version, _digest(user_key)))
-
-    async def version_throttled(
-        self, version: str, items: tuple[RateLimitItem, ...], user_key: str
-    ) -> Verdict | None:
-        """The refusal for a user key over a deprecated version's limit, else None. Only looks:
-        a key is counted (``version_called``) once it has authenticated, so made-up keys open
-        no counters."""
-        windows = await self._windows([self._version(version, items, user_key)])
-        if any(window.exhausted for window in windows):
-            return Verdict(False, windows)
-        return None
-
-    async def version_called(
-        self, version: str, items: tuple[RateLimitItem, ...], user_key: str
-    ) -> None:
-        await self._acquire([self._version(version, items, user_key)])
-
     # ---- counting -----------------------------------------------------------------------------
 
     async def _windows(self, counters: Sequence[Counter]) -> tuple[Window, ...]:
@@ -325,20 +354,23 @@ class RateLimits:
         )
 
     async def _acquire(self, counters: Sequence[Counter]) -> Verdict:
-        """Count one request in every window of every counter, or in none if one is full."""
+        """Count one request in every window of the counters (listed strictest first), or
+        refuse it: look at all, then take a place in each, the fullest first, one after another,
+        stopping at the first refusal. What a refused request still counted: the module's
+        docstring, "Admission"."""
         windows = await self._windows(counters)
         if any(window.exhausted for window in windows):
-            return Verdict(False, windows)
-        by_subject = {counter.subject: counter.identifiers for counter in counters}
-        try:
-            taken = await asyncio.gather(
-                *(self.limiter.hit(w.item, *by_subject[w.subject]) for w in windows)
-            )
-        except StorageError as failure:
-            self._storage_failed(failure)
-            return Verdict(True, ())
-        if not all(taken):  # another request took the last place between look and hit
-            return Verdict(False, await self._windows(counters))
+            return Verdict(False, windows)  # refused at the look: counted nowhere
+        identifiers = {counter.subject: counter.identifiers for counter in counters}
+        # sorted() is stable: at equal room and period, the counters' own order decides
+        for window in sorted(windows, key=lambda w: (w.remaining, w.period)):
+            try:
+                taken = await self.limiter.hit(window.item, *identifiers[window.subject])
+            except StorageError as failure:
+                self._storage_failed(failure)
+                return Verdict(True, ())
+            if not taken:  # a parallel request took its last place since the look
+                return Verdict(False, await self._windows(counters))
         return Verdict(True, tuple(w.taken() for w in windows))
 
     def _storage_failed(self, failure: StorageError) -> None:

@@ -42,6 +42,8 @@ from crmgate.store.db import SessionFactory
 from crmgate.store.models import OAuthFlow, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from crmgate.audit import AuditLog
 
 log = logging.getLogger("crmgate.oauth")
@@ -360,6 +362,7 @@ class OAuthFlows:
             if flow.mode == "fragment":
                 await self._record("oauth.connected", flow, None)
                 return _with_fragment(flow.redirect, _contract_fragment(fields))
+            # oauth.connected is written with the application, in its transaction
             key = await self._store_application(flow, platform, fields)
         except Exception as failure:
             message = getattr(failure, "message", None) or "crmgate could not finish it"
@@ -374,11 +377,18 @@ class OAuthFlows:
             return _with_fragment(
                 flow.redirect, {"error": "server_error", "error_description": message[:300]}
             )
-        await self._record("oauth.connected", flow, key)
         return _with_fragment(flow.redirect, {"application_key": key})
 
-    async def _record(self, event: str, flow: OAuthFlow, key: str | None, **extra: str) -> None:
-        """The end of a flow (the browser's callback: its address and request id)."""
+    async def _record(
+        self,
+        event: str,
+        flow: OAuthFlow,
+        key: str | None,
+        session: AsyncSession | None = None,
+        **extra: str,
+    ) -> None:
+        """The end of a flow (the browser's callback: its address and request id); with
+        ``session``, in the transaction of the application it created or authorized."""
         if self._audit is not None:
             await self._audit.record(
                 event,
@@ -386,6 +396,7 @@ class OAuthFlows:
                 actor=flow.user_id or "anonymous",
                 target=key,
                 details={"platform": flow.platform, "mode": flow.mode, **extra},
+                session=session,
             )
 
     async def _store_application(
@@ -410,6 +421,10 @@ class OAuthFlows:
             key_hint="",
             key_last_used_at=None,
         )
+
+        async def connected(session: AsyncSession, key: str) -> None:
+            await self._record("oauth.connected", flow, key, session)
+
         if flow.application_key is not None:
             updated = await self.applications.update(
                 principal,
@@ -418,6 +433,7 @@ class OAuthFlows:
                 authorization="oAuth-internal",
                 credential=fields,
                 description=flow.description or None,
+                also=connected,
             )
             return updated.key
         view = await self.applications.create(
@@ -426,6 +442,7 @@ class OAuthFlows:
             authorization="oAuth-internal",
             credential=fields,
             description=flow.description,
+            also=connected,
         )
         return view.key
 

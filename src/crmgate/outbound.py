@@ -4,7 +4,11 @@ Every call passes one guard (docs/security.md):
 
 - its URL: https only, on a host the platform's descriptor (or the operator's override) allows,
   the host a host name or an address (``check_url``), so a stored instance URL can never point a
-  token at another host;
+  token at another host; plain http only to an exact host and port the operator lists
+  (``CRMGATE_OUTBOUND_PLAIN_HTTP_HOSTS``: a self-hosted CRM on a private network, the simulators
+  in tests), which must still fit the platform's hosts and pass the address check. Connectors
+  check through ``Outbound.check_url`` (the operator's list with it) and ``Outbound.request``
+  refuses a plain http URL to any other host again, so no code path skips the list;
 - its addresses: every address the host resolves to must be public (no loopback, private,
   link-local such as 169.254.169.254, CGNAT, multicast, reserved, nor an IPv6 address carrying
   such an IPv4 one), unless it is in a network the operator allows
@@ -21,7 +25,7 @@ import ipaddress
 import re
 import socket
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,11 +135,65 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def check_url(url: str, host_patterns: Iterable[str]) -> URL:
-    """The parsed URL, if it is https on a host matching one of ``host_patterns``.
+def _host_error(host: str) -> str | None:
+    """Why ``host`` (lower case, no trailing dot, an IPv6 address without brackets) is not a
+    host name or an address in its usual notation; None if it is one."""
+    if not host:
+        return "no host"
+    if not _HOST.match(host) and not _is_ip(host):
+        # a host is a DNS name (letters, digits, hyphens; dots between labels) or an address:
+        # nothing else may ride along (a space would add words to an OAuth scope built from it)
+        return "a host that is not a host name"
+    last = host.rsplit(".", 1)[-1]
+    if not _is_ip(host) and (last.isdigit() or last.startswith("0x")):
+        # no top-level domain is a number: 2130706433, 0x7f.1 or 127.1 are addresses in
+        # another notation, which resolvers read differently; only the usual one is taken
+        return "an address not written in dotted decimal (127.0.0.1) or as IPv6"
+    return None
+
+
+def _same_host(host: str) -> str:
+    """``host`` as the plain-http list holds it: lower case, no trailing dot, an address in its
+    one compressed form (``[0:0::1]`` is ``::1``)."""
+    host = host.lower().rstrip(".").strip("[]")
+    return ipaddress.ip_address(host).compressed if _is_ip(host) else host
+
+
+PlainHttpHost = tuple[str, int]
+
+
+def plain_http_host(entry: str) -> PlainHttpHost:
+    """One entry of ``CRMGATE_OUTBOUND_PLAIN_HTTP_HOSTS`` as (host, port): an exact host name or
+    address with an optional ``:port`` (80 without one), an IPv6 address in brackets. Anything
+    else is a ValueError that names the entry and what is wrong with it."""
+    if "://" in entry or "/" in entry:
+        raise ValueError(f"{entry!r}: a host or host:port, not a URL or a path")
+    if "*" in entry:
+        raise ValueError(f"{entry!r}: an exact host; plain http is allowed host by host, no *")
+    match = re.fullmatch(r"(?:\[([^\]]*)\]|([^:\[\]@]+))(?::([0-9]{1,5}))?", entry)
+    if match is None:
+        raise ValueError(f"{entry!r}: a host or host:port (an IPv6 address in brackets)")
+    bracketed, name, port_text = match.groups()
+    if bracketed is not None and not _is_ip(bracketed):
+        raise ValueError(f"{entry!r}: only an IPv6 address goes in brackets")
+    host = (bracketed or name).lower().rstrip(".")
+    problem = _host_error(host)
+    if problem:
+        raise ValueError(f"{entry!r}: {problem}")
+    port = int(port_text) if port_text else 80
+    if not 0 < port < 65536:
+        raise ValueError(f"{entry!r}: a port from 1 to 65535")
+    return _same_host(host), port
+
+
+def check_url(
+    url: str, host_patterns: Iterable[str], plain_http: Collection[PlainHttpHost] = ()
+) -> URL:
+    """The parsed URL, if it is https (or http to a host and port in ``plain_http``, the
+    operator's list) on a host matching one of ``host_patterns``.
 
     A pattern is a host name with optional leading ``*.`` labels (``*.my.salesforce.com``) and an
-    optional ``:port``; without a port only 443 matches.
+    optional ``:port``; without a port only the scheme's own (443, or 80 for http) matches.
     """
     try:
         parsed = URL(url)
@@ -143,32 +201,38 @@ def check_url(url: str, host_patterns: Iterable[str]) -> URL:
         port = parsed.port
     except (ValueError, TypeError, UnicodeError):
         raise OutboundRefused("not a URL") from None
-    if parsed.scheme != "https":
+    if parsed.scheme not in ("https", "http"):
         raise OutboundRefused("only https URLs are allowed")
     if parsed.raw_user or parsed.raw_password:
         raise OutboundRefused("URLs with credentials in them are not allowed")
-    if not host:
+    problem = _host_error(host)
+    if problem == "no host":
         raise OutboundRefused("the URL has no host")
-    if not _HOST.match(host) and not _is_ip(host):
-        # a host is a DNS name (letters, digits, hyphens; dots between labels) or an address:
-        # nothing else may ride along (a space would add words to an OAuth scope built from it)
-        raise OutboundRefused("the URL's host is not a host name")
-    last = host.rsplit(".", 1)[-1]
-    if not _is_ip(host) and (last.isdigit() or last.startswith("0x")):
-        # no top-level domain is a number: 2130706433, 0x7f.1 or 127.1 are addresses in
-        # another notation, which resolvers read differently; only the usual one is taken
-        raise OutboundRefused("an address is written in dotted decimal (127.0.0.1) or as IPv6")
+    if problem:
+        raise OutboundRefused(f"the URL has {problem}")
     if port is None or not 0 < port < 65536:
         raise OutboundRefused("the URL has no valid port")
+    if parsed.scheme == "http" and (_same_host(host), port) not in plain_http:
+        raise OutboundRefused(
+            f"plain http to {host}:{port} is not allowed: https only, but for the hosts "
+            "an operator lists in CRMGATE_OUTBOUND_PLAIN_HTTP_HOSTS"
+        )
+    default_port = 443 if parsed.scheme == "https" else 80
     for pattern in host_patterns:
-        pattern_host, _, pattern_port = pattern.lower().partition(":")
-        if (int(pattern_port) if pattern_port else 443) != port:
+        if pattern.startswith("["):  # an IPv6 address, [fd00::5]:8443
+            pattern_host, _, pattern_port = pattern[1:].partition("]")
+            pattern_port = pattern_port.removeprefix(":")
+        else:
+            pattern_host, _, pattern_port = pattern.lower().partition(":")
+        if pattern_port and not pattern_port.isdigit():
+            continue  # no port: a pattern that matches nothing
+        if (int(pattern_port) if pattern_port else default_port) != port:
             continue
         if pattern_host.startswith("*."):
             suffix = pattern_host[1:]
             if host.endswith(suffix) and len(host) > len(suffix):
                 return parsed
-        elif host == pattern_host:
+        elif _same_host(host) == _same_host(pattern_host):
             return parsed
     raise OutboundRefused(f"the host {host} is not one this platform allows")
 
@@ -181,6 +245,7 @@ class Outbound:
         timeout: float = 30.0,
         max_response_bytes: int = 16 * 1024 * 1024,
         allowed_networks: Iterable[str] = (),
+        plain_http_hosts: Iterable[str] = (),
     ) -> None:
         # The system's authorities, plus the operator's extra ones (a private CA, the demo's).
         self._ssl = ssl.create_default_context()
@@ -191,7 +256,12 @@ class Outbound:
         self._allowed: tuple[Network, ...] = tuple(
             ipaddress.ip_network(n, strict=False) for n in allowed_networks
         )
+        self._plain_http = frozenset(plain_http_host(entry) for entry in plain_http_hosts)
         self._session: aiohttp.ClientSession | None = None
+
+    def check_url(self, url: str, host_patterns: Iterable[str]) -> URL:
+        """``check_url`` with the operator's plain-http hosts: how connectors check a URL."""
+        return check_url(url, host_patterns, self._plain_http)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -214,6 +284,12 @@ class Outbound:
         data: Any = None,
     ) -> OutboundResponse:
         host = (url.raw_host or "").strip("[]")
+        if url.scheme != "https" and (
+            url.scheme != "http" or (_same_host(host), url.port) not in self._plain_http
+        ):
+            # checked again where every call passes: a URL that skipped check_url, or was built
+            # from one that passed it under other settings, still goes nowhere in clear text
+            raise OutboundRefused(f"only https URLs are allowed (not {url.scheme} to {host})")
         if _is_ip(host) and not address_allowed(host, self._allowed):
             # an address written in the URL is never resolved: checked here
             raise OutboundRefused(f"{host} is an address crmgate may not call")

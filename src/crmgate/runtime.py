@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crmgate.applications import ApplicationService
 from crmgate.audit import AuditLog
+from crmgate.cache import WarmCache
 from crmgate.connectors import REGISTRY
 from crmgate.connectors.catalogue import Catalogue
 from crmgate.entities import EntityService
@@ -65,19 +66,25 @@ class Services:
     limits: RateLimits
     audit: AuditLog
     restricted_keys: RestrictedKeyStore
+    cache: WarmCache
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.resolved_database_url)
         sessions = session_factory(engine)
-        audit = AuditLog(sessions, settings.audit_repeat_window)
-        accounts = AccountStore(sessions, key_hasher(settings), audit)
+        audit = AuditLog.from_settings(sessions, settings)
+        # one cache per process for the warm path (keys, applications, their credentials)
+        cache = WarmCache(
+            sessions, settings.cache_ttl, settings.cache_size, settings.cache_poll_interval
+        )
+        accounts = AccountStore(sessions, key_hasher(settings), audit, cache)
         the_vault = vault(settings)
         outbound = Outbound(
             ca_file=settings.outbound_ca_file,
             timeout=settings.outbound_timeout,
             allowed_networks=settings.outbound_allowed_networks,
+            plain_http_hosts=settings.outbound_plain_http_hosts,
         )
         catalogue = Catalogue.load(REGISTRY, settings.platform_overrides)
         # One connector object per platform type: Salesforce and SalesforceSandbox share the
@@ -90,7 +97,7 @@ class Services:
         applications = ApplicationService(
             catalogue,
             connectors,
-            ApplicationStore(sessions, the_vault),
+            ApplicationStore(sessions, the_vault, cache),
             settings.max_applications,
             audit,
         )
@@ -117,7 +124,8 @@ class Services:
             ),
             limits=RateLimits.from_settings(settings),
             audit=audit,
-            restricted_keys=RestrictedKeyStore(sessions, key_hasher(settings), audit),
+            restricted_keys=RestrictedKeyStore(sessions, key_hasher(settings), audit, cache),
+            cache=cache,
         )
 
     @classmethod
@@ -130,6 +138,7 @@ class Services:
         try:
             if check_schema:
                 await services.check_schema()
+                await services.audit.check_keys()  # no start without the audit keys it needs
             yield services
         finally:
             await services.close()
@@ -145,6 +154,8 @@ class Services:
 
     async def close(self) -> None:
         await self.usage.flush()
+        await self.cache.close()
+        await self.audit.close()  # the queued noisy events
         await self.outbound.close()
         await self.limits.close()
         await self.engine.dispose()

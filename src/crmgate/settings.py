@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crmgate.limits import STRATEGIES, parse_limits
+from crmgate.outbound import plain_http_host
 
 
 class OAuthClient(BaseModel):
@@ -112,6 +113,12 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `crmgate serve` listens on.")
     port: int = Field(default=8080, description="Port `crmgate serve` listens on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Worker processes of `crmgate serve`; more than one needs PostgreSQL "
+        "(docs/deployment.md).",
+    )
     public_url: str | None = Field(
         default=None,
         description="Base URL clients use to reach the gateway (printed in examples); "
@@ -170,6 +177,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"{network!r} is not a network (e.g. 10.20.0.0/16)") from None
         return value
 
+    outbound_plain_http_hosts: list[str] = Field(
+        default_factory=list,
+        description="JSON list of exact hosts crmgate may call over plain http, each host or "
+        'host:port (80 without a port; an IPv6 address in brackets): ["crm.internal:8080"] for '
+        "a self-hosted CRM without TLS on a private network. Every other URL is https only; a "
+        "listed host must still fit its platform's hosts and pass the address check.",
+    )
+
+    @field_validator("outbound_plain_http_hosts")
+    @classmethod
+    def _plain_http_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            plain_http_host(entry)  # a ValueError names the entry and what is wrong
+        return value
+
     max_applications: int = Field(
         default=100, description="Connected applications an organisation may have (403 beyond)."
     )
@@ -213,10 +235,36 @@ class Settings(BaseSettings):
     usage_flush_interval: float = Field(
         default=5.0, description="Seconds between writes of the request counters to the database."
     )
+    cache_ttl: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds a key's principal and an application's decrypted credentials stay "
+        "in a process's memory at most (crmgate/cache.py); 0: no cache.",
+    )
+    cache_size: int = Field(
+        default=10_000, ge=0, description="Most keys, and most applications, each process caches."
+    )
+    cache_poll_interval: float = Field(
+        default=0.25,
+        gt=0,
+        description="Seconds between two reads of the cache invalidations other processes wrote.",
+    )
     audit_repeat_window: float = Field(
         default=10.0,
         description="Seconds: the audit trail keeps one authentication failure (or limit hit) "
-        "per client address in this window; the next one counts those folded into it.",
+        "per client address in this window; one more at its end counts those folded into it.",
+    )
+    audit_flush_interval: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between writes of the queued authentication failures and limit "
+        "hits to the audit trail (they never cost a write on the request path).",
+    )
+    audit_noisy_cap: int = Field(
+        default=600,
+        ge=0,
+        description="Authentication failures and limit hits the audit trail keeps per minute, "
+        "all clients together; beyond it one audit.dropped event says how many were dropped.",
     )
     rate_limit_user_key: str = Field(
         default="20/second;600/minute;100000/day;2000000/month",

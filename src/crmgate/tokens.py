@@ -19,6 +19,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from crmgate.audit import AuditKeyError
 from crmgate.connectors.base import Connector, CredentialsRejected, CrmError, GrantRevoked
 from crmgate.connectors.catalogue import Platform
 from crmgate.settings import OAuthClient
@@ -26,10 +29,13 @@ from crmgate.store.applications import (
     ApplicationStore,
     ApplicationView,
     Credentials,
+    InTransaction,
     RenewalRefused,
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from crmgate.audit import AuditLog
 
 log = logging.getLogger("crmgate.tokens")
@@ -102,36 +108,80 @@ class TokenManager:
                 and time.monotonic() - failed[1] < RETRY_AFTER_FAILURE
             ):
                 raise failed[2]
-            produced: list[Credentials] = []  # what this call got from the CRM, if it called
 
             async def produce(current: Credentials) -> Credentials:
-                produced.append(await self._produce(view, platform, connector, current))
-                return produced[-1]
+                return await self._produce(view, platform, connector, current)
 
+            late: list[str] = []  # token.refreshed that could not join the renewal's commit
             try:
+                # each event in the transaction that stores what it records: ours stored
+                # (not another's), or the application marked unauthorized
                 renewed = await self.store.renew_locked(
-                    view.organisation_id, view.key, view.credentials_revision, produce
+                    view.organisation_id,
+                    view.key,
+                    view.credentials_revision,
+                    produce,
+                    audit_renewed=self._in_transaction("token.refreshed", view, late),
+                    audit_refused=self._in_transaction("application.reauthorization_needed", view),
                 )
             except CrmError as error:
                 if not isinstance(error, GrantRevoked):  # that one is kept in the database
                     self._failures[view.key] = (view.credentials_revision, time.monotonic(), error)
-                else:
-                    await self._record("application.reauthorization_needed", view)
                 raise
             self._failures.pop(view.key, None)
-            if produced and renewed[1] is produced[-1]:  # ours was stored, not another's
-                await self._record("token.refreshed", view)
+            if late and self._audit is not None:  # the renewal is committed: now its event
+                await self._audit.record(
+                    "token.refreshed",
+                    organisation_id=view.organisation_id,
+                    actor="system",
+                    target=late[0],
+                    details={
+                        "type": view.type,
+                        "authorization": view.authorization,
+                        "own_transaction": True,
+                    },
+                )
             return renewed
 
-    async def _record(self, event: str, view: ApplicationView) -> None:
-        if self._audit is not None:
-            await self._audit.record(
-                event,
-                organisation_id=view.organisation_id,
-                actor="system",
-                target=view.key,
-                details={"type": view.type, "authorization": view.authorization},
-            )
+    def _in_transaction(
+        self, event: str, view: ApplicationView, late: list[str] | None = None
+    ) -> InTransaction | None:
+        """The hook that writes ``event`` in the renewal's transaction. With ``late``: the
+        CRM has renewed the access already (a rotated refresh token would be lost with a
+        rollback), so a failure to write the event (under a savepoint) never fails the renewal:
+        the key goes to ``late`` and the caller writes the event on its own after the commit."""
+        audit = self._audit
+        if audit is None:
+            return None
+
+        async def write(session: AsyncSession, key: str) -> None:
+            async def record() -> None:
+                await audit.record(
+                    event,
+                    organisation_id=view.organisation_id,
+                    actor="system",
+                    target=key,
+                    details={"type": view.type, "authorization": view.authorization},
+                    session=session,
+                )
+
+            if late is None:
+                await record()
+                return
+            try:
+                async with session.begin_nested():
+                    await record()
+            except (SQLAlchemyError, AuditKeyError):
+                log.error(
+                    "application %s: its %s event could not be written with the renewal; the "
+                    "renewal is kept and the event is written on its own",
+                    key[:8],
+                    event,
+                    exc_info=True,
+                )
+                late.append(key)
+
+        return write
 
     async def _produce(
         self, view: ApplicationView, platform: Platform, connector: Connector, current: Credentials

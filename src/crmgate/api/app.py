@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     # bounds (api/versions.py, api/bounds.py), then the framework
     bounded = JsonBounds(fastapi, settings.max_json_depth, settings.max_json_items)
     docs_url = f"{settings.resolved_public_url}/docs"
-    versioned = ApiVersions(bounded, fastapi, settings.api_versions, docs_url)
+    versioned = ApiVersions(bounded, settings.api_versions, docs_url)
     return RequestContextMiddleware(
         versioned,
         max_body_bytes=settings.max_body_bytes,

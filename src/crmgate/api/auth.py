@@ -20,9 +20,11 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from crmgate.api.clients import throttle_bucket
 from crmgate.api.errors import ApiError, unauthorized
+from crmgate.api.versions import version_limit
 from crmgate.limits import STATE_KEY, RateLimits, Verdict
 from crmgate.security.authn import AuthenticationFailed
 from crmgate.security.scopes import Action, at_least
+from crmgate.security.vault import DecryptionError
 from crmgate.store.accounts import AccountError, Principal, Role
 
 USER_KEY_HEADER = "X-API2CRM-USER-KEY"
@@ -38,14 +40,14 @@ def client_address(request: Request) -> str | None:
     return address if isinstance(address, str) else None
 
 
-def _too_many(request: Request, verdict: Verdict, message: str) -> ApiError:
+def _too_many(request: Request, verdict: Verdict, message: str, advice: str = "") -> ApiError:
     # RateLimitHeaders (limits.py) adds the RateLimit fields of this verdict to the answer.
     setattr(request.state, STATE_KEY, verdict)
     retry_after = verdict.retry_after(time.time())
     return ApiError(
         429,
         "RATE_LIMITED",
-        f"{message}; retry in {retry_after} seconds",
+        f"{message}; retry in {retry_after} seconds{advice}",
         headers={"Retry-After": str(retry_after)},
     )
 
@@ -53,10 +55,12 @@ def _too_many(request: Request, verdict: Verdict, message: str) -> ApiError:
 async def _authenticate(request: Request, user_key: str | None, *, internal: bool) -> Principal:
     services = request.app.state.services
     limits: RateLimits = services.limits
-    address = throttle_bucket(client_address(request))
     # A flood of wrong keys from one address is refused before any key is looked at, the right
-    # one included: guessing ends in 429, never in a found key (OWASP API2:2023).
-    throttled = await limits.address_throttled(address)
+    # one included: guessing ends in 429, never in a found key (OWASP API2:2023). With that
+    # limit off (CRMGATE_RATE_LIMIT_BAD_KEYS="") there is nothing to count or check.
+    throttling = bool(limits.bad_keys)
+    address = throttle_bucket(client_address(request)) if throttling else None
+    throttled = await limits.address_throttled(address) if throttling else None
     if throttled is not None:
         await services.audit.record(
             "limit.exceeded", details={"limit": "failed authentications of this address"}
@@ -65,7 +69,7 @@ async def _authenticate(request: Request, user_key: str | None, *, internal: boo
     try:
         principal: Principal = await services.authenticator.authenticate(user_key)
     except AuthenticationFailed as failure:
-        if user_key:  # a missing header is no guess
+        if user_key and throttling:  # a missing header is no guess
             await limits.authentication_failed(address)
         raise unauthorized(str(failure)) from None
     request.state.principal = principal
@@ -73,29 +77,45 @@ async def _authenticate(request: Request, user_key: str | None, *, internal: boo
         # a restricted key's address allow-list, on the address the middleware found
         _refuse(principal.scope.missing_address(client_address(request)))
     application_key = None if internal else request.headers.get(APPLICATION_KEY_HEADER)
-    if application_key and not await _exists(services, principal, application_key):
-        # counted only once it is one of the organisation's applications: made-up keys would
-        # each open counters of their own (memory, or Redis, for a month); the route answers
-        # 404 for it anyway
+    if application_key and (
+        (principal.scope is not None and principal.scope.missing_application(application_key))
+        or not await _exists(services, principal, application_key)
+    ):
+        # counted only once it is one of the organisation's applications (and within a
+        # restricted key's): made-up keys would each open counters of their own (memory, or
+        # Redis, for a month), and a key outside its scope would spend another application's
+        # quota; the route answers 404 or 403 for it anyway
         application_key = None
-    verdict = await limits.hit_request(principal.organisation_id, principal.key_id, application_key)
+    # a deprecated API version's own limit (api/versions.py) counts in the same step
+    version = version_limit(request.scope)
+    verdict = await limits.hit_request(
+        principal.organisation_id, principal.key_id, application_key, version
+    )
     if not verdict.allowed:
         await services.audit.record(
             "limit.exceeded",
             organisation_id=principal.organisation_id,
             details={"limit": verdict.refusal()},
         )
-        raise _too_many(request, verdict, f"{verdict.refusal()} is exceeded")
+        advice = ""
+        if version is not None and verdict.refused_by(version.subject):
+            advice = f", or move to a current version (see {version.link})"
+        raise _too_many(request, verdict, f"{verdict.refusal()} is exceeded", advice)
     setattr(request.state, STATE_KEY, verdict)
     services.usage.record(principal.user_id, internal=internal)
     return principal
 
 
 async def _exists(services: Any, principal: Principal, application_key: str) -> bool:
+    # The read the route makes next (EntityService.connect): through the warm cache, so the
+    # application is read (and its credentials decrypted) once per request at most, and not at
+    # all while it is cached.
     try:
-        await services.applications.store.get(principal.organisation_id, application_key)
+        await services.applications.store.credentials(principal.organisation_id, application_key)
     except AccountError:
         return False
+    except DecryptionError:
+        return True  # it is the organisation's; the route answers for its credentials
     return True
 
 

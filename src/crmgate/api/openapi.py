@@ -4,25 +4,57 @@ FastAPI derives the document from the routes. Two things it cannot know are fixe
 every route: the key headers are required (the gateway answers their absence with 401, not with a
 validation error, so they are optional to FastAPI), and validation failures use the contract's
 error body rather than FastAPI's own.
+
+Building it means building every route's dependencies and schemas (seconds for 347
+operations), so it is built once per process and route table: every app ``create_app`` makes
+has the same routes, and each gets its own copy of the one document.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from crmgate import __version__
 from crmgate.api.auth import declare_roles
 
 ENFORCED_HEADERS = frozenset({"X-API2CRM-USER-KEY", "X-API2CRM-APPLICATION-KEY"})
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
+_BUILT: dict[tuple[Any, ...], dict[str, Any]] = {}  # route table -> its document
 
 
 def build(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
+    table = _route_table(app)
+    if table not in _BUILT:
+        _BUILT.clear()  # one route table per process in practice: keep only the newest
+        _BUILT[table] = _build(app)
+    app.openapi_schema = copy.deepcopy(_BUILT[table])
+    return app.openapi_schema
+
+
+def _route_table(app: FastAPI) -> tuple[Any, ...]:
+    """What the document is made of: each route's path, methods, handler and principal."""
+    return tuple(
+        (
+            route.path,
+            tuple(sorted(route.methods or ())),
+            route.endpoint.__module__,
+            route.endpoint.__qualname__,
+            route.name,
+        )
+        if isinstance(route, APIRoute)
+        else (getattr(route, "path", ""), type(route).__name__)
+        for route in app.routes
+    )
+
+
+def _build(app: FastAPI) -> dict[str, Any]:
     document = get_openapi(
         title="crmgate",
         version=__version__,
@@ -47,7 +79,6 @@ def build(app: FastAPI) -> dict[str, Any]:
     schemas = document.get("components", {}).get("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
-    app.openapi_schema = document
     return document
 
 

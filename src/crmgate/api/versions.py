@@ -4,30 +4,50 @@ an operator marks a version deprecated or retired in ``CRMGATE_API_VERSIONS``.
 A deprecated version still answers, and every answer says so: ``Deprecation`` (RFC 9745, a
 structured-field date ``@<epoch seconds>``), ``Sunset`` (RFC 8594, an HTTP-date) and ``Link`` to
 the migration notes (``rel="deprecation"``, RFC 9745 section 3). Each call is logged at warning
-with its route and organisation, and each user key's calls also count against the version's own,
-stricter limit (429 beyond it). A retired version answers ``410 GONE`` to every path under it.
+with its route and organisation. A retired version answers ``410 GONE`` to every path under it.
+
+A deprecated version's own, stricter ``limits`` count each user key's calls of it, at admission:
+this middleware leaves the version's limit in the request's scope state, and the authentication
+step (api/auth.py) counts the call in it in the same step as the key's and the application's
+limits (``RateLimits.hit_request``), so parallel calls of one key admit exactly the limit, in one
+process's memory or across processes in Redis. What counts is every call admitted there,
+whatever it answers afterwards (a 404, a restricted key's 403, a CRM's error): the old version
+served it. What does not: a call whose key is wrong or missing (made-up keys open no counters;
+the failed-authentication throttle counts those per address), and a call refused by a rate limit
+(429) that was full when the call looked. The one gap (limits.py, "Admission"): a call that
+passed the look and then lost a window's last place to a parallel call has counted once in the
+windows it took a place in before, those with no more places left at the look (the version's
+first when as few). So while the version's limit is the nearest its end, as in a burst on it,
+the calls it refuses spend nothing of the key's or the application's limits, and a refused call
+spends a place of the version's only if it lost a race for the key's or the application's last
+place while the version had no more places left than that window.
+A refusal by the version's own limit tells the client to move to a current version (the Link).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import format_datetime
-from typing import Any
 
-from limits import RateLimitItem
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crmgate.api.errors import error_body
-from crmgate.limits import Verdict, parse_limits
+from crmgate.limits import VersionLimit, parse_limits
 from crmgate.settings import ApiVersion
 
-USER_KEY_HEADER = b"x-api2crm-user-key"
+STATE_KEY = "api_version_limit"  # where a call's version limit waits for the authentication
 log = logging.getLogger("crmgate.versions")
+
+
+def version_limit(scope: Scope) -> VersionLimit | None:
+    """The own limit of the deprecated version a request calls, for the authentication step to
+    count with the key's limits; None on a current version, or a deprecated one without limit."""
+    limit = scope.get("state", {}).get(STATE_KEY)
+    return limit if isinstance(limit, VersionLimit) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +56,7 @@ class Version:
 
     name: str
     retired: bool
-    limits: tuple[RateLimitItem, ...]
+    limit: VersionLimit | None
     headers: tuple[tuple[bytes, bytes], ...]
     sunset: str | None  # the date, for messages
     link: str
@@ -44,6 +64,7 @@ class Version:
     @classmethod
     def of(cls, name: str, setting: ApiVersion, docs_url: str) -> Version:
         link = setting.link or docs_url
+        items = parse_limits(setting.limits or "")
         headers = []
         if setting.deprecated is not None:
             headers.append((b"deprecation", f"@{int(setting.deprecated.timestamp())}".encode()))
@@ -54,7 +75,7 @@ class Version:
         return cls(
             name=name,
             retired=setting.status == "retired",
-            limits=parse_limits(setting.limits or ""),
+            limit=VersionLimit(name, items, link) if items else None,
             headers=tuple(headers),
             sunset=setting.sunset.date().isoformat() if setting.sunset else None,
             link=link,
@@ -62,14 +83,11 @@ class Version:
 
 
 class ApiVersions:
-    """Marks, limits and logs the calls of deprecated versions; answers 410 for retired ones.
-    Current versions pass through untouched."""
+    """Marks, logs and hands the limit of deprecated versions' calls to the authentication step;
+    answers 410 for retired ones. Current versions pass through untouched."""
 
-    def __init__(
-        self, app: ASGIApp, services_of: Any, table: Mapping[str, ApiVersion], docs_url: str
-    ) -> None:
+    def __init__(self, app: ASGIApp, table: Mapping[str, ApiVersion], docs_url: str) -> None:
         self.app = app
-        self.services_of = services_of  # the FastAPI app, whose state holds the Services
         self.versions = {
             name: Version.of(name, setting, docs_url)
             for name, setting in table.items()
@@ -85,13 +103,8 @@ class ApiVersions:
         if version.retired:
             await self._refuse(scope, send, version, 410, "GONE", self._retired(version))
             return
-        user_key = _header(scope, USER_KEY_HEADER)
-        limits = self.services_of.state.services.limits if version.limits and user_key else None
-        if limits is not None and user_key is not None:
-            refused = await limits.version_throttled(version.name, version.limits, user_key)
-            if refused is not None:
-                await self._throttled(scope, send, version, refused)
-                return
+        if version.limit is not None:
+            scope.setdefault("state", {})[STATE_KEY] = version.limit
         status = 0
 
         async def send_marked(message: Message) -> None:
@@ -104,10 +117,7 @@ class ApiVersions:
         try:
             await self.app(scope, receive, send_marked)
         finally:
-            principal = _deprecated_call(scope, version, status)
-            if limits is not None and user_key is not None and principal and status != 429:
-                # counted once the key has authenticated: made-up keys open no counters
-                await limits.version_called(version.name, version.limits, user_key)
+            _deprecated_call(scope, version, status)
 
     def _version(self, scope: Scope) -> Version | None:
         if scope["type"] != "http" or not self.versions:
@@ -120,19 +130,6 @@ class ApiVersions:
         instead = f"; use /{self.current[-1]}" if self.current else ""
         return f"API {version.name} was retired{when}{instead} (see {version.link})"
 
-    async def _throttled(
-        self, scope: Scope, send: Send, version: Version, verdict: Verdict
-    ) -> None:
-        services = self.services_of.state.services
-        await services.audit.record("limit.exceeded", details={"limit": verdict.refusal()})
-        extra = [(k.lower().encode(), v.encode()) for k, v in verdict.headers(time.time()).items()]
-        message = (
-            f"{verdict.refusal()} is exceeded; retry in {verdict.retry_after(time.time())} "
-            f"seconds, or move to a current version (see {version.link})"
-        )
-        _deprecated_call(scope, version, 429)
-        await self._refuse(scope, send, version, 429, "RATE_LIMITED", message, extra)
-
     async def _refuse(
         self,
         scope: Scope,
@@ -141,7 +138,6 @@ class ApiVersions:
         status: int,
         code: str,
         message: str,
-        extra: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         request_id = scope.get("state", {}).get("request_id")
         body = json.dumps(error_body(status, code, message, request_id)).encode()
@@ -149,22 +145,13 @@ class ApiVersions:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             *version.headers,
-            *(extra or []),
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-def _deprecated_call(scope: Scope, version: Version, status: int) -> Any:
-    """Logs one call of a deprecated version (route template, never the path with its ids);
-    returns the caller's principal, if the call authenticated."""
+def _deprecated_call(scope: Scope, version: Version, status: int) -> None:
+    """Logs one call of a deprecated version (route template, never the path with its ids)."""
     state = scope.get("state", {})
     principal = state.get("principal")
     route = getattr(scope.get("route"), "path", None) or "-"
@@ -178,4 +165,3 @@ def _deprecated_call(scope: Scope, version: Version, status: int) -> Any:
         getattr(principal, "key_hint", "-"),
         state.get("request_id", "-"),
     )
-    return principal

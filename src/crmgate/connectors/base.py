@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from yarl import URL
 
 from crmgate.connectors.catalogue import Platform
-from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
+from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
 from crmgate.query import QueryError
 
 T = TypeVar("T")
@@ -386,6 +386,37 @@ async def chunked(
     return results
 
 
+async def chunked_by_id(
+    items: list[T],
+    size: int,
+    send: Callable[[list[T]], Awaitable[list[ItemResult]]],
+    identify: Callable[[T], str],
+    well_formed: Callable[[str], bool],
+    name: str,
+) -> list[ItemResult]:
+    """``chunked`` for updates and deletes of records whose ids have a shape: an item whose id
+    is malformed is reported not found and never sent (nothing of it reaches the CRM's URL or
+    query); ``send`` gets each chunk's well-formed items, never none, and answers one result
+    each, in their order."""
+
+    async def send_chunk(chunk: list[T]) -> list[ItemResult]:
+        valid = [item for item in chunk if well_formed(identify(item))]
+        answered = await send(valid) if valid else []
+        if len(answered) != len(valid):
+            raise CrmUnavailable(f"{name}: the CRM answered for some of the records only")
+        results = iter(answered)
+        return [
+            next(results)
+            if well_formed(identify(item))
+            else ItemResult(
+                identify(item), EntityNotFound(f"{name} {identify(item)[:40]!r} not found")
+            )
+            for item in chunk
+        ]
+
+    return await chunked(items, size, send_chunk, identify)
+
+
 class Records:
     """The record operations of one CRM, in the CRM's own object and field names (the entity
     maps translate to and from the contract's). A connector overrides what its CRM offers;
@@ -412,16 +443,7 @@ class Records:
     ) -> Any:
         """``method url`` with the access token and a JSON body; the answer's JSON (None when
         empty); a status of 400 or more becomes ``self.error(...)``."""
-        sent = {
-            "Authorization": self.authorization(access),
-            "Accept": "application/json",
-            **(headers or {}),
-        }
-        data = None
-        if body is not None:
-            sent["Content-Type"] = "application/json"
-            data = json.dumps(body).encode()
-        response = await self.connector.call(method, url, headers=sent, data=data)
+        response = await self.send_json(access, method, url, body=body, headers=headers)
         if response.status >= 400:
             raise self.error(response)
         if response.status == 204 or not response.body:
@@ -433,9 +455,28 @@ class Records:
                 f"{self.platform.name} answered something that is not JSON"
             ) from None
 
-    def authorization(self, access: Access) -> str:
-        """The Authorization header of a call (a hook: Zoho wants ``Zoho-oauthtoken``)."""
-        return f"Bearer {access.token}"
+    async def send_json(
+        self,
+        access: Access,
+        method: str,
+        url: URL,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> OutboundResponse:
+        """``method url`` with the credentials' headers and a JSON body; the answer as it is,
+        for a CRM whose error answers may carry results (``json_call`` is the usual way)."""
+        sent = {**self.auth_headers(access), "Accept": "application/json", **(headers or {})}
+        data = None
+        if body is not None:
+            sent["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+        return await self.connector.call(method, url, headers=sent, data=data)
+
+    def auth_headers(self, access: Access) -> dict[str, str]:
+        """The headers that carry the credentials on every call (a hook: Zoho wants
+        ``Zoho-oauthtoken``, Pipedrive's API tokens go in ``x-api-token``)."""
+        return {"Authorization": f"Bearer {access.token}"}
 
     def error(self, response: OutboundResponse) -> CrmError:
         """The CRM's error answer as the contract's error (each connector knows its CRM's)."""
@@ -570,8 +611,11 @@ class Records:
         """The client's own request, sent to the application's CRM with its credentials; the
         CRM's answer as it is, except an expired session (the gateway renews it)."""
         url = self.passthrough_url(access, path)
-        sent = {name: value for name, value in headers}
-        sent["Authorization"] = self.authorization(access)
+        credentials = self.auth_headers(access)
+        # the client's own credential headers, in any spelling, give way to the application's
+        replaced = {name.lower() for name in credentials} | {"authorization"}
+        sent = {name: value for name, value in headers if name.lower() not in replaced}
+        sent.update(credentials)
         response = await self.connector.call(method, url, headers=sent, data=body)
         if response.status == 401:
             raise self.error(response)
@@ -595,16 +639,19 @@ class Connector:
 
     def instance_url(self, url: str) -> URL:
         """The origin of ``url`` if it is an instance URL this platform may have. An instance URL
-        is an address only: a path, query or fragment is refused, not kept."""
-        parsed = check_url(url, self.platform.instance_hosts)
+        is an address only: a path, query or fragment is refused, not kept. Its scheme is kept:
+        https, or http where the operator allows plain http to that host (the outbound guard)."""
+        parsed = self.outbound.check_url(url, self.platform.instance_hosts)
         if parsed.raw_path not in ("", "/") or parsed.raw_query_string or parsed.raw_fragment:
             raise OutboundRefused(
                 "an instance URL is the CRM's address only (https://host[:port]), "
                 "without path, query or fragment"
             )
         host = (parsed.raw_host or "").lower().rstrip(".")
-        port = parsed.port if parsed.port != 443 else None
-        return URL.build(scheme="https", host=host, port=port, encoded=True)
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 address
+        port = None if parsed.is_default_port() else parsed.port
+        return URL.build(scheme=parsed.scheme, host=host, port=port, encoded=True)
 
     async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
         raise NotImplementedError
@@ -622,7 +669,7 @@ class Connector:
         if not url:
             raise NotSupported(f"{self.platform.name} has no OAuth {which.replace('_', ' ')}")
         origin = URL(url)
-        return check_url(url, [f"{origin.host}:{origin.port}"])
+        return self.outbound.check_url(url, [f"{origin.host}:{origin.port}"])
 
     async def token_request(
         self, form: Mapping[str, str], client: OAuthClient, url: URL | None = None

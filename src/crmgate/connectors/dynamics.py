@@ -75,7 +75,7 @@ from crmgate.connectors.base import (
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
-from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
+from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
 from crmgate.query import Condition, QueryError, SortKey, typed_value
 from crmgate.settings import OAuthClient
 
@@ -251,7 +251,7 @@ class DynamicsConnector(Connector):
             host = instance.host or ""
             login = next((cloud for suffix, cloud in _CLOUDS if host.endswith(suffix)), login)
         origin = URL(login)
-        checked = check_url(login, [f"{origin.host}:{origin.port}"])
+        checked = self.outbound.check_url(login, [f"{origin.host}:{origin.port}"])
         return checked.with_path(f"/{tenant or 'organizations'}/oauth2/v2.0/token")
 
     def check_flow_instance(self, instance: URL) -> None:
@@ -702,7 +702,7 @@ class DynamicsRecords(Records):
             raise CrmUnavailable("Dynamics 365 answered a next page link that is not text")
         instance = access.instance_url
         try:
-            url = check_url(link, [f"{instance.host}:{instance.port}"])
+            url = self.connector.outbound.check_url(link, [f"{instance.host}:{instance.port}"])
             url = URL(link, encoded=True)
         except (OutboundRefused, ValueError):
             raise CrmUnavailable("Dynamics 365 answered a next page link to elsewhere") from None
@@ -892,7 +892,7 @@ class DynamicsRecords(Records):
                 lines += [""]
         lines += [f"--{boundary}--", ""]
         sent = {
-            "Authorization": self.authorization(access),
+            **self.auth_headers(access),
             **_ODATA,
             "Content-Type": f'multipart/mixed; boundary="{boundary}"',
             "Prefer": "odata.continue-on-error",

@@ -48,11 +48,12 @@ from crmgate.connectors.base import (
     SessionExpired,
     Verified,
     chunked,
+    chunked_by_id,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
-from crmgate.outbound import Outbound, OutboundResponse, check_url
+from crmgate.outbound import Outbound, OutboundResponse
 from crmgate.query import Condition, QueryError, SortKey, typed_value
 
 log = logging.getLogger("crmgate.connectors.hubspot")
@@ -61,6 +62,12 @@ SEARCH_LIMIT = 10_000  # the search API returns at most this many results of one
 BATCH_LIMIT = 100
 MAX_FILTERS = 6  # filters in one filter group of the search API
 _RECORD_ID = re.compile(r"^[0-9]{1,20}$")
+
+
+def _well_formed(record_id: str) -> bool:
+    return _RECORD_ID.match(record_id) is not None
+
+
 _OBJECT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _OPERATORS = {"eq": "EQ", "ne": "NEQ", "gt": "GT", "ge": "GTE", "lt": "LT", "le": "LTE"}
 _KINDS = {"number": "number", "date": "date", "datetime": "date-time", "bool": "boolean"}
@@ -176,7 +183,7 @@ class HubSpotConnector(Connector):
         if authorization != "oAuth-internal" or not token or self.platform.oauth is None:
             return
         origin = URL(self.platform.oauth.token_url).origin()
-        url = check_url(str(origin), [f"{origin.host}:{origin.port}"])
+        url = self.outbound.check_url(str(origin), [f"{origin.host}:{origin.port}"])
         response = await self.call("DELETE", url / "oauth/v1/refresh-tokens" / token)
         if response.status not in (200, 204):
             log.warning("HubSpot did not revoke a refresh token: HTTP %d", response.status)
@@ -786,7 +793,7 @@ class HubSpotRecords(Records):
                     self._input(name, values)
                 except NotValid as refused:
                     failed[record_id] = refused
-            valid = [(i, v) for i, v in chunk if _RECORD_ID.match(i) and i not in failed]
+            valid = [(i, v) for i, v in chunk if i not in failed]
             if valid:
                 inputs = [
                     {"id": i, "properties": self._input(name, v)["properties"]} for i, v in valid
@@ -816,32 +823,22 @@ class HubSpotRecords(Records):
                             await self._unlink(access, name, record_id, stale)
                         except CrmError as error:
                             failed[record_id] = error
-            return [
-                ItemResult(i, failed.get(i))
-                if _RECORD_ID.match(i) or i in failed
-                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
-                for i, _ in chunk
-            ]
+            return [ItemResult(i, failed.get(i)) for i, _ in chunk]
 
-        return await chunked(list(items), BATCH_LIMIT, send, lambda item: item[0])
+        return await chunked_by_id(
+            list(items), BATCH_LIMIT, send, lambda item: item[0], _well_formed, name
+        )
 
     async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
         url = self._objects(access, name) / "batch/archive"
 
-        async def send(chunk: list[str]) -> list[ItemResult]:
-            valid = [i for i in chunk if _RECORD_ID.match(i)]
-            if valid:
-                await self.json_call(
-                    access, "POST", url, body={"inputs": [{"id": i} for i in valid]}
-                )
-            return [
-                ItemResult(i)
-                if _RECORD_ID.match(i)
-                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
-                for i in chunk
-            ]
+        async def send(valid: list[str]) -> list[ItemResult]:
+            await self.json_call(access, "POST", url, body={"inputs": [{"id": i} for i in valid]})
+            return [ItemResult(i) for i in valid]
 
-        return await chunked(list(ids), BATCH_LIMIT, send, lambda item: item)
+        return await chunked_by_id(
+            list(ids), BATCH_LIMIT, send, lambda item: item, _well_formed, name
+        )
 
     # ---- passthrough ------------------------------------------------------------------------
 

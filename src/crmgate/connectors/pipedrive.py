@@ -80,7 +80,6 @@ from crmgate.connectors.base import (
     NotValid,
     ObjectInfo,
     RateLimited,
-    RawResponse,
     Records,
     SessionExpired,
     Verified,
@@ -518,21 +517,13 @@ class PipedriveRecords(Records):
         self, access: Access, method: str, url: URL, body: Any = None
     ) -> dict[str, Any]:
         """One authenticated call; Pipedrive's ``{"success": true, "data": ...}`` envelope."""
-        sent = {**_headers(access), "Accept": "application/json"}
-        data = None
-        if body is not None:
-            sent["Content-Type"] = "application/json"
-            data = json.dumps(body).encode()
-        response = await self.connector.call(method, url, headers=sent, data=data)
-        if response.status >= 400:
-            raise self.error(response)
-        try:
-            answer = json.loads(response.body)
-        except ValueError:
-            raise CrmUnavailable("Pipedrive answered something that is not JSON") from None
+        answer = await self.json_call(access, method, url, body=body)
         if not isinstance(answer, dict) or answer.get("success") is not True:
             raise CrmUnavailable("Pipedrive answered an unexpected envelope")
         return answer
+
+    def auth_headers(self, access: Access) -> dict[str, str]:
+        return _headers(access)
 
     def error(self, response: OutboundResponse) -> CrmError:
         try:
@@ -1030,22 +1021,6 @@ class PipedriveRecords(Records):
         """``path`` relative to the company's domain (``api/v2/persons?limit=5``,
         ``v1/leads``)."""
         return passthrough_on(access, path)
-
-    async def passthrough(
-        self,
-        access: Access,
-        method: str,
-        path: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes | None,
-    ) -> RawResponse:
-        url = self.passthrough_url(access, path)
-        sent = {name: value for name, value in headers if name.lower() != "x-api-token"}
-        sent.update(_headers(access))
-        response = await self.connector.call(method, url, headers=sent, data=body)
-        if response.status == 401:
-            raise self.error(response)
-        return RawResponse(response.status, list(response.headers.items()), response.body)
 
 
 def _next_start(answer: Mapping[str, Any]) -> int | None:

@@ -35,11 +35,12 @@ from crmgate.connectors.base import (
     SessionExpired,
     Verified,
     chunked,
+    chunked_by_id,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
-from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
+from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
 from crmgate.query import Condition, SortKey
 
 log = logging.getLogger("crmgate.connectors.salesforce")
@@ -125,7 +126,8 @@ class SalesforceConnector(Connector):
             raise CrmUnavailable(f"{self.platform.type} has no login URL configured")
         version = self.platform.api_version or "60.0"
         origin = URL(login_url)
-        url = check_url(login_url, [f"{origin.host}:{origin.port}"]) / f"services/Soap/u/{version}"
+        checked = self.outbound.check_url(login_url, [f"{origin.host}:{origin.port}"])
+        url = checked / f"services/Soap/u/{version}"
         body = _LOGIN.format(
             username=escape(credential["login"]),
             password=escape(credential["password"] + credential.get("security_token", "")),
@@ -183,7 +185,7 @@ class SalesforceConnector(Connector):
         if authorization != "oAuth-internal" or not token or oauth is None or not oauth.revoke_url:
             return
         origin = URL(oauth.revoke_url)
-        url = check_url(oauth.revoke_url, [f"{origin.host}:{origin.port}"])
+        url = self.outbound.check_url(oauth.revoke_url, [f"{origin.host}:{origin.port}"])
         response = await self.call("POST", url, data={"token": token})
         if response.status != 200:
             log.warning("Salesforce did not revoke a refresh token: HTTP %d", response.status)
@@ -192,6 +194,12 @@ class SalesforceConnector(Connector):
 # ---- records ---------------------------------------------------------------------------------
 
 _RECORD_ID = re.compile(r"^[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?$")
+
+
+def _well_formed(record_id: str) -> bool:
+    return _RECORD_ID.match(record_id) is not None
+
+
 _OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 MAX_OFFSET = 2000  # SOQL's OFFSET limit; deeper pages walk query locators
 LOCATOR_BATCH = 2000
@@ -461,47 +469,31 @@ class SalesforceRecords(Records):
     ) -> list[ItemResult]:
         url = self._base(access) / "composite" / "sobjects"
 
-        async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
-            valid = [(i, v) for i, v in chunk if _RECORD_ID.match(i)]
+        async def send(valid: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
             records = [{"attributes": {"type": name}, "id": i, **v} for i, v in valid]
-            answer = (
-                await self._call(
-                    access, "PATCH", url, body={"allOrNone": False, "records": records}
-                )
-                if records
-                else []
+            answer = await self._call(
+                access, "PATCH", url, body={"allOrNone": False, "records": records}
             )
-            by_position = iter(_collection(answer, len(records)))
-            return [
-                _item_result(next(by_position), record_id)
-                if _RECORD_ID.match(record_id)
-                else ItemResult(record_id, EntityNotFound(f"{name} not found"))
-                for record_id, _ in chunk
-            ]
+            results = _collection(answer, len(records))
+            return [_item_result(result, i) for result, (i, _) in zip(results, valid, strict=True)]
 
-        return await chunked(list(items), COLLECTION_LIMIT, send, lambda item: item[0])
+        return await chunked_by_id(
+            list(items), COLLECTION_LIMIT, send, lambda item: item[0], _well_formed, name
+        )
 
     async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
         url = self._base(access) / "composite" / "sobjects"
 
-        async def send(chunk: list[str]) -> list[ItemResult]:
-            valid = [i for i in chunk if _RECORD_ID.match(i)]
-            answer = (
-                await self._call(
-                    access, "DELETE", url.with_query(ids=",".join(valid), allOrNone="false")
-                )
-                if valid
-                else []
+        async def send(valid: list[str]) -> list[ItemResult]:
+            answer = await self._call(
+                access, "DELETE", url.with_query(ids=",".join(valid), allOrNone="false")
             )
-            by_position = iter(_collection(answer, len(valid)))
-            return [
-                _item_result(next(by_position), record_id)
-                if _RECORD_ID.match(record_id)
-                else ItemResult(record_id, EntityNotFound(f"{name} not found"))
-                for record_id in chunk
-            ]
+            results = _collection(answer, len(valid))
+            return [_item_result(result, i) for result, i in zip(results, valid, strict=True)]
 
-        return await chunked(list(ids), COLLECTION_LIMIT, send, lambda item: item)
+        return await chunked_by_id(
+            list(ids), COLLECTION_LIMIT, send, lambda item: item, _well_formed, name
+        )
 
     # ---- passthrough ------------------------------------------------------------------------
 

@@ -56,11 +56,12 @@ from crmgate.connectors.base import (
     SessionExpired,
     Verified,
     chunked,
+    chunked_by_id,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
-from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse, check_url
+from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
 from crmgate.query import Condition, QueryError, SortKey, typed_value
 from crmgate.settings import OAuthClient
 
@@ -104,6 +105,12 @@ FIELD_LIMIT = 50  # fields of a COQL select, and of the records API's `fields`
 REFRESH_WINDOW = 600  # seconds in which Zoho gives at most 10 access tokens per refresh token
 USER_LIMIT = 2_000  # users read whole to be filtered or sorted here
 _RECORD_ID = re.compile(r"^[0-9]{1,20}$")
+
+
+def _well_formed(record_id: str) -> bool:
+    return _RECORD_ID.match(record_id) is not None
+
+
 _MODULE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 _COLUMN = re.compile(r"^\$?[A-Za-z][A-Za-z0-9_]{0,99}$")
 _OPERATORS = {"eq": "=", "ne": "!=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
@@ -228,11 +235,10 @@ class ZohoConnector(Connector):
         except (KeyError, IndexError, TypeError):
             raise CrmUnavailable("Zoho answered an unexpected user or org") from None
 
-    @staticmethod
-    def _at(server: str | None, path: str) -> URL | None:
+    def _at(self, server: str | None, path: str) -> URL | None:
         if server is None:
             return None
-        return check_url(f"{server}/oauth/v2/{path}", [_host(server)])
+        return self.outbound.check_url(f"{server}/oauth/v2/{path}", [_host(server)])
 
     def _token_url(self, credential: Mapping[str, str], path: str) -> URL | None:
         return self._at(accounts_server(credential.get("instance_url", "")), path)
@@ -297,7 +303,9 @@ class ZohoConnector(Connector):
             if not self.platform.oauth.revoke_url:
                 return
             origin = URL(self.platform.oauth.revoke_url)
-            url = check_url(self.platform.oauth.revoke_url, [f"{origin.host}:{origin.port}"])
+            url = self.outbound.check_url(
+                self.platform.oauth.revoke_url, [f"{origin.host}:{origin.port}"]
+            )
         response = await self.call("POST", url.with_query(token=token))
         if response.status != 200:
             log.warning("Zoho did not revoke a refresh token: HTTP %d", response.status)
@@ -509,8 +517,8 @@ class ZohoRecords(Records):
         # and date-times when writing (a few hundred entries, least recently used go first)
         self._types: OrderedDict[tuple[str, ...], dict[str, str]] = OrderedDict()
 
-    def authorization(self, access: Access) -> str:
-        return f"Zoho-oauthtoken {access.token}"
+    def auth_headers(self, access: Access) -> dict[str, str]:
+        return {"Authorization": f"Zoho-oauthtoken {access.token}"}
 
     def api(self, access: Access) -> URL:
         return access.instance_url / "crm" / (self.platform.api_version or "v8")
@@ -532,12 +540,7 @@ class ZohoRecords(Records):
     ) -> Any:
         """The answer's JSON (None for 204 No Content, Zoho's empty list); an error answer
         becomes the contract's, except, with ``per_record``, a write's per-record results."""
-        headers = {"Authorization": self.authorization(access), "Accept": "application/json"}
-        data = None
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-            data = json.dumps(body).encode()
-        response = await self.connector.call(method, url, headers=headers, data=data)
+        response = await self.send_json(access, method, url, body=body)
         if response.status == 204:
             return None
         answer = _answer(response.body)
@@ -1040,48 +1043,28 @@ class ZohoRecords(Records):
     ) -> list[ItemResult]:
         url = self._module(access, name)
 
-        async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
-            valid = [(i, v) for i, v in chunk if _RECORD_ID.match(i)]
-            done = iter(
-                await self._write(
-                    access,
-                    "PUT",
-                    url,
-                    [{**self._native(access, name, v), "id": i} for i, v in valid],
-                )
-                if valid
-                else []
+        async def send(valid: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
+            return await self._write(
+                access, "PUT", url, [{**self._native(access, name, v), "id": i} for i, v in valid]
             )
-            return [
-                next(done)
-                if _RECORD_ID.match(i)
-                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
-                for i, _ in chunk
-            ]
 
-        return await chunked(list(items), BATCH_LIMIT, send, lambda item: item[0])
+        return await chunked_by_id(
+            list(items), BATCH_LIMIT, send, lambda item: item[0], _well_formed, name
+        )
 
     async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
         url = self._module(access, name)
 
-        async def send(chunk: list[str]) -> list[ItemResult]:
-            valid = [i for i in chunk if _RECORD_ID.match(i)]
-            results: list[ItemResult] = []
-            if valid:
-                answer = await self.call_json(
-                    access, "DELETE", url.with_query(ids=",".join(valid)), per_record=True
-                )
-                for record_id, result in zip(valid, self._results(answer, len(valid)), strict=True):
-                    results.append(self._item(result, record_id))
-            done = iter(results)
-            return [
-                next(done)
-                if _RECORD_ID.match(i)
-                else ItemResult(i, EntityNotFound(f"{name} {i[:40]!r} not found"))
-                for i in chunk
-            ]
+        async def send(valid: list[str]) -> list[ItemResult]:
+            answer = await self.call_json(
+                access, "DELETE", url.with_query(ids=",".join(valid)), per_record=True
+            )
+            results = self._results(answer, len(valid))
+            return [self._item(result, i) for i, result in zip(valid, results, strict=True)]
 
-        return await chunked(list(ids), BATCH_LIMIT, send, lambda item: item)
+        return await chunked_by_id(
+            list(ids), BATCH_LIMIT, send, lambda item: item, _well_formed, name
+        )
 
     # ---- passthrough ------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ A role orders what a user may do: ``viewer`` reads, ``member`` also writes CRM d
 also manages users, keys and applications. A restricted key (``cgr_...``) acts for its user with
 at most the member role, and only within its scope: some applications, entities x actions,
 passthrough or not, until an expiry, from some client addresses. Every check here answers with
-what is missing (a sentence for the 403), or None when the call is allowed.
+what is missing (a sentence for the 403), or None when the call is allowed; what a key may not
+use, it does not see either (``visible_applications``).
 """
 
 from __future__ import annotations
@@ -118,6 +119,14 @@ class KeyScope:
         """The scope as the API shows it."""
         stored = json.loads(self.to_json())
         return {**stored, "expires_at": self.expires_at}
+
+
+def visible_applications(scope: KeyScope | None) -> frozenset[str] | None:
+    """The application keys a caller may see: a restricted key's, or None (a user key: every
+    application of its organisation). Listings and counts filter by it in their query, so their
+    pages and totals are those of the key; one application by key outside it is a 403 before
+    anything is looked up (``missing_application``), whether or not it exists."""
+    return None if scope is None else scope.applications
 
 
 def permissions(raw: Mapping[str, Iterable[str]]) -> dict[str, frozenset[Action]]:

@@ -98,8 +98,11 @@ class Keyring:
                 ) from None
         return cls(keys)
 
-    def render(self) -> str:
-        lines = ["# crmgate vault keys: 'version:base64key'; the highest version seals new data"]
+    def render(
+        self,
+        header: str = "crmgate vault keys: 'version:base64key'; the highest version seals new data",
+    ) -> str:
+        lines = [f"# {header}"]
         lines += [f"{v}:{base64.b64encode(k).decode()}" for v, k in self._keys.items()]
         return "\n".join(lines) + "\n"
 
@@ -236,11 +239,13 @@ def key_file_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def rotate_key_file(path: Path) -> int:
-    """Add a key version to the key file; returns the new version."""
+def rotate_key_file(path: Path, header: str | None = None) -> int:
+    """Add a key version to the key file (of the vault, or another keyring in its format:
+    ``header`` is its first line); returns the new version."""
     with key_file_lock(path):
         keyring = _read_keyring(path).with_new_version()
-        secretfile.replace_private(path, keyring.render().encode())
+        rendered = keyring.render(header) if header else keyring.render()
+        secretfile.replace_private(path, rendered.encode())
         return keyring.newest
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crmgate.cache import WarmCache, user_subject
 from crmgate.query import Condition, QueryError, SortKey
 from crmgate.security import keys
 from crmgate.security.keys import IssuedKey, KeyHasher, KeyKind
@@ -111,19 +112,34 @@ _USER_ID = re.compile(r"^usr_[0-9A-Za-z]{22}$")
 
 class AccountStore:
     def __init__(
-        self, sessions: SessionFactory, hasher: KeyHasher, audit: AuditLog | None = None
+        self,
+        sessions: SessionFactory,
+        hasher: KeyHasher,
+        audit: AuditLog | None = None,
+        cache: WarmCache | None = None,
     ) -> None:
         self._sessions = sessions
         self._hasher = hasher
         self._audit = audit
+        self._cache = cache or WarmCache.off(sessions)
 
     async def _record(
-        self, event: str, organisation_id: str, user_id: str, **details: str | int | None
+        self,
+        session: AsyncSession,
+        event: str,
+        organisation_id: str,
+        user_id: str,
+        **details: str | int | None,
     ) -> None:
-        """An audit event about a user's keys or account, once its transaction committed."""
+        """An audit event about a user's keys or account, written last in the transaction of
+        the change: both commit, or neither."""
         if self._audit is not None:
             await self._audit.record(
-                event, organisation_id=organisation_id, target=user_id, details=details
+                event,
+                organisation_id=organisation_id,
+                target=user_id,
+                details=details,
+                session=session,
             )
 
     # ---- keys -------------------------------------------------------------------------------
@@ -143,8 +159,13 @@ class AccountStore:
         return IssuedKey(user_id=user.id, key_id=row.id, hint=row.hint, secret=secret)
 
     async def authenticate(self, key: str) -> Principal | None:
-        """The principal behind ``key``, or None if it is unknown, revoked or its user disabled."""
+        """The principal behind ``key``, or None if it is unknown, revoked or its user disabled.
+        A principal seen a moment ago comes from the warm cache (crmgate/cache.py), by digest."""
         digest = self._hasher.digest(key)
+        cached = self._cache.principal(digest)
+        if cached is not None:
+            return cached
+        ticket = self._cache.ticket()
         async with self._sessions() as session:
             row = (
                 await session.execute(
@@ -167,7 +188,7 @@ class AccountStore:
             # a restricted key never acts as more than a member, whoever its user is
             role = capped(role)
             scope = KeyScope.from_json(api_key.scope or "{}", api_key.expires_at)
-        return Principal(
+        principal = Principal(
             user_id=api_key.user_id,
             organisation_id=api_key.organisation_id,
             role=Role(role),
@@ -176,6 +197,8 @@ class AccountStore:
             key_last_used_at=api_key.last_used_at,
             scope=scope,
         )
+        self._cache.keep_principal(digest, principal, ticket)
+        return principal
 
     async def touch_key(self, key_id: str, when: datetime) -> None:
         async with self._sessions.begin() as session:
@@ -198,7 +221,10 @@ class AccountStore:
                 .values(revoked_at=now)
             )
             issued = self._issue(session, user, now)
-        await self._record("key.rotated", user.organisation_id, user.id, key=issued.hint)
+            await self._cache.invalidate(session, user_subject(user.id))
+            await self._record(
+                session, "key.rotated", user.organisation_id, user.id, key=issued.hint
+            )
         return issued
 
     async def revoke_keys(self, user_id: str, organisation_id: str | None = None) -> int:
@@ -210,7 +236,8 @@ class AccountStore:
                 .values(revoked_at=utcnow())
             )
             count = int(result.rowcount)  # type: ignore[attr-defined]
-        await self._record("key.revoked", user.organisation_id, user.id, count=count)
+            await self._cache.invalidate(session, user_subject(user.id))
+            await self._record(session, "key.revoked", user.organisation_id, user.id, count=count)
         return count
 
     # ---- organisations and users --------------------------------------------------------------
@@ -224,9 +251,15 @@ class AccountStore:
             session.add(user)
             await session.flush()
             key = self._issue(session, user, now)
-        await self._record(
-            "key.created", organisation.id, user.id, key=key.hint, role="admin", reason="account"
-        )
+            await self._record(
+                session,
+                "key.created",
+                organisation.id,
+                user.id,
+                key=key.hint,
+                role="admin",
+                reason="account",
+            )
         return NewAccount(organisation.id, self._view(user, organisation.name, key.hint), key)
 
     async def organisation_count(self) -> int:
@@ -284,22 +317,17 @@ class AccountStore:
         status: UserStatus = UserStatus.ACTIVE,
     ) -> tuple[UserView, IssuedKey]:
         now = utcnow()
-        try:
-            async with self._sessions.begin() as session:
-                organisation = await session.get(Organisation, organisation_id)
-                if organisation is None:
-                    raise AccountError(404, "ENTITY_NOT_FOUND", "organisation not found")
-                user = self._new_user(organisation_id, name, email, phone, role, now)
-                user.status = status.value
-                session.add(user)
-                await session.flush()
-                key = self._issue(session, user, now)
-        except IntegrityError as exc:
-            raise AccountError(
-                422, "NOT_VALID", "email: a user with this e-mail already exists", "email"
-            ) from exc
-        await self._record("user.created", organisation_id, user.id, role=user.role)
-        await self._record("key.created", organisation_id, user.id, key=key.hint)
+        async with self._sessions.begin() as session:
+            organisation = await session.get(Organisation, organisation_id)
+            if organisation is None:
+                raise AccountError(404, "ENTITY_NOT_FOUND", "organisation not found")
+            user = self._new_user(organisation_id, name, email, phone, role, now)
+            user.status = status.value
+            session.add(user)
+            await _flush_user(session)
+            key = self._issue(session, user, now)
+            await self._record(session, "user.created", organisation_id, user.id, role=user.role)
+            await self._record(session, "key.created", organisation_id, user.id, key=key.hint)
         return self._view(user, organisation.name, key.hint), key
 
     async def _user_row(
@@ -366,31 +394,29 @@ class AccountStore:
         self, organisation_id: str, user_id: str, changes: dict[str, Any]
     ) -> UserView:
         """Apply ``changes`` (name, email, phone, role, status); the organisation keeps an admin."""
-        try:
-            async with self._sessions.begin() as session:
-                await self._lock_organisation(session, organisation_id)
-                user = await self._user_row(session, user_id, organisation_id)
-                for name, value in changes.items():
-                    if name == "email":
-                        value = value.lower()
-                    elif name in ("role", "status"):
-                        value = value.value
-                    setattr(user, name, value)
-                user.updated_at = utcnow()
-                await session.flush()
-                await self._ensure_active_admin(session, organisation_id)
-        except IntegrityError as exc:
-            raise AccountError(
-                422, "NOT_VALID", "email: a user with this e-mail already exists", "email"
-            ) from exc
-        await self._record(
-            "user.updated",
-            organisation_id,
-            user_id,
-            changed=",".join(sorted(changes)),
-            role=user.role if "role" in changes else None,
-            status=user.status if "status" in changes else None,
-        )
+        async with self._sessions.begin() as session:
+            await self._lock_organisation(session, organisation_id)
+            user = await self._user_row(session, user_id, organisation_id)
+            for name, value in changes.items():
+                if name == "email":
+                    value = value.lower()
+                elif name in ("role", "status"):
+                    value = value.value
+                setattr(user, name, value)
+            user.updated_at = utcnow()
+            await _flush_user(session)
+            await self._ensure_active_admin(session, organisation_id)
+            if "role" in changes or "status" in changes:
+                await self._cache.invalidate(session, user_subject(user_id))
+            await self._record(
+                session,
+                "user.updated",
+                organisation_id,
+                user_id,
+                changed=",".join(sorted(changes)),
+                role=user.role if "role" in changes else None,
+                status=user.status if "status" in changes else None,
+            )
         return await self.get_user(organisation_id, user_id)
 
     async def delete_user(self, organisation_id: str, user_id: str) -> None:
@@ -400,7 +426,8 @@ class AccountStore:
             await session.delete(user)
             await session.flush()
             await self._ensure_active_admin(session, organisation_id)
-        await self._record("user.deleted", organisation_id, user_id, keys="revoked")
+            await self._cache.invalidate(session, user_subject(user_id))
+            await self._record(session, "user.deleted", organisation_id, user_id, keys="revoked")
 
     @staticmethod
     async def _lock_organisation(session: AsyncSession, organisation_id: str) -> None:
@@ -526,6 +553,17 @@ class AccountStore:
             )
             for user in users
         ]
+
+
+async def _flush_user(session: AsyncSession) -> None:
+    """Write a new or changed user: the one unique constraint it can break is its e-mail (only
+    this flush is read so; a failure of the audit event later in the transaction is not)."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise AccountError(
+            422, "NOT_VALID", "email: a user with this e-mail already exists", "email"
+        ) from exc
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -2,7 +2,9 @@
 
 The vault context of a row is its organisation and application key, so a ciphertext copied onto
 another row does not decrypt. Plaintext credentials exist only inside ``Credentials`` objects,
-in memory, for as long as a caller holds them.
+in memory, for as long as a caller holds them, and in the warm cache (crmgate/cache.py) for
+``CRMGATE_CACHE_TTL`` seconds at most: every change here tells every process's cache to drop
+its copy, in the change's own transaction.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crmgate.cache import WarmCache, application_subject
 from crmgate.query import Condition, SortKey
 from crmgate.security.vault import DecryptionError, Sealed, Vault
 from crmgate.store.accounts import AccountError
@@ -26,6 +29,10 @@ from crmgate.store.filtering import FieldSpec, order_by, where
 from crmgate.store.models import Application, Organisation, utcnow
 
 _KEY = re.compile(r"^[0-9a-f]{40}$")
+
+# Run last inside a change's transaction, with the application's key: the audit event of that
+# change (crmgate/audit.py), so that the change and its event commit together or not at all.
+InTransaction = Callable[[AsyncSession, str], Awaitable[object]]
 
 
 class RenewalRefused(Exception):
@@ -118,15 +125,33 @@ def _context(organisation_id: str, key: str) -> bytes:
     return f"application|{organisation_id}|{key}".encode()
 
 
+def _visible(organisation_id: str, within: Collection[str] | None) -> ColumnElement[bool]:
+    # In the query itself, so that pages and counts are those of what the caller may see.
+    mine = Application.organisation_id == organisation_id
+    return mine if within is None else and_(mine, Application.id.in_(sorted(within)))
+
+
 def _not_found(key: str) -> AccountError:
     # The same answer for a key that does not exist and one of another organisation.
     return AccountError(404, "ENTITY_NOT_FOUND", "application not found")
 
 
 class ApplicationStore:
-    def __init__(self, sessions: SessionFactory, vault: Vault) -> None:
+    def __init__(
+        self, sessions: SessionFactory, vault: Vault, cache: WarmCache | None = None
+    ) -> None:
         self._sessions = sessions
         self._vault = vault
+        self._cache = cache or WarmCache.off(sessions)
+
+    async def _changed(self, session: AsyncSession, organisation_id: str, key: str) -> None:
+        """Within the transaction of a change to the application: every process's cached copy
+        goes (crmgate/cache.py)."""
+        await self._cache.invalidate(session, application_subject(organisation_id, key))
+
+    def _stale(self, organisation_id: str, key: str) -> None:
+        # another process changed it: our copy goes now, before that process's poll tells us
+        self._cache.forget([application_subject(organisation_id, key)])
 
     def _seal(self, organisation_id: str, key: str, credentials: Credentials) -> Sealed:
         return self._vault.encrypt(credentials.to_bytes(), _context(organisation_id, key))
@@ -164,6 +189,7 @@ class ApplicationStore:
         public_credential: Mapping[str, str],
         identity: Mapping[str, Any],
         limit: int,
+        audit: InTransaction | None = None,
     ) -> ApplicationView:
         key = new_application_key()
         now = utcnow()
@@ -204,6 +230,8 @@ class ApplicationStore:
                 updated_at=now,
             )
             session.add(row)
+            if audit is not None:
+                await audit(session, key)
         return _view(row)
 
     async def get(self, organisation_id: str, key: str) -> ApplicationView:
@@ -211,24 +239,36 @@ class ApplicationStore:
             return _view(await self._row(session, organisation_id, key))
 
     async def credentials(
-        self, organisation_id: str, key: str
+        self, organisation_id: str, key: str, *, fresh: bool = False
     ) -> tuple[ApplicationView, Credentials]:
+        """The application and its decrypted credentials: from the warm cache (crmgate/cache.py)
+        when it holds them, unless ``fresh`` (a change about to be based on them)."""
+        if not fresh:
+            cached = self._cache.application(organisation_id, key)
+            if cached is not None:
+                return cached
+        ticket = self._cache.ticket()
         async with self._sessions() as session:
             row = await self._row(session, organisation_id, key)
-            return _view(row), self._open(row)
+            entry = _view(row), self._open(row)
+        self._cache.keep_application(entry, ticket)
+        return entry
 
     async def list_page(
         self,
         organisation_id: str,
         *,
+        within: Collection[str] | None = None,
         conditions: Sequence[Condition] = (),
         sort: Sequence[SortKey] = (),
         page: int = 1,
         page_size: int = 25,
     ) -> list[ApplicationView]:
+        """A page of the organisation's applications; only those among ``within`` (a
+        restricted key's applications) unless it is None."""
         query = (
             select(Application)
-            .where(Application.organisation_id == organisation_id, where(_FIELDS, conditions))
+            .where(_visible(organisation_id, within), where(_FIELDS, conditions))
             .order_by(*order_by(_FIELDS, sort, Application.created_at, Application.id))
             .offset((page - 1) * page_size)
             .limit(page_size)
@@ -236,11 +276,18 @@ class ApplicationStore:
         async with self._sessions() as session:
             return [_view(row) for row in (await session.scalars(query)).all()]
 
-    async def count(self, organisation_id: str, conditions: Sequence[Condition] = ()) -> int:
+    async def count(
+        self,
+        organisation_id: str,
+        conditions: Sequence[Condition] = (),
+        *,
+        within: Collection[str] | None = None,
+    ) -> int:
+        """How many applications ``list_page`` would go through with the same arguments."""
         query = (
             select(func.count())
             .select_from(Application)
-            .where(Application.organisation_id == organisation_id, where(_FIELDS, conditions))
+            .where(_visible(organisation_id, within), where(_FIELDS, conditions))
         )
         async with self._sessions() as session:
             return int(await session.scalar(query) or 0)
@@ -256,6 +303,7 @@ class ApplicationStore:
         public_credential: Mapping[str, str] | None = None,
         identity: Mapping[str, Any] | None = None,
         expected_revision: int | None = None,
+        audit: InTransaction | None = None,
     ) -> ApplicationView:
         """Change what is given. With ``expected_revision``, refuse (409) when the credentials
         changed since the caller read them, so two updates never silently overwrite each other
@@ -280,6 +328,9 @@ class ApplicationStore:
             if identity is not None:
                 row.identity = json.dumps(dict(identity))
             row.updated_at = utcnow()
+            await self._changed(session, organisation_id, key)
+            if audit is not None:
+                await audit(session, key)
         return _view(row)
 
     async def renew_locked(
@@ -288,6 +339,8 @@ class ApplicationStore:
         key: str,
         seen_revision: int,
         produce: Callable[[Credentials], Awaitable[Credentials]],
+        audit_renewed: InTransaction | None = None,
+        audit_refused: InTransaction | None = None,
     ) -> tuple[ApplicationView, Credentials]:
         """Replace the credentials with what ``produce`` makes of them (new tokens, a new
         session), one renewal at a time per application.
@@ -302,14 +355,18 @@ class ApplicationStore:
         If the credentials changed since the caller saw them (revision ``seen_revision``),
         another request renewed them already: those are returned and ``produce`` is not called.
         If ``produce`` raises ``RenewalRefused``, the application is marked unauthorized (that
-        is committed) and the refusal's cause is raised."""
+        is committed) and the refusal's cause is raised. ``audit_renewed`` / ``audit_refused``
+        write their events in the transaction that stores the renewal / the refusal."""
         if not self._sessions.row_locks:
-            return await self._renew_optimistic(organisation_id, key, seen_revision, produce)
+            return await self._renew_optimistic(
+                organisation_id, key, seen_revision, produce, audit_renewed, audit_refused
+            )
         refused: RenewalRefused | None = None
         async with self._sessions.begin() as session:
             row = await self._row(session, organisation_id, key, lock=True)
             current = self._open(row)
             if row.credentials_revision != seen_revision:
+                self._stale(organisation_id, key)
                 return _view(row), current
             try:
                 renewed = await produce(current)
@@ -317,8 +374,14 @@ class ApplicationStore:
                 refused = error
                 row.is_authorized = False
                 row.updated_at = utcnow()
+                await self._changed(session, organisation_id, key)
+                if audit_refused is not None:
+                    await audit_refused(session, key)
             else:
                 self._store_renewal(row, renewed)
+                await self._changed(session, organisation_id, key)
+                if audit_renewed is not None:
+                    await audit_renewed(session, key)
         if refused is not None:
             raise refused.cause
         return _view(row), renewed
@@ -329,11 +392,14 @@ class ApplicationStore:
         key: str,
         seen_revision: int,
         produce: Callable[[Credentials], Awaitable[Credentials]],
+        audit_renewed: InTransaction | None,
+        audit_refused: InTransaction | None,
     ) -> tuple[ApplicationView, Credentials]:
         async with self._sessions() as session:
             row = await self._row(session, organisation_id, key)
             view, current = _view(row), self._open(row)
         if view.credentials_revision != seen_revision:
+            self._stale(organisation_id, key)
             return view, current
         try:
             renewed = await produce(current)
@@ -343,12 +409,19 @@ class ApplicationStore:
                 if row.credentials_revision == seen_revision:
                     row.is_authorized = False
                     row.updated_at = utcnow()
+                    await self._changed(session, organisation_id, key)
+                    if audit_refused is not None:
+                        await audit_refused(session, key)
             raise error.cause from None
         async with self._sessions.begin() as session:  # a short write: no CRM call inside
             row = await self._row(session, organisation_id, key, lock=True)
             if row.credentials_revision != seen_revision:
+                self._stale(organisation_id, key)
                 return _view(row), self._open(row)  # renewed elsewhere meanwhile: theirs wins
             self._store_renewal(row, renewed)
+            await self._changed(session, organisation_id, key)
+            if audit_renewed is not None:
+                await audit_renewed(session, key)
         return _view(row), renewed
 
     def _store_renewal(self, row: Application, renewed: Credentials) -> None:
@@ -364,10 +437,15 @@ class ApplicationStore:
                 update(Application).where(Application.id == key).values(last_used_at=when)
             )
 
-    async def delete(self, organisation_id: str, key: str) -> None:
+    async def delete(
+        self, organisation_id: str, key: str, audit: InTransaction | None = None
+    ) -> None:
         async with self._sessions.begin() as session:
             row = await self._row(session, organisation_id, key, lock=True)
             await session.delete(row)
+            await self._changed(session, organisation_id, key)
+            if audit is not None:
+                await audit(session, key)
 
     # ---- the vault's maintenance ----------------------------------------------------------------
 

@@ -189,8 +189,10 @@ class OAuthFlow(Base):
 
 class AuditEvent(Base):
     """One security event of the audit trail (crmgate/audit.py), never changed once written:
-    ``hash`` is SHA-256 of the previous event's hash and this event's canonical JSON. No foreign
-    keys: the trail outlives the users, applications and organisations it names."""
+    ``hash`` is HMAC-SHA256, under the audit key ``key_id`` names, of the previous event's hash
+    and this event's canonical JSON (plain SHA-256 for events written before keyed chains,
+    whose ``key_id`` is NULL). No foreign keys: the trail outlives the users, applications and
+    organisations it names."""
 
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_organisation_seq", "organisation_id", "seq"),)
@@ -206,6 +208,7 @@ class AuditEvent(Base):
     details: Mapped[str] = mapped_column(Text, default="{}")  # JSON, no secrets
     previous_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(32), default=None)  # "2:<fingerprint>"
 
 
 class AuditHead(Base):
@@ -216,3 +219,22 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class CacheInvalidation(Base):
+    """A change that every process's in-memory cache must drop (crmgate/cache.py), written in
+    the change's transaction; ``seq`` comes from the head row, so rows commit in ``seq`` order."""
+
+    __tablename__ = "cache_invalidations"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    subject: Mapped[str] = mapped_column(String(120))  # "user:<id>", "application:<org>|<key>"
+
+
+class CacheInvalidationHead(Base):
+    """One row (id 1): the last invalidation's ``seq``. Writers lock it (crmgate/cache.py)."""
+
+    __tablename__ = "cache_invalidation_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Select, func, select, update
 
+from crmgate.cache import WarmCache, user_subject
 from crmgate.security import keys
 from crmgate.security.keys import IssuedKey, KeyHasher, KeyKind
 from crmgate.security.scopes import KeyScope
@@ -44,11 +45,16 @@ class RestrictedKeyView:
 
 class RestrictedKeyStore:
     def __init__(
-        self, sessions: SessionFactory, hasher: KeyHasher, audit: AuditLog | None = None
+        self,
+        sessions: SessionFactory,
+        hasher: KeyHasher,
+        audit: AuditLog | None = None,
+        cache: WarmCache | None = None,
     ) -> None:
         self._sessions = sessions
         self._hasher = hasher
         self._audit = audit
+        self._cache = cache or WarmCache.off(sessions)  # told of revocations
 
     async def create(
         self,
@@ -105,17 +111,18 @@ class RestrictedKeyStore:
                 description=description,
             )
             session.add(row)
-        if self._audit is not None:
-            await self._audit.record(
-                "key.created",
-                organisation_id=organisation_id,
-                target=user.id,
-                details={
-                    "key": row.hint,
-                    "restricted": row.id,
-                    "expires_at": scope.expires_at.isoformat() if scope.expires_at else None,
-                },
-            )
+            if self._audit is not None:  # in the key's transaction: both commit, or neither
+                await self._audit.record(
+                    "key.created",
+                    organisation_id=organisation_id,
+                    target=user.id,
+                    details={
+                        "key": row.hint,
+                        "restricted": row.id,
+                        "expires_at": scope.expires_at.isoformat() if scope.expires_at else None,
+                    },
+                    session=session,
+                )
         issued = IssuedKey(user_id=user.id, key_id=row.id, hint=row.hint, secret=secret)
         return _view(row), issued
 
@@ -158,15 +165,17 @@ class RestrictedKeyStore:
                 .returning(ApiKey.user_id, ApiKey.hint, ApiKey.organisation_id)
             )
             revoked = result.first()
-        if revoked is None:
-            raise missing
-        if self._audit is not None:
-            await self._audit.record(
-                "key.revoked",
-                organisation_id=revoked.organisation_id,
-                target=revoked.user_id,
-                details={"key": revoked.hint, "restricted": key_id},
-            )
+            if revoked is None:
+                raise missing
+            await self._cache.invalidate(session, user_subject(revoked.user_id))
+            if self._audit is not None:
+                await self._audit.record(
+                    "key.revoked",
+                    organisation_id=revoked.organisation_id,
+                    target=revoked.user_id,
+                    details={"key": revoked.hint, "restricted": key_id},
+                    session=session,
+                )
 
     @staticmethod
     def _live(organisation_id: str | None) -> Select[ApiKey]:

@@ -1,5 +1,7 @@
 """/v1/application: the organisation's connected CRMs. Admins connect, change and remove them;
-every member may read them. Another organisation's application is never visible: 404."""
+every member may read them. Another organisation's application is never visible: 404. A
+restricted key lists, counts and reads only its own applications (security/scopes.py): another
+one by key is 403 NOT_ALLOWED, as on every route, whether it exists or not."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from crmgate.api.schemas import (
 from crmgate.applications import ApplicationService
 from crmgate.limits import RateLimits, requests_limit
 from crmgate.query import parse_filter
+from crmgate.security.scopes import visible_applications
 from crmgate.store.applications import ApplicationView
 
 router = APIRouter(prefix="/v1/application", tags=["application"], responses=ERRORS)
@@ -90,10 +93,12 @@ async def create_application(
 async def list_applications(
     request: Request, principal: CurrentUser, query: Annotated[ListQuery, Depends()]
 ) -> JSONResponse:
-    """The organisation's connected applications, without any secret."""
+    """The organisation's connected applications, without any secret (a restricted key's
+    applications only)."""
     trim = query.selector(ApplicationEntityList)
     views = await _service(request).store.list_page(
         principal.organisation_id,
+        within=visible_applications(principal.scope),
         conditions=query.conditions,
         sort=query.sort,
         page=query.page,
@@ -114,8 +119,12 @@ async def list_applications(
 async def count_applications(
     request: Request, principal: CurrentUser, filter: Filter = None
 ) -> Count:
-    """How many applications the organisation has connected."""
-    total = await _service(request).store.count(principal.organisation_id, parse_filter(filter))
+    """How many applications the organisation has connected (that a restricted key may see)."""
+    total = await _service(request).store.count(
+        principal.organisation_id,
+        parse_filter(filter),
+        within=visible_applications(principal.scope),
+    )
     return Count(total=total)
 
 
