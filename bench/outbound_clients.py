@@ -294,9 +294,13 @@ def run_proxy(client: str, port: int, upstream_port: int, pool: int, sniffio_dir
         if sniffio_dir:
             sys.path.append(sniffio_dir)
         import sniffio  # noqa: F401  (fail loudly if the variant cannot be honoured)
+    serve_proxy(make_proxy_app(Fetcher(client, pool), f"http://{HOST}:{upstream_port}"), port)
+
+
+def serve_proxy(app: Any, port: int) -> None:
+    """The bare forwarding proxy under uvicorn at its fastest: uvloop, httptools, no access log."""
     import uvicorn
 
-    app = make_proxy_app(Fetcher(client, pool), f"http://{HOST}:{upstream_port}")
     config = uvicorn.Config(
         app,
         host=HOST,

@@ -46,7 +46,14 @@ from typing import Any
 
 import memory
 import upstream
-from outbound_clients import WRK_LUA, Bench, Fetcher, machine_info, make_proxy_app
+from outbound_clients import (
+    WRK_LUA,
+    Bench,
+    Fetcher,
+    machine_info,
+    make_proxy_app,
+    serve_proxy,
+)
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -101,21 +108,8 @@ class TlsFetcher(Fetcher):
 
 
 def run_pyproxy(port: int, upstream_url: str, ca_file: str) -> None:
-    import uvicorn
-
     fetcher = TlsFetcher(ca_file, os.environ["BENCH_TOKEN"])
-    config = uvicorn.Config(
-        make_proxy_app(fetcher, upstream_url),
-        host=HOST,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        backlog=1024,
-    )
-    uvicorn.Server(config).run()
+    serve_proxy(make_proxy_app(fetcher, upstream_url), port)
 
 
 # --------------------------------------------------------------------------------------------

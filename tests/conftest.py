@@ -127,15 +127,6 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         drop_postgres_database(name)
 
 
-@pytest.fixture
-def sqlite_database(tmp_path: Path) -> Database:
-    """SQLite only: for the suites of a CRM connector, whose mapping, paging and errors do not
-    depend on the gateway's store; their tests where the store takes part (credentials, token
-    renewal) and every store suite run on both backends."""
-    path = tmp_path / "store.db"
-    return Database("sqlite", f"sqlite+aiosqlite:///{path}", str(path))
-
-
 def make_settings(data_dir: Path, database_url: str | None = None, **extra: Any) -> Settings:
     # the simulators run on loopback, which the outbound guard refuses unless allowed
     extra.setdefault("outbound_allowed_networks", ["127.0.0.0/8"])

@@ -24,7 +24,9 @@ from conftest import (
     create_account,
     loopback_socket,
     oauth_connect,
+    on_both_stores,
     run_simulated,
+    sqlite_only,
 )
 from crmgate.api.app import create_app
 from crmsim.dynamics import DynamicsSimulator, platform_overrides, seed_dynamics
@@ -33,6 +35,9 @@ from crmsim.tls import Certificates
 
 APP = "X-API2CRM-APPLICATION-KEY"
 TYPE = "MicrosoftDynamics"
+
+
+pytestmark = sqlite_only
 
 
 class Dynamics(Simulated[DynamicsSimulator]):
@@ -58,8 +63,8 @@ class Org(AppClient):
 
 
 @pytest.fixture
-def org(tmp_path: Path, sqlite_database: Database, dynamics: Dynamics) -> Iterator[Org]:
-    settings = dynamics.settings(tmp_path / "data", sqlite_database)
+def org(tmp_path: Path, database: Database, dynamics: Dynamics) -> Iterator[Org]:
+    settings = dynamics.settings(tmp_path / "data", database)
     admin = create_account(settings)
     with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
         created = client.post(
@@ -302,6 +307,7 @@ def test_dataverse_errors_become_the_contracts(org: Org) -> None:
         assert odd.status_code == 502 and odd.json()["detail"]["code"] == "CRM_UNAVAILABLE"
 
 
+@on_both_stores
 def test_a_user_without_the_privilege_is_not_allowed(
     tmp_path: Path, database: Database, dynamics: Dynamics
 ) -> None:
@@ -439,9 +445,9 @@ def test_bulk_is_one_batch_call_with_a_result_per_item(org: Org) -> None:
 
 
 def test_batches_hold_100_requests_and_one_without_answer_is_reported_as_unknown(
-    tmp_path: Path, sqlite_database: Database, dynamics: Dynamics
+    tmp_path: Path, database: Database, dynamics: Dynamics
 ) -> None:
-    settings = dynamics.settings(tmp_path / "slow", sqlite_database, outbound_timeout=1.0)
+    settings = dynamics.settings(tmp_path / "slow", database, outbound_timeout=1.0)
     admin = create_account(settings)
     sim = dynamics.simulator
     with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
@@ -507,6 +513,7 @@ def test_custom_columns_and_tables_come_from_the_metadata_api(org: Org) -> None:
     assert [s["id"] for s in heavy] == [box["id"]] and heavy[0]["new_name"] == "S-1"
 
 
+@on_both_stores
 def test_oauth_internal_tokens_are_refreshed_at_entra_id(
     tmp_path: Path, database: Database, dynamics: Dynamics
 ) -> None:
@@ -549,6 +556,7 @@ def test_oauth_internal_tokens_are_refreshed_at_entra_id(
         assert "Trace ID" not in refused.json()["detail"]["message"]
 
 
+@on_both_stores
 def test_an_application_user_gets_and_renews_its_own_tokens(
     tmp_path: Path, database: Database, dynamics: Dynamics
 ) -> None:
@@ -670,6 +678,7 @@ def test_the_demo_seed_fills_a_small_realistic_organisation(org: Org) -> None:
     assert overrides[TYPE]["instance_hosts"] == [org.sim.base_url.removeprefix("https://")]
 
 
+@on_both_stores
 def test_the_oauth_flow_authorizes_one_named_organisation(
     tmp_path: Path, database: Database, dynamics: Dynamics
 ) -> None:

@@ -23,11 +23,16 @@ from conftest import (
     make_settings,
     migrate_database,
     oauth_connect,
+    on_both_stores,
+    sqlite_only,
 )
 from crmgate.api.app import create_app
 from crmsim.hubspot import HubSpotSimulator
 
 APP = "X-API2CRM-APPLICATION-KEY"
+
+
+pytestmark = sqlite_only
 
 
 class Portal(AppClient):
@@ -39,8 +44,7 @@ class Portal(AppClient):
 
 
 @pytest.fixture
-def portal(tmp_path: Path, sqlite_database: Database, hubspot: HubSpot) -> Iterator[Portal]:
-    database = sqlite_database
+def portal(tmp_path: Path, database: Database, hubspot: HubSpot) -> Iterator[Portal]:
     settings = make_settings(
         tmp_path / "data",
         database.url,
@@ -186,6 +190,7 @@ def test_hubspot_errors_become_the_contracts(portal: Portal) -> None:
     assert "ten_secondly_rolling" in limited.json()["detail"]["message"]
 
 
+@on_both_stores
 def test_missing_scopes_are_not_allowed(
     tmp_path: Path, database: Database, hubspot: HubSpot
 ) -> None:
@@ -247,6 +252,7 @@ def test_unfiltered_lists_read_in_order_go_past_the_search_limit(portal: Portal)
     assert filtered.status_code == 400 and "narrow it with a filter" in filtered.text
 
 
+@on_both_stores
 def test_oauth_tokens_are_refreshed_with_hubspots_token_endpoint(
     tmp_path: Path, database: Database, hubspot: HubSpot
 ) -> None:
@@ -546,6 +552,7 @@ def test_users_are_owners_read_whole_and_queried_in_memory(portal: Portal) -> No
     assert refused.status_code == 403
 
 
+@on_both_stores
 def test_the_oauth_flow_connects_a_hubspot_portal(
     tmp_path: Path, database: Database, hubspot: HubSpot
 ) -> None:

@@ -24,7 +24,9 @@ from conftest import (
     create_account,
     loopback_socket,
     oauth_connect,
+    on_both_stores,
     run_simulated,
+    sqlite_only,
 )
 from crmgate.api.app import create_app
 from crmsim.server import RunningSimulator
@@ -32,6 +34,9 @@ from crmsim.tls import Certificates
 from crmsim.zoho import ALL_SCOPES, ZohoSimulator, platform_overrides, seed_zoho
 
 APP = "X-API2CRM-APPLICATION-KEY"
+
+
+pytestmark = sqlite_only
 
 
 class Zoho(Simulated[ZohoSimulator]):
@@ -55,8 +60,7 @@ class Org(AppClient):
 
 
 @pytest.fixture
-def org(tmp_path: Path, sqlite_database: Database, zoho: Zoho) -> Iterator[Org]:
-    database = sqlite_database
+def org(tmp_path: Path, database: Database, zoho: Zoho) -> Iterator[Org]:
     settings = zoho.settings(tmp_path / "data", database)
     admin = create_account(settings)
     credential = {
@@ -367,6 +371,7 @@ def test_zoho_errors_become_the_contracts(org: Org) -> None:
         assert odd.status_code == 502, (path, answer, odd.text)
 
 
+@on_both_stores
 def test_a_token_without_the_scope_is_not_allowed_and_an_expired_one_asks_for_a_new(
     tmp_path: Path, database: Database, zoho: Zoho
 ) -> None:
@@ -405,6 +410,7 @@ def test_a_token_without_the_scope_is_not_allowed_and_an_expired_one_asks_for_a_
         assert expired.status_code == 401 and expired.json()["detail"]["code"] == "UNAUTHORIZED"
 
 
+@on_both_stores
 def test_oauth_tokens_are_refreshed_with_zohos_accounts_server(
     tmp_path: Path, database: Database, zoho: Zoho
 ) -> None:
@@ -468,6 +474,7 @@ def test_a_refresh_goes_to_the_data_centre_of_the_org() -> None:
         assert callback_accounts_server(hostile) is None, hostile
 
 
+@on_both_stores
 def test_the_oauth_flow_connects_orgs_of_any_data_centre(
     tmp_path: Path,
     database: Database,
@@ -537,6 +544,7 @@ def test_the_oauth_flow_connects_orgs_of_any_data_centre(
     assert sim.grant_codes == {}  # each code exchanged, once
 
 
+@on_both_stores
 def test_a_throttled_refresh_is_a_rate_limit(
     tmp_path: Path, database: Database, zoho: Zoho
 ) -> None:

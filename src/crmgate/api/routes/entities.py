@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
+from fastapi import Body, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -34,6 +34,7 @@ from crmgate.api.auth import (
 from crmgate.api.errors import ApiError
 from crmgate.api.params import MAX_PAGE, MAX_PAGE_SIZE
 from crmgate.api.routes.users import ERRORS
+from crmgate.api.routing import ScopedRouter
 from crmgate.connectors.base import NotSupported, SessionExpired
 from crmgate.contract.coverage import load_reference
 from crmgate.entities import Connection, EntityService
@@ -47,7 +48,11 @@ USER_KEY_HEADER = "X-API2CRM-USER-KEY"
 PREFIX = "/application/entity/"
 GENERIC = "{entity_id}"
 
-router = APIRouter(prefix="/v1", tags=["entity"], responses=ERRORS)
+# One router for the entity routes, and within it one per unified entity (api/routing.py): a
+# request walks only the routes of its own entity.
+# Paths are whole (/v1/...) in every one of them: a route's path is the template the access log
+# writes, and a prefix on a router that includes others would not be part of theirs.
+router = ScopedRouter(scope="/v1/application", tags=["entity"], responses=ERRORS)
 
 
 @dataclass
@@ -559,20 +564,37 @@ def _routes() -> list[tuple[str, str, Callable[[Call], Awaitable[Response]], str
             if handler is not None:
                 found.append((method, path, handler, entity))
 
-    def order(route: tuple[str, str, Any, str]) -> tuple[int, str]:
+    def order(route: tuple[str, str, Any, str]) -> tuple[int, bool, str]:
         path = route[1]
-        return (path.count("{"), path)
+        # the router tries routes in order, at some cost each: the passthrough, the busiest
+        # route, goes first (no other path of this router can match its path)
+        return (path.count("{"), path != "/application/request", path)
 
     return sorted(found, key=order)
 
 
 def _register() -> None:
+    """The routes in ``_routes()``'s order, each unified entity's in a router of its own, placed
+    after the catalogue's fixed paths (no entity is called ``list`` or ``count``, and none of
+    its paths is another's) and before the generic ``{entity_id}`` ones, which would take
+    ``/contact/list`` for an object called ``contact``."""
     reference = load_reference()
+    entities: dict[str, ScopedRouter] = {}
+    included = False
     for method, path, handler, entity in _routes():
+        target = router
+        if entity not in ("", GENERIC):
+            if entity not in entities:
+                entities[entity] = ScopedRouter(scope=f"/v1{PREFIX}{entity}")
+            target = entities[entity]
+        elif "{" in path and not included:
+            for each in entities.values():
+                router.include_router(each)
+            included = True
         operation = reference["paths"][path][method]
         status, response_model = _response_model(operation)
-        router.add_api_route(
-            path,
+        target.add_api_route(
+            f"/v1{path}",
             _endpoint(handler, entity, operation, _body_model(operation, reference)),
             methods=[method.upper()],
             status_code=status,
@@ -583,6 +605,7 @@ def _register() -> None:
             description=operation.get("description"),
             tags=[_tag(path)],
         )
+    assert included, "the generic entity routes are registered after the unified ones"
 
 
 def _tag(path: str) -> str:
