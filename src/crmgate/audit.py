@@ -68,7 +68,7 @@ import re
 import secrets
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -583,6 +583,9 @@ class AuditLog:
         self._anchor_task: asyncio.Task[None] | None = None
         self._anchor_written = -math.inf  # monotonic time
         self._closed = False
+        # every timer task, the ones past their sleep (writing) included: close() waits for
+        # those, so no query is still in flight when the event loop ends
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(cls, sessions: SessionFactory, settings: Settings) -> AuditLog:
@@ -783,9 +786,7 @@ class AuditLog:
     def _schedule_anchor(self) -> None:
         if self._anchor_task is None and not self._closed:  # a context of its own, as the flush's
             delay = max(0.1, self._anchor_written + self._anchor_interval - time.monotonic())
-            self._anchor_task = asyncio.get_running_loop().create_task(
-                self._anchor_after(delay), context=contextvars.Context()
-            )
+            self._anchor_task = self._start(self._anchor_after(delay))
 
     async def _anchor_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -910,9 +911,7 @@ class AuditLog:
         # A context of its own: created inside a request, the task would otherwise carry that
         # request's client and id into the events it drafts (audit.dropped).
         if self._timer is None and not self._closed:
-            self._timer = asyncio.get_running_loop().create_task(
-                self._flush_after(delay), context=contextvars.Context()
-            )
+            self._timer = self._start(self._flush_after(delay))
 
     async def _flush_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -986,16 +985,23 @@ class AuditLog:
                 "audit: the %d events of a failed commit were written after all", len(written)
             )
 
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     async def close(self) -> None:
         """At shutdown: the queue written (with the summary of what the cap dropped), and the
         anchor file advanced to the last head."""
         self._closed = True  # no new timers: what is due is done here
         for task in (self._timer, self._anchor_task):
-            if task is not None:
+            if task is not None:  # still registered: still asleep, nothing in flight
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
         self._timer = self._anchor_task = None
+        # the ones already writing finish their write (a query cancelled mid-way would answer
+        # after the event loop is gone)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if not await self.flush(closing=True):
             log.error("audit: %d queued events could not be written at shutdown", len(self._queue))
         try:

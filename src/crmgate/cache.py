@@ -102,6 +102,7 @@ class WarmCache:
         self.stale_after = max(1.0, 4 * poll_interval)  # seconds: no good poll, no serving
         self._polled_at = 0.0  # monotonic time the last good poll began
         self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None  # set by close(): the poll loop ends
         self._last_warning = 0.0
         self.hits = 0
         self.misses = 0
@@ -130,6 +131,7 @@ class WarmCache:
             return False
         if self._task is None:
             # a context of its own: not that of the request that happened to start it
+            self._stop = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), context=contextvars.Context()
             )
@@ -272,7 +274,8 @@ class WarmCache:
                     return seen
 
     async def _run(self) -> None:
-        while True:
+        assert self._stop is not None
+        while not self._stop.is_set():
             try:
                 await self.poll()
             except asyncio.CancelledError:
@@ -286,14 +289,19 @@ class WarmCache:
             # credentials leave memory within a poll interval of their TTL
             self._principals.expire()
             self._applications.expire()
-            await asyncio.sleep(self.poll_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.poll_interval)
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None and self._stop is not None:
+            # the loop ends after the poll in flight, if any: a query cancelled mid-way would
+            # answer after the event loop is gone
+            self._stop.set()
+            try:
+                await asyncio.wait_for(task, 2)
+            except TimeoutError:  # a poll that hangs: wait_for has cancelled it
+                log.warning("cache invalidation poll did not end at shutdown")
         self._cursor = None
         self.clear()
 
