@@ -497,11 +497,9 @@ def write_doc(doc: Path, results: dict[str, Any], source: str) -> None:
             DOC_END,
         ]
     )
-    text = doc.read_text()
-    start, end = text.find(DOC_START), text.find(DOC_END)
-    if start < 0 or end < 0:
-        raise SystemExit(f"{doc}: no {DOC_START} ... {DOC_END} block to replace")
-    doc.write_text(text[:start] + block + text[end + len(DOC_END) :])
+    from run import replace_block
+
+    replace_block(doc, DOC_START, DOC_END, block)
 
 
 def main() -> None:

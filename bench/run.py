@@ -718,11 +718,16 @@ def write_doc(doc: Path, results: dict[str, Any]) -> None:
             DOC_END,
         ]
     )
+    replace_block(doc, DOC_START, DOC_END, block)
+
+
+def replace_block(doc: Path, start_marker: str, end_marker: str, block: str) -> None:
+    """``block`` (markers included) in place of the text between the markers in ``doc``."""
     text = doc.read_text()
-    start, end = text.find(DOC_START), text.find(DOC_END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < 0:
-        raise SystemExit(f"{doc}: no {DOC_START} ... {DOC_END} block to replace")
-    doc.write_text(text[:start] + block + text[end + len(DOC_END) :])
+        raise SystemExit(f"{doc}: no {start_marker} ... {end_marker} block to replace")
+    doc.write_text(text[:start] + block + text[end + len(end_marker) :])
 
 
 def main() -> None:
