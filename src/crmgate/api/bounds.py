@@ -20,7 +20,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from crmgate.api.errors import error_body
+from crmgate.api.errors import error_body, send_error
 
 # A JSON string, escapes included; possessive, so a long string costs one pass.
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
@@ -96,7 +96,7 @@ class JsonBounds:
                     f"{self.max_items} items (object members and array elements)",
                 )
             if refusal is not None:
-                await _send_error(scope, send, *refusal)
+                await send_error(scope, send, *refusal)
                 return
         whole: Message = {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, _replay([whole], receive), send)
@@ -109,17 +109,6 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
-
-
-async def _send_error(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
-    request_id = scope.get("state", {}).get("request_id")
-    body = json.dumps(error_body(status, code, message, request_id)).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class _HeadTooLarge(Exception):

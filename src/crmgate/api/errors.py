@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -18,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
+from starlette.types import Scope, Send
 
 from crmgate.connectors.base import CrmError, RateLimited
 from crmgate.query import QueryError
@@ -67,6 +69,32 @@ def error_body(
         "detail": detail,
         "request_id": request_id,
     }
+
+
+async def send_error(
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """The contract's error answer, sent by ASGI middleware that refuses a request before any
+    route runs (request bounds, retired API versions)."""
+    request_id = scope.get("state", {}).get("request_id")
+    body = json.dumps(error_body(status, code, message, request_id)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _request_id(request: Request) -> str | None:

@@ -26,7 +26,6 @@ A refusal by the version's own limit tells the client to move to a current versi
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from email.utils import format_datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crmgate.api.errors import error_body
+from crmgate.api.errors import send_error
 from crmgate.limits import VersionLimit, parse_limits
 from crmgate.settings import ApiVersion
 
@@ -139,15 +138,7 @@ class ApiVersions:
         code: str,
         message: str,
     ) -> None:
-        request_id = scope.get("state", {}).get("request_id")
-        body = json.dumps(error_body(status, code, message, request_id)).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *version.headers,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(scope, send, status, code, message, version.headers)
 
 
 def _deprecated_call(scope: Scope, version: Version, status: int) -> None:
