@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import socket
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -463,6 +466,63 @@ def create_account(
 
     result: Account = with_services(settings, work)
     return result
+
+
+# ---- crmgate serve as an operator runs it ----------------------------------------------
+
+
+@dataclass
+class Served:
+    """A ``crmgate serve`` process on a free loopback port, with one account."""
+
+    base_url: str
+    port: int
+    key: str
+    user_id: str
+    process: subprocess.Popen[str]
+    stderr: Path
+
+
+@contextlib.contextmanager
+def serve_process(directory: Path, **environment: str) -> Iterator[Served]:
+    """``crmgate serve`` on SQLite in ``directory``, with ``CRMGATE_*`` settings from
+    ``environment`` only (none of this process's), running until the block ends."""
+    settings = make_settings(directory / "data")
+    migrate_database(settings)
+    admin = create_account(settings)
+    bound = loopback_socket()
+    port = bound.getsockname()[1]
+    bound.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMGATE_")}
+    env |= {"CRMGATE_DATA_DIR": str(directory / "data"), "CRMGATE_PORT": str(port)}
+    env |= environment
+    stderr = directory / "stderr.log"
+    with stderr.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "crmgate.cli", "serve"],
+            env=env,
+            cwd=directory,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            text=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1, trust_env=False).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"crmgate serve did not start: {stderr.read_text()}")
+        time.sleep(0.1)
+    try:
+        yield Served(base_url, port, admin.key, admin.user_id, process, stderr)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 # ---- CRM simulators ----------------------------------------------------------------------------

@@ -139,7 +139,13 @@ def test_key_and_user_events_carry_actor_client_and_request_id(
     assert by_event["user.created"]["request_id"] == "req-create-1"
     assert by_event["key.rotated"]["request_id"] == "req-rotate"
     assert by_event["key.rotated"]["details"]["key"] == rotated.json()["user_key"][:10]  # a hint
-    assert by_event["user.updated"]["details"] == {"changed": "role", "role": "admin"}
+    updated = by_event["user.updated"]["details"]
+    assert updated == {"changed": "role", "role": "admin", **updated} and len(updated) == 4
+    # the credential that acted: the admin's user key (the same for every event of it)
+    assert updated["credential_kind"] == "user" and updated["credential"].startswith("key_")
+    acted = ("user.created", "key.rotated", "user.updated", "user.deleted")
+    assert {by_event[name]["details"]["credential"] for name in acted} == {updated["credential"]}
+    assert "credential" not in listed[-1]["details"]  # made by a script: no key acted
     ids = [e["id"] for e in listed]
     assert ids == sorted(ids, reverse=True)
     for newer, older in itertools.pairwise(listed):
@@ -1011,9 +1017,14 @@ def test_a_token_refresh_is_kept_when_its_event_cannot_join_the_renewal(
     assert count(gateway, admin, key).status_code == 200  # refreshed, the event refused
     assert with_services(settings, revision) == before + 1  # the renewal committed
     refreshed = [row for row in audit_rows(settings) if row["event"] == "token.refreshed"]
-    assert [json.loads(row["details"]) for row in refreshed] == [
-        {"type": "Salesforce", "authorization": "oAuth-internal", "own_transaction": True}
-    ]
+    (details,) = [json.loads(row["details"]) for row in refreshed]
+    assert details.pop("credential").startswith("key_")  # the request's key set it going
+    assert details == {
+        "type": "Salesforce",
+        "authorization": "oAuth-internal",
+        "own_transaction": True,
+        "credential_kind": "user",
+    }
     assert "could not be written with the renewal; the renewal is kept" in caplog.text
     sessions_before = len(salesforce.simulator.sessions)
     assert count(gateway, admin, key).status_code == 200  # the new tokens are the stored ones

@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import secrets
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -27,10 +23,11 @@ from pydantic import ValidationError
 from conftest import (
     Account,
     RunningGateway,
+    Served,
     create_account,
-    loopback_socket,
     make_settings,
     migrate_database,
+    serve_process,
 )
 from crmgate.api.app import create_app
 from crmgate.api.bounds import json_shape
@@ -125,61 +122,16 @@ def test_a_body_with_more_items_than_the_limit_is_413(
 # ---- the request head: crmgate serve's own HTTP protocol ----------------------------------------
 
 
-@dataclass
-class Served:
-    base_url: str
-    port: int
-    key: str
-    user_id: str
-    process: subprocess.Popen[str]
-    stderr: Path
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`crmgate serve` as an operator runs it (SQLite, a free loopback port, debug logs)."""
-    directory = tmp_path_factory.mktemp("serve")
-    settings = make_settings(directory / "data")
-    migrate_database(settings)
-    admin = create_account(settings)
-    bound = loopback_socket()
-    port = bound.getsockname()[1]
-    bound.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMGATE_")}
-    env |= {
-        "CRMGATE_DATA_DIR": str(directory / "data"),
-        "CRMGATE_PORT": str(port),
-        "CRMGATE_LOG_LEVEL": "debug",
-        "CRMGATE_MAX_HEADER_BYTES": "8192",
-        "CRMGATE_MAX_HEADER_FIELDS": "50",
-    }
-    stderr = directory / "stderr.log"
-    with stderr.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "crmgate.cli", "serve"],
-            env=env,
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            text=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1, trust_env=False).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"crmgate serve did not start: {stderr.read_text()}")
-        time.sleep(0.1)
-    try:
-        yield Served(base_url, port, admin.key, admin.user_id, process, stderr)
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with serve_process(
+        tmp_path_factory.mktemp("serve"),
+        CRMGATE_LOG_LEVEL="debug",
+        CRMGATE_MAX_HEADER_BYTES="8192",
+        CRMGATE_MAX_HEADER_FIELDS="50",
+    ) as served:
+        yield served
 
 
 def _raw(port: int, *parts: bytes, pause: float = 0.0) -> bytes:

@@ -120,9 +120,12 @@ class TestRestrictedKeys:
             )
             assert mine.status_code == 422, mine.text  # not a user of Globex
         with world.client(created["user_key"]) as restricted:
-            # a restricted key of an admin acts as a member at most: it issues nothing
-            refused(restricted.post("/v1/key", json={}), "admin", "restricted")
-            refused(restricted.post("/v1/user", json={"name": "X", "email": "x@a.example"}))
+            # a restricted key of an admin issues nothing its scope does not grant
+            refused(restricted.post("/v1/key", json={}), "key:create")
+            refused(
+                restricted.post("/v1/user", json={"name": "X", "email": "x@a.example"}),
+                "full user key",
+            )
 
     def test_bad_scopes_are_refused_and_change_nothing(self, world: World) -> None:
         past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
@@ -130,6 +133,8 @@ class TestRestrictedKeys:
             for body in (
                 {"permissions": {"contact": ["erase"]}},
                 {"permissions": {"con tact": ["read"]}},
+                {"gateway": {"vault": ["read"]}},
+                {"gateway": {"audit": ["erase"]}},
                 {"applications": ["not-a-key"]},
                 {"applications": ["0" * 40]},  # no such application
                 {"allowed_ips": ["10.0.0.0/33"]},
@@ -142,6 +147,130 @@ class TestRestrictedKeys:
                 assert answer.status_code in (400, 422), (body, answer.text)
                 assert answer.json()["detail"]["code"] in ("NOT_VALID", "MALFORMED_REQUEST")
             assert admin.get("/v1/key/count").json() == {"total": 0}
+
+
+class TestAuthorityNeverGrows:
+    """A restricted key reaches crmgate's own resources only as its ``gateway`` scope says, never
+    mints a full key or raises a role, and issues only keys within itself."""
+
+    def test_a_restricted_key_of_an_admin_cannot_mint_a_full_key(self, world: World) -> None:
+        """The attack: an admin's contact-reading key rotating its admin's key, editing the
+        admin, reading the audit trail and the keys."""
+        key = issue(
+            world,
+            user=world.acme.user_id,
+            applications=[world.acme_app],
+            permissions={"contact": ["read"]},
+        )
+        admin_id = world.acme.user_id
+        with world.client(key["user_key"]) as restricted:
+            refused(restricted.post(f"/v1/user/{admin_id}/key"), "full user key")
+            refused(restricted.put(f"/v1/user/{admin_id}", json={"name": "Eve"}), "user:update")
+            refused(restricted.get("/v1/audit/list"), "audit:read")
+            refused(restricted.get("/v1/key/list"), "key:read")
+            refused(restricted.delete(f"/v1/key/{key['id']}"), "key:delete")
+            refused(restricted.get("/v1/user/list"), "user:read")
+            refused(restricted.delete(f"/v1/application/{world.acme_app}"), "application:delete")
+            # what it was given still works
+            assert restricted.get("/v1/platform/list").status_code == 200
+            assert restricted.get(f"/v1/application/{world.acme_app}").status_code == 200
+        with world.client(world.acme.key) as admin:  # the admin's own key is untouched
+            (me,) = [u for u in admin.get("/v1/user/list").json() if u["key"] == admin_id]
+            assert me["name"] != "Eve"
+            events = admin.get("/v1/audit/list", params={"filter": "event eq 'key.rotated'"})
+            assert events.status_code == 200 and events.json() == []
+
+    def test_gateway_grants_need_the_role_too_and_never_full_keys(self, world: World) -> None:
+        everything = {
+            resource: ["read", "create", "update", "delete"]
+            for resource in ("platform", "application", "user", "key", "audit")
+        }
+        admins = issue(world, gateway=everything)
+        members = issue(world, user=member_id(world), gateway=everything)
+        with world.client(admins["user_key"]) as restricted:
+            assert restricted.get("/v1/audit/list").status_code == 200
+            assert len(restricted.get("/v1/user/list").json()) == 2
+            refused(restricted.post(f"/v1/user/{world.acme.user_id}/key"), "full user key")
+            refused(
+                restricted.post("/v1/user", json={"name": "X", "email": "x@acme.example"}),
+                "full user key",
+            )
+            # a role or a status is changed with a full key only: it would grant what it lacks
+            refused(
+                restricted.put(f"/v1/user/{member_id(world)}", json={"roles": ["admin"]}),
+                "full user key",
+            )
+            renamed = restricted.put(f"/v1/user/{world.acme.user_id}", json={"name": "Ada"})
+            assert renamed.status_code == 200, renamed.text
+        with world.client(members["user_key"]) as restricted:
+            refused(restricted.get("/v1/audit/list"), "admin role")
+            refused(restricted.get("/v1/key/list"), "admin role")
+        with world.client(world.acme.key) as admin:
+            roles = {u["key"]: u["roles"] for u in admin.get("/v1/user/list").json()}
+        assert roles[member_id(world)] == ["member"]
+
+    def test_a_key_issues_keys_only_within_itself(self, world: World) -> None:
+        soon = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+        parent = issue(
+            world,
+            applications=[world.acme_app],
+            permissions={"contact": ["read", "update"]},
+            gateway={"key": ["create"], "platform": ["read"]},
+            expires_at=soon.isoformat(),
+            allowed_ips=["127.0.0.0/8"],
+        )
+        with world.client(parent["user_key"]) as restricted:
+            for wider in (
+                {"applications": None},
+                {"permissions": {"contact": ["delete"]}},
+                {"permissions": {"*": ["read"]}},
+                {"permissions": {"account": ["read"]}},
+                {"passthrough": True},
+                {"gateway": {"key": ["create"], "audit": ["read"]}},
+                {"expires_at": (soon + timedelta(days=1)).isoformat()},
+                {"allowed_ips": ["10.0.0.0/8"]},
+                {"allowed_ips": ["0.0.0.0/0"]},
+                {"user": member_id(world)},
+            ):
+                refused(restricted.post("/v1/key", json=wider))
+            child = restricted.post("/v1/key", json={"permissions": {"contact": ["read"]}})
+            assert child.status_code == 201, child.text
+        made = child.json()
+        # what the child leaves out it inherits from its issuer, never the wider defaults
+        assert made["user"] == world.acme.user_id
+        assert made["applications"] == [world.acme_app]
+        assert made["expires_at"].startswith(soon.strftime("%Y-%m-%dT%H:%M:%S"))
+        assert made["allowed_ips"] == ["127.0.0.0/8"]
+        assert made["gateway"] == {"platform": ["read"]}
+        with world.client(made["user_key"]) as child_key:
+            assert child_key.get("/v1/platform/list").status_code == 200
+            refused(child_key.post("/v1/key", json={}), "key:create")
+        with world.client(world.acme.key) as admin:
+            assert admin.get("/v1/key/count").json() == {"total": 2}
+
+    def test_audit_events_name_the_credential_that_acted(self, world: World) -> None:
+        key = issue(world, gateway={"user": ["read", "update"]})
+        with world.client(key["user_key"]) as restricted:
+            changed = restricted.put(f"/v1/user/{world.acme.user_id}", json={"phone": "+1 555"})
+            assert changed.status_code == 200, changed.text
+        with world.client(world.acme.key) as admin:
+            assert admin.put(f"/v1/user/{world.acme.user_id}", json={"name": "A"}).is_success
+            events = admin.get("/v1/audit/list", params={"filter": "event eq 'user.updated'"})
+            key_ids = {
+                e["details"]["credential_kind"]: e["details"]["credential"] for e in events.json()
+            }
+            issuing = admin.get("/v1/audit/list", params={"filter": "event eq 'key.created'"})
+            (admin_key_id,) = {
+                e["details"]["credential"] for e in issuing.json() if "credential" in e["details"]
+            }
+        assert key_ids["restricted"] == key["id"]
+        assert key_ids["user"] == admin_key_id and admin_key_id.startswith("key_")
+
+
+def member_id(world: World) -> str:
+    with world.client(world.acme_member) as member:
+        (me,) = member.get("/v1/user/list").json()
+    return str(me["key"])
 
 
 class TestScopeEnforcement:
@@ -337,28 +466,42 @@ PUBLIC = {
 }
 
 
-def _operations(document: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, str | None, bool]]:
     return [
-        (method, path, operation.get("x-crmgate-role"))
+        (method, path, operation.get("x-crmgate-role"), bool(operation.get("x-crmgate-full-key")))
         for path, operations in document["paths"].items()
         for method, operation in operations.items()
     ]
 
 
+EVERY_ACTION = ["read", "create", "update", "delete"]
+WIDEST = {
+    "applications": None,
+    "permissions": {"*": EVERY_ACTION},
+    "passthrough": True,
+    "gateway": {r: EVERY_ACTION for r in ("platform", "application", "user", "key", "audit")},
+}
+NARROWEST = {"applications": [], "permissions": {}, "gateway": {}}
+
+
 def test_every_operation_is_refused_or_not_by_its_declared_role(
     tmp_path: Path, salesforce: SalesforceSim
 ) -> None:
+    """Every operation of the OpenAPI document with an admin's, a member's and a viewer's key,
+    and with restricted keys of the widest scope (of each role) and the narrowest: a key passes
+    exactly where its role reaches and its scope grants; a restricted key never passes an
+    operation that mints a full key or raises a role."""
     for world in world_of(tmp_path, salesforce):
         with world.client(world.acme.key) as admin:
             document = admin.get("/v1/openapi.json").json()
-            viewer = admin.post(
+            viewer_user = admin.post(
                 "/v1/user", json={"name": "Vi", "email": "vi@acme.example", "roles": ["viewer"]}
-            ).json()["user_key"]
+            ).json()
         operations = _operations(document)
         assert len(operations) > 300
-        undeclared = {(m, p) for m, p, role in operations if role is None}
+        undeclared = {(m, p) for m, p, role, _ in operations if role is None}
         assert undeclared == PUBLIC  # every other operation says which role it needs
-        declared = {(m, p): role for m, p, role in operations}
+        declared = {(m, p): role for m, p, role, _ in operations}
         for expected in (
             ("post", "/v1/user", "admin"),
             ("delete", "/v1/application/{key}", "admin"),
@@ -371,32 +514,105 @@ def test_every_operation_is_refused_or_not_by_its_declared_role(
             ("get", "/v1/application/list", "viewer"),
         ):
             assert declared[expected[:2]] == expected[2], expected
-        keys = {"admin": world.acme.key, "member": world.acme_member, "viewer": viewer}
+        full_key_only = {(m, p) for m, p, _, full in operations if full}
+        assert full_key_only == {
+            ("post", "/v1/user"),
+            ("post", "/v1/user/{internal_user_id}/key"),
+        }
+        users = {"admin": world.acme.user_id, "member": member_id(world)}
+        users["viewer"] = viewer_user["key"]
+        keys: dict[str, tuple[str, str, bool]] = {  # name -> key, its user's role, restricted
+            "admin": (world.acme.key, "admin", False),
+            "member": (world.acme_member, "member", False),
+            "viewer": (viewer_user["user_key"], "viewer", False),
+            "restricted narrowest": (issue(world, **NARROWEST)["user_key"], "admin", True),
+        }
+        for role, user in users.items():
+            widest = issue(world, user=user, **WIDEST)["user_key"]
+            keys[f"restricted widest of a {role}"] = (widest, role, True)
         wrong: list[str] = []
         with world.client() as client:
-            for method, path, role in operations:
+            for method, path, role, full in operations:
                 if role is None:
                     continue
                 # made-up ids, an application of no one, an empty body: nothing is changed
                 url = re.sub(r"\{[^}]+\}", "x0", path)
                 if "{key}" in path:
                     url = path.replace("{key}", "0" * 40)
-                for caller, key in keys.items():
+                for caller, (key, user_role, restricted) in keys.items():
                     answer = client.request(
                         method,
                         url,
                         headers={USER: key, APP: "0" * 40},
                         json={} if method in ("post", "put") else None,
                     )
-                    should_refuse = RANK[caller] < RANK[role]
+                    by_role = RANK[user_role] < RANK[role]
+                    by_scope = restricted and (full or caller == "restricted narrowest")
+                    should_refuse = by_role or by_scope
                     if should_refuse != (answer.status_code == 403):
                         wrong.append(f"{caller} {method.upper()} {path}: {answer.status_code}")
-                    elif should_refuse and role not in answer.json()["detail"]["message"]:
+                    elif should_refuse and answer.json()["detail"]["code"] != "NOT_ALLOWED":
+                        wrong.append(f"{caller} {method.upper()} {path}: {answer.text}")
+                    elif by_role and role not in answer.json()["detail"]["message"]:
                         wrong.append(f"{caller} {method.upper()} {path}: {answer.text}")
         assert not wrong, wrong
         with world.client(world.acme.key) as admin:  # nothing was changed
             assert len(admin.get("/v1/user/list").json()) == 3
             assert len(admin.get("/v1/application/list").json()) == 1
+
+
+def test_each_gateway_permission_opens_exactly_its_operations(
+    tmp_path: Path, salesforce: SalesforceSim
+) -> None:
+    """An admin's restricted key granted one gateway permission (``audit:read``, ``key:create``,
+    ...) and nothing else passes exactly the operations that declare it (full-key ones never)."""
+    for world in world_of(tmp_path, salesforce):
+        with world.client(world.acme.key) as admin:
+            document = admin.get("/v1/openapi.json").json()
+        gateway = [
+            (
+                method,
+                path,
+                operation["x-crmgate-permission"],
+                bool(operation.get("x-crmgate-full-key")),
+            )
+            for path, operations in document["paths"].items()
+            for method, operation in operations.items()
+            if ":" in operation.get("x-crmgate-permission", "")
+        ]
+        granted = sorted({permission for _, _, permission, _ in gateway})
+        assert granted == [
+            "application:create",
+            "application:delete",
+            "application:read",
+            "application:update",
+            "audit:read",
+            "key:create",
+            "key:delete",
+            "key:read",
+            "platform:read",
+            "user:create",
+            "user:delete",
+            "user:read",
+            "user:update",
+        ]
+        wrong: list[str] = []
+        with world.client() as client:
+            for permission in granted:
+                resource, action = permission.split(":")
+                key = issue(world, gateway={resource: [action]})["user_key"]
+                for method, path, needed, full in gateway:
+                    url = re.sub(r"\{[^}]+\}", "x0", path.replace("{key}", "0" * 40))
+                    answer = client.request(
+                        method,
+                        url,
+                        headers={USER: key},
+                        json={} if method in ("post", "put") else None,
+                    )
+                    should_pass = needed == permission and not full
+                    if should_pass == (answer.status_code == 403):
+                        wrong.append(f"{permission}: {method.upper()} {path}: {answer.status_code}")
+        assert not wrong, wrong
 
 
 # ---- storage on both backends, and the CLI ------------------------------------------------------
@@ -446,6 +662,10 @@ def test_cli_creates_and_lists_restricted_keys(
             "30",
             "--allow-ip",
             "10.1.0.0/16",
+            "--gateway",
+            "audit=read",
+            "--gateway",
+            "platform=read",
             "--json",
         ],
     )
@@ -453,9 +673,11 @@ def test_cli_creates_and_lists_restricted_keys(
     issued = json.loads(created.output)
     assert issued["user_key"].startswith("cgr_")
     assert issued["permissions"] == {"account": ["read"], "contact": ["read", "update"]}
+    assert issued["gateway"] == {"audit": ["read"], "platform": ["read"]}
     listed = runner.invoke(cli, ["key", "list"])
     assert listed.exit_code == 0, listed.output
     assert issued["id"] in listed.output and "contact=read,update" in listed.output
+    assert "gateway audit=read;platform=read" in listed.output
     assert issued["user_key"] not in listed.output
     bad = runner.invoke(
         cli, ["key", "create", "--user-id", account.user_id, "--permission", "contact=erase"]

@@ -189,9 +189,12 @@ class TestAPI2BrokenAuthentication:
                     for n in range(8)
                 ]
                 assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}
-                # while throttled, even the right key from this address waits
+                # the right key from the same address (a shared NAT, an unlisted proxy) is not
+                # refused for the guesser's failures; the guesser still is
                 right = client.get("/v1/user/list", headers={USER: world.acme.key})
-                assert right.status_code == 429 and int(right.headers["Retry-After"]) > 0
+                assert right.status_code == 200, right.text
+                again = client.get("/v1/user/list", headers={USER: f"cgu_guess{9:040d}"})
+                assert again.status_code == 429 and int(again.headers["Retry-After"]) > 0
 
 
 class TestAPI3BrokenObjectPropertyLevelAuthorization:
@@ -286,8 +289,9 @@ class TestAPI5BrokenFunctionLevelAuthorization:
             assert len(client.get("/v1/user/list").json()) == 2
 
     def test_an_admins_restricted_key_manages_and_audits_nothing(self, world: World) -> None:
-        """A restricted key acts as a member at most, whoever it was issued for: the audit
-        trail, keys, users, applications and OAuth sessions stay the admins' (403)."""
+        """A restricted key of an admin reaches crmgate's own resources only as its ``gateway``
+        scope grants (by default: platform and application reads): the audit trail, keys,
+        users, applications and OAuth sessions stay the admins' (403)."""
         with world.client(world.acme.key) as admin:
             issued = admin.post("/v1/key", json={"permissions": {"*": ["read"]}})
         assert issued.status_code == 201, issued.text
@@ -307,13 +311,14 @@ class TestAPI5BrokenFunctionLevelAuthorization:
                     "/v1/oauth/session",
                     json={"type": "Salesforce", "redirect": "https://app.example/x"},
                 ),
+                client.get("/v1/user/list"),
+                client.put(f"/v1/user/{world.acme.user_id}", json={"name": "Eve"}),
+                client.post(f"/v1/user/{world.acme.user_id}/key"),
             ]
-            # it reads only its own user record, as any member does
-            users = client.get("/v1/user/list").json()
         for answer in attempts:
             assert answer.status_code == 403, answer.text
-            assert "admin" in answer.json()["detail"]["message"]
-        assert [user["key"] for user in users] == [world.acme.user_id]
+            message = answer.json()["detail"]["message"]
+            assert "gateway permission" in message or "full user key" in message, message
         with world.client(world.acme.key) as admin:
             assert admin.get(app).json()["description"] != "taken"
             assert admin.get("/v1/key/count").json() == {"total": 1}

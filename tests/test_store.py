@@ -1,12 +1,19 @@
-"""The account store on both backends: migrations, accounts, users, keys, usage counters."""
+"""The account store on both backends: migrations, accounts, users, keys, usage counters;
+and the SQLite files' modes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import make_url
 
 from conftest import Database, with_services
 from crmgate.query import Condition, SortKey
@@ -14,6 +21,7 @@ from crmgate.runtime import SchemaOutOfDate, Services
 from crmgate.settings import Settings
 from crmgate.store import migrate
 from crmgate.store.accounts import AccountError, Role, UserStatus
+from crmgate.store.db import create_engine
 from crmgate.store.models import ApiKey, UsageDaily, utcnow
 
 
@@ -245,3 +253,67 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_settings: Settings) ->
             assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
 
     with_services(sqlite_settings, work)
+
+
+# ---- the SQLite files ----------------------------------------------------------------------------
+
+
+def _modes(database: Path) -> dict[str, int]:
+    """The permission bits of the database file and of each companion SQLite keeps beside it."""
+    files = [database, *database.parent.glob(database.name + "-*")]
+    return {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
+
+
+async def _write_in_wal_mode(url: str) -> dict[str, int]:
+    """Writes through crmgate's engine and returns the files' modes while it holds them open
+    (SQLite removes -wal and -shm when the last connection closes)."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+            await conn.execute(text("CREATE TABLE IF NOT EXISTS notes (body TEXT)"))
+            await conn.execute(text("INSERT INTO notes VALUES ('secret')"))
+        async with engine.connect() as conn:  # a reader beside the writer: -shm in use
+            assert (await conn.execute(text("SELECT count(*) FROM notes"))).scalar() >= 1
+            return _modes(Path(make_url(url).database or ""))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The usual umask (022), under which a file anyone may read is what one gets by default."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_the_sqlite_database_and_its_companions_are_made_private(
+    tmp_path: Path, open_umask: None
+) -> None:
+    database = tmp_path / "data" / "crmgate.db"
+    modes = asyncio.run(_write_in_wal_mode(f"sqlite+aiosqlite:///{database}"))
+    assert {"crmgate.db", "crmgate.db-wal", "crmgate.db-shm"} <= set(modes)
+    assert modes == dict.fromkeys(modes, 0o600)
+    assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700  # the folder it made
+
+
+def test_an_existing_sqlite_database_open_to_others_is_tightened_at_start(
+    tmp_path: Path, open_umask: None
+) -> None:
+    # a database made outside crmgate (a copy, an older crmgate) with its WAL still beside it
+    database = tmp_path / "crmgate.db"
+    other = sqlite3.connect(database)
+    try:
+        other.execute("PRAGMA journal_mode=WAL")
+        other.execute("CREATE TABLE notes (body TEXT)")
+        other.commit()
+        assert set(_modes(database).values()) == {0o644}
+        modes = asyncio.run(_write_in_wal_mode(f"sqlite+aiosqlite:///{database}"))
+    finally:
+        other.close()
+    assert {"crmgate.db", "crmgate.db-wal", "crmgate.db-shm"} <= set(modes)
+    assert modes == dict.fromkeys(modes, 0o600)
+    assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700  # the folder it made

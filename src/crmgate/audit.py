@@ -682,6 +682,14 @@ class AuditLog:
                 actor = "anonymous" if context is not None else "system"
         if organisation_id is None and principal is not None:
             organisation_id = principal.organisation_id
+        if principal is not None:
+            # the credential that acted, not only its user: a restricted key's deeds are told
+            # apart from its user's full key's
+            details = {
+                **(details or {}),
+                "credential": principal.key_id,
+                "credential_kind": "restricted" if principal.scope is not None else "user",
+            }
         if context is not None:
             client = client or context.client
             request_id = request_id or context.request_id

@@ -13,7 +13,7 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import uvicorn
@@ -33,6 +33,9 @@ from crmgate.settings import Settings
 from crmgate.store import migrate as migrations
 from crmgate.store.accounts import AccountError, UserView
 from crmgate.store.db import redact_url
+
+if TYPE_CHECKING:
+    from crmgate.api.connections import ServeLimits
 
 T = TypeVar("T")
 
@@ -190,7 +193,7 @@ def serve(
     if demo:
         from crmgate.demo import demo_settings, start_demo_crms
 
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         crms = start_demo_crms(settings.data_dir)
         settings = demo_settings(settings, crms)
     try:
@@ -271,31 +274,32 @@ def _worker_app(settings: Settings) -> Any:
 
 class _ServeConfig(uvicorn.Config):
     """uvicorn's Config with httptools bounded as crmgate needs: 431 beyond the head limits
-    (api/bounds.py). The bounded protocol class is made when the config is loaded, in the
-    process that serves, since a class made at run time cannot be pickled to a worker."""
+    (api/bounds.py), slow clients cut off, connections bounded and malformed requests answered
+    in the contract's shape (api/connections.py). The protocol class is made when the config
+    is loaded, in the process that serves, since a class made at run time cannot be pickled to
+    a worker."""
 
-    def __init__(
-        self, app: Any, *, max_header_bytes: int, max_header_fields: int, **options: Any
-    ) -> None:
+    def __init__(self, app: Any, *, limits: ServeLimits, **options: Any) -> None:
         super().__init__(app, http="httptools", **options)
-        self.max_header_bytes = max_header_bytes
-        self.max_header_fields = max_header_fields
+        self.limits = limits
 
     def load(self) -> None:
-        from crmgate.api.bounds import bounded_httptools
-
-        self.http = bounded_httptools(self.max_header_bytes, self.max_header_fields)
+        self.http = self.limits.protocol()
         super().load()
 
 
 def _run(settings: Settings) -> None:
-    """uvicorn with crmgate's choices: uvloop and httptools with bounded request heads, no
-    server banner, no proxy headers trusted, and over TLS no version older than 1.2.
+    """uvicorn with crmgate's choices: uvloop and httptools with bounded request heads, read
+    timeouts and a bound on connections, no server banner, no proxy headers trusted, and over
+    TLS no version older than 1.2.
 
     With more than one worker, uvicorn's supervisor binds the socket and starts that many
     processes (restarting any that dies; SIGHUP replaces them one by one). Each worker gets the
     config by pickling: the settings this process read and checked, and module-level functions
     that build the app, the TLS context and the HTTP protocol in the worker."""
+    from crmgate.api.connections import ServeLimits, fit_open_files
+
+    fit_open_files(settings.max_connections)  # inherited by the worker processes
     workers = settings.workers
     tls: dict[str, Any] = {}
     if settings.tls_cert and settings.tls_key:
@@ -321,8 +325,7 @@ def _run(settings: Settings) -> None:
         access_log=False,
         server_header=False,
         proxy_headers=False,
-        max_header_bytes=settings.max_header_bytes,
-        max_header_fields=settings.max_header_fields,
+        limits=ServeLimits.from_settings(settings),
         **tls,
     )
     if workers == 1:
@@ -467,6 +470,13 @@ def key_create(
         typer.Option(help="ENTITY=ACTIONS, e.g. contact=read,update or '*=read' (repeat)."),
     ] = None,
     passthrough: Annotated[bool, typer.Option(help="May use /application/request.")] = False,
+    gateway: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="RESOURCE=ACTIONS on crmgate's own resources, e.g. audit=read (repeat; "
+            "none: platform=read and application=read)."
+        ),
+    ] = None,
     expires_in_days: Annotated[
         float | None, typer.Option(min=0.001, help="Expire after this many days.")
     ] = None,
@@ -484,18 +494,22 @@ def key_create(
 
     from crmgate.api.routes.keys import RestrictedKeyCreate, rendered
 
-    granted: dict[str, list[str]] = {}
-    for item in permission or ():
-        entity, _, actions = item.partition("=")
-        granted.setdefault(entity.strip(), []).extend(a.strip() for a in actions.split(","))
+    def pairs(items: list[str] | None) -> dict[str, list[str]]:
+        granted: dict[str, list[str]] = {}
+        for item in items or ():
+            name, _, actions = item.partition("=")
+            granted.setdefault(name.strip(), []).extend(a.strip() for a in actions.split(","))
+        return granted
+
     try:
         request = RestrictedKeyCreate.model_validate(
             {
                 "user": user_id,
                 "description": description,
                 "applications": application or None,
-                "permissions": granted,
+                "permissions": pairs(permission),
                 "passthrough": passthrough,
+                **({"gateway": pairs(gateway)} if gateway else {}),
                 "expires_at": None
                 if expires_in_days is None
                 else datetime.now(UTC) + timedelta(days=expires_in_days),
@@ -538,10 +552,12 @@ def key_list(
         return
     for key in listed:
         permissions = ";".join(f"{e}={','.join(a)}" for e, a in key["permissions"].items())
+        gateway = ";".join(f"{r}={','.join(a)}" for r, a in key["gateway"].items())
         typer.echo(
             f"{key['id']}  {key['user']}  {key['user_key_hint']}…  "
             f"apps {','.join(key['applications'] or ['*'])}  {permissions or '-'}"
             f"{'  passthrough' if key['passthrough'] else ''}  "
+            f"gateway {gateway or '-'}  "
             f"expires {key['expires_at'] or 'never'}"
         )
 

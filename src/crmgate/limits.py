@@ -19,6 +19,9 @@ place in before: windows that had, at the look, no more places left than the ref
 `limits` cannot give a place back. So a request refused by the window nearest its end (in a
 burst on a deprecated version, the version's) counts nowhere, and the requests that lose such
 races spend at most one place each of the windows that were, at their look, as near their end.
+A verdict is what the request itself found, at its look and its hits: a refusal names the window
+that was full when it refused, though a read a moment later may find room there (only when it
+frees is read again), so every 429 carries that window's RateLimit fields and a Retry-After.
 
 What a client sees: 429 (RFC 6585) with ``Retry-After`` (RFC 9110, seconds) and, on every counted
 answer, the header fields of draft-ietf-httpapi-ratelimit-headers-06: ``RateLimit-Limit``,
@@ -112,46 +115,62 @@ class Window:
     def taken(self) -> Window:
         return Window(self.subject, self.item, self.remaining - 1, self.reset)
 
+    def refused(self, reset: float) -> Window:
+        """This window as a hit that it refused found it: full."""
+        return Window(self.subject, self.item, 0, reset)
+
     def describe(self) -> str:
         return f"{self.item.amount} per {self.name}"
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """Whether a request was admitted, and the windows it was decided on (as they were then).
+
+    A refusal holds at least one exhausted window, the one that refused it: RateLimits builds
+    no other (``_acquire``). Its methods do not rely on that, though: each is total, and a
+    verdict without windows (no limits, or a counter store that failed open) has no header
+    fields and a Retry-After of a second.
+    """
+
     allowed: bool
     windows: tuple[Window, ...]
 
+    @property
+    def full(self) -> tuple[Window, ...]:
+        return tuple(window for window in self.windows if window.exhausted)
+
     def retry_after(self, now: float) -> int:
         """Seconds until every exhausted window lets one more request through (at least 1)."""
-        waits = [window.reset_in(now) for window in self.windows if window.exhausted]
-        return max([1, *waits])
+        return max((window.reset_in(now) for window in self.full), default=1)
 
     def refusal(self) -> str:
         """What is over its limit, for the caller: "the user key's limit of 3 per minute"."""
-        full = [window for window in self.windows if window.exhausted]
-        if not full:
+        if not self.full:
             return "a rate limit"
         return " and ".join(
-            f"the {window.subject}'s limit of {window.describe()}" for window in full
+            f"the {window.subject}'s limit of {window.describe()}" for window in self.full
         )
 
     def refused_by(self, subject: str) -> bool:
         """Whether a full window of ``subject`` (``VersionLimit.subject``, ...) refused it."""
-        return not self.allowed and any(
-            window.exhausted and window.subject == subject for window in self.windows
-        )
+        return not self.allowed and any(window.subject == subject for window in self.full)
+
+    def closest(self, now: float) -> Window | None:
+        """The window the header fields describe: of a refusal, the full one that frees last;
+        of an admission, the one with the fewest places left (at equal, the shorter period)."""
+        if not self.allowed and self.full:
+            return max(self.full, key=lambda window: window.reset_in(now))
+        return min(self.windows, key=lambda window: (window.remaining, window.period), default=None)
 
     def headers(self, now: float) -> dict[str, str]:
         """draft-ietf-httpapi-ratelimit-headers-06 fields, for the window closest to refusing."""
-        if not self.windows:
+        closest = self.closest(now)
+        if closest is None:
             return {}
-        if self.allowed:
-            closest = min(self.windows, key=lambda w: (w.remaining, w.period))
-        else:
-            closest = max((w for w in self.windows if w.exhausted), key=lambda w: w.reset_in(now))
         headers = {
             "RateLimit-Limit": str(closest.item.amount),
-            "RateLimit-Remaining": str(max(0, closest.remaining)),
+            "RateLimit-Remaining": str(max(0, closest.remaining) if self.allowed else 0),
             "RateLimit-Reset": str(closest.reset_in(now)),
             "RateLimit-Policy": ", ".join(
                 f"{window.item.amount};w={window.period}" for window in self.windows
@@ -166,9 +185,9 @@ def requests_limit(windows: Sequence[Window], now: float | None = None) -> dict[
     """The contract's ``RequestsLimit`` object from an application's live windows."""
     now = time.time() if now is None else now
     exhausted = [window for window in windows if window.exhausted]
+    free_at = max((window.reset for window in exhausted), default=None)
     retry_after = None
-    if exhausted:
-        free_at = max(window.reset for window in exhausted)
+    if free_at is not None:
         retry_after = datetime.fromtimestamp(math.ceil(free_at), UTC).isoformat()
     return {
         "is_exceeded": bool(exhausted),
@@ -357,21 +376,41 @@ class RateLimits:
         """Count one request in every window of the counters (listed strictest first), or
         refuse it: look at all, then take a place in each, the fullest first, one after another,
         stopping at the first refusal. What a refused request still counted: the module's
-        docstring, "Admission"."""
+        docstring, "Admission". The verdict holds the windows as this request found them: the
+        look's, with the places it took and the window that refused it."""
         windows = await self._windows(counters)
         if any(window.exhausted for window in windows):
             return Verdict(False, windows)  # refused at the look: counted nowhere
         identifiers = {counter.subject: counter.identifiers for counter in counters}
+        decided = list(windows)
         # sorted() is stable: at equal room and period, the counters' own order decides
-        for window in sorted(windows, key=lambda w: (w.remaining, w.period)):
+        for index, window in sorted(
+            enumerate(windows), key=lambda pair: (pair[1].remaining, pair[1].period)
+        ):
             try:
                 taken = await self.limiter.hit(window.item, *identifiers[window.subject])
             except StorageError as failure:
                 self._storage_failed(failure)
                 return Verdict(True, ())
-            if not taken:  # a parallel request took its last place since the look
-                return Verdict(False, await self._windows(counters))
-        return Verdict(True, tuple(w.taken() for w in windows))
+            if not taken:
+                # A parallel request took its last place since the look, so the window was
+                # full at this hit, and the verdict says so. Not a read's word: a moment later
+                # the window may have room again (a sliding counter decays, a moving window's
+                # oldest entry ages out, a fixed window turns), and a refusal naming no full
+                # window has no RateLimit fields to give.
+                decided[index] = window.refused(await self._frees_at(window, identifiers))
+                return Verdict(False, tuple(decided))
+            decided[index] = window.taken()
+        return Verdict(True, tuple(decided))
+
+    async def _frees_at(self, window: Window, identifiers: dict[str, tuple[str, ...]]) -> float:
+        """When a window found full at a hit lets one more in: the later of the look's reset and
+        a read's (the look's may be a window that did not exist yet, "free now")."""
+        try:
+            stats = await self.limiter.get_window_stats(window.item, *identifiers[window.subject])
+        except StorageError:
+            return window.reset  # the refusal stands; the next request's look will say more
+        return max(window.reset, stats.reset_time)
 
     def _storage_failed(self, failure: StorageError) -> None:
         # Fail open: an unreachable Redis must not take the API down with it. Said loudly, but

@@ -70,7 +70,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = create_engine(settings.resolved_database_url)
         sessions = session_factory(engine)
         audit = AuditLog.from_settings(sessions, settings)

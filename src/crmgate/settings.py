@@ -216,6 +216,24 @@ class Settings(BaseSettings):
     max_header_fields: int = Field(
         default=100, ge=10, description="Most header fields of a request (more: 431)."
     )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds `crmgate serve` waits for a request's header fields, from the "
+        "connection or the request's first byte (longer: 408, connection closed).",
+    )
+    body_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds `crmgate serve` waits for the next piece of a request body "
+        "(longer: 408, connection closed).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Most connections one `crmgate serve` process holds open; beyond, a new one "
+        "is answered 503 and closed at once.",
+    )
     api_versions: dict[str, ApiVersion] = Field(
         default_factory=lambda: {"v1": ApiVersion()},
         description='JSON: version -> {"status": "current"|"deprecated"|"retired", "deprecated": '

@@ -15,8 +15,10 @@ from starlette.types import ASGIApp
 from crmgate.api import docs, errors, openapi
 from crmgate.api.bounds import JsonBounds
 from crmgate.api.middleware import RequestContextMiddleware
+from crmgate.api.responses import JSONResponse
 from crmgate.api.routes import applications, audit, entities, health, oauth, platforms, users
 from crmgate.api.routes import keys as restricted_keys
+from crmgate.api.text import TextRule
 from crmgate.api.versions import ApiVersions
 from crmgate.limits import RateLimitHeaders
 from crmgate.runtime import Services
@@ -48,6 +50,7 @@ def create_fastapi(settings: Settings) -> FastAPI:
         # No trailing-slash redirects: they are built from the Host header, and clients resend
         # the key headers to wherever a redirect points.
         redirect_slashes=False,
+        default_response_class=JSONResponse,  # UTF-8 whatever the text (api/responses.py)
     )
     app.include_router(users.router)
     app.include_router(platforms.router)
@@ -89,8 +92,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     settings = settings or Settings()
     fastapi = create_fastapi(settings)
     # outermost first: request context (id, body size, access log), the version table, JSON
-    # bounds (api/versions.py, api/bounds.py), then the framework
-    bounded = JsonBounds(fastapi, settings.max_json_depth, settings.max_json_items)
+    # bounds, the text rule (api/versions.py, api/bounds.py, api/text.py), then the framework
+    bounded = JsonBounds(TextRule(fastapi), settings.max_json_depth, settings.max_json_items)
     docs_url = f"{settings.resolved_public_url}/docs"
     versioned = ApiVersions(bounded, settings.api_versions, docs_url)
     return RequestContextMiddleware(

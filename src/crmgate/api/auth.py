@@ -1,11 +1,14 @@
 """FastAPI dependencies: the caller's principal from X-API2CRM-USER-KEY, its rate limits (and
 those of the application it reaches), and what each route needs (OWASP API1/API5:2023).
 
-A route declares what it needs once, by the principal it takes: ``CurrentUser`` (any role, the
-viewer's reads), ``MemberUser`` (writes), ``AdminUser`` (users, keys, applications), and on the
-routes that reach a CRM a ``CrmAccess`` (its role, and the action a restricted key's scope must
-grant). ``declare_roles`` writes each route's role into the OpenAPI document
-(``x-crmgate-role``), where clients and the role-walking test read it.
+Every operation declares what it needs once, by the principal it takes: on crmgate's own routes a
+``GatewayAccess`` (a role, and the resource x action a restricted key's ``gateway`` scope must
+grant; some operations never take a restricted key), on the routes that reach a CRM a
+``CrmAccess`` (a role, and the action on the entity a restricted key's scope must grant). A user
+key is bounded by its user's role; a restricted key by the role *and* its scope, on every route,
+so authority never grows through a key. ``declare_roles`` writes each route's role and
+permission into the OpenAPI document (``x-crmgate-role``, ``x-crmgate-permission``), where
+clients and the role-walking test read them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from crmgate.api.errors import ApiError, unauthorized
 from crmgate.api.versions import version_limit
 from crmgate.limits import STATE_KEY, RateLimits, Verdict
 from crmgate.security.authn import AuthenticationFailed
-from crmgate.security.scopes import Action, at_least
+from crmgate.security.scopes import Action, Resource, at_least
 from crmgate.security.vault import DecryptionError
 from crmgate.store.accounts import AccountError, Principal, Role
 
@@ -55,21 +58,26 @@ def _too_many(request: Request, verdict: Verdict, message: str, advice: str = ""
 async def _authenticate(request: Request, user_key: str | None, *, internal: bool) -> Principal:
     services = request.app.state.services
     limits: RateLimits = services.limits
-    # A flood of wrong keys from one address is refused before any key is looked at, the right
-    # one included: guessing ends in 429, never in a found key (OWASP API2:2023). With that
-    # limit off (CRMGATE_RATE_LIMIT_BAD_KEYS="") there is nothing to count or check.
-    throttling = bool(limits.bad_keys)
-    address = throttle_bucket(client_address(request)) if throttling else None
-    throttled = await limits.address_throttled(address) if throttling else None
-    if throttled is not None:
-        await services.audit.record(
-            "limit.exceeded", details={"limit": "failed authentications of this address"}
-        )
-        raise _too_many(request, throttled, "too many failed authentications from this address")
+    # Failed authentications are counted per address (OWASP API2:2023), and once an address is
+    # over its limit its wrong keys get 429 instead of 401. A right key is never refused for
+    # what other requests from its address did: behind a shared NAT or proxy one client could
+    # otherwise lock out everyone. Guessing is hopeless anyway (190 bits); the throttle keeps
+    # the cost and the noise of a flood down (a malformed key never reaches the database, and
+    # the audit events of a flood are folded). With that limit off (CRMGATE_RATE_LIMIT_BAD_KEYS="")
+    # there is nothing to count or check.
     try:
         principal: Principal = await services.authenticator.authenticate(user_key)
     except AuthenticationFailed as failure:
-        if user_key and throttling:  # a missing header is no guess
+        address = throttle_bucket(client_address(request)) if limits.bad_keys else None
+        throttled = await limits.address_throttled(address) if user_key else None
+        if throttled is not None:
+            await services.audit.record(
+                "limit.exceeded", details={"limit": "failed authentications of this address"}
+            )
+            raise _too_many(
+                request, throttled, "too many failed authentications from this address"
+            ) from None
+        if user_key:  # a missing header is no guess
             await limits.authentication_failed(address)
         raise unauthorized(str(failure)) from None
     request.state.principal = principal
@@ -119,45 +127,114 @@ async def _exists(services: Any, principal: Principal, application_key: str) -> 
     return True
 
 
-async def current_principal(request: Request, user_key: UserKey = None) -> Principal:
-    """The caller of a gateway route (users, platforms, applications)."""
-    return await _authenticate(request, user_key, internal=True)
+# ---- crmgate's own routes -----------------------------------------------------------------------
 
 
-async def crm_principal(request: Request, user_key: UserKey = None) -> Principal:
-    """The caller of a route that reaches a CRM (counted as an external request)."""
-    return await _authenticate(request, user_key, internal=False)
+@dataclass(frozen=True, slots=True)
+class GatewayAccess:
+    """What one of crmgate's own operations needs: a role, and from a restricted key the
+    ``gateway`` grant of ``action`` on ``resource``. ``full_key`` operations mint a full key or
+    raise a role: never with a restricted key, whatever its scope. ``application_param`` names
+    the path parameter holding an application key, which must be within a restricted key's
+    applications too."""
+
+    role: Role
+    resource: Resource
+    action: Action
+    full_key: bool = False
+    application_param: str | None = None
+
+    @property
+    def required_role(self) -> Role:  # read by declare_roles
+        return self.role
+
+    @property
+    def permission(self) -> str:
+        return f"{self.resource.value}:{self.action.value}"
+
+    async def __call__(self, request: Request, user_key: UserKey = None) -> Principal:
+        principal = await _authenticate(request, user_key, internal=True)
+        _require_role(principal, self.role)
+        scope = principal.scope
+        if scope is None:
+            return principal
+        if self.full_key:
+            raise ApiError(
+                403,
+                "NOT_ALLOWED",
+                "this operation needs a full user key (it issues a key or grants a role); "
+                "a restricted key never does",
+            )
+        named = None
+        if self.application_param is not None:
+            named = str(request.path_params.get(self.application_param, ""))
+        require_grant(principal, self.resource, self.action, named)
+        return principal
 
 
-async def admin_principal(
-    principal: Annotated[Principal, Depends(current_principal)],
-) -> Principal:
-    _require_role(principal, Role.ADMIN)
-    return principal
+def require_grant(
+    principal: Principal, resource: Resource, action: Action, application_key: str | None = None
+) -> None:
+    """For what an operation does beyond its declaration (e.g. an OAuth session that
+    re-authorizes an existing application): a restricted key's grant of ``action`` on
+    ``resource``, and ``application_key`` within its applications. A user key passes."""
+    if principal.scope is None:
+        return
+    _refuse(principal.scope.missing_gateway(resource, action))
+    if application_key is not None:
+        _refuse(principal.scope.missing_application(application_key))
 
 
-async def member_principal(
-    principal: Annotated[Principal, Depends(current_principal)],
-) -> Principal:
-    _require_role(principal, Role.MEMBER)
-    return principal
-
-
-async def application_principal(
-    request: Request, principal: Annotated[Principal, Depends(current_principal)]
-) -> Principal:
-    """A reader of the application named by the path's ``key``: within a restricted key's
-    applications."""
-    if principal.scope is not None:
-        _refuse(principal.scope.missing_application(str(request.path_params.get("key", ""))))
-    return principal
+# The principal parameter of each of crmgate's own operations.
+PlatformReader = Annotated[
+    Principal, Depends(GatewayAccess(Role.VIEWER, Resource.PLATFORM, Action.READ))
+]
+ApplicationsReader = Annotated[
+    Principal, Depends(GatewayAccess(Role.VIEWER, Resource.APPLICATION, Action.READ))
+]
+ApplicationReader = Annotated[
+    Principal,
+    Depends(GatewayAccess(Role.VIEWER, Resource.APPLICATION, Action.READ, application_param="key")),
+]
+ApplicationCreator = Annotated[
+    Principal, Depends(GatewayAccess(Role.ADMIN, Resource.APPLICATION, Action.CREATE))
+]
+ApplicationUpdater = Annotated[
+    Principal,
+    Depends(
+        GatewayAccess(Role.ADMIN, Resource.APPLICATION, Action.UPDATE, application_param="key")
+    ),
+]
+ApplicationDeleter = Annotated[
+    Principal,
+    Depends(
+        GatewayAccess(Role.ADMIN, Resource.APPLICATION, Action.DELETE, application_param="key")
+    ),
+]
+UserReader = Annotated[Principal, Depends(GatewayAccess(Role.VIEWER, Resource.USER, Action.READ))]
+UserCreator = Annotated[
+    Principal, Depends(GatewayAccess(Role.ADMIN, Resource.USER, Action.CREATE, full_key=True))
+]
+UserUpdater = Annotated[
+    Principal, Depends(GatewayAccess(Role.MEMBER, Resource.USER, Action.UPDATE))
+]
+UserDeleter = Annotated[Principal, Depends(GatewayAccess(Role.ADMIN, Resource.USER, Action.DELETE))]
+UserKeyRotator = Annotated[
+    Principal, Depends(GatewayAccess(Role.MEMBER, Resource.KEY, Action.CREATE, full_key=True))
+]
+KeyReader = Annotated[Principal, Depends(GatewayAccess(Role.ADMIN, Resource.KEY, Action.READ))]
+KeyCreator = Annotated[Principal, Depends(GatewayAccess(Role.ADMIN, Resource.KEY, Action.CREATE))]
+KeyDeleter = Annotated[Principal, Depends(GatewayAccess(Role.ADMIN, Resource.KEY, Action.DELETE))]
+AuditReader = Annotated[Principal, Depends(GatewayAccess(Role.ADMIN, Resource.AUDIT, Action.READ))]
 
 
 def _require_role(principal: Principal, minimum: Role) -> None:
     if not at_least(principal.role, minimum):
-        key = "a restricted key" if principal.scope is not None else f"a {principal.role} key"
+        key = "a restricted key" if principal.scope is not None else "a key"
         raise ApiError(
-            403, "NOT_ALLOWED", f"this operation needs the {minimum} role; this is {key}"
+            403,
+            "NOT_ALLOWED",
+            f"this operation needs the {minimum} role; this is {key} of a {principal.role}",
         )
 
 
@@ -165,21 +242,6 @@ def _refuse(missing: str | None) -> None:
     if missing is not None:
         raise ApiError(403, "NOT_ALLOWED", missing)
 
-
-for _dependency, _role in (
-    (current_principal, Role.VIEWER),
-    (crm_principal, Role.VIEWER),
-    (member_principal, Role.MEMBER),
-    (admin_principal, Role.ADMIN),
-    (application_principal, Role.VIEWER),
-):
-    setattr(_dependency, "required_role", _role)  # noqa: B010 (read by declare_roles)
-
-CurrentUser = Annotated[Principal, Depends(current_principal)]
-CrmUser = Annotated[Principal, Depends(crm_principal)]
-MemberUser = Annotated[Principal, Depends(member_principal)]
-AdminUser = Annotated[Principal, Depends(admin_principal)]
-ApplicationReader = Annotated[Principal, Depends(application_principal)]
 
 # ---- routes that reach a CRM ---------------------------------------------------------------------
 
@@ -254,8 +316,9 @@ PASSTHROUGH = CrmAccess(Role.MEMBER, passthrough=True)
 
 
 def declare_roles(app: FastAPI, document: dict[str, Any]) -> None:
-    """``x-crmgate-role`` (and ``x-crmgate-permission`` on CRM routes) on every operation whose
-    principal declares one; operations without a key (health, the OAuth browser flow) have none."""
+    """``x-crmgate-role``, ``x-crmgate-permission`` (what a restricted key's scope must grant)
+    and ``x-crmgate-full-key`` (never a restricted key) on every operation whose principal
+    declares them; operations without a key (health, the OAuth browser flow) have none."""
     paths = document.get("paths", {})
     for context in iter_route_contexts(app.routes):
         route = context.original_route
@@ -271,6 +334,8 @@ def declare_roles(app: FastAPI, document: dict[str, Any]) -> None:
             operation["x-crmgate-role"] = str(found.required_role)
             if getattr(found, "permission", None):
                 operation["x-crmgate-permission"] = found.permission
+            if getattr(found, "full_key", False):
+                operation["x-crmgate-full-key"] = True  # never with a restricted key
 
 
 def _declared(route: APIRoute) -> Any:

@@ -4,10 +4,11 @@ of a request's head.
 - ``JsonBounds`` (ASGI) measures a JSON body's nesting depth and its number of items (members
   of objects and elements of arrays, all levels together) on the raw bytes, before anything
   parses it: 400 for a body nested deeper than the limit, 413 for one with too many items.
-- ``bounded_httptools`` is ``crmgate serve``'s HTTP protocol: uvicorn's httptools protocol,
-  which puts no bound on a request's head, with one: a head (request line and header fields)
-  longer than the limit, or with too many fields, is answered ``431 Request Header Fields Too
-  Large`` (RFC 6585) and the connection is closed, before the head is held in memory.
+- ``BoundedHttpToolsProtocol`` is the head bound of ``crmgate serve``'s HTTP protocol (put
+  together with the slow-client guard in api/connections.py): uvicorn's httptools protocol puts
+  no bound on a request's head; here a head (request line and header fields) longer than the
+  limit, or with too many fields, is answered ``431 Request Header Fields Too Large`` (RFC 6585)
+  and the connection is closed, before the head is held in memory.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def json_shape(body: bytes) -> tuple[int, int]:
     return depth, items
 
 
-def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+def is_json_request(headers: list[tuple[bytes, bytes]]) -> bool:
     # What FastAPI parses as JSON: no Content-Type at all, application/json or application/*+json.
     for name, value in headers:
         if name == b"content-type":
@@ -66,14 +67,14 @@ class JsonBounds:
         self.max_items = max_items
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_json(scope.get("headers", [])):
+        if scope["type"] != "http" or not is_json_request(scope.get("headers", [])):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client went away
-                await self.app(scope, _replay([message], receive), send)
+                await self.app(scope, replay([message], receive), send)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -99,10 +100,10 @@ class JsonBounds:
                 await send_error(scope, send, *refusal)
                 return
         whole: Message = {"type": "http.request", "body": body, "more_body": False}
-        await self.app(scope, _replay([whole], receive), send)
+        await self.app(scope, replay([whole], receive), send)
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
+def replay(messages: list[Message], receive: Receive) -> Receive:
     async def replayed() -> Message:
         if messages:
             return messages.pop(0)
@@ -183,12 +184,3 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n" + body
         )
         self.transport.close()
-
-
-def bounded_httptools(max_head_bytes: int, max_header_fields: int) -> type[HttpToolsProtocol]:
-    """The protocol class for ``uvicorn.Config(http=...)`` with these bounds."""
-    return type(
-        "BoundedHttpToolsProtocol",
-        (BoundedHttpToolsProtocol,),
-        {"max_head_bytes": max_head_bytes, "max_header_fields": max_header_fields},
-    )

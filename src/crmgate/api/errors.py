@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -17,10 +16,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import Scope, Send
 
+from crmgate.api.responses import JSONResponse, render_json
 from crmgate.connectors.base import CrmError, RateLimited
 from crmgate.query import QueryError
 from crmgate.security.vault import DecryptionError
@@ -78,11 +78,12 @@ async def send_error(
     code: str,
     message: str,
     headers: Sequence[tuple[bytes, bytes]] = (),
+    errors: Sequence[Mapping[str, str]] = (),
 ) -> None:
     """The contract's error answer, sent by ASGI middleware that refuses a request before any
-    route runs (request bounds, retired API versions)."""
+    route runs (request bounds, retired API versions, the text rule)."""
     request_id = scope.get("state", {}).get("request_id")
-    body = json.dumps(error_body(status, code, message, request_id)).encode()
+    body = render_json(error_body(status, code, message, request_id, errors))
     await send(
         {
             "type": "http.response.start",

@@ -203,6 +203,18 @@ class RawResponse:
     body: bytes
 
 
+def crm_json(body: bytes) -> Any:
+    """A CRM's JSON answer, read so that no record makes it unreadable. JSON on the wire is
+    UTF-8 (RFC 8259 section 8.1); bytes that are not (a record another client wrote in
+    Latin-1, say) read as U+FFFD, each, rather than failing the whole answer. A lone surrogate
+    the CRM sent as an escape is kept here, and written as U+FFFD when crmgate answers
+    (api/responses.py). ValueError if the answer is not JSON at all."""
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        return json.loads(body.decode("utf-8-sig", "replace"))
+
+
 # A passthrough path and query as sent on the wire (RFC 3986 characters, valid %XX escapes).
 _RAW_PATH = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$")
 _RAW_QUERY = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*$")
@@ -449,7 +461,7 @@ class Records:
         if response.status == 204 or not response.body:
             return None
         try:
-            return json.loads(response.body)
+            return crm_json(response.body)
         except ValueError:
             raise CrmUnavailable(
                 f"{self.platform.name} answered something that is not JSON"

@@ -22,7 +22,6 @@ read in order (else 400). Bulk: 100 records a call with per-record results.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -57,6 +56,7 @@ from crmgate.connectors.base import (
     Verified,
     chunked,
     chunked_by_id,
+    crm_json,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
@@ -316,7 +316,7 @@ class ZohoConnector(Connector):
 
 def _answer(body: bytes) -> Any:
     try:
-        return json.loads(body) if body else None
+        return crm_json(body) if body else None
     except ValueError:
         return None
 

@@ -18,7 +18,7 @@ from crmgate.cache import WarmCache, user_subject
 from crmgate.query import Condition, QueryError, SortKey
 from crmgate.security import keys
 from crmgate.security.keys import IssuedKey, KeyHasher, KeyKind
-from crmgate.security.scopes import KeyScope, capped
+from crmgate.security.scopes import KeyScope
 from crmgate.store.db import SessionFactory
 from crmgate.store.filtering import FieldSpec, order_by, where
 from crmgate.store.ids import new_id
@@ -185,8 +185,7 @@ class AccountStore:
             return None
         scope = None
         if api_key.kind == KeyKind.RESTRICTED.value:
-            # a restricted key never acts as more than a member, whoever its user is
-            role = capped(role)
+            # its user's role, and on every operation its scope's grant too (api/auth.py)
             scope = KeyScope.from_json(api_key.scope or "{}", api_key.expires_at)
         principal = Principal(
             user_id=api_key.user_id,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 _WRITE_OPTION = "crmgate_write"
+# The files SQLite keeps beside a database; it gives them the permission bits of the database.
+_COMPANIONS = ("-wal", "-shm", "-journal")
 
 # aiosqlite logs every statement with its bound parameters at DEBUG level; parameters can be
 # secrets (or, later, ciphertexts and tokens), so its logger never goes below WARNING.
@@ -22,14 +26,46 @@ logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 def create_engine(url: str) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # (a file: URI names its file in its own syntax: left to SQLite)
+        if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private(Path(parsed.database))
         engine = create_async_engine(url, connect_args={"timeout": 15}, hide_parameters=True)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
     )
+
+
+def _private(database: Path) -> None:
+    """The database file, made before SQLite makes it, and its companions readable by this
+    user only: they hold every key digest and sealed credential, and a copied file keeps its
+    mode. A looser file (an older crmgate's, a restored copy) is tightened."""
+    try:
+        # Only a file that does not exist yet is opened: closing a descriptor of a file this
+        # process has open in SQLite elsewhere would drop that connection's POSIX locks
+        # (sqlite.org/howtocorrupt.html, 2.2), and another engine may have it open.
+        os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # not this user's to write: SQLite says so when it writes
+    for path in (database, *(database.with_name(database.name + end) for end in _COMPANIONS)):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            try:
+                os.chmod(path, mode & 0o700)
+            except OSError as exc:  # another user's file
+                logging.getLogger("crmgate").warning(
+                    "%s is open to other users (mode %o) and cannot be changed (%s): chmod 600 it",
+                    path,
+                    mode,
+                    exc.strerror,
+                )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -8,10 +8,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
-from fastapi.responses import JSONResponse
 
-from crmgate.api.auth import AdminUser, ApplicationReader, CurrentUser
+from crmgate.api.auth import (
+    ApplicationCreator,
+    ApplicationDeleter,
+    ApplicationReader,
+    ApplicationsReader,
+    ApplicationUpdater,
+)
 from crmgate.api.params import Fields, Filter, ListQuery, field_selector
+from crmgate.api.responses import JSONResponse
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import (
     ApplicationEntity,
@@ -70,7 +76,7 @@ def _entity(view: ApplicationView, limit: dict[str, Any]) -> dict[str, Any]:
     summary="POST for application",
 )
 async def create_application(
-    request: Request, principal: AdminUser, body: Annotated[ApplicationEntityWrite, Body()]
+    request: Request, principal: ApplicationCreator, body: Annotated[ApplicationEntityWrite, Body()]
 ) -> JSONResponse:
     """Add application into the system: crmgate checks the credentials with the CRM first and
     stores nothing if the CRM refuses them (401 UNAUTHORIZED with the CRM's reason)."""
@@ -91,7 +97,7 @@ async def create_application(
     summary="GET for application",
 )
 async def list_applications(
-    request: Request, principal: CurrentUser, query: Annotated[ListQuery, Depends()]
+    request: Request, principal: ApplicationsReader, query: Annotated[ListQuery, Depends()]
 ) -> JSONResponse:
     """The organisation's connected applications, without any secret (a restricted key's
     applications only)."""
@@ -117,7 +123,7 @@ async def list_applications(
     summary="COUNT for application",
 )
 async def count_applications(
-    request: Request, principal: CurrentUser, filter: Filter = None
+    request: Request, principal: ApplicationsReader, filter: Filter = None
 ) -> Count:
     """How many applications the organisation has connected (that a restricted key may see)."""
     total = await _service(request).store.count(
@@ -152,7 +158,7 @@ async def get_application(
 )
 async def update_application(
     request: Request,
-    principal: AdminUser,
+    principal: ApplicationUpdater,
     key: ApplicationKey,
     body: Annotated[ApplicationEntityUpdate, Body()],
 ) -> ApplicationEntityRelation:
@@ -177,7 +183,7 @@ async def update_application(
     summary="DELETE for application",
 )
 async def delete_application(
-    request: Request, principal: AdminUser, key: ApplicationKey
+    request: Request, principal: ApplicationDeleter, key: ApplicationKey
 ) -> Response:
     """Remove the application and its ciphertext; crmgate revokes its OAuth tokens at the CRM
     where the platform offers revocation."""

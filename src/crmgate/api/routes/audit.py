@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from crmgate.api.auth import AdminUser
+from crmgate.api.auth import AuditReader
 from crmgate.api.params import Filter, ListQuery
+from crmgate.api.responses import JSONResponse
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import Count, Timestamp
 from crmgate.audit import AuditLog, Event
@@ -66,7 +66,7 @@ def _render(event: Event) -> dict[str, Any]:
     summary="The organisation's audit trail (crmgate extension)",
 )
 async def list_events(
-    request: Request, principal: AdminUser, query: Annotated[ListQuery, Depends()]
+    request: Request, principal: AuditReader, query: Annotated[ListQuery, Depends()]
 ) -> JSONResponse:
     """Security events of the caller's organisation, newest first (admins only). Filter on
     ``id``, ``event``, ``actor``, ``target``, ``client``, ``request_id`` and ``created_at``, e.g.
@@ -88,7 +88,7 @@ async def list_events(
     operation_id="getAuditEventCount",
     summary="How many audit events match (crmgate extension)",
 )
-async def count_events(request: Request, principal: AdminUser, filter: Filter = None) -> Count:
+async def count_events(request: Request, principal: AuditReader, filter: Filter = None) -> Count:
     """The number of the organisation's events that match ``filter`` (admins only)."""
     total = await _audit(request).count(principal.organisation_id, parse_filter(filter))
     return Count(total=total)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Body, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from crmgate.api import schemas
@@ -33,6 +32,7 @@ from crmgate.api.auth import (
 )
 from crmgate.api.errors import ApiError
 from crmgate.api.params import MAX_PAGE, MAX_PAGE_SIZE
+from crmgate.api.responses import JSONResponse
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.routing import ScopedRouter
 from crmgate.connectors.base import NotSupported, SessionExpired

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from crmgate.api.errors import ApiError, error_response
+from crmgate.api.responses import JSONResponse
 from crmgate.api.schemas import Error
 
 router = APIRouter(tags=["crmgate"])

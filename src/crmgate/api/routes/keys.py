@@ -1,23 +1,34 @@
 """/v1/key (a crmgate addition): restricted keys. An admin issues a key for a user of the
-organisation, limited to some applications, to entities x actions, to the passthrough or not,
-until an expiry, from some addresses (security/scopes.py). The secret is shown once; listings
-show its hint."""
+organisation, limited to some applications, to entities x actions, to the passthrough or not, to
+crmgate's own resources x actions, until an expiry, from some addresses (security/scopes.py).
+A restricted key granted ``key:create`` issues keys for its own user within its own scope only.
+The secret is shown once; listings show its hint."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from crmgate.api.auth import AdminUser
+from crmgate.api.auth import KeyCreator, KeyDeleter, KeyReader
+from crmgate.api.errors import ApiError
 from crmgate.api.params import Page, PageSize
+from crmgate.api.responses import JSONResponse
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import Count, Timestamp
-from crmgate.security.scopes import ANY_ENTITY, Action, KeyScope, networks, permissions
+from crmgate.security.scopes import (
+    ANY_ENTITY,
+    DEFAULT_GATEWAY,
+    Action,
+    KeyScope,
+    Resource,
+    networks,
+    permissions,
+)
 from crmgate.store.restricted_keys import RestrictedKeyStore, RestrictedKeyView
 
 router = APIRouter(prefix="/v1/key", tags=["crmgate"], responses=ERRORS)
@@ -27,8 +38,9 @@ _APPLICATION = re.compile(r"^[0-9a-f]{40}$")
 
 
 class RestrictedKeyCreate(BaseModel):
-    """A restricted key to issue. Left out: every application, no entity, no passthrough, no
-    expiry, any address."""
+    """A restricted key to issue. Left out: every application, no entity, no passthrough,
+    reading platforms and applications only of crmgate's own resources, no expiry, any address
+    (from a restricted key: its own applications, expiry and addresses)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +60,13 @@ class RestrictedKeyCreate(BaseModel):
         examples=[{"contact": ["read"], "account": ["read", "create"]}],
     )
     passthrough: bool = Field(default=False, description="May use /application/request")
+    gateway: dict[Resource, list[Action]] | None = Field(
+        default=None,
+        description='crmgate\'s own resources -> actions, e.g. {"audit": ["read"]}; left '
+        "out: platform and application reads. Issuing a full key (user creation, key rotation) "
+        "and role changes are never granted",
+        examples=[{"platform": ["read"], "application": ["read"], "audit": ["read"]}],
+    )
     expires_at: datetime | None = Field(default=None, description="When the key stops working")
     allowed_ips: list[str] = Field(
         default_factory=list,
@@ -98,15 +117,33 @@ class RestrictedKeyCreate(BaseModel):
             raise ValueError("give a time zone, e.g. 2026-12-31T00:00:00Z")
         return value.astimezone(UTC).replace(microsecond=0)
 
-    def scope(self) -> KeyScope:
-        return KeyScope(
+    def scope(self, issuer: KeyScope | None = None) -> KeyScope:
+        """The scope asked for. What it leaves out is the default, or, when a restricted key
+        issues it (``issuer``), that key's applications, expiry and addresses, and the default
+        gateway reads that key has."""
+        given = self.model_fields_set
+        scope = KeyScope(
             applications=None if self.applications is None else frozenset(self.applications),
             permissions=permissions(
                 {entity: [a.value for a in actions] for entity, actions in self.permissions.items()}
             ),
             passthrough=self.passthrough,
+            gateway=(
+                dict(DEFAULT_GATEWAY)
+                if self.gateway is None
+                else {resource: frozenset(actions) for resource, actions in self.gateway.items()}
+            ),
             expires_at=self.expires_at,
             networks=networks(self.allowed_ips),
+        )
+        if issuer is None:
+            return scope
+        return replace(
+            scope,
+            applications=scope.applications if "applications" in given else issuer.applications,
+            gateway=scope.gateway if self.gateway is not None else issuer.default_gateway(),
+            expires_at=scope.expires_at if "expires_at" in given else issuer.expires_at,
+            networks=scope.networks if "allowed_ips" in given else issuer.networks,
         )
 
 
@@ -120,6 +157,7 @@ class RestrictedKeyEntity(BaseModel):
     applications: list[str] | None
     permissions: dict[str, list[str]]
     passthrough: bool
+    gateway: dict[str, list[str]] = Field(description="crmgate's own resources -> actions")
     expires_at: Timestamp | None
     allowed_ips: list[str]
     created_at: Timestamp
@@ -157,14 +195,23 @@ def _store(request: Request) -> RestrictedKeyStore:
     summary="Issue a restricted key (crmgate extension)",
 )
 async def create_key(
-    request: Request, principal: AdminUser, body: Annotated[RestrictedKeyCreate, Body()]
+    request: Request, principal: KeyCreator, body: Annotated[RestrictedKeyCreate, Body()]
 ) -> JSONResponse:
     """Issue a key for a user of the organisation (admins only), limited to the scope given.
-    The key (``user_key``) is in this answer only. It acts as its user, at most as a member."""
+    The key (``user_key``) is in this answer only. It acts as its user, within its scope. From
+    a restricted key (granted ``key:create``): a key of its own user, within its own scope."""
+    issuer = principal.scope
+    scope = body.scope(issuer)
+    if issuer is not None:
+        if body.user not in (None, principal.user_id):
+            raise ApiError(403, "NOT_ALLOWED", "a restricted key issues keys for its own user only")
+        exceeds = issuer.delegation_exceeds(scope)
+        if exceeds is not None:
+            raise ApiError(403, "NOT_ALLOWED", f"a key cannot grant what it lacks: {exceeds}")
     view, issued = await _store(request).create(
         principal.organisation_id,
         body.user or principal.user_id,
-        body.scope(),
+        scope,
         body.description,
     )
     created = RestrictedKeyCreated.model_validate(
@@ -180,7 +227,7 @@ async def create_key(
     summary="The organisation's restricted keys (crmgate extension)",
 )
 async def list_keys(
-    request: Request, principal: AdminUser, page: Page = 1, page_size: PageSize = 25
+    request: Request, principal: KeyReader, page: Page = 1, page_size: PageSize = 25
 ) -> JSONResponse:
     """Unrevoked restricted keys, oldest first, without their secrets (admins only)."""
     views = await _store(request).list_page(
@@ -195,7 +242,7 @@ async def list_keys(
     operation_id="getRestrictedKeyCount",
     summary="How many restricted keys (crmgate extension)",
 )
-async def count_keys(request: Request, principal: AdminUser) -> Count:
+async def count_keys(request: Request, principal: KeyReader) -> Count:
     """The number of unrevoked restricted keys of the organisation (admins only)."""
     return Count(total=await _store(request).count(principal.organisation_id))
 
@@ -209,7 +256,7 @@ async def count_keys(request: Request, principal: AdminUser) -> Count:
 )
 async def delete_key(
     request: Request,
-    principal: AdminUser,
+    principal: KeyDeleter,
     key_id: Annotated[str, Path(description="The key's id (key_...)", max_length=40)],
 ) -> Response:
     """Revoke the key for good; it gets 401 from now on (admins only)."""

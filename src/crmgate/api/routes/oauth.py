@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
-from crmgate.api.auth import AdminUser
+from crmgate.api.auth import ApplicationCreator, require_grant
+from crmgate.api.responses import JSONResponse
 from crmgate.api.routes.users import ERRORS
 from crmgate.oauth import COOKIE_PATH, FLOW_LIFETIME, OAuthFlows, cookie_name
+from crmgate.security.scopes import Action, Resource
 
 router = APIRouter(tags=["oauth"], responses=ERRORS)
 PlatformType = Annotated[str, Path(description="Platform type, e.g. Salesforce", max_length=40)]
@@ -134,11 +136,13 @@ class OAuthSession(BaseModel):
     tags=["crmgate"],
 )
 async def create_session(
-    request: Request, principal: AdminUser, body: Annotated[OAuthSessionRequest, Body()]
+    request: Request, principal: ApplicationCreator, body: Annotated[OAuthSessionRequest, Body()]
 ) -> JSONResponse:
     """The safer mode: the browser goes through the flow at ``authorize_url``; crmgate creates
     an oAuth-internal application for your organisation and sends the browser back to
     ``redirect`` with only ``#application_key=...``. The tokens never leave crmgate."""
+    if body.application_key is not None:  # re-authorizing it replaces its credentials
+        require_grant(principal, Resource.APPLICATION, Action.UPDATE, body.application_key)
     flows = _flows(request)
     token, expires = await flows.open_session(
         principal,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse
 
-from crmgate.api.auth import CurrentUser
+from crmgate.api.auth import PlatformReader
 from crmgate.api.errors import ApiError
 from crmgate.api.params import Fields, Page, PageSize, Sort, field_selector
+from crmgate.api.responses import JSONResponse
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import PlatformEntity
 from crmgate.query import QueryError, parse_sort
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1/platform", tags=["platform"], responses=ERRORS)
 )
 async def list_platforms(
     request: Request,
-    principal: CurrentUser,
+    principal: PlatformReader,
     page_size: PageSize = 25,
     page: Page = 1,
     fields: Fields = None,
@@ -54,7 +54,7 @@ async def list_platforms(
 )
 async def get_platform(
     request: Request,
-    principal: CurrentUser,
+    principal: PlatformReader,
     type: Annotated[str, Path(description="Platform type, e.g. Salesforce")],
     fields: Fields = None,
 ) -> JSONResponse:

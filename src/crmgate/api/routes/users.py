@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
-from fastapi.responses import JSONResponse
 
-from crmgate.api.auth import AdminUser, CurrentUser, MemberUser
+from crmgate.api.auth import UserCreator, UserDeleter, UserKeyRotator, UserReader, UserUpdater
 from crmgate.api.errors import ApiError
 from crmgate.api.params import (
     Fields,
@@ -21,6 +20,7 @@ from crmgate.api.params import (
     RequestsUntil,
     field_selector,
 )
+from crmgate.api.responses import JSONResponse
 from crmgate.api.schemas import (
     Count,
     Error,
@@ -75,7 +75,7 @@ def _visible(principal: Principal, user_id: str) -> None:
 )
 async def create_user(
     request: Request,
-    principal: AdminUser,
+    principal: UserCreator,
     body: Annotated[InternalUserCreate, Body()],
 ) -> JSONResponse:
     """Add a member to the caller's organisation (admins only). The response holds the new
@@ -103,7 +103,7 @@ async def create_user(
 )
 async def list_users(
     request: Request,
-    principal: CurrentUser,
+    principal: UserReader,
     query: Annotated[ListQuery, Depends()],
     application_request_start: RequestsFrom = None,
     application_request_end: RequestsUntil = None,
@@ -132,7 +132,7 @@ async def list_users(
 )
 async def count_users(
     request: Request,
-    principal: CurrentUser,
+    principal: UserReader,
     filter: Filter = None,
 ) -> Count:
     """Count all internal users from the system."""
@@ -150,7 +150,7 @@ async def count_users(
 )
 async def get_user(
     request: Request,
-    principal: CurrentUser,
+    principal: UserReader,
     internal_user_id: UserId,
     fields: Fields = None,
     application_request_start: RequestsFrom = None,
@@ -172,7 +172,7 @@ async def get_user(
 )
 async def update_user(
     request: Request,
-    principal: MemberUser,
+    principal: UserUpdater,
     internal_user_id: UserId,
     body: Annotated[InternalUserUpdate, Body()],
 ) -> InternalUserEntityRelation:
@@ -180,8 +180,11 @@ async def update_user(
     name, e-mail and phone."""
     _visible(principal, internal_user_id)
     changes = body.changes()
-    if not principal.is_admin and {"role", "status"} & changes.keys():
-        raise ApiError(403, "NOT_ALLOWED", "only admins change roles and status")
+    if {"role", "status"} & changes.keys():
+        if not principal.is_admin:
+            raise ApiError(403, "NOT_ALLOWED", "only admins change roles and status")
+        if principal.scope is not None:  # it would grant what the key lacks
+            raise ApiError(403, "NOT_ALLOWED", "roles and status change with a full user key only")
     view = await _store(request).update_user(principal.organisation_id, internal_user_id, changes)
     return InternalUserEntityRelation(key=view.id)
 
@@ -193,7 +196,9 @@ async def update_user(
     operation_id="deleteInternalUserEntity",
     summary="DELETE for internalUser",
 )
-async def delete_user(request: Request, principal: AdminUser, internal_user_id: UserId) -> Response:
+async def delete_user(
+    request: Request, principal: UserDeleter, internal_user_id: UserId
+) -> Response:
     """Remove a user and all their keys (admins only; the last active admin stays)."""
     await _store(request).delete_user(principal.organisation_id, internal_user_id)
     return Response(status_code=204)
@@ -208,7 +213,7 @@ async def delete_user(request: Request, principal: AdminUser, internal_user_id: 
     tags=["crmgate"],
 )
 async def rotate_key(
-    request: Request, principal: MemberUser, internal_user_id: UserId
+    request: Request, principal: UserKeyRotator, internal_user_id: UserId
 ) -> JSONResponse:
     """Revoke the user's current key and issue a new one, shown only in this response. Admins may
     rotate any member's key; members only their own."""

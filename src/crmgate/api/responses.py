@@ -1,0 +1,37 @@
+"""crmgate's JSON answers: UTF-8 whatever text they carry (RFC 8259 section 8.1).
+
+A record can hold text that is not Unicode: a CRM that stored a lone surrogate another client
+wrote sends it back as the escape ``\\ud800``, and Python's JSON decoder keeps it as is. Such a
+string cannot be encoded as UTF-8, so rendering it the usual way fails, and every read of that
+record, and of every list page that holds it, would be a 500. Here each surrogate (U+D800 to
+U+DFFF) is written as U+FFFD instead. Not as the escape ``\\ud800``: strict decoders (Rust's
+serde_json, Go's encoding/json) refuse or rewrite an escaped lone surrogate, so the escape would
+move the failure to the client; U+FFFD is what every UTF-8 decoder makes of text it cannot read.
+
+Every route answers with ``JSONResponse`` from here (the app's default response class too), so
+this is the one place the rule lives; the input rule (api/text.py) keeps such text from coming in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette import responses
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def render_json(content: Any) -> bytes:
+    """``content`` as compact UTF-8 JSON, each surrogate as U+FFFD."""
+    text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # rare: the second pass costs only the answers that need it
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+class JSONResponse(responses.JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return render_json(content)
