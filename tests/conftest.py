@@ -484,12 +484,14 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve_process(directory: Path, **environment: str) -> Iterator[Served]:
-    """``crmgate serve`` on SQLite in ``directory``, with ``CRMGATE_*`` settings from
-    ``environment`` only (none of this process's), running until the block ends."""
+def serve_process(directory: Path, *arguments: str, **environment: str) -> Iterator[Served]:
+    """``crmgate serve [arguments]`` on SQLite in ``directory`` (``<directory>/data``), with
+    ``CRMGATE_*`` settings from ``environment`` only (none of this process's), running until
+    the block ends."""
     settings = make_settings(directory / "data")
     migrate_database(settings)
-    admin = create_account(settings)
+    # the demo makes its own organisation, on a database that holds no other
+    admin = None if "--demo" in arguments else create_account(settings)
     bound = loopback_socket()
     port = bound.getsockname()[1]
     bound.close()
@@ -499,7 +501,7 @@ def serve_process(directory: Path, **environment: str) -> Iterator[Served]:
     stderr = directory / "stderr.log"
     with stderr.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "crmgate.cli", "serve"],
+            [sys.executable, "-m", "crmgate.cli", "serve", *arguments],
             env=env,
             cwd=directory,
             stdout=subprocess.DEVNULL,
@@ -507,7 +509,7 @@ def serve_process(directory: Path, **environment: str) -> Iterator[Served]:
             text=True,
         )
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
         try:
             if httpx.get(f"{base_url}/health", timeout=1, trust_env=False).status_code == 200:
@@ -519,10 +521,39 @@ def serve_process(directory: Path, **environment: str) -> Iterator[Served]:
             pytest.fail(f"crmgate serve did not start: {stderr.read_text()}")
         time.sleep(0.1)
     try:
+        if admin is None:
+            found = json.loads((directory / "data" / "demo.json").read_text())
+            admin = Account("", "", found["user_key"])
         yield Served(base_url, port, admin.key, admin.user_id, process, stderr)
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@dataclass
+class Demo:
+    """``crmgate serve --demo`` (what ``make serve`` runs) and what its demo.json says."""
+
+    base_url: str
+    user_key: str
+    applications: dict[str, str]  # platform type -> application key
+    data_dir: Path  # what its operator can read: the database, the vault's key file
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """The demo: the five simulated CRMs, each connected to the demo organisation, with the rate
+    limits lifted (contract suites send many requests; the limits have tests of their own)."""
+    directory = tmp_path_factory.mktemp("demo")
+    with serve_process(
+        directory,
+        "--demo",
+        CRMGATE_RATE_LIMIT_USER_KEY="",
+        CRMGATE_RATE_LIMIT_APPLICATION="",
+        CRMGATE_RATE_LIMIT_BAD_KEYS="",
+    ) as served:
+        found = json.loads((directory / "data" / "demo.json").read_text())
+        yield Demo(served.base_url, served.key, found["applications"], directory / "data")
 
 
 # ---- CRM simulators ----------------------------------------------------------------------------

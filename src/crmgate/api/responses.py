@@ -10,6 +10,9 @@ move the failure to the client; U+FFFD is what every UTF-8 decoder makes of text
 
 Every route answers with ``JSONResponse`` from here (the app's default response class too), so
 this is the one place the rule lives; the input rule (api/text.py) keeps such text from coming in.
+
+An answer to an operation of the contract also takes the reference's shape on its way out
+(``contract_response``: no nulls, the reference's types; contract/shape.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import re
 from typing import Any
 
 from starlette import responses
+
+from crmgate.contract.shape import conform
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -35,3 +40,10 @@ def render_json(content: Any) -> bytes:
 class JSONResponse(responses.JSONResponse):
     def render(self, content: Any) -> bytes:
         return render_json(content)
+
+
+def contract_response(operation_id: str, content: Any, status_code: int = 200) -> JSONResponse:
+    """The answer of the reference's operation ``operation_id``, in the shape the reference gives
+    it: no nulls, each value in the reference's type (contract/shape.py). Every route that
+    answers for an operation of the contract renders its answer here."""
+    return JSONResponse(conform(operation_id, content), status_code=status_code)

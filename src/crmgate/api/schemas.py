@@ -6,9 +6,17 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, PlainSerializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+)
 
-from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.catalogue import Platform, contract_platform_types
 from crmgate.model.contract import ContractModel
 from crmgate.model.contract import model as contract_model
 from crmgate.store.accounts import Role, UserStatus, UserView
@@ -18,8 +26,18 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # ISO 8601 with an explicit offset and no fractions: 2013-10-20T19:20:30+00:00
 Timestamp = Annotated[
-    datetime, PlainSerializer(lambda value: value.isoformat(timespec="seconds"), return_type=str)
+    datetime,
+    PlainSerializer(lambda value: value.isoformat(timespec="seconds"), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
+# The gateway sets these; a client never writes them (readOnly in the document).
+READ_ONLY: Any = {"readOnly": True}
+
+
+def _never_sent(reason: str) -> dict[str, Any]:
+    """A property of the reference that crmgate never sends, and why (read by
+    `crmgate contract-coverage`, contract/coverage.py)."""
+    return {"readOnly": True, "x-crmgate-differs": reason}
 
 
 class FieldError(BaseModel):
@@ -44,28 +62,38 @@ class Error(BaseModel):
 
 
 class Count(BaseModel):
-    total: int
+    total: int = Field(json_schema_extra={"format": "int32"})
 
 
 class InternalUserEntity(BaseModel):
     """A member of the caller's organisation. ``key`` is the user's id, not a secret."""
 
-    key: str = Field(description="User id (not the secret user key)")
+    key: str = Field(description="User id (not the secret user key)", json_schema_extra=READ_ONLY)
     name: str
     email: str
     phone: str | None = None
-    organization: str = Field(description="Organisation name")
+    organization: str = Field(description="Organisation name", json_schema_extra=READ_ONLY)
     roles: list[str]
     status: str = Field(examples=["active"])
-    created_at: Timestamp
-    updated_at: Timestamp
+    created_at: Timestamp = Field(json_schema_extra=READ_ONLY)
+    updated_at: Timestamp = Field(json_schema_extra=READ_ONLY)
     last_used_at: Timestamp | None = Field(
-        default=None, description="Last time one of the user's keys authenticated a request"
+        default=None,
+        description="Last time one of the user's keys authenticated a request",
+        json_schema_extra=READ_ONLY,
     )
-    request_count: int = Field(description="Requests to connected CRMs in the date range")
-    internal_request_count: int = Field(description="Requests to the gateway's own API")
+    request_count: int = Field(
+        description="Requests to connected CRMs in the date range",
+        json_schema_extra={**READ_ONLY, "format": "int32"},
+    )
+    internal_request_count: int = Field(
+        description="Requests to the gateway's own API",
+        json_schema_extra={**READ_ONLY, "format": "int32"},
+    )
     user_key_hint: str | None = Field(
-        default=None, description="The non-secret beginning of the user's active key"
+        default=None,
+        description="The non-secret beginning of the user's active key",
+        json_schema_extra=READ_ONLY,
     )
 
     @classmethod
@@ -250,6 +278,10 @@ else:
     RequestsLimit = contract_model("RequestsLimit")
 
 
+# The platform types the reference knows; crmgate's are among them (connectors/catalogue.py).
+_PLATFORM_ENUM: dict[str, Any] = {"enum": list(contract_platform_types())}
+
+
 class ApplicationEntityWrite(BaseModel):
     """A connected CRM: its platform, how crmgate authorizes, and the credentials for that."""
 
@@ -281,36 +313,58 @@ class ApplicationEntityRelation(BaseModel):
 
 
 class _ApplicationCommon(BaseModel):
-    key: str = Field(description="Application key (X-API2CRM-APPLICATION-KEY)")
-    type: str
+    """What the gateway shows of a connected CRM. Absent values are left out (never null): ``url``
+    for a platform without an instance URL, ``last_used_at`` before the first call, and always
+    ``user_id`` (see its description)."""
+
+    key: str = Field(
+        description="Application key (X-API2CRM-APPLICATION-KEY)", json_schema_extra=READ_ONLY
+    )
+    type: str = Field(
+        description="Application platform type",
+        json_schema_extra=_PLATFORM_ENUM,
+    )
     authorization: str
     description: str
-    is_authorized: bool
-    company: Company | None = None
-    url: str | None = Field(default=None, description="The CRM instance URL")
+    is_authorized: bool = Field(json_schema_extra=READ_ONLY)
+    company: Company | None = Field(default=None, json_schema_extra=READ_ONLY)
+    url: str | None = Field(
+        default=None, description="The CRM instance URL", json_schema_extra=READ_ONLY
+    )
     user_id: int | None = Field(
-        default=None, description="Always null in crmgate: user ids are strings, see user_key"
+        default=None,
+        description="Never sent by crmgate: its user ids are strings (usr_...), see user_key",
+        json_schema_extra=_never_sent(
+            "crmgate's user ids are strings (usr_...), not the integer the reference has: the "
+            "id is in user_key"
+        ),
     )
     user_key: str | None = Field(
-        default=None, description="Id of the user who connected the application (not a secret)"
+        default=None,
+        description="Id of the user who connected the application (not a secret)",
+        json_schema_extra=READ_ONLY,
     )
     credential: dict[str, str] = Field(
         description="The credential's non-secret fields (secret ones are never shown)"
     )
-    created_at: Timestamp
-    updated_at: Timestamp
-    last_used_at: Timestamp | None = None
+    created_at: Timestamp = Field(json_schema_extra=READ_ONLY)
+    updated_at: Timestamp = Field(json_schema_extra=READ_ONLY)
+    last_used_at: Timestamp | None = Field(default=None, json_schema_extra=READ_ONLY)
 
 
 class ApplicationEntityList(_ApplicationCommon):
     # crmgate's addition to the contract's list item: the same live state as on one application
-    requests_limit: RequestsLimit | None = None
+    requests_limit: RequestsLimit | None = Field(default=None, json_schema_extra=READ_ONLY)
 
 
 class ApplicationEntity(_ApplicationCommon):
-    me: UserEntity | None = None
-    plan: str | None = Field(default=None, description="Always null: crmgate has no plans")
-    requests_limit: RequestsLimit | None = None
+    me: UserEntity | None = Field(default=None, json_schema_extra=READ_ONLY)
+    plan: str | None = Field(
+        default=None,
+        description="Never sent by crmgate: it has no plans",
+        json_schema_extra=_never_sent("crmgate has no plans"),
+    )
+    requests_limit: RequestsLimit | None = Field(default=None, json_schema_extra=READ_ONLY)
 
 
 def application_fields(view: ApplicationView) -> dict[str, Any]:
@@ -321,7 +375,7 @@ def application_fields(view: ApplicationView) -> dict[str, Any]:
         "authorization": view.authorization,
         "description": view.description,
         "is_authorized": view.is_authorized,
-        "company": {"id": identity.get("company", {}).get("id")},
+        "company": {"id": company} if (company := identity.get("company", {}).get("id")) else None,
         "url": view.public_credential.get("instance_url"),
         "user_id": None,
         "user_key": view.user_id,

@@ -6,6 +6,14 @@ the same location, requiredness and type; crmgate requires nothing the reference
 each success response has the reference's status code and a schema that carries every property
 the reference's schema has, with the same types (crmgate may add properties); and a request body
 with any property of the reference's body schema is accepted (not refused as unknown).
+
+Beyond serving, the answers' conformance: for each served operation, the schema of its success
+answer in crmgate's document is compared with the reference's, property by property ($refs
+resolved on both sides), and every difference is listed with its kind (added, readOnly,
+required, nullable, type, format, enum, missing, declared) and the reason crmgate differs on
+purpose, where it has one: its additions, the readOnly marks and the properties it always sends
+have a reason of their kind; any other difference has a reason only where crmgate's document gives
+one on the property (``x-crmgate-differs``). A difference without a reason is a defect.
 """
 
 from __future__ import annotations
@@ -36,10 +44,87 @@ class OperationResult:
         return self.served and not self.problems
 
 
+REASONS = {
+    "added": "crmgate's addition beside the reference's properties",
+    "readOnly": "set by the gateway or the CRM, never by a client: marked readOnly",
+    "required": "crmgate always sends it",
+}
+EXTENSION = "x-crmgate-differs"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way an answer's schema in crmgate's document differs from the reference's."""
+
+    field: str  # where in the answer: "[].user_id", "me.address[].street"
+    kind: str
+    detail: str
+    reason: str | None  # why crmgate differs on purpose; None: it should not differ
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "field": self.field,
+            "kind": self.kind,
+            "detail": self.detail,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class AnswerResult:
+    method: str
+    path: str
+    operation_id: str
+    status: str
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def equal(self) -> bool:
+        return not self.differences
+
+    @property
+    def undeclared(self) -> list[Difference]:
+        return [d for d in self.differences if d.reason is None]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method.upper(),
+            "path": self.path,
+            "operation_id": self.operation_id,
+            "status": self.status,
+            "equal": self.equal,
+            "differences": [d.as_dict() for d in self.differences],
+        }
+
+
 @dataclass
 class Coverage:
     operations: list[OperationResult]
     extensions: list[str]
+    answers: list[AnswerResult] = field(default_factory=list)
+
+    @property
+    def answers_equal(self) -> list[AnswerResult]:
+        return [a for a in self.answers if a.equal]
+
+    @property
+    def answers_undeclared(self) -> list[AnswerResult]:
+        return [a for a in self.answers if a.undeclared]
+
+    def deliberate(self) -> list[tuple[str, str, str, int]]:
+        """(kind, property, reason, operations) for each difference crmgate makes on purpose."""
+        found: Counter[tuple[str, str, str]] = Counter()
+        for answer in self.answers:
+            seen = {
+                (d.kind, d.field.rsplit(".", 1)[-1].removeprefix("[]"), d.reason or "")
+                for d in answer.differences
+                if d.reason is not None
+            }
+            found.update(seen)
+        return sorted(
+            ((kind, name, reason, count) for (kind, name, reason), count in found.items()),
+            key=lambda row: (-row[3], row[0], row[1]),
+        )
 
     @property
     def total(self) -> int:
@@ -80,6 +165,15 @@ class Coverage:
                 for op in self.operations
             ],
             "extensions": self.extensions,
+            "answers": {
+                "total": len(self.answers),
+                "equal": len(self.answers_equal),
+                "differ_on_purpose": len(self.answers)
+                - len(self.answers_equal)
+                - len(self.answers_undeclared),
+                "differ_without_reason": len(self.answers_undeclared),
+                "operations": [answer.as_dict() for answer in self.answers],
+            },
         }
 
 
@@ -151,6 +245,97 @@ def _schema_problems(
                 ref_property, our_properties[name], ref_doc, our_doc, f"{where}.{name}", depth + 1
             )
     return problems
+
+
+def _nullable(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    return any(
+        isinstance(v, dict) and v.get("type") == "null"
+        for key in ("anyOf", "oneOf")
+        for v in schema.get(key, [])
+    )
+
+
+def _kind(schema: dict[str, Any]) -> str | None:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in kind if k != "null"]
+        kind = kinds[0] if len(kinds) == 1 else None
+    return kind or ("object" if "properties" in schema else None)
+
+
+def _answer_differences(
+    ref: Any, ours: Any, ref_doc: _Resolver, our_doc: _Resolver, where: str, depth: int = 0
+) -> list[Difference]:
+    """How the answer schema ``ours`` differs from the reference's ``ref`` (see the module)."""
+    if depth > 12:
+        return []
+    ref, ours = ref_doc.resolve(ref or {}), our_doc.resolve(ours or {})
+    found: list[Difference] = []
+    here = where or "(answer)"
+    if _nullable(ours):
+        found.append(Difference(here, "nullable", "null allowed; the reference has none", None))
+    ref, ours = _nonnull(ref, ref_doc), _nonnull(ours, our_doc)
+    declared = ours.get(EXTENSION)
+    if declared:
+        return [*found, Difference(here, "declared", "differs from the reference", declared)]
+    if ours.get("readOnly") and not ref.get("readOnly"):
+        found.append(Difference(here, "readOnly", "readOnly", REASONS["readOnly"]))
+    ref_kind, our_kind = _kind(ref), _kind(ours)
+    if ref_kind is None:
+        return found
+    if ref_kind != our_kind:
+        detail = f"{our_kind or 'any value'}, the reference has {ref_kind}"
+        return [*found, Difference(here, "type", detail, None)]
+    if ref.get("format") != ours.get("format") and ref.get("format"):
+        detail = f"format {ours.get('format')}, the reference has {ref['format']}"
+        found.append(Difference(here, "format", detail, None))
+    if "enum" in ref and sorted(map(str, ref["enum"])) != sorted(map(str, ours.get("enum", []))):
+        found.append(Difference(here, "enum", "not the reference's list of values", None))
+    if ref_kind == "array":
+        found += _answer_differences(
+            ref.get("items"), ours.get("items"), ref_doc, our_doc, f"{where}[]", depth + 1
+        )
+    elif ref_kind == "object":
+        ref_properties = ref.get("properties", {})
+        our_properties = ours.get("properties", {})
+        prefix = f"{where}." if where else ""
+        for name, ref_property in ref_properties.items():
+            if name not in our_properties:
+                found.append(Difference(prefix + name, "missing", "not in crmgate's", None))
+                continue
+            found += _answer_differences(
+                ref_property, our_properties[name], ref_doc, our_doc, prefix + name, depth + 1
+            )
+        for name, our_property in our_properties.items():
+            if name not in ref_properties:
+                described = our_doc.resolve(our_property).get("description")
+                found.append(Difference(prefix + name, "added", described or "", REASONS["added"]))
+        for name in sorted(set(ours.get("required", [])) - set(ref.get("required", []))):
+            found.append(Difference(prefix + name, "required", "required", REASONS["required"]))
+    return found
+
+
+def _answer(
+    ref_op: dict[str, Any], our_op: dict[str, Any], ref_doc: _Resolver, our_doc: _Resolver
+) -> tuple[str, list[Difference]] | None:
+    """The success status whose answers are compared, and the differences; None when the
+    reference's operation answers no JSON."""
+    for code, response in sorted(ref_op.get("responses", {}).items()):
+        if not code.startswith("2"):
+            continue
+        content = ref_doc.resolve(response or {}).get("content", {})
+        ref_schema = content.get("application/json", {}).get("schema")
+        if ref_schema is None:
+            return None
+        our_response = our_doc.resolve(our_op.get("responses", {}).get(code) or {})
+        our_schema = our_response.get("content", {}).get("application/json", {}).get("schema")
+        if our_schema is None:
+            return code, [Difference("(answer)", "missing", "no JSON answer", None)]
+        return code, _answer_differences(ref_schema, our_schema, ref_doc, our_doc, "")
+    return None
 
 
 def _parameters(
@@ -243,6 +428,7 @@ def compare(ours: dict[str, Any], reference: dict[str, Any] | None = None) -> Co
     reference = reference or load_reference()
     ref_doc, our_doc = _Resolver(reference), _Resolver(ours)
     results: list[OperationResult] = []
+    answers: list[AnswerResult] = []
     referenced: set[tuple[str, str]] = set()
     for path, operations in reference["paths"].items():
         for method in METHODS:
@@ -261,6 +447,12 @@ def compare(ours: dict[str, Any], reference: dict[str, Any] | None = None) -> Co
             )
             if our_op is not None:
                 result.problems = _operation_problems(ref_op, our_op, ref_doc, our_doc)
+                compared = _answer(ref_op, our_op, ref_doc, our_doc)
+                if compared is not None:
+                    status, differences = compared
+                    answers.append(
+                        AnswerResult(method, path, result.operation_id, status, differences)
+                    )
             results.append(result)
     extensions = sorted(
         f"{method.upper()} {path}"
@@ -268,7 +460,7 @@ def compare(ours: dict[str, Any], reference: dict[str, Any] | None = None) -> Co
         for method in METHODS
         if method in operations and (method, path) not in referenced
     )
-    return Coverage(results, extensions)
+    return Coverage(results, extensions, answers)
 
 
 def render(coverage: Coverage, *, verbose: bool = False) -> str:
@@ -297,4 +489,35 @@ def render(coverage: Coverage, *, verbose: bool = False) -> str:
         lines.append("")
         lines.append("crmgate additions (not in the contract):")
         lines += [f"  {extension}" for extension in coverage.extensions]
+    lines.append("")
+    lines += _render_answers(coverage, verbose)
     return "\n".join(lines)
+
+
+def _render_answers(coverage: Coverage, verbose: bool) -> list[str]:
+    answers, equal = coverage.answers, coverage.answers_equal
+    undeclared = coverage.answers_undeclared
+    lines = [
+        f"Answers: of {len(answers)} served operations that answer JSON, {len(equal)} have the "
+        f"reference's schema exactly, {len(answers) - len(equal) - len(undeclared)} differ only "
+        f"on purpose, {len(undeclared)} differ without a reason."
+    ]
+    for answer in undeclared:
+        lines.append(f"  {answer.method.upper()} {answer.path} ({answer.status})")
+        lines += [f"    - {d.field}: {d.kind}: {d.detail}" for d in answer.undeclared]
+    lines.append("Differences on purpose (kind, property, operations, why):")
+    deliberate = coverage.deliberate()
+    shown = deliberate if verbose else deliberate[:12]
+    lines += [f"  {kind:<9} {name:<24} {count:>4}  {reason}" for kind, name, reason, count in shown]
+    if len(shown) < len(deliberate):
+        lines.append(f"  (+ {len(deliberate) - len(shown)} more; --verbose lists them)")
+    if verbose:
+        lines.append("Each operation's differences:")
+        for answer in answers:
+            state = "equal" if answer.equal else f"{len(answer.differences)} difference(s)"
+            lines.append(f"  {answer.method.upper():<6} {answer.path} ({answer.status}): {state}")
+            lines += [
+                f"    - {d.field}: {d.kind}" + (f" ({d.detail})" if d.detail else "")
+                for d in answer.differences
+            ]
+    return lines

@@ -3,19 +3,27 @@ exactly the contract's fields, names and types (UserEntity, Address, Email, ...)
 
 ``model("UserEntity")`` returns a model whose fields are the schema's properties, all optional,
 with nested objects and arrays of objects built the same way. Models are made once and cached.
+
+A record's ``id``, ``created_at`` and ``updated_at`` are the CRM's to set: their schemas say
+``readOnly`` (the reference says nothing), so a generated client leaves them out of a create or
+an update, which crmgate would refuse (422). A record is a schema named ``...Entity``,
+``...EntityList`` or ``...EntityWrite``; not ``...EntityRelation``, the ``{id}`` a client sends
+to link records.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from crmgate.contract.coverage import load_reference
 
 _SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool}
+READ_ONLY = ("id", "created_at", "updated_at")
+_RECORDS = ("Entity", "EntityList", "EntityWrite")
 
 
 class ContractModel(BaseModel):
@@ -32,6 +40,8 @@ def _annotation(schema: dict[str, Any]) -> Any:
     kind = schema.get("type")
     if kind == "array":
         return list[_annotation(schema.get("items", {}))]  # type: ignore[misc]
+    if kind == "string" and schema.get("enum"):
+        return Literal[tuple(schema["enum"])]  # the contract's closed list, checked on input too
     if kind == "string" and schema.get("format") == "date-time":
         return datetime
     if kind == "string" and schema.get("format") == "date":
@@ -43,10 +53,22 @@ def _annotation(schema: dict[str, Any]) -> Any:
     return Any
 
 
+def _extra(schema: dict[str, Any], *, read_only: bool) -> dict[str, Any] | None:
+    """What the property's schema says that its annotation does not: the width of a number
+    (int32, float) and whether a client may write it."""
+    extra: dict[str, Any] = {}
+    if schema.get("format") and schema.get("type") in ("integer", "number"):
+        extra["format"] = schema["format"]
+    if read_only:
+        extra["readOnly"] = True
+    return extra or None
+
+
 @cache
 def model(name: str) -> type[ContractModel]:
     schema = _schemas()[name]
     fields: dict[str, Any] = {}
+    record = name.endswith(_RECORDS)
     for prop, prop_schema in schema.get("properties", {}).items():
         annotation = _annotation(prop_schema)
         # A property named like a BaseModel attribute (``schema``) gets a Python name of its own
@@ -58,6 +80,7 @@ def model(name: str) -> type[ContractModel]:
                 default=None,
                 description=prop_schema.get("description"),
                 alias=prop if python_name != prop else None,
+                json_schema_extra=_extra(prop_schema, read_only=record and prop in READ_ONLY),
             ),
         )
     created: type[ContractModel] = create_model(

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crmgate.contract.coverage import load_reference
+from crmgate.contract.shape import ABSENT
+from crmgate.contract.shape import text as contract_text
 from crmgate.query import QueryError
 
 if TYPE_CHECKING:
@@ -437,5 +439,7 @@ def _from_native(value: Any, schema: Mapping[str, Any]) -> Any:
     if kind == "integer" and isinstance(value, float):
         return int(value)
     if kind == "string" and not isinstance(value, str):
-        return str(value)
+        # a number or boolean as the contract writes it (contract/shape.py); else nothing
+        shown = contract_text(value)
+        return None if shown is ABSENT else shown
     return value

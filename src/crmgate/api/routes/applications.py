@@ -17,7 +17,7 @@ from crmgate.api.auth import (
     ApplicationUpdater,
 )
 from crmgate.api.params import Fields, Filter, ListQuery, field_selector
-from crmgate.api.responses import JSONResponse
+from crmgate.api.responses import contract_response
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import (
     ApplicationEntity,
@@ -65,7 +65,7 @@ def _entity(view: ApplicationView, limit: dict[str, Any]) -> dict[str, Any]:
             "requests_limit": limit,
         }
     )
-    return entity.model_dump(mode="json", exclude_none=False)
+    return entity.model_dump(mode="json")
 
 
 @router.post(
@@ -77,7 +77,7 @@ def _entity(view: ApplicationView, limit: dict[str, Any]) -> dict[str, Any]:
 )
 async def create_application(
     request: Request, principal: ApplicationCreator, body: Annotated[ApplicationEntityWrite, Body()]
-) -> JSONResponse:
+) -> Response:
     """Add application into the system: crmgate checks the credentials with the CRM first and
     stores nothing if the CRM refuses them (401 UNAUTHORIZED with the CRM's reason)."""
     view = await _service(request).create(
@@ -87,7 +87,7 @@ async def create_application(
         credential=body.credential,
         description=body.description,
     )
-    return JSONResponse({"key": view.key}, status_code=201)
+    return contract_response("createApplicationEntity", {"key": view.key}, 201)
 
 
 @router.get(
@@ -98,7 +98,7 @@ async def create_application(
 )
 async def list_applications(
     request: Request, principal: ApplicationsReader, query: Annotated[ListQuery, Depends()]
-) -> JSONResponse:
+) -> Response:
     """The organisation's connected applications, without any secret (a restricted key's
     applications only)."""
     trim = query.selector(ApplicationEntityList)
@@ -111,8 +111,9 @@ async def list_applications(
         page_size=query.page_size,
     )
     limits = [await _requests_limit(request, view) for view in views]
-    return JSONResponse(
-        [trim(_list_item(view, limit)) for view, limit in zip(views, limits, strict=True)]
+    return contract_response(
+        "getApplicationCollection",
+        [trim(_list_item(view, limit)) for view, limit in zip(views, limits, strict=True)],
     )
 
 
@@ -124,14 +125,14 @@ async def list_applications(
 )
 async def count_applications(
     request: Request, principal: ApplicationsReader, filter: Filter = None
-) -> Count:
+) -> Response:
     """How many applications the organisation has connected (that a restricted key may see)."""
     total = await _service(request).store.count(
         principal.organisation_id,
         parse_filter(filter),
         within=visible_applications(principal.scope),
     )
-    return Count(total=total)
+    return contract_response("getApplicationCountCollection", {"total": total})
 
 
 @router.get(
@@ -142,12 +143,14 @@ async def count_applications(
 )
 async def get_application(
     request: Request, principal: ApplicationReader, key: ApplicationKey, fields: Fields = None
-) -> JSONResponse:
+) -> Response:
     """One application: its platform, whom the credentials act as in the CRM (me, company),
     and the non-secret part of its credential."""
     trim = field_selector(ApplicationEntity, fields)
     view = await _service(request).store.get(principal.organisation_id, key)
-    return JSONResponse(trim(_entity(view, await _requests_limit(request, view))))
+    return contract_response(
+        "getApplicationEntity", trim(_entity(view, await _requests_limit(request, view)))
+    )
 
 
 @router.put(
@@ -161,7 +164,7 @@ async def update_application(
     principal: ApplicationUpdater,
     key: ApplicationKey,
     body: Annotated[ApplicationEntityUpdate, Body()],
-) -> ApplicationEntityRelation:
+) -> Response:
     """Update application information: a new description, or new credentials (e.g. the fresh
     access token of an oAuth-external-refresh application), checked with the CRM first."""
     view = await _service(request).update(
@@ -172,7 +175,7 @@ async def update_application(
         credential=body.credential,
         description=body.description,
     )
-    return ApplicationEntityRelation(key=view.key)
+    return contract_response("updateApplicationEntity", {"key": view.key})
 
 
 @router.delete(

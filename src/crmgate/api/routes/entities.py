@@ -5,8 +5,10 @@ Every entity route of the reference document (27 entities x 11 operations, and t
 routes over the CRM's own objects) is declared here in one loop: its path, operation id,
 parameters (the path parameter keeps the contract's name, e.g. ``contact_id``), request body and
 response schema are read from the reference, and each operation kind (list, count, get, ...) has
-one handler shared by all entities. Whether a platform offers an entity and an operation is the
-platform descriptor's to say (403 NOT_SUPPORTED otherwise); this module knows no CRM.
+one handler shared by all entities; a handler answers with ``call.answer``, which gives the answer
+the shape of the reference's response schema of the operation (contract/shape.py: no null, the
+reference's types). Whether a platform offers an entity and an operation is the platform
+descriptor's to say (403 NOT_SUPPORTED otherwise); this module knows no CRM.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from crmgate.api.auth import (
 )
 from crmgate.api.errors import ApiError
 from crmgate.api.params import MAX_PAGE, MAX_PAGE_SIZE
-from crmgate.api.responses import JSONResponse
+from crmgate.api.responses import JSONResponse, contract_response
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.routing import ScopedRouter
 from crmgate.connectors.base import NotSupported, SessionExpired
@@ -65,6 +67,11 @@ class Call:
     values: dict[str, Any]
     body: Any = None
     connection: Connection | None = field(default=None)
+    operation_id: str = ""  # the reference's operation: its answer's shape
+
+    def answer(self, content: Any, status_code: int = 200) -> Response:
+        """The operation's answer, in the reference's shape (contract/shape.py)."""
+        return contract_response(self.operation_id, content, status_code)
 
     @property
     def service(self) -> EntityService:
@@ -176,7 +183,7 @@ async def _list(call: Call) -> Response:
         values = await call.service.unique(
             call.connection, mapped, fields[0], conditions, any(k.descending for k in sort)
         )
-        return JSONResponse(values[(page - 1) * size : page * size])
+        return call.answer(values[(page - 1) * size : page * size])
     records = await call.service.list_records(
         call.connection,
         mapped,
@@ -189,14 +196,14 @@ async def _list(call: Call) -> Response:
     )
     if expand:
         await call.service.expand(call.connection, mapped, records, expand, call.describe_lifetime)
-    return JSONResponse(records)
+    return call.answer(records)
 
 
 async def _count(call: Call) -> Response:
     conditions = parse_filter(call.values.get("filter"))
     mapped = await call.map("count")
     assert call.connection is not None
-    return JSONResponse({"total": await call.service.count(call.connection, mapped, conditions)})
+    return call.answer({"total": await call.service.count(call.connection, mapped, conditions)})
 
 
 async def _get(call: Call) -> Response:
@@ -209,14 +216,14 @@ async def _get(call: Call) -> Response:
     )
     if expand:
         await call.service.expand(call.connection, mapped, [record], expand, call.describe_lifetime)
-    return JSONResponse(record)
+    return call.answer(record)
 
 
 async def _create(call: Call) -> Response:
     mapped = await call.map("create")
     assert call.connection is not None
     record_id = await call.service.create(call.connection, mapped, call.body)
-    return JSONResponse({"id": record_id}, status_code=201)
+    return call.answer({"id": record_id}, status_code=201)
 
 
 async def _update(call: Call) -> Response:
@@ -224,7 +231,7 @@ async def _update(call: Call) -> Response:
     assert call.connection is not None
     record_id = call.record_id()
     await call.service.update(call.connection, mapped, record_id, call.body)
-    return JSONResponse({"id": record_id})
+    return call.answer({"id": record_id})
 
 
 async def _delete(call: Call) -> Response:
@@ -246,7 +253,7 @@ async def _describe(call: Call) -> Response:
             connection, call.entity, "describe", call.describe_lifetime
         )
         name = call.entity
-    return JSONResponse(call.service.describe(name, mapped, info))
+    return call.answer(call.service.describe(name, mapped, info))
 
 
 async def _aggregate(call: Call) -> Response:
@@ -254,7 +261,7 @@ async def _aggregate(call: Call) -> Response:
     conditions = parse_filter(call.values.get("filter"))
     mapped = await call.map("aggregate")
     assert call.connection is not None
-    return JSONResponse(await call.service.aggregate(call.connection, mapped, pipeline, conditions))
+    return call.answer(await call.service.aggregate(call.connection, mapped, pipeline, conditions))
 
 
 def _bulk(action: str) -> Callable[[Call], Awaitable[Response]]:
@@ -262,7 +269,7 @@ def _bulk(action: str) -> Callable[[Call], Awaitable[Response]]:
         mapped = await call.map("bulk")
         assert call.connection is not None
         result = await call.service.bulk(call.connection, mapped, action, call.body)
-        return JSONResponse(result, status_code=201 if action == "create" else 200)
+        return call.answer(result, status_code=201 if action == "create" else 200)
 
     return handler
 
@@ -273,7 +280,7 @@ async def _object(call: Call) -> Response:
     wanted = str(call.values["entity_id"])
     for entry in await call.service.objects(connection):
         if entry["id"] == wanted:
-            return JSONResponse(_trim(entry, _fields(call)))
+            return call.answer(_trim(entry, _fields(call)))
     raise ApiError(404, "ENTITY_NOT_FOUND", f"the CRM has no object {wanted[:80]!r}")
 
 
@@ -285,12 +292,12 @@ async def _objects(call: Call) -> Response:
 
 async def _objects_count(call: Call) -> Response:
     connection = await call.connect()
-    return JSONResponse({"total": len(await call.service.objects(connection))})
+    return call.answer({"total": len(await call.service.objects(connection))})
 
 
 async def _request(call: Call) -> Response:
     connection = await call.connect()
-    return JSONResponse(await call.service.passthrough(connection, call.body), status_code=201)
+    return call.answer(await call.service.passthrough(connection, call.body), status_code=201)
 
 
 def _page(call: Call, entries: list[dict[str, Any]]) -> Response:
@@ -302,7 +309,7 @@ def _page(call: Call, entries: list[dict[str, Any]]) -> Response:
         entries = [e for e in entries if _matches(e.get(condition.field), condition.value)]
     page, size = int(call.values.get("page") or 1), int(call.values.get("page_size") or 25)
     fields = _fields(call)
-    return JSONResponse([_trim(e, fields) for e in entries[(page - 1) * size : page * size]])
+    return call.answer([_trim(e, fields) for e in entries[(page - 1) * size : page * size]])
 
 
 def _matches(value: Any, wanted: Any) -> bool:
@@ -317,7 +324,7 @@ async def _fields_list(call: Call) -> Response:
 
 async def _fields_count(call: Call) -> Response:
     connection = await call.connect()
-    return JSONResponse({"total": len(await call.service.fields(connection))})
+    return call.answer({"total": len(await call.service.fields(connection))})
 
 
 async def _field(call: Call) -> Response:
@@ -325,7 +332,7 @@ async def _field(call: Call) -> Response:
     found = await call.service.field(
         connection, str(call.values["field_id"]), call.describe_lifetime
     )
-    return JSONResponse(_trim(found, _fields(call)))
+    return call.answer(_trim(found, _fields(call)))
 
 
 async def _field_items(call: Call) -> Response:
@@ -340,7 +347,7 @@ async def _field_items(call: Call) -> Response:
 async def _field_items_count(call: Call) -> Response:
     connection = await call.connect()
     found = await call.service.field(connection, str(call.values["field_id"]))
-    return JSONResponse({"total": len(found["enum"])})
+    return call.answer({"total": len(found["enum"])})
 
 
 async def _field_item(call: Call) -> Response:
@@ -351,7 +358,7 @@ async def _field_item(call: Call) -> Response:
     wanted = str(call.values["field_item_id"])
     for item in call.service.field_items(found):
         if item["id"] == wanted:
-            return JSONResponse(_trim(item, _fields(call)))
+            return call.answer(_trim(item, _fields(call)))
     raise ApiError(404, "ENTITY_NOT_FOUND", f"the field has no item {wanted[:80]!r}")
 
 
@@ -365,7 +372,7 @@ async def _field_items_describe(call: Call) -> Response:
         "name": {"type": "string", "read_only": True},
         "label": {"type": "string", "read_only": True},
     }
-    return JSONResponse(
+    return call.answer(
         {
             "entity": found["id"],
             "schema": {
@@ -505,13 +512,14 @@ def _endpoint(
     specs = [p for p in operation.get("parameters", []) if p["name"] != USER_KEY_HEADER]
     names = {_python_name(p["name"]): p["name"] for p in specs}
     principal_type = access_of(handler).principal(entity)
+    operation_id = operation["operationId"]
 
     async def endpoint(request: Request, principal: Principal, **kwargs: Any) -> Response:
         body = kwargs.pop("body", None)
         values = {names[key]: value for key, value in kwargs.items() if key in names}
         if body is not None:
             body = body.model_dump(mode="json", exclude_unset=True)
-        call = Call(request, principal, entity, values, body)
+        call = Call(request, principal, entity, values, body, operation_id=operation_id)
         try:
             return await handler(call)
         except SessionExpired as expired:
@@ -520,7 +528,9 @@ def _endpoint(
             renewed = await call.service.renew(call.connection) if call.connection else None
             if renewed is None:
                 raise _expired(call, expired) from None
-            return await handler(Call(request, principal, entity, values, body, renewed))
+            return await handler(
+                Call(request, principal, entity, values, body, renewed, operation_id)
+            )
 
     parameters = [
         inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
 
 from crmgate.api.auth import PlatformReader
 from crmgate.api.errors import ApiError
 from crmgate.api.params import Fields, Page, PageSize, Sort, field_selector
-from crmgate.api.responses import JSONResponse
+from crmgate.api.responses import contract_response
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import PlatformEntity
 from crmgate.query import QueryError, parse_sort
@@ -30,7 +30,7 @@ async def list_platforms(
     page: Page = 1,
     fields: Fields = None,
     sort: Sort = None,
-) -> JSONResponse:
+) -> Response:
     """The platforms crmgate can connect now: each with its authorization types and the
     credential fields each type needs."""
     entities = [
@@ -43,7 +43,9 @@ async def list_platforms(
         entities.sort(key=lambda entity: getattr(entity, key.field), reverse=key.descending)
     trim = field_selector(PlatformEntity, fields, always="type")
     window = entities[(page - 1) * page_size : page * page_size]
-    return JSONResponse([trim(entity.model_dump(mode="json")) for entity in window])
+    return contract_response(
+        "getPlatformCollection", [trim(entity.model_dump(mode="json")) for entity in window]
+    )
 
 
 @router.get(
@@ -57,10 +59,12 @@ async def get_platform(
     principal: PlatformReader,
     type: Annotated[str, Path(description="Platform type, e.g. Salesforce")],
     fields: Fields = None,
-) -> JSONResponse:
+) -> Response:
     """One platform: its authorization types and credential fields."""
     platform = request.app.state.services.applications.catalogue.get(type)
     if platform is None:
         raise ApiError(404, "ENTITY_NOT_FOUND", "no such platform, or not available yet")
     trim = field_selector(PlatformEntity, fields, always="type")
-    return JSONResponse(trim(PlatformEntity.of(platform).model_dump(mode="json")))
+    return contract_response(
+        "getPlatformEntity", trim(PlatformEntity.of(platform).model_dump(mode="json"))
+    )

@@ -20,7 +20,7 @@ from crmgate.api.params import (
     RequestsUntil,
     field_selector,
 )
-from crmgate.api.responses import JSONResponse
+from crmgate.api.responses import JSONResponse, contract_response
 from crmgate.api.schemas import (
     Count,
     Error,
@@ -77,7 +77,7 @@ async def create_user(
     request: Request,
     principal: UserCreator,
     body: Annotated[InternalUserCreate, Body()],
-) -> JSONResponse:
+) -> Response:
     """Add a member to the caller's organisation (admins only). The response holds the new
     user's key; it is never shown again."""
     role = body.changes().get("role")
@@ -89,9 +89,10 @@ async def create_user(
         status=body.status,
         **({"role": role} if role else {}),
     )
-    return JSONResponse(
+    return contract_response(
+        "createInternalUserEntity",
         InternalUserEntityRelation(key=view.id, user_key=key.secret).model_dump(),
-        status_code=201,
+        201,
     )
 
 
@@ -107,7 +108,7 @@ async def list_users(
     query: Annotated[ListQuery, Depends()],
     application_request_start: RequestsFrom = None,
     application_request_end: RequestsUntil = None,
-) -> JSONResponse:
+) -> Response:
     """Returns all internal users from the system: the caller's organisation (admins) or the
     caller alone (members). A page past the end is an empty list."""
     start, end = day_range(application_request_start, application_request_end)
@@ -121,7 +122,7 @@ async def list_users(
         usage_from=start,
         usage_to=end,
     )
-    return JSONResponse([trim(_render(view)) for view in views])
+    return contract_response("getInternalUserCollection", [trim(_render(view)) for view in views])
 
 
 @router.get(
@@ -134,12 +135,12 @@ async def count_users(
     request: Request,
     principal: UserReader,
     filter: Filter = None,
-) -> Count:
+) -> Response:
     """Count all internal users from the system."""
     total = await _store(request).count_users(
         principal.organisation_id, parse_filter(filter) + _self_only(principal)
     )
-    return Count(total=total)
+    return contract_response("getInternalUserCountCollection", {"total": total})
 
 
 @router.get(
@@ -155,13 +156,13 @@ async def get_user(
     fields: Fields = None,
     application_request_start: RequestsFrom = None,
     application_request_end: RequestsUntil = None,
-) -> JSONResponse:
+) -> Response:
     """Return internal user information."""
     _visible(principal, internal_user_id)
     start, end = day_range(application_request_start, application_request_end)
     trim = field_selector(InternalUserEntity, fields)
     view = await _store(request).get_user(principal.organisation_id, internal_user_id, start, end)
-    return JSONResponse(trim(_render(view)))
+    return contract_response("getInternalUserEntity", trim(_render(view)))
 
 
 @router.put(
@@ -175,7 +176,7 @@ async def update_user(
     principal: UserUpdater,
     internal_user_id: UserId,
     body: Annotated[InternalUserUpdate, Body()],
-) -> InternalUserEntityRelation:
+) -> Response:
     """Change a user's name, e-mail, phone, role or status. Members may change only their own
     name, e-mail and phone."""
     _visible(principal, internal_user_id)
@@ -186,7 +187,7 @@ async def update_user(
         if principal.scope is not None:  # it would grant what the key lacks
             raise ApiError(403, "NOT_ALLOWED", "roles and status change with a full user key only")
     view = await _store(request).update_user(principal.organisation_id, internal_user_id, changes)
-    return InternalUserEntityRelation(key=view.id)
+    return contract_response("updateInternalUserEntity", {"key": view.id})
 
 
 @router.delete(
