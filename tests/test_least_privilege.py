@@ -84,6 +84,9 @@ class TestRestrictedKeys:
             assert entry["id"] == created["id"]
             assert entry["user_key_hint"] == secret[:10]
             assert "user_key" not in entry
+            # what the key does not have (an expiry, a last use) is left out, never null
+            assert "expires_at" not in entry and "last_used_at" not in entry
+            assert "null" not in listed.text
             assert admin.get("/v1/key/count").json() == {"total": 1}
         with world.client(secret) as client:
             ok = client.get(f"{CONTACTS}/list", headers={APP: world.acme_app})
@@ -98,6 +101,7 @@ class TestRestrictedKeys:
             assert gone.json()["detail"]["code"] == "SERVICE_UNAUTHORIZED"
         with world.client(world.acme.key) as admin:
             events = admin.get("/v1/audit/list", params={"filter": "event startswith 'key.'"})
+            assert "null" not in events.text  # what an event lacks is left out
         kinds = {(e["event"], e["details"].get("restricted")) for e in events.json()}
         assert {("key.created", created["id"]), ("key.revoked", created["id"])} <= kinds
         assert secret not in events.text

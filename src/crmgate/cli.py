@@ -555,10 +555,10 @@ def key_list(
         gateway = ";".join(f"{r}={','.join(a)}" for r, a in key["gateway"].items())
         typer.echo(
             f"{key['id']}  {key['user']}  {key['user_key_hint']}…  "
-            f"apps {','.join(key['applications'] or ['*'])}  {permissions or '-'}"
+            f"apps {','.join(key.get('applications') or ['*'])}  {permissions or '-'}"
             f"{'  passthrough' if key['passthrough'] else ''}  "
             f"gateway {gateway or '-'}  "
-            f"expires {key['expires_at'] or 'never'}"
+            f"expires {key.get('expires_at') or 'never'}"
         )
 
 

@@ -97,7 +97,8 @@ def _answers_without_null(document: dict[str, Any]) -> None:
     requests: set[str] = set()
     for operations in document["paths"].values():
         for operation in operations.values():
-            if operation.get("operationId") in contract:
+            # the contract's answers, and crmgate's own (its additions follow the same rule)
+            if operation.get("operationId") in contract or "crmgate" in operation.get("tags", []):
                 for status, response in operation.get("responses", {}).items():
                     if status.startswith("2"):
                         _refs(response, answers)

@@ -31,9 +31,13 @@ class AuditEventEntity(BaseModel):
     event: str = Field(examples=["key.rotated"])
     created_at: Timestamp
     actor: str = Field(description='The user id that acted, or "cli", "system", "anonymous"')
-    client: str | None = Field(description="The client's address (the connection's peer)")
-    request_id: str | None = Field(description="The request's X-Request-ID")
-    target: str | None = Field(description="What it concerns: a user id, an application key")
+    client: str | None = Field(
+        default=None, description="The client's address (the connection's peer)"
+    )
+    request_id: str | None = Field(default=None, description="The request's X-Request-ID")
+    target: str | None = Field(
+        default=None, description="What it concerns: a user id, an application key"
+    )
     details: dict[str, Any] = Field(description="Event-specific facts; never a secret")
     previous_hash: str
     hash: str
@@ -56,7 +60,7 @@ def _render(event: Event) -> dict[str, Any]:
         details=event.details,
         previous_hash=event.previous_hash,
         hash=event.hash,
-    ).model_dump(mode="json")
+    ).model_dump(mode="json", exclude_none=True)  # what an event lacks is left out
 
 
 @router.get(

@@ -20,6 +20,7 @@ from crmgate.api.params import Page, PageSize
 from crmgate.api.responses import JSONResponse
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import Count, Timestamp
+from crmgate.contract.shape import without_nulls
 from crmgate.security.scopes import (
     ANY_ENTITY,
     DEFAULT_GATEWAY,
@@ -153,15 +154,17 @@ class RestrictedKeyEntity(BaseModel):
     id: str = Field(examples=["key_4Jx0cZ9mQ2wLr8TtYb1NaP"])
     user: str = Field(description="The user the key acts for")
     user_key_hint: str = Field(description="The key's first characters (not secret)")
-    description: str | None
-    applications: list[str] | None
+    description: str | None = None
+    applications: list[str] | None = Field(
+        default=None, description="The applications it may use; left out: every application"
+    )
     permissions: dict[str, list[str]]
     passthrough: bool
     gateway: dict[str, list[str]] = Field(description="crmgate's own resources -> actions")
-    expires_at: Timestamp | None
+    expires_at: Timestamp | None = Field(default=None, description="Left out: never")
     allowed_ips: list[str]
     created_at: Timestamp
-    last_used_at: Timestamp | None
+    last_used_at: Timestamp | None = Field(default=None, description="Left out: never used")
 
     @classmethod
     def of(cls, view: RestrictedKeyView) -> RestrictedKeyEntity:
@@ -214,10 +217,7 @@ async def create_key(
         scope,
         body.description,
     )
-    created = RestrictedKeyCreated.model_validate(
-        {**RestrictedKeyEntity.of(view).model_dump(), "user_key": issued.secret}
-    )
-    return JSONResponse(created.model_dump(mode="json"), status_code=201)
+    return JSONResponse({**rendered(view), "user_key": issued.secret}, status_code=201)
 
 
 @router.get(
@@ -233,7 +233,7 @@ async def list_keys(
     views = await _store(request).list_page(
         principal.organisation_id, page=page, page_size=page_size
     )
-    return JSONResponse([RestrictedKeyEntity.of(v).model_dump(mode="json") for v in views])
+    return JSONResponse([rendered(view) for view in views])
 
 
 @router.get(
@@ -265,4 +265,7 @@ async def delete_key(
 
 
 def rendered(view: RestrictedKeyView) -> dict[str, Any]:
-    return RestrictedKeyEntity.of(view).model_dump(mode="json")
+    """A key as answers show it: what it does not have (an expiry, a description, ``applications``
+    for a key of every application) is left out, never null."""
+    shown: dict[str, Any] = without_nulls(RestrictedKeyEntity.of(view).model_dump(mode="json"))
+    return shown
