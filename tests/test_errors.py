@@ -6,9 +6,10 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from fastapi import FastAPI
 
 from conftest import Account, RunningGateway, create_account, make_settings, migrate_database
-from crmgate.api.app import create_fastapi
+from crmgate.api.app import create_app, create_fastapi
 from crmgate.api.middleware import RequestContextMiddleware
 
 ERROR_KEYS = {"type", "title", "status", "detail", "request_id"}
@@ -76,6 +77,19 @@ def test_wrong_method_is_405_with_allow(sqlite_gateway: RunningGateway, admin: A
     with sqlite_gateway.client(admin.key) as client:  # the literal path, not /user/{id}
         literal = client.options("/v1/user/count")
     assert literal.headers["allow"] == "GET"
+
+
+def test_a_405_is_answered_without_building_the_api_document(sqlite_settings) -> None:  # type: ignore[no-untyped-def]
+    """Allow comes from the route table: building the document takes seconds of the event loop,
+    which no caller's wrong method may make a process spend."""
+    app = create_app(sqlite_settings)
+    inner = app
+    while not isinstance(inner, FastAPI):
+        inner = inner.app  # type: ignore[attr-defined]
+    with RunningGateway(app) as gateway, gateway.client() as client:
+        refused = client.delete("/v1/platform/list")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET"
+    assert inner.openapi_schema is None
 
 
 def test_request_id_is_generated_or_echoed(sqlite_gateway: RunningGateway, admin: Account) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import compile_path
@@ -179,17 +180,21 @@ _METHODS = frozenset(("get", "put", "post", "delete", "patch", "head", "options"
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method the API document gives this path (the framework's own Allow names only
-    the first route it matched: each method of a path is a route of its own)."""
+    """Every method the routes give this path (the framework's own Allow names only the first
+    route it matched: each method of a path is a route of its own). Read off the route table,
+    not the API document: building that takes seconds of the event loop, and any caller could
+    make the first 405 of a process pay for it."""
     table = getattr(request.app.state, "allowed_methods", None)
     if table is None:
+        served: dict[str, set[str]] = {}
+        for context in iter_route_contexts(request.app.routes):
+            route = context.original_route
+            if isinstance(route, APIRoute) and route.include_in_schema and context.path_format:
+                served.setdefault(context.path_format, set()).update(
+                    m for m in route.methods or () if m.lower() in _METHODS
+                )
         table = [
-            (
-                compile_path(path)[0],
-                path.count("{"),
-                {m.upper() for m in operations if m in _METHODS},
-            )
-            for path, operations in request.app.openapi()["paths"].items()
+            (compile_path(path)[0], path.count("{"), methods) for path, methods in served.items()
         ]
         request.app.state.allowed_methods = table
     # the most specific paths that match (/v1/application/count, not /v1/application/{key})
