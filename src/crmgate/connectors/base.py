@@ -24,6 +24,7 @@ from crmgate.query import QueryError
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from crmgate.connectors.errors import Refusal
     from crmgate.model.mapping import EntityMap
     from crmgate.query import Condition, SortKey
     from crmgate.settings import OAuthClient
@@ -491,20 +492,28 @@ class Records:
         return {"Authorization": f"Bearer {access.token}"}
 
     def error(self, response: OutboundResponse) -> CrmError:
-        """The CRM's error answer as the contract's error (each connector knows its CRM's)."""
-        status = response.status
-        message = f"{self.platform.name}: HTTP {status}"
-        if status == 401:
-            return SessionExpired(message)
-        if status == 403:
-            return NotAllowed(message)
-        if status == 404:
-            return EntityNotFound(message)
-        if status == 429:
-            return RateLimited(message, retry_after=10)
-        if status in (400, 409, 422):
-            return NotValid(message)
-        return CrmUnavailable(message)
+        """The CRM's error answer as the contract's error (the ladder in connectors/errors.py,
+        read with the platform's ``[errors]`` descriptor)."""
+        from crmgate.connectors.errors import answer_of
+
+        return self.refused(response.status, answer_of(response.body), response.headers)
+
+    def refused(
+        self, status: int, answer: Any, headers: Mapping[str, str] | None = None
+    ) -> CrmError:
+        """An error ``answer`` (parsed JSON) as the contract's error; also one failed item of a
+        batch, with the HTTP status it stands for."""
+        # imported here: the ladder makes the errors this module defines
+        from crmgate.connectors.errors import contract_error, read
+
+        errors = self.platform.errors
+        refusal = self.refine_error(read(errors, status, answer, headers))
+        return contract_error(self.platform.name, errors, refusal)
+
+    def refine_error(self, refusal: Refusal) -> Refusal:
+        """What no descriptor can say about an error answer (a hook: return it amended with
+        ``dataclasses.replace``, e.g. a ``contract`` code decided by its content)."""
+        return refusal
 
     async def objects(self, access: Access) -> list[ObjectInfo]:
         raise self._unsupported("listing its objects")

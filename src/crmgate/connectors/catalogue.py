@@ -9,6 +9,7 @@ with the descriptor's ``connector`` name is registered.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from functools import cache
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from crmgate.connectors.jsonpath import steps
 from crmgate.contract.coverage import load_reference
 from crmgate.model.mapping import EntityMap
 
@@ -70,6 +72,63 @@ class OAuthEndpoints(_Frozen):
     instance_scoped: bool = False
 
 
+ContractCode = Literal[
+    "UNAUTHORIZED",
+    "NOT_ALLOWED",
+    "API_NOT_ENABLED",
+    "ENTITY_NOT_FOUND",
+    "RATE_LIMITED",
+    "NOT_VALID",
+    "CRM_UNAVAILABLE",
+]
+
+
+class ErrorFormat(_Frozen):
+    """Where a CRM's error answer says what went wrong, and what its own codes mean in the
+    contract's: read by the one error ladder (connectors/errors.py). Paths are JSON paths:
+    ``a.b``, ``a[0]``, ``a[*]``, ``a[key=value]`` (the list's elements with that key), ``$``
+    for the answer itself."""
+
+    # Where the error object is in the answer: the first path that finds a JSON object. The
+    # paths below are read in it.
+    entry: tuple[str, ...] = ("$",)
+    # The CRM's reason and its own code: the first path that finds a non-empty value.
+    message: tuple[str, ...] = ("message",)
+    code: tuple[str, ...] = ()
+    # The fields the CRM names as wrong: every value the paths find ...
+    fields: tuple[str, ...] = ()
+    # ... and group 1 of each match of these regular expressions in the message.
+    fields_in_message: tuple[str, ...] = ()
+    # Headers that say when to retry (seconds, or a moment in epoch seconds or milliseconds),
+    # the first that says wins; the seconds when none does.
+    retry_after: tuple[str, ...] = ("Retry-After",)
+    retry_after_default: int = Field(default=60, ge=1, le=86_400)
+    # The CRM's codes -> the contract's; a code not here is judged by the HTTP status (401
+    # UNAUTHORIZED, 403 NOT_ALLOWED, 404 ENTITY_NOT_FOUND, 429 RATE_LIMITED, 400/409/412/422
+    # NOT_VALID, anything else CRM_UNAVAILABLE). UNAUTHORIZED means the session expired (the
+    # token manager renews it once).
+    codes: dict[str, ContractCode] = Field(default_factory=dict)
+
+    @field_validator("entry", "message", "code", "fields")
+    @classmethod
+    def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            steps(path)  # ValueError if it is not a path
+        return value
+
+    @field_validator("fields_in_message")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"fields_in_message {pattern!r}: {error}") from None
+            if compiled.groups < 1:
+                raise ValueError(f"fields_in_message {pattern!r}: has no group for the field")
+        return value
+
+
 class Platform(_Frozen):
     type: str
     name: str
@@ -84,6 +143,7 @@ class Platform(_Frozen):
     authorization: tuple[Authorization, ...]
     # Record id prefix -> unified entity, where ids tell their kind (Salesforce: 003 = contact).
     id_prefixes: dict[str, str] = Field(default_factory=dict)
+    errors: ErrorFormat = Field(default_factory=ErrorFormat)
     entities: dict[str, EntityMap] = Field(default_factory=dict)
 
     @model_validator(mode="before")

@@ -42,7 +42,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -62,18 +62,16 @@ from crmgate.connectors.base import (
     GrantRevoked,
     Identity,
     ItemResult,
-    NotAllowed,
     NotSupported,
     NotValid,
     ObjectInfo,
-    RateLimited,
     Records,
-    SessionExpired,
     Verified,
     chunked,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.errors import Refusal, answer_of
 from crmgate.model.mapping import EntityMap
 from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
 from crmgate.query import Condition, QueryError, SortKey, typed_value
@@ -125,14 +123,6 @@ _KINDS = {
 # party-list and image columns are not shown).
 _PLAIN = frozenset(("String", "Memo", "Uniqueidentifier", "EntityName", *_KINDS))
 _LOOKUPS = frozenset(("Lookup", "Customer", "Owner"))
-# Error messages name the column they are about in one of these ways.
-_FIELD_PATTERNS = (
-    re.compile(r"attribute '([A-Za-z0-9_]+)'"),
-    re.compile(r"'([A-Za-z0-9_]+)' attribute"),
-    re.compile(r"property '([A-Za-z0-9_]+)'"),
-    re.compile(r"of '([A-Za-z0-9_]+)' on record"),
-    re.compile(r"property named '([A-Za-z0-9_]+)'"),
-)
 
 
 # One request of a $batch (method, URL, JSON body, headers) and its answer (status, headers, body).
@@ -419,8 +409,11 @@ class DynamicsRecords(Records):
             raise CrmUnavailable("Dynamics 365 answered an unexpected shape")
         return answer
 
-    def error(self, response: OutboundResponse) -> CrmError:
-        return _error(response.status, response.body, response.headers.get("Retry-After", ""))
+    def refine_error(self, refusal: Refusal) -> Refusal:
+        # The message of a plug-in's failure nests the inner exception's after "---->": that
+        # one says what was wrong (the outer text is a trace).
+        text = refusal.message.split("---->")[-1].replace("InnerException :", "").strip()
+        return replace(refusal, message=text)
 
     # ---- metadata ---------------------------------------------------------------------------
 
@@ -927,7 +920,7 @@ class DynamicsRecords(Records):
             status, headers, body = answers[position]
             if status >= 400:
                 results.append(
-                    ItemResult(record_id, _error(status, body, headers.get("retry-after", "")))
+                    ItemResult(record_id, self.refused(status, answer_of(body), headers))
                 )
             elif creating:
                 try:
@@ -1055,33 +1048,6 @@ def _created_id(location: str) -> str:
     if not found:
         raise CrmUnavailable("Dynamics 365 created a record without saying its id")
     return str(found[-1]).lower()
-
-
-def _error(status: int, body: bytes, retry_after: str) -> CrmError:
-    """Dataverse's ``{"error": {"code": "0x...", "message": ...}}`` as the contract's error."""
-    try:
-        answer = json.loads(body) if body else {}
-    except ValueError:
-        answer = {}
-    error = answer.get("error") if isinstance(answer, dict) else None
-    error = error if isinstance(error, dict) else {}
-    code = str(error.get("code") or "")
-    text = str(error.get("message") or f"HTTP {status}")
-    text = text.split("---->")[-1].replace("InnerException :", "").strip()
-    message = f"Dynamics 365: {text[:500]}" + (f" ({code})" if code else "")
-    if status == 401:
-        return SessionExpired(message)
-    if status == 403:
-        return NotAllowed(message)
-    if status == 404:
-        return EntityNotFound(message)
-    if status == 429:
-        seconds = int(retry_after) if retry_after.isdigit() else 300
-        return RateLimited(message, retry_after=max(1, seconds))
-    if status in (400, 409, 412, 422):
-        fields = tuple(dict.fromkeys(m.group(1) for p in _FIELD_PATTERNS for m in p.finditer(text)))
-        return NotValid(message, fields)
-    return CrmUnavailable(message)
 
 
 def _batch_answers(response: OutboundResponse) -> list[tuple[int, Mapping[str, str], bytes]]:

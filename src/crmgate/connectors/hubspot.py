@@ -22,6 +22,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -43,17 +44,16 @@ from crmgate.connectors.base import (
     NotAllowed,
     NotValid,
     ObjectInfo,
-    RateLimited,
     Records,
-    SessionExpired,
     Verified,
     chunked,
     chunked_by_id,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.errors import Refusal
 from crmgate.model.mapping import EntityMap
-from crmgate.outbound import Outbound, OutboundResponse
+from crmgate.outbound import Outbound
 from crmgate.query import Condition, QueryError, SortKey, typed_value
 
 log = logging.getLogger("crmgate.connectors.hubspot")
@@ -329,36 +329,12 @@ class HubSpotRecords(Records):
             raise EntityNotFound(f"{object_type} {record_id[:40]!r} not found")
         return self._objects(access, object_type) / record_id
 
-    def error(self, response: OutboundResponse) -> CrmError:
-        try:
-            answer = json.loads(response.body)
-        except ValueError:
-            answer = {}
-        answer = answer if isinstance(answer, dict) else {}
-        category = str(answer.get("category") or "")
-        message = f"HubSpot: {str(answer.get('message') or f'HTTP {response.status}')[:500]}"
-        message += f" ({category or response.status})"
-        status = response.status
-        if status == 401:
-            return SessionExpired(message)
-        if status == 429:
-            retry = response.headers.get("Retry-After", "")
-            if retry.isdigit():
-                return RateLimited(message, retry_after=int(retry))
-            secondly = "SECONDLY" in str(answer.get("policyName") or "TEN_SECONDLY")
-            return RateLimited(message, retry_after=10 if secondly else 3600)
-        if status == 403:
-            return NotAllowed(message)
-        if status == 404:
-            return EntityNotFound(message)
-        if status in (400, 409, 422):
-            fields: list[str] = []
-            for error in answer.get("errors") or ():
-                context = error.get("context") if isinstance(error, dict) else None
-                names = context.get("propertyName") if isinstance(context, dict) else None
-                fields += [str(n) for n in names or ()]
-            return NotValid(message, tuple(fields))
-        return CrmUnavailable(message)
+    def refine_error(self, refusal: Refusal) -> Refusal:
+        # A 429 without Retry-After: the policy hit says the window (ten seconds, or the day).
+        policy = str(refusal.entry.get("policyName") or "")
+        if refusal.retry_after is None and policy and "SECONDLY" not in policy:
+            return replace(refusal, retry_after=3600)
+        return refusal
 
     # ---- owners (users): not objects, read whole ---------------------------------------------
 
@@ -801,10 +777,8 @@ class HubSpotRecords(Records):
                 answer = await self.json_call(access, "POST", url, body={"inputs": inputs})
                 for error in (answer or {}).get("errors") or ():
                     ids = ((error or {}).get("context") or {}).get("ids") or ()
-                    category = str((error or {}).get("category") or "")
-                    kind = EntityNotFound if category == "OBJECT_NOT_FOUND" else NotValid
-                    for record_id in ids:
-                        failed[str(record_id)] = kind(f"HubSpot: {error.get('message')}")
+                    for record_id in ids:  # errors inside a 200: OBJECT_NOT_FOUND is a 404
+                        failed[str(record_id)] = self.refused(400, error)
                 done = {
                     str(r.get("id"))
                     for r in (answer or {}).get("results") or ()

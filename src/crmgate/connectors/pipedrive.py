@@ -76,18 +76,15 @@ from crmgate.connectors.base import (
     Fetch,
     FieldInfo,
     Identity,
-    NotAllowed,
     NotValid,
     ObjectInfo,
-    RateLimited,
     Records,
-    SessionExpired,
     Verified,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
-from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
+from crmgate.outbound import Outbound, OutboundRefused
 from crmgate.query import Condition, QueryError, SortKey, typed_value
 from crmgate.settings import OAuthClient
 
@@ -524,37 +521,6 @@ class PipedriveRecords(Records):
 
     def auth_headers(self, access: Access) -> dict[str, str]:
         return _headers(access)
-
-    def error(self, response: OutboundResponse) -> CrmError:
-        try:
-            answer = json.loads(response.body)
-        except ValueError:
-            answer = {}
-        answer = answer if isinstance(answer, dict) else {}
-        said = str(answer.get("error") or answer.get("message") or f"HTTP {response.status}")
-        message = f"Pipedrive: {said[:500]}"
-        status = response.status
-        if status == 401:
-            return SessionExpired(message)
-        if status == 429:
-            for header in ("Retry-After", "x-ratelimit-reset"):
-                value = response.headers.get(header, "")
-                if value.isdigit():
-                    return RateLimited(message, retry_after=max(1, int(value)))
-            return RateLimited(message, retry_after=2)
-        if status == 403:
-            return NotAllowed(message)
-        if status == 404:
-            return EntityNotFound(message)
-        if status in (400, 409, 422):
-            fields: list[str] = []
-            if said.startswith("Validation failed:"):
-                for problem in said.removeprefix("Validation failed:").split(";"):
-                    name = problem.strip().partition(":")[0].strip()
-                    if re.fullmatch(r"[A-Za-z0-9_.]+", name):
-                        fields.append(name)
-            return NotValid(message, tuple(fields))
-        return CrmUnavailable(message)
 
     def _url(self, access: Access, collection: str, record_id: str | None = None) -> URL:
         if collection not in OBJECTS:

@@ -20,19 +20,14 @@ from crmgate.connectors.base import (
     ApiNotEnabled,
     Connector,
     CredentialsRejected,
-    CrmError,
     CrmUnavailable,
     CursorWalks,
     EntityNotFound,
     FieldInfo,
     Identity,
     ItemResult,
-    NotAllowed,
-    NotValid,
     ObjectInfo,
-    RateLimited,
     Records,
-    SessionExpired,
     Verified,
     chunked,
     chunked_by_id,
@@ -40,7 +35,7 @@ from crmgate.connectors.base import (
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import EntityMap
-from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
+from crmgate.outbound import Outbound, OutboundRefused
 from crmgate.query import Condition, SortKey
 
 log = logging.getLogger("crmgate.connectors.salesforce")
@@ -287,9 +282,6 @@ class SalesforceRecords(Records):
     ) -> Any:
         return await self.json_call(access, method, url, body=body, headers=headers)
 
-    def error(self, response: OutboundResponse) -> CrmError:
-        return _error(response.status, response.body)
-
     def _sobject(self, access: Access, name: str) -> URL:
         if not _OBJECT_NAME.match(name):
             raise EntityNotFound(f"Salesforce has no object {name[:80]!r}")
@@ -460,7 +452,7 @@ class SalesforceRecords(Records):
             answer = await self._call(
                 access, "POST", url, body={"allOrNone": False, "records": records}
             )
-            return [_item_result(item) for item in _collection(answer, len(records))]
+            return [self._item_result(item) for item in _collection(answer, len(records))]
 
         return await chunked(list(items), COLLECTION_LIMIT, send, lambda item: None)
 
@@ -475,7 +467,9 @@ class SalesforceRecords(Records):
                 access, "PATCH", url, body={"allOrNone": False, "records": records}
             )
             results = _collection(answer, len(records))
-            return [_item_result(result, i) for result, (i, _) in zip(results, valid, strict=True)]
+            return [
+                self._item_result(result, i) for result, (i, _) in zip(results, valid, strict=True)
+            ]
 
         return await chunked_by_id(
             list(items), COLLECTION_LIMIT, send, lambda item: item[0], _well_formed, name
@@ -489,11 +483,20 @@ class SalesforceRecords(Records):
                 access, "DELETE", url.with_query(ids=",".join(valid), allOrNone="false")
             )
             results = _collection(answer, len(valid))
-            return [_item_result(result, i) for result, i in zip(results, valid, strict=True)]
+            return [self._item_result(result, i) for result, i in zip(results, valid, strict=True)]
 
         return await chunked_by_id(
             list(ids), COLLECTION_LIMIT, send, lambda item: item, _well_formed, name
         )
+
+    def _item_result(self, answer: Mapping[str, Any], record_id: str | None = None) -> ItemResult:
+        """One element of a collections answer: {id, success, errors: [{statusCode, message,
+        fields}]}, as the contract's per-item result (its code says more than 400)."""
+        answered_id = answer.get("id")
+        own_id = str(answered_id) if isinstance(answered_id, str) and answered_id else record_id
+        if answer.get("success") is True:
+            return ItemResult(own_id or "")
+        return ItemResult(own_id, self.refused(400, answer.get("errors")))
 
     # ---- passthrough ------------------------------------------------------------------------
 
@@ -535,57 +538,3 @@ def _collection(answer: Any, sent: int) -> list[dict[str, Any]]:
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
-
-
-def _item_result(answer: Mapping[str, Any], record_id: str | None = None) -> ItemResult:
-    """One element of a collections answer: {id, success, errors: [{statusCode, message,
-    fields}]}, as the contract's per-item result."""
-    answered_id = answer.get("id")
-    own_id = str(answered_id) if isinstance(answered_id, str) and answered_id else record_id
-    if answer.get("success") is True:
-        return ItemResult(own_id or "")
-    errors = answer.get("errors")
-    first = _first_error(errors if isinstance(errors, list) else [])
-    code = first.get("errorCode")
-    status = 404 if code in ("ENTITY_IS_DELETED", "NOT_FOUND") else 400
-    if code in ("INSUFFICIENT_ACCESS_OR_READONLY", "INSUFFICIENT_ACCESS"):
-        status = 403
-    return ItemResult(own_id, _error_of(status, first))
-
-
-def _first_error(errors: Any) -> dict[str, Any]:
-    """The first entry of Salesforce's error list, with its keys checked (anything else: {})."""
-    first = errors[0] if isinstance(errors, list) and errors else {}
-    if not isinstance(first, dict):
-        return {}
-    fields = first.get("fields")
-    return {
-        "errorCode": str(first.get("errorCode") or first.get("statusCode") or ""),
-        "message": str(first.get("message") or ""),
-        "fields": [str(f) for f in fields] if isinstance(fields, list) else [],
-    }
-
-
-def _error(status: int, body: bytes) -> CrmError:
-    """Salesforce's error answer ([{errorCode, message, fields}]) as the contract's error."""
-    try:
-        errors = json.loads(body)
-    except ValueError:
-        errors = []
-    return _error_of(status, _first_error(errors))
-
-
-def _error_of(status: int, first: Mapping[str, Any]) -> CrmError:
-    code = first.get("errorCode") or ""
-    message = f"Salesforce: {(first.get('message') or f'HTTP {status}')[:500]} ({code or status})"
-    if status == 401 or code == "INVALID_SESSION_ID":
-        return SessionExpired(message)
-    if code == "REQUEST_LIMIT_EXCEEDED":
-        return RateLimited(message, retry_after=60)
-    if status == 403:
-        return NotAllowed(message)
-    if status == 404:
-        return EntityNotFound(message)
-    if status == 400:
-        return NotValid(message, tuple(first.get("fields") or ()))
-    return CrmUnavailable(message)

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -38,7 +37,6 @@ from crmgate.connectors.base import (
     Access,
     Connector,
     CredentialsRejected,
-    CrmError,
     CrmUnavailable,
     CursorWalks,
     EntityNotFound,
@@ -60,8 +58,9 @@ from crmgate.connectors.base import (
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.errors import Refusal
 from crmgate.model.mapping import EntityMap
-from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
+from crmgate.outbound import Outbound, OutboundRefused
 from crmgate.query import Condition, QueryError, SortKey, typed_value
 from crmgate.settings import OAuthClient
 
@@ -321,47 +320,6 @@ def _answer(body: bytes) -> Any:
         return None
 
 
-def _first_error(answer: Any) -> dict[str, Any]:
-    """Zoho's error: the answer itself (``{code, details, message, status}``) or the first
-    failed entry of its ``data``."""
-    if isinstance(answer, dict) and isinstance(answer.get("data"), list):
-        for entry in answer["data"]:
-            if isinstance(entry, dict) and entry.get("status") == "error":
-                return entry
-        return {}
-    return answer if isinstance(answer, dict) else {}
-
-
-def _record_error(entry: Mapping[str, Any]) -> CrmError:
-    """One failed record of a write (or a request's error) as the contract's error."""
-    code = str(entry.get("code") or "")
-    details = entry.get("details") if isinstance(entry.get("details"), dict) else {}
-    assert isinstance(details, dict)
-    message = f"Zoho CRM: {str(entry.get('message') or 'refused')[:300]} ({code or 'error'})"
-    api_name = str(details.get("api_name") or "")
-    if code in ("NO_PERMISSION", "PERMISSION_DENIED", "OAUTH_SCOPE_MISMATCH", "NOT_ALLOWED"):
-        return NotAllowed(message)
-    if code == "INVALID_DATA" and (api_name == "id" or ("id" in details and not api_name)):
-        return EntityNotFound(message)
-    if code in ("INVALID_MODULE", "INVALID_URL_PATTERN", "RECORD_NOT_FOUND"):
-        return EntityNotFound(message)
-    if api_name:
-        message += f", field {api_name}"
-    return NotValid(message, (api_name,) if api_name else ())
-
-
-def _retry_after(response: OutboundResponse, answer: Mapping[str, Any]) -> int:
-    """Seconds until Zoho's credit window frees up (X-RATELIMIT-RESET, epoch milliseconds);
-    a burst of concurrent calls frees up in seconds."""
-    reset = response.headers.get("X-RATELIMIT-RESET", "")
-    if reset.isdigit():
-        seconds = int(reset) // 1000 - int(time.time()) if len(reset) > 10 else int(reset)
-        return max(1, min(seconds, 86_400))
-    if "concurren" in str(answer.get("message") or "").lower():
-        return 5
-    return 60
-
-
 def _flat(record: Any, module: str) -> dict[str, Any]:
     """A Zoho record as one flat native record for the entity maps."""
     if not isinstance(record, dict) or not isinstance(record.get("id"), (str, int)):
@@ -557,28 +515,17 @@ class ZohoRecords(Records):
             raise CrmUnavailable("Zoho CRM answered something that is not JSON")
         return answer
 
-    def error(self, response: OutboundResponse) -> CrmError:
-        answer = _answer(response.body)
-        entry = _first_error(answer)
-        code = str(entry.get("code") or "")
-        status = response.status
-        message = f"Zoho CRM: {str(entry.get('message') or f'HTTP {status}')[:300]}"
-        message += f" ({code or status})"
-        if code == "OAUTH_SCOPE_MISMATCH":
-            return NotAllowed(message + ": the token lacks the scope for this")
-        if status == 401 or code in ("INVALID_OAUTHTOKEN", "INVALID_TOKEN"):  # v8, and before
-            return SessionExpired(message)
-        if status == 429 or code == "TOO_MANY_REQUESTS":
-            return RateLimited(message, _retry_after(response, entry))
-        if status == 403:
-            return NotAllowed(message)
-        if status == 404:
-            return EntityNotFound(message)
-        if status in (400, 409, 422) and entry:
-            return _record_error(entry)
-        if status in (400, 409, 422):
-            return NotValid(message)
-        return CrmUnavailable(message)
+    def refine_error(self, refusal: Refusal) -> Refusal:
+        details = refusal.entry.get("details")
+        named = details.get("api_name") if isinstance(details, dict) else None
+        # INVALID_DATA about the record's id: no such record (404), not a bad field.
+        if refusal.code == "INVALID_DATA" and isinstance(details, dict):
+            if named == "id" or ("id" in details and not named):
+                return replace(refusal, contract="ENTITY_NOT_FOUND", fields=())
+        # Too many concurrent calls (no reset header): free again in seconds.
+        if refusal.retry_after is None and "concurren" in refusal.message.lower():
+            return replace(refusal, retry_after=5)
+        return refusal
 
     # ---- the catalogue ----------------------------------------------------------------------
 
@@ -980,14 +927,13 @@ class ZohoRecords(Records):
             )
         return results
 
-    @staticmethod
-    def _item(result: Mapping[str, Any], record_id: str | None = None) -> ItemResult:
+    def _item(self, result: Mapping[str, Any], record_id: str | None = None) -> ItemResult:
         details = result.get("details") if isinstance(result.get("details"), dict) else {}
         assert isinstance(details, dict)
         if result.get("status") == "success":
             made = details.get("id")
             return ItemResult(str(made) if made else record_id)
-        return ItemResult(record_id, _record_error(result))
+        return ItemResult(record_id, self.refused(400, result))
 
     async def _write(
         self, access: Access, method: str, url: URL, records: list[dict[str, Any]]
@@ -1021,7 +967,7 @@ class ZohoRecords(Records):
         answer = await self.call_json(
             access, "DELETE", self._record(access, name, record_id), per_record=True
         )
-        # INVALID_DATA about the id is 404 (_record_error); any other refusal stays what it is
+        # INVALID_DATA about the id is 404 (refine_error); any other refusal stays what it is
         result = self._item(self._results(answer, 1)[0], record_id)
         if result.error is not None:
             raise result.error

@@ -31,7 +31,7 @@ from crmgate.store.models import Application, Organisation, utcnow
 _KEY = re.compile(r"^[0-9a-f]{40}$")
 
 # Run last inside a change's transaction, with the application's key: the audit event of that
-# change (crmgate/audit.py), so that the change and its event commit together or not at all.
+# change (crmgate/audit/), so that the change and its event commit together or not at all.
 InTransaction = Callable[[AsyncSession, str], Awaitable[object]]
 
 

@@ -188,7 +188,7 @@ class OAuthFlow(Base):
 
 
 class AuditEvent(Base):
-    """One security event of the audit trail (crmgate/audit.py), never changed once written:
+    """One security event of the audit trail (crmgate/audit/), never changed once written:
     ``hash`` is HMAC-SHA256, under the audit key ``key_id`` names, of the previous event's hash
     and this event's canonical JSON (plain SHA-256 for events written before keyed chains,
     whose ``key_id`` is NULL). No foreign keys: the trail outlives the users, applications and

@@ -1,0 +1,157 @@
+"""The error ladder, once for every CRM: a CRM's error answer read with its descriptor's
+``[errors]`` section (where the message, code, fields and retry-after are) and turned into the
+contract's error (the CRM's own codes by the descriptor's table, then the HTTP status).
+
+What no table can say (Dynamics' nested exception text, Zoho's "invalid id" being a 404) is a
+connector's ``Records.refine_error`` hook over the ``Refusal`` read here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from crmgate.connectors.base import (
+    ApiNotEnabled,
+    CrmError,
+    CrmUnavailable,
+    EntityNotFound,
+    NotAllowed,
+    NotValid,
+    RateLimited,
+    SessionExpired,
+    crm_json,
+)
+from crmgate.connectors.jsonpath import select
+
+if TYPE_CHECKING:
+    from crmgate.connectors.catalogue import ErrorFormat
+
+MESSAGE_LIMIT = 500
+# A retry-after past this is the CRM's daily quota at worst; a longer one is a wrong clock.
+RETRY_LIMIT = 86_400
+
+
+# The HTTP status of an answer whose code the descriptor's table does not name.
+_BY_STATUS: dict[int, str] = {
+    401: "UNAUTHORIZED",
+    403: "NOT_ALLOWED",
+    404: "ENTITY_NOT_FOUND",
+    429: "RATE_LIMITED",
+    400: "NOT_VALID",
+    409: "NOT_VALID",
+    412: "NOT_VALID",  # a stale If-Match: the record changed meanwhile
+    422: "NOT_VALID",
+}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What one error answer (or one failed item of a batch) says, read with the descriptor."""
+
+    status: int  # the HTTP status of the answer, or the one a failed batch item stands for
+    code: str  # the CRM's own code ("" when it gives none)
+    message: str  # the CRM's reason in its words ("" when it gives none)
+    fields: tuple[str, ...]  # those the paths found (the message's are read after the hook)
+    retry_after: int | None  # seconds, from a header; None when no header says
+    entry: Mapping[str, Any]  # the error object the paths were read in ({} when none)
+    contract: str | None  # the contract's code, by the descriptor's table (None: by status)
+
+
+def answer_of(body: bytes) -> Any:
+    """An error answer's JSON, or None when it is empty or not JSON."""
+    try:
+        return crm_json(body) if body else None
+    except ValueError:
+        return None
+
+
+def read(
+    errors: ErrorFormat, status: int, answer: Any, headers: Mapping[str, str] | None = None
+) -> Refusal:
+    """What an error ``answer`` (parsed JSON; None if it was not) says, by the descriptor's
+    paths; ``headers`` (any case) for the retry-after."""
+    entry = next(
+        (
+            found
+            for path in errors.entry
+            for found in select(answer, path)
+            if isinstance(found, dict)
+        ),
+        {},
+    )
+    code = _first_text(entry, errors.code)
+    message = _first_text(entry, errors.message)
+    named = [str(f) for path in errors.fields for f in select(entry, path) if _scalar(f)]
+    contract = errors.codes.get(code) if code else None
+    return Refusal(
+        status=status,
+        code=code,
+        message=message,
+        fields=tuple(dict.fromkeys(f for f in named if f)),
+        retry_after=_retry_after(headers or {}, errors.retry_after),
+        entry=entry,
+        contract=contract,
+    )
+
+
+def contract_error(name: str, errors: ErrorFormat, refusal: Refusal) -> CrmError:
+    """``refusal`` as the contract's error: the descriptor's table (or a hook) decides, else the
+    HTTP status; the message names the CRM, its reason, its code (or the status) and the fields
+    it refused that its reason does not name."""
+    said = refusal.message or f"HTTP {refusal.status}"
+    message = f"{name}: {said[:MESSAGE_LIMIT]} ({refusal.code or refusal.status})"
+    found = (m.group(1) for p in errors.fields_in_message for m in re.finditer(p, said))
+    fields = tuple(dict.fromkeys((*refusal.fields, *found)))
+    unnamed = [field for field in fields if field not in said]
+    if unnamed:
+        message += f", field{'s' if len(unnamed) > 1 else ''} {', '.join(unnamed)}"
+    contract = refusal.contract or _BY_STATUS.get(refusal.status, "CRM_UNAVAILABLE")
+    if contract == "UNAUTHORIZED":
+        return SessionExpired(message)
+    if contract == "NOT_ALLOWED":
+        return NotAllowed(message)
+    if contract == "API_NOT_ENABLED":
+        return ApiNotEnabled(message)
+    if contract == "ENTITY_NOT_FOUND":
+        return EntityNotFound(message)
+    if contract == "RATE_LIMITED":
+        retry = (
+            refusal.retry_after if refusal.retry_after is not None else errors.retry_after_default
+        )
+        return RateLimited(message, retry_after=retry)
+    if contract == "NOT_VALID":
+        return NotValid(message, fields)
+    return CrmUnavailable(message)
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _first_text(entry: Mapping[str, Any], paths: tuple[str, ...]) -> str:
+    for path in paths:
+        for found in select(entry, path):
+            if _scalar(found) and str(found):
+                return str(found)
+    return ""
+
+
+def _retry_after(headers: Mapping[str, str], names: tuple[str, ...]) -> int | None:
+    """Seconds to wait, from the first header of ``names`` that says: seconds, or a moment in
+    epoch seconds or milliseconds (Zoho's X-RATELIMIT-RESET), kept within a day."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    for name in names:
+        value = lowered.get(name.lower(), "").strip()
+        if not value.isdigit():
+            continue
+        seconds = int(value)
+        if len(value) > 10:
+            seconds = seconds // 1000 - int(time.time())
+        elif seconds > 1_000_000_000:
+            seconds -= int(time.time())
+        return max(1, min(seconds, RETRY_LIMIT))
+    return None
