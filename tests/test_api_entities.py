@@ -713,8 +713,8 @@ def test_describes_are_cached_per_object_whatever_its_spelling(
 
 
 def test_the_describe_cache_is_bounded_and_bound_to_the_credentials() -> None:
-    from crmgate.connectors.base import ObjectInfo
     from crmgate.entities import DescribeCache
+    from crmgate.model.objects import ObjectInfo
 
     cache = DescribeCache(max_entries=3)
     info = ObjectInfo("Contact", "Contact")

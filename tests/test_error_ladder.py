@@ -6,9 +6,15 @@ import time
 
 import pytest
 
-from crmgate.connectors.base import EntityNotFound, NotAllowed, NotValid, RateLimited
 from crmgate.connectors.catalogue import ErrorFormat, load_descriptors
-from crmgate.connectors.errors import contract_error, read
+from crmgate.connectors.errors import (
+    EntityNotFound,
+    NotAllowed,
+    NotValid,
+    RateLimited,
+    contract_error,
+    read,
+)
 from crmgate.connectors.jsonpath import select
 
 

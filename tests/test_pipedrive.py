@@ -579,11 +579,18 @@ def test_pipedrive_errors_become_the_contracts(
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) == 2
     assert "Request over limit" in limited.json()["detail"]["message"]
     company.sim.burst = 1000
-    for fault in ("500", "503", "html"):
+    for fault in ("500", "503"):
+        # a write is sent once: its 5xx is the client's 502
         company.sim.fault = fault
-        failed = company.call("GET", "/entity/contact/list")
+        failed = company.call("POST", "/entity/contact", json={"last_name": "Once"})
         assert failed.status_code == 502, (fault, failed.text)
         assert failed.json()["detail"]["code"] == "CRM_UNAVAILABLE"
+        # a read is tried again (outbound.py, Retrying): one bad answer is not the client's
+        company.sim.fault = fault
+        assert company.call("GET", "/entity/contact/list").status_code == 200
+    company.sim.fault = "html"  # a 200 that is not JSON is no "not now": not tried again
+    failed = company.call("GET", "/entity/contact/list")
+    assert failed.status_code == 502 and failed.json()["detail"]["code"] == "CRM_UNAVAILABLE"
     # a user whose permission set forbids edits
     reader = company.sim.add_user("Rita Reader", "rita@acme.example")
     company.sim.read_only_users.add(reader)

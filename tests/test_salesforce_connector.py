@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from conftest import SalesforceSim
-from crmgate.connectors.base import CredentialsRejected, Verified
+from crmgate.connectors.base import Verified
 from crmgate.connectors.catalogue import Catalogue
+from crmgate.connectors.errors import CredentialsRejected
 from crmgate.connectors.salesforce import SalesforceConnector
 from crmgate.outbound import Outbound, OutboundRefused
 
@@ -156,7 +157,7 @@ def test_instance_urls_against_the_real_salesforce_patterns(url: str, accepted: 
 
 
 def test_an_org_without_api_access_is_api_not_enabled(salesforce: SalesforceSim) -> None:
-    from crmgate.connectors.base import ApiNotEnabled
+    from crmgate.connectors.errors import ApiNotEnabled
 
     salesforce.simulator.add_user("bo@acme.example", "pw", security_token="T")
     salesforce.simulator.api_enabled = False

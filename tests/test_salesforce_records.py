@@ -10,15 +10,15 @@ from typing import Any, TypeVar
 import pytest
 
 from conftest import SalesforceSim
-from crmgate.connectors.base import (
-    Access,
+from crmgate.connectors.base import Access
+from crmgate.connectors.catalogue import Catalogue
+from crmgate.connectors.errors import (
     EntityNotFound,
     NotAllowed,
     NotValid,
     RateLimited,
     SessionExpired,
 )
-from crmgate.connectors.catalogue import Catalogue
 from crmgate.connectors.salesforce import SalesforceConnector
 from crmgate.outbound import Outbound
 from crmgate.query import QueryError, parse_filter, parse_sort

@@ -588,7 +588,7 @@ def test_zohos_token_answer_names_the_instance_and_refusals_are_grants_revoked()
     connector = ZohoConnector(platform, Outbound())
     answer = {"access_token": "a", "api_domain": "https://www.zohoapis.eu", "expires_in": 3600}
     assert connector.token_fields(answer) == {"instance_url": "https://www.zohoapis.eu"}
-    from crmgate.connectors.base import CrmUnavailable
+    from crmgate.connectors.errors import CrmUnavailable
 
     with pytest.raises(CrmUnavailable):
         connector.token_fields({"api_domain": "https://attacker.example"})

@@ -12,8 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from crmgate.connectors.base import Connector, CrmError, Verified
+from crmgate.connectors.base import Connector, Verified
 from crmgate.connectors.catalogue import AUTHORIZATION_TYPES, Catalogue, Platform
+from crmgate.connectors.errors import CrmError
 from crmgate.outbound import OutboundRefused
 from crmgate.security.vault import DecryptionError
 from crmgate.store.accounts import AccountError, Principal

@@ -21,22 +21,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from crmgate.applications import ApplicationService
-from crmgate.connectors.base import (
-    CALL_FAILURES,
-    Access,
-    Connector,
+from crmgate.connectors.base import CALL_FAILURES, Access, Connector, ItemResult
+from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.errors import (
     CredentialsRejected,
     CrmError,
     EntityNotFound,
-    FieldInfo,
     GrantRevoked,
-    ItemResult,
     NotSupported,
     NotValid,
-    ObjectInfo,
 )
-from crmgate.connectors.catalogue import Platform
 from crmgate.model.mapping import LISTS, METHODS, EntityMap, MappingError, entity_schema
+from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import OutboundRefused
 from crmgate.query import Condition, Pipeline, QueryError, SortKey
 from crmgate.store.accounts import Principal

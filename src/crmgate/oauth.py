@@ -32,8 +32,8 @@ from sqlalchemy import delete, func, select
 from yarl import URL
 
 from crmgate.applications import ApplicationService
-from crmgate.connectors.base import CrmError
 from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.errors import CrmError
 from crmgate.outbound import OutboundRefused
 from crmgate.security.vault import Sealed, Vault
 from crmgate.settings import OAuthClient

@@ -17,14 +17,22 @@ Every call passes one guard (docs/security.md):
   checked (no DNS rebinding between check and connect); an address written in the URL is checked
   the same way;
 - redirects are not followed, response bodies are capped, calls time out.
+
+A read (GET, HEAD, OPTIONS) the CRM could not serve for now (429, 500, 502, 503, 504, or no
+connection) is tried again a few times within a time budget (``Retrying``); a write never is.
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import ipaddress
+import logging
+import random
 import re
 import socket
 import ssl
+import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,12 +52,18 @@ class OutboundFailed(Exception):
     """The CRM could not be reached, timed out, or answered too much."""
 
 
+class _Unreachable(OutboundFailed):
+    """No answer came (no connection, a reset, a timeout): a read may be tried again."""
+
+
 class AddressRefused(OSError):
     """A host resolved to an address crmgate may not call (raised inside the connection, where
     aiohttp expects an OSError; ``Outbound.request`` turns it into OutboundRefused)."""
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+log = logging.getLogger("crmgate.outbound")
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -237,6 +251,50 @@ def check_url(
     raise OutboundRefused(f"the host {host} is not one this platform allows")
 
 
+# RFC 9110 section 9.2.1: the safe methods, which change nothing at the CRM. A write that got
+# no answer, or a 5xx, may have been done all the same: trying it again could do it twice.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# 429 (RFC 6585) and the 5xx that say "not now": an error inside the CRM (500, often a deadlock
+# or a node being replaced), a bad or absent upstream (502, 504), an overload (503). Not 501
+# (the method is not implemented), 505 (the HTTP version), 507/508/511 nor an unknown 5xx: the
+# same request would get the same answer.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the answer asks to wait (RFC 9110 section 10.2.3: ``Retry-After`` as
+    delay-seconds or as an HTTP-date), none if it does not say; a moment past is 0."""
+    value = headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # an HTTP-date is GMT; "-0000" parses as naive
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """How a read is tried again: at most ``retries`` more times, none starting later than
+    ``budget`` seconds after the first began. Between tries the CRM's ``Retry-After`` when it
+    gives one, else "full jitter" (AWS Architecture Blog, "Exponential Backoff And Jitter"): a
+    random wait from 0 to ``base`` * 2^n, so many gateways that met the same outage do not come
+    back in step. A ``Retry-After`` beyond the budget is not waited for: the answer goes back as
+    it is, and the error ladder gives the client 429 with that Retry-After."""
+
+    retries: int = 2
+    budget: float = 5.0
+    base: float = 0.5
+
+    def backoff(self, attempt: int) -> float:
+        return random.uniform(0.0, self.base * 2**attempt)  # noqa: S311 (a wait, not a secret)
+
+
 class Outbound:
     def __init__(
         self,
@@ -246,6 +304,7 @@ class Outbound:
         max_response_bytes: int = 16 * 1024 * 1024,
         allowed_networks: Iterable[str] = (),
         plain_http_hosts: Iterable[str] = (),
+        retrying: Retrying | None = None,
     ) -> None:
         # The system's authorities, plus the operator's extra ones (a private CA, the demo's).
         self._ssl = ssl.create_default_context()
@@ -258,6 +317,7 @@ class Outbound:
         )
         self._plain_http = frozenset(plain_http_host(entry) for entry in plain_http_hosts)
         self._session: aiohttp.ClientSession | None = None
+        self._retrying = retrying or Retrying()
 
     def check_url(self, url: str, host_patterns: Iterable[str]) -> URL:
         """``check_url`` with the operator's plain-http hosts: how connectors check a URL."""
@@ -282,6 +342,53 @@ class Outbound:
         *,
         headers: Mapping[str, str] | None = None,
         data: Any = None,
+    ) -> OutboundResponse:
+        """One call, the guard checked on every try; a read the CRM could not serve for now
+        is tried again (``Retrying``)."""
+        try:
+            if method.upper() not in SAFE_METHODS:
+                return await self._once(method, url, headers, data)
+            return await self._read(method, url, headers, data)
+        except _Unreachable as error:
+            raise OutboundFailed(str(error)) from None  # callers see one kind of failure
+
+    async def _read(
+        self, method: str, url: URL, headers: Mapping[str, str] | None, data: Any
+    ) -> OutboundResponse:
+        policy = self._retrying
+        started = time.monotonic()
+        for attempt in range(policy.retries + 1):
+            failure: _Unreachable | None = None
+            answer: OutboundResponse | None = None
+            try:
+                answer = await self._once(method, url, headers, data)
+            except _Unreachable as error:
+                failure = error
+            if answer is not None and answer.status not in RETRY_STATUSES:
+                return answer
+            left = policy.budget - (time.monotonic() - started)
+            asked = retry_after(answer.headers) if answer is not None else None
+            wait = asked if asked is not None else min(policy.backoff(attempt), max(left, 0.0))
+            if attempt == policy.retries or wait > left or left <= 0:
+                if failure is not None:
+                    raise failure
+                assert answer is not None
+                return answer
+            # the host, not the URL: a path or query may carry a record's data or a token
+            log.info(
+                "%s to %s: %s; try %d of %d in %.2f s",
+                method.upper(),
+                url.host,
+                f"HTTP {answer.status}" if answer is not None else str(failure),
+                attempt + 2,
+                policy.retries + 1,
+                wait,
+            )
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # the last try returns or raises above
+
+    async def _once(
+        self, method: str, url: URL, headers: Mapping[str, str] | None, data: Any
     ) -> OutboundResponse:
         host = (url.raw_host or "").strip("[]")
         if url.scheme != "https" and (
@@ -308,12 +415,15 @@ class Outbound:
                 # every header line kept (Set-Cookie, Link, ... may come more than once)
                 headers = CIMultiDictProxy(CIMultiDict(response.headers))
                 return OutboundResponse(response.status, headers, b"".join(chunks))
+        except (aiohttp.ClientSSLError, aiohttp.InvalidURL) as error:
+            # a certificate or a URL that will not do: the same on the next try
+            raise OutboundFailed(f"the CRM could not be reached: {type(error).__name__}") from None
         except aiohttp.ClientConnectorError as error:
             if isinstance(error.os_error, AddressRefused):
                 raise OutboundRefused(str(error.os_error)) from None
-            raise OutboundFailed(f"the CRM could not be reached: {type(error).__name__}") from None
+            raise _Unreachable(f"the CRM could not be reached: {type(error).__name__}") from None
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise OutboundFailed(f"the CRM could not be reached: {type(error).__name__}") from None
+            raise _Unreachable(f"the CRM could not be reached: {type(error).__name__}") from None
 
     async def close(self) -> None:
         if self._session is not None:

@@ -16,7 +16,7 @@ from crmgate.connectors.catalogue import Catalogue
 from crmgate.entities import EntityService
 from crmgate.limits import RateLimits
 from crmgate.oauth import OAuthFlows
-from crmgate.outbound import Outbound
+from crmgate.outbound import Outbound, Retrying
 from crmgate.security import secretfile
 from crmgate.security.authn import Authenticator
 from crmgate.security.keys import KeyHasher
@@ -85,6 +85,7 @@ class Services:
             timeout=settings.outbound_timeout,
             allowed_networks=settings.outbound_allowed_networks,
             plain_http_hosts=settings.outbound_plain_http_hosts,
+            retrying=Retrying(settings.outbound_retries, settings.outbound_retry_budget),
         )
         catalogue = Catalogue.load(REGISTRY, settings.platform_overrides)
         # One connector object per platform type: Salesforce and SalesforceSandbox share the

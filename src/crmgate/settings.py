@@ -159,6 +159,19 @@ class Settings(BaseSettings):
     outbound_timeout: float = Field(
         default=30.0, description="Seconds before a call to a CRM is abandoned."
     )
+    outbound_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Extra tries of a read (GET, HEAD, OPTIONS) a CRM answered 429, 500, 502, "
+        "503 or 504, or did not answer; 0: none. A write is never tried again.",
+    )
+    outbound_retry_budget: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds after a read's first try past which no other try starts; a "
+        "Retry-After longer than what is left is answered to the client (429) instead.",
+    )
     outbound_allowed_networks: list[str] = Field(
         default_factory=list,
         description="JSON list of networks (CIDR) crmgate may call although they are not public: "

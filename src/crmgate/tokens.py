@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import SQLAlchemyError
 
 from crmgate.audit import AuditKeyError
-from crmgate.connectors.base import Connector, CredentialsRejected, CrmError, GrantRevoked
+from crmgate.connectors.base import Connector
 from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.errors import CredentialsRejected, CrmError, GrantRevoked
 from crmgate.settings import OAuthClient
 from crmgate.store.applications import (
     ApplicationStore,

@@ -22,7 +22,7 @@ from starlette.routing import compile_path
 from starlette.types import Scope, Send
 
 from crmgate.api.responses import JSONResponse, render_json
-from crmgate.connectors.base import CrmError, RateLimited
+from crmgate.connectors.errors import CrmError, RateLimited
 from crmgate.query import QueryError
 from crmgate.security.vault import DecryptionError
 from crmgate.store.accounts import AccountError

@@ -1,4 +1,5 @@
-"""What every connector offers, and the errors through which a CRM's answer reaches the client.
+"""What every connector offers (the errors through which a CRM's answer reaches the client are
+in connectors/errors.py, the object and field descriptions in model/objects.py).
 
 A connector is mostly data (its platform descriptor); the code here and in each connector module
 is what differs between CRMs. Connectors call CRMs only through crmgate.outbound.
@@ -17,96 +18,33 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from yarl import URL
 
+from crmgate.connectors.answers import crm_json
 from crmgate.connectors.catalogue import Platform
-from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
+from crmgate.connectors.errors import (
+    CrmError,
+    CrmUnavailable,
+    EntityNotFound,
+    GrantRevoked,
+    NotAllowed,
+    NotSupported,
+    NotValid,
+    RateLimited,
+    Refusal,
+    SessionExpired,
+    answer_of,
+    contract_error,
+    read,
+)
+from crmgate.model.objects import ObjectInfo
+from crmgate.outbound import Outbound, OutboundFailed, OutboundRefused, OutboundResponse
 from crmgate.query import QueryError
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from crmgate.connectors.errors import Refusal
     from crmgate.model.mapping import EntityMap
     from crmgate.query import Condition, SortKey
     from crmgate.settings import OAuthClient
-
-
-class CrmError(Exception):
-    """The CRM refused or failed; ``code`` is the contract's error code, ``message`` the CRM's
-    reason in words safe to show the client (never a credential)."""
-
-    status = 502
-    code = "CRM_ERROR"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class CredentialsRejected(CrmError):
-    status = 401
-    code = "UNAUTHORIZED"
-
-
-class GrantRevoked(CredentialsRejected):
-    """The CRM refused the refresh token or the login for good (invalid_grant, a changed
-    password): the application must be authorized again."""
-
-
-class ApiNotEnabled(CrmError):
-    """The CRM account exists but its edition or settings give no API access."""
-
-    status = 403
-    code = "API_NOT_ENABLED"
-
-
-class SessionExpired(CredentialsRejected):
-    """The CRM no longer accepts the access token or session (a refresh may help)."""
-
-
-class NotAllowed(CrmError):
-    """The CRM user's own permissions forbid the operation."""
-
-    status = 403
-    code = "NOT_ALLOWED"
-
-
-class EntityNotFound(CrmError):
-    status = 404
-    code = "ENTITY_NOT_FOUND"
-
-
-class NotValid(CrmError):
-    """The CRM refused the record's content; ``fields`` are the unified or native names."""
-
-    status = 422
-    code = "NOT_VALID"
-
-    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.fields = fields
-
-
-class RateLimited(CrmError):
-    """The CRM's own request limit is exhausted; ``retry_after`` in seconds."""
-
-    status = 429
-    code = "RATE_LIMITED"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class CrmUnavailable(CrmError):
-    status = 502
-    code = "CRM_UNAVAILABLE"
-
-
-class NotSupported(CrmError):
-    """The platform (or crmgate's connector for it) does not offer the operation."""
-
-    status = 403
-    code = "NOT_SUPPORTED"
 
 
 @dataclass(frozen=True)
@@ -146,47 +84,6 @@ class Verified:
     derived: dict[str, str] = field(default_factory=dict, repr=False)
 
 
-# ---- what a connector reports about the CRM's objects --------------------------------------
-
-
-@dataclass(frozen=True)
-class FieldInfo:
-    """One native field of a CRM object, as the CRM describes it to the connected user.
-    ``kind`` is the contract's type: string, number, integer, boolean, date, date-time."""
-
-    name: str
-    label: str
-    kind: str
-    native_type: str
-    required: bool = False  # must be given on create
-    createable: bool = True
-    updateable: bool = True
-    filterable: bool = True
-    sortable: bool = True
-    custom: bool = False
-    enum: tuple[str, ...] = ()
-    reference_to: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """A CRM object (standard or custom) and what the connected user may do with it."""
-
-    name: str
-    label: str
-    plural_label: str = ""
-    custom: bool = False
-    queryable: bool = True
-    createable: bool = False
-    updateable: bool = False
-    deletable: bool = False
-    fields: tuple[FieldInfo, ...] = ()
-    id_field: str = "Id"  # the column holding a record's id (hs_object_id, id, ...)
-
-    def field(self, name: str) -> FieldInfo | None:
-        return next((f for f in self.fields if f.name == name), None)
-
-
 @dataclass(frozen=True)
 class ItemResult:
     """The outcome of one item of a bulk call."""
@@ -202,18 +99,6 @@ class RawResponse:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
-
-
-def crm_json(body: bytes) -> Any:
-    """A CRM's JSON answer, read so that no record makes it unreadable. JSON on the wire is
-    UTF-8 (RFC 8259 section 8.1); bytes that are not (a record another client wrote in
-    Latin-1, say) read as U+FFFD, each, rather than failing the whole answer. A lone surrogate
-    the CRM sent as an escape is kept here, and written as U+FFFD when crmgate answers
-    (api/responses.py). ValueError if the answer is not JSON at all."""
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError:
-        return json.loads(body.decode("utf-8-sig", "replace"))
 
 
 # A passthrough path and query as sent on the wire (RFC 3986 characters, valid %XX escapes).
@@ -494,8 +379,6 @@ class Records:
     def error(self, response: OutboundResponse) -> CrmError:
         """The CRM's error answer as the contract's error (the ladder in connectors/errors.py,
         read with the platform's ``[errors]`` descriptor)."""
-        from crmgate.connectors.errors import answer_of
-
         return self.refused(response.status, answer_of(response.body), response.headers)
 
     def refused(
@@ -503,9 +386,6 @@ class Records:
     ) -> CrmError:
         """An error ``answer`` (parsed JSON) as the contract's error; also one failed item of a
         batch, with the HTTP status it stands for."""
-        # imported here: the ladder makes the errors this module defines
-        from crmgate.connectors.errors import contract_error, read
-
         errors = self.platform.errors
         refusal = self.refine_error(read(errors, status, answer, headers))
         return contract_error(self.platform.name, errors, refusal)
@@ -782,8 +662,6 @@ class Connector:
         )
 
     async def call(self, method: str, url: URL, **kwargs: Any) -> OutboundResponse:
-        from crmgate.outbound import OutboundFailed
-
         try:
             return await self.outbound.request(method, url, **kwargs)
         except OutboundFailed as failure:

@@ -52,27 +52,29 @@ from yarl import URL
 from crmgate.connectors.base import (
     Access,
     Connector,
-    CredentialsRejected,
-    CrmError,
-    CrmUnavailable,
     CursorWalks,
-    EntityNotFound,
     Fetch,
-    FieldInfo,
-    GrantRevoked,
     Identity,
     ItemResult,
-    NotSupported,
-    NotValid,
-    ObjectInfo,
     Records,
     Verified,
     chunked,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
-from crmgate.connectors.errors import Refusal, answer_of
+from crmgate.connectors.errors import (
+    CredentialsRejected,
+    CrmError,
+    CrmUnavailable,
+    EntityNotFound,
+    GrantRevoked,
+    NotSupported,
+    NotValid,
+    Refusal,
+    answer_of,
+)
 from crmgate.model.mapping import EntityMap
+from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
 from crmgate.query import Condition, QueryError, SortKey, typed_value
 from crmgate.settings import OAuthClient

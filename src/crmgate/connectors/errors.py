@@ -1,4 +1,5 @@
-"""The error ladder, once for every CRM: a CRM's error answer read with its descriptor's
+"""The contract's errors a connector raises (``CrmError`` and its family), and the error ladder,
+once for every CRM, that makes them: a CRM's error answer read with its descriptor's
 ``[errors]`` section (where the message, code, fields and retry-after are) and turned into the
 contract's error (the CRM's own codes by the descriptor's table, then the HTTP status).
 
@@ -14,21 +15,95 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from crmgate.connectors.base import (
-    ApiNotEnabled,
-    CrmError,
-    CrmUnavailable,
-    EntityNotFound,
-    NotAllowed,
-    NotValid,
-    RateLimited,
-    SessionExpired,
-    crm_json,
-)
+from crmgate.connectors.answers import crm_json
 from crmgate.connectors.jsonpath import select
 
 if TYPE_CHECKING:
     from crmgate.connectors.catalogue import ErrorFormat
+
+# ---- the contract's errors, as a connector raises them ------------------------------------
+
+
+class CrmError(Exception):
+    """The CRM refused or failed; ``code`` is the contract's error code, ``message`` the CRM's
+    reason in words safe to show the client (never a credential)."""
+
+    status = 502
+    code = "CRM_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class CredentialsRejected(CrmError):
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class GrantRevoked(CredentialsRejected):
+    """The CRM refused the refresh token or the login for good (invalid_grant, a changed
+    password): the application must be authorized again."""
+
+
+class ApiNotEnabled(CrmError):
+    """The CRM account exists but its edition or settings give no API access."""
+
+    status = 403
+    code = "API_NOT_ENABLED"
+
+
+class SessionExpired(CredentialsRejected):
+    """The CRM no longer accepts the access token or session (a refresh may help)."""
+
+
+class NotAllowed(CrmError):
+    """The CRM user's own permissions forbid the operation."""
+
+    status = 403
+    code = "NOT_ALLOWED"
+
+
+class EntityNotFound(CrmError):
+    status = 404
+    code = "ENTITY_NOT_FOUND"
+
+
+class NotValid(CrmError):
+    """The CRM refused the record's content; ``fields`` are the unified or native names."""
+
+    status = 422
+    code = "NOT_VALID"
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class RateLimited(CrmError):
+    """The CRM's own request limit is exhausted; ``retry_after`` in seconds."""
+
+    status = 429
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CrmUnavailable(CrmError):
+    status = 502
+    code = "CRM_UNAVAILABLE"
+
+
+class NotSupported(CrmError):
+    """The platform (or crmgate's connector for it) does not offer the operation."""
+
+    status = 403
+    code = "NOT_SUPPORTED"
+
+
+# ---- the ladder ---------------------------------------------------------------------------
 
 MESSAGE_LIMIT = 500
 # A retry-after past this is the CRM's daily quota at worst; a longer one is a wrong clock.

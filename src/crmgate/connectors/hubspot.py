@@ -32,18 +32,10 @@ from crmgate.connectors import local
 from crmgate.connectors.base import (
     Access,
     Connector,
-    CredentialsRejected,
-    CrmError,
-    CrmUnavailable,
     CursorWalks,
-    EntityNotFound,
     Fetch,
-    FieldInfo,
     Identity,
     ItemResult,
-    NotAllowed,
-    NotValid,
-    ObjectInfo,
     Records,
     Verified,
     chunked,
@@ -51,8 +43,17 @@ from crmgate.connectors.base import (
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
-from crmgate.connectors.errors import Refusal
+from crmgate.connectors.errors import (
+    CredentialsRejected,
+    CrmError,
+    CrmUnavailable,
+    EntityNotFound,
+    NotAllowed,
+    NotValid,
+    Refusal,
+)
 from crmgate.model.mapping import EntityMap
+from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound
 from crmgate.query import Condition, QueryError, SortKey, typed_value
 

@@ -68,22 +68,23 @@ from crmgate.connectors import local
 from crmgate.connectors.base import (
     Access,
     Connector,
-    CredentialsRejected,
-    CrmError,
-    CrmUnavailable,
     CursorWalks,
-    EntityNotFound,
     Fetch,
-    FieldInfo,
     Identity,
-    NotValid,
-    ObjectInfo,
     Records,
     Verified,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.errors import (
+    CredentialsRejected,
+    CrmError,
+    CrmUnavailable,
+    EntityNotFound,
+    NotValid,
+)
 from crmgate.model.mapping import EntityMap
+from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound, OutboundRefused
 from crmgate.query import Condition, QueryError, SortKey, typed_value
 from crmgate.settings import OAuthClient

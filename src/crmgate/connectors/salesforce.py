@@ -17,16 +17,10 @@ from yarl import URL
 from crmgate.connectors import soql
 from crmgate.connectors.base import (
     Access,
-    ApiNotEnabled,
     Connector,
-    CredentialsRejected,
-    CrmUnavailable,
     CursorWalks,
-    EntityNotFound,
-    FieldInfo,
     Identity,
     ItemResult,
-    ObjectInfo,
     Records,
     Verified,
     chunked,
@@ -34,7 +28,14 @@ from crmgate.connectors.base import (
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.errors import (
+    ApiNotEnabled,
+    CredentialsRejected,
+    CrmUnavailable,
+    EntityNotFound,
+)
 from crmgate.model.mapping import EntityMap
+from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound, OutboundRefused
 from crmgate.query import Condition, SortKey
 

@@ -33,33 +33,34 @@ from typing import Any
 from yarl import URL
 
 from crmgate.connectors import local
+from crmgate.connectors.answers import crm_json
 from crmgate.connectors.base import (
     Access,
     Connector,
-    CredentialsRejected,
-    CrmUnavailable,
     CursorWalks,
-    EntityNotFound,
     Fetch,
-    FieldInfo,
-    GrantRevoked,
     Identity,
     ItemResult,
-    NotAllowed,
-    NotValid,
-    ObjectInfo,
-    RateLimited,
     Records,
-    SessionExpired,
     Verified,
     chunked,
     chunked_by_id,
-    crm_json,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
-from crmgate.connectors.errors import Refusal
+from crmgate.connectors.errors import (
+    CredentialsRejected,
+    CrmUnavailable,
+    EntityNotFound,
+    GrantRevoked,
+    NotAllowed,
+    NotValid,
+    RateLimited,
+    Refusal,
+    SessionExpired,
+)
 from crmgate.model.mapping import EntityMap
+from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound, OutboundRefused
 from crmgate.query import Condition, QueryError, SortKey, typed_value
 from crmgate.settings import OAuthClient

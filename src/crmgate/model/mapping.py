@@ -36,7 +36,7 @@ from crmgate.contract.shape import text as contract_text
 from crmgate.query import QueryError
 
 if TYPE_CHECKING:
-    from crmgate.connectors.base import ObjectInfo
+    from crmgate.model.objects import ObjectInfo
 
 LISTS = ("email", "phone", "address", "website", "messenger")
 _VALUE_FIELD = {

@@ -37,7 +37,7 @@ from crmgate.api.params import MAX_PAGE, MAX_PAGE_SIZE
 from crmgate.api.responses import JSONResponse, contract_response
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.routing import ScopedRouter
-from crmgate.connectors.base import NotSupported, SessionExpired
+from crmgate.connectors.errors import NotSupported, SessionExpired
 from crmgate.contract.coverage import load_reference
 from crmgate.entities import Connection, EntityService
 from crmgate.model.contract import model
