@@ -30,6 +30,7 @@ from crmgate.connectors.errors import (
     GrantRevoked,
     NotSupported,
     NotValid,
+    SessionExpired,
 )
 from crmgate.model.mapping import LISTS, METHODS, EntityMap, MappingError, entity_schema
 from crmgate.model.objects import FieldInfo, ObjectInfo
@@ -165,12 +166,31 @@ class EntityService:
         await self._touch(view.key)
         return self._connection(view, credentials, platform, connector)
 
-    @staticmethod
     def _connection(
-        view: ApplicationView, credentials: Credentials, platform: Platform, connector: Connector
+        self,
+        view: ApplicationView,
+        credentials: Credentials,
+        platform: Platform,
+        connector: Connector,
     ) -> Connection:
+        async def renewal() -> Access | None:
+            # The CRM said the session expired (it did nothing): new credentials where crmgate
+            # can make them (oAuth-internal: refresh; user: log in again), one renewal at a
+            # time per application; where it cannot, the client must.
+            renewed = await self.tokens.renew(view, platform, connector)
+            if renewed is not None:
+                return self._connection(*renewed, platform, connector).access
+            if view.authorization == "oAuth-external-refresh":
+                raise SessionExpired(
+                    f"{platform.name} refused the access token (expired or revoked); send a "
+                    "new access token with PUT /v1/application/{key}"
+                )
+            return None
+
         try:
-            access = connector.access(view.authorization, credentials.fields, credentials.derived)
+            access = connector.session(
+                view.authorization, credentials.fields, credentials.derived, renewal
+            )
         except OutboundRefused as refused:
             # e.g. the operator narrowed the platform's hosts after the application was made
             raise CredentialsRejected(
@@ -178,17 +198,6 @@ class EntityService:
                 "send new credentials with PUT /v1/application/{key}"
             ) from None
         return Connection(view, platform, connector, access)
-
-    async def renew(self, connection: Connection) -> Connection | None:
-        """After the CRM said the session expired: new credentials where crmgate can make them
-        (oAuth-internal: refresh; user: log in again), one renewal at a time per application;
-        None when it cannot, and the client must (oAuth-external-refresh: PUT a new token)."""
-        renewed = await self.tokens.renew(
-            connection.view, connection.platform, connection.connector
-        )
-        if renewed is None:
-            return None
-        return self._connection(*renewed, connection.platform, connection.connector)
 
     async def _touch(self, key: str) -> None:
         now = time.monotonic()

@@ -7,11 +7,9 @@ is what differs between CRMs. Connectors call CRMs only through crmgate.outbound
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -19,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from yarl import URL
 
 from crmgate.connectors.answers import crm_json
+from crmgate.connectors.auth import Access as Access
+from crmgate.connectors.auth import AuthScheme, Renewal
 from crmgate.connectors.catalogue import Platform
 from crmgate.connectors.errors import (
     CrmError,
@@ -35,9 +35,10 @@ from crmgate.connectors.errors import (
     contract_error,
     read,
 )
+from crmgate.connectors.paging import CursorWalks as CursorWalks
+from crmgate.connectors.paging import Fetch as Fetch
 from crmgate.model.objects import ObjectInfo
 from crmgate.outbound import Outbound, OutboundFailed, OutboundRefused, OutboundResponse
-from crmgate.query import QueryError
 
 T = TypeVar("T")
 
@@ -67,14 +68,6 @@ class Identity:
             "first_name": first,
             "last_name": last,
         }
-
-
-@dataclass(frozen=True)
-class Access:
-    """Where and with what a call to the CRM authenticates."""
-
-    instance_url: URL
-    token: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -136,121 +129,6 @@ def passthrough_on(access: Access, path: str, base: str = "", root: str = "/") -
         full = f"{base.rstrip('/')}/{raw_path}"
     origin = str(access.instance_url).rstrip("/")
     return URL(origin + full + (f"?{raw_query}" if raw_query else ""), encoded=True)
-
-
-# ---- cursor paging ---------------------------------------------------------------------------
-
-Fetch = Callable[[str | None], Awaitable[tuple[list[dict[str, Any]], str | None]]]
-
-
-@dataclass
-class Cursor:
-    """Where a walk over a CRM's cursor paging stopped: the records from offset ``start`` that
-    were fetched and not served yet, and the CRM's token for the next batch (None: the end)."""
-
-    start: int
-    batch: list[dict[str, Any]]
-    next: str | None
-
-
-class CursorWalks:
-    """The contract's page numbers over a CRM's cursors (Salesforce query locators, HubSpot
-    ``after``). Where each walk stopped is kept, per query and credentials, in this process, for
-    ``lifetime`` seconds: the next page continues it (one CRM call per batch, most pages none).
-    A page behind the walk, too far ahead of it (``max_ahead`` records), or with no walk near,
-    starts again from the first batch, a cost proportional to the offset, refused past
-    ``max_cold_offset``. A cursor the CRM has expired is walked again; a failed call leaves the
-    walk as it was. Two clients reading the same query at once share (and may move) one walk:
-    each still gets correct pages, at the cost of more calls."""
-
-    def __init__(self, max_walks: int = 64, lifetime: float = 60.0) -> None:
-        self._walks: OrderedDict[tuple[str, ...], tuple[float, Cursor]] = OrderedDict()
-        self._max = max_walks
-        self._lifetime = lifetime
-
-    @staticmethod
-    def key(access: Access, *query: str) -> tuple[str, ...]:
-        digest = hashlib.sha256(access.token.encode()).hexdigest()[:32]
-        return (str(access.instance_url), digest, *query)
-
-    def _near(self, key: tuple[str, ...], offset: int, max_ahead: int | None) -> Cursor | None:
-        kept = self._walks.get(key)
-        if kept is None or time.monotonic() - kept[0] > self._lifetime:
-            return None
-        cursor = kept[1]
-        if cursor.start > offset or (max_ahead is not None and offset - cursor.start > max_ahead):
-            return None
-        return cursor
-
-    def continues(self, key: tuple[str, ...], offset: int, max_ahead: int | None = None) -> bool:
-        """Whether a kept walk can serve ``offset`` without starting again."""
-        return self._near(key, offset, max_ahead) is not None
-
-    def forget(self, key: tuple[str, ...]) -> None:
-        """Drop the walk of ``key``: its next page starts afresh (a first page is never served
-        from memory: a list that ended within it would otherwise hide new records)."""
-        self._walks.pop(key, None)
-
-    async def page(
-        self,
-        key: tuple[str, ...],
-        offset: int,
-        size: int,
-        fetch: Fetch,
-        max_cold_offset: int,
-        max_ahead: int | None = None,
-    ) -> list[dict[str, Any]]:
-        # A first page is always read afresh: a walk that ended (an empty or short list) would
-        # otherwise hide the records made since.
-        cursor = self._near(key, offset, max_ahead) if offset > 0 else None
-        if cursor is not None:
-            try:
-                return self._keep(key, *await self._walk(cursor, offset, size, fetch))
-            except NotValid:
-                pass  # the CRM expired its cursor: walk again from the start
-        if offset > max_cold_offset:
-            raise QueryError(
-                "page",
-                f"records past {max_cold_offset:,} are read page by page in order, "
-                "or narrowed with a filter (e.g. created_at ge '...')",
-            )
-        rows, following = await fetch(None)
-        return self._keep(key, *await self._walk(Cursor(0, rows, following), offset, size, fetch))
-
-    @staticmethod
-    async def _walk(
-        cursor: Cursor, offset: int, size: int, fetch: Fetch
-    ) -> tuple[list[dict[str, Any]], Cursor, int]:
-        """The page at ``offset``; the kept cursor is not changed (a failure leaves it)."""
-        rows: list[dict[str, Any]] = []
-        position = offset
-        while len(rows) < size:
-            end = cursor.start + len(cursor.batch)
-            if position < end:
-                taken = cursor.batch[
-                    position - cursor.start : position - cursor.start + size - len(rows)
-                ]
-                rows += taken
-                position += len(taken)
-                continue
-            if cursor.next is None:
-                break
-            batch, following = await fetch(cursor.next)
-            cursor = Cursor(end, batch, following)
-        return rows, cursor, position
-
-    def _keep(
-        self, key: tuple[str, ...], rows: list[dict[str, Any]], cursor: Cursor, position: int
-    ) -> list[dict[str, Any]]:
-        """Keep the walk for the next page: only the records not served yet, and the token
-        (at the end too, for its lifetime: the page after the last is empty, for free)."""
-        start = max(cursor.start, position)
-        kept = Cursor(start, cursor.batch[max(0, position - cursor.start) :], cursor.next)
-        self._walks[key] = (time.monotonic(), kept)
-        self._walks.move_to_end(key)
-        while len(self._walks) > self._max:
-            self._walks.popitem(last=False)
-        return rows
 
 
 # Failures of a whole call (not of one record): once one happens, a bulk operation sends nothing
@@ -362,19 +240,40 @@ class Records:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> OutboundResponse:
-        """``method url`` with the credentials' headers and a JSON body; the answer as it is,
-        for a CRM whose error answers may carry results (``json_call`` is the usual way)."""
-        sent = {**self.auth_headers(access), "Accept": "application/json", **(headers or {})}
+        """``method url`` with a JSON body, authenticated (``send``); the answer as it is, for
+        a CRM whose error answers may carry results (``json_call`` is the usual way)."""
+        sent = {"Accept": "application/json", **(headers or {})}
         data = None
         if body is not None:
             sent["Content-Type"] = "application/json"
             data = json.dumps(body).encode()
-        return await self.connector.call(method, url, headers=sent, data=data)
+        return await self.send(access, method, url, headers=sent, data=data)
 
-    def auth_headers(self, access: Access) -> dict[str, str]:
-        """The headers that carry the credentials on every call (a hook: Zoho wants
-        ``Zoho-oauthtoken``, Pipedrive's API tokens go in ``x-api-token``)."""
-        return {"Authorization": f"Bearer {access.token}"}
+    async def send(
+        self,
+        access: Access,
+        method: str,
+        url: URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> OutboundResponse:
+        """The one authenticated call: ``method url`` with the credential where the platform's
+        auth scheme puts it. When the CRM answers that the session expired, the access is
+        renewed once (the token manager's renewal) and the call sent again; where it cannot
+        be, that answer is raised as the contract's error. Any other answer is returned."""
+        while True:
+            token, instance = access.token, access.instance_url
+            sent_url, sent = access.apply(url, headers or {})
+            response = await self.connector.call(method, sent_url, headers=sent, data=data)
+            if response.status < 400:
+                return response
+            error = self.error(response)
+            if not isinstance(error, SessionExpired):
+                return response
+            if not await access.renew(token):
+                raise error
+            url = access.rebased(url, instance)
 
     def error(self, response: OutboundResponse) -> CrmError:
         """The CRM's error answer as the contract's error (the ladder in connectors/errors.py,
@@ -512,12 +411,10 @@ class Records:
         """The client's own request, sent to the application's CRM with its credentials; the
         CRM's answer as it is, except an expired session (the gateway renews it)."""
         url = self.passthrough_url(access, path)
-        credentials = self.auth_headers(access)
         # the client's own credential headers, in any spelling, give way to the application's
-        replaced = {name.lower() for name in credentials} | {"authorization"}
+        replaced = access.scheme.header_names()
         sent = {name: value for name, value in headers if name.lower() not in replaced}
-        sent.update(credentials)
-        response = await self.connector.call(method, url, headers=sent, data=body)
+        response = await self.send(access, method, url, headers=sent, data=body)
         if response.status == 401:
             raise self.error(response)
         return RawResponse(response.status, list(response.headers.items()), response.body)
@@ -537,6 +434,21 @@ class Connector:
     ) -> Access:
         """The instance and token with which records calls authenticate."""
         raise NotSupported(f"{self.platform.name} has no record access yet")
+
+    def session(
+        self,
+        authorization: str,
+        credential: Mapping[str, str],
+        derived: Mapping[str, str],
+        renewal: Renewal | None = None,
+    ) -> Access:
+        """``access`` with the platform's auth scheme for ``authorization`` and the way to
+        renew it when the CRM says it expired (the token manager's, per request)."""
+        access = self.access(authorization, credential, derived)
+        return access.bound(self.platform.auth_scheme(authorization), renewal)
+
+    def scheme(self, authorization: str) -> AuthScheme:
+        return self.platform.auth_scheme(authorization)
 
     def instance_url(self, url: str) -> URL:
         """The origin of ``url`` if it is an instance URL this platform may have. An instance URL

@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from crmgate.connectors.auth import BEARER, AuthScheme
 from crmgate.connectors.jsonpath import steps
+from crmgate.connectors.paging import Paging
 from crmgate.contract.coverage import load_reference
 from crmgate.model.mapping import EntityMap
 
@@ -144,6 +146,11 @@ class Platform(_Frozen):
     # Record id prefix -> unified entity, where ids tell their kind (Salesforce: 003 = contact).
     id_prefixes: dict[str, str] = Field(default_factory=dict)
     errors: ErrorFormat = Field(default_factory=ErrorFormat)
+    # How calls carry the credential, per authorization type ("default" for the others):
+    # a Bearer token unless said (connectors/auth.py).
+    auth: dict[str, AuthScheme] = Field(default_factory=dict)
+    # How lists are read a batch at a time (connectors/paging.py), per object where it differs.
+    paging: Paging = Field(default_factory=Paging)
     entities: dict[str, EntityMap] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -169,6 +176,17 @@ class Platform(_Frozen):
         if len(set(kinds)) != len(kinds):
             raise ValueError("an authorization type is declared twice")
         return value
+
+    @field_validator("auth")
+    @classmethod
+    def _auth_types(cls, value: dict[str, AuthScheme]) -> dict[str, AuthScheme]:
+        unknown = set(value) - {"default", *AUTHORIZATION_TYPES}
+        if unknown:
+            raise ValueError(f"auth names unknown authorization types: {sorted(unknown)}")
+        return value
+
+    def auth_scheme(self, authorization: str) -> AuthScheme:
+        return self.auth.get(authorization) or self.auth.get("default") or BEARER
 
     def authorization_for(self, kind: str) -> Authorization | None:
         return next((a for a in self.authorization if a.type == kind), None)

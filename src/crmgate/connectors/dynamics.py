@@ -395,10 +395,10 @@ class DynamicsRecords(Records):
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> OutboundResponse:
-        sent = {"Authorization": f"Bearer {access.token}", **_ODATA, **(headers or {})}
+        sent = {**_ODATA, **(headers or {})}
         if body is not None:
             sent.setdefault("Content-Type", "application/json")
-        response = await self.connector.call(method, url, headers=sent, data=body)
+        response = await self.send(access, method, url, headers=sent, data=body)
         if response.status >= 400:
             raise self.error(response)
         return response
@@ -887,14 +887,17 @@ class DynamicsRecords(Records):
                 lines += [""]
         lines += [f"--{boundary}--", ""]
         sent = {
-            **self.auth_headers(access),
             **_ODATA,
             "Content-Type": f'multipart/mixed; boundary="{boundary}"',
             "Prefer": "odata.continue-on-error",
         }
         try:
-            response = await self.connector.call(
-                "POST", self._api(access) / "$batch", headers=sent, data="\r\n".join(lines).encode()
+            response = await self.send(
+                access,
+                "POST",
+                self._api(access) / "$batch",
+                headers=sent,
+                data="\r\n".join(lines).encode(),
             )
         except CrmUnavailable as failure:
             reason = failure.message.removeprefix(f"{self.platform.name}: ")

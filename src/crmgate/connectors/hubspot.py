@@ -149,12 +149,11 @@ class HubSpotConnector(Connector):
 
     async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
         """The token works if HubSpot shows its portal (account-info needs no extra scope)."""
-        access = self.access(authorization, credential, {})
-        response = await self.call(
-            "GET",
-            access.instance_url / "account-info/v3/details",
-            headers={"Authorization": f"Bearer {access.token}", "Accept": "application/json"},
+        access = self.session(authorization, credential, {})
+        url, headers = access.apply(
+            access.instance_url / "account-info/v3/details", {"Accept": "application/json"}
         )
+        response = await self.call("GET", url, headers=headers)
         if response.status in (401, 403):
             raise CredentialsRejected(f"HubSpot refused the token ({_message(response.body)})")
         if response.status != 200:

@@ -58,7 +58,6 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -83,6 +82,7 @@ from crmgate.connectors.errors import (
     EntityNotFound,
     NotValid,
 )
+from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound, OutboundRefused
@@ -93,7 +93,6 @@ T = TypeVar("T")
 
 V2 = ("persons", "organizations", "deals", "activities")
 V1 = ("leads", "notes")
-BATCH = 500  # Pipedrive's largest page
 MAX_COLD_OFFSET = 10_000
 MAX_COUNT = 10_000  # count reads the list: 20 calls at most
 MAX_CONDITIONS = 16
@@ -155,24 +154,6 @@ _USER_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
-class PipedriveAccess(Access):
-    """An API token goes in the ``x-api-token`` header; an OAuth token as a Bearer token."""
-
-    api_token: bool = False
-
-    def headers(self) -> dict[str, str]:
-        if self.api_token:
-            return {"x-api-token": self.token}
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-def _headers(access: Access) -> dict[str, str]:
-    if isinstance(access, PipedriveAccess):
-        return access.headers()
-    return {"Authorization": f"Bearer {access.token}"}
-
-
 class PipedriveConnector(Connector):
     name = "pipedrive"
 
@@ -184,18 +165,17 @@ class PipedriveConnector(Connector):
         self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
     ) -> Access:
         instance = self.instance_url(credential["instance_url"])
-        if authorization == "key":
-            return PipedriveAccess(instance, credential["api_token"], api_token=True)
-        return PipedriveAccess(instance, credential["access_token"])
+        return Access(
+            instance, credential["api_token" if authorization == "key" else "access_token"]
+        )
 
     async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
         """The credential works if Pipedrive shows its user (``/v1/users/me``)."""
-        access = self.access(authorization, credential, {})
-        response = await self.call(
-            "GET",
-            access.instance_url / "v1/users/me",
-            headers={**_headers(access), "Accept": "application/json"},
+        access = self.session(authorization, credential, {})
+        url, headers = access.apply(
+            access.instance_url / "v1/users/me", {"Accept": "application/json"}
         )
+        response = await self.call("GET", url, headers=headers)
         if response.status in (401, 403):
             raise CredentialsRejected(f"Pipedrive refused the token ({_said(response.body)})")
         if response.status != 200:
@@ -520,9 +500,6 @@ class PipedriveRecords(Records):
             raise CrmUnavailable("Pipedrive answered an unexpected envelope")
         return answer
 
-    def auth_headers(self, access: Access) -> dict[str, str]:
-        return _headers(access)
-
     def _url(self, access: Access, collection: str, record_id: str | None = None) -> URL:
         if collection not in OBJECTS:
             raise EntityNotFound(f"Pipedrive has no object {collection[:64]!r}")
@@ -560,14 +537,11 @@ class PipedriveRecords(Records):
         path = OBJECTS[collection][2]
         assert path is not None
         found: dict[str, dict[str, Any]] = {}
-        start: int | None = 0
-        while start is not None:
-            url = (access.instance_url / "v1" / path).with_query(start=start, limit=BATCH)
-            answer = await self.call_json(access, "GET", url)
-            for spec in answer.get("data") or ():
+        url = access.instance_url / "v1" / path
+        async for batch, _ in self._pager("v1").batches(access, url):
+            for spec in batch:
                 if isinstance(spec, dict) and isinstance(spec.get("key"), str):
                     found[spec["key"]] = spec
-            start = _next_start(answer)
         self._fields[key] = (time.monotonic(), found)
         while len(self._fields) > 256:
             self._fields.popitem(last=False)
@@ -877,19 +851,13 @@ class PipedriveRecords(Records):
         answer = await self.call_json(access, "GET", url)
         return [flatten(collection, r) for r in answer.get("data") or ()]
 
-    def _v2_fetch(self, access: Access, collection: str, query: Mapping[str, str]) -> Fetch:
-        async def fetch(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-            sent = {**query, "limit": str(BATCH), **({"cursor": cursor} if cursor else {})}
-            answer = await self.call_json(
-                access, "GET", self._url(access, collection).with_query(sent)
-            )
-            rows = answer.get("data") or []
-            if not isinstance(rows, list):
-                raise CrmUnavailable("Pipedrive answered an unexpected list")
-            following = (answer.get("additional_data") or {}).get("next_cursor")
-            return [flatten(collection, r) for r in rows], str(following) if following else None
+    def _pager(self, kind: str, collection: str = "") -> Pager:
+        """v2 lists page by cursor, v1 lists by start and limit (the descriptor's paging)."""
+        return Pager(self, self.platform.paging.of(kind), lambda r: flatten(collection, r))
 
-        return fetch
+    def _v2_fetch(self, access: Access, collection: str, query: Mapping[str, str]) -> Fetch:
+        url = self._url(access, collection).with_query(query)
+        return self._pager("v2", collection).fetch(access, url)
 
     async def _users(self, access: Access) -> list[dict[str, Any]]:
         answer = await self.call_json(access, "GET", access.instance_url / "v1/users")
@@ -912,29 +880,17 @@ class PipedriveRecords(Records):
 
     async def _count(self, access: Access, collection: str, query: Mapping[str, str]) -> int:
         total = 0
-        following: str | int | None = None
-        while True:
-            if collection in V2:
-                rows, cursor = await self._v2_fetch(access, collection, query)(
-                    str(following) if following is not None else None
-                )
-                total += len(rows)
-                following = cursor
-            else:
-                url = (access.instance_url / "v1" / collection).with_query(
-                    {**query, "start": str(following or 0), "limit": str(BATCH)}
-                )
-                answer = await self.call_json(access, "GET", url)
-                total += len(answer.get("data") or ())
-                following = _next_start(answer)
-            if following is None:
-                return total
-            if total >= MAX_COUNT:
+        url = self._url(access, collection).with_query(query)
+        pager = self._pager("v2" if collection in V2 else "v1")
+        async for batch, more in pager.batches(access, url):
+            total += len(batch)
+            if more and total >= MAX_COUNT:
                 raise QueryError(
                     "filter",
                     f"Pipedrive has no count: crmgate counts by reading the list, at most "
                     f"{MAX_COUNT:,} records; narrow it with a filter (e.g. created_at ge '...')",
                 )
+        return total
 
     async def get(
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
@@ -988,23 +944,6 @@ class PipedriveRecords(Records):
         """``path`` relative to the company's domain (``api/v2/persons?limit=5``,
         ``v1/leads``)."""
         return passthrough_on(access, path)
-
-
-def _next_start(answer: Mapping[str, Any]) -> int | None:
-    """Where a v1 list continues: ``additional_data.pagination.next_start`` (most lists), or
-    ``additional_data.{start, limit, more_items_in_collection}`` (leads)."""
-    additional = answer.get("additional_data") or {}
-    if not isinstance(additional, dict):
-        return None
-    pagination = additional.get("pagination") or additional
-    if not isinstance(pagination, dict) or not pagination.get("more_items_in_collection"):
-        return None
-    if isinstance(pagination.get("next_start"), int):
-        return int(pagination["next_start"])
-    start, limit = pagination.get("start"), pagination.get("limit")
-    if isinstance(start, int) and isinstance(limit, int) and limit > 0:
-        return start + limit
-    return None
 
 
 def _same_conditions(found: Any, wanted: Mapping[str, Any]) -> bool:

@@ -211,7 +211,7 @@ class ZohoConnector(Connector):
 
     async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
         """The token works if Zoho shows its user (users?type=CurrentUser) and org."""
-        access = self.access(authorization, credential, {})
+        access = self.session(authorization, credential, {})
         try:
             users = await self.records.call_json(
                 access, "GET", (self.records.api(access) / "users").with_query(type="CurrentUser")
@@ -475,9 +475,6 @@ class ZohoRecords(Records):
         # (credentials, module) -> field -> data type, from describes: which fields are lookups
         # and date-times when writing (a few hundred entries, least recently used go first)
         self._types: OrderedDict[tuple[str, ...], dict[str, str]] = OrderedDict()
-
-    def auth_headers(self, access: Access) -> dict[str, str]:
-        return {"Authorization": f"Zoho-oauthtoken {access.token}"}
 
     def api(self, access: Access) -> URL:
         return access.instance_url / "crm" / (self.platform.api_version or "v8")

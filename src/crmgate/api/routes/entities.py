@@ -37,7 +37,7 @@ from crmgate.api.params import MAX_PAGE, MAX_PAGE_SIZE
 from crmgate.api.responses import JSONResponse, contract_response
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.routing import ScopedRouter
-from crmgate.connectors.errors import NotSupported, SessionExpired
+from crmgate.connectors.errors import NotSupported
 from crmgate.contract.coverage import load_reference
 from crmgate.entities import Connection, EntityService
 from crmgate.model.contract import model
@@ -112,7 +112,7 @@ class Call:
 
     async def connect(self) -> Connection:
         if self.connection is not None:
-            return self.connection  # renewed after an expired session: use the new access
+            return self.connection
         key = self.header(APPLICATION_KEY_HEADER)
         if not key:
             raise ApiError(
@@ -152,16 +152,6 @@ def _expand(call: Call) -> list[str]:
 
 def _unique(call: Call) -> bool:
     return (call.values.get("unique") or "").lower() == "true"
-
-
-def _expired(call: Call, expired: SessionExpired) -> SessionExpired:
-    if call.connection is not None and call.connection.view.authorization == (
-        "oAuth-external-refresh"
-    ):
-        return SessionExpired(
-            f"{expired.message}; send a new access token with PUT /v1/application/{{key}}"
-        )
-    return expired
 
 
 # ---- one handler per operation kind ------------------------------------------------------------
@@ -519,18 +509,9 @@ def _endpoint(
         values = {names[key]: value for key, value in kwargs.items() if key in names}
         if body is not None:
             body = body.model_dump(mode="json", exclude_unset=True)
-        call = Call(request, principal, entity, values, body, operation_id=operation_id)
-        try:
-            return await handler(call)
-        except SessionExpired as expired:
-            # The CRM did nothing. Where crmgate can renew the access (refresh the tokens, log
-            # in again) it does, and tries once more with the new credentials.
-            renewed = await call.service.renew(call.connection) if call.connection else None
-            if renewed is None:
-                raise _expired(call, expired) from None
-            return await handler(
-                Call(request, principal, entity, values, body, renewed, operation_id)
-            )
+        return await handler(
+            Call(request, principal, entity, values, body, operation_id=operation_id)
+        )
 
     parameters = [
         inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
