@@ -627,17 +627,19 @@ def test_an_application_user_gets_and_renews_its_own_tokens(
 def test_next_links_to_another_host_or_table_are_refused(dynamics: Dynamics) -> None:
     from crmgate.connectors.base import Access
     from crmgate.connectors.catalogue import Catalogue
-    from crmgate.connectors.dynamics import DynamicsConnector, Table
+    from crmgate.connectors.dynamics import DynamicsConnector
     from crmgate.connectors.errors import CrmUnavailable
+    from crmgate.connectors.paging import Pager
     from crmgate.outbound import Outbound
 
     platform = Catalogue.load(["dynamics"], platform_overrides(dynamics.base_url)).get(TYPE)
     assert platform is not None
     connector = DynamicsConnector(platform, Outbound())
     access = Access(URL(dynamics.base_url), "token")
-    table = Table("contact", "contacts", "contactid", "Contact", "Contacts", False, {})
+    pager = Pager(connector.records, platform.paging)
+    first = URL(f"{dynamics.base_url}/api/data/v9.2/contacts?$select=fullname")
     good = f"{dynamics.base_url}/api/data/v9.2/contacts?$skiptoken=x"
-    assert str(connector.records._next(access, table, good)).startswith(dynamics.base_url)
+    assert str(pager.within(access, first, good)).startswith(dynamics.base_url)
     for forged in [
         "https://evil.example/api/data/v9.2/contacts?$skiptoken=x",
         f"http://{URL(dynamics.base_url).authority}/api/data/v9.2/contacts",
@@ -646,7 +648,7 @@ def test_next_links_to_another_host_or_table_are_refused(dynamics: Dynamics) -> 
         f"https://user@{URL(dynamics.base_url).authority}/api/data/v9.2/contacts",
     ]:
         with pytest.raises(CrmUnavailable):
-            connector.records._next(access, table, forged)
+            pager.within(access, first, forged)
     asyncio.run(connector.outbound.close())
 
 

@@ -29,6 +29,7 @@ from conftest import (
     sqlite_only,
 )
 from crmgate.api.app import create_app
+from crmgate.connectors.catalogue import load_descriptors
 from crmsim.server import RunningSimulator
 from crmsim.tls import Certificates
 from crmsim.zoho import ALL_SCOPES, ZohoSimulator, platform_overrides, seed_zoho
@@ -442,9 +443,13 @@ def test_oauth_tokens_are_refreshed_with_zohos_accounts_server(
 
 
 def test_a_refresh_goes_to_the_data_centre_of_the_org() -> None:
-    from crmgate.connectors.catalogue import load_descriptors
-    from crmgate.connectors.zoho import DATA_CENTRES, accounts_server, callback_accounts_server
+    from crmgate.connectors.zoho import ZohoConnector
+    from crmgate.outbound import Outbound
 
+    (zoho,) = [p for p in load_descriptors() if p.type == "ZohoCRM"]
+    connector = ZohoConnector(zoho, Outbound())
+    accounts_server = connector.accounts_server
+    callback_accounts_server = connector.callback_accounts_server
     assert accounts_server("https://www.zohoapis.eu") == "https://accounts.zoho.eu"
     assert accounts_server("https://www.zohoapis.com.au") == "https://accounts.zoho.com.au"
     assert accounts_server("https://www.zohoapis.ca") == "https://accounts.zohocloud.ca"
@@ -453,10 +458,10 @@ def test_a_refresh_goes_to_the_data_centre_of_the_org() -> None:
     assert accounts_server("https://sandbox.zohoapis.sa") == "https://accounts.zoho.sa"
     assert accounts_server("https://zohoapis.eu.evil.example") is None
     assert accounts_server("https://127.0.0.1:8443") is None  # the descriptor's token_url
-    assert all(dc.accounts.startswith("accounts.zoho") for dc in DATA_CENTRES)
-    # one table: the descriptor allows exactly the API hosts of the known data centres
-    (zoho,) = [p for p in load_descriptors() if p.type == "ZohoCRM"]
-    assert sorted(zoho.instance_hosts) == sorted(h for dc in DATA_CENTRES for h in dc.api_hosts)
+    assert all(r.login_url.startswith("https://accounts.zoho") for r in zoho.regions)
+    # one table: the descriptor allows exactly the API hosts of its data centres
+    assert sorted(zoho.instance_hosts) == sorted(h for r in zoho.regions for h in r.hosts)
+    assert len(zoho.instance_hosts) == 27
     # an OAuth callback's accounts server counts only if it is one of them
     eu = {"location": "eu", "accounts-server": "https://accounts.zoho.eu"}
     assert callback_accounts_server(eu) == "https://accounts.zoho.eu"
@@ -480,13 +485,10 @@ def test_the_oauth_flow_connects_orgs_of_any_data_centre(
     database: Database,
     zoho: Zoho,
     certificates: Certificates,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Application mode through Zoho's authorize page (access_type=offline, comma-joined
     scopes): a US org, then an org of the EU data centre, whose code is exchanged at the EU
     accounts server the callback names (here a second address of the simulator)."""
-    from crmgate.connectors import zoho as connector
-
     sim = zoho.simulator
     bound = loopback_socket()
     base = f"http://127.0.0.1:{bound.getsockname()[1]}"
@@ -519,28 +521,28 @@ def test_the_oauth_flow_connects_orgs_of_any_data_centre(
         return [q["host"] for m, p, q in sim.calls if p == "/oauth/v2/token#grant"]
 
     us_host = zoho.base_url.removeprefix("https://")
-    with (
-        RunningSimulator(sim.app(), certificates) as eu,
-        RunningGateway(create_app(settings), bound) as gateway,
-    ):
-        connect(gateway)
-        authorize = next(q for m, p, q in sim.calls if p == "/oauth/v2/auth")
-        assert authorize["access_type"] == "offline" and authorize["prompt"] == "consent"
-        assert authorize["scope"] == ",".join(ALL_SCOPES)
-        assert exchanged_at() == [us_host]
-        # the EU data centre, reached (for this test) at the simulator's second address
+    with RunningSimulator(sim.app(), certificates) as eu:
+        # the EU data centre, reached (for this test) at the simulator's second address: an
+        # operator's override of the descriptor's regions
+        (platform,) = [p for p in load_descriptors() if p.type == "ZohoCRM"]
+        regions = [
+            {**region.model_dump(), "login_url": eu.base_url}
+            if region.name == "eu"
+            else region.model_dump()
+            for region in platform.regions
+        ]
+        overrides = {"ZohoCRM": {**zoho.overrides(zoho.base_url)["ZohoCRM"], "regions": regions}}
+        settings = settings.model_copy(update={"platform_overrides": overrides})
         eu_host = eu.base_url.removeprefix("https://")
-        monkeypatch.setattr(
-            connector,
-            "DATA_CENTRES",
-            tuple(
-                connector.DataCentre("eu", eu_host, "eu") if dc.location == "eu" else dc
-                for dc in connector.DATA_CENTRES
-            ),
-        )
-        sim.location, sim.accounts_server = "eu", eu.base_url
-        connect(gateway)
-        assert exchanged_at() == [us_host, eu_host]
+        with RunningGateway(create_app(settings), bound) as gateway:
+            connect(gateway)
+            authorize = next(q for m, p, q in sim.calls if p == "/oauth/v2/auth")
+            assert authorize["access_type"] == "offline" and authorize["prompt"] == "consent"
+            assert authorize["scope"] == ",".join(ALL_SCOPES)
+            assert exchanged_at() == [us_host]
+            sim.location, sim.accounts_server = "eu", eu.base_url
+            connect(gateway)
+            assert exchanged_at() == [us_host, eu_host]
     assert sim.grant_codes == {}  # each code exchanged, once
 
 

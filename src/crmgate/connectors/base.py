@@ -8,6 +8,7 @@ is what differs between CRMs. Connectors call CRMs only through crmgate.outbound
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -41,6 +42,7 @@ from crmgate.model.objects import ObjectInfo
 from crmgate.outbound import Outbound, OutboundFailed, OutboundRefused, OutboundResponse
 
 T = TypeVar("T")
+log = logging.getLogger("crmgate.connectors")
 
 if TYPE_CHECKING:
     from crmgate.model.mapping import EntityMap
@@ -472,7 +474,35 @@ class Connector:
     async def revoke(
         self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
     ) -> None:
-        """Revoke the tokens crmgate holds, where the CRM offers revocation."""
+        """Revoke the refresh token crmgate holds (oAuth-internal), where the CRM offers
+        revocation (the descriptor's ``revoke_url``; RFC 7009). A refusal is logged, not
+        raised: the application goes away all the same."""
+        oauth, token = self.platform.oauth, credential.get("refresh_token")
+        if authorization != "oAuth-internal" or not token or oauth is None:
+            return
+        url = self.revocation_url(credential)
+        if url is None:
+            return
+        form = {"token": token} if oauth.revoke_in == "form" else None
+        if oauth.revoke_in == "query":
+            url = url.update_query(token=token)
+        elif oauth.revoke_in == "path":
+            url = url / token
+        response = await self.call(oauth.revoke_method, url, data=form)
+        if response.status not in (200, 204):
+            log.warning(
+                "%s did not revoke a refresh token: HTTP %d", self.platform.name, response.status
+            )
+
+    def revocation_url(self, credential: Mapping[str, str]) -> URL | None:
+        """Where a refresh token is revoked: the descriptor's revoke_url (a hook: Zoho revokes
+        at the accounts server of the credential's data centre)."""
+        oauth = self.platform.oauth
+        if oauth is None or not oauth.revoke_url:
+            return None
+        url = str(URL(oauth.token_url).join(URL(oauth.revoke_url)))
+        origin = URL(url)
+        return self.outbound.check_url(url, [f"{origin.host}:{origin.port}"])
 
     # ---- OAuth 2.0 (RFC 6749), the same for every CRM but its hooks ----------------------------
 

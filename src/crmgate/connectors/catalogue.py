@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from yarl import URL
 
 from crmgate.connectors.auth import BEARER, AuthScheme
 from crmgate.connectors.jsonpath import steps
@@ -57,7 +58,11 @@ class Authorization(_Frozen):
 class OAuthEndpoints(_Frozen):
     authorize_url: str
     token_url: str
+    # RFC 7009 revocation of a refresh token: absolute, or a path on the token endpoint's host;
+    # the token in the form (the RFC's way), the query, or as the URL's last segment (HubSpot).
     revoke_url: str | None = None
+    revoke_method: Literal["POST", "DELETE"] = "POST"
+    revoke_in: Literal["form", "query", "path"] = "form"
     pkce: bool = True
     scopes: tuple[str, ...] = ()
     # Sent as `prompt` so the CRM asks the user every time (no silent approval of a link
@@ -131,6 +136,34 @@ class ErrorFormat(_Frozen):
         return value
 
 
+def url_host(url: str) -> str:
+    """``host`` or ``host:port`` (a port other than 443) of an https ``url`` without user
+    information; empty for anything else (an address crmgate would never send a secret to)."""
+    try:
+        parsed = URL(url)
+        host = (parsed.raw_host or "").lower().rstrip(".")
+        port = parsed.port
+    except (ValueError, TypeError, UnicodeError):
+        return ""
+    if parsed.scheme != "https" or parsed.raw_user or parsed.raw_password or not host:
+        return ""
+    return host if port in (None, 443) else f"{host}:{port}"
+
+
+class Region(_Frozen):
+    """One of a CRM's regions (Zoho's data centres, Microsoft's national clouds): the hosts of
+    its instances, and its own login (accounts) server, the only one that sees the client
+    secret for them. ``name`` is the CRM's own (Zoho's OAuth callback ``location``)."""
+
+    name: str
+    login_url: str
+    hosts: tuple[str, ...] = ()  # exact instance hosts ...
+    host_suffixes: tuple[str, ...] = ()  # ... or their endings (.microsoftdynamics.us)
+
+    def holds(self, host: str) -> bool:
+        return host in self.hosts or any(host.endswith(end) for end in self.host_suffixes)
+
+
 class Platform(_Frozen):
     type: str
     name: str
@@ -143,6 +176,9 @@ class Platform(_Frozen):
     instance_hosts: tuple[str, ...] = ()
     oauth: OAuthEndpoints | None = None
     authorization: tuple[Authorization, ...]
+    # Where the CRM's instances are, per region, with each region's login server; a platform
+    # with regions and no instance_hosts allows exactly the regions' hosts.
+    regions: tuple[Region, ...] = ()
     # Record id prefix -> unified entity, where ids tell their kind (Salesforce: 003 = contact).
     id_prefixes: dict[str, str] = Field(default_factory=dict)
     errors: ErrorFormat = Field(default_factory=ErrorFormat)
@@ -168,6 +204,29 @@ class Platform(_Frozen):
             for name, spec in data["entities"].items()
         }
         return {**data, "entities": entities}
+
+    @model_validator(mode="after")
+    def _region_hosts(self) -> Platform:
+        if self.regions and not self.instance_hosts:
+            hosts = tuple(host for region in self.regions for host in region.hosts)
+            object.__setattr__(self, "instance_hosts", hosts)
+        return self
+
+    def region_of(self, url: str) -> Region | None:
+        """The region whose instance ``url`` is (None: none of them, e.g. a simulator)."""
+        host = url_host(url)
+        return next((region for region in self.regions if host and region.holds(host)), None)
+
+    def region_at(self, login_url: str = "", name: str = "") -> Region | None:
+        """The region whose login server is ``login_url`` and whose name is ``name`` (each
+        where given); None for anything else, however it is spelled."""
+        host = url_host(login_url) if login_url else ""
+        if (login_url and not host) or not (login_url or name):
+            return None
+        for region in self.regions:
+            if (not host or host == url_host(region.login_url)) and name in ("", region.name):
+                return region
+        return None
 
     @field_validator("authorization")
     @classmethod

@@ -43,8 +43,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import uuid4
 
 from yarl import URL
@@ -62,6 +61,7 @@ from crmgate.connectors.base import (
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.dialect import COMPARISONS, Target, TextDialect
 from crmgate.connectors.errors import (
     CredentialsRejected,
     CrmError,
@@ -73,16 +73,16 @@ from crmgate.connectors.errors import (
     Refusal,
     answer_of,
 )
+from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
-from crmgate.outbound import Outbound, OutboundRefused, OutboundResponse
-from crmgate.query import Condition, QueryError, SortKey, typed_value
+from crmgate.outbound import Outbound, OutboundResponse
+from crmgate.query import Condition, QueryError, SortKey
 from crmgate.settings import OAuthClient
 
 log = logging.getLogger("crmgate.connectors.dynamics")
 
 API = "/api/data/v9.2"
-BATCH = 100  # records a list call asks for (Prefer: odata.maxpagesize)
 MAX_COLD_OFFSET = 10_000  # a first jump deeper than this would cost more than 100 calls
 COUNT_CAP = 5000  # Dataverse caps @odata.count here
 # Requests in one $batch call: Dataverse runs them one after another and allows 1,000 a batch
@@ -98,14 +98,6 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # An Entra ID tenant: its id (a GUID) or one of its domains (contoso.onmicrosoft.com).
 _DOMAIN = re.compile(
     r"^(?=.{4,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
-# An organisation's host suffix -> the Entra ID of its cloud (Microsoft Entra "National clouds":
-# US Government, GCC High and DoD, at login.microsoftonline.us; China, operated by 21Vianet, at
-# login.partner.microsoftonline.cn). Others, GCC (crm9) included, use the descriptor's login_url.
-_CLOUDS = (
-    (".microsoftdynamics.us", "https://login.microsoftonline.us"),
-    (".appsplatform.us", "https://login.microsoftonline.us"),
-    (".dynamics.cn", "https://login.partner.microsoftonline.cn"),
 )
 _GLOBAL_LOGIN = "login.microsoftonline.com"
 _ANNOTATION = "Microsoft.Dynamics.CRM.lookuplogicalname"
@@ -234,14 +226,14 @@ class DynamicsConnector(Connector):
 
     def token_url(self, instance: URL, tenant: str | None) -> URL:
         """The Entra ID token endpoint for an organisation: its cloud's (the descriptor's
-        ``login_url`` for the global one), of ``tenant``, or without one of any work or school
-        account (``organizations``)."""
+        ``regions``; its ``login_url`` for the global one), of ``tenant``, or without one of
+        any work or school account (``organizations``)."""
         login = self.platform.login_url
         if not login:
             raise CrmUnavailable(f"{self.platform.type}: the descriptor names no login_url")
-        if URL(login).host == _GLOBAL_LOGIN:
-            host = instance.host or ""
-            login = next((cloud for suffix, cloud in _CLOUDS if host.endswith(suffix)), login)
+        region = self.platform.region_of(str(instance))
+        if URL(login).host == _GLOBAL_LOGIN and region is not None:
+            login = region.login_url
         origin = URL(login)
         checked = self.outbound.check_url(login, [f"{origin.host}:{origin.port}"])
         return checked.with_path(f"/{tenant or 'organizations'}/oauth2/v2.0/token")
@@ -340,35 +332,42 @@ def _error_text(response: OutboundResponse) -> str:
     return str(error.get("message") or "") if isinstance(error, dict) else ""
 
 
-def _quoted(value: str) -> str:
-    """An OData string literal: single quotes, a quote inside doubled."""
-    return "'" + value.replace("'", "''") + "'"
+class ODataFilter(TextDialect):
+    """A $filter and $orderby for one table: ids and lookups take GUIDs (written bare, lower
+    case); contains/startswith, which Dataverse runs as SQL LIKE, match their text literally."""
 
+    crm = "Dynamics 365"
+    operators: ClassVar[Mapping[str, str]] = {op: op for op in COMPARISONS}
+    conjunction = " and "
+    ascending, descending, then_by_id = " asc", " desc", " asc"
+    sort_separator = ","
+    id_pattern = _GUID
+    id_refusal = "{field} takes a record id (a GUID)"
 
-def _like_literal(value: str) -> str:
-    """Text for ``contains``/``startswith``, which Dataverse runs as SQL LIKE: its wildcards
-    ``[``, ``%`` and ``_`` made plain characters by enclosing them in brackets (``[`` first, as
-    the others add brackets), so that crmgate's ``%`` and ``_`` are the characters themselves."""
-    return value.replace("[", "[[]").replace("%", "[%]").replace("_", "[_]")
+    def __init__(self, entity: EntityMap, table: Table) -> None:
+        super().__init__(entity)
+        self.table = table
 
+    def name(self, field: str, column: str) -> str:
+        name = self.table.column(column)
+        if not _NAME.match(name):
+            raise QueryError("filter", f"{field} cannot be filtered")
+        return name
 
-def _literal(kind: str, value: Any, field: str, guid: bool) -> str:
-    """A filter value as an OData literal; anything that could change the expression's shape is
-    refused or quoted (nothing of the client's text reaches the query unescaped)."""
-    if value is None:
-        raise QueryError("filter", f"{field}: use eq null or ne null")
-    if guid:
-        if not isinstance(value, str) or not _GUID.match(value):
-            raise QueryError("filter", f"{field} takes a record id (a GUID)")
+    def is_id(self, target: Target) -> bool:
+        return target.name == self.table.primary_id or target.column in self.table.navigation
+
+    def id_literal(self, value: str) -> str:
         return value.lower()
-    typed = typed_value(field, value, kind)
-    if isinstance(typed, bool):
-        return "true" if typed else "false"
-    if isinstance(typed, datetime):
-        return typed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if isinstance(typed, date):
-        return typed.isoformat()
-    return repr(typed) if isinstance(typed, (int, float)) else _quoted(typed)
+
+    def like(self, target: Target, op: str, text: str) -> str:
+        """LIKE's wildcards ``[``, ``%`` and ``_`` made plain characters by enclosing them in
+        brackets (``[`` first, as the others add brackets)."""
+        plain = text.replace("[", "[[]").replace("%", "[%]").replace("_", "[_]")
+        return f"{op}({target.name},{self.quote(plain)})"
+
+    def sort_name(self, field: str, column: str) -> str:
+        return self.table.column(column)
 
 
 class DynamicsRecords(Records):
@@ -655,71 +654,18 @@ class DynamicsRecords(Records):
         return flat
 
     def _filter(self, table: Table, entity: EntityMap, conditions: Sequence[Condition]) -> str:
-        parts = [
-            f"{table.column(column)} eq {_literal('string', value, column, False)}"
-            if isinstance(value, str)
-            else f"{table.column(column)} eq {str(value).lower()}"
-            for column, value in entity.match.items()
-        ]
-        for condition in conditions:
-            native = entity.filter_column("filter", condition.field)
-            column = table.column(native)
-            if not _NAME.match(column):
-                raise QueryError("filter", f"{condition.field} cannot be filtered")
-            guid = column == table.primary_id or native in table.navigation
-            kind = "string" if guid else entity.kind(condition.field)
-            if condition.value is None and condition.op in ("eq", "ne"):
-                parts.append(f"{column} {condition.op} null")
-            elif condition.op in ("contains", "startswith"):
-                if kind != "string" or guid or not isinstance(condition.value, str):
-                    raise QueryError("filter", f"{condition.op} works on text fields only")
-                literal = _quoted(_like_literal(condition.value))
-                parts.append(f"{condition.op}({column},{literal})")
-            else:
-                literal = _literal(kind, condition.value, condition.field, guid)
-                parts.append(f"{column} {condition.op} {literal}")
-        return " and ".join(parts)
+        return ODataFilter(entity, table).where(conditions)
 
     @staticmethod
     def _orderby(table: Table, entity: EntityMap, sort: Sequence[SortKey]) -> str:
-        keys = []
-        for key in sort:
-            column = table.column(entity.filter_column("sort", key.field))
-            keys.append(f"{column} {'desc' if key.descending else 'asc'}")
-        if not any(k.startswith(f"{table.primary_id} ") for k in keys):
-            keys.append(f"{table.primary_id} asc")  # a stable order for the paging cookies
-        return ",".join(keys)
-
-    def _next(self, access: Access, table: Table, link: Any) -> URL:
-        """A nextLink, only if it stays on this organisation's table (no forged redirection of
-        the token to another host or path)."""
-        if not isinstance(link, str):
-            raise CrmUnavailable("Dynamics 365 answered a next page link that is not text")
-        instance = access.instance_url
-        try:
-            url = self.connector.outbound.check_url(link, [f"{instance.host}:{instance.port}"])
-            url = URL(link, encoded=True)
-        except (OutboundRefused, ValueError):
-            raise CrmUnavailable("Dynamics 365 answered a next page link to elsewhere") from None
-        if url.raw_path != f"{API}/{table.entity_set}" or url.raw_fragment:
-            raise CrmUnavailable("Dynamics 365 answered a next page link to elsewhere")
-        return url
+        """Ending with the primary id: a stable order for the paging cookies."""
+        return ODataFilter(entity, table).order(sort)
 
     def _fetch(self, access: Access, table: Table, first: URL, columns: Sequence[str]) -> Fetch:
-        prefer = {"Prefer": f'odata.maxpagesize={BATCH},odata.include-annotations="{_ANNOTATION}"'}
-
-        async def fetch(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
-            url = first if token is None else self._next(access, table, token)
-            answer = await self._json(access, url, prefer)
-            rows = answer.get("value")
-            if not isinstance(rows, list):
-                raise CrmUnavailable("Dynamics 365 answered an unexpected list")
-            following = answer.get("@odata.nextLink")
-            if following is not None:
-                self._next(access, table, following)
-            return [self._flat(table, r, columns) for r in rows], following
-
-        return fetch
+        paging = self.platform.paging
+        prefer = f'odata.maxpagesize={paging.batch},odata.include-annotations="{_ANNOTATION}"'
+        pager = Pager(self, paging, lambda row: self._flat(table, row, columns))
+        return pager.fetch(access, first, headers={**_ODATA, "Prefer": prefer})
 
     async def list_page(
         self,

@@ -13,7 +13,8 @@ page; creates send them in the create call; updates replace them with v4 calls (
 add); filters use the search API's ``associations.<object>`` pseudo-property (EQ only).
 
 Users are HubSpot's owners (``/crm/v3/owners``, not an object of the objects API): read whole
-(100 a call, at most ``OWNER_LIMIT``) and filtered, sorted and paged in memory.
+(the descriptor's paging for owners: 500 a call, at most 5,000) and filtered, sorted and
+paged in memory.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, ClassVar
 
 from yarl import URL
 
@@ -43,6 +44,7 @@ from crmgate.connectors.base import (
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.dialect import Dialect, Scalar, Target, pattern
 from crmgate.connectors.errors import (
     CredentialsRejected,
     CrmError,
@@ -52,10 +54,11 @@ from crmgate.connectors.errors import (
     NotValid,
     Refusal,
 )
+from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound
-from crmgate.query import Condition, QueryError, SortKey, typed_value
+from crmgate.query import Condition, QueryError, SortKey
 
 log = logging.getLogger("crmgate.connectors.hubspot")
 
@@ -70,7 +73,6 @@ def _well_formed(record_id: str) -> bool:
 
 
 _OBJECT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-_OPERATORS = {"eq": "EQ", "ne": "NEQ", "gt": "GT", "ge": "GTE", "lt": "LT", "le": "LTE"}
 _KINDS = {"number": "number", "date": "date", "datetime": "date-time", "bool": "boolean"}
 STANDARD_OBJECTS = (
     "contacts",
@@ -117,7 +119,6 @@ PRIMARY_PAIRS = frozenset(
     pair for pair, type_id in CREATE_TYPES.items() if type_id in PRIMARY_TYPES
 )
 OWNERS = "owners"
-OWNER_LIMIT = 5_000
 _OWNER_FIELDS = (
     ("id", "Owner ID", "string"),
     ("email", "Email", "string"),
@@ -175,19 +176,6 @@ class HubSpotConnector(Connector):
             return "invalid_client", f"{code}: {message}"
         return code, message
 
-    async def revoke(
-        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
-    ) -> None:
-        """HubSpot revokes a refresh token with DELETE /oauth/v1/refresh-tokens/{token}."""
-        token = credential.get("refresh_token")
-        if authorization != "oAuth-internal" or not token or self.platform.oauth is None:
-            return
-        origin = URL(self.platform.oauth.token_url).origin()
-        url = self.outbound.check_url(str(origin), [f"{origin.host}:{origin.port}"])
-        response = await self.call("DELETE", url / "oauth/v1/refresh-tokens" / token)
-        if response.status not in (200, 204):
-            log.warning("HubSpot did not revoke a refresh token: HTTP %d", response.status)
-
 
 def _message(body: bytes) -> str:
     try:
@@ -226,16 +214,56 @@ def _split(columns: Sequence[str]) -> tuple[list[str], list[str]]:
     return properties, [c.removeprefix(LINK) for c in columns if c.startswith(LINK)]
 
 
-def _value(kind: str, value: Any, field: str) -> str:
-    """A filter value as HubSpot's search wants it: text; dates in epoch milliseconds."""
-    typed = typed_value(field, value, kind)
-    if isinstance(typed, bool):
-        return "true" if typed else "false"
-    if isinstance(typed, datetime):
-        return str(int(typed.timestamp() * 1000))
-    if isinstance(typed, date):
-        return str(int(datetime.combine(typed, time(), UTC).timestamp() * 1000))
-    return repr(typed) if isinstance(typed, (int, float)) else typed
+class SearchFilters(Dialect[dict[str, Any]]):
+    """The one filter group (AND) of a search request: values as JSON strings (nothing to
+    escape: no query text is built), dates in epoch milliseconds."""
+
+    crm = "HubSpot"
+    operators: ClassVar[Mapping[str, str]] = {
+        "eq": "EQ",
+        "ne": "NEQ",
+        "gt": "GT",
+        "ge": "GTE",
+        "lt": "LT",
+        "le": "LTE",
+    }
+    max_terms = MAX_FILTERS
+    like_refusal = "HubSpot's {op} takes one word (no spaces, no *)"
+
+    def term(self, condition: Condition) -> dict[str, Any]:
+        """An association (``associations.companies``) takes eq and a record id."""
+        column = self.entity.filter_column("filter", condition.field)
+        if not column.startswith(LINK):
+            return super().term(condition)
+        target = SINGULAR.get(column.removeprefix(LINK))
+        value = condition.value
+        if (
+            condition.op != "eq"
+            or not isinstance(value, str)
+            or not _RECORD_ID.match(value)
+            or target is None
+        ):
+            raise QueryError("filter", f"{condition.field} takes eq and a record id on HubSpot")
+        return {"propertyName": f"associations.{target}", "operator": "EQ", "value": value}
+
+    def instant(self, value: datetime) -> str:
+        return str(int(value.timestamp() * 1000))
+
+    def day(self, value: date) -> str:
+        return self.instant(datetime.combine(value, time(), UTC))
+
+    def like_refused(self, text: str) -> bool:
+        return any(char.isspace() or char == "*" for char in text)
+
+    def compare(self, target: Target, operator: str, literal: Scalar) -> dict[str, Any]:
+        return {"propertyName": target.name, "operator": operator, "value": literal}
+
+    def null(self, target: Target, op: str) -> dict[str, Any]:
+        operator = "NOT_HAS_PROPERTY" if op == "eq" else "HAS_PROPERTY"
+        return {"propertyName": target.name, "operator": operator}
+
+    def like(self, target: Target, op: str, text: str) -> dict[str, Any]:
+        return self.compare(target, "CONTAINS_TOKEN", pattern(op, text, "*"))
 
 
 def search_body(
@@ -249,50 +277,7 @@ def search_body(
 ) -> dict[str, Any]:
     """crmgate's filter and sort as HubSpot's search request: one filter group (AND), values
     as JSON strings (nothing to escape: no query text is built)."""
-    filters: list[dict[str, Any]] = [
-        {"propertyName": column, "operator": "EQ", "value": str(value)}
-        for column, value in entity.match.items()
-    ]
-    for condition in conditions:
-        column = entity.filter_column("filter", condition.field)
-        kind = entity.kind(condition.field)
-        if column.startswith(LINK):
-            target = SINGULAR.get(column.removeprefix(LINK))
-            if (
-                condition.op != "eq"
-                or not isinstance(condition.value, str)
-                or not _RECORD_ID.match(condition.value)
-                or target is None
-            ):
-                raise QueryError("filter", f"{condition.field} takes eq and a record id on HubSpot")
-            filters.append(
-                {
-                    "propertyName": f"associations.{target}",
-                    "operator": "EQ",
-                    "value": condition.value,
-                }
-            )
-        elif condition.value is None and condition.op in ("eq", "ne"):
-            operator = "NOT_HAS_PROPERTY" if condition.op == "eq" else "HAS_PROPERTY"
-            filters.append({"propertyName": column, "operator": operator})
-        elif condition.op in ("contains", "startswith"):
-            if kind != "string" or not isinstance(condition.value, str):
-                raise QueryError("filter", f"{condition.op} works on text fields only")
-            if any(char.isspace() or char == "*" for char in condition.value):
-                raise QueryError(
-                    "filter", f"HubSpot's {condition.op} takes one word (no spaces, no *)"
-                )
-            pattern = (
-                f"*{condition.value}*" if condition.op == "contains" else f"{condition.value}*"
-            )
-            filters.append({"propertyName": column, "operator": "CONTAINS_TOKEN", "value": pattern})
-        else:
-            value = _value(kind, condition.value, condition.field)
-            filters.append(
-                {"propertyName": column, "operator": _OPERATORS[condition.op], "value": value}
-            )
-    if len(filters) > MAX_FILTERS:
-        raise QueryError("filter", f"HubSpot takes at most {MAX_FILTERS} conditions at once")
+    filters = SearchFilters(entity).terms(conditions)
     if len(sort) > 1:
         raise QueryError("sort", "HubSpot sorts by one field")
     if any(entity.filter_column("sort", key.field).startswith(LINK) for key in sort):
@@ -344,24 +329,10 @@ class HubSpotRecords(Records):
         return {name: owner.get(name) for name, _, _ in _OWNER_FIELDS} | {"id": str(owner["id"])}
 
     async def _owners(self, access: Access) -> list[dict[str, Any]]:
-        owners: list[dict[str, Any]] = []
-        after: str | None = None
-        while len(owners) < OWNER_LIMIT:
-            query = {"limit": "500", **({"after": after} if after else {})}
-            url = (access.instance_url / "crm/v3/owners").with_query(query)
-            answer = await self.json_call(access, "GET", url)
-            results = answer.get("results") if isinstance(answer, dict) else None
-            if not isinstance(results, list):
-                raise CrmUnavailable("HubSpot answered an unexpected list of owners")
-            owners += [  # a queue (type QUEUE) owns records but is no user
-                self._owner(owner)
-                for owner in results
-                if not (isinstance(owner, dict) and owner.get("type") == "QUEUE")
-            ]
-            after = ((answer.get("paging") or {}).get("next") or {}).get("after")
-            if not after:
-                return owners
-        raise NotValid(f"HubSpot has more than {OWNER_LIMIT:,} owners: too many to list here")
+        pager = Pager(self, self.platform.paging.of(OWNERS))
+        owners = await pager.whole(access, access.instance_url / "crm/v3/owners", what="owners")
+        # a queue (type QUEUE) owns records but is no user
+        return [self._owner(owner) for owner in owners if owner.get("type") != "QUEUE"]
 
     # ---- the catalogue ----------------------------------------------------------------------
 
@@ -565,24 +536,13 @@ class HubSpotRecords(Records):
         return found
 
     def _list_fetch(self, access: Access, entity: EntityMap, columns: Sequence[str]) -> Fetch:
-        async def fetch(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
-            properties, links = _split(columns)
-            query = {"limit": str(BATCH_LIMIT), "properties": ",".join(properties)}
-            if links:
-                query["associations"] = ",".join(links)
-            if after is not None:
-                query["after"] = after
-            url = self._objects(access, entity.object).with_query(query)
-            answer = await self.json_call(access, "GET", url)
-            results = answer.get("results") if isinstance(answer, dict) else None
-            if not isinstance(results, list):
-                raise CrmUnavailable("HubSpot answered an unexpected list")
-            following = ((answer.get("paging") or {}).get("next") or {}).get("after")
-            return [_flat(r, links, entity.object) for r in results], str(
-                following
-            ) if following else None
-
-        return fetch
+        properties, links = _split(columns)
+        query = {"properties": ",".join(properties)}
+        if links:
+            query["associations"] = ",".join(links)
+        url = self._objects(access, entity.object).with_query(query)
+        pager = Pager(self, self.platform.paging, lambda r: _flat(r, links, entity.object))
+        return pager.fetch(access, url)
 
     async def count(
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()

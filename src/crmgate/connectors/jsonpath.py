@@ -1,6 +1,7 @@
 """The small JSON path language of the platform descriptors: ``a.b``, ``a[0]`` (``-1`` from the
-end), ``a[*]`` (each element), ``a[key=value]`` (the elements whose ``key`` is ``value``); ``$``
-or "" is the document itself. A path finds every value it reaches, in order; none is no error.
+end), ``a[*]`` (each element), ``a[key=value]`` (the elements whose ``key`` is ``value``),
+``['a.b']`` (a name holding dots: ``['@odata.nextLink']``); ``$`` or "" is the document itself.
+A path finds every value it reaches, in order; none is no error.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ def select(value: Any, path: str) -> list[Any]:
     for step in steps(path):
         following: list[Any] = []
         for item in current:
-            if not step.startswith("["):
-                if isinstance(item, dict) and step in item:
-                    following.append(item[step])
+            name = step[2:-2] if step[:2] in ("['", '["') and step[-2:] in ("']", '"]') else None
+            if not step.startswith("[") or name is not None:
+                name = step if name is None else name
+                if isinstance(item, dict) and name in item:
+                    following.append(item[name])
                 continue
             if not isinstance(item, list):
                 continue

@@ -98,10 +98,12 @@ class Pager:
         records: Records,
         paging: Paging,
         row: Callable[[Any], Row] = lambda record: record,
+        amend: Callable[[list[Any]], Awaitable[list[Row]]] | None = None,
     ) -> None:
         self.records = records
         self.paging = paging
         self.row = row
+        self.amend = amend  # a batch's further reading (Zoho: fields past 50, a call per 50)
         self.crm = records.platform.name
 
     def fetch(
@@ -147,11 +149,13 @@ class Pager:
                 batch: list[Any] = []  # an empty list said with no body, null or no key
             elif len(found) == 1 and isinstance(found[0], list):
                 batch = found[0]
+                if not all(isinstance(record, dict) for record in batch):
+                    raise CrmUnavailable(f"{self.crm} answered a list of unexpected records")
             else:
                 raise CrmUnavailable(f"{self.crm} answered an unexpected list")
-            return [self.row(r) for r in batch], self._following(
-                access, first, answer, response.headers, token, len(batch)
-            )
+            following = self._following(access, first, answer, response.headers, token, len(batch))
+            rows = await self.amend(batch) if self.amend else [self.row(r) for r in batch]
+            return rows, following
 
         return fetch
 
@@ -186,20 +190,20 @@ class Pager:
     def within(self, access: Access, first: URL, link: str) -> URL:
         """A next link, only if it stays on this instance under the first call's path (no
         forged redirection of the credential to another host or resource)."""
-        try:
-            url = URL(link, encoded=True)
-        except ValueError:
-            raise CrmUnavailable(f"{self.crm} answered a next page link to elsewhere") from None
-        if not url.is_absolute():
-            url = access.instance_url.join(url)
         base = first.raw_path.rstrip("/")
-        if (
-            url.origin() != access.instance_url.origin()
-            or url.raw_fragment
-            or not (url.raw_path == base or url.raw_path.startswith(base + "/"))
-        ):
-            raise CrmUnavailable(f"{self.crm} answered a next page link to elsewhere")
-        return url
+        try:
+            url = access.instance_url.join(URL(link, encoded=True))
+            segments = url.raw_path.lower().split("/")
+            if (
+                url.origin() == access.instance_url.origin()
+                and not (url.raw_user or url.raw_password or url.raw_fragment)
+                and (url.raw_path == base or url.raw_path.startswith(base + "/"))
+                and not any(s in (".", "..") or "%2e" in s or "%2f" in s for s in segments)
+            ):
+                return url
+        except ValueError:
+            pass
+        raise CrmUnavailable(f"{self.crm} answered a next page link to elsewhere")
 
     async def whole(
         self,

@@ -58,7 +58,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from yarl import URL
@@ -75,6 +75,7 @@ from crmgate.connectors.base import (
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.dialect import Dialect, Scalar, Target
 from crmgate.connectors.errors import (
     CredentialsRejected,
     CrmError,
@@ -86,7 +87,7 @@ from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound, OutboundRefused
-from crmgate.query import Condition, QueryError, SortKey, typed_value
+from crmgate.query import Condition, QueryError, SortKey, Typed
 from crmgate.settings import OAuthClient
 
 T = TypeVar("T")
@@ -143,7 +144,6 @@ _KINDS = {
     "daterange": "date",
     "boolean": "boolean",
 }
-_OPERATORS = {"eq": "=", "ne": "!=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 _USER_FIELDS = (
     FieldInfo("id", "ID", "string", "int", createable=False, updateable=False),
     FieldInfo("name", "Name", "string", "varchar", createable=False, updateable=False),
@@ -463,18 +463,55 @@ def native_body(
 # ---- filters -----------------------------------------------------------------------------------
 
 
-def _filter_value(kind: str, value: Any, name: str) -> str:
-    """A filter value as Pipedrive's filters take it: dates by day, booleans as 1 and 0."""
-    typed = typed_value(name, value, kind)
-    if isinstance(typed, bool):
-        return "1" if typed else "0"
-    if isinstance(typed, datetime):
-        if (typed.hour, typed.minute, typed.second) != (0, 0, 0):
-            raise QueryError("filter", f"{name}: Pipedrive compares dates by day (no time)")
-        return typed.date().isoformat()
-    if isinstance(typed, date):
-        return typed.isoformat()
-    return repr(typed) if isinstance(typed, (int, float)) else typed
+class FilterConditions(Dialect[dict[str, Any]]):
+    """The conditions of a saved filter on one object, each field named by its id in ``specs``
+    (the object's *Fields by key). Values travel as JSON values, never as query text."""
+
+    crm = "Pipedrive"
+    max_terms = MAX_CONDITIONS
+    true_false = ("1", "0")
+    like_refuses = "%_\\$"
+    like_refusal = "Pipedrive's {op} cannot match %, _, \\ or $ (they are wildcards)"
+    id_pattern = re.compile(f"{_NUMERIC_ID.pattern}|{_LEAD_ID.pattern}")
+    id_refusal = "{field} takes a Pipedrive id in quotes"
+
+    def __init__(self, entity: EntityMap, specs: Mapping[str, dict[str, Any]]) -> None:
+        super().__init__(entity)
+        self.specs = specs
+
+    def name(self, field: str, column: str) -> str:
+        spec = self.specs.get(PipedriveRecords._spec_key(self.entity.object, column))
+        if spec is None or not isinstance(spec.get("id"), (int, str)):
+            raise QueryError("filter", f"Pipedrive cannot filter {self.entity.entity} by {field}")
+        return str(spec["id"])
+
+    def literal(self, target: Target, typed: Typed) -> Scalar:
+        """Dates compare by day (a date-time must be midnight)."""
+        if isinstance(typed, datetime):
+            if (typed.hour, typed.minute, typed.second) != (0, 0, 0):
+                message = f"{target.field}: Pipedrive compares dates by day (no time)"
+                raise QueryError("filter", message)
+            typed = typed.date()
+        return super().literal(target, typed)
+
+    def _line(self, target: Target, operator: str, value: Any, extra: Any = None) -> dict[str, Any]:
+        return {
+            "object": OBJECTS[self.entity.object][0],
+            "field_id": target.name,
+            "operator": operator,
+            "value": value,
+            "extra_value": extra,
+        }
+
+    def compare(self, target: Target, operator: str, literal: Scalar) -> dict[str, Any]:
+        dated = target.kind in ("date", "date-time")
+        return self._line(target, operator, literal, "exact_date" if dated else None)
+
+    def null(self, target: Target, op: str) -> dict[str, Any]:
+        return self._line(target, "IS NULL" if op == "eq" else "IS NOT NULL", None)
+
+    def like(self, target: Target, op: str, text: str) -> dict[str, Any]:
+        return self._line(target, "LIKE '%$%'" if op == "contains" else "LIKE '$%'", text)
 
 
 class PipedriveRecords(Records):
@@ -588,48 +625,6 @@ class PipedriveRecords(Records):
             return "address"
         return column
 
-    def _condition(
-        self, entity: EntityMap, condition: Condition, specs: Mapping[str, dict[str, Any]]
-    ) -> dict[str, Any]:
-        column = entity.filter_column("filter", condition.field)
-        spec = specs.get(self._spec_key(entity.object, column))
-        if spec is None or not isinstance(spec.get("id"), (int, str)):
-            raise QueryError(
-                "filter", f"Pipedrive cannot filter {entity.entity} by {condition.field}"
-            )
-        kind = entity.kind(condition.field)
-        line: dict[str, Any] = {
-            "object": OBJECTS[entity.object][0],
-            "field_id": str(spec["id"]),
-            "extra_value": None,
-        }
-        if condition.value is None and condition.op in ("eq", "ne"):
-            return {
-                **line,
-                "operator": "IS NULL" if condition.op == "eq" else "IS NOT NULL",
-                "value": None,
-            }
-        if condition.op in ("contains", "startswith"):
-            if kind != "string" or not isinstance(condition.value, str):
-                raise QueryError("filter", f"{condition.op} works on text fields only")
-            if any(c in condition.value for c in "%_\\$"):
-                raise QueryError(
-                    "filter",
-                    f"Pipedrive's {condition.op} cannot match %, _, \\ or $ (they are wildcards)",
-                )
-            operator = "LIKE '%$%'" if condition.op == "contains" else "LIKE '$%'"
-            return {**line, "operator": operator, "value": condition.value}
-        if condition.field == "id" or condition.field.startswith("relation."):
-            if not isinstance(condition.value, str) or not (
-                _NUMERIC_ID.match(condition.value) or _LEAD_ID.match(condition.value)
-            ):
-                raise QueryError("filter", f"{condition.field} takes a Pipedrive id in quotes")
-            return {**line, "operator": _OPERATORS[condition.op], "value": condition.value}
-        value = _filter_value(kind, condition.value, condition.field)
-        if kind in ("date", "date-time"):
-            line["extra_value"] = "exact_date"
-        return {**line, "operator": _OPERATORS[condition.op], "value": value}
-
     @staticmethod
     def _parameters(entity: EntityMap, conditions: Sequence[Condition]) -> dict[str, str] | None:
         """The v2 list's own query parameters for ``conditions`` when they are enough (ids,
@@ -665,19 +660,7 @@ class PipedriveRecords(Records):
         if kind is None:
             raise QueryError("filter", f"Pipedrive cannot filter {entity.entity} records")
         specs = await self._field_map(access, entity.object)
-        lines = [
-            {
-                "object": OBJECTS[entity.object][0],
-                "field_id": str((specs.get(self._spec_key(entity.object, column)) or {}).get("id")),
-                "operator": "=",
-                "value": str(value),
-                "extra_value": None,
-            }
-            for column, value in entity.match.items()
-        ]
-        lines += [self._condition(entity, c, specs) for c in conditions]
-        if len(lines) > MAX_CONDITIONS:
-            raise QueryError("filter", f"Pipedrive takes at most {MAX_CONDITIONS} conditions")
+        lines = FilterConditions(entity, specs).terms(conditions)
         # the minimum structure Pipedrive documents: an AND group and an OR group
         tree = {
             "glue": "and",

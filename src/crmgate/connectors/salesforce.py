@@ -34,6 +34,7 @@ from crmgate.connectors.errors import (
     CrmUnavailable,
     EntityNotFound,
 )
+from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound, OutboundRefused
@@ -173,19 +174,6 @@ class SalesforceConnector(Connector):
         except OutboundRefused as refused:
             raise CrmUnavailable(f"Salesforce named a refused instance: {refused}") from None
 
-    async def revoke(
-        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
-    ) -> None:
-        oauth = self.platform.oauth
-        token = credential.get("refresh_token")
-        if authorization != "oAuth-internal" or not token or oauth is None or not oauth.revoke_url:
-            return
-        origin = URL(oauth.revoke_url)
-        url = self.outbound.check_url(oauth.revoke_url, [f"{origin.host}:{origin.port}"])
-        response = await self.call("POST", url, data={"token": token})
-        if response.status != 200:
-            log.warning("Salesforce did not revoke a refresh token: HTTP %d", response.status)
-
 
 # ---- records ---------------------------------------------------------------------------------
 
@@ -198,7 +186,6 @@ def _well_formed(record_id: str) -> bool:
 
 _OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 MAX_OFFSET = 2000  # SOQL's OFFSET limit; deeper pages walk query locators
-LOCATOR_BATCH = 2000
 MAX_COLD_OFFSET = 100_000  # a first jump deeper than this would cost more than 50 calls
 MAX_CURSORS = 64  # query locator walks kept, each holding at most one batch
 COLLECTION_LIMIT = 200  # sObject Collections take at most 200 records a call
@@ -358,24 +345,11 @@ class SalesforceRecords(Records):
         than MAX_COLD_OFFSET is refused rather than paid for with dozens of calls."""
         statement = soql.select(entity, columns, conditions, sort)
 
-        async def fetch(locator: str | None) -> tuple[list[dict[str, Any]], str | None]:
-            if locator is None:
-                result = await self.query(access, statement, batch=LOCATOR_BATCH)
-            else:
-                url = access.instance_url.with_path(locator)
-                result = _query_result(await self._call(access, "GET", url))
-            return list(result["records"]), self._next_locator(result)
-
+        url = (self._base(access) / "query").with_query(q=statement)
+        options = {"Sforce-Query-Options": f"batchSize={self.platform.paging.batch}"}
+        fetch = Pager(self, self.platform.paging).fetch(access, url, headers=options)
         key = CursorWalks.key(access, statement)
         return await self.walks.page(key, offset, page_size, fetch, MAX_COLD_OFFSET)
-
-    def _next_locator(self, result: dict[str, Any]) -> str | None:
-        if result.get("done", True):
-            return None
-        next_url = URL(str(result.get("nextRecordsUrl") or ""))
-        if not next_url.path.startswith(f"/services/data/v{self._version}/query/"):
-            raise CrmUnavailable("Salesforce answered an unexpected query locator")
-        return next_url.path
 
     async def count(
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()

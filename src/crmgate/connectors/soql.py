@@ -9,10 +9,10 @@ written unquoted, as SOQL wants them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
 
+from crmgate.connectors.dialect import Target, TextDialect, pattern
 from crmgate.model.mapping import EntityMap
-from crmgate.query import Condition, QueryError, SortKey, Value, typed_value
+from crmgate.query import Condition, SortKey
 
 _ESCAPES = {
     "\\": "\\\\",
@@ -24,71 +24,43 @@ _ESCAPES = {
     "\b": "\\b",
     "\f": "\\f",
 }
-_OPERATORS = {"eq": "=", "ne": "!=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
-def quote(text: str) -> str:
-    return "'" + "".join(_ESCAPES.get(char, char) for char in text) + "'"
+class Soql(TextDialect):
+    crm = "Salesforce"
+    true_false = ("TRUE", "FALSE")
+    ascending, descending = " ASC NULLS FIRST", " DESC NULLS LAST"
 
+    def quote(self, text: str) -> str:
+        return "'" + "".join(_ESCAPES.get(char, char) for char in text) + "'"
 
-def like(text: str, op: str) -> str:
-    escaped = "".join(_ESCAPES.get(char, "\\" + char if char in "%_" else char) for char in text)
-    return f"'%{escaped}%'" if op == "contains" else f"'{escaped}%'"
+    def like(self, target: Target, op: str, text: str) -> str:
+        """LIKE, with the value's own % and _ escaped: they are the characters themselves."""
+        escaped = "".join(
+            _ESCAPES.get(char, "\\" + char if char in "%_" else char) for char in text
+        )
+        return f"{target.name} LIKE '{pattern(op, escaped)}'"
 
-
-def literal(field: str, value: Value, kind: str) -> str:
-    if value is None:
-        return "null"
-    typed = typed_value(field, value, kind)
-    if isinstance(typed, bool):
-        return "TRUE" if typed else "FALSE"
-    if isinstance(typed, datetime):
-        return typed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if isinstance(typed, date):
-        return typed.isoformat()
-    return repr(typed) if isinstance(typed, (int, float)) else quote(typed)
-
-
-def _fixed(column: str, value: str | int | bool) -> str:
-    if isinstance(value, bool):
-        return f"{column} = {'TRUE' if value else 'FALSE'}"
-    if isinstance(value, int):
-        return f"{column} = {value}"
-    return f"{column} = {quote(value)}"
+    def term(self, condition: Condition) -> str:
+        """A relation compared on a column several relations share (WhoId: a contact or a lead)
+        also asks for the id prefix of its target's records."""
+        term = super().term(condition)
+        prefix = self.entity.relation_prefix(condition.field)
+        if prefix is None or condition.value is None or condition.op in ("contains", "startswith"):
+            return term
+        column = self.entity.filter_column("filter", condition.field)
+        prefixed = self.like(
+            Target(condition.field, column, column, "string"), "startswith", prefix
+        )
+        return f"{term} AND {prefixed}"
 
 
 def where(conditions: Sequence[Condition], entity: EntityMap) -> str:
-    # What makes a record this entity (a call is a Task with TaskSubtype = 'Call'), then the
-    # client's conditions.
-    clauses = [_fixed(column, value) for column, value in entity.match.items()]
-    for condition in conditions:
-        column = entity.filter_column("filter", condition.field)
-        kind = entity.kind(condition.field)
-        if condition.op in ("contains", "startswith"):
-            if kind != "string" or not isinstance(condition.value, str):
-                raise QueryError("filter", f"{condition.op} works on text fields only")
-            clauses.append(f"{column} LIKE {like(condition.value, condition.op)}")
-            continue
-        if condition.value is None and condition.op not in ("eq", "ne"):
-            raise QueryError("filter", f"{condition.op} cannot compare with null")
-        value = literal(condition.field, condition.value, kind)
-        clauses.append(f"{column} {_OPERATORS[condition.op]} {value}")
-        prefix = entity.relation_prefix(condition.field)
-        if prefix is not None and condition.value is not None:
-            clauses.append(f"{column} LIKE {like(prefix, 'startswith')}")
-    return " AND ".join(clauses)
+    return Soql(entity).where(conditions)
 
 
 def order_by(sort: Sequence[SortKey], entity: EntityMap) -> str:
-    """The requested order, then Id: a total order, so pages never overlap or skip."""
-    keys = [
-        entity.filter_column("sort", key.field)
-        + (" DESC NULLS LAST" if key.descending else " ASC NULLS FIRST")
-        for key in sort
-    ]
-    if not any(key.field == "id" for key in sort):
-        keys.append(f"{entity.id} ASC")
-    return ", ".join(keys)
+    return Soql(entity).order(sort)
 
 
 def select(
@@ -100,7 +72,7 @@ def select(
     offset: int | None = None,
 ) -> str:
     # Object and column names come from the descriptor, never from the request; values are
-    # escaped by literal() and like().
+    # escaped by the Soql dialect.
     statement = f"SELECT {', '.join(columns)} FROM {entity.object}"  # noqa: S608
     condition = where(conditions, entity)
     if condition:
@@ -155,7 +127,8 @@ def aggregate(
 def ids_matching(entity: EntityMap, ids: Sequence[str], columns: Sequence[str] = ()) -> str:
     """The records of ``ids`` (checked record ids) that are records of ``entity`` with its match
     values: their ``columns`` (the id alone by default)."""
-    clauses = [_fixed(column, value) for column, value in entity.match.items()]
-    clauses.append(f"{entity.id} IN ({', '.join(quote(i) for i in ids)})")
+    dialect = Soql(entity)
+    clauses = dialect.terms(())
+    clauses.append(f"{entity.id} IN ({', '.join(dialect.quote(i) for i in ids)})")
     selected = ", ".join(columns or [entity.id])
     return f"SELECT {selected} FROM {entity.object} WHERE {' AND '.join(clauses)}"  # noqa: S608

@@ -2,8 +2,8 @@
 
 Every org lives in one data centre; its API host is the token answer's ``api_domain`` (the
 credential's instance_url), and its tokens are refreshed by the accounts server of the same data
-centre, chosen from ``DATA_CENTRES`` (never from a host an answer names; an OAuth callback's
-``accounts-server`` only where it is one of them). Calls authenticate
+centre, chosen from the descriptor's ``regions`` (never from a host an answer names; an OAuth
+callback's ``accounts-server`` only where it is one of them). Calls authenticate
 with ``Authorization: Zoho-oauthtoken <token>``.
 
 Records are flat but for lookups ``{id, name}``, read as their id; a multi-module lookup
@@ -26,7 +26,7 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -47,7 +47,8 @@ from crmgate.connectors.base import (
     chunked_by_id,
     passthrough_on,
 )
-from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.catalogue import Platform, url_host
+from crmgate.connectors.dialect import Scalar, Target, TextDialect, pattern
 from crmgate.connectors.errors import (
     CredentialsRejected,
     CrmUnavailable,
@@ -59,51 +60,22 @@ from crmgate.connectors.errors import (
     Refusal,
     SessionExpired,
 )
+from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound, OutboundRefused
-from crmgate.query import Condition, QueryError, SortKey, typed_value
+from crmgate.query import Condition, QueryError, SortKey, Typed
 from crmgate.settings import OAuthClient
 
 log = logging.getLogger("crmgate.connectors.zoho")
 
 
-@dataclass(frozen=True)
-class DataCentre:
-    """One of Zoho's data centres (Zoho Accounts' "Multi DC support" page): the ``location``
-    an OAuth callback names, its accounts server, and the domain of its API hosts
-    (``www.``, ``sandbox.`` and ``developer.zohoapis.<api>``, Zoho's SDK environments)."""
-
-    location: str
-    accounts: str
-    api: str
-
-    @property
-    def api_hosts(self) -> tuple[str, ...]:
-        return tuple(f"{env}.zohoapis.{self.api}" for env in ("www", "sandbox", "developer"))
-
-
-# The one table of data centres: the descriptor's instance_hosts are exactly their API hosts
-# (tests/test_zoho.py checks it), and only these accounts servers ever see the client secret.
-DATA_CENTRES: tuple[DataCentre, ...] = (
-    DataCentre("us", "accounts.zoho.com", "com"),
-    DataCentre("eu", "accounts.zoho.eu", "eu"),
-    DataCentre("in", "accounts.zoho.in", "in"),
-    DataCentre("au", "accounts.zoho.com.au", "com.au"),
-    DataCentre("jp", "accounts.zoho.jp", "jp"),
-    DataCentre("ca", "accounts.zohocloud.ca", "ca"),
-    DataCentre("sa", "accounts.zoho.sa", "sa"),
-    DataCentre("uk", "accounts.zoho.uk", "uk"),
-    DataCentre("cn", "accounts.zoho.com.cn", "com.cn"),
-)
 BATCH_LIMIT = 100  # records a create/update/delete call takes
-WALK_BATCH = 200  # per_page of the records API
 PAGE_LIMIT = 2000  # records the records API reaches with `page`
 COQL_REACH = 100_000  # offset + limit of a COQL query
 COQL_IN = 50  # values of a COQL `in`
 FIELD_LIMIT = 50  # fields of a COQL select, and of the records API's `fields`
 REFRESH_WINDOW = 600  # seconds in which Zoho gives at most 10 access tokens per refresh token
-USER_LIMIT = 2_000  # users read whole to be filtered or sorted here
 _RECORD_ID = re.compile(r"^[0-9]{1,20}$")
 
 
@@ -113,7 +85,6 @@ def _well_formed(record_id: str) -> bool:
 
 _MODULE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 _COLUMN = re.compile(r"^\$?[A-Za-z][A-Za-z0-9_]{0,99}$")
-_OPERATORS = {"eq": "=", "ne": "!=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 _KINDS = {
     "integer": "integer",
     "double": "number",
@@ -161,42 +132,6 @@ STANDARD_TYPES: dict[str, dict[str, str]] = {
 USER_STATUSES = ("active", "disabled", "deleted", "not_confirmed")
 
 
-def _host(url: str) -> str:
-    """``host`` or ``host:port`` (a port other than 443) of ``url``; empty if it is none."""
-    try:
-        parsed = URL(url)
-        host = (parsed.raw_host or "").lower().rstrip(".")
-        port = parsed.port
-    except (ValueError, TypeError, UnicodeError):
-        return ""
-    if parsed.scheme != "https" or parsed.raw_user or parsed.raw_password:
-        return ""
-    return host if port in (None, 443) else f"{host}:{port}"
-
-
-def accounts_server(instance_url: str) -> str | None:
-    """The accounts server of the data centre whose API host ``instance_url`` is (None: not a
-    Zoho data centre, e.g. a simulator: the descriptor's token URL applies)."""
-    host = _host(instance_url)
-    centre = next((dc for dc in DATA_CENTRES if host in dc.api_hosts), None)
-    return f"https://{centre.accounts}" if centre else None
-
-
-def callback_accounts_server(callback: Mapping[str, str]) -> str | None:
-    """The accounts server an OAuth callback names (``accounts-server``, else ``location``),
-    if it is one of Zoho's data centres; None for anything else, however it is spelled."""
-    named = callback.get("accounts-server")
-    location = (callback.get("location") or "").lower()
-    if named is not None:
-        host = _host(named)
-        centre = next((dc for dc in DATA_CENTRES if dc.accounts == host), None)
-        if centre is None or (location and location != centre.location):
-            return None
-    else:
-        centre = next((dc for dc in DATA_CENTRES if dc.location == location), None)
-    return f"https://{centre.accounts}" if centre else None
-
-
 class ZohoConnector(Connector):
     name = "zoho"
 
@@ -235,19 +170,36 @@ class ZohoConnector(Connector):
         except (KeyError, IndexError, TypeError):
             raise CrmUnavailable("Zoho answered an unexpected user or org") from None
 
+    def accounts_server(self, instance_url: str) -> str | None:
+        """The accounts server of the data centre whose API host ``instance_url`` is (None: not
+        a Zoho data centre, e.g. a simulator: the descriptor's token URL applies)."""
+        region = self.platform.region_of(instance_url)
+        return region.login_url if region else None
+
+    def callback_accounts_server(self, callback: Mapping[str, str]) -> str | None:
+        """The accounts server an OAuth callback names (``accounts-server``, else
+        ``location``), if it is one of the descriptor's data centres (and of that location);
+        None for anything else, however it is spelled."""
+        location = (callback.get("location") or "").lower()
+        named = callback.get("accounts-server")
+        if named is None and not location:
+            return None
+        region = self.platform.region_at(named if named is not None else "", location)
+        return region.login_url if region else None
+
     def _at(self, server: str | None, path: str) -> URL | None:
         if server is None:
             return None
-        return self.outbound.check_url(f"{server}/oauth/v2/{path}", [_host(server)])
+        return self.outbound.check_url(f"{server}/oauth/v2/{path}", [url_host(server)])
 
     def _token_url(self, credential: Mapping[str, str], path: str) -> URL | None:
-        return self._at(accounts_server(credential.get("instance_url", "")), path)
+        return self._at(self.accounts_server(credential.get("instance_url", "")), path)
 
     def code_token_url(self, callback: Mapping[str, str]) -> URL | None:
         """The code is exchanged at the accounts server of the user's data centre, which the
         callback names (``accounts-server``, ``location``): only a known one (the client
         secret goes there); anything else goes to the descriptor's token URL."""
-        return self._at(callback_accounts_server(callback), "token")
+        return self._at(self.callback_accounts_server(callback), "token")
 
     async def refresh(
         self, credential: Mapping[str, str], client: OAuthClient
@@ -291,24 +243,10 @@ class ZohoConnector(Connector):
             return "invalid_client", code
         return code, str(answer.get("error_description") or "")
 
-    async def revoke(
-        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
-    ) -> None:
-        """POST /oauth/v2/token/revoke?token=<refresh token> at the org's accounts server."""
-        token = credential.get("refresh_token")
-        if authorization != "oAuth-internal" or not token or self.platform.oauth is None:
-            return
+    def revocation_url(self, credential: Mapping[str, str]) -> URL | None:
+        """At the accounts server of the credential's data centre, else the descriptor's."""
         url = self._token_url(credential, "token/revoke")
-        if url is None:
-            if not self.platform.oauth.revoke_url:
-                return
-            origin = URL(self.platform.oauth.revoke_url)
-            url = self.outbound.check_url(
-                self.platform.oauth.revoke_url, [f"{origin.host}:{origin.port}"]
-            )
-        response = await self.call("POST", url.with_query(token=token))
-        if response.status != 200:
-            log.warning("Zoho did not revoke a refresh token: HTTP %d", response.status)
+        return url if url is not None else super().revocation_url(credential)
 
 
 # ---- records ---------------------------------------------------------------------------------
@@ -377,13 +315,91 @@ def _zoho_datetime(value: str) -> str:
     return parsed.replace(microsecond=0).isoformat()
 
 
-def _quoted(text: str) -> str:
-    """A COQL text literal: a quote is doubled, as Zoho documents (Kaizen #171, "FAQs on COQL
-    API", Q3). A backslash is refused: Zoho does not document what it does inside a literal,
-    so no reading of it may end the literal early."""
-    if "\\" in text:
-        raise QueryError("filter", "Zoho's queries cannot take a backslash in a text value")
-    return "'" + text.replace("'", "''") + "'"
+def _queryable(column: str) -> str:
+    if not _COLUMN.match(column):
+        raise QueryError("filter", f"{column[:60]!r} is not a field Zoho can query")
+    return column
+
+
+class Coql(TextDialect):
+    """COQL's where and order by for one module; ``types`` are its fields' Zoho data types (a
+    lookup takes a record id). Criteria are grouped in pairs, as COQL wants more than two."""
+
+    crm = "Zoho"
+    max_terms = 25
+    like_refuses = "%"
+    like_refusal = "Zoho's {op} cannot search for %"
+    id_pattern = _RECORD_ID
+    id_refusal = "{field} takes a Zoho record id"
+    ascending, descending, then_by_id = " asc", " desc", " asc"
+
+    def __init__(self, entity: EntityMap, types: Mapping[str, str]) -> None:
+        super().__init__(entity)
+        self.types = types
+
+    def name(self, field: str, column: str) -> str:
+        base, dot, _ = column.partition(".")
+        return base if dot and base in POLYMORPHIC else _queryable(column)
+
+    def is_id(self, target: Target) -> bool:
+        return (
+            target.column == self.entity.id
+            or target.column in self.entity.relations.values()
+            or self.types.get(target.name) in _LOOKUPS
+        )
+
+    def quote(self, text: str) -> str:
+        """A quote is doubled, as Zoho documents (Kaizen #171, "FAQs on COQL API", Q3). A
+        backslash is refused: Zoho does not document what it does inside a literal, so no
+        reading of it may end the literal early."""
+        if "\\" in text:
+            raise QueryError("filter", "Zoho's queries cannot take a backslash in a text value")
+        return super().quote(text)
+
+    def literal(self, target: Target, typed: Typed) -> Scalar:
+        if isinstance(typed, str) and any(ord(c) < 32 for c in typed):
+            raise QueryError("filter", f"{target.field}: no control characters")
+        return super().literal(target, typed)
+
+    def instant(self, value: datetime) -> Scalar:
+        return self.quote(_zoho_datetime(value.isoformat()))
+
+    def day(self, value: date) -> Scalar:
+        return self.quote(value.isoformat())
+
+    def null(self, target: Target, op: str) -> str:
+        base, dot, module = target.column.partition(".")
+        if dot and base in POLYMORPHIC:
+            return self._linked_to(target, op, module)
+        return f"{target.name} is {'not ' if op == 'ne' else ''}null"
+
+    def _linked_to(self, target: Target, op: str, module: str) -> str:
+        """``What_Id.Accounts ne null``: linked to an account, which ``$se_module`` says (What_Id
+        alone may point to any module). A note's Parent_Id keeps its module where COQL cannot
+        compare it: refused."""
+        if target.name != "What_Id" or not _MODULE.match(module):
+            raise QueryError(
+                "filter", f"{target.field}: Zoho cannot query this for null; compare an id"
+            )
+        if op == "ne":
+            return f"(What_Id is not null and $se_module = {self.quote(module)})"
+        return f"(What_Id is null or $se_module != {self.quote(module)})"
+
+    def like(self, target: Target, op: str, text: str) -> str:
+        return f"{target.name} like {self.quote(pattern(op, text))}"
+
+    def where(self, conditions: Sequence[Condition]) -> str:
+        """((A and B) and C); every record (id is not null) without a condition."""
+        expression, *more = self.terms(conditions) or ["id is not null"]
+        for part in more:
+            expression = f"({expression} and {part})"
+        return expression
+
+    def sort_name(self, field: str, column: str) -> str:
+        base, dot, _ = column.partition(".")
+        if dot and base in POLYMORPHIC:
+            raise QueryError("sort", f"Zoho cannot sort by {field}")
+        return _queryable(column)
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -591,9 +607,7 @@ class ZohoRecords(Records):
     # ---- COQL -------------------------------------------------------------------------------
 
     def _column(self, column: str) -> str:
-        if not _COLUMN.match(column):
-            raise QueryError("filter", f"{column[:60]!r} is not a field Zoho can query")
-        return column
+        return _queryable(column)
 
     def _select_columns(self, columns: Sequence[str]) -> list[str]:
         """Native columns as Zoho field names: a multi-module lookup's per-module columns are
@@ -607,91 +621,11 @@ class ZohoRecords(Records):
                 names.append(self._column(column))
         return list(dict.fromkeys(names))
 
-    def _criterion(self, access: Access, entity: EntityMap, condition: Condition) -> str:
-        column = entity.filter_column("filter", condition.field)
-        base, dot, _ = column.partition(".")
-        native = base if dot and base in POLYMORPHIC else self._column(column)
-        types = self._types_of(access, entity.object)
-        is_id = (
-            column == entity.id
-            or column in entity.relations.values()
-            or types.get(native) in _LOOKUPS
-        )
-        value = condition.value
-        if value is None:
-            if condition.op not in ("eq", "ne"):
-                raise QueryError("filter", f"{condition.field}: use eq null or ne null")
-            if dot and base in POLYMORPHIC:
-                return self._linked_to(condition, base, column.partition(".")[2])
-            return f"{native} is {'not ' if condition.op == 'ne' else ''}null"
-        kind = entity.kind(condition.field)
-        if condition.op in ("contains", "startswith"):
-            if kind != "string" or is_id or not isinstance(value, str):
-                raise QueryError("filter", f"{condition.op} works on text fields only")
-            if "%" in value:
-                raise QueryError("filter", f"Zoho's {condition.op} cannot search for %")
-            pattern = f"%{value}%" if condition.op == "contains" else f"{value}%"
-            return f"{native} like {_quoted(pattern)}"
-        operator = _OPERATORS[condition.op]
-        if is_id:
-            if not isinstance(value, str) or not _RECORD_ID.match(value):
-                raise QueryError("filter", f"{condition.field} takes a Zoho record id")
-            return f"{native} {operator} {value}"
-        return f"{native} {operator} {self._literal(kind, value, condition.field)}"
-
-    @staticmethod
-    def _linked_to(condition: Condition, base: str, module: str) -> str:
-        """``What_Id.Accounts ne null``: linked to an account, which ``$se_module`` says (What_Id
-        alone may point to any module). A note's Parent_Id keeps its module where COQL cannot
-        compare it: refused."""
-        if base != "What_Id" or not _MODULE.match(module):
-            raise QueryError(
-                "filter", f"{condition.field}: Zoho cannot query this for null; compare an id"
-            )
-        if condition.op == "ne":
-            return f"({base} is not null and $se_module = {_quoted(module)})"
-        return f"({base} is null or $se_module != {_quoted(module)})"
-
-    @staticmethod
-    def _literal(kind: str, value: Any, name: str) -> str:
-        typed = typed_value(name, value, kind)
-        if isinstance(typed, bool):
-            return "true" if typed else "false"
-        if isinstance(typed, (int, float)):
-            return repr(typed)
-        if isinstance(typed, datetime):
-            return _quoted(_zoho_datetime(typed.isoformat()))
-        if isinstance(typed, date):
-            return _quoted(typed.isoformat())
-        if any(ord(c) < 32 for c in typed):
-            raise QueryError("filter", f"{name}: no control characters")
-        return _quoted(typed)
-
     def _where(self, access: Access, entity: EntityMap, conditions: Sequence[Condition]) -> str:
-        """Criteria grouped in pairs, as COQL wants more than two: ((A and B) and C)."""
-        parts = [self._criterion(access, entity, c) for c in conditions]
-        for column, value in entity.match.items():
-            parts.append(f"{self._column(column)} = {_quoted(str(value))}")
-        if not parts:
-            return "id is not null"
-        if len(parts) > 25:
-            raise QueryError("filter", "Zoho takes at most 25 conditions")
-        expression = parts[0]
-        for part in parts[1:]:
-            expression = f"({expression} and {part})"
-        return expression
+        return Coql(entity, self._types_of(access, entity.object)).where(conditions)
 
     def _order(self, entity: EntityMap, sort: Sequence[SortKey]) -> str:
-        keys: list[str] = []
-        for key in sort:
-            column = entity.filter_column("sort", key.field)
-            base, dot, _ = column.partition(".")
-            if dot and base in POLYMORPHIC:
-                raise QueryError("sort", f"Zoho cannot sort by {key.field}")
-            keys.append(f"{self._column(column)} {'desc' if key.descending else 'asc'}")
-        if not any(k.startswith("id ") for k in keys):
-            keys.append("id asc")
-        return ", ".join(dict.fromkeys(keys))
+        return Coql(entity, {}).order(sort)
 
     async def _coql(self, access: Access, statement: str) -> list[dict[str, Any]]:
         answer = await self.call_json(
@@ -728,7 +662,7 @@ class ZohoRecords(Records):
         first, *more = _chunks(fields)
         if by_id and not conditions and not entity.match:
             key = CursorWalks.key(access, entity.object, ",".join(fields))
-            ahead = 2 * WALK_BATCH  # farther than that, one direct call is cheaper
+            ahead = 2 * self.platform.paging.batch  # farther than that, one direct call is cheaper
             if offset == 0 or self.walks.continues(key, offset, ahead):
                 return await self.walks.page(
                     key, offset, page_size, self._walk(access, entity, fields), 0, ahead
@@ -752,7 +686,7 @@ class ZohoRecords(Records):
                 f"Zoho's queries reach {COQL_REACH:,} records; read an unfiltered list page "
                 "by page from the first, or narrow it with a filter",
             )
-        # every part checked or escaped: names by pattern, values quoted (see _criterion)
+        # every part checked or escaped: names by pattern, values quoted (see Coql)
         where, order = self._where(access, entity, conditions), self._order(entity, sort)
         selected = ", ".join(first)
         statement = f"select {selected} from {entity.object} where {where} order by {order}"  # noqa: S608
@@ -779,36 +713,20 @@ class ZohoRecords(Records):
 
     def _walk(self, access: Access, entity: EntityMap, fields: list[str]) -> Fetch:
         first, *rest = _chunks(fields)
+        query = {"fields": ",".join(first), "sort_by": "id", "sort_order": "asc"}
+        url = self._module(access, entity.object).with_query(query)
 
-        async def fetch(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
-            query = {
-                "fields": ",".join(first),
-                "per_page": str(WALK_BATCH),
-                "sort_by": "id",
-                "sort_order": "asc",
-            }
-            if token is not None:
-                query["page_token"] = token
-            url = self._module(access, entity.object).with_query(query)
-            answer = await self.call_json(access, "GET", url)
-            rows = await self._read(access, entity.object, _data(answer), rest)
-            info = answer.get("info") if isinstance(answer, dict) else None
-            following = info.get("next_page_token") if isinstance(info, dict) else None
-            more = isinstance(info, dict) and info.get("more_records") is True
-            return rows, str(following) if more and following else None
+        async def read(batch: list[Any]) -> list[dict[str, Any]]:
+            return await self._read(access, entity.object, batch, rest)
 
-        return fetch
+        return Pager(self, self.platform.paging, amend=read).fetch(access, url)
 
     async def _all_users(self, access: Access) -> list[dict[str, Any]]:
-        """Every user (200 a call, at most USER_LIMIT): Zoho's users API neither filters nor
+        """Every user (the descriptor's paging of users): Zoho's users API neither filters nor
         sorts, so a filtered or sorted list of users is made here (connectors/local.py)."""
-        users: list[dict[str, Any]] = []
-        for page in range(1, USER_LIMIT // 200 + 1):
-            batch = await self._users_page(access, page, 200)
-            users += batch
-            if len(batch) < 200:
-                return users
-        raise QueryError("filter", f"more than {USER_LIMIT:,} users: too many to filter here")
+        pager = Pager(self, self.platform.paging.of("users"), lambda user: _flat(user, "users"))
+        url = (self.api(access) / "users").with_query(type="AllUsers")
+        return await pager.whole(access, url, what="users")
 
     async def _users_page(self, access: Access, page: int, page_size: int) -> list[dict[str, Any]]:
         url = (self.api(access) / "users").with_query(
