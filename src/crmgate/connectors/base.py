@@ -22,6 +22,7 @@ from crmgate.connectors.auth import Access as Access
 from crmgate.connectors.auth import AuthScheme, Renewal
 from crmgate.connectors.catalogue import Platform
 from crmgate.connectors.errors import (
+    CredentialsRejected,
     CrmError,
     CrmUnavailable,
     EntityNotFound,
@@ -36,6 +37,7 @@ from crmgate.connectors.errors import (
     contract_error,
     read,
 )
+from crmgate.connectors.jsonpath import select
 from crmgate.connectors.paging import CursorWalks as CursorWalks
 from crmgate.connectors.paging import Fetch as Fetch
 from crmgate.model.objects import ObjectInfo
@@ -469,7 +471,44 @@ class Connector:
         return URL.build(scheme=parsed.scheme, host=host, port=port, encoded=True)
 
     async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
-        raise NotImplementedError
+        """Whether the credential works, and who it acts as: the descriptor's ``[verify]``
+        call (a hook for CRMs that need more than one)."""
+        check = self.platform.verify
+        if check is None:
+            raise NotImplementedError
+        access = self.session(authorization, credential, {})
+        answer = await self.checked(access, access.instance_url / check.path)
+
+        def found(path: str) -> str:
+            values = [v for v in select(answer, path) if v not in (None, "")] if path else []
+            return str(values[0]) if values and not isinstance(values[0], (dict, list)) else ""
+
+        said = {name: found(getattr(check, name)) for name in type(check).model_fields}
+        if not (said["user_id"] or said["company_id"]):
+            raise CrmUnavailable(f"{self.platform.name} {check.path} answered something unexpected")
+        del said["path"]
+        return Verified(Identity(**said))
+
+    async def checked(
+        self, access: Access, url: URL, headers: Mapping[str, str] | None = None
+    ) -> Any:
+        """A credential check's GET (never renewed: the credential is what is being checked):
+        its JSON; CredentialsRejected with the CRM's reason on 401 or 403."""
+        sent_url, sent = access.apply(url, {"Accept": "application/json", **(headers or {})})
+        response = await self.call("GET", sent_url, headers=sent)
+        if response.status in (401, 403):
+            reason = read(self.platform.errors, response.status, answer_of(response.body)).message
+            reason = reason or response.body.decode("utf-8", "replace").strip()
+            raise CredentialsRejected(
+                f"{self.platform.name} refused the credential ({(reason or 'refused')[:200]})"
+            )
+        what = f"{self.platform.name} {url.path}"
+        if response.status != 200:
+            raise CrmUnavailable(f"{what} answered HTTP {response.status}")
+        try:
+            return crm_json(response.body)
+        except ValueError:
+            raise CrmUnavailable(f"{what} answered something that is not JSON") from None
 
     async def revoke(
         self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]

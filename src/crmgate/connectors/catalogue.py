@@ -136,6 +136,26 @@ class ErrorFormat(_Frozen):
         return value
 
 
+class Verification(_Frozen):
+    """The credential check (``verify``): one GET on the instance whose answer names who the
+    credential acts as, read at these JSON paths (the first value each finds)."""
+
+    path: str  # relative to the instance (or the api_url)
+    user_id: str = ""
+    name: str = ""
+    email: str = ""
+    username: str = ""
+    company_id: str = ""
+    company_name: str = ""
+
+    @field_validator("user_id", "name", "email", "username", "company_id", "company_name")
+    @classmethod
+    def _paths(cls, value: str) -> str:
+        if value:
+            steps(value)
+        return value
+
+
 def url_host(url: str) -> str:
     """``host`` or ``host:port`` (a port other than 443) of an https ``url`` without user
     information; empty for anything else (an address crmgate would never send a secret to)."""
@@ -176,6 +196,7 @@ class Platform(_Frozen):
     instance_hosts: tuple[str, ...] = ()
     oauth: OAuthEndpoints | None = None
     authorization: tuple[Authorization, ...]
+    verify: Verification | None = None
     # Where the CRM's instances are, per region, with each region's login server; a platform
     # with regions and no instance_hosts allows exactly the regions' hosts.
     regions: tuple[Region, ...] = ()

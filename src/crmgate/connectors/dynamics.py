@@ -194,24 +194,19 @@ class DynamicsConnector(Connector):
         return Verified(identity, derived)
 
     async def _who_am_i(self, instance: URL, token: str) -> Identity:
-        headers = {"Authorization": f"Bearer {token}", **_ODATA}
-        response = await self.call("GET", instance / "api/data/v9.2/WhoAmI", headers=headers)
-        if response.status in (401, 403):
-            reason = _error_text(response) or "refused"
-            raise CredentialsRejected(f"Dynamics 365 refused the access token ({reason[:200]})")
-        if response.status != 200:
-            raise CrmUnavailable(f"Dynamics 365 WhoAmI answered HTTP {response.status}")
+        access = Access(instance, token)
+        who = await self.checked(access, instance / "api/data/v9.2/WhoAmI", _ODATA)
         try:
-            who = json.loads(response.body)
             user_id, organisation = str(who["UserId"]), str(who["OrganizationId"])
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             raise CrmUnavailable("Dynamics 365 WhoAmI answered something unexpected") from None
         name = email = username = ""
         if _GUID.match(user_id):
             url = (instance / f"api/data/v9.2/systemusers({user_id})").with_query(
                 {"$select": "fullname,internalemailaddress,domainname"}
             )
-            found = await self.call("GET", url, headers=headers)
+            sent_url, headers = access.apply(url, _ODATA)
+            found = await self.call("GET", sent_url, headers=headers)
             if found.status == 200:
                 try:
                     user = json.loads(found.body)
@@ -321,15 +316,6 @@ def _tenant(value: str, field: str) -> str:
             (f"credential.{field}",),
         )
     return value.lower()
-
-
-def _error_text(response: OutboundResponse) -> str:
-    try:
-        answer = json.loads(response.body)
-    except ValueError:
-        return ""
-    error = answer.get("error") if isinstance(answer, dict) else None
-    return str(error.get("message") or "") if isinstance(error, dict) else ""
 
 
 class ODataFilter(TextDialect):

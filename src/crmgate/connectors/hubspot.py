@@ -19,13 +19,12 @@ paged in memory.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time
-from typing import Any, ClassVar
+from typing import Any
 
 from yarl import URL
 
@@ -35,10 +34,8 @@ from crmgate.connectors.base import (
     Connector,
     CursorWalks,
     Fetch,
-    Identity,
     ItemResult,
     Records,
-    Verified,
     chunked,
     chunked_by_id,
     passthrough_on,
@@ -46,7 +43,6 @@ from crmgate.connectors.base import (
 from crmgate.connectors.catalogue import Platform
 from crmgate.connectors.dialect import Dialect, Scalar, Target, pattern
 from crmgate.connectors.errors import (
-    CredentialsRejected,
     CrmError,
     CrmUnavailable,
     EntityNotFound,
@@ -73,6 +69,7 @@ def _well_formed(record_id: str) -> bool:
 
 
 _OBJECT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_OPERATORS = {"eq": "EQ", "ne": "NEQ", "gt": "GT", "ge": "GTE", "lt": "LT", "le": "LTE"}
 _KINDS = {"number": "number", "date": "date", "datetime": "date-time", "bool": "boolean"}
 STANDARD_OBJECTS = (
     "contacts",
@@ -148,23 +145,6 @@ class HubSpotConnector(Connector):
     ) -> Access:
         return Access(self.api(), credential["access_token"])
 
-    async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
-        """The token works if HubSpot shows its portal (account-info needs no extra scope)."""
-        access = self.session(authorization, credential, {})
-        url, headers = access.apply(
-            access.instance_url / "account-info/v3/details", {"Accept": "application/json"}
-        )
-        response = await self.call("GET", url, headers=headers)
-        if response.status in (401, 403):
-            raise CredentialsRejected(f"HubSpot refused the token ({_message(response.body)})")
-        if response.status != 200:
-            raise CrmUnavailable(f"HubSpot account-info answered HTTP {response.status}")
-        try:
-            portal = str(json.loads(response.body)["portalId"])
-        except (ValueError, KeyError, TypeError):
-            raise CrmUnavailable("HubSpot account-info answered something unexpected") from None
-        return Verified(Identity("", "", "", "", company_id=portal, company_name=""))
-
     def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
         """HubSpot's token endpoint answers ``{"status": "BAD_REFRESH_TOKEN", "message": ...}``
         rather than RFC 6749's ``error``."""
@@ -175,16 +155,6 @@ class HubSpotConnector(Connector):
         if code in ("BAD_CLIENT_ID", "BAD_CLIENT_SECRET", "invalid_client"):
             return "invalid_client", f"{code}: {message}"
         return code, message
-
-
-def _message(body: bytes) -> str:
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace")[:200] or "refused"
-    if isinstance(answer, dict):
-        return str(answer.get("message") or answer.get("category") or "refused")[:300]
-    return "refused"
 
 
 def _flat(record: Any, links: Sequence[str] = (), name: str = "") -> dict[str, Any]:
@@ -219,14 +189,7 @@ class SearchFilters(Dialect[dict[str, Any]]):
     escape: no query text is built), dates in epoch milliseconds."""
 
     crm = "HubSpot"
-    operators: ClassVar[Mapping[str, str]] = {
-        "eq": "EQ",
-        "ne": "NEQ",
-        "gt": "GT",
-        "ge": "GTE",
-        "lt": "LT",
-        "le": "LTE",
-    }
+    operators = _OPERATORS
     max_terms = MAX_FILTERS
     like_refusal = "HubSpot's {op} takes one word (no spaces, no *)"
 

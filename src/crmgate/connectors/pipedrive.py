@@ -69,15 +69,12 @@ from crmgate.connectors.base import (
     Connector,
     CursorWalks,
     Fetch,
-    Identity,
     Records,
-    Verified,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
 from crmgate.connectors.dialect import Dialect, Scalar, Target
 from crmgate.connectors.errors import (
-    CredentialsRejected,
     CrmError,
     CrmUnavailable,
     EntityNotFound,
@@ -169,31 +166,6 @@ class PipedriveConnector(Connector):
             instance, credential["api_token" if authorization == "key" else "access_token"]
         )
 
-    async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
-        """The credential works if Pipedrive shows its user (``/v1/users/me``)."""
-        access = self.session(authorization, credential, {})
-        url, headers = access.apply(
-            access.instance_url / "v1/users/me", {"Accept": "application/json"}
-        )
-        response = await self.call("GET", url, headers=headers)
-        if response.status in (401, 403):
-            raise CredentialsRejected(f"Pipedrive refused the token ({_said(response.body)})")
-        if response.status != 200:
-            raise CrmUnavailable(f"Pipedrive users/me answered HTTP {response.status}")
-        try:
-            me = json.loads(response.body)["data"]
-            identity = Identity(
-                user_id=str(me["id"]),
-                name=str(me.get("name") or ""),
-                email=str(me.get("email") or ""),
-                username=str(me.get("email") or ""),
-                company_id=str(me.get("company_id") or ""),
-                company_name=str(me.get("company_name") or ""),
-            )
-        except (ValueError, KeyError, TypeError):
-            raise CrmUnavailable("Pipedrive users/me answered something unexpected") from None
-        return Verified(identity)
-
     def token_client_auth(
         self, form: Mapping[str, str], client: OAuthClient
     ) -> tuple[dict[str, str], dict[str, str]]:
@@ -211,16 +183,6 @@ class PipedriveConnector(Connector):
             return {"instance_url": str(self.instance_url(str(answer["api_domain"])))}
         except OutboundRefused as refused:
             raise CrmUnavailable(f"Pipedrive named a refused api_domain: {refused}") from None
-
-
-def _said(body: bytes) -> str:
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        return "refused"
-    if isinstance(answer, dict):
-        return str(answer.get("error") or "refused")[:300]
-    return "refused"
 
 
 # ---- native records <-> the entity maps' flat columns ---------------------------------------

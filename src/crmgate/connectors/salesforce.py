@@ -4,7 +4,6 @@ the Partner API's SOAP login() call, the way Salesforce's own tools do."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import xml.etree.ElementTree as ET
@@ -91,31 +90,7 @@ class SalesforceConnector(Connector):
     async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
         if authorization == "user":
             return await self._login(credential)
-        instance = self.instance_url(credential["instance_url"])
-        return Verified(await self._userinfo(instance, credential["access_token"]))
-
-    async def _userinfo(self, instance: URL, access_token: str) -> Identity:
-        response = await self.call(
-            "GET",
-            instance / "services/oauth2/userinfo",
-            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
-        )
-        if response.status in (401, 403):
-            reason = response.body.decode("utf-8", "replace").strip()[:200] or "refused"
-            raise CredentialsRejected(f"Salesforce refused the access token ({reason})")
-        if response.status != 200:
-            raise CrmUnavailable(f"Salesforce userinfo answered HTTP {response.status}")
-        try:
-            info = json.loads(response.body)
-            return Identity(
-                user_id=str(info["user_id"]),
-                name=str(info.get("name", "")),
-                email=str(info.get("email", "")),
-                username=str(info.get("preferred_username", "")),
-                company_id=str(info["organization_id"]),
-            )
-        except (ValueError, KeyError, TypeError):
-            raise CrmUnavailable("Salesforce userinfo answered something unexpected") from None
+        return await super().verify(authorization, credential)
 
     async def _login(self, credential: Mapping[str, str]) -> Verified:
         login_url = self.platform.login_url

@@ -368,19 +368,15 @@ class Coql(TextDialect):
         return self.quote(value.isoformat())
 
     def null(self, target: Target, op: str) -> str:
-        base, dot, module = target.column.partition(".")
-        if dot and base in POLYMORPHIC:
-            return self._linked_to(target, op, module)
-        return f"{target.name} is {'not ' if op == 'ne' else ''}null"
-
-    def _linked_to(self, target: Target, op: str, module: str) -> str:
         """``What_Id.Accounts ne null``: linked to an account, which ``$se_module`` says (What_Id
         alone may point to any module). A note's Parent_Id keeps its module where COQL cannot
         compare it: refused."""
-        if target.name != "What_Id" or not _MODULE.match(module):
-            raise QueryError(
-                "filter", f"{target.field}: Zoho cannot query this for null; compare an id"
-            )
+        base, dot, module = target.column.partition(".")
+        if not (dot and base in POLYMORPHIC):
+            return f"{target.name} is {'not ' if op == 'ne' else ''}null"
+        if base != "What_Id" or not _MODULE.match(module):
+            message = f"{target.field}: Zoho cannot query this for null; compare an id"
+            raise QueryError("filter", message)
         if op == "ne":
             return f"(What_Id is not null and $se_module = {self.quote(module)})"
         return f"(What_Id is null or $se_module != {self.quote(module)})"
@@ -606,9 +602,6 @@ class ZohoRecords(Records):
 
     # ---- COQL -------------------------------------------------------------------------------
 
-    def _column(self, column: str) -> str:
-        return _queryable(column)
-
     def _select_columns(self, columns: Sequence[str]) -> list[str]:
         """Native columns as Zoho field names: a multi-module lookup's per-module columns are
         its one field (and What_Id's $se_module)."""
@@ -618,7 +611,7 @@ class ZohoRecords(Records):
             if dot and base in POLYMORPHIC:
                 names += [base, "$se_module"] if base == "What_Id" else [base]
             else:
-                names.append(self._column(column))
+                names.append(_queryable(column))
         return list(dict.fromkeys(names))
 
     def _where(self, access: Access, entity: EntityMap, conditions: Sequence[Condition]) -> str:
