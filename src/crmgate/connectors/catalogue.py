@@ -136,6 +136,18 @@ class ErrorFormat(_Frozen):
         return value
 
 
+class ObjectEntry(_Frozen):
+    """What the descriptor says of one of the CRM's objects before any describe: its label,
+    its name for one record, which of the CRM's APIs serves it, where its fields are described,
+    and the type of its saved filters (for a CRM that has those: Pipedrive)."""
+
+    label: str
+    singular: str = ""
+    api: str = ""
+    fields: str = ""
+    filter_type: str = ""
+
+
 class Verification(_Frozen):
     """The credential check (``verify``): one GET on the instance whose answer names who the
     credential acts as, read at these JSON paths (the first value each finds)."""
@@ -197,6 +209,8 @@ class Platform(_Frozen):
     oauth: OAuthEndpoints | None = None
     authorization: tuple[Authorization, ...]
     verify: Verification | None = None
+    # The CRM's objects a connector knows before any describe (by the CRM's name).
+    objects: dict[str, ObjectEntry] = Field(default_factory=dict)
     # Where the CRM's instances are, per region, with each region's login server; a platform
     # with regions and no instance_hosts allows exactly the regions' hosts.
     regions: tuple[Region, ...] = ()

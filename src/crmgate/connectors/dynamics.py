@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, TypeVar
 from uuid import uuid4
 
+from cachetools import LRUCache, TTLCache
 from yarl import URL
 
 from crmgate.connectors.base import (
@@ -164,7 +165,7 @@ class DynamicsConnector(Connector):
         super().__init__(platform, outbound)
         self.records = DynamicsRecords(self)
         # digest of an application user's credential -> who it acts as (see verify)
-        self._identities: dict[str, Identity] = {}
+        self._identities: LRUCache[str, Identity] = LRUCache(1024)
 
     def access(
         self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
@@ -189,8 +190,6 @@ class DynamicsConnector(Connector):
         if identity is None:
             identity = await self._who_am_i(instance, derived["access_token"])
             self._identities[key] = identity
-            while len(self._identities) > 1024:
-                self._identities.pop(next(iter(self._identities)))
         return Verified(identity, derived)
 
     async def _who_am_i(self, instance: URL, token: str) -> Identity:
@@ -363,8 +362,9 @@ class DynamicsRecords(Records):
         super().__init__(connector)
         self.walks = CursorWalks()
         # instance -> (when read, entity set -> Table without navigation)
-        self._catalogues: dict[str, tuple[float, dict[str, Table]]] = {}
-        self._tables: dict[tuple[str, str], tuple[float, Table]] = {}
+        # bounded: one entry per organisation (and table) in use, least recently used out
+        self._catalogues: LRUCache[str, tuple[float, dict[str, Table]]] = LRUCache(256)
+        self._tables: TTLCache[tuple[str, str], Table] = TTLCache(4096, METADATA_LIFETIME)
 
     # ---- calls ------------------------------------------------------------------------------
 
@@ -449,8 +449,8 @@ class DynamicsRecords(Records):
             raise EntityNotFound(f"Dynamics 365 has no table {set_name[:64]!r}")
         key = (str(access.instance_url), set_name)
         kept = self._tables.get(key)
-        if kept is not None and time.monotonic() - kept[0] < METADATA_LIFETIME:
-            return kept[1]
+        if kept is not None:
+            return kept
         catalogue = await self._catalogue(access)
         if set_name not in catalogue:  # a table made since: read again, at most once a minute
             catalogue = await self._catalogue(access, fresher=60.0)
@@ -488,7 +488,7 @@ class DynamicsRecords(Records):
             table.custom,
             navigation,
         )
-        self._tables[key] = (time.monotonic(), table)
+        self._tables[key] = table
         return table
 
     async def objects(self, access: Access) -> list[ObjectInfo]:

@@ -55,12 +55,12 @@ import base64
 import hashlib
 import json
 import re
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from cachetools import TTLCache
 from yarl import URL
 
 from crmgate.connectors import local
@@ -72,7 +72,7 @@ from crmgate.connectors.base import (
     Records,
     passthrough_on,
 )
-from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.catalogue import ObjectEntry, Platform
 from crmgate.connectors.dialect import Dialect, Scalar, Target
 from crmgate.connectors.errors import (
     CrmError,
@@ -89,8 +89,6 @@ from crmgate.settings import OAuthClient
 
 T = TypeVar("T")
 
-V2 = ("persons", "organizations", "deals", "activities")
-V1 = ("leads", "notes")
 MAX_COLD_OFFSET = 10_000
 MAX_COUNT = 10_000  # count reads the list: 20 calls at most
 MAX_CONDITIONS = 16
@@ -111,16 +109,6 @@ V2_PARAMETERS: dict[str, dict[str, str]] = {
         "person_id": "person_id",
         "org_id": "org_id",
     },
-}
-# collection -> (filter condition object, filter type, fields endpoint, label)
-OBJECTS: dict[str, tuple[str, str | None, str | None, str]] = {
-    "persons": ("person", "people", "personFields", "Person"),
-    "organizations": ("organization", "org", "organizationFields", "Organization"),
-    "deals": ("deal", "deals", "dealFields", "Deal"),
-    "activities": ("activity", "activity", "activityFields", "Activity"),
-    "leads": ("lead", "leads", "leadFields", "Lead"),
-    "notes": ("note", None, "noteFields", "Note"),
-    "users": ("user", None, None, "User"),
 }
 V2_SORTS = {"id": "id", "add_time": "add_time", "update_time": "update_time"}
 INTEGER_REFERENCES = frozenset(
@@ -437,9 +425,12 @@ class FilterConditions(Dialect[dict[str, Any]]):
     id_pattern = re.compile(f"{_NUMERIC_ID.pattern}|{_LEAD_ID.pattern}")
     id_refusal = "{field} takes a Pipedrive id in quotes"
 
-    def __init__(self, entity: EntityMap, specs: Mapping[str, dict[str, Any]]) -> None:
+    def __init__(
+        self, entity: EntityMap, specs: Mapping[str, dict[str, Any]], singular: str
+    ) -> None:
         super().__init__(entity)
         self.specs = specs
+        self.singular = singular
 
     def name(self, field: str, column: str) -> str:
         spec = self.specs.get(PipedriveRecords._spec_key(self.entity.object, column))
@@ -458,7 +449,7 @@ class FilterConditions(Dialect[dict[str, Any]]):
 
     def _line(self, target: Target, operator: str, value: Any, extra: Any = None) -> dict[str, Any]:
         return {
-            "object": OBJECTS[self.entity.object][0],
+            "object": self.singular,
             "field_id": target.name,
             "operator": operator,
             "value": value,
@@ -481,8 +472,8 @@ class PipedriveRecords(Records):
         super().__init__(connector)
         self.walks = CursorWalks()
         # (instance, token digest, collection) -> (fetched at, field key -> Pipedrive field)
-        self._fields: OrderedDict[tuple[str, ...], tuple[float, dict[str, dict[str, Any]]]] = (
-            OrderedDict()
+        self._fields: TTLCache[tuple[str, ...], dict[str, dict[str, Any]]] = TTLCache(
+            256, FIELDS_LIFETIME
         )
         # (instance, token digest, filter name) -> (filter id, the access that made or found
         # it: to delete it when it leaves this bounded cache)
@@ -500,15 +491,23 @@ class PipedriveRecords(Records):
         return answer
 
     def _url(self, access: Access, collection: str, record_id: str | None = None) -> URL:
-        if collection not in OBJECTS:
-            raise EntityNotFound(f"Pipedrive has no object {collection[:64]!r}")
-        base = access.instance_url / ("api/v2" if collection in V2 else "v1") / collection
+        entry = self._object(collection)
+        base = access.instance_url / ("api/v2" if entry.api == "v2" else "v1") / collection
         if record_id is None:
             return base
         valid = _LEAD_ID if collection == "leads" else _NUMERIC_ID
         if not valid.match(record_id):
-            raise EntityNotFound(f"{OBJECTS[collection][3]} {record_id[:40]!r} not found")
+            raise EntityNotFound(f"{entry.label} {record_id[:40]!r} not found")
         return base / record_id
+
+    def _object(self, name: str) -> ObjectEntry:
+        entry = self.platform.objects.get(name)
+        if entry is None:
+            raise EntityNotFound(f"Pipedrive has no object {name[:64]!r}")
+        return entry
+
+    def _v2(self, name: str) -> bool:
+        return self._object(name).api == "v2"
 
     # ---- the catalogue ------------------------------------------------------------------------
 
@@ -516,14 +515,14 @@ class PipedriveRecords(Records):
         return [
             ObjectInfo(
                 name,
-                spec[3],
-                f"{spec[3]}s",
+                spec.label,
+                f"{spec.label}s",
                 createable=name != "users",
                 updateable=name != "users",
                 deletable=name != "users",
                 id_field="id",
             )
-            for name, spec in OBJECTS.items()
+            for name, spec in self.platform.objects.items()
         ]
 
     async def _field_map(
@@ -531,25 +530,20 @@ class PipedriveRecords(Records):
     ) -> dict[str, dict[str, Any]]:
         key = CursorWalks.key(access, collection)
         kept = self._fields.get(key)
-        if kept is not None and not fresh and time.monotonic() - kept[0] < FIELDS_LIFETIME:
-            return kept[1]
-        path = OBJECTS[collection][2]
-        assert path is not None
+        if kept is not None and not fresh:
+            return kept
+        path = self._object(collection).fields
         found: dict[str, dict[str, Any]] = {}
         url = access.instance_url / "v1" / path
         async for batch, _ in self._pager("v1").batches(access, url):
             for spec in batch:
                 if isinstance(spec, dict) and isinstance(spec.get("key"), str):
                     found[spec["key"]] = spec
-        self._fields[key] = (time.monotonic(), found)
-        while len(self._fields) > 256:
-            self._fields.popitem(last=False)
+        self._fields[key] = found
         return found
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
-        if name not in OBJECTS:
-            raise EntityNotFound(f"Pipedrive has no object {name[:64]!r}")
-        label = OBJECTS[name][3]
+        label = self._object(name).label
         if name == "users":
             return ObjectInfo(
                 name, label, "Users", False, True, False, False, False, _USER_FIELDS, "id"
@@ -565,7 +559,7 @@ class PipedriveRecords(Records):
 
     async def _custom_types(self, access: Access, collection: str) -> dict[str, str]:
         """The Pipedrive type of each custom field of a v2 object (v2 wraps some values)."""
-        if collection not in V2:
+        if not self._v2(collection):
             return {}
         specs = await self._field_map(access, collection)
         return {
@@ -618,11 +612,12 @@ class PipedriveRecords(Records):
         """The id of a Pipedrive filter for ``conditions`` and the map's match, made once and
         reused (see the module's docstring). One found by its name is used only if its
         conditions are these (anyone may edit a filter)."""
-        kind = OBJECTS[entity.object][1]
-        if kind is None:
+        kind = self._object(entity.object).filter_type
+        if not kind:
             raise QueryError("filter", f"Pipedrive cannot filter {entity.entity} records")
         specs = await self._field_map(access, entity.object)
-        lines = FilterConditions(entity, specs).terms(conditions)
+        singular = self._object(entity.object).singular
+        lines = FilterConditions(entity, specs, singular).terms(conditions)
         # the minimum structure Pipedrive documents: an AND group and an OR group
         tree = {
             "glue": "and",
@@ -766,7 +761,7 @@ class PipedriveRecords(Records):
         if collection == "notes":
             query = {**self._note_query(entity, conditions), "sort": self._v1_sort(entity, sort)}
             return await self._v1_page(access, collection, query, offset, page_size)
-        if collection in V2:
+        if self._v2(collection):
             ordered = self._v2_sort(entity, sort)  # refused before any call
 
             async def v2_page(query: dict[str, str]) -> list[dict[str, Any]]:
@@ -826,7 +821,7 @@ class PipedriveRecords(Records):
     async def _count(self, access: Access, collection: str, query: Mapping[str, str]) -> int:
         total = 0
         url = self._url(access, collection).with_query(query)
-        pager = self._pager("v2" if collection in V2 else "v1")
+        pager = self._pager("v2" if self._v2(collection) else "v1")
         async for batch, more in pager.batches(access, url):
             total += len(batch)
             if more and total >= MAX_COUNT:
@@ -858,26 +853,26 @@ class PipedriveRecords(Records):
         if isinstance(data, dict) and (
             data.get("is_deleted") is True or data.get("active_flag") is False
         ):
-            raise EntityNotFound(f"{OBJECTS[collection][3]} {record_id[:40]!r} was deleted")
+            raise EntityNotFound(f"{self._object(collection).label} {record_id[:40]!r} was deleted")
         return flatten(collection, data)
 
     # ---- writing ------------------------------------------------------------------------------
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
         types = await self._custom_types(access, name)
-        body = native_body(name, values, v2=name in V2, types=types)
+        body = native_body(name, values, v2=self._v2(name), types=types)
         answer = await self.call_json(access, "POST", self._url(access, name), body=body)
         return str(flatten(name, answer.get("data"))["id"])
 
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
-        method = "PATCH" if name in V2 or name == "leads" else "PUT"
+        method = "PATCH" if self._v2(name) or name == "leads" else "PUT"
         types = await self._custom_types(access, name)
         current = None
         if needs_current(name, values, types):  # what the change leaves, it keeps
             current = await self._record(access, name, record_id)
-        body = native_body(name, values, v2=name in V2, types=types, current=current)
+        body = native_body(name, values, v2=self._v2(name), types=types, current=current)
         await self.call_json(access, method, self._url(access, name, record_id), body=body)
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:

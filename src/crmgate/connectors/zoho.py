@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
+from cachetools import LRUCache
 from yarl import URL
 
 from crmgate.connectors import local
@@ -486,7 +486,7 @@ class ZohoRecords(Records):
         self.walks = CursorWalks()
         # (credentials, module) -> field -> data type, from describes: which fields are lookups
         # and date-times when writing (a few hundred entries, least recently used go first)
-        self._types: OrderedDict[tuple[str, ...], dict[str, str]] = OrderedDict()
+        self._types: LRUCache[tuple[str, ...], dict[str, str]] = LRUCache(512)
 
     def api(self, access: Access) -> URL:
         return access.instance_url / "crm" / (self.platform.api_version or "v8")
@@ -591,11 +591,7 @@ class ZohoRecords(Records):
         )
 
     def _remember(self, access: Access, module: str, types: dict[str, str]) -> None:
-        key = CursorWalks.key(access, module)
-        self._types[key] = types
-        self._types.move_to_end(key)
-        while len(self._types) > 512:
-            self._types.popitem(last=False)
+        self._types[CursorWalks.key(access, module)] = types
 
     def _types_of(self, access: Access, module: str) -> dict[str, str]:
         return self._types.get(CursorWalks.key(access, module)) or STANDARD_TYPES.get(module, {})
