@@ -42,12 +42,12 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from aiohttp import web
 from yarl import URL
 
+from crmsim import records
 from crmsim.dynamics_odata import (
     GUID,
     BatchItem,
     BatchPart,
     Comparison,
-    Logical,
     ODataError,
     PartReply,
     columns_of,
@@ -58,6 +58,7 @@ from crmsim.dynamics_odata import (
     syntax_error,
 )
 from crmsim.dynamics_schema import Attr, Table, metadata_id, standard_tables
+from crmsim.query import evaluate as evaluate_with
 
 API = "/api/data/v9.2"
 COUNT_LIMIT = 5000
@@ -73,6 +74,21 @@ _REASONS = {
     404: "Not Found",
     412: "Precondition Failed",
     429: "Too Many Requests",
+}
+
+
+# AttributeTypes by the kind of JSON value they take (DateTime and ids are read apart)
+_KINDS = {
+    "String": "text",
+    "Memo": "text",
+    "Boolean": "boolean",
+    "Integer": "integer",
+    "Picklist": "integer",
+    "State": "integer",
+    "Status": "integer",
+    "Money": "number",
+    "Decimal": "number",
+    "Double": "number",
 }
 
 
@@ -130,7 +146,15 @@ class DynamicsSimulator:
         self.business_unit_id = str(uuid.uuid4())
         self.tenant_id = str(uuid.uuid4())
         self.tables: dict[str, Table] = standard_tables()
-        self.records: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in self.tables}
+        self.records = records.Store(
+            self.tables,
+            key=lambda logical: self.tables[logical].primary_id,
+            new_id=lambda logical: str(uuid.uuid4()),
+            now=_now,
+            created=("createdon",),
+            modified=("modifiedon",),
+            derive=self._computed,
+        )
         self.users: dict[str, User] = {}
         self.tokens: dict[str, Token] = {}
         self.refresh_tokens: dict[str, tuple[str, str]] = {}  # token -> (client id, user id)
@@ -154,18 +178,9 @@ class DynamicsSimulator:
     def add_user(self, first: str, last: str, email: str, read_only: bool = False) -> User:
         user = User(str(uuid.uuid4()), first, last, email, read_only)
         self.users[user.id] = user
-        self.records["systemuser"][user.id] = self._stamp(
-            "systemuser",
-            {
-                "systemuserid": user.id,
-                "firstname": first,
-                "lastname": last,
-                "domainname": email,
-                "internalemailaddress": email,
-                "isdisabled": False,
-            },
-            user,
-        )
+        values = {"firstname": first, "lastname": last, "domainname": email, "isdisabled": False}
+        values |= {"systemuserid": user.id, "internalemailaddress": email}
+        self._insert("systemuser", values, user)
         return user
 
     def issue_access_token(self, user: User | None = None, lifetime: float | None = None) -> str:
@@ -204,27 +219,20 @@ class DynamicsSimulator:
 
     def insert(self, logical: str, values: Mapping[str, Any], user: User | None = None) -> str:
         """Store a record as the given user (lookups as ``attr: (target, id)``)."""
-        record_id = str(values.get(self.tables[logical].primary_id) or uuid.uuid4())
-        row = {**values, self.tables[logical].primary_id: record_id}
-        self.records[logical][record_id] = self._stamp(logical, row, user or self.admin)
-        return record_id
+        row = self._insert(logical, dict(values), user or self.admin)
+        return str(row[self.tables[logical].primary_id])
 
-    def _stamp(self, logical: str, row: dict[str, Any], user: User) -> dict[str, Any]:
-        table = self.tables[logical]
-        now = _now()
-        for attr in table.attrs.values():
-            row.setdefault(attr.name, None)
-        row["createdon"] = row.get("createdon") or now
-        row["modifiedon"] = now
+    def _insert(self, logical: str, values: dict[str, Any], user: User) -> dict[str, Any]:
+        """A new row with every column (null unless given), active and owned by ``user``."""
+        row = dict.fromkeys(self.tables[logical].attrs) | values
         row["statecode"] = row.get("statecode") or 0
         row["ownerid"] = row.get("ownerid") or ("systemuser", user.id)
-        row["versionnumber"] = next(self._versions)
-        self._computed(table, row)
-        return row
+        return self.records.insert(logical, row)
 
-    @staticmethod
-    def _computed(table: Table, row: dict[str, Any]) -> None:
-        if "fullname" in table.attrs:
+    def _computed(self, logical: str, row: dict[str, Any]) -> None:
+        """What Dataverse sets on every write: the row version, and a person's full name."""
+        row["versionnumber"] = next(self._versions)
+        if "fullname" in self.tables[logical].attrs:
             row["fullname"] = " ".join(
                 part for part in (row.get("firstname"), row.get("lastname")) if part
             )
@@ -604,28 +612,24 @@ class DynamicsSimulator:
 
     def _rows(self, table: Table, query: dict[str, str]) -> list[dict[str, Any]]:
         edm = self._edm(table)
-        readable = [(self._readable(table, r), r) for r in self.records[table.logical].values()]
+        readable = [self._readable(table, r) for r in self.records[table.logical].values()]
         expression = query.get("$filter")
         if expression:
             node = parse_filter(expression)
             for column in columns_of(node):
                 edm(column)
-            readable = [(v, r) for v, r in readable if evaluate(node, v, edm)]
+            readable = [v for v in readable if evaluate(node, v, edm)]
         keys = []
         for part in (p.strip() for p in query.get("$orderby", "").split(",") if p.strip()):
             column, _, direction = part.partition(" ")
-            edm(column)
             if direction.strip() not in ("", "asc", "desc"):
                 raise syntax_error(f"Syntax error in $orderby at '{part}'.")
-            keys.append((column, direction.strip() == "desc"))
-        keys.append((table.primary_id, False))  # Dataverse's own tie-breaker
-        for column, descending in reversed(keys):
-            kind = edm(column)
-            present = [x for x in readable if x[0].get(column) is not None]
-            absent = [x for x in readable if x[0].get(column) is None]
-            present.sort(key=lambda x: _sort_key(x[0][column], kind), reverse=descending)
-            readable = present + absent if descending else absent + present  # nulls are least
-        return [r for _, r in readable]
+            descending = direction.strip() == "desc"
+            kind = "text" if edm(column) in ("Edm.String", "Edm.Guid") else None
+            keys.append(records.Sort(column, descending, kind=kind))
+        keys.append(records.Sort(table.primary_id))  # Dataverse's own tie-breaker
+        stored = self.records[table.logical]
+        return [stored[v[table.primary_id]] for v in records.order(readable, *keys)]
 
     def _list(self, table: Table, query: dict[str, str], headers: Mapping[str, str]) -> Reply:
         prefer = _prefer(headers.get("prefer", ""))
@@ -642,8 +646,7 @@ class DynamicsSimulator:
             body["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] = total > COUNT_LIMIT
         if query.get("$top") and "odata.maxpagesize" not in prefer:
             # with Prefer: odata.maxpagesize, $top is ignored (Microsoft's "Page results")
-            top = _integer(query["$top"], "$top")
-            page, following = rows[:top], None
+            page = rows[: _integer(query["$top"], "$top")]
         else:
             size = min(
                 _integer(prefer.get("odata.maxpagesize", str(MAX_PAGE)), "maxpagesize"), MAX_PAGE
@@ -652,9 +655,9 @@ class DynamicsSimulator:
             token = query.get("$skiptoken")
             if token:
                 start = self._resume(table, rows, token)
-            page = rows[start : start + size]
-            following = start + size if start + size < total else None
-            if following is not None:
+            page, more = records.page(rows, start, size)
+            if more:
+                following = start + size
                 skip = (
                     f'<cookie pagenumber="{following // max(size, 1) + 1}" '
                     f'pagingcookie="{following}:{page[-1][table.primary_id]}" '
@@ -820,32 +823,23 @@ class DynamicsSimulator:
             table.entity_set,
             f"Cannot convert the literal '{str(value)[:60]}' to the expected type '{attr.edm}'.",
         )
-        if attr.type in ("String", "Memo"):
-            if not isinstance(value, str):
+        if attr.type in _KINDS:
+            accepted = [v for v, _ in attr.options]
+            problem = records.fault(
+                value, _KINDS[attr.type], length=attr.max_length, options=accepted
+            )
+            if problem == "type":
                 raise wrong
-            if len(value) > attr.max_length:
+            if problem == "length":
                 raise _validation(
                     f"The length of the '{attr.name}' attribute of the '{table.logical}' entity "
                     f"exceeded the maximum allowed length of '{attr.max_length}'."
                 )
-            return value
-        if attr.type == "Boolean":
-            if not isinstance(value, bool):
-                raise wrong
-            return value
-        if attr.type in ("Integer", "Picklist", "State", "Status"):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise wrong
-            if attr.options and value not in {v for v, _ in attr.options}:
-                accepted = ",".join(str(v) for v, _ in attr.options)
+            if problem == "option":
                 raise _validation(
                     f"The value {value} of '{attr.name}' on record of type '{table.logical}' is "
-                    f"outside the valid range. Accepted Values: {accepted}"
+                    f"outside the valid range. Accepted Values: {','.join(map(str, accepted))}"
                 )
-            return value
-        if attr.type in ("Money", "Decimal", "Double"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise wrong
             return value
         if attr.type == "DateTime":
             if not isinstance(value, str):
@@ -879,8 +873,7 @@ class DynamicsSimulator:
         if record_id in self.records[table.logical]:
             raise ODataError(412, "0x80040237", "A record with matching key values already exists.")
         values[table.primary_id] = record_id
-        row = self._stamp(table.logical, values, user)
-        self.records[table.logical][record_id] = row
+        row = self._insert(table.logical, values, user)
         location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
         out = {"OData-EntityId": location, "Location": location}
         if "return=representation" in headers.get("prefer", ""):
@@ -907,7 +900,7 @@ class DynamicsSimulator:
             self._privilege(table, user, "Create")
             values = self._values(table, body, True, references)
             values[table.primary_id] = record_id
-            self.records[table.logical][record_id] = self._stamp(table.logical, values, user)
+            self._insert(table.logical, values, user)
             location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
             return Reply(204, None, {"OData-EntityId": location})
         if headers.get("if-none-match") == "*":
@@ -921,11 +914,7 @@ class DynamicsSimulator:
             )
         self._privilege(table, user, "Write")
         values = self._values(table, body, False, references)
-        values.pop(table.primary_id, None)
-        row.update(values)
-        row["modifiedon"] = _now()
-        row["versionnumber"] = next(self._versions)
-        self._computed(table, row)
+        self.records.change(table.logical, row, values)
         location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
         if "return=representation" in headers.get("prefer", ""):
             return Reply(200, self._render(table, row, self._select(table, query), ""))
@@ -957,15 +946,9 @@ class DynamicsSimulator:
         ids = []
         for record_id, values in cleaned:
             if creating:
-                record_id = values.get(table.primary_id) or str(uuid.uuid4())
-                values[table.primary_id] = record_id
-                self.records[table.logical][record_id] = self._stamp(table.logical, values, user)
+                record_id = self._insert(table.logical, values, user)[table.primary_id]
             else:
-                row = self.records[table.logical][record_id]
-                row.update({k: v for k, v in values.items() if k != table.primary_id})
-                row["modifiedon"] = _now()
-                row["versionnumber"] = next(self._versions)
-                self._computed(table, row)
+                self.records.change(table.logical, self.records[table.logical][record_id], values)
             ids.append(record_id)
         if creating:
             return Reply(
@@ -1002,7 +985,7 @@ class DynamicsSimulator:
                 break
             references: dict[str, str] = {}
             replies = []
-            saved = {t: dict(rows) for t, rows in self.records.items()} if item.changeset else {}
+            saved = self.records.snapshot() if item.changeset else {}
             for part in item.parts:
                 reply = self._part(part, user, references)
                 replies.append(reply)
@@ -1010,7 +993,7 @@ class DynamicsSimulator:
                     break
             if any(r.status >= 400 for r in replies):
                 if item.changeset:  # atomic: roll back and answer the failure alone
-                    self.records = saved
+                    self.records.restore(saved)
                     replies = [replies[-1]]
                 failed = not go_on
             answers.append((item, replies))
@@ -1151,14 +1134,6 @@ def _integer(text: str, name: str) -> int:
     return int(text)
 
 
-def _sort_key(value: Any, kind: str) -> Any:
-    if kind == "Edm.String":
-        return str(value).casefold()
-    if kind in ("Edm.Int32", "Edm.Decimal", "Edm.Double"):
-        return float(value)
-    return str(value)
-
-
 def _pick(row: dict[str, Any], select: str | None) -> dict[str, Any]:
     if not select:
         return dict(row)
@@ -1168,7 +1143,6 @@ def _pick(row: dict[str, Any], select: str | None) -> dict[str, Any]:
 
 def _metadata_match(expression: str, definition: dict[str, Any]) -> bool:
     """The simple ``$filter`` metadata queries take: ``Prop eq 'x'`` joined by and/or."""
-    node = parse_filter(expression)
 
     def edm(column: str) -> str:
         if column not in definition:
@@ -1176,21 +1150,13 @@ def _metadata_match(expression: str, definition: dict[str, Any]) -> bool:
         value = definition[column]
         return "Edm.Boolean" if isinstance(value, bool) else "Edm.String"
 
-    def exact(part: Any) -> bool:
+    def exact(part: Any) -> bool:  # metadata names compare case-sensitively
         if isinstance(part, Comparison) and part.literal.kind == "string":
             same = str(definition.get(part.column)) == str(part.literal.value)
             return same == (part.op == "eq")
-        return bool(evaluate(part, definition, edm))
+        return evaluate(part, definition, edm)
 
-    def walk(part: Any) -> bool:
-        if isinstance(part, Logical):
-            results = [walk(p) for p in part.parts]
-            if part.op == "not":
-                return not results[0]
-            return all(results) if part.op == "and" else any(results)
-        return exact(part)
-
-    return walk(node)
+    return evaluate_with(parse_filter(expression), exact)
 
 
 def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:

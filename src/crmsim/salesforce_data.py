@@ -6,12 +6,12 @@ import itertools
 import json
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from crmsim import soql
+from crmsim import records, soql
 from crmsim.salesforce_schema import SField, SObject, standard_objects
 
 if TYPE_CHECKING:
@@ -58,6 +58,18 @@ class Rejected(Exception):
         return {"id": None, "success": False, "errors": [error]}
 
 
+# Salesforce field types by the kind of JSON value they take (the others take text)
+_KINDS = {
+    "boolean": "boolean",
+    "int": "integer",
+    "double": "number",
+    "currency": "number",
+    "percent": "number",
+    "date": "date",
+    "datetime": "datetime",
+}
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
@@ -66,8 +78,18 @@ class SalesforceData:
     def __init__(self, simulator: SalesforceSimulator) -> None:
         self.simulator = simulator
         self.objects: dict[str, SObject] = standard_objects()
-        self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.objects}
-        self.locators: dict[str, list[dict[str, Any]]] = {}
+        self.records = records.Store(
+            self.objects,
+            key=lambda name: "Id",
+            new_id=lambda name: new_id(self.objects[name].key_prefix),
+            now=_now,
+            created=("CreatedDate",),
+            modified=("LastModifiedDate", "SystemModstamp"),
+        )
+        # query locators: the rows of a query whose later batches are still to be read
+        self.locators: records.Cursors[list[dict[str, Any]]] = records.Cursors(
+            lambda: "01g" + secrets.token_hex(6)
+        )
         self.api_limit = 15000
         self.api_used = 0
         # Tests: answer instead of Salesforce when this returns a response (a misbehaving org).
@@ -253,29 +275,19 @@ class SalesforceData:
         if value is None:
             return None
         kind = spec.type
-        try:
-            if kind == "boolean":
-                if not isinstance(value, bool):
-                    raise ValueError
-            elif kind in ("int",):
+        if kind == "int":  # Salesforce takes any JSON value that reads as an integer
+            try:
                 value = int(value)
-            elif kind in ("double", "currency", "percent"):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ValueError
-            elif kind == "date":
-                date.fromisoformat(str(value))
-            elif kind == "datetime":
-                datetime.fromisoformat(str(value).replace("Z", "+00:00").replace("+0000", "+00:00"))
-            elif not isinstance(value, str):
-                raise ValueError
-        except ValueError:
+            except (TypeError, ValueError):
+                pass
+        if not records.conforms(value, _KINDS.get(kind, "text")):
             raise Rejected(
                 400,
                 "JSON_PARSER_ERROR",
                 f"Cannot deserialize instance of {kind} from {type(value).__name__} "
                 f"value {value!r} "
                 f"for field {spec.name}",
-            ) from None
+            )
         if kind == "email" and "@" not in value:
             raise Rejected(
                 400,
@@ -312,24 +324,9 @@ class SalesforceData:
                 f"Required fields are missing: [{', '.join(missing)}]",
                 missing,
             )
-        record_id = new_id(obj.key_prefix)
-        now = _now()
-        record: dict[str, Any] = {f.name: None for f in obj.fields}
-        record.update(data)
-        record.update(
-            {
-                "Id": record_id,
-                "CreatedDate": now,
-                "LastModifiedDate": now,
-                "SystemModstamp": now,
-                "IsDeleted": False,
-            }
-        )
-        record.setdefault("OwnerId", owner)
-        if record.get("OwnerId") is None:
-            record["OwnerId"] = owner
-        self.records[obj.name][record_id] = record
-        return record_id
+        record = {f.name: None for f in obj.fields} | data | {"IsDeleted": False}
+        record["OwnerId"] = record["OwnerId"] or owner
+        return str(self.records.insert(obj.name, record)["Id"])
 
     def _record(self, obj: SObject, record_id: str) -> dict[str, Any]:
         record = self.records[obj.name].get(record_id)
@@ -396,8 +393,7 @@ class SalesforceData:
                     f"Required fields are missing: [{spec.name}]",
                     [spec.name],
                 )
-        record.update(data)
-        record["LastModifiedDate"] = record["SystemModstamp"] = _now()
+        self.records.change(obj.name, record, data)
 
     async def _update(self, request: web.Request, user: SfUser) -> web.Response:
         obj = self._object(request)
@@ -444,25 +440,20 @@ class SalesforceData:
         ]
         if query.aggregates or query.group_by:
             return web.json_response(self._aggregate(obj, query, rows))
-        for name, descending, nulls_last in reversed(query.order):
-            present = [r for r in rows if r.get(obj.field(name).name) is not None]  # type: ignore[union-attr]
-            absent = [r for r in rows if r.get(obj.field(name).name) is None]  # type: ignore[union-attr]
-            present.sort(
-                key=lambda r: soql.sort_key({k.lower(): v for k, v in r.items()}, name),
-                reverse=descending,
-            )
-            rows = present + absent if nulls_last else absent + present
+        rows = records.order(rows, *self._sorts(obj, query))
+        rows = records.page(rows, query.offset, query.limit)[0]
         if query.count:
-            rows = rows[query.offset :]
-            if query.limit is not None:
-                rows = rows[: query.limit]
             return web.json_response({"totalSize": len(rows), "done": True, "records": []})
-        rows = rows[query.offset :]
-        if query.limit is not None:
-            rows = rows[: query.limit]
         version = request.match_info["version"]
         rendered = [self._render(obj, r, version, query.fields) for r in rows]
-        return web.json_response(self._page(rendered, self._batch_size(request), version, 0))
+        return web.json_response(self._batch(rendered, request, None, 0))
+
+    @staticmethod
+    def _sorts(obj: SObject, query: soql.Query) -> list[records.Sort]:
+        return [
+            records.Sort(obj.field(name).name, descending, nulls_last)  # type: ignore[union-attr]
+            for name, descending, nulls_last in query.order
+        ]
 
     def _aggregate(
         self, obj: SObject, query: soql.Query, rows: list[dict[str, Any]]
@@ -482,38 +473,31 @@ class SalesforceData:
                 column = obj.field(argument).name  # type: ignore[union-attr]
                 record[alias] = soql.aggregate(function, [m.get(column) for m in members])
             results.append(record)
-        for name, descending, _ in reversed(query.order):
-            column = obj.field(name).name  # type: ignore[union-attr]
-            results.sort(
-                key=lambda r: (r.get(column) is None, r.get(column) or ""), reverse=descending
-            )
-        if query.limit is not None:
-            results = results[: query.limit]
+        results = records.order(results, *self._sorts(obj, query))
+        results = records.page(results, 0, query.limit)[0]
         return {"totalSize": len(results), "done": True, "records": results}
 
-    def _batch_size(self, request: web.Request) -> int:
+    def _batch(
+        self,
+        rows: list[dict[str, Any]],
+        request: web.Request,
+        locator: str | None,
+        start: int,
+    ) -> dict[str, Any]:
+        """One batch of a query's rows from ``start``, as big as Sforce-Query-Options asks (200
+        to 2,000), and the URL of the next while rows are left (their query locator)."""
+        size = 2000
         options = request.headers.get("Sforce-Query-Options", "")
         for part in options.split(","):
             key, _, value = part.strip().partition("=")
             if key == "batchSize" and value.isdigit():
-                return min(2000, max(200, int(value)))
-        return 2000
-
-    def _page(
-        self, rows: list[dict[str, Any]], size: int, version: str, start: int
-    ) -> dict[str, Any]:
-        page = rows[start : start + size]
-        result: dict[str, Any] = {
-            "totalSize": len(rows),
-            "done": start + size >= len(rows),
-            "records": page,
-        }
-        if not result["done"]:
-            locator = "01g" + secrets.token_hex(6)
-            self.locators[locator] = rows
+                size = min(2000, max(200, int(value)))
+        batch, more = records.page(rows, start, size)
+        result = {"totalSize": len(rows), "done": not more, "records": batch}
+        if more:
+            locator = locator or self.locators.issue(rows)
+            version = request.match_info["version"]
             result["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{start + size}"
-            result["_size"] = size
-        result.pop("_size", None)
         return result
 
     async def _query_more(self, request: web.Request, user: SfUser) -> web.Response:
@@ -521,16 +505,7 @@ class SalesforceData:
         rows = self.locators.get(locator)
         if rows is None or not position.isdigit():
             raise Rejected(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        start = int(position)
-        size = self._batch_size(request)
-        page = rows[start : start + size]
-        done = start + size >= len(rows)
-        result: dict[str, Any] = {"totalSize": len(rows), "done": done, "records": page}
-        if not done:
-            result["nextRecordsUrl"] = (
-                f"/services/data/v{request.match_info['version']}/query/{locator}-{start + size}"
-            )
-        return web.json_response(result)
+        return web.json_response(self._batch(rows, request, locator, int(position)))
 
     # ---- sObject Collections ----------------------------------------------------------------
 
@@ -553,89 +528,64 @@ class SalesforceData:
             raise Rejected(400, "INVALID_TYPE", "Must send a concrete entity type.")
         return obj
 
-    def _all_or_none(
-        self, results: list[dict[str, Any]], all_or_none: bool, undo: Callable[[], None]
-    ) -> list[dict[str, Any]]:
-        if all_or_none and any(not r["success"] for r in results):
-            undo()
+    def _collection(
+        self, items: list[Any], all_or_none: bool, write: Callable[[Any], str]
+    ) -> web.Response:
+        """``write`` each item (it returns the record's id), one result per item; with allOrNone,
+        one failure rolls every write of the call back."""
+        saved = self.records.snapshot() if all_or_none else None
+        results = []
+        for item in items:
+            try:
+                results.append({"id": write(item), "success": True, "errors": []})
+            except Rejected as rejected:
+                failure = rejected.result()
+                # a delete names the id it was given, even when it fails
+                results.append(failure | {"id": item} if isinstance(item, str) else failure)
+        if saved is not None and any(not r["success"] for r in results):
+            self.records.restore(saved)
             rolled = {
                 "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
                 "message": "Record rolled back because not all records were valid and the request "
                 "was using AllOrNone header",
                 "fields": [],
             }
-            return [
+            results = [
                 r if not r["success"] else {"id": None, "success": False, "errors": [rolled]}
                 for r in results
             ]
-        return results
+        return web.json_response(results)
 
     async def _collection_create(self, request: web.Request, user: SfUser) -> web.Response:
-        records, all_or_none = await self._collection_body(request)
-        results, created = [], []
-        for record in records:
-            try:
-                obj = self._object_of(record)
-                self._check_access(obj, user, "create")
-                record_id = self._create(obj, record, user.id)
-                created.append((obj.name, record_id))
-                results.append({"id": record_id, "success": True, "errors": []})
-            except Rejected as rejected:
-                results.append(rejected.result())
+        def create(record: dict[str, Any]) -> str:
+            obj = self._object_of(record)
+            self._check_access(obj, user, "create")
+            return self._create(obj, record, user.id)
 
-        def undo() -> None:
-            for name, record_id in created:
-                self.records[name].pop(record_id, None)
-
-        return web.json_response(self._all_or_none(results, all_or_none, undo))
+        return self._collection(*await self._collection_body(request), create)
 
     async def _collection_update(self, request: web.Request, user: SfUser) -> web.Response:
-        records, all_or_none = await self._collection_body(request)
-        results, saved = [], []
-        for record in records:
-            try:
-                obj = self._object_of(record)
-                self._check_access(obj, user, "update")
-                target = self._record(obj, str(record.get("id") or record.get("Id") or ""))
-                saved.append((target, dict(target)))
-                self._apply_update(
-                    obj, target, {k: v for k, v in record.items() if k.lower() != "id"}
-                )
-                results.append({"id": target["Id"], "success": True, "errors": []})
-            except Rejected as rejected:
-                results.append(rejected.result())
+        def update(record: dict[str, Any]) -> str:
+            obj = self._object_of(record)
+            self._check_access(obj, user, "update")
+            target = self._record(obj, str(record.get("id") or record.get("Id") or ""))
+            self._apply_update(obj, target, {k: v for k, v in record.items() if k.lower() != "id"})
+            return str(target["Id"])
 
-        def undo() -> None:
-            for target, before in saved:
-                target.clear()
-                target.update(before)
-
-        return web.json_response(self._all_or_none(results, all_or_none, undo))
+        return self._collection(*await self._collection_body(request), update)
 
     async def _collection_delete(self, request: web.Request, user: SfUser) -> web.Response:
+        def delete(record_id: str) -> str:
+            owner = self.records.holding(record_id)
+            if owner is None:
+                raise Rejected(404, "ENTITY_IS_DELETED", "entity is deleted")
+            self._check_access(self.objects[owner], user, "delete")
+            del self.records[owner][record_id]
+            return record_id
+
         ids = [i for i in request.query.get("ids", "").split(",") if i]
         all_or_none = request.query.get("allOrNone", "false").lower() == "true"
-        results, removed = [], []
-        for record_id in ids:
-            owner = next((name for name, rows in self.records.items() if record_id in rows), None)
-            if owner is None:
-                results.append(
-                    Rejected(404, "ENTITY_IS_DELETED", "entity is deleted").result()
-                    | {"id": record_id}
-                )
-                continue
-            try:
-                self._check_access(self.objects[owner], user, "delete")
-                removed.append((owner, self.records[owner].pop(record_id)))
-                results.append({"id": record_id, "success": True, "errors": []})
-            except Rejected as rejected:
-                results.append(rejected.result() | {"id": record_id})
-
-        def undo() -> None:
-            for owner, record in removed:
-                self.records[owner][record["Id"]] = record
-
-        return web.json_response(self._all_or_none(results, all_or_none, undo))
+        return self._collection(ids, all_or_none, delete)
 
     async def _limits(self, request: web.Request, user: SfUser) -> web.Response:
         return web.json_response(

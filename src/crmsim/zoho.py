@@ -33,12 +33,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from yarl import URL
 
+from crmsim import query, records
 from crmsim import zoho_coql as coql
 from crmsim.zoho_schema import Module, ZField, standard_modules
 
@@ -54,7 +55,15 @@ MAX_PER_PAGE = 200
 PAGE_LIMIT = 2000  # records reachable with `page`; further needs page_token
 BATCH_LIMIT = 100
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Zoho data types by the kind of JSON value they take (the others but lookups take text)
+_KINDS = {
+    "integer": "integer",
+    "double": "number",
+    "currency": "number",
+    "boolean": "boolean",
+    "date": "date",
+    "datetime": "datetime",
+}
 _ID = re.compile(r"^\d{1,20}$")
 SORTABLE_BY_LIST = ("id", "Created_Time", "Modified_Time")
 CALL = web.RequestKey("call", dict[str, str])  # the request's entry in the call log
@@ -125,14 +134,6 @@ def now() -> str:
 
 
 @dataclass
-class PageToken:
-    module: str
-    sort: tuple[str, str]
-    offset: int
-    expires_at: float
-
-
-@dataclass
 class ZohoSimulator:
     org_name: str = "Zylker Traders (sim)"
     credits: int = 100_000  # API credits left in the 24-hour window
@@ -150,7 +151,15 @@ class ZohoSimulator:
     fault: tuple[int, bytes] | None = None
 
     def __post_init__(self) -> None:
-        self.records: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in self.modules}
+        self.records = records.Store(
+            self.modules,
+            key=lambda module: "id",
+            new_id=lambda module: self._next_id(),
+            now=now,
+            created=("Created_Time",),
+            modified=("Modified_Time",),
+            derive=lambda module, record: self._derive(self.modules[module], record),
+        )
         self.tokens: dict[str, Token] = {}
         self.clients: dict[str, str] = {}
         self.redirects: dict[str, tuple[str, ...]] = {}
@@ -158,7 +167,10 @@ class ZohoSimulator:
         self.refreshed: dict[str, deque[float]] = {}  # refresh token -> when it was used
         # code -> (client id, user id, redirect URI, scopes, offline)
         self.grant_codes: dict[str, tuple[str, str, str, tuple[str, ...], bool]] = {}
-        self.page_tokens: dict[str, PageToken] = {}
+        # page_token -> (module, (sort_by, sort_order), offset); a day long, as Zoho's
+        self.page_tokens: records.Cursors[tuple[str, tuple[str, str], int]] = records.Cursors(
+            lifetime=86400
+        )
         self._ids = itertools.count(1)
         self.org_id = "60012345678"
         self.base_url = ""
@@ -588,9 +600,12 @@ class ZohoSimulator:
         return out
 
     def _ordered(self, module: Module, sort_by: str, order: str) -> list[dict[str, Any]]:
-        rows = list(self.records[module.api_name].values())
-        rows.sort(key=lambda r: (str(r.get(sort_by) or ""), int(r["id"])), reverse=order == "desc")
-        return rows
+        descending = order == "desc"
+        return records.order(
+            self.records[module.api_name].values(),
+            records.Sort(sort_by, descending),
+            records.Sort(lambda r: int(r["id"]), descending),
+        )
 
     async def _list(self, request: web.Request, token: Token) -> web.Response:
         module = self._module(request, token)
@@ -611,19 +626,14 @@ class ZohoSimulator:
             if "page" in request.query:
                 raise Refused(400, "INVALID_REQUEST", "page and page_token cannot be used together")
             held = self.page_tokens.get(page_token)
-            if (
-                held is None
-                or held.module != module.api_name
-                or held.sort != (sort_by, sort_order)
-                or held.expires_at < time.time()
-            ):
+            if held is None or held[:2] != (module.api_name, (sort_by, sort_order)):
                 raise Refused(
                     400,
                     "INVALID_DATA",
                     "the page token is invalid or expired",
                     {"param_name": "page_token"},
                 )
-            offset, page = held.offset, 0
+            offset, page = held[2], 0
         else:
             page = self._paging(request)[0]
             offset = (page - 1) * per_page
@@ -634,15 +644,13 @@ class ZohoSimulator:
                     "You can fetch only 2000 records using the page parameter; use page_token",
                     {"limit": PAGE_LIMIT},
                 )
-        chosen = rows[offset : offset + per_page]
+        chosen, more = records.page(rows, offset, per_page)
         if not chosen:
             return web.Response(status=204)
-        more = offset + per_page < len(rows)
         following = None
         if more:
-            following = secrets.token_hex(24)
-            self.page_tokens[following] = PageToken(
-                module.api_name, (sort_by, sort_order), offset + per_page, time.time() + 86400
+            following = self.page_tokens.issue(
+                (module.api_name, (sort_by, sort_order), offset + per_page)
             )
         return web.json_response(
             {
@@ -677,13 +685,15 @@ class ZohoSimulator:
         """``criteria=((Field:equals:value)and(...))``: equals and starts_with; a bracket or a
         comma in a value is escaped with a backslash."""
         module = self._module(request, token)
-        criteria = request.query.get("criteria", "")
-        conditions = _search_criteria(criteria)
-        rows = self._ordered(module, "id", "asc")
-        for name, op, value in conditions:
+        criteria = _search_criteria(request.query.get("criteria", ""))
+        for name, _, _ in query.leaves(criteria):
             if name not in module.fields:
                 raise Refused(400, "INVALID_QUERY", "invalid field", {"api_name": name})
-            rows = [r for r in rows if _search_match(_comparable(r.get(name)), op, value)]
+        rows = [
+            r
+            for r in self._ordered(module, "id", "asc")
+            if query.evaluate(criteria, lambda c, r=r: _search_match(_value_of(r, c[0]), *c[1:]))  # type: ignore[misc]
+        ]
         page, per_page = self._paging(request)
         chosen = rows[(page - 1) * per_page : page * per_page]
         if not chosen:
@@ -713,18 +723,18 @@ class ZohoSimulator:
                 {"param_name": "select_query"},
             )
         request[CALL]["select_query"] = text
-        query = coql.parse(text)
+        parsed = coql.parse(text)
         module = next(
-            (m for k, m in self.modules.items() if k.lower() == query.module.lower()), None
+            (m for k, m in self.modules.items() if k.lower() == parsed.module.lower()), None
         )
         if module is None:
             raise Refused(
-                400, "INVALID_QUERY", "invalid module", {"clause": "from", "value": query.module}
+                400, "INVALID_QUERY", "invalid module", {"clause": "from", "value": parsed.module}
             )
         self._scope(token, "ZohoCRM.modules.ALL", f"ZohoCRM.modules.{module.api_name.lower()}.READ")
-        referenced = [*query.columns, *coql.names(query.where), *(n for n, _ in query.order)]
-        if query.count:
-            referenced.append(query.count)
+        referenced = [*parsed.columns, *coql.names(parsed.where), *(n for n, _ in parsed.order)]
+        if parsed.count:
+            referenced.append(parsed.count)
         for name in referenced:
             base = name.split(".", 1)[0]
             if base not in module.fields and base != "$se_module":
@@ -735,7 +745,7 @@ class ZohoSimulator:
             if (
                 zfield is not None
                 and zfield.data_type == "textarea"
-                and name in coql.names(query.where)
+                and name in coql.names(parsed.where)
             ):
                 raise Refused(
                     400,
@@ -746,28 +756,27 @@ class ZohoSimulator:
         rows = [
             r
             for r in self.records[module.api_name].values()
-            if coql.matches(query.where, lambda n, r=r: _value_of(r, n), _compare)  # type: ignore[misc]
+            if coql.matches(parsed.where, lambda n, r=r: _value_of(r, n))  # type: ignore[misc]
         ]
-        if query.count:
+        if parsed.count:
             return web.json_response(
                 {
-                    "data": [{f"COUNT({query.count})": len(rows)}],
+                    "data": [{f"COUNT({parsed.count})": len(rows)}],
                     "info": {"count": 1, "more_records": False},
                 }
             )
-        rows.sort(key=lambda r: int(r["id"]))
-        for name, descending in reversed(query.order):
-            present = [r for r in rows if _value_of(r, name) not in (None, "")]
-            absent = [r for r in rows if _value_of(r, name) in (None, "")]
-            present.sort(key=lambda r: _sortable(_value_of(r, name)), reverse=descending)
-            rows = present + absent
-        chosen = rows[query.offset : query.offset + query.limit]
+        sorts = [
+            records.Sort(lambda r, n=name: _value_of(r, n), descending, nulls_last=True)  # type: ignore[misc]
+            for name, descending in parsed.order
+        ]
+        rows = records.order(rows, *sorts, records.Sort(lambda r: int(r["id"])))
+        chosen, more = records.page(rows, parsed.offset, parsed.limit)
         if not chosen:
             return web.Response(status=204)
         data = []
         for r in chosen:
             out: dict[str, Any] = {"id": r["id"]}
-            for name in query.columns:
+            for name in parsed.columns:
                 value = r.get(name) if "." not in name else _value_of(r, name)
                 if isinstance(value, dict) and "." not in name:
                     value = {"id": value.get("id")}  # COQL gives a lookup's id only
@@ -778,7 +787,7 @@ class ZohoSimulator:
                 "data": data,
                 "info": {
                     "count": len(chosen),
-                    "more_records": query.offset + query.limit < len(rows),
+                    "more_records": more,
                 },
             }
         )
@@ -830,38 +839,16 @@ class ZohoSimulator:
         if value is None or value == "":
             return None
         invalid = Refused(400, "INVALID_DATA", "invalid data", {**path, "expected_data_type": kind})
-        if kind in ("text", "textarea", "phone", "website", "email", "picklist"):
-            if not isinstance(value, str) or len(value) > zfield.length:
+        if kind not in ("lookup", "ownerlookup"):
+            if (
+                records.fault(
+                    value, _KINDS.get(kind, "text"), length=zfield.length, options=zfield.options
+                )
+                or (kind == "email" and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value))
+                or (kind == "datetime" and not _DATETIME.match(value))  # with its offset
+            ):
                 raise invalid
-            if kind == "email" and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
-                raise invalid
-            if kind == "picklist" and zfield.options and value not in zfield.options:
-                raise invalid
-            return value
-        if kind == "integer":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise invalid
-            return value
-        if kind in ("double", "currency"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise invalid
-            return float(value)
-        if kind == "boolean":
-            if not isinstance(value, bool):
-                raise invalid
-            return value
-        if kind == "date":
-            if not isinstance(value, str) or not _DATE.match(value):
-                raise invalid
-            try:
-                date.fromisoformat(value)
-            except ValueError:
-                raise invalid from None
-            return value
-        if kind == "datetime":
-            if not isinstance(value, str) or not _DATETIME.match(value):
-                raise invalid
-            return value
+            return float(value) if kind in ("double", "currency") else value
         if kind in ("lookup", "ownerlookup"):
             if not isinstance(value, dict) or not _ID.match(str(value.get("id", ""))):
                 raise invalid
@@ -912,19 +899,8 @@ class ZohoSimulator:
     def _create(self, module_name: str, values: dict[str, Any], index: int) -> dict[str, Any]:
         module = self.modules[module_name]
         clean = self._check(module, values, creating=True, index=index)
-        stamp = now()
-        record: dict[str, Any] = {
-            "id": self._next_id(),
-            "Owner": self._owner(),
-            "Created_Time": stamp,
-            "Modified_Time": stamp,
-            "Created_By": self._owner(),
-            "Modified_By": self._owner(),
-            **clean,
-        }
-        self._derive(module, record)
-        self.records[module_name][record["id"]] = record
-        return record
+        record = {"Owner": self._owner(), "Created_By": self._owner(), "Modified_By": self._owner()}
+        return self.records.insert(module_name, record | clean)
 
     @staticmethod
     def _derive(module: Module, record: dict[str, Any]) -> None:
@@ -987,10 +963,7 @@ class ZohoSimulator:
                 {"api_name": "id", "json_path": f"$.data[{index}].id"},
             )
         clean = self._check(module, values, creating=False, index=index)
-        record.update(clean)
-        record["Modified_Time"] = now()
-        self._derive(module, record)
-        return record
+        return self.records.change(module.api_name, record, clean)
 
     async def _update_one(self, request: web.Request, token: Token) -> web.Response:
         module = self._module(request, token, "UPDATE")
@@ -1050,97 +1023,54 @@ class ZohoSimulator:
 # ---- comparisons ----------------------------------------------------------------------------
 
 
-def _comparable(value: Any) -> Any:
-    """A stored value as criteria compare it: a lookup by its id."""
-    if isinstance(value, dict):
-        return value.get("id")
-    return value
-
-
 def _value_of(record: dict[str, Any], name: str) -> Any:
-    if "." in name:  # Account_Name.Account_Name, Owner.email: a field of the linked record
-        base, _, rest = name.partition(".")
-        linked = record.get(base)
-        return (
-            linked.get(rest)
-            if isinstance(linked, dict) and rest in ("id", "name", "email")
-            else None
-        )
-    return _comparable(record.get(name))
+    """A record's value as criteria compare it: a lookup by its id, an empty value as null;
+    ``Account_Name.Account_Name``, ``Owner.email``: a field of the linked record."""
+    base, _, rest = name.partition(".")
+    value = record.get(base)
+    if isinstance(value, dict):
+        value = value.get(rest or "id") if rest in ("", "id", "name", "email") else None
+    elif rest:
+        value = None
+    return None if value in ("", []) else value
 
 
-def _sortable(value: Any) -> tuple[int, float, str]:
-    if isinstance(value, bool):
-        return (0, int(value), "")
-    if isinstance(value, (int, float)):
-        return (0, float(value), "")
-    text = str(value)
-    if _DATETIME.match(text) or _DATE.match(text):
-        parsed = (
-            datetime.fromisoformat(text)
-            if "T" in text
-            else datetime.fromisoformat(text + "T00:00:00+00:00")
-        )
-        return (0, parsed.timestamp(), "")
-    if text.isdigit() and len(text) > 12:  # a record id
-        return (0, float(int(text)), "")
-    return (1, 0.0, text.lower())
+def _fail(found: query.Token | None, wanted: str) -> Refused:
+    return Refused(400, "INVALID_QUERY", "invalid criteria", {"param_name": "criteria"})
 
 
-def _compare(left: Any, right: Any) -> int:
-    a, b = _sortable(left), _sortable(right)
-    if a[0] != b[0]:
-        a, b = (1, 0.0, str(left).lower()), (1, 0.0, str(right).lower())
-    return (a > b) - (a < b)
+# ``(Field:operator:value)``, a backslash escaping a bracket or comma of the value
+_CRITERIA = query.Lexer(
+    lambda text, at: _fail(None, ""),
+    criterion=r"(?:[^():\\\s]|\\.)+:\w+:(?:[^()\\]|\\.)*",
+    punct=r"[()]",
+    word=r"(?i:and|or)\b",
+)
+_SEARCHES = {"equals": "=", "not_equal": "!=", "greater_than": ">", "less_than": "<"}
 
 
-def _search_criteria(text: str) -> list[tuple[str, str, str]]:
-    """``(A:op:v)and(B:op:v)`` -> [(A, op, v), ...]; ``\\(``, ``\\)`` and ``\\,`` are literal."""
-    found: list[tuple[str, str, str]] = []
-    inner = text.strip()
-    if inner.startswith("((") and inner.endswith("))"):
-        inner = inner[1:-1]
-    parts, current, escaped, depth = [], "", False, 0
-    for char in inner:
-        if escaped:
-            current += char
-            escaped = False
-            continue
-        if char == "\\":
-            escaped = True
-            continue
-        if char == "(":
-            depth += 1
-            if depth == 1:
-                current = ""
-                continue
-        if char == ")":
-            depth -= 1
-            if depth == 0:
-                parts.append(current)
-                continue
-        if depth >= 1:
-            current += char
-    for part in parts:
-        name, _, rest = part.partition(":")
+def _search_criteria(text: str) -> Any:
+    """``((A:op:v)and(B:op:v))`` as a tree of (field, operator, value) leaves."""
+    cursor = query.Cursor(_CRITERIA.tokens(text), _fail)
+
+    def criterion() -> tuple[str, str, str]:
+        name, _, rest = cursor.take("criterion").text.partition(":")
         op, _, value = rest.partition(":")
-        if op not in ("equals", "starts_with", "not_equal", "greater_than", "less_than"):
+        if op not in (*_SEARCHES, "starts_with"):
             raise Refused(400, "INVALID_QUERY", "invalid operator", {"operator": op})
-        found.append((name, op, value))
-    if not found:
-        raise Refused(400, "INVALID_QUERY", "invalid criteria", {"param_name": "criteria"})
+        return (name, op, re.sub(r"\\(.)", r"\1", value))
+
+    found = query.boolean(cursor, criterion, negation=False)
+    cursor.end()
     return found
 
 
 def _search_match(value: Any, op: str, wanted: str) -> bool:
-    text = "" if value is None else str(value).lower()
-    if op == "equals":
-        return text == wanted.lower()
-    if op == "not_equal":
-        return text != wanted.lower()
     if op == "starts_with":
-        return text.startswith(wanted.lower())
-    return _compare(value, wanted) > 0 if op == "greater_than" else _compare(value, wanted) < 0
+        return str(value or "").lower().startswith(wanted.lower())
+    if op in ("equals", "not_equal"):  # text: an empty value is an empty text
+        value = "" if value is None else str(value)
+    return records.test(_SEARCHES[op], value, wanted)
 
 
 # ---- the demo and the gateway's view of it ---------------------------------------------------

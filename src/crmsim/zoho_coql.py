@@ -15,10 +15,11 @@ than two criteria must be grouped in pairs with brackets: ``((A and B) and C)``;
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from crmsim import query, records
 
 MAX_LIMIT = 2000
 MAX_REACH = 100_000  # offset + limit
@@ -33,45 +34,18 @@ class CoqlError(Exception):
         self.code, self.message, self.details = code, message, details or {}
 
 
-_TOKEN = re.compile(
-    r"""\s*(?:
-        (?P<string>'(?:[^']|'')*')
-      | (?P<number>-?\d+(?:\.\d+)?)
-      | (?P<op>>=|<=|!=|=|>|<|\(|\)|,)
-      | (?P<word>\$?[A-Za-z_][A-Za-z0-9_.$]*)
-      | (?P<bad>\S)
-    )""",
-    re.VERBOSE | re.DOTALL,
+def _syntax(near: str) -> CoqlError:
+    return CoqlError("SYNTAX_ERROR", "error occured while parsing the query", {"near": near})
+
+
+_LEXER = query.Lexer(
+    lambda text, at: _syntax(text[at : at + 20]),
+    string=query.STRING_DOUBLED,
+    number=query.NUMBER,
+    op=r">=|<=|!=|=|>|<",
+    punct=query.PUNCT,
+    word=r"\$?[A-Za-z_][A-Za-z0-9_.$]*",
 )
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str
-    text: str
-
-
-def tokens(text: str) -> list[Token]:
-    found: list[Token] = []
-    position = 0
-    while position < len(text):
-        match = _TOKEN.match(text, position)
-        if match is None or match.end() == position:
-            break
-        kind = match.lastgroup or "bad"
-        if kind == "bad":
-            raise CoqlError(
-                "SYNTAX_ERROR",
-                "error occured while parsing the query",
-                {"near": text[match.start(kind) : match.start(kind) + 20]},
-            )
-        found.append(Token(kind, match[kind]))
-        position = match.end()
-    return found
-
-
-def _unquote(text: str) -> str:
-    return text[1:-1].replace("''", "'")
 
 
 @dataclass
@@ -82,16 +56,10 @@ class Compare:
 
 
 @dataclass
-class Group:
-    op: str  # and | or
-    parts: list[Any]
-
-
-@dataclass
 class Query:
     columns: list[str]
     module: str
-    where: Any = None
+    where: Any = None  # a Compare, or a query.Junction of two
     order: list[tuple[str, bool]] = field(default_factory=list)  # (field, descending)
     limit: int = 200
     offset: int = 0
@@ -100,166 +68,113 @@ class Query:
 
 class _Parser:
     def __init__(self, text: str) -> None:
-        self.items = tokens(text)
-        self.at = 0
+        def fail(found: query.Token | None, wanted: str) -> CoqlError:
+            return _syntax(found.text if found else "end of query")
+
+        self.cursor = query.Cursor(_LEXER.tokens(text), fail)
         self.criteria = 0
 
-    def peek(self, offset: int = 0) -> Token | None:
-        index = self.at + offset
-        return self.items[index] if index < len(self.items) else None
+    def name(self) -> str:
+        return self.cursor.take("word").text
 
-    def word(self, *expected: str) -> bool:
-        token = self.peek()
-        if token and token.kind == "word" and token.text.lower() in expected:
-            self.at += 1
-            return True
-        return False
-
-    def take(self, kind: str, text: str | None = None) -> Token:
-        token = self.peek()
-        if token is None or token.kind != kind or (text is not None and token.text != text):
-            near = token.text if token else "end of query"
-            raise CoqlError("SYNTAX_ERROR", "error occured while parsing the query", {"near": near})
-        self.at += 1
-        return token
+    def number(self) -> int:
+        return int(self.cursor.take("number").text)
 
     def query(self) -> Query:
-        if not self.word("select"):
+        cursor = self.cursor
+        if not cursor.word("select"):
             raise CoqlError("SYNTAX_ERROR", "select is expected", {"clause": "select"})
         columns: list[str] = []
         count: str | None = None
         while True:
-            name = self.take("word").text
-            if name.lower() == "count" and self.peek() and self.peek().text == "(":  # type: ignore[union-attr]
-                self.take("op", "(")
-                count = self.take("word").text
-                self.take("op", ")")
+            name = self.name()
+            if name.lower() == "count" and cursor.punct("("):
+                count = self.name()
+                cursor.expect_punct(")")
             else:
                 columns.append(name)
-            if self.peek() and self.peek().text == ",":  # type: ignore[union-attr]
-                self.at += 1
-                continue
-            break
+            if not cursor.punct(","):
+                break
         if len(columns) > 50:
             raise CoqlError("LIMIT_EXCEEDED", "select column limit exceeded", {"limit": 50})
-        if not self.word("from"):
+        if not cursor.word("from"):
             raise CoqlError("SYNTAX_ERROR", "from is expected", {"clause": "from"})
-        module = self.take("word").text
-        query = Query(columns, module, count=count)
-        if self.word("where"):
-            query.where = self.expression()
-            if self.criteria > MAX_CRITERIA:
-                raise CoqlError(
-                    "LIMIT_EXCEEDED", "criteria limit exceeded", {"limit": MAX_CRITERIA}
-                )
-        if self.word("order"):
-            if not self.word("by"):
-                raise CoqlError("SYNTAX_ERROR", "by is expected", {"clause": "order by"})
-            while True:
-                name = self.take("word").text
-                descending = False
-                if self.word("desc"):
-                    descending = True
-                else:
-                    self.word("asc")
-                query.order.append((name, descending))
-                if self.peek() and self.peek().text == ",":  # type: ignore[union-attr]
-                    self.at += 1
-                    continue
-                break
-        if self.word("limit"):
-            first = int(self.take("number").text)
-            if self.peek() and self.peek().text == ",":  # type: ignore[union-attr]
-                self.at += 1
-                query.offset, query.limit = first, int(self.take("number").text)
-            else:
-                query.limit = first
-                if self.word("offset"):
-                    query.offset = int(self.take("number").text)
-        if self.peek() is not None:
-            raise CoqlError(
-                "SYNTAX_ERROR",
-                "error occured while parsing the query",
-                {"near": self.peek().text},  # type: ignore[union-attr]
-            )
-        if query.limit > MAX_LIMIT or query.limit < 1:
-            raise CoqlError("LIMIT_EXCEEDED", "limit exceeded", {"limit": MAX_LIMIT})
-        if query.offset + query.limit > MAX_REACH:
-            raise CoqlError("LIMIT_EXCEEDED", "offset limit exceeded", {"limit": MAX_REACH})
-        return query
-
-    def expression(self) -> Any:
-        """A criterion, or two joined by and/or; a third needs brackets (Zoho's rule)."""
-        left = self.operand()
-        joiner = self.peek()
-        if joiner is None or joiner.kind != "word" or joiner.text.lower() not in ("and", "or"):
-            return left
-        self.at += 1
-        right = self.operand()
-        following = self.peek()
-        if following and following.kind == "word" and following.text.lower() in ("and", "or"):
-            raise CoqlError(
+        parsed = Query(columns, self.name(), count=count)
+        if cursor.word("where"):
+            more = CoqlError(
                 "SYNTAX_ERROR",
                 "more than two criteria must be enclosed in brackets",
                 {"clause": "where"},
             )
-        return Group(joiner.text.lower(), [left, right])
+            parsed.where = query.boolean(
+                cursor, self.criterion, negation=False, paired=lambda: more
+            )
+            if self.criteria > MAX_CRITERIA:
+                raise CoqlError(
+                    "LIMIT_EXCEEDED", "criteria limit exceeded", {"limit": MAX_CRITERIA}
+                )
+        if cursor.word("order"):
+            if not cursor.word("by"):
+                raise CoqlError("SYNTAX_ERROR", "by is expected", {"clause": "order by"})
+            parsed.order = cursor.listed(self.ordering)
+        if cursor.word("limit"):
+            first = self.number()
+            if cursor.punct(","):
+                parsed.offset, parsed.limit = first, self.number()
+            else:
+                parsed.limit = first
+                if cursor.word("offset"):
+                    parsed.offset = self.number()
+        cursor.end()
+        if parsed.limit > MAX_LIMIT or parsed.limit < 1:
+            raise CoqlError("LIMIT_EXCEEDED", "limit exceeded", {"limit": MAX_LIMIT})
+        if parsed.offset + parsed.limit > MAX_REACH:
+            raise CoqlError("LIMIT_EXCEEDED", "offset limit exceeded", {"limit": MAX_REACH})
+        return parsed
 
-    def operand(self) -> Any:
-        token = self.peek()
-        if token is not None and token.text == "(":
-            self.at += 1
-            inner = self.expression()
-            self.take("op", ")")
-            return inner
-        return self.criterion()
+    def ordering(self) -> tuple[str, bool]:
+        name = self.name()
+        descending = self.cursor.word("desc")
+        if not descending:
+            self.cursor.word("asc")
+        return (name, descending)
 
     def criterion(self) -> Compare:
+        cursor = self.cursor
         self.criteria += 1
-        name = self.take("word").text
-        if self.word("is"):
-            negated = self.word("not")
-            if not self.word("null"):
+        name = self.name()
+        if cursor.word("is"):
+            negated = cursor.word("not")
+            if not cursor.word("null"):
                 raise CoqlError("SYNTAX_ERROR", "null is expected", {"near": name})
             return Compare(name, "notnull" if negated else "null")
-        if self.word("not"):
-            if self.word("like"):
-                return Compare(name, "notlike", self.value())
-            if self.word("in"):
-                return Compare(name, "notin", self.values())
+        negated = cursor.word("not")
+        if cursor.word("like"):
+            return Compare(name, "notlike" if negated else "like", self.value())
+        if cursor.word("in"):
+            return Compare(name, "notin" if negated else "in", self.values())
+        if negated:
             raise CoqlError("SYNTAX_ERROR", "like or in is expected", {"near": name})
-        if self.word("like"):
-            return Compare(name, "like", self.value())
-        if self.word("in"):
-            return Compare(name, "in", self.values())
-        op = self.take("op").text
-        if op not in ("=", "!=", ">", ">=", "<", "<="):
-            raise CoqlError("SYNTAX_ERROR", "invalid operator", {"near": op})
+        op = cursor.take("op").text
         return Compare(name, op, self.value())
 
     def values(self) -> list[Any]:
-        self.take("op", "(")
-        found = [self.value()]
-        while self.peek() and self.peek().text == ",":  # type: ignore[union-attr]
-            self.at += 1
-            found.append(self.value())
-        self.take("op", ")")
+        self.cursor.expect_punct("(")
+        found = self.cursor.listed(self.value)
+        self.cursor.expect_punct(")")
         if len(found) > 50:
             raise CoqlError("LIMIT_EXCEEDED", "in takes at most 50 values", {"limit": 50})
         return found
 
     def value(self) -> Any:
-        token = self.peek()
+        token = self.cursor.peek()
         if token is None:
             raise CoqlError("SYNTAX_ERROR", "a value is expected", {"near": "end of query"})
-        self.at += 1
-        if token.kind == "string":
-            return _unquote(token.text)
-        if token.kind == "number":
-            return float(token.text) if "." in token.text else int(token.text)
-        if token.kind == "word" and token.text.lower() in ("true", "false"):
-            return token.text.lower() == "true"
-        raise CoqlError("SYNTAX_ERROR", "invalid value", {"near": token.text})
+        self.cursor.at += 1
+        found = query.literal(token, lambda message: _syntax(token.text))
+        if found is None or found.kind not in ("string", "number", "boolean"):
+            raise CoqlError("SYNTAX_ERROR", "invalid value", {"near": token.text})
+        return found.value
 
 
 def parse(text: str) -> Query:
@@ -268,41 +183,26 @@ def parse(text: str) -> Query:
 
 def names(node: Any) -> list[str]:
     """Every field a where clause compares."""
-    if node is None:
-        return []
-    if isinstance(node, Compare):
-        return [node.field]
-    return [name for part in node.parts for name in names(part)]
+    return [leaf.field for leaf in query.leaves(node)]
 
 
-def matches(node: Any, value_of: Callable[[str], Any], compare: Callable[[Any, Any], int]) -> bool:
+def matches(node: Any, value_of: Callable[[str], Any]) -> bool:
     """Whether a record satisfies ``node``; ``value_of(field)`` gives its comparable value (a
-    lookup's id), ``compare`` orders two values of a field."""
+    lookup's id; None for an empty one)."""
     if node is None:
         return True
-    if isinstance(node, Group):
-        results = (matches(part, value_of, compare) for part in node.parts)
-        return all(results) if node.op == "and" else any(results)
-    value = value_of(node.field)
-    if node.op == "null":
-        return value in (None, "", [])
-    if node.op == "notnull":
-        return value not in (None, "", [])
-    if value in (None, ""):
-        return node.op in ("!=", "notlike", "notin")
-    if node.op in ("like", "notlike"):
-        pattern = "^" + ".*".join(re.escape(part) for part in str(node.value).split("%")) + "$"
-        found = re.match(pattern, str(value), re.IGNORECASE | re.DOTALL) is not None
-        return found if node.op == "like" else not found
-    if node.op in ("in", "notin"):
-        found = any(compare(value, item) == 0 for item in node.value)
-        return found if node.op == "in" else not found
-    order = compare(value, node.value)
-    return {
-        "=": order == 0,
-        "!=": order != 0,
-        ">": order > 0,
-        ">=": order >= 0,
-        "<": order < 0,
-        "<=": order <= 0,
-    }[node.op]
+    return query.evaluate(node, lambda leaf: _holds(leaf, value_of(leaf.field)))
+
+
+def _holds(leaf: Compare, value: Any) -> bool:
+    if leaf.op in ("null", "notnull"):
+        return (value is None) == (leaf.op == "null")
+    if value is None:
+        return leaf.op in ("!=", "notlike", "notin")
+    if leaf.op in ("like", "notlike"):
+        found = query.like(str(leaf.value), one=False).fullmatch(str(value)) is not None
+        return found == (leaf.op == "like")
+    if leaf.op in ("in", "notin"):
+        found = any(records.test("=", value, item) for item in leaf.value)
+        return found == (leaf.op == "in")
+    return records.test(leaf.op, value, leaf.value)

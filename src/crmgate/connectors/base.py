@@ -11,9 +11,11 @@ import json
 import logging
 import re
 import time
+from base64 import b64encode
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from urllib.parse import quote_plus
 
 from yarl import URL
 
@@ -613,11 +615,17 @@ class Connector:
     def token_client_auth(
         self, form: Mapping[str, str], client: OAuthClient
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """The token request's form and extra headers with the client's authentication: in the
-        form (RFC 6749 section 2.3.1); a hook for CRMs that want HTTP Basic (Pipedrive)."""
+        """The token request's form and extra headers with the client's authentication (RFC
+        6749 section 2.3.1): in the form, or with HTTP Basic where the descriptor says
+        (``client_auth = "basic"``: the id and secret form-encoded, then joined by a colon)."""
+        secret = client.client_secret.get_secret_value() if client.client_secret else None
+        oauth = self.platform.oauth
+        if oauth is not None and oauth.client_auth == "basic":
+            pair = f"{quote_plus(client.client_id)}:{quote_plus(secret or '')}"
+            return dict(form), {"Authorization": "Basic " + b64encode(pair.encode()).decode()}
         sent = {**form, "client_id": client.client_id}
-        if client.client_secret is not None:
-            sent["client_secret"] = client.client_secret.get_secret_value()
+        if secret is not None:
+            sent["client_secret"] = secret
         return sent, {}
 
     def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:

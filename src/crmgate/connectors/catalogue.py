@@ -72,6 +72,8 @@ class OAuthEndpoints(_Frozen):
     # gives no refresh token); they never replace the flow's own (state, redirect_uri, ...).
     authorize_params: dict[str, str] = Field(default_factory=dict)
     scope_separator: str = " "  # RFC 6749 joins scopes with spaces; Zoho with commas
+    # How the client authenticates at the token endpoint (RFC 6749 section 2.3.1).
+    client_auth: Literal["form", "basic"] = "form"
     # The authorization is for one instance the client names (Dynamics 365: the organisation,
     # whose URL is part of the scope): the flow needs `instance_url` (checked against the
     # platform's hosts), `{instance}` in a scope is replaced by it, and it becomes the

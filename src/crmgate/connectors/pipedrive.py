@@ -51,7 +51,6 @@ Costs in Pipedrive calls:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -85,7 +84,6 @@ from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound, OutboundRefused
 from crmgate.query import Condition, QueryError, SortKey, Typed
-from crmgate.settings import OAuthClient
 
 T = TypeVar("T")
 
@@ -153,15 +151,6 @@ class PipedriveConnector(Connector):
         return Access(
             instance, credential["api_token" if authorization == "key" else "access_token"]
         )
-
-    def token_client_auth(
-        self, form: Mapping[str, str], client: OAuthClient
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """Pipedrive's token endpoint authenticates the client with HTTP Basic (RFC 6749
-        section 2.3.1), not in the form."""
-        secret = client.client_secret.get_secret_value() if client.client_secret else ""
-        pair = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
-        return dict(form), {"Authorization": f"Basic {pair}"}
 
     def token_fields(self, answer: Mapping[str, Any]) -> dict[str, str]:
         """The token answer's ``api_domain`` is the company's domain: the instance to call."""
