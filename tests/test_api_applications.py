@@ -57,6 +57,7 @@ def test_platforms_list_their_authorization_types_and_fields(
         assert client.get("/v1/platform/SugarCRM").status_code == 404  # no connector yet
         assert client.get("/v1/platform/Nope").status_code == 404
     assert [p["type"] for p in listed] == [
+        "CloseIO",
         "HubSpot",
         "MicrosoftDynamics",
         "Pipedrive",
@@ -64,7 +65,7 @@ def test_platforms_list_their_authorization_types_and_fields(
         "SalesforceSandbox",
         "ZohoCRM",
     ]
-    assert [p["type"] for p in second] == ["MicrosoftDynamics"]
+    assert [p["type"] for p in second] == ["HubSpot"]
     assert names[:3] == [
         {"type": "ZohoCRM", "name": "Zoho CRM"},
         {"type": "SalesforceSandbox", "name": "Salesforce Sandbox"},

@@ -141,3 +141,56 @@ def test_the_graph_sees_a_circle_hidden_inside_a_function(tmp_path: Path) -> Non
     (package / "a.py").write_text("from crmgate.b import x\n")
     (package / "b.py").write_text("def x() -> None:\n    from crmgate.a import y\n")
     assert cycles(import_graph(tmp_path)) == [["crmgate.a", "crmgate.b"]]
+
+
+# ---- what a CRM's connector module may not hold: the shared machinery's jobs -------------------
+
+SHARED = {
+    "__init__", "answers", "auth", "base", "catalogue", "dialect", "errors", "jsonpath", "local",
+    "paging", "support",
+}  # fmt: skip
+STATUSES = {401, 403, 404, 429}
+
+
+def crm_modules() -> dict[str, Path]:
+    folder = SRC / "crmgate" / "connectors"
+    return {path.stem: path for path in folder.glob("*.py") if path.stem not in SHARED}
+
+
+def machinery_in(tree: ast.AST) -> list[str]:
+    """What a connector module does by hand that the shared machinery does: a credential
+    header built, an HTTP status ladder (401/403/404/429), a paging loop (a while that awaits)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and node.value in ("Authorization", "Bearer"):
+            found.append(f"line {node.lineno}: builds the {node.value} header")
+        if isinstance(node, ast.Compare) and any(
+            isinstance(side, ast.Attribute) and side.attr == "status"
+            for side in (node.left, *node.comparators)
+        ):
+            numbers = {
+                value.value
+                for part in ast.walk(node)
+                if isinstance(value := part, ast.Constant) and isinstance(value.value, int)
+            }
+            if numbers & STATUSES:
+                found.append(f"line {node.lineno}: maps statuses {sorted(numbers & STATUSES)}")
+        if isinstance(node, ast.While) and any(isinstance(n, ast.Await) for n in ast.walk(node)):
+            found.append(f"line {node.lineno}: a loop of calls (a paginator's job)")
+    return found
+
+
+def test_no_connector_module_repeats_the_shared_machinery() -> None:
+    assert {"salesforce", "hubspot", "pipedrive", "zoho", "dynamics"} <= set(crm_modules())
+    for name, path in crm_modules().items():
+        assert machinery_in(ast.parse(path.read_text())) == [], name
+
+
+def test_the_machinery_check_sees_each_kind() -> None:
+    sample = (
+        "async def f(r, c):\n"
+        "    h = {'Authorization': 'Bearer ' + t}\n"
+        "    if r.status in (401, 403):\n        raise E\n"
+        "    while c:\n        c = await next_page(c)\n"
+    )
+    assert len(machinery_in(ast.parse(sample))) == 3

@@ -16,9 +16,9 @@ from yarl import URL
 
 from crmgate.connectors.auth import Access
 from crmgate.connectors.base import Connector
-from crmgate.connectors.catalogue import load_descriptors
+from crmgate.connectors.catalogue import Paging, load_descriptors
 from crmgate.connectors.errors import CrmUnavailable, NotValid
-from crmgate.connectors.paging import CursorWalks, Pager, Paging
+from crmgate.connectors.paging import CursorWalks, Pager
 from crmgate.outbound import Outbound
 
 RECORDS = [{"id": str(n)} for n in range(1, 8)]  # seven records, batches of three

@@ -30,6 +30,7 @@ from conftest import (
 )
 from crmgate.api.app import create_app
 from crmgate.connectors import pipedrive as pipedrive_connector
+from crmsim.faults import Fault
 from crmsim.pipedrive import PipedriveSimulator, platform_overrides, seed_pipedrive
 from crmsim.tls import Certificates
 
@@ -579,16 +580,19 @@ def test_pipedrive_errors_become_the_contracts(
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) == 2
     assert "Request over limit" in limited.json()["detail"]["message"]
     company.sim.burst = 1000
-    for fault in ("500", "503"):
+    for status in (500, 503):
+        fault = Fault(status, "upstream failure", path="/api/v2/persons")
         # a write is sent once: its 5xx is the client's 502
-        company.sim.fault = fault
+        company.sim.faults.add(fault)
         failed = company.call("POST", "/entity/contact", json={"last_name": "Once"})
         assert failed.status_code == 502, (fault, failed.text)
         assert failed.json()["detail"]["code"] == "CRM_UNAVAILABLE"
         # a read is tried again (outbound.py, Retrying): one bad answer is not the client's
-        company.sim.fault = fault
+        company.sim.faults.add(fault)
         assert company.call("GET", "/entity/contact/list").status_code == 200
-    company.sim.fault = "html"  # a 200 that is not JSON is no "not now": not tried again
+        assert not company.sim.faults  # each fault met its call
+    # a 200 that is not JSON is no "not now": not tried again
+    company.sim.faults.add(Fault(200, "<html>maintenance</html>", "text/html", path="/api/v2/*"))
     failed = company.call("GET", "/entity/contact/list")
     assert failed.status_code == 502 and failed.json()["detail"]["code"] == "CRM_UNAVAILABLE"
     # a user whose permission set forbids edits

@@ -1,7 +1,7 @@
 """`crmgate serve --demo`: crmgate working with no CRM account.
 
-One simulator per platform (crmsim: Salesforce, HubSpot, Pipedrive, Zoho CRM, Dynamics 365; the
-``STARTERS``) runs beside the gateway on loopback, over HTTPS with a throw-away certificate
+One simulator per platform (crmsim: Salesforce, HubSpot, Pipedrive, Close, Zoho CRM, Dynamics
+365; the ``STARTERS``) runs beside the gateway on loopback, over HTTPS with a throw-away certificate
 authority kept in the data directory, each seeded with a small sales org. A demo organisation
 gets one application connected to each, through the same API path a client uses (the
 credentials are verified with the simulator and sealed in the vault). Everything a script needs
@@ -153,6 +153,18 @@ def start_pipedrive(certificates: Any) -> DemoCrm:
     )
 
 
+def start_close(certificates: Any) -> DemoCrm:
+    """A Close organization, connected with an API key."""
+    from crmsim.close import CloseSimulator, platform_overrides, seed_close
+
+    simulator = CloseSimulator(organization="Demo Sales (crmsim)", burst=10_000)
+    seed_close(simulator)
+    key = simulator.add_api_key()
+    return _serve(
+        certificates, "CloseIO", simulator, platform_overrides, "key", lambda base: {"api_key": key}
+    )
+
+
 def start_zoho(certificates: Any) -> DemoCrm:
     """A Zoho CRM org, connected with an access token that outlives the demo (Zoho is OAuth
     only: a client would refresh it and send crmgate the new one)."""
@@ -199,6 +211,7 @@ STARTERS: tuple[Callable[[Any], DemoCrm], ...] = (
     start_salesforce,
     start_hubspot,
     start_pipedrive,
+    start_close,
     start_zoho,
     start_dynamics,
 )

@@ -5,7 +5,8 @@ SDK (pipedrive-python-lib) use, as Pipedrive documents it.
   header) or an OAuth access token (``Authorization: Bearer``); 401 ``unauthorized access``.
   ``auth`` records how each call authenticated (``header``, ``query``, ``bearer``, ...).
   OAuth: ``POST /oauth/token`` with HTTP Basic client authentication (authorization_code and
-  refresh_token grants); the answer names the company's ``api_domain``.
+  refresh_token grants) and ``POST /oauth/revoke`` (crmsim.oauth); the answer names the
+  company's ``api_domain``.
 - API v2 (``/api/v2/{persons,organizations,deals,activities}``): cursor paging (``cursor``,
   ``limit`` <= 500, ``additional_data.next_cursor``), ``filter_id``, ``sort_by`` (id,
   add_time, update_time; due_date for activities) and ``sort_direction``; the documented query
@@ -32,191 +33,69 @@ SDK (pipedrive-python-lib) use, as Pipedrive documents it.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import re
 import secrets
-import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from yarl import URL
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from crmsim.app import LOG, Route, Simulator, cursor, mechanism, one_of, overrides, uncursor, whole
+from crmsim.columns import READ_ONLY, REQUIRED, UNKNOWN, Invalid, check
+from crmsim.guard import Guard, RateWindow, Refusal, Verdict, bearer, header, json_object, query
+from crmsim.oauth import AuthorizationServer, Issued
+from crmsim.pipedrive_schema import (
+    OBJECTS,
+    OWNER_IS_USER_ID,
+    V2_CUSTOM_SHAPES,
+    V2_OBJECTS,
+    V2_PARAMETERS,
+    V2_SORTS,
+    Field,
+    custom_key,
+    new_field,
+    standard_fields,
+)
+from crmsim.query import like
+from crmsim.records import Sort, conforms, order, page, test
+from crmsim.tokens import AccessToken, TokenStore
+
+Token = AccessToken[int]  # its subject: the user id
 ERROR_INFO = "Please check developers.pipedrive.com for more information about Pipedrive API."
 MAX_LIMIT = 500
 MAX_CONDITIONS = 16
-V2_OBJECTS = ("persons", "organizations", "deals", "activities")
-# collection -> (the filter/condition object, the filter type, its fields endpoint)
-OBJECTS: dict[str, tuple[str, str | None, str]] = {
-    "persons": ("person", "people", "personFields"),
-    "organizations": ("organization", "org", "organizationFields"),
-    "deals": ("deal", "deals", "dealFields"),
-    "activities": ("activity", "activity", "activityFields"),
-    "leads": ("lead", "leads", "leadFields"),
-    "notes": ("note", None, "noteFields"),
+# Pipedrive's words for the problems every simulator's write check finds (crmsim.columns)
+_PROBLEMS = {UNKNOWN: "Unrecognized or read-only key", READ_ONLY: "Unrecognized or read-only key"}
+_PROBLEMS[REQUIRED] = "Required"
+_LISTS = ("emails", "phones", "participants", "value")  # persons', activities' and leads' lists
+_REFERENCES = {
+    "org": "organizations",
+    "people": "persons",
+    "deal": "deals",
+    "user": "",
+    "stage": "",
 }
-V2_SORTS = {
-    "persons": ("id", "update_time", "add_time"),
-    "organizations": ("id", "update_time", "add_time"),
-    "deals": ("id", "update_time", "add_time"),
-    "activities": ("id", "update_time", "add_time", "due_date"),
+_NUMERIC = ("int", "double", "monetary", "org", "people", "deal", "user")
+# what a new record of an object is unless the write says otherwise
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "deals": {"status": "open", "currency": "EUR", "stage_id": 1},
+    "activities": {"type": "task", "done": False},
 }
-# v1's dealFields and activityFields name the owner user_id (v2 records: owner_id)
-OWNER_IS_USER_ID = ("deals", "activities")
-# custom field types whose v2 value is not a plain one (the v2 migration guide)
-V2_CUSTOM_SHAPES = ("monetary", "set", "address")
-# the query parameters each v2 list takes besides filter_id (ignored when it is given)
-V2_PARAMETERS = {
-    "persons": ("ids", "owner_id", "org_id", "deal_id"),
-    "organizations": ("owner_id",),
-    "deals": ("ids", "owner_id", "person_id", "org_id"),
-    "activities": ("ids", "owner_id", "deal_id", "lead_id", "person_id", "org_id"),
+# what v2 shows of an object even when it was never set (null)
+_V2_SHOWN = {
+    "persons": ("job_title", "org_id"),
+    "organizations": ("address",),
+    "deals": ("org_id", "person_id", "value", "expected_close_date", "probability"),
+    "activities": ("participants", "deal_id", "lead_id", "org_id", "due_date", "location", "note"),
 }
-REFERENCES = ("org_id", "person_id", "deal_id", "owner_id", "user_id", "stage_id", "pipeline_id")
-ACTIVITY_TYPES = ("call", "meeting", "task", "deadline", "email", "lunch")
+_LIKE = {"LIKE '$%'": "{}%", "LIKE '%$%'": "%{}%", "NOT LIKE '$%'": "{}%"}
 
 
-@dataclass
-class Field:
-    id: int
-    key: str
-    name: str
-    field_type: str = "varchar"
-    mandatory: bool = False
-    custom: bool = False
-    options: tuple[str, ...] = ()
-    writable: bool = True  # through the API (first_name, add_time... are Pipedrive's own)
-
-    def describe(self, order: int) -> dict[str, Any]:
-        answer: dict[str, Any] = {
-            "id": self.id,
-            "key": self.key,
-            "name": self.name,
-            "order_nr": order,
-            "field_type": self.field_type,
-            "add_time": "2024-01-01 00:00:00",
-            "update_time": "2024-01-01 00:00:00",
-            "active_flag": True,
-            "edit_flag": self.custom,
-            "index_visible_flag": True,
-            "details_visible_flag": True,
-            "add_visible_flag": self.writable,
-            "important_flag": False,
-            "bulk_edit_allowed": self.writable,
-            "searchable_flag": self.field_type in ("varchar", "text"),
-            "filtering_allowed": True,
-            "sortable_flag": True,
-            "mandatory_flag": self.mandatory,
-        }
-        if self.options:
-            answer["options"] = [{"id": i + 1, "label": o} for i, o in enumerate(self.options)]
-        return answer
-
-
-_ids = itertools.count(9001)
-
-
-def _f(key: str, name: str, kind: str = "varchar", **extra: Any) -> Field:
-    return Field(next(_ids), key, name, kind, **extra)
-
-
-def standard_fields() -> dict[str, list[Field]]:
-    def system() -> list[Field]:
-        return [
-            _f("id", "ID", "int", writable=False),
-            _f("add_time", "Created", "date", writable=False),
-            _f("update_time", "Update time", "date", writable=False),
-        ]
-
-    return {
-        "persons": [
-            *system(),
-            _f("name", "Name", mandatory=True),
-            _f("first_name", "First name", writable=False),
-            _f("last_name", "Last name", writable=False),
-            _f("email", "Email"),
-            _f("phone", "Phone", "phone"),
-            _f("job_title", "Job title"),
-            _f("org_id", "Organization", "org"),
-            _f("owner_id", "Owner", "user"),
-        ],
-        "organizations": [
-            *system(),
-            _f("name", "Name", mandatory=True),
-            _f("address", "Address", "address"),
-            _f("owner_id", "Owner", "user"),
-        ],
-        "deals": [
-            *system(),
-            _f("title", "Title", mandatory=True),
-            _f("value", "Value", "monetary"),
-            _f("currency", "Currency", "varchar_options"),
-            _f("status", "Status", "status", options=("open", "won", "lost")),
-            _f("stage_id", "Stage", "stage"),
-            _f("probability", "Probability", "double"),
-            _f("expected_close_date", "Expected close date", "date"),
-            _f("org_id", "Organization", "org"),
-            _f("person_id", "Contact person", "people"),
-            _f("user_id", "Owner", "user"),
-        ],
-        "activities": [
-            *system(),
-            _f("subject", "Subject", mandatory=True),
-            _f("type", "Type", "enum", options=ACTIVITY_TYPES),
-            _f("due_date", "Due date", "date"),
-            _f("due_time", "Due time", "time"),
-            _f("duration", "Duration", "time"),
-            _f("done", "Done", "boolean"),
-            _f("note", "Note", "text"),
-            _f("location", "Location", "address"),
-            _f("deal_id", "Deal", "deal"),
-            _f("lead_id", "Lead", "lead"),
-            _f("person_id", "Contact person", "people"),
-            _f("org_id", "Organization", "org"),
-            _f("user_id", "Assigned to user", "user"),
-        ],
-        "leads": [
-            _f("id", "ID", "varchar", writable=False),
-            _f("add_time", "Lead created", "date", writable=False),
-            _f("update_time", "Update time", "date", writable=False),
-            _f("title", "Title", mandatory=True),
-            _f("person_id", "Contact person", "people"),
-            _f("organization_id", "Organization", "org"),
-            _f("owner_id", "Owner", "user"),
-            _f("expected_close_date", "Expected close date", "date"),
-        ],
-        "notes": [
-            *system(),
-            _f("content", "Content", "text", mandatory=True),
-            _f("deal_id", "Deal", "deal"),
-            _f("person_id", "Person", "people"),
-            _f("org_id", "Organization", "org"),
-            _f("lead_id", "Lead", "lead"),
-            _f("user_id", "User", "user", writable=False),
-        ],
-    }
-
-
-def custom_key() -> str:
-    """A custom field's API key: a 40-character hash, as Pipedrive makes them."""
-    return secrets.token_hex(20)
-
-
-@dataclass
-class Token:
-    user_id: int
-    expires_at: float | None = None  # None: an API token
-    requests: deque[float] = field(default_factory=deque)
-
-
-class Refused(Exception):
+class Refused(Refusal):
     def __init__(self, status: int, error: str, **extra: Any) -> None:
         super().__init__(error)
         self.status, self.error, self.extra = status, error, extra
@@ -256,27 +135,70 @@ def _v2_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class PipedriveSimulator:
+class _Guard(Guard[int]):
+    """API tokens (``api_token`` query parameter, ``x-api-token`` header) and OAuth tokens
+    (Bearer); ``burst`` requests per token per 2-second window."""
+
+    def __init__(self, sim: PipedriveSimulator) -> None:
+        found = [bearer(), header("x-api-token"), query("api_token")]
+        super().__init__(sim.tokens, found, RateWindow(lambda: sim.burst, 2), sim.faults)
+
+    def unauthorized(self, request: web.Request, token: Token | None) -> web.Response:
+        return pd_error(401, "unauthorized access")
+
+    def limited(self, verdict: Verdict) -> web.Response:
+        response = pd_error(429, "Request over limit")
+        response.headers["Retry-After"] = "2"
+        return response
+
+    def rate_headers(self, verdict: Verdict) -> dict[str, str]:
+        return {
+            "x-ratelimit-limit": str(verdict.limit),
+            "x-ratelimit-remaining": str(verdict.remaining),
+            "x-ratelimit-reset": "2",
+        }
+
+
+class _OAuth(AuthorizationServer[int]):
+    """oauth.pipedrive.com: HTTP Basic client authentication; the company's admin consents at
+    once; the token answer names the company's ``api_domain``."""
+
+    client_authentication = "basic"
+
+    def __init__(self, sim: PipedriveSimulator) -> None:
+        super().__init__(sim.tokens, lambda: sim.admin)
+        self.sim = sim
+
+    def token_answer(self, issued: Issued[int], request: web.Request) -> dict[str, Any]:
+        return {
+            **super().token_answer(issued, request),
+            "scope": "base,deals:full,contacts:full,activities:full,leads:full",
+            "expires_in": int(issued.lifetime) - 1,
+            "api_domain": self.sim.base_url,
+        }
+
+
+class PipedriveSimulator(Simulator[int]):
     def __init__(self, company: str = "Acme Sales (sim)", burst: int = 80) -> None:
+        super().__init__()
         self.company_id = 7_001
         self.company_name = company
         self.burst = burst  # requests per token per 2-second window
-        self.base_url = ""
         self.fields = standard_fields()
         self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in OBJECTS}
         self.filters: dict[int, dict[str, Any]] = {}
         self.users: dict[int, dict[str, Any]] = {}
-        self.tokens: dict[str, Token] = {}
-        self.apps: dict[str, tuple[str, str]] = {}  # client id -> (secret, redirect uri)
-        self.codes: dict[str, tuple[str, int]] = {}  # authorization code -> (client id, user)
-        self.refresh_tokens: dict[str, tuple[str, int]] = {}  # -> (client id, user)
-        self.token_lifetime = 3600.0
+        self.tokens = TokenStore(
+            access_format=lambda: f"v1u:{secrets.token_urlsafe(40)}",
+            key_format=lambda: secrets.token_hex(20),
+            refresh_format=lambda user: f"{self.company_id}:{user}:{secrets.token_hex(20)}",
+        )
         self.read_only_users: set[int] = set()
-        self.fault: str | None = None  # "500" or "html": the next record call misbehaves
-        self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
-        self.queries: deque[tuple[str, str, dict[str, str]]] = deque(maxlen=100_000)
+        self.guard = _Guard(self)
+        self.oauth = _OAuth(self)
+        self.queries: deque[tuple[str, str, dict[str, str]]] = deque(maxlen=LOG)
         # how each call authenticated: (method, path, "header" | "query" | "bearer" | ...)
-        self.auth: deque[tuple[str, str, str]] = deque(maxlen=100_000)
+        self.auth: deque[tuple[str, str, str]] = deque(maxlen=LOG)
         self._ids = itertools.count(1)
         self._filter_ids = itertools.count(1)
         self.admin = self.add_user("Ada Admin", "ada@acme.example", is_admin=True)
@@ -309,27 +231,17 @@ class PipedriveSimulator:
         return user_id
 
     def add_api_token(self, user_id: int | None = None) -> str:
-        token = secrets.token_hex(20)
-        self.tokens[token] = Token(user_id or self.admin)
-        return token
+        return self.tokens.issue_key(user_id or self.admin)
 
     def issue_access_token(self, user_id: int | None = None, lifetime: float = 3600) -> str:
-        token = f"v1u:{secrets.token_urlsafe(40)}"
-        self.tokens[token] = Token(user_id or self.admin, time.time() + lifetime)
-        return token
+        return self.tokens.issue_access(user_id or self.admin, lifetime=lifetime)
 
     def add_app(self, client_id: str, client_secret: str, redirect_uri: str = "") -> None:
-        self.apps[client_id] = (client_secret, redirect_uri)
+        """An OAuth app; with no callback URL, any redirect URI is taken."""
+        self.tokens.add_client(client_id, client_secret, (redirect_uri,) if redirect_uri else None)
 
     def issue_refresh_token(self, client_id: str, user_id: int | None = None) -> str:
-        token = f"{self.company_id}:{user_id or self.admin}:{secrets.token_hex(20)}"
-        self.refresh_tokens[token] = (client_id, user_id or self.admin)
-        return token
-
-    def expire_tokens(self) -> None:
-        for token in self.tokens.values():
-            if token.expires_at is not None:
-                token.expires_at = 0
+        return self.tokens.issue_refresh(client_id, user_id or self.admin)
 
     def add_custom_field(
         self,
@@ -339,11 +251,11 @@ class PipedriveSimulator:
         options: tuple[str, ...] = (),
         key: str | None = None,
     ) -> str:
-        made = _f(key or custom_key(), name, field_type, custom=True, options=options)
+        made = new_field(key or custom_key(), name, field_type, custom=True, options=options)
         self.fields[collection].append(made)
         if collection == "deals":  # leads share the deals' custom fields
             self.fields["leads"].append(made)
-        return made.key
+        return made.name
 
     def insert(self, collection: str, values: dict[str, Any], user_id: int | None = None) -> str:
         """A record made through the same checks as the API's (v2 shapes)."""
@@ -351,175 +263,54 @@ class PipedriveSimulator:
 
     # ---- HTTP -------------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        @web.middleware
-        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-            self.calls.append((request.method, request.path))
-            query = {k: v for k, v in request.query.items() if k != "api_token"}
-            self.queries.append((request.method, request.path, query))
-            self.auth.append((request.method, request.path, _mechanism(request)))
-            if not self.base_url:
-                self.base_url = f"{request.scheme}://{request.host}"
-            return await handler(request)
+    def seen(self, request: web.Request) -> None:
+        query = {k: v for k, v in request.query.items() if k != "api_token"}
+        self.queries.append((request.method, request.path, query))
+        how = mechanism(request, header="x-api-token", parameter="api_token")
+        self.auth.append((request.method, request.path, how))
 
-        application = web.Application(middlewares=[record])
-        application.router.add_get("/oauth/authorize", self._authorize)
-        application.router.add_post("/oauth/token", self._token)
-        routes: list[tuple[str, str, Any]] = [
-            ("GET", "/v1/users/me", self._me),
-            ("GET", "/v1/users", self._users),
-            ("GET", "/v1/users/{id}", self._user),
-            ("GET", "/v1/filters", self._filters),
-            ("POST", "/v1/filters", self._filter_create),
-            ("GET", "/v1/filters/{id}", self._filter_get),
-            ("PUT", "/v1/filters/{id}", self._filter_update),
-            ("DELETE", "/v1/filters/{id}", self._filter_delete),
+    def routes(self) -> list[Route]:
+        v1, v2 = (
+            "/v1/" + one_of("collection", OBJECTS),
+            "/api/v2/" + one_of("collection", V2_OBJECTS),
+        )
+        fields = "/v1/" + one_of("collection", [spec[2] for spec in OBJECTS.values()])
+        put = "/v1/" + one_of("collection", [c for c in OBJECTS if c != "leads"]) + "/{id}"
+        return [
+            Route("GET", "/oauth/authorize", self.oauth.authorize, guarded=False),
+            Route("POST", "/oauth/token", self.oauth.token, guarded=False),
+            Route("POST", "/oauth/revoke", self.oauth.revoke, guarded=False),
+            Route("GET", "/v1/users/me", self._me),
+            Route("GET", "/v1/users", self._users),
+            Route("GET", "/v1/users/{id}", self._user),
+            Route("GET", "/v1/filters", self._filters),
+            Route("POST", "/v1/filters", self._filter_create),
+            Route("GET", "/v1/filters/{id}", self._filter_get),
+            Route("PUT", "/v1/filters/{id}", self._filter_update),
+            Route("DELETE", "/v1/filters/{id}", self._filter_delete),
+            Route("GET", fields, self._fields_route),
+            Route("GET", v1, self._v1_list),
+            Route("POST", v1, self._v1_create),
+            Route("GET", v1 + "/{id}", self._v1_get),
+            Route("PUT", put, self._v1_update),
+            Route("PATCH", "/v1/{collection:leads}/{id}", self._v1_update),
+            Route("DELETE", v1 + "/{id}", self._delete),
+            Route("GET", v2, self._v2_list),
+            Route("POST", v2, self._v2_create),
+            Route("GET", v2 + "/{id}", self._v2_get),
+            Route("PATCH", v2 + "/{id}", self._v2_update),
+            Route("DELETE", v2 + "/{id}", self._delete),
         ]
-        for collection, (_, _, fields_path) in OBJECTS.items():
-            routes.append(("GET", f"/v1/{fields_path}", self._fields_route(collection)))
-            v1 = f"/v1/{collection}"
-            routes += [
-                ("GET", v1, self._v1_list(collection)),
-                ("POST", v1, self._v1_create(collection)),
-                ("GET", v1 + "/{id}", self._v1_get(collection)),
-                (
-                    "PATCH" if collection == "leads" else "PUT",
-                    v1 + "/{id}",
-                    self._v1_update(collection),
-                ),
-                ("DELETE", v1 + "/{id}", self._delete(collection)),
-            ]
-            if collection in V2_OBJECTS:
-                v2 = f"/api/v2/{collection}"
-                routes += [
-                    ("GET", v2, self._v2_list(collection)),
-                    ("POST", v2, self._v2_create(collection)),
-                    ("GET", v2 + "/{id}", self._v2_get(collection)),
-                    ("PATCH", v2 + "/{id}", self._v2_update(collection)),
-                    ("DELETE", v2 + "/{id}", self._delete(collection)),
-                ]
-        for method, path, handler in routes:
-            application.router.add_route(method, path, self._guard(handler))
-        return application
-
-    def _guard(self, handler: Callable[[web.Request, Token], Awaitable[web.Response]]) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            header = request.headers.get("Authorization", "")
-            secret = (
-                header.removeprefix("Bearer ").strip()
-                if header.startswith("Bearer ")
-                else request.headers.get("x-api-token") or request.query.get("api_token", "")
-            )
-            token = self.tokens.get(secret)
-            if token is None or (token.expires_at is not None and token.expires_at < time.time()):
-                return pd_error(401, "unauthorized access")
-            now = time.monotonic()
-            while token.requests and now - token.requests[0] > 2:
-                token.requests.popleft()
-            headers = {
-                "x-ratelimit-limit": str(self.burst),
-                "x-ratelimit-remaining": str(max(0, self.burst - len(token.requests) - 1)),
-                "x-ratelimit-reset": "2",
-            }
-            if len(token.requests) >= self.burst:
-                response = pd_error(429, "Request over limit")
-                response.headers.update({**headers, "Retry-After": "2"})
-                return response
-            token.requests.append(now)
-            if self.fault is not None and request.path != "/v1/users/me":
-                fault, self.fault = self.fault, None
-                if fault == "html":
-                    return web.Response(text="<html>maintenance</html>", content_type="text/html")
-                return web.Response(status=int(fault), text="upstream failure")
-            try:
-                response = await handler(request, token)
-            except Refused as refused:
-                response = refused.response()
-            response.headers.update(headers)
-            return response
-
-        return guarded
-
-    @staticmethod
-    async def _json(request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise Refused(400, "Invalid JSON body") from None
-        if not isinstance(body, dict):
-            raise Refused(400, "Invalid JSON body: an object is expected")
-        return body
 
     def _write_allowed(self, token: Token) -> None:
-        if token.user_id in self.read_only_users:
+        if token.subject in self.read_only_users:
             raise Refused(403, "You do not have permissions to edit this item")
-
-    # ---- OAuth 2.0 --------------------------------------------------------------------------
-
-    async def _authorize(self, request: web.Request) -> web.Response:
-        """The consent page, approved at once for the company's admin: back to the redirect URI
-        with a code (and the state)."""
-        client_id = request.query.get("client_id", "")
-        app = self.apps.get(client_id)
-        redirect = request.query.get("redirect_uri", "")
-        if app is None or (app[1] and redirect != app[1]):
-            return web.Response(status=400, text="invalid client or redirect_uri")
-        code = secrets.token_urlsafe(24)
-        self.codes[code] = (client_id, self.admin)
-        state = request.query.get("state")
-        query = {"code": code, **({"state": state} if state is not None else {})}
-        raise web.HTTPFound(str(URL(redirect).update_query(query)))
-
-    async def _token(self, request: web.Request) -> web.Response:
-        """POST /oauth/token: HTTP Basic client authentication, form body."""
-        header = request.headers.get("Authorization", "")
-        try:
-            pair = base64.b64decode(header.removeprefix("Basic ").strip()).decode()
-        except ValueError:
-            pair = ""
-        client_id, _, secret = pair.partition(":")
-        app = self.apps.get(client_id)
-        if not header.startswith("Basic ") or app is None or app[0] != secret:
-            return web.json_response(
-                {"error": "invalid_client", "error_description": "Invalid client credentials"},
-                status=401,
-            )
-        form = await request.post()
-        grant = form.get("grant_type")
-        if grant == "authorization_code":
-            found = self.codes.pop(str(form.get("code", "")), None)
-            if found is None or found[0] != client_id:
-                return _grant_error("Invalid authorization code")
-            user = found[1]
-            refresh = self.issue_refresh_token(client_id, user)
-        elif grant == "refresh_token":
-            refresh = str(form.get("refresh_token", ""))
-            owner = self.refresh_tokens.get(refresh)
-            if owner is None or owner[0] != client_id:
-                return _grant_error("Invalid refresh token")
-            user = owner[1]
-        else:
-            return web.json_response(
-                {"error": "unsupported_grant_type", "error_description": "Unsupported grant"},
-                status=400,
-            )
-        access = self.issue_access_token(user, self.token_lifetime)
-        return web.json_response(
-            {
-                "access_token": access,
-                "token_type": "Bearer",
-                "refresh_token": refresh,
-                "scope": "base,deals:full,contacts:full,activities:full,leads:full",
-                "expires_in": int(self.token_lifetime) - 1,
-                "api_domain": self.base_url,
-            }
-        )
 
     # ---- users ------------------------------------------------------------------------------
 
     async def _me(self, request: web.Request, token: Token) -> web.Response:
         me = {
-            **self.users[token.user_id],
+            **self.users[token.subject],
             "is_you": True,
             "company_id": self.company_id,
             "company_name": self.company_name,
@@ -532,143 +323,115 @@ class PipedriveSimulator:
 
     async def _users(self, request: web.Request, token: Token) -> web.Response:
         return _ok(
-            [{**u, "is_you": u["id"] == token.user_id} for _, u in sorted(self.users.items())]
+            [{**u, "is_you": u["id"] == token.subject} for _, u in sorted(self.users.items())]
         )
 
     async def _user(self, request: web.Request, token: Token) -> web.Response:
-        user = self.users.get(_int(request.match_info["id"]) or 0)
+        user = self.users.get(whole(request.match_info["id"]) or 0)
         if user is None:
             raise Refused(404, "User not found")
-        return _ok({**user, "is_you": user["id"] == token.user_id})
+        return _ok({**user, "is_you": user["id"] == token.subject})
 
     # ---- fields -----------------------------------------------------------------------------
 
-    def _fields_route(
-        self, collection: str
-    ) -> Callable[[web.Request, Token], Awaitable[web.Response]]:
-        async def handler(request: web.Request, token: Token) -> web.Response:
-            fields = self.fields[collection]
-            start, limit = _paging(request)
-            page = fields[start : start + limit]
-            return _ok(
-                [f.describe(start + i) for i, f in enumerate(page)],
-                _pagination(start, limit, len(page), start + limit < len(fields)),
-            )
-
-        return handler
+    async def _fields_route(self, request: web.Request, token: Token) -> web.Response:
+        collection = _collection(request)
+        fields = self.fields[collection]
+        start, limit = _paging(request)
+        page = fields[start : start + limit]
+        return _ok(
+            [f.describe(start + i) for i, f in enumerate(page)],
+            _pagination(start, limit, len(page), start + limit < len(fields)),
+        )
 
     def _field(self, collection: str, key: str) -> Field | None:
         if key == "owner_id" and collection in OWNER_IS_USER_ID:
             key = "user_id"  # v2's owner_id is v1's user_id field
-        return next((f for f in self.fields[collection] if f.key == key), None)
+        return next((f for f in self.fields[collection] if f.name == key), None)
+
+    def _field_by_id(self, collection: str, field_id: Any) -> Field | None:
+        return next((f for f in self.fields[collection] if str(f.id) == str(field_id)), None)
 
     # ---- records: the store, in v2 shapes -----------------------------------------------------
 
-    def _check(
-        self, collection: str, values: dict[str, Any], creating: bool, v2: bool
-    ) -> dict[str, Any]:
+    def _check(self, collection: str, values: dict[str, Any], creating: bool) -> dict[str, Any]:
         """Values as stored (v2 shapes), or Pipedrive's validation error."""
         problems: list[str] = []
-        clean: dict[str, Any] = {}
-        custom = values.pop("custom_fields", None) if v2 else None
+        custom = values.pop("custom_fields", None)
         if custom is not None and not isinstance(custom, dict):
             problems.append("custom_fields: Expected object")
             custom = None
-        for key, value in list(values.items()) + list((custom or {}).items()):
-            spec = self._field(collection, key)
-            if key in ("emails", "phones", "participants", "value") and collection in (
-                "persons",
-                "activities",
-                "leads",
-            ):
-                spec = Field(0, key, key, "list")
-            if spec is None or not spec.writable:
-                if v2 or spec is not None:
-                    problems.append(f"{key}: Unrecognized or read-only key")
-                continue  # v1 ignores what it does not know
-            if v2 and spec.custom and custom is None:
-                problems.append(f"{key}: custom fields go under custom_fields")
-                continue
-            if value is None:
-                clean[key] = None
-                continue
-            if spec.custom and spec.field_type in V2_CUSTOM_SHAPES:
-                problem = _custom_problem(spec, value)
-                if problem:
-                    problems.append(f"{key}: {problem}")
-                else:
-                    clean[key] = value  # kept in v2's shape
-                continue
-            problem = self._bad_value(collection, spec, value, v2)
-            if problem:
-                problems.append(f"{key}: {problem}")
-                continue
-            clean[key] = self._normal(collection, spec, value)
-        if creating:
-            for spec in self.fields[collection]:
-                if spec.mandatory and clean.get(spec.key) in (None, ""):
-                    problems.append(f"{spec.key}: Required")
-            if collection == "leads" and not (
-                clean.get("person_id") or clean.get("organization_id")
-            ):
-                problems.append("person_id: A lead must be linked to a person or an organization")
-            if collection == "notes" and not any(
-                clean.get(k) for k in ("deal_id", "person_id", "org_id", "lead_id")
-            ):
-                problems.append("deal_id: The note must be attached to a deal, person, org or lead")
+
+        def column(key: str) -> Field | None:
+            if key in _LISTS and collection in ("persons", "activities", "leads"):
+                return Field(key, "list")
+            return self._field(collection, key)
+
+        def convert(spec: Field, value: Any) -> Any:
+            if spec.custom and custom is None:
+                raise Invalid("custom fields go under custom_fields")
+            return self._value(spec, value)
+
+        columns = self.fields[collection]
+        clean, found = check(
+            {**values, **(custom or {})}, column, convert, creating=creating, columns=columns
+        )
+        problems += [f"{p.name}: {_PROBLEMS.get(p.code, p.message)}" for p in found]
+        if (
+            creating
+            and collection == "leads"
+            and not (clean.get("person_id") or clean.get("organization_id"))
+        ):
+            problems.append("person_id: A lead must be linked to a person or an organization")
+        if (
+            creating
+            and collection == "notes"
+            and not any(clean.get(k) for k in ("deal_id", "person_id", "org_id", "lead_id"))
+        ):
+            problems.append("deal_id: The note must be attached to a deal, person, org or lead")
         if problems:
             raise _invalid(problems)
         return clean
 
-    def _bad_value(self, collection: str, spec: Field, value: Any, v2: bool) -> str | None:
-        kind = spec.field_type
-        if kind in ("monetary", "double", "int") and (
-            isinstance(value, bool) or not isinstance(value, (int, float))
-        ):
-            if v2 or not _number(value):
-                return "Expected number"
-        if kind in ("org", "people", "deal", "user", "stage") and spec.key != "lead_id":
-            if isinstance(value, bool) or not isinstance(value, int):
-                if v2 or not str(value).isdigit():
-                    return "Expected integer"
-            target = {"org": "organizations", "people": "persons", "deal": "deals"}.get(kind)
+    def _value(self, spec: Field, value: Any) -> Any:
+        """A v2 value as stored, or `Invalid` with Pipedrive's reason."""
+        kind = spec.type
+        if spec.custom and kind in V2_CUSTOM_SHAPES:
+            return _shaped(spec, value)
+        if kind in ("monetary", "double", "int") and not conforms(value, "number"):
+            raise Invalid("Expected number")
+        if kind in _REFERENCES and spec.name != "lead_id":
+            target = _REFERENCES[kind]
+            if not conforms(value, "integer"):
+                raise Invalid("Expected integer")
             if target and str(value) not in self.records[target]:
-                return f"{target[:-1].capitalize()} with id {value} not found"
+                raise Invalid(f"{target[:-1].capitalize()} with id {value} not found")
         if kind == "lead" and (not isinstance(value, str) or value not in self.records["leads"]):
-            return "Lead not found"
+            raise Invalid("Lead not found")
         if kind == "date" and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)):
-            return "Expected date in YYYY-MM-DD format"
+            raise Invalid("Expected date in YYYY-MM-DD format")
         if kind == "enum" and spec.custom:  # a custom option field keeps its option's id
             if str(value) not in {str(i + 1) for i in range(len(spec.options))}:
-                return "Invalid option id"
-        elif kind in ("enum", "status") and spec.options and str(value) not in spec.options:
-            return f"Invalid option, expected one of: {', '.join(spec.options)}"
-        if kind == "boolean" and not isinstance(value, bool) and value not in (0, 1):
-            return "Expected boolean"
-        if spec.key in ("emails", "phones", "participants"):
-            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                return "Expected array of objects"
-        if kind == "address" and not isinstance(value, (dict, str)):
-            return "Expected object"
-        if kind in ("varchar", "text", "phone") and spec.key not in ("email", "phone"):
-            if not isinstance(value, str):
-                return "Expected string"
-        return None
-
-    def _normal(self, collection: str, spec: Field, value: Any) -> Any:
-        kind = spec.field_type
-        if kind in ("org", "people", "deal", "user", "stage") and spec.key != "lead_id":
+                raise Invalid("Invalid option id")
             return int(value)
-        if kind in ("monetary", "double", "int"):
-            return float(value) if not isinstance(value, int) else value
-        if kind == "address" and isinstance(value, str):
-            return {"value": value}
+        if kind in ("enum", "status") and spec.options and str(value) not in spec.options:
+            raise Invalid(f"Invalid option, expected one of: {', '.join(spec.options)}")
         if kind == "boolean":
+            if not isinstance(value, bool) and value not in (0, 1):
+                raise Invalid("Expected boolean")
             return bool(value)
-        if kind == "enum" and spec.custom:
-            return int(value)
-        if spec.key in ("email", "phone") and not isinstance(value, list):  # v1 accepts text
-            return [{"value": str(value), "primary": True, "label": "work"}]
+        if spec.name in _LISTS[:3] and not (
+            isinstance(value, list) and all(isinstance(v, dict) for v in value)
+        ):
+            raise Invalid("Expected array of objects")
+        if kind == "address":
+            if not isinstance(value, (dict, str)):
+                raise Invalid("Expected object")
+            return {"value": value} if isinstance(value, str) else value
+        if spec.name in ("email", "phone"):  # v1 accepts text
+            return value if isinstance(value, list) else [_contact(str(value))]
+        if kind in ("varchar", "text", "phone") and not isinstance(value, str):
+            raise Invalid("Expected string")
         return value
 
     def _v1_shapes(self, collection: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -680,19 +443,19 @@ class PipedriveSimulator:
             shaped["owner_id"] = shaped.pop("user_id")
         custom: dict[str, Any] = {}
         for spec in self.fields[collection]:
-            if not spec.custom or spec.key not in shaped:
+            if not spec.custom or spec.name not in shaped:
                 continue
-            value = shaped.pop(spec.key)
-            currency = shaped.pop(f"{spec.key}_currency", None) or "EUR"
-            if value is not None and spec.field_type == "monetary":
+            value = shaped.pop(spec.name)
+            currency = shaped.pop(f"{spec.name}_currency", None) or "EUR"
+            if value is not None and spec.type == "monetary":
                 value = {"value": float(value) if _number(value) else value, "currency": currency}
-            elif value is not None and spec.field_type == "set":
+            elif value is not None and spec.type == "set":
                 value = [int(v) if str(v).isdigit() else v for v in str(value).split(",")]
-            elif value is not None and spec.field_type == "address":
+            elif value is not None and spec.type == "address":
                 value = {"value": str(value)}
-            elif value is not None and spec.field_type == "enum" and str(value).isdigit():
+            elif value is not None and spec.type == "enum" and str(value).isdigit():
                 value = int(value)
-            custom[spec.key] = value
+            custom[spec.name] = value
         if custom:
             shaped["custom_fields"] = custom
         if collection != "persons":
@@ -701,25 +464,18 @@ class PipedriveSimulator:
             if v1 in shaped:
                 value = shaped.pop(v1)
                 if isinstance(value, str):
-                    value = [{"value": value, "primary": True, "label": "work"}]
+                    value = [_contact(value)]
                 shaped[v2] = value
         return shaped
 
     def _create(self, collection: str, values: dict[str, Any], user_id: int) -> dict[str, Any]:
-        clean = self._check(collection, values, creating=True, v2=True)
+        clean = self._check(collection, values, creating=True)
         now = _now()
         record_id: int | str = str(uuid.uuid4()) if collection == "leads" else next(self._ids)
-        record = {"id": record_id, "add_time": now, "update_time": now, **clean}
-        record.setdefault("owner_id", user_id)
+        record = {"owner_id": user_id, **_DEFAULTS.get(collection, {}), **clean}
+        record |= {"id": record_id, "add_time": now, "update_time": now}
         if collection == "notes":
             record["user_id"] = user_id
-        if collection == "deals":
-            record.setdefault("status", "open")
-            record.setdefault("currency", "EUR")
-            record.setdefault("stage_id", 1)
-        if collection == "activities":
-            record.setdefault("type", "task")
-            record.setdefault("done", False)
         self._derive(collection, record)
         self.records[collection][str(record_id)] = record
         return record
@@ -742,13 +498,11 @@ class PipedriveSimulator:
             raise Refused(404, f"{OBJECTS[collection][0].capitalize()} not found")
         return record
 
-    def _apply(
-        self, collection: str, record: dict[str, Any], values: dict[str, Any], v2: bool
-    ) -> None:
-        clean = self._check(collection, values, creating=False, v2=True)
+    def _apply(self, collection: str, record: dict[str, Any], values: dict[str, Any]) -> None:
+        clean = self._check(collection, values, creating=False)
         for key, value in clean.items():
             spec = self._field(collection, key)
-            if spec is not None and spec.mandatory and value in (None, ""):
+            if spec is not None and spec.required and value in (None, ""):
                 raise _invalid([f"{key}: Required"])
         record.update(clean)
         record["update_time"] = _now()
@@ -757,25 +511,14 @@ class PipedriveSimulator:
     # ---- rendering ----------------------------------------------------------------------------
 
     def _v2(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
-        custom_keys = [f.key for f in self.fields[collection] if f.custom]
-        shown: dict[str, Any] = {
-            k: v for k, v in record.items() if k not in custom_keys and k != "custom_fields"
-        }
+        custom_keys = [f.name for f in self.fields[collection] if f.custom]
+        shown: dict[str, Any] = dict.fromkeys(_V2_SHOWN.get(collection, ()))
+        shown |= {k: v for k, v in record.items() if k not in custom_keys and k != "custom_fields"}
+        if collection == "activities":
+            shown["participants"] = shown["participants"] or []
         shown["add_time"] = _v2_time(record["add_time"])
         shown["update_time"] = _v2_time(record["update_time"])
         shown["custom_fields"] = {k: record.get(k) for k in custom_keys}
-        if collection == "persons":
-            shown.setdefault("job_title", None)
-            shown.setdefault("org_id", None)
-        if collection == "activities":
-            shown.setdefault("participants", [])
-            for key in ("deal_id", "lead_id", "org_id", "due_date", "location", "note"):
-                shown.setdefault(key, None)
-        if collection == "deals":
-            for key in ("org_id", "person_id", "value", "expected_close_date", "probability"):
-                shown.setdefault(key, None)
-        if collection == "organizations":
-            shown.setdefault("address", None)
         shown["is_deleted"] = bool(record.get("is_deleted"))
         return shown
 
@@ -784,15 +527,15 @@ class PipedriveSimulator:
         for spec in self.fields[collection]:
             if not spec.custom:
                 continue
-            value = record.get(spec.key)
-            if spec.field_type == "monetary":  # v1: the number and <key>_currency
-                shown[f"{spec.key}_currency"] = value.get("currency") if value else None
+            value = record.get(spec.name)
+            if spec.type == "monetary":  # v1: the number and <key>_currency
+                shown[f"{spec.name}_currency"] = value.get("currency") if value else None
                 value = value.get("value") if value else None
-            elif spec.field_type == "address":
+            elif spec.type == "address":
                 value = value.get("value") if value else None
-            elif spec.field_type == "set":
+            elif spec.type == "set":
                 value = ",".join(str(v) for v in value) if value else None
-            shown[spec.key] = value
+            shown[spec.name] = value
         if collection == "leads":  # leads are newer: ISO times, v1 only
             shown["add_time"] = record["add_time"].isoformat().replace("+00:00", ".000Z")
             shown["update_time"] = record["update_time"].isoformat().replace("+00:00", ".000Z")
@@ -846,7 +589,7 @@ class PipedriveSimulator:
         rows = [r for r in self.records[collection].values() if not r.get("is_deleted")]
         filter_id = request.query.get("filter_id")
         if filter_id:
-            found = self.filters.get(_int(filter_id) or 0)
+            found = self.filters.get(whole(filter_id) or 0)
             if found is None or found["type"] != OBJECTS[collection][1]:
                 raise Refused(404, "Filter not found")
             rows = [r for r in rows if self._passes(collection, r, found["conditions"])]
@@ -880,267 +623,201 @@ class PipedriveSimulator:
         return record.get(key)
 
     def _passes(self, collection: str, record: dict[str, Any], conditions: dict[str, Any]) -> bool:
-        groups = conditions.get("conditions") or []
-        for group in groups:
+        for group in conditions.get("conditions") or []:
             results = [
                 self._condition(collection, record, c) for c in group.get("conditions") or []
             ]
-            if not results:
-                continue
-            if group.get("glue") == "or" and not any(results):
-                return False
-            if group.get("glue") != "or" and not all(results):
+            if results and not (any if group.get("glue") == "or" else all)(results):
                 return False
         return True
 
     def _condition(
         self, collection: str, record: dict[str, Any], condition: dict[str, Any]
     ) -> bool:
-        spec = next(
-            (f for f in self.fields[collection] if str(f.id) == str(condition.get("field_id"))),
-            None,
-        )
+        """One filter condition, as Pipedrive's SQL holds it: case-insensitive text, numbers
+        as numbers, dates by day; a list field holds when one of its values does."""
+        spec = self._field_by_id(collection, condition.get("field_id"))
         if spec is None:
             return False
-        operator = str(condition.get("operator"))
-        wanted = condition.get("value")
-        raw = self._link(collection, record, spec.key) if spec.key != "email" else None
-        if spec.key in ("email", "phone"):
-            texts = [str(e.get("value")) for e in record.get(spec.key + "s") or []]
-        elif spec.field_type in ("address", "monetary") and isinstance(raw, dict):
-            texts = [str(raw["value"])] if raw.get("value") not in (None, "") else []
-        elif isinstance(raw, list):
-            texts = [str(v) for v in raw]
-        elif raw is None or raw == "":
-            texts = []
-        elif isinstance(raw, datetime):
-            texts = [raw.date().isoformat()]
-        elif isinstance(raw, bool):
-            texts = ["1" if raw else "0"]
-        else:
-            texts = [str(raw)]
-        if operator == "IS NULL":
-            return not texts
-        if operator == "IS NOT NULL":
-            return bool(texts)
-        if not texts:
-            return (
-                operator == "!="
-            )  # SQL would say unknown; Pipedrive shows empty ones as not equal
-        numeric = spec.field_type in ("int", "double", "monetary", "org", "people", "deal", "user")
-        like = {"LIKE '$%'": "{}%", "LIKE '%$%'": "%{}%", "NOT LIKE '$%'": "{}%"}
-        if operator in like:
-            pattern = _like(like[operator].format(str(wanted)))
+        operator, wanted = str(condition.get("operator")), str(condition.get("value"))
+        texts = self._texts(collection, record, spec)
+        if operator in ("IS NULL", "IS NOT NULL"):
+            return bool(texts) == (operator == "IS NOT NULL")
+        if not texts:  # SQL would say unknown; Pipedrive shows empty ones as not equal
+            return operator == "!="
+        if operator in _LIKE:
+            pattern = like(_LIKE[operator].format(wanted))
             hit = any(pattern.fullmatch(text) for text in texts)
-            return not hit if operator.startswith("NOT") else hit
-        compare: dict[str, Callable[[Any, Any], bool]] = {
-            "=": lambda a, b: a == b,
-            "!=": lambda a, b: a != b,
-            "<": lambda a, b: a < b,
-            ">": lambda a, b: a > b,
-            "<=": lambda a, b: a <= b,
-            ">=": lambda a, b: a >= b,
-        }
-        if operator not in compare:
+            return hit != operator.startswith("NOT")
+        if operator not in ("=", "!=", "<", ">", "<=", ">="):
             raise Refused(400, f"Unknown operator {operator}")
+        kind = "number" if spec.type in _NUMERIC else "text"
+        holds = [test(operator, text, wanted, kind) for text in texts]
+        return all(holds) if operator == "!=" else any(holds)
 
-        def holds(text: str) -> bool:
-            left: Any = text.lower()
-            right: Any = str(wanted).lower()
-            if numeric and _number(text) and _number(wanted):
-                left, right = float(text), float(str(wanted))
-            return compare[operator](left, right)
-
-        return all(map(holds, texts)) if operator == "!=" else any(map(holds, texts))
+    def _texts(self, collection: str, record: dict[str, Any], spec: Field) -> list[str]:
+        """A field's values as Pipedrive's filters see them: none when empty, a list's items,
+        an address or money by its text, a date or datetime by its day, a boolean as 1 or 0."""
+        if spec.name in ("email", "phone"):
+            return [str(e.get("value")) for e in record.get(spec.name + "s") or []]
+        raw = self._link(collection, record, spec.name)
+        if spec.type in ("address", "monetary") and isinstance(raw, dict):
+            raw = raw.get("value")
+        if isinstance(raw, list):
+            return [str(v) for v in raw]
+        if raw is None or raw == "":
+            return []
+        if isinstance(raw, datetime):
+            return [raw.date().isoformat()]
+        return [str(int(raw)) if isinstance(raw, bool) else str(raw)]
 
     def _sorted_v1(
         self, collection: str, rows: list[dict[str, Any]], sort: str
     ) -> list[dict[str, Any]]:
-        keys = [part.strip().split() for part in sort.split(",") if part.strip()]
-        rows = sorted(rows, key=lambda r: str(r["id"]))
-        rows = sorted(rows, key=lambda r: int(r["id"]) if isinstance(r["id"], int) else 0)
-        for spec in reversed(keys):
-            name = spec[0]
-            descending = len(spec) > 1 and spec[1].upper() == "DESC"
+        """``sort=field ASC|DESC, ...``; ties by id."""
+        keys = []
+        for name, *direction in (part.split() for part in sort.split(",") if part.strip()):
             if self._field(collection, name) is None:
                 raise Refused(400, f"Invalid sort field: {name}")
             if name == "user_id" and collection in OWNER_IS_USER_ID:
                 name = "owner_id"
-            rows = _ordered(rows, name, descending)
-        return rows
+            keys.append(_by(name, bool(direction) and direction[0].upper() == "DESC"))
+        rows = sorted(
+            rows, key=lambda r: (r["id"] if isinstance(r["id"], int) else 0, str(r["id"]))
+        )
+        return order(rows, *keys)
 
     # ---- v1 routes ----------------------------------------------------------------------------
 
-    def _v1_list(self, collection: str) -> Callable[[web.Request, Token], Awaitable[web.Response]]:
-        async def handler(request: web.Request, token: Token) -> web.Response:
-            rows = self._selected(collection, request)
-            if collection == "activities":
-                # v1 activities: no sort; the token's user's own unless user_id (0: everyone's)
-                wanted = request.query.get("user_id")
-                user = token.user_id if wanted is None else _int(wanted)
-                rows = sorted(rows, key=lambda r: int(r["id"]))
-                rows = [r for r in rows if user in (0, r.get("owner_id"))]
-            else:
-                rows = self._sorted_v1(collection, rows, request.query.get("sort", ""))
-            start, limit = _paging(request)
-            page = rows[start : start + limit]
-            more = start + limit < len(rows)
-            data = [self._v1(collection, r) for r in page]
-            if collection == "leads":  # the leads API pages without the pagination object
-                return _ok(data, {"start": start, "limit": limit, "more_items_in_collection": more})
-            return _ok(data or None, _pagination(start, limit, len(page), more))
+    async def _v1_list(self, request: web.Request, token: Token) -> web.Response:
+        collection = _collection(request)
+        rows = self._selected(collection, request)
+        if collection == "activities":
+            # v1 activities: no sort; the token's user's own unless user_id (0: everyone's)
+            wanted = request.query.get("user_id")
+            user = token.subject if wanted is None else whole(wanted)
+            rows = sorted(rows, key=lambda r: int(r["id"]))
+            rows = [r for r in rows if user in (0, r.get("owner_id"))]
+        else:
+            rows = self._sorted_v1(collection, rows, request.query.get("sort", ""))
+        start, limit = _paging(request)
+        shown, more = page(rows, start, limit)
+        data = [self._v1(collection, r) for r in shown]
+        if collection == "leads":  # the leads API pages without the pagination object
+            return _ok(data, {"start": start, "limit": limit, "more_items_in_collection": more})
+        return _ok(data or None, _pagination(start, limit, len(shown), more))
 
-        return handler
+    async def _v1_get(self, request: web.Request, token: Token) -> web.Response:
+        collection = _collection(request)
+        record = self._record(collection, request.match_info["id"])
+        return _ok(self._v1(collection, record))
 
-    def _v1_get(self, collection: str) -> Callable[[web.Request, Token], Awaitable[web.Response]]:
-        async def handler(request: web.Request, token: Token) -> web.Response:
-            record = self._record(collection, request.match_info["id"])
-            return _ok(self._v1(collection, record))
+    def _v1_body(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A v1 body as v2 values: what v1 does not know left out (leads are v2 alike)."""
+        if collection != "leads":
+            known = {f.name for f in self.fields[collection]}
+            known |= {f"{f.name}_currency" for f in self.fields[collection] if f.custom}
+            body = {k: v for k, v in body.items() if k in known}
+        return self._v1_shapes(collection, body)
 
-        return handler
+    async def _v1_create(self, request: web.Request, token: Token) -> web.Response:
+        collection = _collection(request)
+        self._write_allowed(token)
+        body = await _json(request)
+        values = body if collection == "leads" else self._v1_body(collection, body)
+        record = self._create(collection, values, token.subject)
+        return _ok(self._v1(collection, record), status=201)
 
-    def _v1_create(
-        self, collection: str
-    ) -> Callable[[web.Request, Token], Awaitable[web.Response]]:
-        async def handler(request: web.Request, token: Token) -> web.Response:
-            self._write_allowed(token)
-            body = await self._json(request)
-            if collection == "leads":
-                record = self._create(collection, body, token.user_id)
-            else:
-                known = {f.key for f in self.fields[collection]}
-                known |= {f"{f.key}_currency" for f in self.fields[collection] if f.custom}
-                values = self._v1_shapes(collection, {k: v for k, v in body.items() if k in known})
-                record = self._create(collection, values, token.user_id)
-            return _ok(self._v1(collection, record), status=201)
+    async def _v1_update(self, request: web.Request, token: Token) -> web.Response:
+        collection = _collection(request)
+        self._write_allowed(token)
+        record = self._record(collection, request.match_info["id"])
+        self._apply(collection, record, self._v1_body(collection, await _json(request)))
+        return _ok(self._v1(collection, record))
 
-        return handler
-
-    def _v1_update(
-        self, collection: str
-    ) -> Callable[[web.Request, Token], Awaitable[web.Response]]:
-        async def handler(request: web.Request, token: Token) -> web.Response:
-            self._write_allowed(token)
-            record = self._record(collection, request.match_info["id"])
-            body = await self._json(request)
-            known = {f.key for f in self.fields[collection]}
-            known |= {f"{f.key}_currency" for f in self.fields[collection] if f.custom}
-            values = (
-                body if collection == "leads" else {k: v for k, v in body.items() if k in known}
-            )
-            values = self._v1_shapes(collection, values)
-            self._apply(collection, record, values, v2=False)
-            return _ok(self._v1(collection, record))
-
-        return handler
-
-    def _delete(self, collection: str) -> Callable[[web.Request, Token], Awaitable[web.Response]]:
-        async def handler(request: web.Request, token: Token) -> web.Response:
-            self._write_allowed(token)
-            record = self._record(collection, request.match_info["id"])
-            if collection not in V2_OBJECTS:
-                del self.records[collection][str(record["id"])]
-            elif record.get("is_deleted"):
-                raise Refused(404, f"{OBJECTS[collection][0].capitalize()} not found")
-            else:  # marked as deleted; Pipedrive removes it for good after 30 days
-                record["is_deleted"] = True
-                record["update_time"] = _now()
-            return _ok({"id": record["id"]})
-
-        return handler
+    async def _delete(self, request: web.Request, token: Token) -> web.Response:
+        collection = _collection(request)
+        self._write_allowed(token)
+        record = self._record(collection, request.match_info["id"])
+        if collection not in V2_OBJECTS:
+            del self.records[collection][str(record["id"])]
+        elif record.get("is_deleted"):
+            raise Refused(404, f"{OBJECTS[collection][0].capitalize()} not found")
+        else:  # marked as deleted; Pipedrive removes it for good after 30 days
+            record["is_deleted"] = True
+            record["update_time"] = _now()
+        return _ok({"id": record["id"]})
 
     # ---- v2 routes ----------------------------------------------------------------------------
 
-    def _v2_list(self, collection: str) -> Callable[[web.Request, Token], Awaitable[web.Response]]:
-        async def handler(request: web.Request, token: Token) -> web.Response:
-            query = request.query
-            sort_by = query.get("sort_by", "id")
-            direction = query.get("sort_direction", "asc")
-            problems = []
-            if sort_by not in V2_SORTS[collection]:
-                problems.append(f"sort_by: Invalid enum value, expected {V2_SORTS[collection]}")
-            if direction not in ("asc", "desc"):
-                problems.append("sort_direction: Invalid enum value, expected 'asc' | 'desc'")
-            limit = _int(query.get("limit", "100"))
-            if limit is None or not 1 <= limit <= MAX_LIMIT:
-                problems.append(f"limit: Number must be between 1 and {MAX_LIMIT}")
-            if problems:
-                raise _invalid(problems)
-            assert limit is not None
-            offset = 0
-            if query.get("cursor"):
-                try:
-                    offset = int(json.loads(base64.b64decode(query["cursor"]))["offset"])
-                except (ValueError, KeyError, TypeError):
-                    raise Refused(400, "Invalid cursor") from None
-            rows = self._selected(collection, request, v2=True)
-            rows = sorted(rows, key=lambda r: int(r["id"]))
-            if sort_by != "id":
-                rows = _ordered(rows, sort_by, direction == "desc")
-            elif direction == "desc":
-                rows.reverse()
-            page = rows[offset : offset + limit]
-            following = None
-            if offset + limit < len(rows):
-                following = base64.b64encode(
-                    json.dumps({"offset": offset + limit}).encode()
-                ).decode()
-            return _ok([self._v2(collection, r) for r in page], {"next_cursor": following})
+    async def _v2_list(self, request: web.Request, token: Token) -> web.Response:
+        collection = _collection(request)
+        query = request.query
+        sort_by = query.get("sort_by", "id")
+        direction = query.get("sort_direction", "asc")
+        problems = []
+        if sort_by not in V2_SORTS[collection]:
+            problems.append(f"sort_by: Invalid enum value, expected {V2_SORTS[collection]}")
+        if direction not in ("asc", "desc"):
+            problems.append("sort_direction: Invalid enum value, expected 'asc' | 'desc'")
+        limit = whole(query.get("limit", "100"))
+        if limit is None or not 1 <= limit <= MAX_LIMIT:
+            problems.append(f"limit: Number must be between 1 and {MAX_LIMIT}")
+        if problems:
+            raise _invalid(problems)
+        assert limit is not None
+        offset = 0
+        if query.get("cursor"):
+            state = uncursor(query["cursor"])
+            if not isinstance(state, dict) or not isinstance(state.get("offset"), int):
+                raise Refused(400, "Invalid cursor")
+            offset = state["offset"]
+        rows = sorted(self._selected(collection, request, v2=True), key=lambda r: int(r["id"]))
+        if sort_by != "id":
+            rows = order(rows, _by(sort_by, direction == "desc"))
+        elif direction == "desc":
+            rows.reverse()
+        shown, more = page(rows, offset, limit)
+        following = cursor({"offset": offset + limit}) if more else None
+        return _ok([self._v2(collection, r) for r in shown], {"next_cursor": following})
 
-        return handler
+    def _v2_record(self, collection: str, request: web.Request) -> dict[str, Any]:
+        if not request.match_info["id"].isdigit():
+            raise _invalid(["id: Expected number, received string"])
+        return self._record(collection, request.match_info["id"])
 
-    def _v2_get(self, collection: str) -> Callable[[web.Request, Token], Awaitable[web.Response]]:
-        async def handler(request: web.Request, token: Token) -> web.Response:
-            if not request.match_info["id"].isdigit():
-                raise _invalid(["id: Expected number, received string"])
-            return _ok(self._v2(collection, self._record(collection, request.match_info["id"])))
+    async def _v2_get(self, request: web.Request, token: Token) -> web.Response:
+        collection = _collection(request)
+        return _ok(self._v2(collection, self._v2_record(collection, request)))
 
-        return handler
+    async def _v2_create(self, request: web.Request, token: Token) -> web.Response:
+        collection = _collection(request)
+        self._write_allowed(token)
+        body = await _json(request)
+        return _ok(self._v2(collection, self._create(collection, body, token.subject)))
 
-    def _v2_create(
-        self, collection: str
-    ) -> Callable[[web.Request, Token], Awaitable[web.Response]]:
-        async def handler(request: web.Request, token: Token) -> web.Response:
-            self._write_allowed(token)
-            body = await self._json(request)
-            return _ok(self._v2(collection, self._create(collection, body, token.user_id)))
-
-        return handler
-
-    def _v2_update(
-        self, collection: str
-    ) -> Callable[[web.Request, Token], Awaitable[web.Response]]:
-        async def handler(request: web.Request, token: Token) -> web.Response:
-            self._write_allowed(token)
-            if not request.match_info["id"].isdigit():
-                raise _invalid(["id: Expected number, received string"])
-            record = self._record(collection, request.match_info["id"])
-            self._apply(collection, record, await self._json(request), v2=True)
-            return _ok(self._v2(collection, record))
-
-        return handler
+    async def _v2_update(self, request: web.Request, token: Token) -> web.Response:
+        collection = _collection(request)
+        self._write_allowed(token)
+        record = self._v2_record(collection, request)
+        self._apply(collection, record, await _json(request))
+        return _ok(self._v2(collection, record))
 
     # ---- filters ------------------------------------------------------------------------------
 
-    def _filter_view(self, found: dict[str, Any], with_conditions: bool) -> dict[str, Any]:
-        shown = {k: v for k, v in found.items() if with_conditions or k != "conditions"}
-        return shown
+    def _filter(self, request: web.Request) -> dict[str, Any]:
+        found = self.filters.get(whole(request.match_info["id"]) or 0)
+        if found is None:
+            raise Refused(404, "Filter not found")
+        return found
 
     async def _filters(self, request: web.Request, token: Token) -> web.Response:
         kind = request.query.get("type")
-        return _ok(
-            [
-                self._filter_view(f, False)
-                for f in self.filters.values()
-                if kind is None or f["type"] == kind
-            ]
-        )
+        listed = [f for f in self.filters.values() if kind is None or f["type"] == kind]
+        return _ok([{k: v for k, v in f.items() if k != "conditions"} for f in listed])
 
     async def _filter_get(self, request: web.Request, token: Token) -> web.Response:
-        found = self.filters.get(_int(request.match_info["id"]) or 0)
-        if found is None:
-            raise Refused(404, "Filter not found")
-        return _ok(self._filter_view(found, True))
+        return _ok(self._filter(request))
 
     def _checked_conditions(self, kind: Any, conditions: Any) -> dict[str, Any]:
         collection = next((c for c, spec in OBJECTS.items() if spec[1] == kind), None)
@@ -1162,27 +839,23 @@ class PipedriveSimulator:
         lines = [c for g in groups for c in g.get("conditions") or []]
         if len(lines) > MAX_CONDITIONS:
             raise Refused(400, f"A filter may have at most {MAX_CONDITIONS} conditions")
-        operators = {"=", "!=", "<", ">", "<=", ">=", "IS NULL", "IS NOT NULL"}
-        operators |= {"LIKE '$%'", "LIKE '%$%'", "NOT LIKE '$%'"}
+        operators = {"=", "!=", "<", ">", "<=", ">=", "IS NULL", "IS NOT NULL", *_LIKE}
         for line in lines:
             if not isinstance(line, dict) or line.get("operator") not in operators:
                 raise Refused(400, "Invalid condition operator")
             if line.get("object") != OBJECTS[collection][0]:
                 raise Refused(400, f"Invalid condition object {line.get('object')!r}")
-            spec = next(
-                (f for f in self.fields[collection] if str(f.id) == str(line.get("field_id"))),
-                None,
-            )
+            spec = self._field_by_id(collection, line.get("field_id"))
             if spec is None:
                 raise Refused(400, f"Invalid field_id {line.get('field_id')!r}")
-            if spec.field_type == "date" and line["operator"] not in ("IS NULL", "IS NOT NULL"):
+            if spec.type == "date" and line["operator"] not in ("IS NULL", "IS NOT NULL"):
                 if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(line.get("value"))):
                     raise Refused(400, "Date values must be in the YYYY-MM-DD format")
         checked: dict[str, Any] = conditions
         return checked
 
     async def _filter_create(self, request: web.Request, token: Token) -> web.Response:
-        body = await self._json(request)
+        body = await _json(request)
         if not isinstance(body.get("name"), str) or not body["name"]:
             raise Refused(400, "Name must be given")
         conditions = self._checked_conditions(body.get("type"), body.get("conditions"))
@@ -1194,28 +867,26 @@ class PipedriveSimulator:
             "active_flag": True,
             "type": body["type"],
             "temporary_flag": None,
-            "user_id": token.user_id,
+            "user_id": token.subject,
             "add_time": now,
             "update_time": now,
             "visible_to": "7",
             "custom_view_id": None,
             "conditions": conditions,
         }
-        return _ok(self._filter_view(self.filters[filter_id], True))
+        return _ok(self.filters[filter_id])
 
     async def _filter_update(self, request: web.Request, token: Token) -> web.Response:
-        found = self.filters.get(_int(request.match_info["id"]) or 0)
-        if found is None:
-            raise Refused(404, "Filter not found")
-        body = await self._json(request)
+        found = self._filter(request)
+        body = await _json(request)
         if "conditions" in body:
             found["conditions"] = self._checked_conditions(found["type"], body["conditions"])
         if isinstance(body.get("name"), str):
             found["name"] = body["name"]
-        return _ok(self._filter_view(found, True))
+        return _ok(found)
 
     async def _filter_delete(self, request: web.Request, token: Token) -> web.Response:
-        filter_id = _int(request.match_info["id"]) or 0
+        filter_id = whole(request.match_info["id"]) or 0
         if self.filters.pop(filter_id, None) is None:
             raise Refused(404, "Filter not found")
         return _ok({"id": filter_id})
@@ -1224,45 +895,35 @@ class PipedriveSimulator:
 # ---- helpers -------------------------------------------------------------------------------
 
 
-def _mechanism(request: web.Request) -> str:
-    """How a call authenticated, recorded for tests (the token itself is never kept)."""
-    found = []
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        found.append("bearer")
-    elif header.startswith("Basic "):
-        found.append("basic")
-    if "x-api-token" in request.headers:
-        found.append("header")
-    if "api_token" in request.query:
-        found.append("query")
-    return "+".join(found) or "none"
-
-
-def _custom_problem(spec: Field, value: Any) -> str | None:
-    """What is wrong with a v2 custom field value of a monetary (``{"value": 2300,
-    "currency": "EUR"}``), multiple options (``[1, 2]``) or address (``{"value": ...}``)
-    field."""
-    if spec.field_type == "monetary":
-        if (
-            not isinstance(value, dict)
-            or isinstance(value.get("value"), bool)
-            or not isinstance(value.get("value"), (int, float))
-            or not isinstance(value.get("currency"), str)
-            or set(value) - {"value", "currency"}
-        ):
-            return 'Expected object {"value": number, "currency": string}'
-    if spec.field_type == "set":
-        options = {i + 1 for i in range(len(spec.options))}
-        if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v in options for v in value
-        ):
-            return "Expected array of option ids"
-    if spec.field_type == "address" and (
-        not isinstance(value, dict) or not isinstance(value.get("value"), str)
+def _shaped(spec: Field, value: Any) -> Any:
+    """A v2 custom field value of a monetary (``{"value": 2300, "currency": "EUR"}``),
+    multiple options (``[1, 2]``) or address (``{"value": ...}``) field, or `Invalid`."""
+    if spec.type == "monetary" and not (
+        isinstance(value, dict)
+        and conforms(value.get("value"), "number")
+        and isinstance(value.get("currency"), str)
+        and not set(value) - {"value", "currency"}
     ):
-        return 'Expected object {"value": string, ...}'
-    return None
+        raise Invalid('Expected object {"value": number, "currency": string}')
+    options = range(1, len(spec.options) + 1)
+    if spec.type == "set" and not (
+        isinstance(value, list) and all(conforms(v, "integer") and v in options for v in value)
+    ):
+        raise Invalid("Expected array of option ids")
+    if spec.type == "address" and not (
+        isinstance(value, dict) and isinstance(value.get("value"), str)
+    ):
+        raise Invalid('Expected object {"value": string, ...}')
+    return value
+
+
+def _contact(text: str) -> dict[str, Any]:
+    """An email address or phone number as a person's ``emails``/``phones`` item."""
+    return {"value": text, "primary": True, "label": "work"}
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    return await json_object(request, lambda message: Refused(400, message))
 
 
 def _ok(data: Any, additional: dict[str, Any] | None = None, status: int = 200) -> web.Response:
@@ -1270,14 +931,6 @@ def _ok(data: Any, additional: dict[str, Any] | None = None, status: int = 200) 
     if additional is not None:
         body["additional_data"] = additional
     return web.json_response(body, status=status)
-
-
-def _grant_error(message: str) -> web.Response:
-    return web.json_response({"error": "invalid_grant", "error_description": message}, status=400)
-
-
-def _int(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() else None
 
 
 def _number(value: Any) -> bool:
@@ -1289,8 +942,8 @@ def _number(value: Any) -> bool:
 
 
 def _paging(request: web.Request) -> tuple[int, int]:
-    start = _int(request.query.get("start", "0"))
-    limit = _int(request.query.get("limit", "100"))
+    start = whole(request.query.get("start", "0"))
+    limit = whole(request.query.get("limit", "100"))
     if start is None or limit is None:
         raise Refused(400, "start and limit must be whole numbers")
     return start, min(max(limit, 1), MAX_LIMIT)
@@ -1307,41 +960,29 @@ def _pagination(start: int, limit: int, count: int, more: bool) -> dict[str, Any
     return {"pagination": pagination}
 
 
-def _like(pattern: str) -> re.Pattern[str]:
-    """SQL LIKE, case-insensitive: % is any text, _ any one character."""
-    parts = ["." if c == "_" else ".*" if c == "%" else re.escape(c) for c in pattern]
-    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+def _collection(request: web.Request) -> str:
+    """The collection a route's path names (``persons``, or its fields endpoint's name)."""
+    named = request.match_info["collection"]
+    return next((c for c, spec in OBJECTS.items() if named in (c, spec[2])), named)
 
 
-def _sort_key(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, dict):
-        return str(value.get("value") or "").lower()
-    return str(value).lower()
+def _by(name: str, descending: bool) -> Sort:
+    """A list's order by a field, as Pipedrive's: empty values ("" too) last either way, an
+    address or money by its text."""
 
+    def value(row: dict[str, Any]) -> Any:
+        found = row.get(name)
+        found = str(found.get("value") or "") if isinstance(found, dict) else found
+        return None if found == "" else found
 
-def _ordered(rows: list[dict[str, Any]], name: str, descending: bool) -> list[dict[str, Any]]:
-    """Sorted by ``name``, empty values last, as Pipedrive lists them."""
-    present = [r for r in rows if r.get(name) not in (None, "")]
-    absent = [r for r in rows if r.get(name) in (None, "")]
-    present.sort(key=lambda r: _sort_key(r[name]), reverse=descending)
-    return present + absent
+    return Sort(value, descending, nulls_last=True)
 
 
 def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
     """CRMGATE_PLATFORM_OVERRIDES that point Pipedrive at a simulator running at ``base_url``
     (the simulator plays both the company domain and oauth.pipedrive.com)."""
-    host = base_url.removeprefix("https://")
-    oauth = {
-        "authorize_url": f"{base_url}/oauth/authorize",
-        "token_url": f"{base_url}/oauth/token",
-    }
-    return {"Pipedrive": {"instance_hosts": [host], "oauth": oauth}}
+    oauth = {"authorize_url": "/oauth/authorize", "token_url": "/oauth/token"}
+    return overrides("Pipedrive", base_url, oauth)
 
 
 def seed_pipedrive(sim: PipedriveSimulator) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from crmgate.connectors.base import Connector
+from crmgate.connectors.close import CloseConnector
 from crmgate.connectors.dynamics import DynamicsConnector
 from crmgate.connectors.hubspot import HubSpotConnector
 from crmgate.connectors.pipedrive import PipedriveConnector
@@ -17,5 +18,6 @@ REGISTRY: dict[str, type[Connector]] = {
         PipedriveConnector,
         ZohoConnector,
         DynamicsConnector,
+        CloseConnector,
     )
 }

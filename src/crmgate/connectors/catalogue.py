@@ -21,7 +21,6 @@ from yarl import URL
 
 from crmgate.connectors.auth import BEARER, AuthScheme
 from crmgate.connectors.jsonpath import steps
-from crmgate.connectors.paging import Paging
 from crmgate.contract.coverage import load_reference
 from crmgate.model.mapping import EntityMap
 
@@ -90,6 +89,44 @@ ContractCode = Literal[
     "NOT_VALID",
     "CRM_UNAVAILABLE",
 ]
+
+
+class Paging(_Frozen):
+    """One way of reading a list (the descriptor's ``[paging]``). Paths are JSON paths
+    (connectors/jsonpath.py) in one answer."""
+
+    kind: Literal["cursor", "next_link", "offset", "page", "link_header", "search", "whole"] = (
+        "cursor"
+    )
+    records: str = "$"  # where the batch's records are
+    # cursor, search: the next token; next_link: the next URL (the first path that finds one)
+    next: tuple[str, ...] = ()
+    # a flag saying more follow (has_more, more_records); without one a full batch says so
+    more: tuple[str, ...] = ()
+    param: str = ""  # where the token, offset or page number is sent (query, or search body)
+    size_param: str = ""  # where the batch size is sent, if the CRM takes one
+    batch: int = Field(default=100, ge=1, le=10_000)
+    first_page: int = 1  # page: the number of the first page
+    cap: int = Field(default=10_000, ge=1)  # whole: at most this many records
+    objects: dict[str, Paging] = Field(default_factory=dict)  # per object, where it differs
+
+    @field_validator("records")
+    @classmethod
+    def _records(cls, value: str) -> str:
+        steps(value)
+        return value
+
+    @field_validator("next", "more", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        paths = (value,) if isinstance(value, str) else tuple(value)
+        for path in paths:
+            steps(path)
+        return paths
+
+    def of(self, name: str) -> Paging:
+        """The paging of object ``name`` (its own where the descriptor gives one)."""
+        return self.objects.get(name, self)
 
 
 class ErrorFormat(_Frozen):

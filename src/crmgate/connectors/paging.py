@@ -19,62 +19,39 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from yarl import URL
 
 from crmgate.connectors.answers import crm_json
 from crmgate.connectors.auth import Access
-from crmgate.connectors.errors import CrmUnavailable, NotValid
-from crmgate.connectors.jsonpath import select, steps
+from crmgate.connectors.catalogue import Paging, Platform
+from crmgate.connectors.errors import CrmError, CrmUnavailable, NotValid
+from crmgate.connectors.jsonpath import select
+from crmgate.outbound import OutboundResponse
 from crmgate.query import QueryError
 
-if TYPE_CHECKING:
-    from crmgate.connectors.base import Records
+
+class Caller(Protocol):
+    """What a pager calls through: a connector's records (connectors/base.py)."""
+
+    platform: Platform
+
+    async def send_json(
+        self,
+        access: Access,
+        method: str,
+        url: URL,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> OutboundResponse: ...
+
+    def error(self, response: OutboundResponse) -> CrmError: ...
+
 
 Row = dict[str, Any]
 Fetch = Callable[[str | None], Awaitable[tuple[list[Row], str | None]]]
-
-
-class Paging(BaseModel):
-    """One way of reading a list (the descriptor's ``[paging]``). Paths are JSON paths
-    (connectors/jsonpath.py) in one answer."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["cursor", "next_link", "offset", "page", "link_header", "search", "whole"] = (
-        "cursor"
-    )
-    records: str = "$"  # where the batch's records are
-    # cursor, search: the next token; next_link: the next URL (the first path that finds one)
-    next: tuple[str, ...] = ()
-    # a flag saying more follow (has_more, more_records); without one a full batch says so
-    more: tuple[str, ...] = ()
-    param: str = ""  # where the token, offset or page number is sent (query, or search body)
-    size_param: str = ""  # where the batch size is sent, if the CRM takes one
-    batch: int = Field(default=100, ge=1, le=10_000)
-    first_page: int = 1  # page: the number of the first page
-    cap: int = Field(default=10_000, ge=1)  # whole: at most this many records
-    objects: dict[str, Paging] = Field(default_factory=dict)  # per object, where it differs
-
-    @field_validator("records")
-    @classmethod
-    def _records(cls, value: str) -> str:
-        steps(value)
-        return value
-
-    @field_validator("next", "more", mode="before")
-    @classmethod
-    def _paths(cls, value: Any) -> Any:
-        paths = (value,) if isinstance(value, str) else tuple(value)
-        for path in paths:
-            steps(path)
-        return paths
-
-    def of(self, name: str) -> Paging:
-        """The paging of object ``name`` (its own where the descriptor gives one)."""
-        return self.objects.get(name, self)
 
 
 _LINK_NEXT = re.compile(r'<([^>]*)>\s*;[^,]*\brel="?next"?', re.IGNORECASE)
@@ -95,7 +72,7 @@ class Pager:
 
     def __init__(
         self,
-        records: Records,
+        records: Caller,
         paging: Paging,
         row: Callable[[Any], Row] = lambda record: record,
         amend: Callable[[list[Any]], Awaitable[list[Row]]] | None = None,

@@ -646,8 +646,10 @@ class PipedriveRecords(Records):
                 raise CrmUnavailable("Pipedrive answered a filter without its id")
             found = made_id
         self._filter_ids[key] = (found, access)
+        evicted = []
         while len(self._filter_ids) > MAX_FILTERS:
-            _, (old, owner) = self._filter_ids.popitem(last=False)
+            evicted.append(self._filter_ids.popitem(last=False)[1])
+        for old, owner in evicted:
             if any(kept[0] == old for kept in self._filter_ids.values()):
                 continue
             try:  # not to leave a filter (and the values in it) for each query ever made
