@@ -77,3 +77,22 @@ def test_an_unknown_status_without_a_code_is_the_crm_unavailable() -> None:
     assert failed.code == "CRM_UNAVAILABLE" and "HTTP 503" in failed.message
     missing = contract_error("Dynamics", errors, read(errors, 404, {"error": {"code": "0x1"}}))
     assert isinstance(missing, EntityNotFound)
+
+
+def test_fields_and_reasons_from_an_object_of_field_errors() -> None:
+    errors = ErrorFormat(field_reasons=("field-errors",))
+    answer = {"errors": [], "field-errors": {"name": "required", "value": "not a number"}}
+    invalid = contract_error("Close", errors, read(errors, 400, answer))
+    assert isinstance(invalid, NotValid) and invalid.fields == ("name", "value")
+    assert "name: required; value: not a number" in invalid.message
+    said = read(errors, 400, {"message": "Bad", "field-errors": {"name": "required"}})
+    assert said.message == "Bad" and said.fields == ("name",)  # the CRM's own words first
+
+
+def test_the_wait_said_in_the_body_when_no_header_says() -> None:
+    errors = ErrorFormat(entry=("error",), retry_after_in=("rate_reset",))
+    body = {"error": {"message": "slow down", "rate_reset": 7.2}}
+    limited = contract_error("Close", errors, read(errors, 429, body))
+    assert isinstance(limited, RateLimited) and limited.retry_after == 8
+    assert read(errors, 429, body, {"Retry-After": "3"}).retry_after == 3  # a header wins
+    assert read(errors, 429, {"error": {"rate_reset": "soon"}}).retry_after is None

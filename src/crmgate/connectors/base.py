@@ -485,11 +485,14 @@ class Connector:
             values = [v for v in select(answer, path) if v not in (None, "")] if path else []
             return str(values[0]) if values and not isinstance(values[0], (dict, list)) else ""
 
-        said = {name: found(getattr(check, name)) for name in type(check).model_fields}
+        said = {
+            name: found(getattr(check, name))
+            for name in ("user_id", "email", "username", "company_id", "company_name")
+        }
         if not (said["user_id"] or said["company_id"]):
             raise CrmUnavailable(f"{self.platform.name} {check.path} answered something unexpected")
-        del said["path"]
-        return Verified(Identity(**said))
+        name = " ".join(part for part in map(found, check.name) if part)
+        return Verified(Identity(name=name, **said))
 
     async def checked(
         self, access: Access, url: URL, headers: Mapping[str, str] | None = None

@@ -19,19 +19,19 @@ opportunity's ``value`` in units (Close keeps cents). Custom fields keep Close's
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from yarl import URL
 
 from crmgate.connectors import base, local
-from crmgate.connectors.base import Access, Connector, CursorWalks, Identity, Records, Verified
+from crmgate.connectors.base import Access, Connector, CursorWalks, Records
 from crmgate.connectors.catalogue import Platform
-from crmgate.connectors.errors import CrmUnavailable, EntityNotFound, Refusal
+from crmgate.connectors.dialect import Dialect, Scalar, Target
+from crmgate.connectors.errors import CrmUnavailable, EntityNotFound
 from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
@@ -91,42 +91,51 @@ def native_body(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def search_condition(entity: EntityMap, condition: Condition) -> dict[str, Any]:
-    """One condition as the advanced filtering API's ``field_condition``: Close's filter
-    translation (self-contained: connectors/dialect.py was not there to build on)."""
-    column = entity.filter_column("filter", condition.field)
-    kind, op, value = entity.kind(condition.field), condition.op, condition.value
-    field = _search_field(entity, column)
-    negate, found = op == "ne", dict[str, Any]()
-    if value is None:
-        if op not in ("eq", "ne"):
-            raise QueryError("filter", f"{condition.field}: use eq null or ne null")
-        negate, found = op == "eq", {"type": "exists"}
-    elif op in ("contains", "startswith"):
-        if kind != "string":
-            raise QueryError("filter", f"{op} works on text fields only")
-        mode = "phrase" if op == "contains" else "beginning_of_words"
-        found = {"type": "text", "mode": mode, "value": str(value)}
-    elif column == entity.id or condition.field.startswith("relation."):
-        if op not in ("eq", "ne"):
-            raise QueryError("filter", f"{condition.field}: use eq or ne")
-        found = {"type": "term", "values": [str(value)]}
-    elif kind in ("number", "integer") and isinstance(value, (int, float)):
-        scaled = value * 100 if column == "value" else value  # cents
-        bounds = {"gte": scaled, "lte": scaled} if op in ("eq", "ne") else {RANGES[op]: scaled}
-        found = {"type": "number_range", **bounds}
-    elif kind in ("date", "date-time") and op in ("ge", "lt"):
-        which = "on_or_after" if op == "ge" else "before"
-        found = {"type": "moment_range", which: {"type": "fixed_utc", "value": str(value)}}
-    elif kind == "boolean" and op in ("eq", "ne") and isinstance(value, bool):
-        found = {"type": "boolean", "value": value}
-    elif op in ("eq", "ne") and kind == "string":
-        found = {"type": "text", "mode": "exact_value", "value": str(value)}
-    else:
+class SearchConditions(Dialect[dict[str, Any]]):
+    """Conditions as the advanced filtering API's ``field_condition`` queries: exact text, a
+    phrase or the beginning of words, terms on ids and relations, number and moment ranges."""
+
+    crm = "Close"
+    operators: ClassVar[Mapping[str, str]] = {"eq": "eq", "ne": "ne", **RANGES}
+    true_false = (True, False)
+    id_pattern = _ID
+    id_refusal = "{field} takes a Close id in quotes"
+
+    def number(self, value: int | float) -> Scalar:
+        return value
+
+    def _condition(self, target: Target, found: dict[str, Any], negate: bool) -> dict[str, Any]:
+        field = _search_field(self.entity, target.column)
+        return {"type": "field_condition", "field": field, "condition": found, "negate": negate}
+
+    def null(self, target: Target, op: str) -> dict[str, Any]:
+        return self._condition(target, {"type": "exists"}, negate=op == "eq")
+
+    def like(self, target: Target, op: str, text: str) -> dict[str, Any]:
+        mode = "phrase" if op == "contains" else "beginning_of_words"  # words: Close's
+        return self._condition(target, {"type": "text", "mode": mode, "value": text}, False)
+
+    def compare(self, target: Target, operator: str, literal: Scalar) -> dict[str, Any]:
+        kind, exact, negate = target.kind, operator in ("eq", "ne"), operator == "ne"
+        if self.is_id(target) and exact:
+            return self._condition(target, {"type": "term", "values": [literal]}, negate)
+        if kind in ("number", "integer") and not self.is_id(target):
+            amount = literal * 100 if target.column == "value" else literal  # in cents
+            bounds = {"gte": amount, "lte": amount} if exact else {operator: amount}
+            return self._condition(target, {"type": "number_range", **bounds}, negate)
+        if kind in ("date", "date-time") and operator in ("gte", "lt"):
+            which = "on_or_after" if operator == "gte" else "before"
+            moment = {"type": "fixed_utc", "value": literal}
+            return self._condition(target, {"type": "moment_range", which: moment}, False)
+        if kind == "boolean" and exact:
+            return self._condition(target, {"type": "boolean", "value": literal}, negate)
+        if kind == "string" and exact and not self.is_id(target):
+            found = {"type": "text", "mode": "exact_value", "value": literal}
+            return self._condition(target, found, negate)
         raise QueryError(
-            "filter", f"Close cannot filter {condition.field} with {op} (dates: ge and lt)"
+            "filter",
+            f"Close cannot filter {target.field} that way (ids: eq and ne; dates: ge and lt)",
         )
-    return {"type": "field_condition", "field": field, "condition": found, "negate": negate}
 
 
 def _search_field(entity: EntityMap, column: str) -> dict[str, Any]:
@@ -147,15 +156,20 @@ def search_body(
     sort: Sequence[SortKey] = (),
 ) -> dict[str, Any]:
     queries = [{"type": "object_type", "object_type": entity.object}]
-    queries += [search_condition(entity, condition) for condition in conditions]
+    queries += SearchConditions(entity).terms(conditions)
     order = [
-        {"direction": "desc" if key.descending else "asc",
-         "field": _search_field(entity, entity.filter_column("sort", key.field))}
+        {
+            "direction": "desc" if key.descending else "asc",
+            "field": _search_field(entity, entity.filter_column("sort", key.field)),
+        }
         for key in sort
-    ]  # fmt: skip
+    ]
     fields = sorted({_whole(column) for column in columns} | {"id"})
-    return {"query": {"type": "and", "queries": queries}, "sort": order,
-            "_fields": {entity.object: fields}}  # fmt: skip
+    return {
+        "query": {"type": "and", "queries": queries},
+        "sort": order,
+        "_fields": {entity.object: fields},
+    }
 
 
 class CloseConnector(Connector):
@@ -170,19 +184,6 @@ class CloseConnector(Connector):
     ) -> Access:
         token = credential["api_key" if authorization == "key" else "access_token"]
         return Access(self.instance_url(self.platform.api_url or ""), token)
-
-    async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
-        """The credential works if Close shows its user (``/me/``) and organization."""
-        access = self.session(authorization, credential, {})
-        me = await self.records.json_call(access, "GET", _url(access, "me"))
-        try:
-            org, email = (me.get("organizations") or [{}])[0], str(me.get("email") or "")
-            name = f"{me.get('first_name') or ''} {me.get('last_name') or ''}".strip()
-            identity = Identity(str(me["id"]), name, email, email, str(org.get("id") or ""),
-                                str(org.get("name") or ""))  # fmt: skip
-        except (AttributeError, KeyError, TypeError, IndexError):
-            raise CrmUnavailable("Close /me/ answered something unexpected") from None
-        return Verified(identity)
 
 
 def _url(access: Access, *parts: str) -> URL:
@@ -202,19 +203,6 @@ class CloseRecords(Records):
 
     def _pager(self, name: str, kind: str = "") -> Pager:
         return Pager(self, self.platform.paging.of(kind or name), partial(flatten, name))
-
-    def refine_error(self, refusal: Refusal) -> Refusal:
-        """A 429 says when to retry in its body (``rate_reset``, seconds); a 400 names its
-        fields as the keys of ``field-errors`` (no JSON path selects keys)."""
-        reset = refusal.entry.get("rate_reset")
-        if isinstance(reset, (int, float)) and refusal.retry_after is None:
-            refusal = replace(refusal, retry_after=max(1, math.ceil(reset)))
-        problems = refusal.entry.get("field-errors")
-        if isinstance(problems, dict) and problems:
-            said = "; ".join(f"{field}: {reason}" for field, reason in problems.items())
-            fields = (*refusal.fields, *map(str, problems))
-            refusal = replace(refusal, message=refusal.message or said, fields=fields)
-        return refusal
 
     # ---- the catalogue ----------------------------------------------------------------------
 

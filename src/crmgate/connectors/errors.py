@@ -9,6 +9,7 @@ connector's ``Records.refine_error`` hook over the ``Refusal`` read here.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -161,16 +162,32 @@ def read(
     code = _first_text(entry, errors.code)
     message = _first_text(entry, errors.message)
     named = [str(f) for path in errors.fields for f in select(entry, path) if _scalar(f)]
-    contract = errors.codes.get(code) if code else None
+    reasons = {
+        str(field): reason
+        for path in errors.field_reasons
+        for found in select(entry, path)
+        if isinstance(found, dict)
+        for field, reason in found.items()
+    }
+    named += reasons
+    message = message or "; ".join(f"{field}: {reason}" for field, reason in reasons.items())
+    waits = [v for p in errors.retry_after_in for v in select(entry, p) if _seconds(v)]
+    retry_after = _retry_after(headers or {}, errors.retry_after)
+    if retry_after is None and waits:
+        retry_after = max(1, min(math.ceil(waits[0]), RETRY_LIMIT))
     return Refusal(
         status=status,
         code=code,
         message=message,
         fields=tuple(dict.fromkeys(f for f in named if f)),
-        retry_after=_retry_after(headers or {}, errors.retry_after),
+        retry_after=retry_after,
         entry=entry,
-        contract=contract,
+        contract=errors.codes.get(code) if code else None,
     )
+
+
+def _seconds(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def contract_error(name: str, errors: ErrorFormat, refusal: Refusal) -> CrmError:
