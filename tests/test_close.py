@@ -276,20 +276,6 @@ def test_custom_fields_are_described_read_and_written(org: Organization) -> None
     assert [r["id"] for r in found] == [made]
 
 
-def test_users_are_read_only(org: Organization) -> None:
-    bob = org.sim.add_user("Bob", "Builder", "bob@acme.example")
-    org.sim.add_user("Carol", "Builder", "carol@acme.example")
-    assert org.ok("GET", "/entity/user/count") == {"total": 3}
-    shown = org.ok("GET", f"/entity/user/{bob}")
-    assert shown["first_name"] == "Bob" and shown["username"] == "bob@acme.example"
-    builders = org.ok(
-        "GET", "/entity/user/list", params={"filter": "last_name eq 'builder'", "sort": "-username"}
-    )
-    assert [u["username"] for u in builders] == ["carol@acme.example", "bob@acme.example"]
-    refused = org.call("POST", "/entity/user", json={"last_name": "X"})
-    assert refused.status_code == 403 and refused.json()["detail"]["code"] == "NOT_SUPPORTED"
-
-
 def test_close_errors_become_the_contracts(org: Organization) -> None:
     assert org.call("GET", "/entity/contact/cont_missing").status_code == 404
     assert org.call("GET", "/entity/contact/not-an-id").status_code == 404
@@ -338,21 +324,6 @@ def test_oauth_tokens_are_refreshed_once_per_expiry(
         app = _oauth_app(client, close_sim, "oAuth-internal")
         check_refresh(app, sim, lambda: sim.calls.count(TOKEN_CALL), "invalid_grant")
         assert {how for _, path, how in sim.auth if path.startswith("/api/")} == {"bearer"}
-
-
-@on_both_stores
-def test_an_external_token_that_expired_is_the_clients_to_renew(
-    tmp_path: Path, database: Database, close_sim: CloseSim
-) -> None:
-    settings = close_sim.settings(tmp_path / "external", database)
-    admin = create_account(settings)
-    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
-        app = _oauth_app(client, close_sim, "oAuth-external-refresh")
-        assert app.call("GET", "/entity/account/count").status_code == 200
-        close_sim.simulator.expire_tokens()
-        expired = app.call("GET", "/entity/account/count")
-        assert expired.status_code == 401 and expired.json()["detail"]["code"] == "UNAUTHORIZED"
-        assert close_sim.simulator.calls.count(TOKEN_CALL) == 0
 
 
 @on_both_stores

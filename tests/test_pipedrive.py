@@ -679,30 +679,6 @@ def test_oauth_tokens_are_refreshed_with_basic_client_authentication(
         assert {how for _, path, how in sim.auth if path == "/oauth/token"} == {"basic"}
 
 
-@on_both_stores
-def test_an_external_token_that_expired_is_the_clients_to_renew(
-    tmp_path: Path, database: Database, pipedrive: PipedriveSim
-) -> None:
-    sim = pipedrive.simulator
-    settings = pipedrive.settings(tmp_path / "external", database)
-    admin = create_account(settings)
-    credential = {"instance_url": pipedrive.base_url, "access_token": sim.issue_access_token()}
-    with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
-        key = client.post(
-            "/v1/application",
-            json={
-                "type": "Pipedrive",
-                "authorization": "oAuth-external-refresh",
-                "credential": credential,
-            },
-        ).json()["key"]
-        app = AppClient(client, key)
-        assert app.call("GET", "/entity/account/count").status_code == 200
-        sim.expire_tokens()
-        expired = app.call("GET", "/entity/account/count")
-        assert expired.status_code == 401 and expired.json()["detail"]["code"] == "UNAUTHORIZED"
-
-
 def test_the_demo_seed_fills_a_small_company(pipedrive: PipedriveSim) -> None:
     seed_pipedrive(pipedrive.simulator)
     records = pipedrive.simulator.records
