@@ -31,6 +31,7 @@ from conftest import (
 from crmgate.api.app import create_app
 from crmsim.dynamics import DynamicsSimulator, platform_overrides, seed_dynamics
 from crmsim.dynamics_schema import Attr, Table
+from crmsim.faults import Fault
 from crmsim.tls import Certificates
 
 APP = "X-API2CRM-APPLICATION-KEY"
@@ -304,11 +305,11 @@ def test_dataverse_errors_become_the_contracts(org: Org) -> None:
     ]:
         # a 5xx on a read is tried again (outbound.py, Retrying): it fails every try here
         tries = 3 if status >= 500 else 1
-        org.sim.faults.extend([(status, body, kind)] * tries)
+        org.sim.faults.add(Fault(status, body, kind), times=tries)
         odd = org.call("GET", "/entity/contact/count")
         assert odd.status_code == 502 and odd.json()["detail"]["code"] == "CRM_UNAVAILABLE"
         assert not org.sim.faults  # each try met its fault
-    org.sim.faults.append((503, b"", "text/plain"))  # once: the retry gets the answer
+    org.sim.faults.add(Fault(503))  # once: the retry gets the answer
     assert org.call("GET", "/entity/contact/count").status_code == 200
 
 
@@ -347,23 +348,23 @@ def test_a_user_without_the_privilege_is_not_allowed(
 def test_odd_metadata_answers_are_502_not_500(org: Org) -> None:
     fresh = {"X-API2CRM-DESCRIBE-LIFETIME": "0"}
     assert org.call("GET", "/entity/task/describe", headers=fresh).status_code == 200
-    ok = (200, b'{"value": []}', "application/json")
     odd_answers = [
         [
-            (
-                200,
-                b'{"value": [{"LogicalName": "subject", "AttributeType": "String", '
-                b'"RequiredLevel": "None"}]}',
-                "application/json",
-            )
+            b'{"value": [{"LogicalName": "subject", "AttributeType": "String", '
+            b'"RequiredLevel": "None"}]}'
         ],
-        [ok, ok, (200, b'{"value": ["x"]}', "application/json")],
-        [ok, ok, (200, b'{"value": [{"LogicalName": "p", "OptionSet": [1]}]}', "application/json")],
-        [ok, (200, b'{"value": 7}', "application/json")],
+        [b'{"value": []}', b'{"value": []}', b'{"value": ["x"]}'],
+        [
+            b'{"value": []}',
+            b'{"value": []}',
+            b'{"value": [{"LogicalName": "p", "OptionSet": [1]}]}',
+        ],
+        [b'{"value": []}', b'{"value": 7}'],
     ]
     for answers in odd_answers:  # columns, dates, choices, in that order
         org.sim.faults.clear()
-        org.sim.faults.extend(answers)
+        for answer in answers:
+            org.sim.faults.add(Fault(200, answer, "application/json"))
         odd = org.call("GET", "/entity/task/describe", headers=fresh)
         assert odd.status_code == 502, odd.text
         assert odd.json()["detail"]["code"] == "CRM_UNAVAILABLE"

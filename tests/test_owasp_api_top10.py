@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from conftest import (
     Account,
@@ -22,6 +21,7 @@ from conftest import (
     migrate_database,
 )
 from crmgate.api.app import create_app
+from crmsim.faults import Fault
 from test_outbound_guard import Listener
 
 APP = "X-API2CRM-APPLICATION-KEY"
@@ -477,17 +477,16 @@ class TestAPI10UnsafeConsumptionOfApis:
 
     def test_odd_and_redirecting_crm_answers_are_502_never_followed(self, world: World) -> None:
         answers = {
-            "html": web.Response(status=200, text="<html>maintenance</html>"),
-            "redirect": web.Response(
-                status=302, headers={"Location": "https://169.254.169.254/latest/"}
-            ),
+            "html": Fault(200, "<html>maintenance</html>"),
+            "redirect": Fault(302, headers={"Location": "https://169.254.169.254/latest/"}),
         }
         for kind, faulty in answers.items():
-            world.sim.simulator.data.fault = lambda request, faulty=faulty: faulty
+            world.sim.simulator.faults.clear()
+            world.sim.simulator.faults.add(faulty, times=None)
             with world.client(world.acme.key) as client:
                 answer = client.get(
                     "/v1/application/entity/contact/list", headers={APP: world.acme_app}
                 )
             assert answer.status_code == 502, (kind, answer.text)
             assert "169.254" not in answer.text
-        world.sim.simulator.data.fault = None
+        world.sim.simulator.faults.clear()

@@ -493,7 +493,7 @@ def test_new_credentials_put_through_one_host_are_used_by_all_within_a_second(
             assert count(client).status_code == 200, name
         # The client's token expired at the CRM; it pushes a fresh one (the contract's way for
         # oAuth-external-refresh). From then on only the new token gets a 200 from the CRM.
-        fresh = simulator.issue_session(simulator.sessions[old].user)
+        fresh = simulator.issue_session(simulator.sessions[old].subject)
         simulator.sessions[old].expires_at = 0
         with cluster.one.client(cluster.admin) as admin:
             pushed = admin.put(

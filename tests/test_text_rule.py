@@ -29,6 +29,7 @@ from conftest import (
 from crmgate.api.app import create_app
 from crmgate.settings import Settings
 from crmsim import dynamics, hubspot, pipedrive, salesforce, zoho
+from crmsim.faults import Fault
 from crmsim.server import RunningSimulator
 from crmsim.tls import Certificates
 
@@ -278,11 +279,11 @@ def test_an_answer_that_is_not_utf8_is_read_with_replacement_characters(crm: Crm
         raw = crm.ok("POST", "/request", 201, json={"path": path})
         answers[name] = base64.b64decode(raw["content"]).replace(b'"Plain"', b'"Pl\xffin"')
 
-    crm.sim.faults.append((200, answers["one"], "application/json"))
+    crm.sim.faults.add(Fault(200, answers["one"], "application/json"))
     one = crm.call("GET", f"/entity/contact/{record_id}")
     assert one.status_code == 200, one.text
     assert one.json()["last_name"] == "Pl\ufffdin"
-    crm.sim.faults.append((200, answers["list"], "application/json"))
+    crm.sim.faults.add(Fault(200, answers["list"], "application/json"))
     listed = crm.call("GET", "/entity/contact/list")
     assert listed.status_code == 200, listed.text
     assert "Pl\ufffdin" in [r["last_name"] for r in listed.json()]

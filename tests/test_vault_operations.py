@@ -278,7 +278,7 @@ def test_credential_canaries_stay_in_the_vault(
         if not record.name.startswith(CLIENT_LOGGERS)
     )
     answered = "\n".join(response.text + str(dict(response.headers)) for response in responses)
-    sessions = [s for s, session in salesforce.simulator.sessions.items() if session.user is user]
+    sessions = [s for s, held in salesforce.simulator.sessions.items() if held.subject is user]
     for secret in (password, token, access, refresh, *sessions):
         assert secret.encode() not in stored, "a credential is in the database"
         assert secret not in logged, "a credential is in the logs"

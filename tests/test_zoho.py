@@ -30,6 +30,7 @@ from conftest import (
 )
 from crmgate.api.app import create_app
 from crmgate.connectors.catalogue import load_descriptors
+from crmsim.faults import Fault
 from crmsim.server import RunningSimulator
 from crmsim.tls import Certificates
 from crmsim.zoho import ALL_SCOPES, ZohoSimulator, platform_overrides, seed_zoho
@@ -337,22 +338,20 @@ def test_zoho_errors_become_the_contracts(org: Org) -> None:
         (503, b""),
         (200, b'{"data": "not a list"}'),
     ):
-        org.sim.fault = (status, body)
+        org.sim.faults.add(Fault(status, body, "application/json"))
         odd = org.call("GET", "/entity/contact/count")
         assert odd.status_code == 502, (status, body, odd.text)
         assert odd.json()["detail"]["code"] == "CRM_UNAVAILABLE"
-    org.sim.fault = (
-        403,
-        b'{"code":"NO_PERMISSION","details":{},"message":"permission denied","status":"error"}',
-    )
+    denied = b'{"code":"NO_PERMISSION","details":{},"message":"permission denied","status":"error"}'
+    org.sim.faults.add(Fault(403, denied, "application/json"))
     assert org.call("GET", "/entity/contact/count").status_code == 403
     # a delete Zoho refuses for another reason than the id is not a 404
     kept = org.ok("POST", "/entity/contact", 201, json={"last_name": "Locked"})["id"]
     locked = b'{"data":[{"code":"RECORD_LOCKED","details":{},"message":"locked","status":"error"}]}'
-    org.sim.fault = (400, locked)
+    org.sim.faults.add(Fault(400, locked, "application/json"))
     refused = org.call("DELETE", f"/entity/contact/{kept}")
     assert refused.status_code == 422 and "RECORD_LOCKED" in refused.text
-    org.sim.fault = (400, locked)
+    org.sim.faults.add(Fault(400, locked, "application/json"))
     (item,) = org.ok("DELETE", "/entity/contact/bulk", json={"item": [{"id": kept}]})["item"]
     assert item["status"] == 422
     # odd answers are the CRM's failure (502), never a crash
@@ -367,7 +366,7 @@ def test_zoho_errors_become_the_contracts(org: Org) -> None:
         (f"/entity/user/{org.sim.admin.id}", {"users": {"0": user}}),
         (f"/entity/user/{org.sim.admin.id}", {"users": ["not a user"]}),
     ):
-        org.sim.fault = (200, json.dumps(answer).encode())
+        org.sim.faults.add(Fault(200, json.dumps(answer), "application/json"))
         odd = org.call("GET", path, headers={"X-API2CRM-DESCRIBE-LIFETIME": "0"})
         assert odd.status_code == 502, (path, answer, odd.text)
 

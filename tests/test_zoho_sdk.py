@@ -208,7 +208,7 @@ def test_rate_limits_and_bad_tokens(sim: ZohoSimulator) -> None:
     assert limited.get_headers()["X-RATELIMIT-REMAINING"] == "0"
     assert limited.get_object().get_code().get_value() == "TOO_MANY_REQUESTS"
     sim.credits = 100
-    sim.tokens.clear()  # revoked: the SDK's stored token no longer works
+    sim.tokens.access.clear()  # revoked: the SDK's stored token no longer works
     refused = contacts.get_records(params)
     assert refused.get_status_code() == 401
     assert refused.get_object().get_code().get_value() == "INVALID_OAUTHTOKEN"  # v8

@@ -25,24 +25,20 @@ Microsoft's Python SDK use, and the Microsoft Entra ID token endpoint in front o
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import itertools
 import json
 import secrets
-import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from aiohttp import web
-from yarl import URL
 
 from crmsim import records
+from crmsim.app import Route, Simulator
 from crmsim.dynamics_odata import (
     GUID,
     BatchItem,
@@ -58,13 +54,15 @@ from crmsim.dynamics_odata import (
     syntax_error,
 )
 from crmsim.dynamics_schema import Attr, Table, metadata_id, standard_tables
+from crmsim.guard import Guard, RateWindow, Verdict, bearer
+from crmsim.oauth import AuthorizationServer, Issued, OAuthError
 from crmsim.query import evaluate as evaluate_with
+from crmsim.tokens import AccessToken, Client, TokenStore
 
 API = "/api/data/v9.2"
 COUNT_LIMIT = 5000
 MAX_PAGE = 5000
 WINDOW = 300.0  # seconds of the service protection limits' sliding window
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REASONS = {
     200: "OK",
     201: "Created",
@@ -122,14 +120,9 @@ class User:
     last: str
     email: str
     read_only: bool = False
-    requests: deque[float] = field(default_factory=deque)
 
 
-@dataclass
-class Token:
-    user: User
-    expires_at: float
-    audience: str
+Token = AccessToken[User]
 
 
 @dataclass
@@ -139,8 +132,143 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class DynamicsSimulator:
+class _Guard(Guard[User]):
+    """Bearer tokens; Dataverse's service protection limit: ``request_limit`` requests per
+    user in any 300 seconds, then 429 with Retry-After."""
+
+    def __init__(self, sim: DynamicsSimulator) -> None:
+        window = RateWindow(lambda: sim.request_limit, WINDOW)
+        super().__init__(sim.tokens, [bearer()], window, sim.faults)
+        self.sim = sim
+
+    def unauthorized(self, request: web.Request, token: Token | None) -> web.StreamResponse:
+        reason = "The token is expired" if token is not None else "No token or bad token"
+        challenge = (
+            f'Bearer error=invalid_token, error_description="Error identified: {reason}", '
+            "authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, "
+            f"resource_id={self.sim.base_url}"
+        )
+        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+    def limited(self, verdict: Verdict) -> web.StreamResponse:
+        message = f"Number of requests exceeded the limit of {verdict.limit} over time window of "
+        body = {"error": {"code": "0x80072322", "message": message + f"{int(WINDOW)} seconds."}}
+        return web.json_response(
+            body, status=429, headers={"Retry-After": str(verdict.retry_after)}
+        )
+
+    def rate_key(self, text: str, token: Token) -> Hashable:
+        return token.subject.id  # per user, whichever of its tokens
+
+
+# Entra ID's refusals of the shared checks, by their reason: (HTTP status, error, description)
+_AADSTS = {
+    "bad_secret": (
+        401,
+        "invalid_client",
+        "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the "
+        "request is the client secret value, not the client secret ID.",
+    ),
+    "code": (
+        400,
+        "invalid_grant",
+        "AADSTS70008: The provided authorization code or refresh token has expired or is invalid.",
+    ),
+    "refresh": (400, "invalid_grant", "AADSTS70000: Provided grant is invalid or malformed."),
+    "grant": (400, "unsupported_grant_type", "AADSTS70003: grant not supported."),
+}
+
+
+class _EntraID(AuthorizationServer[User]):
+    """Entra ID's v2.0 endpoints under ``/{tenant}/oauth2/v2.0/``: the organisation's admin
+    consents at once; scopes name the organisation (``{org}/user_impersonation``, and
+    ``{org}/.default`` for client credentials, which need the tenant named); a refresh answers a
+    new refresh token while the old one lives on; errors carry AADSTS codes."""
+
+    grant_types = ("authorization_code", "refresh_token", "client_credentials")
+    refresh_rotation = "add"
+
+    def __init__(self, sim: DynamicsSimulator) -> None:
+        super().__init__(sim.tokens, lambda: sim.admin)
+        self.sim = sim
+
+    async def parameters(self, request: web.Request) -> dict[str, str]:
+        # the tenant of the path, for check_token_request (a form field cannot name another)
+        return {**await super().parameters(request), "tenant": request.match_info["tenant"]}
+
+    def authenticate(self, request: web.Request, params: Mapping[str, str]) -> Client:
+        client_id = params.get("client_id", "")
+        if client_id not in self.tokens.clients:
+            message = f"AADSTS700016: Application with identifier '{client_id}' was not found "
+            raise OAuthError("unauthorized_client", message + "in the directory.", "700016")
+        return super().authenticate(request, params)
+
+    def requested_scopes(self, params: Mapping[str, str], client: Client) -> tuple[str, ...]:
+        scopes = tuple(params.get("scope", "").split())
+        if f"{self.sim.base_url}/user_impersonation" not in scopes:
+            message = "AADSTS500011: The resource principal was not found."
+            raise OAuthError("invalid_resource", message, "resource")
+        return scopes
+
+    def check_token_request(
+        self, grant_type: str, params: Mapping[str, str], client: Client
+    ) -> None:
+        scopes = params.get("scope", "").split()
+        resources = {s.rsplit("/", 1)[0] for s in scopes if s.startswith("https://")}
+        if resources and resources != {self.sim.base_url}:
+            message = f"AADSTS500011: The resource principal named {sorted(resources)[0]} was "
+            raise OAuthError("invalid_resource", message + "not found in the tenant.", "500011")
+        if grant_type == "refresh_token" and not resources:
+            message = "AADSTS70011: The provided scope is invalid."
+            raise OAuthError("invalid_scope", message, "70011")
+        if grant_type != "client_credentials":
+            return
+        tenant = params["tenant"]
+        if tenant in ("common", "organizations") or tenant not in (
+            client.extra["tenant"],
+            "contoso.example",
+        ):
+            message = "AADSTS90002: Tenant not found; client credentials need the tenant id."
+            raise OAuthError("invalid_request", message, "90002")
+        if f"{self.sim.base_url}/.default" not in scopes:
+            message = "AADSTS1002012: The scope must be {resource}/.default."
+            raise OAuthError("invalid_scope", message, "1002012")
+
+    def client_subject(self, client: Client, params: Mapping[str, str]) -> User:
+        user_id = self.sim.app_users.get(client.client_id)
+        if user_id is None:
+            message = "AADSTS50020: no application user in this org."
+            raise OAuthError("invalid_grant", message, "50020")
+        return self.sim.users[user_id]
+
+    def token_answer(self, issued: Issued[User], request: web.Request) -> dict[str, Any]:
+        scope = f"{self.sim.base_url}/user_impersonation"
+        if issued.grant_type == "client_credentials":
+            scope = " ".join(issued.token.scopes)
+        lifetime = int(issued.lifetime)
+        answer: dict[str, Any] = {"token_type": "Bearer", "scope": scope, "expires_in": lifetime}
+        answer |= {"ext_expires_in": lifetime, "access_token": issued.access}
+        if issued.refresh:
+            answer["refresh_token"] = issued.refresh
+        return answer
+
+    def error_answer(self, error: OAuthError) -> web.StreamResponse:
+        if error.reason.isdigit():  # an AADSTS code of Entra ID's own checks
+            return _aad_error(400, error.error, error.description, int(error.reason))
+        reason = {"expired_code": "code", "redirect_mismatch": "code", "verifier": "code"}
+        status, code, description = _AADSTS[reason.get(error.reason, error.reason)]
+        return _aad_error(status, code, description, int(description[6:].partition(":")[0]))
+
+    def error_page(self, error: OAuthError) -> web.StreamResponse:
+        text = "AADSTS50011: The redirect URI does not match the app's."
+        return web.Response(status=400, text=text)
+
+
+class DynamicsSimulator(Simulator[User]):
+    client_max_size = 32 * 1024 * 1024
+
     def __init__(self, organisation: str = "Contoso (sim)") -> None:
+        super().__init__()
         self.organisation = organisation
         self.organization_id = str(uuid.uuid4())
         self.business_unit_id = str(uuid.uuid4())
@@ -156,24 +284,32 @@ class DynamicsSimulator:
             derive=self._computed,
         )
         self.users: dict[str, User] = {}
-        self.tokens: dict[str, Token] = {}
-        self.refresh_tokens: dict[str, tuple[str, str]] = {}  # token -> (client id, user id)
-        self.apps: dict[str, tuple[str, str | None]] = {}  # client id -> (tenant, secret)
-        self.redirect_uris: dict[str, tuple[str, ...]] = {}  # client id -> its reply URLs
-        # authorization code -> (client id, redirect URI, PKCE challenge, user id)
-        self.codes: dict[str, tuple[str, str, str | None, str]] = {}
+        self.tokens = TokenStore(
+            access_format=lambda: (
+                "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(48)
+            ),
+            refresh_format=lambda user: "0.AX" + secrets.token_urlsafe(64),
+            code_format=lambda: "0.A" + secrets.token_urlsafe(48),
+            access_lifetime=3599,
+        )
         self.app_users: dict[str, str] = {}  # client id -> application user id
-        self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
         self.request_limit = 6000  # per user and 300 s window, as Dataverse's default
         self.aggregate_limit = 50_000
-        self.faults: deque[tuple[int, bytes, str]] = deque()  # next data API answers, for tests
         self.batch_delay = 0.0  # seconds a $batch answer waits after its work (for tests)
-        self.base_url = ""
-        self.token_lifetime = 3599
+        self.guard = _Guard(self)
+        self.oauth = _EntraID(self)
         self._versions = itertools.count(1_000_001)
         self.admin = self.add_user("Ada", "Admin", "ada@contoso.example")
 
     # ---- state ----------------------------------------------------------------------------------
+
+    @property
+    def token_lifetime(self) -> float:
+        return self.tokens.access_lifetime
+
+    @token_lifetime.setter
+    def token_lifetime(self, seconds: float) -> None:
+        self.tokens.access_lifetime = seconds
 
     def add_user(self, first: str, last: str, email: str, read_only: bool = False) -> User:
         user = User(str(uuid.uuid4()), first, last, email, read_only)
@@ -184,10 +320,7 @@ class DynamicsSimulator:
         return user
 
     def issue_access_token(self, user: User | None = None, lifetime: float | None = None) -> str:
-        token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(48)
-        life = self.token_lifetime if lifetime is None else lifetime
-        self.tokens[token] = Token(user or self.admin, time.time() + life, self.base_url)
-        return token
+        return self.tokens.issue_access(user or self.admin, (), lifetime)
 
     def add_app(
         self,
@@ -198,8 +331,9 @@ class DynamicsSimulator:
     ) -> None:
         """An app registration in Entra ID (confidential when it has a secret), with its reply
         (redirect) URLs."""
-        self.apps[client_id] = (tenant or self.tenant_id, client_secret)
-        self.redirect_uris[client_id] = tuple(redirect_uris)
+        self.tokens.add_client(
+            client_id, client_secret, tuple(redirect_uris), tenant=tenant or self.tenant_id
+        )
 
     def add_application_user(self, client_id: str, client_secret: str) -> User:
         """A server-to-server application user: the app's client_credentials tokens act as it."""
@@ -209,13 +343,7 @@ class DynamicsSimulator:
         return user
 
     def issue_refresh_token(self, client_id: str, user: User | None = None) -> str:
-        token = "0.AX" + secrets.token_urlsafe(64)
-        self.refresh_tokens[token] = (client_id, (user or self.admin).id)
-        return token
-
-    def expire_tokens(self) -> None:
-        for token in self.tokens.values():
-            token.expires_at = 0
+        return self.tokens.issue_refresh(client_id, user or self.admin)
 
     def insert(self, logical: str, values: Mapping[str, Any], user: User | None = None) -> str:
         """Store a record as the given user (lookups as ``attr: (target, id)``)."""
@@ -239,178 +367,15 @@ class DynamicsSimulator:
 
     # ---- HTTP -----------------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        @web.middleware
-        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-            self.calls.append((request.method, request.path))
-            if not self.base_url:
-                self.base_url = f"{request.scheme}://{request.host}"
-                for token in self.tokens.values():
-                    token.audience = token.audience or self.base_url
-            return await handler(request)
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/{tenant}/oauth2/v2.0/authorize", self.oauth.authorize, guarded=False),
+            Route("POST", "/{tenant}/oauth2/v2.0/token", self.oauth.token, guarded=False),
+            Route("*", API + "/{tail:.*}", self._data),
+        ]
 
-        application = web.Application(middlewares=[record], client_max_size=32 * 1024 * 1024)
-        application.router.add_get("/{tenant}/oauth2/v2.0/authorize", self._authorize)
-        application.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
-        application.router.add_route("*", API + "/{tail:.*}", self._data)
-        return application
-
-    # ---- Entra ID -------------------------------------------------------------------------------
-
-    async def _authorize(self, request: web.Request) -> web.Response:
-        """Entra ID's authorize endpoint: the organisation's admin signs in and consents at once;
-        back to the registered reply URL with ``code`` and ``state``. An unknown client or reply
-        URL is an error page (never a redirect); a scope for another organisation comes back as
-        ``invalid_resource`` to the reply URL, as Entra ID does."""
-        query = request.query
-        client_id, redirect = query.get("client_id", ""), query.get("redirect_uri", "")
-        if client_id not in self.apps or redirect not in self.redirect_uris.get(client_id, ()):
-            return web.Response(
-                status=400, text="AADSTS50011: The redirect URI does not match the app's."
-            )
-        scopes = query.get("scope", "").split()
-        back: dict[str, str] = {"state": query.get("state", "")}
-        if f"{self.base_url}/user_impersonation" not in scopes:
-            back |= {
-                "error": "invalid_resource",
-                "error_description": "AADSTS500011: The resource principal was not found.",
-            }
-        else:
-            challenge = query.get("code_challenge")
-            if challenge is not None and query.get("code_challenge_method", "plain") == "plain":
-                challenge = "plain:" + challenge  # Entra ID takes plain (the default) and S256
-            code = "0.A" + secrets.token_urlsafe(48)
-            self.codes[code] = (client_id, redirect, challenge, self.admin.id)
-            back["code"] = code
-        raise web.HTTPFound(str(URL(redirect).update_query(back)))
-
-    async def _token(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        grant = str(form.get("grant_type", ""))
-        client_id = str(form.get("client_id", ""))
-        app = self.apps.get(client_id)
-        tenant = request.match_info["tenant"]
-        if app is None:
-            return _aad_error(
-                400,
-                "unauthorized_client",
-                f"AADSTS700016: Application with identifier '{client_id}' was not found in the "
-                "directory.",
-                700016,
-            )
-        if app[1] is not None and str(form.get("client_secret", "")) != app[1]:
-            return _aad_error(
-                401,
-                "invalid_client",
-                "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in "
-                "the request is the client secret value, not the client secret ID.",
-                7000215,
-            )
-        scope = str(form.get("scope", ""))
-        resources = {s.rsplit("/", 1)[0] for s in scope.split() if s.startswith("https://")}
-        if resources and resources != {self.base_url}:
-            return _aad_error(
-                400,
-                "invalid_resource",
-                f"AADSTS500011: The resource principal named {sorted(resources)[0]} was not "
-                "found in the tenant.",
-                500011,
-            )
-        if grant == "client_credentials":
-            if tenant in ("common", "organizations") or tenant not in (app[0], "contoso.example"):
-                return _aad_error(
-                    400,
-                    "invalid_request",
-                    "AADSTS90002: Tenant not found; client credentials need the tenant id.",
-                    90002,
-                )
-            if f"{self.base_url}/.default" not in scope.split():
-                return _aad_error(
-                    400,
-                    "invalid_scope",
-                    "AADSTS1002012: The scope must be {resource}/.default.",
-                    1002012,
-                )
-            user_id = self.app_users.get(client_id)
-            if user_id is None:
-                return _aad_error(
-                    400, "invalid_grant", "AADSTS50020: no application user in this org.", 50020
-                )
-            token = self.issue_access_token(self.users[user_id])
-            return _token_answer(token, None, scope, self.token_lifetime)
-        if grant == "authorization_code":
-            issued = self.codes.pop(str(form.get("code", "")), None)
-            verifier = str(form.get("code_verifier", ""))
-            if (
-                issued is None
-                or issued[0] != client_id
-                or issued[1] != form.get("redirect_uri")
-                or (
-                    issued[2] is not None
-                    and issued[2] not in (_s256(verifier), "plain:" + verifier)
-                )
-            ):
-                return _aad_error(
-                    400,
-                    "invalid_grant",
-                    "AADSTS70008: The provided authorization code or refresh token has expired "
-                    "or is invalid.",
-                    70008,
-                )
-            user = self.users[issued[3]]
-            refresh = self.issue_refresh_token(client_id, user)
-            scope = f"{self.base_url}/user_impersonation"
-            return _token_answer(self.issue_access_token(user), refresh, scope, self.token_lifetime)
-        if grant == "refresh_token":
-            held = self.refresh_tokens.get(str(form.get("refresh_token", "")))
-            if held is None or held[0] != client_id:
-                return _aad_error(
-                    400,
-                    "invalid_grant",
-                    "AADSTS70000: Provided grant is invalid or malformed.",
-                    70000,
-                )
-            if not resources:
-                return _aad_error(
-                    400, "invalid_scope", "AADSTS70011: The provided scope is invalid.", 70011
-                )
-            user = self.users[held[1]]
-            refresh = self.issue_refresh_token(client_id, user)  # rotated; the old one lives on
-            return _token_answer(self.issue_access_token(user), refresh, scope, self.token_lifetime)
-        return _aad_error(
-            400, "unsupported_grant_type", f"AADSTS70003: grant {grant!r} not supported.", 70003
-        )
-
-    # ---- the Web API ----------------------------------------------------------------------------
-
-    def _user(self, request: web.Request) -> User:
-        header = request.headers.get("Authorization", "")
-        token = self.tokens.get(header.removeprefix("Bearer ").strip())
-        if token is None or token.expires_at < time.time():
-            reason = "The token is expired" if token is not None else "No token or bad token"
-            raise _Unauthorized(reason, self.base_url)
-        return token.user
-
-    def _limit(self, user: User) -> None:
-        now = time.monotonic()
-        while user.requests and now - user.requests[0] > WINDOW:
-            user.requests.popleft()
-        if len(user.requests) >= self.request_limit:
-            wait = int(WINDOW - (now - user.requests[0])) + 1 if user.requests else 30
-            raise _Limited(self.request_limit, max(1, wait))
-        user.requests.append(now)
-
-    async def _data(self, request: web.Request) -> web.StreamResponse:
-        try:
-            user = self._user(request)
-            self._limit(user)
-        except _Unauthorized as refused:
-            return refused.response()
-        except _Limited as limited:
-            return limited.response()
-        if self.faults:
-            status, body, content_type = self.faults.popleft()
-            return web.Response(status=status, body=body, content_type=content_type)
+    async def _data(self, request: web.Request, token: Token) -> web.StreamResponse:
+        user = token.subject
         raw_path, _, raw_query = request.raw_path.partition("?")
         tail = raw_path.removeprefix(API + "/")
         body = await request.read()
@@ -1040,36 +1005,6 @@ class DynamicsSimulator:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-class _Unauthorized(Exception):
-    def __init__(self, reason: str, resource: str) -> None:
-        super().__init__(reason)
-        self.reason, self.resource = reason, resource
-
-    def response(self) -> web.Response:
-        challenge = (
-            f'Bearer error=invalid_token, error_description="Error identified: {self.reason}", '
-            "authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, "
-            f"resource_id={self.resource}"
-        )
-        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
-
-
-class _Limited(Exception):
-    def __init__(self, limit: int, wait: int) -> None:
-        super().__init__("limited")
-        self.limit, self.wait = limit, wait
-
-    def response(self) -> web.Response:
-        body = {
-            "error": {
-                "code": "0x80072322",
-                "message": f"Number of requests exceeded the limit of {self.limit} over time "
-                f"window of {int(WINDOW)} seconds.",
-            }
-        }
-        return web.json_response(body, status=429, headers={"Retry-After": str(self.wait)})
-
-
 def _to_response(reply: Reply) -> web.Response:
     headers = {"OData-Version": "4.0", **reply.headers}
     if reply.body is None:
@@ -1094,19 +1029,6 @@ def _aad_error(status: int, error: str, description: str, code: int) -> web.Resp
         },
         status=status,
     )
-
-
-def _token_answer(access: str, refresh: str | None, scope: str, lifetime: int) -> web.Response:
-    answer: dict[str, Any] = {
-        "token_type": "Bearer",
-        "scope": scope,
-        "expires_in": lifetime,
-        "ext_expires_in": lifetime,
-        "access_token": access,
-    }
-    if refresh:
-        answer["refresh_token"] = refresh
-    return web.json_response(answer)
 
 
 def _prefer(header: str) -> dict[str, str]:
@@ -1169,11 +1091,6 @@ def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
         "token_url": f"{base_url}/organizations/oauth2/v2.0/token",
     }
     return {"MicrosoftDynamics": {"instance_hosts": [host], "login_url": base_url, "oauth": oauth}}
-
-
-def _s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def seed_dynamics(sim: DynamicsSimulator) -> dict[str, list[str]]:

@@ -6,6 +6,7 @@ reaches its handler, so a test can make the next call, or the next call to one p
     sim.faults.add(Fault(200, "<html>maintenance</html>", "text/html", path="/api/v2/*"))
     sim.faults.add(Fault(delay=5))          # the real answer, 5 seconds late
     sim.faults.add(Fault(reset=True))       # TCP RST once the request came
+    sim.faults.add(Fault(503), times=None)  # every call, until sim.faults.clear()
 """
 
 from __future__ import annotations
@@ -37,27 +38,33 @@ class Fault:
 
 class Faults:
     """The queue; each fault is played once, in order. A fault for a path waits for a call to
-    that path; calls to other paths pass it by."""
+    that path; calls to other paths pass it by. Standing faults (``times=None``) come after the
+    queue and stay until cleared, for a test whose calls are retried an unknown number of times."""
 
     def __init__(self) -> None:
         self._queue: deque[Fault] = deque()
+        self._standing: list[Fault] = []
 
-    def add(self, fault: Fault, times: int = 1) -> None:
-        self._queue.extend([fault] * times)
+    def add(self, fault: Fault, times: int | None = 1) -> None:
+        if times is None:
+            self._standing.append(fault)
+        else:
+            self._queue.extend([fault] * times)
 
     def clear(self) -> None:
         self._queue.clear()
+        self._standing.clear()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._standing)
 
     def take(self, request: web.Request) -> Fault | None:
-        """The first queued fault for this request, removed from the queue."""
+        """The first queued fault for this request, removed from the queue; else a standing one."""
         for fault in self._queue:
             if fault.matches(request):
                 self._queue.remove(fault)
                 return fault
-        return None
+        return next((fault for fault in self._standing if fault.matches(request)), None)
 
     async def play(self, request: web.Request) -> web.StreamResponse | None:
         """The answer the next fault for this request makes, or None for the handler's own
@@ -78,7 +85,7 @@ class Faults:
             status=fault.status,
             body=body,
             content_type=fault.content_type,
-            headers=dict(fault.headers),
+            headers=fault.headers,  # as given: a CIMultiDict keeps repeated headers
         )
 
 

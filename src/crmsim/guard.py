@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -114,6 +114,26 @@ class RateWindow:
         return verdict
 
 
+class Quota:
+    """A fixed allowance of calls, spent one a call and refused once spent (Zoho's API credits
+    per 24 hours, Salesforce's daily API requests): not a sliding window, for these CRMs count
+    against a period whose reset is hours away. Every call counts, a refused one too, as
+    Salesforce's usage shows it. ``limit`` and ``used`` are plain attributes a test may set."""
+
+    def __init__(self, limit: int, retry_after: int = 3600) -> None:
+        self.limit, self.used, self.retry_after = limit, 0, retry_after
+
+    def hit(self, key: Hashable) -> Verdict:
+        used, self.used = self.used, self.used + 1
+        return Verdict(used < self.limit, self.limit, used, self.retry_after)
+
+
+class Window(Protocol):
+    """What the guard counts calls with: a `RateWindow`, a `Quota` or a CRM's own."""
+
+    def hit(self, key: Hashable) -> Verdict: ...
+
+
 # ---- the guard --------------------------------------------------------------------------------
 
 
@@ -124,7 +144,7 @@ class Guard(Generic[S]):
         self,
         tokens: TokenStore[S],
         credentials: Sequence[Credential],
-        window: RateWindow | None = None,
+        window: Window | None = None,
         faults: Faults | None = None,
     ) -> None:
         self.tokens = tokens
@@ -136,7 +156,7 @@ class Guard(Generic[S]):
         async def guarded(request: web.Request) -> web.StreamResponse:
             text = next((t for t in (find(request) for find in self.credentials) if t), None)
             token = self.tokens.access.get(text or "")
-            if token is None or token.expired():
+            if token is None or not self.accepts(token):
                 return self.unauthorized(request, token)
             headers: dict[str, str] = {}
             if self.window is not None:
@@ -164,6 +184,10 @@ class Guard(Generic[S]):
             raise self.insufficient_scope(accepted)
 
     # ---- hooks: the CRM's answers -------------------------------------------------------------
+
+    def accepts(self, token: AccessToken[S]) -> bool:
+        """Whether a known credential still works: not expired (Salesforce: its user active)."""
+        return not token.expired()
 
     def unauthorized(
         self, request: web.Request, token: AccessToken[S] | None

@@ -72,7 +72,9 @@ class AuthorizationServer(Generic[S]):
     refresh_rotation: Literal["keep", "rotate", "add", "omit"] = "keep"
     scope_separator = " "
     token_type = "Bearer"  # noqa: S105 - the RFC 6750 token type, not a secret
-    require_pkce = False
+    require_pkce = False  # for every client; see ``requires_pkce``
+    challenge_methods: tuple[str, ...] = ("S256", "plain")  # RFC 7636 §4.2
+    default_challenge_method = "plain"  # RFC 7636 §4.3; Salesforce takes S256 unnamed
     revocation_authenticates = True  # RFC 7009 §2.1: confidential clients authenticate
 
     def __init__(self, tokens: TokenStore[S], owner: Callable[[], S]) -> None:
@@ -97,10 +99,10 @@ class AuthorizationServer(Generic[S]):
                 )
             scopes = self.requested_scopes(params, client)
             challenge = params.get("code_challenge") or None
-            method = params.get("code_challenge_method", "plain")
-            if challenge is None and self.require_pkce:
+            method = params.get("code_challenge_method", self.default_challenge_method)
+            if challenge is None and self.requires_pkce(client):
                 raise OAuthError("invalid_request", "missing required code challenge", "pkce")
-            if challenge is not None and method not in ("S256", "plain"):
+            if challenge is not None and method not in self.challenge_methods:
                 raise OAuthError("invalid_request", "unsupported code challenge method", "pkce")
         except OAuthError as error:
             return self.refuse(error, redirect_uri, state)
@@ -253,6 +255,10 @@ class AuthorizationServer(Generic[S]):
         if client.scopes and any(scope not in client.scopes for scope in asked):
             raise OAuthError("invalid_scope", "the requested scope is not allowed", "scope")
         return asked or client.scopes
+
+    def requires_pkce(self, client: Client) -> bool:
+        """Whether an authorization request must carry a code challenge (per app at Salesforce)."""
+        return self.require_pkce
 
     def offline(self, params: Mapping[str, str]) -> bool:
         """Whether the code's exchange also gives a refresh token (Zoho: access_type)."""

@@ -17,21 +17,21 @@ instance (MyDomain.my.salesforce.com).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import secrets
 import time
 import xml.etree.ElementTree as ET
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
-from crmsim.salesforce_data import SalesforceData, new_id
+from crmsim.app import Route, Simulator
+from crmsim.guard import Guard, Verdict, bearer
+from crmsim.oauth import AuthorizationServer, Issued, OAuthError, Pending, redirect
+from crmsim.salesforce_data import SalesforceData, new_id, sf_error
+from crmsim.tokens import AccessToken, AuthorizationCode, Client, TokenStore, same
 
 API_VERSION = "60.0"
 _SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -49,82 +49,181 @@ class SfUser:
     id: str = field(default_factory=lambda: new_id("005"))
 
 
-@dataclass
-class Session:
-    user: SfUser
-    expires_at: float
+Token = AccessToken[SfUser]  # a session
+ConnectedApp = Client  # a connected app (or external client app) is an OAuth client
 
 
-@dataclass
-class ConnectedApp:
-    """A connected app (or external client app) with OAuth settings enabled."""
+class _Guard(Guard[SfUser]):
+    """A session (``Authorization: Bearer``) of an active user; the org's API requests a day
+    (a `Quota`), shown on every answer as ``Sforce-Limit-Info``; past them 403."""
 
-    client_id: str  # the consumer key
-    client_secret: str  # the consumer secret
-    redirect_uris: list[str]  # the callback URLs; a request must name one of them exactly
-    # "Require Proof Key for Code Exchange (PKCE) Extension for Supported Authorization Flows"
-    require_pkce: bool = False
-    # "Require Secret for Web Server Flow"; the simulator applies it to the refresh token flow too
-    require_secret: bool = True
-    scopes: tuple[str, ...] = ("api", "refresh_token")  # "Selected OAuth Scopes"
-    name: str = "Connected App"
+    def __init__(self, sim: SalesforceSimulator) -> None:
+        super().__init__(sim.tokens, [bearer()], sim.data.quota, sim.faults)
 
+    def accepts(self, token: Token) -> bool:
+        return super().accepts(token) and token.subject.active
 
-@dataclass
-class AuthorizationRequest:
-    """An authorize request waiting on the login page for the user to allow or deny it."""
+    def unauthorized(self, request: web.Request, token: Token | None) -> web.StreamResponse:
+        return sf_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
 
-    app: ConnectedApp
-    redirect_uri: str
-    state: str | None
-    scope: str
-    code_challenge: str | None
-    expires_at: float
+    def limited(self, verdict: Verdict) -> web.StreamResponse:
+        return sf_error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+
+    def rate_headers(self, verdict: Verdict) -> dict[str, str]:
+        return {"Sforce-Limit-Info": f"api-usage={verdict.used + 1}/{verdict.limit}"}
 
 
-@dataclass
-class AuthorizationCode:
-    app: ConnectedApp
-    user: SfUser
-    redirect_uri: str
-    scope: str
-    code_challenge: str | None
-    expires_at: float
+# Salesforce's token endpoint words the shared checks' refusals its own way
+_OAUTH_ERRORS = {
+    "unknown_client": ("invalid_client_id", "client identifier invalid"),
+    "bad_secret": ("invalid_client", "invalid client credentials"),
+    "code": ("invalid_grant", "invalid authorization code"),
+    "refresh": ("invalid_grant", "expired access/refresh token"),
+    "redirect_mismatch": ("redirect_uri_mismatch", "redirect_uri must match configuration"),
+    "grant": ("unsupported_grant_type", "grant type not supported"),
+    "subject": ("inactive_user", "user is inactive"),
+}
+_UNBOUND = Client("", None, require_secret=False)  # a refresh token from outside an app's flow
 
 
-@dataclass
-class RefreshGrant:
-    """What a refresh token from a connected app's flow is bound to."""
+class _OAuth(AuthorizationServer[SfUser]):
+    """Connected apps: per-app PKCE (S256 only, the default), a login page with Allow / Deny
+    (or a user approving at once), a refresh token only with the ``refresh_token`` or
+    ``offline_access`` scope, bound to its app (or to none when issued outside an app's
+    flow), rotated when the org says so; the password grant; no ``expires_in``."""
 
-    client_id: str
-    scope: str
+    grant_types = ("authorization_code", "refresh_token", "password")
+    challenge_methods = ("S256",)
+    default_challenge_method = "S256"
+
+    def __init__(self, sim: SalesforceSimulator) -> None:
+        super().__init__(sim.tokens, lambda: sim.users[sim.auto_approve_user or ""])
+        self.sim = sim
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        if self.sim.token_outage:
+            return web.Response(status=503, text="Service Unavailable")
+        params = await self.parameters(request)
+        if params.get("grant_type") == "password":
+            user = self.sim.users.get(params.get("username", ""))
+            if user is None or params.get("password") != user.password + user.security_token:
+                return self.error_answer(OAuthError("invalid_grant", "authentication failure", ""))
+            issued = self.issue("password", _UNBOUND, user, _DEFAULT_SCOPES, None)
+            return web.json_response(self.token_answer(issued, request))
+        answer = await super().token(request)
+        if params.get("grant_type") == "refresh_token":
+            until = time.monotonic() + self.sim.refresh_delay
+            while self.sim.refresh_delay and time.monotonic() < until:  # noqa: ASYNC110 - ends early when the test resets it
+                await asyncio.sleep(0.05)
+        return answer
+
+    def authenticate(self, request: web.Request, params: Mapping[str, str]) -> Client:
+        held = self.tokens.refresh.get(params.get("refresh_token", ""))
+        if params.get("grant_type") == "refresh_token" and (held is None or not held.client_id):
+            return _UNBOUND  # no client checks; an unknown token is invalid_grant
+        return super().authenticate(request, params)
+
+    def requires_pkce(self, client: Client) -> bool:
+        return bool(client.extra["require_pkce"])
+
+    async def consent(self, request: web.Request, pending: Pending) -> web.StreamResponse:
+        pending.offline = bool(_OFFLINE_SCOPES & set(pending.scopes))
+        user = self.sim.users.get(self.sim.auto_approve_user or "")
+        if user is not None and user.active:
+            return self.approve(pending, user)
+        now = time.time()
+        waiting = self.sim.authorization_requests
+        for stale in [k for k, (_, expires_at) in waiting.items() if expires_at <= now]:
+            del waiting[stale]
+        key = secrets.token_urlsafe(24)
+        waiting[key] = (pending, now + _LOGIN_PAGE_LIFETIME)
+        return _login_page(pending.client, key, request.query.get("login_hint", ""))
+
+    def exchange_code(self, client: Client, params: Mapping[str, str]) -> Issued[SfUser]:
+        code = self.tokens.codes.get(params.get("code", ""))
+        if code is None or code.client_id != client.client_id:  # not spent: another's guess
+            raise OAuthError("invalid_grant", "invalid authorization code", "code")
+        if code.subject.active and code.redirect_uri == params.get("redirect_uri"):
+            return super().exchange_code(client, params)
+        self.tokens.codes.pop(params.get("code", ""))  # spent, as by the shared checks
+        if not code.subject.active:
+            raise OAuthError("inactive_user", "user is inactive", "subject")
+        raise OAuthError("invalid_grant", "redirect_uri does not match", "redirect_mismatch")
+
+    def refresh(self, client: Client, params: Mapping[str, str]) -> Issued[SfUser]:
+        held = self.tokens.refresh.get(params.get("refresh_token", ""))
+        if held is not None and not held.subject.active:
+            raise OAuthError("invalid_grant", "expired access/refresh token", "refresh")
+        self.refresh_rotation = "rotate" if self.sim.rotate_refresh_tokens else "omit"
+        return super().refresh(client, params)
+
+    def token_answer(self, issued: Issued[SfUser], request: web.Request) -> dict[str, Any]:
+        base, user = f"{request.scheme}://{request.host}", issued.token.subject
+        answer: dict[str, Any] = {
+            "access_token": issued.access,
+            "instance_url": base,
+            "id": f"{base}/id/{self.sim.org_id}/{user.id}",
+            "token_type": "Bearer",
+            "issued_at": str(int(time.time() * 1000)),
+            "signature": secrets.token_urlsafe(32),
+            "scope": " ".join(issued.token.scopes),
+        }
+        if self.sim.report_expires_in:
+            # Salesforce does not say when a token expires; other CRMs do (RFC 6749 expires_in),
+            # and the tests of crmgate's refresh-before-expiry use this.
+            answer["expires_in"] = int(issued.lifetime)
+        if issued.refresh is not None:
+            answer["refresh_token"] = issued.refresh
+        return answer
+
+    def error_answer(self, error: OAuthError) -> web.StreamResponse:
+        code, description = _OAUTH_ERRORS.get(error.reason, (error.error, error.description))
+        if error.reason == "code" and error.description.startswith("expired"):
+            code, description = error.error, error.description
+        return _oauth_error(code, description)
+
+    def error_page(self, error: OAuthError) -> web.StreamResponse:
+        return _error_page(*_OAUTH_ERRORS.get(error.reason, (error.error, error.description)))
+
+    async def revoke(self, request: web.Request) -> web.StreamResponse:
+        """A session, or a refresh token with the sessions issued from it (RFC 7009 §2.1); an
+        unknown token is ``unsupported_token_type``."""
+        if not self.tokens.revoke((await self.parameters(request)).get("token", "")):
+            return _oauth_error("unsupported_token_type", "this token type is not supported")
+        return web.Response(status=200)
 
 
 _LOGIN_PAGE_LIFETIME = 900.0  # seconds a login page's pending request stays valid
 _OFFLINE_SCOPES = frozenset({"refresh_token", "offline_access"})
+_DEFAULT_SCOPES = ("api", "refresh_token")
 
 
-class SalesforceSimulator:
+class SalesforceSimulator(Simulator[SfUser]):
     def __init__(
         self,
         org_name: str = "Simulated Org",
         session_lifetime: float = 7200.0,
         rotate_refresh_tokens: bool = False,
-        authorization_code_lifetime: float = 900.0,
+        authorization_code_lifetime: float = 900.0,  # Salesforce: 15 minutes
     ) -> None:
+        super().__init__()
         self.org_id = new_id("00D")
         self.org_name = org_name
-        self.session_lifetime = session_lifetime
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.users: dict[str, SfUser] = {}
-        self.sessions: dict[str, Session] = {}
-        self.refresh_tokens: dict[str, SfUser] = {}
-        # refresh tokens issued to a connected app are bound to it (and to the granted scopes)
-        self.refresh_token_grants: dict[str, RefreshGrant] = {}
-        self.connected_apps: dict[str, ConnectedApp] = {}
-        self.authorization_requests: dict[str, AuthorizationRequest] = {}
-        self.authorization_codes: dict[str, AuthorizationCode] = {}
-        self.authorization_code_lifetime = authorization_code_lifetime  # Salesforce: 15 minutes
+        self.tokens = TokenStore(
+            access_format=lambda: f"{self.org_id}!{secrets.token_urlsafe(72)}",
+            refresh_format=lambda user: "5Aep" + secrets.token_urlsafe(60),
+            # Salesforce's codes are base64 with padding: clients must URL-decode the callback
+            code_format=lambda: "aPrx" + secrets.token_urlsafe(64).replace("-", ".") + "==",
+            access_lifetime=session_lifetime,
+            code_lifetime=authorization_code_lifetime,
+        )
+        self.data = SalesforceData(self)
+        self.guard = _Guard(self)
+        self.oauth = _OAuth(self)
+        # login page key -> (the authorize request waiting for the user, until when it waits)
+        self.authorization_requests: dict[str, tuple[Pending, float]] = {}
         # A username: GET authorize then logs this user in and approves at once (no login page).
         self.auto_approve_user: str | None = None
         # Tests: seconds the refresh grant waits after issuing (and rotating) its tokens and
@@ -132,13 +231,33 @@ class SalesforceSimulator:
         self.refresh_delay = 0.0
         self.report_expires_in = False
         self.token_outage = False  # tests: the token endpoint answers 503
-        # (method, path) of the latest requests, for tests; bounded for long-running demos
-        self.calls: deque[tuple[str, str]] = deque(maxlen=100_000)
         self.api_enabled = True  # False: the org's edition has no API access
-        self.data = SalesforceData(self)
-        self.base_url = ""  # set by the running server through the Host header
 
     # ---- state --------------------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> dict[str, Token]:
+        return self.tokens.access
+
+    @property
+    def authorization_codes(self) -> dict[str, AuthorizationCode[SfUser]]:
+        return self.tokens.codes
+
+    @property
+    def session_lifetime(self) -> float:
+        return self.tokens.access_lifetime
+
+    @session_lifetime.setter
+    def session_lifetime(self, seconds: float) -> None:
+        self.tokens.access_lifetime = seconds
+
+    @property
+    def authorization_code_lifetime(self) -> float:
+        return self.tokens.code_lifetime
+
+    @authorization_code_lifetime.setter
+    def authorization_code_lifetime(self, seconds: float) -> None:
+        self.tokens.code_lifetime = seconds
 
     def add_user(self, username: str, password: str, **extra: Any) -> SfUser:
         user = SfUser(
@@ -161,65 +280,45 @@ class SalesforceSimulator:
         require_pkce: bool = False,
         *,
         require_secret: bool = True,
-        scopes: tuple[str, ...] = ("api", "refresh_token"),
+        scopes: tuple[str, ...] = _DEFAULT_SCOPES,
         name: str = "Connected App",
-    ) -> ConnectedApp:
-        app = ConnectedApp(
-            client_id=client_id,
-            client_secret=client_secret,
-            redirect_uris=list(redirect_uris),
-            require_pkce=require_pkce,
-            require_secret=require_secret,
-            scopes=tuple(scopes),
-            name=name,
+    ) -> Client:
+        """A connected app (or external client app) with OAuth settings enabled: its consumer
+        key and secret, its callback URLs, "Require Proof Key for Code Exchange (PKCE)",
+        "Require Secret for Web Server Flow" (applied to the refresh token flow too) and its
+        "Selected OAuth Scopes"."""
+        app = self.tokens.add_client(
+            client_id, client_secret, tuple(redirect_uris), scopes, require_pkce=require_pkce
         )
-        self.connected_apps[client_id] = app
+        app.require_secret, app.extra["name"] = require_secret, name
         return app
 
     def issue_session(self, user: SfUser) -> str:
-        token = f"{self.org_id}!{secrets.token_urlsafe(72)}"
-        self.sessions[token] = Session(user, time.time() + self.session_lifetime)
-        return token
+        return self.tokens.issue_access(user)
 
     def issue_refresh_token(self, user: SfUser) -> str:
-        token = "5Aep" + secrets.token_urlsafe(60)
-        self.refresh_tokens[token] = user
-        return token
-
-    def _issue_bound_refresh_token(self, user: SfUser, grant: RefreshGrant) -> str:
-        token = self.issue_refresh_token(user)
-        self.refresh_token_grants[token] = grant
-        return token
+        """A refresh token bound to no connected app (as from a flow outside the simulator)."""
+        return self.tokens.issue_refresh("", user, _DEFAULT_SCOPES)
 
     def expire_sessions(self) -> None:
-        for session in self.sessions.values():
-            session.expires_at = 0
+        self.tokens.expire_all()
 
-    def session_for(self, request: web.Request) -> Session | None:
-        header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else None
-        session = self.sessions.get(token or "")
-        if session is None or session.expires_at < time.time() or not session.user.active:
-            return None
-        return session
+    def session_for(self, request: web.Request) -> Token | None:
+        session = self.tokens.access.get(bearer()(request) or "")
+        return session if session is not None and self.guard.accepts(session) else None
 
     # ---- HTTP ---------------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        @web.middleware
-        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
-            self.calls.append((request.method, request.path))
-            return await handler(request)  # type: ignore[no-any-return]
-
-        application = web.Application(middlewares=[record])
-        application.router.add_post("/services/Soap/u/{version}", self._soap_login)
-        application.router.add_get("/services/oauth2/authorize", self._authorize)
-        application.router.add_post("/services/oauth2/authorize", self._authorize_submit)
-        application.router.add_post("/services/oauth2/token", self._token)
-        application.router.add_post("/services/oauth2/revoke", self._revoke)
-        application.router.add_get("/services/oauth2/userinfo", self._userinfo)
-        self.data.register(application)
-        return application
+    def routes(self) -> list[Route]:
+        return [
+            Route("POST", "/services/Soap/u/{version}", self._soap_login, guarded=False),
+            Route("GET", "/services/oauth2/authorize", self.oauth.authorize, guarded=False),
+            Route("POST", "/services/oauth2/authorize", self._authorize_submit, guarded=False),
+            Route("POST", "/services/oauth2/token", self.oauth.token, guarded=False),
+            Route("POST", "/services/oauth2/revoke", self.oauth.revoke, guarded=False),
+            Route("GET", "/services/oauth2/userinfo", self._userinfo, guarded=False),
+            *self.data.routes(),
+        ]
 
     @staticmethod
     def _base(request: web.Request) -> str:
@@ -263,195 +362,29 @@ class SalesforceSimulator:
 </result></loginResponse></soapenv:Body></soapenv:Envelope>"""
         return web.Response(text=body, content_type="text/xml", charset="utf-8")
 
-    async def _token(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        if self.token_outage:
-            return web.Response(status=503, text="Service Unavailable")
-        grant = form.get("grant_type")
-        base = self._base(request)
-        if grant == "refresh_token":
-            token = _field(form, "refresh_token")
-            user = self.refresh_tokens.get(token)
-            if user is None or not user.active:
-                return _oauth_error("invalid_grant", "expired access/refresh token")
-            bound = self.refresh_token_grants.get(token)
-            if bound is None:  # issued outside a connected app's flow: no client checks
-                payload = self._token_payload(base, user)
-            else:
-                app = self.connected_apps.get(_field(form, "client_id"))
-                if app is None:
-                    return _oauth_error("invalid_client_id", "client identifier invalid")
-                if (refused := _client_refused(app, form)) is not None:
-                    return refused
-                if app.client_id != bound.client_id:
-                    return _oauth_error("invalid_grant", "expired access/refresh token")
-                payload = self._token_payload(base, user, bound.scope)
-            if self.rotate_refresh_tokens:
-                del self.refresh_tokens[token]
-                self.refresh_token_grants.pop(token, None)
-                payload["refresh_token"] = (
-                    self.issue_refresh_token(user)
-                    if bound is None
-                    else self._issue_bound_refresh_token(user, bound)
-                )
-            until = time.monotonic() + self.refresh_delay
-            while self.refresh_delay and time.monotonic() < until:  # noqa: ASYNC110 - ends early when the test resets it
-                await asyncio.sleep(0.05)
-            return web.json_response(payload)
-        if grant == "password":
-            user = self.users.get(str(form.get("username", "")))
-            if user is None or form.get("password") != user.password + user.security_token:
-                return _oauth_error("invalid_grant", "authentication failure")
-            return web.json_response(self._token_payload(base, user))
-        if grant == "authorization_code":
-            return self._authorization_code_grant(base, form)
-        return _oauth_error("unsupported_grant_type", "grant type not supported")
-
-    def _authorization_code_grant(self, base: str, form: Mapping[str, object]) -> web.Response:
-        app = self.connected_apps.get(_field(form, "client_id"))
-        if app is None:
-            return _oauth_error("invalid_client_id", "client identifier invalid")
-        if (refused := _client_refused(app, form)) is not None:
-            return refused
-        key = _field(form, "code")
-        code = self.authorization_codes.get(key)
-        if code is None or code.app.client_id != app.client_id:
-            return _oauth_error("invalid_grant", "invalid authorization code")
-        del self.authorization_codes[key]  # single use, whatever the outcome
-        if code.expires_at <= time.time():
-            return _oauth_error("invalid_grant", "expired authorization code")
-        if _field(form, "redirect_uri") != code.redirect_uri:
-            return _oauth_error("redirect_uri_mismatch", "redirect_uri must match configuration")
-        if code.code_challenge is not None and not _same(
-            _s256(_field(form, "code_verifier")), code.code_challenge
-        ):
-            return _oauth_error("invalid_grant", "invalid code verifier")
-        if not code.user.active:
-            return _oauth_error("inactive_user", "user is inactive")
-        payload = self._token_payload(base, code.user, code.scope)
-        if _OFFLINE_SCOPES & set(code.scope.split()):
-            grant = RefreshGrant(app.client_id, code.scope)
-            payload["refresh_token"] = self._issue_bound_refresh_token(code.user, grant)
-        return web.json_response(payload)
-
-    def _token_payload(
-        self, base: str, user: SfUser, scope: str = "api refresh_token"
-    ) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "access_token": self.issue_session(user),
-            "instance_url": base,
-            "id": f"{base}/id/{self.org_id}/{user.id}",
-            "token_type": "Bearer",
-            "issued_at": str(int(time.time() * 1000)),
-            "signature": secrets.token_urlsafe(32),
-            "scope": scope,
-        }
-        if self.report_expires_in:
-            # Salesforce does not say when a token expires; other CRMs do (RFC 6749 expires_in),
-            # and the tests of crmgate's refresh-before-expiry use this.
-            payload["expires_in"] = int(self.session_lifetime)
-        return payload
-
-    # ---- OAuth 2.0 web server flow: the authorize endpoint ------------------------------------
-
-    async def _authorize(self, request: web.Request) -> web.Response:
-        query = request.query
-        app = self.connected_apps.get(query.get("client_id", ""))
-        if app is None:  # never redirect for an unknown client
-            return _error_page("invalid_client_id", "client identifier invalid")
-        redirect_uri = query.get("redirect_uri", "")
-        if redirect_uri not in app.redirect_uris:  # exact match; never redirect elsewhere
-            return _error_page("redirect_uri_mismatch", "redirect_uri must match configuration")
-        state = query.get("state")
-
-        def refuse(error: str, description: str) -> web.Response:
-            return _redirect(
-                redirect_uri, {"error": error, "error_description": description}, state
-            )
-
-        if query.get("response_type") != "code":
-            return refuse("unsupported_response_type", "response type not supported")
-        requested = query.get("scope", "").split()
-        if any(scope not in app.scopes for scope in requested):
-            return refuse("invalid_scope", "the requested scope is not allowed")
-        challenge = query.get("code_challenge") or None
-        if challenge is None and app.require_pkce:
-            return refuse("invalid_request", "missing required code challenge")
-        if challenge is not None and query.get("code_challenge_method", "S256") != "S256":
-            return refuse("invalid_request", "unsupported code challenge method")
-        now = time.time()
-        pending = AuthorizationRequest(
-            app=app,
-            redirect_uri=redirect_uri,
-            state=state,
-            scope=" ".join(requested or app.scopes),
-            code_challenge=challenge,
-            expires_at=now + _LOGIN_PAGE_LIFETIME,
-        )
-        if self.auto_approve_user is not None:
-            user = self.users.get(self.auto_approve_user)
-            if user is not None and user.active:
-                return self._approve(pending, user)
-        for stale in [k for k, r in self.authorization_requests.items() if r.expires_at <= now]:
-            del self.authorization_requests[stale]
-        key = secrets.token_urlsafe(24)
-        self.authorization_requests[key] = pending
-        return _login_page(app, key, query.get("login_hint", ""))
-
-    async def _authorize_submit(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        key = _field(form, "request")
-        pending = self.authorization_requests.get(key)
-        if pending is None or pending.expires_at <= time.time():
-            self.authorization_requests.pop(key, None)
+    async def _authorize_submit(self, request: web.Request) -> web.StreamResponse:
+        """The login page's answer: Deny back to the app with access_denied; Allow with the
+        user's name and password approves."""
+        form = await self.oauth.parameters(request)
+        key = form.get("request", "")
+        pending, expires_at = self.authorization_requests.pop(key, (None, 0.0))
+        if pending is None or expires_at <= time.time():
             return _error_page("invalid_request", "the authorization request is invalid or expired")
-        if _field(form, "action") == "deny":
-            del self.authorization_requests[key]
+        if form.get("action") == "deny":
             description = "end-user denied authorization"
-            return _redirect(
-                pending.redirect_uri,
-                {"error": "access_denied", "error_description": description},
-                pending.state,
-            )
-        username = _field(form, "username")
-        user = self.users.get(username)
-        if user is None or not user.active or not _same(_field(form, "password"), user.password):
-            return _login_page(pending.app, key, username, failed=True)
-        del self.authorization_requests[key]
-        return self._approve(pending, user)
-
-    def _approve(self, pending: AuthorizationRequest, user: SfUser) -> web.Response:
-        # Salesforce's codes are base64 with padding, so clients must URL-decode the callback.
-        code = "aPrx" + secrets.token_urlsafe(64).replace("-", ".") + "=="
-        self.authorization_codes[code] = AuthorizationCode(
-            app=pending.app,
-            user=user,
-            redirect_uri=pending.redirect_uri,
-            scope=pending.scope,
-            code_challenge=pending.code_challenge,
-            expires_at=time.time() + self.authorization_code_lifetime,
-        )
-        return _redirect(pending.redirect_uri, {"code": code}, pending.state)
-
-    async def _revoke(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        token = str(form.get("token", ""))
-        if token in self.sessions:
-            del self.sessions[token]
-        elif token in self.refresh_tokens:
-            user = self.refresh_tokens.pop(token)
-            self.refresh_token_grants.pop(token, None)
-            for key in [k for k, s in self.sessions.items() if s.user is user]:
-                del self.sessions[key]
-        else:
-            return _oauth_error("unsupported_token_type", "this token type is not supported")
-        return web.Response(status=200)
+            params = {"error": "access_denied", "error_description": description}
+            return redirect(pending.redirect_uri, params, pending.state)
+        user = self.users.get(form.get("username", ""))
+        if user is None or not user.active or not same(form.get("password", ""), user.password):
+            self.authorization_requests[key] = (pending, expires_at)  # another try
+            return _login_page(pending.client, key, form.get("username", ""), failed=True)
+        return self.oauth.approve(pending, user)
 
     async def _userinfo(self, request: web.Request) -> web.Response:
         session = self.session_for(request)
         if session is None:
             return web.Response(status=403, text="Bad_OAuth_Token")
-        user, base = session.user, self._base(request)
+        user, base = session.subject, self._base(request)
         given, _, family = user.name.partition(" ")
         return web.json_response(
             {
@@ -497,45 +430,6 @@ def _oauth_error(error: str, description: str) -> web.Response:
     return web.json_response({"error": error, "error_description": description}, status=400)
 
 
-def _field(form: Mapping[str, object], name: str) -> str:
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
-
-
-def _same(given: str, expected: str) -> bool:
-    """A constant-time comparison that also takes non-ASCII text."""
-    return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
-
-
-def _client_refused(app: ConnectedApp, form: Mapping[str, object]) -> web.Response | None:
-    """The consumer secret check of the token endpoint: a secret sent must be right; none sent is
-    accepted only when the app does not require it (PKCE then protects the code)."""
-    secret = _field(form, "client_secret")
-    if secret:
-        if not _same(secret, app.client_secret):
-            return _oauth_error("invalid_client", "invalid client credentials")
-    elif app.require_secret:
-        return _oauth_error("invalid_client", "invalid client credentials")
-    return None
-
-
-def _s256(verifier: str) -> str:
-    """PKCE S256: base64url(sha256(code_verifier)) without padding (RFC 7636)."""
-    digest = hashlib.sha256(verifier.encode("utf-8")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _redirect(uri: str, params: dict[str, str], state: str | None) -> web.Response:
-    """A 302 to a registered callback URL with ``params`` (and ``state``) added to its query."""
-    if state is not None:
-        params = {**params, "state": state}
-    parts = urlsplit(uri)
-    added = urlencode(params)
-    query = f"{parts.query}&{added}" if parts.query else added
-    location = urlunsplit(parts._replace(query=query))
-    return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
-
-
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
@@ -575,9 +469,7 @@ def _error_page(error: str, description: str) -> web.Response:
     return _page("OAuth Error", body, 400)
 
 
-def _login_page(
-    app: ConnectedApp, request_key: str, username: str, failed: bool = False
-) -> web.Response:
+def _login_page(app: Client, request_key: str, username: str, failed: bool = False) -> web.Response:
     error = (
         '<p class="error">Please check your username and password. If you still can\'t log in, '
         "contact your Salesforce administrator.</p>"
@@ -585,7 +477,8 @@ def _login_page(
         else ""
     )
     body = (
-        f"<h1>Login</h1><p>{escape(app.name)} is requesting access to your account.</p>{error}"
+        f"<h1>Login</h1><p>{escape(app.extra['name'])} is requesting access to your account."
+        f"</p>{error}"
         '<form method="post" action="/services/oauth2/authorize">'
         f'<input type="hidden" name="request" value="{escape(request_key)}">'
         '<label for="username">Username</label>'

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from crmsim import records, soql
+from crmsim.app import Route
+from crmsim.guard import Quota, Refusal
 from crmsim.salesforce_schema import SField, SObject, standard_objects
+from crmsim.tokens import AccessToken
 
 if TYPE_CHECKING:
     from crmsim.salesforce import SalesforceSimulator, SfUser
@@ -20,7 +23,6 @@ if TYPE_CHECKING:
 VERSIONS = ("58.0", "59.0", "60.0", "61.0", "62.0")
 _ids = itertools.count(1)
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def new_id(prefix: str) -> str:
@@ -39,7 +41,7 @@ def sf_error(status: int, code: str, message: str, fields: list[str] | None = No
     return web.json_response([error], status=status)
 
 
-class Rejected(Exception):
+class Rejected(Refusal):
     def __init__(
         self, status: int, code: str, message: str, fields: list[str] | None = None
     ) -> None:
@@ -90,11 +92,20 @@ class SalesforceData:
         self.locators: records.Cursors[list[dict[str, Any]]] = records.Cursors(
             lambda: "01g" + secrets.token_hex(6)
         )
-        self.api_limit = 15000
-        self.api_used = 0
-        # Tests: answer instead of Salesforce when this returns a response (a misbehaving org).
-        self.fault: Callable[[web.Request], web.StreamResponse | None] | None = None
         self._prefixes = itertools.count(0)
+        self.quota = Quota(15000)  # the org's API requests a day (the guard counts them)
+
+    @property
+    def api_limit(self) -> int:
+        return self.quota.limit
+
+    @api_limit.setter
+    def api_limit(self, limit: int) -> None:
+        self.quota.limit = limit
+
+    @property
+    def api_used(self) -> int:
+        return self.quota.used
 
     # ---- state helpers for tests and the demo ------------------------------------------------
 
@@ -143,54 +154,46 @@ class SalesforceData:
 
     # ---- HTTP ---------------------------------------------------------------------------------
 
-    def register(self, app: web.Application) -> None:
-        app.router.add_get("/services/data", self._versions)
-        app.router.add_get("/services/data/", self._versions)
+    def routes(self) -> list[Route]:
         route = "/services/data/v{version:[0-9]+\\.0}"
-        app.router.add_get(route + "/sobjects", self._guard(self._describe_global))
-        app.router.add_get(route + "/sobjects/", self._guard(self._describe_global))
-        app.router.add_get(route + "/sobjects/{object}/describe", self._guard(self._describe))
-        app.router.add_get(route + "/sobjects/{object}/describe/", self._guard(self._describe))
-        app.router.add_get(route + "/sobjects/{object}", self._guard(self._basic_info))
-        app.router.add_get(route + "/sobjects/{object}/", self._guard(self._basic_info))
-        app.router.add_post(route + "/sobjects/{object}", self._guard(self._create_route))
-        app.router.add_post(route + "/sobjects/{object}/", self._guard(self._create_route))
-        app.router.add_get(route + "/sobjects/{object}/{id}", self._guard(self._get))
-        app.router.add_patch(route + "/sobjects/{object}/{id}", self._guard(self._update))
-        app.router.add_delete(route + "/sobjects/{object}/{id}", self._guard(self._delete))
-        app.router.add_get(route + "/query", self._guard(self._query))
-        app.router.add_get(route + "/query/", self._guard(self._query))
-        app.router.add_get(route + "/query/{locator}", self._guard(self._query_more))
-        app.router.add_post(route + "/composite/sobjects", self._guard(self._collection_create))
-        app.router.add_patch(route + "/composite/sobjects", self._guard(self._collection_update))
-        app.router.add_delete(route + "/composite/sobjects", self._guard(self._collection_delete))
-        app.router.add_get(route + "/limits", self._guard(self._limits))
+        table = [
+            ("GET", "/sobjects", self._describe_global),
+            ("GET", "/sobjects/", self._describe_global),
+            ("GET", "/sobjects/{object}/describe", self._describe),
+            ("GET", "/sobjects/{object}/describe/", self._describe),
+            ("GET", "/sobjects/{object}", self._basic_info),
+            ("GET", "/sobjects/{object}/", self._basic_info),
+            ("POST", "/sobjects/{object}", self._create_route),
+            ("POST", "/sobjects/{object}/", self._create_route),
+            ("GET", "/sobjects/{object}/{id}", self._get),
+            ("PATCH", "/sobjects/{object}/{id}", self._update),
+            ("DELETE", "/sobjects/{object}/{id}", self._delete),
+            ("GET", "/query", self._query),
+            ("GET", "/query/", self._query),
+            ("GET", "/query/{locator}", self._query_more),
+            ("POST", "/composite/sobjects", self._collection_create),
+            ("PATCH", "/composite/sobjects", self._collection_update),
+            ("DELETE", "/composite/sobjects", self._collection_delete),
+            ("GET", "/limits", self._limits),
+        ]
+        return [
+            Route("GET", "/services/data", self._versions, guarded=False),
+            Route("GET", "/services/data/", self._versions, guarded=False),
+            *(Route(method, route + path, self._versioned(h)) for method, path, h in table),
+        ]
 
-    def _guard(
-        self, handler: Callable[[web.Request, SfUser], Awaitable[web.StreamResponse]]
-    ) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            session = self.simulator.session_for(request)
-            if session is None:
-                return sf_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
+    @staticmethod
+    def _versioned(handler: Callable[[web.Request, SfUser], Awaitable[web.StreamResponse]]) -> Any:
+        """A handler of the user a session acts as, at a version this org serves."""
+
+        async def versioned(
+            request: web.Request, session: AccessToken[SfUser]
+        ) -> web.StreamResponse:
             if request.match_info["version"] not in VERSIONS:
                 return sf_error(404, "NOT_FOUND", "The requested resource does not exist")
-            self.api_used += 1
-            if self.api_used > self.api_limit:
-                response: web.StreamResponse = sf_error(
-                    403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."
-                )
-            elif self.fault is not None and (faulty := self.fault(request)) is not None:
-                response = faulty
-            else:
-                try:
-                    response = await handler(request, session.user)
-                except Rejected as rejected:
-                    response = rejected.response()
-            response.headers["Sforce-Limit-Info"] = f"api-usage={self.api_used}/{self.api_limit}"
-            return response
+            return await handler(request, session.subject)
 
-        return guarded
+        return versioned
 
     async def _versions(self, request: web.Request) -> web.Response:
         return web.json_response(

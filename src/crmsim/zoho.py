@@ -21,7 +21,7 @@ as Zoho documents it.
   ``/crm/v8/users`` (``type=CurrentUser|AllUsers|ActiveUsers``), ``/crm/v8/org``.
 - Limits: API credits per 24 hours; past them 429 ``TOO_MANY_REQUESTS`` with
   ``X-RATELIMIT-LIMIT``, ``X-RATELIMIT-REMAINING`` and ``X-RATELIMIT-RESET`` (epoch ms).
-- ``fault``: the next API call answers this (status, body) instead, for tests.
+- ``faults``: scripted answers of the next API calls, for tests (crmsim.faults).
 """
 
 from __future__ import annotations
@@ -31,16 +31,21 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aiohttp import web
-from yarl import URL
 
 from crmsim import query, records
 from crmsim import zoho_coql as coql
+from crmsim.faults import Faults
+from crmsim.guard import Guard, Quota, Refusal, Verdict, bearer, json_object
+from crmsim.oauth import AuthorizationServer, Issued, OAuthError, Pending, redirect
+from crmsim.tokens import AccessToken, AuthorizationCode, Client, RefreshToken, TokenStore
+from crmsim.zoho_coql import Refused
 from crmsim.zoho_schema import Module, ZField, standard_modules
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,32 +74,7 @@ SORTABLE_BY_LIST = ("id", "Created_Time", "Modified_Time")
 CALL = web.RequestKey("call", dict[str, str])  # the request's entry in the call log
 
 
-class Refused(Exception):
-    """A Zoho error answer: ``{"code", "details", "message", "status": "error"}``."""
-
-    def __init__(
-        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details or {}
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "details": self.details,
-            "message": self.message,
-            "status": "error",
-        }
-
-    def response(self) -> web.Response:
-        return web.json_response(self.body(), status=self.status)
-
-
-@dataclass
-class Token:
-    user_id: str
-    scopes: tuple[str, ...]
-    expires_at: float
+Token = AccessToken[str]  # its subject: the user id
 
 
 @dataclass
@@ -133,12 +113,128 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
+class _Guard(Guard[str]):
+    """``Authorization: Zoho-oauthtoken <token>``; API credits per 24 hours (a `Quota`), their
+    state in ``X-RATELIMIT-*`` headers on every answer."""
+
+    def __init__(self, sim: ZohoSimulator) -> None:
+        super().__init__(sim.tokens, [bearer("Zoho-oauthtoken")], sim.quota, sim.faults)
+
+    def unauthorized(self, request: web.Request, token: Token | None) -> web.StreamResponse:
+        return Refused(401, "INVALID_OAUTHTOKEN", "invalid oauth token").response()
+
+    def limited(self, verdict: Verdict) -> web.StreamResponse:
+        message = "The API credits for the last 24 hours are exhausted"
+        return Refused(429, "TOO_MANY_REQUESTS", message).response()
+
+    def rate_headers(self, verdict: Verdict) -> dict[str, str]:
+        return {
+            "X-RATELIMIT-LIMIT": str(verdict.limit),
+            "X-RATELIMIT-REMAINING": str(verdict.remaining),
+            "X-RATELIMIT-RESET": str(int((time.time() + 6 * 3600) * 1000)),  # epoch ms
+        }
+
+    def insufficient_scope(self, needed: tuple[str, ...]) -> Refusal:
+        return Refused(401, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL")
+
+
+# Zoho's accounts server names its refusals its own way, with HTTP 200
+_OAUTH_ERRORS = {
+    "unknown_client": "invalid_client",
+    "bad_secret": "invalid_client_secret",
+    "code": "invalid_code",
+    "expired_code": "invalid_code",
+    "refresh": "invalid_code",
+    "redirect_mismatch": "invalid_redirect_uri",
+}
+
+
+class _OAuth(AuthorizationServer[str]):
+    """Zoho's accounts server: scopes joined by commas, a refresh token only with
+    ``access_type=offline``, the user's data centre in the redirect, ``api_domain`` in the
+    token answer, no rotation; at most 10 access tokens per refresh token in 10 minutes."""
+
+    scope_separator = ","
+    refresh_rotation = "omit"
+
+    def __init__(self, sim: ZohoSimulator) -> None:
+        super().__init__(sim.tokens, lambda: sim.admin.id)
+        self.sim = sim
+        self.refreshed: dict[str, deque[float]] = {}  # refresh token -> when it was used
+
+    async def parameters(self, request: web.Request) -> dict[str, str]:
+        return {**request.query, **await super().parameters(request)}  # the SDK sends either
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        self.sim.calls.append(("POST", "/oauth/v2/token#grant", {"host": request.host}))
+        return await super().token(request)
+
+    def requested_scopes(self, params: Mapping[str, str], client: Client) -> tuple[str, ...]:
+        scopes = tuple(params.get("scope", "").split(","))
+        if not all(re.match(r"^ZohoCRM\.[A-Za-z.]+$", s) for s in scopes):
+            raise OAuthError("invalid_scope", "invalid scope", "scope")  # e.g. joined by spaces
+        return scopes
+
+    def offline(self, params: Mapping[str, str]) -> bool:
+        return params.get("access_type") == "offline"
+
+    def redirect_params(self, pending: Pending) -> dict[str, str]:
+        accounts_server = self.sim.accounts_server or self.sim.base_url
+        return {"location": self.sim.location, "accounts-server": accounts_server}
+
+    def check_token_request(
+        self, grant_type: str, params: Mapping[str, str], client: Client
+    ) -> None:
+        value = params.get("refresh_token", "")
+        held = self.tokens.refresh.get(value)
+        if grant_type != "refresh_token" or held is None or held.client_id != client.client_id:
+            return
+        used = self.refreshed.setdefault(value, deque())
+        while used and used[0] < time.time() - 600:
+            used.popleft()
+        if len(used) >= 10:
+            message = "You have made too many requests continuously. Please try again after "
+            raise OAuthError("Access Denied", message + "some time.", "throttled")
+        used.append(time.time())
+
+    def token_answer(self, issued: Issued[str], request: web.Request) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "access_token": issued.access,
+            "scope": " ".join(issued.token.scopes),
+            "api_domain": self.sim.api_domain or self.sim.base_url,
+            "token_type": "Bearer",
+            "expires_in": int(issued.lifetime),
+        }
+        if issued.refresh is not None:
+            answer["refresh_token"] = issued.refresh
+        return answer
+
+    def error_answer(self, error: OAuthError) -> web.StreamResponse:
+        if error.reason == "throttled":
+            body = {"error": error.error, "error_description": error.description}
+            return web.json_response(body, status=400)
+        return web.json_response({"error": _OAUTH_ERRORS.get(error.reason, error.error)})
+
+    def refuse(self, error: OAuthError, redirect_uri: str, state: str | None) -> web.StreamResponse:
+        return redirect(redirect_uri, {"error": error.error}, state or "")
+
+    def error_page(self, error: OAuthError) -> web.StreamResponse:
+        text = "Invalid Client" if error.reason == "unknown_client" else "Invalid Redirect Uri"
+        return web.Response(status=400, text=text)
+
+    async def revoke(self, request: web.Request) -> web.StreamResponse:
+        """Zoho revokes a refresh token; the access tokens from it run out on their own."""
+        self.tokens.refresh.pop((await self.parameters(request)).get("token", ""), None)
+        return web.json_response({"status": "success"})
+
+
+def _zoho_token() -> str:
+    return "1000." + secrets.token_hex(16) + "." + secrets.token_hex(16)
+
+
 @dataclass
 class ZohoSimulator:
     org_name: str = "Zylker Traders (sim)"
-    credits: int = 100_000  # API credits left in the 24-hour window
-    credit_limit: int = 100_000
-    token_lifetime: int = 3600
     api_domain: str = ""  # what the token answer names; the running base URL when empty
     # The user's data centre, as the authorize redirect names it (accounts-server: the running
     # base URL when empty).
@@ -148,7 +244,6 @@ class ZohoSimulator:
     calls: deque[tuple[str, str, dict[str, str]]] = field(
         default_factory=lambda: deque(maxlen=200_000)
     )
-    fault: tuple[int, bytes] | None = None
 
     def __post_init__(self) -> None:
         self.records = records.Store(
@@ -160,13 +255,15 @@ class ZohoSimulator:
             modified=("Modified_Time",),
             derive=lambda module, record: self._derive(self.modules[module], record),
         )
-        self.tokens: dict[str, Token] = {}
-        self.clients: dict[str, str] = {}
-        self.redirects: dict[str, tuple[str, ...]] = {}
-        self.refresh_tokens: dict[str, tuple[str, str, tuple[str, ...]]] = {}
-        self.refreshed: dict[str, deque[float]] = {}  # refresh token -> when it was used
-        # code -> (client id, user id, redirect URI, scopes, offline)
-        self.grant_codes: dict[str, tuple[str, str, str, tuple[str, ...], bool]] = {}
+        self.tokens: TokenStore[str] = TokenStore(
+            access_format=_zoho_token,
+            refresh_format=lambda user: _zoho_token(),
+            code_format=_zoho_token,
+        )
+        self.faults = Faults()
+        self.quota = Quota(100_000)
+        self.guard = _Guard(self)
+        self.oauth = _OAuth(self)
         # page_token -> (module, (sort_by, sort_order), offset); a day long, as Zoho's
         self.page_tokens: records.Cursors[tuple[str, tuple[str, str], int]] = records.Cursors(
             lifetime=86400
@@ -181,6 +278,27 @@ class ZohoSimulator:
 
     # ---- state ------------------------------------------------------------------------------
 
+    @property
+    def credits(self) -> int:
+        """API credits left in the 24-hour window (a test sets it)."""
+        return max(0, self.quota.limit - self.quota.used)
+
+    @credits.setter
+    def credits(self, left: int) -> None:
+        self.quota.used = self.quota.limit - left
+
+    @property
+    def refresh_tokens(self) -> dict[str, RefreshToken[str]]:
+        return self.tokens.refresh
+
+    @property
+    def grant_codes(self) -> dict[str, AuthorizationCode[str]]:
+        return self.tokens.codes
+
+    @property
+    def refreshed(self) -> dict[str, deque[float]]:
+        return self.oauth.refreshed
+
     def _next_id(self) -> str:
         return f"5725767{next(self._ids):012d}"
 
@@ -193,21 +311,15 @@ class ZohoSimulator:
     def issue_access_token(
         self, scopes: tuple[str, ...] = ALL_SCOPES, lifetime: float | None = None
     ) -> str:
-        token = "1000." + secrets.token_hex(16) + "." + secrets.token_hex(16)
-        life = self.token_lifetime if lifetime is None else lifetime
-        self.tokens[token] = Token(self.admin.id, tuple(scopes), time.time() + life)
-        return token
+        return self.tokens.issue_access(self.admin.id, scopes, lifetime)
 
     def add_client(
         self, client_id: str, client_secret: str, redirects: tuple[str, ...] = ()
     ) -> None:
-        self.clients[client_id] = client_secret
-        self.redirects[client_id] = redirects
+        self.tokens.add_client(client_id, client_secret, tuple(redirects))
 
     def issue_refresh_token(self, client_id: str, scopes: tuple[str, ...] = ALL_SCOPES) -> str:
-        token = "1000." + secrets.token_hex(16) + "." + secrets.token_hex(16)
-        self.refresh_tokens[token] = (client_id, self.admin.id, tuple(scopes))
-        return token
+        return self.tokens.issue_refresh(client_id, self.admin.id, scopes)
 
     def issue_grant_code(
         self,
@@ -216,13 +328,12 @@ class ZohoSimulator:
         scopes: tuple[str, ...] = ALL_SCOPES,
         offline: bool = True,
     ) -> str:
-        code = "1000." + secrets.token_hex(16) + "." + secrets.token_hex(16)
-        self.grant_codes[code] = (client_id, self.admin.id, redirect_uri, scopes, offline)
-        return code
+        return self.tokens.issue_code(
+            client_id, self.admin.id, redirect_uri or None, scopes, offline=offline
+        )
 
     def expire_tokens(self) -> None:
-        for token in self.tokens.values():
-            token.expires_at = 0
+        self.tokens.expire_all()
 
     def insert(self, module: str, values: dict[str, Any]) -> str:
         """A record made directly in the org (no API call, no credit)."""
@@ -242,9 +353,9 @@ class ZohoSimulator:
             return await handler(request)
 
         application = web.Application(middlewares=[record])
-        application.router.add_get("/oauth/v2/auth", self._authorize)
-        application.router.add_post("/oauth/v2/token", self._token)
-        application.router.add_post("/oauth/v2/token/revoke", self._revoke)
+        application.router.add_get("/oauth/v2/auth", self.oauth.authorize)
+        application.router.add_post("/oauth/v2/token", self.oauth.token)
+        application.router.add_post("/oauth/v2/token/revoke", self.oauth.revoke)
         for method, path, handler in [
             ("GET", "/crm/v8/users", self._users),
             ("GET", "/crm/v8/users/actions/count", self._users_count),
@@ -266,51 +377,8 @@ class ZohoSimulator:
             ("PUT", "/crm/v8/{module}/{id}", self._update_one),
             ("DELETE", "/crm/v8/{module}/{id}", self._delete_one),
         ]:
-            application.router.add_route(method, path, self._guard(handler))
+            application.router.add_route(method, path, self.guard(handler))
         return application
-
-    def _rate_headers(self) -> dict[str, str]:
-        reset = int((time.time() + 6 * 3600) * 1000)
-        return {
-            "X-RATELIMIT-LIMIT": str(self.credit_limit),
-            "X-RATELIMIT-REMAINING": str(max(0, self.credits)),
-            "X-RATELIMIT-RESET": str(reset),
-        }
-
-    def _guard(self, handler: Callable[[web.Request, Token], Awaitable[web.Response]]) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            if self.fault is not None:
-                status, body = self.fault
-                self.fault = None
-                return web.Response(status=status, body=body, content_type="application/json")
-            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-            token = self.tokens.get(value.strip()) if scheme == "Zoho-oauthtoken" else None
-            if token is None or token.expires_at < time.time():
-                return Refused(401, "INVALID_OAUTHTOKEN", "invalid oauth token").response()
-            if self.credits <= 0:
-                response = Refused(
-                    429,
-                    "TOO_MANY_REQUESTS",
-                    "The API credits for the last 24 hours are exhausted",
-                ).response()
-                response.headers.update(self._rate_headers())
-                return response
-            self.credits -= 1
-            try:
-                response = await handler(request, token)
-            except Refused as refused:
-                response = refused.response()
-            except coql.CoqlError as error:
-                response = Refused(400, error.code, error.message, error.details).response()
-            response.headers.update(self._rate_headers())
-            return response
-
-        return guarded
-
-    @staticmethod
-    def _scope(token: Token, *accepted: str) -> None:
-        if not any(s in token.scopes for s in accepted):
-            raise Refused(401, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL")
 
     def _module(self, request: web.Request, token: Token, operation: str = "READ") -> Module:
         name = request.match_info["module"]
@@ -322,7 +390,7 @@ class ZohoSimulator:
                 "the module name given seems to be invalid",
                 {"resource_path_index": 0},
             )
-        self._scope(
+        self.guard.require(
             token,
             "ZohoCRM.modules.ALL",
             f"ZohoCRM.modules.{module.api_name.lower()}.ALL",
@@ -332,108 +400,19 @@ class ZohoSimulator:
 
     @staticmethod
     async def _json(request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise Refused(400, "INVALID_DATA", "the input is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise Refused(400, "INVALID_DATA", "the input must be a JSON object")
-        return body
-
-    # ---- accounts server ----------------------------------------------------------------------
-
-    def _token_answer(self, access: str, refresh: str | None) -> dict[str, Any]:
-        answer: dict[str, Any] = {
-            "access_token": access,
-            "scope": " ".join(self.tokens[access].scopes),
-            "api_domain": self.api_domain or self.base_url,
-            "token_type": "Bearer",
-            "expires_in": self.token_lifetime,
-        }
-        if refresh is not None:
-            answer["refresh_token"] = refresh
-        return answer
-
-    async def _authorize(self, request: web.Request) -> web.Response:
-        """The user signs in and approves at once; refusals a browser would see as a page."""
-        query = request.query
-        client_id, redirect = query.get("client_id", ""), query.get("redirect_uri", "")
-        if client_id not in self.clients:
-            return web.Response(status=400, text="Invalid Client")
-        if redirect not in self.redirects.get(client_id, ()):
-            return web.Response(status=400, text="Invalid Redirect Uri")
-        back: dict[str, str] = {"state": query.get("state", "")}
-        scopes = tuple(query.get("scope", "").split(","))
-        if query.get("response_type") != "code":
-            back["error"] = "unsupported_response_type"
-        elif not scopes or not all(re.match(r"^ZohoCRM\.[A-Za-z.]+$", s) for s in scopes):
-            back["error"] = "invalid_scope"  # e.g. scopes joined with spaces
-        else:
-            code = self.issue_grant_code(
-                client_id, redirect, scopes, offline=query.get("access_type") == "offline"
-            )
-            back |= {
-                "code": code,
-                "location": self.location,
-                "accounts-server": self.accounts_server or self.base_url,
-            }
-        raise web.HTTPFound(str(URL(redirect).update_query(back)))
-
-    async def _token(self, request: web.Request) -> web.Response:
-        self.calls.append(("POST", "/oauth/v2/token#grant", {"host": request.host}))
-        form = await request.post()
-        query = {**request.query, **{k: str(v) for k, v in form.items()}}
-        client_id, secret = query.get("client_id", ""), query.get("client_secret", "")
-        grant = query.get("grant_type", "")
-        if grant not in ("refresh_token", "authorization_code"):
-            return web.json_response({"error": "unsupported_grant_type"})
-        if client_id not in self.clients:
-            return web.json_response({"error": "invalid_client"})
-        if self.clients[client_id] != secret:
-            return web.json_response({"error": "invalid_client_secret"})
-        if grant == "refresh_token":
-            refresh = query.get("refresh_token", "")
-            held = self.refresh_tokens.get(refresh)
-            if held is None or held[0] != client_id:
-                return web.json_response({"error": "invalid_code"})
-            used = self.refreshed.setdefault(refresh, deque())
-            while used and used[0] < time.time() - 600:
-                used.popleft()
-            if len(used) >= 10:  # access tokens from one refresh token in 10 minutes
-                return web.json_response(
-                    {
-                        "error": "Access Denied",
-                        "error_description": "You have made too many requests continuously. "
-                        "Please try again after some time.",
-                    },
-                    status=400,
-                )
-            used.append(time.time())
-            access = self.issue_access_token(held[2])
-            return web.json_response(self._token_answer(access, None))
-        code = self.grant_codes.pop(query.get("code", ""), None)
-        if code is None or code[0] != client_id:
-            return web.json_response({"error": "invalid_code"})
-        if code[2] and query.get("redirect_uri") != code[2]:
-            return web.json_response({"error": "invalid_redirect_uri"})
-        access = self.issue_access_token(code[3])
-        offline = self.issue_refresh_token(client_id, code[3]) if code[4] else None
-        return web.json_response(self._token_answer(access, offline))
-
-    async def _revoke(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        token = request.query.get("token") or str(form.get("token", ""))
-        self.refresh_tokens.pop(token, None)
-        return web.json_response({"status": "success"})
+        refuse = partial(Refused, 400, "INVALID_DATA")
+        return await json_object(
+            request, refuse, "the input is not valid JSON", "the input must be a JSON object"
+        )
 
     # ---- metadata ---------------------------------------------------------------------------
 
     async def _users(self, request: web.Request, token: Token) -> web.Response:
-        self._scope(token, "ZohoCRM.users.READ", "ZohoCRM.users.ALL")
+        self.guard.require(token, "ZohoCRM.users.READ", "ZohoCRM.users.ALL")
         kind = request.query.get("type", "AllUsers")
         users = sorted(self.users.values(), key=lambda u: u.id)
         if kind == "CurrentUser":
-            users = [self.users[token.user_id]]
+            users = [self.users[token.subject]]
         elif kind == "ActiveUsers":
             users = [u for u in users if u.status == "active"]
         elif kind == "DeactiveUsers":
@@ -457,18 +436,18 @@ class ZohoSimulator:
         )
 
     async def _users_count(self, request: web.Request, token: Token) -> web.Response:
-        self._scope(token, "ZohoCRM.users.READ", "ZohoCRM.users.ALL")
+        self.guard.require(token, "ZohoCRM.users.READ", "ZohoCRM.users.ALL")
         return web.json_response({"count": len(self.users)})
 
     async def _user(self, request: web.Request, token: Token) -> web.Response:
-        self._scope(token, "ZohoCRM.users.READ", "ZohoCRM.users.ALL")
+        self.guard.require(token, "ZohoCRM.users.READ", "ZohoCRM.users.ALL")
         user = self.users.get(request.match_info["id"])
         if user is None:
             return web.Response(status=204)
         return web.json_response({"users": [user.render()]})
 
     async def _org(self, request: web.Request, token: Token) -> web.Response:
-        self._scope(token, "ZohoCRM.org.READ", "ZohoCRM.org.ALL", "ZohoCRM.settings.ALL")
+        self.guard.require(token, "ZohoCRM.org.READ", "ZohoCRM.org.ALL", "ZohoCRM.settings.ALL")
         return web.json_response(
             {
                 "org": [
@@ -493,7 +472,7 @@ class ZohoSimulator:
         )
 
     def _settings_module(self, request: web.Request, token: Token) -> Module:
-        self._scope(
+        self.guard.require(
             token, "ZohoCRM.settings.ALL", "ZohoCRM.settings.READ", "ZohoCRM.settings.fields.READ"
         )
         name = request.query.get("module") or request.match_info.get("module", "")
@@ -508,7 +487,7 @@ class ZohoSimulator:
         return module
 
     async def _modules_route(self, request: web.Request, token: Token) -> web.Response:
-        self._scope(
+        self.guard.require(
             token, "ZohoCRM.settings.ALL", "ZohoCRM.settings.READ", "ZohoCRM.settings.modules.READ"
         )
         return web.json_response({"modules": [m.describe() for m in self.modules.values()]})
@@ -712,7 +691,7 @@ class ZohoSimulator:
         )
 
     async def _coql(self, request: web.Request, token: Token) -> web.Response:
-        self._scope(token, "ZohoCRM.coql.READ")
+        self.guard.require(token, "ZohoCRM.coql.READ")
         body = await self._json(request)
         text = body.get("select_query")
         if not isinstance(text, str) or not text.strip():
@@ -731,7 +710,9 @@ class ZohoSimulator:
             raise Refused(
                 400, "INVALID_QUERY", "invalid module", {"clause": "from", "value": parsed.module}
             )
-        self._scope(token, "ZohoCRM.modules.ALL", f"ZohoCRM.modules.{module.api_name.lower()}.READ")
+        self.guard.require(
+            token, "ZohoCRM.modules.ALL", f"ZohoCRM.modules.{module.api_name.lower()}.READ"
+        )
         referenced = [*parsed.columns, *coql.names(parsed.where), *(n for n, _ in parsed.order)]
         if parsed.count:
             referenced.append(parsed.count)

@@ -19,19 +19,42 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from crmsim import query, records
+from crmsim.guard import Refusal
 
 MAX_LIMIT = 2000
 MAX_REACH = 100_000  # offset + limit
 MAX_CRITERIA = 25
 
 
-class CoqlError(Exception):
+class Refused(Refusal):
+    """A Zoho error answer: ``{"code", "details", "message", "status": "error"}``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "details": self.details,
+            "message": self.message,
+            "status": "error",
+        }
+
+    def response(self) -> web.Response:
+        return web.json_response(self.body(), status=self.status)
+
+
+class CoqlError(Refused):
     """A query Zoho refuses: ``code`` (SYNTAX_ERROR, LIMIT_EXCEEDED, INVALID_QUERY, ...)."""
 
     def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.details = code, message, details or {}
+        super().__init__(400, code, message, details)
 
 
 def _syntax(near: str) -> CoqlError:
