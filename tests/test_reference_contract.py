@@ -70,6 +70,8 @@ def written(platform: str) -> list[str]:
         if entity in descriptor.entities
         and {"create", "update", "delete"} <= set(descriptor.entities[entity].methods)
     ]
+
+
 USER_KEY = "X-API2CRM-USER-KEY"
 APPLICATION_KEY = "X-API2CRM-APPLICATION-KEY"
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]

@@ -19,6 +19,7 @@ from urllib.parse import quote_plus
 
 from yarl import URL
 
+from crmgate.connectors import describe
 from crmgate.connectors.answers import crm_json
 from crmgate.connectors.auth import Access as Access
 from crmgate.connectors.auth import AuthScheme, Renewal
@@ -42,7 +43,8 @@ from crmgate.connectors.errors import (
 from crmgate.connectors.jsonpath import select
 from crmgate.connectors.paging import CursorWalks as CursorWalks
 from crmgate.connectors.paging import Fetch as Fetch
-from crmgate.model.objects import ObjectInfo
+from crmgate.connectors.shapes import unexpected
+from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound, OutboundFailed, OutboundRefused, OutboundResponse
 
 T = TypeVar("T")
@@ -303,6 +305,24 @@ class Records:
     async def objects(self, access: Access) -> list[ObjectInfo]:
         raise self._unsupported("listing its objects")
 
+    def read_fields(self, answer: Any, amend: describe.Amend | None = None) -> list[FieldInfo]:
+        """The fields of a describe ``answer``, read with the descriptor's ``[describe.fields]``
+        (connectors/describe.py); ``amend`` is the connector's hook for its oddities."""
+        try:
+            return describe.read_fields(self.platform.describe.fields, answer, amend)
+        except ValueError:
+            raise unexpected(self.platform.name, "fields") from None
+
+    def read_objects(self, answer: Any, id_field: str) -> list[ObjectInfo]:
+        """The objects of an object list ``answer``, read with ``[describe.objects]``."""
+        table = self.platform.describe.objects
+        if table is None:
+            raise self._unsupported("listing its objects")
+        try:
+            return describe.read_objects(table, answer, id_field)
+        except ValueError:
+            raise unexpected(self.platform.name, "objects") from None
+
     async def describe(self, access: Access, name: str) -> ObjectInfo:
         raise self._unsupported("describing objects")
 
@@ -559,12 +579,18 @@ class Connector:
         return self.outbound.check_url(url, [f"{origin.host}:{origin.port}"])
 
     async def token_request(
-        self, form: Mapping[str, str], client: OAuthClient, url: URL | None = None
+        self,
+        form: Mapping[str, str],
+        client: OAuthClient,
+        url: URL | None = None,
+        refusals: Mapping[str, type[CrmError]] | None = None,
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """POST to the platform's token endpoint (authorization_code or refresh_token grant):
-        the credential fields it gives (access_token, refresh_token, the connector's own such
-        as instance_url) and what crmgate derives (expires_at, when the CRM says). ``url``: a
-        token endpoint the connector chose (a data centre's own, Zoho), already checked."""
+        """POST to the platform's token endpoint (authorization_code, refresh_token or
+        client_credentials grant): the credential fields it gives (access_token, refresh_token,
+        the connector's own such as instance_url) and what crmgate derives (expires_at, when
+        the CRM says). ``url``: a token endpoint the connector chose (a data centre's own,
+        Zoho), already checked; ``refusals``: the error an RFC 6749 error code is, where the
+        client is the application's own (client_credentials) rather than crmgate's."""
         sent, auth = self.token_client_auth(form, client)
         response = await self.call(
             "POST",
@@ -585,6 +611,8 @@ class Connector:
             said = f"{self.platform.name} token endpoint: {error}" + (
                 f" ({reason[:200]})" if reason else ""
             )
+            if refusals and error in refusals:
+                raise refusals[error](said)
             if error == "invalid_grant":
                 raise GrantRevoked(f"{said}; authorize the application again")
             if error in ("invalid_client", "invalid_client_id", "unauthorized_client"):
@@ -633,25 +661,55 @@ class Connector:
 
     def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
         """The RFC 6749 error code (``invalid_grant``, ``invalid_client``, ...) and description
-        of a token endpoint's refusal (a hook for CRMs with their own error bodies)."""
-        return str(answer.get("error") or f"HTTP {status}"), str(
-            answer.get("error_description") or ""
+        of a token endpoint's refusal: where the descriptor's ``oauth.error_in`` says, a CRM's
+        own code turned into RFC 6749's by ``oauth.error_codes`` (HubSpot's
+        ``BAD_REFRESH_TOKEN`` is ``invalid_grant``), keeping it in the description."""
+        oauth = self.platform.oauth
+        where = oauth.error_in if oauth else ("error",)
+        code = next((str(answer[k]) for k in where if answer.get(k)), f"HTTP {status}")
+        reason = next(
+            (str(answer[k]) for k in ("message", "error_description") if answer.get(k)), ""
         )
+        standard = oauth.error_codes.get(code) if oauth else None
+        if standard is None:
+            return code, reason
+        return standard, f"{code}: {reason}" if reason else code
 
     def token_fields(self, answer: Mapping[str, Any]) -> dict[str, str]:
-        """What a CRM's token answer adds to the credential besides the tokens (a hook)."""
-        return {}
+        """What a CRM's token answer adds to the credential besides the tokens: the instance
+        it names (the descriptor's ``oauth.instance_in``: Salesforce's ``instance_url``, Zoho's
+        and Pipedrive's ``api_domain``), which must be one of the platform's hosts like any."""
+        oauth = self.platform.oauth
+        named = answer.get(oauth.instance_in) if oauth and oauth.instance_in else None
+        if not named:
+            return {}
+        try:
+            return {"instance_url": str(self.instance_url(str(named)))}
+        except OutboundRefused as refused:
+            raise CrmUnavailable(
+                f"{self.platform.name} named a refused instance: {refused}"
+            ) from None
 
     async def refresh(
         self, credential: Mapping[str, str], client: OAuthClient
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """New tokens for an oAuth-internal application: the refresh_token grant."""
+        """New tokens for an oAuth-internal application: the refresh_token grant (with the
+        connector's ``refresh_form``, at its ``refresh_url``)."""
         token = credential.get("refresh_token")
         if not token:
             raise GrantRevoked(f"{self.platform.name}: the application has no refresh token")
-        return await self.token_request(
-            {"grant_type": "refresh_token", "refresh_token": token}, client
-        )
+        form = {"grant_type": "refresh_token", "refresh_token": token}
+        form |= self.refresh_form(credential)
+        return await self.token_request(form, client, self.refresh_url(credential))
+
+    def refresh_url(self, credential: Mapping[str, str]) -> URL | None:
+        """Where a refresh goes: None for the descriptor's token_url (a hook: Zoho's data
+        centre, Entra ID's tenant), already checked."""
+        return None
+
+    def refresh_form(self, credential: Mapping[str, str]) -> dict[str, str]:
+        """What a refresh sends besides the token (a hook: Entra ID's scope)."""
+        return {}
 
     async def call(self, method: str, url: URL, **kwargs: Any) -> OutboundResponse:
         try:

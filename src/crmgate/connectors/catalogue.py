@@ -20,9 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from yarl import URL
 
 from crmgate.connectors.auth import BEARER, AuthScheme
+from crmgate.connectors.describe import Describe, KnownField
 from crmgate.connectors.jsonpath import steps
 from crmgate.contract.coverage import load_reference
 from crmgate.model.mapping import EntityMap
+from crmgate.model.objects import ObjectInfo
 
 DESCRIPTORS = Path(__file__).with_name("platforms")
 AuthorizationType = Literal["key", "user", "oAuth-internal", "oAuth-external-refresh"]
@@ -78,6 +80,13 @@ class OAuthEndpoints(_Frozen):
     # platform's hosts), `{instance}` in a scope is replaced by it, and it becomes the
     # credential's instance_url.
     instance_scoped: bool = False
+    # Where the token answer names the instance to call (it becomes the credential's
+    # instance_url; checked against the platform's hosts).
+    instance_in: str = ""
+    # Where a token endpoint's refusal says its code (RFC 6749's `error`, HubSpot's `status`),
+    # and the CRM's own codes as RFC 6749's (invalid_grant: authorize again).
+    error_in: tuple[str, ...] = ("error",)
+    error_codes: dict[str, str] = Field(default_factory=dict)
 
 
 ContractCode = Literal[
@@ -148,14 +157,19 @@ class ErrorFormat(_Frozen):
     # Headers that say when to retry (seconds, or a moment in epoch seconds or milliseconds),
     # the first that says wins; the seconds when none does.
     retry_after: tuple[str, ...] = ("Retry-After",)
+    # Paths in the error object to the seconds to wait (Close's rate_reset), where no header says.
+    retry_after_in: tuple[str, ...] = ()
     retry_after_default: int = Field(default=60, ge=1, le=86_400)
+    # Paths to objects of field -> reason (Close's field-errors): each key is a refused field,
+    # and "field: reason; ..." the message where the answer gives none.
+    field_reasons: tuple[str, ...] = ()
     # The CRM's codes -> the contract's; a code not here is judged by the HTTP status (401
     # UNAUTHORIZED, 403 NOT_ALLOWED, 404 ENTITY_NOT_FOUND, 429 RATE_LIMITED, 400/409/412/422
     # NOT_VALID, anything else CRM_UNAVAILABLE). UNAUTHORIZED means the session expired (the
     # token manager renews it once).
     codes: dict[str, ContractCode] = Field(default_factory=dict)
 
-    @field_validator("entry", "message", "code", "fields")
+    @field_validator("entry", "message", "code", "fields", "retry_after_in", "field_reasons")
     @classmethod
     def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for path in value:
@@ -175,16 +189,68 @@ class ErrorFormat(_Frozen):
         return value
 
 
+class BatchFormat(_Frozen):
+    """The descriptor's ``[bulk]``: how many records one call of the CRM's JSON batch endpoint
+    takes, and where its answer says what became of each (connectors/batch.py)."""
+
+    size: int = Field(default=100, ge=1, le=10_000)
+    results: str = "$"  # the per-item results, one per item sent, in order
+    ok: str = "success"  # a test (connectors/jsonpath.py) a result passes when it succeeded
+    id: str = "id"  # where a result names its record (the id sent where it does not)
+    error: str = "$"  # where a failed result's error answer is, read with [errors]
+    # Error statuses whose answer still holds the per-item results (Zoho answers 400 when
+    # every record of a write failed, each saying why).
+    results_on: tuple[int, ...] = ()
+
+    @field_validator("results", "id", "error")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        steps(value)
+        return value
+
+
 class ObjectEntry(_Frozen):
-    """What the descriptor says of one of the CRM's objects before any describe: its label,
-    its name for one record, which of the CRM's APIs serves it, where its fields are described,
-    and the type of its saved filters (for a CRM that has those: Pipedrive)."""
+    """What the descriptor says of one of the CRM's objects before any describe: its labels,
+    its name for one record, which of the CRM's APIs serves it, where its fields are described
+    (or, for an object the CRM does not describe, its fields), and the type of its saved
+    filters (for a CRM that has those: Pipedrive)."""
 
     label: str
+    plural: str = ""  # the label's plural ("<label>s" when not given)
     singular: str = ""
     api: str = ""
-    fields: str = ""
+    fields_at: str = ""
     filter_type: str = ""
+    read_only: bool = False  # read through the API, never written (users, owners)
+    listed: bool = True  # in the CRM's object list (an owner is no object of HubSpot's)
+    id_field: str = ""  # the column holding a record's id (the describe's id_field if not given)
+    fields: tuple[KnownField, ...] = ()
+    # The CRM's types of fields a write must shape before any describe was read (lookups).
+    types: dict[str, str] = Field(default_factory=dict)
+    # Native column -> the list's own query parameter, for `eq` (no query language needed) ...
+    parameters: dict[str, str] = Field(default_factory=dict)
+    # ... and the columns its list sorts by (one key).
+    sorts: tuple[str, ...] = ()
+    # Related object -> the association type a create links it with (HubSpot's type ids), and
+    # the label an answer gives the primary one, where there is a primary.
+    links: dict[str, int] = Field(default_factory=dict)
+    primary_links: dict[str, str] = Field(default_factory=dict)
+
+    def info(self, name: str, id_field: str, custom: bool = False) -> ObjectInfo:
+        """The object as the descriptor describes it (with its known fields, if any)."""
+        writable = not self.read_only
+        return ObjectInfo(
+            name,
+            self.label,
+            self.plural or f"{self.label}s",
+            custom,
+            True,
+            writable,
+            writable,
+            writable,
+            tuple(known.info(writable) for known in self.fields),
+            self.id_field or id_field,
+        )
 
 
 class Verification(_Frozen):
@@ -193,18 +259,26 @@ class Verification(_Frozen):
 
     path: str  # relative to the instance (or the api_url)
     user_id: str = ""
-    name: str = ""
+    name: tuple[str, ...] = ()  # the values found joined by a space (first and last name)
     email: str = ""
     username: str = ""
     company_id: str = ""
     company_name: str = ""
 
-    @field_validator("user_id", "name", "email", "username", "company_id", "company_name")
+    @field_validator("user_id", "email", "username", "company_id", "company_name")
     @classmethod
     def _paths(cls, value: str) -> str:
         if value:
             steps(value)
         return value
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> tuple[str, ...]:
+        paths = (value,) if isinstance(value, str) else tuple(value)
+        for path in paths:
+            steps(path)
+        return paths
 
 
 def url_host(url: str) -> str:
@@ -250,12 +324,15 @@ class Platform(_Frozen):
     verify: Verification | None = None
     # The CRM's objects a connector knows before any describe (by the CRM's name).
     objects: dict[str, ObjectEntry] = Field(default_factory=dict)
+    # How the CRM describes its objects and fields (connectors/describe.py).
+    describe: Describe = Field(default_factory=Describe)
     # Where the CRM's instances are, per region, with each region's login server; a platform
     # with regions and no instance_hosts allows exactly the regions' hosts.
     regions: tuple[Region, ...] = ()
     # Record id prefix -> unified entity, where ids tell their kind (Salesforce: 003 = contact).
     id_prefixes: dict[str, str] = Field(default_factory=dict)
     errors: ErrorFormat = Field(default_factory=ErrorFormat)
+    bulk: BatchFormat = Field(default_factory=BatchFormat)
     # How calls carry the credential, per authorization type ("default" for the others):
     # a Bearer token unless said (connectors/auth.py).
     auth: dict[str, AuthScheme] = Field(default_factory=dict)

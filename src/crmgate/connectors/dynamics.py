@@ -44,11 +44,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, TypeVar
-from uuid import uuid4
 
 from cachetools import LRUCache, TTLCache
 from yarl import URL
 
+from crmgate.connectors import multipart, shapes
 from crmgate.connectors.base import (
     Access,
     Connector,
@@ -74,6 +74,7 @@ from crmgate.connectors.errors import (
     Refusal,
     answer_of,
 )
+from crmgate.connectors.multipart import Answer, Request
 from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
@@ -102,27 +103,14 @@ _DOMAIN = re.compile(
 )
 _GLOBAL_LOGIN = "login.microsoftonline.com"
 _ANNOTATION = "Microsoft.Dynamics.CRM.lookuplogicalname"
-_KINDS = {
-    "Integer": "integer",
-    "BigInt": "integer",
-    "Picklist": "integer",
-    "State": "integer",
-    "Status": "integer",
-    "Decimal": "number",
-    "Double": "number",
-    "Money": "number",
-    "Boolean": "boolean",
-    "DateTime": "date-time",
-}
 # Column types the Web API reads and writes as plain values (lookups are handled apart; virtual,
-# party-list and image columns are not shown).
-_PLAIN = frozenset(("String", "Memo", "Uniqueidentifier", "EntityName", *_KINDS))
+# party-list and image columns are not shown). The descriptor's kinds name the typed ones.
+_PLAIN = frozenset(("String", "Memo", "Uniqueidentifier", "EntityName", "Integer", "BigInt",
+                    "Picklist", "State", "Status", "Decimal", "Double", "Money", "Boolean",
+                    "DateTime"))  # fmt: skip
 _LOOKUPS = frozenset(("Lookup", "Customer", "Owner"))
 
 
-# One request of a $batch (method, URL, JSON body, headers) and its answer (status, headers, body).
-Request = tuple[str, str, dict[str, Any] | None, dict[str, str]]
-Answer = tuple[int, Mapping[str, str], bytes]
 T = TypeVar("T")
 
 
@@ -248,35 +236,15 @@ class DynamicsConnector(Connector):
     async def _client_credentials(
         self, instance: URL, credential: Mapping[str, str]
     ) -> dict[str, str]:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": credential["client_id"],
-            "client_secret": credential["client_secret"],
-            "scope": f"{instance}/.default",
-        }
+        """An application user's token: the client_credentials grant (RFC 6749 section 4.4)
+        with its own client id and secret, at its tenant's token endpoint. Its expiry is
+        derived, so the token manager renews it before it expires (not after a 401)."""
+        secret = credential["client_secret"]
+        client = OAuthClient(client_id=credential["client_id"], client_secret=secret)
         url = self.token_url(instance, _tenant(credential["tenant_id"], "tenant_id"))
-        response = await self.call("POST", url, data=form, headers={"Accept": "application/json"})
-        try:
-            answer = json.loads(response.body)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise CrmUnavailable(f"Entra ID token endpoint answered HTTP {response.status}")
-        if response.status != 200 or not answer.get("access_token"):
-            error, reason = self.token_error(answer, response.status)
-            said = f"Entra ID refused the application's credentials: {error} ({reason[:200]})"
-            if error in ("invalid_client", "unauthorized_client", "invalid_grant"):
-                raise GrantRevoked(said)
-            if error in ("invalid_request", "invalid_scope", "invalid_resource"):
-                raise CredentialsRejected(said)
-            raise CrmUnavailable(said)
-        derived = {"access_token": str(answer["access_token"])}
-        expires_in = answer.get("expires_in")
-        if isinstance(expires_in, (int, str)) and str(expires_in).isdigit():
-            # known, so the token manager renews it before it expires (not after a 401)
-            derived["expires_at"] = str(int(time.time()) + int(expires_in))
-            derived["expires_in"] = str(int(expires_in))
-        return derived
+        form = {"grant_type": "client_credentials", "scope": f"{instance}/.default"}
+        fields, derived = await self.token_request(form, client, url, _CLIENT_REFUSALS)
+        return {"access_token": fields["access_token"], **derived}
 
     def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
         """Entra ID answers RFC 6749 errors; its description carries trace ids after the first
@@ -284,25 +252,22 @@ class DynamicsConnector(Connector):
         error, reason = super().token_error(answer, status)
         return error, reason.splitlines()[0] if reason else ""
 
-    async def refresh(
-        self, credential: Mapping[str, str], client: OAuthClient
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """The refresh_token grant, with the organisation's scope (Entra ID issues an access
-        token for one resource at a time), at the token endpoint of the credential's tenant
-        when it names one."""
-        token = credential.get("refresh_token")
-        if not token:
-            raise GrantRevoked("Dynamics 365: the application has no refresh token")
+    def refresh_form(self, credential: Mapping[str, str]) -> dict[str, str]:
+        """The organisation's scope: Entra ID issues an access token for one resource."""
         instance = self.instance_url(credential["instance_url"])
+        return {"scope": f"{instance}/user_impersonation offline_access"}
+
+    def refresh_url(self, credential: Mapping[str, str]) -> URL | None:
+        """The token endpoint of the credential's tenant when it names one."""
         tenant = _tenant(credential["tenant"], "tenant") if credential.get("tenant") else None
-        form = {
-            "grant_type": "refresh_token",
-            "refresh_token": token,
-            "scope": f"{instance}/user_impersonation offline_access",
-        }
-        return await self.token_request(form, client, self.token_url(instance, tenant))
+        return self.token_url(self.instance_url(credential["instance_url"]), tenant)
 
 
+# Entra ID's refusals of an application user's own client id and secret.
+_CLIENT_REFUSALS: dict[str, type[CrmError]] = {
+    **dict.fromkeys(("invalid_client", "unauthorized_client", "invalid_grant"), GrantRevoked),
+    **dict.fromkeys(("invalid_request", "invalid_scope", "invalid_resource"), CredentialsRejected),
+}
 _ODATA = {"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
 
 
@@ -551,55 +516,31 @@ class DynamicsRecords(Records):
             **await self._options(access, table, "PicklistAttributeMetadata"),
             **await self._options(access, table, "StatusAttributeMetadata"),
         }
-        fields: list[FieldInfo] = []
-        for row in _rows(attributes, "columns"):
-            if row.get("AttributeOf"):
-                continue
-            name_ = row.get("LogicalName")
-            kind = str(row.get("AttributeType") or "")
-            if not isinstance(name_, str) or not _NAME.match(name_):
-                continue
-            if row.get("IsValidForRead") is False:
-                continue
-            createable = bool(row.get("IsValidForCreate")) and kind != "Uniqueidentifier"
-            updateable = bool(row.get("IsValidForUpdate"))
-            level = _part(row, "RequiredLevel").get("Value")
-            label = _label(row.get("DisplayName"), name_)
-            custom = bool(row.get("IsCustomAttribute"))
-            if kind in _LOOKUPS:
-                for nav, (column, target, _) in table.navigation.items():
-                    if column == name_:
-                        fields.append(
-                            FieldInfo(
-                                nav,
-                                label if nav == name_ else f"{label} ({target})",
-                                "string",
-                                kind,
-                                False,
-                                createable,
-                                updateable,
-                                True,
-                                True,
-                                custom,
-                                reference_to=(target,),
-                            )
-                        )
-                continue
-            if kind not in _PLAIN:
-                continue
-            fields.append(
-                FieldInfo(
-                    name=name_,
-                    label=label,
-                    kind="date" if name_ in date_only else _KINDS.get(kind, "string"),
-                    native_type=kind,
-                    required=createable and level in ("SystemRequired", "ApplicationRequired"),
-                    createable=createable,
-                    updateable=updateable,
-                    custom=custom,
-                    enum=options.get(name_, ()),
-                )
-            )
+
+        def column(spec: Mapping[str, Any], info: FieldInfo) -> list[FieldInfo]:
+            """A lookup shows as its navigation properties; a plain column with its kind (a
+            date where DateOnly) and choices; any other is not shown."""
+            _part(spec, "RequiredLevel")
+            if not _NAME.match(info.name):
+                return []
+            if info.native_type in _LOOKUPS:
+                return [
+                    replace(
+                        info,
+                        name=nav,
+                        label=info.label if nav == info.name else f"{info.label} ({target})",
+                        required=False,
+                        reference_to=(target,),
+                    )
+                    for nav, (lookup, target, _) in table.navigation.items()
+                    if lookup == info.name
+                ]
+            if info.native_type not in _PLAIN:
+                return []
+            kind = "date" if info.name in date_only else info.kind
+            return [replace(info, kind=kind, enum=options.get(info.name, ()))]
+
+        fields = self.read_fields(attributes, column)
         writable = table.logical != "systemuser"
         return ObjectInfo(
             table.entity_set,
@@ -802,34 +743,15 @@ class DynamicsRecords(Records):
         """One $batch call: each request on its own (no change set), Dataverse going on past a
         failure; the answers in the order sent. Raises ``Unanswered`` when the call got no
         answer (a timeout): Dataverse may have run any of its requests."""
-        boundary = f"batch_{uuid4()}"
-        lines = []
-        for method, url, body, headers in requests:
-            lines += [
-                f"--{boundary}",
-                "Content-Type: application/http",
-                "Content-Transfer-Encoding: binary",
-                "",
-                f"{method} {url} HTTP/1.1",
-                *(f"{k}: {v}" for k, v in headers.items()),
-            ]
-            if body is not None:
-                lines += ["Content-Type: application/json; type=entry", "", json.dumps(body)]
-            else:
-                lines += [""]
-        lines += [f"--{boundary}--", ""]
-        sent = {
-            **_ODATA,
-            "Content-Type": f'multipart/mixed; boundary="{boundary}"',
-            "Prefer": "odata.continue-on-error",
-        }
+        kind, body = multipart.encode(requests)
+        sent = {**_ODATA, "Content-Type": kind, "Prefer": "odata.continue-on-error"}
         try:
             response = await self.send(
                 access,
                 "POST",
                 self._api(access) / "$batch",
                 headers=sent,
-                data="\r\n".join(lines).encode(),
+                data=body,
             )
         except CrmUnavailable as failure:
             reason = failure.message.removeprefix(f"{self.platform.name}: ")
@@ -839,7 +761,10 @@ class DynamicsRecords(Records):
             ) from None
         if response.status >= 400:
             raise self.error(response)
-        answers = _batch_answers(response)
+        try:
+            answers = multipart.decode(response.headers.get("Content-Type", ""), response.body)
+        except ValueError as odd:
+            raise CrmUnavailable(f"Dynamics 365 answered a batch that {odd}") from None
         if len(answers) > len(requests):
             raise CrmUnavailable("Dynamics 365 answered a batch with more results than requests")
         return answers
@@ -961,23 +886,13 @@ class Unanswered(CrmUnavailable):
 
 
 def _rows(answer: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
-    """The ``value`` list of a collection answer, each row an object (else the answer is odd,
-    a 502, never a 500)."""
-    rows = answer.get("value")
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise CrmUnavailable(f"Dynamics 365 answered {what} of an unexpected shape")
-    return rows
+    """The ``value`` list of a collection answer, each row an object."""
+    return shapes.rows(answer, "value", "Dynamics 365", what)
 
 
 def _part(row: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    """A complex property of a metadata row (``RequiredLevel``, ``OptionSet``): an object, or
-    empty when absent."""
-    value = row.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise CrmUnavailable(f"Dynamics 365 answered a {name} of an unexpected shape")
-    return value
+    """A complex property of a metadata row (``RequiredLevel``, ``OptionSet``)."""
+    return shapes.obj(row.get(name), "Dynamics 365", f"a {name}")
 
 
 def _created_id(location: str) -> str:
@@ -985,40 +900,3 @@ def _created_id(location: str) -> str:
     if not found:
         raise CrmUnavailable("Dynamics 365 created a record without saying its id")
     return str(found[-1]).lower()
-
-
-def _batch_answers(response: OutboundResponse) -> list[tuple[int, Mapping[str, str], bytes]]:
-    """The answers of a $batch response, in order (a change set's answers in its place)."""
-    kind = response.headers.get("Content-Type", "")
-    found = re.search(r'boundary="?([^";,\s]+)"?', kind, re.IGNORECASE)
-    if not kind.lower().startswith("multipart/mixed") or found is None:
-        raise CrmUnavailable("Dynamics 365 answered a batch that is not multipart")
-    return _parts(response.body.decode("utf-8", "replace"), found.group(1))
-
-
-def _parts(text: str, boundary: str) -> list[tuple[int, Mapping[str, str], bytes]]:
-    answers: list[tuple[int, Mapping[str, str], bytes]] = []
-    for chunk in text.split(f"--{boundary}")[1:]:
-        if chunk.startswith("--"):
-            break
-        head, _, rest = chunk.replace("\r\n", "\n").lstrip("\n").partition("\n\n")
-        headers = {
-            k.strip().lower(): v.strip()
-            for k, _, v in (line.partition(":") for line in head.split("\n"))
-        }
-        inner = re.search(r'boundary="?([^";,\s]+)"?', headers.get("content-type", ""))
-        if headers.get("content-type", "").lower().startswith("multipart/mixed") and inner:
-            answers += _parts(rest, inner.group(1))
-            continue
-        status_line, _, after = rest.lstrip("\n").partition("\n")
-        pieces = status_line.split(" ")
-        if len(pieces) < 2 or not pieces[1].isdigit():
-            raise CrmUnavailable("Dynamics 365 answered a batch part without a status")
-        part_head, _, part_body = after.partition("\n\n")
-        part_headers = {
-            k.strip().lower(): v.strip()
-            for k, _, v in (line.partition(":") for line in part_head.split("\n"))
-            if k.strip()
-        }
-        answers.append((int(pieces[1]), part_headers, part_body.strip().encode()))
-    return answers

@@ -40,7 +40,7 @@ from crmgate.connectors.base import (
     chunked_by_id,
     passthrough_on,
 )
-from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.catalogue import ObjectEntry, Platform
 from crmgate.connectors.dialect import Dialect, Scalar, Target, pattern
 from crmgate.connectors.errors import (
     CrmError,
@@ -70,62 +70,8 @@ def _well_formed(record_id: str) -> bool:
 
 _OBJECT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _OPERATORS = {"eq": "EQ", "ne": "NEQ", "gt": "GT", "ge": "GTE", "lt": "LT", "le": "LTE"}
-_KINDS = {"number": "number", "date": "date", "datetime": "date-time", "bool": "boolean"}
-STANDARD_OBJECTS = (
-    "contacts",
-    "companies",
-    "deals",
-    "leads",
-    "tasks",
-    "notes",
-    "calls",
-    "meetings",
-)
 LINK = "associations."  # the pseudo-column prefix of an association (associations.companies)
-SINGULAR = {
-    "contacts": "contact",
-    "companies": "company",
-    "deals": "deal",
-    "tasks": "task",
-    "notes": "note",
-    "calls": "call",
-    "meetings": "meeting",
-    "leads": "lead",
-}
-# HUBSPOT_DEFINED association type ids a create links with: a primary company where HubSpot
-# has one (contact and deal), the unlabelled type otherwise.
-CREATE_TYPES: dict[tuple[str, str], int] = {
-    ("contacts", "companies"): 1,
-    ("deals", "companies"): 5,
-    ("deals", "contacts"): 3,
-    ("leads", "contacts"): 578,  # a lead's primary contact, required when it is created
-    ("leads", "companies"): 610,
-    **{
-        (engagement, target): type_id
-        for engagement, ids in {
-            "notes": (202, 190, 214),
-            "tasks": (204, 192, 216),
-            "calls": (194, 182, 206),
-            "meetings": (200, 188, 212),
-        }.items()
-        for target, type_id in zip(("contacts", "companies", "deals"), ids, strict=True)
-    },
-}
-PRIMARY_TYPES = frozenset((1, 5, 578))
-PRIMARY_PAIRS = frozenset(
-    pair for pair, type_id in CREATE_TYPES.items() if type_id in PRIMARY_TYPES
-)
 OWNERS = "owners"
-_OWNER_FIELDS = (
-    ("id", "Owner ID", "string"),
-    ("email", "Email", "string"),
-    ("firstName", "First name", "string"),
-    ("lastName", "Last name", "string"),
-    ("userId", "User ID", "integer"),
-    ("createdAt", "Created at", "date-time"),
-    ("updatedAt", "Updated at", "date-time"),
-    ("archived", "Archived", "boolean"),
-)
 
 
 class HubSpotConnector(Connector):
@@ -145,23 +91,15 @@ class HubSpotConnector(Connector):
     ) -> Access:
         return Access(self.api(), credential["access_token"])
 
-    def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
-        """HubSpot's token endpoint answers ``{"status": "BAD_REFRESH_TOKEN", "message": ...}``
-        rather than RFC 6749's ``error``."""
-        code = str(answer.get("status") or answer.get("error") or f"HTTP {status}")
-        message = str(answer.get("message") or answer.get("error_description") or "")
-        if code in ("BAD_REFRESH_TOKEN", "BAD_AUTH_CODE", "invalid_grant"):
-            return "invalid_grant", f"{code}: {message}"
-        if code in ("BAD_CLIENT_ID", "BAD_CLIENT_SECRET", "invalid_client"):
-            return "invalid_client", f"{code}: {message}"
-        return code, message
 
-
-def _flat(record: Any, links: Sequence[str] = (), name: str = "") -> dict[str, Any]:
+def _flat(
+    record: Any, links: Sequence[str] = (), primary: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """HubSpot's ``{id, properties, associations}`` as one flat native record for the entity
     maps; each of ``links`` (object types) becomes ``associations.<type>``: the id of the
-    primary associated record where the pair has a primary (``deal_to_company``, beside
-    ``deal_to_company_unlabeled``), else the first, else None."""
+    primary associated record where the pair has a primary (``primary``, the descriptor's
+    labels: ``deal_to_company``, beside ``deal_to_company_unlabeled``), else the first, else
+    None."""
     if not isinstance(record, dict) or not isinstance(record.get("properties"), dict):
         raise CrmUnavailable("HubSpot answered a record of an unexpected shape")
     flat = {**record["properties"], "hs_object_id": str(record.get("id"))}
@@ -169,10 +107,8 @@ def _flat(record: Any, links: Sequence[str] = (), name: str = "") -> dict[str, A
     for target in links:
         found = (associations or {}).get(target) if isinstance(associations, dict) else None
         results = [r for r in (found or {}).get("results") or () if isinstance(r, dict)]
-        primary = f"{SINGULAR.get(name)}_to_{SINGULAR.get(target)}"
-        labelled = [
-            r for r in results if (name, target) in PRIMARY_PAIRS and r.get("type") == primary
-        ]
+        label = (primary or {}).get(target)
+        labelled = [r for r in results if label and r.get("type") == label]
         chosen = next(iter(labelled or results), None)
         flat[LINK + target] = str(chosen["id"]) if chosen else None
     return flat
@@ -193,12 +129,17 @@ class SearchFilters(Dialect[dict[str, Any]]):
     max_terms = MAX_FILTERS
     like_refusal = "HubSpot's {op} takes one word (no spaces, no *)"
 
+    def __init__(self, entity: EntityMap, objects: Mapping[str, ObjectEntry]) -> None:
+        super().__init__(entity)
+        self.objects = objects
+
     def term(self, condition: Condition) -> dict[str, Any]:
         """An association (``associations.companies``) takes eq and a record id."""
         column = self.entity.filter_column("filter", condition.field)
         if not column.startswith(LINK):
             return super().term(condition)
-        target = SINGULAR.get(column.removeprefix(LINK))
+        known = self.objects.get(column.removeprefix(LINK))
+        target = known.singular if known else None
         value = condition.value
         if (
             condition.op != "eq"
@@ -230,6 +171,7 @@ class SearchFilters(Dialect[dict[str, Any]]):
 
 
 def search_body(
+    objects: Mapping[str, ObjectEntry],
     entity: EntityMap,
     columns: Sequence[str],
     conditions: Sequence[Condition],
@@ -240,7 +182,7 @@ def search_body(
 ) -> dict[str, Any]:
     """crmgate's filter and sort as HubSpot's search request: one filter group (AND), values
     as JSON strings (nothing to escape: no query text is built)."""
-    filters = SearchFilters(entity).terms(conditions)
+    filters = SearchFilters(entity, objects).terms(conditions)
     if len(sort) > 1:
         raise QueryError("sort", "HubSpot sorts by one field")
     if any(entity.filter_column("sort", key.field).startswith(LINK) for key in sort):
@@ -277,6 +219,20 @@ class HubSpotRecords(Records):
             raise EntityNotFound(f"{object_type} {record_id[:40]!r} not found")
         return self._objects(access, object_type) / record_id
 
+    def _entry(self, name: str) -> ObjectEntry:
+        """The descriptor's entry of an object (a custom object has none: no links)."""
+        return self.platform.objects.get(name) or ObjectEntry(label=name)
+
+    @property
+    def _primary_types(self) -> set[int]:
+        """The association types that link a primary record (a contact's primary company)."""
+        objects = self.platform.objects.values()
+        return {entry.links[t] for entry in objects for t in entry.primary_links}
+
+    def _singular(self, name: str) -> str:
+        entry = self.platform.objects.get(name)
+        return entry.singular if entry and entry.singular else name
+
     def refine_error(self, refusal: Refusal) -> Refusal:
         # A 429 without Retry-After: the policy hit says the window (ten seconds, or the day).
         policy = str(refusal.entry.get("policyName") or "")
@@ -289,7 +245,8 @@ class HubSpotRecords(Records):
     def _owner(self, owner: Any) -> dict[str, Any]:
         if not isinstance(owner, dict) or "id" not in owner:
             raise CrmUnavailable("HubSpot answered an owner of an unexpected shape")
-        return {name: owner.get(name) for name, _, _ in _OWNER_FIELDS} | {"id": str(owner["id"])}
+        fields = self.platform.objects[OWNERS].fields
+        return {f.name: owner.get(f.name) for f in fields} | {"id": str(owner["id"])}
 
     async def _owners(self, access: Access) -> list[dict[str, Any]]:
         pager = Pager(self, self.platform.paging.of(OWNERS))
@@ -300,21 +257,12 @@ class HubSpotRecords(Records):
     # ---- the catalogue ----------------------------------------------------------------------
 
     async def objects(self, access: Access) -> list[ObjectInfo]:
-        """The standard objects, and the custom objects of the schemas API (by their fully
-        qualified name, p<portal>_<name>), when the token may read schemas."""
+        """The standard objects (the descriptor's), and the custom objects of the schemas API
+        (by their fully qualified name, p<portal>_<name>), when the token may read schemas."""
         standard = [
-            ObjectInfo(
-                name,
-                name.capitalize(),
-                name.capitalize(),
-                False,
-                True,
-                True,
-                True,
-                True,
-                id_field="hs_object_id",
-            )
-            for name in STANDARD_OBJECTS
+            entry.info(name, "hs_object_id")
+            for name, entry in self.platform.objects.items()
+            if entry.listed
         ]
         return standard + list((await self._custom(access)).values())
 
@@ -323,95 +271,36 @@ class HubSpotRecords(Records):
             answer = await self.json_call(access, "GET", access.instance_url / "crm/v3/schemas")
         except NotAllowed:
             return {}  # no crm.schemas.custom.read: the standard objects only
-        custom = {}
-        for schema in (answer or {}).get("results") or ():
-            name = schema.get("fullyQualifiedName") if isinstance(schema, dict) else None
-            if not isinstance(name, str) or not _OBJECT_TYPE.match(name):
-                continue
-            labels = schema.get("labels") or {}
-            custom[name] = ObjectInfo(
-                name,
-                str(labels.get("singular") or name),
-                str(labels.get("plural") or name),
-                True,
-                True,
-                True,
-                True,
-                True,
-                id_field="hs_object_id",
-            )
-        return custom
+        found = self.read_objects(answer, "hs_object_id")
+        return {info.name: info for info in found if _OBJECT_TYPE.match(info.name)}
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
-        if name == OWNERS:
-            owner = tuple(
-                FieldInfo(column, label, kind, kind, createable=False, updateable=False)
-                for column, label, kind in _OWNER_FIELDS
-            )
-            return ObjectInfo(
-                OWNERS, "Owner", "Owners", False, True, False, False, False, owner, id_field="id"
-            )
+        entry = self.platform.objects.get(name)
+        if entry is not None and entry.read_only:  # owners: described by the descriptor
+            return entry.info(name, "hs_object_id")
         if not _OBJECT_TYPE.match(name):
             raise EntityNotFound(f"HubSpot has no object type {name[:64]!r}")
-        if name in STANDARD_OBJECTS:
-            label, plural, custom = name.capitalize(), name.capitalize(), False
-        else:
-            known = (await self._custom(access)).get(name)
-            if known is None:
-                raise EntityNotFound(f"HubSpot has no object type {name[:64]!r}")
-            label, plural, custom = known.label, known.plural_label, True
+        known = (
+            entry.info(name, "hs_object_id") if entry else (await self._custom(access)).get(name)
+        )
+        if known is None:
+            raise EntityNotFound(f"HubSpot has no object type {name[:64]!r}")
         answer = await self.json_call(
             access, "GET", access.instance_url / "crm/v3/properties" / name
         )
-        results = answer.get("results") if isinstance(answer, dict) else None
-        if not isinstance(results, list):
-            raise CrmUnavailable("HubSpot answered unexpected properties")
-        fields = []
-        for prop in results:
-            if not isinstance(prop, dict) or "name" not in prop:
-                continue
-            read_only = bool((prop.get("modificationMetadata") or {}).get("readOnlyValue"))
-            fields.append(
-                FieldInfo(
-                    name=str(prop["name"]),
-                    label=str(prop.get("label") or prop["name"]),
-                    kind=_KINDS.get(str(prop.get("type")), "string"),
-                    native_type=str(prop.get("type") or "string"),
-                    createable=not read_only,
-                    updateable=not read_only,
-                    custom=not prop.get("hubspotDefined", True),
-                    enum=tuple(
-                        str(o["value"]) for o in prop.get("options") or () if isinstance(o, dict)
-                    ),
-                )
+        fields = self.read_fields(answer)
+        fields += [
+            FieldInfo(
+                LINK + target,
+                f"Associated {self.platform.objects[target].singular}",
+                "string",
+                "association",
             )
-        for start, target in CREATE_TYPES:
-            if start == name:
-                fields.append(
-                    FieldInfo(
-                        name=LINK + target,
-                        label=f"Associated {SINGULAR[target]}",
-                        kind="string",
-                        native_type="association",
-                        createable=True,
-                        updateable=True,
-                        custom=False,
-                    )
-                )
+            for target in self._entry(name).links
+        ]
         # HubSpot does not tell what the token's user may do; its scopes decide, and a call it
         # refuses answers 403 NOT_ALLOWED.
-        return ObjectInfo(
-            name,
-            label,
-            plural,
-            custom,
-            True,
-            True,
-            True,
-            True,
-            tuple(fields),
-            id_field="hs_object_id",
-        )
+        return replace(known, fields=tuple(fields))
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -460,7 +349,9 @@ class HubSpotRecords(Records):
                 f"HubSpot's search reaches {SEARCH_LIMIT:,} records; read an unfiltered list "
                 "page by page from the first, or narrow it with a filter",
             )
-        body = search_body(entity, columns, conditions, sort, limit=page_size, after=after)
+        body = search_body(
+            self.platform.objects, entity, columns, conditions, sort, limit=page_size, after=after
+        )
         rows = [_flat(r) for r in (await self._search(access, entity, body))["results"]]
         for target in _split(columns)[1]:
             linked = await self._linked(access, entity.object, target, [r[entity.id] for r in rows])
@@ -489,7 +380,7 @@ class HubSpotRecords(Records):
                 t
                 for t in linked
                 if any(
-                    isinstance(k, dict) and k.get("typeId") in PRIMARY_TYPES
+                    isinstance(k, dict) and k.get("typeId") in self._primary_types
                     for k in t.get("associationTypes") or ()
                 )
             ]
@@ -504,7 +395,8 @@ class HubSpotRecords(Records):
         if links:
             query["associations"] = ",".join(links)
         url = self._objects(access, entity.object).with_query(query)
-        pager = Pager(self, self.platform.paging, lambda r: _flat(r, links, entity.object))
+        primary = self._entry(entity.object).primary_links
+        pager = Pager(self, self.platform.paging, lambda r: _flat(r, links, primary))
         return pager.fetch(access, url)
 
     async def count(
@@ -512,7 +404,9 @@ class HubSpotRecords(Records):
     ) -> int:
         if entity.object == OWNERS:
             return len(local.select(await self._owners(access), entity, conditions))
-        body = search_body(entity, [entity.id], conditions, (), limit=1, after=0)
+        body = search_body(
+            self.platform.objects, entity, [entity.id], conditions, (), limit=1, after=0
+        )
         total = (await self._search(access, entity, body)).get("total")
         if not isinstance(total, int):
             raise CrmUnavailable("HubSpot answered a search without its total")
@@ -531,9 +425,8 @@ class HubSpotRecords(Records):
         query = {"properties": ",".join(properties)}
         if links:
             query["associations"] = ",".join(links)
-        return _flat(
-            await self.json_call(access, "GET", url.with_query(query)), links, entity.object
-        )
+        answer = await self.json_call(access, "GET", url.with_query(query))
+        return _flat(answer, links, self._entry(entity.object).primary_links)
 
     # ---- writing ----------------------------------------------------------------------------
 
@@ -546,7 +439,7 @@ class HubSpotRecords(Records):
         for column, value in values.items():
             if not column.startswith(LINK) or value is None:
                 continue
-            type_id = CREATE_TYPES.get((name, column.removeprefix(LINK)))
+            type_id = self._entry(name).links.get(column.removeprefix(LINK))
             if type_id is None or not _RECORD_ID.match(str(value)):
                 raise NotValid(f"HubSpot: {column} cannot link {str(value)[:40]!r}", (column,))
             links.append(
@@ -597,7 +490,7 @@ class HubSpotRecords(Records):
                 properties="hs_object_id", associations=target
             ),
         )
-        shown = _flat(record, (target,), name)[LINK + target]
+        shown = _flat(record, (target,), self._entry(name).primary_links)[LINK + target]
         return None if shown is None else str(shown)
 
     async def _link_new(
@@ -621,7 +514,7 @@ class HubSpotRecords(Records):
                 except (EntityNotFound, NotValid) as refused:
                     await self._unlink(access, name, record_id, added)
                     raise NotValid(
-                        f"HubSpot: no {SINGULAR.get(target, target)} {str(value)[:40]!r} to link "
+                        f"HubSpot: no {self._singular(target)} {str(value)[:40]!r} to link "
                         f"({refused.message})",
                         (column,),
                     ) from None

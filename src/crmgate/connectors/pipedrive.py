@@ -56,6 +56,7 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -82,7 +83,7 @@ from crmgate.connectors.errors import (
 from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
-from crmgate.outbound import Outbound, OutboundRefused
+from crmgate.outbound import Outbound
 from crmgate.query import Condition, QueryError, SortKey, Typed
 
 T = TypeVar("T")
@@ -94,21 +95,6 @@ MAX_FILTERS = 256  # saved filters kept per process; one evicted is deleted in P
 FIELDS_LIFETIME = 300.0
 # v1's dealFields and activityFields name the owner user_id; records (v2) name it owner_id
 OWNER_IS_USER_ID = ("deals", "activities")
-# native column -> the v2 list's own query parameter, for `eq` conditions (no saved filter)
-V2_PARAMETERS: dict[str, dict[str, str]] = {
-    "persons": {"id": "ids", "owner_id": "owner_id", "org_id": "org_id"},
-    "organizations": {"owner_id": "owner_id"},
-    "deals": {"id": "ids", "owner_id": "owner_id", "person_id": "person_id", "org_id": "org_id"},
-    "activities": {
-        "id": "ids",
-        "owner_id": "owner_id",
-        "deal_id": "deal_id",
-        "lead_id": "lead_id",
-        "person_id": "person_id",
-        "org_id": "org_id",
-    },
-}
-V2_SORTS = {"id": "id", "add_time": "add_time", "update_time": "update_time"}
 INTEGER_REFERENCES = frozenset(
     ("org_id", "person_id", "deal_id", "owner_id", "user_id", "stage_id", "organization_id")
 )
@@ -119,22 +105,6 @@ ADDRESS_PARTS = ("locality", "admin_area_level_1", "postal_code", "country")
 _CUSTOM = re.compile(r"^[0-9a-f]{40}$")
 _NUMERIC_ID = re.compile(r"^[0-9]{1,18}$")
 _LEAD_ID = re.compile(r"^[0-9a-fA-F-]{36}$")
-_KINDS = {
-    "monetary": "number",
-    "double": "number",
-    "int": "integer",
-    "date": "date",
-    "daterange": "date",
-    "boolean": "boolean",
-}
-_USER_FIELDS = (
-    FieldInfo("id", "ID", "string", "int", createable=False, updateable=False),
-    FieldInfo("name", "Name", "string", "varchar", createable=False, updateable=False),
-    FieldInfo("email", "Email", "string", "varchar", createable=False, updateable=False),
-    FieldInfo("is_admin", "Admin", "boolean", "boolean", createable=False, updateable=False),
-    FieldInfo("created", "Created", "date-time", "date", createable=False, updateable=False),
-    FieldInfo("modified", "Modified", "date-time", "date", createable=False, updateable=False),
-)
 
 
 class PipedriveConnector(Connector):
@@ -151,15 +121,6 @@ class PipedriveConnector(Connector):
         return Access(
             instance, credential["api_token" if authorization == "key" else "access_token"]
         )
-
-    def token_fields(self, answer: Mapping[str, Any]) -> dict[str, str]:
-        """The token answer's ``api_domain`` is the company's domain: the instance to call."""
-        if not answer.get("api_domain"):
-            return {}
-        try:
-            return {"instance_url": str(self.instance_url(str(answer["api_domain"])))}
-        except OutboundRefused as refused:
-            raise CrmUnavailable(f"Pipedrive named a refused api_domain: {refused}") from None
 
 
 # ---- native records <-> the entity maps' flat columns ---------------------------------------
@@ -502,15 +463,7 @@ class PipedriveRecords(Records):
 
     async def objects(self, access: Access) -> list[ObjectInfo]:
         return [
-            ObjectInfo(
-                name,
-                spec.label,
-                f"{spec.label}s",
-                createable=name != "users",
-                updateable=name != "users",
-                deletable=name != "users",
-                id_field="id",
-            )
+            replace(spec.info(name, "id"), fields=())
             for name, spec in self.platform.objects.items()
         ]
 
@@ -521,7 +474,7 @@ class PipedriveRecords(Records):
         kept = self._fields.get(key)
         if kept is not None and not fresh:
             return kept
-        path = self._object(collection).fields
+        path = self._object(collection).fields_at
         found: dict[str, dict[str, Any]] = {}
         url = access.instance_url / "v1" / path
         async for batch, _ in self._pager("v1").batches(access, url):
@@ -532,19 +485,17 @@ class PipedriveRecords(Records):
         return found
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
-        label = self._object(name).label
-        if name == "users":
-            return ObjectInfo(
-                name, label, "Users", False, True, False, False, False, _USER_FIELDS, "id"
-            )
+        known = self._object(name).info(name, "id")
+        if name == "users":  # Pipedrive does not describe users: the descriptor does
+            return known
         specs = await self._field_map(access, name, fresh=True)
+        table = self.platform.describe.fields
         fields: list[FieldInfo] = []
         for key, spec in specs.items():
             column = "owner_id" if key == "user_id" and name in OWNER_IS_USER_ID else key
-            fields += _field_infos(name, column, spec)
-        return ObjectInfo(
-            name, label, f"{label}s", False, True, True, True, True, tuple(fields), "id"
-        )
+            info = table.read(spec)
+            fields += _field_infos(name, column, spec, info) if info else []
+        return replace(known, fields=tuple(fields))
 
     async def _custom_types(self, access: Access, collection: str) -> dict[str, str]:
         """The Pipedrive type of each custom field of a v2 object (v2 wraps some values)."""
@@ -570,14 +521,15 @@ class PipedriveRecords(Records):
             return "address"
         return column
 
-    @staticmethod
-    def _parameters(entity: EntityMap, conditions: Sequence[Condition]) -> dict[str, str] | None:
+    def _parameters(
+        self, entity: EntityMap, conditions: Sequence[Condition]
+    ) -> dict[str, str] | None:
         """The v2 list's own query parameters for ``conditions`` when they are enough (ids,
         owner and relations, each ``eq`` once): no saved filter. None: a filter is needed."""
         if not conditions and not entity.match:
             return {}
-        known = V2_PARAMETERS.get(entity.object)
-        if known is None or entity.match:
+        known = self._object(entity.object).parameters
+        if not known or entity.match:
             return None
         query: dict[str, str] = {}
         for condition in conditions:
@@ -708,9 +660,7 @@ class PipedriveRecords(Records):
     def _v2_sort(self, entity: EntityMap, sort: Sequence[SortKey]) -> tuple[str, str]:
         """v2's sort_by and sort_direction for ``sort``; what v2 cannot sort by is refused (the
         deprecated v1 lists are not used)."""
-        allowed = dict(V2_SORTS)
-        if entity.object == "activities":
-            allowed["due_date"] = "due_date"
+        allowed = {column: column for column in self._object(entity.object).sorts}
         if not sort:
             return "id", "asc"
         column = entity.filter_column("sort", sort[0].field)
@@ -908,38 +858,33 @@ def _same_conditions(found: Any, wanted: Mapping[str, Any]) -> bool:
     return have is not None and have == lines(wanted)
 
 
-def _field_infos(collection: str, key: str, spec: Mapping[str, Any]) -> list[FieldInfo]:
-    """One Pipedrive field as the connector's flat columns (a person's email is email_work,
-    email_home, ...)."""
-    field_type = str(spec.get("field_type") or "varchar")
-    custom = bool(spec.get("edit_flag"))
-    label = str(spec.get("name") or key)
+def _field_infos(
+    collection: str, key: str, spec: Mapping[str, Any], read: FieldInfo
+) -> list[FieldInfo]:
+    """One Pipedrive field (as the descriptor's ``[describe.fields]`` reads it) as the
+    connector's flat columns (a person's email is email_work, email_home, ...)."""
+    custom = read.custom
     writable = custom or key not in READ_ONLY
-    kind = _KINDS.get(field_type, "string")
-    if key in ("add_time", "update_time"):
-        kind = "date-time"
-    if key == "id":
-        kind = "string"
-    options = tuple(
+    kind = {"add_time": "date-time", "update_time": "date-time", "id": "string"}.get(key, read.kind)
+    options = tuple(  # a custom option is written by its id, a standard one by its label
         str(o.get("id") if custom else o.get("label"))
         for o in spec.get("options") or ()
         if isinstance(o, dict)
     )
 
     def info(name: str, text: str, kind: str = kind) -> FieldInfo:
-        return FieldInfo(
+        return replace(
+            read,
             name=name,
             label=text,
             kind=kind,
-            native_type=field_type,
-            required=spec.get("mandatory_flag") is True,
             createable=writable,
             updateable=writable,
             sortable=not name.startswith(("email_", "phone_", "address_")),
-            custom=custom,
             enum=options,
         )
 
+    label = read.label
     if collection == "persons" and key in ("email", "phone"):
         labels = EMAIL_LABELS if key == "email" else PHONE_LABELS
         return [info(f"{key}_{x}", f"{label} ({x})", "string") for x in labels]
@@ -950,8 +895,8 @@ def _field_infos(collection: str, key: str, spec: Mapping[str, Any]) -> list[Fie
         ]
     if collection == "activities" and key == "location":
         return [info(key, label, "string")]
-    if custom and field_type == "monetary":  # v2's {"value", "currency"}, as v1 flattened it
+    if custom and read.native_type == "monetary":  # v2's {"value", "currency"}, as v1 flattened it
         return [info(key, label), info(f"{key}_currency", f"{label} (currency)", "string")]
-    if custom and field_type in ("daterange", "timerange"):
+    if custom and read.native_type in ("daterange", "timerange"):
         return [info(key, label), info(f"{key}_until", f"{label} (until)")]
     return [info(key, label)]

@@ -8,12 +8,13 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from html import escape
 from typing import Any
 
 from yarl import URL
 
-from crmgate.connectors import soql
+from crmgate.connectors import batch, shapes, soql
 from crmgate.connectors.base import (
     Access,
     Connector,
@@ -34,8 +35,9 @@ from crmgate.connectors.errors import (
     EntityNotFound,
 )
 from crmgate.connectors.paging import Pager
+from crmgate.connectors.shapes import obj, unexpected
 from crmgate.model.mapping import EntityMap
-from crmgate.model.objects import FieldInfo, ObjectInfo
+from crmgate.model.objects import ObjectInfo
 from crmgate.outbound import Outbound, OutboundRefused
 from crmgate.query import Condition, SortKey
 
@@ -139,16 +141,6 @@ class SalesforceConnector(Connector):
         )
         return Verified(identity, {"instance_url": str(instance), "session_id": session_id})
 
-    def token_fields(self, answer: Mapping[str, Any]) -> dict[str, str]:
-        """Salesforce's token answer names the instance to call (it can change: an org moved
-        to another pod); it must be one of the platform's hosts like any instance URL."""
-        if not answer.get("instance_url"):
-            return {}
-        try:
-            return {"instance_url": str(self.instance_url(str(answer["instance_url"])))}
-        except OutboundRefused as refused:
-            raise CrmUnavailable(f"Salesforce named a refused instance: {refused}") from None
-
 
 # ---- records ---------------------------------------------------------------------------------
 
@@ -163,60 +155,6 @@ _OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 MAX_OFFSET = 2000  # SOQL's OFFSET limit; deeper pages walk query locators
 MAX_COLD_OFFSET = 100_000  # a first jump deeper than this would cost more than 50 calls
 MAX_CURSORS = 64  # query locator walks kept, each holding at most one batch
-COLLECTION_LIMIT = 200  # sObject Collections take at most 200 records a call
-
-# Salesforce field types -> the contract's types.
-_KINDS = {
-    "boolean": "boolean",
-    "int": "integer",
-    "double": "number",
-    "currency": "number",
-    "percent": "number",
-    "date": "date",
-    "datetime": "date-time",
-}
-
-
-def _field_info(field: Mapping[str, Any]) -> FieldInfo:
-    native_type = str(field.get("type", "string"))
-    createable = bool(field.get("createable"))
-    return FieldInfo(
-        name=str(field["name"]),
-        label=str(field.get("label") or field["name"]),
-        kind=_KINDS.get(native_type, "string"),
-        native_type=native_type,
-        required=createable
-        and not field.get("nillable", True)
-        and not field.get("defaultedOnCreate", False)
-        and native_type != "boolean",
-        createable=createable,
-        updateable=bool(field.get("updateable")),
-        filterable=bool(field.get("filterable", True)),
-        sortable=bool(field.get("sortable", True)),
-        custom=bool(field.get("custom")),
-        enum=tuple(
-            str(value["value"])
-            for value in field.get("picklistValues") or ()
-            if value.get("active", True)
-        ),
-        reference_to=tuple(str(target) for target in field.get("referenceTo") or ()),
-    )
-
-
-def _object_info(
-    summary: Mapping[str, Any], fields: Sequence[Mapping[str, Any]] = ()
-) -> ObjectInfo:
-    return ObjectInfo(
-        name=str(summary["name"]),
-        label=str(summary.get("label") or summary["name"]),
-        plural_label=str(summary.get("labelPlural") or ""),
-        custom=bool(summary.get("custom")),
-        queryable=bool(summary.get("queryable", True)),
-        createable=bool(summary.get("createable")),
-        updateable=bool(summary.get("updateable")),
-        deletable=bool(summary.get("deletable")),
-        fields=tuple(_field_info(field) for field in fields),
-    )
 
 
 class SalesforceRecords(Records):
@@ -234,17 +172,6 @@ class SalesforceRecords(Records):
     def _base(self, access: Access) -> URL:
         return access.instance_url / "services" / "data" / f"v{self._version}"
 
-    async def _call(
-        self,
-        access: Access,
-        method: str,
-        url: URL,
-        *,
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        return await self.json_call(access, method, url, body=body, headers=headers)
-
     def _sobject(self, access: Access, name: str) -> URL:
         if not _OBJECT_NAME.match(name):
             raise EntityNotFound(f"Salesforce has no object {name[:80]!r}")
@@ -258,20 +185,17 @@ class SalesforceRecords(Records):
     # ---- catalogue --------------------------------------------------------------------------
 
     async def objects(self, access: Access) -> list[ObjectInfo]:
-        answer = await self._call(access, "GET", self._base(access) / "sobjects")
-        summaries = _expect(answer, dict, "object list").get("sobjects")
-        try:
-            return [_object_info(summary) for summary in _expect(summaries, list, "object list")]
-        except (KeyError, TypeError, AttributeError):
-            raise CrmUnavailable("Salesforce answered an unexpected object list") from None
+        answer = await self.json_call(access, "GET", self._base(access) / "sobjects")
+        return self.read_objects(answer, "Id")
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
-        answer = await self._call(access, "GET", self._sobject(access, name) / "describe")
-        fields = _expect(answer, dict, "describe").get("fields") or []
-        try:
-            return _object_info(answer, _expect(fields, list, "describe"))
-        except (KeyError, TypeError, AttributeError):
-            raise CrmUnavailable("Salesforce answered an unexpected describe") from None
+        """The describe answer is the object's summary and its fields, in one."""
+        answer = await self.json_call(access, "GET", self._sobject(access, name) / "describe")
+        fields = self.read_fields(answer)
+        found = self.read_objects({"sobjects": [obj(answer, "Salesforce", "a describe")]}, "Id")
+        if not found:
+            raise CrmUnavailable("Salesforce answered a describe without the object's name")
+        return replace(found[0], fields=tuple(fields))
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -279,7 +203,7 @@ class SalesforceRecords(Records):
         self, access: Access, statement: str, batch: int | None = None
     ) -> dict[str, Any]:
         headers = {"Sforce-Query-Options": f"batchSize={batch}"} if batch else None
-        result = await self._call(
+        result = await self.json_call(
             access, "GET", (self._base(access) / "query").with_query(q=statement), headers=headers
         )
         return _query_result(result)
@@ -348,7 +272,7 @@ class SalesforceRecords(Records):
     ) -> dict[str, Any]:
         url = self._record_url(access, entity.object, record_id)
         record = _expect(
-            await self._call(access, "GET", url.with_query(fields=",".join(columns))),
+            await self.json_call(access, "GET", url.with_query(fields=",".join(columns))),
             dict,
             "record",
         )
@@ -360,7 +284,7 @@ class SalesforceRecords(Records):
     ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         valid = list(dict.fromkeys(i for i in ids if _RECORD_ID.match(i)))
-        for chunk in _chunks(valid, COLLECTION_LIMIT):
+        for chunk in _chunks(valid, self.platform.bulk.size):
             statement = soql.ids_matching(entity, chunk, columns)
             rows += (await self.query(access, statement))["records"]
         return rows
@@ -368,7 +292,7 @@ class SalesforceRecords(Records):
     async def matching(self, access: Access, entity: EntityMap, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         valid = [record_id for record_id in ids if _RECORD_ID.match(record_id)]
-        for chunk in _chunks(valid, COLLECTION_LIMIT):
+        for chunk in _chunks(valid, self.platform.bulk.size):
             statement = soql.ids_matching(entity, chunk)
             rows = (await self.query(access, statement))["records"]
             found |= {str(row.get(entity.id)) for row in rows}
@@ -378,75 +302,58 @@ class SalesforceRecords(Records):
     # ---- writing ----------------------------------------------------------------------------
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
-        created = await self._call(access, "POST", self._sobject(access, name), body=values)
+        created = await self.json_call(access, "POST", self._sobject(access, name), body=values)
         record_id = _expect(created, dict, "create answer").get("id")
         return str(_expect(record_id, str, "create answer"))
 
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
-        await self._call(access, "PATCH", self._record_url(access, name, record_id), body=values)
+        await self.json_call(
+            access, "PATCH", self._record_url(access, name, record_id), body=values
+        )
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
-        await self._call(access, "DELETE", self._record_url(access, name, record_id))
+        await self.json_call(access, "DELETE", self._record_url(access, name, record_id))
 
     # ---- bulk: sObject Collections, 200 records a call, each item reported -------------------
 
     async def bulk_create(
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
     ) -> list[ItemResult]:
-        url = self._base(access) / "composite" / "sobjects"
-
         async def send(chunk: list[Mapping[str, Any]]) -> list[ItemResult]:
             records = [{"attributes": {"type": name}, **values} for values in chunk]
-            answer = await self._call(
-                access, "POST", url, body={"allOrNone": False, "records": records}
+            body = {"allOrNone": False, "records": records}
+            return await batch.write(
+                self, access, "POST", self._collections(access), body, [None] * len(chunk)
             )
-            return [self._item_result(item) for item in _collection(answer, len(records))]
 
-        return await chunked(list(items), COLLECTION_LIMIT, send, lambda item: None)
+        return await chunked(list(items), self.platform.bulk.size, send, lambda item: None)
 
     async def bulk_update(
         self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[ItemResult]:
-        url = self._base(access) / "composite" / "sobjects"
-
         async def send(valid: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
             records = [{"attributes": {"type": name}, "id": i, **v} for i, v in valid]
-            answer = await self._call(
-                access, "PATCH", url, body={"allOrNone": False, "records": records}
-            )
-            results = _collection(answer, len(records))
-            return [
-                self._item_result(result, i) for result, (i, _) in zip(results, valid, strict=True)
-            ]
+            body = {"allOrNone": False, "records": records}
+            ids = [i for i, _ in valid]
+            return await batch.write(self, access, "PATCH", self._collections(access), body, ids)
 
         return await chunked_by_id(
-            list(items), COLLECTION_LIMIT, send, lambda item: item[0], _well_formed, name
+            list(items), self.platform.bulk.size, send, lambda item: item[0], _well_formed, name
         )
 
     async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
-        url = self._base(access) / "composite" / "sobjects"
-
         async def send(valid: list[str]) -> list[ItemResult]:
-            answer = await self._call(
-                access, "DELETE", url.with_query(ids=",".join(valid), allOrNone="false")
-            )
-            results = _collection(answer, len(valid))
-            return [self._item_result(result, i) for result, i in zip(results, valid, strict=True)]
+            url = self._collections(access).with_query(ids=",".join(valid), allOrNone="false")
+            return await batch.write(self, access, "DELETE", url, None, valid)
 
         return await chunked_by_id(
-            list(ids), COLLECTION_LIMIT, send, lambda item: item, _well_formed, name
+            list(ids), self.platform.bulk.size, send, lambda item: item, _well_formed, name
         )
 
-    def _item_result(self, answer: Mapping[str, Any], record_id: str | None = None) -> ItemResult:
-        """One element of a collections answer: {id, success, errors: [{statusCode, message,
-        fields}]}, as the contract's per-item result (its code says more than 400)."""
-        answered_id = answer.get("id")
-        own_id = str(answered_id) if isinstance(answered_id, str) and answered_id else record_id
-        if answer.get("success") is True:
-            return ItemResult(own_id or "")
-        return ItemResult(own_id, self.refused(400, answer.get("errors")))
+    def _collections(self, access: Access) -> URL:
+        return self._base(access) / "composite" / "sobjects"
 
     # ---- passthrough ------------------------------------------------------------------------
 
@@ -462,28 +369,14 @@ class SalesforceRecords(Records):
 def _expect(value: Any, kind: type, what: str) -> Any:
     """``value`` if it has the shape Salesforce documents; a CRM error (never a 500) if not."""
     if not isinstance(value, kind):
-        raise CrmUnavailable(f"Salesforce answered an unexpected {what}")
+        raise unexpected("Salesforce", f"a {what}")
     return value
 
 
 def _query_result(result: Any) -> dict[str, Any]:
-    _expect(result, dict, "query result")
-    records = _expect(result.get("records"), list, "query result")
+    shapes.rows(_expect(result, dict, "query result"), "records", "Salesforce", "a query result")
     _expect(result.get("totalSize"), int, "query result")
-    if not all(isinstance(record, dict) for record in records):
-        raise CrmUnavailable("Salesforce answered an unexpected query result")
     return dict(result)
-
-
-def _collection(answer: Any, sent: int) -> list[dict[str, Any]]:
-    """An sObject Collections answer: one result object per record sent, in order."""
-    items: list[dict[str, Any]] = _expect(answer, list, "collection answer")
-    if len(items) != sent or not all(isinstance(item, dict) for item in items):
-        raise CrmUnavailable(
-            "Salesforce answered a collection call with the wrong results; the outcome of "
-            "these records is unknown, read them before sending them again"
-        )
-    return items
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

@@ -32,8 +32,7 @@ from typing import Any
 from cachetools import LRUCache
 from yarl import URL
 
-from crmgate.connectors import local
-from crmgate.connectors.answers import crm_json
+from crmgate.connectors import batch, local, shapes
 from crmgate.connectors.base import (
     Access,
     Connector,
@@ -53,24 +52,22 @@ from crmgate.connectors.errors import (
     CredentialsRejected,
     CrmUnavailable,
     EntityNotFound,
-    GrantRevoked,
     NotAllowed,
     NotValid,
     RateLimited,
     Refusal,
     SessionExpired,
 )
+from crmgate.connectors.jsonpath import select
 from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
-from crmgate.outbound import Outbound, OutboundRefused
+from crmgate.outbound import Outbound
 from crmgate.query import Condition, QueryError, SortKey, Typed
-from crmgate.settings import OAuthClient
 
 log = logging.getLogger("crmgate.connectors.zoho")
 
 
-BATCH_LIMIT = 100  # records a create/update/delete call takes
 PAGE_LIMIT = 2000  # records the records API reaches with `page`
 COQL_REACH = 100_000  # offset + limit of a COQL query
 COQL_IN = 50  # values of a COQL `in`
@@ -85,16 +82,6 @@ def _well_formed(record_id: str) -> bool:
 
 _MODULE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 _COLUMN = re.compile(r"^\$?[A-Za-z][A-Za-z0-9_]{0,99}$")
-_KINDS = {
-    "integer": "integer",
-    "double": "number",
-    "currency": "number",
-    "decimal": "number",
-    "percent": "number",
-    "boolean": "boolean",
-    "date": "date",
-    "datetime": "date-time",
-}
 _LOOKUPS = ("lookup", "ownerlookup", "userlookup")
 # Multi-module lookups: the column, and where a record says which module it points to.
 POLYMORPHIC = ("What_Id", "Parent_Id")
@@ -113,23 +100,6 @@ PARENT_MODULES = (
     "Products",
     "Solutions",
 )
-# Lookups and date-times of the standard modules, for writes before a describe was read.
-STANDARD_TYPES: dict[str, dict[str, str]] = {
-    "Contacts": {"Account_Name": "lookup", "Owner": "ownerlookup"},
-    "Deals": {"Account_Name": "lookup", "Contact_Name": "lookup", "Owner": "ownerlookup"},
-    "Accounts": {"Parent_Account": "lookup", "Owner": "ownerlookup"},
-    "Leads": {"Owner": "ownerlookup"},
-    "Tasks": {"Who_Id": "lookup", "What_Id": "lookup", "Owner": "ownerlookup"},
-    "Calls": {"Who_Id": "lookup", "What_Id": "lookup", "Call_Start_Time": "datetime"},
-    "Events": {
-        "Who_Id": "lookup",
-        "What_Id": "lookup",
-        "Start_DateTime": "datetime",
-        "End_DateTime": "datetime",
-    },
-    "Notes": {"Parent_Id": "lookup"},
-}
-USER_STATUSES = ("active", "disabled", "deleted", "not_confirmed")
 
 
 class ZohoConnector(Connector):
@@ -148,10 +118,10 @@ class ZohoConnector(Connector):
         """The token works if Zoho shows its user (users?type=CurrentUser) and org."""
         access = self.session(authorization, credential, {})
         try:
-            users = await self.records.call_json(
+            users = await self.records.json_call(
                 access, "GET", (self.records.api(access) / "users").with_query(type="CurrentUser")
             )
-            org = await self.records.call_json(access, "GET", self.records.api(access) / "org")
+            org = await self.records.json_call(access, "GET", self.records.api(access) / "org")
         except (SessionExpired, NotAllowed) as refused:
             raise CredentialsRejected(f"Zoho refused the token ({refused.message})") from None
         try:
@@ -201,28 +171,9 @@ class ZohoConnector(Connector):
         secret goes there); anything else goes to the descriptor's token URL."""
         return self._at(self.callback_accounts_server(callback), "token")
 
-    async def refresh(
-        self, credential: Mapping[str, str], client: OAuthClient
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """The refresh_token grant at the accounts server of the credential's data centre."""
-        token = credential.get("refresh_token")
-        if not token:
-            raise GrantRevoked("Zoho CRM: the application has no refresh token")
-        return await self.token_request(
-            {"grant_type": "refresh_token", "refresh_token": token},
-            client,
-            self._token_url(credential, "token"),
-        )
-
-    def token_fields(self, answer: Mapping[str, Any]) -> dict[str, str]:
-        """Zoho's token answer names the org's API host (``api_domain``): the instance URL,
-        which must be one of the platform's hosts like any."""
-        if not answer.get("api_domain"):
-            return {}
-        try:
-            return {"instance_url": str(self.instance_url(str(answer["api_domain"])))}
-        except OutboundRefused as refused:
-            raise CrmUnavailable(f"Zoho named a refused api_domain: {refused}") from None
+    def refresh_url(self, credential: Mapping[str, str]) -> URL | None:
+        """At the accounts server of the credential's data centre."""
+        return self._token_url(credential, "token")
 
     def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
         """Zoho answers ``{"error": "invalid_code"}`` (often with HTTP 200) for a refresh token
@@ -237,11 +188,7 @@ class ZohoConnector(Connector):
                 "too many requests); try again in a few minutes",
                 retry_after=REFRESH_WINDOW,
             )
-        if code in ("invalid_code", "invalid_grant", "invalid_token"):
-            return "invalid_grant", code
-        if code in ("invalid_client", "invalid_client_secret", "invalid_redirect_uri"):
-            return "invalid_client", code
-        return code, str(answer.get("error_description") or "")
+        return super().token_error(answer, status)
 
     def revocation_url(self, credential: Mapping[str, str]) -> URL | None:
         """At the accounts server of the credential's data centre, else the descriptor's."""
@@ -250,13 +197,6 @@ class ZohoConnector(Connector):
 
 
 # ---- records ---------------------------------------------------------------------------------
-
-
-def _answer(body: bytes) -> Any:
-    try:
-        return crm_json(body) if body else None
-    except ValueError:
-        return None
 
 
 def _flat(record: Any, module: str) -> dict[str, Any]:
@@ -279,7 +219,10 @@ def _flat(record: Any, module: str) -> dict[str, Any]:
         if column == "What_Id":
             target = record.get("$se_module")
         else:
-            target = _object(_object(value).get("module")).get("api_name")
+            try:
+                target = next(iter(select(value, "module.api_name", strict=True)), None)
+            except ValueError:
+                raise CrmUnavailable("Zoho CRM answered a lookup of an unexpected shape") from None
         for parent in PARENT_MODULES:
             flat[f"{column}.{parent}"] = None
         if isinstance(value, dict) and value.get("id") and isinstance(target, str):
@@ -289,12 +232,7 @@ def _flat(record: Any, module: str) -> dict[str, Any]:
 
 def _data(answer: Any) -> list[dict[str, Any]]:
     """The records of a records API answer (None: 204, none)."""
-    if answer is None:
-        return []
-    rows = answer.get("data") if isinstance(answer, dict) else None
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise CrmUnavailable("Zoho CRM answered an unexpected list")
-    return rows
+    return shapes.rows(answer, "data", "Zoho CRM", "a list")
 
 
 def _chunks(fields: list[str]) -> list[list[str]]:
@@ -398,61 +336,26 @@ class Coql(TextDialect):
         return _queryable(column)
 
 
-def _object(value: Any) -> dict[str, Any]:
-    """``value`` if it is a JSON object; else CrmUnavailable (Zoho's answer is not its shape)."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise CrmUnavailable("Zoho CRM answered a field or record of an unexpected shape")
-    return value
-
-
-def _array(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise CrmUnavailable("Zoho CRM answered a field or record of an unexpected shape")
-    return value
-
-
-def _field_info(spec: Mapping[str, Any]) -> list[FieldInfo]:
-    data_type = str(spec.get("data_type") or "text")
-    operations = _object(spec.get("operation_type"))
-    read_only = bool(spec.get("read_only") or spec.get("field_read_only"))
-    name = str(spec["api_name"])
-    target = _object(_object(spec.get("lookup")).get("module")).get("api_name")
-    info = FieldInfo(
-        name=name,
-        label=str(spec.get("field_label") or spec.get("display_label") or name),
-        kind=_KINDS.get(data_type, "string"),
-        native_type=data_type,
-        required=bool(spec.get("system_mandatory")) and not read_only,
-        createable=not read_only and operations.get("api_create", True) is not False,
-        updateable=not read_only and operations.get("api_update", True) is not False,
-        filterable=data_type not in ("textarea", "multiselectpicklist"),
-        sortable=bool(spec.get("sortable", data_type not in ("textarea", *_LOOKUPS))),
-        custom=bool(spec.get("custom_field")),
-        enum=tuple(
-            str(v.get("actual_value") or v.get("display_value"))
-            for v in _array(spec.get("pick_list_values"))
-            if isinstance(v, dict) and (v.get("type") or "used") == "used"
-        ),
-        reference_to=(str(target),) if target else (),
-    )
-    if name not in POLYMORPHIC:
+def _field_infos(spec: Mapping[str, Any], info: FieldInfo) -> list[FieldInfo]:
+    """A field as the descriptor reads it, and, for a multi-module lookup, one column per module
+    it can point to (``What_Id.Accounts``). A field Zoho does not say is sortable is, unless
+    long text or a lookup."""
+    unsorted = info.native_type in ("textarea", *_LOOKUPS)
+    info = replace(info, sortable=bool(spec.get("sortable", not unsorted)))
+    if info.name not in POLYMORPHIC:
         return [info]
-    modules = [
-        str(m.get("api_name"))
-        for m in _array(_object(spec.get("multi_module_lookup")).get("modules"))
-        if isinstance(m, dict)
-    ]
+    try:
+        modules = [str(m) for m in select(spec, "multi_module_lookup.modules[*].api_name", True)]
+    except ValueError:
+        raise CrmUnavailable(
+            "Zoho CRM answered a multi-module lookup of an unexpected shape"
+        ) from None
     return [info] + [
         FieldInfo(
-            name=f"{name}.{parent}",
+            name=f"{info.name}.{parent}",
             label=f"{info.label} ({parent})",
             kind="string",
             native_type="lookup",
-            required=False,
             createable=info.createable,
             updateable=info.updateable,
             sortable=False,
@@ -460,24 +363,6 @@ def _field_info(spec: Mapping[str, Any]) -> list[FieldInfo]:
         )
         for parent in dict.fromkeys([*modules, *PARENT_MODULES])
     ]
-
-
-USER_FIELDS = tuple(
-    FieldInfo(name, label, kind, native, createable=False, updateable=False, enum=enum)
-    for name, label, kind, native, enum in (
-        ("id", "User Id", "string", "bigint", ()),
-        ("first_name", "First Name", "string", "text", ()),
-        ("last_name", "Last Name", "string", "text", ()),
-        ("full_name", "Full Name", "string", "text", ()),
-        ("email", "Email", "string", "email", ()),
-        ("phone", "Phone", "string", "phone", ()),
-        ("mobile", "Mobile", "string", "phone", ()),
-        ("status", "Status", "string", "picklist", USER_STATUSES),
-        ("role", "Role", "string", "lookup", ()),
-        ("created_time", "Created Time", "date-time", "datetime", ()),
-        ("Modified_Time", "Modified Time", "date-time", "datetime", ()),
-    )
-)
 
 
 class ZohoRecords(Records):
@@ -501,30 +386,6 @@ class ZohoRecords(Records):
             raise EntityNotFound(f"{name} {record_id[:40]!r} not found")
         return self._module(access, name) / record_id
 
-    # ---- one call ---------------------------------------------------------------------------
-
-    async def call_json(
-        self, access: Access, method: str, url: URL, body: Any = None, per_record: bool = False
-    ) -> Any:
-        """The answer's JSON (None for 204 No Content, Zoho's empty list); an error answer
-        becomes the contract's, except, with ``per_record``, a write's per-record results."""
-        response = await self.send_json(access, method, url, body=body)
-        if response.status == 204:
-            return None
-        answer = _answer(response.body)
-        if response.status >= 400:
-            if (
-                per_record
-                and response.status in (400, 207)
-                and isinstance(answer, dict)
-                and isinstance(answer.get("data"), list)
-            ):
-                return answer
-            raise self.error(response)
-        if answer is None and response.body:
-            raise CrmUnavailable("Zoho CRM answered something that is not JSON")
-        return answer
-
     def refine_error(self, refusal: Refusal) -> Refusal:
         details = refusal.entry.get("details")
         named = details.get("api_name") if isinstance(details, dict) else None
@@ -540,49 +401,19 @@ class ZohoRecords(Records):
     # ---- the catalogue ----------------------------------------------------------------------
 
     async def objects(self, access: Access) -> list[ObjectInfo]:
-        answer = await self.call_json(access, "GET", self.api(access) / "settings/modules")
-        modules = answer.get("modules") if isinstance(answer, dict) else None
-        if not isinstance(modules, list):
-            raise CrmUnavailable("Zoho CRM answered an unexpected module list")
-        found = []
-        for module in modules:
-            if not isinstance(module, dict) or not module.get("api_supported", True):
-                continue
-            name = str(module.get("api_name") or "")
-            if not _MODULE.match(name):
-                continue
-            found.append(
-                ObjectInfo(
-                    name=name,
-                    label=str(module.get("singular_label") or name),
-                    plural_label=str(module.get("plural_label") or name),
-                    custom=module.get("generated_type") == "custom",
-                    queryable=bool(module.get("viewable", True)),
-                    createable=bool(module.get("creatable")),
-                    updateable=bool(module.get("editable")),
-                    deletable=bool(module.get("deletable")),
-                    id_field="id",
-                )
-            )
-        return found
+        answer = await self.json_call(access, "GET", self.api(access) / "settings/modules")
+        found = self.read_objects(answer, "id")
+        return [info for info in found if _MODULE.match(info.name)]
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
-        if name == "users":
-            return ObjectInfo(
-                "users", "User", "Users", False, True, False, False, False, USER_FIELDS, "id"
-            )
+        if name == "users":  # Zoho does not describe users: the descriptor does
+            return self.platform.objects["users"].info("users", "id")
         if not _MODULE.match(name):
             raise EntityNotFound(f"Zoho CRM has no module {name[:100]!r}")
-        answer = await self.call_json(
+        answer = await self.json_call(
             access, "GET", (self.api(access) / "settings/fields").with_query(module=name)
         )
-        specs = answer.get("fields") if isinstance(answer, dict) else None
-        if not isinstance(specs, list):
-            raise CrmUnavailable("Zoho CRM answered unexpected fields")
-        fields: list[FieldInfo] = []
-        for spec in specs:
-            if isinstance(spec, dict) and isinstance(spec.get("api_name"), str):
-                fields += _field_info(spec)
+        fields = self.read_fields(answer, _field_infos)
         self._remember(access, name, {f.name: f.native_type for f in fields})
         # The fields API does not say what this user's profile allows with the module; Zoho
         # refuses what it does not (403 NOT_ALLOWED).
@@ -594,7 +425,8 @@ class ZohoRecords(Records):
         self._types[CursorWalks.key(access, module)] = types
 
     def _types_of(self, access: Access, module: str) -> dict[str, str]:
-        return self._types.get(CursorWalks.key(access, module)) or STANDARD_TYPES.get(module, {})
+        known = self.platform.objects.get(module)  # a standard module's, before any describe
+        return self._types.get(CursorWalks.key(access, module)) or (known.types if known else {})
 
     # ---- COQL -------------------------------------------------------------------------------
 
@@ -617,8 +449,8 @@ class ZohoRecords(Records):
         return Coql(entity, {}).order(sort)
 
     async def _coql(self, access: Access, statement: str) -> list[dict[str, Any]]:
-        answer = await self.call_json(
-            access, "POST", self.api(access) / "coql", {"select_query": statement}
+        answer = await self.json_call(
+            access, "POST", self.api(access) / "coql", body={"select_query": statement}
         )
         if answer is None:
             return []
@@ -657,7 +489,7 @@ class ZohoRecords(Records):
                     key, offset, page_size, self._walk(access, entity, fields), 0, ahead
                 )
             if offset + page_size <= PAGE_LIMIT:
-                answer = await self.call_json(
+                answer = await self.json_call(
                     access,
                     "GET",
                     self._module(access, entity.object).with_query(
@@ -721,7 +553,7 @@ class ZohoRecords(Records):
         url = (self.api(access) / "users").with_query(
             type="AllUsers", page=str(page), per_page=str(page_size)
         )
-        answer = await self.call_json(access, "GET", url)
+        answer = await self.json_call(access, "GET", url)
         if answer is None:
             return []
         users = answer.get("users") if isinstance(answer, dict) else None
@@ -736,7 +568,7 @@ class ZohoRecords(Records):
             if conditions:
                 return len(local.select(await self._all_users(access), entity, conditions))
             url = (self.api(access) / "users/actions/count").with_query(type="AllUsers")
-            answer = await self.call_json(access, "GET", url)
+            answer = await self.json_call(access, "GET", url)
             total = answer.get("count") if isinstance(answer, dict) else None
         else:
             where = self._where(access, entity, conditions)
@@ -753,14 +585,14 @@ class ZohoRecords(Records):
         if entity.object == "users":
             if not _RECORD_ID.match(record_id):
                 raise EntityNotFound(f"user {record_id[:40]!r} not found")
-            answer = await self.call_json(access, "GET", self.api(access) / "users" / record_id)
-            users = _array(_object(answer).get("users"))
+            answer = await self.json_call(access, "GET", self.api(access) / "users" / record_id)
+            users = shapes.rows(answer, "users", "Zoho CRM", "a user")
             if not users:
                 raise EntityNotFound(f"user {record_id} not found")
             return _flat(users[0], "users")
         first, *more = _chunks(self._select_columns(columns))
         url = self._record(access, entity.object, record_id).with_query(fields=",".join(first))
-        found = _data(await self.call_json(access, "GET", url))
+        found = _data(await self.json_call(access, "GET", url))
         rows = await self._read(access, entity.object, found, more)
         if not rows:
             raise EntityNotFound(f"{entity.object} {record_id} not found")
@@ -819,63 +651,38 @@ class ZohoRecords(Records):
                 out[base] = {"module": {"api_name": chosen[0][0]}, "id": str(chosen[0][1])}
         return out
 
-    def _results(self, answer: Any, sent: int) -> list[dict[str, Any]]:
-        results = answer.get("data") if isinstance(answer, dict) else None
-        if (
-            not isinstance(results, list)
-            or len(results) != sent
-            or not all(isinstance(r, dict) for r in results)
-        ):
-            raise CrmUnavailable(
-                "Zoho CRM answered a write with the wrong results; the outcome of these "
-                "records is unknown, read them before sending them again"
-            )
-        return results
-
-    def _item(self, result: Mapping[str, Any], record_id: str | None = None) -> ItemResult:
-        details = result.get("details") if isinstance(result.get("details"), dict) else {}
-        assert isinstance(details, dict)
-        if result.get("status") == "success":
-            made = details.get("id")
-            return ItemResult(str(made) if made else record_id)
-        return ItemResult(record_id, self.refused(400, result))
-
     async def _write(
         self, access: Access, method: str, url: URL, records: list[dict[str, Any]]
     ) -> list[ItemResult]:
-        answer = await self.call_json(access, method, url, {"data": records}, per_record=True)
         ids = [r.get("id") if isinstance(r.get("id"), str) else None for r in records]
-        return [
-            self._item(result, ids[n])
-            for n, result in enumerate(self._results(answer, len(records)))
-        ]
+        return await batch.write(self, access, method, url, {"data": records}, ids)
 
-    async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
-        (result,) = await self._write(
-            access, "POST", self._module(access, name), [self._native(access, name, values)]
-        )
+    async def _one(self, access: Access, method: str, url: URL, values: dict[str, Any]) -> str:
+        """One record written (or, without ``values``, deleted): its id, or its refusal."""
+        if values:
+            (result,) = await self._write(access, method, url, [values])
+        else:
+            (result,) = await batch.write(self, access, method, url, None, [url.name])
         if result.error is not None:
             raise result.error
-        if not result.id:
+        return result.id or ""
+
+    async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
+        url = self._module(access, name)
+        made = await self._one(access, "POST", url, self._native(access, name, values))
+        if not made:
             raise CrmUnavailable("Zoho CRM answered a create without the record's id")
-        return result.id
+        return made
 
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
         url = self._record(access, name, record_id)
-        (result,) = await self._write(access, "PUT", url, [self._native(access, name, values)])
-        if result.error is not None:
-            raise result.error
+        await self._one(access, "PUT", url, self._native(access, name, values))
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
-        answer = await self.call_json(
-            access, "DELETE", self._record(access, name, record_id), per_record=True
-        )
         # INVALID_DATA about the id is 404 (refine_error); any other refusal stays what it is
-        result = self._item(self._results(answer, 1)[0], record_id)
-        if result.error is not None:
-            raise result.error
+        await self._one(access, "DELETE", self._record(access, name, record_id), {})
 
     async def bulk_create(
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
@@ -887,7 +694,7 @@ class ZohoRecords(Records):
                 access, "POST", url, [self._native(access, name, v) for v in chunk]
             )
 
-        return await chunked(list(items), BATCH_LIMIT, send, lambda item: None)
+        return await chunked(list(items), self.platform.bulk.size, send, lambda item: None)
 
     async def bulk_update(
         self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
@@ -899,23 +706,18 @@ class ZohoRecords(Records):
                 access, "PUT", url, [{**self._native(access, name, v), "id": i} for i, v in valid]
             )
 
-        return await chunked_by_id(
-            list(items), BATCH_LIMIT, send, lambda item: item[0], _well_formed, name
-        )
+        size = self.platform.bulk.size
+        return await chunked_by_id(list(items), size, send, lambda i: i[0], _well_formed, name)
 
     async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
         url = self._module(access, name)
 
         async def send(valid: list[str]) -> list[ItemResult]:
-            answer = await self.call_json(
-                access, "DELETE", url.with_query(ids=",".join(valid)), per_record=True
-            )
-            results = self._results(answer, len(valid))
-            return [self._item(result, i) for i, result in zip(valid, results, strict=True)]
+            deleting = url.with_query(ids=",".join(valid))
+            return await batch.write(self, access, "DELETE", deleting, None, valid)
 
-        return await chunked_by_id(
-            list(ids), BATCH_LIMIT, send, lambda item: item, _well_formed, name
-        )
+        size = self.platform.bulk.size
+        return await chunked_by_id(list(ids), size, send, lambda i: i, _well_formed, name)
 
     # ---- passthrough ------------------------------------------------------------------------
 
