@@ -123,8 +123,6 @@ class Platform:
     # Lists read with OFFSET to this depth: each page is one call of its own (Salesforce's
     # SOQL OFFSET); deeper, batches as the descriptor's paging says.
     offset_pages: int = 0
-    # What deleting an id the CRM does not have answers, where it is not the contract's 404.
-    unknown_delete: int = 404
 
 
 def _json(status: int, body: Any, seconds: int, **headers: str) -> Fault:
@@ -278,9 +276,6 @@ HUBSPOT = Platform(
     },
     raw=("crm/v3/objects/{native}/{id}", "id"),
     missing_id="999999",
-    # HubSpot archives an id it does not have with 204, and crmgate passes that on: a gap
-    # against the contract's 404 (reported; see tests/test_conformance.py)
-    unknown_delete=204,
     table=lambda sim, obj: sim.records[obj],
     seed=lambda sim, n: [sim.insert("contacts", {"lastname": f"C{i:03d}"}) for i in range(n)],
     throttle=Throttle(

@@ -531,7 +531,11 @@ class HubSpotRecords(Records):
             await self.json_call(access, "DELETE", base / target / linked)
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
-        await self.json_call(access, "DELETE", self._record(access, name, record_id))
+        """HubSpot archives an id it does not have with 204 as well (its DELETE is idempotent):
+        the record is read first, so that an unknown one is the contract's 404 (a call more)."""
+        url = self._record(access, name, record_id)
+        await self.json_call(access, "GET", url.with_query(properties="hs_object_id"))
+        await self.json_call(access, "DELETE", url)
 
     async def bulk_create(
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
