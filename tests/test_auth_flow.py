@@ -139,3 +139,43 @@ def test_the_http_layer_knows_no_session_renewal() -> None:
         text = path.read_text()
         for word in ("SessionExpired", "renew(", ".renew", "refresh("):
             assert word not in text, f"{path.relative_to(SRC)} holds {word!r}"
+
+
+def test_a_credential_the_crm_echoes_in_its_refusal_is_not_repeated() -> None:
+    from aiohttp import web
+
+    from crmgate.connectors.base import Connector
+    from crmgate.connectors.catalogue import load_descriptors
+    from crmgate.connectors.errors import CredentialsRejected
+    from crmgate.outbound import Outbound
+    from test_paging import _free_port
+
+    canary = "canary-token-0123456789"
+
+    async def refuse(request: web.Request) -> web.Response:
+        said = request.headers["Authorization"].removeprefix("Bearer ")
+        return web.Response(status=401, text=f"invalid token {said}")
+
+    async def go() -> str:
+        port = _free_port()
+        app = web.Application()
+        app.router.add_get("/me", refuse)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        platform = next(p for p in load_descriptors() if p.type == "HubSpot")
+        outbound = Outbound(
+            allowed_networks=["127.0.0.0/8"], plain_http_hosts=[f"127.0.0.1:{port}"]
+        )
+        base = URL(f"http://127.0.0.1:{port}")
+        try:
+            await Connector(platform, outbound).checked(Access(base, canary), base / "me")
+        except CredentialsRejected as refused:
+            return refused.message
+        finally:
+            await outbound.close()
+            await runner.cleanup()
+        raise AssertionError("not refused")
+
+    message = asyncio.run(go())
+    assert "invalid token" in message and canary not in message

@@ -524,6 +524,8 @@ class Connector:
         if response.status in (401, 403):
             reason = read(self.platform.errors, response.status, answer_of(response.body)).message
             reason = reason or response.body.decode("utf-8", "replace").strip()
+            # a CRM that echoes the credential it refused must not put it in crmgate's answer
+            reason = reason.replace(access.token, "…") if access.token else reason
             raise CredentialsRejected(
                 f"{self.platform.name} refused the credential ({(reason or 'refused')[:200]})"
             )
