@@ -49,7 +49,7 @@ from crmgate.security.keys import KeyKind
 from crmgate.security.scopes import KeyScope
 from crmgate.settings import Settings
 from crmgate.store import migrate
-from crmgate.store.db import session_factory
+from crmgate.store.db import for_writing, session_factory
 from crmgate.store.models import utcnow
 from test_tokens import CLIENT_ID, CLIENT_SECRET, count
 
@@ -281,7 +281,7 @@ def crmgate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 def sql(settings: Settings, *statements: str, **params: Any) -> None:
     async def work(services: Services) -> None:
-        async with services.engine.begin() as connection:
+        async with for_writing(services.engine).begin() as connection:
             for statement in statements:
                 await connection.execute(text(statement), params)
 
@@ -473,7 +473,7 @@ def rechain_plain(settings: Settings, start: int, *, drop_key_ids: bool) -> None
     async def work(services: Services) -> None:
         events = await services.audit.all_events()
         previous = events[start - 2].hash if start > 1 else GENESIS
-        async with services.engine.begin() as connection:
+        async with for_writing(services.engine).begin() as connection:
             for event in events[start - 1 :]:
                 key_id = None if drop_key_ids else event.key_id
                 forged = dataclasses.replace(event, previous_hash=previous, key_id=key_id)
@@ -615,7 +615,7 @@ async def write_legacy_events(services: Services, count: int) -> None:
     """A trail written by an older crmgate (plain SHA-256, schema 0006), then the upgrade."""
     await migrate.upgrade(services.engine, "0006_restricted_keys")
     previous = GENESIS
-    async with services.engine.begin() as connection:
+    async with for_writing(services.engine).begin() as connection:
         for seq in range(1, count + 1):
             event = Event(
                 seq,
@@ -765,7 +765,7 @@ def test_a_burst_of_bad_keys_is_answered_at_once_queued_capped_and_flushed(
 
     async def while_the_trail_is_locked(services: Services, client: httpx.Client) -> list[float]:
         # another transaction holds the chain head (and, on SQLite, the write lock) throughout
-        async with services.engine.begin() as connection:
+        async with for_writing(services.engine).begin() as connection:
             await connection.execute(text("UPDATE audit_head SET hash = hash"))
             took = await asyncio.to_thread(burst, client)
             await asyncio.sleep(0.5)  # flushes come due meanwhile, and wait
@@ -1083,7 +1083,7 @@ def test_a_failed_flush_keeps_its_events_and_writes_them_exactly_once(
         audit = noisy_log(services)
         for n in range(3):
             await audit.record("auth.failed", client=f"192.0.2.{n}", details={"n": n})
-        async with services.engine.begin() as connection:
+        async with for_writing(services.engine).begin() as connection:
             if database.backend == "postgresql":
                 await connection.execute(
                     text(
@@ -1106,7 +1106,7 @@ def test_a_failed_flush_keeps_its_events_and_writes_them_exactly_once(
                 )
         assert await audit.flush() is False
         assert await noisy_rows(services) == []
-        async with services.engine.begin() as connection:
+        async with for_writing(services.engine).begin() as connection:
             await connection.execute(
                 text(
                     "DROP TRIGGER injected"

@@ -25,6 +25,7 @@ from conftest import (
 )
 from crmgate.api.app import create_app
 from crmgate.settings import Settings
+from crmgate.store.db import for_writing
 
 CLIENT_ID = "crmgate-flow-client"
 CLIENT_SECRET = "flow-secret-" + secrets.token_hex(8)
@@ -236,7 +237,7 @@ def expire_flows(flow: Flow) -> None:
 
     async def go() -> None:
         async with Services.open(flow.settings) as services:
-            async with services.engine.begin() as connection:
+            async with for_writing(services.engine).begin() as connection:
                 await connection.execute(
                     update(OAuthFlow).values(expires_at=utcnow() - timedelta(seconds=1))
                 )

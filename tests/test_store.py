@@ -21,7 +21,7 @@ from crmgate.runtime import SchemaOutOfDate, Services
 from crmgate.settings import Settings
 from crmgate.store import migrate
 from crmgate.store.accounts import AccountError, Role, UserStatus
-from crmgate.store.db import create_engine
+from crmgate.store.db import create_engine, for_writing
 from crmgate.store.models import ApiKey, UsageDaily, utcnow
 
 
@@ -224,7 +224,7 @@ def test_usage_counters_are_batched_and_summed_by_day(settings: Settings) -> Non
         view = await services.accounts.get_user(admin.organisation_id, admin.user.id)
         assert (view.request_count, view.internal_request_count) == (1, 4)
         today = utcnow().date()
-        async with services.engine.begin() as conn:
+        async with for_writing(services.engine).begin() as conn:
             await conn.execute(
                 UsageDaily.__table__.insert().values(
                     user_id=admin.user.id,

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from conftest import Account, Database, RunningGateway, SalesforceSim, create_account, with_services
 from crmgate.security.vault import DecryptionError
 from crmgate.settings import Settings
+from crmgate.store.db import for_writing
 from crmgate.store.models import Application
 from test_secrets_canary import CLIENT_LOGGERS, database_bytes
 
@@ -162,7 +163,7 @@ def test_moved_or_altered_ciphertexts_do_not_decrypt(
     theirs = new_app(crm_gateway, stranger.key, salesforce)
 
     async def tamper(services: Any) -> None:
-        async with services.engine.begin() as conn:
+        async with for_writing(services.engine).begin() as conn:
             row = (
                 await conn.execute(
                     select(Application.key_version, Application.ciphertext).where(

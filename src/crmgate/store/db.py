@@ -101,9 +101,7 @@ class SessionFactory:
     def __init__(self, engine: AsyncEngine) -> None:
         self._dialect = engine.dialect.name
         self._read = async_sessionmaker(engine, expire_on_commit=False)
-        self._write = async_sessionmaker(
-            engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
-        )
+        self._write = async_sessionmaker(for_writing(engine), expire_on_commit=False)
 
     def __call__(self) -> AsyncSession:
         return self._read()
@@ -116,6 +114,13 @@ class SessionFactory:
 
     def begin(self) -> AbstractAsyncContextManager[AsyncSession]:
         return self._write.begin()
+
+
+def for_writing(engine: AsyncEngine) -> AsyncEngine:
+    """This engine, its transactions taking SQLite's write lock when they begin (BEGIN
+    IMMEDIATE): a transaction that reads and then writes queues behind another writer
+    instead of failing with "database is locked". PostgreSQL ignores the option."""
+    return engine.execution_options(**{_WRITE_OPTION: True})
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:
