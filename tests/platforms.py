@@ -142,7 +142,7 @@ def _sf_user(sim: SalesforceSimulator) -> Any:
 
 
 def _sf_limit(sim: SalesforceSimulator) -> None:
-    sim.data.api_limit = sim.data.api_used  # the org's daily limit: 403 REQUEST_LIMIT_EXCEEDED
+    sim.data.quota.limit = sim.data.quota.used  # the org's daily limit: 403 REQUEST_LIMIT_EXCEEDED
 
 
 def _sf_client(sim: SalesforceSimulator) -> dict[str, str]:
@@ -211,7 +211,7 @@ SALESFORCE = Platform(
     offset_pages=2000,
     throttle=Throttle(
         _sf_limit,
-        lambda sim: setattr(sim.data, "api_limit", sim.data.api_used + 10**6),
+        lambda sim: setattr(sim.data.quota, "limit", sim.data.quota.used + 10**6),
         (60, 60),
         "REQUEST_LIMIT_EXCEEDED",
     ),
@@ -368,7 +368,7 @@ ZOHO = Platform(
             "access_token": sim.issue_access_token(),
             "refresh_token": sim.issue_refresh_token("1000.CLIENT"),
         },
-        token_calls=lambda sim: sum(1 for c in sim.calls if c[1] == "/oauth/v2/token#grant"),
+        token_calls=lambda sim: sim.calls.count(("POST", "/oauth/v2/token")),
         refusal="invalid_code",
     ),
 )
@@ -401,7 +401,7 @@ DYNAMICS = Platform(
     ),
     wrong=lambda sim, url: {"instance_url": url, "access_token": "nope"},
     company=lambda sim: sim.organization_id,
-    samples={  # tests/test_dynamics.py's ENTITIES
+    samples={
         "contact": Sample(
             "last_name",
             {"first_name": "Ann", "email": [{"type": "work", "address": "ann@example.com"}]},

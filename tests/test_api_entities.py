@@ -438,7 +438,7 @@ def test_custom_fields_are_read_written_filtered_and_described(
 
     salesforce.simulator.data.add_custom_field(
         "Contact",
-        SField("Loyalty_Tier__c", "picklist", "Loyalty tier", picklist=("Gold", "Silver")),
+        SField("Loyalty_Tier__c", "picklist", "Loyalty tier", options=("Gold", "Silver")),
     )
     salesforce.simulator.data.add_custom_field("Contact", SField("Visits__c", "double", "Visits"))
     fresh = {"X-API2CRM-DESCRIBE-LIFETIME": "0"}  # the org changed: ask Salesforce again
@@ -659,7 +659,7 @@ def test_a_bulk_call_cut_short_by_the_crm_reports_what_was_done(
 ) -> None:
     data = salesforce.simulator.data
     crm.ok("GET", "/entity/contact/describe")  # cached: the limit hits the collection calls
-    data.api_limit = data.api_used + 1  # one call left: the first 200 records, not the rest
+    data.quota.limit = data.quota.used + 1  # one call left: the first 200 records, not the rest
     items = [{"last_name": f"Bulk {n:03d}"} for n in range(250)]
     answer = crm.ok("POST", "/entity/contact/bulk", 201, json={"item": items})["item"]
     assert [i["status"] for i in answer] == [201] * 200 + [429] * 50

@@ -1,8 +1,8 @@
 """Bulk through a CRM's JSON batch endpoint (connectors/batch.py), against a small server over
 real HTTP on loopback answering as Salesforce's sObject Collections and Zoho's multi-record
-writes do: each item's outcome read by the descriptor's ``[bulk]`` paths, in order; an answer
-with the wrong number of results is one error for the chunk, never a result given to the
-wrong record."""
+writes do (and HubSpot's batch endpoints, in any order, each result named by its key): each
+item's outcome read by the descriptor's ``[bulk]`` paths; an answer with the wrong number of
+results is one error for the chunk, never a result given to the wrong record."""
 
 from __future__ import annotations
 
@@ -88,6 +88,21 @@ def test_zoho_reports_each_record_even_when_all_failed() -> None:
     assert isinstance(result.error, NotValid) and "Last_Name" in result.error.fields
     ok = {"code": "SUCCESS", "status": "success", "details": {"id": "5725767000000001"}}
     assert send("ZohoCRM", 201, {"data": [ok]}, [None]) == [ItemResult("5725767000000001")]
+
+
+def test_results_in_any_order_are_matched_to_their_records_by_key() -> None:
+    answer = {
+        "status": "COMPLETE",
+        "results": [{"id": "2", "properties": {}}],
+        "errors": [{
+            "status": "error", "category": "OBJECT_NOT_FOUND", "message": "gone",
+            "context": {"ids": ["3"]},
+        }],
+    }  # fmt: skip
+    found, gone, unsaid = send("HubSpot", 207, answer, ["2", "3", "1"])
+    assert found == ItemResult("2")
+    assert gone.id == "3" and isinstance(gone.error, EntityNotFound)
+    assert unsaid.id == "1" and isinstance(unsaid.error, CrmUnavailable)
 
 
 def test_a_whole_call_refused_is_the_calls_error() -> None:

@@ -8,7 +8,6 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +18,6 @@ from conftest import (
     Database,
     RunningGateway,
     Simulated,
-    check_life_cycle,
     check_refresh,
     create_account,
     loopback_socket,
@@ -102,45 +100,6 @@ def test_a_token_connects_as_its_user_and_a_wrong_one_is_refused(org: Org) -> No
         },
     )
     assert elsewhere.status_code == 422
-
-
-ENTITIES: dict[str, tuple[tuple[str, dict[str, Any], dict[str, Any]], str]] = {
-    "contact": (
-        (
-            "last_name",
-            {"first_name": "Ann", "email": [{"type": "work", "address": "ann@example.com"}]},
-            {"position": "CFO"},
-        ),
-        "contactid",
-    ),
-    "lead": (("last_name", {"company": "Initech"}, {"status": "2"}), "leadid"),
-    "account": (("name", {"employees": "120"}, {"description": "Key account"}), "accountid"),
-    "opportunity": (
-        (
-            "name",
-            {"pipeline_with_stage": "1-Qualify", "expected_end_at": "2027-03-31T00:00:00+00:00"},
-            {"amount": 2500.5},
-        ),
-        "opportunityid",
-    ),
-    "task": (
-        ("subject", {"due_at": "2027-01-15T09:00:00+00:00"}, {"priority": "2"}),
-        "activityid",
-    ),
-    "call": (
-        ("subject", {"started_at": "2027-01-10T09:00:00+00:00"}, {"status": "3"}),
-        "activityid",
-    ),
-    "meeting": (("subject", {"location": "Room 1"}, {"location": "Room 2"}), "activityid"),
-    "event": (("subject", {"is_all_day": True}, {"location": "Hall"}), "activityid"),
-    "note": (("subject", {"body": "Met at the fair"}, {"body": "Edited"}), "annotationid"),
-}
-
-
-@pytest.mark.parametrize("entity", sorted(ENTITIES))
-def test_every_entity_has_the_whole_life_cycle(org: Org, entity: str) -> None:
-    record, primary_id = ENTITIES[entity]
-    check_life_cycle(org, entity, record, ("{native}({id})", primary_id))
 
 
 def test_users_are_read_only(org: Org) -> None:

@@ -128,11 +128,11 @@ def test_salesforce_errors_become_the_contract_errors(salesforce: SalesforceSim)
         with pytest.raises(NotAllowed) as refused:
             await connector.records.create(reader, "Contact", {"LastName": "X"})
         outcomes["refused"] = (refused.value.status, refused.value.code, refused.value.message)
-        salesforce.simulator.data.api_limit = salesforce.simulator.data.api_used
+        salesforce.simulator.data.quota.limit = salesforce.simulator.data.quota.used
         with pytest.raises(RateLimited) as limited:
             await connector.records.count(admin, contact)
         outcomes["limited"] = (limited.value.status, limited.value.retry_after)
-        salesforce.simulator.data.api_limit = 10**6
+        salesforce.simulator.data.quota.limit = 10**6
         salesforce.simulator.expire_sessions()
         with pytest.raises(SessionExpired) as expired:
             await connector.records.count(admin, contact)

@@ -134,7 +134,7 @@ def test_basic_information_and_custom_fields_on_standard_objects(
     basic = sf.Contact.metadata()
     assert basic["objectDescribe"]["name"] == "Contact" and basic["recentItems"] == []
     salesforce.simulator.data.add_custom_field(
-        "Contact", SField("Tier__c", "picklist", picklist=("A",))
+        "Contact", SField("Tier__c", "picklist", options=("A",))
     )
     fields = {f["name"]: f for f in sf.Contact.describe()["fields"]}
     assert fields["Tier__c"]["custom"] is True
@@ -204,8 +204,8 @@ def test_read_only_profiles_are_refused(salesforce: SalesforceSim) -> None:
 def test_api_limits(sf: Salesforce, salesforce: SalesforceSim) -> None:
     sf.query("SELECT Id FROM Contact")
     usage = sf.api_usage["api-usage"]
-    assert usage.total == 15000 and usage.used == salesforce.simulator.data.api_used
-    salesforce.simulator.data.api_limit = salesforce.simulator.data.api_used
+    assert usage.total == 15000 and usage.used == salesforce.simulator.data.quota.used
+    salesforce.simulator.data.quota.limit = salesforce.simulator.data.quota.used
     with pytest.raises(SalesforceRefusedRequest) as limited:
         sf.query("SELECT Id FROM Contact")
     assert limited.value.content[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"

@@ -268,7 +268,7 @@ def test_unknown_client_or_callback_gets_an_error_page_and_no_redirect(
     assert "location" not in response.headers
     assert response.headers["content-type"].startswith("text/html")
     assert f"error={error}" in response.text
-    assert not salesforce.simulator.authorization_codes
+    assert not salesforce.simulator.codes
 
 
 @pytest.mark.usefixtures("app", "user")
@@ -309,8 +309,8 @@ def test_a_code_is_single_use(salesforce: SalesforceSim, http: httpx.Client) -> 
 
 @pytest.mark.usefixtures("app", "user")
 def test_codes_expire(salesforce: SalesforceSim, http: httpx.Client) -> None:
-    assert salesforce.simulator.authorization_code_lifetime == 900  # Salesforce: 15 minutes
-    salesforce.simulator.authorization_code_lifetime = 0
+    assert salesforce.simulator.tokens.code_lifetime == 900  # Salesforce: 15 minutes
+    salesforce.simulator.tokens.code_lifetime = 0
     code = auto_approved_code(salesforce, http)
     assert oauth_error(exchange(http, code)) == {
         "error": "invalid_grant",
@@ -476,7 +476,7 @@ def test_rotated_refresh_tokens_stay_bound(salesforce: SalesforceSim, http: http
 def test_session_lifetime_applies_to_code_flow_tokens(
     salesforce: SalesforceSim, http: httpx.Client
 ) -> None:
-    salesforce.simulator.session_lifetime = -1  # issued already expired
+    salesforce.simulator.tokens.access_lifetime = -1  # issued already expired
     token = exchange(http, auto_approved_code(salesforce, http)).json()
     bearer = {"Authorization": f"Bearer {token['access_token']}"}
     expired = http.get("/services/data/v60.0/sobjects", headers=bearer)

@@ -129,15 +129,15 @@ def test_quotes_and_soql_keywords_in_values_cannot_change_the_query(
 
 def test_unknown_or_mistyped_filters_are_refused(contact: EntityMap) -> None:
     with pytest.raises(QueryError, match="unknown field 'password'"):
-        soql.where(parse_filter("password eq 'x'"), contact)
+        soql.Soql(contact).where(parse_filter("password eq 'x'"))
     with pytest.raises(QueryError, match="ISO 8601"):
-        soql.where(parse_filter("created_at gt 'yesterday'"), contact)
+        soql.Soql(contact).where(parse_filter("created_at gt 'yesterday'"))
     with pytest.raises(QueryError, match="text value"):
-        soql.where(parse_filter("last_name eq 5"), contact)
+        soql.Soql(contact).where(parse_filter("last_name eq 5"))
     with pytest.raises(QueryError, match="text fields only"):
-        soql.where(parse_filter("birth_date contains '19'"), contact)
+        soql.Soql(contact).where(parse_filter("birth_date contains '19'"))
     with pytest.raises(QueryError, match="unknown field"):
-        soql.order_by(parse_sort("-secret"), contact)
+        soql.Soql(contact).order(parse_sort("-secret"))
 
 
 def test_writing_refuses_what_cannot_be_written(contact: EntityMap) -> None:

@@ -378,11 +378,11 @@ def test_a_token_known_to_expire_is_refreshed_before_it_is_used(
     one, _ = gateways
     key = connect_internal(one, admin, salesforce)
     salesforce.simulator.report_expires_in = True  # as CRMs other than Salesforce do
-    salesforce.simulator.session_lifetime = 2  # refreshed in its second half: after 1 s
+    salesforce.simulator.tokens.access_lifetime = 2  # refreshed in its second half: after 1 s
     salesforce.simulator.expire_sessions()
     assert count(one, admin, key).status_code == 200  # refreshed: now it says when it expires
     time.sleep(1.3)
-    salesforce.simulator.session_lifetime = 7200
+    salesforce.simulator.tokens.access_lifetime = 7200
     before = refreshes(salesforce)
     queries = sum(1 for _, path in salesforce.simulator.calls if "/query" in path)
     assert count(one, admin, key).status_code == 200

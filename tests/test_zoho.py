@@ -58,7 +58,7 @@ class Org(AppClient):
         self.sim = sim
 
     def calls(self, method: str, path: str) -> int:
-        return sum(1 for m, p, _ in self.sim.calls if m == method and p == path)
+        return sum(1 for m, p, _ in self.sim.queries if m == method and p == path)
 
 
 @pytest.fixture
@@ -85,7 +85,9 @@ def org(tmp_path: Path, database: Database, zoho: Zoho) -> Iterator[Org]:
 def test_a_token_connects_and_shows_the_user_and_org(org: Org) -> None:
     app = org.client.get(f"/v1/application/{org.key}").json()
     assert app["type"] == "ZohoCRM" and app["company"]["id"] == org.sim.org_id
-    assert org.sim.calls[0][1] == "/crm/v8/users" and org.sim.calls[0][2]["type"] == "CurrentUser"
+    assert (
+        org.sim.queries[0][1] == "/crm/v8/users" and org.sim.queries[0][2]["type"] == "CurrentUser"
+    )
     wrong = org.client.post(
         "/v1/application",
         json={
@@ -294,7 +296,7 @@ def test_contacts_map_typed_lists_and_filters_become_coql(org: Org) -> None:
         assert (
             org.ok("GET", "/entity/contact/list", params={"filter": f"last_name eq '{text}'"}) == []
         )
-    sent = [c[2].get("select_query", "") for c in org.sim.calls if c[1] == "/crm/v8/coql"]
+    sent = [c[2].get("select_query", "") for c in org.sim.queries if c[1] == "/crm/v8/coql"]
     assert any("Last_Name = 'O''Brien'" in s for s in sent)  # Zoho's escape: the quote doubled
     assert any("Last_Name = 'x'' or id is not null or Last_Name = '''" in s for s in sent)
     for value in ("\\", "x\\'' or id is not null or Last_Name = \\''"):
@@ -429,7 +431,7 @@ def test_oauth_tokens_are_refreshed_with_zohos_accounts_server(
     }
 
     def token_calls() -> int:
-        return sum(1 for c in sim.calls if c[1] == "/oauth/v2/token#grant")
+        return sum(1 for c in sim.queries if c[1] == "/oauth/v2/token")
 
     with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
         key = client.post(
@@ -437,7 +439,7 @@ def test_oauth_tokens_are_refreshed_with_zohos_accounts_server(
             json={"type": "ZohoCRM", "authorization": "oAuth-internal", "credential": credential},
         ).json()["key"]
         check_refresh(AppClient(client, key), sim, token_calls, "invalid_code")
-    for seen in sim.calls:  # tokens never travel in a URL the gateway sends, but revoke's
+    for seen in sim.queries:  # tokens never travel in a URL the gateway sends, but revoke's
         assert credential["access_token"] not in json.dumps(seen)
 
 
@@ -447,8 +449,17 @@ def test_a_refresh_goes_to_the_data_centre_of_the_org() -> None:
 
     (zoho,) = [p for p in load_descriptors() if p.type == "ZohoCRM"]
     connector = ZohoConnector(zoho, Outbound())
-    accounts_server = connector.accounts_server
-    callback_accounts_server = connector.callback_accounts_server
+
+    def accounts_server(instance_url: str) -> str | None:
+        found = connector.refresh_url({"instance_url": instance_url})
+        revoke = connector.revocation_url({"instance_url": instance_url})
+        assert found is None or str(revoke) == f"{found}/revoke"
+        return str(found).removesuffix("/oauth/v2/token") if found else None
+
+    def callback_accounts_server(callback: dict[str, str]) -> str | None:
+        found = connector.code_token_url(callback)
+        return str(found).removesuffix("/oauth/v2/token") if found else None
+
     assert accounts_server("https://www.zohoapis.eu") == "https://accounts.zoho.eu"
     assert accounts_server("https://www.zohoapis.com.au") == "https://accounts.zoho.com.au"
     assert accounts_server("https://www.zohoapis.ca") == "https://accounts.zohocloud.ca"
@@ -517,7 +528,7 @@ def test_the_oauth_flow_connects_orgs_of_any_data_centre(
         return key
 
     def exchanged_at() -> list[str]:
-        return [q["host"] for m, p, q in sim.calls if p == "/oauth/v2/token#grant"]
+        return [q["host"] for m, p, q in sim.queries if p == "/oauth/v2/token"]
 
     us_host = zoho.base_url.removeprefix("https://")
     with RunningSimulator(sim.app(), certificates) as eu:
@@ -535,14 +546,14 @@ def test_the_oauth_flow_connects_orgs_of_any_data_centre(
         eu_host = eu.base_url.removeprefix("https://")
         with RunningGateway(create_app(settings), bound) as gateway:
             connect(gateway)
-            authorize = next(q for m, p, q in sim.calls if p == "/oauth/v2/auth")
+            authorize = next(q for m, p, q in sim.queries if p == "/oauth/v2/auth")
             assert authorize["access_type"] == "offline" and authorize["prompt"] == "consent"
             assert authorize["scope"] == ",".join(ALL_SCOPES)
             assert exchanged_at() == [us_host]
             sim.location, sim.accounts_server = "eu", eu.base_url
             connect(gateway)
             assert exchanged_at() == [us_host, eu_host]
-    assert sim.grant_codes == {}  # each code exchanged, once
+    assert sim.codes == {}  # each code exchanged, once
 
 
 @on_both_stores
@@ -565,7 +576,7 @@ def test_a_throttled_refresh_is_a_rate_limit(
         "access_token": sim.issue_access_token(),
         "refresh_token": refresh,
     }
-    sim.refreshed[refresh] = deque([time.time()] * 10)  # ten tokens in the last minutes
+    sim.oauth.refreshed[refresh] = deque([time.time()] * 10)  # ten tokens in the last minutes
     with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
         key = client.post(
             "/v1/application",
@@ -612,7 +623,7 @@ def test_pages_read_in_order_cost_one_call_per_200_records(org: Org) -> None:
         seen += [r["last_name"] for r in rows]
     assert seen == [f"C{n:05d}" for n in range(2150)]
     assert lists() - before == 11  # 200 records a call, page_token past 2,000
-    tokens = [q for m, p, q in org.sim.calls if p == "/crm/v8/Contacts" and "page_token" in q]
+    tokens = [q for m, p, q in org.sim.queries if p == "/crm/v8/Contacts" and "page_token" in q]
     assert len(tokens) == 10
     # a far jump is one call: the records API's page within 2,000, COQL beyond
     before, coql = lists(), org.calls("POST", "/crm/v8/coql")
@@ -705,7 +716,7 @@ def test_the_demo_seed_and_overrides() -> None:
     seed_zoho(sim)
     assert len(sim.records["Accounts"]) == 3 and len(sim.records["Deals"]) == 3
     deal = next(iter(sim.records["Deals"].values()))
-    assert deal["Account_Name"]["name"] == "Zylker Traders"
+    assert deal["Account_Name"]["name"] == "Northwind Traders"
     overrides = platform_overrides("https://127.0.0.1:9999")
     assert overrides["ZohoCRM"]["instance_hosts"] == ["127.0.0.1:9999"]
     assert overrides["ZohoCRM"]["oauth"]["token_url"] == "https://127.0.0.1:9999/oauth/v2/token"
@@ -744,5 +755,5 @@ def test_more_fields_than_one_call_takes_are_read_in_parts(org: Org) -> None:
     assert generic[0]["Last_Name"] == "Wide0" and "Email" not in generic[0]  # no value: absent
     check(org.ok("GET", "/entity/Contacts/list", params={"filter": "Last_Name ne 'x'"}))
     assert org.ok("GET", f"/entity/Contacts/{made[2]}")["Extra_39"] == "last2"
-    sent = [c[2] for c in org.sim.calls if c[1] in ("/crm/v8/coql", "/crm/v8/Contacts")]
+    sent = [c[2] for c in org.sim.queries if c[1] in ("/crm/v8/coql", "/crm/v8/Contacts")]
     assert all(len(c.get("fields", "").split(",")) <= 50 for c in sent)

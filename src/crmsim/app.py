@@ -83,6 +83,27 @@ class Simulator(Generic[S]):
         return self.tokens.codes
 
 
+class UserTokens(Generic[S]):
+    """The token conveniences tests use, for a CRM whose credentials act as one of its users
+    (its ``admin`` unless another is named): API keys, access and refresh tokens, OAuth apps."""
+
+    tokens: TokenStore[S]
+    admin: S
+
+    def issue_key(self, user: S | None = None) -> str:
+        return self.tokens.issue_key(user or self.admin)
+
+    def issue_access_token(self, user: S | None = None, lifetime: float = 3600) -> str:
+        return self.tokens.issue_access(user or self.admin, lifetime=lifetime)
+
+    def issue_refresh_token(self, client_id: str, user: S | None = None) -> str:
+        return self.tokens.issue_refresh(client_id, user or self.admin)
+
+    def add_app(self, client_id: str, client_secret: str, redirect_uri: str = "") -> None:
+        """An OAuth app; with no redirect URI, any is taken."""
+        self.tokens.add_client(client_id, client_secret, (redirect_uri,) if redirect_uri else None)
+
+
 def one_of(name: str, choices: Iterable[str]) -> str:
     """A path segment matching one of ``choices``, found under ``name`` in ``match_info``: one
     route serves each of a CRM's objects (``"/v1/" + one_of("object", ("persons", "deals"))``)."""

@@ -39,6 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
+from crmsim.app import UserTokens
 from crmsim.faults import Faults
 from crmsim.guard import Guard, RateWindow, Refusal, Verdict, basic_user, bearer, json_object
 from crmsim.oauth import AuthorizationServer, Issued
@@ -168,7 +169,7 @@ class _OAuth(AuthorizationServer[str]):
         return {**answer, "user_id": issued.token.subject, "organization_id": self.sim.org_id}
 
 
-class CloseSimulator:
+class CloseSimulator(UserTokens[str]):
     def __init__(self, organization: str = "Acme Sales (sim)", burst: int = 600) -> None:
         self.org_id = "orga_" + _token()
         self.organization = organization
@@ -214,15 +215,7 @@ class CloseSimulator:
         }
         return user_id
 
-    def add_api_key(self, user_id: str | None = None) -> str:
-        return self.tokens.issue_key(user_id or self.admin)
-
-    def issue_access_token(self, user_id: str | None = None, lifetime: float = 3600) -> str:
-        return self.tokens.issue_access(user_id or self.admin, lifetime=lifetime)
-
-    def add_app(self, client_id: str, client_secret: str, redirect_uri: str = "") -> None:
-        """An OAuth app; with no redirect URI, any is taken."""
-        self.tokens.add_client(client_id, client_secret, (redirect_uri,) if redirect_uri else None)
+    add_api_key = UserTokens.issue_key
 
     def expire_tokens(self) -> None:
         self.tokens.expire_all()

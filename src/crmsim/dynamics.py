@@ -27,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -63,31 +65,7 @@ API = "/api/data/v9.2"
 COUNT_LIMIT = 5000
 MAX_PAGE = 5000
 WINDOW = 300.0  # seconds of the service protection limits' sliding window
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    204: "No Content",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    412: "Precondition Failed",
-    429: "Too Many Requests",
-}
-
-
-# AttributeTypes by the kind of JSON value they take (DateTime and ids are read apart)
-_KINDS = {
-    "String": "text",
-    "Memo": "text",
-    "Boolean": "boolean",
-    "Integer": "integer",
-    "Picklist": "integer",
-    "State": "integer",
-    "Status": "integer",
-    "Money": "number",
-    "Decimal": "number",
-    "Double": "number",
-}
+_APPLY = re.compile(r"(?:filter\((?P<filter>.*)\)/)?aggregate\(\$count as (?P<alias>[^)]*)\)")
 
 
 def _now() -> str:
@@ -113,6 +91,18 @@ def _not_found(table: str, record_id: str) -> ODataError:
     return ODataError(404, "0x80040217", f"{table} With Id = {record_id} Does Not Exist")
 
 
+def _no_segment(segment: str) -> ODataError:
+    return ODataError(404, "0x8006088a", f"Resource not found for the segment '{segment}'.")
+
+
+def _not_allowed(method: str) -> ODataError:
+    return ODataError(405, "0x80060888", f"The HTTP method {method} is not allowed.")
+
+
+def _exists() -> ODataError:
+    return ODataError(412, "0x80040237", "A record with matching key values already exists.")
+
+
 @dataclass
 class User:
     id: str
@@ -130,6 +120,31 @@ class Reply:
     status: int
     body: Any = None  # JSON-able, or None
     headers: dict[str, str] = field(default_factory=dict)
+
+    def wire(self) -> tuple[dict[str, str], bytes]:
+        """Its headers and body as sent: JSON, with OData's minimal metadata."""
+        headers = {"OData-Version": "4.0", **self.headers}
+        if self.body is None:
+            return headers, b""
+        headers["Content-Type"] = "application/json; odata.metadata=minimal"
+        return headers, json.dumps(self.body).encode()
+
+
+@dataclass
+class Call:
+    """One Web API request, alone or a part of a batch: its query, its headers (by lower-case
+    name), and the Content-IDs its change set has answered (``$1``: a record's URL)."""
+
+    method: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    user: User
+    references: Mapping[str, str] | None = None
+
+    @property
+    def prefer(self) -> dict[str, str]:
+        return _prefer(self.headers.get("prefer", ""))
 
 
 class _Guard(Guard[User]):
@@ -395,23 +410,15 @@ class DynamicsSimulator(Simulator[User]):
         references: Mapping[str, str] | None = None,
     ) -> Reply:
         """One Web API request (also one part of a batch); errors become Dataverse's answers."""
-        try:
-            return self._route(method, unquote(tail), raw_query, headers, body, user, references)
-        except ODataError as error:
-            return Reply(error.status, {"error": {"code": error.code, "message": error.message}})
-
-    def _route(
-        self,
-        method: str,
-        tail: str,
-        raw_query: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        user: User,
-        references: Mapping[str, str] | None,
-    ) -> Reply:
         query = dict(parse_qsl(raw_query, keep_blank_values=True))
-        headers = {k.lower(): v for k, v in headers.items()}
+        lowered = {k.lower(): v for k, v in headers.items()}
+        try:
+            return self._route(unquote(tail), Call(method, query, lowered, body, user, references))
+        except ODataError as error:
+            return Reply(error.status, error.answer)
+
+    def _route(self, tail: str, call: Call) -> Reply:
+        method = call.method
         if tail == "WhoAmI" or tail == "WhoAmI()":
             return Reply(
                 200,
@@ -419,48 +426,41 @@ class DynamicsSimulator(Simulator[User]):
                     "@odata.context": f"{self.base_url}{API}/$metadata#Microsoft.Dynamics.CRM."
                     "WhoAmIResponse",
                     "BusinessUnitId": self.business_unit_id,
-                    "UserId": user.id,
+                    "UserId": call.user.id,
                     "OrganizationId": self.organization_id,
                 },
             )
         if tail.startswith("EntityDefinitions"):
             if method != "GET":
                 raise ODataError(403, "0x80040220", "The user may not change the schema here.")
-            return self._metadata(tail, query)
+            return self._metadata(tail, call.query)
         set_name, _, rest = tail.partition("(")
         set_name, _, bound = set_name.partition("/")
         table = next((t for t in self.tables.values() if t.entity_set == set_name), None)
         if table is None:
-            raise ODataError(404, "0x8006088a", f"Resource not found for the segment '{set_name}'.")
-        if bound:
-            if method != "POST" or rest:
-                raise ODataError(405, "0x80060888", f"The HTTP method {method} is not allowed.")
-            return self._multiple(table, bound, body, user)
-        if not rest:
-            if method == "GET":
-                return self._list(table, query, headers)
-            if method == "POST":
-                return self._create(table, query, headers, body, user, references)
-            raise ODataError(405, "0x80060888", f"The HTTP method {method} is not allowed.")
+            raise _no_segment(set_name)
+        if bound and method == "POST" and not rest:
+            return self._multiple(table, bound, call.body, call.user)
+        if not (bound or rest) and method in ("GET", "POST"):
+            return self._list(table, call) if method == "GET" else self._create(table, call)
+        if bound or not rest:
+            raise _not_allowed(method)
         key, _, action = rest.partition(")")
         if not key and action.startswith("/Microsoft.Dynamics.CRM."):
             raise ODataError(400, "0x80060888", "Bad request.")
         if key == "" and tail.endswith(")"):
             raise ODataError(400, "0x80060888", "Bad Request - Error in query syntax.")
         if not GUID.match(key):
-            raise ODataError(
-                400, "0x80060888", f"Bad Request - Error in query syntax: '{key[:60]}'."
-            )
-        record_id = key.lower()
+            raise syntax_error(f"Bad Request - Error in query syntax: '{key[:60]}'.")
         if action:
-            raise ODataError(404, "0x8006088a", f"Resource not found for the segment '{action}'.")
+            raise _no_segment(action)
         if method == "GET":
-            return self._get(table, record_id, query, headers)
+            return self._get(table, key.lower(), call)
         if method == "PATCH":
-            return self._update(table, record_id, query, headers, body, user, references)
+            return self._update(table, key.lower(), call)
         if method == "DELETE":
-            return self._delete(table, record_id, user)
-        raise ODataError(405, "0x80060888", f"The HTTP method {method} is not allowed.")
+            return self._delete(table, key.lower(), call.user)
+        raise _not_allowed(method)
 
     # ---- metadata -------------------------------------------------------------------------------
 
@@ -506,7 +506,7 @@ class DynamicsSimulator(Simulator[User]):
                     raise ODataError(404, "0x80040217", f"Attribute '{wanted}' not found.")
                 return Reply(200, self._attribute(table, match[0], query))
             return Reply(200, {"value": [self._attribute(table, a, query) for a in attrs]})
-        raise ODataError(404, "0x8006088a", f"Resource not found for the segment '{segments[1]}'.")
+        raise _no_segment(segments[1])
 
     @staticmethod
     def _attribute(table: Table, attr: Attr, query: dict[str, str]) -> dict[str, Any]:
@@ -596,8 +596,8 @@ class DynamicsSimulator(Simulator[User]):
         stored = self.records[table.logical]
         return [stored[v[table.primary_id]] for v in records.order(readable, *keys)]
 
-    def _list(self, table: Table, query: dict[str, str], headers: Mapping[str, str]) -> Reply:
-        prefer = _prefer(headers.get("prefer", ""))
+    def _list(self, table: Table, call: Call) -> Reply:
+        query, prefer = call.query, call.prefer
         if "$apply" in query:
             return self._aggregate(table, query)
         select = self._select(table, query)
@@ -628,18 +628,14 @@ class DynamicsSimulator(Simulator[User]):
                     f'pagingcookie="{following}:{page[-1][table.primary_id]}" '
                     'istracking="False" />'
                 )
-                kept = [
-                    f"{quote(k, safe='$')}={quote(v, safe='')}"
-                    for k, v in query.items()
-                    if k != "$skiptoken"
-                ]
-                kept.append(f"$skiptoken={quote(skip, safe='')}")
-                body["@odata.nextLink"] = f"{self.base_url}{API}/{table.entity_set}?" + "&".join(
-                    kept
+                kept = {k: v for k, v in query.items() if k != "$skiptoken"} | {"$skiptoken": skip}
+                link = "&".join(
+                    f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in kept.items()
                 )
+                body["@odata.nextLink"] = f"{self.base_url}{API}/{table.entity_set}?{link}"
         annotations = prefer.get("odata.include-annotations", "")
         body["value"] = [self._render(table, r, select, annotations) for r in page]
-        headers_out = {"Preference-Applied": headers.get("prefer", "")} if prefer else {}
+        headers_out = {"Preference-Applied": call.headers.get("prefer", "")} if prefer else {}
         return Reply(200, body, headers_out)
 
     @staticmethod
@@ -656,20 +652,11 @@ class DynamicsSimulator(Simulator[User]):
         return int(position)
 
     def _aggregate(self, table: Table, query: dict[str, str]) -> Reply:
-        text = query["$apply"].strip()
-        expression = None
-        if text.startswith("filter("):
-            depth, end = 0, -1
-            for index, char in enumerate(text):
-                depth += char == "("
-                depth -= char == ")"
-                if depth == 0 and index >= 6:
-                    end = index
-                    break
-            expression, text = text[7:end], text[end + 1 :].removeprefix("/")
-        if not (text.startswith("aggregate($count as ") and text.endswith(")")):
+        """``$apply=[filter(...)/]aggregate($count as alias)``, of at most aggregate_limit rows."""
+        found = _APPLY.fullmatch(query["$apply"].strip())
+        if found is None:
             raise syntax_error(f"The $apply '{query['$apply'][:100]}' is not supported.")
-        alias = text.removeprefix("aggregate($count as ").removesuffix(")").strip()
+        expression, alias = found["filter"], found["alias"].strip()
         rows = self._rows(table, {"$filter": expression} if expression else {})
         if len(rows) > self.aggregate_limit:
             raise ODataError(
@@ -679,16 +666,12 @@ class DynamicsSimulator(Simulator[User]):
             )
         return Reply(200, {"value": [{alias: len(rows)}]})
 
-    def _get(
-        self, table: Table, record_id: str, query: dict[str, str], headers: Mapping[str, str]
-    ) -> Reply:
+    def _get(self, table: Table, record_id: str, call: Call) -> Reply:
         row = self.records[table.logical].get(record_id)
         if row is None:
             raise _not_found(table.logical, record_id)
-        prefer = _prefer(headers.get("prefer", ""))
-        rendered = self._render(
-            table, row, self._select(table, query), prefer.get("odata.include-annotations", "")
-        )
+        annotations = call.prefer.get("odata.include-annotations", "")
+        rendered = self._render(table, row, self._select(table, call.query), annotations)
         rendered["@odata.context"] = f"{self.base_url}{API}/$metadata#{table.entity_set}/$entity"
         return Reply(200, rendered)
 
@@ -703,20 +686,14 @@ class DynamicsSimulator(Simulator[User]):
                 f"'{table.logical}'. context.Caller={user.id}",
             )
 
-    def _values(
-        self,
-        table: Table,
-        body: bytes,
-        creating: bool,
-        references: Mapping[str, str] | None,
-    ) -> dict[str, Any]:
+    def _values(self, table: Table, call: Call, creating: bool) -> dict[str, Any]:
         try:
-            payload = json.loads(body or b"{}")
+            payload = json.loads(call.body or b"{}")
         except ValueError:
             raise _payload_error(table.entity_set, "The request body is not valid JSON.") from None
         if not isinstance(payload, dict):
             raise _payload_error(table.entity_set, "The request body must be a JSON object.")
-        return self._clean(table, payload, creating, references)
+        return self._clean(table, payload, creating, call.references)
 
     def _clean(
         self,
@@ -788,10 +765,10 @@ class DynamicsSimulator(Simulator[User]):
             table.entity_set,
             f"Cannot convert the literal '{str(value)[:60]}' to the expected type '{attr.edm}'.",
         )
-        if attr.type in _KINDS:
+        if attr.value_kind:
             accepted = [v for v, _ in attr.options]
             problem = records.fault(
-                value, _KINDS[attr.type], length=attr.max_length, options=accepted
+                value, attr.value_kind, length=attr.max_length, options=accepted
             )
             if problem == "type":
                 raise wrong
@@ -823,53 +800,36 @@ class DynamicsSimulator(Simulator[User]):
             return value.lower()
         return value
 
-    def _create(
-        self,
-        table: Table,
-        query: dict[str, str],
-        headers: Mapping[str, str],
-        body: bytes,
-        user: User,
-        references: Mapping[str, str] | None,
-    ) -> Reply:
-        self._privilege(table, user, "Create")
-        values = self._values(table, body, True, references)
+    def _create(self, table: Table, call: Call) -> Reply:
+        self._privilege(table, call.user, "Create")
+        values = self._values(table, call, True)
         record_id = values.get(table.primary_id) or str(uuid.uuid4())
         if record_id in self.records[table.logical]:
-            raise ODataError(412, "0x80040237", "A record with matching key values already exists.")
+            raise _exists()
         values[table.primary_id] = record_id
-        row = self._insert(table.logical, values, user)
+        row = self._insert(table.logical, values, call.user)
         location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
         out = {"OData-EntityId": location, "Location": location}
-        if "return=representation" in headers.get("prefer", ""):
-            rendered = self._render(table, row, self._select(table, query), "")
+        if "return=representation" in call.headers.get("prefer", ""):
+            rendered = self._render(table, row, self._select(table, call.query), "")
             return Reply(201, rendered, out)
         return Reply(204, None, out)
 
-    def _update(
-        self,
-        table: Table,
-        record_id: str,
-        query: dict[str, str],
-        headers: Mapping[str, str],
-        body: bytes,
-        user: User,
-        references: Mapping[str, str] | None,
-    ) -> Reply:
+    def _update(self, table: Table, record_id: str, call: Call) -> Reply:
         row = self.records[table.logical].get(record_id)
-        if_match = headers.get("if-match")
+        if_match = call.headers.get("if-match")
+        location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
         if row is None:
             if if_match is not None:
                 raise _not_found(table.logical, record_id)
             # PATCH without If-Match is an upsert: it creates the record
-            self._privilege(table, user, "Create")
-            values = self._values(table, body, True, references)
+            self._privilege(table, call.user, "Create")
+            values = self._values(table, call, True)
             values[table.primary_id] = record_id
-            self._insert(table.logical, values, user)
-            location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
+            self._insert(table.logical, values, call.user)
             return Reply(204, None, {"OData-EntityId": location})
-        if headers.get("if-none-match") == "*":
-            raise ODataError(412, "0x80040237", "A record with matching key values already exists.")
+        if call.headers.get("if-none-match") == "*":
+            raise _exists()
         if if_match not in (None, "*") and if_match != f'W/"{row["versionnumber"]}"':
             raise ODataError(
                 412,
@@ -877,28 +837,23 @@ class DynamicsSimulator(Simulator[User]):
                 "The version of the existing record doesn't match the RowVersion property "
                 "provided.",
             )
-        self._privilege(table, user, "Write")
-        values = self._values(table, body, False, references)
-        self.records.change(table.logical, row, values)
-        location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
-        if "return=representation" in headers.get("prefer", ""):
-            return Reply(200, self._render(table, row, self._select(table, query), ""))
+        self._privilege(table, call.user, "Write")
+        self.records.change(table.logical, row, self._values(table, call, False))
+        if "return=representation" in call.headers.get("prefer", ""):
+            return Reply(200, self._render(table, row, self._select(table, call.query), ""))
         return Reply(204, None, {"OData-EntityId": location})
 
     def _multiple(self, table: Table, action: str, body: bytes, user: User) -> Reply:
         """The collection-bound CreateMultiple and UpdateMultiple actions: all or nothing."""
-        if action not in (
-            "Microsoft.Dynamics.CRM.CreateMultiple",
-            "Microsoft.Dynamics.CRM.UpdateMultiple",
-        ):
-            raise ODataError(404, "0x8006088a", f"Resource not found for the segment '{action}'.")
+        creating = action == "Microsoft.Dynamics.CRM.CreateMultiple"
+        if not creating and action != "Microsoft.Dynamics.CRM.UpdateMultiple":
+            raise _no_segment(action)
         try:
             targets = json.loads(body or b"{}").get("Targets")
         except (ValueError, AttributeError):
             targets = None
         if not isinstance(targets, list) or not targets or len(targets) > 1000:
             raise _payload_error(table.entity_set, "Targets: 1 to 1000 records are required.")
-        creating = action.endswith("CreateMultiple")
         self._privilege(table, user, "Create" if creating else "Write")
         cleaned = []
         for target in targets:
@@ -915,16 +870,10 @@ class DynamicsSimulator(Simulator[User]):
             else:
                 self.records.change(table.logical, self.records[table.logical][record_id], values)
             ids.append(record_id)
-        if creating:
-            return Reply(
-                200,
-                {
-                    "@odata.context": f"{self.base_url}{API}/$metadata#Microsoft.Dynamics.CRM."
-                    "CreateMultipleResponse",
-                    "Ids": ids,
-                },
-            )
-        return Reply(204)
+        if not creating:
+            return Reply(204)
+        context = f"{self.base_url}{API}/$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse"
+        return Reply(200, {"@odata.context": context, "Ids": ids})
 
     def _delete(self, table: Table, record_id: str, user: User) -> Reply:
         if record_id not in self.records[table.logical]:
@@ -939,9 +888,7 @@ class DynamicsSimulator(Simulator[User]):
         try:
             items = parse_batch(body, request.headers.get("Content-Type", ""))
         except ODataError as error:
-            return _to_response(
-                Reply(error.status, {"error": {"code": error.code, "message": error.message}})
-            )
+            return _to_response(Reply(error.status, error.answer))
         go_on = "odata.continue-on-error" in request.headers.get("Prefer", "")
         answers: list[tuple[BatchItem, list[PartReply]]] = []
         failed = False
@@ -992,13 +939,9 @@ class DynamicsSimulator(Simulator[User]):
             )
         if part.content_id is not None and "OData-EntityId" in reply.headers:
             references[f"${part.content_id}"] = reply.headers["OData-EntityId"]
-        headers = {"OData-Version": "4.0", **reply.headers}
-        content = b""
-        if reply.body is not None:
-            headers["Content-Type"] = "application/json; odata.metadata=minimal"
-            content = json.dumps(reply.body).encode()
+        headers, content = reply.wire()
         return PartReply(
-            reply.status, _REASONS.get(reply.status, "Error"), headers, content, part.content_id
+            reply.status, HTTPStatus(reply.status).phrase, headers, content, part.content_id
         )
 
 
@@ -1006,14 +949,8 @@ class DynamicsSimulator(Simulator[User]):
 
 
 def _to_response(reply: Reply) -> web.Response:
-    headers = {"OData-Version": "4.0", **reply.headers}
-    if reply.body is None:
-        return web.Response(status=reply.status, headers=headers)
-    return web.Response(
-        status=reply.status,
-        body=json.dumps(reply.body).encode(),
-        headers={**headers, "Content-Type": "application/json; odata.metadata=minimal"},
-    )
+    headers, content = reply.wire()
+    return web.Response(status=reply.status, body=content, headers=headers)
 
 
 def _aad_error(status: int, error: str, description: str, code: int) -> web.Response:
@@ -1093,6 +1030,29 @@ def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
     return {"MicrosoftDynamics": {"instance_hosts": [host], "login_url": base_url, "oauth": oauth}}
 
 
+# The demo organisation: accounts (name, phone, website, city, country, employees, revenue),
+# their people (first, last, job title, account), leads (first, last, company), opportunities
+# (name, account, value, pipeline phase, close date) and a few activities.
+_ACCOUNTS = [
+    ("Fourth Coffee", "+1 425 555 0100", "fourthcoffee", "Redmond", "US", 120, 2_500_000.0),
+    ("Litware, Inc.", "+1 206 555 0150", "litware", "Seattle", "US", 45, 900_000.0),
+    ("Adventure Works", "+44 20 7946 0958", "adventure-works", "London", "GB", 300, 12_000_000.0),
+]
+_PEOPLE = [
+    ("Yvonne", "McKay", "Purchasing Manager", "Fourth Coffee"),
+    ("Susanna", "Stubberod", "CFO", "Fourth Coffee"),
+    ("Nancy", "Anderson", "Operations Lead", "Litware, Inc."),
+    ("Maria", "Campbell", "CEO", "Adventure Works"),
+    ("Sidney", "Higa", "IT Director", "Adventure Works"),
+]
+_LEADS = [("Jim", "Glynn", "Blue Yonder Airlines"), ("Paul", "Cannon", "Alpine Ski House")]
+_DEALS = [
+    ("10 Café A-100 machines", "Fourth Coffee", 25_000.0, "1-Qualify", "2027-03-31"),
+    ("Litware service contract", "Litware, Inc.", 8_000.0, "2-Develop", "2027-02-15"),
+    ("Adventure Works expansion", "Adventure Works", 120_000.0, "3-Propose", "2027-06-30"),
+]
+
+
 def seed_dynamics(sim: DynamicsSimulator) -> dict[str, list[str]]:
     """A small, realistic organisation: accounts, their contacts, leads, opportunities, and a few
     activities and notes. Returns the ids made, per table."""
@@ -1103,138 +1063,43 @@ def seed_dynamics(sim: DynamicsSimulator) -> dict[str, list[str]]:
         made.setdefault(logical, []).append(record_id)
         return record_id
 
-    accounts = {
-        name: add(
-            "account",
-            {
-                "name": name,
-                "telephone1": phone,
-                "websiteurl": web_site,
-                "address1_city": city,
-                "address1_country": country,
-                "numberofemployees": employees,
-                "revenue": revenue,
-            },
-        )
-        for name, phone, web_site, city, country, employees, revenue in (
-            (
-                "Fourth Coffee",
-                "+1 425 555 0100",
-                "https://fourthcoffee.example",
-                "Redmond",
-                "US",
-                120,
-                2_500_000.0,
-            ),
-            (
-                "Litware, Inc.",
-                "+1 206 555 0150",
-                "https://litware.example",
-                "Seattle",
-                "US",
-                45,
-                900_000.0,
-            ),
-            (
-                "Adventure Works",
-                "+44 20 7946 0958",
-                "https://adventure-works.example",
-                "London",
-                "GB",
-                300,
-                12_000_000.0,
-            ),
-        )
-    }
-    people = (
-        ("Yvonne", "McKay", "Purchasing Manager", "Fourth Coffee"),
-        ("Susanna", "Stubberod", "CFO", "Fourth Coffee"),
-        ("Nancy", "Anderson", "Operations Lead", "Litware, Inc."),
-        ("Maria", "Campbell", "CEO", "Adventure Works"),
-        ("Sidney", "Higa", "IT Director", "Adventure Works"),
-    )
+    accounts = {}
+    for name, phone, site, city, country, employees, revenue in _ACCOUNTS:
+        values: dict[str, Any] = {"name": name, "telephone1": phone}
+        values |= {"websiteurl": f"https://{site}.example"}
+        values |= {"address1_city": city, "address1_country": country}
+        values |= {"numberofemployees": employees, "revenue": revenue}
+        accounts[name] = add("account", values)
     contacts = {}
-    for first, last, title, company in people:
+    for first, last, title, company in _PEOPLE:
+        values = {"firstname": first, "lastname": last, "jobtitle": title}
+        values |= {"emailaddress1": f"{first.lower()}.{last.lower()}@example.com"}
+        values |= {"telephone1": "+1 425 555 0199"}
         contacts[last] = add(
-            "contact",
-            {
-                "firstname": first,
-                "lastname": last,
-                "jobtitle": title,
-                "emailaddress1": f"{first.lower()}.{last.lower()}@example.com",
-                "telephone1": "+1 425 555 0199",
-                "parentcustomerid": ("account", accounts[company]),
-            },
+            "contact", {**values, "parentcustomerid": ("account", accounts[company])}
         )
-    for first, last, company in (
-        ("Jim", "Glynn", "Blue Yonder Airlines"),
-        ("Paul", "Cannon", "Alpine Ski House"),
-    ):
-        add(
-            "lead",
-            {
-                "firstname": first,
-                "lastname": last,
-                "companyname": company,
-                "subject": f"Interested in coffee machines ({company})",
-                "emailaddress1": f"{first.lower()}@{company.split()[0].lower()}.example",
-                "statuscode": 1,
-                "leadsourcecode": 8,
-            },
-        )
-    deals = [
-        ("10 Café A-100 machines", "Fourth Coffee", 25_000.0, "1-Qualify", "2027-03-31"),
-        ("Litware service contract", "Litware, Inc.", 8_000.0, "2-Develop", "2027-02-15"),
-        ("Adventure Works expansion", "Adventure Works", 120_000.0, "3-Propose", "2027-06-30"),
-    ]
-    for name, company, value, step, close in deals:
-        add(
-            "opportunity",
-            {
-                "name": name,
-                "estimatedvalue": value,
-                "stepname": step,
-                "estimatedclosedate": close,
-                "closeprobability": 40,
-                "parentaccountid": ("account", accounts[company]),
-            },
-        )
-    add(
-        "task",
-        {
-            "subject": "Send the price list",
-            "prioritycode": 2,
-            "statuscode": 2,
-            "scheduledend": "2027-01-15T09:00:00Z",
-            "regardingobjectid": ("contact", contacts["McKay"]),
-        },
-    )
+    for first, last, company in _LEADS:
+        values = {"firstname": first, "lastname": last, "companyname": company}
+        values |= {"subject": f"Interested in coffee machines ({company})"}
+        values |= {"emailaddress1": f"{first.lower()}@{company.split()[0].lower()}.example"}
+        add("lead", {**values, "statuscode": 1, "leadsourcecode": 8})
+    for name, company, value, step, close in _DEALS:
+        values = {"name": name, "estimatedvalue": value, "stepname": step, "closeprobability": 40}
+        values |= {"estimatedclosedate": close, "parentaccountid": ("account", accounts[company])}
+        add("opportunity", values)
+    fourth_coffee = ("account", accounts["Fourth Coffee"])
+    litware = ("account", accounts["Litware, Inc."])
+    task = {"subject": "Send the price list", "prioritycode": 2, "statuscode": 2}
+    task |= {"scheduledend": "2027-01-15T09:00:00Z"}
+    add("task", {**task, "regardingobjectid": ("contact", contacts["McKay"])})
+    call = {"subject": "Discovery call", "phonenumber": "+1 206 555 0150", "directioncode": True}
     add(
         "phonecall",
-        {
-            "subject": "Discovery call",
-            "phonenumber": "+1 206 555 0150",
-            "directioncode": True,
-            "scheduledstart": "2027-01-10T15:00:00Z",
-            "regardingobjectid": ("account", accounts["Litware, Inc."]),
-        },
+        {**call, "scheduledstart": "2027-01-10T15:00:00Z", "regardingobjectid": litware},
     )
-    add(
-        "appointment",
-        {
-            "subject": "On-site demo",
-            "location": "Redmond",
-            "scheduledstart": "2027-01-20T10:00:00Z",
-            "scheduledend": "2027-01-20T11:00:00Z",
-            "regardingobjectid": ("account", accounts["Fourth Coffee"]),
-        },
-    )
-    add(
-        "annotation",
-        {
-            "subject": "Met at the trade fair",
-            "notetext": "Wants a quote for ten machines before March.",
-            "objectid": ("account", accounts["Fourth Coffee"]),
-        },
-    )
+    demo = {"subject": "On-site demo", "location": "Redmond", "regardingobjectid": fourth_coffee}
+    demo |= {"scheduledstart": "2027-01-20T10:00:00Z", "scheduledend": "2027-01-20T11:00:00Z"}
+    add("appointment", demo)
+    note = {"subject": "Met at the trade fair", "objectid": fourth_coffee}
+    add("annotation", {**note, "notetext": "Wants a quote for ten machines before March."})
     return made

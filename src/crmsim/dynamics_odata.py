@@ -22,6 +22,10 @@ class ODataError(Exception):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
 
+    @property
+    def answer(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
 
 def syntax_error(message: str) -> ODataError:
     return ODataError(400, "0x80060888", message)
@@ -201,9 +205,8 @@ def _split(body: str, boundary: str) -> list[str]:
     delimiter = f"--{boundary}"
     if delimiter not in body:
         raise ODataError(400, "0x80060891", "The batch body has no part with its boundary.")
-    chunks = body.split(delimiter)
     parts = []
-    for chunk in chunks[1:]:
+    for chunk in body.split(delimiter)[1:]:
         if chunk.startswith("--"):
             break
         parts.append(chunk.removeprefix("\r\n").removeprefix("\n"))
@@ -211,14 +214,9 @@ def _split(body: str, boundary: str) -> list[str]:
 
 
 def _headers_and_body(text: str) -> tuple[dict[str, str], str]:
-    normalized = text.replace("\r\n", "\n")
-    head, _, rest = normalized.partition("\n\n")
-    headers = {}
-    for line in head.split("\n"):
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return headers, rest
+    head, _, rest = text.replace("\r\n", "\n").partition("\n\n")
+    pairs = (line.partition(":") for line in head.split("\n"))
+    return {name.strip().lower(): value.strip() for name, sep, value in pairs if sep}, rest
 
 
 def _request(text: str, content_id: str | None) -> BatchPart:

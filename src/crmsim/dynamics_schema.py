@@ -8,23 +8,24 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-# AttributeType -> the metadata's @odata.type suffix and the Edm type of record values.
+# AttributeType -> the metadata's @odata.type suffix, the Edm type of record values, and the kind
+# of JSON value a write takes (crmsim/records.py's; DateTime and ids are read apart).
 ATTRIBUTE_KINDS = {
-    "String": ("StringAttributeMetadata", "Edm.String"),
-    "Memo": ("MemoAttributeMetadata", "Edm.String"),
-    "Integer": ("IntegerAttributeMetadata", "Edm.Int32"),
-    "Decimal": ("DecimalAttributeMetadata", "Edm.Decimal"),
-    "Double": ("DoubleAttributeMetadata", "Edm.Double"),
-    "Money": ("MoneyAttributeMetadata", "Edm.Decimal"),
-    "Boolean": ("BooleanAttributeMetadata", "Edm.Boolean"),
-    "DateTime": ("DateTimeAttributeMetadata", "Edm.DateTimeOffset"),
-    "Picklist": ("PicklistAttributeMetadata", "Edm.Int32"),
-    "State": ("StateAttributeMetadata", "Edm.Int32"),
-    "Status": ("StatusAttributeMetadata", "Edm.Int32"),
-    "Uniqueidentifier": ("UniqueIdentifierAttributeMetadata", "Edm.Guid"),
-    "Lookup": ("LookupAttributeMetadata", "Edm.Guid"),
-    "Customer": ("LookupAttributeMetadata", "Edm.Guid"),
-    "Owner": ("LookupAttributeMetadata", "Edm.Guid"),
+    "String": ("StringAttributeMetadata", "Edm.String", "text"),
+    "Memo": ("MemoAttributeMetadata", "Edm.String", "text"),
+    "Integer": ("IntegerAttributeMetadata", "Edm.Int32", "integer"),
+    "Decimal": ("DecimalAttributeMetadata", "Edm.Decimal", "number"),
+    "Double": ("DoubleAttributeMetadata", "Edm.Double", "number"),
+    "Money": ("MoneyAttributeMetadata", "Edm.Decimal", "number"),
+    "Boolean": ("BooleanAttributeMetadata", "Edm.Boolean", "boolean"),
+    "DateTime": ("DateTimeAttributeMetadata", "Edm.DateTimeOffset", ""),
+    "Picklist": ("PicklistAttributeMetadata", "Edm.Int32", "integer"),
+    "State": ("StateAttributeMetadata", "Edm.Int32", "integer"),
+    "Status": ("StatusAttributeMetadata", "Edm.Int32", "integer"),
+    "Uniqueidentifier": ("UniqueIdentifierAttributeMetadata", "Edm.Guid", ""),
+    "Lookup": ("LookupAttributeMetadata", "Edm.Guid", ""),
+    "Customer": ("LookupAttributeMetadata", "Edm.Guid", ""),
+    "Owner": ("LookupAttributeMetadata", "Edm.Guid", ""),
 }
 
 
@@ -57,6 +58,10 @@ class Attr:
     @property
     def edm(self) -> str:
         return ATTRIBUTE_KINDS[self.type][1]
+
+    @property
+    def value_kind(self) -> str:
+        return ATTRIBUTE_KINDS[self.type][2]
 
     def describe(self, table: str) -> dict[str, Any]:
         kind = ATTRIBUTE_KINDS[self.type][0]
@@ -167,8 +172,48 @@ class Table:
         return found
 
 
-def _common(primary_id: str) -> list[Attr]:
-    return [
+# The shapes of column most tables repeat, each a line of the tables below.
+
+
+def _text(name: str, label: str, length: int, required: str = "None") -> Attr:
+    return Attr(name, "String", label, required, max_length=length)
+
+
+def _memo(name: str, label: str, length: int = 2000) -> Attr:
+    return Attr(name, "Memo", label, max_length=length)
+
+
+def _computed(name: str, label: str, length: int) -> Attr:
+    """A column Dataverse sets itself (a person's full name)."""
+    return Attr(name, label=label, create=False, update=False, max_length=length)
+
+
+def _choice(name: str, label: str, options: dict[int, str], kind: str = "Picklist") -> Attr:
+    return Attr(name, kind, label, options=tuple(options.items()))
+
+
+def _lookup(name: str, label: str, *targets: str, suffix: str = "", kind: str = "Lookup") -> Attr:
+    """A lookup; its navigation property is its name where it has one target, else one per
+    target (``parentcustomerid_account``, ``regardingobjectid_contact_task``)."""
+    navs = {t: name if len(targets) == 1 else f"{name}_{t}{suffix}" for t in targets}
+    return Attr(name, kind, label, targets=navs)
+
+
+_RECORDS = ("account", "contact", "lead", "opportunity")  # what activities and notes regard
+
+
+def _table(
+    logical: str,
+    entity_set: str,
+    names: tuple[str, str],
+    labels: tuple[str, str],
+    *attrs: Attr,
+    activity: bool = False,
+) -> Table:
+    """A standard table with the columns every one has (id, dates, state, owner) and ``attrs``:
+    ``names`` are its primary id and name columns, ``labels`` its singular and plural."""
+    primary_id = names[0]
+    common = [
         Attr(primary_id, "Uniqueidentifier", "Id", create=True, update=False),
         Attr("createdon", "DateTime", "Created On", create=False, update=False),
         Attr("modifiedon", "DateTime", "Modified On", create=False, update=False),
@@ -177,288 +222,165 @@ def _common(primary_id: str) -> list[Attr]:
         ),
         Attr("ownerid", "Owner", "Owner", targets={}),
     ]
+    columns = {a.name: a for a in (*common, *attrs)}
+    return Table(logical, entity_set, primary_id, names[1], *labels, columns, activity=activity)
 
 
-def _address(prefix: str = "address1") -> list[Attr]:
+def _address() -> list[Attr]:
     return [
-        Attr(f"{prefix}_line1", label="Street 1", max_length=250),
-        Attr(f"{prefix}_city", label="City", max_length=80),
-        Attr(f"{prefix}_stateorprovince", label="State/Province", max_length=50),
-        Attr(f"{prefix}_postalcode", label="ZIP/Postal Code", max_length=20),
-        Attr(f"{prefix}_country", label="Country/Region", max_length=80),
+        _text("address1_line1", "Street 1", 250),
+        _text("address1_city", "City", 80),
+        _text("address1_stateorprovince", "State/Province", 50),
+        _text("address1_postalcode", "ZIP/Postal Code", 20),
+        _text("address1_country", "Country/Region", 80),
     ]
-
-
-def _regarding(activity: str) -> Attr:
-    return Attr(
-        "regardingobjectid",
-        "Lookup",
-        "Regarding",
-        targets={
-            t: f"regardingobjectid_{t}_{activity}"
-            for t in ("account", "contact", "lead", "opportunity")
-        },
-    )
 
 
 def _activity(logical: str, label: str, plural: str, *extra: Attr) -> Table:
-    statuses = ((2, "Not Started"), (3, "In Progress"), (4, "Waiting"), (5, "Completed"))
-    attrs = [
-        *_common("activityid"),
-        Attr("subject", label="Subject", required="ApplicationRequired", max_length=200),
-        Attr("description", "Memo", "Description", max_length=2000),
-        Attr("scheduledstart", "DateTime", "Start Date"),
-        Attr("scheduledend", "DateTime", "Due Date"),
-        Attr(
-            "prioritycode", "Picklist", "Priority", options=((0, "Low"), (1, "Normal"), (2, "High"))
-        ),
-        Attr("statuscode", "Status", "Status Reason", options=statuses),
-        _regarding(logical),
-        *extra,
-    ]
-    return Table(
+    statuses = {2: "Not Started", 3: "In Progress", 4: "Waiting", 5: "Completed"}
+    return _table(
         logical,
         f"{logical}s",
-        "activityid",
-        "subject",
-        label,
-        plural,
-        {a.name: a for a in attrs},
+        ("activityid", "subject"),
+        (label, plural),
+        _text("subject", "Subject", 200, "ApplicationRequired"),
+        _memo("description", "Description"),
+        Attr("scheduledstart", "DateTime", "Start Date"),
+        Attr("scheduledend", "DateTime", "Due Date"),
+        _choice("prioritycode", "Priority", {0: "Low", 1: "Normal", 2: "High"}),
+        _choice("statuscode", "Status Reason", statuses, "Status"),
+        _lookup("regardingobjectid", "Regarding", *_RECORDS, suffix=f"_{logical}"),
+        *extra,
         activity=True,
     )
 
 
 def standard_tables() -> dict[str, Table]:
     """logical name -> table, for the standard tables crmgate maps."""
-    customer = {"account": "parentcustomerid_account", "contact": "parentcustomerid_contact"}
     tables = [
-        Table(
+        _table(
             "account",
             "accounts",
-            "accountid",
-            "name",
-            "Account",
-            "Accounts",
-            {
-                a.name: a
-                for a in [
-                    *_common("accountid"),
-                    Attr(
-                        "name", label="Account Name", required="ApplicationRequired", max_length=160
-                    ),
-                    Attr("description", "Memo", "Description", max_length=2000),
-                    Attr("telephone1", label="Main Phone", max_length=50),
-                    Attr("telephone2", label="Other Phone", max_length=50),
-                    Attr("emailaddress1", label="Email", max_length=100),
-                    Attr("websiteurl", label="Website", max_length=200),
-                    Attr("numberofemployees", "Integer", "Number of Employees"),
-                    Attr("revenue", "Money", "Annual Revenue"),
-                    Attr("tickersymbol", label="Ticker Symbol", max_length=10),
-                    Attr("sic", label="SIC Code", max_length=20),
-                    Attr(
-                        "industrycode",
-                        "Picklist",
-                        "Industry",
-                        options=((1, "Accounting"), (7, "Consulting"), (33, "Retail")),
-                    ),
-                    Attr(
-                        "parentaccountid",
-                        "Lookup",
-                        "Parent Account",
-                        targets={"account": "parentaccountid"},
-                    ),
-                    *_address(),
-                ]
-            },
+            ("accountid", "name"),
+            ("Account", "Accounts"),
+            _text("name", "Account Name", 160, "ApplicationRequired"),
+            _memo("description", "Description"),
+            _text("telephone1", "Main Phone", 50),
+            _text("telephone2", "Other Phone", 50),
+            _text("emailaddress1", "Email", 100),
+            _text("websiteurl", "Website", 200),
+            Attr("numberofemployees", "Integer", "Number of Employees"),
+            Attr("revenue", "Money", "Annual Revenue"),
+            _text("tickersymbol", "Ticker Symbol", 10),
+            _text("sic", "SIC Code", 20),
+            _choice("industrycode", "Industry", {1: "Accounting", 7: "Consulting", 33: "Retail"}),
+            _lookup("parentaccountid", "Parent Account", "account"),
+            *_address(),
         ),
-        Table(
+        _table(
             "contact",
             "contacts",
-            "contactid",
-            "fullname",
-            "Contact",
-            "Contacts",
-            {
-                a.name: a
-                for a in [
-                    *_common("contactid"),
-                    Attr("firstname", label="First Name", max_length=50),
-                    Attr(
-                        "lastname", label="Last Name", required="ApplicationRequired", max_length=50
-                    ),
-                    Attr("middlename", label="Middle Name", max_length=50),
-                    Attr("fullname", label="Full Name", create=False, update=False, max_length=160),
-                    Attr("salutation", label="Salutation", max_length=100),
-                    Attr("jobtitle", label="Job Title", max_length=100),
-                    Attr("department", label="Department", max_length=100),
-                    Attr("description", "Memo", "Description", max_length=2000),
-                    Attr("birthdate", "DateTime", "Birthday", date_only=True),
-                    Attr("donotphone", "Boolean", "Do not allow Phone Calls"),
-                    Attr("emailaddress1", label="Email", max_length=100),
-                    Attr("emailaddress2", label="Email Address 2", max_length=100),
-                    Attr("telephone1", label="Business Phone", max_length=50),
-                    Attr("mobilephone", label="Mobile Phone", max_length=50),
-                    Attr("websiteurl", label="Website", max_length=200),
-                    Attr("parentcustomerid", "Customer", "Company Name", targets=customer),
-                    *_address(),
-                ]
-            },
+            ("contactid", "fullname"),
+            ("Contact", "Contacts"),
+            _text("firstname", "First Name", 50),
+            _text("lastname", "Last Name", 50, "ApplicationRequired"),
+            _text("middlename", "Middle Name", 50),
+            _computed("fullname", "Full Name", 160),
+            _text("salutation", "Salutation", 100),
+            _text("jobtitle", "Job Title", 100),
+            _text("department", "Department", 100),
+            _memo("description", "Description"),
+            Attr("birthdate", "DateTime", "Birthday", date_only=True),
+            Attr("donotphone", "Boolean", "Do not allow Phone Calls"),
+            _text("emailaddress1", "Email", 100),
+            _text("emailaddress2", "Email Address 2", 100),
+            _text("telephone1", "Business Phone", 50),
+            _text("mobilephone", "Mobile Phone", 50),
+            _text("websiteurl", "Website", 200),
+            _lookup("parentcustomerid", "Company Name", "account", "contact", kind="Customer"),
+            *_address(),
         ),
-        Table(
+        _table(
             "lead",
             "leads",
-            "leadid",
-            "fullname",
-            "Lead",
-            "Leads",
-            {
-                a.name: a
-                for a in [
-                    *_common("leadid"),
-                    Attr("subject", label="Topic", max_length=300),
-                    Attr("firstname", label="First Name", max_length=50),
-                    Attr(
-                        "lastname", label="Last Name", required="ApplicationRequired", max_length=50
-                    ),
-                    Attr("fullname", label="Name", create=False, update=False, max_length=160),
-                    Attr("companyname", label="Company Name", max_length=100),
-                    Attr("jobtitle", label="Job Title", max_length=100),
-                    Attr("description", "Memo", "Description", max_length=2000),
-                    Attr("emailaddress1", label="Email", max_length=100),
-                    Attr("telephone1", label="Business Phone", max_length=50),
-                    Attr("mobilephone", label="Mobile Phone", max_length=50),
-                    Attr("websiteurl", label="Website", max_length=200),
-                    Attr("revenue", "Money", "Annual Revenue"),
-                    Attr(
-                        "statuscode",
-                        "Status",
-                        "Status Reason",
-                        options=((1, "New"), (2, "Contacted"), (3, "Qualified"), (4, "Lost")),
-                    ),
-                    Attr(
-                        "leadsourcecode",
-                        "Picklist",
-                        "Lead Source",
-                        options=((1, "Advertisement"), (4, "Other"), (8, "Web")),
-                    ),
-                    Attr(
-                        "leadqualitycode",
-                        "Picklist",
-                        "Rating",
-                        options=((1, "Hot"), (2, "Warm"), (3, "Cold")),
-                    ),
-                    Attr(
-                        "parentaccountid",
-                        "Lookup",
-                        "Parent Account for lead",
-                        targets={"account": "parentaccountid"},
-                    ),
-                    Attr(
-                        "parentcontactid",
-                        "Lookup",
-                        "Parent Contact for lead",
-                        targets={"contact": "parentcontactid"},
-                    ),
-                    *_address(),
-                ]
-            },
+            ("leadid", "fullname"),
+            ("Lead", "Leads"),
+            _text("subject", "Topic", 300),
+            _text("firstname", "First Name", 50),
+            _text("lastname", "Last Name", 50, "ApplicationRequired"),
+            _computed("fullname", "Name", 160),
+            _text("companyname", "Company Name", 100),
+            _text("jobtitle", "Job Title", 100),
+            _memo("description", "Description"),
+            _text("emailaddress1", "Email", 100),
+            _text("telephone1", "Business Phone", 50),
+            _text("mobilephone", "Mobile Phone", 50),
+            _text("websiteurl", "Website", 200),
+            Attr("revenue", "Money", "Annual Revenue"),
+            _choice(
+                "statuscode",
+                "Status Reason",
+                {1: "New", 2: "Contacted", 3: "Qualified", 4: "Lost"},
+                "Status",
+            ),
+            _choice("leadsourcecode", "Lead Source", {1: "Advertisement", 4: "Other", 8: "Web"}),
+            _choice("leadqualitycode", "Rating", {1: "Hot", 2: "Warm", 3: "Cold"}),
+            _lookup("parentaccountid", "Parent Account for lead", "account"),
+            _lookup("parentcontactid", "Parent Contact for lead", "contact"),
+            *_address(),
         ),
-        Table(
+        _table(
             "opportunity",
             "opportunities",
-            "opportunityid",
-            "name",
-            "Opportunity",
-            "Opportunities",
-            {
-                a.name: a
-                for a in [
-                    *_common("opportunityid"),
-                    Attr("name", label="Topic", required="ApplicationRequired", max_length=300),
-                    Attr("description", "Memo", "Description", max_length=2000),
-                    Attr("estimatedvalue", "Money", "Est. Revenue"),
-                    Attr("closeprobability", "Integer", "Probability"),
-                    Attr("estimatedclosedate", "DateTime", "Est. Close Date", date_only=True),
-                    Attr("stepname", label="Pipeline Phase", max_length=200),
-                    Attr(
-                        "parentaccountid",
-                        "Lookup",
-                        "Account",
-                        targets={"account": "parentaccountid"},
-                    ),
-                    Attr(
-                        "parentcontactid",
-                        "Lookup",
-                        "Contact",
-                        targets={"contact": "parentcontactid"},
-                    ),
-                ]
-            },
+            ("opportunityid", "name"),
+            ("Opportunity", "Opportunities"),
+            _text("name", "Topic", 300, "ApplicationRequired"),
+            _memo("description", "Description"),
+            Attr("estimatedvalue", "Money", "Est. Revenue"),
+            Attr("closeprobability", "Integer", "Probability"),
+            Attr("estimatedclosedate", "DateTime", "Est. Close Date", date_only=True),
+            _text("stepname", "Pipeline Phase", 200),
+            _lookup("parentaccountid", "Account", "account"),
+            _lookup("parentcontactid", "Contact", "contact"),
         ),
         _activity("task", "Task", "Tasks"),
         _activity(
             "phonecall",
             "Phone Call",
             "Phone Calls",
-            Attr("phonenumber", label="Phone Number", max_length=200),
+            _text("phonenumber", "Phone Number", 200),
             Attr("directioncode", "Boolean", "Direction"),
         ),
         _activity(
             "appointment",
             "Appointment",
             "Appointments",
-            Attr("location", label="Location", max_length=200),
+            _text("location", "Location", 200),
             Attr("isalldayevent", "Boolean", "All Day Event"),
         ),
-        Table(
+        _table(
             "annotation",
             "annotations",
-            "annotationid",
-            "subject",
-            "Note",
-            "Notes",
-            {
-                a.name: a
-                for a in [
-                    *_common("annotationid"),
-                    Attr("subject", label="Title", max_length=500),
-                    Attr("notetext", "Memo", "Description", max_length=100_000),
-                    Attr(
-                        "objectid",
-                        "Lookup",
-                        "Regarding",
-                        targets={
-                            t: f"objectid_{t}"
-                            for t in ("account", "contact", "lead", "opportunity")
-                        },
-                    ),
-                ]
-            },
+            ("annotationid", "subject"),
+            ("Note", "Notes"),
+            _text("subject", "Title", 500),
+            _memo("notetext", "Description", 100_000),
+            _lookup("objectid", "Regarding", *_RECORDS),
         ),
-        Table(
+        _table(
             "systemuser",
             "systemusers",
-            "systemuserid",
-            "fullname",
-            "User",
-            "Users",
-            {
-                a.name: a
-                for a in [
-                    *_common("systemuserid"),
-                    Attr("firstname", label="First Name", max_length=64),
-                    Attr("lastname", label="Last Name", max_length=64),
-                    Attr("fullname", label="Full Name", create=False, update=False, max_length=200),
-                    Attr(
-                        "domainname", label="User Name", required="SystemRequired", max_length=1024
-                    ),
-                    Attr("internalemailaddress", label="Primary Email", max_length=100),
-                    Attr("title", label="Title", max_length=128),
-                    Attr("mobilephone", label="Mobile Phone", max_length=64),
-                    Attr("address1_telephone1", label="Main Phone", max_length=64),
-                    Attr("isdisabled", "Boolean", "Status", create=False),
-                ]
-            },
+            ("systemuserid", "fullname"),
+            ("User", "Users"),
+            _text("firstname", "First Name", 64),
+            _text("lastname", "Last Name", 64),
+            _computed("fullname", "Full Name", 200),
+            _text("domainname", "User Name", 1024, "SystemRequired"),
+            _text("internalemailaddress", "Primary Email", 100),
+            _text("title", "Title", 128),
+            _text("mobilephone", "Mobile Phone", 64),
+            _text("address1_telephone1", "Main Phone", 64),
+            Attr("isdisabled", "Boolean", "Status", create=False),
         ),
     ]
     return {table.logical: table for table in tables}

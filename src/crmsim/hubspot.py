@@ -32,7 +32,7 @@ import itertools
 import random
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -40,55 +40,48 @@ from typing import Any
 from aiohttp import web
 
 from crmsim.app import Route, Simulator, after, cursor, overrides, uncursor
-from crmsim.columns import READ_ONLY, REQUIRED, UNKNOWN, Column, Invalid, check
+from crmsim.columns import READ_ONLY, REQUIRED, UNKNOWN, Column, Invalid, Problem, check
 from crmsim.guard import Guard, RateWindow, Refusal, Verdict, bearer, json_object
 from crmsim.hubspot_schema import (
     ASSOCIATION_TYPES,
     SINGULAR,
     Prop,
+    stamps,
     standard_properties,
     system_properties,
 )
 from crmsim.oauth import AuthorizationServer, Issued, OAuthError
-from crmsim.records import Sort, instant, order, test, typed
+from crmsim.records import Links, Row, Sort, Store, instant, order, test, typed
 from crmsim.tokens import AccessToken, Client, TokenStore
 
+# The objects whose scopes (crm.objects.<family>.read|write) a token needs; the others need none.
+FAMILIES = ("contacts", "companies", "deals", "leads", "custom")
 PRIVATE_APP_SCOPES = (
-    "crm.objects.contacts.read",
-    "crm.objects.contacts.write",
-    "crm.objects.companies.read",
-    "crm.objects.companies.write",
-    "crm.objects.deals.read",
-    "crm.objects.deals.write",
+    *(f"crm.objects.{family}.{access}" for family in FAMILIES for access in ("read", "write")),
     "crm.objects.owners.read",
-    "crm.objects.leads.read",
-    "crm.objects.leads.write",
-    "crm.objects.custom.read",
-    "crm.objects.custom.write",
     "crm.schemas.custom.read",
 )
 SEARCH_LIMIT = 10_000
+ID = "hs_object_id"  # a record's id, among its properties
 Token = AccessToken[int]  # its subject: the portal id
+_NO_CREDENTIALS = (
+    "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
+    "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+)
 
 
 class Refused(Refusal):
+    """HubSpot's error answer: ``{status: error, message, correlationId, category, ...}``."""
+
     def __init__(self, status: int, category: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.category, self.message, self.extra = status, category, message, extra
 
     def response(self) -> web.Response:
-        return hs_error(self.status, self.category, self.message, **self.extra)
-
-
-def hs_error(status: int, category: str, message: str, **extra: Any) -> web.Response:
-    body = {
-        "status": "error",
-        "message": message,
-        "correlationId": str(uuid.uuid4()),
-        "category": category,
-        **extra,
-    }
-    return web.json_response(body, status=status)
+        said = {"status": "error", "message": self.message, "correlationId": str(uuid.uuid4())}
+        return web.json_response(
+            {**said, "category": self.category, **self.extra}, status=self.status
+        )
 
 
 def _invalid(message: str, **extra: Any) -> Refused:
@@ -108,27 +101,14 @@ class _Guard(Guard[int]):
 
     def unauthorized(self, request: web.Request, token: Token | None) -> web.Response:
         if token is None:
-            return hs_error(
-                401,
-                "INVALID_AUTHENTICATION",
-                "Authentication credentials not found. This API supports OAuth 2.0 "
-                "authentication and you can find more details at "
-                "https://developers.hubspot.com/docs/methods/auth/oauth-overview",
-            )
-        return hs_error(
-            401,
-            "EXPIRED_AUTHENTICATION",
-            "The OAuth token used to make this call expired 0 second(s) ago.",
-        )
+            return Refused(401, "INVALID_AUTHENTICATION", _NO_CREDENTIALS).response()
+        expired = "The OAuth token used to make this call expired 0 second(s) ago."
+        return Refused(401, "EXPIRED_AUTHENTICATION", expired).response()
 
     def limited(self, verdict: Verdict) -> web.Response:
-        return hs_error(
-            429,
-            "RATE_LIMITS",
-            "You have reached your ten_secondly_rolling limit.",
-            errorType="RATE_LIMIT",
-            policyName="TEN_SECONDLY_ROLLING",
-        )
+        message = "You have reached your ten_secondly_rolling limit."
+        limit = {"errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING"}
+        return Refused(429, "RATE_LIMITS", message, **limit).response()
 
     def rate_headers(self, verdict: Verdict) -> dict[str, str]:
         return {
@@ -138,17 +118,10 @@ class _Guard(Guard[int]):
         }
 
     def insufficient_scope(self, needed: tuple[str, ...]) -> Refusal:
-        return Refused(
-            403,
-            "MISSING_SCOPES",
-            "This app hasn't been granted all required scopes to make this call.",
-            errors=[
-                {
-                    "message": "One or more of the following scopes are required.",
-                    "context": {"requiredGranularScopes": list(needed)},
-                }
-            ],
-        )
+        message = "This app hasn't been granted all required scopes to make this call."
+        said = "One or more of the following scopes are required."
+        errors = [{"message": said, "context": {"requiredGranularScopes": list(needed)}}]
+        return Refused(403, "MISSING_SCOPES", message, errors=errors)
 
 
 # HubSpot's token endpoint names each refusal its own way
@@ -212,10 +185,15 @@ class HubSpotSimulator(Simulator[int]):
         self.guard = _Guard(self)
         self.oauth = _OAuth(self.tokens, lambda: self.portal_id)
         self.properties = standard_properties()
-        self.records: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in self.properties}
-        self._ids = itertools.count(1001)
-        # (object type, id) -> {(object type, id): association type ids}, both directions
-        self.links: dict[tuple[str, str], dict[tuple[str, str], set[int]]] = {}
+        ids = itertools.count(1001)
+        self.records = Store(
+            self.properties,
+            key=lambda t: ID,
+            new_id=lambda t: str(next(ids)),
+            now=_now,
+            derive=_stamp,
+        )
+        self.links = Links()  # (object type, id) -> (object type, id) -> association type ids
         self.owners: dict[str, dict[str, Any]] = {}
         self.schemas: dict[str, dict[str, Any]] = {}  # fully qualified name -> schema
         self.add_owner("admin@portal.example", "Pat", "Admin")
@@ -242,7 +220,7 @@ class HubSpotSimulator(Simulator[int]):
         return self.tokens.issue_refresh(client_id, self.portal_id, scopes)
 
     def insert(self, object_type: str, properties: dict[str, Any]) -> str:
-        return str(self._create(object_type, properties)["id"])
+        return str(self._create(object_type, properties)[ID])
 
     def add_custom_object(
         self, name: str, singular: str, plural: str, properties: list[Prop]
@@ -250,11 +228,8 @@ class HubSpotSimulator(Simulator[int]):
         """A custom object (as made in HubSpot's settings or with the schemas API); returns its
         fully qualified name, by which the APIs reach it."""
         qualified = f"p{self.portal_id}_{name}"
-        props = {
-            p.name: p
-            for p in (*system_properties(), *(replace(p, custom=True) for p in properties))
-        }
-        self.properties[qualified] = props
+        custom = [replace(p, custom=True) for p in properties]
+        self.properties[qualified] = {p.name: p for p in (*system_properties(), *custom)}
         self.records[qualified] = {}
         self.schemas[qualified] = {
             "id": str(len(self.schemas) + 1),
@@ -272,29 +247,27 @@ class HubSpotSimulator(Simulator[int]):
         }
         return qualified
 
-    def add_owner(self, email: str, first: str, last: str) -> str:
-        owner_id = str(41_629_779 + len(self.owners))
-        now = _now()
+    def add_owner(self, email: str, first: str, last: str, kind: str = "PERSON") -> str:
+        """An owner: a user (a PERSON), or a QUEUE (a team inbox, ``add_queue``)."""
+        owner_id, now = str(41_629_779 + len(self.owners)), _now()
+        user_id = 9_586_504 + len(self.owners)
         self.owners[owner_id] = {
             "id": owner_id,
             "email": email,
             "firstName": first,
             "lastName": last,
-            "userId": 9_586_504 + len(self.owners),
-            "userIdIncludingInactive": 9_586_504 + len(self.owners),
+            "userId": user_id,
+            "userIdIncludingInactive": user_id,
             "createdAt": now,
             "updatedAt": now,
             "archived": False,
             "teams": [],
-            "type": "PERSON",
+            "type": kind,
         }
         return owner_id
 
     def add_queue(self, name: str) -> str:
-        """An owner that is a queue (a team inbox), not a person."""
-        owner_id = self.add_owner("", name, "")
-        self.owners[owner_id]["type"] = "QUEUE"
-        return owner_id
+        return self.add_owner("", name, "", "QUEUE")
 
     def associate(
         self, from_type: str, from_id: str, to_type: str, to_id: str, type_id: int | None = None
@@ -310,29 +283,16 @@ class HubSpotSimulator(Simulator[int]):
             raise _invalid(
                 f"association type id {chosen} doesn't exist between {from_type} and {to_type}"
             )
-        self._record(from_type, from_id)
-        if to_id not in self.records[to_type]:
-            raise Refused(404, "OBJECT_NOT_FOUND", f"{SINGULAR[to_type]} {to_id} not found")
-        ends = (from_type, from_id), (to_type, to_id)
-        for kind in {unlabelled, chosen}:
-            self.links.setdefault(ends[0], {}).setdefault(ends[1], set()).add(kind)
-            self.links.setdefault(ends[1], {}).setdefault(ends[0], set()).add(types[kind][1])
-
-    def dissociate(self, from_type: str, from_id: str, to_type: str, to_id: str) -> None:
-        self.links.get((from_type, from_id), {}).pop((to_type, to_id), None)
-        self.links.get((to_type, to_id), {}).pop((from_type, from_id), None)
+        _found(self.records[from_type], from_id)
+        _found(self.records[to_type], to_id, f"{SINGULAR[to_type]} {to_id} not found")
+        kinds = {unlabelled, chosen}
+        inverse = {types[kind][1] for kind in kinds}
+        self.links.link((from_type, from_id), (to_type, to_id), kinds, inverse)
 
     def associated(self, from_type: str, from_id: str, to_type: str) -> list[tuple[str, set[int]]]:
         """The live records of ``to_type`` linked to a record, by id, with their type ids."""
-        links = self.links.get((from_type, from_id), {})
-        return sorted(
-            (
-                (to_id, types)
-                for (kind, to_id), types in links.items()
-                if kind == to_type and to_id in self.records[to_type]
-            ),
-            key=lambda item: int(item[0]),
-        )
+        linked = self.links.of((from_type, from_id), to_type, self.records[to_type])
+        return sorted(linked.items(), key=lambda item: int(item[0]))
 
     # ---- HTTP -------------------------------------------------------------------------------
 
@@ -353,6 +313,7 @@ class HubSpotSimulator(Simulator[int]):
             Route("POST", objects + "/search", self._search),
             Route("POST", objects + "/batch/create", self._batch_create),
             Route("POST", objects + "/batch/update", self._batch_update),
+            Route("POST", objects + "/batch/read", self._batch_read),
             Route("POST", objects + "/batch/archive", self._batch_archive),
             Route("GET", objects + "/{id}", self._get),
             Route("PATCH", objects + "/{id}", self._update),
@@ -363,21 +324,17 @@ class HubSpotSimulator(Simulator[int]):
             Route("POST", "/crm/v4/associations/{type}/{to}/batch/read", self._links_read),
         ]
 
-    def _type(self, request: web.Request, token: Token, write: bool = False) -> str:
-        object_type = _plural(request.match_info["type"])
+    def _type(
+        self, request: web.Request, token: Token | None, write: bool = False, key: str = "type"
+    ) -> str:
+        """The object type the path names at ``key``, and the scope a token needs for it."""
+        object_type = _plural(request.match_info[key])
         if object_type not in self.properties:
             raise _invalid(f"Unable to infer object type from: {object_type}")
-        family = object_type if object_type in ("contacts", "companies", "deals", "leads") else None
-        family = "custom" if object_type in self.schemas else family
-        if family is not None:
+        family = "custom" if object_type in self.schemas else object_type
+        if token is not None and family in FAMILIES:
             self.guard.require(token, f"crm.objects.{family}.{'write' if write else 'read'}")
         return object_type
-
-    def _to_type(self, request: web.Request) -> str:
-        to_type = _plural(request.match_info["to"])
-        if to_type not in self.properties:
-            raise _invalid(f"Unable to infer object type from: {to_type}")
-        return to_type
 
     async def _revoke(self, request: web.Request) -> web.Response:
         """DELETE /oauth/v1/refresh-tokens/{token}: the refresh token no longer works."""
@@ -386,12 +343,6 @@ class HubSpotSimulator(Simulator[int]):
 
     # ---- records ----------------------------------------------------------------------------
 
-    def _stamps(self, object_type: str) -> tuple[str, str]:
-        """The names of an object's created and last-modified properties."""
-        props = self.properties[object_type]
-        created = next(p for p in props if p in ("createdate", "hs_createdate"))
-        return created, next(p for p in props if p in ("lastmodifieddate", "hs_lastmodifieddate"))
-
     def _render(
         self,
         object_type: str,
@@ -399,37 +350,32 @@ class HubSpotSimulator(Simulator[int]):
         wanted: list[str] | None,
         associations: list[str] | None = None,
     ) -> dict[str, Any]:
-        props, values = self.properties[object_type], record["values"]
-        created, modified = self._stamps(object_type)
+        props, values = self.properties[object_type], record
+        created, modified = stamps(object_type)
         standard = (created, modified, "hs_object_id")
         names = wanted or [n for n in props if n in values or n in standard]
         properties = {
             n: None if values.get(n) is None else str(values[n]) for n in names if n in props
         }
-        for name in standard:
-            properties.setdefault(name, values[name])
         rendered: dict[str, Any] = {
-            "id": record["id"],
-            "properties": properties,
+            "id": record[ID],
+            "properties": properties | {n: values[n] for n in standard if n not in properties},
             "createdAt": values[created],
             "updatedAt": values[modified],
             "archived": False,
         }
         linked: dict[str, Any] = {}
         for to_type in associations or ():
-            results = []
             pair = ASSOCIATION_TYPES.get((object_type, to_type), {})
-            name = f"{SINGULAR[object_type]}_to_{SINGULAR[to_type]}"
-            for to_id, types in self.associated(object_type, record["id"], to_type):
-                if any(pair.get(t, (None, 0))[0] for t in types) or len(pair) == 1:
+            name, results = f"{SINGULAR[object_type]}_to_{SINGULAR[to_type]}", []
+            for to_id, types in self.associated(object_type, record[ID], to_type):
+                if len(pair) == 1 or any(pair.get(t, (None, 0))[0] for t in types):
                     results.append({"id": to_id, "type": name})
-                if len(pair) > 1:
+                if len(pair) > 1:  # a pair with a primary: each link unlabelled as well
                     results.append({"id": to_id, "type": f"{name}_unlabeled"})
             if results:
                 linked[to_type] = {"results": results}
-        if linked:
-            rendered["associations"] = linked
-        return rendered
+        return rendered | ({"associations": linked} if linked else {})
 
     def _check(self, object_type: str, values: Any, creating: bool) -> dict[str, Any]:
         if not isinstance(values, dict):
@@ -438,59 +384,35 @@ class HubSpotSimulator(Simulator[int]):
         clean, problems = check(
             values, props.get, _text, creating=creating, columns=props.values(), empty=(None, "")
         )
-        if problems:
+        worded = [
+            Problem(p.name, _WORDS[p.code][0], _WORDS[p.code][1].format(p.name))
+            if p.code in _WORDS
+            else p
+            for p in problems
+        ]
+        if worded:
+            listed = [{"isValid": False, "message": m, "error": c, "name": n} for n, c, m in worded]
             errors = [
-                {"isValid": False, "message": message, "error": code, "name": name}
-                for name, code, message in (
-                    (p.name, _WORDS[p.code][0], _WORDS[p.code][1].format(p.name))
-                    if p.code in _WORDS
-                    else p
-                    for p in problems
-                )
+                {"message": m, "code": c, "context": {"propertyName": [n]}} for n, c, m in worded
             ]
-            raise _invalid(
-                "Property values were not valid: " + str(errors),
-                errors=[
-                    {
-                        "message": e["message"],
-                        "code": e["error"],
-                        "context": {"propertyName": [e["name"]]},
-                    }
-                    for e in errors
-                ],
-            )
+            raise _invalid(f"Property values were not valid: {listed}", errors=errors)
         return clean
 
     def _create(self, object_type: str, values: dict[str, Any]) -> dict[str, Any]:
-        clean = self._check(object_type, values, creating=True)
-        record_id, now = str(next(self._ids)), _now()
-        stamps = dict.fromkeys(self._stamps(object_type), now)
-        record = {"id": record_id, "values": {**clean, **stamps, "hs_object_id": record_id}}
-        self.records[object_type][record_id] = record
-        return record
-
-    def _record(self, object_type: str, record_id: str) -> dict[str, Any]:
-        record = self.records[object_type].get(record_id)
-        if record is None:
-            raise Refused(404, "OBJECT_NOT_FOUND", "resource not found")
-        return record
+        return self.records.insert(object_type, self._check(object_type, values, creating=True))
 
     def _apply(self, object_type: str, record: dict[str, Any], values: Any) -> None:
-        record["values"].update(self._check(object_type, values, creating=False))
-        record["values"][self._stamps(object_type)[1]] = _now()
+        self.records.change(object_type, record, self._check(object_type, values, creating=False))
 
-    def _associations(self, request: web.Request) -> list[str]:
-        """``associations=companies,deals`` (or repeated): the object types to show links to."""
-        names = [
-            _plural(n) for v in request.query.getall("associations", []) for n in v.split(",") if n
-        ]
-        return [n for n in names if n in self.properties]
-
-    @staticmethod
-    def _wanted(request: web.Request) -> list[str] | None:
-        """``properties=a,b`` or ``properties=a&properties=b`` (the SDKs send the latter)."""
-        names = [n for v in request.query.getall("properties", []) for n in v.split(",") if n]
-        return names or None
+    def _asked(self, request: web.Request) -> tuple[list[str] | None, list[str]]:
+        """The properties (``properties=a,b`` or ``properties=a&properties=b``, as the SDKs
+        send it; None: the default ones) and the associated object types to show."""
+        said = {
+            k: [n for v in request.query.getall(k, []) for n in v.split(",") if n]
+            for k in ("properties", "associations")
+        }
+        linked = [_plural(n) for n in said["associations"] if _plural(n) in self.properties]
+        return said["properties"] or None, linked
 
     async def _account(self, request: web.Request, token: Token) -> web.Response:
         return web.json_response(
@@ -516,6 +438,7 @@ class HubSpotSimulator(Simulator[int]):
         return web.json_response({"results": results})
 
     async def _owners(self, request: web.Request, token: Token) -> web.Response:
+        """Owners a page at a time, after an opaque cursor; ``email`` finds one."""
         self.guard.require(token, "crm.objects.owners.read")
         limit = int(request.query.get("limit", "100") or 100)
         if not 1 <= limit <= 500:
@@ -528,17 +451,11 @@ class HubSpotSimulator(Simulator[int]):
         if given and not isinstance(last, int):
             raise _invalid("after is not a valid cursor")
         owners = after(owners, lambda o: int(o["id"]), last, limit)
-        body: dict[str, Any] = {"results": owners[:limit]}
-        if len(owners) > limit:
-            body["paging"] = {"next": {"after": cursor(int(owners[limit - 1]["id"])), "link": ""}}
-        return web.json_response(body)
+        return _page(owners, limit, lambda o: cursor(int(o["id"])))
 
     async def _owner(self, request: web.Request, token: Token) -> web.Response:
         self.guard.require(token, "crm.objects.owners.read")
-        owner = self.owners.get(request.match_info["id"])
-        if owner is None:
-            raise Refused(404, "OBJECT_NOT_FOUND", "resource not found")
-        return web.json_response(owner)
+        return web.json_response(_found(self.owners, request.match_info["id"]))
 
     async def _properties_route(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token)
@@ -551,101 +468,81 @@ class HubSpotSimulator(Simulator[int]):
         last = request.query.get("after")
         rows = after(
             self.records[object_type].values(),
-            lambda r: int(r["id"]),
+            lambda r: int(r[ID]),
             int(last) if last else None,
             limit,
         )
-        wanted, linked = self._wanted(request), self._associations(request)
-        body: dict[str, Any] = {
-            "results": [self._render(object_type, r, wanted, linked) for r in rows[:limit]]
-        }
-        if len(rows) > limit:
-            body["paging"] = {"next": {"after": rows[limit - 1]["id"], "link": ""}}
-        return web.json_response(body)
+        wanted, linked = self._asked(request)
+        return _page([self._render(object_type, r, wanted, linked) for r in rows], limit)
 
     async def _get(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token)
-        record = self._record(object_type, request.match_info["id"])
-        wanted, linked = self._wanted(request), self._associations(request)
+        record = _found(self.records[object_type], request.match_info["id"])
+        wanted, linked = self._asked(request)
         return web.json_response(self._render(object_type, record, wanted, linked))
 
     async def _create_route(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token, write=True)
         body = await _json(request)
-        self._check_links(object_type, body.get("associations"))
-        record = self._made(object_type, {**body, "properties": body.get("properties") or {}})
+        links = self._check_links(object_type, body.get("associations"))
+        record = self._made(object_type, body.get("properties") or {}, links)
         return web.json_response(self._render(object_type, record, None), status=201)
 
     async def _update(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token, write=True)
-        record = self._record(object_type, request.match_info["id"])
+        record = _found(self.records[object_type], request.match_info["id"])
         body = await _json(request)
         self._apply(object_type, record, body.get("properties") or {})
         return web.json_response(self._render(object_type, record, None))
 
-    def _check_links(self, object_type: str, associations: Any) -> None:
-        """A create's ``associations``: each names an existing record and HUBSPOT_DEFINED type
-        ids that exist between the two object types (HubSpot refuses the create otherwise). A
-        lead must be created with its primary contact."""
-        if object_type == "leads" and not any(
-            isinstance(spec, dict)
-            and any(
-                isinstance(kind, dict) and kind.get("associationTypeId") == 578
-                for kind in spec.get("types") or ()
-            )
-            for spec in associations or ()
-        ):
-            raise _invalid(
-                "A lead must be associated with a primary contact (associationTypeId 578)"
-            )
-        if associations is None:
-            return
-        if not isinstance(associations, list):
+    def _check_links(self, object_type: str, associations: Any) -> list[tuple[str, str, int]]:
+        """A create's ``associations`` as (object type, id, type id): each names an existing
+        record and HUBSPOT_DEFINED type ids that exist between the two object types (HubSpot
+        refuses the create otherwise). A lead must be created with its primary contact."""
+        if not isinstance(associations, (list, type(None))):
             raise _invalid("associations must be a list")
-        for spec in associations:
-            to_id = str(((spec or {}).get("to") or {}).get("id", ""))
-            types = (spec or {}).get("types") or []
-            if not types:
-                raise _invalid("an association needs its types")
-            for kind in types:
-                type_id = (kind or {}).get("associationTypeId")
-                if (kind or {}).get("associationCategory") != "HUBSPOT_DEFINED":
-                    raise _invalid("unknown association category")
-                to_type = _linked_type(object_type, type_id)
-                if to_type is None:
-                    raise _invalid(
-                        f"association type id {type_id} doesn't exist from {object_type}"
-                    )
-                if to_id not in self.records[to_type]:
-                    raise _invalid(
-                        f"One or more associations are invalid: {SINGULAR[to_type]} {to_id} "
-                        "does not exist"
-                    )
+        specs = [spec if isinstance(spec, dict) else {} for spec in associations or ()]
+        kinds = [(s, k if isinstance(k, dict) else {}) for s in specs for k in s.get("types") or ()]
+        if object_type == "leads" and not any(k.get("associationTypeId") == 578 for _, k in kinds):
+            message = "A lead must be associated with a primary contact (associationTypeId 578)"
+            raise _invalid(message)
+        if not all(spec.get("types") for spec in specs):
+            raise _invalid("an association needs its types")
+        links = []
+        for spec, kind in kinds:
+            to_id, type_id = (
+                str((spec.get("to") or {}).get("id", "")),
+                kind.get("associationTypeId"),
+            )
+            to_type = _linked_type(object_type, type_id)
+            if kind.get("associationCategory") != "HUBSPOT_DEFINED":
+                raise _invalid("unknown association category")
+            if to_type is None or not isinstance(type_id, int):
+                raise _invalid(f"association type id {type_id} doesn't exist from {object_type}")
+            if to_id not in self.records[to_type]:
+                known = f"{SINGULAR[to_type]} {to_id}"
+                raise _invalid(f"One or more associations are invalid: {known} does not exist")
+            links.append((to_type, to_id, type_id))
+        return links
 
-    def _made(self, object_type: str, item: dict[str, Any]) -> dict[str, Any]:
+    def _made(self, object_type: str, properties: Any, links: list[tuple[str, str, int]]) -> Row:
         """A create's record, linked as its (checked) ``associations`` say."""
-        record = self._create(object_type, item["properties"])
-        for spec in item.get("associations") or ():
-            for kind in spec["types"]:
-                type_id = int(kind["associationTypeId"])
-                to_type = _linked_type(object_type, type_id) or ""
-                self.associate(object_type, record["id"], to_type, str(spec["to"]["id"]), type_id)
+        record = self._create(object_type, properties)
+        for to_type, to_id, type_id in links:
+            self.associate(object_type, record[ID], to_type, to_id, type_id)
         return record
 
     async def _link(self, request: web.Request, token: Token) -> web.Response:
         """v4: PUT .../associations/default/{to}/{toId} (the unlabelled type), or
         PUT .../associations/{to}/{toId} with a list of types."""
         from_type = self._type(request, token, write=True)
-        to_type = self._to_type(request)
+        to_type = self._type(request, None, key="to")
         from_id, to_id = request.match_info["id"], request.match_info["to_id"]
         if "/associations/default/" in request.path:
             self.associate(from_type, from_id, to_type, to_id)
-            spec = {
-                "associationCategory": "HUBSPOT_DEFINED",
-                "associationTypeId": _unlabelled(from_type, to_type),
-            }
-            result = {"from": {"id": from_id}, "to": {"id": to_id}, "associationSpec": spec}
-            return _batch([result])
+            kind = _unlabelled(from_type, to_type)
+            spec = {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": kind}
+            return _batch([{"from": {"id": from_id}, "to": {"id": to_id}, "associationSpec": spec}])
         try:
             types = await request.json()
         except ValueError:
@@ -671,17 +568,17 @@ class HubSpotSimulator(Simulator[int]):
     async def _unlink(self, request: web.Request, token: Token) -> web.Response:
         from_type = self._type(request, token, write=True)
         to_type = _plural(request.match_info["to"])
-        self.dissociate(from_type, request.match_info["id"], to_type, request.match_info["to_id"])
+        ends = (from_type, request.match_info["id"]), (to_type, request.match_info["to_id"])
+        self.links.unlink(*ends)
         return web.Response(status=204)
 
     async def _links_read(self, request: web.Request, token: Token) -> web.Response:
         """v4 batch read: for each input id, its associated records of ``to`` with their types."""
         from_type = self._type(request, token)
-        to_type = self._to_type(request)
+        to_type = self._type(request, None, key="to")
         pair = ASSOCIATION_TYPES.get((from_type, to_type), {})
-        results, errors = [], []
-        for item in await self._inputs(request, limit=1000):
-            from_id = str((item or {}).get("id"))
+        labels, results, errors = {t: label for t, (label, _) in pair.items()}, [], []
+        for from_id in await self._inputs(request, limit=1000):
             linked = self.associated(from_type, from_id, to_type)
             if not linked:
                 message = f"No {to_type} is associated with {SINGULAR[from_type]} {from_id}."
@@ -691,11 +588,7 @@ class HubSpotSimulator(Simulator[int]):
                 {
                     "toObjectId": int(to_id),
                     "associationTypes": [
-                        {
-                            "category": "HUBSPOT_DEFINED",
-                            "typeId": t,
-                            "label": pair.get(t, (None, 0))[0],
-                        }
+                        {"category": "HUBSPOT_DEFINED", "typeId": t, "label": labels.get(t)}
                         for t in sorted(types)
                     ],
                 }
@@ -710,117 +603,120 @@ class HubSpotSimulator(Simulator[int]):
         return web.Response(status=204)
 
     async def _search(self, request: web.Request, token: Token) -> web.Response:
+        """filterGroups (any group; every filter of one), one sort, ``limit`` from ``after``."""
         object_type = self._type(request, token)
-        body = await _json(request)
-        props = self.properties[object_type]
-        groups = body.get("filterGroups") or []
-        sizes = [len(g.get("filters") or []) for g in groups]
-        if len(groups) > 5 or any(size > 6 for size in sizes) or sum(sizes) > 18:
+        body, props = await _json(request), self.properties[object_type]
+        groups = [g.get("filters") or [] for g in body.get("filterGroups") or []]
+        if len(groups) > 5 or any(len(g) > 6 for g in groups) or sum(map(len, groups)) > 18:
             raise _invalid("Too many filters or filter groups")
-        rows = [
-            r
-            for r in self.records[object_type].values()
-            if not groups
-            or any(self._matches(object_type, r, g.get("filters") or []) for g in groups)
-        ]
-        sorts = body.get("sorts") or [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
+        sorts = body.get("sorts") or [{"propertyName": ID, "direction": "ASCENDING"}]
         if len(sorts) > 1:
             raise _invalid("Only one sort is supported")
         sort = sorts[0] if isinstance(sorts[0], dict) else {"propertyName": str(sorts[0])}
-        name = sort.get("propertyName", "hs_object_id")
+        name, descending = sort.get("propertyName", ID), sort.get("direction") == "DESCENDING"
         if name not in props:
             raise _invalid(f"Property {name} does not exist")
-        descending, kind = sort.get("direction") == "DESCENDING", _kind(props[name])
-        rows = order(
-            rows,
-            Sort(lambda r: r["values"].get(name), descending, nulls_last=True, kind=kind),
-            Sort(lambda r: int(r["id"]), descending),
-        )
-        limit = int(body.get("limit") or 10)
-        start = int(body.get("after") or 0)
+        limit, start = int(body.get("limit") or 10), int(body.get("after") or 0)
         if limit > 200:
             raise _invalid("limit must be at most 200")
         if start + limit > SEARCH_LIMIT:
             raise _invalid("The search endpoint returns at most 10,000 results")
-        wanted = body.get("properties") or None
-        result: dict[str, Any] = {
+        found = [
+            r
+            for r in self.records[object_type].values()
+            if not groups or any(all(self._holds(object_type, r, f) for f in g) for g in groups)
+        ]
+        rows = order(
+            found,
+            Sort(name, descending, nulls_last=True, kind=_kind(props[name])),
+            Sort(lambda r: int(r[ID]), descending),
+        )
+        wanted, shown = body.get("properties") or None, rows[start : start + limit]
+        result = {
             "total": len(rows),
-            "results": [self._render(object_type, r, wanted) for r in rows[start : start + limit]],
+            "results": [self._render(object_type, r, wanted) for r in shown],
         }
-        if start + limit < len(rows):
-            result["paging"] = {"next": {"after": str(start + limit)}}
-        return web.json_response(result)
+        more = (
+            {"paging": {"next": {"after": str(start + limit)}}} if start + limit < len(rows) else {}
+        )
+        return web.json_response(result | more)
 
-    def _matches(self, object_type: str, record: dict[str, Any], filters: list[Any]) -> bool:
-        """A search filter group (all its filters hold); ``associations.{object}`` EQ an id
-        matches the records associated with that record."""
-        props = self.properties[object_type]
-        for spec in filters:
-            name = str((spec or {}).get("propertyName", ""))
-            op, wanted = spec.get("operator", "EQ"), spec.get("value")
-            if name.startswith("associations."):
-                to_type = _plural(name.removeprefix("associations."))
-                if to_type not in self.properties or op != "EQ":
-                    raise _invalid(f"Property {name} does not exist")
-                linked = {i for i, _ in self.associated(object_type, record["id"], to_type)}
-                if str(wanted) not in linked:
-                    return False
-                continue
-            if name not in props:
-                raise _invalid(f"Property {name} does not exist")
-            value = record["values"].get(name)
-            if op in ("HAS_PROPERTY", "NOT_HAS_PROPERTY"):
-                holds = (value is None) == (op == "NOT_HAS_PROPERTY")
-            elif op == "CONTAINS_TOKEN":
-                holds = _contains_token(str(value or "").lower(), str(wanted or "").lower())
-            elif op in _OPERATORS:
-                holds = test(_OPERATORS[op], value, str(wanted), _kind(props[name]))
-            else:
-                raise _invalid(f"Unknown operator {op}")
-            if not holds:
-                return False
-        return True
+    def _holds(self, object_type: str, record: dict[str, Any], spec: Any) -> bool:
+        """One search filter; ``associations.{object}`` EQ an id holds for the records
+        associated with that record."""
+        props, spec = self.properties[object_type], spec if isinstance(spec, dict) else {}
+        name, wanted = str(spec.get("propertyName", "")), spec.get("value")
+        op, value = str(spec.get("operator", "EQ")), record.get(name)
+        to_type = _plural(name.removeprefix("associations."))
+        if name.startswith("associations.") and to_type in self.properties and op == "EQ":
+            return str(wanted) in dict(self.associated(object_type, record[ID], to_type))
+        if name not in props:
+            raise _invalid(f"Property {name} does not exist")
+        if op in ("HAS_PROPERTY", "NOT_HAS_PROPERTY"):
+            return (value is None) == (op == "NOT_HAS_PROPERTY")
+        if op == "CONTAINS_TOKEN":
+            return _contains_token(str(value or "").lower(), str(wanted or "").lower())
+        if op not in _OPERATORS:
+            raise _invalid(f"Unknown operator {op}")
+        return test(_OPERATORS[op], value, str(wanted), _kind(props[name]))
 
     # ---- batch ------------------------------------------------------------------------------
 
-    async def _inputs(self, request: web.Request, limit: int = 100) -> list[dict[str, Any]]:
+    async def _inputs(self, request: web.Request, limit: int = 100) -> list[str]:
+        """The ids of a batch's inputs (``{"id": ...}``; the whole inputs: ``_items``)."""
+        return [str((item or {}).get("id")) for item in await self._items(request, limit)]
+
+    async def _items(self, request: web.Request, limit: int = 100) -> list[dict[str, Any]]:
         inputs = (await _json(request)).get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise _invalid("inputs must be a non-empty list")
         if len(inputs) > limit:
             raise _invalid(f"Batch size limit is {limit}")
-        return inputs
+        return [item if isinstance(item, dict) else {} for item in inputs]
 
     async def _batch_create(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token, write=True)
-        inputs = await self._inputs(request)
+        inputs = await self._items(request)
+        links = []
         for item in inputs:  # all or nothing, as HubSpot's batch create validates first
-            self._check(object_type, (item or {}).get("properties") or {}, creating=True)
-            self._check_links(object_type, item.get("associations"))
+            self._check(object_type, item.get("properties") or {}, creating=True)
+            links.append(self._check_links(object_type, item.get("associations")))
         made = []
-        for item in inputs:
+        for item, linked in zip(inputs, links, strict=True):
             trace = {k: v for k, v in item.items() if k == "objectWriteTraceId"}
-            made.append({**self._render(object_type, self._made(object_type, item), None), **trace})
+            record = self._made(object_type, item.get("properties") or {}, linked)
+            made.append({**self._render(object_type, record, None), **trace})
         random.shuffle(made)  # HubSpot does not keep the order of the inputs
         return _batch(made, status=201)
 
     async def _batch_update(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token, write=True)
         results, errors = [], []
-        for item in await self._inputs(request):
+        for item in await self._items(request):
             try:
-                record = self._record(object_type, str(item.get("id")))
+                record = _found(self.records[object_type], str(item.get("id")))
                 self._apply(object_type, record, item.get("properties") or {})
                 results.append(self._render(object_type, record, None))
             except Refused as refused:
-                ids = [str(item.get("id"))]
-                errors.append(_failed(refused.category, refused.message, ids=ids))
+                errors.append(_failed(refused.category, refused.message, ids=[str(item.get("id"))]))
         return _batch(results, errors)
+
+    async def _batch_read(self, request: web.Request, token: Token) -> web.Response:
+        """The records of the inputs' ids; 207 with an OBJECT_NOT_FOUND naming the others."""
+        object_type = self._type(request, token)
+        rows, ids = self.records[object_type], await self._inputs(request)
+        wanted = (await _json(request)).get("properties") or None
+        results = [self._render(object_type, rows[i], wanted) for i in ids if i in rows]
+        message = "Could not get some objects, they may be deleted or not exist."
+        missing = [i for i in ids if i not in rows]
+        return _batch(
+            results, [_failed("OBJECT_NOT_FOUND", message, ids=missing)] if missing else []
+        )
 
     async def _batch_archive(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token, write=True)
-        for item in await self._inputs(request):
-            self.records[object_type].pop(str(item.get("id")), None)
+        for record_id in await self._inputs(request):
+            self.records[object_type].pop(record_id, None)  # idempotent, as HubSpot
         return web.Response(status=204)
 
 
@@ -851,15 +747,37 @@ def _batch(
 ) -> web.Response:
     """A batch answer: COMPLETE, and 207 (with the errors) when some inputs failed."""
     now = _now()
-    body: dict[str, Any] = {
-        "status": "COMPLETE",
-        "results": results,
-        "startedAt": now,
-        "completedAt": now,
-    }
-    if errors:
-        body |= {"errors": errors, "numErrors": len(errors)}
-    return web.json_response(body, status=207 if errors else status)
+    body = {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}
+    failed = {"errors": errors, "numErrors": len(errors)} if errors else {}
+    return web.json_response(body | failed, status=207 if errors else status)
+
+
+def _stamp(object_type: str, record: dict[str, Any]) -> None:
+    """A record's stamps, as its object names them: made once, modified at every write."""
+    created, modified = stamps(object_type)
+    record[modified] = _now()
+    record.setdefault(created, record[modified])
+
+
+def _page(
+    rows: list[dict[str, Any]],
+    limit: int,
+    after_of: Callable[[dict[str, Any]], str] = lambda row: str(row["id"]),
+) -> web.Response:
+    """A list's page of ``rows`` (one more than ``limit`` where another page follows), with
+    the cursor to the next."""
+    body: dict[str, Any] = {"results": rows[:limit]}
+    if len(rows) > limit:
+        body["paging"] = {"next": {"after": after_of(rows[limit - 1]), "link": ""}}
+    return web.json_response(body)
+
+
+def _found(
+    rows: Mapping[str, dict[str, Any]], key: str, message: str = "resource not found"
+) -> dict[str, Any]:
+    if key not in rows:
+        raise Refused(404, "OBJECT_NOT_FOUND", message)
+    return rows[key]
 
 
 def _failed(category: str, message: str, **context: list[str]) -> dict[str, Any]:

@@ -9,16 +9,8 @@ from typing import Any
 
 from crmsim.columns import Column
 
-SINGULAR = {
-    "contacts": "contact",
-    "companies": "company",
-    "deals": "deal",
-    "tasks": "task",
-    "notes": "note",
-    "calls": "call",
-    "meetings": "meeting",
-    "leads": "lead",
-}
+OBJECTS = ("contacts", "companies", "deals", "tasks", "notes", "calls", "meetings", "leads")
+SINGULAR = {name: "company" if name == "companies" else name[:-1] for name in OBJECTS}
 # HubSpot's HUBSPOT_DEFINED association types: (from, to) -> {type id: (label, inverse id)},
 # each pair written one way (the other is derived below). Unlabelled types have no label; a
 # primary company is labelled "Primary".
@@ -26,18 +18,17 @@ _ONE_WAY: dict[tuple[str, str], dict[int, tuple[str | None, int]]] = {
     ("contacts", "companies"): {279: (None, 280), 1: ("Primary", 2)},
     ("deals", "companies"): {341: (None, 342), 5: ("Primary", 6)},
     ("deals", "contacts"): {3: (None, 4)},
-    ("notes", "contacts"): {202: (None, 201)},
-    ("notes", "companies"): {190: (None, 189)},
-    ("notes", "deals"): {214: (None, 213)},
-    ("tasks", "contacts"): {204: (None, 203)},
-    ("tasks", "companies"): {192: (None, 191)},
-    ("tasks", "deals"): {216: (None, 215)},
-    ("calls", "contacts"): {194: (None, 193)},
-    ("calls", "companies"): {182: (None, 181)},
-    ("calls", "deals"): {206: (None, 205)},
-    ("meetings", "contacts"): {200: (None, 199)},
-    ("meetings", "companies"): {188: (None, 187)},
-    ("meetings", "deals"): {212: (None, 211)},
+    # an activity's types to a contact, a company and a deal (each inverse is one less)
+    **{
+        (activity, to): {kind: (None, kind - 1)}
+        for activity, kinds in {
+            "notes": (202, 190, 214),
+            "tasks": (204, 192, 216),
+            "calls": (194, 182, 206),
+            "meetings": (200, 188, 212),
+        }.items()
+        for to, kind in zip(("contacts", "companies", "deals"), kinds, strict=True)
+    },
     # A lead is created with its primary contact (578). The lead ids are HubSpot's; their
     # inverses (contact or company to lead) are this simulator's own numbers.
     ("leads", "contacts"): {608: (None, 90_608), 578: ("Primary", 90_578)},
@@ -50,29 +41,28 @@ ASSOCIATION_TYPES = {
         for (start, to), types in _ONE_WAY.items()
     },
 }
-ADDRESS = ("address", "city", "state", "zip", "country")
+
+
+# a property's type -> the fieldType it is shown with (text where not listed)
+_FIELD_TYPES = {
+    "number": "number",
+    "date": "date",
+    "datetime": "date",
+    "enumeration": "select",
+    "bool": "booleancheckbox",
+}
 
 
 @dataclass
 class Prop(Column):
     """A property; its ``type`` is string, number, date, datetime, enumeration or bool."""
 
-    @property
-    def field_type(self) -> str:
-        return {
-            "number": "number",
-            "date": "date",
-            "datetime": "date",
-            "enumeration": "select",
-            "bool": "booleancheckbox",
-        }.get(self.type, "text")
-
     def describe(self, object_type: str) -> dict[str, Any]:
         return {
             "name": self.name,
             "label": self.label or self.name,
             "type": self.type,
-            "fieldType": self.field_type,
+            "fieldType": _FIELD_TYPES.get(self.type, "text"),
             "groupName": f"{object_type[:-1]}information",
             "options": [
                 {"label": o, "value": o, "displayOrder": i, "hidden": False}
@@ -99,118 +89,95 @@ def system_properties(
     ]
 
 
-def standard_properties() -> dict[str, dict[str, Prop]]:
-    def props(
-        *items: Prop, created: str = "createdate", modified: str = "hs_lastmodifieddate"
-    ) -> dict[str, Prop]:
-        return {p.name: p for p in (*system_properties(created, modified), *items)}
+# Each object's standard properties beside the system ones: (name, type, label, its options
+# separated by spaces, "required" where a create must give it).
+ADDRESS = tuple((name, "string", "") for name in ("address", "city", "state", "zip", "country"))
+ACTIVITY_DATE = ("hs_timestamp", "datetime", "Activity date", "", "required")
+_STANDARD: dict[str, tuple[tuple[str, ...], ...]] = {
+    "contacts": (
+        ("firstname", "string", "First Name"),
+        ("lastname", "string", "Last Name"),
+        ("email", "string", "Email"),
+        ("phone", "string", "Phone Number"),
+        ("mobilephone", "string", "Mobile Phone Number"),
+        ("jobtitle", "string", "Job Title"),
+        ("company", "string", "Company Name"),
+        ("website", "string", "Website URL"),
+        *ADDRESS,
+        ("lifecyclestage", "enumeration", "Lifecycle Stage", "subscriber lead "
+         "marketingqualifiedlead opportunity customer"),
+    ),
+    "companies": (
+        ("name", "string", "Company name"),
+        ("domain", "string", "Company Domain Name"),
+        ("phone", "string", "Phone Number"),
+        ("description", "string", "Description"),
+        ("industry", "enumeration", "Industry", "COMPUTER_SOFTWARE RETAIL FARMING"),
+        ("numberofemployees", "number", "Number of Employees"),
+        ("annualrevenue", "number", "Annual Revenue"),
+        *ADDRESS,
+    ),
+    "deals": (
+        ("dealname", "string", "Deal Name", "", "required"),
+        ("amount", "number", "Amount"),
+        ("dealstage", "enumeration", "Deal Stage", "appointmentscheduled qualifiedtobuy "
+         "closedwon closedlost", "required"),
+        ("pipeline", "enumeration", "Pipeline", "default"),
+        ("closedate", "datetime", "Close Date"),
+        ("description", "string", "Deal Description"),
+    ),
+    "tasks": (
+        ("hs_task_subject", "string", "Task Title"),
+        ("hs_task_body", "string", "Task notes"),
+        ("hs_task_status", "enumeration", "Task Status", "NOT_STARTED IN_PROGRESS WAITING "
+         "COMPLETED DEFERRED"),
+        ("hs_task_priority", "enumeration", "Priority", "LOW MEDIUM HIGH"),
+        ("hs_timestamp", "datetime", "Due date", "", "required"),
+    ),
+    "notes": (("hs_note_body", "string", "Note body"), ACTIVITY_DATE),
+    "calls": (
+        ("hs_call_title", "string", "Call Title"),
+        ("hs_call_body", "string", "Call notes"),
+        ("hs_call_direction", "enumeration", "Call direction", "INBOUND OUTBOUND"),
+        ("hs_call_status", "enumeration", "Call status", "COMPLETED BUSY NO_ANSWER FAILED "
+         "CANCELED"),
+        ACTIVITY_DATE,
+    ),
+    "meetings": (
+        ("hs_meeting_title", "string", "Meeting name"),
+        ("hs_meeting_body", "string", "Meeting description"),
+        ("hs_meeting_location", "string", "Location"),
+        ("hs_meeting_start_time", "datetime", "Start time"),
+        ("hs_meeting_end_time", "datetime", "End time"),
+        ACTIVITY_DATE,
+    ),
+    "leads": (
+        ("hs_lead_name", "string", "Lead name", "", "required"),
+        ("hs_lead_type", "enumeration", "Lead type", "NEW_BUSINESS UPSELL RE_ATTEMPTING"),
+        ("hs_lead_label", "enumeration", "Lead label", "COLD WARM HOT"),
+        ("hs_pipeline", "enumeration", "Pipeline", "lead-pipeline-id"),
+        ("hs_pipeline_stage", "enumeration", "Lead stage", "new-stage-id attempting-stage-id "
+         "connected-stage-id qualified-stage-id unqualified-stage-id"),
+    ),
+}  # fmt: skip
+# Contacts say lastmodifieddate; the activities and leads (newer objects) hs_createdate.
+_STAMPS = {"contacts": ("createdate", "lastmodifieddate")} | {
+    name: ("hs_createdate", "hs_lastmodifieddate")
+    for name in ("tasks", "notes", "calls", "meetings", "leads")
+}
 
-    engagement = {"created": "hs_createdate", "modified": "hs_lastmodifieddate"}
-    return {
-        "contacts": props(
-            Prop("firstname", label="First Name"),
-            Prop("lastname", label="Last Name"),
-            Prop("email", label="Email"),
-            Prop("phone", label="Phone Number"),
-            Prop("mobilephone", label="Mobile Phone Number"),
-            Prop("jobtitle", label="Job Title"),
-            Prop("company", label="Company Name"),
-            Prop("website", label="Website URL"),
-            *map(Prop, ADDRESS),
-            Prop(
-                "lifecyclestage",
-                "enumeration",
-                "Lifecycle Stage",
-                ("subscriber", "lead", "marketingqualifiedlead", "opportunity", "customer"),
-            ),
-            modified="lastmodifieddate",
-        ),
-        "companies": props(
-            Prop("name", label="Company name"),
-            Prop("domain", label="Company Domain Name"),
-            Prop("phone", label="Phone Number"),
-            Prop("description", label="Description"),
-            Prop("industry", "enumeration", "Industry", ("COMPUTER_SOFTWARE", "RETAIL", "FARMING")),
-            Prop("numberofemployees", "number", "Number of Employees"),
-            Prop("annualrevenue", "number", "Annual Revenue"),
-            *map(Prop, ADDRESS),
-        ),
-        "deals": props(
-            Prop("dealname", label="Deal Name", required=True),
-            Prop("amount", "number", "Amount"),
-            Prop(
-                "dealstage",
-                "enumeration",
-                "Deal Stage",
-                ("appointmentscheduled", "qualifiedtobuy", "closedwon", "closedlost"),
-                required=True,
-            ),
-            Prop("pipeline", "enumeration", "Pipeline", ("default",)),
-            Prop("closedate", "datetime", "Close Date"),
-            Prop("description", label="Deal Description"),
-        ),
-        "tasks": props(
-            Prop("hs_task_subject", label="Task Title"),
-            Prop("hs_task_body", label="Task notes"),
-            Prop(
-                "hs_task_status",
-                "enumeration",
-                "Task Status",
-                ("NOT_STARTED", "IN_PROGRESS", "WAITING", "COMPLETED", "DEFERRED"),
-            ),
-            Prop("hs_task_priority", "enumeration", "Priority", ("LOW", "MEDIUM", "HIGH")),
-            Prop("hs_timestamp", "datetime", "Due date", required=True),
-            **engagement,
-        ),
-        "notes": props(
-            Prop("hs_note_body", label="Note body"),
-            Prop("hs_timestamp", "datetime", "Activity date", required=True),
-            **engagement,
-        ),
-        "calls": props(
-            Prop("hs_call_title", label="Call Title"),
-            Prop("hs_call_body", label="Call notes"),
-            Prop("hs_call_direction", "enumeration", "Call direction", ("INBOUND", "OUTBOUND")),
-            Prop(
-                "hs_call_status",
-                "enumeration",
-                "Call status",
-                ("COMPLETED", "BUSY", "NO_ANSWER", "FAILED", "CANCELED"),
-            ),
-            Prop("hs_timestamp", "datetime", "Activity date", required=True),
-            **engagement,
-        ),
-        "meetings": props(
-            Prop("hs_meeting_title", label="Meeting name"),
-            Prop("hs_meeting_body", label="Meeting description"),
-            Prop("hs_meeting_location", label="Location"),
-            Prop("hs_meeting_start_time", "datetime", "Start time"),
-            Prop("hs_meeting_end_time", "datetime", "End time"),
-            Prop("hs_timestamp", "datetime", "Activity date", required=True),
-            **engagement,
-        ),
-        "leads": props(
-            Prop("hs_lead_name", label="Lead name", required=True),
-            Prop(
-                "hs_lead_type",
-                "enumeration",
-                "Lead type",
-                ("NEW_BUSINESS", "UPSELL", "RE_ATTEMPTING"),
-            ),
-            Prop("hs_lead_label", "enumeration", "Lead label", ("COLD", "WARM", "HOT")),
-            Prop("hs_pipeline", "enumeration", "Pipeline", ("lead-pipeline-id",)),
-            Prop(
-                "hs_pipeline_stage",
-                "enumeration",
-                "Lead stage",
-                (
-                    "new-stage-id",
-                    "attempting-stage-id",
-                    "connected-stage-id",
-                    "qualified-stage-id",
-                    "unqualified-stage-id",
-                ),
-            ),
-            **engagement,
-        ),
-    }
+
+def _prop(name: str, kind: str, label: str, options: str = "", required: str = "") -> Prop:
+    return Prop(name, kind, label, tuple(options.split()), required=required == "required")
+
+
+def stamps(object_type: str) -> tuple[str, str]:
+    """The names of an object's created and last-modified properties."""
+    return _STAMPS.get(object_type, ("createdate", "hs_lastmodifieddate"))
+
+
+def standard_properties() -> dict[str, dict[str, Prop]]:
+    def props(name: str) -> list[Prop]:
+        return [*system_properties(*stamps(name)), *(_prop(*spec) for spec in _STANDARD[name])]
+
+    return {name: {p.name: p for p in props(name)} for name in OBJECTS}

@@ -44,6 +44,7 @@ from typing import Any
 
 from aiohttp import web
 
+from crmsim import app
 from crmsim.app import LOG, Route, Simulator, cursor, mechanism, one_of, overrides, uncursor, whole
 from crmsim.columns import READ_ONLY, REQUIRED, UNKNOWN, Invalid, check
 from crmsim.guard import Guard, RateWindow, Refusal, Verdict, bearer, header, json_object, query
@@ -61,7 +62,8 @@ from crmsim.pipedrive_schema import (
     standard_fields,
 )
 from crmsim.query import like
-from crmsim.records import Sort, conforms, order, page, test
+from crmsim.records import Sort, Store, conforms, order, page, test
+from crmsim.seed import ACCOUNTS, CONTACTS, LEADS
 from crmsim.tokens import AccessToken, TokenStore
 
 Token = AccessToken[int]  # its subject: the user id
@@ -72,13 +74,9 @@ MAX_CONDITIONS = 16
 _PROBLEMS = {UNKNOWN: "Unrecognized or read-only key", READ_ONLY: "Unrecognized or read-only key"}
 _PROBLEMS[REQUIRED] = "Required"
 _LISTS = ("emails", "phones", "participants", "value")  # persons', activities' and leads' lists
-_REFERENCES = {
-    "org": "organizations",
-    "people": "persons",
-    "deal": "deals",
-    "user": "",
-    "stage": "",
-}
+# the field types of references (integers), and the collections of those that are checked
+_REFERENCES = ("org", "people", "deal", "user", "stage")
+_TARGETS = {"org": "organizations", "people": "persons", "deal": "deals"}
 _NUMERIC = ("int", "double", "monetary", "org", "people", "deal", "user")
 # what a new record of an object is unless the write says otherwise
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -92,6 +90,9 @@ _V2_SHOWN = {
     "deals": ("org_id", "person_id", "value", "expected_close_date", "probability"),
     "activities": ("participants", "deal_id", "lead_id", "org_id", "due_date", "location", "note"),
 }
+# the query parameters of the v1 lists (v2's: V2_PARAMETERS), and those of one list only
+V1_PARAMETERS = ("owner_id", "org_id", "person_id", "deal_id", "lead_id", "ids")
+V1_OWN = {"notes": ("user_id",), "leads": ("organization_id",)}
 _LIKE = {"LIKE '$%'": "{}%", "LIKE '%$%'": "%{}%", "NOT LIKE '$%'": "{}%"}
 
 
@@ -123,16 +124,14 @@ def _invalid(problems: list[str]) -> Refused:
     )
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+def _now() -> str:
+    """Now as v2 shows a time (RFC 3339, UTC): the records keep their times so."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _v1_time(value: datetime) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _v2_time(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+def _v1_time(value: str) -> str:
+    """A time as v1 shows it: ``2024-01-31 10:00:00`` (UTC)."""
+    return value.replace("T", " ").removesuffix("Z")
 
 
 class _Guard(Guard[int]):
@@ -178,14 +177,25 @@ class _OAuth(AuthorizationServer[int]):
         }
 
 
-class PipedriveSimulator(Simulator[int]):
+class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
     def __init__(self, company: str = "Acme Sales (sim)", burst: int = 80) -> None:
         super().__init__()
         self.company_id = 7_001
         self.company_name = company
         self.burst = burst  # requests per token per 2-second window
         self.fields = standard_fields()
-        self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in OBJECTS}
+        self._ids = itertools.count(1)
+        self.records = Store(
+            OBJECTS,
+            key=lambda collection: "id",
+            new_id=lambda collection: (
+                str(uuid.uuid4()) if collection == "leads" else next(self._ids)
+            ),
+            now=_now,
+            created=("add_time",),
+            modified=("update_time",),
+            derive=self._derive,
+        )
         self.filters: dict[int, dict[str, Any]] = {}
         self.users: dict[int, dict[str, Any]] = {}
         self.tokens = TokenStore(
@@ -199,7 +209,6 @@ class PipedriveSimulator(Simulator[int]):
         self.queries: deque[tuple[str, str, dict[str, str]]] = deque(maxlen=LOG)
         # how each call authenticated: (method, path, "header" | "query" | "bearer" | ...)
         self.auth: deque[tuple[str, str, str]] = deque(maxlen=LOG)
-        self._ids = itertools.count(1)
         self._filter_ids = itertools.count(1)
         self.admin = self.add_user("Ada Admin", "ada@acme.example", is_admin=True)
 
@@ -230,18 +239,7 @@ class PipedriveSimulator(Simulator[int]):
         }
         return user_id
 
-    def add_api_token(self, user_id: int | None = None) -> str:
-        return self.tokens.issue_key(user_id or self.admin)
-
-    def issue_access_token(self, user_id: int | None = None, lifetime: float = 3600) -> str:
-        return self.tokens.issue_access(user_id or self.admin, lifetime=lifetime)
-
-    def add_app(self, client_id: str, client_secret: str, redirect_uri: str = "") -> None:
-        """An OAuth app; with no callback URL, any redirect URI is taken."""
-        self.tokens.add_client(client_id, client_secret, (redirect_uri,) if redirect_uri else None)
-
-    def issue_refresh_token(self, client_id: str, user_id: int | None = None) -> str:
-        return self.tokens.issue_refresh(client_id, user_id or self.admin)
+    add_api_token = app.UserTokens.issue_key  # a user's personal API token
 
     def add_custom_field(
         self,
@@ -290,16 +288,13 @@ class PipedriveSimulator(Simulator[int]):
             Route("DELETE", "/v1/filters/{id}", self._filter_delete),
             Route("GET", fields, self._fields_route),
             Route("GET", v1, self._v1_list),
-            Route("POST", v1, self._v1_create),
-            Route("GET", v1 + "/{id}", self._v1_get),
-            Route("PUT", put, self._v1_update),
-            Route("PATCH", "/v1/{collection:leads}/{id}", self._v1_update),
-            Route("DELETE", v1 + "/{id}", self._delete),
             Route("GET", v2, self._v2_list),
-            Route("POST", v2, self._v2_create),
-            Route("GET", v2 + "/{id}", self._v2_get),
-            Route("PATCH", v2 + "/{id}", self._v2_update),
-            Route("DELETE", v2 + "/{id}", self._delete),
+            Route("PUT", put, self._update),
+            Route("PATCH", "/v1/{collection:leads}/{id}", self._update),
+            Route("PATCH", v2 + "/{id}", self._update),
+            *(Route("POST", path, self._create_route) for path in (v1, v2)),
+            *(Route("GET", path + "/{id}", self._get) for path in (v1, v2)),
+            *(Route("DELETE", path + "/{id}", self._delete) for path in (v1, v2)),
         ]
 
     def _write_allowed(self, token: Token) -> None:
@@ -400,8 +395,8 @@ class PipedriveSimulator(Simulator[int]):
             return _shaped(spec, value)
         if kind in ("monetary", "double", "int") and not conforms(value, "number"):
             raise Invalid("Expected number")
-        if kind in _REFERENCES and spec.name != "lead_id":
-            target = _REFERENCES[kind]
+        if kind in _REFERENCES:
+            target = _TARGETS.get(kind)
             if not conforms(value, "integer"):
                 raise Invalid("Expected integer")
             if target and str(value) not in self.records[target]:
@@ -434,11 +429,14 @@ class PipedriveSimulator(Simulator[int]):
             raise Invalid("Expected string")
         return value
 
-    def _v1_shapes(self, collection: str, values: dict[str, Any]) -> dict[str, Any]:
-        """v1 bodies as v2 ones: a person's ``email``/``phone`` (text or a list), the owner
-        of a deal or activity (``user_id``) and custom fields (top-level keys, a monetary
-        field's currency as ``<key>_currency``, options as ``"1,2"``)."""
-        shaped = dict(values)
+    def _v1_body(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A v1 body as v2 values: what v1 does not know left out (leads are v2 alike), a
+        person's ``email``/``phone`` (text or a list), the owner of a deal or activity
+        (``user_id``) and custom fields (top-level keys, a monetary field's currency as
+        ``<key>_currency``, options as ``"1,2"``)."""
+        known = {f.name for f in self.fields[collection]}
+        known |= {f"{f.name}_currency" for f in self.fields[collection] if f.custom}
+        shaped = {k: v for k, v in body.items() if k in known or collection == "leads"}
         if collection in OWNER_IS_USER_ID and "user_id" in shaped:
             shaped["owner_id"] = shaped.pop("user_id")
         custom: dict[str, Any] = {}
@@ -458,27 +456,18 @@ class PipedriveSimulator(Simulator[int]):
             custom[spec.name] = value
         if custom:
             shaped["custom_fields"] = custom
-        if collection != "persons":
-            return shaped
-        for v1, v2 in (("email", "emails"), ("phone", "phones")):
+        for v1, v2 in (("email", "emails"), ("phone", "phones")) if collection == "persons" else ():
             if v1 in shaped:
                 value = shaped.pop(v1)
-                if isinstance(value, str):
-                    value = [_contact(value)]
-                shaped[v2] = value
+                shaped[v2] = [_contact(value)] if isinstance(value, str) else value
         return shaped
 
     def _create(self, collection: str, values: dict[str, Any], user_id: int) -> dict[str, Any]:
         clean = self._check(collection, values, creating=True)
-        now = _now()
-        record_id: int | str = str(uuid.uuid4()) if collection == "leads" else next(self._ids)
         record = {"owner_id": user_id, **_DEFAULTS.get(collection, {}), **clean}
-        record |= {"id": record_id, "add_time": now, "update_time": now}
         if collection == "notes":
             record["user_id"] = user_id
-        self._derive(collection, record)
-        self.records[collection][str(record_id)] = record
-        return record
+        return self.records.insert(collection, record)
 
     @staticmethod
     def _derive(collection: str, record: dict[str, Any]) -> None:
@@ -504,9 +493,7 @@ class PipedriveSimulator(Simulator[int]):
             spec = self._field(collection, key)
             if spec is not None and spec.required and value in (None, ""):
                 raise _invalid([f"{key}: Required"])
-        record.update(clean)
-        record["update_time"] = _now()
-        self._derive(collection, record)
+        self.records.change(collection, record, clean)
 
     # ---- rendering ----------------------------------------------------------------------------
 
@@ -516,59 +503,46 @@ class PipedriveSimulator(Simulator[int]):
         shown |= {k: v for k, v in record.items() if k not in custom_keys and k != "custom_fields"}
         if collection == "activities":
             shown["participants"] = shown["participants"] or []
-        shown["add_time"] = _v2_time(record["add_time"])
-        shown["update_time"] = _v2_time(record["update_time"])
         shown["custom_fields"] = {k: record.get(k) for k in custom_keys}
         shown["is_deleted"] = bool(record.get("is_deleted"))
         return shown
 
     def _v1(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
         shown = {k: v for k, v in self._v2(collection, record).items() if k != "custom_fields"}
-        for spec in self.fields[collection]:
-            if not spec.custom:
-                continue
+        for spec in (f for f in self.fields[collection] if f.custom):
             value = record.get(spec.name)
             if spec.type == "monetary":  # v1: the number and <key>_currency
                 shown[f"{spec.name}_currency"] = value.get("currency") if value else None
-                value = value.get("value") if value else None
-            elif spec.type == "address":
-                value = value.get("value") if value else None
-            elif spec.type == "set":
-                value = ",".join(str(v) for v in value) if value else None
-            shown[spec.name] = value
-        if collection == "leads":  # leads are newer: ISO times, v1 only
-            shown["add_time"] = record["add_time"].isoformat().replace("+00:00", ".000Z")
-            shown["update_time"] = record["update_time"].isoformat().replace("+00:00", ".000Z")
+            if spec.type in V2_CUSTOM_SHAPES and value:  # an amount, an address by its value
+                value = ",".join(map(str, value)) if spec.type == "set" else value.get("value")
+            shown[spec.name] = value if value or spec.type not in V2_CUSTOM_SHAPES else None
+        for key in ("add_time", "update_time"):  # leads are newer: ISO times, v1 only
+            shown[key] = (
+                record[key].replace("Z", ".000Z")
+                if collection == "leads"
+                else _v1_time(record[key])
+            )
+        if collection == "leads":
             return shown
-        shown["add_time"] = _v1_time(record["add_time"])
-        shown["update_time"] = _v1_time(record["update_time"])
         shown["active_flag"] = not shown.pop("is_deleted", False)
         owner = self.users.get(record.get("owner_id") or 0)
         if collection in ("persons", "organizations", "deals") and owner is not None:
-            shown["owner_id"] = {
-                "id": owner["id"],
-                "name": owner["name"],
-                "email": owner["email"],
-                "value": owner["id"],
+            shown["owner_id"] = {k: owner[k] for k in ("id", "name", "email")} | {
+                "value": owner["id"]
             }
-        if collection == "deals":
+        if collection in OWNER_IS_USER_ID:
             shown["user_id"] = shown.pop("owner_id", None)
         if collection == "activities":
-            shown["user_id"] = shown.pop("owner_id", None)
             location = record.get("location")
             shown["location"] = location.get("value") if isinstance(location, dict) else None
-            participants = record.get("participants") or []
-            shown["person_id"] = next(
-                (p.get("person_id") for p in participants if p.get("primary")), None
-            )
+            shown["person_id"] = self._link(collection, shown, "person_id")
             shown.pop("participants", None)
         for key, target in (("org_id", "organizations"), ("person_id", "persons")):
             linked = self.records[target].get(str(record.get(key)))
             if linked is not None and collection in ("persons", "deals"):
                 shown[key] = {"name": linked.get("name"), "value": linked["id"]}
         if collection == "persons":
-            shown["email"] = shown.pop("emails", [])
-            shown["phone"] = shown.pop("phones", [])
+            shown["email"], shown["phone"] = shown.pop("emails", []), shown.pop("phones", [])
             shown["primary_email"] = next(
                 (e["value"] for e in shown["email"] if e.get("primary")), None
             )
@@ -592,23 +566,13 @@ class PipedriveSimulator(Simulator[int]):
             found = self.filters.get(whole(filter_id) or 0)
             if found is None or found["type"] != OBJECTS[collection][1]:
                 raise Refused(404, "Filter not found")
-            rows = [r for r in rows if self._passes(collection, r, found["conditions"])]
-        else:
-            for key in ("owner_id", "org_id", "person_id", "deal_id", "lead_id", "user_id"):
-                wanted = request.query.get(key)
-                if key == "user_id" and collection != "notes":
-                    continue
-                if v2 and key not in V2_PARAMETERS[collection]:
-                    continue
-                if wanted is not None:
-                    rows = [r for r in rows if str(self._link(collection, r, key)) == wanted]
-            if collection == "leads":
-                wanted = request.query.get("organization_id")
-                if wanted is not None:
-                    rows = [r for r in rows if str(r.get("organization_id")) == wanted]
-            ids = request.query.get("ids")
-            if ids and (not v2 or "ids" in V2_PARAMETERS[collection]):
-                rows = [r for r in rows if str(r["id"]) in ids.split(",")]
+            return [r for r in rows if self._passes(collection, r, found["conditions"])]
+        keys = V2_PARAMETERS[collection] if v2 else V1_PARAMETERS + V1_OWN.get(collection, ())
+        for key, wanted in ((k, request.query.get(k)) for k in keys):
+            if key == "ids" and wanted:
+                rows = [r for r in rows if str(r["id"]) in wanted.split(",")]
+            elif key != "ids" and wanted is not None:
+                rows = [r for r in rows if str(self._link(collection, r, key)) == wanted]
         return rows
 
     @staticmethod
@@ -667,8 +631,8 @@ class PipedriveSimulator(Simulator[int]):
             return [str(v) for v in raw]
         if raw is None or raw == "":
             return []
-        if isinstance(raw, datetime):
-            return [raw.date().isoformat()]
+        if spec.type == "date":  # a date or time by its day
+            return [str(raw)[:10]]
         return [str(int(raw)) if isinstance(raw, bool) else str(raw)]
 
     def _sorted_v1(
@@ -707,33 +671,36 @@ class PipedriveSimulator(Simulator[int]):
             return _ok(data, {"start": start, "limit": limit, "more_items_in_collection": more})
         return _ok(data or None, _pagination(start, limit, len(shown), more))
 
-    async def _v1_get(self, request: web.Request, token: Token) -> web.Response:
-        collection = _collection(request)
-        record = self._record(collection, request.match_info["id"])
-        return _ok(self._v1(collection, record))
+    # ---- one record, in v1 or v2 (the path says) -------------------------------------------------
 
-    def _v1_body(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A v1 body as v2 values: what v1 does not know left out (leads are v2 alike)."""
-        if collection != "leads":
-            known = {f.name for f in self.fields[collection]}
-            known |= {f"{f.name}_currency" for f in self.fields[collection] if f.custom}
-            body = {k: v for k, v in body.items() if k in known}
-        return self._v1_shapes(collection, body)
+    def _addressed(self, request: web.Request, collection: str, v2: bool) -> dict[str, Any]:
+        if v2 and not request.match_info["id"].isdigit():
+            raise _invalid(["id: Expected number, received string"])
+        return self._record(collection, request.match_info["id"])
 
-    async def _v1_create(self, request: web.Request, token: Token) -> web.Response:
-        collection = _collection(request)
+    def _shown(self, v2: bool, collection: str, record: dict[str, Any]) -> web.Response:
+        return _ok((self._v2 if v2 else self._v1)(collection, record))
+
+    async def _get(self, request: web.Request, token: Token) -> web.Response:
+        collection, v2 = _collection(request), _is_v2(request)
+        return self._shown(v2, collection, self._addressed(request, collection, v2))
+
+    async def _create_route(self, request: web.Request, token: Token) -> web.Response:
+        collection, v2 = _collection(request), _is_v2(request)
         self._write_allowed(token)
         body = await _json(request)
-        values = body if collection == "leads" else self._v1_body(collection, body)
-        record = self._create(collection, values, token.subject)
-        return _ok(self._v1(collection, record), status=201)
+        values = body if v2 or collection == "leads" else self._v1_body(collection, body)
+        shown = self._shown(v2, collection, self._create(collection, values, token.subject))
+        shown.set_status(200 if v2 else 201)
+        return shown
 
-    async def _v1_update(self, request: web.Request, token: Token) -> web.Response:
-        collection = _collection(request)
+    async def _update(self, request: web.Request, token: Token) -> web.Response:
+        collection, v2 = _collection(request), _is_v2(request)
         self._write_allowed(token)
-        record = self._record(collection, request.match_info["id"])
-        self._apply(collection, record, self._v1_body(collection, await _json(request)))
-        return _ok(self._v1(collection, record))
+        record = self._addressed(request, collection, v2)
+        body = await _json(request)
+        self._apply(collection, record, body if v2 else self._v1_body(collection, body))
+        return self._shown(v2, collection, record)
 
     async def _delete(self, request: web.Request, token: Token) -> web.Response:
         collection = _collection(request)
@@ -744,8 +711,7 @@ class PipedriveSimulator(Simulator[int]):
         elif record.get("is_deleted"):
             raise Refused(404, f"{OBJECTS[collection][0].capitalize()} not found")
         else:  # marked as deleted; Pipedrive removes it for good after 30 days
-            record["is_deleted"] = True
-            record["update_time"] = _now()
+            self.records.change(collection, record, {"is_deleted": True})
         return _ok({"id": record["id"]})
 
     # ---- v2 routes ----------------------------------------------------------------------------
@@ -780,28 +746,6 @@ class PipedriveSimulator(Simulator[int]):
         shown, more = page(rows, offset, limit)
         following = cursor({"offset": offset + limit}) if more else None
         return _ok([self._v2(collection, r) for r in shown], {"next_cursor": following})
-
-    def _v2_record(self, collection: str, request: web.Request) -> dict[str, Any]:
-        if not request.match_info["id"].isdigit():
-            raise _invalid(["id: Expected number, received string"])
-        return self._record(collection, request.match_info["id"])
-
-    async def _v2_get(self, request: web.Request, token: Token) -> web.Response:
-        collection = _collection(request)
-        return _ok(self._v2(collection, self._v2_record(collection, request)))
-
-    async def _v2_create(self, request: web.Request, token: Token) -> web.Response:
-        collection = _collection(request)
-        self._write_allowed(token)
-        body = await _json(request)
-        return _ok(self._v2(collection, self._create(collection, body, token.subject)))
-
-    async def _v2_update(self, request: web.Request, token: Token) -> web.Response:
-        collection = _collection(request)
-        self._write_allowed(token)
-        record = self._v2_record(collection, request)
-        self._apply(collection, record, await _json(request))
-        return _ok(self._v2(collection, record))
 
     # ---- filters ------------------------------------------------------------------------------
 
@@ -851,8 +795,7 @@ class PipedriveSimulator(Simulator[int]):
             if spec.type == "date" and line["operator"] not in ("IS NULL", "IS NOT NULL"):
                 if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(line.get("value"))):
                     raise Refused(400, "Date values must be in the YYYY-MM-DD format")
-        checked: dict[str, Any] = conditions
-        return checked
+        return dict(conditions)
 
     async def _filter_create(self, request: web.Request, token: Token) -> web.Response:
         body = await _json(request)
@@ -950,14 +893,12 @@ def _paging(request: web.Request) -> tuple[int, int]:
 
 
 def _pagination(start: int, limit: int, count: int, more: bool) -> dict[str, Any]:
-    pagination: dict[str, Any] = {
-        "start": start,
-        "limit": limit,
-        "more_items_in_collection": more,
-    }
-    if more:
-        pagination["next_start"] = start + count
-    return {"pagination": pagination}
+    pagination = {"start": start, "limit": limit, "more_items_in_collection": more}
+    return {"pagination": pagination | ({"next_start": start + count} if more else {})}
+
+
+def _is_v2(request: web.Request) -> bool:
+    return request.path.startswith("/api/v2/")
 
 
 def _collection(request: web.Request) -> str:
@@ -986,74 +927,33 @@ def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
 
 
 def seed_pipedrive(sim: PipedriveSimulator) -> None:
-    """A small, believable Pipedrive company: organizations with their people, deals,
-    activities, leads and notes."""
+    """A small, believable Pipedrive company (crmsim.seed's business): organizations with their
+    people, deals, activities, leads and notes."""
     tier = sim.add_custom_field("persons", "Loyalty tier", "enum", ("Gold", "Silver", "Bronze"))
-    orgs = []
-    for name, city, country in (
-        ("Northwind Traders", "Seattle", "US"),
-        ("Contoso Pharmaceuticals", "Berlin", "DE"),
-        ("Fabrikam Farms", "Lyon", "FR"),
-    ):
-        address = {"value": f"{city}, {country}", "locality": city, "country": country}
-        orgs.append(sim.insert("organizations", {"name": name, "address": address}))
+    orgs = [
+        sim.insert("organizations", {"name": name, "address": {"value": f"{city}, {country}"}})
+        for name, _, _, city, country in ACCOUNTS
+    ]
     people = []
-    for n, (name, title, org) in enumerate(
-        (
-            ("Nancy Davolio", "Sales Representative", 0),
-            ("Andrew Fuller", "Vice President, Sales", 0),
-            ("Janet Leverling", "Head of Research", 1),
-            ("Margaret Peacock", "Procurement Lead", 1),
-            ("Steven Buchanan", "Farm Manager", 2),
-        )
-    ):
-        email = name.lower().replace(" ", ".") + "@example.com"
-        people.append(
-            sim.insert(
-                "persons",
-                {
-                    "name": name,
-                    "job_title": title,
-                    "org_id": int(orgs[org]),
-                    "emails": [{"value": email, "primary": True, "label": "work"}],
-                    "phones": [
-                        {"value": f"+1 206 555 01{n:02d}", "primary": True, "label": "work"}
-                    ],
-                    "custom_fields": {tier: n % 3 + 1},
-                },
-            )
-        )
+    for n, (first, last, title, org) in enumerate(CONTACTS[:5]):
+        email = {"value": f"{first}.{last}@example.com".lower(), "primary": True, "label": "work"}
+        phone = {"value": f"+1 206 555 01{n:02d}", "primary": True, "label": "work"}
+        person = {"name": f"{first} {last}", "job_title": title, "org_id": int(orgs[org])}
+        person |= {"emails": [email], "phones": [phone], "custom_fields": {tier: n % 3 + 1}}
+        people.append(sim.insert("persons", person))
     deals = []
     for n, (title, value) in enumerate(
         (("Northwind renewal", 12000), ("Contoso pilot", 45000), ("Fabrikam tractors", 8000))
     ):
-        deals.append(
-            sim.insert(
-                "deals",
-                {
-                    "title": title,
-                    "value": value,
-                    "org_id": int(orgs[n]),
-                    "person_id": int(people[n * 2 if n < 2 else 4]),
-                    "expected_close_date": f"2027-0{n + 3}-15",
-                },
-            )
-        )
-    for subject, kind, deal in (
-        ("Call about renewal", "call", 0),
-        ("Pilot kick-off", "meeting", 1),
-        ("Send quote", "task", 2),
+        deal = {"title": title, "value": value, "org_id": int(orgs[n])}
+        deal |= {"person_id": int(people[(0, 2, 4)[n]]), "expected_close_date": f"2027-0{n + 3}-15"}
+        deals.append(sim.insert("deals", deal))
+    for n, (subject, kind) in enumerate(
+        (("Call about renewal", "call"), ("Pilot kick-off", "meeting"), ("Send quote", "task"))
     ):
-        sim.insert(
-            "activities",
-            {
-                "subject": subject,
-                "type": kind,
-                "deal_id": int(deals[deal]),
-                "due_date": "2027-02-01",
-            },
-        )
-    for title, person in (("Adatum website lead", 3), ("Litware referral", 4)):
-        sim.insert("leads", {"title": title, "person_id": int(people[person])})
+        activity = {"subject": subject, "type": kind, "due_date": "2027-02-01"}
+        sim.insert("activities", {**activity, "deal_id": int(deals[n])})
+    for (_, _, company, _), contact in zip(LEADS[:2], people[3:], strict=True):
+        sim.insert("leads", {"title": f"{company} lead", "person_id": int(contact)})
     sim.insert("notes", {"content": "Prefers email to calls.", "person_id": int(people[0])})
     sim.insert("notes", {"content": "Budget approved for Q2.", "deal_id": int(deals[1])})

@@ -38,7 +38,6 @@ V2_PARAMETERS = {
     "deals": ("ids", "owner_id", "person_id", "org_id"),
     "activities": ("ids", "owner_id", "deal_id", "lead_id", "person_id", "org_id"),
 }
-REFERENCES = ("org_id", "person_id", "deal_id", "owner_id", "user_id", "stage_id", "pipeline_id")
 ACTIVITY_TYPES = ("call", "meeting", "task", "deadline", "email", "lunch")
 
 

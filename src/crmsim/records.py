@@ -190,6 +190,10 @@ class Cursors(Generic[T]):
         held = self._held.get(token)
         return held[0] if held is not None and held[1] >= time.time() else None
 
+    def forget(self, token: str) -> None:
+        """Spends one token (a single-use continuation, once used)."""
+        self._held.pop(token, None)
+
     def clear(self) -> None:
         """Forgets every token, as if all had expired (tests)."""
         self._held.clear()
@@ -201,17 +205,18 @@ Snapshot = dict[str, dict[str, Row]]
 
 
 class Store(dict[str, dict[str, Row]]):
-    """One org's records: table -> record id -> row. ``key(table)`` names a table's id column
-    and ``new_id(table)`` makes an id for it; ``created`` and ``modified`` are the columns
-    stamped with ``now()`` (created ones keep a value the row brings, as seeding may); after each
-    insert and update, ``derive(table, row)`` sets the CRM's computed columns."""
+    """One org's records: table -> record id (as text) -> row. ``key(table)`` names a table's id
+    column and ``new_id(table)`` makes an id for it (a number stays one in the row); ``created``
+    and ``modified`` are the columns stamped with ``now()`` (created ones keep a value the row
+    brings, as seeding may); after each insert and update, ``derive(table, row)`` sets the CRM's
+    computed columns."""
 
     def __init__(
         self,
         tables: Iterable[str],
         *,
         key: Callable[[str], str],
-        new_id: Callable[[str], str],
+        new_id: Callable[[str], str | int],
         now: Callable[[], str],
         created: tuple[str, ...] = (),
         modified: tuple[str, ...] = (),
@@ -229,7 +234,7 @@ class Store(dict[str, dict[str, Row]]):
         for column in self.created:
             row[column] = row.get(column) or stamp
         self._written(table, row, stamp)
-        self[table][row[key]] = row
+        self[table][str(row[key])] = row
         return row
 
     def change(self, table: str, row: Row, changes: Row) -> Row:
@@ -257,3 +262,29 @@ class Store(dict[str, dict[str, Row]]):
         for table, rows in self.items():
             rows.clear()
             rows.update(saved.get(table, {}))
+
+
+# ---- links between records ------------------------------------------------------------------
+
+End = tuple[str, str]  # a record: (table, record id)
+
+
+class Links(dict[End, dict[End, set[Any]]]):
+    """Links between records of any two tables (HubSpot's associations; many-to-many
+    relationships), kept from both ends, each with its kinds (association types, relationship
+    names): ``links[one][other]`` holds the kinds ``one`` links ``other`` with."""
+
+    def link(self, one: End, other: End, kinds: Iterable[Any], inverse: Iterable[Any]) -> None:
+        """Links ``one`` to ``other`` with ``kinds``, and ``other`` back with ``inverse``."""
+        self.setdefault(one, {}).setdefault(other, set()).update(kinds)
+        self.setdefault(other, {}).setdefault(one, set()).update(inverse)
+
+    def unlink(self, one: End, other: End) -> None:
+        self.get(one, {}).pop(other, None)
+        self.get(other, {}).pop(one, None)
+
+    def of(self, one: End, table: str, live: Collection[str]) -> dict[str, set[Any]]:
+        """The records of ``table`` that ``one`` links to and that are ``live`` (a link to a
+        deleted record is not shown), by id, with the kinds of each link."""
+        found = self.get(one, {}).items()
+        return {i: kinds for (t, i), kinds in found if t == table and i in live}

@@ -27,11 +27,12 @@ from typing import Any
 
 from aiohttp import web
 
-from crmsim.app import Route, Simulator
+from crmsim.app import Route, Simulator, overrides
 from crmsim.guard import Guard, Verdict, bearer
 from crmsim.oauth import AuthorizationServer, Issued, OAuthError, Pending, redirect
+from crmsim.records import Cursors
 from crmsim.salesforce_data import SalesforceData, new_id, sf_error
-from crmsim.tokens import AccessToken, AuthorizationCode, Client, TokenStore, same
+from crmsim.tokens import AccessToken, Client, TokenStore, same
 
 API_VERSION = "60.0"
 _SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -131,12 +132,7 @@ class _OAuth(AuthorizationServer[SfUser]):
         user = self.sim.users.get(self.sim.auto_approve_user or "")
         if user is not None and user.active:
             return self.approve(pending, user)
-        now = time.time()
-        waiting = self.sim.authorization_requests
-        for stale in [k for k, (_, expires_at) in waiting.items() if expires_at <= now]:
-            del waiting[stale]
-        key = secrets.token_urlsafe(24)
-        waiting[key] = (pending, now + _LOGIN_PAGE_LIFETIME)
+        key = self.sim.authorization_requests.issue(pending)
         return _login_page(pending.client, key, request.query.get("login_hint", ""))
 
     def exchange_code(self, client: Client, params: Mapping[str, str]) -> Issued[SfUser]:
@@ -178,9 +174,7 @@ class _OAuth(AuthorizationServer[SfUser]):
 
     def error_answer(self, error: OAuthError) -> web.StreamResponse:
         code, description = _OAUTH_ERRORS.get(error.reason, (error.error, error.description))
-        if error.reason == "code" and error.description.startswith("expired"):
-            code, description = error.error, error.description
-        return _oauth_error(code, description)
+        return super().error_answer(OAuthError(code, description, error.reason))
 
     def error_page(self, error: OAuthError) -> web.StreamResponse:
         return _error_page(*_OAUTH_ERRORS.get(error.reason, (error.error, error.description)))
@@ -189,7 +183,8 @@ class _OAuth(AuthorizationServer[SfUser]):
         """A session, or a refresh token with the sessions issued from it (RFC 7009 §2.1); an
         unknown token is ``unsupported_token_type``."""
         if not self.tokens.revoke((await self.parameters(request)).get("token", "")):
-            return _oauth_error("unsupported_token_type", "this token type is not supported")
+            unknown = OAuthError("unsupported_token_type", "this token type is not supported", "")
+            return self.error_answer(unknown)
         return web.Response(status=200)
 
 
@@ -222,8 +217,10 @@ class SalesforceSimulator(Simulator[SfUser]):
         self.data = SalesforceData(self)
         self.guard = _Guard(self)
         self.oauth = _OAuth(self)
-        # login page key -> (the authorize request waiting for the user, until when it waits)
-        self.authorization_requests: dict[str, tuple[Pending, float]] = {}
+        # login page key -> the authorize request waiting for the user (for a while)
+        self.authorization_requests: Cursors[Pending] = Cursors(
+            lambda: secrets.token_urlsafe(24), _LOGIN_PAGE_LIFETIME
+        )
         # A username: GET authorize then logs this user in and approves at once (no login page).
         self.auto_approve_user: str | None = None
         # Tests: seconds the refresh grant waits after issuing (and rotating) its tokens and
@@ -238,26 +235,6 @@ class SalesforceSimulator(Simulator[SfUser]):
     @property
     def sessions(self) -> dict[str, Token]:
         return self.tokens.access
-
-    @property
-    def authorization_codes(self) -> dict[str, AuthorizationCode[SfUser]]:
-        return self.tokens.codes
-
-    @property
-    def session_lifetime(self) -> float:
-        return self.tokens.access_lifetime
-
-    @session_lifetime.setter
-    def session_lifetime(self, seconds: float) -> None:
-        self.tokens.access_lifetime = seconds
-
-    @property
-    def authorization_code_lifetime(self) -> float:
-        return self.tokens.code_lifetime
-
-    @authorization_code_lifetime.setter
-    def authorization_code_lifetime(self, seconds: float) -> None:
-        self.tokens.code_lifetime = seconds
 
     def add_user(self, username: str, password: str, **extra: Any) -> SfUser:
         user = SfUser(
@@ -367,17 +344,18 @@ class SalesforceSimulator(Simulator[SfUser]):
         user's name and password approves."""
         form = await self.oauth.parameters(request)
         key = form.get("request", "")
-        pending, expires_at = self.authorization_requests.pop(key, (None, 0.0))
-        if pending is None or expires_at <= time.time():
+        pending = self.authorization_requests.get(key)
+        if pending is None:
             return _error_page("invalid_request", "the authorization request is invalid or expired")
         if form.get("action") == "deny":
+            self.authorization_requests.forget(key)
             description = "end-user denied authorization"
             params = {"error": "access_denied", "error_description": description}
             return redirect(pending.redirect_uri, params, pending.state)
         user = self.users.get(form.get("username", ""))
         if user is None or not user.active or not same(form.get("password", ""), user.password):
-            self.authorization_requests[key] = (pending, expires_at)  # another try
             return _login_page(pending.client, key, form.get("username", ""), failed=True)
+        self.authorization_requests.forget(key)  # a request is answered once
         return self.oauth.approve(pending, user)
 
     async def _userinfo(self, request: web.Request) -> web.Response:
@@ -424,10 +402,6 @@ def _soap_fault(code: str, message: str, status: int) -> web.Response:
 <sf:exceptionMessage>{escape(message)}</sf:exceptionMessage></sf:LoginFault></detail>
 </soapenv:Fault></soapenv:Body></soapenv:Envelope>"""
     return web.Response(status=status, text=body, content_type="text/xml", charset="utf-8")
-
-
-def _oauth_error(error: str, description: str) -> web.Response:
-    return web.json_response({"error": error, "error_description": description}, status=400)
 
 
 _PAGE_HEADERS = {
@@ -496,11 +470,6 @@ def _login_page(app: Client, request_key: str, username: str, failed: bool = Fal
 def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
     """CRMGATE_PLATFORM_OVERRIDES that point Salesforce and its sandbox at a simulator running at
     ``base_url`` (the tests and the demo use it)."""
-    host = base_url.removeprefix("https://")
-    oauth = {
-        "authorize_url": f"{base_url}/services/oauth2/authorize",
-        "token_url": f"{base_url}/services/oauth2/token",
-        "revoke_url": f"{base_url}/services/oauth2/revoke",
-    }
-    entry = {"login_url": base_url, "instance_hosts": [host], "oauth": oauth}
+    paths = {f"{name}_url": f"/services/oauth2/{name}" for name in ("authorize", "token", "revoke")}
+    entry = overrides("Salesforce", base_url, paths, "login_url")["Salesforce"]
     return {"Salesforce": entry, "SalesforceSandbox": dict(entry)}

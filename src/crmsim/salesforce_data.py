@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import secrets
@@ -11,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from crmsim import records, soql
+from crmsim import columns, records, soql
 from crmsim.app import Route
+from crmsim.columns import REQUIRED, UNKNOWN, Invalid, Problem
 from crmsim.guard import Quota, Refusal
 from crmsim.salesforce_schema import SField, SObject, standard_objects
 from crmsim.tokens import AccessToken
@@ -76,6 +78,13 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
 
+def _column(obj: SObject, name: str) -> SField:
+    spec = obj.field(name)
+    if spec is None:
+        raise Rejected(400, "INVALID_FIELD", f"No such column '{name}' on entity '{obj.name}'.")
+    return spec
+
+
 class SalesforceData:
     def __init__(self, simulator: SalesforceSimulator) -> None:
         self.simulator = simulator
@@ -95,24 +104,11 @@ class SalesforceData:
         self._prefixes = itertools.count(0)
         self.quota = Quota(15000)  # the org's API requests a day (the guard counts them)
 
-    @property
-    def api_limit(self) -> int:
-        return self.quota.limit
-
-    @api_limit.setter
-    def api_limit(self, limit: int) -> None:
-        self.quota.limit = limit
-
-    @property
-    def api_used(self) -> int:
-        return self.quota.used
-
     # ---- state helpers for tests and the demo ------------------------------------------------
 
     def add_user_record(self, user: SfUser) -> None:
         first, _, last = user.name.partition(" ")
-        now = _now()
-        self.records["User"][user.id] = {
+        values = {
             "Id": user.id,
             "Username": user.username,
             "FirstName": first or None,
@@ -120,15 +116,10 @@ class SalesforceData:
             "Name": user.name,
             "Email": user.email,
             "IsActive": user.active,
-            "Title": None,
-            "Department": None,
-            "Phone": None,
             "OwnerId": user.id,
             "IsDeleted": False,
-            "CreatedDate": now,
-            "LastModifiedDate": now,
-            "SystemModstamp": now,
         }
+        self.records.insert("User", {f.name: None for f in self.objects["User"].fields} | values)
 
     def define_object(self, name: str, label: str, fields: list[SField]) -> SObject:
         """A custom object (``Name__c``) with custom fields."""
@@ -158,28 +149,27 @@ class SalesforceData:
         route = "/services/data/v{version:[0-9]+\\.0}"
         table = [
             ("GET", "/sobjects", self._describe_global),
-            ("GET", "/sobjects/", self._describe_global),
             ("GET", "/sobjects/{object}/describe", self._describe),
-            ("GET", "/sobjects/{object}/describe/", self._describe),
             ("GET", "/sobjects/{object}", self._basic_info),
-            ("GET", "/sobjects/{object}/", self._basic_info),
             ("POST", "/sobjects/{object}", self._create_route),
-            ("POST", "/sobjects/{object}/", self._create_route),
             ("GET", "/sobjects/{object}/{id}", self._get),
             ("PATCH", "/sobjects/{object}/{id}", self._update),
             ("DELETE", "/sobjects/{object}/{id}", self._delete),
             ("GET", "/query", self._query),
-            ("GET", "/query/", self._query),
             ("GET", "/query/{locator}", self._query_more),
             ("POST", "/composite/sobjects", self._collection_create),
             ("PATCH", "/composite/sobjects", self._collection_update),
             ("DELETE", "/composite/sobjects", self._collection_delete),
             ("GET", "/limits", self._limits),
         ]
-        return [
+        return [  # Salesforce takes each resource with or without a trailing slash
             Route("GET", "/services/data", self._versions, guarded=False),
             Route("GET", "/services/data/", self._versions, guarded=False),
-            *(Route(method, route + path, self._versioned(h)) for method, path, h in table),
+            *(
+                Route(method, route + path + end, self._versioned(handler))
+                for method, path, handler in table
+                for end in ("", "/")
+            ),
         ]
 
     @staticmethod
@@ -200,9 +190,11 @@ class SalesforceData:
             [{"label": f"v{v}", "url": f"/services/data/v{v}", "version": v} for v in VERSIONS]
         )
 
+    def _find(self, name: str) -> SObject | None:
+        return next((o for n, o in self.objects.items() if n.lower() == name.lower()), None)
+
     def _object(self, request: web.Request) -> SObject:
-        name = request.match_info["object"]
-        obj = next((o for n, o in self.objects.items() if n.lower() == name.lower()), None)
+        obj = self._find(request.match_info["object"])
         if obj is None:
             raise Rejected(404, "NOT_FOUND", "The requested resource does not exist")
         return obj
@@ -240,94 +232,80 @@ class SalesforceData:
 
     # ---- records ------------------------------------------------------------------------------
 
-    def _check_access(self, obj: SObject, user: SfUser, action: str) -> None:
-        allowed = {"create": obj.createable, "update": obj.updateable, "delete": obj.deletable}[
-            action
-        ]
+    @staticmethod
+    def _check_access(user: SfUser, allowed: bool) -> None:
+        """The object allows the write, and the user's profile may write."""
         if user.profile == "Read Only" or not allowed:
             raise Rejected(
                 403, "INSUFFICIENT_ACCESS_OR_READONLY", "insufficient access rights on object id"
             )
 
-    def _coerce(self, obj: SObject, values: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    def _clean(self, obj: SObject, values: Any, *, creating: bool) -> dict[str, Any]:
+        """A create's or an update's values as stored, by the shared ladder (crmsim.columns);
+        Salesforce refuses the first problem (a missing required field: all of them)."""
         if not isinstance(values, dict):
             raise Rejected(400, "JSON_PARSER_ERROR", "The request body must be a JSON object")
-        clean: dict[str, Any] = {}
-        for name, value in values.items():
-            if name == "attributes":
-                continue
-            spec = obj.field(name)
-            if spec is None:
-                raise Rejected(
-                    400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {obj.name}"
-                )
-            if not (spec.createable if creating else spec.updateable):
-                raise Rejected(
-                    400,
-                    "INVALID_FIELD_FOR_INSERT_UPDATE",
-                    f"Unable to {'create' if creating else 'update'} fields: {spec.name}. "
-                    "Please check "
-                    "the security settings of this field and verify that it is read/write for your "
-                    "profile or permission set.",
-                    [spec.name],
-                )
-            clean[spec.name] = self._value(spec, value)
-        return clean
+        given = {obj.spelled(k): v for k, v in values.items() if k != "attributes"}
+        clean, problems = columns.check(
+            given,
+            obj.field,
+            lambda spec, value: self._value(spec, value, creating),
+            creating=creating,
+            columns=[spec for spec in obj.fields if spec.default is None],
+            empty=(),  # a null is checked too: a read-only field refuses it
+        )
+        if not creating:  # an update may not clear a required field
+            cleared = [n for n, v in clean.items() if v in (None, "")]
+            problems += [Problem(n, REQUIRED) for n in cleared if obj.by_lower[n.lower()].required]
+        if not problems:
+            return clean
+        first = problems[0]
+        if first.code == REQUIRED:
+            missing = [problem.name for problem in problems]
+            message = f"Required fields are missing: [{', '.join(missing)}]"
+            raise Rejected(400, "REQUIRED_FIELD_MISSING", message, missing)
+        if first.code == UNKNOWN:
+            message = f"No such column '{first.name}' on sobject of type {obj.name}"
+            raise Rejected(400, "INVALID_FIELD", message)
+        # a value not of the field's type is a JSON parse error, which names no field
+        named = None if first.code == "JSON_PARSER_ERROR" else [first.name]
+        raise Rejected(400, first.code, first.message, named)
 
-    def _value(self, spec: SField, value: Any) -> Any:
+    def _value(self, spec: SField, value: Any, creating: bool) -> Any:
+        if not (spec.createable if creating else spec.updateable):
+            raise Invalid(
+                f"Unable to {'create' if creating else 'update'} fields: {spec.name}. Please check "
+                "the security settings of this field and verify that it is read/write for your "
+                "profile or permission set.",
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+            )
         if value is None:
             return None
         kind = spec.type
         if kind == "int":  # Salesforce takes any JSON value that reads as an integer
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 value = int(value)
-            except (TypeError, ValueError):
-                pass
         if not records.conforms(value, _KINDS.get(kind, "text")):
-            raise Rejected(
-                400,
-                "JSON_PARSER_ERROR",
+            raise Invalid(
                 f"Cannot deserialize instance of {kind} from {type(value).__name__} "
-                f"value {value!r} "
-                f"for field {spec.name}",
+                f"value {value!r} for field {spec.name}",
+                "JSON_PARSER_ERROR",
             )
         if kind == "email" and "@" not in value:
-            raise Rejected(
-                400,
-                "INVALID_EMAIL_ADDRESS",
-                f"{spec.label or spec.name}: invalid email address: {value}",
-                [spec.name],
-            )
+            message = f"{spec.label or spec.name}: invalid email address: {value}"
+            raise Invalid(message, "INVALID_EMAIL_ADDRESS")
         if kind == "reference":
             if not any(value in self.records.get(target, {}) for target in spec.reference_to):
-                raise Rejected(
-                    400,
-                    "INVALID_CROSS_REFERENCE_KEY",
-                    "invalid cross reference id",
-                    [spec.name],
-                )
-        if kind in ("string", "textarea", "email", "phone", "url") and len(value) > max(
-            spec.length, 32000 if kind == "textarea" else 0
-        ):
-            raise Rejected(
-                400, "STRING_TOO_LONG", f"{spec.name}: data value too large", [spec.name]
-            )
+                raise Invalid("invalid cross reference id", "INVALID_CROSS_REFERENCE_KEY")
+        limit = max(spec.length, 32000 if kind == "textarea" else 0)
+        if kind in ("string", "textarea", "email", "phone", "url") and len(value) > limit:
+            raise Invalid(f"{spec.name}: data value too large", "STRING_TOO_LONG")
         return value
 
     def _create(self, obj: SObject, values: dict[str, Any], owner: str | None) -> str:
-        data = self._coerce(obj, values, creating=True)
-        for spec in obj.fields:
-            if spec.name not in data and spec.default is not None:
-                data[spec.name] = spec.default
-        missing = [f.name for f in obj.fields if f.required and data.get(f.name) in (None, "")]
-        if missing:
-            raise Rejected(
-                400,
-                "REQUIRED_FIELD_MISSING",
-                f"Required fields are missing: [{', '.join(missing)}]",
-                missing,
-            )
-        record = {f.name: None for f in obj.fields} | data | {"IsDeleted": False}
+        data = self._clean(obj, values, creating=True)
+        defaults = {spec.name: spec.default for spec in obj.fields if spec.default is not None}
+        record = {f.name: None for f in obj.fields} | defaults | data | {"IsDeleted": False}
         record["OwnerId"] = record["OwnerId"] or owner
         return str(self.records.insert(obj.name, record)["Id"])
 
@@ -352,11 +330,7 @@ class SalesforceData:
         }
         names = [f.name for f in obj.fields] if fields is None else fields
         for name in names:
-            spec = obj.field(name)
-            if spec is None:
-                raise Rejected(
-                    400, "INVALID_FIELD", f"No such column '{name}' on entity '{obj.name}'"
-                )
+            spec = _column(obj, name)
             out[spec.name] = record.get(spec.name)
         return out
 
@@ -370,7 +344,7 @@ class SalesforceData:
 
     async def _create_route(self, request: web.Request, user: SfUser) -> web.Response:
         obj = self._object(request)
-        self._check_access(obj, user, "create")
+        self._check_access(user, obj.createable)
         values = await self._json(request)
         if isinstance(values, dict) and any(k.lower() == "id" for k in values):
             raise Rejected(
@@ -386,28 +360,17 @@ class SalesforceData:
         selected = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
         return web.json_response(self._render(obj, record, request.match_info["version"], selected))
 
-    def _apply_update(self, obj: SObject, record: dict[str, Any], values: Any) -> None:
-        data = self._coerce(obj, values, creating=False)
-        for spec in obj.fields:
-            if spec.name in data and spec.required and data[spec.name] in (None, ""):
-                raise Rejected(
-                    400,
-                    "REQUIRED_FIELD_MISSING",
-                    f"Required fields are missing: [{spec.name}]",
-                    [spec.name],
-                )
-        self.records.change(obj.name, record, data)
-
     async def _update(self, request: web.Request, user: SfUser) -> web.Response:
         obj = self._object(request)
-        self._check_access(obj, user, "update")
+        self._check_access(user, obj.updateable)
         record = self._record(obj, request.match_info["id"])
-        self._apply_update(obj, record, await self._json(request))
+        values = self._clean(obj, await self._json(request), creating=False)
+        self.records.change(obj.name, record, values)
         return web.Response(status=204)
 
     async def _delete(self, request: web.Request, user: SfUser) -> web.Response:
         obj = self._object(request)
-        self._check_access(obj, user, "delete")
+        self._check_access(user, obj.deletable)
         record = self._record(obj, request.match_info["id"])
         del self.records[obj.name][record["Id"]]
         return web.Response(status=204)
@@ -422,7 +385,7 @@ class SalesforceData:
             query = soql.parse(text)
         except soql.SoqlError as error:
             raise Rejected(400, error.code, error.message) from None
-        obj = next((o for n, o in self.objects.items() if n.lower() == query.object.lower()), None)
+        obj = self._find(query.object)
         if obj is None:
             raise Rejected(400, "INVALID_TYPE", f"sObject type '{query.object}' is not supported.")
         names = [
@@ -432,10 +395,7 @@ class SalesforceData:
             *(argument for _, argument, _ in query.aggregates),
         ]
         for name in names:
-            if obj.field(name) is None:
-                raise Rejected(
-                    400, "INVALID_FIELD", f"No such column '{name}' on entity '{obj.name}'."
-                )
+            _column(obj, name)
         rows = [
             r
             for r in self.records[obj.name].values()
@@ -454,7 +414,7 @@ class SalesforceData:
     @staticmethod
     def _sorts(obj: SObject, query: soql.Query) -> list[records.Sort]:
         return [
-            records.Sort(obj.field(name).name, descending, nulls_last)  # type: ignore[union-attr]
+            records.Sort(_column(obj, name).name, descending, nulls_last)
             for name, descending, nulls_last in query.order
         ]
 
@@ -462,7 +422,7 @@ class SalesforceData:
         self, obj: SObject, query: soql.Query, rows: list[dict[str, Any]]
     ) -> dict[str, Any]:
         """GROUP BY and aggregate functions: one AggregateResult record per group."""
-        keys = [obj.field(name).name for name in query.group_by]  # type: ignore[union-attr]
+        keys = [_column(obj, name).name for name in query.group_by]
         groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         for row in rows:
             groups.setdefault(tuple(row.get(key) for key in keys), []).append(row)
@@ -473,7 +433,7 @@ class SalesforceData:
             record: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
             record.update(zip(keys, group, strict=True))
             for function, argument, alias in query.aggregates:
-                column = obj.field(argument).name  # type: ignore[union-attr]
+                column = _column(obj, argument).name
                 record[alias] = soql.aggregate(function, [m.get(column) for m in members])
             results.append(record)
         results = records.order(results, *self._sorts(obj, query))
@@ -562,7 +522,7 @@ class SalesforceData:
     async def _collection_create(self, request: web.Request, user: SfUser) -> web.Response:
         def create(record: dict[str, Any]) -> str:
             obj = self._object_of(record)
-            self._check_access(obj, user, "create")
+            self._check_access(user, obj.createable)
             return self._create(obj, record, user.id)
 
         return self._collection(*await self._collection_body(request), create)
@@ -570,9 +530,10 @@ class SalesforceData:
     async def _collection_update(self, request: web.Request, user: SfUser) -> web.Response:
         def update(record: dict[str, Any]) -> str:
             obj = self._object_of(record)
-            self._check_access(obj, user, "update")
+            self._check_access(user, obj.updateable)
             target = self._record(obj, str(record.get("id") or record.get("Id") or ""))
-            self._apply_update(obj, target, {k: v for k, v in record.items() if k.lower() != "id"})
+            values = {k: v for k, v in record.items() if k.lower() != "id"}
+            self.records.change(obj.name, target, self._clean(obj, values, creating=False))
             return str(target["Id"])
 
         return self._collection(*await self._collection_body(request), update)
@@ -582,7 +543,7 @@ class SalesforceData:
             owner = self.records.holding(record_id)
             if owner is None:
                 raise Rejected(404, "ENTITY_IS_DELETED", "entity is deleted")
-            self._check_access(self.objects[owner], user, "delete")
+            self._check_access(user, self.objects[owner].deletable)
             del self.records[owner][record_id]
             return record_id
 
@@ -594,8 +555,8 @@ class SalesforceData:
         return web.json_response(
             {
                 "DailyApiRequests": {
-                    "Max": self.api_limit,
-                    "Remaining": max(0, self.api_limit - self.api_used),
+                    "Max": self.quota.limit,
+                    "Remaining": max(0, self.quota.limit - self.quota.used),
                 }
             }
         )

@@ -29,6 +29,8 @@ _LEADS = [
     ("Anne", "Dodsworth", "Litware Inc.", "Partner Referral"),
     ("Michael", "Suyama", "Proseware", "Phone Inquiry"),
 ]
+# The same business, for the simulators that seed it in their own shapes (crmsim.zoho).
+ACCOUNTS, CONTACTS, LEADS = _ACCOUNTS, _CONTACTS, _LEADS
 
 
 def seed_sales_org(data: SalesforceData, owner: str | None = None) -> None:

@@ -124,7 +124,8 @@ def parse(text: str) -> Query:
             if not cursor.punct(")"):
                 raise _malformed(f"expecting ')' after {name}({argument}")
             alias = f"expr{len(aggregates)}"
-            if cursor.peek() and cursor.peek().kind == "word" and not cursor.is_word("FROM"):  # type: ignore[union-attr]
+            token = cursor.peek()
+            if token is not None and token.kind == "word" and not cursor.is_word("FROM"):
                 alias = _name(cursor)
             aggregates.append((name.upper(), argument, alias))
         else:
@@ -170,23 +171,21 @@ def _ordering(cursor: query.Cursor) -> tuple[str, bool, bool]:
     return (name, descending, nulls_last)
 
 
-AGGREGATES = frozenset({"COUNT", "COUNT_DISTINCT", "SUM", "AVG", "MIN", "MAX"})
+AGGREGATES: dict[str, Callable[[list[Any]], Any]] = {
+    "COUNT": len,
+    "COUNT_DISTINCT": lambda values: len(set(values)),
+    "SUM": sum,
+    "AVG": lambda values: sum(values) / len(values),
+    "MIN": min,
+    "MAX": max,
+}
 
 
 def aggregate(function: str, values: list[Any]) -> Any:
-    """One aggregate function over the values of a group (nulls ignored, as in SOQL)."""
+    """One aggregate function over a group's values, nulls ignored as in SOQL: over no values
+    the counts are 0 and the others null."""
     present = [v for v in values if v is not None]
-    if function == "COUNT":
-        return len(present)
-    if function == "COUNT_DISTINCT":
-        return len(set(present))
-    if not present:
-        return None
-    if function == "SUM":
-        return sum(present)
-    if function == "AVG":
-        return sum(present) / len(present)
-    return min(present) if function == "MIN" else max(present)
+    return AGGREGATES[function](present) if present or function.startswith("COUNT") else None
 
 
 def _integer(cursor: query.Cursor, clause: str) -> int:

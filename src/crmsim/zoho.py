@@ -32,19 +32,19 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from crmsim import query, records
+from crmsim import columns, query, records, seed
 from crmsim import zoho_coql as coql
-from crmsim.faults import Faults
+from crmsim.app import LOG, Route, Simulator
 from crmsim.guard import Guard, Quota, Refusal, Verdict, bearer, json_object
 from crmsim.oauth import AuthorizationServer, Issued, OAuthError, Pending, redirect
-from crmsim.tokens import AccessToken, AuthorizationCode, Client, RefreshToken, TokenStore
+from crmsim.tokens import AccessToken, Client, TokenStore
 from crmsim.zoho_coql import Refused
 from crmsim.zoho_schema import Module, ZField, standard_modules
 
@@ -71,9 +71,11 @@ _KINDS = {
 }
 _ID = re.compile(r"^\d{1,20}$")
 SORTABLE_BY_LIST = ("id", "Created_Time", "Modified_Time")
+_BAD_MODULE = "the module name given seems to be invalid"
 CALL = web.RequestKey("call", dict[str, str])  # the request's entry in the call log
 
 
+T = TypeVar("T")
 Token = AccessToken[str]  # its subject: the user id
 
 
@@ -166,7 +168,7 @@ class _OAuth(AuthorizationServer[str]):
         return {**request.query, **await super().parameters(request)}  # the SDK sends either
 
     async def token(self, request: web.Request) -> web.StreamResponse:
-        self.sim.calls.append(("POST", "/oauth/v2/token#grant", {"host": request.host}))
+        request[CALL]["host"] = request.host  # which data centre's accounts server it reached
         return await super().token(request)
 
     def requested_scopes(self, params: Mapping[str, str], client: Client) -> tuple[str, ...]:
@@ -232,20 +234,19 @@ def _zoho_token() -> str:
     return "1000." + secrets.token_hex(16) + "." + secrets.token_hex(16)
 
 
-@dataclass
-class ZohoSimulator:
-    org_name: str = "Zylker Traders (sim)"
-    api_domain: str = ""  # what the token answer names; the running base URL when empty
-    # The user's data centre, as the authorize redirect names it (accounts-server: the running
-    # base URL when empty).
-    location: str = "us"
-    accounts_server: str = ""
-    modules: dict[str, Module] = field(default_factory=standard_modules)
-    calls: deque[tuple[str, str, dict[str, str]]] = field(
-        default_factory=lambda: deque(maxlen=200_000)
-    )
+class ZohoSimulator(Simulator[str]):
+    """``queries`` logs each call's ``(method, path, query)``, with what its body said (a COQL
+    statement) and, for the token endpoint, the host it reached."""
 
-    def __post_init__(self) -> None:
+    def __init__(self, org_name: str = "Zylker Traders (sim)") -> None:
+        super().__init__()
+        self.org_name = org_name
+        self.api_domain = ""  # what the token answer names; the running base URL when empty
+        # The user's data centre, as the authorize redirect names it (accounts-server: the
+        # running base URL when empty).
+        self.location, self.accounts_server = "us", ""
+        self.modules: dict[str, Module] = standard_modules()
+        self.queries: deque[tuple[str, str, dict[str, str]]] = deque(maxlen=LOG)
         self.records = records.Store(
             self.modules,
             key=lambda module: "id",
@@ -255,12 +256,11 @@ class ZohoSimulator:
             modified=("Modified_Time",),
             derive=lambda module, record: self._derive(self.modules[module], record),
         )
-        self.tokens: TokenStore[str] = TokenStore(
+        self.tokens = TokenStore(
             access_format=_zoho_token,
             refresh_format=lambda user: _zoho_token(),
             code_format=_zoho_token,
         )
-        self.faults = Faults()
         self.quota = Quota(100_000)
         self.guard = _Guard(self)
         self.oauth = _OAuth(self)
@@ -270,7 +270,6 @@ class ZohoSimulator:
         )
         self._ids = itertools.count(1)
         self.org_id = "60012345678"
-        self.base_url = ""
         admin = User(self._next_id(), "Patricia", "Boyle", "patricia.boyle@zylker.example")
         admin.created = now()
         self.users: dict[str, User] = {admin.id: admin}
@@ -286,18 +285,6 @@ class ZohoSimulator:
     @credits.setter
     def credits(self, left: int) -> None:
         self.quota.used = self.quota.limit - left
-
-    @property
-    def refresh_tokens(self) -> dict[str, RefreshToken[str]]:
-        return self.tokens.refresh
-
-    @property
-    def grant_codes(self) -> dict[str, AuthorizationCode[str]]:
-        return self.tokens.codes
-
-    @property
-    def refreshed(self) -> dict[str, deque[float]]:
-        return self.oauth.refreshed
 
     def _next_id(self) -> str:
         return f"5725767{next(self._ids):012d}"
@@ -321,20 +308,6 @@ class ZohoSimulator:
     def issue_refresh_token(self, client_id: str, scopes: tuple[str, ...] = ALL_SCOPES) -> str:
         return self.tokens.issue_refresh(client_id, self.admin.id, scopes)
 
-    def issue_grant_code(
-        self,
-        client_id: str,
-        redirect_uri: str = "",
-        scopes: tuple[str, ...] = ALL_SCOPES,
-        offline: bool = True,
-    ) -> str:
-        return self.tokens.issue_code(
-            client_id, self.admin.id, redirect_uri or None, scopes, offline=offline
-        )
-
-    def expire_tokens(self) -> None:
-        self.tokens.expire_all()
-
     def insert(self, module: str, values: dict[str, Any]) -> str:
         """A record made directly in the org (no API call, no credit)."""
         record = self._create(module, values, 0)
@@ -342,54 +315,47 @@ class ZohoSimulator:
 
     # ---- HTTP -------------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        @web.middleware
-        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-            entry = dict(request.query)
-            request[CALL] = entry  # a handler may add what the body said (COQL statements)
-            self.calls.append((request.method, request.path, entry))
-            if not self.base_url:
-                self.base_url = f"{request.scheme}://{request.host}"
-            return await handler(request)
+    def seen(self, request: web.Request) -> None:
+        entry = dict(request.query)
+        request[CALL] = entry  # a handler may add what the body said (COQL statements)
+        self.queries.append((request.method, request.path, entry))
 
-        application = web.Application(middlewares=[record])
-        application.router.add_get("/oauth/v2/auth", self.oauth.authorize)
-        application.router.add_post("/oauth/v2/token", self.oauth.token)
-        application.router.add_post("/oauth/v2/token/revoke", self.oauth.revoke)
-        for method, path, handler in [
-            ("GET", "/crm/v8/users", self._users),
-            ("GET", "/crm/v8/users/actions/count", self._users_count),
-            ("GET", "/crm/v8/users/{id}", self._user),
-            ("GET", "/crm/v8/org", self._org),
-            ("GET", "/crm/v8/settings/modules", self._modules_route),
-            ("GET", "/crm/v8/settings/modules/{module}", self._module_route),
-            ("GET", "/crm/v8/settings/fields", self._fields_route),
-            ("GET", "/crm/v8/settings/layouts", self._layouts_route),
-            ("GET", "/crm/v8/settings/related_lists", self._related_lists_route),
-            ("POST", "/crm/v8/coql", self._coql),
-            ("GET", "/crm/v8/{module}", self._list),
-            ("POST", "/crm/v8/{module}", self._create_route),
-            ("PUT", "/crm/v8/{module}", self._update_many),
-            ("DELETE", "/crm/v8/{module}", self._delete_many),
-            ("GET", "/crm/v8/{module}/actions/count", self._count),
-            ("GET", "/crm/v8/{module}/search", self._search),
-            ("GET", "/crm/v8/{module}/{id}", self._get),
-            ("PUT", "/crm/v8/{module}/{id}", self._update_one),
-            ("DELETE", "/crm/v8/{module}/{id}", self._delete_one),
-        ]:
-            application.router.add_route(method, path, self.guard(handler))
-        return application
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/oauth/v2/auth", self.oauth.authorize, guarded=False),
+            Route("POST", "/oauth/v2/token", self.oauth.token, guarded=False),
+            Route("POST", "/oauth/v2/token/revoke", self.oauth.revoke, guarded=False),
+            Route("GET", "/crm/v8/users", self._users),
+            Route("GET", "/crm/v8/users/actions/count", self._users_count),
+            Route("GET", "/crm/v8/users/{id}", self._user),
+            Route("GET", "/crm/v8/org", self._org),
+            Route("GET", "/crm/v8/settings/modules", self._modules_route),
+            Route("GET", "/crm/v8/settings/modules/{module}", self._module_route),
+            Route("GET", "/crm/v8/settings/fields", self._fields_route),
+            Route("GET", "/crm/v8/settings/layouts", self._layouts_route),
+            Route("GET", "/crm/v8/settings/related_lists", self._related_lists_route),
+            Route("POST", "/crm/v8/coql", self._coql),
+            Route("GET", "/crm/v8/{module}", self._list),
+            Route("POST", "/crm/v8/{module}", self._write),
+            Route("PUT", "/crm/v8/{module}", self._write),
+            Route("DELETE", "/crm/v8/{module}", self._delete_route),
+            Route("GET", "/crm/v8/{module}/actions/count", self._count),
+            Route("GET", "/crm/v8/{module}/search", self._search),
+            Route("GET", "/crm/v8/{module}/{id}", self._get),
+            Route("PUT", "/crm/v8/{module}/{id}", self._write),
+            Route("DELETE", "/crm/v8/{module}/{id}", self._delete_route),
+        ]
 
-    def _module(self, request: web.Request, token: Token, operation: str = "READ") -> Module:
-        name = request.match_info["module"]
+    def _named(self, name: str, code: str, message: str, details: dict[str, Any]) -> Module:
+        """The module ``name`` (in any case), or Zoho's refusal of it."""
         module = next((m for k, m in self.modules.items() if k.lower() == name.lower()), None)
         if module is None:
-            raise Refused(
-                400,
-                "INVALID_MODULE",
-                "the module name given seems to be invalid",
-                {"resource_path_index": 0},
-            )
+            raise Refused(400, code, message, details)
+        return module
+
+    def _module(self, request: web.Request, token: Token, operation: str = "READ") -> Module:
+        name, where = request.match_info["module"], {"resource_path_index": 0}
+        module = self._named(name, "INVALID_MODULE", _BAD_MODULE, where)
         self.guard.require(
             token,
             "ZohoCRM.modules.ALL",
@@ -419,21 +385,7 @@ class ZohoSimulator:
             users = [u for u in users if u.status != "active"]
         elif kind != "AllUsers":
             raise Refused(400, "INVALID_DATA", "invalid type", {"param_name": "type"})
-        page, per_page = self._paging(request)
-        chosen = users[(page - 1) * per_page : page * per_page]
-        if not chosen:
-            return web.Response(status=204)
-        return web.json_response(
-            {
-                "users": [u.render() for u in chosen],
-                "info": {
-                    "per_page": per_page,
-                    "count": len(chosen),
-                    "page": page,
-                    "more_records": page * per_page < len(users),
-                },
-            }
-        )
+        return self._numbered(request, "users", users, User.render)
 
     async def _users_count(self, request: web.Request, token: Token) -> web.Response:
         self.guard.require(token, "ZohoCRM.users.READ", "ZohoCRM.users.ALL")
@@ -476,15 +428,7 @@ class ZohoSimulator:
             token, "ZohoCRM.settings.ALL", "ZohoCRM.settings.READ", "ZohoCRM.settings.fields.READ"
         )
         name = request.query.get("module") or request.match_info.get("module", "")
-        module = next((m for k, m in self.modules.items() if k.lower() == name.lower()), None)
-        if module is None:
-            raise Refused(
-                400,
-                "INVALID_MODULE",
-                "the module name given seems to be invalid",
-                {"param_name": "module"},
-            )
-        return module
+        return self._named(name, "INVALID_MODULE", _BAD_MODULE, {"param_name": "module"})
 
     async def _modules_route(self, request: web.Request, token: Token) -> web.Response:
         self.guard.require(
@@ -546,6 +490,19 @@ class ZohoSimulator:
                 400, "INVALID_DATA", "invalid page or per_page", {"param_name": "per_page"}
             )
         return page, per_page
+
+    def _numbered(
+        self, request: web.Request, key: str, rows: list[T], render: Callable[[T], Any]
+    ) -> web.Response:
+        """A page of ``rows`` by number (``page``, ``per_page``) under ``key``, with Zoho's
+        ``info``; 204 No Content past the end."""
+        page, per_page = self._paging(request)
+        chosen = rows[(page - 1) * per_page : page * per_page]
+        if not chosen:
+            return web.Response(status=204)
+        more = page * per_page < len(rows)
+        info = {"per_page": per_page, "count": len(chosen), "page": page, "more_records": more}
+        return web.json_response({key: [render(row) for row in chosen], "info": info})
 
     def _wanted(self, request: web.Request, module: Module, required: bool) -> list[str] | None:
         names = [n for v in request.query.getall("fields", []) for n in v.split(",") if n]
@@ -673,67 +630,34 @@ class ZohoSimulator:
             for r in self._ordered(module, "id", "asc")
             if query.evaluate(criteria, lambda c, r=r: _search_match(_value_of(r, c[0]), *c[1:]))  # type: ignore[misc]
         ]
-        page, per_page = self._paging(request)
-        chosen = rows[(page - 1) * per_page : page * per_page]
-        if not chosen:
-            return web.Response(status=204)
         wanted = self._wanted(request, module, required=False)
-        return web.json_response(
-            {
-                "data": [self._render(module, r, wanted) for r in chosen],
-                "info": {
-                    "per_page": per_page,
-                    "count": len(chosen),
-                    "page": page,
-                    "more_records": page * per_page < len(rows),
-                },
-            }
-        )
+        return self._numbered(request, "data", rows, lambda r: self._render(module, r, wanted))
 
     async def _coql(self, request: web.Request, token: Token) -> web.Response:
         self.guard.require(token, "ZohoCRM.coql.READ")
         body = await self._json(request)
         text = body.get("select_query")
         if not isinstance(text, str) or not text.strip():
-            raise Refused(
-                400,
-                "REQUIRED_PARAM_MISSING",
-                "select_query is missing",
-                {"param_name": "select_query"},
-            )
+            missing = {"param_name": "select_query"}
+            raise Refused(400, "REQUIRED_PARAM_MISSING", "select_query is missing", missing)
         request[CALL]["select_query"] = text
         parsed = coql.parse(text)
-        module = next(
-            (m for k, m in self.modules.items() if k.lower() == parsed.module.lower()), None
-        )
-        if module is None:
-            raise Refused(
-                400, "INVALID_QUERY", "invalid module", {"clause": "from", "value": parsed.module}
-            )
+        where = {"clause": "from", "value": parsed.module}
+        module = self._named(parsed.module, "INVALID_QUERY", "invalid module", where)
         self.guard.require(
             token, "ZohoCRM.modules.ALL", f"ZohoCRM.modules.{module.api_name.lower()}.READ"
         )
-        referenced = [*parsed.columns, *coql.names(parsed.where), *(n for n, _ in parsed.order)]
-        if parsed.count:
-            referenced.append(parsed.count)
-        for name in referenced:
+        compared = coql.names(parsed.where)
+        counted = [parsed.count] if parsed.count else []
+        for name in [*parsed.columns, *compared, *(n for n, _ in parsed.order), *counted]:
             base = name.split(".", 1)[0]
-            if base not in module.fields and base != "$se_module":
-                raise Refused(
-                    400, "INVALID_QUERY", "column given seems to be invalid", {"column_name": name}
-                )
             zfield = module.fields.get(base)
-            if (
-                zfield is not None
-                and zfield.data_type == "textarea"
-                and name in coql.names(parsed.where)
-            ):
-                raise Refused(
-                    400,
-                    "INVALID_QUERY",
-                    "multi-line fields cannot be used in criteria",
-                    {"column_name": name},
-                )
+            if zfield is None and base != "$se_module":
+                message = "column given seems to be invalid"
+                raise Refused(400, "INVALID_QUERY", message, {"column_name": name})
+            if zfield is not None and zfield.type == "textarea" and name in compared:
+                message = "multi-line fields cannot be used in criteria"
+                raise Refused(400, "INVALID_QUERY", message, {"column_name": name})
         rows = [
             r
             for r in self.records[module.api_name].values()
@@ -776,49 +700,37 @@ class ZohoSimulator:
     # ---- writing ----------------------------------------------------------------------------
 
     def _check(self, module: Module, values: Any, creating: bool, index: int) -> dict[str, Any]:
+        """The record's values as stored (crmsim.columns), or Zoho's refusal of the first
+        field that is wrong."""
         if not isinstance(values, dict):
             raise Refused(400, "INVALID_DATA", "invalid data", {"json_path": f"$.data[{index}]"})
-        clean: dict[str, Any] = {}
-        for name, value in values.items():
+        given = {k: v for k, v in values.items() if k not in ("id", "$se_module")}
+        clean, problems = columns.check(
+            given,
+            module.fields.get,
+            partial(self._value, values, index),
+            creating=creating,
+            columns=module.fields.values(),
+            empty=(None, ""),
+        )
+        for name, problem, _ in problems:
             path = {"api_name": name, "json_path": f"$.data[{index}].{name}"}
-            if name == "id":
-                continue
-            if name == "$se_module":
-                if value is not None and value not in self.modules:
-                    raise Refused(400, "INVALID_DATA", "invalid module", path)
-                clean[name] = value
-                continue
-            zfield = module.fields.get(name)
-            if zfield is None:
-                raise Refused(400, "INVALID_DATA", "invalid field", path)
-            if zfield.read_only:
-                raise Refused(400, "INVALID_DATA", "the field is read only", path)
-            clean[name] = self._value(module, zfield, value, values, path)
-        if creating:
-            for zfield in module.fields.values():
-                if zfield.required and clean.get(zfield.api_name) in (None, ""):
-                    raise Refused(
-                        400,
-                        "MANDATORY_NOT_FOUND",
-                        "required field not found",
-                        {
-                            "api_name": zfield.api_name,
-                            "json_path": f"$.data[{index}].{zfield.api_name}",
-                        },
-                    )
+            if problem == columns.REQUIRED:
+                raise Refused(400, "MANDATORY_NOT_FOUND", "required field not found", path)
+            said = "invalid field" if problem == columns.UNKNOWN else "the field is read only"
+            raise Refused(400, "INVALID_DATA", said, path)
+        if "$se_module" in values:
+            said_module = values["$se_module"]
+            if said_module is not None and said_module not in self.modules:
+                path = {"api_name": "$se_module", "json_path": f"$.data[{index}].$se_module"}
+                raise Refused(400, "INVALID_DATA", "invalid module", path)
+            clean["$se_module"] = said_module
         return clean
 
-    def _value(
-        self,
-        module: Module,
-        zfield: ZField,
-        value: Any,
-        values: dict[str, Any],
-        path: dict[str, Any],
-    ) -> Any:
-        kind = zfield.data_type
-        if value is None or value == "":
-            return None
+    def _value(self, values: dict[str, Any], index: int, zfield: ZField, value: Any) -> Any:
+        """A non-empty value as Zoho stores it (a lookup as ``{id, name}``), or its refusal."""
+        kind = zfield.type
+        path = {"api_name": zfield.name, "json_path": f"$.data[{index}].{zfield.name}"}
         invalid = Refused(400, "INVALID_DATA", "invalid data", {**path, "expected_data_type": kind})
         if kind not in ("lookup", "ownerlookup"):
             if (
@@ -830,45 +742,35 @@ class ZohoSimulator:
             ):
                 raise invalid
             return float(value) if kind in ("double", "currency") else value
-        if kind in ("lookup", "ownerlookup"):
-            if not isinstance(value, dict) or not _ID.match(str(value.get("id", ""))):
+        if not isinstance(value, dict) or not _ID.match(str(value.get("id", ""))):
+            raise invalid
+        target_id = str(value["id"])
+        if kind == "ownerlookup":
+            user = self.users.get(target_id)
+            if user is None:
                 raise invalid
-            target_id = str(value["id"])
-            if kind == "ownerlookup":
-                user = self.users.get(target_id)
-                if user is None:
-                    raise invalid
-                return {"id": user.id, "name": user.render()["full_name"], "email": user.email}
-            if zfield.api_name == "Parent_Id":
-                target_module = (value.get("module") or {}).get("api_name")
-            elif len(zfield.lookup) > 1:
-                target_module = values.get("$se_module")
-            else:
-                target_module = zfield.lookup[0]
-            if target_module not in zfield.lookup:
-                raise Refused(
-                    400,
-                    "INVALID_DATA",
-                    "the related module is missing or invalid",
-                    {
-                        **path,
-                        "api_name": "$se_module"
-                        if zfield.api_name == "What_Id"
-                        else zfield.api_name,
-                    },
-                )
-            target = self.records[target_module].get(target_id)
-            if target is None:
-                raise Refused(400, "INVALID_DATA", "the related id given seems to be invalid", path)
-            shown: dict[str, Any] = {
-                "id": target_id,
-                "name": self._display(self.modules[target_module], target),
-            }
-            if zfield.api_name == "Parent_Id":
-                module_info = self.modules[target_module].describe()
-                shown["module"] = {"api_name": target_module, "id": module_info["id"]}
-            return shown
-        return value
+            return {"id": user.id, "name": user.render()["full_name"], "email": user.email}
+        if zfield.name == "Parent_Id":
+            target_module = (value.get("module") or {}).get("api_name")
+        elif len(zfield.lookup) > 1:
+            target_module = values.get("$se_module")
+        else:
+            target_module = zfield.lookup[0]
+        if target_module not in zfield.lookup:
+            named = "$se_module" if zfield.name == "What_Id" else zfield.name
+            message = "the related module is missing or invalid"
+            raise Refused(400, "INVALID_DATA", message, {**path, "api_name": named})
+        target = self.records[target_module].get(target_id)
+        if target is None:
+            raise Refused(400, "INVALID_DATA", "the related id given seems to be invalid", path)
+        shown: dict[str, Any] = {
+            "id": target_id,
+            "name": self._display(self.modules[target_module], target),
+        }
+        if zfield.name == "Parent_Id":
+            module_info = self.modules[target_module].describe()
+            shown["module"] = {"api_name": target_module, "id": module_info["id"]}
+        return shown
 
     @staticmethod
     def _display(module: Module, record: dict[str, Any]) -> str:
@@ -923,17 +825,6 @@ class ZohoSimulator:
         status = done if not failed else (400 if failed == len(results) else 207)
         return web.json_response({"data": results}, status=status)
 
-    async def _create_route(self, request: web.Request, token: Token) -> web.Response:
-        module = self._module(request, token, "CREATE")
-        results = []
-        for index, values in enumerate(await self._data(request)):
-            try:
-                made = self._create(module.api_name, values, index)
-                results.append(self._result(made, "record added"))
-            except Refused as refused:
-                results.append(refused.body())
-        return self._multi(results, 201)
-
     def _apply(self, module: Module, record_id: str, values: Any, index: int) -> dict[str, Any]:
         record = self.records[module.api_name].get(record_id)
         if record is None:
@@ -946,34 +837,29 @@ class ZohoSimulator:
         clean = self._check(module, values, creating=False, index=index)
         return self.records.change(module.api_name, record, clean)
 
-    async def _update_one(self, request: web.Request, token: Token) -> web.Response:
-        module = self._module(request, token, "UPDATE")
+    async def _write(self, request: web.Request, token: Token) -> web.Response:
+        """POST: records made; PUT: records changed (each naming its id, or the one of the
+        URL): up to 100, a result each."""
+        creating = request.method == "POST"
+        module = self._module(request, token, "CREATE" if creating else "UPDATE")
         data = await self._data(request)
-        try:
-            record = self._apply(module, request.match_info["id"], data[0], 0)
-        except Refused as refused:
-            return self._multi([refused.body()], 200)
-        return self._multi([self._result(record, "record updated")], 200)
-
-    async def _update_many(self, request: web.Request, token: Token) -> web.Response:
-        module = self._module(request, token, "UPDATE")
+        one = request.match_info.get("id")
         results = []
-        for index, values in enumerate(await self._data(request)):
+        for index, values in enumerate(data[:1] if one else data):
             try:
-                record_id = str(values.get("id", "")) if isinstance(values, dict) else ""
+                if creating:
+                    record = self._create(module.api_name, values, index)
+                    results.append(self._result(record, "record added"))
+                    continue
+                record_id = one or (str(values.get("id", "")) if isinstance(values, dict) else "")
                 if not record_id:
-                    raise Refused(
-                        400,
-                        "MANDATORY_NOT_FOUND",
-                        "required field not found",
-                        {"api_name": "id", "json_path": f"$.data[{index}].id"},
-                    )
-                results.append(
-                    self._result(self._apply(module, record_id, values, index), "record updated")
-                )
+                    path = {"api_name": "id", "json_path": f"$.data[{index}].id"}
+                    raise Refused(400, "MANDATORY_NOT_FOUND", "required field not found", path)
+                record = self._apply(module, record_id, values, index)
+                results.append(self._result(record, "record updated"))
             except Refused as refused:
                 results.append(refused.body())
-        return self._multi(results, 200)
+        return self._multi(results, 201 if creating else 200)
 
     def _delete(self, module: Module, record_id: str) -> dict[str, Any]:
         if self.records[module.api_name].pop(record_id, None) is None:
@@ -985,13 +871,11 @@ class ZohoSimulator:
             "status": "success",
         }
 
-    async def _delete_one(self, request: web.Request, token: Token) -> web.Response:
+    async def _delete_route(self, request: web.Request, token: Token) -> web.Response:
+        """One record (its URL), or up to 100 (``ids``)."""
         module = self._module(request, token, "DELETE")
-        return self._multi([self._delete(module, request.match_info["id"])], 200)
-
-    async def _delete_many(self, request: web.Request, token: Token) -> web.Response:
-        module = self._module(request, token, "DELETE")
-        ids = [i for i in request.query.get("ids", "").split(",") if i]
+        one = request.match_info.get("id")
+        ids = [one] if one else [i for i in request.query.get("ids", "").split(",") if i]
         if not ids:
             raise Refused(400, "REQUIRED_PARAM_MISSING", "ids is missing", {"param_name": "ids"})
         if len(ids) > BATCH_LIMIT:
@@ -1073,94 +957,42 @@ def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
 
 
 def seed_zoho(sim: ZohoSimulator) -> None:
-    """A small, realistic org: accounts, their contacts and deals, a lead, a task, a note."""
-    accounts = {
-        name: sim.insert(
-            "Accounts",
-            {
-                "Account_Name": name,
-                "Industry": industry,
-                "Employees": employees,
-                "Website": website,
-                "Billing_City": city,
-                "Billing_Country": country,
-            },
+    """The demo's small business (crmsim.seed) as a Zoho org: accounts with their contacts,
+    leads, and for each account a deal, a task and a note."""
+    today = date.today()
+    accounts = []
+    for name, industry, website, city, country in seed.ACCOUNTS:
+        industry = industry if industry in ("Retail", "Technology") else "Farming"
+        where = {"Website": website, "Billing_City": city, "Billing_Country": country}
+        accounts.append(
+            sim.insert("Accounts", {"Account_Name": name, "Industry": industry, **where})
         )
-        for name, industry, employees, website, city, country in (
-            ("Zylker Traders", "Retail", 120, "https://zylker.example", "Austin", "US"),
-            ("Northwind Farms", "Farming", 45, "https://northwind.example", "Bristol", "UK"),
-            ("Contoso Labs", "Technology", 800, "https://contoso.example", "Chennai", "IN"),
-        )
-    }
-    people = [
-        ("Nancy", "Davolio", "nancy.davolio@zylker.example", "Sales Manager", "Zylker Traders"),
-        ("Andrew", "Fuller", "andrew.fuller@zylker.example", "VP Sales", "Zylker Traders"),
-        ("Janet", "Leverling", "janet@northwind.example", "Buyer", "Northwind Farms"),
-        ("Steven", "Buchanan", "steven@contoso.example", "CTO", "Contoso Labs"),
-    ]
-    contacts = {}
-    for first, last, email, title, account in people:
-        contacts[last] = sim.insert(
-            "Contacts",
-            {
-                "First_Name": first,
-                "Last_Name": last,
-                "Email": email,
-                "Title": title,
-                "Account_Name": {"id": accounts[account]},
-            },
-        )
-    for name, amount, stage, closing, account, contact in (
-        (
-            "Zylker renewal",
-            12000.0,
-            "Negotiation/Review",
-            "2027-03-31",
-            "Zylker Traders",
-            "Davolio",
-        ),
-        ("Northwind seeds", 4500.0, "Qualification", "2027-05-15", "Northwind Farms", "Leverling"),
-        ("Contoso platform", 98000.0, "Closed Won", "2026-12-01", "Contoso Labs", "Buchanan"),
-    ):
+    contacts = []
+    for first, last, title, employer in seed.CONTACTS:
+        person = {"First_Name": first, "Last_Name": last, "Title": title}
+        email = f"{first.lower()}.{last.lower()}@example.com"
+        link = {"id": accounts[employer]}
+        contacts.append(sim.insert("Contacts", {**person, "Email": email, "Account_Name": link}))
+    for first, last, company, _ in seed.LEADS:
+        email = f"{first.lower()}@{company.split()[0].lower()}.example"
+        lead = {"First_Name": first, "Last_Name": last, "Company": company, "Email": email}
+        sim.insert("Leads", lead)
+    stages = ("Qualification", "Proposal/Price Quote", "Negotiation/Review")
+    for index, account in enumerate(accounts):
+        due = (today + timedelta(days=30 * (index + 1))).isoformat()
+        (first, *_), (second, *_) = seed.CONTACTS[2 * index : 2 * index + 2]
+        account_link, contact_link = {"id": account}, {"id": contacts[2 * index]}
+        deal: dict[str, Any] = {"Deal_Name": f"{seed.ACCOUNTS[index][0]}: annual renewal"}
+        deal.update(Amount=12000.0 * (index + 1), Stage=stages[index], Closing_Date=due)
+        sim.insert("Deals", {**deal, "Account_Name": account_link, "Contact_Name": contact_link})
+        task: dict[str, Any] = {"Subject": f"Call {first} about the renewal", "Due_Date": due}
+        task.update(Who_Id=contact_link, What_Id=account_link, **{"$se_module": "Accounts"})
+        sim.insert("Tasks", task)
+        note = f"{second} wants a quote before the quarter ends."
+        parent = {"module": {"api_name": "Accounts"}, "id": account}
         sim.insert(
-            "Deals",
-            {
-                "Deal_Name": name,
-                "Amount": amount,
-                "Stage": stage,
-                "Closing_Date": closing,
-                "Account_Name": {"id": accounts[account]},
-                "Contact_Name": {"id": contacts[contact]},
-            },
+            "Notes", {"Note_Title": "Meeting notes", "Note_Content": note, "Parent_Id": parent}
         )
-    sim.insert(
-        "Leads",
-        {
-            "First_Name": "Laura",
-            "Last_Name": "Callahan",
-            "Company": "Fabrikam",
-            "Email": "laura@fabrikam.example",
-        },
-    )
-    sim.insert(
-        "Tasks",
-        {
-            "Subject": "Send the renewal quote",
-            "Due_Date": "2027-02-01",
-            "Status": "Not Started",
-            "Priority": "High",
-            "What_Id": {"id": accounts["Zylker Traders"]},
-            "$se_module": "Accounts",
-        },
-    )
-    sim.insert(
-        "Notes",
-        {
-            "Note_Title": "Kick-off",
-            "Note_Content": "Met the buying committee.",
-            "Parent_Id": {"module": {"api_name": "Accounts"}, "id": accounts["Northwind Farms"]},
-        },
-    )
 
 
 __all__ = ["ALL_SCOPES", "ZohoSimulator", "platform_overrides", "seed_zoho"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from crmsim.columns import Column
+
 # data_type -> json_type, as Zoho's fields metadata pairs them
 _JSON_TYPES = {
     "integer": "integer",
@@ -19,26 +21,22 @@ _JSON_TYPES = {
 
 
 @dataclass
-class ZField:
-    api_name: str
-    data_type: str = "text"  # text textarea email phone website picklist integer double currency
-    #                          date datetime boolean lookup ownerlookup bigint
-    label: str = ""
-    required: bool = False
-    read_only: bool = False
-    custom: bool = False
-    options: tuple[str, ...] = ()
+class ZField(Column):
+    """A field; ``type`` is Zoho's data_type: text textarea email phone website picklist
+    integer double currency date datetime boolean lookup ownerlookup bigint."""
+
+    type: str = "text"
     lookup: tuple[str, ...] = ()  # the module(s) a lookup points to (several: What_Id)
     length: int = 255
 
     def describe(self, number: int) -> dict[str, Any]:
-        label = self.label or self.api_name.replace("_", " ")
+        label = self.label or self.name.replace("_", " ")
         answer: dict[str, Any] = {
-            "api_name": self.api_name,
+            "api_name": self.name,
             "field_label": label,
             "display_label": label,
-            "data_type": self.data_type,
-            "json_type": _JSON_TYPES.get(self.data_type, "string"),
+            "data_type": self.type,
+            "json_type": _JSON_TYPES.get(self.type, "string"),
             "custom_field": self.custom,
             "read_only": self.read_only,
             "field_read_only": self.read_only,
@@ -46,7 +44,7 @@ class ZField:
             "visible": True,
             "length": self.length,
             "id": f"5725767000000{number:06d}",
-            "sortable": self.data_type not in ("textarea", "lookup", "ownerlookup"),
+            "sortable": self.type not in ("textarea", "lookup", "ownerlookup"),
             "pick_list_values": [
                 {
                     "display_value": option,
@@ -70,7 +68,7 @@ class ZField:
         if self.lookup and len(self.lookup) == 1:
             answer["lookup"] = {
                 "display_label": self.lookup[0],
-                "api_name": self.api_name,
+                "api_name": self.name,
                 "module": {"api_name": self.lookup[0], "id": _module_id(self.lookup[0])},
                 "id": f"5725767000002{number:06d}",
             }
@@ -125,12 +123,36 @@ def _system() -> list[ZField]:
 
 LEAD_SOURCES = ("Advertisement", "Cold Call", "Employee Referral", "Web Download", "Trade Show")
 ACTIVITY_PARENTS = ("Accounts", "Deals", "Leads")
+INDUSTRIES = ("Technology", "Retail", "Farming")
+STAGES = (
+    "Qualification",
+    "Needs Analysis",
+    "Value Proposition",
+    "Proposal/Price Quote",
+    "Negotiation/Review",
+    "Closed Won",
+    "Closed Lost",
+)
+TASK_STATES = ("Not Started", "Deferred", "In Progress", "Completed", "Waiting for input")
+
+
+def _texts(*names: str, prefix: str = "") -> list[ZField]:
+    """Text fields labelled by their names (``Mailing_City``: "Mailing City")."""
+    return [ZField(prefix + name) for name in names]
 
 
 def standard_modules() -> dict[str, Module]:
     def module(name: str, singular: str, display: str, *fields: ZField) -> Module:
-        return Module(name, singular, display, {f.api_name: f for f in (*_system(), *fields)})
+        return Module(name, singular, display, {f.name: f for f in (*_system(), *fields)})
 
+    # the fields several modules have alike
+    description = ZField("Description", "textarea", length=32000)
+    lead_source = ZField("Lead_Source", "picklist", "Lead Source", options=LEAD_SOURCES)
+    industry = ZField("Industry", "picklist", options=INDUSTRIES)
+    revenue = ZField("Annual_Revenue", "currency", "Annual Revenue")
+    account = ZField("Account_Name", "lookup", "Account Name", lookup=("Accounts",))
+    who = ZField("Who_Id", "lookup", "Contact Name", lookup=("Contacts",))
+    what = ZField("What_Id", "lookup", "Related To", lookup=ACTIVITY_PARENTS)
     person = (
         ZField("First_Name", label="First Name", length=40),
         ZField("Last_Name", label="Last Name", required=True, length=80),
@@ -138,9 +160,15 @@ def standard_modules() -> dict[str, Module]:
         ZField("Email", "email"),
         ZField("Phone", "phone"),
         ZField("Mobile", "phone"),
-        ZField("Description", "textarea", length=32000),
-        ZField("Lead_Source", "picklist", "Lead Source", options=LEAD_SOURCES),
+        description,
+        lead_source,
     )
+    lead_states = ("Not Contacted", "Attempted to Contact", "Contacted", "Junk Lead")
+    account_types = ("Analyst", "Competitor", "Customer", "Partner", "Prospect")
+    priorities = ("High", "Highest", "Low", "Lowest", "Normal")
+    call_purposes = ("Prospecting", "Administrative", "Negotiation", "Demo")
+    call_types = ("Outbound", "Inbound", "Missed")
+    note_parents = (*ACTIVITY_PARENTS, "Contacts")
     return {
         m.api_name: m
         for m in (
@@ -152,36 +180,22 @@ def standard_modules() -> dict[str, Module]:
                 ZField("Company", length=200),
                 ZField("Designation", label="Title"),
                 ZField("Website", "website"),
-                ZField(
-                    "Lead_Status",
-                    "picklist",
-                    "Lead Status",
-                    options=("Not Contacted", "Attempted to Contact", "Contacted", "Junk Lead"),
-                ),
-                ZField("Industry", "picklist", options=("Technology", "Retail", "Farming")),
-                ZField("Annual_Revenue", "currency", "Annual Revenue"),
+                ZField("Lead_Status", "picklist", "Lead Status", options=lead_states),
+                industry,
+                revenue,
                 ZField("No_of_Employees", "integer", "No. of Employees"),
-                ZField("Street"),
-                ZField("City"),
-                ZField("State"),
-                ZField("Zip_Code", label="Zip Code"),
-                ZField("Country"),
+                *_texts("Street", "City", "State", "Zip_Code", "Country"),
             ),
             module(
                 "Contacts",
                 "Contact",
                 "Full_Name",
                 *person,
-                ZField("Title"),
-                ZField("Department"),
+                *_texts("Title", "Department"),
                 ZField("Home_Phone", "phone", "Home Phone"),
                 ZField("Date_of_Birth", "date", "Date of Birth"),
-                ZField("Mailing_Street", label="Mailing Street"),
-                ZField("Mailing_City", label="Mailing City"),
-                ZField("Mailing_State", label="Mailing State"),
-                ZField("Mailing_Zip", label="Mailing Zip"),
-                ZField("Mailing_Country", label="Mailing Country"),
-                ZField("Account_Name", "lookup", "Account Name", lookup=("Accounts",)),
+                *_texts("Street", "City", "State", "Zip", "Country", prefix="Mailing_"),
+                account,
                 ZField("Email_Opt_Out", "boolean", "Email Opt Out"),
             ),
             module(
@@ -191,21 +205,12 @@ def standard_modules() -> dict[str, Module]:
                 ZField("Account_Name", label="Account Name", required=True, length=200),
                 ZField("Phone", "phone"),
                 ZField("Website", "website"),
-                ZField("Description", "textarea", length=32000),
-                ZField("Annual_Revenue", "currency", "Annual Revenue"),
+                description,
+                revenue,
                 ZField("Employees", "integer"),
-                ZField("Industry", "picklist", options=("Technology", "Retail", "Farming")),
-                ZField(
-                    "Account_Type",
-                    "picklist",
-                    "Account Type",
-                    options=("Analyst", "Competitor", "Customer", "Partner", "Prospect"),
-                ),
-                ZField("Billing_Street", label="Billing Street"),
-                ZField("Billing_City", label="Billing City"),
-                ZField("Billing_State", label="Billing State"),
-                ZField("Billing_Code", label="Billing Code"),
-                ZField("Billing_Country", label="Billing Country"),
+                industry,
+                ZField("Account_Type", "picklist", "Account Type", options=account_types),
+                *_texts("Street", "City", "State", "Code", "Country", prefix="Billing_"),
                 ZField("Parent_Account", "lookup", "Parent Account", lookup=("Accounts",)),
             ),
             module(
@@ -214,27 +219,14 @@ def standard_modules() -> dict[str, Module]:
                 "Deal_Name",
                 ZField("Deal_Name", label="Deal Name", required=True, length=120),
                 ZField("Amount", "currency"),
-                ZField(
-                    "Stage",
-                    "picklist",
-                    required=True,
-                    options=(
-                        "Qualification",
-                        "Needs Analysis",
-                        "Value Proposition",
-                        "Proposal/Price Quote",
-                        "Negotiation/Review",
-                        "Closed Won",
-                        "Closed Lost",
-                    ),
-                ),
+                ZField("Stage", "picklist", required=True, options=STAGES),
                 ZField("Closing_Date", "date", "Closing Date", required=True),
                 ZField("Probability", "integer", "Probability (%)"),
                 ZField("Type", "picklist", options=("Existing Business", "New Business")),
-                ZField("Lead_Source", "picklist", "Lead Source", options=LEAD_SOURCES),
+                lead_source,
                 ZField("Next_Step", label="Next Step"),
-                ZField("Description", "textarea", length=32000),
-                ZField("Account_Name", "lookup", "Account Name", lookup=("Accounts",)),
+                description,
+                account,
                 ZField("Contact_Name", "lookup", "Contact Name", lookup=("Contacts",)),
             ),
             module(
@@ -243,23 +235,11 @@ def standard_modules() -> dict[str, Module]:
                 "Subject",
                 ZField("Subject", required=True),
                 ZField("Due_Date", "date", "Due Date"),
-                ZField(
-                    "Status",
-                    "picklist",
-                    options=(
-                        "Not Started",
-                        "Deferred",
-                        "In Progress",
-                        "Completed",
-                        "Waiting for input",
-                    ),
-                ),
-                ZField(
-                    "Priority", "picklist", options=("High", "Highest", "Low", "Lowest", "Normal")
-                ),
-                ZField("Description", "textarea", length=32000),
-                ZField("Who_Id", "lookup", "Contact Name", lookup=("Contacts",)),
-                ZField("What_Id", "lookup", "Related To", lookup=ACTIVITY_PARENTS),
+                ZField("Status", "picklist", options=TASK_STATES),
+                ZField("Priority", "picklist", options=priorities),
+                description,
+                who,
+                what,
                 ZField("Closed_Time", "datetime", "Closed Time", read_only=True),
             ),
             module(
@@ -267,25 +247,14 @@ def standard_modules() -> dict[str, Module]:
                 "Call",
                 "Subject",
                 ZField("Subject", required=True),
-                ZField(
-                    "Call_Type",
-                    "picklist",
-                    "Call Type",
-                    required=True,
-                    options=("Outbound", "Inbound", "Missed"),
-                ),
+                ZField("Call_Type", "picklist", "Call Type", required=True, options=call_types),
                 ZField("Call_Start_Time", "datetime", "Call Start Time", required=True),
                 ZField("Call_Duration", label="Call Duration"),
-                ZField(
-                    "Call_Purpose",
-                    "picklist",
-                    "Call Purpose",
-                    options=("Prospecting", "Administrative", "Negotiation", "Demo"),
-                ),
+                ZField("Call_Purpose", "picklist", "Call Purpose", options=call_purposes),
                 ZField("Call_Result", label="Call Result"),
-                ZField("Description", "textarea", length=32000),
-                ZField("Who_Id", "lookup", "Contact Name", lookup=("Contacts",)),
-                ZField("What_Id", "lookup", "Related To", lookup=ACTIVITY_PARENTS),
+                description,
+                who,
+                what,
             ),
             module(
                 "Events",
@@ -296,9 +265,9 @@ def standard_modules() -> dict[str, Module]:
                 ZField("End_DateTime", "datetime", "To", required=True),
                 ZField("Venue"),
                 ZField("All_day", "boolean", "All day"),
-                ZField("Description", "textarea", length=32000),
-                ZField("Who_Id", "lookup", "Contact Name", lookup=("Contacts",)),
-                ZField("What_Id", "lookup", "Related To", lookup=ACTIVITY_PARENTS),
+                description,
+                who,
+                what,
             ),
             module(
                 "Notes",
@@ -306,13 +275,7 @@ def standard_modules() -> dict[str, Module]:
                 "Note_Title",
                 ZField("Note_Title", label="Note Title"),
                 ZField("Note_Content", "textarea", "Note Content", required=True, length=32000),
-                ZField(
-                    "Parent_Id",
-                    "lookup",
-                    "Parent ID",
-                    required=True,
-                    lookup=(*ACTIVITY_PARENTS, "Contacts"),
-                ),
+                ZField("Parent_Id", "lookup", "Parent ID", required=True, lookup=note_parents),
             ),
         )
     }

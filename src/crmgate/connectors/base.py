@@ -15,7 +15,7 @@ from base64 import b64encode
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 from yarl import URL
 
@@ -23,7 +23,7 @@ from crmgate.connectors import describe
 from crmgate.connectors.answers import crm_json
 from crmgate.connectors.auth import Access as Access
 from crmgate.connectors.auth import AuthScheme, Renewal
-from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.catalogue import Platform, Region, Verification, url_host
 from crmgate.connectors.errors import (
     CredentialsRejected,
     CrmError,
@@ -144,6 +144,15 @@ def passthrough_on(access: Access, path: str, base: str = "", root: str = "/") -
 CALL_FAILURES = (SessionExpired, RateLimited, CrmUnavailable)
 
 
+class Unanswered(CrmUnavailable):
+    """A call that got no answer (a timeout): what it asked may or may not have been done. A
+    bulk operation sends nothing more, and tells its later items ``not_sent``."""
+
+    def __init__(self, message: str, not_sent: str) -> None:
+        super().__init__(message)
+        self.not_sent = CrmUnavailable(not_sent)
+
+
 async def chunked(
     items: list[T],
     size: int,
@@ -165,9 +174,36 @@ async def chunked(
             except CrmError as error:
                 failure = error
                 if isinstance(error, CALL_FAILURES):
-                    stopped = error
+                    stopped = error.not_sent if isinstance(error, Unanswered) else error
         results += [ItemResult(identify(item), failure) for item in chunk]
     return results
+
+
+async def chunked_checked(
+    items: list[T],
+    size: int,
+    send: Callable[[list[T]], Awaitable[list[ItemResult]]],
+    identify: Callable[[T], str | None],
+    refuse: Callable[[T], CrmError | None],
+    name: str,
+) -> list[ItemResult]:
+    """``chunked`` where an item may be refused before it is sent (``refuse`` says why, or
+    None): it is reported with that and never sent; ``send`` gets each chunk's other items,
+    never none, and answers one result each, in their order."""
+
+    async def send_chunk(chunk: list[T]) -> list[ItemResult]:
+        refusals = [refuse(item) for item in chunk]
+        valid = [item for item, why in zip(chunk, refusals, strict=True) if why is None]
+        answered = await send(valid) if valid else []
+        if len(answered) != len(valid):
+            raise CrmUnavailable(f"{name}: the CRM answered for some of the records only")
+        results = iter(answered)
+        return [
+            next(results) if why is None else ItemResult(identify(item), why)
+            for item, why in zip(chunk, refusals, strict=True)
+        ]
+
+    return await chunked(items, size, send_chunk, identify)
 
 
 async def chunked_by_id(
@@ -178,27 +214,17 @@ async def chunked_by_id(
     well_formed: Callable[[str], bool],
     name: str,
 ) -> list[ItemResult]:
-    """``chunked`` for updates and deletes of records whose ids have a shape: an item whose id
-    is malformed is reported not found and never sent (nothing of it reaches the CRM's URL or
-    query); ``send`` gets each chunk's well-formed items, never none, and answers one result
-    each, in their order."""
+    """``chunked_checked`` for updates and deletes of records whose ids have a shape: an item
+    whose id is malformed is reported not found and never sent (nothing of it reaches the
+    CRM's URL or query)."""
 
-    async def send_chunk(chunk: list[T]) -> list[ItemResult]:
-        valid = [item for item in chunk if well_formed(identify(item))]
-        answered = await send(valid) if valid else []
-        if len(answered) != len(valid):
-            raise CrmUnavailable(f"{name}: the CRM answered for some of the records only")
-        results = iter(answered)
-        return [
-            next(results)
-            if well_formed(identify(item))
-            else ItemResult(
-                identify(item), EntityNotFound(f"{name} {identify(item)[:40]!r} not found")
-            )
-            for item in chunk
-        ]
+    def refuse(item: T) -> CrmError | None:
+        record_id = identify(item)
+        if well_formed(record_id):
+            return None
+        return EntityNotFound(f"{name} {record_id[:40]!r} not found")
 
-    return await chunked(items, size, send_chunk, identify)
+    return await chunked_checked(items, size, send, identify, refuse, name)
 
 
 class Records:
@@ -210,6 +236,7 @@ class Records:
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
         self.platform = connector.platform
+        self.walks = CursorWalks()  # where the walks over the CRM's lists stopped (paging.py)
 
     def _unsupported(self, operation: str) -> NotSupported:
         return NotSupported(f"{self.platform.name} does not support {operation}")
@@ -446,20 +473,43 @@ class Records:
         return RawResponse(response.status, list(response.headers.items()), response.body)
 
 
+def _said(check: Verification, answer: Any) -> dict[str, str]:
+    """Who a credential check's ``answer`` says the credential acts as (empty where it does
+    not say): the first scalar each of the check's paths finds."""
+
+    def found(path: str) -> str:
+        values = [v for v in select(answer, path) if v not in (None, "")] if path else []
+        return str(values[0]) if values and not isinstance(values[0], (dict, list)) else ""
+
+    said = {
+        name: found(getattr(check, name))
+        for name in ("user_id", "email", "username", "company_id", "company_name")
+    }
+    return {**said, "name": " ".join(part for part in map(found, check.name) if part)}
+
+
 class Connector:
     name: ClassVar[str]
     records: Records
+    records_type: ClassVar[type[Records]] = Records  # the connector's own record operations
 
     def __init__(self, platform: Platform, outbound: Outbound) -> None:
         self.platform = platform
         self.outbound = outbound
-        self.records = Records(self)
+        self.records = self.records_type(self)
 
     def access(
         self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
     ) -> Access:
-        """The instance and token with which records calls authenticate."""
-        raise NotSupported(f"{self.platform.name} has no record access yet")
+        """The instance and token with which records calls authenticate: by default the
+        credential's instance_url (else the descriptor's api_url) and the first token field of
+        the authorization type (``api_key``, ``api_token``, ``access_token``)."""
+        kind = self.platform.authorization_for(authorization)
+        fields = [f.name for f in kind.credential if f.type == "token"] if kind else []
+        instance = credential.get("instance_url") or self.platform.api_url
+        if not fields or not instance:
+            raise NotSupported(f"{self.platform.name} has no record access for {authorization}")
+        return Access(self.instance_url(instance), credential[fields[0]])
 
     def session(
         self,
@@ -493,26 +543,30 @@ class Connector:
         return URL.build(scheme=parsed.scheme, host=host, port=port, encoded=True)
 
     async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
-        """Whether the credential works, and who it acts as: the descriptor's ``[verify]``
-        call (a hook for CRMs that need more than one)."""
+        """Whether the credential works, and who it acts as (``identify``; a hook for CRMs
+        whose credential is first exchanged for a token)."""
+        return Verified(await self.identify(self.session(authorization, credential, {})))
+
+    async def identify(self, access: Access) -> Identity:
+        """Who ``access`` acts as: the descriptor's ``[verify]`` call, and its ``then`` for
+        what the first does not say (a failure of which leaves that unknown)."""
         check = self.platform.verify
         if check is None:
             raise NotImplementedError
-        access = self.session(authorization, credential, {})
-        answer = await self.checked(access, access.instance_url / check.path)
-
-        def found(path: str) -> str:
-            values = [v for v in select(answer, path) if v not in (None, "")] if path else []
-            return str(values[0]) if values and not isinstance(values[0], (dict, list)) else ""
-
-        said = {
-            name: found(getattr(check, name))
-            for name in ("user_id", "email", "username", "company_id", "company_name")
-        }
+        url = (access.instance_url / check.path).with_query(check.query)
+        said = _said(check, await self.checked(access, url, check.headers))
         if not (said["user_id"] or said["company_id"]):
             raise CrmUnavailable(f"{self.platform.name} {check.path} answered something unexpected")
-        name = " ".join(part for part in map(found, check.name) if part)
-        return Verified(Identity(name=name, **said))
+        if check.then is not None:
+            then = check.then
+            path = then.path.format(**{k: quote(v, safe="") for k, v in said.items()})
+            url = (access.instance_url / path).with_query(then.query)
+            try:
+                more = _said(then, await self.checked(access, url, then.headers))
+            except CrmError:
+                more = {}
+            said = {name: value or more.get(name, "") for name, value in said.items()}
+        return Identity(**said)
 
     async def checked(
         self, access: Access, url: URL, headers: Mapping[str, str] | None = None
@@ -561,13 +615,28 @@ class Connector:
             )
 
     def revocation_url(self, credential: Mapping[str, str]) -> URL | None:
-        """Where a refresh token is revoked: the descriptor's revoke_url (a hook: Zoho revokes
-        at the accounts server of the credential's data centre)."""
+        """Where a refresh token is revoked: the descriptor's revoke_url, on the login server
+        of the credential's region where the regions have their own (``oauth.regional``)."""
         oauth = self.platform.oauth
         if oauth is None or not oauth.revoke_url:
             return None
+        regional = self.regional_url(credential.get("instance_url", ""), "revoke_url")
+        if regional is not None:
+            return regional
         url = str(URL(oauth.token_url).join(URL(oauth.revoke_url)))
         origin = URL(url)
+        return self.outbound.check_url(url, [f"{origin.host}:{origin.port}"])
+
+    def login_at(self, path: str, instance: str = "") -> URL:
+        """``path`` on the login (accounts) server of ``instance``'s region (the descriptor's
+        ``regions``: Microsoft's national clouds, Zoho's data centres), else on the
+        descriptor's ``login_url``; checked by the outbound guard."""
+        region = self.platform.region_of(instance) if instance else None
+        login = region.login_url if region else self.platform.login_url
+        if not login:
+            raise CrmUnavailable(f"{self.platform.type}: the descriptor names no login_url")
+        origin = URL(login)
+        url = f"{login.rstrip('/')}{path}"
         return self.outbound.check_url(url, [f"{origin.host}:{origin.port}"])
 
     # ---- OAuth 2.0 (RFC 6749), the same for every CRM but its hooks ----------------------------
@@ -617,6 +686,8 @@ class Connector:
                 raise refusals[error](said)
             if error == "invalid_grant":
                 raise GrantRevoked(f"{said}; authorize the application again")
+            if error == "temporarily_unavailable" and self.platform.oauth is not None:
+                raise RateLimited(f"{said}; try again later", self.platform.oauth.retry_after)
             if error in ("invalid_client", "invalid_client_id", "unauthorized_client"):
                 raise CrmUnavailable(
                     f"{said}: check crmgate's OAuth client for {self.platform.type}"
@@ -640,10 +711,35 @@ class Connector:
 
     def code_token_url(self, callback: Mapping[str, str]) -> URL | None:
         """Where the authorization code of this OAuth ``callback`` (its query parameters) is
-        exchanged: None for the platform's token_url. A hook for CRMs whose callback names the
-        user's own server (Zoho's ``accounts-server``); a connector allows only the servers it
-        knows, never a host it was merely told (the client secret is sent there)."""
-        return None
+        exchanged: None for the platform's token_url; with ``oauth.regional``, the login server
+        the callback names (Zoho's ``accounts-server`` and ``location``) if it is one of the
+        platform's regions', never a host it was merely told (the client secret goes there)."""
+        oauth = self.platform.oauth
+        if oauth is None or not oauth.regional:
+            return None
+        named = callback.get(oauth.callback_login_in) if oauth.callback_login_in else None
+        location = (callback.get(oauth.callback_region_in) or "").lower()
+        if named is None and not location:
+            return None
+        region = self.platform.region_at(named or "", location)
+        return self._at_region(region, oauth.token_url)
+
+    def regional_url(self, instance_url: str, which: str) -> URL | None:
+        """The OAuth endpoint ``which`` (``token_url``, ``revoke_url``) on the login server of
+        the region whose instance ``instance_url`` is, where the descriptor says each region
+        has its own (``oauth.regional``); None otherwise (e.g. a simulator: the descriptor's
+        URL applies)."""
+        oauth = self.platform.oauth
+        if oauth is None or not oauth.regional:
+            return None
+        url = URL(oauth.token_url).join(URL(getattr(oauth, which) or ""))
+        return self._at_region(self.platform.region_of(instance_url), str(url))
+
+    def _at_region(self, region: Region | None, url: str) -> URL | None:
+        if region is None:
+            return None
+        server = region.login_url.rstrip("/")
+        return self.outbound.check_url(server + URL(url).raw_path, [url_host(server)])
 
     def token_client_auth(
         self, form: Mapping[str, str], client: OAuthClient
@@ -705,9 +801,10 @@ class Connector:
         return await self.token_request(form, client, self.refresh_url(credential))
 
     def refresh_url(self, credential: Mapping[str, str]) -> URL | None:
-        """Where a refresh goes: None for the descriptor's token_url (a hook: Zoho's data
-        centre, Entra ID's tenant), already checked."""
-        return None
+        """Where a refresh goes: None for the descriptor's token_url; the login server of the
+        credential's region where the regions have their own (``oauth.regional``); a hook
+        (Entra ID's tenant), already checked."""
+        return self.regional_url(credential.get("instance_url", ""), "token_url")
 
     def refresh_form(self, credential: Mapping[str, str]) -> dict[str, str]:
         """What a refresh sends besides the token (a hook: Entra ID's scope)."""

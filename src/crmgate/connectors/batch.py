@@ -1,11 +1,13 @@
 """Bulk writes through a CRM's JSON batch endpoint (Salesforce's sObject Collections, Zoho's
-multi-record writes): one call per chunk, and each item's outcome read from the answer by the
-descriptor's ``[bulk]`` paths (``BatchFormat``, connectors/catalogue.py). The answer holds one
-result per item sent, in order; an answer that does not is CRM_UNAVAILABLE for the whole
-chunk, whose outcome is then unknown (never a result matched to the wrong record).
+multi-record writes, HubSpot's batch endpoints): one call per chunk, and each item's outcome
+read from the answer by the descriptor's ``[bulk]`` paths (``BatchFormat``,
+connectors/catalogue.py). The answer holds one result per item sent, in order; an answer that
+does not is CRM_UNAVAILABLE for the whole chunk, whose outcome is then unknown (never a result
+matched to the wrong record). Where results come in any order (``[bulk] key``), each names its
+item, failed items may be listed apart (``errors``), and an item the answer does not name is
+CRM_UNAVAILABLE on its own.
 
-HubSpot's batch endpoints answer out of order and Dynamics' ``$batch`` is multipart: theirs
-stay in their connectors.
+Dynamics' ``$batch`` is multipart: its stays in its connector.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ async def write(
     url: URL,
     body: Any,
     ids: Sequence[str | None],
+    keys: Sequence[str] | None = None,
 ) -> list[ItemResult]:
     """One batch call for the records of ``ids`` (None for a record being created), and a
-    result for each."""
+    result for each; ``keys``: what each item is named by in an answer in any order (a trace
+    the item was sent with; its id where not given)."""
     form, crm = records.platform.bulk, records.platform.name
     response = await records.send_json(access, method, url, body=body)
     try:
@@ -46,6 +50,8 @@ async def write(
         results = rows(answer, form.results, crm)
     except CrmUnavailable:
         results = []
+    if form.key:
+        return matched(records, answer, results, ids, keys or [str(i) for i in ids])
     if len(results) != len(ids):
         raise CrmUnavailable(
             f"{crm} answered a batch with the wrong results; the outcome of these records "
@@ -62,3 +68,35 @@ def item(records: Records, result: Any, sent: str | None) -> ItemResult:
         return ItemResult(str(named[0]) if named else sent)
     refusal = select(result, form.error)
     return ItemResult(sent, records.refused(400, refusal[0] if refusal else None))
+
+
+def matched(
+    records: Records,
+    answer: Any,
+    results: list[dict[str, Any]],
+    ids: Sequence[str | None],
+    keys: Sequence[str],
+) -> list[ItemResult]:
+    """Results in any order, each naming its item at ``[bulk] key``, and failures listed apart
+    (``errors``, naming theirs at ``error_keys``) as the contract's per-item results."""
+    form, crm = records.platform.bulk, records.platform.name
+    found: dict[str, Any] = {}
+    for result in results:
+        named = [v for path in form.key for v in select(result, path) if isinstance(v, (str, int))]
+        if named:
+            found.setdefault(str(named[0]), result)
+    failed = {
+        str(key): error
+        for error in (select(answer, form.errors) if form.errors else ())
+        for key in select(error, form.error_keys)
+    }
+    unknown = f"{crm} did not say what became of this record; read it before sending it again"
+
+    def outcome(sent: str | None, key: str) -> ItemResult:
+        if key in found:
+            return item(records, found[key], sent)
+        if key in failed:
+            return ItemResult(sent, records.refused(400, failed[key]))
+        return ItemResult(sent, CrmUnavailable(unknown))  # never guessed
+
+    return [outcome(sent, key) for sent, key in zip(ids, keys, strict=True)]

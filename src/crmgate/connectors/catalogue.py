@@ -87,6 +87,16 @@ class OAuthEndpoints(_Frozen):
     # and the CRM's own codes as RFC 6749's (invalid_grant: authorize again).
     error_in: tuple[str, ...] = ("error",)
     error_codes: dict[str, str] = Field(default_factory=dict)
+    # A refusal a CRM's code turns into `temporarily_unavailable` (a throttled token endpoint)
+    # is a rate limit: retry after these seconds.
+    retry_after: int = Field(default=60, ge=1, le=86_400)
+    # Each region's login server has its own token endpoint (Zoho's data centres), at the
+    # paths of token_url and revoke_url: a refresh and a revocation go to the region of the
+    # credential's instance, a code to the region the OAuth callback names in these
+    # parameters (its login server, its region's name), if it is one of the platform's.
+    regional: bool = False
+    callback_login_in: str = ""
+    callback_region_in: str = ""
 
 
 ContractCode = Literal[
@@ -194,18 +204,32 @@ class BatchFormat(_Frozen):
     takes, and where its answer says what became of each (connectors/batch.py)."""
 
     size: int = Field(default=100, ge=1, le=10_000)
-    results: str = "$"  # the per-item results, one per item sent, in order
+    results: str = "$"  # the per-item results, one per item sent, in order (unless `key`)
     ok: str = "success"  # a test (connectors/jsonpath.py) a result passes when it succeeded
     id: str = "id"  # where a result names its record (the id sent where it does not)
     error: str = "$"  # where a failed result's error answer is, read with [errors]
     # Error statuses whose answer still holds the per-item results (Zoho answers 400 when
     # every record of a write failed, each saying why).
     results_on: tuple[int, ...] = ()
+    # For a batch endpoint that answers in any order (HubSpot's): where a result names the
+    # item it answers (the first path found: a trace the item was sent with, or its id) ...
+    key: tuple[str, ...] = ()
+    # ... and where failed items are listed apart from the results, naming the keys of theirs.
+    errors: str = ""
+    error_keys: str = ""
 
     @field_validator("results", "id", "error")
     @classmethod
     def _path(cls, value: str) -> str:
         steps(value)
+        return value
+
+    @field_validator("key", "errors", "error_keys")
+    @classmethod
+    def _optional_paths(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        for path in (value,) if isinstance(value, str) else value:
+            if path:
+                steps(path)
         return value
 
 
@@ -231,6 +255,9 @@ class ObjectEntry(_Frozen):
     parameters: dict[str, str] = Field(default_factory=dict)
     # ... and the columns its list sorts by (one key).
     sorts: tuple[str, ...] = ()
+    # A nested value's parts shown as flat columns: key -> its parts beside `value`, shown as
+    # <key> (the value) and <key>_<part> (Pipedrive's address objects).
+    parts: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     # Related object -> the association type a create links it with (HubSpot's type ids), and
     # the label an answer gives the primary one, where there is a primary.
     links: dict[str, int] = Field(default_factory=dict)
@@ -255,9 +282,14 @@ class ObjectEntry(_Frozen):
 
 class Verification(_Frozen):
     """The credential check (``verify``): one GET on the instance whose answer names who the
-    credential acts as, read at these JSON paths (the first value each finds)."""
+    credential acts as, read at these JSON paths (the first value each finds). ``then`` is a
+    second GET for what the first does not say (the user's own record), its path formatted with
+    the first's values (``{user_id}``); where it fails, what it would say stays unknown."""
 
     path: str  # relative to the instance (or the api_url)
+    query: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    then: Verification | None = None
     user_id: str = ""
     name: tuple[str, ...] = ()  # the values found joined by a space (first and last name)
     email: str = ""
@@ -295,6 +327,23 @@ def url_host(url: str) -> str:
     return host if port in (None, 443) else f"{host}:{port}"
 
 
+class Polymorphic(_Frozen):
+    """A lookup that may point to records of several objects (Zoho's What_Id): where a record
+    says which object (a field of the record's own, or a path in the lookup's value), and the
+    objects it may point to. The entity maps show it as one column per object (What_Id.Deals)."""
+
+    object_field: str = ""  # the record's field naming the object ($se_module) ...
+    object_in: str = ""  # ... or where the lookup's value names it (module.api_name)
+    targets: tuple[str, ...] = ()
+
+    @field_validator("object_in")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if value:
+            steps(value)
+        return value
+
+
 class Region(_Frozen):
     """One of a CRM's regions (Zoho's data centres, Microsoft's national clouds): the hosts of
     its instances, and its own login (accounts) server, the only one that sees the client
@@ -307,6 +356,19 @@ class Region(_Frozen):
 
     def holds(self, host: str) -> bool:
         return host in self.hosts or any(host.endswith(end) for end in self.host_suffixes)
+
+
+class TypedList(_Frozen):
+    """A list of a record whose items each carry a label (a contact's emails and phones), shown
+    as one flat column per label, ``<prefix>_<label>`` (connectors/lists.py)."""
+
+    name: str  # the record's list ("emails")
+    prefix: str  # its columns' prefix ("email"): email_work, email_home, ...
+    label: str = "type"  # where an item says its label ...
+    value: str = "value"  # ... and its value
+    primary: str = ""  # where an item says it is the primary one (shown first; written first)
+    labels: tuple[str, ...] = ()  # the labels with a column (any other is "other"); none: any
+    default: str = "other"  # the label of an item that names none
 
 
 class Platform(_Frozen):
@@ -324,6 +386,8 @@ class Platform(_Frozen):
     verify: Verification | None = None
     # The CRM's objects a connector knows before any describe (by the CRM's name).
     objects: dict[str, ObjectEntry] = Field(default_factory=dict)
+    # The records' typed lists shown as flat columns (connectors/lists.py).
+    lists: tuple[TypedList, ...] = ()
     # How the CRM describes its objects and fields (connectors/describe.py).
     describe: Describe = Field(default_factory=Describe)
     # Where the CRM's instances are, per region, with each region's login server; a platform
@@ -331,6 +395,8 @@ class Platform(_Frozen):
     regions: tuple[Region, ...] = ()
     # Record id prefix -> unified entity, where ids tell their kind (Salesforce: 003 = contact).
     id_prefixes: dict[str, str] = Field(default_factory=dict)
+    # Lookups that may point to several objects, by the CRM's column name.
+    polymorphic: dict[str, Polymorphic] = Field(default_factory=dict)
     errors: ErrorFormat = Field(default_factory=ErrorFormat)
     bulk: BatchFormat = Field(default_factory=BatchFormat)
     # How calls carry the credential, per authorization type ("default" for the others):

@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 
 from yarl import URL
 
-from crmgate.connectors import base, local
+from crmgate.connectors import base, lists, local
 from crmgate.connectors.base import Access, Connector, CursorWalks, Records
-from crmgate.connectors.catalogue import Platform
+from crmgate.connectors.catalogue import Platform, TypedList
 from crmgate.connectors.dialect import Dialect, Scalar, Target
 from crmgate.connectors.errors import CrmUnavailable, EntityNotFound
 from crmgate.connectors.paging import Pager
@@ -43,7 +43,6 @@ SEARCHABLE = ("lead", "contact")  # the advanced filtering API's objects
 CUSTOM = ("lead", "contact", "opportunity")  # those with /custom_field/<object>/
 MAX_COLD_OFFSET = 10_000
 MAX_COUNT = 10_000
-LISTED = {"emails": ("email", "email"), "phones": ("phone", "phone")}  # list: (prefix, value)
 # What each list takes as its own query parameter, for `eq` (relations) ...
 PARAMETERS = {
     "contact": ("lead_id",),
@@ -65,27 +64,20 @@ _CUSTOM_KINDS = {"number": "number", "date": "date", "datetime": "date-time"}
 _ID = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 
 
-def flatten(name: str, record: Any) -> dict[str, Any]:
-    """One Close record as the flat columns the entity maps name."""
+def flatten(typed: Sequence[TypedList], name: str, record: Any) -> dict[str, Any]:
+    """One Close record as the flat columns the entity maps name (``typed``: the descriptor's
+    typed lists, the first of each type shown)."""
     if not isinstance(record, dict) or not isinstance(record.get("id"), str):
         raise CrmUnavailable("Close answered a record of an unexpected shape")
-    row = {key: value for key, value in record.items() if key not in LISTED}
-    for key, (prefix, inner) in LISTED.items():
-        for item in reversed(record.get(key) or ()):  # the first of each type wins
-            if isinstance(item, dict):
-                row[f"{prefix}_{item.get('type') or 'other'}"] = item.get(inner)
+    row = lists.read(typed, record)
     if name == "opportunity" and isinstance(row.get("value"), (int, float)):
         row["value"] = row["value"] / 100
     return row
 
 
-def native_body(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+def native_body(typed: Sequence[TypedList], name: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Flat columns as Close's body: the typed lists again, an amount in cents."""
-    body = {k: v for k, v in values.items() if not k.startswith(("email_", "phone_"))}
-    for key, (prefix, inner) in LISTED.items():
-        typed = {k[len(prefix) + 1 :]: v for k, v in values.items() if k.startswith(prefix + "_")}
-        if typed:
-            body[key] = [{"type": t, inner: v} for t, v in typed.items() if v not in (None, "")]
+    body = lists.write(typed, values)
     if name == "opportunity" and isinstance(body.get("value"), (int, float)):
         body["value"] = round(body["value"] * 100)
     return body
@@ -179,12 +171,6 @@ class CloseConnector(Connector):
         super().__init__(platform, outbound)
         self.records = CloseRecords(self)
 
-    def access(
-        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
-    ) -> Access:
-        token = credential["api_key" if authorization == "key" else "access_token"]
-        return Access(self.instance_url(self.platform.api_url or ""), token)
-
 
 def _url(access: Access, *parts: str) -> URL:
     return access.instance_url.with_path(API + "/".join(parts) + "/")
@@ -193,7 +179,6 @@ def _url(access: Access, *parts: str) -> URL:
 class CloseRecords(Records):
     def __init__(self, connector: Connector) -> None:
         super().__init__(connector)
-        self.walks = CursorWalks()
         self.objects_mapped = {e.object: e for e in self.platform.entities.values()}
 
     def _record_url(self, access: Access, name: str, record_id: str) -> URL:
@@ -202,7 +187,9 @@ class CloseRecords(Records):
         return _url(access, name, record_id)
 
     def _pager(self, name: str, kind: str = "") -> Pager:
-        return Pager(self, self.platform.paging.of(kind or name), partial(flatten, name))
+        return Pager(
+            self, self.platform.paging.of(kind or name), partial(flatten, self.platform.lists, name)
+        )
 
     # ---- the catalogue ----------------------------------------------------------------------
 
@@ -298,20 +285,14 @@ class CloseRecords(Records):
             if not isinstance(total, int):
                 raise CrmUnavailable("Close answered a search without its count")
             return total
-        total = 0
         url = _url(access, name).with_query(self._query(entity, conditions, ()))
-        async for batch, more in self._pager(name).batches(access, url):
-            total += len(batch)
-            if more and total >= MAX_COUNT:
-                said = f"by reading them, at most {MAX_COUNT:,}: narrow the count with a filter"
-                raise QueryError("filter", f"Close counts {entity.entity} records {said}")
-        return total
+        return await self._pager(name).count(access, url, MAX_COUNT, f"{entity.entity} records")
 
     async def get(
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
     ) -> dict[str, Any]:
         url = self._record_url(access, entity.object, record_id)
-        return flatten(entity.object, await self.json_call(access, "GET", url))
+        return flatten(self.platform.lists, entity.object, await self.json_call(access, "GET", url))
 
     # ---- writing ----------------------------------------------------------------------------
 
@@ -319,15 +300,17 @@ class CloseRecords(Records):
         if name not in self.objects_mapped:
             raise EntityNotFound(f"Close has no object {name[:64]!r}")
         made = await self.json_call(
-            access, "POST", _url(access, name), body=native_body(name, values)
+            access, "POST", _url(access, name), body=native_body(self.platform.lists, name, values)
         )
-        return str(flatten(name, made)["id"])
+        return str(flatten(self.platform.lists, name, made)["id"])
 
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
         url = self._record_url(access, name, record_id)
-        await self.json_call(access, "PUT", url, body=native_body(name, values))
+        await self.json_call(
+            access, "PUT", url, body=native_body(self.platform.lists, name, values)
+        )
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
         await self.json_call(access, "DELETE", self._record_url(access, name, record_id))

@@ -29,21 +29,16 @@ limit), past which the count is refused. Bulk is one ``$batch`` call per 100 rec
 (``Prefer: odata.continue-on-error``, one request per record, results in order; not
 CreateMultiple/UpdateMultiple, which fail or succeed as a whole); a batch that gets no answer in
 time is reported for its records as possibly done, and the rest are not sent.
-
-``contains``/``startswith`` run in Dataverse as SQL LIKE: ``%``, ``_`` and ``[`` in the client's
-text are sent bracketed (``[%]``), so they are the characters themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from cachetools import LRUCache, TTLCache
 from yarl import URL
@@ -57,8 +52,9 @@ from crmgate.connectors.base import (
     Identity,
     ItemResult,
     Records,
+    Unanswered,
     Verified,
-    chunked,
+    chunked_checked,
     passthrough_on,
 )
 from crmgate.connectors.catalogue import Platform
@@ -78,11 +74,9 @@ from crmgate.connectors.multipart import Answer, Request
 from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
-from crmgate.outbound import Outbound, OutboundResponse
+from crmgate.outbound import Outbound
 from crmgate.query import Condition, QueryError, SortKey
 from crmgate.settings import OAuthClient
-
-log = logging.getLogger("crmgate.connectors.dynamics")
 
 API = "/api/data/v9.2"
 MAX_COLD_OFFSET = 10_000  # a first jump deeper than this would cost more than 100 calls
@@ -92,40 +86,40 @@ COUNT_CAP = 5000  # Dataverse caps @odata.count here
 # default), and Microsoft advises small batches; 100 writes take a few seconds.
 BATCH_LIMIT = 100
 METADATA_LIFETIME = 3600.0
-_GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 _GUID_IN = re.compile(
     r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 )
+_GUID = re.compile(f"^{_GUID_IN.pattern}$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # An Entra ID tenant: its id (a GUID) or one of its domains (contoso.onmicrosoft.com).
 _DOMAIN = re.compile(
     r"^(?=.{4,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 )
-_GLOBAL_LOGIN = "login.microsoftonline.com"
 _ANNOTATION = "Microsoft.Dynamics.CRM.lookuplogicalname"
-# Column types the Web API reads and writes as plain values (lookups are handled apart; virtual,
-# party-list and image columns are not shown). The descriptor's kinds name the typed ones.
-_PLAIN = frozenset(("String", "Memo", "Uniqueidentifier", "EntityName", "Integer", "BigInt",
-                    "Picklist", "State", "Status", "Decimal", "Double", "Money", "Boolean",
-                    "DateTime"))  # fmt: skip
+_TARGETS = f'odata.include-annotations="{_ANNOTATION}"'  # Prefer: say each lookup's target
 _LOOKUPS = frozenset(("Lookup", "Customer", "Owner"))
-
-
-T = TypeVar("T")
+# What a ManyToOneRelationships row says of a lookup: its navigation property, column and target.
+_RELATIONSHIP = (
+    "ReferencingEntityNavigationPropertyName",
+    "ReferencingAttribute",
+    "ReferencedEntity",
+)
 
 
 @dataclass(frozen=True)
 class Table:
-    """What the metadata API says of one table: its names, and its lookups by navigation."""
+    """What the metadata API says of one table: its logical name and primary id column, what
+    crmgate shows of it (named by its entity set), and its lookups by navigation."""
 
     logical: str
-    entity_set: str
     primary_id: str
-    label: str
-    plural: str
-    custom: bool
+    info: ObjectInfo
     # navigation property -> (lookup column, target table's logical name, its entity set)
     navigation: Mapping[str, tuple[str, str, str]]
+
+    @property
+    def entity_set(self) -> str:
+        return self.info.name
 
     def column(self, name: str) -> str:
         """The column a query names for a field: ``Id`` is the primary id, a navigation property
@@ -135,14 +129,6 @@ class Table:
         if name in self.navigation:
             return f"_{self.navigation[name][0]}_value"
         return name
-
-
-def _label(value: Any, fallback: str) -> str:
-    if isinstance(value, Mapping):
-        localized = value.get("UserLocalizedLabel")
-        if isinstance(localized, Mapping) and localized.get("Label"):
-            return str(localized["Label"])
-    return fallback
 
 
 class DynamicsConnector(Connector):
@@ -164,11 +150,13 @@ class DynamicsConnector(Connector):
         return Access(instance, credential["access_token"])
 
     async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
-        instance = self.instance_url(credential["instance_url"])
+        """Who the credential acts as: the descriptor's ``[verify]`` (WhoAmI, then the user's
+        systemusers record); an application user's after its first token."""
         if authorization != "user":
             if credential.get("tenant"):
                 _tenant(credential["tenant"], "tenant")
-            return Verified(await self._who_am_i(instance, credential["access_token"]))
+            return await super().verify(authorization, credential)
+        instance = self.instance_url(credential["instance_url"])
         derived = await self._client_credentials(instance, credential)
         # A renewal of the same application user needs the grant alone: who it acts as was
         # asked once (WhoAmI, systemusers) and does not change with its tokens.
@@ -176,33 +164,9 @@ class DynamicsConnector(Connector):
         key = hashlib.sha256("\n".join((str(instance), *said)).encode()).hexdigest()
         identity = self._identities.get(key)
         if identity is None:
-            identity = await self._who_am_i(instance, derived["access_token"])
+            identity = await self.identify(Access(instance, derived["access_token"]))
             self._identities[key] = identity
         return Verified(identity, derived)
-
-    async def _who_am_i(self, instance: URL, token: str) -> Identity:
-        access = Access(instance, token)
-        who = await self.checked(access, instance / "api/data/v9.2/WhoAmI", _ODATA)
-        try:
-            user_id, organisation = str(who["UserId"]), str(who["OrganizationId"])
-        except (KeyError, TypeError):
-            raise CrmUnavailable("Dynamics 365 WhoAmI answered something unexpected") from None
-        name = email = username = ""
-        if _GUID.match(user_id):
-            url = (instance / f"api/data/v9.2/systemusers({user_id})").with_query(
-                {"$select": "fullname,internalemailaddress,domainname"}
-            )
-            sent_url, headers = access.apply(url, _ODATA)
-            found = await self.call("GET", sent_url, headers=headers)
-            if found.status == 200:
-                try:
-                    user = json.loads(found.body)
-                    name = str(user.get("fullname") or "")
-                    email = str(user.get("internalemailaddress") or "")
-                    username = str(user.get("domainname") or "")
-                except (ValueError, AttributeError):
-                    pass
-        return Identity(user_id, name, email, username, company_id=organisation)
 
     # ---- Microsoft Entra ID -----------------------------------------------------------------
 
@@ -210,15 +174,7 @@ class DynamicsConnector(Connector):
         """The Entra ID token endpoint for an organisation: its cloud's (the descriptor's
         ``regions``; its ``login_url`` for the global one), of ``tenant``, or without one of
         any work or school account (``organizations``)."""
-        login = self.platform.login_url
-        if not login:
-            raise CrmUnavailable(f"{self.platform.type}: the descriptor names no login_url")
-        region = self.platform.region_of(str(instance))
-        if URL(login).host == _GLOBAL_LOGIN and region is not None:
-            login = region.login_url
-        origin = URL(login)
-        checked = self.outbound.check_url(login, [f"{origin.host}:{origin.port}"])
-        return checked.with_path(f"/{tenant or 'organizations'}/oauth2/v2.0/token")
+        return self.login_at(f"/{tenant or 'organizations'}/oauth2/v2.0/token", str(instance))
 
     def check_flow_instance(self, instance: URL) -> None:
         """crmgate's flow runs on the descriptor's Entra ID: an organisation whose tokens come
@@ -336,27 +292,9 @@ class DynamicsRecords(Records):
     def _api(self, access: Access) -> URL:
         return access.instance_url.with_path(API)
 
-    async def _send(
-        self,
-        access: Access,
-        method: str,
-        url: URL,
-        *,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> OutboundResponse:
-        sent = {**_ODATA, **(headers or {})}
-        if body is not None:
-            sent.setdefault("Content-Type", "application/json")
-        response = await self.send(access, method, url, headers=sent, data=body)
-        if response.status >= 400:
-            raise self.error(response)
-        return response
-
-    async def _json(
-        self, access: Access, url: URL, headers: Mapping[str, str] | None = None
-    ) -> dict[str, Any]:
-        answer = await self.json_call(access, "GET", url, headers={**_ODATA, **(headers or {})})
+    async def _json(self, access: Access, url: URL, prefer: str = "") -> dict[str, Any]:
+        headers = {**_ODATA, "Prefer": prefer} if prefer else _ODATA
+        answer = await self.json_call(access, "GET", url, headers=headers)
         if not isinstance(answer, dict):
             raise CrmUnavailable("Dynamics 365 answered an unexpected shape")
         return answer
@@ -372,6 +310,8 @@ class DynamicsRecords(Records):
     async def _catalogue(
         self, access: Access, fresher: float = METADATA_LIFETIME
     ) -> dict[str, Table]:
+        """The organisation's tables by entity set, read with the descriptor's
+        ``[describe.objects]``."""
         key = str(access.instance_url)
         kept = self._catalogues.get(key)
         if kept is not None and time.monotonic() - kept[0] < fresher:
@@ -383,26 +323,16 @@ class DynamicsRecords(Records):
                 "$filter": "IsPrivate eq false",
             }
         )
-        found: dict[str, Table] = {}
+        objects, found = self.platform.describe.objects, {}
+        assert objects is not None, "the descriptor reads the tables with [describe.objects]"
         for row in _rows(await self._json(access, url), "a table catalogue"):
-            set_name, logical, primary = (
-                row.get("EntitySetName"),
-                row.get("LogicalName"),
-                row.get("PrimaryIdAttribute"),
-            )
-            if not (isinstance(set_name, str) and _NAME.match(set_name)):
-                continue
-            if not isinstance(logical, str) or not isinstance(primary, str):
-                continue
-            found[set_name] = Table(
-                logical,
-                set_name,
-                primary,
-                _label(row.get("DisplayName"), logical),
-                _label(row.get("DisplayCollectionName"), set_name),
-                bool(row.get("IsCustomEntity")),
-                {},
-            )
+            try:
+                info = objects.read(row, "Id")
+            except ValueError:
+                raise shapes.unexpected("Dynamics 365", "a table catalogue") from None
+            if info is not None and _NAME.match(info.name):
+                logical, primary = str(row["LogicalName"]), str(row["PrimaryIdAttribute"])
+                found[info.name] = Table(logical, primary, info, {})
         if not found:
             raise CrmUnavailable("Dynamics 365 answered an empty table catalogue")
         self._catalogues[key] = (time.monotonic(), found)
@@ -423,59 +353,27 @@ class DynamicsRecords(Records):
         if table is None:
             raise EntityNotFound(f"Dynamics 365 has no table {set_name[:64]!r}")
         sets = {t.logical: t.entity_set for t in catalogue.values()}
-        url = (
-            self._api(access)
-            / f"EntityDefinitions(LogicalName='{table.logical}')/ManyToOneRelationships"
-        ).with_query(
-            {
-                "$select": "ReferencingAttribute,ReferencedEntity,"
-                "ReferencingEntityNavigationPropertyName"
-            }
+        url = (self._definition(access, table) / "ManyToOneRelationships").with_query(
+            {"$select": ",".join(_RELATIONSHIP)}
         )
         navigation: dict[str, tuple[str, str, str]] = {}
         for row in _rows(await self._json(access, url), "relationships"):
-            nav = row.get("ReferencingEntityNavigationPropertyName")
-            column, target = row.get("ReferencingAttribute"), row.get("ReferencedEntity")
-            if (
-                isinstance(nav, str)
-                and _NAME.match(nav)
-                and isinstance(column, str)
-                and isinstance(target, str)
-                and target in sets
-            ):
+            said = [row.get(k) for k in _RELATIONSHIP]
+            nav, column, target = map(str, said)
+            if all(isinstance(v, str) for v in said) and _NAME.match(nav) and target in sets:
                 navigation[nav] = (column, target, sets[target])
-        table = Table(
-            table.logical,
-            table.entity_set,
-            table.primary_id,
-            table.label,
-            table.plural,
-            table.custom,
-            navigation,
-        )
-        self._tables[key] = table
+        self._tables[key] = table = replace(table, navigation=navigation)
         return table
 
+    def _definition(self, access: Access, table: Table) -> URL:
+        return self._api(access) / f"EntityDefinitions(LogicalName='{table.logical}')"
+
     async def objects(self, access: Access) -> list[ObjectInfo]:
-        return [
-            ObjectInfo(
-                t.entity_set,
-                t.label,
-                t.plural,
-                t.custom,
-                queryable=True,
-                createable=t.logical != "systemuser",
-                updateable=t.logical != "systemuser",
-                deletable=t.logical != "systemuser",
-            )
-            for t in (await self._catalogue(access)).values()
-        ]
+        return [t.info for t in (await self._catalogue(access)).values()]
 
     async def _options(self, access: Access, table: Table, cast: str) -> dict[str, tuple[str, ...]]:
         url = (
-            self._api(access)
-            / f"EntityDefinitions(LogicalName='{table.logical}')/Attributes"
-            / f"Microsoft.Dynamics.CRM.{cast}"
+            self._definition(access, table) / "Attributes" / f"Microsoft.Dynamics.CRM.{cast}"
         ).with_query({"$select": "LogicalName", "$expand": "OptionSet($select=Options)"})
         found = {}
         for row in _rows(await self._json(access, url), "choices"):
@@ -489,7 +387,7 @@ class DynamicsRecords(Records):
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
         table = await self._table(access, name)
-        base = self._api(access) / f"EntityDefinitions(LogicalName='{table.logical}')/Attributes"
+        base = self._definition(access, table) / "Attributes"
         attributes = await self._json(
             access,
             base.with_query(
@@ -535,24 +433,12 @@ class DynamicsRecords(Records):
                     for nav, (lookup, target, _) in table.navigation.items()
                     if lookup == info.name
                 ]
-            if info.native_type not in _PLAIN:
-                return []
+            if info.native_type not in self.platform.describe.fields.kinds:
+                return []  # virtual, party-list and image columns are not shown
             kind = "date" if info.name in date_only else info.kind
             return [replace(info, kind=kind, enum=options.get(info.name, ()))]
 
-        fields = self.read_fields(attributes, column)
-        writable = table.logical != "systemuser"
-        return ObjectInfo(
-            table.entity_set,
-            table.label,
-            table.plural,
-            table.custom,
-            True,
-            writable,
-            writable,
-            writable,
-            tuple(fields),
-        )
+        return replace(table.info, fields=tuple(self.read_fields(attributes, column)))
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -580,18 +466,16 @@ class DynamicsRecords(Records):
             )
         return flat
 
-    def _filter(self, table: Table, entity: EntityMap, conditions: Sequence[Condition]) -> str:
-        return ODataFilter(entity, table).where(conditions)
-
-    @staticmethod
-    def _orderby(table: Table, entity: EntityMap, sort: Sequence[SortKey]) -> str:
-        """Ending with the primary id: a stable order for the paging cookies."""
-        return ODataFilter(entity, table).order(sort)
+    def _query(
+        self, table: Table, entity: EntityMap, conditions: Sequence[Condition]
+    ) -> tuple[str, dict[str, str]]:
+        """The $filter of ``conditions`` (empty for none), and a query with it."""
+        expression = ODataFilter(entity, table).where(conditions)
+        return expression, {"$filter": expression} if expression else {}
 
     def _fetch(self, access: Access, table: Table, first: URL, columns: Sequence[str]) -> Fetch:
-        paging = self.platform.paging
-        prefer = f'odata.maxpagesize={paging.batch},odata.include-annotations="{_ANNOTATION}"'
-        pager = Pager(self, paging, lambda row: self._flat(table, row, columns))
+        prefer = f"odata.maxpagesize={self.platform.paging.batch},{_TARGETS}"
+        pager = Pager(self, self.platform.paging, lambda row: self._flat(table, row, columns))
         return pager.fetch(access, first, headers={**_ODATA, "Prefer": prefer})
 
     async def list_page(
@@ -608,11 +492,10 @@ class DynamicsRecords(Records):
         table = await self._table(access, entity.object)
         query = {
             "$select": self._select(table, columns),
-            "$orderby": self._orderby(table, entity, sort),
+            # ending with the primary id: a stable order for the paging cookies
+            "$orderby": ODataFilter(entity, table).order(sort),
+            **self._query(table, entity, conditions)[1],
         }
-        expression = self._filter(table, entity, conditions)
-        if expression:
-            query["$filter"] = expression
         first = (self._api(access) / table.entity_set).with_query(query)
         key = CursorWalks.key(access, table.entity_set, *(f"{k}={v}" for k, v in query.items()))
         offset = (page - 1) * page_size
@@ -624,15 +507,11 @@ class DynamicsRecords(Records):
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
     ) -> int:
         table = await self._table(access, entity.object)
-        expression = self._filter(table, entity, conditions)
-        query = {"$select": table.primary_id, "$count": "true"}
-        if expression:
-            query["$filter"] = expression
+        expression, where = self._query(table, entity, conditions)
+        query = {"$select": table.primary_id, "$count": "true", **where}
         url = (self._api(access) / table.entity_set).with_query(query)
-        answer = await self._json(access, url, {"Prefer": "odata.maxpagesize=1"})
-        total = answer.get("@odata.count")
-        if not isinstance(total, int) or isinstance(total, bool):
-            raise CrmUnavailable("Dynamics 365 answered a count without @odata.count")
+        answer = await self._json(access, url, "odata.maxpagesize=1")
+        total = shapes.integer(answer.get("@odata.count"), "Dynamics 365", "a count")
         if total < COUNT_CAP:
             return total
         # @odata.count stops at 5,000: the aggregate counts on, up to Dataverse's 50,000
@@ -641,19 +520,12 @@ class DynamicsRecords(Records):
             apply = f"filter({expression})/{apply}"
         url = (self._api(access) / table.entity_set).with_query({"$apply": apply})
         try:
-            rows = (await self._json(access, url)).get("value")
+            rows = _rows(await self._json(access, url), "an aggregate")
         except NotValid as refused:
             raise QueryError(
                 "filter", f"more records than Dynamics 365 counts at once; narrow it ({refused})"
             ) from None
-        value = (
-            rows[0].get("total")
-            if isinstance(rows, list) and rows and isinstance(rows[0], dict)
-            else None
-        )
-        if not isinstance(value, int):
-            raise CrmUnavailable("Dynamics 365 answered an aggregate without its count")
-        return value
+        return shapes.integer(rows[0].get("total") if rows else None, "Dynamics 365", "a count")
 
     def _record(self, access: Access, table: Table, record_id: str) -> URL:
         if not _GUID.match(record_id):
@@ -667,8 +539,7 @@ class DynamicsRecords(Records):
         url = self._record(access, table, record_id).with_query(
             {"$select": self._select(table, columns)}
         )
-        prefer = {"Prefer": f'odata.include-annotations="{_ANNOTATION}"'}
-        return self._flat(table, await self._json(access, url, prefer), columns)
+        return self._flat(table, await self._json(access, url, _TARGETS), columns)
 
     async def get_many(
         self, access: Access, entity: EntityMap, ids: Sequence[str], columns: Sequence[str]
@@ -677,7 +548,6 @@ class DynamicsRecords(Records):
         table = await self._table(access, entity.object)
         wanted = sorted({i.lower() for i in ids if _GUID.match(i)})
         found: list[dict[str, Any]] = []
-        prefer = {"Prefer": f'odata.include-annotations="{_ANNOTATION}"'}
         for start in range(0, len(wanted), 50):
             chunk = wanted[start : start + 50]
             query = {
@@ -685,7 +555,7 @@ class DynamicsRecords(Records):
                 "$filter": " or ".join(f"{table.primary_id} eq {i}" for i in chunk),
             }
             url = (self._api(access) / table.entity_set).with_query(query)
-            rows = _rows(await self._json(access, url, prefer), "records")
+            rows = _rows(await self._json(access, url, _TARGETS), "records")
             found += [self._flat(table, r, columns) for r in rows]
         return found
 
@@ -714,30 +584,41 @@ class DynamicsRecords(Records):
             body[f"{key}@odata.bind"] = f"/{target_set}({value.lower()})"
         return body
 
+    def _request(
+        self, access: Access, table: Table, method: str, item: tuple[str | None, Any]
+    ) -> Request:
+        """The request that creates (POST), updates (PATCH) or deletes a record: ``item`` is its
+        id (None to create) and values (None to delete)."""
+        record_id, values = item
+        url = self._api(access) / table.entity_set
+        url = url if record_id is None else self._record(access, table, record_id)
+        body = None if values is None else self._payload(table, values)
+        # If-Match: * makes a PATCH an update only (without it, it creates a missing record)
+        return (method, str(url), body, {"If-Match": "*"} if method == "PATCH" else {})
+
+    async def _write(self, access: Access, name: str, method: str, item: tuple[Any, Any]) -> str:
+        """One record written; the id Dataverse says it created (POST)."""
+        method, url, body, headers = self._request(
+            access, await self._table(access, name), method, item
+        )
+        sent = {**_ODATA, **headers}
+        response = await self.send_json(
+            access, method, URL(url, encoded=True), body=body, headers=sent
+        )
+        if response.status >= 400:
+            raise self.error(response)
+        return _created_id(response.headers.get("OData-EntityId", "")) if method == "POST" else ""
+
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
-        table = await self._table(access, name)
-        body = json.dumps(self._payload(table, values)).encode()
-        response = await self._send(access, "POST", self._api(access) / table.entity_set, body=body)
-        return _created_id(response.headers.get("OData-EntityId", ""))
+        return await self._write(access, name, "POST", (None, values))
 
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
-        table = await self._table(access, name)
-        # If-Match: * makes it an update only (without it, a PATCH creates a missing record)
-        await self.json_call(
-            access,
-            "PATCH",
-            self._record(access, table, record_id),
-            body=self._payload(table, values),
-            headers={**_ODATA, "If-Match": "*"},
-        )
+        await self._write(access, name, "PATCH", (record_id, values))
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
-        table = await self._table(access, name)
-        await self.json_call(
-            access, "DELETE", self._record(access, table, record_id), headers=_ODATA
-        )
+        await self._write(access, name, "DELETE", (record_id, None))
 
     async def _batch(self, access: Access, requests: list[Request]) -> list[Answer]:
         """One $batch call: each request on its own (no change set), Dataverse going on past a
@@ -745,19 +626,15 @@ class DynamicsRecords(Records):
         answer (a timeout): Dataverse may have run any of its requests."""
         kind, body = multipart.encode(requests)
         sent = {**_ODATA, "Content-Type": kind, "Prefer": "odata.continue-on-error"}
+        url = self._api(access) / "$batch"
         try:
-            response = await self.send(
-                access,
-                "POST",
-                self._api(access) / "$batch",
-                headers=sent,
-                data=body,
-            )
+            response = await self.send(access, "POST", url, headers=sent, data=body)
         except CrmUnavailable as failure:
             reason = failure.message.removeprefix(f"{self.platform.name}: ")
             raise Unanswered(
                 f"Dynamics 365 gave no answer to the batch holding this item ({reason}), so it "
-                "may have been done: list the records before sending it again"
+                "may have been done: list the records before sending it again",
+                "Dynamics 365: not sent, as an earlier batch of this call got no answer",
             ) from None
         if response.status >= 400:
             raise self.error(response)
@@ -769,109 +646,66 @@ class DynamicsRecords(Records):
             raise CrmUnavailable("Dynamics 365 answered a batch with more results than requests")
         return answers
 
-    def _results(
-        self, answers: list[Answer], ids: Sequence[str | None], creating: bool
-    ) -> list[ItemResult]:
-        results = []
-        for position, record_id in enumerate(ids):
-            if position >= len(answers):
-                results.append(
-                    ItemResult(record_id, CrmUnavailable("Dynamics 365 did not process this item"))
-                )
-                continue
-            status, headers, body = answers[position]
-            if status >= 400:
-                results.append(
-                    ItemResult(record_id, self.refused(status, answer_of(body), headers))
-                )
-            elif creating:
-                try:
-                    results.append(ItemResult(_created_id(headers.get("odata-entityid", ""))))
-                except CrmUnavailable as odd:
-                    results.append(ItemResult(None, odd))
-            else:
-                results.append(ItemResult(record_id))
-        return results
+    def _result(self, answer: Answer | None, record_id: str | None, creating: bool) -> ItemResult:
+        """One item's result from its answer in a batch (None: the batch ended before it)."""
+        if answer is None:
+            return ItemResult(record_id, CrmUnavailable("Dynamics 365 did not process this item"))
+        status, headers, body = answer
+        if status >= 400:
+            return ItemResult(record_id, self.refused(status, answer_of(body), headers))
+        if not creating:
+            return ItemResult(record_id)
+        try:
+            return ItemResult(_created_id(headers.get("odata-entityid", "")))
+        except CrmUnavailable as odd:
+            return ItemResult(None, odd)
 
     async def _bulk(
         self,
         access: Access,
-        items: Sequence[T],
-        request: Callable[[T], Request],
-        identify: Callable[[T], str | None],
-        creating: bool = False,
+        name: str,
+        method: str,
+        items: Sequence[tuple[str | None, Mapping[str, Any] | None]],
     ) -> list[ItemResult]:
-        """``items`` in $batch calls of BATCH_LIMIT requests, a result for each: an item whose
-        request cannot be made (``request`` raises, e.g. a lookup id that is no GUID) is
-        reported alone and the others sent; after a batch with no answer, whose items may or may
-        not be done, the rest are not sent."""
-        unanswered: list[CrmError] = []
+        """``items`` (record id, values) in $batch calls of BATCH_LIMIT requests, a result
+        for each: an item whose request cannot be made (a malformed id, a lookup id that is no
+        GUID) is reported alone and the others sent; after a batch with no answer, whose items
+        may or may not be done, the rest are not sent (``Unanswered``)."""
+        table = await self._table(access, name)
 
-        async def send(chunk: list[T]) -> list[ItemResult]:
-            if unanswered:
-                return [ItemResult(identify(item), unanswered[0]) for item in chunk]
-            results: list[ItemResult | None] = [None] * len(chunk)
-            requests: list[tuple[int, Request]] = []
-            for position, item in enumerate(chunk):
-                try:
-                    requests.append((position, request(item)))
-                except CrmError as wrong:
-                    results[position] = ItemResult(identify(item), wrong)
-            ids = [identify(chunk[position]) for position, _ in requests]
-            if requests:
-                try:
-                    answers = await self._batch(access, [r for _, r in requests])
-                    done = self._results(answers, ids, creating)
-                except Unanswered as unknown:
-                    unanswered.append(
-                        CrmUnavailable(
-                            "Dynamics 365: not sent, as an earlier batch of this call got no answer"
-                        )
-                    )
-                    done = [ItemResult(record_id, unknown) for record_id in ids]
-                for (position, _), result in zip(requests, done, strict=True):
-                    results[position] = result
-            return [r for r in results if r is not None]
+        def request(item: tuple[str | None, Mapping[str, Any] | None]) -> Request:
+            return self._request(access, table, method, item)
 
-        return await chunked(list(items), BATCH_LIMIT, send, identify)
+        def refuse(item: tuple[str | None, Mapping[str, Any] | None]) -> CrmError | None:
+            try:
+                request(item)
+            except CrmError as wrong:
+                return wrong
+            return None
+
+        async def send(chunk: list[tuple[str | None, Any]]) -> list[ItemResult]:
+            answers = await self._batch(access, [request(item) for item in chunk])
+            return [
+                self._result(answers[n] if n < len(answers) else None, item[0], method == "POST")
+                for n, item in enumerate(chunk)
+            ]
+
+        return await chunked_checked(
+            list(items), BATCH_LIMIT, send, lambda item: item[0], refuse, "Dynamics 365"
+        )
 
     async def bulk_create(
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
     ) -> list[ItemResult]:
-        table = await self._table(access, name)
-        url = str(self._api(access) / table.entity_set)
-        return await self._bulk(
-            access,
-            items,
-            lambda values: ("POST", url, self._payload(table, values), {}),
-            lambda values: None,
-            creating=True,
-        )
+        return await self._bulk(access, name, "POST", [(None, values) for values in items])
 
     async def bulk_update(
         self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[ItemResult]:
-        table = await self._table(access, name)
-        return await self._bulk(
-            access,
-            items,
-            lambda item: (
-                "PATCH",
-                str(self._record(access, table, item[0])),
-                self._payload(table, item[1]),
-                {"If-Match": "*"},  # an update only, never an upsert
-            ),
-            lambda item: item[0],
-        )
+        return await self._bulk(access, name, "PATCH", items)
 
     async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
-        table = await self._table(access, name)
-        return await self._bulk(
-            access,
-            ids,
-            lambda record_id: ("DELETE", str(self._record(access, table, record_id)), None, {}),
-            lambda record_id: record_id,
-        )
+        return await self._bulk(access, name, "DELETE", [(i, None) for i in ids])
 
     # ---- passthrough ------------------------------------------------------------------------
 
@@ -879,10 +713,6 @@ class DynamicsRecords(Records):
         """``path`` relative to the organisation's Web API (``contacts?$top=5``, ``WhoAmI``),
         or absolute under ``/api/data/``."""
         return passthrough_on(access, path, API, "/api/data/")
-
-
-class Unanswered(CrmUnavailable):
-    """A call that got no answer (a timeout): what it asked may or may not have been done."""
 
 
 def _rows(answer: Mapping[str, Any], what: str) -> list[dict[str, Any]]:

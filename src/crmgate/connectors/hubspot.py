@@ -3,7 +3,7 @@
 One API host for every account (the descriptor's ``api_url``); records are
 ``{id, properties: {name: text}}`` and are flattened to ``{hs_object_id, **properties}`` for the
 entity maps. Lists, counts, filters and sorts go through the search API (``filterGroups``; at
-most 10,000 results, one sort key); bulk through the batch endpoints (100 records a call).
+most 10,000 results, one sort key); bulk through the batch endpoints (connectors/batch.py).
 
 Relations are HubSpot associations, shown to the entity maps as pseudo-columns
 ``associations.<object type>`` holding one associated record's id (the primary one where HubSpot
@@ -19,7 +19,6 @@ paged in memory.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -28,19 +27,9 @@ from typing import Any
 
 from yarl import URL
 
-from crmgate.connectors import local
-from crmgate.connectors.base import (
-    Access,
-    Connector,
-    CursorWalks,
-    Fetch,
-    ItemResult,
-    Records,
-    chunked,
-    chunked_by_id,
-    passthrough_on,
-)
-from crmgate.connectors.catalogue import ObjectEntry, Platform
+from crmgate.connectors import base, batch, local, shapes
+from crmgate.connectors.base import Access, Connector, CursorWalks, Fetch, ItemResult, Records
+from crmgate.connectors.catalogue import ObjectEntry
 from crmgate.connectors.dialect import Dialect, Scalar, Target, pattern
 from crmgate.connectors.errors import (
     CrmError,
@@ -50,56 +39,32 @@ from crmgate.connectors.errors import (
     NotValid,
     Refusal,
 )
+from crmgate.connectors.jsonpath import select
 from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
-from crmgate.outbound import Outbound
 from crmgate.query import Condition, QueryError, SortKey
 
-log = logging.getLogger("crmgate.connectors.hubspot")
-
 SEARCH_LIMIT = 10_000  # the search API returns at most this many results of one query
-BATCH_LIMIT = 100
 MAX_FILTERS = 6  # filters in one filter group of the search API
 _RECORD_ID = re.compile(r"^[0-9]{1,20}$")
-
-
-def _well_formed(record_id: str) -> bool:
-    return _RECORD_ID.match(record_id) is not None
-
-
 _OBJECT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _OPERATORS = {"eq": "EQ", "ne": "NEQ", "gt": "GT", "ge": "GTE", "lt": "LT", "le": "LTE"}
 LINK = "associations."  # the pseudo-column prefix of an association (associations.companies)
 OWNERS = "owners"
 
 
-class HubSpotConnector(Connector):
-    name = "hubspot"
-
-    def __init__(self, platform: Platform, outbound: Outbound) -> None:
-        super().__init__(platform, outbound)
-        self.records = HubSpotRecords(self)
-
-    def api(self) -> URL:
-        if not self.platform.api_url:
-            raise CrmUnavailable(f"{self.platform.type} has no api_url configured")
-        return self.instance_url(self.platform.api_url)
-
-    def access(
-        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
-    ) -> Access:
-        return Access(self.api(), credential["access_token"])
+def _well_formed(record_id: str) -> bool:
+    return _RECORD_ID.match(record_id) is not None
 
 
 def _flat(
     record: Any, links: Sequence[str] = (), primary: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """HubSpot's ``{id, properties, associations}`` as one flat native record for the entity
-    maps; each of ``links`` (object types) becomes ``associations.<type>``: the id of the
-    primary associated record where the pair has a primary (``primary``, the descriptor's
-    labels: ``deal_to_company``, beside ``deal_to_company_unlabeled``), else the first, else
-    None."""
+    """HubSpot's ``{id, properties, associations}`` as one flat native record; each of
+    ``links`` (object types) becomes ``associations.<type>``: the id of the primary associated
+    record where the pair has a primary (``primary``, the descriptor's labels:
+    ``deal_to_company``, beside ``deal_to_company_unlabeled``), else the first, else None."""
     if not isinstance(record, dict) or not isinstance(record.get("properties"), dict):
         raise CrmUnavailable("HubSpot answered a record of an unexpected shape")
     flat = {**record["properties"], "hs_object_id": str(record.get("id"))}
@@ -120,6 +85,13 @@ def _split(columns: Sequence[str]) -> tuple[list[str], list[str]]:
     return properties, [c.removeprefix(LINK) for c in columns if c.startswith(LINK)]
 
 
+def _read_query(columns: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """A record read's or list's query for ``columns``, and the associations it asks for."""
+    properties, links = _split(columns)
+    query = {"properties": ",".join(properties)}
+    return query | ({"associations": ",".join(links)} if links else {}), links
+
+
 class SearchFilters(Dialect[dict[str, Any]]):
     """The one filter group (AND) of a search request: values as JSON strings (nothing to
     escape: no query text is built), dates in epoch milliseconds."""
@@ -138,17 +110,11 @@ class SearchFilters(Dialect[dict[str, Any]]):
         column = self.entity.filter_column("filter", condition.field)
         if not column.startswith(LINK):
             return super().term(condition)
-        known = self.objects.get(column.removeprefix(LINK))
-        target = known.singular if known else None
-        value = condition.value
-        if (
-            condition.op != "eq"
-            or not isinstance(value, str)
-            or not _RECORD_ID.match(value)
-            or target is None
-        ):
+        value, known = condition.value, self.objects.get(column.removeprefix(LINK))
+        an_id = isinstance(value, str) and _well_formed(value) and condition.op == "eq"
+        if not an_id or known is None or not known.singular:
             raise QueryError("filter", f"{condition.field} takes eq and a record id on HubSpot")
-        return {"propertyName": f"associations.{target}", "operator": "EQ", "value": value}
+        return {"propertyName": LINK + known.singular, "operator": "EQ", "value": value}
 
     def instant(self, value: datetime) -> str:
         return str(int(value.timestamp() * 1000))
@@ -170,52 +136,16 @@ class SearchFilters(Dialect[dict[str, Any]]):
         return self.compare(target, "CONTAINS_TOKEN", pattern(op, text, "*"))
 
 
-def search_body(
-    objects: Mapping[str, ObjectEntry],
-    entity: EntityMap,
-    columns: Sequence[str],
-    conditions: Sequence[Condition],
-    sort: Sequence[SortKey],
-    *,
-    limit: int,
-    after: int,
-) -> dict[str, Any]:
-    """crmgate's filter and sort as HubSpot's search request: one filter group (AND), values
-    as JSON strings (nothing to escape: no query text is built)."""
-    filters = SearchFilters(entity, objects).terms(conditions)
-    if len(sort) > 1:
-        raise QueryError("sort", "HubSpot sorts by one field")
-    if any(entity.filter_column("sort", key.field).startswith(LINK) for key in sort):
-        raise QueryError("sort", "HubSpot does not sort by an association")
-    sorts = [
-        {
-            "propertyName": entity.filter_column("sort", key.field),
-            "direction": "DESCENDING" if key.descending else "ASCENDING",
-        }
-        for key in sort
-    ] or [{"propertyName": entity.id, "direction": "ASCENDING"}]
-    body: dict[str, Any] = {
-        "filterGroups": [{"filters": filters}] if filters else [],
-        "sorts": sorts,
-        "properties": _split(columns)[0],
-        "limit": limit,
-        "after": str(after),
-    }
-    return body
-
-
 class HubSpotRecords(Records):
-    def __init__(self, connector: Connector) -> None:
-        super().__init__(connector)
-        self.walks = CursorWalks()
-
     def _objects(self, access: Access, object_type: str) -> URL:
         if not _OBJECT_TYPE.match(object_type):
             raise EntityNotFound(f"HubSpot has no object type {object_type[:64]!r}")
-        return access.instance_url / "crm/v3/objects" / object_type
+        # owners are no object of the objects API: their own API is beside it
+        under = "crm/v3" if object_type == OWNERS else "crm/v3/objects"
+        return access.instance_url / under / object_type
 
     def _record(self, access: Access, object_type: str, record_id: str) -> URL:
-        if not _RECORD_ID.match(record_id):
+        if not _well_formed(record_id):
             raise EntityNotFound(f"{object_type} {record_id[:40]!r} not found")
         return self._objects(access, object_type) / record_id
 
@@ -223,22 +153,11 @@ class HubSpotRecords(Records):
         """The descriptor's entry of an object (a custom object has none: no links)."""
         return self.platform.objects.get(name) or ObjectEntry(label=name)
 
-    @property
-    def _primary_types(self) -> set[int]:
-        """The association types that link a primary record (a contact's primary company)."""
-        objects = self.platform.objects.values()
-        return {entry.links[t] for entry in objects for t in entry.primary_links}
-
-    def _singular(self, name: str) -> str:
-        entry = self.platform.objects.get(name)
-        return entry.singular if entry and entry.singular else name
-
     def refine_error(self, refusal: Refusal) -> Refusal:
         # A 429 without Retry-After: the policy hit says the window (ten seconds, or the day).
         policy = str(refusal.entry.get("policyName") or "")
-        if refusal.retry_after is None and policy and "SECONDLY" not in policy:
-            return replace(refusal, retry_after=3600)
-        return refusal
+        daily = refusal.retry_after is None and policy and "SECONDLY" not in policy
+        return replace(refusal, retry_after=3600) if daily else refusal
 
     # ---- owners (users): not objects, read whole ---------------------------------------------
 
@@ -250,7 +169,7 @@ class HubSpotRecords(Records):
 
     async def _owners(self, access: Access) -> list[dict[str, Any]]:
         pager = Pager(self, self.platform.paging.of(OWNERS))
-        owners = await pager.whole(access, access.instance_url / "crm/v3/owners", what="owners")
+        owners = await pager.whole(access, self._objects(access, OWNERS), what="owners")
         # a queue (type QUEUE) owns records but is no user
         return [self._owner(owner) for owner in owners if owner.get("type") != "QUEUE"]
 
@@ -259,11 +178,8 @@ class HubSpotRecords(Records):
     async def objects(self, access: Access) -> list[ObjectInfo]:
         """The standard objects (the descriptor's), and the custom objects of the schemas API
         (by their fully qualified name, p<portal>_<name>), when the token may read schemas."""
-        standard = [
-            entry.info(name, "hs_object_id")
-            for name, entry in self.platform.objects.items()
-            if entry.listed
-        ]
+        known = self.platform.objects.items()
+        standard = [entry.info(name, "hs_object_id") for name, entry in known if entry.listed]
         return standard + list((await self._custom(access)).values())
 
     async def _custom(self, access: Access) -> dict[str, ObjectInfo]:
@@ -276,27 +192,19 @@ class HubSpotRecords(Records):
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
         entry = self.platform.objects.get(name)
-        if entry is not None and entry.read_only:  # owners: described by the descriptor
-            return entry.info(name, "hs_object_id")
-        if not _OBJECT_TYPE.match(name):
-            raise EntityNotFound(f"HubSpot has no object type {name[:64]!r}")
+        # the descriptor's objects, and a custom one by the name the schemas API gave it
         known = (
             entry.info(name, "hs_object_id") if entry else (await self._custom(access)).get(name)
         )
         if known is None:
             raise EntityNotFound(f"HubSpot has no object type {name[:64]!r}")
-        answer = await self.json_call(
-            access, "GET", access.instance_url / "crm/v3/properties" / name
-        )
-        fields = self.read_fields(answer)
-        fields += [
-            FieldInfo(
-                LINK + target,
-                f"Associated {self.platform.objects[target].singular}",
-                "string",
-                "association",
-            )
-            for target in self._entry(name).links
+        if entry is not None and entry.read_only:  # owners: described by the descriptor
+            return known
+        url = access.instance_url / "crm/v3/properties" / name
+        answer = await self.json_call(access, "GET", url)
+        fields = self.read_fields(answer) + [
+            FieldInfo(LINK + t, f"Associated {self._entry(t).singular}", "string", "association")
+            for t in self._entry(name).links
         ]
         # HubSpot does not tell what the token's user may do; its scopes decide, and a call it
         # refuses answers 403 NOT_ALLOWED.
@@ -305,8 +213,32 @@ class HubSpotRecords(Records):
     # ---- reading ----------------------------------------------------------------------------
 
     async def _search(
-        self, access: Access, entity: EntityMap, body: dict[str, Any]
+        self,
+        access: Access,
+        entity: EntityMap,
+        columns: Sequence[str],
+        conditions: Sequence[Condition],
+        sort: Sequence[SortKey],
+        limit: int,
+        after: int = 0,
     ) -> dict[str, Any]:
+        """One call of the search API with crmgate's filter (one filter group: AND) and sort."""
+        filters = SearchFilters(entity, self.platform.objects).terms(conditions)
+        sorts = [(entity.filter_column("sort", key.field), key.descending) for key in sort]
+        if len(sort) > 1:
+            raise QueryError("sort", "HubSpot sorts by one field")
+        if any(name.startswith(LINK) for name, _ in sorts):
+            raise QueryError("sort", "HubSpot does not sort by an association")
+        body = {
+            "filterGroups": [{"filters": filters}] if filters else [],
+            "sorts": [
+                {"propertyName": name, "direction": "DESCENDING" if down else "ASCENDING"}
+                for name, down in sorts or [(entity.id, False)]
+            ],
+            "properties": _split(columns)[0],
+            "limit": limit,
+            "after": str(after),
+        }
         url = self._objects(access, entity.object) / "search"
         answer = await self.json_call(access, "POST", url, body=body)
         if not isinstance(answer, dict) or not isinstance(answer.get("results"), list):
@@ -328,11 +260,12 @@ class HubSpotRecords(Records):
             rows = local.select(await self._owners(access), entity, conditions, sort)
             return local.page_of(rows, page, page_size)
         after = (page - 1) * page_size
+        beyond = after + page_size > SEARCH_LIMIT
         by_id = not sort or (len(sort) == 1 and sort[0].field == "id" and not sort[0].descending)
         plain = by_id and not conditions and not entity.match
         key = CursorWalks.key(access, entity.object, ",".join(columns))
-        ahead = 2 * BATCH_LIMIT  # farther than that, one search call is cheaper (within reach)
-        reach = None if after + page_size > SEARCH_LIMIT else ahead
+        # farther ahead than two batches, one search call is cheaper (where it reaches)
+        reach = None if beyond else 2 * self.platform.paging.batch
         if plain and (after == 0 or self.walks.continues(key, after, reach)):
             # An unfiltered list read in order walks the objects API's cursor: one call per
             # 100 records, with no end (the search API stops at 10,000).
@@ -341,18 +274,16 @@ class HubSpotRecords(Records):
                     key, after, page_size, self._list_fetch(access, entity, columns), 0, reach
                 )
             except (NotValid, QueryError):
-                if after + page_size > SEARCH_LIMIT:
+                if beyond:
                     raise
-        if after + page_size > SEARCH_LIMIT:
+        if beyond:
             raise QueryError(
                 "page",
                 f"HubSpot's search reaches {SEARCH_LIMIT:,} records; read an unfiltered list "
                 "page by page from the first, or narrow it with a filter",
             )
-        body = search_body(
-            self.platform.objects, entity, columns, conditions, sort, limit=page_size, after=after
-        )
-        rows = [_flat(r) for r in (await self._search(access, entity, body))["results"]]
+        found = await self._search(access, entity, columns, conditions, sort, page_size, after)
+        rows = [_flat(r) for r in found["results"]]
         for target in _split(columns)[1]:
             linked = await self._linked(access, entity.object, target, [r[entity.id] for r in rows])
             for row in rows:
@@ -364,36 +295,27 @@ class HubSpotRecords(Records):
     ) -> dict[str, str]:
         """record id -> the id of its primary (else first) associated ``target`` record, for the
         records that have one: one v4 batch read (HubSpot answers 207 with an error for each
-        record that has none)."""
+        record that has none). The primary one is linked by a type the descriptor names."""
         if not ids:
             return {}
         url = access.instance_url / "crm/v4/associations" / name / target / "batch/read"
         answer = await self.json_call(
             access, "POST", url, body={"inputs": [{"id": i} for i in ids]}
         )
+        entries = self.platform.objects.values()
+        primaries = [entry.links[t] for entry in entries for t in entry.primary_links]
         found: dict[str, str] = {}
-        for result in (answer or {}).get("results") or ():
-            if not isinstance(result, dict):
-                continue
-            linked = [t for t in result.get("to") or () if isinstance(t, dict)]
-            primary = [
-                t
-                for t in linked
-                if any(
-                    isinstance(k, dict) and k.get("typeId") in self._primary_types
-                    for k in t.get("associationTypes") or ()
-                )
-            ]
-            chosen = next(iter(primary or linked), None)
-            if chosen is not None:
-                found[str((result.get("from") or {}).get("id"))] = str(chosen.get("toObjectId"))
+        for result in shapes.rows(answer, "results", "HubSpot", "associations"):
+            linked = [t for t in select(result, "to[*]") if isinstance(t, dict)]
+            kinds = "associationTypes[*].typeId"
+            primary = [t for t in linked if any(k in primaries for k in select(t, kinds))]
+            chosen, source = (primary or linked)[:1], select(result, "from.id")
+            if chosen and source:
+                found[str(source[0])] = str(chosen[0].get("toObjectId"))
         return found
 
     def _list_fetch(self, access: Access, entity: EntityMap, columns: Sequence[str]) -> Fetch:
-        properties, links = _split(columns)
-        query = {"properties": ",".join(properties)}
-        if links:
-            query["associations"] = ",".join(links)
+        query, links = _read_query(columns)
         url = self._objects(access, entity.object).with_query(query)
         primary = self._entry(entity.object).primary_links
         pager = Pager(self, self.platform.paging, lambda r: _flat(r, links, primary))
@@ -404,28 +326,18 @@ class HubSpotRecords(Records):
     ) -> int:
         if entity.object == OWNERS:
             return len(local.select(await self._owners(access), entity, conditions))
-        body = search_body(
-            self.platform.objects, entity, [entity.id], conditions, (), limit=1, after=0
-        )
-        total = (await self._search(access, entity, body)).get("total")
-        if not isinstance(total, int):
-            raise CrmUnavailable("HubSpot answered a search without its total")
-        return total
+        found = await self._search(access, entity, [entity.id], conditions, (), 1)
+        return shapes.integer(found.get("total"), "HubSpot", "a search total")
 
     async def get(
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
     ) -> dict[str, Any]:
         if entity.object == OWNERS:
-            if not _RECORD_ID.match(record_id):
-                raise EntityNotFound(f"owner {record_id[:40]!r} not found")
-            url = access.instance_url / "crm/v3/owners" / record_id
+            url = self._record(access, OWNERS, record_id)
             return self._owner(await self.json_call(access, "GET", url))
-        url = self._record(access, entity.object, record_id)
-        properties, links = _split(columns)
-        query = {"properties": ",".join(properties)}
-        if links:
-            query["associations"] = ",".join(links)
-        answer = await self.json_call(access, "GET", url.with_query(query))
+        query, links = _read_query(columns)
+        url = self._record(access, entity.object, record_id).with_query(query)
+        answer = await self.json_call(access, "GET", url)
         return _flat(answer, links, self._entry(entity.object).primary_links)
 
     # ---- writing ----------------------------------------------------------------------------
@@ -440,95 +352,61 @@ class HubSpotRecords(Records):
             if not column.startswith(LINK) or value is None:
                 continue
             type_id = self._entry(name).links.get(column.removeprefix(LINK))
-            if type_id is None or not _RECORD_ID.match(str(value)):
+            if type_id is None or not _well_formed(str(value)):
                 raise NotValid(f"HubSpot: {column} cannot link {str(value)[:40]!r}", (column,))
-            links.append(
-                {
-                    "to": {"id": str(value)},
-                    "types": [
-                        {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}
-                    ],
-                }
-            )
-        if links:
-            body["associations"] = links
-        return body
+            kind = {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}
+            links.append({"to": {"id": str(value)}, "types": [kind]})
+        return body | ({"associations": links} if links else {})
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
-        made = await self.json_call(
-            access, "POST", self._objects(access, name), body=self._input(name, values)
-        )
+        body = self._input(name, values)
+        made = await self.json_call(access, "POST", self._objects(access, name), body=body)
         return str(_flat(made)["hs_object_id"])
 
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
-        """The properties with one PATCH; a changed relation by adding the new link before the
-        properties are written and removing the one crmgate showed after (so a failure leaves
-        no link lost, and a link crmgate does not show is never touched)."""
+        """The properties with one PATCH; a changed relation by adding the new link (the create's
+        association type) before, and removing the one crmgate showed (one read says it) after:
+        a failure leaves no link lost, a link crmgate does not show is never touched. A link that
+        cannot be made undoes the ones made before it and is NOT_VALID on its relation."""
         url = self._record(access, name, record_id)
+        linking = access.instance_url / "crm/v4/objects" / name / record_id / "associations"
         body = self._input(name, values)  # refuses a bad relation id before anything is sent
         changes = [(c, v) for c, v in values.items() if c.startswith(LINK)]
-        if not changes:
-            await self.json_call(access, "PATCH", url, body={"properties": body["properties"]})
-            return
-        added, stale = await self._link_new(access, name, record_id, changes)
-        try:
-            if body["properties"]:
-                await self.json_call(access, "PATCH", url, body={"properties": body["properties"]})
-        except CrmError:
-            await self._unlink(access, name, record_id, added)  # as it was
-            raise
-        await self._unlink(access, name, record_id, stale)
-
-    async def _shown(self, access: Access, name: str, record_id: str, target: str) -> str | None:
-        """The id of the ``target`` record crmgate shows as this record's relation."""
-        record = await self.json_call(
-            access,
-            "GET",
-            self._record(access, name, record_id).with_query(
-                properties="hs_object_id", associations=target
-            ),
-        )
-        shown = _flat(record, (target,), self._entry(name).primary_links)[LINK + target]
-        return None if shown is None else str(shown)
-
-    async def _link_new(
-        self, access: Access, name: str, record_id: str, changes: Sequence[tuple[str, Any]]
-    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        """Add the new links of ``changes`` (with the create's association type): the links
-        added, and the links they replace (to remove once the rest is written). A link that
-        cannot be made undoes the ones made before it and is NOT_VALID on its relation."""
         added: list[tuple[str, str]] = []
         stale: list[tuple[str, str]] = []
-        base = access.instance_url / "crm/v4/objects" / name / record_id / "associations"
+        if changes:
+            query, targets = _read_query(["hs_object_id", *(column for column, _ in changes)])
+            record = await self.json_call(access, "GET", url.with_query(query))
+            showing = _flat(record, targets, self._entry(name).primary_links)
         for column, value in changes:
-            target = column.removeprefix(LINK)
-            shown = await self._shown(access, name, record_id, target)
-            if value is not None and str(value) == shown:
-                continue
-            if value is not None:
+            target, shown = column.removeprefix(LINK), showing[column]
+            if value is not None and str(value) != shown:
                 types = self._input(name, {column: value})["associations"][0]["types"]
                 try:
-                    await self.json_call(access, "PUT", base / target / str(value), body=types)
+                    await self.json_call(access, "PUT", linking / target / str(value), body=types)
                 except (EntityNotFound, NotValid) as refused:
-                    await self._unlink(access, name, record_id, added)
+                    await self._unlink(access, linking, added)
                     raise NotValid(
-                        f"HubSpot: no {self._singular(target)} {str(value)[:40]!r} to link "
-                        f"({refused.message})",
+                        f"HubSpot: no {self._entry(target).singular} {str(value)[:40]!r} to "
+                        f"link ({refused.message})",
                         (column,),
                     ) from None
                 added.append((target, str(value)))
-            if shown is not None:
+            if shown is not None and str(value) != shown:
                 stale.append((target, shown))
-        return added, stale
+        try:
+            if body["properties"] or not changes:
+                await self.json_call(access, "PATCH", url, body={"properties": body["properties"]})
+        except CrmError:
+            await self._unlink(access, linking, added)  # as it was
+            raise
+        await self._unlink(access, linking, stale)
 
-    async def _unlink(
-        self, access: Access, name: str, record_id: str, links: Sequence[tuple[str, str]]
-    ) -> None:
-        base = access.instance_url / "crm/v4/objects" / name / record_id / "associations"
+    async def _unlink(self, access: Access, linking: URL, links: Sequence[tuple[str, str]]) -> None:
         for target, linked in links:
-            await self.json_call(access, "DELETE", base / target / linked)
+            await self.json_call(access, "DELETE", linking / target / linked)
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
         """HubSpot archives an id it does not have with 204 as well (its DELETE is idempotent):
@@ -537,105 +415,85 @@ class HubSpotRecords(Records):
         await self.json_call(access, "GET", url.with_query(properties="hs_object_id"))
         await self.json_call(access, "DELETE", url)
 
+    async def _batch(
+        self,
+        access: Access,
+        name: str,
+        verb: str,
+        chunk: Sequence[tuple[str | None, Mapping[str, Any]]],
+    ) -> list[ItemResult]:
+        """One call of the batch ``create`` or ``update`` for ``chunk`` ((id or None, values)):
+        an item crmgate can tell is wrong (a bad relation id) fails alone, unsent. HubSpot
+        validates a batch of creates whole first: one bad record refuses the chunk."""
+        done: dict[int, ItemResult] = {}
+        inputs: dict[int, dict[str, Any]] = {}
+        for position, (record_id, values) in enumerate(chunk):
+            try:
+                body = self._input(name, values)
+            except NotValid as refused:
+                done[position] = ItemResult(record_id, refused)
+                continue
+            if record_id is None:  # a create: its position comes back on its result
+                inputs[position] = {**body, "objectWriteTraceId": str(position)}
+            else:
+                inputs[position] = {"id": record_id, "properties": body["properties"]}
+        if inputs:
+            url, sent = self._objects(access, name) / "batch" / verb, list(inputs.values())
+            ids, keys = [chunk[p][0] for p in inputs], [chunk[p][0] or str(p) for p in inputs]
+            answered = await batch.write(self, access, "POST", url, {"inputs": sent}, ids, keys)
+            done |= dict(zip(inputs, answered, strict=True))
+        return [done[position] for position in range(len(chunk))]
+
     async def bulk_create(
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
     ) -> list[ItemResult]:
-        url = self._objects(access, name) / "batch/create"
-
         async def send(chunk: list[Mapping[str, Any]]) -> list[ItemResult]:
-            # HubSpot validates a whole batch first: one bad record refuses the chunk (each of
-            # its items then reports that refusal), the others go through.
-            # HubSpot does not answer in the order sent: each input carries its position as
-            # objectWriteTraceId, which comes back on its result.
-            # An item crmgate can tell is wrong (a bad relation id) fails alone, unsent.
-            done: dict[int, ItemResult] = {}
-            inputs = []
-            for position, values in enumerate(chunk):
-                try:
-                    inputs.append(
-                        {**self._input(name, values), "objectWriteTraceId": str(position)}
-                    )
-                except NotValid as refused:
-                    done[position] = ItemResult(None, refused)
-            if inputs:
-                answer = await self.json_call(access, "POST", url, body={"inputs": inputs})
-                results = answer.get("results") if isinstance(answer, dict) else None
-                if not isinstance(results, list) or len(results) != len(inputs):
-                    raise CrmUnavailable("HubSpot answered a batch with the wrong results")
-                by_trace = {
-                    str(r.get("objectWriteTraceId")): str(_flat(r)["hs_object_id"])
-                    for r in results
-                    if isinstance(r, dict)
-                }
-                if set(by_trace) != {i["objectWriteTraceId"] for i in inputs}:
-                    raise CrmUnavailable(
-                        "HubSpot answered a batch whose results cannot be told apart; the "
-                        "records were created: list them before sending them again"
-                    )
-                done |= {int(trace): ItemResult(made) for trace, made in by_trace.items()}
-            return [done[i] for i in range(len(chunk))]
+            return await self._batch(access, name, "create", [(None, v) for v in chunk])
 
-        return await chunked(list(items), BATCH_LIMIT, send, lambda item: None)
+        return await base.chunked(list(items), self.platform.bulk.size, send, lambda item: None)
 
     async def bulk_update(
         self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[ItemResult]:
-        url = self._objects(access, name) / "batch/update"
-
         async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
-            failed: dict[str, CrmError] = {}
-            for record_id, values in chunk:  # a bad relation id fails its item alone, unsent
-                try:
-                    self._input(name, values)
-                except NotValid as refused:
-                    failed[record_id] = refused
-            valid = [(i, v) for i, v in chunk if i not in failed]
-            if valid:
-                inputs = [
-                    {"id": i, "properties": self._input(name, v)["properties"]} for i, v in valid
-                ]
-                answer = await self.json_call(access, "POST", url, body={"inputs": inputs})
-                for error in (answer or {}).get("errors") or ():
-                    ids = ((error or {}).get("context") or {}).get("ids") or ()
-                    for record_id in ids:  # errors inside a 200: OBJECT_NOT_FOUND is a 404
-                        failed[str(record_id)] = self.refused(400, error)
-                done = {
-                    str(r.get("id"))
-                    for r in (answer or {}).get("results") or ()
-                    if isinstance(r, dict)
-                }
-                for record_id, _ in valid:  # neither in the results nor named by an error
-                    if record_id not in done and record_id not in failed:
-                        failed[record_id] = CrmUnavailable(
-                            "HubSpot did not say what became of this record"
-                        )
-                for record_id, values in valid:  # associations: v4 calls, record by record
-                    changes = [(c, v) for c, v in values.items() if c.startswith(LINK)]
-                    if record_id not in failed and changes:
-                        try:  # the properties are written; a link is added before one removed
-                            _, stale = await self._link_new(access, name, record_id, changes)
-                            await self._unlink(access, name, record_id, stale)
-                        except CrmError as error:
-                            failed[record_id] = error
-            return [ItemResult(i, failed.get(i)) for i, _ in chunk]
+            done = await self._batch(access, name, "update", chunk)
+            for position, (record_id, values) in enumerate(chunk):  # links: v4, one by one
+                links = {c: v for c, v in values.items() if c.startswith(LINK)}
+                if done[position].error is None and links:
+                    try:  # the properties are written: the links alone, as update does them
+                        await self.update(access, name, record_id, links)
+                    except CrmError as error:
+                        done[position] = ItemResult(record_id, error)
+            return done
 
-        return await chunked_by_id(
-            list(items), BATCH_LIMIT, send, lambda item: item[0], _well_formed, name
-        )
+        size = self.platform.bulk.size
+        return await base.chunked_by_id(list(items), size, send, lambda i: i[0], _well_formed, name)
 
     async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
-        url = self._objects(access, name) / "batch/archive"
+        """HubSpot archives ids it does not have as well: each chunk is read first (one batch
+        read), so that an unknown id is the contract's 404 and only the records found are
+        archived."""
+        objects = self._objects(access, name)
 
         async def send(valid: list[str]) -> list[ItemResult]:
-            await self.json_call(access, "POST", url, body={"inputs": [{"id": i} for i in valid]})
-            return [ItemResult(i) for i in valid]
+            read = {"inputs": [{"id": i} for i in valid], "properties": ["hs_object_id"]}
+            found = await batch.write(self, access, "POST", objects / "batch/read", read, valid)
+            there = dict.fromkeys(r.id for r in found if r.error is None)
+            if there:
+                archive = {"inputs": [{"id": i} for i in there]}
+                await self.json_call(access, "POST", objects / "batch/archive", body=archive)
+            return found
 
-        return await chunked_by_id(
-            list(ids), BATCH_LIMIT, send, lambda item: item, _well_formed, name
-        )
+        size = self.platform.bulk.size
+        return await base.chunked_by_id(list(ids), size, send, lambda i: i, _well_formed, name)
 
     # ---- passthrough ------------------------------------------------------------------------
 
     def passthrough_url(self, access: Access, path: str) -> URL:
         """``path`` relative to HubSpot's API host (``crm/v3/objects/contacts?limit=5``)."""
-        return passthrough_on(access, path)
+        return base.passthrough_on(access, path)
+
+
+class HubSpotConnector(Connector):
+    name = "hubspot"
+    records_type = HubSpotRecords

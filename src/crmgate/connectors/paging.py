@@ -200,6 +200,20 @@ class Pager:
                 raise NotValid(f"{self.crm} has more than {self.paging.cap:,} {what}: too many")
         return rows
 
+    async def count(self, access: Access, url: URL, cap: int, what: str = "records") -> int:
+        """How many records the list has, counted by reading it (for a CRM without a count),
+        at most ``cap``: past it, a filter's 400 (narrow the count) rather than walk on."""
+        total = 0
+        async for batch, more in self.batches(access, url):
+            total += len(batch)
+            if more and total >= cap:
+                raise QueryError(
+                    "filter",
+                    f"{self.crm} has no count: crmgate counts {what} by reading the list, at "
+                    f"most {cap:,} records; narrow it with a filter (e.g. created_at ge '...')",
+                )
+        return total
+
     async def batches(
         self,
         access: Access,

@@ -56,30 +56,20 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from cachetools import TTLCache
 from yarl import URL
 
-from crmgate.connectors import local
-from crmgate.connectors.base import (
-    Access,
-    Connector,
-    CursorWalks,
-    Fetch,
-    Records,
-    passthrough_on,
-)
-from crmgate.connectors.catalogue import ObjectEntry, Platform
+from crmgate.connectors import lists, local
+from crmgate.connectors.base import Access, Connector, CursorWalks, Records, passthrough_on
+from crmgate.connectors.catalogue import ObjectEntry, Platform, TypedList
 from crmgate.connectors.dialect import Dialect, Scalar, Target
-from crmgate.connectors.errors import (
-    CrmError,
-    CrmUnavailable,
-    EntityNotFound,
-    NotValid,
-)
+from crmgate.connectors.errors import CrmError, CrmUnavailable, EntityNotFound, NotValid
 from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
@@ -99,9 +89,9 @@ INTEGER_REFERENCES = frozenset(
     ("org_id", "person_id", "deal_id", "owner_id", "user_id", "stage_id", "organization_id")
 )
 READ_ONLY = frozenset(("id", "add_time", "update_time", "user_id", "creator_user_id"))
-EMAIL_LABELS = ("work", "home", "other")
-PHONE_LABELS = ("work", "mobile", "home", "other")
-ADDRESS_PARTS = ("locality", "admin_area_level_1", "postal_code", "country")
+# v2's custom field objects with a second part beside "value", flat as <key>_<part>
+SECOND_PART = {"monetary": "currency", "daterange": "until", "timerange": "until"}
+LINE = ("object", "field_id", "operator", "value", "extra_value")  # a filter condition's keys
 _CUSTOM = re.compile(r"^[0-9a-f]{40}$")
 _NUMERIC_ID = re.compile(r"^[0-9]{1,18}$")
 _LEAD_ID = re.compile(r"^[0-9a-fA-F-]{36}$")
@@ -113,14 +103,6 @@ class PipedriveConnector(Connector):
     def __init__(self, platform: Platform, outbound: Outbound) -> None:
         super().__init__(platform, outbound)
         self.records = PipedriveRecords(self)
-
-    def access(
-        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
-    ) -> Access:
-        instance = self.instance_url(credential["instance_url"])
-        return Access(
-            instance, credential["api_token" if authorization == "key" else "access_token"]
-        )
 
 
 # ---- native records <-> the entity maps' flat columns ---------------------------------------
@@ -139,55 +121,44 @@ def _reference(value: Any) -> str | None:
     return None if value in (None, "", 0) else str(value)
 
 
-def flatten(collection: str, record: Any) -> dict[str, Any]:
+def _nested(entry: ObjectEntry) -> dict[str, tuple[str, str]]:
+    """The flat columns of the object's nested values (the descriptor's ``parts``): column ->
+    (key, part): ``address`` is the address's value, ``address_locality`` its locality."""
+    return {
+        column: (key, part)
+        for key, parts in entry.parts.items()
+        for part, column in [("value", key), *((p, f"{key}_{p}") for p in parts)]
+    }
+
+
+def flatten(platform: Platform, collection: str, record: Any) -> dict[str, Any]:
     """One Pipedrive record (v1 or v2 shape) as the flat columns the entity maps name."""
     if not isinstance(record, dict) or "id" not in record:
         raise CrmUnavailable("Pipedrive answered a record of an unexpected shape")
-    flat: dict[str, Any] = {}
-    for key, value in record.items():
-        if key in ("custom_fields", "emails", "phones", "participants"):
-            continue
-        if collection == "persons" and key in ("email", "phone"):  # v1's lists
-            continue
-        flat[key] = value
+    flat = lists.read(platform.lists, record)
+    custom = flat.pop("custom_fields", None)
+    for key, value in custom.items() if isinstance(custom, dict) else ():
+        flat.update(_custom_columns(str(key), value))
     flat["id"] = str(record["id"])
-    custom = record.get("custom_fields")
-    if isinstance(custom, dict):
-        for key, value in custom.items():
-            flat.update(_custom_columns(str(key), value))
     for key in ("add_time", "update_time", "created", "modified"):
         if key in flat:
             flat[key] = _time(flat[key])
-    if collection in ("deals", "activities") and "owner_id" not in record:
-        flat["owner_id"] = record.get("user_id")  # v1 names the owner user_id
     for key in INTEGER_REFERENCES | {"lead_id"}:
         if key in flat:
             flat[key] = _reference(flat[key])
-    if collection == "persons":
-        emails = record.get("emails", record.get("email"))
-        phones = record.get("phones", record.get("phone"))
-        flat.update(_labelled("email", emails, EMAIL_LABELS))
-        flat.update(_labelled("phone", phones, PHONE_LABELS))
-    if collection == "organizations":
-        address = record.get("address")
-        if isinstance(address, dict):  # v2: one object
-            flat["address"] = address.get("value")
-            for part in ADDRESS_PARTS:
-                flat[f"address_{part}"] = address.get(part)
-    if collection == "activities":
-        if "participants" in record:
-            participants = record.get("participants") or []
-            flat["person_id"] = next(
-                (
-                    _reference(p.get("person_id"))
-                    for p in participants
-                    if isinstance(p, dict) and p.get("primary")
-                ),
-                None,
-            )
-        location = record.get("location")
-        if isinstance(location, dict):
-            flat["location"] = location.get("value")
+    entry = platform.objects.get(collection)
+    for column, (key, part) in _nested(entry).items() if entry else ():
+        if isinstance(record.get(key), dict):
+            flat[column] = record[key].get(part)
+    if "participants" in flat:  # an activity's primary participant is its person_id
+        flat["person_id"] = next(
+            (
+                _reference(p.get("person_id"))
+                for p in flat.pop("participants") or ()
+                if isinstance(p, dict) and p.get("primary")
+            ),
+            None,
+        )
     if collection == "users":
         flat["is_admin"] = bool(record.get("is_admin"))
     return flat
@@ -200,10 +171,8 @@ def _custom_columns(key: str, value: Any) -> dict[str, Any]:
     text, multiple options ``[1, 2]`` as ``"1,2"``."""
     if isinstance(value, dict):
         flat = {key: value.get("value")}
-        if "currency" in value:
-            flat[f"{key}_currency"] = value.get("currency")
-        if "until" in value:
-            flat[f"{key}_until"] = value.get("until")
+        for part in {"currency", "until"} & set(value):
+            flat[f"{key}_{part}"] = value.get(part)
         return flat
     if isinstance(value, list):
         return {key: ",".join(str(v) for v in value) or None}
@@ -215,18 +184,15 @@ def _custom_value(column: str, field_type: str | None, value: Any, part: Any) ->
     currency or a range's end (``<key>_currency``, ``<key>_until``)."""
     if value is None:
         return None
-    if field_type in ("daterange", "timerange"):
-        return {"value": value, "until": part}
-    currency = part
-    if field_type == "monetary":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise NotValid(f"{column}: a number", (column,))
-        if not isinstance(currency, str) or not currency:
-            raise NotValid(
-                f"{column}: give {column}_currency too (a Pipedrive amount has its currency)",
-                (column,),
-            )
-        return {"value": value, "currency": currency}
+    if field_type == "monetary" and (
+        isinstance(value, bool) or not isinstance(value, (int, float))
+    ):
+        raise NotValid(f"{column}: a number", (column,))
+    if field_type == "monetary" and (not isinstance(part, str) or not part):
+        said = f"give {column}_currency too (a Pipedrive amount has its currency)"
+        raise NotValid(f"{column}: {said}", (column,))
+    if field_type in SECOND_PART:
+        return {"value": value, SECOND_PART[field_type]: part}
     if field_type == "set":
         parts = value if isinstance(value, list) else str(value).split(",")
         if not all(str(p).strip().isdigit() for p in parts):
@@ -237,22 +203,6 @@ def _custom_value(column: str, field_type: str | None, value: Any, part: Any) ->
     if field_type == "address":
         return {"value": str(value)}
     return value
-
-
-def _labelled(kind: str, items: Any, labels: tuple[str, ...]) -> dict[str, Any]:
-    flat: dict[str, Any] = {f"{kind}_{label}": None for label in labels}
-    if not isinstance(items, list):
-        return flat
-    ordered = sorted(
-        (i for i in items if isinstance(i, dict) and i.get("value")),
-        key=lambda i: not i.get("primary"),
-    )
-    for item in ordered:
-        label = str(item.get("label") or "work")
-        column = f"{kind}_{label if label in labels else 'other'}"
-        if flat.get(column) is None:
-            flat[column] = item["value"]
-    return flat
 
 
 def _integer(column: str, value: Any) -> Any:
@@ -278,25 +228,24 @@ def needs_current(collection: str, values: Mapping[str, Any], types: Mapping[str
         sub = _subcolumn(column)
         if sub is not None and sub[0] not in values:
             return True  # a currency or range end without its value
-        suffix = {"monetary": "currency", "daterange": "until", "timerange": "until"}
-        part = suffix.get(types.get(column) or "")
+        part = SECOND_PART.get(types.get(column) or "")
         if part and values.get(column) is not None and f"{column}_{part}" not in values:
             return True
     return False
 
 
 def native_body(
+    platform: Platform,
     collection: str,
     values: Mapping[str, Any],
-    v2: bool,
-    types: Mapping[str, str] | None = None,
+    types: Mapping[str, str],
     current: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The flat columns of a write as Pipedrive's body (v2, or v1 for leads and notes).
     ``types``: the custom fields' Pipedrive types (v2 wraps some values); ``current``: the
     record as it is, for what a partial update keeps (see ``needs_current``)."""
-    types = types or {}
-    current = current or {}
+    entry = platform.objects[collection]
+    v2, nested, current = entry.api == "v2", _nested(entry), current or {}
     values = dict(values)
     if collection == "persons" and ("first_name" in values or "last_name" in values):
         # Pipedrive writes a person's one name and splits it into first and last itself
@@ -306,53 +255,35 @@ def native_body(
     body: dict[str, Any] = {}
     custom: dict[str, Any] = {}
     parts: dict[str, dict[str, Any]] = {}  # <custom key>_currency and _until, by key
-    if v2:
-        for column in list(values):
-            sub = _subcolumn(column)
-            if sub is not None:
-                parts.setdefault(sub[0], {})[sub[1]] = values.pop(column)
-    emails: list[tuple[str, Any]] = []
-    phones: list[tuple[str, Any]] = []
-    address: dict[str, Any] = {}
-    for column, value in values.items():
-        if collection == "persons" and column.startswith("email_"):
-            emails.append((column.removeprefix("email_"), value))
-        elif collection == "persons" and column.startswith("phone_"):
-            phones.append((column.removeprefix("phone_"), value))
-        elif collection == "organizations" and (
-            column == "address" or column.startswith("address_")
-        ):
-            address[column.removeprefix("address").removeprefix("_") or "value"] = value
-        elif collection == "activities" and column == "person_id":
+    objects: dict[str, dict[str, Any]] = {}  # the nested values' parts, by key
+    for column in list(values):
+        sub = _subcolumn(column) if v2 else None
+        if sub is not None:
+            parts.setdefault(sub[0], {})[sub[1]] = values.pop(column)
+        elif column in nested:
+            key, inner = nested[column]
+            objects.setdefault(key, {})[inner] = values.pop(column)
+    for column, value in lists.write(platform.lists, values).items():
+        if collection == "activities" and column == "person_id":
             person = _integer(column, value)
             body["participants"] = [{"person_id": person, "primary": True}] if person else []
-        elif collection == "activities" and column == "location":
-            body["location"] = {"value": value} if value else None
         elif column in INTEGER_REFERENCES:
             body[column] = _integer(column, value)
         elif column == "lead_id" and value is not None and not _LEAD_ID.match(str(value)):
             raise NotValid("lead_id: not a Pipedrive lead id", (column,))
         elif _CUSTOM.match(column) and v2:
-            field_type = types.get(column)
-            name = "until" if field_type in ("daterange", "timerange") else "currency"
+            name = SECOND_PART.get(types.get(column) or "", "currency")
             part = parts.get(column, {}).get(name, current.get(f"{column}_{name}"))
-            custom[column] = _custom_value(column, field_type, value, part)
+            custom[column] = _custom_value(column, types.get(column), value, part)
         else:
             body[column] = value
     for key, given in parts.items():
         if key not in values and current.get(key) is not None:  # a new currency or range end
             part = given.get("currency", given.get("until"))
             custom[key] = _custom_value(key, types.get(key), current[key], part)
-    for name, items in (("emails", emails), ("phones", phones)):
-        if items:
-            present = [(label, v) for label, v in items if v not in (None, "")]
-            body[name if v2 else name[:-1]] = [
-                {"value": v, "label": label, "primary": n == 0}
-                for n, (label, v) in enumerate(present)
-            ]
-    if address:
-        given = {k: v for k, v in address.items() if v not in (None, "")}
-        body["address"] = given or None
+    for key, given in objects.items():  # an address's parts, its text made of them if not given
+        given = {k: v for k, v in given.items() if v not in (None, "")}
+        body[key] = given or None
         if given and "value" not in given:
             given["value"] = ", ".join(str(v) for v in given.values())
     if custom:
@@ -364,8 +295,8 @@ def native_body(
 
 
 class FilterConditions(Dialect[dict[str, Any]]):
-    """The conditions of a saved filter on one object, each field named by its id in ``specs``
-    (the object's *Fields by key). Values travel as JSON values, never as query text."""
+    """The conditions of a saved filter on one object, each field named by its Pipedrive id
+    (``field_id`` of a column). Values travel as JSON values, never as query text."""
 
     crm = "Pipedrive"
     max_terms = MAX_CONDITIONS
@@ -375,18 +306,15 @@ class FilterConditions(Dialect[dict[str, Any]]):
     id_pattern = re.compile(f"{_NUMERIC_ID.pattern}|{_LEAD_ID.pattern}")
     id_refusal = "{field} takes a Pipedrive id in quotes"
 
-    def __init__(
-        self, entity: EntityMap, specs: Mapping[str, dict[str, Any]], singular: str
-    ) -> None:
+    def __init__(self, entity: EntityMap, singular: str, field_id: Callable[[str], Any]) -> None:
         super().__init__(entity)
-        self.specs = specs
-        self.singular = singular
+        self.singular, self.field_id = singular, field_id
 
     def name(self, field: str, column: str) -> str:
-        spec = self.specs.get(PipedriveRecords._spec_key(self.entity.object, column))
-        if spec is None or not isinstance(spec.get("id"), (int, str)):
+        found = self.field_id(column)
+        if not isinstance(found, (int, str)):
             raise QueryError("filter", f"Pipedrive cannot filter {self.entity.entity} by {field}")
-        return str(spec["id"])
+        return str(found)
 
     def literal(self, target: Target, typed: Typed) -> Scalar:
         """Dates compare by day (a date-time must be midnight)."""
@@ -398,13 +326,7 @@ class FilterConditions(Dialect[dict[str, Any]]):
         return super().literal(target, typed)
 
     def _line(self, target: Target, operator: str, value: Any, extra: Any = None) -> dict[str, Any]:
-        return {
-            "object": self.singular,
-            "field_id": target.name,
-            "operator": operator,
-            "value": value,
-            "extra_value": extra,
-        }
+        return dict(zip(LINE, (self.singular, target.name, operator, value, extra), strict=True))
 
     def compare(self, target: Target, operator: str, literal: Scalar) -> dict[str, Any]:
         dated = target.kind in ("date", "date-time")
@@ -422,9 +344,7 @@ class PipedriveRecords(Records):
         super().__init__(connector)
         self.walks = CursorWalks()
         # (instance, token digest, collection) -> (fetched at, field key -> Pipedrive field)
-        self._fields: TTLCache[tuple[str, ...], dict[str, dict[str, Any]]] = TTLCache(
-            256, FIELDS_LIFETIME
-        )
+        self._fields: TTLCache[tuple[str, ...], dict[str, Any]] = TTLCache(256, FIELDS_LIFETIME)
         # (instance, token digest, filter name) -> (filter id, the access that made or found
         # it: to delete it when it leaves this bounded cache)
         self._filter_ids: OrderedDict[tuple[str, ...], tuple[int, Access]] = OrderedDict()
@@ -474,27 +394,19 @@ class PipedriveRecords(Records):
         kept = self._fields.get(key)
         if kept is not None and not fresh:
             return kept
-        path = self._object(collection).fields_at
-        found: dict[str, dict[str, Any]] = {}
-        url = access.instance_url / "v1" / path
-        async for batch, _ in self._pager("v1").batches(access, url):
-            for spec in batch:
-                if isinstance(spec, dict) and isinstance(spec.get("key"), str):
-                    found[spec["key"]] = spec
+        url = access.instance_url / "v1" / self._object(collection).fields_at
+        specs = await self._pager("v1").whole(access, url, what="fields")
+        found = {spec["key"]: spec for spec in specs if isinstance(spec.get("key"), str)}
         self._fields[key] = found
         return found
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
-        known = self._object(name).info(name, "id")
+        entry = self._object(name)
+        known = entry.info(name, "id")
         if name == "users":  # Pipedrive does not describe users: the descriptor does
             return known
-        specs = await self._field_map(access, name, fresh=True)
-        table = self.platform.describe.fields
-        fields: list[FieldInfo] = []
-        for key, spec in specs.items():
-            column = "owner_id" if key == "user_id" and name in OWNER_IS_USER_ID else key
-            info = table.read(spec)
-            fields += _field_infos(name, column, spec, info) if info else []
+        specs = list((await self._field_map(access, name, fresh=True)).values())
+        fields = self.read_fields(specs, partial(_field_infos, name, entry, self.platform.lists))
         return replace(known, fields=tuple(fields))
 
     async def _custom_types(self, access: Access, collection: str) -> dict[str, str]:
@@ -510,16 +422,13 @@ class PipedriveRecords(Records):
 
     # ---- filters -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _spec_key(collection: str, column: str) -> str:
+    def _spec_key(self, collection: str, column: str) -> str:
         """The field key Pipedrive's *Fields (and so its filters) name ``column`` by."""
         if column == "owner_id" and collection in OWNER_IS_USER_ID:
             return "user_id"
-        if collection == "persons" and column.startswith(("email_", "phone_")):
-            return column.partition("_")[0]
-        if collection == "organizations" and column.startswith("address"):
-            return "address"
-        return column
+        listed = lists.of_column(self.platform.lists, column)
+        nested = _nested(self._object(collection)).get(column)
+        return listed.prefix if listed else nested[0] if nested else column
 
     def _parameters(
         self, entity: EntityMap, conditions: Sequence[Condition]
@@ -553,12 +462,17 @@ class PipedriveRecords(Records):
         """The id of a Pipedrive filter for ``conditions`` and the map's match, made once and
         reused (see the module's docstring). One found by its name is used only if its
         conditions are these (anyone may edit a filter)."""
-        kind = self._object(entity.object).filter_type
-        if not kind:
-            raise QueryError("filter", f"Pipedrive cannot filter {entity.entity} records")
+        entry = self._object(entity.object)
+        kind = entry.filter_type
+        if not kind:  # notes: by their relations' query parameters only
+            said = " or ".join(f"{entity.unified_name(c)} eq '<id>'" for c in entry.parameters)
+            raise QueryError("filter", f"Pipedrive filters {entity.entity} records by {said}")
         specs = await self._field_map(access, entity.object)
-        singular = self._object(entity.object).singular
-        lines = FilterConditions(entity, specs, singular).terms(conditions)
+
+        def field_id(column: str) -> Any:
+            return specs.get(self._spec_key(entity.object, column), {}).get("id")
+
+        lines = FilterConditions(entity, entry.singular, field_id).terms(conditions)
         # the minimum structure Pipedrive documents: an AND group and an OR group
         tree = {
             "glue": "and",
@@ -602,12 +516,11 @@ class PipedriveRecords(Records):
         while len(self._filter_ids) > MAX_FILTERS:
             evicted.append(self._filter_ids.popitem(last=False)[1])
         for old, owner in evicted:
-            if any(kept[0] == old for kept in self._filter_ids.values()):
-                continue
-            try:  # not to leave a filter (and the values in it) for each query ever made
-                await self.call_json(owner, "DELETE", owner.instance_url / "v1/filters" / str(old))
-            except CrmError:
-                pass  # gone already, or the token has changed: it stays in Pipedrive
+            if all(kept[0] != old for kept in self._filter_ids.values()):
+                # not to leave a filter (and the values in it) for each query ever made; one
+                # gone already, or whose token has changed, stays in Pipedrive
+                with suppress(CrmError):
+                    await self.call_json(owner, "DELETE", owner.instance_url / f"v1/filters/{old}")
         return found
 
     def forget_filter(self, filter_id: int | None) -> None:
@@ -636,33 +549,14 @@ class PipedriveRecords(Records):
             filter_id = await self.filter_id(access, entity, conditions)
             return await work({"filter_id": str(filter_id)})
 
-    def _note_query(self, entity: EntityMap, conditions: Sequence[Condition]) -> dict[str, str]:
-        """Notes filter by their relations only: Pipedrive's query parameters."""
-        query: dict[str, str] = {}
-        for condition in conditions:
-            column = entity.filter_column("filter", condition.field)
-            value = condition.value
-            if (
-                not condition.field.startswith("relation.")
-                or condition.op != "eq"
-                or not isinstance(value, str)
-                or not (_NUMERIC_ID.match(value) or _LEAD_ID.match(value))
-                or column in query
-            ):
-                raise QueryError(
-                    "filter", "Pipedrive filters notes only by relation.<entity> eq '<id>'"
-                )
-            query[column] = value
-        return query
-
     # ---- reading ------------------------------------------------------------------------------
 
-    def _v2_sort(self, entity: EntityMap, sort: Sequence[SortKey]) -> tuple[str, str]:
+    def _v2_sort(self, entity: EntityMap, sort: Sequence[SortKey]) -> dict[str, str]:
         """v2's sort_by and sort_direction for ``sort``; what v2 cannot sort by is refused (the
         deprecated v1 lists are not used)."""
-        allowed = {column: column for column in self._object(entity.object).sorts}
+        allowed = self._object(entity.object).sorts
         if not sort:
-            return "id", "asc"
+            return {"sort_by": "id", "sort_direction": "asc"}
         column = entity.filter_column("sort", sort[0].field)
         if len(sort) > 1 or column not in allowed:
             names = ["id"] + [u for u, native in entity.fields.items() if native in allowed]
@@ -671,9 +565,9 @@ class PipedriveRecords(Records):
                 f"Pipedrive sorts {entity.entity} records by one of {', '.join(names)} "
                 "(one key; -key for descending)",
             )
-        return allowed[column], "desc" if sort[0].descending else "asc"
+        return {"sort_by": column, "sort_direction": "desc" if sort[0].descending else "asc"}
 
-    def _v1_sort(self, entity: EntityMap, sort: Sequence[SortKey]) -> str:
+    def _v1_sort(self, entity: EntityMap, sort: Sequence[SortKey]) -> dict[str, str]:
         parts = []
         for key in sort:
             column = entity.filter_column("sort", key.field)
@@ -681,7 +575,7 @@ class PipedriveRecords(Records):
                 raise QueryError("sort", f"Pipedrive cannot sort by {key.field}")
             column = self._spec_key(entity.object, column)
             parts.append(f"{column} {'DESC' if key.descending else 'ASC'}")
-        return ", ".join(parts)
+        return {"sort": ", ".join(parts)}
 
     async def list_page(
         self,
@@ -699,27 +593,18 @@ class PipedriveRecords(Records):
         if collection == "users":  # one call for all; filtered, sorted and paged here
             rows = local.select(await self._users(access), entity, conditions, sort)
             return local.page_of(rows, page, page_size)
-        if collection == "notes":
-            query = {**self._note_query(entity, conditions), "sort": self._v1_sort(entity, sort)}
-            return await self._v1_page(access, collection, query, offset, page_size)
-        if self._v2(collection):
-            ordered = self._v2_sort(entity, sort)  # refused before any call
+        v2 = self._v2(collection)
+        order = (self._v2_sort if v2 else self._v1_sort)(entity, sort)  # refused before a call
 
-            async def v2_page(query: dict[str, str]) -> list[dict[str, Any]]:
-                query.update(sort_by=ordered[0], sort_direction=ordered[1])
-                key = CursorWalks.key(access, collection, json.dumps(query, sort_keys=True))
-                fetch = self._v2_fetch(access, collection, query)
-                return await self.walks.page(key, offset, page_size, fetch, MAX_COLD_OFFSET)
+        async def one_page(query: dict[str, str]) -> list[dict[str, Any]]:
+            if not v2:
+                return await self._v1_page(access, collection, query | order, offset, page_size)
+            key = CursorWalks.key(access, collection, json.dumps(query | order, sort_keys=True))
+            url = self._url(access, collection).with_query(query | order)
+            fetch = self._pager("v2", collection).fetch(access, url)
+            return await self.walks.page(key, offset, page_size, fetch, MAX_COLD_OFFSET)
 
-            return await self._filtered(access, entity, conditions, v2_page)
-        order = self._v1_sort(entity, sort)
-
-        async def v1_page(query: dict[str, str]) -> list[dict[str, Any]]:
-            return await self._v1_page(
-                access, collection, {**query, "sort": order}, offset, page_size
-            )
-
-        return await self._filtered(access, entity, conditions, v1_page)
+        return await self._filtered(access, entity, conditions, one_page)
 
     async def _v1_page(
         self, access: Access, collection: str, query: Mapping[str, str], offset: int, size: int
@@ -730,19 +615,17 @@ class PipedriveRecords(Records):
             {**sent, "start": str(offset), "limit": str(size)}
         )
         answer = await self.call_json(access, "GET", url)
-        return [flatten(collection, r) for r in answer.get("data") or ()]
+        return [flatten(self.platform, collection, r) for r in answer.get("data") or ()]
 
     def _pager(self, kind: str, collection: str = "") -> Pager:
         """v2 lists page by cursor, v1 lists by start and limit (the descriptor's paging)."""
-        return Pager(self, self.platform.paging.of(kind), lambda r: flatten(collection, r))
-
-    def _v2_fetch(self, access: Access, collection: str, query: Mapping[str, str]) -> Fetch:
-        url = self._url(access, collection).with_query(query)
-        return self._pager("v2", collection).fetch(access, url)
+        return Pager(
+            self, self.platform.paging.of(kind), partial(flatten, self.platform, collection)
+        )
 
     async def _users(self, access: Access) -> list[dict[str, Any]]:
         answer = await self.call_json(access, "GET", access.instance_url / "v1/users")
-        return [flatten("users", u) for u in answer.get("data") or ()]
+        return [flatten(self.platform, "users", u) for u in answer.get("data") or ()]
 
     async def count(
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
@@ -751,59 +634,38 @@ class PipedriveRecords(Records):
         collection = entity.object
         if collection == "users":
             return len(local.select(await self._users(access), entity, conditions))
-        if collection == "notes":
-            return await self._count(access, collection, self._note_query(entity, conditions))
 
         async def walk(query: dict[str, str]) -> int:
-            return await self._count(access, collection, query)
+            url = self._url(access, collection).with_query(query)
+            return await self._pager(self._object(collection).api).count(access, url, MAX_COUNT)
 
         return await self._filtered(access, entity, conditions, walk)
-
-    async def _count(self, access: Access, collection: str, query: Mapping[str, str]) -> int:
-        total = 0
-        url = self._url(access, collection).with_query(query)
-        pager = self._pager("v2" if self._v2(collection) else "v1")
-        async for batch, more in pager.batches(access, url):
-            total += len(batch)
-            if more and total >= MAX_COUNT:
-                raise QueryError(
-                    "filter",
-                    f"Pipedrive has no count: crmgate counts by reading the list, at most "
-                    f"{MAX_COUNT:,} records; narrow it with a filter (e.g. created_at ge '...')",
-                )
-        return total
 
     async def get(
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
     ) -> dict[str, Any]:
-        collection = entity.object
-        if collection == "users":
-            if not _NUMERIC_ID.match(record_id):
-                raise EntityNotFound(f"User {record_id[:40]!r} not found")
-            answer = await self.call_json(
-                access, "GET", access.instance_url / "v1/users" / record_id
-            )
-            return flatten(collection, answer.get("data"))
-        return await self._record(access, collection, record_id)
+        return await self._record(access, entity.object, record_id)
 
     async def _record(self, access: Access, collection: str, record_id: str) -> dict[str, Any]:
         """One record, flattened; a deleted one (kept by Pipedrive for 30 days: v2's
-        ``is_deleted``, v1's ``active_flag`` false) is not found."""
+        ``is_deleted``, v1's ``active_flag`` false) is not found (a user's shows deactivation)."""
         answer = await self.call_json(access, "GET", self._url(access, collection, record_id))
         data = answer.get("data")
-        if isinstance(data, dict) and (
-            data.get("is_deleted") is True or data.get("active_flag") is False
+        if (
+            collection != "users"
+            and isinstance(data, dict)
+            and (data.get("is_deleted") is True or data.get("active_flag") is False)
         ):
             raise EntityNotFound(f"{self._object(collection).label} {record_id[:40]!r} was deleted")
-        return flatten(collection, data)
+        return flatten(self.platform, collection, data)
 
     # ---- writing ------------------------------------------------------------------------------
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
         types = await self._custom_types(access, name)
-        body = native_body(name, values, v2=self._v2(name), types=types)
+        body = native_body(self.platform, name, values, types)
         answer = await self.call_json(access, "POST", self._url(access, name), body=body)
-        return str(flatten(name, answer.get("data"))["id"])
+        return str(flatten(self.platform, name, answer.get("data"))["id"])
 
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
@@ -813,7 +675,7 @@ class PipedriveRecords(Records):
         current = None
         if needs_current(name, values, types):  # what the change leaves, it keeps
             current = await self._record(access, name, record_id)
-        body = native_body(name, values, v2=self._v2(name), types=types, current=current)
+        body = native_body(self.platform, name, values, types, current)
         await self.call_json(access, method, self._url(access, name, record_id), body=body)
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
@@ -828,42 +690,41 @@ class PipedriveRecords(Records):
 
 
 def _same_conditions(found: Any, wanted: Mapping[str, Any]) -> bool:
-    """Whether a filter's conditions (as Pipedrive shows them) are ``wanted``."""
+    """Whether a filter's conditions (as Pipedrive shows them: JSON text, values as text) are
+    ``wanted``: the AND of its groups, each group's glue and lines."""
 
-    def lines(tree: Any) -> list[tuple[str, ...]] | None:
-        if isinstance(tree, str):
-            try:
-                tree = json.loads(tree)
-            except ValueError:
+    def lines(tree: Any) -> list[Any] | None:
+        try:
+            tree = json.loads(tree) if isinstance(tree, str) else tree
+            if tree.get("glue") != "and":
                 return None
-        if not isinstance(tree, dict) or tree.get("glue") != "and":
+            return [
+                (str(group.get("glue")), [_line(line) for line in group.get("conditions") or ()])
+                for group in tree.get("conditions") or ()
+            ]
+        except (ValueError, AttributeError):  # not JSON, or not objects where they should be
             return None
-        shape: list[tuple[str, ...]] = []
-        for group in tree.get("conditions") or ():
-            if not isinstance(group, dict):
-                return None
-            shape.append(("group", str(group.get("glue"))))
-            for line in group.get("conditions") or ():
-                if not isinstance(line, dict):
-                    return None
-                shape.append(
-                    tuple(
-                        "" if line.get(k) is None else str(line.get(k))
-                        for k in ("object", "field_id", "operator", "value", "extra_value")
-                    )
-                )
-        return shape
 
     have = lines(found)
     return have is not None and have == lines(wanted)
 
 
+def _line(line: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple("" if line.get(k) is None else str(line.get(k)) for k in LINE)
+
+
 def _field_infos(
-    collection: str, key: str, spec: Mapping[str, Any], read: FieldInfo
+    collection: str,
+    entry: ObjectEntry,
+    typed: Sequence[TypedList],
+    spec: Mapping[str, Any],
+    read: FieldInfo,
 ) -> list[FieldInfo]:
     """One Pipedrive field (as the descriptor's ``[describe.fields]`` reads it) as the
     connector's flat columns (a person's email is email_work, email_home, ...)."""
-    custom = read.custom
+    key, custom = read.name, read.custom
+    if key == "user_id" and collection in OWNER_IS_USER_ID:
+        key = "owner_id"
     writable = custom or key not in READ_ONLY
     kind = {"add_time": "date-time", "update_time": "date-time", "id": "string"}.get(key, read.kind)
     options = tuple(  # a custom option is written by its id, a standard one by its label
@@ -884,19 +745,16 @@ def _field_infos(
             enum=options,
         )
 
-    label = read.label
-    if collection == "persons" and key in ("email", "phone"):
-        labels = EMAIL_LABELS if key == "email" else PHONE_LABELS
-        return [info(f"{key}_{x}", f"{label} ({x})", "string") for x in labels]
-    if collection == "organizations" and key == "address":
-        return [info("address", label, "string")] + [
-            info(f"address_{part}", f"{label} ({part.replace('_', ' ')})", "string")
-            for part in ADDRESS_PARTS
+    label, listed = read.label, next((t for t in typed if t.prefix == key), None)
+    if listed is not None:  # a typed list: a column per label
+        return [info(f"{key}_{x}", f"{label} ({x})", "string") for x in listed.labels]
+    if key in entry.parts:  # a nested value: its text, and its parts
+        parts = [(part, f"{label} ({part.replace('_', ' ')})") for part in entry.parts[key]]
+        return [info(key, label, "string")] + [info(f"{key}_{p}", t, "string") for p, t in parts]
+    part = SECOND_PART.get(read.native_type) if custom else None
+    if part is not None:  # v2's {"value", "currency"} or {"value", "until"}, as v1 flattened it
+        return [
+            info(key, label),
+            info(f"{key}_{part}", f"{label} ({part})", "string" if part == "currency" else kind),
         ]
-    if collection == "activities" and key == "location":
-        return [info(key, label, "string")]
-    if custom and read.native_type == "monetary":  # v2's {"value", "currency"}, as v1 flattened it
-        return [info(key, label), info(f"{key}_currency", f"{label} (currency)", "string")]
-    if custom and read.native_type in ("daterange", "timerange"):
-        return [info(key, label), info(f"{key}_until", f"{label} (until)")]
     return [info(key, label)]

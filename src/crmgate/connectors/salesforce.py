@@ -4,7 +4,6 @@ the Partner API's SOAP login() call, the way Salesforce's own tools do."""
 
 from __future__ import annotations
 
-import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -41,28 +40,11 @@ from crmgate.model.objects import ObjectInfo
 from crmgate.outbound import Outbound, OutboundRefused
 from crmgate.query import Condition, SortKey
 
-log = logging.getLogger("crmgate.connectors.salesforce")
-
 _LOGIN = """<?xml version="1.0" encoding="utf-8"?>
 <env:Envelope xmlns:env="http://schemas.xmlsoap.org/soap/envelope/"
  xmlns:urn="urn:partner.soap.sforce.com"><env:Body><urn:login>
 <urn:username>{username}</urn:username><urn:password>{password}</urn:password>
 </urn:login></env:Body></env:Envelope>"""
-
-
-# SOAP login faults that mean "these credentials are not accepted" (the rest are CRM-side).
-_LOGIN_REFUSALS = frozenset(
-    {
-        "INVALID_LOGIN",
-        "LOGIN_MUST_USE_SECURITY_TOKEN",
-        "INVALID_PASSWORD",
-        "PASSWORD_LOCKOUT",
-        "INACTIVE_OWNER_OR_USER",
-        "INVALID_OPERATION_WITH_EXPIRED_PASSWORD",
-        "LOGIN_DURING_RESTRICTED_DOMAIN",
-        "LOGIN_DURING_RESTRICTED_TIME",
-    }
-)
 
 
 def _xml_values(body: bytes) -> dict[str, str]:
@@ -95,13 +77,7 @@ class SalesforceConnector(Connector):
         return await super().verify(authorization, credential)
 
     async def _login(self, credential: Mapping[str, str]) -> Verified:
-        login_url = self.platform.login_url
-        if not login_url:
-            raise CrmUnavailable(f"{self.platform.type} has no login URL configured")
-        version = self.platform.api_version or "60.0"
-        origin = URL(login_url)
-        checked = self.outbound.check_url(login_url, [f"{origin.host}:{origin.port}"])
-        url = checked / f"services/Soap/u/{version}"
+        url = self.login_at(f"/services/Soap/u/{self.platform.api_version or '60.0'}")
         body = _LOGIN.format(
             username=escape(credential["login"]),
             password=escape(credential["password"] + credential.get("security_token", "")),
@@ -116,9 +92,10 @@ class SalesforceConnector(Connector):
         if response.status != 200:
             code = values.get("exceptionCode") or values.get("faultcode", "").rpartition(":")[2]
             reason = values.get("exceptionMessage") or values.get("faultstring") or "refused"
-            if code in _LOGIN_REFUSALS:
+            contract = self.platform.errors.codes.get(code)  # the login faults are there too
+            if contract == "UNAUTHORIZED":
                 raise CredentialsRejected(f"Salesforce refused the login: {reason}")
-            if code == "API_DISABLED_FOR_ORG":
+            if contract == "API_NOT_ENABLED":
                 raise ApiNotEnabled(f"Salesforce: {reason}")
             raise CrmUnavailable(
                 f"Salesforce login failed ({code or f'HTTP {response.status}'}): {reason}"
@@ -178,7 +155,7 @@ class SalesforceRecords(Records):
         return self._base(access) / "sobjects" / name
 
     def _record_url(self, access: Access, name: str, record_id: str) -> URL:
-        if not _RECORD_ID.match(record_id):
+        if not _well_formed(record_id):
             raise EntityNotFound(f"{name} {record_id[:40]!r} not found")
         return self._sobject(access, name) / record_id
 
@@ -199,14 +176,16 @@ class SalesforceRecords(Records):
 
     # ---- reading ----------------------------------------------------------------------------
 
-    async def query(
-        self, access: Access, statement: str, batch: int | None = None
-    ) -> dict[str, Any]:
-        headers = {"Sforce-Query-Options": f"batchSize={batch}"} if batch else None
-        result = await self.json_call(
-            access, "GET", (self._base(access) / "query").with_query(q=statement), headers=headers
-        )
-        return _query_result(result)
+    async def query(self, access: Access, statement: str) -> dict[str, Any]:
+        url = (self._base(access) / "query").with_query(q=statement)
+        result = obj(await self.json_call(access, "GET", url), "Salesforce", "a query result")
+        shapes.rows(result, "records", "Salesforce", "a query result")
+        shapes.integer(result.get("totalSize"), "Salesforce", "a query result")
+        return result
+
+    async def _rows(self, access: Access, statement: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = (await self.query(access, statement))["records"]
+        return rows
 
     async def list_page(
         self,
@@ -219,31 +198,16 @@ class SalesforceRecords(Records):
         page: int = 1,
         page_size: int = 25,
     ) -> list[dict[str, Any]]:
+        """A page within OFFSET's limit is one query. Past it: walk Salesforce's query locator,
+        2,000 records a call. Where the walk stopped is kept (a cursor per query and credential),
+        so reading the next page continues it: pages read in order cost one call per 2,000
+        records. A first jump deeper than MAX_COLD_OFFSET is refused rather than paid for with
+        dozens of calls."""
         offset = (page - 1) * page_size
         if offset <= MAX_OFFSET:
-            statement = soql.select(
-                entity, columns, conditions, sort, limit=page_size, offset=offset
-            )
-            rows: list[dict[str, Any]] = (await self.query(access, statement))["records"]
-            return rows
-        return await self._deep_page(access, entity, columns, conditions, sort, offset, page_size)
-
-    async def _deep_page(
-        self,
-        access: Access,
-        entity: EntityMap,
-        columns: Sequence[str],
-        conditions: Sequence[Condition],
-        sort: Sequence[SortKey],
-        offset: int,
-        page_size: int,
-    ) -> list[dict[str, Any]]:
-        """Past OFFSET's limit: walk Salesforce's query locator, 2,000 records a call. Where the
-        walk stopped is kept (a cursor per query and credential), so reading the next page
-        continues it: pages read in order cost one call per 2,000 records. A first jump deeper
-        than MAX_COLD_OFFSET is refused rather than paid for with dozens of calls."""
+            statement = soql.select(entity, columns, conditions, sort, page_size, offset)
+            return await self._rows(access, statement)
         statement = soql.select(entity, columns, conditions, sort)
-
         url = (self._base(access) / "query").with_query(q=statement)
         options = {"Sforce-Query-Options": f"batchSize={self.platform.paging.batch}"}
         fetch = Pager(self, self.platform.paging).fetch(access, url, headers=options)
@@ -263,48 +227,40 @@ class SalesforceRecords(Records):
         group_by: Sequence[str],
         conditions: Sequence[Condition] = (),
     ) -> list[dict[str, Any]]:
-        statement = soql.aggregate(entity, functions, group_by, conditions)
-        rows: list[dict[str, Any]] = (await self.query(access, statement))["records"]
-        return rows
+        return await self._rows(access, soql.aggregate(entity, functions, group_by, conditions))
 
     async def get(
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
     ) -> dict[str, Any]:
         url = self._record_url(access, entity.object, record_id)
-        record = _expect(
-            await self.json_call(access, "GET", url.with_query(fields=",".join(columns))),
-            dict,
-            "record",
-        )
-        _expect(record.get(entity.id), str, "record")
-        return dict(record)
+        answer = await self.json_call(access, "GET", url.with_query(fields=",".join(columns)))
+        record = obj(answer, "Salesforce", "a record")
+        _text(record.get(entity.id), "a record")
+        return record
 
     async def get_many(
         self, access: Access, entity: EntityMap, ids: Sequence[str], columns: Sequence[str]
     ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        valid = list(dict.fromkeys(i for i in ids if _RECORD_ID.match(i)))
-        for chunk in _chunks(valid, self.platform.bulk.size):
-            statement = soql.ids_matching(entity, chunk, columns)
-            rows += (await self.query(access, statement))["records"]
+        valid = list(dict.fromkeys(filter(_well_formed, ids)))
+        size = self.platform.bulk.size
+        for start in range(0, len(valid), size):
+            statement = soql.ids_matching(entity, valid[start : start + size], columns)
+            rows += await self._rows(access, statement)
         return rows
 
     async def matching(self, access: Access, entity: EntityMap, ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        valid = [record_id for record_id in ids if _RECORD_ID.match(record_id)]
-        for chunk in _chunks(valid, self.platform.bulk.size):
-            statement = soql.ids_matching(entity, chunk)
-            rows = (await self.query(access, statement))["records"]
-            found |= {str(row.get(entity.id)) for row in rows}
+        rows = await self.get_many(access, entity, ids, [entity.id])
+        found = {str(row.get(entity.id)) for row in rows}
         # Salesforce answers 18-character ids; a client may have sent the 15-character form
+        valid = [record_id for record_id in ids if _well_formed(record_id)]
         return {i for i in valid if i in found or any(f[:15] == i for f in found)}
 
     # ---- writing ----------------------------------------------------------------------------
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
         created = await self.json_call(access, "POST", self._sobject(access, name), body=values)
-        record_id = _expect(created, dict, "create answer").get("id")
-        return str(_expect(record_id, str, "create answer"))
+        return _text(obj(created, "Salesforce", "a create answer").get("id"), "a create answer")
 
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
@@ -366,18 +322,8 @@ class SalesforceRecords(Records):
         return passthrough_on(access, path, f"/services/data/v{self._version}", "/services/")
 
 
-def _expect(value: Any, kind: type, what: str) -> Any:
-    """``value`` if it has the shape Salesforce documents; a CRM error (never a 500) if not."""
-    if not isinstance(value, kind):
-        raise unexpected("Salesforce", f"a {what}")
+def _text(value: Any, what: str) -> str:
+    """``value`` if it is text, as Salesforce documents it; a CRM error (never a 500) if not."""
+    if not isinstance(value, str):
+        raise unexpected("Salesforce", what)
     return value
-
-
-def _query_result(result: Any) -> dict[str, Any]:
-    shapes.rows(_expect(result, dict, "query result"), "records", "Salesforce", "a query result")
-    _expect(result.get("totalSize"), int, "query result")
-    return dict(result)
-
-
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -55,12 +55,15 @@ class Soql(TextDialect):
         return f"{term} AND {prefixed}"
 
 
-def where(conditions: Sequence[Condition], entity: EntityMap) -> str:
-    return Soql(entity).where(conditions)
-
-
-def order_by(sort: Sequence[SortKey], entity: EntityMap) -> str:
-    return Soql(entity).order(sort)
+def _statement(
+    entity: EntityMap, selected: Sequence[str], conditions: Sequence[Condition], *also: str
+) -> str:
+    """SELECT ``selected`` FROM the entity's object WHERE its match values, ``conditions`` and
+    the clauses ``also``. Object and column names come from the descriptor or the describe,
+    never from the request; values are escaped by the Soql dialect."""
+    terms = [*Soql(entity).terms(conditions), *also]
+    statement = f"SELECT {', '.join(selected)} FROM {entity.object}"  # noqa: S608
+    return statement + (f" WHERE {' AND '.join(terms)}" if terms else "")
 
 
 def select(
@@ -71,13 +74,7 @@ def select(
     limit: int | None = None,
     offset: int | None = None,
 ) -> str:
-    # Object and column names come from the descriptor, never from the request; values are
-    # escaped by the Soql dialect.
-    statement = f"SELECT {', '.join(columns)} FROM {entity.object}"  # noqa: S608
-    condition = where(conditions, entity)
-    if condition:
-        statement += f" WHERE {condition}"
-    statement += f" ORDER BY {order_by(sort, entity)}"
+    statement = f"{_statement(entity, columns, conditions)} ORDER BY {Soql(entity).order(sort)}"
     if limit is not None:
         statement += f" LIMIT {int(limit)}"
     if offset:
@@ -86,19 +83,9 @@ def select(
 
 
 def count(entity: EntityMap, conditions: Sequence[Condition] = ()) -> str:
-    statement = f"SELECT COUNT() FROM {entity.object}"  # noqa: S608
-    condition = where(conditions, entity)
-    return statement + (f" WHERE {condition}" if condition else "")
+    return _statement(entity, ["COUNT()"], conditions)
 
 
-_SOQL_FUNCTIONS = {
-    "count": "COUNT",
-    "count_distinct": "COUNT_DISTINCT",
-    "sum": "SUM",
-    "avg": "AVG",
-    "min": "MIN",
-    "max": "MAX",
-}
 MAX_GROUP_ROWS = 2000  # Salesforce returns at most 2,000 rows for an aggregate query
 
 
@@ -108,17 +95,10 @@ def aggregate(
     group_by: Sequence[str],
     conditions: Sequence[Condition] = (),
 ) -> str:
-    """``functions`` are (crmgate function, native column) pairs, aliased a0, a1, ...;
-    ``group_by`` native columns. Names come from the descriptor or the describe, never the
-    request."""
-    selected = [
-        *group_by,
-        *(f"{_SOQL_FUNCTIONS[name]}({column}) a{i}" for i, (name, column) in enumerate(functions)),
-    ]
-    statement = f"SELECT {', '.join(selected)} FROM {entity.object}"  # noqa: S608
-    condition = where(conditions, entity)
-    if condition:
-        statement += f" WHERE {condition}"
+    """``functions`` are (crmgate function, native column) pairs, aliased a0, a1, ... (crmgate's
+    functions, crmgate.query.FUNCTIONS, are SOQL's in lower case); ``group_by`` native columns."""
+    calls = (f"{name.upper()}({column}) a{i}" for i, (name, column) in enumerate(functions))
+    statement = _statement(entity, [*group_by, *calls], conditions)
     if group_by:
         statement += f" GROUP BY {', '.join(group_by)} ORDER BY {', '.join(group_by)}"
     return statement + f" LIMIT {MAX_GROUP_ROWS}"
@@ -127,8 +107,5 @@ def aggregate(
 def ids_matching(entity: EntityMap, ids: Sequence[str], columns: Sequence[str] = ()) -> str:
     """The records of ``ids`` (checked record ids) that are records of ``entity`` with its match
     values: their ``columns`` (the id alone by default)."""
-    dialect = Soql(entity)
-    clauses = dialect.terms(())
-    clauses.append(f"{entity.id} IN ({', '.join(dialect.quote(i) for i in ids)})")
-    selected = ", ".join(columns or [entity.id])
-    return f"SELECT {selected} FROM {entity.object} WHERE {' AND '.join(clauses)}"  # noqa: S608
+    listed = ", ".join(Soql(entity).quote(record_id) for record_id in ids)
+    return _statement(entity, columns or [entity.id], (), f"{entity.id} IN ({listed})")

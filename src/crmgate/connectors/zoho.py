@@ -2,9 +2,9 @@
 
 Every org lives in one data centre; its API host is the token answer's ``api_domain`` (the
 credential's instance_url), and its tokens are refreshed by the accounts server of the same data
-centre, chosen from the descriptor's ``regions`` (never from a host an answer names; an OAuth
-callback's ``accounts-server`` only where it is one of them). Calls authenticate
-with ``Authorization: Zoho-oauthtoken <token>``.
+centre, chosen from the descriptor's ``regions`` (``oauth.regional``: never from a host an
+answer names; an OAuth callback's ``accounts-server`` only where it is one of them). Calls
+authenticate with ``Authorization: Zoho-oauthtoken <token>``.
 
 Records are flat but for lookups ``{id, name}``, read as their id; a multi-module lookup
 (``What_Id`` with ``$se_module``, a note's ``Parent_Id`` with its module) reads as one column
@@ -22,11 +22,11 @@ read in order (else 400). Bulk: 100 records a call with per-record results.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 
 from cachetools import LRUCache
@@ -38,25 +38,19 @@ from crmgate.connectors.base import (
     Connector,
     CursorWalks,
     Fetch,
-    Identity,
     ItemResult,
     Records,
-    Verified,
     chunked,
     chunked_by_id,
     passthrough_on,
 )
-from crmgate.connectors.catalogue import Platform, url_host
+from crmgate.connectors.catalogue import Platform, Polymorphic
 from crmgate.connectors.dialect import Scalar, Target, TextDialect, pattern
 from crmgate.connectors.errors import (
-    CredentialsRejected,
     CrmUnavailable,
     EntityNotFound,
-    NotAllowed,
     NotValid,
-    RateLimited,
     Refusal,
-    SessionExpired,
 )
 from crmgate.connectors.jsonpath import select
 from crmgate.connectors.paging import Pager
@@ -65,14 +59,10 @@ from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.outbound import Outbound
 from crmgate.query import Condition, QueryError, SortKey, Typed
 
-log = logging.getLogger("crmgate.connectors.zoho")
-
-
 PAGE_LIMIT = 2000  # records the records API reaches with `page`
 COQL_REACH = 100_000  # offset + limit of a COQL query
 COQL_IN = 50  # values of a COQL `in`
 FIELD_LIMIT = 50  # fields of a COQL select, and of the records API's `fields`
-REFRESH_WINDOW = 600  # seconds in which Zoho gives at most 10 access tokens per refresh token
 _RECORD_ID = re.compile(r"^[0-9]{1,20}$")
 
 
@@ -83,23 +73,6 @@ def _well_formed(record_id: str) -> bool:
 _MODULE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 _COLUMN = re.compile(r"^\$?[A-Za-z][A-Za-z0-9_]{0,99}$")
 _LOOKUPS = ("lookup", "ownerlookup", "userlookup")
-# Multi-module lookups: the column, and where a record says which module it points to.
-POLYMORPHIC = ("What_Id", "Parent_Id")
-PARENT_MODULES = (
-    "Accounts",
-    "Contacts",
-    "Deals",
-    "Leads",
-    "Campaigns",
-    "Cases",
-    "Quotes",
-    "Sales_Orders",
-    "Purchase_Orders",
-    "Invoices",
-    "Vendors",
-    "Products",
-    "Solutions",
-)
 
 
 class ZohoConnector(Connector):
@@ -109,98 +82,13 @@ class ZohoConnector(Connector):
         super().__init__(platform, outbound)
         self.records: ZohoRecords = ZohoRecords(self)
 
-    def access(
-        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
-    ) -> Access:
-        return Access(self.instance_url(credential["instance_url"]), credential["access_token"])
-
-    async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
-        """The token works if Zoho shows its user (users?type=CurrentUser) and org."""
-        access = self.session(authorization, credential, {})
-        try:
-            users = await self.records.json_call(
-                access, "GET", (self.records.api(access) / "users").with_query(type="CurrentUser")
-            )
-            org = await self.records.json_call(access, "GET", self.records.api(access) / "org")
-        except (SessionExpired, NotAllowed) as refused:
-            raise CredentialsRejected(f"Zoho refused the token ({refused.message})") from None
-        try:
-            user = users["users"][0]
-            company = org["org"][0]
-            return Verified(
-                Identity(
-                    user_id=str(user["id"]),
-                    name=str(user.get("full_name") or ""),
-                    email=str(user.get("email") or ""),
-                    username=str(user.get("email") or ""),
-                    company_id=str(company.get("zgid") or company["id"]),
-                    company_name=str(company.get("company_name") or ""),
-                )
-            )
-        except (KeyError, IndexError, TypeError):
-            raise CrmUnavailable("Zoho answered an unexpected user or org") from None
-
-    def accounts_server(self, instance_url: str) -> str | None:
-        """The accounts server of the data centre whose API host ``instance_url`` is (None: not
-        a Zoho data centre, e.g. a simulator: the descriptor's token URL applies)."""
-        region = self.platform.region_of(instance_url)
-        return region.login_url if region else None
-
-    def callback_accounts_server(self, callback: Mapping[str, str]) -> str | None:
-        """The accounts server an OAuth callback names (``accounts-server``, else
-        ``location``), if it is one of the descriptor's data centres (and of that location);
-        None for anything else, however it is spelled."""
-        location = (callback.get("location") or "").lower()
-        named = callback.get("accounts-server")
-        if named is None and not location:
-            return None
-        region = self.platform.region_at(named if named is not None else "", location)
-        return region.login_url if region else None
-
-    def _at(self, server: str | None, path: str) -> URL | None:
-        if server is None:
-            return None
-        return self.outbound.check_url(f"{server}/oauth/v2/{path}", [url_host(server)])
-
-    def _token_url(self, credential: Mapping[str, str], path: str) -> URL | None:
-        return self._at(self.accounts_server(credential.get("instance_url", "")), path)
-
-    def code_token_url(self, callback: Mapping[str, str]) -> URL | None:
-        """The code is exchanged at the accounts server of the user's data centre, which the
-        callback names (``accounts-server``, ``location``): only a known one (the client
-        secret goes there); anything else goes to the descriptor's token URL."""
-        return self._at(self.callback_accounts_server(callback), "token")
-
-    def refresh_url(self, credential: Mapping[str, str]) -> URL | None:
-        """At the accounts server of the credential's data centre."""
-        return self._token_url(credential, "token")
-
-    def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
-        """Zoho answers ``{"error": "invalid_code"}`` (often with HTTP 200) for a refresh token
-        it no longer knows, ``invalid_client``/``invalid_client_secret`` for the client, and
-        ``Access Denied`` (HTTP 200 or 400) when it throttles: RateLimited, not a failure."""
-        code = str(answer.get("error") or f"HTTP {status}")
-        said = f"{code} {answer.get('error_description') or ''}".lower()
-        if "access denied" in said or "too many requests" in said:
-            # at most 10 access tokens per refresh token in 10 minutes (Zoho's token validity)
-            raise RateLimited(
-                "Zoho CRM: the accounts server refuses more tokens for now (Access Denied: "
-                "too many requests); try again in a few minutes",
-                retry_after=REFRESH_WINDOW,
-            )
-        return super().token_error(answer, status)
-
-    def revocation_url(self, credential: Mapping[str, str]) -> URL | None:
-        """At the accounts server of the credential's data centre, else the descriptor's."""
-        url = self._token_url(credential, "token/revoke")
-        return url if url is not None else super().revocation_url(credential)
-
 
 # ---- records ---------------------------------------------------------------------------------
 
 
-def _flat(record: Any, module: str) -> dict[str, Any]:
-    """A Zoho record as one flat native record for the entity maps."""
+def _flat(record: Any, module: str, poly: Mapping[str, Polymorphic]) -> dict[str, Any]:
+    """A Zoho record as one flat native record for the entity maps (``poly``: the multi-module
+    lookups, one column per module)."""
     if not isinstance(record, dict) or not isinstance(record.get("id"), (str, int)):
         raise CrmUnavailable("Zoho CRM answered a record of an unexpected shape")
     flat: dict[str, Any] = {}
@@ -212,22 +100,31 @@ def _flat(record: Any, module: str) -> dict[str, Any]:
         else:
             flat[name] = value
     flat["id"] = str(record["id"])
-    for column in POLYMORPHIC:
+    for column, lookup in poly.items():
         if column not in record:
             continue
         value = record[column]
-        if column == "What_Id":
-            target = record.get("$se_module")
-        else:
-            try:
-                target = next(iter(select(value, "module.api_name", strict=True)), None)
-            except ValueError:
-                raise CrmUnavailable("Zoho CRM answered a lookup of an unexpected shape") from None
-        for parent in PARENT_MODULES:
-            flat[f"{column}.{parent}"] = None
+        try:
+            said = (
+                [record.get(lookup.object_field)]
+                if lookup.object_field
+                else select(value, lookup.object_in, strict=True)
+            )
+        except ValueError:
+            raise CrmUnavailable("Zoho CRM answered a lookup of an unexpected shape") from None
+        flat |= {f"{column}.{parent}": None for parent in lookup.targets}
+        target = next(iter(said), None)
         if isinstance(value, dict) and value.get("id") and isinstance(target, str):
             flat[f"{column}.{target}"] = str(value["id"])
     return flat
+
+
+def _one(results: list[ItemResult]) -> str:
+    """The outcome of a one-record write: its id, or its refusal raised."""
+    (result,) = results
+    if result.error is not None:
+        raise result.error
+    return result.id or ""
 
 
 def _data(answer: Any) -> list[dict[str, Any]]:
@@ -271,13 +168,15 @@ class Coql(TextDialect):
     id_refusal = "{field} takes a Zoho record id"
     ascending, descending, then_by_id = " asc", " desc", " asc"
 
-    def __init__(self, entity: EntityMap, types: Mapping[str, str]) -> None:
+    def __init__(
+        self, entity: EntityMap, types: Mapping[str, str], poly: Mapping[str, Polymorphic]
+    ) -> None:
         super().__init__(entity)
-        self.types = types
+        self.types, self.poly = types, poly
 
     def name(self, field: str, column: str) -> str:
         base, dot, _ = column.partition(".")
-        return base if dot and base in POLYMORPHIC else _queryable(column)
+        return base if dot and base in self.poly else _queryable(column)
 
     def is_id(self, target: Target) -> bool:
         return (
@@ -310,14 +209,16 @@ class Coql(TextDialect):
         alone may point to any module). A note's Parent_Id keeps its module where COQL cannot
         compare it: refused."""
         base, dot, module = target.column.partition(".")
-        if not (dot and base in POLYMORPHIC):
+        lookup = self.poly.get(base) if dot else None
+        if lookup is None:
             return f"{target.name} is {'not ' if op == 'ne' else ''}null"
-        if base != "What_Id" or not _MODULE.match(module):
+        said = lookup.object_field
+        if not said or not _MODULE.match(module):
             message = f"{target.field}: Zoho cannot query this for null; compare an id"
             raise QueryError("filter", message)
         if op == "ne":
-            return f"(What_Id is not null and $se_module = {self.quote(module)})"
-        return f"(What_Id is null or $se_module != {self.quote(module)})"
+            return f"({base} is not null and {said} = {self.quote(module)})"
+        return f"({base} is null or {said} != {self.quote(module)})"
 
     def like(self, target: Target, op: str, text: str) -> str:
         return f"{target.name} like {self.quote(pattern(op, text))}"
@@ -331,18 +232,20 @@ class Coql(TextDialect):
 
     def sort_name(self, field: str, column: str) -> str:
         base, dot, _ = column.partition(".")
-        if dot and base in POLYMORPHIC:
+        if dot and base in self.poly:
             raise QueryError("sort", f"Zoho cannot sort by {field}")
         return _queryable(column)
 
 
-def _field_infos(spec: Mapping[str, Any], info: FieldInfo) -> list[FieldInfo]:
+def _field_infos(
+    poly: Mapping[str, Polymorphic], spec: Mapping[str, Any], info: FieldInfo
+) -> list[FieldInfo]:
     """A field as the descriptor reads it, and, for a multi-module lookup, one column per module
     it can point to (``What_Id.Accounts``). A field Zoho does not say is sortable is, unless
     long text or a lookup."""
     unsorted = info.native_type in ("textarea", *_LOOKUPS)
     info = replace(info, sortable=bool(spec.get("sortable", not unsorted)))
-    if info.name not in POLYMORPHIC:
+    if info.name not in poly:
         return [info]
     try:
         modules = [str(m) for m in select(spec, "multi_module_lookup.modules[*].api_name", True)]
@@ -361,7 +264,7 @@ def _field_infos(spec: Mapping[str, Any], info: FieldInfo) -> list[FieldInfo]:
             sortable=False,
             reference_to=(parent,),
         )
-        for parent in dict.fromkeys([*modules, *PARENT_MODULES])
+        for parent in dict.fromkeys([*modules, *poly[info.name].targets])
     ]
 
 
@@ -369,6 +272,7 @@ class ZohoRecords(Records):
     def __init__(self, connector: Connector) -> None:
         super().__init__(connector)
         self.walks = CursorWalks()
+        self.poly = self.platform.polymorphic
         # (credentials, module) -> field -> data type, from describes: which fields are lookups
         # and date-times when writing (a few hundred entries, least recently used go first)
         self._types: LRUCache[tuple[str, ...], dict[str, str]] = LRUCache(512)
@@ -413,7 +317,7 @@ class ZohoRecords(Records):
         answer = await self.json_call(
             access, "GET", (self.api(access) / "settings/fields").with_query(module=name)
         )
-        fields = self.read_fields(answer, _field_infos)
+        fields = self.read_fields(answer, partial(_field_infos, self.poly))
         self._remember(access, name, {f.name: f.native_type for f in fields})
         # The fields API does not say what this user's profile allows with the module; Zoho
         # refuses what it does not (403 NOT_ALLOWED).
@@ -436,28 +340,22 @@ class ZohoRecords(Records):
         names: list[str] = []
         for column in columns:
             base, dot, _ = column.partition(".")
-            if dot and base in POLYMORPHIC:
-                names += [base, "$se_module"] if base == "What_Id" else [base]
+            lookup = self.poly.get(base) if dot else None
+            if lookup is not None:
+                names += [base, lookup.object_field] if lookup.object_field else [base]
             else:
                 names.append(_queryable(column))
         return list(dict.fromkeys(names))
 
     def _where(self, access: Access, entity: EntityMap, conditions: Sequence[Condition]) -> str:
-        return Coql(entity, self._types_of(access, entity.object)).where(conditions)
+        return Coql(entity, self._types_of(access, entity.object), self.poly).where(conditions)
 
     def _order(self, entity: EntityMap, sort: Sequence[SortKey]) -> str:
-        return Coql(entity, {}).order(sort)
+        return Coql(entity, {}, self.poly).order(sort)
 
     async def _coql(self, access: Access, statement: str) -> list[dict[str, Any]]:
-        answer = await self.json_call(
-            access, "POST", self.api(access) / "coql", body={"select_query": statement}
-        )
-        if answer is None:
-            return []
-        rows = answer.get("data") if isinstance(answer, dict) else None
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise CrmUnavailable("Zoho CRM answered an unexpected query result")
-        return rows
+        url = self.api(access) / "coql"
+        return _data(await self.json_call(access, "POST", url, body={"select_query": statement}))
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -472,13 +370,15 @@ class ZohoRecords(Records):
         page: int = 1,
         page_size: int = 25,
     ) -> list[dict[str, Any]]:
-        if entity.object == "users":
-            if conditions or (sort and [(k.field, k.descending) for k in sort] != [("id", False)]):
-                rows = local.select(await self._all_users(access), entity, conditions, sort)
-                return local.page_of(rows, page, page_size)
-            return await self._users_page(access, page, page_size)
         offset = (page - 1) * page_size
         by_id = not sort or (len(sort) == 1 and sort[0].field == "id" and not sort[0].descending)
+        if entity.object == "users":
+            if conditions or not by_id:
+                rows = local.select(await self._all_users(access), entity, conditions, sort)
+                return local.page_of(rows, page, page_size)
+            url = self._users(access).update_query(page=str(page), per_page=str(page_size))
+            answer = await self.json_call(access, "GET", url)
+            return [_flat(u, "users", {}) for u in shapes.rows(answer, "users", "Zoho CRM")]
         fields = self._select_columns(columns)
         first, *more = _chunks(fields)
         if by_id and not conditions and not entity.match:
@@ -489,17 +389,9 @@ class ZohoRecords(Records):
                     key, offset, page_size, self._walk(access, entity, fields), 0, ahead
                 )
             if offset + page_size <= PAGE_LIMIT:
-                answer = await self.json_call(
-                    access,
-                    "GET",
-                    self._module(access, entity.object).with_query(
-                        fields=",".join(first),
-                        page=str(page),
-                        per_page=str(page_size),
-                        sort_by="id",
-                        sort_order="asc",
-                    ),
-                )
+                url = self._listing(access, entity.object, first)
+                url = url.update_query(page=str(page), per_page=str(page_size))
+                answer = await self.json_call(access, "GET", url)
                 return await self._read(access, entity.object, _data(answer), more)
         if offset + page_size > COQL_REACH:
             raise QueryError(
@@ -522,20 +414,34 @@ class ZohoRecords(Records):
         by_id = {str(row.get("id")): row for row in rows if isinstance(row, dict)}
         ids = [i for i in by_id if _RECORD_ID.match(i)]
         for fields in more:
-            selected = ", ".join(fields)
-            for start in range(0, len(ids), COQL_IN):
-                listed = ", ".join(ids[start : start + COQL_IN])  # record ids: digits only
-                statement = f"select {selected} from {module} where id in ({listed})"  # noqa: S608
-                for extra in await self._coql(access, f"{statement} limit {COQL_IN}"):
-                    row = by_id.get(str(extra.get("id")))
-                    if row is not None:
-                        row.update({k: v for k, v in extra.items() if k != "id"})
-        return [_flat(row, module) for row in rows]
+            for extra in await self._by_ids(access, module, fields, ids):
+                row = by_id.get(str(extra.get("id")))
+                if row is not None:
+                    row.update({k: v for k, v in extra.items() if k != "id"})
+        return [_flat(row, module, self.poly) for row in rows]
+
+    async def _by_ids(
+        self, access: Access, module: str, fields: list[str], ids: list[str]
+    ) -> list[dict[str, Any]]:
+        """The ``fields`` of the records of ``ids`` (well-formed): a COQL query per COQL_IN."""
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), COQL_IN):
+            listed = ", ".join(ids[start : start + COQL_IN])  # record ids: digits only
+            statement = f"select {', '.join(fields)} from {module} where id in ({listed})"  # noqa: S608
+            rows += await self._coql(access, f"{statement} limit {COQL_IN}")
+        return rows
+
+    def _listing(self, access: Access, module: str, fields: list[str]) -> URL:
+        """The records API's list of ``module`` in id order, with ``fields``."""
+        query = {"fields": ",".join(fields), "sort_by": "id", "sort_order": "asc"}
+        return self._module(access, module).with_query(query)
+
+    def _users(self, access: Access) -> URL:
+        return (self.api(access) / "users").with_query(type="AllUsers")
 
     def _walk(self, access: Access, entity: EntityMap, fields: list[str]) -> Fetch:
         first, *rest = _chunks(fields)
-        query = {"fields": ",".join(first), "sort_by": "id", "sort_order": "asc"}
-        url = self._module(access, entity.object).with_query(query)
+        url = self._listing(access, entity.object, first)
 
         async def read(batch: list[Any]) -> list[dict[str, Any]]:
             return await self._read(access, entity.object, batch, rest)
@@ -545,21 +451,8 @@ class ZohoRecords(Records):
     async def _all_users(self, access: Access) -> list[dict[str, Any]]:
         """Every user (the descriptor's paging of users): Zoho's users API neither filters nor
         sorts, so a filtered or sorted list of users is made here (connectors/local.py)."""
-        pager = Pager(self, self.platform.paging.of("users"), lambda user: _flat(user, "users"))
-        url = (self.api(access) / "users").with_query(type="AllUsers")
-        return await pager.whole(access, url, what="users")
-
-    async def _users_page(self, access: Access, page: int, page_size: int) -> list[dict[str, Any]]:
-        url = (self.api(access) / "users").with_query(
-            type="AllUsers", page=str(page), per_page=str(page_size)
-        )
-        answer = await self.json_call(access, "GET", url)
-        if answer is None:
-            return []
-        users = answer.get("users") if isinstance(answer, dict) else None
-        if not isinstance(users, list):
-            raise CrmUnavailable("Zoho CRM answered an unexpected user list")
-        return [_flat(user, "users") for user in users]
+        pager = Pager(self, self.platform.paging.of("users"), lambda user: _flat(user, "users", {}))
+        return await pager.whole(access, self._users(access), what="users")
 
     async def count(
         self, access: Access, entity: EntityMap, conditions: Sequence[Condition] = ()
@@ -575,9 +468,7 @@ class ZohoRecords(Records):
             statement = f"select COUNT(id) from {entity.object} where {where}"  # noqa: S608
             rows = await self._coql(access, statement)
             total = rows[0].get("COUNT(id)") if rows else 0
-        if isinstance(total, bool) or not isinstance(total, int):
-            raise CrmUnavailable("Zoho CRM answered a count that is not a number")
-        return total
+        return shapes.integer(total, "Zoho CRM")
 
     async def get(
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
@@ -589,7 +480,7 @@ class ZohoRecords(Records):
             users = shapes.rows(answer, "users", "Zoho CRM", "a user")
             if not users:
                 raise EntityNotFound(f"user {record_id} not found")
-            return _flat(users[0], "users")
+            return _flat(users[0], "users", {})
         first, *more = _chunks(self._select_columns(columns))
         url = self._record(access, entity.object, record_id).with_query(fields=",".join(first))
         found = _data(await self.json_call(access, "GET", url))
@@ -606,17 +497,8 @@ class ZohoRecords(Records):
             return await super().get_many(access, entity, ids, columns)
         valid = list(dict.fromkeys(i for i in ids if _RECORD_ID.match(i)))
         first, *more = _chunks(self._select_columns(columns))
-        fields = ", ".join(first)
-        rows: list[dict[str, Any]] = []
-        for start in range(0, len(valid), COQL_IN):
-            chunk = valid[start : start + COQL_IN]
-            listed = ", ".join(chunk)  # record ids: digits only
-            statement = f"select {fields} from {entity.object} where id in ({listed})"  # noqa: S608
-            statement += f" limit {COQL_IN}"
-            rows += await self._read(
-                access, entity.object, await self._coql(access, statement), more
-            )
-        return rows
+        found = await self._by_ids(access, entity.object, first, valid)
+        return await self._read(access, entity.object, found, more)
 
     # ---- writing ----------------------------------------------------------------------------
 
@@ -628,7 +510,7 @@ class ZohoRecords(Records):
         linked: dict[str, list[tuple[str, Any]]] = {}
         for name, value in values.items():
             base, dot, target = name.partition(".")
-            if dot and base in POLYMORPHIC:
+            if dot and base in self.poly:
                 linked.setdefault(base, []).append((target, value))
             elif types.get(name) in _LOOKUPS:
                 out[name] = {"id": str(value)} if value not in (None, "") else None
@@ -640,15 +522,16 @@ class ZohoRecords(Records):
             chosen = [(target, value) for target, value in links if value not in (None, "")]
             if len(chosen) > 1:
                 raise NotValid(f"{base}: one related record only", (base,))
-            if not chosen:
-                out[base] = None
-                if base == "What_Id":
-                    out["$se_module"] = None
-            elif base == "What_Id":
-                out[base] = {"id": str(chosen[0][1])}
-                out["$se_module"] = chosen[0][0]
-            else:
-                out[base] = {"module": {"api_name": chosen[0][0]}, "id": str(chosen[0][1])}
+            lookup = self.poly[base]
+            said = chosen[0][0] if chosen else None
+            link = {"id": str(chosen[0][1])} if chosen else None
+            if lookup.object_field:  # the module beside the lookup: $se_module
+                out[base], out[lookup.object_field] = link, said
+                continue
+            named: Any = said  # the module inside the lookup: {"module": {"api_name": ...}}
+            for step in reversed(lookup.object_in.split(".")):
+                named = {step: named}
+            out[base] = {**named, **link} if link else None
         return out
 
     async def _write(
@@ -657,19 +540,10 @@ class ZohoRecords(Records):
         ids = [r.get("id") if isinstance(r.get("id"), str) else None for r in records]
         return await batch.write(self, access, method, url, {"data": records}, ids)
 
-    async def _one(self, access: Access, method: str, url: URL, values: dict[str, Any]) -> str:
-        """One record written (or, without ``values``, deleted): its id, or its refusal."""
-        if values:
-            (result,) = await self._write(access, method, url, [values])
-        else:
-            (result,) = await batch.write(self, access, method, url, None, [url.name])
-        if result.error is not None:
-            raise result.error
-        return result.id or ""
+    # A single record is written as a batch of one (the same endpoints, the same answers).
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
-        url = self._module(access, name)
-        made = await self._one(access, "POST", url, self._native(access, name, values))
+        made = _one(await self.bulk_create(access, name, [values]))
         if not made:
             raise CrmUnavailable("Zoho CRM answered a create without the record's id")
         return made
@@ -677,12 +551,11 @@ class ZohoRecords(Records):
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
-        url = self._record(access, name, record_id)
-        await self._one(access, "PUT", url, self._native(access, name, values))
+        _one(await self.bulk_update(access, name, [(record_id, values)]))
 
     async def delete(self, access: Access, name: str, record_id: str) -> None:
         # INVALID_DATA about the id is 404 (refine_error); any other refusal stays what it is
-        await self._one(access, "DELETE", self._record(access, name, record_id), {})
+        _one(await self.bulk_delete(access, name, [record_id]))
 
     async def bulk_create(
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
