@@ -301,7 +301,7 @@ HUBSPOT = Platform(
 
 
 def _zoho_client(sim: ZohoSimulator) -> dict[str, str]:
-    sim.add_client("1000.CLIENT", "zoho-secret")
+    sim.add_app("1000.CLIENT", "zoho-secret")
     return {"client_id": "1000.CLIENT", "client_secret": "zoho-secret"}
 
 
@@ -355,8 +355,8 @@ ZOHO = Platform(
     # Zoho's fault hook (sim.fault) carries no headers: its own credit limit, whose reset is
     # hours away
     throttle=Throttle(
-        lambda sim: setattr(sim, "credits", 0),
-        lambda sim: setattr(sim, "credits", 100_000),
+        lambda sim: setattr(sim.quota, "used", sim.quota.limit),
+        lambda sim: setattr(sim.quota, "used", 0),
         (3600, 6 * 3600 + 5),
         "TOO_MANY_REQUESTS",
     ),

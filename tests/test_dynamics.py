@@ -27,6 +27,7 @@ from conftest import (
     sqlite_only,
 )
 from crmgate.api.app import create_app
+from crmsim import seed
 from crmsim.dynamics import DynamicsSimulator, platform_overrides, seed_dynamics
 from crmsim.dynamics_schema import Attr, Table
 from crmsim.faults import Fault
@@ -547,13 +548,13 @@ def test_an_application_user_gets_and_renews_its_own_tokens(
             json={"type": TYPE, "authorization": "user", "credential": malformed},
         )
         assert refused.status_code == 422 and refused.json()["detail"]["code"] == "NOT_VALID"
-        sim.token_lifetime = 2  # a token whose expiry crmgate knows is renewed before it
+        sim.tokens.access_lifetime = 2  # a token whose expiry crmgate knows is renewed before it
         created = client.post(
             "/v1/application",
             json={"type": TYPE, "authorization": "user", "credential": credential},
         )
         assert created.status_code == 201, created.text
-        sim.token_lifetime = 3599
+        sim.tokens.access_lifetime = 3599
         key = created.json()["key"]
         assert client.get(f"/v1/application/{key}").json()["me"]["id"] == app_user.id
         headers = {APP: key}
@@ -635,12 +636,10 @@ def test_sovereign_clouds_get_tokens_from_their_own_entra_id() -> None:
 
 def test_the_demo_seed_fills_a_small_realistic_organisation(org: Org) -> None:
     made = seed_dynamics(org.sim)
-    assert len(made["account"]) == 3 and len(made["contact"]) == 5
+    assert len(made["account"]) == 3 and len(made["contact"]) == len(seed.CONTACTS)
     deals = org.ok("GET", "/entity/opportunity/list", params={"expand": "account"})
     assert {d["relation"]["account"][0]["entity"]["name"] for d in deals} == {
-        "Fourth Coffee",
-        "Litware, Inc.",
-        "Adventure Works",
+        name for name, *_ in seed.ACCOUNTS
     }
     overrides = platform_overrides(org.sim.base_url)
     assert overrides[TYPE]["instance_hosts"] == [org.sim.base_url.removeprefix("https://")]

@@ -36,7 +36,18 @@ def test_a_descriptor_with_a_broken_path_or_pattern_is_refused() -> None:
     with pytest.raises(ValueError):
         ErrorFormat(fields_in_message=("no group",))
     with pytest.raises(ValueError):
+        ErrorFormat(message_within=("no group",))
+    with pytest.raises(ValueError):
         ErrorFormat.model_validate({"codes": {"X": "NOT_A_CONTRACT_CODE"}})
+
+
+def test_the_reason_within_a_message_is_what_is_shown() -> None:
+    errors = _format("MicrosoftDynamics")
+    text = "Error in Payload ---->  InnerException : Microsoft.OData.ODataException: Bad value."
+    answer = {"error": {"code": "0x80048d19", "message": text}}
+    assert read(errors, 400, answer).message == "Microsoft.OData.ODataException: Bad value."
+    plain = {"error": {"code": "0x80040217", "message": "contact Does Not Exist"}}
+    assert read(errors, 404, plain).message == "contact Does Not Exist"
 
 
 def test_the_crms_code_decides_before_the_status() -> None:

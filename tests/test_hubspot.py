@@ -150,10 +150,7 @@ def test_hubspot_errors_become_the_contracts(portal: Portal) -> None:
         "POST", "/entity/opportunity", json={"name": "X", "pipeline_with_stage": "nope"}
     )
     assert wrong_option.status_code == 422
-    assert portal.call("GET", "/entity/contact/999999").status_code == 404
-    assert portal.call("GET", "/entity/contact/not-a-number").status_code == 404
-    unsupported = portal.call("GET", "/entity/campaign/list")
-    assert unsupported.status_code == 403 and "HubSpot" in unsupported.json()["detail"]["message"]
+    # unknown ids and unmapped entities: test_conformance; here HubSpot's own 10-second window
     portal.sim.ten_secondly = 0
     limited = portal.call("GET", "/entity/contact/count")
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) == 10
@@ -543,7 +540,7 @@ def test_the_oauth_flow_connects_a_hubspot_portal(
     base = f"http://127.0.0.1:{bound.getsockname()[1]}"
     done = "https://app.example/connected"
     hubspot.simulator.add_app(
-        "hs-flow", "hs-flow-secret", (f"{base}/authorization/oauth/HubSpot/callback",)
+        "hs-flow", "hs-flow-secret", f"{base}/authorization/oauth/HubSpot/callback"
     )
     settings = make_settings(
         tmp_path / "flow",

@@ -328,12 +328,12 @@ def test_zoho_errors_become_the_contracts(org: Org) -> None:
         org.call("PUT", "/entity/contact/5725767999999999999", json={"position": "X"}).status_code
         == 404
     )
-    org.sim.credits = 0
+    org.sim.quota.used = org.sim.quota.limit  # no API credits left
     limited = org.call("GET", "/entity/contact/count")
     assert limited.status_code == 429
     assert 3600 <= int(limited.headers["Retry-After"]) <= 6 * 3600 + 5
     assert "TOO_MANY_REQUESTS" in limited.json()["detail"]["message"]
-    org.sim.credits = 100_000
+    org.sim.quota.used = 0
     for status, body in (
         (500, b'{"code":"INTERNAL_ERROR","details":{},"message":"oops","status":"error"}'),
         (200, b"<html>maintenance</html>"),
@@ -357,7 +357,7 @@ def test_zoho_errors_become_the_contracts(org: Org) -> None:
     (item,) = org.ok("DELETE", "/entity/contact/bulk", json={"item": [{"id": kept}]})["item"]
     assert item["status"] == 422
     # odd answers are the CRM's failure (502), never a crash
-    user = org.sim.admin.render()
+    user = org.sim.owner.render()
     for path, answer in (
         ("/entity/contact/describe", {"fields": [{"api_name": "X", "lookup": {"module": "Ac"}}]}),
         (
@@ -365,8 +365,8 @@ def test_zoho_errors_become_the_contracts(org: Org) -> None:
             {"fields": [{"api_name": "What_Id", "multi_module_lookup": [{"api_name": "Leads"}]}]},
         ),
         ("/entity/contact/describe", {"fields": [{"api_name": "X", "pick_list_values": 3}]}),
-        (f"/entity/user/{org.sim.admin.id}", {"users": {"0": user}}),
-        (f"/entity/user/{org.sim.admin.id}", {"users": ["not a user"]}),
+        (f"/entity/user/{org.sim.admin}", {"users": {"0": user}}),
+        (f"/entity/user/{org.sim.admin}", {"users": ["not a user"]}),
     ):
         org.sim.faults.add(Fault(200, json.dumps(answer), "application/json"))
         odd = org.call("GET", path, headers={"X-API2CRM-DESCRIBE-LIFETIME": "0"})
@@ -380,14 +380,15 @@ def test_a_token_without_the_scope_is_not_allowed_and_an_expired_one_asks_for_a_
     settings = zoho.settings(tmp_path / "scoped", database)
     admin = create_account(settings)
     sim = zoho.simulator
-    token = sim.issue_access_token(
-        scopes=(
+    token = sim.tokens.issue_access(
+        sim.admin,
+        (
             "ZohoCRM.modules.contacts.READ",
             "ZohoCRM.users.READ",
             "ZohoCRM.org.READ",
             "ZohoCRM.settings.ALL",
             "ZohoCRM.coql.READ",
-        )
+        ),
     )
     with RunningGateway(create_app(settings)) as gateway, gateway.client(admin.key) as client:
         key = client.post(
@@ -417,7 +418,7 @@ def test_oauth_tokens_are_refreshed_with_zohos_accounts_server(
     tmp_path: Path, database: Database, zoho: Zoho
 ) -> None:
     sim = zoho.simulator
-    sim.add_client("1000.CLIENT", "zoho-secret")
+    sim.add_app("1000.CLIENT", "zoho-secret")
     settings = zoho.settings(
         tmp_path / "oauth",
         database,
@@ -503,7 +504,7 @@ def test_the_oauth_flow_connects_orgs_of_any_data_centre(
     bound = loopback_socket()
     base = f"http://127.0.0.1:{bound.getsockname()[1]}"
     done = "https://app.example/connected"
-    sim.add_client("1000.FLOW", "flow-secret", (f"{base}/authorization/oauth/ZohoCRM/callback",))
+    sim.add_app("1000.FLOW", "flow-secret", f"{base}/authorization/oauth/ZohoCRM/callback")
     settings = zoho.settings(
         tmp_path / "flow",
         database,
@@ -563,7 +564,7 @@ def test_a_throttled_refresh_is_a_rate_limit(
     """Zoho gives at most 10 access tokens per refresh token in 10 minutes; past that its
     accounts server answers Access Denied: 429 with Retry-After, the grant intact."""
     sim = zoho.simulator
-    sim.add_client("1000.CLIENT", "zoho-secret")
+    sim.add_app("1000.CLIENT", "zoho-secret")
     settings = zoho.settings(
         tmp_path / "throttle",
         database,

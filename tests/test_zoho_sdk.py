@@ -44,7 +44,7 @@ def sim(
     certificates: Certificates, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[ZohoSimulator]:
     simulator = ZohoSimulator()
-    simulator.add_client("1000.SDK", "sdk-secret")
+    simulator.add_app("1000.SDK", "sdk-secret")
     refresh = simulator.issue_refresh_token("1000.SDK")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificates.ca_file))
     with RunningSimulator(simulator.app(), certificates) as running:
@@ -194,7 +194,7 @@ def test_coql_fields_and_users(sim: ZohoSimulator) -> None:
     assert answer.get_status_code() == 200
     (me,) = answer.get_object().get_users()
     assert isinstance(answer.get_object(), UsersResponse)
-    assert me.get_email() == sim.admin.email
+    assert me.get_email() == sim.owner.email
 
 
 def test_rate_limits_and_bad_tokens(sim: ZohoSimulator) -> None:
@@ -202,12 +202,12 @@ def test_rate_limits_and_bad_tokens(sim: ZohoSimulator) -> None:
     params = ParameterMap()
     params.add(GetRecordsParam.fields, "Last_Name")
     assert contacts.get_records(params).get_status_code() == 204  # empty: no content
-    sim.credits = 0
+    sim.quota.used = sim.quota.limit  # no API credits left
     limited = contacts.get_records(params)
     assert limited.get_status_code() == 429
     assert limited.get_headers()["X-RATELIMIT-REMAINING"] == "0"
     assert limited.get_object().get_code().get_value() == "TOO_MANY_REQUESTS"
-    sim.credits = 100
+    sim.quota.used = sim.quota.limit - 100
     sim.tokens.access.clear()  # revoked: the SDK's stored token no longer works
     refused = contacts.get_records(params)
     assert refused.get_status_code() == 401

@@ -85,19 +85,22 @@ class Simulator(Generic[S]):
 
 class UserTokens(Generic[S]):
     """The token conveniences tests use, for a CRM whose credentials act as one of its users
-    (its ``admin`` unless another is named): API keys, access and refresh tokens, OAuth apps."""
+    (its ``admin`` unless another is named): API keys, access and refresh tokens, OAuth apps,
+    each granted ``scopes`` (for a CRM whose tokens carry scopes). An access token lives the
+    store's ``access_lifetime`` unless a ``lifetime`` is given."""
 
     tokens: TokenStore[S]
     admin: S
+    scopes: tuple[str, ...] = ()
 
     def issue_key(self, user: S | None = None) -> str:
-        return self.tokens.issue_key(user or self.admin)
+        return self.tokens.issue_key(user or self.admin, self.scopes)
 
-    def issue_access_token(self, user: S | None = None, lifetime: float = 3600) -> str:
-        return self.tokens.issue_access(user or self.admin, lifetime=lifetime)
+    def issue_access_token(self, user: S | None = None, lifetime: float | None = None) -> str:
+        return self.tokens.issue_access(user or self.admin, self.scopes, lifetime)
 
     def issue_refresh_token(self, client_id: str, user: S | None = None) -> str:
-        return self.tokens.issue_refresh(client_id, user or self.admin)
+        return self.tokens.issue_refresh(client_id, user or self.admin, self.scopes)
 
     def add_app(self, client_id: str, client_secret: str, redirect_uri: str = "") -> None:
         """An OAuth app; with no redirect URI, any is taken."""

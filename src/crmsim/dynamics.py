@@ -32,16 +32,16 @@ import secrets
 import uuid
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from http import HTTPStatus
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from aiohttp import web
 
-from crmsim import records
-from crmsim.app import Route, Simulator
+from crmsim import records, seed
+from crmsim.app import Route, Simulator, UserTokens, overrides
 from crmsim.dynamics_odata import (
+    COMPARISONS,
     GUID,
     BatchItem,
     BatchPart,
@@ -105,10 +105,9 @@ def _exists() -> ODataError:
 
 @dataclass
 class User:
+    """Who a token acts as; its name and addresses are its systemusers record's."""
+
     id: str
-    first: str
-    last: str
-    email: str
     read_only: bool = False
 
 
@@ -257,15 +256,10 @@ class _EntraID(AuthorizationServer[User]):
         return self.sim.users[user_id]
 
     def token_answer(self, issued: Issued[User], request: web.Request) -> dict[str, Any]:
-        scope = f"{self.sim.base_url}/user_impersonation"
-        if issued.grant_type == "client_credentials":
-            scope = " ".join(issued.token.scopes)
-        lifetime = int(issued.lifetime)
-        answer: dict[str, Any] = {"token_type": "Bearer", "scope": scope, "expires_in": lifetime}
-        answer |= {"ext_expires_in": lifetime, "access_token": issued.access}
-        if issued.refresh:
-            answer["refresh_token"] = issued.refresh
-        return answer
+        answer = super().token_answer(issued, request)
+        if issued.grant_type != "client_credentials":
+            answer["scope"] = f"{self.sim.base_url}/user_impersonation"
+        return answer | {"ext_expires_in": answer["expires_in"]}
 
     def error_answer(self, error: OAuthError) -> web.StreamResponse:
         if error.reason.isdigit():  # an AADSTS code of Entra ID's own checks
@@ -279,7 +273,7 @@ class _EntraID(AuthorizationServer[User]):
         return web.Response(status=400, text=text)
 
 
-class DynamicsSimulator(Simulator[User]):
+class DynamicsSimulator(UserTokens[User], Simulator[User]):
     client_max_size = 32 * 1024 * 1024
 
     def __init__(self, organisation: str = "Contoso (sim)") -> None:
@@ -318,24 +312,13 @@ class DynamicsSimulator(Simulator[User]):
 
     # ---- state ----------------------------------------------------------------------------------
 
-    @property
-    def token_lifetime(self) -> float:
-        return self.tokens.access_lifetime
-
-    @token_lifetime.setter
-    def token_lifetime(self, seconds: float) -> None:
-        self.tokens.access_lifetime = seconds
-
     def add_user(self, first: str, last: str, email: str, read_only: bool = False) -> User:
-        user = User(str(uuid.uuid4()), first, last, email, read_only)
+        user = User(str(uuid.uuid4()), read_only)
         self.users[user.id] = user
         values = {"firstname": first, "lastname": last, "domainname": email, "isdisabled": False}
         values |= {"systemuserid": user.id, "internalemailaddress": email}
         self._insert("systemuser", values, user)
         return user
-
-    def issue_access_token(self, user: User | None = None, lifetime: float | None = None) -> str:
-        return self.tokens.issue_access(user or self.admin, (), lifetime)
 
     def add_app(
         self,
@@ -356,9 +339,6 @@ class DynamicsSimulator(Simulator[User]):
         user = self.add_user("#", client_id, f"{client_id}@application")
         self.app_users[client_id] = user.id
         return user
-
-    def issue_refresh_token(self, client_id: str, user: User | None = None) -> str:
-        return self.tokens.issue_refresh(client_id, user or self.admin)
 
     def insert(self, logical: str, values: Mapping[str, Any], user: User | None = None) -> str:
         """Store a record as the given user (lookups as ``attr: (target, id)``)."""
@@ -465,56 +445,48 @@ class DynamicsSimulator(Simulator[User]):
     # ---- metadata -------------------------------------------------------------------------------
 
     def _metadata(self, tail: str, query: dict[str, str]) -> Reply:
-        segments = tail.split("/")
-        head = segments[0]
-        context = f"{self.base_url}{API}/$metadata#EntityDefinitions"
+        head, *rest = tail.split("/")
+        select = query.get("$select")
         if head == "EntityDefinitions":
-            tables = list(self.tables.values())
+            found = [t.definition() for t in self.tables.values()]
             if query.get("$filter"):
-                tables = [t for t in tables if _metadata_match(query["$filter"], t.definition())]
-            rows = [_pick(t.definition(), query.get("$select")) for t in tables]
-            return Reply(200, {"@odata.context": context, "value": rows})
-        inside = head.removeprefix("EntityDefinitions(").removesuffix(")")
-        table = None
-        if inside.startswith("LogicalName="):
-            logical = inside.removeprefix("LogicalName=").strip("'")
-            table = self.tables.get(logical)
-        elif GUID.match(inside):
-            table = next((t for t in self.tables.values() if t.metadata_id == inside), None)
-        if table is None:
-            raise ODataError(
-                404, "0x80040217", f"Could not find an entity with key value '{inside}'."
+                found = [d for d in found if _metadata_match(query["$filter"], d)]
+            context = f"{self.base_url}{API}/$metadata#EntityDefinitions"
+            return Reply(
+                200, {"@odata.context": context, "value": [_pick(d, select) for d in found]}
             )
-        if len(segments) == 1:
-            return Reply(200, _pick(table.definition(), query.get("$select")))
-        if segments[1] == "ManyToOneRelationships":
-            rows = [_pick(r, query.get("$select")) for r in table.relationships()]
-            return Reply(200, {"value": rows})
-        if segments[1].startswith("Attributes"):
-            attrs = list(table.attrs.values())
-            cast = segments[2] if len(segments) > 2 else ""
-            if cast:
-                kind = cast.removeprefix("Microsoft.Dynamics.CRM.")
-                attrs = [a for a in attrs if a.describe(table.logical)["@odata.type"][1:] == cast]
-                if not kind.endswith("AttributeMetadata"):
-                    raise ODataError(404, "0x8006088a", f"Resource not found for '{cast}'.")
-            named = segments[1].removeprefix("Attributes")
-            if named.startswith("(LogicalName="):
-                wanted = named.removeprefix("(LogicalName=").rstrip(")").strip("'")
-                match = [a for a in attrs if a.name == wanted]
-                if not match:
-                    raise ODataError(404, "0x80040217", f"Attribute '{wanted}' not found.")
-                return Reply(200, self._attribute(table, match[0], query))
-            return Reply(200, {"value": [self._attribute(table, a, query) for a in attrs]})
-        raise _no_segment(segments[1])
+        key = head.removeprefix("EntityDefinitions(").removesuffix(")")
+        said = ((t, f"LogicalName='{t.logical}'", t.metadata_id) for t in self.tables.values())
+        table = next((t for t, *keys in said if key in keys), None)
+        if table is None:
+            raise ODataError(404, "0x80040217", f"Could not find an entity with key value '{key}'.")
+        if not rest:
+            return Reply(200, _pick(table.definition(), select))
+        if rest[0] == "ManyToOneRelationships":
+            return Reply(200, {"value": [_pick(r, select) for r in table.relationships()]})
+        if not rest[0].startswith("Attributes"):
+            raise _no_segment(rest[0])
+        attrs = list(table.attrs.values())
+        if rest[1:]:  # a cast to one type of column (Microsoft.Dynamics.CRM.XAttributeMetadata)
+            if not rest[1].endswith("AttributeMetadata"):
+                raise ODataError(404, "0x8006088a", f"Resource not found for '{rest[1]}'.")
+            attrs = [a for a in attrs if a.describe(table.logical)["@odata.type"][1:] == rest[1]]
+        named = rest[0].removeprefix("Attributes")
+        if named.startswith("(LogicalName="):
+            wanted = named.removeprefix("(LogicalName=").rstrip(")").strip("'")
+            match = [a for a in attrs if a.name == wanted]
+            if not match:
+                raise ODataError(404, "0x80040217", f"Attribute '{wanted}' not found.")
+            return Reply(200, self._attribute(table, match[0], query))
+        return Reply(200, {"value": [self._attribute(table, a, query) for a in attrs]})
 
     @staticmethod
     def _attribute(table: Table, attr: Attr, query: dict[str, str]) -> dict[str, Any]:
-        described = _pick(attr.describe(table.logical), query.get("$select"))
-        described["@odata.type"] = attr.describe(table.logical)["@odata.type"]
+        described = attr.describe(table.logical)
+        kept = _pick(described, query.get("$select")) | {"@odata.type": described["@odata.type"]}
         if "OptionSet" in query.get("$expand", "") and attr.options:
-            described["OptionSet"] = attr.option_set(table.logical)
-        return described
+            kept["OptionSet"] = attr.option_set(table.logical)
+        return kept
 
     # ---- records --------------------------------------------------------------------------------
 
@@ -558,22 +530,18 @@ class DynamicsSimulator(Simulator[User]):
             if name.startswith("_") and name.endswith("_value") and readable.get(name):
                 attr = table.attrs[name[1:-6]]
                 target = row[attr.name][0]
-                if _wants(annotations, "Microsoft.Dynamics.CRM.lookuplogicalname"):
-                    out[f"{name}@Microsoft.Dynamics.CRM.lookuplogicalname"] = target
-                if _wants(annotations, "Microsoft.Dynamics.CRM.associatednavigationproperty"):
-                    nav = attr.targets.get(target, attr.name)
-                    out[f"{name}@Microsoft.Dynamics.CRM.associatednavigationproperty"] = nav
+                said = {"lookuplogicalname": target}
+                said["associatednavigationproperty"] = attr.targets.get(target, attr.name)
+                for annotation, value in said.items():
+                    if _wants(annotations, f"Microsoft.Dynamics.CRM.{annotation}"):
+                        out[f"{name}@Microsoft.Dynamics.CRM.{annotation}"] = value
         return out
 
     def _select(self, table: Table, query: dict[str, str]) -> list[str] | None:
-        text = query.get("$select")
-        if not text:
-            return None
-        names = [n.strip() for n in text.split(",") if n.strip()]
-        edm = self._edm(table)
+        names = _listed(query.get("$select"))
         for name in names:
-            edm(name)
-        return names
+            self._edm(table)(name)
+        return names or None
 
     def _rows(self, table: Table, query: dict[str, str]) -> list[dict[str, Any]]:
         edm = self._edm(table)
@@ -585,7 +553,7 @@ class DynamicsSimulator(Simulator[User]):
                 edm(column)
             readable = [v for v in readable if evaluate(node, v, edm)]
         keys = []
-        for part in (p.strip() for p in query.get("$orderby", "").split(",") if p.strip()):
+        for part in _listed(query.get("$orderby")):
             column, _, direction = part.partition(" ")
             if direction.strip() not in ("", "asc", "desc"):
                 raise syntax_error(f"Syntax error in $orderby at '{part}'.")
@@ -613,13 +581,10 @@ class DynamicsSimulator(Simulator[User]):
             # with Prefer: odata.maxpagesize, $top is ignored (Microsoft's "Page results")
             page = rows[: _integer(query["$top"], "$top")]
         else:
-            size = min(
-                _integer(prefer.get("odata.maxpagesize", str(MAX_PAGE)), "maxpagesize"), MAX_PAGE
-            )
-            start = 0
+            wanted = prefer.get("odata.maxpagesize", str(MAX_PAGE))
+            size = min(_integer(wanted, "maxpagesize"), MAX_PAGE)
             token = query.get("$skiptoken")
-            if token:
-                start = self._resume(table, rows, token)
+            start = self._resume(table, rows, token) if token else 0
             page, more = records.page(rows, start, size)
             if more:
                 following = start + size
@@ -628,10 +593,7 @@ class DynamicsSimulator(Simulator[User]):
                     f'pagingcookie="{following}:{page[-1][table.primary_id]}" '
                     'istracking="False" />'
                 )
-                kept = {k: v for k, v in query.items() if k != "$skiptoken"} | {"$skiptoken": skip}
-                link = "&".join(
-                    f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in kept.items()
-                )
+                link = urlencode({**query, "$skiptoken": skip}, quote_via=quote, safe="$")
                 body["@odata.nextLink"] = f"{self.base_url}{API}/{table.entity_set}?{link}"
         annotations = prefer.get("odata.include-annotations", "")
         body["value"] = [self._render(table, r, select, annotations) for r in page]
@@ -761,49 +723,40 @@ class DynamicsSimulator(Simulator[User]):
             if attr.required == "SystemRequired":
                 raise _validation(f"The '{attr.name}' attribute is required.")
             return None
-        wrong = _payload_error(
-            table.entity_set,
-            f"Cannot convert the literal '{str(value)[:60]}' to the expected type '{attr.edm}'.",
-        )
-        if attr.value_kind:
-            accepted = [v for v, _ in attr.options]
-            problem = records.fault(
-                value, attr.value_kind, length=attr.max_length, options=accepted
+        accepted = [v for v, _ in attr.options]
+        length = attr.max_length if attr.value_kind == "text" else None
+        problem = records.fault(value, attr.value_kind, length=length, options=accepted)
+        if problem == "type" or (attr.type == "Uniqueidentifier" and not GUID.match(value)):
+            raise _payload_error(
+                table.entity_set,
+                f"Cannot convert the literal '{str(value)[:60]}' to the expected type "
+                f"'{attr.edm}'.",
             )
-            if problem == "type":
-                raise wrong
-            if problem == "length":
-                raise _validation(
-                    f"The length of the '{attr.name}' attribute of the '{table.logical}' entity "
-                    f"exceeded the maximum allowed length of '{attr.max_length}'."
-                )
-            if problem == "option":
-                raise _validation(
-                    f"The value {value} of '{attr.name}' on record of type '{table.logical}' is "
-                    f"outside the valid range. Accepted Values: {','.join(map(str, accepted))}"
-                )
-            return value
-        if attr.type == "DateTime":
-            if not isinstance(value, str):
-                raise wrong
-            try:
-                if attr.date_only:
-                    return date.fromisoformat(value[:10]).isoformat()
-                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                raise wrong from None
-            parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-            return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if problem == "length":
+            raise _validation(
+                f"The length of the '{attr.name}' attribute of the '{table.logical}' entity "
+                f"exceeded the maximum allowed length of '{attr.max_length}'."
+            )
+        if problem == "option":
+            raise _validation(
+                f"The value {value} of '{attr.name}' on record of type '{table.logical}' is "
+                f"outside the valid range. Accepted Values: {','.join(map(str, accepted))}"
+            )
         if attr.type == "Uniqueidentifier":
-            if not isinstance(value, str) or not GUID.match(value):
-                raise wrong
             return value.lower()
-        return value
+        if attr.type != "DateTime":
+            return value
+        if attr.date_only:
+            return value[:10]
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def _create(self, table: Table, call: Call) -> Reply:
+    def _create(self, table: Table, call: Call, record_id: str | None = None) -> Reply:
+        """A POST, or a PATCH of a missing ``record_id`` without If-Match (an upsert)."""
         self._privilege(table, call.user, "Create")
         values = self._values(table, call, True)
-        record_id = values.get(table.primary_id) or str(uuid.uuid4())
+        record_id = record_id or values.get(table.primary_id) or str(uuid.uuid4())
         if record_id in self.records[table.logical]:
             raise _exists()
         values[table.primary_id] = record_id
@@ -818,16 +771,10 @@ class DynamicsSimulator(Simulator[User]):
     def _update(self, table: Table, record_id: str, call: Call) -> Reply:
         row = self.records[table.logical].get(record_id)
         if_match = call.headers.get("if-match")
-        location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
         if row is None:
             if if_match is not None:
                 raise _not_found(table.logical, record_id)
-            # PATCH without If-Match is an upsert: it creates the record
-            self._privilege(table, call.user, "Create")
-            values = self._values(table, call, True)
-            values[table.primary_id] = record_id
-            self._insert(table.logical, values, call.user)
-            return Reply(204, None, {"OData-EntityId": location})
+            return self._create(table, call, record_id)  # without If-Match: an upsert
         if call.headers.get("if-none-match") == "*":
             raise _exists()
         if if_match not in (None, "*") and if_match != f'W/"{row["versionnumber"]}"':
@@ -841,6 +788,7 @@ class DynamicsSimulator(Simulator[User]):
         self.records.change(table.logical, row, self._values(table, call, False))
         if "return=representation" in call.headers.get("prefer", ""):
             return Reply(200, self._render(table, row, self._select(table, call.query), ""))
+        location = f"{self.base_url}{API}/{table.entity_set}({record_id})"
         return Reply(204, None, {"OData-EntityId": location})
 
     def _multiple(self, table: Table, action: str, body: bytes, user: User) -> Reply:
@@ -893,36 +841,27 @@ class DynamicsSimulator(Simulator[User]):
         answers: list[tuple[BatchItem, list[PartReply]]] = []
         failed = False
         for item in items:
-            if failed:
-                break
             references: dict[str, str] = {}
-            replies = []
             saved = self.records.snapshot() if item.changeset else {}
+            replies: list[PartReply] = []
             for part in item.parts:
-                reply = self._part(part, user, references)
-                replies.append(reply)
-                if reply.status >= 400:
+                replies.append(self._part(part, user, references))
+                if replies[-1].status >= 400:
                     break
-            if any(r.status >= 400 for r in replies):
-                if item.changeset:  # atomic: roll back and answer the failure alone
-                    self.records.restore(saved)
-                    replies = [replies[-1]]
-                failed = not go_on
+            failed = bool(replies) and replies[-1].status >= 400
+            if failed and item.changeset:  # atomic: roll back and answer the failure alone
+                self.records.restore(saved)
+                replies = replies[-1:]
             answers.append((item, replies))
+            if failed and not go_on:
+                break
         if self.batch_delay:
             await asyncio.sleep(self.batch_delay)  # done, but answered late
         boundary = f"batchresponse_{uuid.uuid4()}"
-        status = 200
-        if failed and not go_on:
-            status = answers[-1][1][-1].status
-        return web.Response(
-            status=status,
-            body=render_batch(answers, boundary).encode(),
-            headers={
-                "Content-Type": f"multipart/mixed; boundary={boundary}",
-                "OData-Version": "4.0",
-            },
-        )
+        status = answers[-1][1][-1].status if failed and not go_on else 200
+        headers = {"Content-Type": f"multipart/mixed; boundary={boundary}", "OData-Version": "4.0"}
+        body = render_batch(answers, boundary).encode()
+        return web.Response(status=status, body=body, headers=headers)
 
     def _part(self, part: BatchPart, user: User, references: dict[str, str]) -> PartReply:
         url = part.url
@@ -940,9 +879,7 @@ class DynamicsSimulator(Simulator[User]):
         if part.content_id is not None and "OData-EntityId" in reply.headers:
             references[f"${part.content_id}"] = reply.headers["OData-EntityId"]
         headers, content = reply.wire()
-        return PartReply(
-            reply.status, HTTPStatus(reply.status).phrase, headers, content, part.content_id
-        )
+        return PartReply(reply.status, headers, content, part.content_id)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -993,11 +930,14 @@ def _integer(text: str, name: str) -> int:
     return int(text)
 
 
+def _listed(text: str | None) -> list[str]:
+    """The names of a comma-separated list (``$select``, ``$orderby``)."""
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
 def _pick(row: dict[str, Any], select: str | None) -> dict[str, Any]:
-    if not select:
-        return dict(row)
-    names = [n.strip() for n in select.split(",") if n.strip()]
-    return {n: row.get(n) for n in names if n in row or n == "MetadataId"}
+    names = _listed(select)
+    return {n: row.get(n) for n in names if n in row or n == "MetadataId"} if names else dict(row)
 
 
 def _metadata_match(expression: str, definition: dict[str, Any]) -> bool:
@@ -1009,8 +949,8 @@ def _metadata_match(expression: str, definition: dict[str, Any]) -> bool:
         value = definition[column]
         return "Edm.Boolean" if isinstance(value, bool) else "Edm.String"
 
-    def exact(part: Any) -> bool:  # metadata names compare case-sensitively
-        if isinstance(part, Comparison) and part.literal.kind == "string":
+    def exact(part: Comparison) -> bool:  # metadata names compare case-sensitively
+        if part.op in COMPARISONS and part.literal.kind == "string":
             same = str(definition.get(part.column)) == str(part.literal.value)
             return same == (part.op == "eq")
         return evaluate(part, definition, edm)
@@ -1022,84 +962,53 @@ def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
     """CRMGATE_PLATFORM_OVERRIDES that point MicrosoftDynamics (its organisation hosts and Entra
     ID: the descriptor's ``login_url`` and OAuth endpoints) at a simulator running at
     ``base_url`` (the tests and the demo use it)."""
-    host = base_url.removeprefix("https://")
-    oauth = {
-        "authorize_url": f"{base_url}/organizations/oauth2/v2.0/authorize",
-        "token_url": f"{base_url}/organizations/oauth2/v2.0/token",
-    }
-    return {"MicrosoftDynamics": {"instance_hosts": [host], "login_url": base_url, "oauth": oauth}}
-
-
-# The demo organisation: accounts (name, phone, website, city, country, employees, revenue),
-# their people (first, last, job title, account), leads (first, last, company), opportunities
-# (name, account, value, pipeline phase, close date) and a few activities.
-_ACCOUNTS = [
-    ("Fourth Coffee", "+1 425 555 0100", "fourthcoffee", "Redmond", "US", 120, 2_500_000.0),
-    ("Litware, Inc.", "+1 206 555 0150", "litware", "Seattle", "US", 45, 900_000.0),
-    ("Adventure Works", "+44 20 7946 0958", "adventure-works", "London", "GB", 300, 12_000_000.0),
-]
-_PEOPLE = [
-    ("Yvonne", "McKay", "Purchasing Manager", "Fourth Coffee"),
-    ("Susanna", "Stubberod", "CFO", "Fourth Coffee"),
-    ("Nancy", "Anderson", "Operations Lead", "Litware, Inc."),
-    ("Maria", "Campbell", "CEO", "Adventure Works"),
-    ("Sidney", "Higa", "IT Director", "Adventure Works"),
-]
-_LEADS = [("Jim", "Glynn", "Blue Yonder Airlines"), ("Paul", "Cannon", "Alpine Ski House")]
-_DEALS = [
-    ("10 Café A-100 machines", "Fourth Coffee", 25_000.0, "1-Qualify", "2027-03-31"),
-    ("Litware service contract", "Litware, Inc.", 8_000.0, "2-Develop", "2027-02-15"),
-    ("Adventure Works expansion", "Adventure Works", 120_000.0, "3-Propose", "2027-06-30"),
-]
+    flow = "/organizations/oauth2/v2.0/"
+    paths = {"authorize_url": flow + "authorize", "token_url": flow + "token"}
+    return overrides("MicrosoftDynamics", base_url, paths, "login_url")
 
 
 def seed_dynamics(sim: DynamicsSimulator) -> dict[str, list[str]]:
-    """A small, realistic organisation: accounts, their contacts, leads, opportunities, and a few
-    activities and notes. Returns the ids made, per table."""
+    """The demo's small business (crmsim.seed) as a Dataverse organisation: accounts with their
+    contacts, leads, an opportunity per account, and a few activities and notes. Returns the
+    ids made, per table."""
     made: dict[str, list[str]] = {}
 
-    def add(logical: str, values: dict[str, Any]) -> str:
-        record_id = sim.insert(logical, values)
-        made.setdefault(logical, []).append(record_id)
-        return record_id
+    def add(logical: str, values: dict[str, Any]) -> tuple[str, str]:
+        """A record; the lookup value that names it."""
+        made.setdefault(logical, []).append(sim.insert(logical, values))
+        return (logical, made[logical][-1])
 
-    accounts = {}
-    for name, phone, site, city, country, employees, revenue in _ACCOUNTS:
-        values: dict[str, Any] = {"name": name, "telephone1": phone}
-        values |= {"websiteurl": f"https://{site}.example"}
-        values |= {"address1_city": city, "address1_country": country}
-        values |= {"numberofemployees": employees, "revenue": revenue}
-        accounts[name] = add("account", values)
-    contacts = {}
-    for first, last, title, company in _PEOPLE:
+    accounts = []
+    for name, _, website, city, country in seed.ACCOUNTS:
+        where = {"websiteurl": website, "address1_city": city, "address1_country": country}
+        accounts.append(add("account", {"name": name, "telephone1": "+1 425 555 0100", **where}))
+    contacts = []
+    for first, last, title, employer in seed.CONTACTS:
         values = {"firstname": first, "lastname": last, "jobtitle": title}
         values |= {"emailaddress1": f"{first.lower()}.{last.lower()}@example.com"}
-        values |= {"telephone1": "+1 425 555 0199"}
-        contacts[last] = add(
-            "contact", {**values, "parentcustomerid": ("account", accounts[company])}
-        )
-    for first, last, company in _LEADS:
+        contacts.append(add("contact", {**values, "parentcustomerid": accounts[employer]}))
+    for first, last, company, source in seed.LEADS:
         values = {"firstname": first, "lastname": last, "companyname": company}
-        values |= {"subject": f"Interested in coffee machines ({company})"}
+        values |= {"subject": f"Interested in a partnership ({company})"}
         values |= {"emailaddress1": f"{first.lower()}@{company.split()[0].lower()}.example"}
-        add("lead", {**values, "statuscode": 1, "leadsourcecode": 8})
-    for name, company, value, step, close in _DEALS:
-        values = {"name": name, "estimatedvalue": value, "stepname": step, "closeprobability": 40}
-        values |= {"estimatedclosedate": close, "parentaccountid": ("account", accounts[company])}
-        add("opportunity", values)
-    fourth_coffee = ("account", accounts["Fourth Coffee"])
-    litware = ("account", accounts["Litware, Inc."])
+        add("lead", {**values, "statuscode": 1, "leadsourcecode": 8 if source == "Web" else 4})
+    phases = ("1-Qualify", "2-Develop", "3-Propose")  # the sales process's stages
+    for index, account in enumerate(accounts):
+        deal: dict[str, Any] = {"name": f"{seed.ACCOUNTS[index][0]}: annual renewal"}
+        deal |= {"estimatedvalue": 12_000.0 * (index + 1), "stepname": phases[index]}
+        deal |= {"estimatedclosedate": f"2027-0{index + 3}-30", "closeprobability": 40}
+        add("opportunity", {**deal, "parentaccountid": account})
     task = {"subject": "Send the price list", "prioritycode": 2, "statuscode": 2}
     task |= {"scheduledend": "2027-01-15T09:00:00Z"}
-    add("task", {**task, "regardingobjectid": ("contact", contacts["McKay"])})
+    add("task", {**task, "regardingobjectid": contacts[0]})
     call = {"subject": "Discovery call", "phonenumber": "+1 206 555 0150", "directioncode": True}
     add(
         "phonecall",
-        {**call, "scheduledstart": "2027-01-10T15:00:00Z", "regardingobjectid": litware},
+        {**call, "scheduledstart": "2027-01-10T15:00:00Z", "regardingobjectid": accounts[1]},
     )
-    demo = {"subject": "On-site demo", "location": "Redmond", "regardingobjectid": fourth_coffee}
+    demo = {"subject": "On-site demo", "location": "Seattle", "regardingobjectid": accounts[0]}
     demo |= {"scheduledstart": "2027-01-20T10:00:00Z", "scheduledend": "2027-01-20T11:00:00Z"}
     add("appointment", demo)
-    note = {"subject": "Met at the trade fair", "objectid": fourth_coffee}
-    add("annotation", {**note, "notetext": "Wants a quote for ten machines before March."})
+    note = {"subject": "Met at the trade fair", "objectid": accounts[0]}
+    add("annotation", {**note, "notetext": "Wants a quote for the renewal before March."})
     return made

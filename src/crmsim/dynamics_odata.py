@@ -6,10 +6,12 @@ single quotes with '' escaping, GUIDs, numbers, dates and ``null`` unquoted) and
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from crmsim import query, records
@@ -50,19 +52,14 @@ Logical = query.Junction
 
 @dataclass(frozen=True)
 class Comparison:
+    """``column op literal``, or a string function's ``op(column,literal)`` (``contains``)."""
+
     op: str
     column: str
     literal: Literal
 
 
-@dataclass(frozen=True)
-class Function:
-    name: str
-    column: str
-    literal: Literal
-
-
-Node = Comparison | Function | Logical
+Node = Comparison | Logical
 
 
 def parse_filter(text: str) -> Node:
@@ -80,7 +77,7 @@ def parse_filter(text: str) -> Node:
             cursor.expect_punct(",")
             found = literal()
             cursor.expect_punct(")")
-            return Function(name, column, found)
+            return Comparison(name, column, found)
         op = cursor.take(wanted="an operator")
         if op.kind != "word" or op.text not in COMPARISONS:
             raise fail(op, "an operator")
@@ -137,18 +134,19 @@ def evaluate(node: Node, record: dict[str, Any], edm: Callable[[str], str]) -> b
     )
 
 
-def _holds(leaf: Comparison | Function, value: Any, edm: str) -> bool:
-    if isinstance(leaf, Function):
+def _holds(leaf: Comparison, value: Any, edm: str) -> bool:
+    if leaf.op in FUNCTIONS:
         if edm != "Edm.String" or leaf.literal.kind != "string":
-            raise syntax_error(f"'{leaf.name}' takes a string property and a string literal.")
+            raise syntax_error(f"'{leaf.op}' takes a string property and a string literal.")
         if value is None:
             return False
-        pattern = like(str(leaf.literal.value))
-        if leaf.name == "contains":
-            return pattern.search(str(value)) is not None
-        if leaf.name == "startswith":
-            return pattern.match(str(value)) is not None
-        return re.search(f"(?:{pattern.pattern})\\Z", str(value), pattern.flags) is not None
+        # T-SQL LIKE, case-insensitive as Dataverse's collation (Microsoft's "Use wildcard
+        # characters in conditions for string values"): % any run of characters, _ any one,
+        # [abc] or [a-c] one of a set, [^abc] one not in it; so [%], [_] and [[] are themselves
+        pattern = query.like(str(leaf.literal.value), sets=True)
+        around = {"contains": ".*(?:{}).*", "startswith": "(?:{}).*", "endswith": ".*(?:{})"}
+        wanted = around[leaf.op].format(pattern.pattern)
+        return re.fullmatch(wanted, str(value), pattern.flags) is not None
     literal = leaf.literal
     if literal.kind != "null" and value is not None:
         # Dataverse refuses operands of incompatible types, whatever the record holds
@@ -163,22 +161,31 @@ def _holds(leaf: Comparison | Function, value: Any, edm: str) -> bool:
     return records.test(leaf.op, value, literal.value, _KINDS.get(edm, ("", "number"))[1])
 
 
-def like(pattern: str) -> re.Pattern[str]:
-    """A T-SQL LIKE pattern as a regular expression, case-insensitive as Dataverse's collation
-    (Microsoft's "Use wildcard characters in conditions for string values"): ``%`` any run of
-    characters, ``_`` any one, ``[abc]``/``[a-c]`` one of a set, ``[^abc]`` one not in it; so
-    ``[%]``, ``[_]`` and ``[[]`` are the characters themselves."""
-    return query.like(pattern, sets=True)
-
-
 # ---- $batch (multipart/mixed) -------------------------------------------------------------------
 
 _BOUNDARY = re.compile(r'boundary="?([^";,\s]+)"?', re.IGNORECASE)
 
 
-def boundary_of(content_type: str) -> str | None:
-    match = _BOUNDARY.search(content_type)
-    return match.group(1) if match else None
+def _bad_batch(message: str) -> ODataError:
+    return ODataError(400, "0x80060891", message)
+
+
+def _entity(text: str) -> tuple[dict[str, str], str]:
+    """A MIME entity's headers (by lower-case name) and body."""
+    head, _, body = text.replace("\r\n", "\n").lstrip("\n").partition("\n\n")
+    pairs = (line.partition(":") for line in head.split("\n"))
+    return {name.strip().lower(): value.strip() for name, sep, value in pairs if sep}, body
+
+
+def _parts(body: str, content_type: str) -> list[tuple[dict[str, str], str]]:
+    """The parts of a multipart/mixed body (RFC 2046 section 5.1), up to its close delimiter."""
+    found = _BOUNDARY.search(content_type)
+    if not content_type.lower().startswith("multipart/mixed") or found is None:
+        raise _bad_batch("A batch and its change sets must be multipart/mixed with a boundary.")
+    chunks = body.split(f"--{found.group(1)}")
+    if len(chunks) < 2:
+        raise _bad_batch("The batch body has no part with its boundary.")
+    return [_entity(c) for c in itertools.takewhile(lambda c: not c.startswith("--"), chunks[1:])]
 
 
 @dataclass
@@ -192,6 +199,17 @@ class BatchPart:
     content_id: str | None = None
 
 
+def _request(headers: dict[str, str], text: str) -> BatchPart:
+    """An application/http part (its ``headers``): the request line, headers and body."""
+    line, _, rest = text.lstrip("\n").partition("\n")
+    pieces = line.split(" ")
+    if len(pieces) != 3 or not pieces[2].startswith("HTTP/"):
+        raise _bad_batch(f"A batch part has no request line: '{line[:100]}'.")
+    own, body = _entity(rest)
+    content_id = headers.get("content-id")
+    return BatchPart(pieces[0].upper(), pieces[1], own, body.strip().encode(), content_id)
+
+
 @dataclass
 class BatchItem:
     """A top-level item of a batch: one request, or a change set of several."""
@@ -201,56 +219,15 @@ class BatchItem:
     boundary: str = field(default_factory=lambda: f"changesetresponse_{uuid.uuid4()}")
 
 
-def _split(body: str, boundary: str) -> list[str]:
-    delimiter = f"--{boundary}"
-    if delimiter not in body:
-        raise ODataError(400, "0x80060891", "The batch body has no part with its boundary.")
-    parts = []
-    for chunk in body.split(delimiter)[1:]:
-        if chunk.startswith("--"):
-            break
-        parts.append(chunk.removeprefix("\r\n").removeprefix("\n"))
-    return parts
-
-
-def _headers_and_body(text: str) -> tuple[dict[str, str], str]:
-    head, _, rest = text.replace("\r\n", "\n").partition("\n\n")
-    pairs = (line.partition(":") for line in head.split("\n"))
-    return {name.strip().lower(): value.strip() for name, sep, value in pairs if sep}, rest
-
-
-def _request(text: str, content_id: str | None) -> BatchPart:
-    normalized = text.replace("\r\n", "\n")
-    line, _, rest = normalized.lstrip("\n").partition("\n")
-    pieces = line.split(" ")
-    if len(pieces) != 3 or not pieces[2].startswith("HTTP/"):
-        raise ODataError(400, "0x80060891", f"A batch part has no request line: '{line[:100]}'.")
-    headers, body = _headers_and_body(rest)
-    return BatchPart(pieces[0].upper(), pieces[1], headers, body.strip().encode(), content_id)
-
-
 def parse_batch(body: bytes, content_type: str) -> list[BatchItem]:
     """The items of a ``$batch`` request body, in order (at most 1000 requests)."""
-    boundary = boundary_of(content_type)
-    if not content_type.lower().startswith("multipart/mixed") or boundary is None:
-        raise ODataError(
-            400, "0x80060891", "The batch request must be multipart/mixed with a boundary."
-        )
-    items: list[BatchItem] = []
-    for chunk in _split(body.decode("utf-8", "replace"), boundary):
-        headers, rest = _headers_and_body(chunk)
+    items = []
+    for headers, rest in _parts(body.decode("utf-8", "replace"), content_type):
         kind = headers.get("content-type", "")
         if kind.lower().startswith("multipart/mixed"):
-            inner = boundary_of(kind)
-            if inner is None:
-                raise ODataError(400, "0x80060891", "A change set has no boundary.")
-            parts = []
-            for piece in _split(rest, inner):
-                part_headers, request = _headers_and_body(piece)
-                parts.append(_request(request, part_headers.get("content-id")))
-            items.append(BatchItem(parts, changeset=True))
+            items.append(BatchItem([_request(*part) for part in _parts(rest, kind)], True))
         else:
-            items.append(BatchItem([_request(rest, headers.get("content-id"))]))
+            items.append(BatchItem([_request(headers, rest)]))
     if sum(len(item.parts) for item in items) > 1000:
         raise ODataError(400, "0x8005f103", "The number of requests in a batch is limited to 1000.")
     return items
@@ -259,21 +236,16 @@ def parse_batch(body: bytes, content_type: str) -> list[BatchItem]:
 @dataclass
 class PartReply:
     status: int
-    reason: str
     headers: dict[str, str]
     body: bytes
     content_id: str | None = None
 
 
 def _render(reply: PartReply, boundary: str) -> str:
-    lines = [
-        f"--{boundary}",
-        "Content-Type: application/http",
-        "Content-Transfer-Encoding: binary",
-    ]
+    lines = [f"--{boundary}", "Content-Type: application/http", "Content-Transfer-Encoding: binary"]
     if reply.content_id is not None:
         lines.append(f"Content-ID: {reply.content_id}")
-    lines += ["", f"HTTP/1.1 {reply.status} {reply.reason}"]
+    lines += ["", f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}"]
     lines += [f"{name}: {value}" for name, value in reply.headers.items()]
     lines += ["", reply.body.decode("utf-8"), ""]
     return "\r\n".join(lines)

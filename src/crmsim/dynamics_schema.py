@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # AttributeType -> the metadata's @odata.type suffix, the Edm type of record values, and the kind
-# of JSON value a write takes (crmsim/records.py's; DateTime and ids are read apart).
+# of JSON value a write takes (crmsim/records.py's; a lookup's is written with @odata.bind).
 ATTRIBUTE_KINDS = {
     "String": ("StringAttributeMetadata", "Edm.String", "text"),
     "Memo": ("MemoAttributeMetadata", "Edm.String", "text"),
@@ -18,11 +18,11 @@ ATTRIBUTE_KINDS = {
     "Double": ("DoubleAttributeMetadata", "Edm.Double", "number"),
     "Money": ("MoneyAttributeMetadata", "Edm.Decimal", "number"),
     "Boolean": ("BooleanAttributeMetadata", "Edm.Boolean", "boolean"),
-    "DateTime": ("DateTimeAttributeMetadata", "Edm.DateTimeOffset", ""),
+    "DateTime": ("DateTimeAttributeMetadata", "Edm.DateTimeOffset", "datetime"),
     "Picklist": ("PicklistAttributeMetadata", "Edm.Int32", "integer"),
     "State": ("StateAttributeMetadata", "Edm.Int32", "integer"),
     "Status": ("StatusAttributeMetadata", "Edm.Int32", "integer"),
-    "Uniqueidentifier": ("UniqueIdentifierAttributeMetadata", "Edm.Guid", ""),
+    "Uniqueidentifier": ("UniqueIdentifierAttributeMetadata", "Edm.Guid", "text"),
     "Lookup": ("LookupAttributeMetadata", "Edm.Guid", ""),
     "Customer": ("LookupAttributeMetadata", "Edm.Guid", ""),
     "Owner": ("LookupAttributeMetadata", "Edm.Guid", ""),

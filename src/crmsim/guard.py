@@ -13,7 +13,7 @@ import base64
 import binascii
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -34,6 +34,18 @@ class Refusal(Exception):
 
     def response(self) -> web.StreamResponse:
         raise NotImplementedError
+
+
+class Answer(Refusal):
+    """A refusal answered with a JSON ``body`` (the shape most CRMs' errors take): a CRM makes
+    its body once, in a function, and raises this or returns its ``response()``."""
+
+    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(str(body))
+        self.status, self.body, self.headers = status, body, dict(headers or {})
+
+    def response(self) -> web.Response:
+        return web.json_response(self.body, status=self.status, headers=self.headers)
 
 
 # ---- where a credential travels -------------------------------------------------------------
@@ -228,10 +240,18 @@ async def json_object(
     not_object: str = "Invalid JSON body: an object is expected",
 ) -> dict[str, Any]:
     """The request's JSON object body, or ``refuse(message)`` raised in the CRM's words."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise refuse(not_json) from None
+    body = await json_body(request, refuse, not_json)
     if not isinstance(body, dict):
         raise refuse(not_object)
     return body
+
+
+async def json_body(
+    request: web.Request, refuse: Callable[[str], Exception], not_json: str = "Invalid JSON body"
+) -> Any:
+    """The request's JSON body, whatever it holds (a list of a batch's items), or
+    ``refuse(not_json)`` raised in the CRM's words."""
+    try:
+        return await request.json()
+    except ValueError:
+        raise refuse(not_json) from None

@@ -39,19 +39,22 @@ from typing import Any
 
 from aiohttp import web
 
-from crmsim.app import Route, Simulator, after, cursor, overrides, uncursor
+from crmsim.app import Route, Simulator, UserTokens, after, cursor, overrides, uncursor
 from crmsim.columns import READ_ONLY, REQUIRED, UNKNOWN, Column, Invalid, Problem, check
-from crmsim.guard import Guard, RateWindow, Refusal, Verdict, bearer, json_object
+from crmsim.guard import Answer, Guard, RateWindow, Refusal, Verdict, bearer, json_body, json_object
 from crmsim.hubspot_schema import (
     ASSOCIATION_TYPES,
+    LEADS_TO,
+    PLURAL,
     SINGULAR,
+    UNLABELLED,
     Prop,
     stamps,
     standard_properties,
     system_properties,
 )
 from crmsim.oauth import AuthorizationServer, Issued, OAuthError
-from crmsim.records import Links, Row, Sort, Store, instant, order, test, typed
+from crmsim.records import Links, Row, Sort, Store, instant, order, page, test, typed
 from crmsim.tokens import AccessToken, Client, TokenStore
 
 # The objects whose scopes (crm.objects.<family>.read|write) a token needs; the others need none.
@@ -70,18 +73,13 @@ _NO_CREDENTIALS = (
 )
 
 
-class Refused(Refusal):
+class Refused(Answer):
     """HubSpot's error answer: ``{status: error, message, correlationId, category, ...}``."""
 
     def __init__(self, status: int, category: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.category, self.message, self.extra = status, category, message, extra
-
-    def response(self) -> web.Response:
-        said = {"status": "error", "message": self.message, "correlationId": str(uuid.uuid4())}
-        return web.json_response(
-            {**said, "category": self.category, **self.extra}, status=self.status
-        )
+        said = {"status": "error", "message": message, "correlationId": str(uuid.uuid4())}
+        super().__init__(status, said | {"category": category} | extra)
+        self.category, self.message = category, message
 
 
 def _invalid(message: str, **extra: Any) -> Refused:
@@ -130,6 +128,7 @@ _OAUTH_STATUS = {
     "unknown_client": ("BAD_CLIENT_ID", "missing or unknown client id"),
     "bad_secret": ("BAD_CLIENT_SECRET", "missing or invalid client secret"),
     "refresh": ("BAD_REFRESH_TOKEN", "missing or invalid refresh token"),
+    "code": ("BAD_AUTH_CODE", "missing or unknown auth code"),  # and any other refusal
 }
 
 
@@ -163,17 +162,17 @@ class _OAuth(AuthorizationServer[int]):
         return answer
 
     def error_answer(self, error: OAuthError) -> web.Response:
-        status, message = _OAUTH_STATUS.get(
-            error.reason, ("BAD_AUTH_CODE", "missing or unknown auth code")
-        )
+        status, message = _OAUTH_STATUS.get(error.reason, _OAUTH_STATUS["code"])
         body = {"status": status, "message": message, "correlationId": str(uuid.uuid4())}
         return web.json_response(body, status=400)
 
 
-class HubSpotSimulator(Simulator[int]):
+class HubSpotSimulator(UserTokens[int], Simulator[int]):
+    scopes = PRIVATE_APP_SCOPES  # what the tokens tests issue are granted
+
     def __init__(self, portal_id: int = 20_000_001, ten_secondly: int = 190) -> None:
         super().__init__()
-        self.portal_id = portal_id
+        self.portal_id = self.admin = portal_id  # a portal's credentials act as the portal
         self.ten_secondly = ten_secondly  # HubSpot's private app burst limit is 190 / 10 s
         self.tokens = TokenStore(
             access_format=lambda: "CO" + secrets.token_urlsafe(48),
@@ -203,24 +202,9 @@ class HubSpotSimulator(Simulator[int]):
     def add_private_app(self, scopes: tuple[str, ...] = PRIVATE_APP_SCOPES) -> str:
         return self.tokens.issue_key(self.portal_id, scopes)
 
-    def issue_access_token(
-        self, scopes: tuple[str, ...] = PRIVATE_APP_SCOPES, lifetime: float = 1800
-    ) -> str:
-        return self.tokens.issue_access(self.portal_id, scopes, lifetime)
-
-    def add_app(
-        self, client_id: str, client_secret: str, redirect_uris: tuple[str, ...] = ()
-    ) -> None:
-        """A public app's OAuth client, with the redirect URLs its settings list."""
-        self.tokens.add_client(client_id, client_secret, tuple(redirect_uris))
-
-    def issue_refresh_token(
-        self, client_id: str, scopes: tuple[str, ...] = PRIVATE_APP_SCOPES
-    ) -> str:
-        return self.tokens.issue_refresh(client_id, self.portal_id, scopes)
-
     def insert(self, object_type: str, properties: dict[str, Any]) -> str:
-        return str(self._create(object_type, properties)[ID])
+        values = self._check(object_type, properties, creating=True)
+        return str(self.records.insert(object_type, values)[ID])
 
     def add_custom_object(
         self, name: str, singular: str, plural: str, properties: list[Prop]
@@ -277,7 +261,7 @@ class HubSpotSimulator(Simulator[int]):
         types = ASSOCIATION_TYPES.get((from_type, to_type))
         if types is None:
             raise _invalid(f"{from_type} cannot be associated with {to_type}")
-        unlabelled = _unlabelled(from_type, to_type)
+        unlabelled = UNLABELLED[(from_type, to_type)]
         chosen = unlabelled if type_id is None else type_id
         if chosen not in types:
             raise _invalid(
@@ -314,7 +298,7 @@ class HubSpotSimulator(Simulator[int]):
             Route("POST", objects + "/batch/create", self._batch_create),
             Route("POST", objects + "/batch/update", self._batch_update),
             Route("POST", objects + "/batch/read", self._batch_read),
-            Route("POST", objects + "/batch/archive", self._batch_archive),
+            Route("POST", objects + "/batch/archive", self._archive),
             Route("GET", objects + "/{id}", self._get),
             Route("PATCH", objects + "/{id}", self._update),
             Route("DELETE", objects + "/{id}", self._archive),
@@ -347,21 +331,20 @@ class HubSpotSimulator(Simulator[int]):
         self,
         object_type: str,
         record: dict[str, Any],
-        wanted: list[str] | None,
+        wanted: list[str] | None = None,
         associations: list[str] | None = None,
     ) -> dict[str, Any]:
-        props, values = self.properties[object_type], record
-        created, modified = stamps(object_type)
-        standard = (created, modified, "hs_object_id")
-        names = wanted or [n for n in props if n in values or n in standard]
+        props, (created, modified) = self.properties[object_type], stamps(object_type)
+        standard = (created, modified, ID)
+        names = wanted or [n for n in props if n in record or n in standard]
         properties = {
-            n: None if values.get(n) is None else str(values[n]) for n in names if n in props
+            n: None if record.get(n) is None else str(record[n]) for n in names if n in props
         }
         rendered: dict[str, Any] = {
             "id": record[ID],
-            "properties": properties | {n: values[n] for n in standard if n not in properties},
-            "createdAt": values[created],
-            "updatedAt": values[modified],
+            "properties": properties | {n: record[n] for n in standard if n not in properties},
+            "createdAt": record[created],
+            "updatedAt": record[modified],
             "archived": False,
         }
         linked: dict[str, Any] = {}
@@ -397,9 +380,6 @@ class HubSpotSimulator(Simulator[int]):
             ]
             raise _invalid(f"Property values were not valid: {listed}", errors=errors)
         return clean
-
-    def _create(self, object_type: str, values: dict[str, Any]) -> dict[str, Any]:
-        return self.records.insert(object_type, self._check(object_type, values, creating=True))
 
     def _apply(self, object_type: str, record: dict[str, Any], values: Any) -> None:
         self.records.change(object_type, record, self._check(object_type, values, creating=False))
@@ -440,17 +420,15 @@ class HubSpotSimulator(Simulator[int]):
     async def _owners(self, request: web.Request, token: Token) -> web.Response:
         """Owners a page at a time, after an opaque cursor; ``email`` finds one."""
         self.guard.require(token, "crm.objects.owners.read")
-        limit = int(request.query.get("limit", "100") or 100)
+        limit, email = int(request.query.get("limit") or 100), request.query.get("email", "")
         if not 1 <= limit <= 500:
             raise _invalid("limit must be between 1 and 500")
-        owners = list(self.owners.values())
-        if email := request.query.get("email"):
-            owners = [o for o in owners if o["email"].lower() == email.lower()]
         given = request.query.get("after")  # HubSpot's cursors are opaque
         last = uncursor(given) if given else None
         if given and not isinstance(last, int):
             raise _invalid("after is not a valid cursor")
-        owners = after(owners, lambda o: int(o["id"]), last, limit)
+        found = [o for o in self.owners.values() if email.lower() in ("", o["email"].lower())]
+        owners = after(found, lambda o: int(o["id"]), last, limit)
         return _page(owners, limit, lambda o: cursor(int(o["id"])))
 
     async def _owner(self, request: web.Request, token: Token) -> web.Response:
@@ -464,36 +442,27 @@ class HubSpotSimulator(Simulator[int]):
 
     async def _list(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token)
-        limit = min(100, int(request.query.get("limit", "10") or 10))
-        last = request.query.get("after")
-        rows = after(
-            self.records[object_type].values(),
-            lambda r: int(r[ID]),
-            int(last) if last else None,
-            limit,
-        )
-        wanted, linked = self._asked(request)
-        return _page([self._render(object_type, r, wanted, linked) for r in rows], limit)
+        limit, last = min(100, int(request.query.get("limit") or 10)), request.query.get("after")
+        start = int(last) if last else None
+        rows = after(self.records[object_type].values(), lambda r: int(r[ID]), start, limit)
+        asked = self._asked(request)
+        return _page([self._render(object_type, r, *asked) for r in rows], limit)
 
     async def _get(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token)
         record = _found(self.records[object_type], request.match_info["id"])
-        wanted, linked = self._asked(request)
-        return web.json_response(self._render(object_type, record, wanted, linked))
+        return web.json_response(self._render(object_type, record, *self._asked(request)))
 
     async def _create_route(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token, write=True)
-        body = await _json(request)
-        links = self._check_links(object_type, body.get("associations"))
-        record = self._made(object_type, body.get("properties") or {}, links)
-        return web.json_response(self._render(object_type, record, None), status=201)
+        record = self._made(object_type, await _json(request))
+        return web.json_response(self._render(object_type, record), status=201)
 
     async def _update(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token, write=True)
         record = _found(self.records[object_type], request.match_info["id"])
-        body = await _json(request)
-        self._apply(object_type, record, body.get("properties") or {})
-        return web.json_response(self._render(object_type, record, None))
+        self._apply(object_type, record, (await _json(request)).get("properties") or {})
+        return web.json_response(self._render(object_type, record))
 
     def _check_links(self, object_type: str, associations: Any) -> list[tuple[str, str, int]]:
         """A create's ``associations`` as (object type, id, type id): each names an existing
@@ -510,11 +479,9 @@ class HubSpotSimulator(Simulator[int]):
             raise _invalid("an association needs its types")
         links = []
         for spec, kind in kinds:
-            to_id, type_id = (
-                str((spec.get("to") or {}).get("id", "")),
-                kind.get("associationTypeId"),
-            )
-            to_type = _linked_type(object_type, type_id)
+            to_id = str((spec.get("to") or {}).get("id", ""))
+            type_id = kind.get("associationTypeId")
+            to_type = LEADS_TO.get((object_type, type_id))
             if kind.get("associationCategory") != "HUBSPOT_DEFINED":
                 raise _invalid("unknown association category")
             if to_type is None or not isinstance(type_id, int):
@@ -525,9 +492,12 @@ class HubSpotSimulator(Simulator[int]):
             links.append((to_type, to_id, type_id))
         return links
 
-    def _made(self, object_type: str, properties: Any, links: list[tuple[str, str, int]]) -> Row:
-        """A create's record, linked as its (checked) ``associations`` say."""
-        record = self._create(object_type, properties)
+    def _made(self, object_type: str, item: dict[str, Any]) -> Row:
+        """A create's record (``properties``), linked as its ``associations`` say (checked
+        first, as HubSpot makes nothing when one is wrong)."""
+        links = self._check_links(object_type, item.get("associations"))
+        values = self._check(object_type, item.get("properties") or {}, creating=True)
+        record = self.records.insert(object_type, values)
         for to_type, to_id, type_id in links:
             self.associate(object_type, record[ID], to_type, to_id, type_id)
         return record
@@ -540,13 +510,10 @@ class HubSpotSimulator(Simulator[int]):
         from_id, to_id = request.match_info["id"], request.match_info["to_id"]
         if "/associations/default/" in request.path:
             self.associate(from_type, from_id, to_type, to_id)
-            kind = _unlabelled(from_type, to_type)
+            kind = UNLABELLED[(from_type, to_type)]
             spec = {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": kind}
             return _batch([{"from": {"id": from_id}, "to": {"id": to_id}, "associationSpec": spec}])
-        try:
-            types = await request.json()
-        except ValueError:
-            raise _invalid("Invalid input JSON") from None
+        types = await json_body(request, _invalid, "Invalid input JSON")
         if not isinstance(types, list) or not types:
             raise _invalid("a list of association types is needed")
         for kind in types:
@@ -567,18 +534,16 @@ class HubSpotSimulator(Simulator[int]):
 
     async def _unlink(self, request: web.Request, token: Token) -> web.Response:
         from_type = self._type(request, token, write=True)
-        to_type = _plural(request.match_info["to"])
-        ends = (from_type, request.match_info["id"]), (to_type, request.match_info["to_id"])
-        self.links.unlink(*ends)
+        linked = (_plural(request.match_info["to"]), request.match_info["to_id"])
+        self.links.unlink((from_type, request.match_info["id"]), linked)
         return web.Response(status=204)
 
     async def _links_read(self, request: web.Request, token: Token) -> web.Response:
         """v4 batch read: for each input id, its associated records of ``to`` with their types."""
         from_type = self._type(request, token)
         to_type = self._type(request, None, key="to")
-        pair = ASSOCIATION_TYPES.get((from_type, to_type), {})
-        labels, results, errors = {t: label for t, (label, _) in pair.items()}, [], []
-        for from_id in await self._inputs(request, limit=1000):
+        pair, results, errors = ASSOCIATION_TYPES.get((from_type, to_type), {}), [], []
+        for from_id in await self._ids(request, limit=1000):
             linked = self.associated(from_type, from_id, to_type)
             if not linked:
                 message = f"No {to_type} is associated with {SINGULAR[from_type]} {from_id}."
@@ -588,7 +553,7 @@ class HubSpotSimulator(Simulator[int]):
                 {
                     "toObjectId": int(to_id),
                     "associationTypes": [
-                        {"category": "HUBSPOT_DEFINED", "typeId": t, "label": labels.get(t)}
+                        {"category": "HUBSPOT_DEFINED", "typeId": t, "label": pair[t][0]}
                         for t in sorted(types)
                     ],
                 }
@@ -598,8 +563,11 @@ class HubSpotSimulator(Simulator[int]):
         return _batch(results, errors)
 
     async def _archive(self, request: web.Request, token: Token) -> web.Response:
+        """DELETE .../{id}, or batch/archive of the inputs' ids: idempotent, as in HubSpot."""
         object_type = self._type(request, token, write=True)
-        self.records[object_type].pop(request.match_info["id"], None)  # idempotent, as HubSpot
+        one = request.match_info.get("id")
+        for record_id in [one] if one else await self._ids(request):
+            self.records[object_type].pop(record_id, None)
         return web.Response(status=204)
 
     async def _search(self, request: web.Request, token: Token) -> web.Response:
@@ -628,18 +596,13 @@ class HubSpotSimulator(Simulator[int]):
         ]
         rows = order(
             found,
-            Sort(name, descending, nulls_last=True, kind=_kind(props[name])),
+            Sort(name, descending, nulls_last=True, kind=props[name].kind),
             Sort(lambda r: int(r[ID]), descending),
         )
-        wanted, shown = body.get("properties") or None, rows[start : start + limit]
-        result = {
-            "total": len(rows),
-            "results": [self._render(object_type, r, wanted) for r in shown],
-        }
-        more = (
-            {"paging": {"next": {"after": str(start + limit)}}} if start + limit < len(rows) else {}
-        )
-        return web.json_response(result | more)
+        shown, more = page(rows, start, limit)
+        results = [self._render(object_type, r, body.get("properties") or None) for r in shown]
+        paging = {"paging": {"next": {"after": str(start + limit)}}} if more else {}
+        return web.json_response({"total": len(rows), "results": results} | paging)
 
     def _holds(self, object_type: str, record: dict[str, Any], spec: Any) -> bool:
         """One search filter; ``associations.{object}`` EQ an id holds for the records
@@ -658,15 +621,12 @@ class HubSpotSimulator(Simulator[int]):
             return _contains_token(str(value or "").lower(), str(wanted or "").lower())
         if op not in _OPERATORS:
             raise _invalid(f"Unknown operator {op}")
-        return test(_OPERATORS[op], value, str(wanted), _kind(props[name]))
+        return test(_OPERATORS[op], value, str(wanted), props[name].kind)
 
     # ---- batch ------------------------------------------------------------------------------
 
-    async def _inputs(self, request: web.Request, limit: int = 100) -> list[str]:
-        """The ids of a batch's inputs (``{"id": ...}``; the whole inputs: ``_items``)."""
-        return [str((item or {}).get("id")) for item in await self._items(request, limit)]
-
     async def _items(self, request: web.Request, limit: int = 100) -> list[dict[str, Any]]:
+        """A batch's ``inputs``, at most ``limit`` of them."""
         inputs = (await _json(request)).get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise _invalid("inputs must be a non-empty list")
@@ -674,18 +634,19 @@ class HubSpotSimulator(Simulator[int]):
             raise _invalid(f"Batch size limit is {limit}")
         return [item if isinstance(item, dict) else {} for item in inputs]
 
+    async def _ids(self, request: web.Request, limit: int = 100) -> list[str]:
+        return [str(item.get("id")) for item in await self._items(request, limit)]
+
     async def _batch_create(self, request: web.Request, token: Token) -> web.Response:
         object_type = self._type(request, token, write=True)
         inputs = await self._items(request)
-        links = []
         for item in inputs:  # all or nothing, as HubSpot's batch create validates first
             self._check(object_type, item.get("properties") or {}, creating=True)
-            links.append(self._check_links(object_type, item.get("associations")))
+            self._check_links(object_type, item.get("associations"))
         made = []
-        for item, linked in zip(inputs, links, strict=True):
+        for item in inputs:
             trace = {k: v for k, v in item.items() if k == "objectWriteTraceId"}
-            record = self._made(object_type, item.get("properties") or {}, linked)
-            made.append({**self._render(object_type, record, None), **trace})
+            made.append(self._render(object_type, self._made(object_type, item)) | trace)
         random.shuffle(made)  # HubSpot does not keep the order of the inputs
         return _batch(made, status=201)
 
@@ -696,7 +657,7 @@ class HubSpotSimulator(Simulator[int]):
             try:
                 record = _found(self.records[object_type], str(item.get("id")))
                 self._apply(object_type, record, item.get("properties") or {})
-                results.append(self._render(object_type, record, None))
+                results.append(self._render(object_type, record))
             except Refused as refused:
                 errors.append(_failed(refused.category, refused.message, ids=[str(item.get("id"))]))
         return _batch(results, errors)
@@ -704,20 +665,13 @@ class HubSpotSimulator(Simulator[int]):
     async def _batch_read(self, request: web.Request, token: Token) -> web.Response:
         """The records of the inputs' ids; 207 with an OBJECT_NOT_FOUND naming the others."""
         object_type = self._type(request, token)
-        rows, ids = self.records[object_type], await self._inputs(request)
+        rows, ids = self.records[object_type], await self._ids(request)
         wanted = (await _json(request)).get("properties") or None
         results = [self._render(object_type, rows[i], wanted) for i in ids if i in rows]
         message = "Could not get some objects, they may be deleted or not exist."
         missing = [i for i in ids if i not in rows]
-        return _batch(
-            results, [_failed("OBJECT_NOT_FOUND", message, ids=missing)] if missing else []
-        )
-
-    async def _batch_archive(self, request: web.Request, token: Token) -> web.Response:
-        object_type = self._type(request, token, write=True)
-        for record_id in await self._inputs(request):
-            self.records[object_type].pop(record_id, None)  # idempotent, as HubSpot
-        return web.Response(status=204)
+        failed = [_failed("OBJECT_NOT_FOUND", message, ids=missing)] if missing else []
+        return _batch(results, failed)
 
 
 # HubSpot's words for the problems every simulator's write check finds (crmsim.columns)
@@ -786,27 +740,7 @@ def _failed(category: str, message: str, **context: list[str]) -> dict[str, Any]
 
 
 def _plural(name: str) -> str:
-    name = name.lower()
-    return next((plural for plural, one in SINGULAR.items() if one == name), name)
-
-
-def _unlabelled(from_type: str, to_type: str) -> int:
-    return next(t for t, (label, _) in ASSOCIATION_TYPES[(from_type, to_type)].items() if not label)
-
-
-def _linked_type(object_type: str, type_id: Any) -> str | None:
-    """The object type a HUBSPOT_DEFINED association type id leads to from ``object_type``."""
-    found = (
-        to
-        for (start, to), known in ASSOCIATION_TYPES.items()
-        if start == object_type and type_id in known
-    )
-    return next(found, None)
-
-
-def _kind(prop: Column) -> str:
-    """How a property's values compare and sort (crmsim.records kinds)."""
-    return {"number": "number", "date": "datetime", "datetime": "datetime"}.get(prop.type, "text")
+    return PLURAL.get(name.lower(), name.lower())
 
 
 def _text(prop: Column, value: Any) -> str:

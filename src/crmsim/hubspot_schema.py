@@ -11,6 +11,7 @@ from crmsim.columns import Column
 
 OBJECTS = ("contacts", "companies", "deals", "tasks", "notes", "calls", "meetings", "leads")
 SINGULAR = {name: "company" if name == "companies" else name[:-1] for name in OBJECTS}
+PLURAL = {one: name for name, one in SINGULAR.items()}
 # HubSpot's HUBSPOT_DEFINED association types: (from, to) -> {type id: (label, inverse id)},
 # each pair written one way (the other is derived below). Unlabelled types have no label; a
 # primary company is labelled "Primary".
@@ -41,15 +42,24 @@ ASSOCIATION_TYPES = {
         for (start, to), types in _ONE_WAY.items()
     },
 }
+# each pair's unlabelled type, and the object type each type id leads to from an object
+UNLABELLED = {
+    pair: next(kind for kind, (label, _) in types.items() if not label)
+    for pair, types in ASSOCIATION_TYPES.items()
+}
+LEADS_TO: dict[tuple[str, object], str] = {
+    (start, kind): to for (start, to), types in ASSOCIATION_TYPES.items() for kind in types
+}
 
 
-# a property's type -> the fieldType it is shown with (text where not listed)
-_FIELD_TYPES = {
-    "number": "number",
-    "date": "date",
-    "datetime": "date",
-    "enumeration": "select",
-    "bool": "booleancheckbox",
+# a property's type -> the fieldType it is shown with, and how its values compare and sort
+# (a crmsim.records kind); text and text where not listed
+_TYPES = {
+    "number": ("number", "number"),
+    "date": ("date", "datetime"),
+    "datetime": ("date", "datetime"),
+    "enumeration": ("select", "text"),
+    "bool": ("booleancheckbox", "text"),
 }
 
 
@@ -57,12 +67,16 @@ _FIELD_TYPES = {
 class Prop(Column):
     """A property; its ``type`` is string, number, date, datetime, enumeration or bool."""
 
+    @property
+    def kind(self) -> str:
+        return _TYPES.get(self.type, ("text", "text"))[1]
+
     def describe(self, object_type: str) -> dict[str, Any]:
         return {
             "name": self.name,
             "label": self.label or self.name,
             "type": self.type,
-            "fieldType": _FIELD_TYPES.get(self.type, "text"),
+            "fieldType": _TYPES.get(self.type, ("text", "text"))[0],
             "groupName": f"{object_type[:-1]}information",
             "options": [
                 {"label": o, "value": o, "displayOrder": i, "hidden": False}

@@ -5,8 +5,8 @@ SDK (pipedrive-python-lib) use, as Pipedrive documents it.
   header) or an OAuth access token (``Authorization: Bearer``); 401 ``unauthorized access``.
   ``auth`` records how each call authenticated (``header``, ``query``, ``bearer``, ...).
   OAuth: ``POST /oauth/token`` with HTTP Basic client authentication (authorization_code and
-  refresh_token grants) and ``POST /oauth/revoke`` (crmsim.oauth); the answer names the
-  company's ``api_domain``.
+  refresh_token grants) and ``POST /oauth/revoke`` (crmsim.oauth); the company's admin
+  consents at once; the answer names the company's ``api_domain``.
 - API v2 (``/api/v2/{persons,organizations,deals,activities}``): cursor paging (``cursor``,
   ``limit`` <= 500, ``additional_data.next_cursor``), ``filter_id``, ``sort_by`` (id,
   add_time, update_time; due_date for activities) and ``sort_direction``; the documented query
@@ -47,7 +47,7 @@ from aiohttp import web
 from crmsim import app
 from crmsim.app import LOG, Route, Simulator, cursor, mechanism, one_of, overrides, uncursor, whole
 from crmsim.columns import READ_ONLY, REQUIRED, UNKNOWN, Invalid, check
-from crmsim.guard import Guard, RateWindow, Refusal, Verdict, bearer, header, json_object, query
+from crmsim.guard import Answer, Guard, RateWindow, Verdict, bearer, header, json_object, query
 from crmsim.oauth import AuthorizationServer, Issued
 from crmsim.pipedrive_schema import (
     OBJECTS,
@@ -96,32 +96,15 @@ V1_OWN = {"notes": ("user_id",), "leads": ("organization_id",)}
 _LIKE = {"LIKE '$%'": "{}%", "LIKE '%$%'": "%{}%", "NOT LIKE '$%'": "{}%"}
 
 
-class Refused(Refusal):
-    def __init__(self, status: int, error: str, **extra: Any) -> None:
-        super().__init__(error)
-        self.status, self.error, self.extra = status, error, extra
-
-    def response(self) -> web.Response:
-        return pd_error(self.status, self.error, **self.extra)
+def refused(status: int, error: str, **extra: Any) -> Answer:
+    """Pipedrive's error answer, to raise (or answer with)."""
+    body = {"success": False, "error": error, "error_info": ERROR_INFO, "data": None}
+    return Answer(status, body | {"additional_data": None, "errorCode": status, **extra})
 
 
-def pd_error(status: int, error: str, **extra: Any) -> web.Response:
-    body = {
-        "success": False,
-        "error": error,
-        "error_info": ERROR_INFO,
-        "data": None,
-        "additional_data": None,
-        "errorCode": status,
-        **extra,
-    }
-    return web.json_response(body, status=status)
-
-
-def _invalid(problems: list[str]) -> Refused:
-    return Refused(
-        400, "Validation failed: " + "; ".join(problems), code="ERR_SCHEMA_VALIDATION_FAILED"
-    )
+def _invalid(problems: list[str]) -> Answer:
+    message = "Validation failed: " + "; ".join(problems)
+    return refused(400, message, code="ERR_SCHEMA_VALIDATION_FAILED")
 
 
 def _now() -> str:
@@ -135,20 +118,15 @@ def _v1_time(value: str) -> str:
 
 
 class _Guard(Guard[int]):
-    """API tokens (``api_token`` query parameter, ``x-api-token`` header) and OAuth tokens
-    (Bearer); ``burst`` requests per token per 2-second window."""
-
     def __init__(self, sim: PipedriveSimulator) -> None:
         found = [bearer(), header("x-api-token"), query("api_token")]
         super().__init__(sim.tokens, found, RateWindow(lambda: sim.burst, 2), sim.faults)
 
     def unauthorized(self, request: web.Request, token: Token | None) -> web.Response:
-        return pd_error(401, "unauthorized access")
+        return refused(401, "unauthorized access").response()
 
     def limited(self, verdict: Verdict) -> web.Response:
-        response = pd_error(429, "Request over limit")
-        response.headers["Retry-After"] = "2"
-        return response
+        return Answer(429, refused(429, "Request over limit").body, {"Retry-After": "2"}).response()
 
     def rate_headers(self, verdict: Verdict) -> dict[str, str]:
         return {
@@ -159,9 +137,6 @@ class _Guard(Guard[int]):
 
 
 class _OAuth(AuthorizationServer[int]):
-    """oauth.pipedrive.com: HTTP Basic client authentication; the company's admin consents at
-    once; the token answer names the company's ``api_domain``."""
-
     client_authentication = "basic"
 
     def __init__(self, sim: PipedriveSimulator) -> None:
@@ -299,7 +274,7 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
 
     def _write_allowed(self, token: Token) -> None:
         if token.subject in self.read_only_users:
-            raise Refused(403, "You do not have permissions to edit this item")
+            raise refused(403, "You do not have permissions to edit this item")
 
     # ---- users ------------------------------------------------------------------------------
 
@@ -324,20 +299,17 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
     async def _user(self, request: web.Request, token: Token) -> web.Response:
         user = self.users.get(whole(request.match_info["id"]) or 0)
         if user is None:
-            raise Refused(404, "User not found")
+            raise refused(404, "User not found")
         return _ok({**user, "is_you": user["id"] == token.subject})
 
     # ---- fields -----------------------------------------------------------------------------
 
     async def _fields_route(self, request: web.Request, token: Token) -> web.Response:
         collection = _collection(request)
-        fields = self.fields[collection]
         start, limit = _paging(request)
-        page = fields[start : start + limit]
-        return _ok(
-            [f.describe(start + i) for i, f in enumerate(page)],
-            _pagination(start, limit, len(page), start + limit < len(fields)),
-        )
+        shown, more = page(self.fields[collection], start, limit)
+        described = [f.describe(start + i) for i, f in enumerate(shown)]
+        return _ok(described, _pagination(start, limit, len(shown), more))
 
     def _field(self, collection: str, key: str) -> Field | None:
         if key == "owner_id" and collection in OWNER_IS_USER_ID:
@@ -451,8 +423,6 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
                 value = [int(v) if str(v).isdigit() else v for v in str(value).split(",")]
             elif value is not None and spec.type == "address":
                 value = {"value": str(value)}
-            elif value is not None and spec.type == "enum" and str(value).isdigit():
-                value = int(value)
             custom[spec.name] = value
         if custom:
             shaped["custom_fields"] = custom
@@ -481,10 +451,11 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
             person = record.pop("person_id")
             record["participants"] = [{"person_id": person, "primary": True}] if person else []
 
-    def _record(self, collection: str, record_id: str) -> dict[str, Any]:
+    def _record(self, collection: str, record_id: str, live: bool = False) -> dict[str, Any]:
+        """A record by its id; ``live``: not one marked as deleted."""
         record = self.records[collection].get(record_id)
-        if record is None:
-            raise Refused(404, f"{OBJECTS[collection][0].capitalize()} not found")
+        if record is None or (live and record.get("is_deleted")):
+            raise refused(404, f"{OBJECTS[collection][0].capitalize()} not found")
         return record
 
     def _apply(self, collection: str, record: dict[str, Any], values: dict[str, Any]) -> None:
@@ -517,19 +488,15 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
                 value = ",".join(map(str, value)) if spec.type == "set" else value.get("value")
             shown[spec.name] = value if value or spec.type not in V2_CUSTOM_SHAPES else None
         for key in ("add_time", "update_time"):  # leads are newer: ISO times, v1 only
-            shown[key] = (
-                record[key].replace("Z", ".000Z")
-                if collection == "leads"
-                else _v1_time(record[key])
-            )
+            iso = record[key].replace("Z", ".000Z")
+            shown[key] = iso if collection == "leads" else _v1_time(record[key])
         if collection == "leads":
             return shown
         shown["active_flag"] = not shown.pop("is_deleted", False)
         owner = self.users.get(record.get("owner_id") or 0)
         if collection in ("persons", "organizations", "deals") and owner is not None:
-            shown["owner_id"] = {k: owner[k] for k in ("id", "name", "email")} | {
-                "value": owner["id"]
-            }
+            brief = {k: owner[k] for k in ("id", "name", "email")}
+            shown["owner_id"] = brief | {"value": owner["id"]}
         if collection in OWNER_IS_USER_ID:
             shown["user_id"] = shown.pop("owner_id", None)
         if collection == "activities":
@@ -543,9 +510,8 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
                 shown[key] = {"name": linked.get("name"), "value": linked["id"]}
         if collection == "persons":
             shown["email"], shown["phone"] = shown.pop("emails", []), shown.pop("phones", [])
-            shown["primary_email"] = next(
-                (e["value"] for e in shown["email"] if e.get("primary")), None
-            )
+            primary = (e["value"] for e in shown["email"] if e.get("primary"))
+            shown["primary_email"] = next(primary, None)
         if collection == "organizations":
             address = record.get("address") or {}
             shown["address"] = address.get("value")
@@ -565,7 +531,7 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
         if filter_id:
             found = self.filters.get(whole(filter_id) or 0)
             if found is None or found["type"] != OBJECTS[collection][1]:
-                raise Refused(404, "Filter not found")
+                raise refused(404, "Filter not found")
             return [r for r in rows if self._passes(collection, r, found["conditions"])]
         keys = V2_PARAMETERS[collection] if v2 else V1_PARAMETERS + V1_OWN.get(collection, ())
         for key, wanted in ((k, request.query.get(k)) for k in keys):
@@ -614,7 +580,7 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
             hit = any(pattern.fullmatch(text) for text in texts)
             return hit != operator.startswith("NOT")
         if operator not in ("=", "!=", "<", ">", "<=", ">="):
-            raise Refused(400, f"Unknown operator {operator}")
+            raise refused(400, f"Unknown operator {operator}")
         kind = "number" if spec.type in _NUMERIC else "text"
         holds = [test(operator, text, wanted, kind) for text in texts]
         return all(holds) if operator == "!=" else any(holds)
@@ -642,7 +608,7 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
         keys = []
         for name, *direction in (part.split() for part in sort.split(",") if part.strip()):
             if self._field(collection, name) is None:
-                raise Refused(400, f"Invalid sort field: {name}")
+                raise refused(400, f"Invalid sort field: {name}")
             if name == "user_id" and collection in OWNER_IS_USER_ID:
                 name = "owner_id"
             keys.append(_by(name, bool(direction) and direction[0].upper() == "DESC"))
@@ -705,11 +671,9 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
     async def _delete(self, request: web.Request, token: Token) -> web.Response:
         collection = _collection(request)
         self._write_allowed(token)
-        record = self._record(collection, request.match_info["id"])
+        record = self._record(collection, request.match_info["id"], live=True)
         if collection not in V2_OBJECTS:
             del self.records[collection][str(record["id"])]
-        elif record.get("is_deleted"):
-            raise Refused(404, f"{OBJECTS[collection][0].capitalize()} not found")
         else:  # marked as deleted; Pipedrive removes it for good after 30 days
             self.records.change(collection, record, {"is_deleted": True})
         return _ok({"id": record["id"]})
@@ -736,13 +700,10 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
         if query.get("cursor"):
             state = uncursor(query["cursor"])
             if not isinstance(state, dict) or not isinstance(state.get("offset"), int):
-                raise Refused(400, "Invalid cursor")
+                raise refused(400, "Invalid cursor")
             offset = state["offset"]
         rows = sorted(self._selected(collection, request, v2=True), key=lambda r: int(r["id"]))
-        if sort_by != "id":
-            rows = order(rows, _by(sort_by, direction == "desc"))
-        elif direction == "desc":
-            rows.reverse()
+        rows = order(rows, _by(sort_by, direction == "desc"))
         shown, more = page(rows, offset, limit)
         following = cursor({"offset": offset + limit}) if more else None
         return _ok([self._v2(collection, r) for r in shown], {"next_cursor": following})
@@ -752,7 +713,7 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
     def _filter(self, request: web.Request) -> dict[str, Any]:
         found = self.filters.get(whole(request.match_info["id"]) or 0)
         if found is None:
-            raise Refused(404, "Filter not found")
+            raise refused(404, "Filter not found")
         return found
 
     async def _filters(self, request: web.Request, token: Token) -> web.Response:
@@ -766,12 +727,12 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
     def _checked_conditions(self, kind: Any, conditions: Any) -> dict[str, Any]:
         collection = next((c for c, spec in OBJECTS.items() if spec[1] == kind), None)
         if collection is None:
-            raise Refused(400, "Invalid filter type")
+            raise refused(400, "Invalid filter type")
         if isinstance(conditions, str):
             try:
                 conditions = json.loads(conditions)
             except ValueError:
-                raise Refused(400, "Invalid conditions JSON") from None
+                raise refused(400, "Invalid conditions JSON") from None
         groups = conditions.get("conditions") if isinstance(conditions, dict) else None
         if (
             not isinstance(groups, list)
@@ -779,28 +740,28 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
             or len(groups) != 2
             or [g.get("glue") if isinstance(g, dict) else None for g in groups] != ["and", "or"]
         ):
-            raise Refused(400, "Invalid conditions structure")
+            raise refused(400, "Invalid conditions structure")
         lines = [c for g in groups for c in g.get("conditions") or []]
         if len(lines) > MAX_CONDITIONS:
-            raise Refused(400, f"A filter may have at most {MAX_CONDITIONS} conditions")
+            raise refused(400, f"A filter may have at most {MAX_CONDITIONS} conditions")
         operators = {"=", "!=", "<", ">", "<=", ">=", "IS NULL", "IS NOT NULL", *_LIKE}
         for line in lines:
             if not isinstance(line, dict) or line.get("operator") not in operators:
-                raise Refused(400, "Invalid condition operator")
+                raise refused(400, "Invalid condition operator")
             if line.get("object") != OBJECTS[collection][0]:
-                raise Refused(400, f"Invalid condition object {line.get('object')!r}")
+                raise refused(400, f"Invalid condition object {line.get('object')!r}")
             spec = self._field_by_id(collection, line.get("field_id"))
             if spec is None:
-                raise Refused(400, f"Invalid field_id {line.get('field_id')!r}")
+                raise refused(400, f"Invalid field_id {line.get('field_id')!r}")
             if spec.type == "date" and line["operator"] not in ("IS NULL", "IS NOT NULL"):
                 if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(line.get("value"))):
-                    raise Refused(400, "Date values must be in the YYYY-MM-DD format")
+                    raise refused(400, "Date values must be in the YYYY-MM-DD format")
         return dict(conditions)
 
     async def _filter_create(self, request: web.Request, token: Token) -> web.Response:
         body = await _json(request)
         if not isinstance(body.get("name"), str) or not body["name"]:
-            raise Refused(400, "Name must be given")
+            raise refused(400, "Name must be given")
         conditions = self._checked_conditions(body.get("type"), body.get("conditions"))
         filter_id = next(self._filter_ids)
         now = _v1_time(_now())
@@ -829,10 +790,9 @@ class PipedriveSimulator(app.UserTokens[int], Simulator[int]):
         return _ok(found)
 
     async def _filter_delete(self, request: web.Request, token: Token) -> web.Response:
-        filter_id = whole(request.match_info["id"]) or 0
-        if self.filters.pop(filter_id, None) is None:
-            raise Refused(404, "Filter not found")
-        return _ok({"id": filter_id})
+        found = self._filter(request)
+        del self.filters[found["id"]]
+        return _ok({"id": found["id"]})
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -866,7 +826,7 @@ def _contact(text: str) -> dict[str, Any]:
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    return await json_object(request, lambda message: Refused(400, message))
+    return await json_object(request, lambda message: refused(400, message))
 
 
 def _ok(data: Any, additional: dict[str, Any] | None = None, status: int = 200) -> web.Response:
@@ -888,7 +848,7 @@ def _paging(request: web.Request) -> tuple[int, int]:
     start = whole(request.query.get("start", "0"))
     limit = whole(request.query.get("limit", "100"))
     if start is None or limit is None:
-        raise Refused(400, "start and limit must be whole numbers")
+        raise refused(400, "start and limit must be whole numbers")
     return start, min(max(limit, 1), MAX_LIMIT)
 
 

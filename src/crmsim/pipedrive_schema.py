@@ -22,10 +22,8 @@ OBJECTS: dict[str, tuple[str, str | None, str]] = {
     "notes": ("note", None, "noteFields"),
 }
 V2_SORTS = {
-    "persons": ("id", "update_time", "add_time"),
-    "organizations": ("id", "update_time", "add_time"),
-    "deals": ("id", "update_time", "add_time"),
-    "activities": ("id", "update_time", "add_time", "due_date"),
+    c: ("id", "update_time", "add_time", *(("due_date",) if c == "activities" else ()))
+    for c in V2_OBJECTS
 }
 # v1's dealFields and activityFields name the owner user_id (v2 records: owner_id)
 OWNER_IS_USER_ID = ("deals", "activities")

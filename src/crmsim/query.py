@@ -5,16 +5,20 @@ and writes only its own grammar over a `Cursor`.
 A language builds a `Lexer` from the patterns below (or its own), in the order they are tried;
 `Cursor` walks the tokens; `boolean` parses and/or/not with parentheses over the comparisons the
 language parses itself, into `Junction` trees that `evaluate` and `leaves` read; `literal` turns a
-value token into a typed `Literal`; `like` compiles SQL LIKE patterns.
+value token into a typed `Literal`; `like` compiles SQL LIKE patterns. `Select` is the one
+parser of ``select ... from ... where ... order by ... limit ...`` (SOQL, COQL): a language gives
+its differences as switches and the hooks that word its refusals.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, ClassVar
+
+from crmsim import records
 
 # Token patterns the languages share (a language may pass its own instead).
 STRING_DOUBLED = r"'(?:[^']|'')*'"  # a quote inside is written twice: 'O''Hara'
@@ -218,9 +222,6 @@ class Literal:
     value: Any
 
 
-SOQL_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "'": "'", '"': '"'}
-
-
 def unquote(text: str, escape: Callable[[str], str] | None = None) -> str:
     """A quoted string token's text: '' is a quote; with ``escape``, a backslash and the
     character after it are ``escape(character)`` instead."""
@@ -315,3 +316,227 @@ def like(
             out.append(re.escape(char))
         at += 1
     return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
+
+
+# ---- select statements ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``name op value``: a comparison operator; ``in``/``not in`` a list of values;
+    ``like``/``not like`` a compiled pattern (see `like`); ``null``/``not null`` (no value)."""
+
+    name: str
+    op: str
+    value: Any = None
+
+    def holds(self, actual: Any) -> bool:
+        """Whether a stored value satisfies the comparison, null as SQL has it (see
+        `records.test`): a null value is in no list and like no pattern."""
+        negated = self.op.startswith("not ")
+        op = self.op.removeprefix("not ")
+        if op == "null":
+            found = actual is None
+        elif op == "in":
+            found = any(records.test("=", actual, wanted) for wanted in self.value)
+        elif op == "like":
+            found = actual is not None and self.value.fullmatch(str(actual)) is not None
+        else:
+            return records.test(op, actual, self.value)
+        return found != negated
+
+
+@dataclass
+class Statement:
+    """A parsed select statement; a language reads the parts it has."""
+
+    columns: list[str] = field(default_factory=list)  # the select list's plain names, as written
+    calls: list[tuple[str, str, str]] = field(default_factory=list)  # (FUNCTION, argument, alias)
+    count: bool = False  # COUNT(): the number of rows
+    source: str = ""  # the object selected from
+    where: Any = None  # a tree of `Junction` and `Comparison`, or None
+    group_by: list[str] = field(default_factory=list)
+    order: list[tuple[str, bool, bool]] = field(default_factory=list)  # name, desc, nulls last
+    limit: int | None = None
+    offset: int = 0
+
+
+class Select:
+    """Parses ``select <items> from <source> [where <condition>] [group by <names>] [order by
+    <name> [asc|desc] [nulls first|last], ...] [limit <n>] [offset <m>]`` into a `Statement`.
+    An item is a name or ``FUNCTION(name) [alias]``; a condition joins comparisons (`boolean`):
+    ``name op value``, ``name [not] in (values)``, ``name [not] like pattern`` and ``name is
+    [not] null``. A language sets its lexer and the switches below, and words its refusals in
+    the hooks (`fail` at least)."""
+
+    lexer: Lexer
+    functions: frozenset[str] = frozenset()  # the FUNCTION names of the select list, upper-case
+    aliases = False  # a function call may be followed by an alias
+    count_rows = False  # COUNT() alone is the number of rows
+    negation = True  # ``not`` before a condition
+    bracketed = False  # a third and/or needs brackets (see `boolean`'s ``paired``)
+    null_tests = False  # ``is [not] null``
+    not_like = False  # ``not like``
+    grouping = False  # ``group by``; every plain column must then be grouped
+    nulls = False  # ``nulls first|last``
+    limit_pair = False  # ``limit <offset>, <limit>``
+    offset_alone = True  # ``offset`` without ``limit``
+    kinds = frozenset({"string", "number", "boolean", "null", "date", "datetime"})  # of values
+    limits: ClassVar[
+        Mapping[str, int]
+    ] = {}  # the most ``columns``, ``comparisons`` and ``values`` (in a list)
+    escape: Callable[[str], str] | None = None  # a string's backslash escapes (see `unquote`)
+
+    def __init__(self, text: str) -> None:
+        self.cursor = Cursor(self.lexer.tokens(text), self.fail)
+
+    # ---- hooks: a language's refusals
+
+    def fail(self, found: Token | None, wanted: str) -> Exception:
+        """An unexpected token (None: the end) where ``wanted`` was due."""
+        raise NotImplementedError
+
+    def expected(self, keyword: str, clause: str) -> Exception:
+        """A missing keyword of a clause."""
+        return self.cursor.fail(self.cursor.peek(), keyword.upper())
+
+    def unfinished(self, name: str, wanted: str) -> Exception:
+        """A comparison of ``name`` left without the ``wanted`` words (after not, is)."""
+        return self.cursor.fail(self.cursor.peek(), wanted)
+
+    def unclosed(self, function: str, argument: str) -> Exception:
+        return self.cursor.fail(self.cursor.peek(), ")")
+
+    def invalid(self, token: Token, message: str | None) -> Exception:
+        """A token that is no value here (``message``: a malformed date)."""
+        return self.cursor.fail(token, "a value")
+
+    def too_many(self, what: str, limit: int) -> Exception:
+        return self.cursor.fail(None, f"at most {limit} {what}")
+
+    def ungrouped(self, name: str) -> Exception:
+        return self.cursor.fail(None, f"{name} grouped or aggregated")
+
+    def unbracketed(self) -> Exception:
+        return self.cursor.fail(self.cursor.peek(), ")")
+
+    def trailing(self, token: Token) -> Exception:
+        return self.cursor.fail(token, "the end")
+
+    # ---- the grammar
+
+    def parse(self) -> Statement:
+        cursor, statement = self.cursor, Statement()
+        self._keyword("select", "select")
+        first = [t.text.upper() if t else "" for t in map(cursor.peek, range(3))]
+        if self.count_rows and first == ["COUNT", "(", ")"]:
+            cursor.at += 3
+            statement.count = True
+        else:
+            cursor.listed(lambda: self.item(statement))
+        self._within("columns", len(statement.columns))
+        self._keyword("from", "from")
+        statement.source = self.name()
+        if cursor.word("where"):
+            paired = self.unbracketed if self.bracketed else None
+            statement.where = boolean(
+                cursor, self.comparison, negation=self.negation, paired=paired
+            )
+            self._within("comparisons", len(list(leaves(statement.where))))
+        if self.grouping and cursor.word("group"):
+            self._keyword("by", "group by")
+            statement.group_by = cursor.listed(self.name)
+        if self.grouping and (statement.calls or statement.group_by):
+            grouped = {name.lower() for name in statement.group_by}
+            for name in statement.columns:
+                if name.lower() not in grouped:
+                    raise self.ungrouped(name)
+        if cursor.word("order"):
+            self._keyword("by", "order by")
+            statement.order = cursor.listed(self.ordering)
+        pair = False
+        if cursor.word("limit"):
+            statement.limit = self.integer("LIMIT")
+            pair = self.limit_pair and cursor.punct(",")
+            if pair:
+                statement.offset, statement.limit = statement.limit, self.integer("LIMIT")
+        offset = not pair and (self.offset_alone or statement.limit is not None)
+        if offset and cursor.word("offset"):
+            statement.offset = self.integer("OFFSET")
+        if (token := cursor.peek()) is not None:
+            raise self.trailing(token)
+        return statement
+
+    def _keyword(self, keyword: str, clause: str) -> None:
+        if not self.cursor.word(keyword):
+            raise self.expected(keyword, clause)
+
+    def _within(self, what: str, count: int) -> None:
+        limit = self.limits.get(what)
+        if limit is not None and count > limit:
+            raise self.too_many(what, limit)
+
+    def name(self) -> str:
+        return self.cursor.take("word", "a field").text
+
+    def item(self, statement: Statement) -> None:
+        cursor, name = self.cursor, self.name()
+        if name.upper() not in self.functions or not cursor.punct("("):
+            statement.columns.append(name)
+            return
+        argument = self.name()
+        if not cursor.punct(")"):
+            raise self.unclosed(name, argument)
+        alias = f"expr{len(statement.calls)}"
+        token = cursor.peek()
+        if self.aliases and token is not None and token.kind == "word":
+            alias = alias if cursor.is_word("from") else self.name()
+        statement.calls.append((name.upper(), argument, alias))
+
+    def ordering(self) -> tuple[str, bool, bool]:
+        cursor, name = self.cursor, self.name()
+        descending = cursor.word("desc")
+        if not descending:
+            cursor.word("asc")
+        nulls_last = descending  # nulls sort as the greatest value unless told
+        if self.nulls and cursor.word("nulls"):
+            nulls_last = cursor.word("last")
+            if not nulls_last:
+                self._keyword("first", "order by")
+        return (name, descending, nulls_last)
+
+    def comparison(self) -> Comparison:
+        cursor, name = self.cursor, self.name()
+        if self.null_tests and cursor.word("is"):
+            negated = cursor.word("not")
+            if not cursor.word("null"):
+                raise self.unfinished(name, "null")
+            return Comparison(name, "not null" if negated else "null")
+        negated = cursor.word("not")
+        prefix = "not " if negated else ""
+        if cursor.word("in"):
+            cursor.expect_punct("(")
+            values = cursor.listed(self.value)
+            cursor.expect_punct(")")
+            self._within("values", len(values))
+            return Comparison(name, prefix + "in", values)
+        if (self.not_like or not negated) and cursor.word("like"):
+            return Comparison(name, prefix + "like", self.pattern())
+        if negated:
+            raise self.unfinished(name, "like or in" if self.not_like else "in")
+        op = cursor.take("op", f"an operator after {name}").text
+        return Comparison(name, op, self.value())
+
+    def pattern(self) -> re.Pattern[str]:
+        """A ``like`` pattern: a text value, ``%`` any run of characters, ``_`` any one."""
+        return like(str(self.value()))
+
+    def value(self) -> Any:
+        token = self.cursor.take(wanted="a value")
+        found = literal(token, lambda message: self.invalid(token, message), escape=self.escape)
+        if found is None or found.kind not in self.kinds:
+            raise self.invalid(token, None)
+        return found.value
+
+    def integer(self, clause: str) -> int:
+        return int(self.cursor.take("number", "a number").text)

@@ -29,12 +29,11 @@ from aiohttp import web
 
 from crmsim.app import Route, Simulator, overrides
 from crmsim.guard import Guard, Verdict, bearer
-from crmsim.oauth import AuthorizationServer, Issued, OAuthError, Pending, redirect
+from crmsim.oauth import AuthorizationServer, Issued, OAuthError, Pending
 from crmsim.records import Cursors
-from crmsim.salesforce_data import SalesforceData, new_id, sf_error
+from crmsim.salesforce_data import Rejected, SalesforceData, new_id
 from crmsim.tokens import AccessToken, Client, TokenStore, same
 
-API_VERSION = "60.0"
 _SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 
 
@@ -65,10 +64,10 @@ class _Guard(Guard[SfUser]):
         return super().accepts(token) and token.subject.active
 
     def unauthorized(self, request: web.Request, token: Token | None) -> web.StreamResponse:
-        return sf_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
+        return Rejected(401, "INVALID_SESSION_ID", "Session expired or invalid").response()
 
     def limited(self, verdict: Verdict) -> web.StreamResponse:
-        return sf_error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+        return Rejected(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.").response()
 
     def rate_headers(self, verdict: Verdict) -> dict[str, str]:
         return {"Sforce-Limit-Info": f"api-usage={verdict.used + 1}/{verdict.limit}"}
@@ -106,8 +105,8 @@ class _OAuth(AuthorizationServer[SfUser]):
             return web.Response(status=503, text="Service Unavailable")
         params = await self.parameters(request)
         if params.get("grant_type") == "password":
-            user = self.sim.users.get(params.get("username", ""))
-            if user is None or params.get("password") != user.password + user.security_token:
+            user = self.sim.login(params.get("username", ""), params.get("password", ""))
+            if user is None:
                 return self.error_answer(OAuthError("invalid_grant", "authentication failure", ""))
             issued = self.issue("password", _UNBOUND, user, _DEFAULT_SCOPES, None)
             return web.json_response(self.token_answer(issued, request))
@@ -139,12 +138,10 @@ class _OAuth(AuthorizationServer[SfUser]):
         code = self.tokens.codes.get(params.get("code", ""))
         if code is None or code.client_id != client.client_id:  # not spent: another's guess
             raise OAuthError("invalid_grant", "invalid authorization code", "code")
-        if code.subject.active and code.redirect_uri == params.get("redirect_uri"):
-            return super().exchange_code(client, params)
-        self.tokens.codes.pop(params.get("code", ""))  # spent, as by the shared checks
         if not code.subject.active:
+            self.tokens.codes.pop(params.get("code", ""))  # spent, as by the shared checks
             raise OAuthError("inactive_user", "user is inactive", "subject")
-        raise OAuthError("invalid_grant", "redirect_uri does not match", "redirect_mismatch")
+        return super().exchange_code(client, params)
 
     def refresh(self, client: Client, params: Mapping[str, str]) -> Issued[SfUser]:
         held = self.tokens.refresh.get(params.get("refresh_token", ""))
@@ -301,29 +298,27 @@ class SalesforceSimulator(Simulator[SfUser]):
     def _base(request: web.Request) -> str:
         return f"{request.scheme}://{request.host}"
 
+    def login(self, username: str, password: str, *, token: bool = True) -> SfUser | None:
+        """The active user a user name and password log in: the API's logins take the password
+        followed by the security token, the login page the password alone."""
+        user = self.users.get(username)
+        wanted = user.password + (user.security_token if token else "") if user else ""
+        return user if user and user.active and same(password, wanted) else None
+
     async def _soap_login(self, request: web.Request) -> web.Response:
         try:
             root = ET.fromstring(await request.read())  # noqa: S314 - our own test input
         except ET.ParseError:
-            return _soap_fault("INVALID_REQUEST", "Unable to parse the login request", 500)
+            return _soap_fault("INVALID_REQUEST", "Unable to parse the login request")
         values = {element.tag.rsplit("}", 1)[-1]: (element.text or "") for element in root.iter()}
-        user = self.users.get(values.get("username", ""))
-        if (
-            user is None
-            or not user.active
-            or values.get("password") != user.password + user.security_token
-        ):
-            return _soap_fault(
-                "INVALID_LOGIN",
-                "Invalid username, password, security token; or user locked out.",
-                500,
-            )
+        user = self.login(values.get("username", ""), values.get("password", ""))
+        if user is None:
+            message = "Invalid username, password, security token; or user locked out."
+            return _soap_fault("INVALID_LOGIN", message)
         if not self.api_enabled:
-            return _soap_fault(
-                "API_DISABLED_FOR_ORG", "API is not enabled for this Organization or Partner", 500
-            )
-        version = request.match_info["version"]
-        base = self._base(request)
+            message = "API is not enabled for this Organization or Partner"
+            return _soap_fault("API_DISABLED_FOR_ORG", message)
+        version, base = request.match_info["version"], self._base(request)
         session = self.issue_session(user)
         body = f"""<?xml version="1.0" encoding="UTF-8"?>
 <soapenv:Envelope xmlns:soapenv="{_SOAP_NS}" xmlns="urn:partner.soap.sforce.com"
@@ -346,14 +341,14 @@ class SalesforceSimulator(Simulator[SfUser]):
         key = form.get("request", "")
         pending = self.authorization_requests.get(key)
         if pending is None:
-            return _error_page("invalid_request", "the authorization request is invalid or expired")
+            expired = "the authorization request is invalid or expired"
+            return self.oauth.error_page(OAuthError("invalid_request", expired, ""))
         if form.get("action") == "deny":
             self.authorization_requests.forget(key)
-            description = "end-user denied authorization"
-            params = {"error": "access_denied", "error_description": description}
-            return redirect(pending.redirect_uri, params, pending.state)
-        user = self.users.get(form.get("username", ""))
-        if user is None or not user.active or not same(form.get("password", ""), user.password):
+            denied = OAuthError("access_denied", "end-user denied authorization", "")
+            return self.oauth.refuse(denied, pending.redirect_uri, pending.state)
+        user = self.login(form.get("username", ""), form.get("password", ""), token=False)
+        if user is None:
             return _login_page(pending.client, key, form.get("username", ""), failed=True)
         self.authorization_requests.forget(key)  # a request is answered once
         return self.oauth.approve(pending, user)
@@ -393,7 +388,8 @@ class SalesforceSimulator(Simulator[SfUser]):
         )
 
 
-def _soap_fault(code: str, message: str, status: int) -> web.Response:
+def _soap_fault(code: str, message: str) -> web.Response:
+    """A login fault, with HTTP 500 as SOAP 1.1 answers faults."""
     body = f"""<?xml version="1.0" encoding="UTF-8"?>
 <soapenv:Envelope xmlns:soapenv="{_SOAP_NS}" xmlns:sf="urn:fault.partner.soap.sforce.com"
  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault>
@@ -401,7 +397,7 @@ def _soap_fault(code: str, message: str, status: int) -> web.Response:
 <detail><sf:LoginFault xsi:type="sf:LoginFault"><sf:exceptionCode>{code}</sf:exceptionCode>
 <sf:exceptionMessage>{escape(message)}</sf:exceptionMessage></sf:LoginFault></detail>
 </soapenv:Fault></soapenv:Body></soapenv:Envelope>"""
-    return web.Response(status=status, text=body, content_type="text/xml", charset="utf-8")
+    return web.Response(status=500, text=body, content_type="text/xml", charset="utf-8")
 
 
 _PAGE_HEADERS = {

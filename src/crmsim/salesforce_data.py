@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from aiohttp import web
 from crmsim import columns, records, soql
 from crmsim.app import Route
 from crmsim.columns import REQUIRED, UNKNOWN, Invalid, Problem
-from crmsim.guard import Quota, Refusal
+from crmsim.guard import Quota, Refusal, json_object
 from crmsim.salesforce_schema import SField, SObject, standard_objects
 from crmsim.tokens import AccessToken
 
@@ -36,14 +35,10 @@ def new_id(prefix: str) -> str:
     return prefix + "".join(reversed(body)) + "AAA"
 
 
-def sf_error(status: int, code: str, message: str, fields: list[str] | None = None) -> web.Response:
-    error: dict[str, Any] = {"message": message, "errorCode": code}
-    if fields is not None:
-        error["fields"] = fields
-    return web.json_response([error], status=status)
-
-
 class Rejected(Refusal):
+    """Salesforce's error answer, ``[{message, errorCode, fields}]`` (fields where it names
+    them), or a failed item of an sObject Collections call (`result`)."""
+
     def __init__(
         self, status: int, code: str, message: str, fields: list[str] | None = None
     ) -> None:
@@ -51,16 +46,23 @@ class Rejected(Refusal):
         self.status, self.code, self.message, self.fields = status, code, message, fields
 
     def response(self) -> web.Response:
-        return sf_error(self.status, self.code, self.message, self.fields)
+        error: dict[str, Any] = {"message": self.message, "errorCode": self.code}
+        if self.fields is not None:
+            error["fields"] = self.fields
+        return web.json_response([error], status=self.status)
 
     def result(self) -> dict[str, Any]:
-        error: dict[str, Any] = {
-            "statusCode": self.code,
-            "message": self.message,
-            "fields": self.fields or [],
-        }
+        error = {"statusCode": self.code, "message": self.message, "fields": self.fields or []}
         return {"id": None, "success": False, "errors": [error]}
 
+
+# what each item that did not fail answers when another one of an allOrNone call did
+_ROLLED_BACK = Rejected(
+    400,
+    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    "Record rolled back because not all records were valid and the request was using AllOrNone "
+    "header",
+)
 
 # Salesforce field types by the kind of JSON value they take (the others take text)
 _KINDS = {
@@ -76,6 +78,15 @@ _KINDS = {
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    return await json_object(
+        request,
+        lambda message: Rejected(400, "JSON_PARSER_ERROR", message),
+        "Unexpected character: was expecting JSON",
+        "The request body must be a JSON object",
+    )
 
 
 def _column(obj: SObject, name: str) -> SField:
@@ -180,7 +191,7 @@ class SalesforceData:
             request: web.Request, session: AccessToken[SfUser]
         ) -> web.StreamResponse:
             if request.match_info["version"] not in VERSIONS:
-                return sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+                raise Rejected(404, "NOT_FOUND", "The requested resource does not exist")
             return await handler(request, session.subject)
 
         return versioned
@@ -218,17 +229,8 @@ class SalesforceData:
 
     async def _describe(self, request: web.Request, user: SfUser) -> web.Response:
         obj = self._object(request)
-        writable = user.profile != "Read Only"
-        summary = obj.summary(request.match_info["version"])
-        summary.update(
-            {
-                "createable": obj.createable and writable,
-                "updateable": obj.updateable and writable,
-                "deletable": obj.deletable and writable,
-                "fields": [f.describe() for f in obj.fields],
-            }
-        )
-        return web.json_response(summary)
+        summary = obj.summary(request.match_info["version"], user.profile != "Read Only")
+        return web.json_response(summary | {"fields": [f.describe() for f in obj.fields]})
 
     # ---- records ------------------------------------------------------------------------------
 
@@ -240,11 +242,9 @@ class SalesforceData:
                 403, "INSUFFICIENT_ACCESS_OR_READONLY", "insufficient access rights on object id"
             )
 
-    def _clean(self, obj: SObject, values: Any, *, creating: bool) -> dict[str, Any]:
+    def _clean(self, obj: SObject, values: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         """A create's or an update's values as stored, by the shared ladder (crmsim.columns);
         Salesforce refuses the first problem (a missing required field: all of them)."""
-        if not isinstance(values, dict):
-            raise Rejected(400, "JSON_PARSER_ERROR", "The request body must be a JSON object")
         given = {obj.spelled(k): v for k, v in values.items() if k != "attributes"}
         clean, problems = columns.check(
             given,
@@ -334,19 +334,11 @@ class SalesforceData:
             out[spec.name] = record.get(spec.name)
         return out
 
-    async def _json(self, request: web.Request) -> Any:
-        try:
-            return json.loads(await request.read() or b"null")
-        except ValueError:
-            raise Rejected(
-                400, "JSON_PARSER_ERROR", "Unexpected character: was expecting JSON"
-            ) from None
-
     async def _create_route(self, request: web.Request, user: SfUser) -> web.Response:
         obj = self._object(request)
         self._check_access(user, obj.createable)
-        values = await self._json(request)
-        if isinstance(values, dict) and any(k.lower() == "id" for k in values):
+        values = await _json(request)
+        if any(k.lower() == "id" for k in values):
             raise Rejected(
                 400, "INVALID_FIELD", "The Id field should not be specified in the sobject data."
             )
@@ -364,7 +356,7 @@ class SalesforceData:
         obj = self._object(request)
         self._check_access(user, obj.updateable)
         record = self._record(obj, request.match_info["id"])
-        values = self._clean(obj, await self._json(request), creating=False)
+        values = self._clean(obj, await _json(request), creating=False)
         self.records.change(obj.name, record, values)
         return web.Response(status=204)
 
@@ -473,8 +465,8 @@ class SalesforceData:
     # ---- sObject Collections ----------------------------------------------------------------
 
     async def _collection_body(self, request: web.Request) -> tuple[list[dict[str, Any]], bool]:
-        body = await self._json(request)
-        if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+        body = await _json(request)
+        if not isinstance(body.get("records"), list):
             raise Rejected(400, "JSON_PARSER_ERROR", "records must be a list")
         if len(body["records"]) > 200:
             raise Rejected(
@@ -507,16 +499,7 @@ class SalesforceData:
                 results.append(failure | {"id": item} if isinstance(item, str) else failure)
         if saved is not None and any(not r["success"] for r in results):
             self.records.restore(saved)
-            rolled = {
-                "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-                "message": "Record rolled back because not all records were valid and the request "
-                "was using AllOrNone header",
-                "fields": [],
-            }
-            results = [
-                r if not r["success"] else {"id": None, "success": False, "errors": [rolled]}
-                for r in results
-            ]
+            results = [r if not r["success"] else _ROLLED_BACK.result() for r in results]
         return web.json_response(results)
 
     async def _collection_create(self, request: web.Request, user: SfUser) -> web.Response:

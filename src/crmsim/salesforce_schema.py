@@ -114,7 +114,9 @@ class SObject:
         self.fields.append(spec)
         self.by_lower[spec.name.lower()] = spec
 
-    def summary(self, version: str) -> dict[str, Any]:
+    def summary(self, version: str, writable: bool = True) -> dict[str, Any]:
+        """The object as describeGlobal lists it; a describe says too what its user (not
+        ``writable``: a read-only profile) may not do."""
         base = f"/services/data/v{version}/sobjects/{self.name}"
         return {
             "name": self.name,
@@ -122,9 +124,9 @@ class SObject:
             "labelPlural": self.label + "s",
             "keyPrefix": self.key_prefix,
             "custom": self.custom,
-            "createable": self.createable,
-            "updateable": self.updateable,
-            "deletable": self.deletable,
+            "createable": self.createable and writable,
+            "updateable": self.updateable and writable,
+            "deletable": self.deletable and writable,
             "queryable": True,
             "retrieveable": True,
             "searchable": True,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from crmsim import query, records
+from crmsim import query
 
 
 class SoqlError(Exception):
@@ -32,48 +32,16 @@ def _malformed(message: str) -> SoqlError:
     return SoqlError("MALFORMED_QUERY", message)
 
 
-_LEXER = query.Lexer(
-    lambda text, at: _malformed(f"unexpected token: '{text[at]}'"),
-    string=query.STRING_BACKSLASH,
-    datetime=query.DATETIME,
-    date=query.DATE,
-    number=query.NUMBER,
-    op=query.COMPARISON,
-    punct=query.PUNCT,
-    word=query.PATH,
-)
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "'": "'", '"': '"', "\\": "\\"}
 
-
-def _escape(char: str) -> str:
-    """The character a backslash escape stands for (\\n, \\', \\\\, ...); anything else is
-    refused, as Salesforce does."""
-    if char in query.SOQL_ESCAPES or char == "\\":
-        return query.SOQL_ESCAPES.get(char, char)
-    raise _malformed(f"invalid escape sequence: \\{char}")
-
-
-def _like_escape(char: str) -> str:
-    """In LIKE, \\% and \\_ are the characters themselves."""
-    return char if char in ("%", "_") else _escape(char)
-
-
-@dataclass(frozen=True)
-class Condition:
-    """``name op value``, ``name [NOT] IN (values)`` or ``name LIKE pattern``."""
-
-    name: str
-    op: str  # a comparison operator, IN, NOT IN or LIKE
-    value: Any
-
-    def test(self, record: Mapping[str, Any]) -> bool:
-        actual = record.get(self.name.lower())
-        if self.op in ("IN", "NOT IN"):
-            found = any(records.test("=", actual, v) for v in self.value)
-            return found == (self.op == "IN")
-        if self.op == "LIKE":
-            return isinstance(actual, str) and self.value.fullmatch(actual) is not None
-        return records.test(self.op, actual, self.value)
-
+AGGREGATES: dict[str, Callable[[list[Any]], Any]] = {
+    "COUNT": len,
+    "COUNT_DISTINCT": lambda values: len(set(values)),
+    "SUM": sum,
+    "AVG": lambda values: sum(values) / len(values),
+    "MIN": min,
+    "MAX": max,
+}
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -91,94 +59,82 @@ class Query:
     group_by: list[str] = field(default_factory=list)
 
 
-def _cursor(text: str) -> query.Cursor:
-    def fail(found: query.Token | None, wanted: str) -> SoqlError:
+class _Soql(query.Select):
+    lexer = query.Lexer(
+        lambda text, at: _malformed(f"unexpected token: '{text[at]}'"),
+        string=query.STRING_BACKSLASH,
+        datetime=query.DATETIME,
+        date=query.DATE,
+        number=query.NUMBER,
+        op=query.COMPARISON,
+        punct=query.PUNCT,
+        word=query.PATH,
+    )
+    functions = frozenset(AGGREGATES)
+    aliases = True
+    count_rows = True
+    grouping = True
+    nulls = True  # Salesforce: NULLS FIRST for ASC, NULLS LAST for DESC
+
+    def fail(self, found: query.Token | None, wanted: str) -> SoqlError:
         return _malformed(f"expecting {wanted}, found '{found.text if found else '<EOF>'}'")
 
-    return query.Cursor(_LEXER.tokens(text), fail)
+    def unfinished(self, name: str, wanted: str) -> SoqlError:
+        return _malformed(f"expecting {wanted.upper()} after NOT")
 
+    def unclosed(self, function: str, argument: str) -> SoqlError:
+        return _malformed(f"expecting ')' after {function}({argument}")
 
-def _name(cursor: query.Cursor) -> str:
-    return cursor.take("word", "a field").text
+    def invalid(self, token: query.Token, message: str | None) -> SoqlError:
+        return _malformed(message or f"unexpected token: '{token.text}'")
 
+    def ungrouped(self, name: str) -> SoqlError:
+        return _malformed(f"Field must be grouped or aggregated: {name}")
 
-def _value(cursor: query.Cursor) -> Any:
-    token = cursor.take(wanted="a value")
-    found = query.literal(token, _malformed, escape=_escape)
-    if found is None or found.kind == "guid":
-        raise _malformed(f"unexpected token: '{token.text}'")
-    return found.value
+    def trailing(self, token: query.Token) -> SoqlError:
+        return self.invalid(token, None)
+
+    def escape(self, char: str) -> str:
+        """The character a backslash escape stands for (\\n, \\', \\\\, ...); anything else is
+        refused, as Salesforce does."""
+        if char not in _ESCAPES:
+            raise _malformed(f"invalid escape sequence: \\{char}")
+        return _ESCAPES[char]
+
+    def pattern(self) -> Any:
+        token = self.cursor.peek()
+        if token is None or token.kind != "string":
+            raise _malformed("LIKE takes a text value")
+        self.cursor.at += 1
+        # In LIKE, \% and \_ are the characters themselves.
+        return query.like(
+            token.text[1:-1], escape=lambda c: c if c in ("%", "_") else self.escape(c)
+        )
+
+    def integer(self, clause: str) -> int:
+        value = self.value()
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _malformed(f"{clause} takes a non-negative integer")
+        if clause == "OFFSET" and value > 2000:
+            raise SoqlError("NUMBER_OUTSIDE_VALID_RANGE", "Maximum SOQL offset allowed is 2000")
+        return value
 
 
 def parse(text: str) -> Query:
-    cursor = _cursor(text)
-    cursor.expect_word("SELECT")
-    fields: list[str] = []
-    aggregates: list[tuple[str, str, str]] = []
-    count = [t.text.upper() if t else "" for t in map(cursor.peek, range(3))] == ["COUNT", "(", ")"]
-    cursor.at += 3 if count else 0
-    while not count:
-        name = _name(cursor)
-        if name.upper() in AGGREGATES and cursor.punct("("):
-            argument = _name(cursor)
-            if not cursor.punct(")"):
-                raise _malformed(f"expecting ')' after {name}({argument}")
-            alias = f"expr{len(aggregates)}"
-            token = cursor.peek()
-            if token is not None and token.kind == "word" and not cursor.is_word("FROM"):
-                alias = _name(cursor)
-            aggregates.append((name.upper(), argument, alias))
-        else:
-            fields.append(name)
-        if not cursor.punct(","):
-            break
-    cursor.expect_word("FROM")
-    obj = _name(cursor)
-    where = _where(cursor) if cursor.word("WHERE") else None
-    parsed = Query(obj, fields, count, where, aggregates=aggregates)
-    if cursor.word("GROUP"):
-        cursor.expect_word("BY")
-        parsed.group_by = cursor.listed(lambda: _name(cursor))
-    if aggregates or parsed.group_by:
-        grouped = {name.lower() for name in parsed.group_by}
-        for name in fields:
-            if name.lower() not in grouped:
-                raise _malformed(f"Field must be grouped or aggregated: {name}")
-    if cursor.word("ORDER"):
-        cursor.expect_word("BY")
-        parsed.order = cursor.listed(lambda: _ordering(cursor))
-    if cursor.word("LIMIT"):
-        parsed.limit = _integer(cursor, "LIMIT")
-    if cursor.word("OFFSET"):
-        parsed.offset = _integer(cursor, "OFFSET")
-        if parsed.offset > 2000:
-            raise SoqlError("NUMBER_OUTSIDE_VALID_RANGE", "Maximum SOQL offset allowed is 2000")
-    if cursor.peek() is not None:
-        raise _malformed(f"unexpected token: '{cursor.peek().text}'")  # type: ignore[union-attr]
-    return parsed
+    s = _Soql(text).parse()
+    where = None if s.where is None else _predicate(s.where)
+    return Query(
+        s.source, s.columns, s.count, where, s.order, s.limit, s.offset, s.calls, s.group_by
+    )
 
 
-def _ordering(cursor: query.Cursor) -> tuple[str, bool, bool]:
-    name = _name(cursor)
-    descending = cursor.word("DESC")
-    if not descending:
-        cursor.word("ASC")
-    nulls_last = descending  # Salesforce: NULLS FIRST for ASC, NULLS LAST for DESC
-    if cursor.word("NULLS"):
-        nulls_last = cursor.word("LAST")
-        if not nulls_last:
-            cursor.expect_word("FIRST")
-    return (name, descending, nulls_last)
+def _predicate(node: Any) -> Predicate:
+    def test(leaf: query.Comparison, record: Mapping[str, Any]) -> bool:
+        actual = record.get(leaf.name.lower())
+        # LIKE matches text fields only
+        return (leaf.op != "like" or isinstance(actual, str)) and leaf.holds(actual)
 
-
-AGGREGATES: dict[str, Callable[[list[Any]], Any]] = {
-    "COUNT": len,
-    "COUNT_DISTINCT": lambda values: len(set(values)),
-    "SUM": sum,
-    "AVG": lambda values: sum(values) / len(values),
-    "MIN": min,
-    "MAX": max,
-}
+    return lambda record: query.evaluate(node, lambda leaf: test(leaf, record))
 
 
 def aggregate(function: str, values: list[Any]) -> Any:
@@ -186,36 +142,3 @@ def aggregate(function: str, values: list[Any]) -> Any:
     the counts are 0 and the others null."""
     present = [v for v in values if v is not None]
     return AGGREGATES[function](present) if present or function.startswith("COUNT") else None
-
-
-def _integer(cursor: query.Cursor, clause: str) -> int:
-    value = _value(cursor)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise _malformed(f"{clause} takes a non-negative integer")
-    return value
-
-
-def _where(cursor: query.Cursor) -> Predicate:
-    node = query.boolean(cursor, lambda: _condition(cursor))
-    return lambda record: query.evaluate(node, lambda leaf: leaf.test(record))
-
-
-def _condition(cursor: query.Cursor) -> Condition:
-    name = _name(cursor)
-    negate = cursor.word("NOT")
-    if cursor.word("IN"):
-        cursor.expect_punct("(")
-        values = cursor.listed(lambda: _value(cursor))
-        cursor.expect_punct(")")
-        return Condition(name, "NOT IN" if negate else "IN", values)
-    if negate:
-        raise _malformed("expecting IN after NOT")
-    if cursor.word("LIKE"):
-        token = cursor.peek()
-        if token is None or token.kind != "string":
-            raise _malformed("LIKE takes a text value")
-        cursor.at += 1
-        pattern = query.like(token.text[1:-1], escape=_like_escape)
-        return Condition(name, "LIKE", pattern)
-    op = cursor.take("op", f"an operator after {name}").text
-    return Condition(name, op, _value(cursor))

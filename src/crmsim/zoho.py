@@ -31,7 +31,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -39,16 +39,15 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from crmsim import columns, query, records, seed
+from crmsim import columns, records, seed
 from crmsim import zoho_coql as coql
-from crmsim.app import LOG, Route, Simulator
+from crmsim.app import LOG, Route, Simulator, UserTokens, overrides
 from crmsim.guard import Guard, Quota, Refusal, Verdict, bearer, json_object
 from crmsim.oauth import AuthorizationServer, Issued, OAuthError, Pending, redirect
 from crmsim.tokens import AccessToken, Client, TokenStore
 from crmsim.zoho_coql import Refused
 from crmsim.zoho_schema import Module, ZField, standard_modules
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ALL_SCOPES = (
     "ZohoCRM.modules.ALL",
     "ZohoCRM.settings.ALL",
@@ -115,6 +114,34 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
+def _bad(message: str, code: str = "INVALID_DATA", **details: Any) -> Refused:
+    """Zoho's 400 answer (INVALID_DATA unless ``code`` says another), ``details`` naming what
+    is wrong."""
+    return Refused(400, code, message, details)
+
+
+def _at(index: int, name: str) -> dict[str, str]:
+    """The details of a refused value of a write: its field and its place in ``data``."""
+    return {"api_name": name, "json_path": f"$.data[{index}].{name}"}
+
+
+def _required(index: int, name: str) -> Refused:
+    return _bad("required field not found", "MANDATORY_NOT_FOUND", **_at(index, name))
+
+
+def _answer(key: str, rows: list[Any], more: bool, **info: Any) -> web.Response:
+    """``rows`` under ``key`` with Zoho's ``info`` (the ``info`` given, ``count`` and
+    ``more_records``); 204 No Content when there are none."""
+    if not rows:
+        return web.Response(status=204)
+    info = {**info, "count": len(rows), "more_records": more}
+    return web.json_response({key: rows, "info": info})
+
+
+def _success(details: dict[str, Any], message: str) -> dict[str, Any]:
+    return {"code": "SUCCESS", "details": details, "message": message, "status": "success"}
+
+
 class _Guard(Guard[str]):
     """``Authorization: Zoho-oauthtoken <token>``; API credits per 24 hours (a `Quota`), their
     state in ``X-RATELIMIT-*`` headers on every answer."""
@@ -160,7 +187,7 @@ class _OAuth(AuthorizationServer[str]):
     refresh_rotation = "omit"
 
     def __init__(self, sim: ZohoSimulator) -> None:
-        super().__init__(sim.tokens, lambda: sim.admin.id)
+        super().__init__(sim.tokens, lambda: sim.admin)
         self.sim = sim
         self.refreshed: dict[str, deque[float]] = {}  # refresh token -> when it was used
 
@@ -234,9 +261,12 @@ def _zoho_token() -> str:
     return "1000." + secrets.token_hex(16) + "." + secrets.token_hex(16)
 
 
-class ZohoSimulator(Simulator[str]):
+class ZohoSimulator(Simulator[str], UserTokens[str]):
     """``queries`` logs each call's ``(method, path, query)``, with what its body said (a COQL
-    statement) and, for the token endpoint, the host it reached."""
+    statement) and, for the token endpoint, the host it reached. Its tokens act as ``owner``
+    (``admin``: that user's id) with every scope."""
+
+    scopes = ALL_SCOPES
 
     def __init__(self, org_name: str = "Zylker Traders (sim)") -> None:
         super().__init__()
@@ -261,7 +291,7 @@ class ZohoSimulator(Simulator[str]):
             refresh_format=lambda user: _zoho_token(),
             code_format=_zoho_token,
         )
-        self.quota = Quota(100_000)
+        self.quota = Quota(100_000)  # API credits in the 24-hour window (a test sets `used`)
         self.guard = _Guard(self)
         self.oauth = _OAuth(self)
         # page_token -> (module, (sort_by, sort_order), offset); a day long, as Zoho's
@@ -270,21 +300,12 @@ class ZohoSimulator(Simulator[str]):
         )
         self._ids = itertools.count(1)
         self.org_id = "60012345678"
-        admin = User(self._next_id(), "Patricia", "Boyle", "patricia.boyle@zylker.example")
-        admin.created = now()
-        self.users: dict[str, User] = {admin.id: admin}
-        self.admin = admin
+        owner = User(self._next_id(), "Patricia", "Boyle", "patricia.boyle@zylker.example")
+        owner.created = now()
+        self.users: dict[str, User] = {owner.id: owner}
+        self.owner, self.admin = owner, owner.id
 
     # ---- state ------------------------------------------------------------------------------
-
-    @property
-    def credits(self) -> int:
-        """API credits left in the 24-hour window (a test sets it)."""
-        return max(0, self.quota.limit - self.quota.used)
-
-    @credits.setter
-    def credits(self, left: int) -> None:
-        self.quota.used = self.quota.limit - left
 
     def _next_id(self) -> str:
         return f"5725767{next(self._ids):012d}"
@@ -294,19 +315,6 @@ class ZohoSimulator(Simulator[str]):
         user.status, user.created = status, now()
         self.users[user.id] = user
         return user.id
-
-    def issue_access_token(
-        self, scopes: tuple[str, ...] = ALL_SCOPES, lifetime: float | None = None
-    ) -> str:
-        return self.tokens.issue_access(self.admin.id, scopes, lifetime)
-
-    def add_client(
-        self, client_id: str, client_secret: str, redirects: tuple[str, ...] = ()
-    ) -> None:
-        self.tokens.add_client(client_id, client_secret, tuple(redirects))
-
-    def issue_refresh_token(self, client_id: str, scopes: tuple[str, ...] = ALL_SCOPES) -> str:
-        return self.tokens.issue_refresh(client_id, self.admin.id, scopes)
 
     def insert(self, module: str, values: dict[str, Any]) -> str:
         """A record made directly in the org (no API call, no credit)."""
@@ -340,7 +348,6 @@ class ZohoSimulator(Simulator[str]):
             Route("PUT", "/crm/v8/{module}", self._write),
             Route("DELETE", "/crm/v8/{module}", self._delete_route),
             Route("GET", "/crm/v8/{module}/actions/count", self._count),
-            Route("GET", "/crm/v8/{module}/search", self._search),
             Route("GET", "/crm/v8/{module}/{id}", self._get),
             Route("PUT", "/crm/v8/{module}/{id}", self._write),
             Route("DELETE", "/crm/v8/{module}/{id}", self._delete_route),
@@ -384,7 +391,7 @@ class ZohoSimulator(Simulator[str]):
         elif kind == "DeactiveUsers":
             users = [u for u in users if u.status != "active"]
         elif kind != "AllUsers":
-            raise Refused(400, "INVALID_DATA", "invalid type", {"param_name": "type"})
+            raise _bad("invalid type", param_name="type")
         return self._numbered(request, "users", users, User.render)
 
     async def _users_count(self, request: web.Request, token: Token) -> web.Response:
@@ -400,28 +407,23 @@ class ZohoSimulator(Simulator[str]):
 
     async def _org(self, request: web.Request, token: Token) -> web.Response:
         self.guard.require(token, "ZohoCRM.org.READ", "ZohoCRM.org.ALL", "ZohoCRM.settings.ALL")
-        return web.json_response(
-            {
-                "org": [
-                    {
-                        "id": "5725767000000021001",
-                        "company_name": self.org_name,
-                        "zgid": self.org_id,
-                        "domain_name": "org" + self.org_id,
-                        "primary_email": self.admin.email,
-                        "primary_zuid": "70012345",
-                        "time_zone": "Etc/UTC",
-                        "iso_code": "USD",
-                        "currency_symbol": "$",
-                        "country_code": "US",
-                        "type": "production",
-                        "mc_status": False,
-                        "gapps_enabled": False,
-                        "privacy_settings": False,
-                    }
-                ]
-            }
-        )
+        org = {
+            "id": "5725767000000021001",
+            "company_name": self.org_name,
+            "zgid": self.org_id,
+            "domain_name": "org" + self.org_id,
+            "primary_email": self.owner.email,
+            "primary_zuid": "70012345",
+            "time_zone": "Etc/UTC",
+            "iso_code": "USD",
+            "currency_symbol": "$",
+            "country_code": "US",
+            "type": "production",
+            "mc_status": False,
+            "gapps_enabled": False,
+            "privacy_settings": False,
+        }
+        return web.json_response({"org": [org]})
 
     def _settings_module(self, request: web.Request, token: Token) -> Module:
         self.guard.require(
@@ -442,9 +444,7 @@ class ZohoSimulator(Simulator[str]):
 
     async def _fields_route(self, request: web.Request, token: Token) -> web.Response:
         module = self._settings_module(request, token)
-        return web.json_response(
-            {"fields": [f.describe(n) for n, f in enumerate(module.fields.values())]}
-        )
+        return web.json_response({"fields": module.describe_fields()})
 
     async def _layouts_route(self, request: web.Request, token: Token) -> web.Response:
         module = self._settings_module(request, token)
@@ -462,9 +462,7 @@ class ZohoSimulator(Simulator[str]):
                                 "display_label": f"{module.singular} Information",
                                 "api_name": f"{module.singular} Information",
                                 "sequence_number": 1,
-                                "fields": [
-                                    f.describe(n) for n, f in enumerate(module.fields.values())
-                                ],
+                                "fields": module.describe_fields(),
                             }
                         ],
                     }
@@ -484,11 +482,9 @@ class ZohoSimulator(Simulator[str]):
             page = int(request.query.get("page", "1"))
             per_page = int(request.query.get("per_page", str(MAX_PER_PAGE)))
         except ValueError:
-            raise Refused(400, "INVALID_DATA", "page and per_page must be numbers") from None
+            raise _bad("page and per_page must be numbers") from None
         if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-            raise Refused(
-                400, "INVALID_DATA", "invalid page or per_page", {"param_name": "per_page"}
-            )
+            raise _bad("invalid page or per_page", param_name="per_page")
         return page, per_page
 
     def _numbered(
@@ -497,23 +493,15 @@ class ZohoSimulator(Simulator[str]):
         """A page of ``rows`` by number (``page``, ``per_page``) under ``key``, with Zoho's
         ``info``; 204 No Content past the end."""
         page, per_page = self._paging(request)
-        chosen = rows[(page - 1) * per_page : page * per_page]
-        if not chosen:
-            return web.Response(status=204)
-        more = page * per_page < len(rows)
-        info = {"per_page": per_page, "count": len(chosen), "page": page, "more_records": more}
-        return web.json_response({key: [render(row) for row in chosen], "info": info})
+        chosen = [render(row) for row in rows[(page - 1) * per_page : page * per_page]]
+        return _answer(key, chosen, page * per_page < len(rows), per_page=per_page, page=page)
 
     def _wanted(self, request: web.Request, module: Module, required: bool) -> list[str] | None:
         names = [n for v in request.query.getall("fields", []) for n in v.split(",") if n]
         if not names:
             if required:
-                raise Refused(
-                    400,
-                    "REQUIRED_PARAM_MISSING",
-                    "One of the expected parameter is missing",
-                    {"param_name": "fields"},
-                )
+                message = "One of the expected parameter is missing"
+                raise _bad(message, "REQUIRED_PARAM_MISSING", param_name="fields")
             return None
         if len(names) > 50:
             raise Refused(400, "LIMIT_EXCEEDED", "fields limit exceeded", {"limit": 50})
@@ -549,60 +537,40 @@ class ZohoSimulator(Simulator[str]):
         sort_by = request.query.get("sort_by", "id")
         sort_order = request.query.get("sort_order", "desc")
         if sort_by not in SORTABLE_BY_LIST or sort_order not in ("asc", "desc"):
-            raise Refused(
-                400,
-                "INVALID_DATA",
-                "sort_by can be id, Created_Time or Modified_Time only",
-                {"param_name": "sort_by"},
-            )
+            message = "sort_by can be id, Created_Time or Modified_Time only"
+            raise _bad(message, param_name="sort_by")
         rows = self._ordered(module, sort_by, sort_order)
-        per_page = self._paging(request)[1]
+        page, per_page = self._paging(request)
         page_token = request.query.get("page_token")
         if page_token is not None:
             if "page" in request.query:
                 raise Refused(400, "INVALID_REQUEST", "page and page_token cannot be used together")
             held = self.page_tokens.get(page_token)
             if held is None or held[:2] != (module.api_name, (sort_by, sort_order)):
-                raise Refused(
-                    400,
-                    "INVALID_DATA",
-                    "the page token is invalid or expired",
-                    {"param_name": "page_token"},
-                )
+                raise _bad("the page token is invalid or expired", param_name="page_token")
             offset, page = held[2], 0
         else:
-            page = self._paging(request)[0]
             offset = (page - 1) * per_page
             if page * per_page > PAGE_LIMIT:
-                raise Refused(
-                    400,
-                    "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
-                    "You can fetch only 2000 records using the page parameter; use page_token",
-                    {"limit": PAGE_LIMIT},
-                )
+                message = "You can fetch only 2000 records using the page parameter; use page_token"
+                raise _bad(message, "DISCRETE_PAGINATION_LIMIT_EXCEEDED", limit=PAGE_LIMIT)
         chosen, more = records.page(rows, offset, per_page)
-        if not chosen:
-            return web.Response(status=204)
         following = None
-        if more:
+        if more and chosen:
             following = self.page_tokens.issue(
                 (module.api_name, (sort_by, sort_order), offset + per_page)
             )
-        return web.json_response(
-            {
-                "data": [self._render(module, r, wanted) for r in chosen],
-                "info": {
-                    "per_page": per_page,
-                    "next_page_token": following,
-                    "count": len(chosen),
-                    "sort_by": sort_by,
-                    "page": page if page else None,
-                    "previous_page_token": None,
-                    "page_token_expiry": now() if following else None,
-                    "sort_order": sort_order,
-                    "more_records": more,
-                },
-            }
+        return _answer(
+            "data",
+            [self._render(module, r, wanted) for r in chosen],
+            more,
+            per_page=per_page,
+            next_page_token=following,
+            sort_by=sort_by,
+            page=page if page else None,
+            previous_page_token=None,
+            page_token_expiry=now() if following else None,
+            sort_order=sort_order,
         )
 
     async def _get(self, request: web.Request, token: Token) -> web.Response:
@@ -616,22 +584,6 @@ class ZohoSimulator(Simulator[str]):
     async def _count(self, request: web.Request, token: Token) -> web.Response:
         module = self._module(request, token)
         return web.json_response({"count": len(self.records[module.api_name])})
-
-    async def _search(self, request: web.Request, token: Token) -> web.Response:
-        """``criteria=((Field:equals:value)and(...))``: equals and starts_with; a bracket or a
-        comma in a value is escaped with a backslash."""
-        module = self._module(request, token)
-        criteria = _search_criteria(request.query.get("criteria", ""))
-        for name, _, _ in query.leaves(criteria):
-            if name not in module.fields:
-                raise Refused(400, "INVALID_QUERY", "invalid field", {"api_name": name})
-        rows = [
-            r
-            for r in self._ordered(module, "id", "asc")
-            if query.evaluate(criteria, lambda c, r=r: _search_match(_value_of(r, c[0]), *c[1:]))  # type: ignore[misc]
-        ]
-        wanted = self._wanted(request, module, required=False)
-        return self._numbered(request, "data", rows, lambda r: self._render(module, r, wanted))
 
     async def _coql(self, request: web.Request, token: Token) -> web.Response:
         self.guard.require(token, "ZohoCRM.coql.READ")
@@ -664,20 +616,13 @@ class ZohoSimulator(Simulator[str]):
             if coql.matches(parsed.where, lambda n, r=r: _value_of(r, n))  # type: ignore[misc]
         ]
         if parsed.count:
-            return web.json_response(
-                {
-                    "data": [{f"COUNT({parsed.count})": len(rows)}],
-                    "info": {"count": 1, "more_records": False},
-                }
-            )
+            return _answer("data", [{f"COUNT({parsed.count})": len(rows)}], False)
         sorts = [
             records.Sort(lambda r, n=name: _value_of(r, n), descending, nulls_last=True)  # type: ignore[misc]
             for name, descending in parsed.order
         ]
         rows = records.order(rows, *sorts, records.Sort(lambda r: int(r["id"])))
         chosen, more = records.page(rows, parsed.offset, parsed.limit)
-        if not chosen:
-            return web.Response(status=204)
         data = []
         for r in chosen:
             out: dict[str, Any] = {"id": r["id"]}
@@ -687,15 +632,7 @@ class ZohoSimulator(Simulator[str]):
                     value = {"id": value.get("id")}  # COQL gives a lookup's id only
                 out[name] = value
             data.append(out)
-        return web.json_response(
-            {
-                "data": data,
-                "info": {
-                    "count": len(chosen),
-                    "more_records": more,
-                },
-            }
-        )
+        return _answer("data", data, more)
 
     # ---- writing ----------------------------------------------------------------------------
 
@@ -703,7 +640,7 @@ class ZohoSimulator(Simulator[str]):
         """The record's values as stored (crmsim.columns), or Zoho's refusal of the first
         field that is wrong."""
         if not isinstance(values, dict):
-            raise Refused(400, "INVALID_DATA", "invalid data", {"json_path": f"$.data[{index}]"})
+            raise _bad("invalid data", json_path=f"$.data[{index}]")
         given = {k: v for k, v in values.items() if k not in ("id", "$se_module")}
         clean, problems = columns.check(
             given,
@@ -714,24 +651,22 @@ class ZohoSimulator(Simulator[str]):
             empty=(None, ""),
         )
         for name, problem, _ in problems:
-            path = {"api_name": name, "json_path": f"$.data[{index}].{name}"}
             if problem == columns.REQUIRED:
-                raise Refused(400, "MANDATORY_NOT_FOUND", "required field not found", path)
+                raise _required(index, name)
             said = "invalid field" if problem == columns.UNKNOWN else "the field is read only"
-            raise Refused(400, "INVALID_DATA", said, path)
+            raise _bad(said, **_at(index, name))
         if "$se_module" in values:
             said_module = values["$se_module"]
             if said_module is not None and said_module not in self.modules:
-                path = {"api_name": "$se_module", "json_path": f"$.data[{index}].$se_module"}
-                raise Refused(400, "INVALID_DATA", "invalid module", path)
+                raise _bad("invalid module", **_at(index, "$se_module"))
             clean["$se_module"] = said_module
         return clean
 
     def _value(self, values: dict[str, Any], index: int, zfield: ZField, value: Any) -> Any:
         """A non-empty value as Zoho stores it (a lookup as ``{id, name}``), or its refusal."""
         kind = zfield.type
-        path = {"api_name": zfield.name, "json_path": f"$.data[{index}].{zfield.name}"}
-        invalid = Refused(400, "INVALID_DATA", "invalid data", {**path, "expected_data_type": kind})
+        path = _at(index, zfield.name)
+        invalid = _bad("invalid data", **path, expected_data_type=kind)
         if kind not in ("lookup", "ownerlookup"):
             if (
                 records.fault(
@@ -759,25 +694,19 @@ class ZohoSimulator(Simulator[str]):
         if target_module not in zfield.lookup:
             named = "$se_module" if zfield.name == "What_Id" else zfield.name
             message = "the related module is missing or invalid"
-            raise Refused(400, "INVALID_DATA", message, {**path, "api_name": named})
+            raise _bad(message, **{**path, "api_name": named})
         target = self.records[target_module].get(target_id)
         if target is None:
-            raise Refused(400, "INVALID_DATA", "the related id given seems to be invalid", path)
-        shown: dict[str, Any] = {
-            "id": target_id,
-            "name": self._display(self.modules[target_module], target),
-        }
+            raise _bad("the related id given seems to be invalid", **path)
+        display = self.modules[target_module].display_field
+        shown: dict[str, Any] = {"id": target_id, "name": str(target.get(display) or "")}
         if zfield.name == "Parent_Id":
             module_info = self.modules[target_module].describe()
             shown["module"] = {"api_name": target_module, "id": module_info["id"]}
         return shown
 
-    @staticmethod
-    def _display(module: Module, record: dict[str, Any]) -> str:
-        return str(record.get(module.display_field) or "")
-
     def _owner(self) -> dict[str, Any]:
-        return {"id": self.admin.id, "name": "Patricia Boyle", "email": self.admin.email}
+        return {"id": self.admin, "name": "Patricia Boyle", "email": self.owner.email}
 
     def _create(self, module_name: str, values: dict[str, Any], index: int) -> dict[str, Any]:
         module = self.modules[module_name]
@@ -795,28 +724,22 @@ class ZohoSimulator(Simulator[str]):
             record["$se_module"] = None
 
     def _result(self, record: dict[str, Any], message: str) -> dict[str, Any]:
-        return {
-            "code": "SUCCESS",
-            "details": {
-                "Modified_Time": record["Modified_Time"],
-                "Modified_By": {"name": "Patricia Boyle", "id": self.admin.id},
-                "Created_Time": record["Created_Time"],
-                "id": record["id"],
-                "Created_By": {"name": "Patricia Boyle", "id": self.admin.id},
-            },
-            "message": message,
-            "status": "success",
+        details = {
+            "Modified_Time": record["Modified_Time"],
+            "Modified_By": {"name": "Patricia Boyle", "id": self.admin},
+            "Created_Time": record["Created_Time"],
+            "id": record["id"],
+            "Created_By": {"name": "Patricia Boyle", "id": self.admin},
         }
+        return _success(details, message)
 
     async def _data(self, request: web.Request) -> list[Any]:
         body = await self._json(request)
         data = body.get("data")
         if not isinstance(data, list) or not data:
-            raise Refused(400, "REQUIRED_PARAM_MISSING", "data is missing", {"param_name": "data"})
+            raise _bad("data is missing", "REQUIRED_PARAM_MISSING", param_name="data")
         if len(data) > BATCH_LIMIT:
-            raise Refused(
-                400, "LIMIT_EXCEEDED", "only 100 records can be sent at once", {"limit": 100}
-            )
+            raise _bad("only 100 records can be sent at once", "LIMIT_EXCEEDED", limit=100)
         return data
 
     @staticmethod
@@ -828,12 +751,7 @@ class ZohoSimulator(Simulator[str]):
     def _apply(self, module: Module, record_id: str, values: Any, index: int) -> dict[str, Any]:
         record = self.records[module.api_name].get(record_id)
         if record is None:
-            raise Refused(
-                400,
-                "INVALID_DATA",
-                "the id given seems to be invalid",
-                {"api_name": "id", "json_path": f"$.data[{index}].id"},
-            )
+            raise _bad("the id given seems to be invalid", **_at(index, "id"))
         clean = self._check(module, values, creating=False, index=index)
         return self.records.change(module.api_name, record, clean)
 
@@ -853,8 +771,7 @@ class ZohoSimulator(Simulator[str]):
                     continue
                 record_id = one or (str(values.get("id", "")) if isinstance(values, dict) else "")
                 if not record_id:
-                    path = {"api_name": "id", "json_path": f"$.data[{index}].id"}
-                    raise Refused(400, "MANDATORY_NOT_FOUND", "required field not found", path)
+                    raise _required(index, "id")
                 record = self._apply(module, record_id, values, index)
                 results.append(self._result(record, "record updated"))
             except Refused as refused:
@@ -863,13 +780,8 @@ class ZohoSimulator(Simulator[str]):
 
     def _delete(self, module: Module, record_id: str) -> dict[str, Any]:
         if self.records[module.api_name].pop(record_id, None) is None:
-            return Refused(400, "INVALID_DATA", "record not deleted", {"id": record_id}).body()
-        return {
-            "code": "SUCCESS",
-            "details": {"id": record_id},
-            "message": "record deleted",
-            "status": "success",
-        }
+            return _bad("record not deleted", id=record_id).body()
+        return _success({"id": record_id}, "record deleted")
 
     async def _delete_route(self, request: web.Request, token: Token) -> web.Response:
         """One record (its URL), or up to 100 (``ids``)."""
@@ -877,11 +789,9 @@ class ZohoSimulator(Simulator[str]):
         one = request.match_info.get("id")
         ids = [one] if one else [i for i in request.query.get("ids", "").split(",") if i]
         if not ids:
-            raise Refused(400, "REQUIRED_PARAM_MISSING", "ids is missing", {"param_name": "ids"})
+            raise _bad("ids is missing", "REQUIRED_PARAM_MISSING", param_name="ids")
         if len(ids) > BATCH_LIMIT:
-            raise Refused(
-                400, "LIMIT_EXCEEDED", "only 100 records can be deleted at once", {"limit": 100}
-            )
+            raise _bad("only 100 records can be deleted at once", "LIMIT_EXCEEDED", limit=100)
         return self._multi([self._delete(module, i) for i in ids], 200)
 
 
@@ -900,60 +810,13 @@ def _value_of(record: dict[str, Any], name: str) -> Any:
     return None if value in ("", []) else value
 
 
-def _fail(found: query.Token | None, wanted: str) -> Refused:
-    return Refused(400, "INVALID_QUERY", "invalid criteria", {"param_name": "criteria"})
-
-
-# ``(Field:operator:value)``, a backslash escaping a bracket or comma of the value
-_CRITERIA = query.Lexer(
-    lambda text, at: _fail(None, ""),
-    criterion=r"(?:[^():\\\s]|\\.)+:\w+:(?:[^()\\]|\\.)*",
-    punct=r"[()]",
-    word=r"(?i:and|or)\b",
-)
-_SEARCHES = {"equals": "=", "not_equal": "!=", "greater_than": ">", "less_than": "<"}
-
-
-def _search_criteria(text: str) -> Any:
-    """``((A:op:v)and(B:op:v))`` as a tree of (field, operator, value) leaves."""
-    cursor = query.Cursor(_CRITERIA.tokens(text), _fail)
-
-    def criterion() -> tuple[str, str, str]:
-        name, _, rest = cursor.take("criterion").text.partition(":")
-        op, _, value = rest.partition(":")
-        if op not in (*_SEARCHES, "starts_with"):
-            raise Refused(400, "INVALID_QUERY", "invalid operator", {"operator": op})
-        return (name, op, re.sub(r"\\(.)", r"\1", value))
-
-    found = query.boolean(cursor, criterion, negation=False)
-    cursor.end()
-    return found
-
-
-def _search_match(value: Any, op: str, wanted: str) -> bool:
-    if op == "starts_with":
-        return str(value or "").lower().startswith(wanted.lower())
-    if op in ("equals", "not_equal"):  # text: an empty value is an empty text
-        value = "" if value is None else str(value)
-    return records.test(_SEARCHES[op], value, wanted)
-
-
 # ---- the demo and the gateway's view of it ---------------------------------------------------
 
 
 def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
     """CRMGATE_PLATFORM_OVERRIDES that point ZohoCRM (API and accounts server) at a simulator."""
-    host = base_url.removeprefix("https://")
-    return {
-        "ZohoCRM": {
-            "instance_hosts": [host],
-            "oauth": {
-                "authorize_url": f"{base_url}/oauth/v2/auth",
-                "token_url": f"{base_url}/oauth/v2/token",
-                "revoke_url": f"{base_url}/oauth/v2/token/revoke",
-            },
-        }
-    }
+    paths = {"authorize_url": "/oauth/v2/auth", "token_url": "/oauth/v2/token"}
+    return overrides("ZohoCRM", base_url, paths | {"revoke_url": "/oauth/v2/token/revoke"})
 
 
 def seed_zoho(sim: ZohoSimulator) -> None:

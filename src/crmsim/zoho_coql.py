@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
-from crmsim import query, records
+from crmsim import query
 from crmsim.guard import Refusal
 
 MAX_LIMIT = 2000
@@ -61,171 +61,87 @@ def _syntax(near: str) -> CoqlError:
     return CoqlError("SYNTAX_ERROR", "error occured while parsing the query", {"near": near})
 
 
-_LEXER = query.Lexer(
-    lambda text, at: _syntax(text[at : at + 20]),
-    string=query.STRING_DOUBLED,
-    number=query.NUMBER,
-    op=r">=|<=|!=|=|>|<",
-    punct=query.PUNCT,
-    word=r"\$?[A-Za-z_][A-Za-z0-9_.$]*",
-)
-
-
-@dataclass
-class Compare:
-    field: str
-    op: str  # = != > >= < <= like notlike in notin null notnull
-    value: Any = None
+_TOO_MANY = {
+    "columns": "select column limit exceeded",
+    "comparisons": "criteria limit exceeded",
+    "values": "in takes at most 50 values",
+}
 
 
 @dataclass
 class Query:
     columns: list[str]
     module: str
-    where: Any = None  # a Compare, or a query.Junction of two
+    where: Any = None  # a query.Comparison, or a query.Junction of two
     order: list[tuple[str, bool]] = field(default_factory=list)  # (field, descending)
     limit: int = 200
     offset: int = 0
     count: str | None = None  # COUNT(<field>)
 
 
-class _Parser:
-    def __init__(self, text: str) -> None:
-        def fail(found: query.Token | None, wanted: str) -> CoqlError:
-            return _syntax(found.text if found else "end of query")
+class _Coql(query.Select):
+    lexer = query.Lexer(
+        lambda text, at: _syntax(text[at : at + 20]),
+        string=query.STRING_DOUBLED,
+        number=query.NUMBER,
+        op=r">=|<=|!=|=|>|<",
+        punct=query.PUNCT,
+        word=r"\$?[A-Za-z_][A-Za-z0-9_.$]*",
+    )
+    functions = frozenset({"COUNT"})
+    negation = False
+    bracketed = True  # ((A and B) and C); A and B and C is a SYNTAX_ERROR
+    null_tests = True
+    not_like = True
+    limit_pair = True
+    offset_alone = False
+    kinds = frozenset({"string", "number", "boolean"})
+    limits: ClassVar[dict[str, int]] = {"columns": 50, "comparisons": MAX_CRITERIA, "values": 50}
 
-        self.cursor = query.Cursor(_LEXER.tokens(text), fail)
-        self.criteria = 0
+    def fail(self, found: query.Token | None, wanted: str) -> CoqlError:
+        # Zoho names what is missing at the end only for a value
+        if found is None and wanted == "a value":
+            return CoqlError("SYNTAX_ERROR", "a value is expected", {"near": "end of query"})
+        return _syntax(found.text if found else "end of query")
 
-    def name(self) -> str:
-        return self.cursor.take("word").text
+    def expected(self, keyword: str, clause: str) -> CoqlError:
+        return CoqlError("SYNTAX_ERROR", f"{keyword} is expected", {"clause": clause})
 
-    def number(self) -> int:
-        return int(self.cursor.take("number").text)
+    def unfinished(self, name: str, wanted: str) -> CoqlError:
+        return CoqlError("SYNTAX_ERROR", f"{wanted} is expected", {"near": name})
 
-    def query(self) -> Query:
-        cursor = self.cursor
-        if not cursor.word("select"):
-            raise CoqlError("SYNTAX_ERROR", "select is expected", {"clause": "select"})
-        columns: list[str] = []
-        count: str | None = None
-        while True:
-            name = self.name()
-            if name.lower() == "count" and cursor.punct("("):
-                count = self.name()
-                cursor.expect_punct(")")
-            else:
-                columns.append(name)
-            if not cursor.punct(","):
-                break
-        if len(columns) > 50:
-            raise CoqlError("LIMIT_EXCEEDED", "select column limit exceeded", {"limit": 50})
-        if not cursor.word("from"):
-            raise CoqlError("SYNTAX_ERROR", "from is expected", {"clause": "from"})
-        parsed = Query(columns, self.name(), count=count)
-        if cursor.word("where"):
-            more = CoqlError(
-                "SYNTAX_ERROR",
-                "more than two criteria must be enclosed in brackets",
-                {"clause": "where"},
-            )
-            parsed.where = query.boolean(
-                cursor, self.criterion, negation=False, paired=lambda: more
-            )
-            if self.criteria > MAX_CRITERIA:
-                raise CoqlError(
-                    "LIMIT_EXCEEDED", "criteria limit exceeded", {"limit": MAX_CRITERIA}
-                )
-        if cursor.word("order"):
-            if not cursor.word("by"):
-                raise CoqlError("SYNTAX_ERROR", "by is expected", {"clause": "order by"})
-            parsed.order = cursor.listed(self.ordering)
-        if cursor.word("limit"):
-            first = self.number()
-            if cursor.punct(","):
-                parsed.offset, parsed.limit = first, self.number()
-            else:
-                parsed.limit = first
-                if cursor.word("offset"):
-                    parsed.offset = self.number()
-        cursor.end()
-        if parsed.limit > MAX_LIMIT or parsed.limit < 1:
-            raise CoqlError("LIMIT_EXCEEDED", "limit exceeded", {"limit": MAX_LIMIT})
-        if parsed.offset + parsed.limit > MAX_REACH:
-            raise CoqlError("LIMIT_EXCEEDED", "offset limit exceeded", {"limit": MAX_REACH})
-        return parsed
+    def invalid(self, token: query.Token, message: str | None) -> CoqlError:
+        return CoqlError("SYNTAX_ERROR", "invalid value", {"near": token.text})
 
-    def ordering(self) -> tuple[str, bool]:
-        name = self.name()
-        descending = self.cursor.word("desc")
-        if not descending:
-            self.cursor.word("asc")
-        return (name, descending)
+    def too_many(self, what: str, limit: int) -> CoqlError:
+        return CoqlError("LIMIT_EXCEEDED", _TOO_MANY[what], {"limit": limit})
 
-    def criterion(self) -> Compare:
-        cursor = self.cursor
-        self.criteria += 1
-        name = self.name()
-        if cursor.word("is"):
-            negated = cursor.word("not")
-            if not cursor.word("null"):
-                raise CoqlError("SYNTAX_ERROR", "null is expected", {"near": name})
-            return Compare(name, "notnull" if negated else "null")
-        negated = cursor.word("not")
-        if cursor.word("like"):
-            return Compare(name, "notlike" if negated else "like", self.value())
-        if cursor.word("in"):
-            return Compare(name, "notin" if negated else "in", self.values())
-        if negated:
-            raise CoqlError("SYNTAX_ERROR", "like or in is expected", {"near": name})
-        op = cursor.take("op").text
-        return Compare(name, op, self.value())
+    def unbracketed(self) -> CoqlError:
+        message = "more than two criteria must be enclosed in brackets"
+        return CoqlError("SYNTAX_ERROR", message, {"clause": "where"})
 
-    def values(self) -> list[Any]:
-        self.cursor.expect_punct("(")
-        found = self.cursor.listed(self.value)
-        self.cursor.expect_punct(")")
-        if len(found) > 50:
-            raise CoqlError("LIMIT_EXCEEDED", "in takes at most 50 values", {"limit": 50})
-        return found
-
-    def value(self) -> Any:
-        token = self.cursor.peek()
-        if token is None:
-            raise CoqlError("SYNTAX_ERROR", "a value is expected", {"near": "end of query"})
-        self.cursor.at += 1
-        found = query.literal(token, lambda message: _syntax(token.text))
-        if found is None or found.kind not in ("string", "number", "boolean"):
-            raise CoqlError("SYNTAX_ERROR", "invalid value", {"near": token.text})
-        return found.value
+    def pattern(self) -> Any:
+        return query.like(str(self.value()), one=False)  # "_" is an ordinary character
 
 
 def parse(text: str) -> Query:
-    return _Parser(text).query()
+    s = _Coql(text).parse()
+    limit = 200 if s.limit is None else s.limit
+    if limit > MAX_LIMIT or limit < 1:
+        raise CoqlError("LIMIT_EXCEEDED", "limit exceeded", {"limit": MAX_LIMIT})
+    if s.offset + limit > MAX_REACH:
+        raise CoqlError("LIMIT_EXCEEDED", "offset limit exceeded", {"limit": MAX_REACH})
+    order = [(name, descending) for name, descending, _ in s.order]
+    count = s.calls[-1][1] if s.calls else None
+    return Query(s.columns, s.source, s.where, order, limit, s.offset, count)
 
 
 def names(node: Any) -> list[str]:
     """Every field a where clause compares."""
-    return [leaf.field for leaf in query.leaves(node)]
+    return [leaf.name for leaf in query.leaves(node)]
 
 
 def matches(node: Any, value_of: Callable[[str], Any]) -> bool:
     """Whether a record satisfies ``node``; ``value_of(field)`` gives its comparable value (a
     lookup's id; None for an empty one)."""
-    if node is None:
-        return True
-    return query.evaluate(node, lambda leaf: _holds(leaf, value_of(leaf.field)))
-
-
-def _holds(leaf: Compare, value: Any) -> bool:
-    if leaf.op in ("null", "notnull"):
-        return (value is None) == (leaf.op == "null")
-    if value is None:
-        return leaf.op in ("!=", "notlike", "notin")
-    if leaf.op in ("like", "notlike"):
-        found = query.like(str(leaf.value), one=False).fullmatch(str(value)) is not None
-        return found == (leaf.op == "like")
-    if leaf.op in ("in", "notin"):
-        found = any(records.test("=", value, item) for item in leaf.value)
-        return found == (leaf.op == "in")
-    return records.test(leaf.op, value, leaf.value)
+    return node is None or query.evaluate(node, lambda leaf: leaf.holds(value_of(leaf.name)))

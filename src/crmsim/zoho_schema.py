@@ -31,6 +31,7 @@ class ZField(Column):
 
     def describe(self, number: int) -> dict[str, Any]:
         label = self.label or self.name.replace("_", " ")
+        writable = not self.read_only
         answer: dict[str, Any] = {
             "api_name": self.name,
             "field_label": label,
@@ -58,10 +59,7 @@ class ZField(Column):
             ],
             "lookup": {},
             "operation_type": {
-                "web_update": not self.read_only,
-                "api_create": not self.read_only,
-                "web_create": not self.read_only,
-                "api_update": not self.read_only,
+                **dict.fromkeys(("web_update", "api_create", "web_create", "api_update"), writable),
                 "api_read": True,
             },
         }
@@ -108,6 +106,9 @@ class Module:
             "id": _module_id(self.api_name),
             "sequence_number": 1,
         }
+
+    def describe_fields(self) -> list[dict[str, Any]]:
+        return [zfield.describe(number) for number, zfield in enumerate(self.fields.values())]
 
 
 def _system() -> list[ZField]:

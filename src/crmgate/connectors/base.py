@@ -503,13 +503,16 @@ class Connector:
     ) -> Access:
         """The instance and token with which records calls authenticate: by default the
         credential's instance_url (else the descriptor's api_url) and the first token field of
-        the authorization type (``api_key``, ``api_token``, ``access_token``)."""
+        the authorization type (``api_key``, ``api_token``, ``access_token``); for a type with
+        none, whose credential crmgate exchanges for tokens itself (Dynamics' application user),
+        the ``access_token`` it derived."""
         kind = self.platform.authorization_for(authorization)
         fields = [f.name for f in kind.credential if f.type == "token"] if kind else []
         instance = credential.get("instance_url") or self.platform.api_url
-        if not fields or not instance:
+        token = credential[fields[0]] if fields else derived.get("access_token")
+        if token is None or not instance:
             raise NotSupported(f"{self.platform.name} has no record access for {authorization}")
-        return Access(self.instance_url(instance), credential[fields[0]])
+        return Access(self.instance_url(instance), token)
 
     def session(
         self,
@@ -705,9 +708,19 @@ class Connector:
         return fields, derived
 
     def check_flow_instance(self, instance: URL) -> None:
-        """Refuse (CrmError) an instance crmgate's OAuth flow cannot authorize (an
-        ``instance_scoped`` platform: Dynamics 365 on a sovereign cloud, whose Entra ID is not
-        the flow's). A hook; every instance the platform's hosts allow is fine by default."""
+        """Refuse (CrmError) an instance crmgate's OAuth flow cannot authorize: where the flow
+        is per instance (``instance_scoped``) on one login server, an instance of a region
+        whose login server is another (Dynamics 365 on a sovereign cloud: its own Entra ID)."""
+        oauth, region = self.platform.oauth, self.platform.region_of(str(instance))
+        if oauth is None or not oauth.instance_scoped or oauth.regional or region is None:
+            return
+        if URL(region.login_url).origin() != URL(oauth.token_url).origin():
+            others = [t for t in self.platform.authorization_types if t != "oAuth-internal"]
+            raise NotValid(
+                f"this instance is in the {region.name} region, whose login server is not "
+                f"crmgate's flow's: connect it with {' or '.join(others)}",
+                ("instance_url",),
+            )
 
     def code_token_url(self, callback: Mapping[str, str]) -> URL | None:
         """Where the authorization code of this OAuth ``callback`` (its query parameters) is
@@ -768,6 +781,8 @@ class Connector:
         reason = next(
             (str(answer[k]) for k in ("message", "error_description") if answer.get(k)), ""
         )
+        if oauth and oauth.error_first_line:
+            reason = reason.partition("\n")[0].strip()
         standard = oauth.error_codes.get(code) if oauth else None
         if standard is None:
             return code, reason
@@ -807,8 +822,14 @@ class Connector:
         return self.regional_url(credential.get("instance_url", ""), "token_url")
 
     def refresh_form(self, credential: Mapping[str, str]) -> dict[str, str]:
-        """What a refresh sends besides the token (a hook: Entra ID's scope)."""
-        return {}
+        """What a refresh sends besides the token (a hook): an ``instance_scoped`` flow's scopes
+        again, naming the credential's instance (Entra ID issues a token for one resource)."""
+        oauth = self.platform.oauth
+        if oauth is None or not oauth.instance_scoped:
+            return {}
+        instance = str(self.instance_url(credential["instance_url"]))
+        scopes = (scope.replace("{instance}", instance) for scope in oauth.scopes)
+        return {"scope": oauth.scope_separator.join(scopes)}
 
     async def call(self, method: str, url: URL, **kwargs: Any) -> OutboundResponse:
         try:

@@ -12,13 +12,13 @@ Dynamics' ``$batch`` is multipart: its stays in its connector.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from yarl import URL
 
 from crmgate.connectors.answers import crm_json
-from crmgate.connectors.base import Access, ItemResult, Records
+from crmgate.connectors.base import Access, ItemResult, Records, chunked, chunked_by_id
 from crmgate.connectors.errors import CrmUnavailable
 from crmgate.connectors.jsonpath import holds, select
 from crmgate.connectors.shapes import rows
@@ -100,3 +100,63 @@ def matched(
         return ItemResult(sent, CrmUnavailable(unknown))  # never guessed
 
     return [outcome(sent, key) for sent, key in zip(ids, keys, strict=True)]
+
+
+# ---- records made, changed and deleted through one batch endpoint, [bulk] size a call ------
+
+Values = Mapping[str, Any]
+
+
+async def create(
+    records: Records,
+    access: Access,
+    method: str,
+    url: URL,
+    items: Sequence[Values],
+    body: Callable[[list[Values]], Any],
+) -> list[ItemResult]:
+    """``items`` made, ``body(chunk)`` the body of each call (``chunked``)."""
+
+    async def send(chunk: list[Values]) -> list[ItemResult]:
+        return await write(records, access, method, url, body(chunk), [None] * len(chunk))
+
+    return await chunked(list(items), records.platform.bulk.size, send, lambda item: None)
+
+
+async def update(
+    records: Records,
+    access: Access,
+    method: str,
+    url: URL,
+    items: Sequence[tuple[str, Values]],
+    body: Callable[[list[tuple[str, Values]]], Any],
+    well_formed: Callable[[str], bool],
+    name: str,
+) -> list[ItemResult]:
+    """``items`` (id, values) changed, ``body(chunk)`` the body of each call; an item whose id
+    is malformed is never sent (``chunked_by_id``)."""
+
+    async def send(chunk: list[tuple[str, Values]]) -> list[ItemResult]:
+        ids = [record_id for record_id, _ in chunk]
+        return await write(records, access, method, url, body(chunk), ids)
+
+    size = records.platform.bulk.size
+    return await chunked_by_id(list(items), size, send, lambda item: item[0], well_formed, name)
+
+
+async def delete(
+    records: Records,
+    access: Access,
+    url: Callable[[list[str]], URL],
+    ids: Sequence[str],
+    well_formed: Callable[[str], bool],
+    name: str,
+) -> list[ItemResult]:
+    """The records of ``ids`` deleted, ``url(chunk)`` the DELETE of each call (ids in its
+    query); a malformed id is never sent."""
+
+    async def send(chunk: list[str]) -> list[ItemResult]:
+        return await write(records, access, "DELETE", url(chunk), None, chunk)
+
+    size = records.platform.bulk.size
+    return await chunked_by_id(list(ids), size, send, lambda item: item, well_formed, name)

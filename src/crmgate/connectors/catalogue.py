@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from yarl import URL
 
 from crmgate.connectors.auth import BEARER, AuthScheme
@@ -87,6 +87,8 @@ class OAuthEndpoints(_Frozen):
     # and the CRM's own codes as RFC 6749's (invalid_grant: authorize again).
     error_in: tuple[str, ...] = ("error",)
     error_codes: dict[str, str] = Field(default_factory=dict)
+    # The description's first line only (Entra ID's goes on with trace ids, kept out of messages).
+    error_first_line: bool = False
     # A refusal a CRM's code turns into `temporarily_unavailable` (a throttled token endpoint)
     # is a rate limit: retry after these seconds.
     retry_after: int = Field(default=60, ge=1, le=86_400)
@@ -164,6 +166,9 @@ class ErrorFormat(_Frozen):
     fields: tuple[str, ...] = ()
     # ... and group 1 of each match of these regular expressions in the message.
     fields_in_message: tuple[str, ...] = ()
+    # Where the reason is within the message: group 1 of the first of these regular expressions
+    # that matches (Dynamics' plug-in failures nest the inner exception's after a trace).
+    message_within: tuple[str, ...] = ()
     # Headers that say when to retry (seconds, or a moment in epoch seconds or milliseconds),
     # the first that says wins; the seconds when none does.
     retry_after: tuple[str, ...] = ("Retry-After",)
@@ -186,16 +191,16 @@ class ErrorFormat(_Frozen):
             steps(path)  # ValueError if it is not a path
         return value
 
-    @field_validator("fields_in_message")
+    @field_validator("fields_in_message", "message_within")
     @classmethod
-    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _patterns(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         for pattern in value:
             try:
                 compiled = re.compile(pattern)
             except re.error as error:
-                raise ValueError(f"fields_in_message {pattern!r}: {error}") from None
+                raise ValueError(f"{info.field_name} {pattern!r}: {error}") from None
             if compiled.groups < 1:
-                raise ValueError(f"fields_in_message {pattern!r}: has no group for the field")
+                raise ValueError(f"{info.field_name} {pattern!r}: has no group for what it finds")
         return value
 
 
@@ -330,13 +335,15 @@ def url_host(url: str) -> str:
 class Polymorphic(_Frozen):
     """A lookup that may point to records of several objects (Zoho's What_Id): where a record
     says which object (a field of the record's own, or a path in the lookup's value), and the
-    objects it may point to. The entity maps show it as one column per object (What_Id.Deals)."""
+    objects it may point to. The entity maps show it as one column per object (What_Id.Deals):
+    connectors/polymorphic.py."""
 
     object_field: str = ""  # the record's field naming the object ($se_module) ...
     object_in: str = ""  # ... or where the lookup's value names it (module.api_name)
     targets: tuple[str, ...] = ()
+    targets_in: str = ""  # where the field's describe names more of them
 
-    @field_validator("object_in")
+    @field_validator("object_in", "targets_in")
     @classmethod
     def _path(cls, value: str) -> str:
         if value:

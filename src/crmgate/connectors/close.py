@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from yarl import URL
 
-from crmgate.connectors import base, lists, local
+from crmgate.connectors import base, lists, local, shapes
 from crmgate.connectors.base import Access, Connector, CursorWalks, Records
 from crmgate.connectors.catalogue import Platform, TypedList
 from crmgate.connectors.dialect import Dialect, Scalar, Target
@@ -67,8 +67,8 @@ _ID = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 def flatten(typed: Sequence[TypedList], name: str, record: Any) -> dict[str, Any]:
     """One Close record as the flat columns the entity maps name (``typed``: the descriptor's
     typed lists, the first of each type shown)."""
-    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
-        raise CrmUnavailable("Close answered a record of an unexpected shape")
+    record = shapes.obj(record, "Close", "a record")
+    shapes.text(record.get("id"), "Close", "a record")
     row = lists.read(typed, record)
     if name == "opportunity" and isinstance(row.get("value"), (int, float)):
         row["value"] = row["value"] / 100

@@ -7,8 +7,8 @@ describe (HubSpot's owners, users) are described in the descriptor itself (``Kno
 A flag (required, createable, custom, ...) is ``true``/``false`` or a list of tests that must
 all hold, each ``path`` (a truthy value), ``!path`` (a falsy or missing one), ``path=value`` or
 ``path!=value`` (the value as JSON writes it: ``true``, ``null``, ``text``; a missing value is
-``null``). What no path can say (Zoho's polymorphic lookups, Dynamics' navigation properties)
-is a connector's hook over the ``FieldInfo`` read here.
+``null``). What no path can say (Dynamics' navigation properties) is a connector's hook over
+the ``FieldInfo`` read here; a polymorphic lookup's columns are connectors/polymorphic.py's.
 """
 
 from __future__ import annotations

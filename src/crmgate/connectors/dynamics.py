@@ -9,7 +9,7 @@ server: an application user's client id and secret, for which crmgate asks its t
 endpoint (client_credentials, scope ``{org}/.default``) before the token expires, or when
 Dataverse answers 401. crmgate's own authorization flow is for one organisation the client names
 (``instance_scoped`` in the descriptor: Entra ID's scope names the organisation, and its answer
-does not), on the global cloud only (``check_flow_instance``).
+does not), on the global cloud only (the sovereign clouds are ``regions`` with their own).
 
 Tables are named by their entity set (``contacts``); the metadata API (``EntityDefinitions``)
 tells each table's logical name, primary id column, columns and lookups, and is read once per
@@ -65,9 +65,7 @@ from crmgate.connectors.errors import (
     CrmUnavailable,
     EntityNotFound,
     GrantRevoked,
-    NotSupported,
     NotValid,
-    Refusal,
     answer_of,
 )
 from crmgate.connectors.multipart import Answer, Request
@@ -81,29 +79,27 @@ from crmgate.settings import OAuthClient
 API = "/api/data/v9.2"
 MAX_COLD_OFFSET = 10_000  # a first jump deeper than this would cost more than 100 calls
 COUNT_CAP = 5000  # Dataverse caps @odata.count here
-# Requests in one $batch call: Dataverse runs them one after another and allows 1,000 a batch
-# and 2 minutes, but a batch must be answered within crmgate's outbound timeout (30 s by
-# default), and Microsoft advises small batches; 100 writes take a few seconds.
-BATCH_LIMIT = 100
 METADATA_LIFETIME = 3600.0
-_GUID_IN = re.compile(
-    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-)
+_GUID_IN = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
 _GUID = re.compile(f"^{_GUID_IN.pattern}$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # An Entra ID tenant: its id (a GUID) or one of its domains (contoso.onmicrosoft.com).
 _DOMAIN = re.compile(
     r"^(?=.{4,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 )
-_ANNOTATION = "Microsoft.Dynamics.CRM.lookuplogicalname"
+_CRM = "Microsoft.Dynamics.CRM."  # the namespace of Dataverse's types and annotations
+_ANNOTATION = f"{_CRM}lookuplogicalname"
 _TARGETS = f'odata.include-annotations="{_ANNOTATION}"'  # Prefer: say each lookup's target
 _LOOKUPS = frozenset(("Lookup", "Customer", "Owner"))
 # What a ManyToOneRelationships row says of a lookup: its navigation property, column and target.
 _RELATIONSHIP = (
-    "ReferencingEntityNavigationPropertyName",
-    "ReferencingAttribute",
-    "ReferencedEntity",
+    "ReferencingEntityNavigationPropertyName,ReferencingAttribute,ReferencedEntity".split(",")
 )
+# What describe reads of a column (the descriptor's [describe.fields] paths).
+_ATTRIBUTE = (
+    "LogicalName,AttributeType,AttributeOf,IsCustomAttribute,IsValidForCreate,"
+    "IsValidForUpdate,IsValidForRead,RequiredLevel,DisplayName"
+).split(",")
 
 
 @dataclass(frozen=True)
@@ -129,94 +125,6 @@ class Table:
         if name in self.navigation:
             return f"_{self.navigation[name][0]}_value"
         return name
-
-
-class DynamicsConnector(Connector):
-    name = "dynamics"
-    records: DynamicsRecords
-
-    def __init__(self, platform: Platform, outbound: Outbound) -> None:
-        super().__init__(platform, outbound)
-        self.records = DynamicsRecords(self)
-        # digest of an application user's credential -> who it acts as (see verify)
-        self._identities: LRUCache[str, Identity] = LRUCache(1024)
-
-    def access(
-        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
-    ) -> Access:
-        instance = self.instance_url(credential["instance_url"])
-        if authorization == "user":
-            return Access(instance, derived.get("access_token", ""))
-        return Access(instance, credential["access_token"])
-
-    async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
-        """Who the credential acts as: the descriptor's ``[verify]`` (WhoAmI, then the user's
-        systemusers record); an application user's after its first token."""
-        if authorization != "user":
-            if credential.get("tenant"):
-                _tenant(credential["tenant"], "tenant")
-            return await super().verify(authorization, credential)
-        instance = self.instance_url(credential["instance_url"])
-        derived = await self._client_credentials(instance, credential)
-        # A renewal of the same application user needs the grant alone: who it acts as was
-        # asked once (WhoAmI, systemusers) and does not change with its tokens.
-        said = (credential[k] for k in ("tenant_id", "client_id", "client_secret"))
-        key = hashlib.sha256("\n".join((str(instance), *said)).encode()).hexdigest()
-        identity = self._identities.get(key)
-        if identity is None:
-            identity = await self.identify(Access(instance, derived["access_token"]))
-            self._identities[key] = identity
-        return Verified(identity, derived)
-
-    # ---- Microsoft Entra ID -----------------------------------------------------------------
-
-    def token_url(self, instance: URL, tenant: str | None) -> URL:
-        """The Entra ID token endpoint for an organisation: its cloud's (the descriptor's
-        ``regions``; its ``login_url`` for the global one), of ``tenant``, or without one of
-        any work or school account (``organizations``)."""
-        return self.login_at(f"/{tenant or 'organizations'}/oauth2/v2.0/token", str(instance))
-
-    def check_flow_instance(self, instance: URL) -> None:
-        """crmgate's flow runs on the descriptor's Entra ID: an organisation whose tokens come
-        from another cloud's (US Government, China) is refused before the browser goes."""
-        flow = self.platform.oauth
-        if flow is None:
-            raise NotSupported(f"{self.platform.name}: no OAuth flow is configured")
-        if self.token_url(instance, None).origin() != URL(flow.token_url).origin():
-            raise NotValid(
-                "this organisation is on a sovereign cloud, whose Entra ID is not crmgate's "
-                "flow's: connect it server to server (user) or with oAuth-external-refresh",
-                ("instance_url",),
-            )
-
-    async def _client_credentials(
-        self, instance: URL, credential: Mapping[str, str]
-    ) -> dict[str, str]:
-        """An application user's token: the client_credentials grant (RFC 6749 section 4.4)
-        with its own client id and secret, at its tenant's token endpoint. Its expiry is
-        derived, so the token manager renews it before it expires (not after a 401)."""
-        secret = credential["client_secret"]
-        client = OAuthClient(client_id=credential["client_id"], client_secret=secret)
-        url = self.token_url(instance, _tenant(credential["tenant_id"], "tenant_id"))
-        form = {"grant_type": "client_credentials", "scope": f"{instance}/.default"}
-        fields, derived = await self.token_request(form, client, url, _CLIENT_REFUSALS)
-        return {"access_token": fields["access_token"], **derived}
-
-    def token_error(self, answer: Mapping[str, Any], status: int) -> tuple[str, str]:
-        """Entra ID answers RFC 6749 errors; its description carries trace ids after the first
-        line, which are kept out of messages."""
-        error, reason = super().token_error(answer, status)
-        return error, reason.splitlines()[0] if reason else ""
-
-    def refresh_form(self, credential: Mapping[str, str]) -> dict[str, str]:
-        """The organisation's scope: Entra ID issues an access token for one resource."""
-        instance = self.instance_url(credential["instance_url"])
-        return {"scope": f"{instance}/user_impersonation offline_access"}
-
-    def refresh_url(self, credential: Mapping[str, str]) -> URL | None:
-        """The token endpoint of the credential's tenant when it names one."""
-        tenant = _tenant(credential["tenant"], "tenant") if credential.get("tenant") else None
-        return self.token_url(self.instance_url(credential["instance_url"]), tenant)
 
 
 # Entra ID's refusals of an application user's own client id and secret.
@@ -279,9 +187,8 @@ class ODataFilter(TextDialect):
 class DynamicsRecords(Records):
     """Records of a Dataverse organisation through its Web API, in its own column names."""
 
-    def __init__(self, connector: DynamicsConnector) -> None:
+    def __init__(self, connector: Connector) -> None:
         super().__init__(connector)
-        self.walks = CursorWalks()
         # instance -> (when read, entity set -> Table without navigation)
         # bounded: one entry per organisation (and table) in use, least recently used out
         self._catalogues: LRUCache[str, tuple[float, dict[str, Table]]] = LRUCache(256)
@@ -298,12 +205,6 @@ class DynamicsRecords(Records):
         if not isinstance(answer, dict):
             raise CrmUnavailable("Dynamics 365 answered an unexpected shape")
         return answer
-
-    def refine_error(self, refusal: Refusal) -> Refusal:
-        # The message of a plug-in's failure nests the inner exception's after "---->": that
-        # one says what was wrong (the outer text is a trace).
-        text = refusal.message.split("---->")[-1].replace("InnerException :", "").strip()
-        return replace(refusal, message=text)
 
     # ---- metadata ---------------------------------------------------------------------------
 
@@ -353,11 +254,9 @@ class DynamicsRecords(Records):
         if table is None:
             raise EntityNotFound(f"Dynamics 365 has no table {set_name[:64]!r}")
         sets = {t.logical: t.entity_set for t in catalogue.values()}
-        url = (self._definition(access, table) / "ManyToOneRelationships").with_query(
-            {"$select": ",".join(_RELATIONSHIP)}
-        )
+        relationships = await self._metadata(access, table, "ManyToOneRelationships", _RELATIONSHIP)
         navigation: dict[str, tuple[str, str, str]] = {}
-        for row in _rows(await self._json(access, url), "relationships"):
+        for row in _rows(relationships, "relationships"):
             said = [row.get(k) for k in _RELATIONSHIP]
             nav, column, target = map(str, said)
             if all(isinstance(v, str) for v in said) and _NAME.match(nav) and target in sets:
@@ -365,18 +264,22 @@ class DynamicsRecords(Records):
         self._tables[key] = table = replace(table, navigation=navigation)
         return table
 
-    def _definition(self, access: Access, table: Table) -> URL:
-        return self._api(access) / f"EntityDefinitions(LogicalName='{table.logical}')"
+    async def _metadata(
+        self, access: Access, table: Table, path: str, select: Sequence[str], expand: str = ""
+    ) -> dict[str, Any]:
+        """A table's metadata at ``path`` (``Attributes``, ``ManyToOneRelationships``)."""
+        query = {"$select": ",".join(select), **({"$expand": expand} if expand else {})}
+        url = self._api(access) / f"EntityDefinitions(LogicalName='{table.logical}')" / path
+        return await self._json(access, url.with_query(query))
 
     async def objects(self, access: Access) -> list[ObjectInfo]:
         return [t.info for t in (await self._catalogue(access)).values()]
 
     async def _options(self, access: Access, table: Table, cast: str) -> dict[str, tuple[str, ...]]:
-        url = (
-            self._definition(access, table) / "Attributes" / f"Microsoft.Dynamics.CRM.{cast}"
-        ).with_query({"$select": "LogicalName", "$expand": "OptionSet($select=Options)"})
+        path, expand = f"Attributes/{_CRM}{cast}", "OptionSet($select=Options)"
+        answer = await self._metadata(access, table, path, ["LogicalName"], expand)
         found = {}
-        for row in _rows(await self._json(access, url), "choices"):
+        for row in _rows(answer, "choices"):
             options = _part(row, "OptionSet").get("Options") or []
             if not isinstance(options, list) or not all(
                 isinstance(o, dict) and isinstance(o.get("Value"), int) for o in options
@@ -387,22 +290,9 @@ class DynamicsRecords(Records):
 
     async def describe(self, access: Access, name: str) -> ObjectInfo:
         table = await self._table(access, name)
-        base = self._definition(access, table) / "Attributes"
-        attributes = await self._json(
-            access,
-            base.with_query(
-                {
-                    "$select": "LogicalName,AttributeType,AttributeOf,IsCustomAttribute,"
-                    "IsValidForCreate,IsValidForUpdate,IsValidForRead,RequiredLevel,DisplayName"
-                }
-            ),
-        )
-        dates = await self._json(
-            access,
-            (base / "Microsoft.Dynamics.CRM.DateTimeAttributeMetadata").with_query(
-                {"$select": "LogicalName,DateTimeBehavior"}
-            ),
-        )
+        attributes = await self._metadata(access, table, "Attributes", _ATTRIBUTE)
+        path = f"Attributes/{_CRM}DateTimeAttributeMetadata"
+        dates = await self._metadata(access, table, path, ["LogicalName", "DateTimeBehavior"])
         # A date is a column of DateOnly behaviour (stored and read as 2024-05-31); a DateOnly
         # Format is only how the apps show it, its value a date and time still.
         date_only = {
@@ -598,12 +488,10 @@ class DynamicsRecords(Records):
 
     async def _write(self, access: Access, name: str, method: str, item: tuple[Any, Any]) -> str:
         """One record written; the id Dataverse says it created (POST)."""
-        method, url, body, headers = self._request(
-            access, await self._table(access, name), method, item
-        )
-        sent = {**_ODATA, **headers}
+        table = await self._table(access, name)
+        method, url, body, headers = self._request(access, table, method, item)
         response = await self.send_json(
-            access, method, URL(url, encoded=True), body=body, headers=sent
+            access, method, URL(url, encoded=True), body=body, headers={**_ODATA, **headers}
         )
         if response.status >= 400:
             raise self.error(response)
@@ -667,7 +555,7 @@ class DynamicsRecords(Records):
         method: str,
         items: Sequence[tuple[str | None, Mapping[str, Any] | None]],
     ) -> list[ItemResult]:
-        """``items`` (record id, values) in $batch calls of BATCH_LIMIT requests, a result
+        """``items`` (record id, values) in $batch calls of ``[bulk] size`` requests, a result
         for each: an item whose request cannot be made (a malformed id, a lookup id that is no
         GUID) is reported alone and the others sent; after a batch with no answer, whose items
         may or may not be done, the rest are not sent (``Unanswered``)."""
@@ -691,7 +579,7 @@ class DynamicsRecords(Records):
             ]
 
         return await chunked_checked(
-            list(items), BATCH_LIMIT, send, lambda item: item[0], refuse, "Dynamics 365"
+            list(items), self.platform.bulk.size, send, lambda item: item[0], refuse, "Dynamics 365"
         )
 
     async def bulk_create(
@@ -713,6 +601,61 @@ class DynamicsRecords(Records):
         """``path`` relative to the organisation's Web API (``contacts?$top=5``, ``WhoAmI``),
         or absolute under ``/api/data/``."""
         return passthrough_on(access, path, API, "/api/data/")
+
+
+class DynamicsConnector(Connector):
+    name = "dynamics"
+    records_type = DynamicsRecords
+
+    def __init__(self, platform: Platform, outbound: Outbound) -> None:
+        super().__init__(platform, outbound)
+        # digest of an application user's credential -> who it acts as (see verify)
+        self._identities: LRUCache[str, Identity] = LRUCache(1024)
+
+    async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
+        """Who the credential acts as: the descriptor's ``[verify]`` (WhoAmI, then the user's
+        systemusers record); an application user's after its first token."""
+        if authorization != "user":
+            if credential.get("tenant"):
+                _tenant(credential["tenant"], "tenant")
+            return await super().verify(authorization, credential)
+        instance = self.instance_url(credential["instance_url"])
+        derived = await self._client_credentials(instance, credential)
+        # A renewal of the same application user needs the grant alone: who it acts as was
+        # asked once (WhoAmI, systemusers) and does not change with its tokens.
+        said = (credential[k] for k in ("tenant_id", "client_id", "client_secret"))
+        key = hashlib.sha256("\n".join((str(instance), *said)).encode()).hexdigest()
+        identity = self._identities.get(key)
+        if identity is None:
+            identity = await self.identify(Access(instance, derived["access_token"]))
+            self._identities[key] = identity
+        return Verified(identity, derived)
+
+    # ---- Microsoft Entra ID -----------------------------------------------------------------
+
+    def token_url(self, instance: URL, tenant: str | None) -> URL:
+        """The Entra ID token endpoint for an organisation: its cloud's (the descriptor's
+        ``regions``; its ``login_url`` for the global one), of ``tenant``, or without one of
+        any work or school account (``organizations``)."""
+        return self.login_at(f"/{tenant or 'organizations'}/oauth2/v2.0/token", str(instance))
+
+    async def _client_credentials(
+        self, instance: URL, credential: Mapping[str, str]
+    ) -> dict[str, str]:
+        """An application user's token: the client_credentials grant (RFC 6749 section 4.4)
+        with its own client id and secret, at its tenant's token endpoint. Its expiry is
+        derived, so the token manager renews it before it expires (not after a 401)."""
+        secret = credential["client_secret"]
+        client = OAuthClient(client_id=credential["client_id"], client_secret=secret)
+        url = self.token_url(instance, _tenant(credential["tenant_id"], "tenant_id"))
+        form = {"grant_type": "client_credentials", "scope": f"{instance}/.default"}
+        fields, derived = await self.token_request(form, client, url, _CLIENT_REFUSALS)
+        return {"access_token": fields["access_token"], **derived}
+
+    def refresh_url(self, credential: Mapping[str, str]) -> URL | None:
+        """The token endpoint of the credential's tenant when it names one."""
+        tenant = _tenant(credential["tenant"], "tenant") if credential.get("tenant") else None
+        return self.token_url(self.instance_url(credential["instance_url"]), tenant)
 
 
 def _rows(answer: Mapping[str, Any], what: str) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@ once for every CRM, that makes them: a CRM's error answer read with its descript
 ``[errors]`` section (where the message, code, fields and retry-after are) and turned into the
 contract's error (the CRM's own codes by the descriptor's table, then the HTTP status).
 
-What no table can say (Dynamics' nested exception text, Zoho's "invalid id" being a 404) is a
+What no table can say (Zoho's "invalid id" being a 404, HubSpot's daily 429) is a
 connector's ``Records.refine_error`` hook over the ``Refusal`` read here.
 """
 
@@ -161,6 +161,8 @@ def read(
     )
     code = _first_text(entry, errors.code)
     message = _first_text(entry, errors.message)
+    within = (re.search(p, message, re.DOTALL) for p in errors.message_within)
+    message = next((m.group(1).strip() for m in within if m), message)
     named = [str(f) for path in errors.fields for f in select(entry, path) if _scalar(f)]
     reasons = {
         str(field): reason

@@ -1,10 +1,8 @@
 """Pipedrive: the code its descriptor cannot say.
 
-Which API: persons, organizations, deals and activities go through API v2 (``/api/v2/...``),
-because their v1 endpoints are deprecated (out of support since August 2026) and v2 costs half
-the rate-limit tokens; leads, notes, users and filters are v1 only, and the ``*Fields``
-endpoints are read in v1 (see Fields below). Each company has its own domain (the
-credential's ``instance_url``; OAuth's ``api_domain``).
+Which API: each object's ``api`` in the descriptor, v2 (``/api/v2/...``) wherever Pipedrive has
+it: its v1 endpoints are deprecated (out of support since August 2026) and v2 costs half the
+rate-limit tokens.
 
 Records are flattened for the entity maps: ids and references as text, custom fields (40-char
 keys) beside the standard ones (v2's object values flat, as v1 showed them: a monetary field's
@@ -73,7 +71,6 @@ from crmgate.connectors.errors import CrmError, CrmUnavailable, EntityNotFound, 
 from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
-from crmgate.outbound import Outbound
 from crmgate.query import Condition, QueryError, SortKey, Typed
 
 T = TypeVar("T")
@@ -95,14 +92,6 @@ LINE = ("object", "field_id", "operator", "value", "extra_value")  # a filter co
 _CUSTOM = re.compile(r"^[0-9a-f]{40}$")
 _NUMERIC_ID = re.compile(r"^[0-9]{1,18}$")
 _LEAD_ID = re.compile(r"^[0-9a-fA-F-]{36}$")
-
-
-class PipedriveConnector(Connector):
-    name = "pipedrive"
-
-    def __init__(self, platform: Platform, outbound: Outbound) -> None:
-        super().__init__(platform, outbound)
-        self.records = PipedriveRecords(self)
 
 
 # ---- native records <-> the entity maps' flat columns ---------------------------------------
@@ -140,12 +129,10 @@ def flatten(platform: Platform, collection: str, record: Any) -> dict[str, Any]:
     for key, value in custom.items() if isinstance(custom, dict) else ():
         flat.update(_custom_columns(str(key), value))
     flat["id"] = str(record["id"])
-    for key in ("add_time", "update_time", "created", "modified"):
-        if key in flat:
-            flat[key] = _time(flat[key])
-    for key in INTEGER_REFERENCES | {"lead_id"}:
-        if key in flat:
-            flat[key] = _reference(flat[key])
+    for key in flat.keys() & {"add_time", "update_time", "created", "modified"}:
+        flat[key] = _time(flat[key])
+    for key in flat.keys() & (INTEGER_REFERENCES | {"lead_id"}):
+        flat[key] = _reference(flat[key])
     entry = platform.objects.get(collection)
     for column, (key, part) in _nested(entry).items() if entry else ():
         if isinstance(record.get(key), dict):
@@ -342,7 +329,6 @@ class FilterConditions(Dialect[dict[str, Any]]):
 class PipedriveRecords(Records):
     def __init__(self, connector: Connector) -> None:
         super().__init__(connector)
-        self.walks = CursorWalks()
         # (instance, token digest, collection) -> (fetched at, field key -> Pipedrive field)
         self._fields: TTLCache[tuple[str, ...], dict[str, Any]] = TTLCache(256, FIELDS_LIFETIME)
         # (instance, token digest, filter name) -> (filter id, the access that made or found
@@ -507,15 +493,12 @@ class PipedriveRecords(Records):
             made = await self.call_json(
                 access, "POST", url, body={"name": name, "conditions": tree, "type": kind}
             )
-            made_id = (made.get("data") or {}).get("id")
-            if not isinstance(made_id, int):
+            found = (made.get("data") or {}).get("id")
+            if not isinstance(found, int):
                 raise CrmUnavailable("Pipedrive answered a filter without its id")
-            found = made_id
         self._filter_ids[key] = (found, access)
-        evicted = []
-        while len(self._filter_ids) > MAX_FILTERS:
-            evicted.append(self._filter_ids.popitem(last=False)[1])
-        for old, owner in evicted:
+        if len(self._filter_ids) > MAX_FILTERS:  # one in, the least recently used one out
+            old, owner = self._filter_ids.popitem(last=False)[1]
             if all(kept[0] != old for kept in self._filter_ids.values()):
                 # not to leave a filter (and the values in it) for each query ever made; one
                 # gone already, or whose token has changed, stays in Pipedrive
@@ -689,6 +672,11 @@ class PipedriveRecords(Records):
         return passthrough_on(access, path)
 
 
+class PipedriveConnector(Connector):
+    name = "pipedrive"
+    records_type = PipedriveRecords
+
+
 def _same_conditions(found: Any, wanted: Mapping[str, Any]) -> bool:
     """Whether a filter's conditions (as Pipedrive shows them: JSON text, values as text) are
     ``wanted``: the AND of its groups, each group's glue and lines."""
@@ -705,8 +693,7 @@ def _same_conditions(found: Any, wanted: Mapping[str, Any]) -> bool:
         except (ValueError, AttributeError):  # not JSON, or not objects where they should be
             return None
 
-    have = lines(found)
-    return have is not None and have == lines(wanted)
+    return lines(found) == lines(wanted)  # (``wanted`` is well formed)
 
 
 def _line(line: Mapping[str, Any]) -> tuple[str, ...]:

@@ -26,7 +26,6 @@ from crmgate.connectors.base import (
     chunked_by_id,
     passthrough_on,
 )
-from crmgate.connectors.catalogue import Platform
 from crmgate.connectors.errors import (
     ApiNotEnabled,
     CredentialsRejected,
@@ -34,90 +33,11 @@ from crmgate.connectors.errors import (
     EntityNotFound,
 )
 from crmgate.connectors.paging import Pager
-from crmgate.connectors.shapes import obj, unexpected
+from crmgate.connectors.shapes import obj
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import ObjectInfo
-from crmgate.outbound import Outbound, OutboundRefused
+from crmgate.outbound import OutboundRefused
 from crmgate.query import Condition, SortKey
-
-_LOGIN = """<?xml version="1.0" encoding="utf-8"?>
-<env:Envelope xmlns:env="http://schemas.xmlsoap.org/soap/envelope/"
- xmlns:urn="urn:partner.soap.sforce.com"><env:Body><urn:login>
-<urn:username>{username}</urn:username><urn:password>{password}</urn:password>
-</urn:login></env:Body></env:Envelope>"""
-
-
-def _xml_values(body: bytes) -> dict[str, str]:
-    """Local element name -> text of a SOAP answer (Salesforce's namespaces vary by API)."""
-    try:
-        root = ET.fromstring(body)  # noqa: S314 - bounded size; expat refuses entity expansion
-    except ET.ParseError:
-        return {}
-    return {element.tag.rsplit("}", 1)[-1]: (element.text or "") for element in root.iter()}
-
-
-class SalesforceConnector(Connector):
-    name = "salesforce"
-
-    def __init__(self, platform: Platform, outbound: Outbound) -> None:
-        super().__init__(platform, outbound)
-        self.records = SalesforceRecords(self)
-
-    def access(
-        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
-    ) -> Access:
-        """The instance and token of a call: the OAuth access token, or the login session."""
-        if authorization == "user":
-            return Access(self.instance_url(derived["instance_url"]), derived["session_id"])
-        return Access(self.instance_url(credential["instance_url"]), credential["access_token"])
-
-    async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
-        if authorization == "user":
-            return await self._login(credential)
-        return await super().verify(authorization, credential)
-
-    async def _login(self, credential: Mapping[str, str]) -> Verified:
-        url = self.login_at(f"/services/Soap/u/{self.platform.api_version or '60.0'}")
-        body = _LOGIN.format(
-            username=escape(credential["login"]),
-            password=escape(credential["password"] + credential.get("security_token", "")),
-        )
-        response = await self.call(
-            "POST",
-            url,
-            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "login"},
-            data=body.encode(),
-        )
-        values = _xml_values(response.body)
-        if response.status != 200:
-            code = values.get("exceptionCode") or values.get("faultcode", "").rpartition(":")[2]
-            reason = values.get("exceptionMessage") or values.get("faultstring") or "refused"
-            contract = self.platform.errors.codes.get(code)  # the login faults are there too
-            if contract == "UNAUTHORIZED":
-                raise CredentialsRejected(f"Salesforce refused the login: {reason}")
-            if contract == "API_NOT_ENABLED":
-                raise ApiNotEnabled(f"Salesforce: {reason}")
-            raise CrmUnavailable(
-                f"Salesforce login failed ({code or f'HTTP {response.status}'}): {reason}"
-            )
-        session_id, server_url = values.get("sessionId"), values.get("serverUrl")
-        if not session_id or not server_url:
-            raise CrmUnavailable("Salesforce login answered without a session")
-        try:
-            server = URL(server_url)
-            instance = self.instance_url(f"{server.scheme}://{server.raw_authority}")
-        except (OutboundRefused, ValueError, UnicodeError) as refused:
-            raise CrmUnavailable(f"Salesforce login pointed to a refused host: {refused}") from None
-        identity = Identity(
-            user_id=values.get("userId", ""),
-            name=values.get("userFullName", ""),
-            email=values.get("userEmail", ""),
-            username=values.get("userName", ""),
-            company_id=values.get("organizationId", ""),
-            company_name=values.get("organizationName", ""),
-        )
-        return Verified(identity, {"instance_url": str(instance), "session_id": session_id})
-
 
 # ---- records ---------------------------------------------------------------------------------
 
@@ -235,7 +155,7 @@ class SalesforceRecords(Records):
         url = self._record_url(access, entity.object, record_id)
         answer = await self.json_call(access, "GET", url.with_query(fields=",".join(columns)))
         record = obj(answer, "Salesforce", "a record")
-        _text(record.get(entity.id), "a record")
+        shapes.text(record.get(entity.id), "Salesforce", "a record")
         return record
 
     async def get_many(
@@ -260,7 +180,8 @@ class SalesforceRecords(Records):
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
         created = await self.json_call(access, "POST", self._sobject(access, name), body=values)
-        return _text(obj(created, "Salesforce", "a create answer").get("id"), "a create answer")
+        answer = obj(created, "Salesforce", "a create answer")
+        return shapes.text(answer.get("id"), "Salesforce", "a create answer")
 
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
@@ -322,8 +243,77 @@ class SalesforceRecords(Records):
         return passthrough_on(access, path, f"/services/data/v{self._version}", "/services/")
 
 
-def _text(value: Any, what: str) -> str:
-    """``value`` if it is text, as Salesforce documents it; a CRM error (never a 500) if not."""
-    if not isinstance(value, str):
-        raise unexpected("Salesforce", what)
-    return value
+_LOGIN = """<?xml version="1.0" encoding="utf-8"?>
+<env:Envelope xmlns:env="http://schemas.xmlsoap.org/soap/envelope/"
+ xmlns:urn="urn:partner.soap.sforce.com"><env:Body><urn:login>
+<urn:username>{username}</urn:username><urn:password>{password}</urn:password>
+</urn:login></env:Body></env:Envelope>"""
+
+
+def _xml_values(body: bytes) -> dict[str, str]:
+    """Local element name -> text of a SOAP answer (Salesforce's namespaces vary by API)."""
+    try:
+        root = ET.fromstring(body)  # noqa: S314 - bounded size; expat refuses entity expansion
+    except ET.ParseError:
+        return {}
+    return {element.tag.rsplit("}", 1)[-1]: (element.text or "") for element in root.iter()}
+
+
+class SalesforceConnector(Connector):
+    name = "salesforce"
+    records_type = SalesforceRecords
+
+    def access(
+        self, authorization: str, credential: Mapping[str, str], derived: Mapping[str, str]
+    ) -> Access:
+        """The `user` authorization calls with the session its login got (derived)."""
+        if authorization == "user":
+            return Access(self.instance_url(derived["instance_url"]), derived["session_id"])
+        return super().access(authorization, credential, derived)
+
+    async def verify(self, authorization: str, credential: Mapping[str, str]) -> Verified:
+        if authorization == "user":
+            return await self._login(credential)
+        return await super().verify(authorization, credential)
+
+    async def _login(self, credential: Mapping[str, str]) -> Verified:
+        url = self.login_at(f"/services/Soap/u/{self.platform.api_version or '60.0'}")
+        body = _LOGIN.format(
+            username=escape(credential["login"]),
+            password=escape(credential["password"] + credential.get("security_token", "")),
+        )
+        response = await self.call(
+            "POST",
+            url,
+            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "login"},
+            data=body.encode(),
+        )
+        values = _xml_values(response.body)
+        if response.status != 200:
+            code = values.get("exceptionCode") or values.get("faultcode", "").rpartition(":")[2]
+            reason = values.get("exceptionMessage") or values.get("faultstring") or "refused"
+            contract = self.platform.errors.codes.get(code)  # the login faults are there too
+            if contract == "UNAUTHORIZED":
+                raise CredentialsRejected(f"Salesforce refused the login: {reason}")
+            if contract == "API_NOT_ENABLED":
+                raise ApiNotEnabled(f"Salesforce: {reason}")
+            raise CrmUnavailable(
+                f"Salesforce login failed ({code or f'HTTP {response.status}'}): {reason}"
+            )
+        session_id, server_url = values.get("sessionId"), values.get("serverUrl")
+        if not session_id or not server_url:
+            raise CrmUnavailable("Salesforce login answered without a session")
+        try:
+            server = URL(server_url)
+            instance = self.instance_url(f"{server.scheme}://{server.raw_authority}")
+        except (OutboundRefused, ValueError, UnicodeError) as refused:
+            raise CrmUnavailable(f"Salesforce login pointed to a refused host: {refused}") from None
+        identity = Identity(
+            user_id=values.get("userId", ""),
+            name=values.get("userFullName", ""),
+            email=values.get("userEmail", ""),
+            username=values.get("userName", ""),
+            company_id=values.get("organizationId", ""),
+            company_name=values.get("organizationName", ""),
+        )
+        return Verified(identity, {"instance_url": str(instance), "session_id": session_id})

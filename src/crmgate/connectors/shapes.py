@@ -46,6 +46,13 @@ def rows(answer: Any, path: str, crm: str, what: str = "a list") -> list[dict[st
     return found[0]
 
 
+def text(value: Any, crm: str, what: str = "an id") -> str:
+    """``value`` if it is a JSON string."""
+    if not isinstance(value, str):
+        raise unexpected(crm, what)
+    return value
+
+
 def integer(value: Any, crm: str, what: str = "a count") -> int:
     """``value`` if it is a JSON integer (a boolean is not one)."""
     if isinstance(value, bool) or not isinstance(value, int):

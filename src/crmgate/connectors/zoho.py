@@ -32,7 +32,7 @@ from typing import Any
 from cachetools import LRUCache
 from yarl import URL
 
-from crmgate.connectors import batch, local, shapes
+from crmgate.connectors import batch, local, polymorphic, shapes
 from crmgate.connectors.base import (
     Access,
     Connector,
@@ -40,23 +40,18 @@ from crmgate.connectors.base import (
     Fetch,
     ItemResult,
     Records,
-    chunked,
-    chunked_by_id,
     passthrough_on,
 )
-from crmgate.connectors.catalogue import Platform, Polymorphic
+from crmgate.connectors.catalogue import Polymorphic
 from crmgate.connectors.dialect import Scalar, Target, TextDialect, pattern
 from crmgate.connectors.errors import (
     CrmUnavailable,
     EntityNotFound,
-    NotValid,
     Refusal,
 )
-from crmgate.connectors.jsonpath import select
 from crmgate.connectors.paging import Pager
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
-from crmgate.outbound import Outbound
 from crmgate.query import Condition, QueryError, SortKey, Typed
 
 PAGE_LIMIT = 2000  # records the records API reaches with `page`
@@ -73,14 +68,6 @@ def _well_formed(record_id: str) -> bool:
 _MODULE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 _COLUMN = re.compile(r"^\$?[A-Za-z][A-Za-z0-9_]{0,99}$")
 _LOOKUPS = ("lookup", "ownerlookup", "userlookup")
-
-
-class ZohoConnector(Connector):
-    name = "zoho"
-
-    def __init__(self, platform: Platform, outbound: Outbound) -> None:
-        super().__init__(platform, outbound)
-        self.records: ZohoRecords = ZohoRecords(self)
 
 
 # ---- records ---------------------------------------------------------------------------------
@@ -100,23 +87,10 @@ def _flat(record: Any, module: str, poly: Mapping[str, Polymorphic]) -> dict[str
         else:
             flat[name] = value
     flat["id"] = str(record["id"])
-    for column, lookup in poly.items():
-        if column not in record:
-            continue
-        value = record[column]
-        try:
-            said = (
-                [record.get(lookup.object_field)]
-                if lookup.object_field
-                else select(value, lookup.object_in, strict=True)
-            )
-        except ValueError:
-            raise CrmUnavailable("Zoho CRM answered a lookup of an unexpected shape") from None
-        flat |= {f"{column}.{parent}": None for parent in lookup.targets}
-        target = next(iter(said), None)
-        if isinstance(value, dict) and value.get("id") and isinstance(target, str):
-            flat[f"{column}.{target}"] = str(value["id"])
-    return flat
+    try:
+        return flat | polymorphic.read(poly, record)
+    except ValueError:
+        raise CrmUnavailable("Zoho CRM answered a lookup of an unexpected shape") from None
 
 
 def _one(results: list[ItemResult]) -> str:
@@ -175,8 +149,8 @@ class Coql(TextDialect):
         self.types, self.poly = types, poly
 
     def name(self, field: str, column: str) -> str:
-        base, dot, _ = column.partition(".")
-        return base if dot and base in self.poly else _queryable(column)
+        base, lookup, _ = polymorphic.split(self.poly, column)
+        return base if lookup else _queryable(column)
 
     def is_id(self, target: Target) -> bool:
         return (
@@ -208,8 +182,7 @@ class Coql(TextDialect):
         """``What_Id.Accounts ne null``: linked to an account, which ``$se_module`` says (What_Id
         alone may point to any module). A note's Parent_Id keeps its module where COQL cannot
         compare it: refused."""
-        base, dot, module = target.column.partition(".")
-        lookup = self.poly.get(base) if dot else None
+        base, lookup, module = polymorphic.split(self.poly, target.column)
         if lookup is None:
             return f"{target.name} is {'not ' if op == 'ne' else ''}null"
         said = lookup.object_field
@@ -231,8 +204,7 @@ class Coql(TextDialect):
         return expression
 
     def sort_name(self, field: str, column: str) -> str:
-        base, dot, _ = column.partition(".")
-        if dot and base in self.poly:
+        if polymorphic.split(self.poly, column)[1]:
             raise QueryError("sort", f"Zoho cannot sort by {field}")
         return _queryable(column)
 
@@ -245,33 +217,12 @@ def _field_infos(
     long text or a lookup."""
     unsorted = info.native_type in ("textarea", *_LOOKUPS)
     info = replace(info, sortable=bool(spec.get("sortable", not unsorted)))
-    if info.name not in poly:
-        return [info]
-    try:
-        modules = [str(m) for m in select(spec, "multi_module_lookup.modules[*].api_name", True)]
-    except ValueError:
-        raise CrmUnavailable(
-            "Zoho CRM answered a multi-module lookup of an unexpected shape"
-        ) from None
-    return [info] + [
-        FieldInfo(
-            name=f"{info.name}.{parent}",
-            label=f"{info.label} ({parent})",
-            kind="string",
-            native_type="lookup",
-            createable=info.createable,
-            updateable=info.updateable,
-            sortable=False,
-            reference_to=(parent,),
-        )
-        for parent in dict.fromkeys([*modules, *poly[info.name].targets])
-    ]
+    return polymorphic.fields(poly, spec, info)
 
 
 class ZohoRecords(Records):
     def __init__(self, connector: Connector) -> None:
         super().__init__(connector)
-        self.walks = CursorWalks()
         self.poly = self.platform.polymorphic
         # (credentials, module) -> field -> data type, from describes: which fields are lookups
         # and date-times when writing (a few hundred entries, least recently used go first)
@@ -337,14 +288,7 @@ class ZohoRecords(Records):
     def _select_columns(self, columns: Sequence[str]) -> list[str]:
         """Native columns as Zoho field names: a multi-module lookup's per-module columns are
         its one field (and What_Id's $se_module)."""
-        names: list[str] = []
-        for column in columns:
-            base, dot, _ = column.partition(".")
-            lookup = self.poly.get(base) if dot else None
-            if lookup is not None:
-                names += [base, lookup.object_field] if lookup.object_field else [base]
-            else:
-                names.append(_queryable(column))
+        names = [_queryable(n) for c in columns for n in polymorphic.sources(self.poly, c)]
         return list(dict.fromkeys(names))
 
     def _where(self, access: Access, entity: EntityMap, conditions: Sequence[Condition]) -> str:
@@ -506,39 +450,15 @@ class ZohoRecords(Records):
         """Flat native values in Zoho's shapes: lookups as ``{"id"}``, a multi-module lookup
         with its module, date-times without fractions."""
         types = self._types_of(access, module)
-        out: dict[str, Any] = {}
-        linked: dict[str, list[tuple[str, Any]]] = {}
-        for name, value in values.items():
-            base, dot, target = name.partition(".")
-            if dot and base in self.poly:
-                linked.setdefault(base, []).append((target, value))
-            elif types.get(name) in _LOOKUPS:
+        out = polymorphic.write(self.poly, values)
+        for name, value in out.items():
+            if name in self.poly:
+                continue  # What_Id with $se_module, Parent_Id with {"module": {"api_name"}}
+            if types.get(name) in _LOOKUPS:
                 out[name] = {"id": str(value)} if value not in (None, "") else None
             elif types.get(name) == "datetime" and isinstance(value, str):
                 out[name] = _zoho_datetime(value)
-            else:
-                out[name] = value
-        for base, links in linked.items():
-            chosen = [(target, value) for target, value in links if value not in (None, "")]
-            if len(chosen) > 1:
-                raise NotValid(f"{base}: one related record only", (base,))
-            lookup = self.poly[base]
-            said = chosen[0][0] if chosen else None
-            link = {"id": str(chosen[0][1])} if chosen else None
-            if lookup.object_field:  # the module beside the lookup: $se_module
-                out[base], out[lookup.object_field] = link, said
-                continue
-            named: Any = said  # the module inside the lookup: {"module": {"api_name": ...}}
-            for step in reversed(lookup.object_in.split(".")):
-                named = {step: named}
-            out[base] = {**named, **link} if link else None
         return out
-
-    async def _write(
-        self, access: Access, method: str, url: URL, records: list[dict[str, Any]]
-    ) -> list[ItemResult]:
-        ids = [r.get("id") if isinstance(r.get("id"), str) else None for r in records]
-        return await batch.write(self, access, method, url, {"data": records}, ids)
 
     # A single record is written as a batch of one (the same endpoints, the same answers).
 
@@ -560,37 +480,25 @@ class ZohoRecords(Records):
     async def bulk_create(
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
     ) -> list[ItemResult]:
-        url = self._module(access, name)
+        def body(chunk: list[Mapping[str, Any]]) -> dict[str, Any]:
+            return {"data": [self._native(access, name, values) for values in chunk]}
 
-        async def send(chunk: list[Mapping[str, Any]]) -> list[ItemResult]:
-            return await self._write(
-                access, "POST", url, [self._native(access, name, v) for v in chunk]
-            )
-
-        return await chunked(list(items), self.platform.bulk.size, send, lambda item: None)
+        return await batch.create(self, access, "POST", self._module(access, name), items, body)
 
     async def bulk_update(
         self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[ItemResult]:
+        def body(chunk: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+            return {"data": [{**self._native(access, name, v), "id": i} for i, v in chunk]}
+
         url = self._module(access, name)
-
-        async def send(valid: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
-            return await self._write(
-                access, "PUT", url, [{**self._native(access, name, v), "id": i} for i, v in valid]
-            )
-
-        size = self.platform.bulk.size
-        return await chunked_by_id(list(items), size, send, lambda i: i[0], _well_formed, name)
+        return await batch.update(self, access, "PUT", url, items, body, _well_formed, name)
 
     async def bulk_delete(self, access: Access, name: str, ids: Sequence[str]) -> list[ItemResult]:
         url = self._module(access, name)
-
-        async def send(valid: list[str]) -> list[ItemResult]:
-            deleting = url.with_query(ids=",".join(valid))
-            return await batch.write(self, access, "DELETE", deleting, None, valid)
-
-        size = self.platform.bulk.size
-        return await chunked_by_id(list(ids), size, send, lambda i: i, _well_formed, name)
+        return await batch.delete(
+            self, access, lambda chunk: url.with_query(ids=",".join(chunk)), ids, _well_formed, name
+        )
 
     # ---- passthrough ------------------------------------------------------------------------
 
@@ -598,3 +506,8 @@ class ZohoRecords(Records):
         """``path`` relative to the org's API (``Contacts/123``, ``coql``, ``settings/modules``
         under ``/crm/v8/``), or absolute under ``/crm/`` (another version)."""
         return passthrough_on(access, path, f"/crm/{self.platform.api_version or 'v8'}", "/crm/")
+
+
+class ZohoConnector(Connector):
+    name = "zoho"
+    records_type = ZohoRecords
