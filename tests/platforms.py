@@ -24,13 +24,21 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from crmsim.amocrm import AmoSimulator
+from crmsim.amocrm import platform_overrides as amocrm_overrides
+from crmsim.bitrix24 import Bitrix24Simulator
+from crmsim.bitrix24 import platform_overrides as bitrix24_overrides
 from crmsim.close import CloseSimulator
 from crmsim.close import platform_overrides as close_overrides
 from crmsim.dynamics import DynamicsSimulator
 from crmsim.dynamics import platform_overrides as dynamics_overrides
 from crmsim.faults import Fault
+from crmsim.google import GoogleSimulator
+from crmsim.google import platform_overrides as google_overrides
 from crmsim.hubspot import HubSpotSimulator
 from crmsim.hubspot import platform_overrides as hubspot_overrides
+from crmsim.keap import KeapSimulator
+from crmsim.keap import platform_overrides as keap_overrides
 from crmsim.pipedrive import PipedriveSimulator
 from crmsim.pipedrive import platform_overrides as pipedrive_overrides
 from crmsim.salesforce import SalesforceSimulator
@@ -53,7 +61,8 @@ class Sample:
     ``<name> ge`` does too, ``parents`` the
     relations a record must have (made first from the platform's own samples), ``numbered``
     values that differ per record, ``raw`` the passthrough path ({native}, {id}) and the id's
-    key in its answer, where it differs from the platform's."""
+    key in its answer, where it differs from the platform's. ``backwards`` whether the sort
+    also goes descending (else ``-<sort>`` must be refused, 400: Google's names)."""
 
     name: str
     values: Values = field(default_factory=dict)
@@ -64,6 +73,7 @@ class Sample:
     parents: tuple[str, ...] = ()
     numbered: Callable[[int], Values] = lambda n: {}
     raw: tuple[str, str] | None = None
+    backwards: bool = True
 
     @property
     def record(self) -> tuple[str, Values, Values]:
@@ -74,7 +84,8 @@ class Sample:
     def complete(self) -> bool:
         """Whether the whole of conftest.check_life_cycle applies: sorts and filters (also
         ``ge``) on the name field, nothing per record."""
-        return self.sort == NAME and self.filters and self.ranges and not self.numbered(1)
+        complete = self.sort == NAME and self.filters and self.ranges and self.backwards
+        return complete and not self.numbered(1)
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,8 @@ class Platform:
     # Lists read with OFFSET to this depth: each page is one call of its own (Salesforce's
     # SOQL OFFSET); deeper, batches as the descriptor's paging says.
     offset_pages: int = 0
+    # What the CRM's own answer puts before a record's id (Google's resource names: people/).
+    raw_prefix: str = ""
 
 
 def _json(status: int, body: Any, seconds: int, **headers: str) -> Fault:
@@ -654,8 +667,315 @@ CLOSE = Platform(
 )
 
 
+# ---- Keap (Infusionsoft) --------------------------------------------------------------------
+
+
+def _keap_client(sim: KeapSimulator) -> dict[str, str]:
+    sim.add_app("keap-client", "keap-secret")
+    return {"client_id": "keap-client", "client_secret": "keap-secret"}
+
+
+def _keap_seed(sim: KeapSimulator, n: int) -> list[str]:
+    named = ({"given_name": "C", "family_name": f"C{i:03d}"} for i in range(n))
+    return [sim.insert("contacts", values) for values in named]
+
+
+KEAP_LIMITED = {
+    "fault": {
+        "faultstring": "Rate limit quota violation. Quota limit exceeded.",
+        "detail": {"errorcode": "policies.ratelimit.QuotaViolation"},
+    }
+}
+
+# Keap filters by name with == (a trailing * for a prefix) and sorts by the keys each list's
+# order_by documents: contacts and tasks by id (the order made), companies and opportunities by
+# their name.
+KEAP = Platform(
+    type="Infusionsoft",
+    simulator=lambda: KeapSimulator(burst=100_000),
+    overrides=keap_overrides,
+    connect=lambda sim, url: ("key", {"api_key": sim.add_api_key()}),
+    wrong=lambda sim, url: {"api_key": "KeapAK-not-a-key"},
+    company=lambda sim: sim.tenant,
+    samples={
+        "account": Sample(
+            "name", {"description": "Makes things"}, {"description": "Sells things"}, ranges=False
+        ),
+        "contact": Sample(
+            "last_name",
+            {"position": "CFO", "email": [{"type": "work", "address": "cfo@acme.example"}]},
+            {"position": "CEO"},
+            sort="id",
+            ranges=False,
+        ),
+        "opportunity": Sample(
+            "name",
+            {"amount": 2500.5, "pipeline_with_stage": "1"},
+            {"amount": 100.0},
+            ranges=False,
+            parents=("contact",),
+        ),
+        "task": Sample(
+            "subject",
+            {"description": "Call back"},
+            {"subject": "Renamed"},
+            sort="id",
+            ranges=False,
+        ),
+        # a note's title matches by contains and startswith (Keap's title== is contains)
+        "note": Sample(
+            "subject",
+            {"body": "Met at the fair"},
+            {"body": "Edited"},
+            sort="id",
+            filters=False,
+            parents=("contact",),
+            raw=("{native}?filter=id=={id}", "notes.0.id"),
+        ),
+    },
+    raw=("{native}/{id}", "id"),
+    missing_id="999999999",
+    table=lambda sim, obj: sim.store[obj],
+    seed=_keap_seed,
+    throttle=Throttle(
+        lambda sim: sim.faults.add(_json(429, KEAP_LIMITED, 30)),
+        lambda sim: sim.faults.clear(),
+        (30, 30),
+        "Rate limit quota violation",
+    ),
+    add_user=lambda sim, last, email: sim.add_user("Ann", last, email),
+    refresh=Refresh(
+        client=_keap_client,
+        credential=lambda sim, url: {
+            "access_token": sim.issue_access_token(),
+            "refresh_token": sim.tokens.issue_refresh("keap-client", sim.admin),
+        },
+        token_calls=lambda sim: sim.calls.count(("POST", "/token")),
+        refusal="invalid_grant",
+    ),
+)
+
+
+# ---- Kommo (amoCRM) ----------------------------------------------------------------------------
+
+
+def _amo_client(sim: AmoSimulator) -> dict[str, str]:
+    sim.add_app("amo-client", "amo-secret")
+    return {"client_id": "amo-client", "client_secret": "amo-secret"}
+
+
+AMO_LIMITED = {"title": "Too Many Requests", "status": 429, "detail": "Too Many Requests"}
+
+# Kommo's lists sort by id and dates only and filter names whole (not tasks'); its API deletes
+# nothing.
+AMOCRM = Platform(
+    type="AmoCRM",
+    simulator=lambda: AmoSimulator(per_second=100_000),
+    overrides=amocrm_overrides,
+    connect=lambda sim, url: ("key", {"instance_url": url, "api_key": sim.add_api_key()}),
+    wrong=lambda sim, url: {"instance_url": url, "api_key": "not-a-token"},
+    company=lambda sim: str(sim.account_id),
+    samples={
+        "account": Sample("name", change={"name": "Renamed"}, sort="id", ranges=False),
+        "contact": Sample(  # a half of the name: Kommo's search, filtered in crmgate
+            "last_name", {"first_name": "Ada"}, {"last_name": "Renamed"}, sort="id", ranges=False
+        ),
+        "opportunity": Sample("name", {"amount": 2500}, {"amount": 100}, sort="id", ranges=False),
+        "task": Sample(
+            "subject",
+            {"due_at": "2027-03-31T09:00:00+00:00"},
+            {"subject": "Renamed"},
+            sort="id",
+            filters=False,
+        ),
+        "note": Sample(
+            "body", change={"body": "Changed"}, sort="id", filters=False, parents=("opportunity",)
+        ),
+    },
+    raw=("{native}/{id}", "id"),
+    missing_id="999999",
+    table=lambda sim, obj: sim.store[obj],
+    seed=lambda sim, n: [sim.insert("contacts", {"name": f"C{i:03d}"}) for i in range(n)],
+    throttle=Throttle(
+        lambda sim: sim.faults.add(_json(429, AMO_LIMITED, 30)),
+        lambda sim: sim.faults.clear(),
+        (30, 30),
+        "Too Many Requests",
+    ),
+    add_user=lambda sim, last, email: sim.add_user(last, email),
+    refresh=Refresh(
+        client=_amo_client,
+        credential=lambda sim, url: {
+            "instance_url": url,
+            "access_token": sim.issue_access_token(),
+            "refresh_token": sim.issue_refresh_token("amo-client"),
+        },
+        token_calls=lambda sim: sim.calls.count(("POST", "/oauth2/access_token")),
+        refusal="invalid_grant",
+    ),
+)
+
+
+# ---- Bitrix24 -----------------------------------------------------------------------------------
+
+
+def _b24_client(sim: Bitrix24Simulator) -> dict[str, str]:
+    sim.add_app("local.b24client", "b24-secret")
+    return {"client_id": "local.b24client", "client_secret": "b24-secret"}
+
+
+def _b24_seed(sim: Bitrix24Simulator, n: int) -> list[str]:
+    return [sim.insert("contact", {"LAST_NAME": f"C{i:03d}"}) for i in range(n)]
+
+
+B24_LIMITED = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
+
+BITRIX24 = Platform(
+    type="Bitrix24",
+    simulator=lambda: Bitrix24Simulator(burst=100_000),
+    overrides=bitrix24_overrides,
+    connect=lambda sim, url: ("key", {"webhook_url": f"{url}/rest/{sim.issue_key()}/"}),
+    wrong=lambda sim, url: {"webhook_url": f"{url}/rest/1/notawebhook123/"},
+    company=lambda sim: sim.base_url.removeprefix("https://").rpartition(":")[0],
+    samples={
+        "contact": Sample("last_name", {"first_name": "Ann"}, {"position": "CFO"}),
+        "account": Sample("name", {"description": "Makes things"}, {"description": "Sells"}),
+        "opportunity": Sample(
+            "name", {"amount": 2500.5, "probability": 40}, {"amount": 100.0, "probability": 90}
+        ),
+        "lead": Sample("last_name", {"company": "Initech"}, {"position": "CTO"}),
+        "task": Sample(
+            "subject", {"description": "Send the quote"}, {"priority": "3"}, parents=("contact",)
+        ),
+        "call": Sample(
+            "subject", {"direction": "2"}, {"description": "Left a message"}, parents=("contact",)
+        ),
+        "meeting": Sample(
+            "subject", {"location": "Berlin"}, {"location": "Paris"}, parents=("account",)
+        ),
+    },
+    raw=("crm.{native}.get?id={id}", "result.ID"),
+    missing_id="999999",
+    table=lambda sim, obj: sim.store[obj],
+    seed=_b24_seed,
+    throttle=Throttle(
+        lambda sim: sim.faults.add(Fault(503, json.dumps(B24_LIMITED), "application/json")),
+        lambda sim: sim.faults.clear(),
+        (1, 1),
+        "Too many requests",
+    ),
+    add_user=lambda sim, last, email: sim.add_user("Ann", last, email),
+    refresh=Refresh(
+        client=_b24_client,
+        credential=lambda sim, url: {
+            "instance_url": url,
+            "access_token": sim.issue_access_token(),
+            "refresh_token": sim.tokens.issue_refresh("local.b24client", sim.admin),
+        },
+        token_calls=lambda sim: sum(1 for c in sim.calls if c[1] == "/oauth/token/"),
+        refusal="invalid_grant",
+    ),
+)
+
+
+# ---- Google (GSuite) ------------------------------------------------------------------------
+
+
+def _google_client(sim: GoogleSimulator) -> dict[str, str]:
+    sim.add_app("google-client", "google-secret")
+    return {"client_id": "google-client", "client_secret": "google-secret"}
+
+
+def _google_seed(sim: GoogleSimulator, n: int) -> list[str]:
+    names = ({"names": [{"givenName": "C", "familyName": f"C{i:03d}"}]} for i in range(n))
+    return [sim.insert("people", values) for values in names]
+
+
+GOOGLE_LIMITED = {
+    "error": {
+        "code": 429,
+        "message": "Quota exceeded for quota metric 'Read requests' and limit 'Read requests "
+        "per minute per user'",
+        "status": "RESOURCE_EXHAUSTED",
+    }
+}
+# Google's 429 says no time: its quotas are per minute.
+_GOOGLE_THROTTLED = Fault(429, json.dumps(GOOGLE_LIMITED), "application/json")
+_CALENDAR_RAW = ("calendar/v3/calendars/primary/events/{id}", "id")
+
+# Contacts sort by name ascending only (the People API's sortOrder) and filter through its
+# prefix search; events and tasks neither filter nor sort by their titles.
+GOOGLE = Platform(
+    type="GSuite",
+    simulator=lambda: GoogleSimulator(per_minute=100_000),
+    overrides=google_overrides,
+    connect=lambda sim, url: ("oAuth-external-refresh", {"access_token": sim.issue_access_token()}),
+    wrong=lambda sim, url: {"access_token": "ya29.not-a-token"},
+    company=lambda sim: sim.domain,
+    samples={
+        "contact": Sample(
+            "last_name",
+            {
+                "first_name": "Ann",
+                "position": "CFO",
+                "email": [{"type": "work", "address": "cfo@acme.example"}],
+            },
+            {"position": "CEO"},
+            ranges=False,
+            backwards=False,
+        ),
+        "meeting": Sample(
+            "subject",
+            {"started_at": "2027-03-31T09:00:00+00:00", "ended_at": "2027-03-31T10:00:00+00:00"},
+            {"location": "Room 2"},
+            sort=None,
+            filters=False,
+            raw=_CALENDAR_RAW,
+        ),
+        "event": Sample(
+            "subject",
+            {"started_at": "2027-04-01T09:00:00+00:00", "ended_at": "2027-04-01T10:00:00+00:00"},
+            {"description": "Moved"},
+            sort=None,
+            filters=False,
+            raw=_CALENDAR_RAW,
+        ),
+        "task": Sample(
+            "subject",
+            {"due_at": "2027-03-31T00:00:00+00:00"},
+            {"subject": "Renamed"},
+            sort=None,
+            filters=False,
+            raw=("tasks/v1/lists/@default/tasks/{id}", "id"),
+        ),
+    },
+    raw=("v1/{native}/{id}?personFields=names", "resourceName"),
+    raw_prefix="people/",
+    missing_id="c1234567890123456789",
+    table=lambda sim, obj: sim.store[obj],
+    seed=_google_seed,
+    throttle=Throttle(
+        lambda sim: sim.faults.add(_GOOGLE_THROTTLED, times=None),  # retried: no Retry-After
+        lambda sim: sim.faults.clear(),
+        (60, 60),
+        "Quota exceeded",
+    ),
+    add_user=lambda sim, last, email: sim.add_user("Ann", last, email),
+    refresh=Refresh(
+        client=_google_client,
+        credential=lambda sim, url: {
+            "access_token": sim.issue_access_token(),
+            "refresh_token": sim.issue_refresh_token("google-client"),
+        },
+        token_calls=lambda sim: sim.calls.count(("POST", "/token")),
+        refusal="invalid_grant",
+    ),
+)
+
+
 PLATFORMS: dict[str, Platform] = {
-    p.type: p for p in (SALESFORCE, HUBSPOT, ZOHO, DYNAMICS, PIPEDRIVE, CLOSE)
+    p.type: p
+    for p in (SALESFORCE, HUBSPOT, ZOHO, DYNAMICS, PIPEDRIVE, CLOSE, KEAP, AMOCRM, BITRIX24, GOOGLE)
 }
 # Platforms served by another's connector and simulator (a descriptor that ``extends`` it).
 VARIANTS = {"SalesforceSandbox": "Salesforce"}

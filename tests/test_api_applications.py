@@ -57,15 +57,19 @@ def test_platforms_list_their_authorization_types_and_fields(
         assert client.get("/v1/platform/SugarCRM").status_code == 404  # no connector yet
         assert client.get("/v1/platform/Nope").status_code == 404
     assert [p["type"] for p in listed] == [
+        "AmoCRM",
+        "Bitrix24",
         "CloseIO",
+        "GSuite",
         "HubSpot",
+        "Infusionsoft",
         "MicrosoftDynamics",
         "Pipedrive",
         "Salesforce",
         "SalesforceSandbox",
         "ZohoCRM",
     ]
-    assert [p["type"] for p in second] == ["HubSpot"]
+    assert [p["type"] for p in second] == ["Bitrix24"]
     assert names[:3] == [
         {"type": "ZohoCRM", "name": "Zoho CRM"},
         {"type": "SalesforceSandbox", "name": "Salesforce Sandbox"},

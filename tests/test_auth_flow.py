@@ -42,6 +42,22 @@ def test_each_scheme_puts_the_token_where_it_says() -> None:
         AuthScheme(kind="header")
 
 
+def test_a_path_scheme_puts_the_token_as_segments_after_its_prefix() -> None:
+    """A webhook whose secret is in its path (Bitrix24: /rest/<user>/<code>/<method>)."""
+    scheme = AuthScheme(kind="path", name="/rest/")
+    url = URL("https://acme.example/rest/crm.contact.list?start=50")
+    sent, headers = scheme.apply("1/s3cr3t", url, {"Accept": "x"})
+    assert str(sent) == "https://acme.example/rest/1/s3cr3t/crm.contact.list?start=50"
+    assert headers == {"Accept": "x"} and "Authorization" not in headers
+    assert str(scheme.apply("/1/s3cr3t/", URL("https://acme.example/rest/m"), {})[0]).endswith(
+        "/rest/1/s3cr3t/m"
+    )
+    elsewhere = URL("https://acme.example/oauth/token/")  # a path outside the prefix: as it is
+    assert scheme.apply("1/s3cr3t", elsewhere, {})[0] == elsewhere
+    with pytest.raises(ValueError, match="needs a name"):
+        AuthScheme(kind="path")
+
+
 def test_an_expired_session_is_renewed_once_for_all_calls_of_a_request(
     salesforce: SalesforceSim,
 ) -> None:

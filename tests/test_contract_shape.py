@@ -18,6 +18,7 @@ import pytest
 
 from conftest import Demo, make_settings
 from crmgate.api.app import create_fastapi
+from crmgate.connectors.catalogue import load_descriptors
 from crmgate.contract.coverage import load_reference
 from crmgate.contract.shape import answer_schema, conform, conformer, text
 
@@ -158,7 +159,10 @@ def test_gateway_answers_hold_no_null_and_follow_the_reference(demo: Demo) -> No
 @pytest.mark.parametrize("entity", ["contact", "account"])
 def test_record_answers_hold_no_null_and_follow_the_reference(demo: Demo, entity: str) -> None:
     name = entity.capitalize()
+    mapped = {d.type for d in load_descriptors() if entity in d.entities}  # Google: no accounts
     for platform, key in demo.applications.items():
+        if platform not in mapped:
+            continue
         records = _read(demo, f"get{name}Collection", f"/application/entity/{entity}/list", key)
         assert records, platform
         for record in records[:3]:

@@ -107,3 +107,14 @@ def test_the_wait_said_in_the_body_when_no_header_says() -> None:
     assert isinstance(limited, RateLimited) and limited.retry_after == 8
     assert read(errors, 429, body, {"Retry-After": "3"}).retry_after == 3  # a header wins
     assert read(errors, 429, {"error": {"rate_reset": "soon"}}).retry_after is None
+
+
+def test_a_moment_said_in_the_body_is_the_wait_until_then() -> None:
+    """Bitrix24's time.operating_reset_at: epoch seconds (or milliseconds), as a header's."""
+    errors = ErrorFormat(retry_after_in=("time.operating_reset_at",))
+    at = int(time.time()) + 120
+    for moment in (at, at * 1000):
+        said = read(errors, 429, {"error": "X", "time": {"operating_reset_at": moment}})
+        assert said.retry_after is not None and 118 <= said.retry_after <= 120
+    past = read(errors, 429, {"time": {"operating_reset_at": int(time.time()) - 5}})
+    assert past.retry_after == 1

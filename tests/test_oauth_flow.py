@@ -404,3 +404,32 @@ def test_too_many_flows_in_progress_are_refused(
         assert browser.get(base, params={"redirect": DONE}).status_code == 302
         refused = browser.get(base, params={"redirect": DONE})
     assert refused.status_code == 429 and "location" not in refused.headers
+
+
+def test_an_instance_scoped_flow_consents_on_the_instance_its_authorize_url_names(
+    tmp_path: Path, database: Database
+) -> None:
+    """``{instance}`` in a descriptor's authorize_url (Bitrix24: each portal shows its own
+    consent page) is the flow's instance_url; a flow without one is refused."""
+    bound = loopback_socket()
+    settings = make_settings(
+        tmp_path / "data",
+        database.url,
+        public_url=f"http://127.0.0.1:{bound.getsockname()[1]}",
+        oauth_clients={
+            "Bitrix24": {"client_id": "local.b24", "client_secret": "s", "redirects": [DONE]}
+        },
+    )
+    migrate_database(settings)
+    with RunningGateway(create_app(settings), bound) as gateway, httpx.Client() as browser:
+        start = f"{gateway.base_url}/authorization/oauth/Bitrix24/authorize"
+        locations = [
+            browser.get(start, params={"redirect": DONE, "instance_url": portal})
+            for portal in ("https://acme.bitrix24.com/", "https://other.bitrix24.de")
+        ]
+        unnamed = browser.get(start, params={"redirect": DONE})
+    acme, other = (httpx.URL(answer.headers["location"]) for answer in locations)
+    assert str(acme.copy_with(query=None)) == "https://acme.bitrix24.com/oauth/authorize/"
+    assert str(other.copy_with(query=None)) == "https://other.bitrix24.de/oauth/authorize/"
+    assert acme.params["client_id"] == "local.b24" and acme.params["state"]
+    assert unnamed.status_code == 400 and "location" not in unnamed.headers

@@ -66,6 +66,7 @@ def call(
     method: str = "GET",
     retrying: Retrying = FAST,
     slowness: float = 0.0,
+    once: bool = False,
 ) -> tuple[OutboundResponse, Script, float]:
     """The answer the client gets, the script (its calls), and the seconds it took."""
     script = Script(answers, slowness)
@@ -75,7 +76,8 @@ def call(
             client = outbound(host, retrying)
             try:
                 started = time.monotonic()
-                answer = await client.request(method, URL(f"http://{host}/records?q=1"))
+                url = URL(f"http://{host}/records?q=1")
+                answer = await client.request(method, url, once=once)
                 return answer, time.monotonic() - started
             finally:
                 await client.close()
@@ -120,6 +122,12 @@ def test_a_429_with_retry_after_is_waited_for() -> None:
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
 def test_a_write_answered_503_is_not_tried_again(method: str) -> None:
     answer, script, _ = call([UNAVAILABLE, OK], method=method)
+    assert answer.status == 503 and len(script.calls) == 1
+
+
+def test_a_read_that_spends_something_is_never_tried_again() -> None:
+    """A token request by GET (Bitrix24's) spends a code or a rotating refresh token."""
+    answer, script, _ = call([UNAVAILABLE, OK], once=True)
     assert answer.status == 503 and len(script.calls) == 1
 
 

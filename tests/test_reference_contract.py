@@ -54,7 +54,18 @@ import crmgate.contract
 from conftest import Demo
 
 REFERENCE = Path(crmgate.contract.__file__).with_name("data2crm-api-v1.openapi.json")
-PLATFORMS = ("Salesforce", "HubSpot", "Pipedrive", "ZohoCRM", "MicrosoftDynamics", "CloseIO")
+PLATFORMS = (
+    "Salesforce",
+    "HubSpot",
+    "Pipedrive",
+    "ZohoCRM",
+    "MicrosoftDynamics",
+    "CloseIO",
+    "Infusionsoft",
+    "AmoCRM",
+    "Bitrix24",
+    "GSuite",
+)
 WRITTEN = ("contact", "lead", "account", "opportunity", "task", "note")
 
 

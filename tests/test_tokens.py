@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -120,8 +120,19 @@ def connect_internal(gateway: RunningGateway, admin: Account, sim: SalesforceSim
     return str(created.json()["key"])
 
 
-def start_process(settings: Settings, sim: SalesforceSim) -> tuple[Served, str]:
-    """`crmgate serve` as its own process on the same database, secrets and simulator."""
+class Pointed(Protocol):
+    """A running simulator as `start_process` points a gateway at it."""
+
+    ca_file: str
+
+    def overrides(self) -> dict[str, dict[str, Any]]: ...
+
+
+def start_process(
+    settings: Settings, sim: Pointed, platform: str = "Salesforce"
+) -> tuple[Served, str]:
+    """`crmgate serve` as its own process on the same database, secrets and simulator (with
+    this module's OAuth client for ``platform``)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMGATE_")}
     env |= {
@@ -133,7 +144,7 @@ def start_process(settings: Settings, sim: SalesforceSim) -> tuple[Served, str]:
         "CRMGATE_RATE_LIMIT_USER_KEY": "",
         "CRMGATE_RATE_LIMIT_APPLICATION": "",
         "CRMGATE_OAUTH_CLIENTS": json.dumps(
-            {"Salesforce": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
+            {platform: {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
         ),
     }
     if settings.database_url:

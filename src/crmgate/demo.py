@@ -1,10 +1,11 @@
 """`crmgate serve --demo`: crmgate working with no CRM account.
 
-One simulator per platform (crmsim: Salesforce, HubSpot, Pipedrive, Close, Zoho CRM, Dynamics
-365; the ``STARTERS``) runs beside the gateway on loopback, over HTTPS with a throw-away certificate
-authority kept in the data directory, each seeded with a small sales org. A demo organisation
-gets one application connected to each, through the same API path a client uses (the
-credentials are verified with the simulator and sealed in the vault). Everything a script needs
+One simulator per platform (crmsim: Salesforce, HubSpot, Pipedrive, Close, Bitrix24, Keap,
+Kommo, Zoho CRM, Dynamics 365, Google; the ``STARTERS``) runs beside the gateway on loopback,
+over HTTPS with a throw-away certificate authority kept in the data directory, each seeded
+with a small sales org. A demo organisation gets one application connected to each, through
+the same API path a client uses (the credentials are verified with the simulator and sealed in
+the vault). Everything a script needs
 is written to ``<data_dir>/demo.json`` (0600: it holds the demo user key):
 
     {"base_url", "user_key", "applications": {"Salesforce": "<application key>", ...},
@@ -165,6 +166,57 @@ def start_close(certificates: Any) -> DemoCrm:
     )
 
 
+def start_bitrix24(certificates: Any) -> DemoCrm:
+    """A Bitrix24 portal, connected with an inbound webhook."""
+    from crmsim.bitrix24 import Bitrix24Simulator, platform_overrides, seed_bitrix24
+
+    simulator = Bitrix24Simulator(burst=10_000)
+    seed_bitrix24(simulator)
+    key = simulator.issue_key()
+    return _serve(
+        certificates,
+        "Bitrix24",
+        simulator,
+        platform_overrides,
+        "key",
+        lambda base: {"webhook_url": f"{base}/rest/{key}/"},
+    )
+
+
+def start_keap(certificates: Any) -> DemoCrm:
+    """A Keap (Infusionsoft) application, connected with a personal access token."""
+    from crmsim.keap import KeapSimulator, platform_overrides, seed_keap
+
+    simulator = KeapSimulator(tenant="demo.infusionsoft.com", burst=10_000)
+    seed_keap(simulator)
+    key = simulator.add_api_key()
+    return _serve(
+        certificates,
+        "Infusionsoft",
+        simulator,
+        platform_overrides,
+        "key",
+        lambda base: {"api_key": key},
+    )
+
+
+def start_amocrm(certificates: Any) -> DemoCrm:
+    """A Kommo (amoCRM) account, connected with a long-lived token."""
+    from crmsim.amocrm import AmoSimulator, platform_overrides, seed_amocrm
+
+    simulator = AmoSimulator(name="Demo Sales (crmsim)", per_second=10_000)
+    seed_amocrm(simulator)
+    key = simulator.add_api_key()
+    return _serve(
+        certificates,
+        "AmoCRM",
+        simulator,
+        platform_overrides,
+        "key",
+        lambda base: {"instance_url": base, "api_key": key},
+    )
+
+
 def start_zoho(certificates: Any) -> DemoCrm:
     """A Zoho CRM org, connected with an access token that outlives the demo (Zoho is OAuth
     only: a client would refresh it and send crmgate the new one)."""
@@ -207,13 +259,35 @@ def start_dynamics(certificates: Any) -> DemoCrm:
     )
 
 
+def start_google(certificates: Any) -> DemoCrm:
+    """A Google account (contacts, calendar, tasks), connected with an access token that
+    outlives the demo (Google is OAuth only: a client would refresh it and send the new one)."""
+    from crmsim.google import GoogleSimulator, platform_overrides, seed_google
+
+    simulator = GoogleSimulator(domain="demo.example", per_minute=10_000)
+    seed_google(simulator)
+    token = simulator.issue_access_token(lifetime=DEMO_SESSION_LIFETIME)
+    return _serve(
+        certificates,
+        "GSuite",
+        simulator,
+        platform_overrides,
+        "oAuth-external-refresh",
+        lambda base: {"access_token": token},
+    )
+
+
 STARTERS: tuple[Callable[[Any], DemoCrm], ...] = (
     start_salesforce,
     start_hubspot,
     start_pipedrive,
     start_close,
+    start_bitrix24,
+    start_keap,
+    start_amocrm,
     start_zoho,
     start_dynamics,
+    start_google,
 )
 
 

@@ -191,10 +191,11 @@ class OAuthFlows:
         authorization is per instance; refused where it is not (it would be ignored)."""
         assert platform.oauth is not None
         if not platform.oauth.instance_scoped:
-            if instance_url:
+            if not instance_url:
+                return None
+            if not platform.oauth.authorize_in_region:  # else it names the login server's region
                 raise FlowRefused(f"{platform.type} takes no instance_url", "instance_url")
-            return None
-        if not instance_url:
+        elif not instance_url:
             raise FlowRefused(
                 f"instance_url: {platform.name} authorizes one organisation at a time; name its "
                 "URL (e.g. https://org.crm.dynamics.com)",
@@ -286,7 +287,10 @@ class OAuthFlows:
             query |= {"code_challenge": _s256(verifier), "code_challenge_method": "S256"}
         if oauth.prompt:
             query["prompt"] = oauth.prompt
-        location = str(URL(oauth.authorize_url).with_query(query))
+        # an instance-scoped flow may consent on the instance itself ("{instance}/oauth/...")
+        authorize = oauth.authorize_url.replace("{instance}", (instance or "").rstrip("/"))
+        authorize = self.applications.connector(platform).authorize_at(authorize, instance)
+        location = str(URL(authorize).with_query(query))
         return Started(location, cookie_name(state, self.secure), browser)
 
     async def finish(self, platform_type: str, params: dict[str, str], cookie: str | None) -> str:
@@ -327,7 +331,7 @@ class OAuthFlows:
                     "error_description": params.get("error_description", "")[:300],
                 },
             )
-        expected_issuer = _origin(platform)
+        expected_issuer = _origin(platform, flow.instance_url)
         if params.get("iss") and params["iss"].rstrip("/") != expected_issuer:
             log.warning(
                 "oauth: %s callback from issuer %r refused", platform.type, params["iss"][:100]
@@ -352,12 +356,17 @@ class OAuthFlows:
         connector = self.applications.connector(platform)
         fields: dict[str, str] = {}
         try:
+            # the account a callback names is of the region whose login server authorized
+            authorized_at = connector.authorize_at(expected_issuer, flow.instance_url)
+            connector.check_callback_region(params, authorized_at)
             # the token endpoint of this callback: the platform's, or one the connector
             # chooses from it (Zoho: the data centre of the user's account), checked
             fields, _ = await connector.token_request(
                 form, client, connector.code_token_url(params)
             )
-            if flow.instance_url:  # the instance the user authorized, not one an answer names
+            if (named := connector.callback_instance(params)) is not None:
+                fields["instance_url"] = str(named)  # the one the user chose (Kommo)
+            elif flow.instance_url:  # the instance the user authorized, not one an answer names
                 fields["instance_url"] = flow.instance_url
             if flow.mode == "fragment":
                 await self._record("oauth.connected", flow, None)
@@ -451,9 +460,9 @@ def _context(flow_id: str) -> bytes:
     return f"oauth-flow|{flow_id}".encode()
 
 
-def _origin(platform: Platform) -> str:
+def _origin(platform: Platform, instance: str | None = None) -> str:
     assert platform.oauth is not None
-    url = URL(platform.oauth.authorize_url)
+    url = URL(platform.oauth.authorize_url.replace("{instance}", (instance or "").rstrip("/")))
     return str(url.origin())
 
 

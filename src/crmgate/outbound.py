@@ -342,11 +342,14 @@ class Outbound:
         *,
         headers: Mapping[str, str] | None = None,
         data: Any = None,
+        once: bool = False,
     ) -> OutboundResponse:
         """One call, the guard checked on every try; a read the CRM could not serve for now
-        is tried again (``Retrying``)."""
+        is tried again (``Retrying``). ``once``: a call that changes something although its
+        method is safe (a token request by GET, which spends a code or a refresh token) is
+        never sent twice."""
         try:
-            if method.upper() not in SAFE_METHODS:
+            if once or method.upper() not in SAFE_METHODS:
                 return await self._once(method, url, headers, data)
             return await self._read(method, url, headers, data)
         except _Unreachable as error:

@@ -102,6 +102,16 @@ class Services:
             settings.max_applications,
             audit,
         )
+        flows = OAuthFlows(
+            sessions,
+            the_vault,
+            accounts,
+            applications,
+            settings.oauth_clients,
+            settings.resolved_public_url,
+            audit,
+        )
+        tokens = TokenManager(applications.store, settings.oauth_clients, audit, flows.callback_url)
         return cls(
             settings=settings,
             engine=engine,
@@ -111,18 +121,8 @@ class Services:
             vault=the_vault,
             outbound=outbound,
             applications=applications,
-            entities=EntityService(
-                applications, TokenManager(applications.store, settings.oauth_clients, audit)
-            ),
-            oauth=OAuthFlows(
-                sessions,
-                the_vault,
-                accounts,
-                applications,
-                settings.oauth_clients,
-                settings.resolved_public_url,
-                audit,
-            ),
+            entities=EntityService(applications, tokens),
+            oauth=flows,
             limits=RateLimits.from_settings(settings),
             audit=audit,
             restricted_keys=RestrictedKeyStore(sessions, key_hasher(settings), audit, cache),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,10 +52,13 @@ class TokenManager:
         store: ApplicationStore,
         clients: Mapping[str, OAuthClient],
         audit: AuditLog | None = None,
+        callback_url: Callable[[Platform], str] | None = None,
     ) -> None:
         self.store = store
         self.clients = clients
         self._audit = audit
+        # crmgate's OAuth callback, which a refresh repeats where the CRM wants it (Kommo)
+        self._callback_url = callback_url
         self._locks: dict[str, asyncio.Lock] = {}
         # application -> (credentials revision, when, error) of its last failed renewal: the
         # requests that waited for it, and those of the next seconds, get that answer instead
@@ -192,7 +195,10 @@ class TokenManager:
                 verified = await connector.verify("user", current.fields)
                 log.info("application %s: logged in to %s again", view.key[:8], platform.name)
                 return Credentials(current.fields, verified.derived)
-            fields, derived = await connector.refresh(current.fields, self.client(platform))
+            redirect = self._callback_url(platform) if self._callback_url else None
+            fields, derived = await connector.refresh(
+                current.fields, self.client(platform), redirect
+            )
         except GrantRevoked as refused:
             log.warning(
                 "application %s: %s refused its renewal for good; it is marked unauthorized",

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from crmgate.connectors.amocrm import AmoConnector
 from crmgate.connectors.base import Connector
+from crmgate.connectors.bitrix24 import Bitrix24Connector
 from crmgate.connectors.close import CloseConnector
 from crmgate.connectors.dynamics import DynamicsConnector
+from crmgate.connectors.google import GoogleConnector
 from crmgate.connectors.hubspot import HubSpotConnector
+from crmgate.connectors.keap import KeapConnector
 from crmgate.connectors.pipedrive import PipedriveConnector
 from crmgate.connectors.salesforce import SalesforceConnector
 from crmgate.connectors.zoho import ZohoConnector
@@ -19,5 +23,9 @@ REGISTRY: dict[str, type[Connector]] = {
         ZohoConnector,
         DynamicsConnector,
         CloseConnector,
+        GoogleConnector,
+        AmoConnector,
+        KeapConnector,
+        Bitrix24Connector,
     )
 }

@@ -24,15 +24,17 @@ class AuthScheme(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["bearer", "header", "basic", "query"] = "bearer"
+    kind: Literal["bearer", "header", "basic", "query", "path"] = "bearer"
     # bearer: the Authorization scheme word (RFC 6750's Bearer; Zoho's Zoho-oauthtoken)
     scheme: str = "Bearer"
-    # header: the header's name (x-api-token); query: the parameter's name (api_token)
+    # header: the header's name (x-api-token); query: the parameter's name (api_token); path:
+    # the path prefix after which the token goes as segments of its own (a webhook whose
+    # secret is in its path: /rest/ + <token> + /method)
     name: str = ""
 
     @model_validator(mode="after")
     def _named(self) -> AuthScheme:
-        if self.kind in ("header", "query") and not self.name:
+        if self.kind in ("header", "query", "path") and not self.name:
             raise ValueError(f"an auth scheme of kind {self.kind} needs a name")
         return self
 
@@ -45,6 +47,13 @@ class AuthScheme(BaseModel):
             sent[self.name] = token
         elif self.kind == "basic":  # RFC 7617, the key as user and no password (Close)
             sent["Authorization"] = "Basic " + base64.b64encode(f"{token}:".encode()).decode()
+        elif self.kind == "path":
+            path = url.raw_path
+            if path.startswith(self.name):
+                rest = path[len(self.name) :]
+                query = f"?{url.raw_query_string}" if url.raw_query_string else ""
+                path = f"{self.name}{token.strip('/')}/{rest}"
+                url = URL(f"{url.origin()}{path}{query}", encoded=True)
         else:
             url = url.update_query({self.name: token})
         return url, sent

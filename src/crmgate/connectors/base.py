@@ -563,7 +563,8 @@ class Connector:
         if check.then is not None:
             then = check.then
             path = then.path.format(**{k: quote(v, safe="") for k, v in said.items()})
-            url = (access.instance_url / path).with_query(then.query)
+            query = {name: value.format(**said) for name, value in then.query.items()}
+            url = (access.instance_url / path).with_query(query)
             try:
                 more = _said(then, await self.checked(access, url, then.headers))
             except CrmError:
@@ -666,11 +667,16 @@ class Connector:
         Zoho), already checked; ``refusals``: the error an RFC 6749 error code is, where the
         client is the application's own (client_credentials) rather than crmgate's."""
         sent, auth = self.token_client_auth(form, client)
+        url = url or self._oauth_url("token_url")
+        method = self.platform.oauth.token_method if self.platform.oauth else "POST"
+        if method == "GET":  # the parameters in the query (the outbound layer logs hosts only)
+            url, sent = url.update_query(sent), {}
         response = await self.call(
-            "POST",
-            url or self._oauth_url("token_url"),
-            data=sent,
+            method,
+            url,
+            data=sent or None,
             headers={"Accept": "application/json", **auth},
+            once=True,  # a code or a rotating refresh token is spent: never sent twice
         )
         try:
             answer = json.loads(response.body)
@@ -728,6 +734,9 @@ class Connector:
         the callback names (Zoho's ``accounts-server`` and ``location``) if it is one of the
         platform's regions', never a host it was merely told (the client secret goes there)."""
         oauth = self.platform.oauth
+        instance = self.callback_instance(callback)
+        if instance is not None and oauth is not None:
+            return instance.with_path(URL(oauth.token_url).path)
         if oauth is None or not oauth.regional:
             return None
         named = callback.get(oauth.callback_login_in) if oauth.callback_login_in else None
@@ -736,6 +745,45 @@ class Connector:
             return None
         region = self.platform.region_at(named or "", location)
         return self._at_region(region, oauth.token_url)
+
+    def callback_instance(self, callback: Mapping[str, str]) -> URL | None:
+        """The instance an OAuth callback names (``oauth.callback_instance_in``: a host or a
+        URL), checked against the platform's hosts; None where the platform's callbacks name
+        none."""
+        oauth = self.platform.oauth
+        where = oauth.callback_instance_in if oauth else ""
+        named = callback.get(where) if where else None
+        if not named:
+            return None
+        try:
+            return self.instance_url(named if "://" in named else f"https://{named}")
+        except OutboundRefused as refused:
+            raise NotValid(f"{self.platform.name} named a refused instance: {refused}") from None
+
+    def authorize_at(self, authorize_url: str, instance: str | None) -> str:
+        """The flow's authorize URL: on the login server of ``instance``'s region where the
+        descriptor says the flow may name one (``oauth.authorize_in_region``), else as given."""
+        oauth = self.platform.oauth
+        region = self.platform.region_of(instance) if instance else None
+        if oauth is None or not oauth.authorize_in_region or region is None:
+            return authorize_url
+        return region.login_url.rstrip("/") + URL(authorize_url).raw_path
+
+    def check_callback_region(self, callback: Mapping[str, str], authorized_at: str) -> None:
+        """Refuse (NotValid) a callback naming an instance of another region than the login
+        server at ``authorized_at`` (``oauth.authorize_in_region``: a code www.kommo.com gave
+        is for a Kommo account, never an amoCRM.ru one, whose host would get the secret)."""
+        oauth, named = self.platform.oauth, self.callback_instance(callback)
+        if oauth is None or not oauth.authorize_in_region or named is None:
+            return
+        expected = self.platform.region_at(authorized_at)
+        found = self.platform.region_of(str(named))
+        if expected is not None and found != expected:
+            where = found.name if found else "no known"
+            raise NotValid(
+                f"{self.platform.name} named an account of {where} region, not of "
+                f"{expected.name}'s login server that authorized it"
+            )
 
     def regional_url(self, instance_url: str, which: str) -> URL | None:
         """The OAuth endpoint ``which`` (``token_url``, ``revoke_url``) on the login server of
@@ -804,22 +852,30 @@ class Connector:
             ) from None
 
     async def refresh(
-        self, credential: Mapping[str, str], client: OAuthClient
+        self, credential: Mapping[str, str], client: OAuthClient, redirect_uri: str | None = None
     ) -> tuple[dict[str, str], dict[str, str]]:
         """New tokens for an oAuth-internal application: the refresh_token grant (with the
-        connector's ``refresh_form``, at its ``refresh_url``)."""
+        connector's ``refresh_form``, at its ``refresh_url``); ``redirect_uri``, crmgate's
+        callback, repeated where the descriptor says (``oauth.refresh_redirect_uri``)."""
         token = credential.get("refresh_token")
         if not token:
             raise GrantRevoked(f"{self.platform.name}: the application has no refresh token")
         form = {"grant_type": "refresh_token", "refresh_token": token}
+        oauth = self.platform.oauth
+        if oauth is not None and oauth.refresh_redirect_uri and redirect_uri:
+            form["redirect_uri"] = redirect_uri
         form |= self.refresh_form(credential)
         return await self.token_request(form, client, self.refresh_url(credential))
 
     def refresh_url(self, credential: Mapping[str, str]) -> URL | None:
         """Where a refresh goes: None for the descriptor's token_url; the login server of the
         credential's region where the regions have their own (``oauth.regional``); a hook
-        (Entra ID's tenant), already checked."""
-        return self.regional_url(credential.get("instance_url", ""), "token_url")
+        (Entra ID's tenant), already checked; the instance's own where its callback named it
+        (``oauth.callback_instance_in``)."""
+        oauth, instance = self.platform.oauth, credential.get("instance_url", "")
+        if oauth is not None and oauth.callback_instance_in and instance:
+            return self.instance_url(instance).with_path(URL(oauth.token_url).path)
+        return self.regional_url(instance, "token_url")
 
     def refresh_form(self, credential: Mapping[str, str]) -> dict[str, str]:
         """What a refresh sends besides the token (a hook): an ``instance_scoped`` flow's scopes

@@ -75,6 +75,10 @@ class OAuthEndpoints(_Frozen):
     scope_separator: str = " "  # RFC 6749 joins scopes with spaces; Zoho with commas
     # How the client authenticates at the token endpoint (RFC 6749 section 2.3.1).
     client_auth: Literal["form", "basic"] = "form"
+    # How the token endpoint is called: RFC 6749's POST of a form, or a GET with the same
+    # parameters in the query (Bitrix24's token server); such a URL holds the client secret
+    # and the code or refresh token, and is never logged or shown.
+    token_method: Literal["POST", "GET"] = "POST"  # noqa: S105 - an HTTP method
     # The authorization is for one instance the client names (Dynamics 365: the organisation,
     # whose URL is part of the scope): the flow needs `instance_url` (checked against the
     # platform's hosts), `{instance}` in a scope is replaced by it, and it becomes the
@@ -99,6 +103,17 @@ class OAuthEndpoints(_Frozen):
     regional: bool = False
     callback_login_in: str = ""
     callback_region_in: str = ""
+    # The OAuth callback names the instance the user chose in this parameter (Kommo's
+    # `referer`): it must be one of the platform's hosts, becomes the credential's instance_url,
+    # and the instance's own token endpoint (token_url's path on it) takes the code and every
+    # refresh.
+    callback_instance_in: str = ""
+    # The flow may name the instance (instance_url, optional): the authorize URL is then on the
+    # login server of its region (Kommo's www.kommo.com, amoCRM's www.amocrm.ru), and the
+    # instance a callback names must be of the region whose login server authorized.
+    authorize_in_region: bool = False
+    # The refresh_token grant repeats the authorization's redirect_uri (Kommo's token endpoint).
+    refresh_redirect_uri: bool = False
 
 
 ContractCode = Literal[
@@ -288,8 +303,9 @@ class ObjectEntry(_Frozen):
 class Verification(_Frozen):
     """The credential check (``verify``): one GET on the instance whose answer names who the
     credential acts as, read at these JSON paths (the first value each finds). ``then`` is a
-    second GET for what the first does not say (the user's own record), its path formatted with
-    the first's values (``{user_id}``); where it fails, what it would say stays unknown."""
+    second GET for what the first does not say (the user's own record), its path and query
+    values formatted with the first's values (``{user_id}``, ``{email}``); where it fails, what
+    it would say stays unknown."""
 
     path: str  # relative to the instance (or the api_url)
     query: dict[str, str] = Field(default_factory=dict)

@@ -176,7 +176,12 @@ def read(
     waits = [v for p in errors.retry_after_in for v in select(entry, p) if _seconds(v)]
     retry_after = _retry_after(headers or {}, errors.retry_after)
     if retry_after is None and waits:
-        retry_after = max(1, min(math.ceil(waits[0]), RETRY_LIMIT))
+        wait = waits[0]  # seconds, or (as in a header) a moment in epoch seconds or milliseconds
+        if wait > 1_000_000_000_000:
+            wait = wait / 1000 - time.time()
+        elif wait > 1_000_000_000:
+            wait -= time.time()
+        retry_after = max(1, min(math.ceil(wait), RETRY_LIMIT))
     return Refusal(
         status=status,
         code=code,
