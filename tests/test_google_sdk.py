@@ -4,6 +4,7 @@ the simulator is wrong."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -151,13 +152,16 @@ def test_events_are_inserted_listed_patched_and_deleted(google: Google) -> None:
     }
     made = [events.insert(calendarId="primary", body=body).execute() for _ in range(3)]
     assert made[0]["kind"] == "calendar#event" and made[0]["status"] == "confirmed"
+    for event in reversed(made):  # changed last to first, a few milliseconds apart
+        time.sleep(0.01)
+        events.patch(calendarId="primary", eventId=event["id"], body={"colorId": "2"}).execute()
     request = events.list(calendarId="primary", maxResults=2, orderBy="updated")
     seen: list[str] = []
     while request is not None:
         answer = request.execute()
         seen += [e["id"] for e in answer.get("items", [])]
         request = events.list_next(request, answer)
-    assert seen == [e["id"] for e in made]
+    assert seen == [e["id"] for e in reversed(made)]
     patched = events.patch(calendarId="primary", eventId=made[0]["id"], body={"location": "Room 2"})
     assert patched.execute()["location"] == "Room 2"
     events.delete(calendarId="primary", eventId=made[0]["id"]).execute()

@@ -142,8 +142,8 @@ def test_make_serve_prints_a_curl_that_lists_demo_contacts(
         assert stat.S_IMODE(demo_file.stat().st_mode) == 0o600
         assert demo["base_url"] == f"http://127.0.0.1:{port}" and demo["user_key"] == key
         assert demo["applications"]["Salesforce"] == application
-        platforms = {"Salesforce", "HubSpot", "Pipedrive", "CloseIO", "ZohoCRM"}
-        platforms.add("MicrosoftDynamics")
+        platforms = {"Salesforce", "HubSpot", "Pipedrive", "CloseIO", "ZohoCRM", "Bitrix24"}
+        platforms |= {"MicrosoftDynamics", "AmoCRM", "Infusionsoft", "GSuite"}
         assert set(demo["applications"]) == set(demo["simulators"]) == platforms
         assert all(url.startswith("https://127.0.0.1:") for url in demo["simulators"].values())
         for platform, app_key in demo["applications"].items():  # each one answers, seeded
