@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install serve test lint typecheck check lock clean coverage docs bench
+.PHONY: install chromium serve test lint typecheck check lock clean coverage docs bench
 
 install: $(STAMP)
 
@@ -23,8 +23,14 @@ serve: install
 
 # Every test, on as many workers as the machine has cores (pytest-xdist; PYTEST_ARGS="-n 0" runs
 # them in one process, e.g. with -x or a debugger).
-test: install
+test: install chromium
 	$(PY) -m pytest -n auto --dist worksteal $(PYTEST_ARGS)
+
+# The portal's browser tests drive Debian's chromium (Playwright downloads no browser here).
+chromium:
+	@command -v chromium >/dev/null || \
+		{ apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } || \
+		{ echo "make test: needs chromium; as root: apt-get install -y chromium"; exit 1; }
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

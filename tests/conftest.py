@@ -426,12 +426,15 @@ def oauth_connect(
     platform: str,
     done: str,
     ca_file: str,
+    *,
+    entities: str = "",
     **session: str,
 ) -> str:
     """An OAuth flow in application mode, as an admin and a browser run it: the admin opens a
     session, the browser follows the redirects through the CRM's authorize page (the simulator
     approves at once) and back to crmgate's callback, which sends it to ``done`` with the new
-    application's key in the fragment. Returns that key."""
+    application's key in the fragment. Returns that key. ``entities``: the flow asks only
+    their scopes (``/authorize?entities=``)."""
     with gateway.client(admin_key) as client:
         opened = client.post(
             "/v1/oauth/session", json={"type": platform, "redirect": done, **session}
@@ -439,7 +442,10 @@ def oauth_connect(
         assert opened.status_code == 201, opened.text
     context = ssl.create_default_context(cafile=ca_file)
     with httpx.Client(trust_env=False, timeout=20, verify=context) as browser:
-        response = browser.get(opened.json()["authorize_url"])
+        authorize = httpx.URL(opened.json()["authorize_url"])
+        response = browser.get(
+            authorize.copy_add_param("entities", entities) if entities else authorize
+        )
         for _ in range(5):
             location = response.headers.get("location", "")
             if response.status_code != 302 or location.startswith(done):
@@ -509,7 +515,8 @@ def serve_process(directory: Path, *arguments: str, **environment: str) -> Itera
             text=True,
         )
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    # the demo starts eleven simulators: on a loaded two-core machine that can take a minute
+    deadline = time.monotonic() + 120
     while True:
         try:
             if httpx.get(f"{base_url}/health", timeout=1, trust_env=False).status_code == 200:
@@ -670,3 +677,72 @@ def hubspot(certificates: Certificates) -> Iterator[HubSpot]:
     simulator = HubSpotSimulator()
     with RunningSimulator(simulator.app(), certificates) as running:
         yield HubSpot(simulator, running.base_url, str(certificates.ca_file))
+
+
+# ---- the portal in a browser (tests/browser.py has the helpers) --------------------------------
+
+from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium(portal_server: Served) -> Iterator[Browser]:
+    """Chromium for one test module. Playwright's sync API runs an event loop in this thread
+    while it lives, and other tests call asyncio.run(): so it lives for a module, and starts
+    after the server (whose set-up runs asyncio.run). A module that needs a server of its own
+    defines its own ``portal_server`` fixture (module scope), which this one then uses."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@contextlib.contextmanager
+def start_portal(directory: Path, **environment: str) -> Iterator[Served]:
+    """``crmgate serve --demo`` with open sign-up and the rate limits lifted (the browser tests
+    sign up many accounts from one address; the limits have tests of their own)."""
+    env = {
+        "CRMGATE_PORTAL_SIGNUP": "open",
+        "CRMGATE_RATE_LIMIT_USER_KEY": "",
+        "CRMGATE_RATE_LIMIT_APPLICATION": "",
+        "CRMGATE_RATE_LIMIT_BAD_KEYS": "",
+        # cheap password hashes: the tests sign in often; the parameters are the operator's
+        "CRMGATE_PORTAL_ARGON2_MEMORY_KIB": "8192",
+        "CRMGATE_PORTAL_ARGON2_TIME_COST": "1",
+    }
+    with serve_process(directory, "--demo", **(env | environment)) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def portal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with start_portal(tmp_path_factory.mktemp("portal")) as served:
+        yield served
+
+
+@pytest.fixture
+def page(chromium: Browser, portal_server: Served) -> Iterator[Page]:
+    """A page in a browser context of its own (its own cookies), on the portal's server."""
+    context = chromium.new_context(base_url=portal_server.base_url)
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # a module's first browser test starts `crmgate serve --demo` (eleven simulators) and
+    # Chromium in its set-up, which the default 120 s counts
+    for item in items:
+        if "chromium" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(300))

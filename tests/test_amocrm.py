@@ -401,3 +401,165 @@ def test_the_simulator_answers_429_past_its_calls_a_second(amo_sim: AmoSim) -> N
     limited = answers[7]
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
     assert limited.headers["Content-Type"].startswith("application/problem+json")
+
+
+# ---- notes on deals, contacts and companies -------------------------------------------------
+
+PARENTS = {"opportunity": "leads", "contact": "contacts", "account": "companies"}
+
+
+def _linked(relation: str, parent: str, body: str = "Met") -> dict[str, Any]:
+    return {"body": body, "relation": {relation: [{"type": relation, "entity": {"id": parent}}]}}
+
+
+def _note(account: Account, relation: str, parent: str, body: str = "Met") -> str:
+    made = account.ok("POST", "/entity/note", 201, json=_linked(relation, parent, body))
+    return str(made["id"])
+
+
+def _native(note: str) -> str:
+    return note.rpartition("-")[2]
+
+
+@pytest.mark.parametrize("relation", ["contact", "account"])
+def test_a_note_on_a_contact_or_a_company_is_made_read_and_changed_in_its_parents_notes(
+    account: Account, relation: str
+) -> None:
+    sim, kind = account.sim, PARENTS[relation]
+    parent = sim.insert(kind, {"name": "Parent"})
+    note = _note(account, relation, parent)
+    native = _native(note)
+    assert note == f"{kind}-{native}"  # Kommo finds a note under its parent's type only
+    stored = sim.store["notes"][native]
+    assert (stored["_parent"], stored["entity_id"]) == (kind, int(parent))
+    assert stored["params"] == {"text": "Met"} and stored["note_type"] == "common"
+    one = account.ok("GET", f"/entity/note/{note}")
+    assert one["body"] == "Met" and one["relation"][relation][0]["entity"]["id"] == parent
+    assert set(one["relation"]) - {"user"} == {relation}
+    account.ok("PUT", f"/entity/note/{note}", json={"body": "Changed"})
+    assert account.ok("GET", f"/entity/note/{note}")["body"] == "Changed"
+    for call in (("POST", ""), ("GET", f"/{native}"), ("PATCH", f"/{native}")):
+        assert (call[0], f"/api/v4/{kind}/notes{call[1]}") in sim.calls, call
+
+
+def test_notes_listed_by_their_parent_come_from_its_own_list(account: Account) -> None:
+    sim = account.sim
+    ada, bob = (sim.insert("contacts", {"name": name}) for name in ("Ada", "Bob"))
+    firm, deal = sim.insert("companies", {"name": "Initech"}), sim.insert("leads", {"name": "D"})
+    adas = [_note(account, "contact", ada, f"Ada {n}") for n in range(2)]
+    _note(account, "contact", bob)
+    firms = _note(account, "account", firm, "Initech")
+    _note(account, "opportunity", deal)
+    by_ada = {"filter": f"relation.contact eq '{ada}'"}
+    assert [r["id"] for r in account.ok("GET", "/entity/note/list", params=by_ada)] == adas
+    assert account.ok("GET", "/entity/note/count", params=by_ada) == {"total": 2}
+    assert ("GET", f"/api/v4/contacts/{ada}/notes") in sim.calls  # the parent's own list
+    by_firm = {"filter": f"relation.account eq '{firm}'", "sort": "-id"}
+    listed = account.ok("GET", "/entity/note/list", params=by_firm)
+    assert [(r["id"], r["body"]) for r in listed] == [(firms, "Initech")]
+    before = len(sim.calls)
+    both = {"filter": f"relation.contact eq '{ada}' and relation.account eq '{firm}'"}
+    assert account.ok("GET", "/entity/note/list", params=both) == []  # a note has one parent
+    assert len(sim.calls) == before
+    bad = account.call("GET", "/entity/note/list", params={"filter": "relation.contact eq 'x'"})
+    assert bad.status_code == 400 and bad.json()["detail"]["code"] == "NOT_VALID"
+
+
+def test_notes_without_a_parent_are_the_three_lists_merged_in_order(account: Account) -> None:
+    sim = account.sim
+    parents = {kind: sim.insert(kind, {"name": "Parent"}) for kind in PARENTS.values()}
+    made = [  # batches (250) that end apart: the deals' first ends before the contacts' notes
+        sim.insert(f"{kind}/notes", note)
+        for kind, many in (("leads", 300), ("contacts", 300), ("companies", 100), ("leads", 100))
+        for n in range(many)
+        if (
+            note := {
+                "entity_id": int(parents[kind]),
+                "note_type": "common",
+                "params": {"text": "."},
+            }
+        )
+    ]
+    before = len(sim.calls)
+    pages = [
+        account.ok("GET", "/entity/note/list", params={"sort": "id", "page_size": 100, "page": p})
+        for p in range(1, 10)
+    ]
+    listed = [_native(r["id"]) for page in pages for r in page]
+    assert listed == made and pages[-1] == []  # every note once, in id order across the lists
+    assert len(sim.calls) - before == 5  # each batch read once: 2 of deals and contacts, 1
+    newest = [
+        account.ok("GET", "/entity/note/list", params={"sort": "-id", "page_size": 100, "page": p})
+        for p in (1, 2)
+    ]
+    assert [_native(r["id"]) for page in newest for r in page] == made[::-1][:200]
+    assert {r["id"].partition("-")[0] for r in newest[1]} == {"companies"}
+    assert account.ok("GET", "/entity/note/count") == {"total": 800}
+
+
+def test_a_note_has_one_parent_and_stays_on_its_type(account: Account) -> None:
+    sim = account.sim
+    ada, bob = (sim.insert("contacts", {"name": name}) for name in ("Ada", "Bob"))
+    deal = sim.insert("leads", {"name": "Deal"})
+    two = _linked("contact", ada)
+    two["relation"]["opportunity"] = [{"type": "opportunity", "entity": {"id": deal}}]
+    for body in ({"body": "Orphan"}, two):
+        refused = account.call("POST", "/entity/note", json=body)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"]["code"] == "NOT_VALID"
+    note = _note(account, "contact", ada)
+    moved = account.call("PUT", f"/entity/note/{note}", json=_linked("opportunity", deal))
+    assert moved.status_code == 422 and moved.json()["detail"]["code"] == "NOT_VALID"
+    assert not [call for call in sim.calls if call[0] == "PATCH"]
+    account.ok("PUT", f"/entity/note/{note}", json=_linked("contact", bob))  # another contact
+    assert sim.store["notes"][_native(note)]["entity_id"] == int(bob)
+    assert len(sim.store["notes"]) == 1
+
+
+def test_a_note_is_found_by_the_id_naming_its_type_only(account: Account) -> None:
+    sim = account.sim
+    note = _note(account, "opportunity", sim.insert("leads", {"name": "Deal"}))
+    assert note.isdigit()  # a deal's note keeps Kommo's id
+    for wrong in (f"contacts-{note}", f"companies-{note}", f"leads-{note}", f"tasks-{note}"):
+        missing = account.call("GET", f"/entity/note/{wrong}")
+        assert missing.status_code == 404, wrong
+    asked = [path for method, path in sim.calls if path.endswith(f"/notes/{note}")]
+    assert asked == [f"/api/v4/contacts/notes/{note}", f"/api/v4/companies/notes/{note}"]
+    found = account.ok("GET", "/entity/note/list", params={"filter": f"id eq '{note}'"})
+    assert [r["id"] for r in found] == [note]
+    elsewhere = {"filter": f"id eq 'contacts-{note}'"}
+    assert account.ok("GET", "/entity/note/list", params=elsewhere) == []
+
+
+def test_notes_in_bulk_go_to_their_parents_lists_and_answer_in_order(account: Account) -> None:
+    sim = account.sim
+    ada, firm = sim.insert("contacts", {"name": "Ada"}), sim.insert("companies", {"name": "I"})
+    deal = sim.insert("leads", {"name": "Deal"})
+    items = [
+        _linked("contact", ada),
+        _linked("opportunity", deal),
+        {"body": "Orphan"},
+        _linked("account", firm),
+        _linked("contact", ada, "Again"),
+    ]
+    made = account.ok("POST", "/entity/note/bulk", 201, json={"item": items})["item"]
+    assert [i["status"] for i in made] == [201, 201, 422, 201, 201]
+    assert made[2]["error"]["code"] == "NOT_VALID"
+    ids = [i["id"] for i in made if i["status"] == 201]
+    assert [i.partition("-")[0] for i in ids] == ["contacts", ids[1], "companies", "contacts"]
+    posts = sorted(path for method, path in sim.calls if method == "POST")
+    assert posts == [f"/api/v4/{kind}/notes" for kind in ("companies", "contacts", "leads")]
+    changes = [{"id": i, "body": "Changed"} for i in [*ids, f"tasks-{_native(ids[0])}"]]
+    changed = account.ok("PUT", "/entity/note/bulk", json={"item": changes})["item"]
+    assert [i["status"] for i in changed] == [200, 200, 200, 200, 404]
+    assert [i["id"] for i in changed[:4]] == ids
+    assert {n["params"]["text"] for n in sim.store["notes"].values()} == {"Changed"}
+
+
+def test_a_note_on_a_contact_is_not_deleted(account: Account) -> None:
+    sim = account.sim
+    note = _note(account, "contact", sim.insert("contacts", {"name": "Ada"}))
+    refused = account.call("DELETE", f"/entity/note/{note}")
+    assert refused.status_code == 403 and refused.json()["detail"]["code"] == "NOT_SUPPORTED"
+    assert _native(note) in sim.store["notes"]  # Kommo's API v4 has no DELETE for notes
+    assert not [call for call in sim.calls if call[0] == "DELETE"]

@@ -187,6 +187,8 @@ def test_the_demo_seed_fills_a_small_portal(b24: Bitrix24Sim) -> None:
     store = b24.simulator.store
     assert len(store["company"]) == 3 and len(store["contact"]) == 3
     assert len(store["deal"]) == 3 and len(store["lead"]) == 3
+    assert {c["ENTITY_TYPE"] for c in store["timeline.comment"].values()} == {"company"}
+    assert len(store["timeline.comment"]) == 3
     overrides = platform_overrides(b24.base_url)[TYPE]
     assert overrides["oauth"]["token_url"] == f"{b24.base_url}/oauth/token/"
 
@@ -275,3 +277,63 @@ def test_a_method_past_its_time_limit_is_429_until_it_resets(
         assert limited.status_code == 429 and limited.json()["detail"]["code"] == "RATE_LIMITED"
         waits.append(int(limited.headers["retry-after"]))
     assert 295 <= waits[0] <= 300 and waits[1] == 600
+
+
+def test_notes_are_timeline_comments_listed_only_by_the_record_they_are_on(
+    portal: AppClient, b24: Bitrix24Sim
+) -> None:
+    """crm.timeline.comment.list must name the record (ENTITY_TYPE, ENTITY_ID): a note list or
+    count without a relation filter is refused before any call, never read whole."""
+    sim = b24.simulator
+    company, other = sim.insert("company", {"TITLE": "Acme"}), sim.insert("company", {"TITLE": "B"})
+    contact = sim.insert("contact", {"LAST_NAME": "Lee"})
+    on = lambda r, i: {"relation": {r: [{"type": r, "entity": {"id": i}}]}}  # noqa: E731
+    note = portal.ok("POST", "/entity/note", 201, json={"body": "Called", **on("account", company)})
+    held = sim.store["timeline.comment"][note["id"]]
+    assert (held["ENTITY_TYPE"], str(held["ENTITY_ID"]), held["COMMENT"]) == (
+        "company",
+        company,
+        "Called",
+    )
+    portal.ok("POST", "/entity/note", 201, json={"body": "Elsewhere", **on("account", other)})
+    mine = portal.ok("POST", "/entity/note", 201, json={"body": "Met", **on("contact", contact)})
+    shown = portal.ok("GET", f"/entity/note/{note['id']}")
+    assert shown["body"] == "Called" and shown["relation"]["account"][0]["entity"]["id"] == company
+
+    lists = lambda: sum(1 for c in sim.calls if c[1].endswith("crm.timeline.comment.list"))  # noqa: E731
+    before = lists()
+    for route in ("list", "count"):
+        whole = portal.call("GET", f"/entity/note/{route}")
+        assert whole.status_code == 403, whole.text
+        assert whole.json()["detail"]["code"] == "NOT_SUPPORTED"
+        assert "relation.account eq" in whole.json()["detail"]["message"]
+    by_author = portal.call("GET", "/entity/note/list", params={"filter": "relation.user eq '1'"})
+    assert by_author.status_code == 403 and lists() == before  # no call made
+    by_company = {"filter": f"relation.account eq '{company}'"}
+    assert [n["id"] for n in portal.ok("GET", "/entity/note/list", params=by_company)] == [
+        note["id"]
+    ]
+    assert portal.ok("GET", "/entity/note/count", params=by_company) == {"total": 1}
+    by_contact = {"filter": f"relation.contact eq '{contact}'"}
+    assert [n["id"] for n in portal.ok("GET", "/entity/note/list", params=by_contact)] == [
+        mine["id"]
+    ]
+    for params in (  # the list filters by the record only, sorts by id, created_at, author
+        {"filter": f"relation.account eq '{company}' and body eq 'Called'"},
+        {"filter": f"relation.account eq '{company}' and relation.contact ne '{contact}'"},
+        {**by_company, "sort": "body"},
+    ):
+        refused = portal.call("GET", "/entity/note/list", params=params)
+        assert refused.status_code == 400, (params, refused.text)
+        assert refused.json()["detail"]["code"] == "NOT_VALID"
+    newest = portal.ok("GET", "/entity/note/list", params={**by_company, "sort": "-created_at"})
+    assert [n["id"] for n in newest] == [note["id"]]
+
+    portal.ok("PUT", f"/entity/note/{note['id']}", json={"body": "Called twice"})
+    assert sim.store["timeline.comment"][note["id"]]["COMMENT"] == "Called twice"
+    assert portal.call("DELETE", f"/entity/note/{note['id']}").status_code == 204
+    assert note["id"] not in sim.store["timeline.comment"]
+    gone = portal.call("GET", f"/entity/note/{note['id']}")
+    assert gone.status_code == 404 and gone.json()["detail"]["code"] == "ENTITY_NOT_FOUND"
+    nowhere = portal.call("POST", "/entity/note", json={"body": "On nothing"})
+    assert nowhere.status_code == 422, nowhere.text

@@ -3,6 +3,7 @@ SDK and the simulator disagree, the simulator is wrong."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 
@@ -129,3 +130,41 @@ def test_an_expired_oauth_token_is_refreshed_at_the_token_server_with_get(
     assert [row["NAME"] for row in Client(token).crm.contact.list().result] == ["Ann"]
     assert token.auth_token != old
     assert [c for c in simulator.calls if c[1] == "/oauth/token/"] == [("GET", "/oauth/token/")]
+
+
+def test_timeline_comments_name_their_record_and_its_list_requires_it(sim: Sim) -> None:
+    simulator, client, _ = sim
+    company = int(simulator.insert("company", {"TITLE": "Acme"}))
+    comments = client.crm.timeline.comment
+    files = [["a.txt", base64.b64encode(b"hi").decode()]]
+    fields = {"ENTITY_ID": company, "ENTITY_TYPE": "company", "COMMENT": "Hello", "FILES": files}
+    made = comments.add(fields=fields).result
+    assert isinstance(made, int)
+    read = comments.get(bitrix_id=made).result
+    assert (read["ENTITY_TYPE"], read["ENTITY_ID"], read["COMMENT"]) == (
+        "company",
+        str(company),
+        "Hello",
+    )
+    assert [(f["name"], f["size"]) for f in read["FILES"].values()] == [("a.txt", 2)]
+    assert comments.update(bitrix_id=made, fields={"COMMENT": "Changed"}).result == made
+    on = {"ENTITY_ID": company, "ENTITY_TYPE": "company"}
+    listed = comments.list(filter=on, select=["ID", "COMMENT"], order={"ID": "DESC"})
+    assert [(row["ID"], row["COMMENT"]) for row in listed.result] == [(str(made), "Changed")]
+    assert listed.response.total == 1
+    assert [row["ID"] for row in comments.list(filter=on).as_list().result] == [str(made)]
+    with pytest.raises(BitrixAPIError) as unnamed:
+        _ = comments.list(filter={}).result
+    assert unnamed.value.error_description == "ENTITY_TYPE is not defined or invalid."
+    described = comments.fields().result
+    assert described["ENTITY_ID"]["isRequired"] and described["ENTITY_ID"]["isImmutable"]
+    assert comments.delete(bitrix_id=made).result is None
+    with pytest.raises(BitrixAPIError) as gone:
+        _ = comments.get(bitrix_id=made).result
+    assert gone.value.error_description == "Not found."
+    with pytest.raises(BitrixAPIError) as unknown:
+        _ = comments.update(bitrix_id=made, fields={"COMMENT": "x"}).result
+    assert unknown.value.error == "NOT_FOUND"
+    with pytest.raises(BitrixAPIError) as orphan:
+        _ = comments.add(fields={**fields, "ENTITY_ID": 999999}).result
+    assert orphan.value.error == "OWNER_NOT_FOUND"

@@ -103,6 +103,20 @@ def _relations(links: dict[str, str]) -> dict[str, Any]:
     return {"relation": {r: [{"type": r, "entity": {"id": i}}] for r, i in links.items()}}
 
 
+def _scope(sample: Sample, links: dict[str, str]) -> str:
+    """The filter each list and count of ``sample``'s entity carries: its parent's (of
+    ``links``) where the CRM lists its records per parent only (``listed_by``); else none."""
+    return f"relation.{sample.listed_by} eq '{links[sample.listed_by]}'" if sample.listed_by else ""
+
+
+def _scoped(scope: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A list's or count's ``params`` with ``scope`` and-ed into its filter."""
+    params = dict(params or {})
+    if scope:
+        params["filter"] = f"{scope} and {params['filter']}" if "filter" in params else scope
+    return params
+
+
 class World:
     def __init__(self, crms: dict[str, Crm], client: httpx.Client) -> None:
         self.crms = crms
@@ -178,6 +192,10 @@ def test_every_listed_platform_has_an_entry_with_a_sample_of_each_writable_entit
     assert listed == set(PLATFORMS) | set(VARIANTS)
     for name, platform in PLATFORMS.items():
         assert set(platform.samples) == set(writable(name)), name
+        for entity, sample in platform.samples.items():  # listed per parent: the suite names one
+            listed_by = DESCRIPTORS[name].entities[entity].list_by
+            assert (sample.listed_by in listed_by) if listed_by else not sample.listed_by, entity
+            assert sample.listed_by is None or sample.listed_by in sample.parents, entity
         assert ("oAuth-internal" in DESCRIPTORS[name].authorization_types) == (
             platform.refresh is not None
         ), name
@@ -233,15 +251,26 @@ def test_every_writable_entity_has_the_whole_life_cycle(
     if sample.complete:
         check_life_cycle(app, entity, sample.record, raw, _relations(links) or None)
     else:
-        life_cycle(app, entity, sample, raw, _relations(links))
+        life_cycle(app, entity, sample, raw, _relations(links), _scope(sample, links))
 
 
 def life_cycle(
-    app: App, entity: str, sample: Sample, raw: tuple[str, str], links: dict[str, Any]
+    app: App,
+    entity: str,
+    sample: Sample,
+    raw: tuple[str, str],
+    links: dict[str, Any],
+    scope: str = "",
 ) -> None:
     """conftest.check_life_cycle for what a CRM cannot do with a name field: lists sorted by
-    the sort it has (or unsorted), and a name filter refused where it has none."""
+    the sort it has (or unsorted), and a name filter refused where it has none; every list
+    and count filtered by ``scope`` (the parent's, where the CRM lists per parent only)."""
     name, base = sample.name, f"/entity/{entity}"
+    if scope:  # never read whole: refused, naming the filter it needs
+        for route in ("list", "count"):
+            whole = app.call("GET", f"{base}/{route}")
+            assert whole.status_code == 403 and code(whole) == "NOT_SUPPORTED", whole.text
+            assert f"relation.{sample.listed_by} eq" in whole.json()["detail"]["message"]
 
     def body(n: int | str) -> dict[str, Any]:
         numbered = sample.numbered(n) if isinstance(n, int) else {}
@@ -254,7 +283,7 @@ def life_cycle(
         assert one[key] == value, key
 
     sort = name if sample.sort == NAME else sample.sort
-    params: dict[str, Any] = {"page_size": 2} | ({"sort": sort} if sort else {})
+    params = _scoped(scope, {"page_size": 2} | ({"sort": sort} if sort else {}))
     page_one = app.ok("GET", f"{base}/list", params=params)
     page_two = app.ok("GET", f"{base}/list", params={**params, "page": 2})
     listed = [r["id"] for r in page_one + page_two]
@@ -263,18 +292,20 @@ def life_cycle(
     else:
         made = [ids[n] for n in ((3, 1, 2) if sort == "id" else (1, 2, 3))]
         assert listed == made
-        backwards = app.call("GET", f"{base}/list", params={"sort": f"-{sort}"})
+        backwards = app.call("GET", f"{base}/list", params=_scoped(scope, {"sort": f"-{sort}"}))
         if sample.backwards:
             assert [r["id"] for r in backwards.json()] == made[::-1], backwards.text
         else:  # a sort the CRM has one way only is refused the other, never answered unsorted
             assert backwards.status_code == 400 and code(backwards) == "NOT_VALID", backwards.text
-    by_name = app.call("GET", f"{base}/list", params={"filter": f"{name} eq '{entity} 2'"})
+    named = _scoped(scope, {"filter": f"{name} eq '{entity} 2'"})
+    by_name = app.call("GET", f"{base}/list", params=named)
     if sample.filters:
         assert by_name.status_code == 200, by_name.text
         assert [r["id"] for r in by_name.json()] == [ids[2]]
-    else:  # never answered as if it had filtered
-        assert by_name.status_code == 400 and code(by_name) == "NOT_VALID", by_name.text
-    assert app.ok("GET", f"{base}/count") == {"total": 3}
+    else:  # never answered as if it had filtered: a bad filter, or one the CRM has not
+        refused = (by_name.status_code, code(by_name))
+        assert refused in ((400, "NOT_VALID"), (403, "NOT_SUPPORTED")), by_name.text
+    assert app.ok("GET", f"{base}/count", params=_scoped(scope)) == {"total": 3}
 
     app.ok("PUT", f"{base}/{ids[1]}", json=sample.change)
     changed = app.ok("GET", f"{base}/{ids[1]}")
@@ -305,7 +336,7 @@ def life_cycle(
         "PUT", f"{base}/bulk", json={"item": [{"id": i, **sample.change} for i in made_ids]}
     )
     assert [i["status"] for i in updated["item"]] == [200, 200, 200]
-    assert app.ok("GET", f"{base}/count") == {"total": left + 3}
+    assert app.ok("GET", f"{base}/count", params=_scoped(scope)) == {"total": left + 3}
     odd = ["not an id", f"{ids[2]},{ids[1]}"]
     if not deletes(app, entity):
         assert str(_raw_id(app, described["native_entity"], ids[2], raw)) == ids[2]
@@ -314,7 +345,7 @@ def life_cycle(
         "DELETE", f"{base}/bulk", json={"item": [{"id": i} for i in (*odd, *made_ids)]}
     )
     assert [i["status"] for i in removed["item"]] == [404, 404, 204, 204, 204]
-    assert app.ok("GET", f"{base}/count") == {"total": 2}
+    assert app.ok("GET", f"{base}/count", params=_scoped(scope)) == {"total": 2}
 
     assert str(_raw_id(app, described["native_entity"], ids[2], raw)) == ids[2]
 
@@ -386,15 +417,15 @@ def test_contacts_filter_by_name_and_sort_as_the_crm_can(world: World, platform:
         )["id"]
         for n in names
     }
-    found = app.ok("GET", "/entity/contact/list", params={"filter": f"{sample.name} eq 'Max'"})
+    scope = _scope(sample, links)
+    by_name = _scoped(scope, {"filter": f"{sample.name} eq 'Max'"})
+    found = app.ok("GET", "/entity/contact/list", params=by_name)
     assert [r["id"] for r in found] == [ids["Max"]]
-    counted = app.ok("GET", "/entity/contact/count", params={"filter": f"{sample.name} eq 'Max'"})
-    assert counted == {"total": 1}
+    assert app.ok("GET", "/entity/contact/count", params=by_name) == {"total": 1}
     for hostile in ("x' or 1 eq 1 or 'a' eq 'a", "Max' or '1'='1", "%", "*"):
         quoted = hostile.replace("'", "''")
-        answer = app.call(
-            "GET", "/entity/contact/list", params={"filter": f"{sample.name} eq '{quoted}'"}
-        )
+        hostile_filter = _scoped(scope, {"filter": f"{sample.name} eq '{quoted}'"})
+        answer = app.call("GET", "/entity/contact/list", params=hostile_filter)
         # a value stays a value: nothing found, or refused as one the CRM cannot take
         assert answer.status_code in (200, 400), answer.text
         assert answer.status_code == 400 or answer.json() == [], hostile
@@ -402,7 +433,7 @@ def test_contacts_filter_by_name_and_sort_as_the_crm_can(world: World, platform:
     assert sort is not None, "a contact's list sorts somehow"
     order = names if sort == "id" else sorted(names)
     for key, expected in ((sort, order), (f"-{sort}", order[::-1])):
-        listed = app.call("GET", "/entity/contact/list", params={"sort": key})
+        listed = app.call("GET", "/entity/contact/list", params=_scoped(scope, {"sort": key}))
         if key.startswith("-") and not sample.backwards:  # the CRM sorts it one way only
             assert listed.status_code == 400 and code(listed) == "NOT_VALID", listed.text
             continue

@@ -7,13 +7,16 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 from yarl import URL
 
+import conftest
 from conftest import (
     AppClient,
     Database,
@@ -24,12 +27,16 @@ from conftest import (
     oauth_connect,
     run_simulated,
     sqlite_only,
+    with_services,
 )
 from crmgate.api.app import create_app
 from crmgate.connectors.auth import Access
-from crmgate.connectors.catalogue import load_descriptors
+from crmgate.connectors.catalogue import Catalogue, CatalogueError, load_descriptors
 from crmgate.connectors.google import GoogleConnector
 from crmgate.outbound import Outbound
+from crmgate.runtime import Services
+from crmgate.settings import Settings
+from crmgate.store.models import Application
 from crmsim.app import cursor
 from crmsim.google import GoogleSimulator, platform_overrides, seed_google
 from crmsim.tls import Certificates
@@ -280,6 +287,30 @@ def test_a_tasks_due_date_keeps_the_date_only_and_due_ranges_filter(account: Acc
     assert refused.status_code == 400 and "due_at ge" in refused.text
 
 
+def test_events_filter_by_title_through_calendars_search_checked_exactly(
+    account: Account,
+) -> None:
+    def event(subject: str, **more: str) -> str:
+        times = {"started_at": "2027-03-31T09:00:00Z", "ended_at": "2027-03-31T10:00:00Z"}
+        body = {"subject": subject, **times, **more}
+        return str(account.ok("POST", "/entity/event", 201, json=body)["id"])
+
+    review = event("Review")
+    event("Review notes")  # Google's search finds both words and more: checked exactly here
+    event("Lunch", description="Review")
+    for path in ("/entity/event/list", "/entity/meeting/list"):
+        found = account.ok("GET", path, params={"filter": "subject eq 'review'"})
+        assert [r["id"] for r in found] == [review]
+    assert account.sim.searches[-1] == "review"  # Calendar's q, not a read of the calendar
+    since = {"filter": "subject eq 'Review' and updated_at ge '2020-01-01'"}
+    assert account.ok("GET", "/entity/event/count", params=since) == {"total": 1}
+    before = len(account.sim.calls)
+    for entity, unserved in (("event", "subject contains 'view'"), ("task", "subject eq 'X'")):
+        refused = account.call("GET", f"/entity/{entity}/list", params={"filter": unserved})
+        assert refused.status_code == 403 and code(refused) == "NOT_SUPPORTED", refused.text
+    assert len(account.sim.calls) == before
+
+
 # ---- the simulator's own fidelity ---------------------------------------------------------------
 
 
@@ -305,19 +336,55 @@ def test_a_sync_token_reads_the_changes_and_expires_after_seven_days(
     assert expired.json()["error"]["status"] == "EXPIRED_SYNC_TOKEN"
 
 
-def test_the_oauth_flow_connects_a_google_account(
-    tmp_path: Path, database: Database, google_sim: GoogleSim
-) -> None:
+DONE = "https://app.example/connected"
+AUTH = "https://www.googleapis.com/auth/"
+
+
+@dataclass
+class Flow:
+    """A gateway whose OAuth client is registered at the simulated Google."""
+
+    gateway: RunningGateway
+    admin: conftest.Account
+    sim: GoogleSimulator
+    settings: Settings
+    ca_file: str
+
+    def connect(self, entities: str = "", **session: str) -> str:
+        key = oauth_connect(
+            self.gateway, self.admin.key, "GSuite", DONE, self.ca_file, entities=entities, **session
+        )
+        return key
+
+    def app(self, client: httpx.Client, key: str) -> AppClient:
+        return AppClient(client, key)
+
+    def stored(self, key: str) -> tuple[dict[str, str], list[str]]:
+        """The application's sealed derived values, and its row's columns in clear."""
+
+        async def work(services: Services) -> tuple[dict[str, str], list[str]]:
+            _, held = await services.applications.store.credentials(
+                self.admin.organisation_id, key, fresh=True
+            )
+            async with services.engine.connect() as connection:
+                row = (await connection.execute(select(Application).filter_by(id=key))).one()
+            return held.derived, [str(v) for k, v in row._mapping.items() if k != "ciphertext"]
+
+        found: tuple[dict[str, str], list[str]] = with_services(self.settings, work)
+        return found
+
+
+@pytest.fixture
+def flow(tmp_path: Path, database: Database, google_sim: GoogleSim) -> Iterator[Flow]:
     bound = loopback_socket()
     base = f"http://127.0.0.1:{bound.getsockname()[1]}"
-    done = "https://app.example/connected"
     sim = google_sim.simulator
     sim.add_app("google-flow", "google-flow-secret", f"{base}/authorization/oauth/GSuite/callback")
     clients = {
         "GSuite": {
             "client_id": "google-flow",
             "client_secret": "google-flow-secret",
-            "redirects": [done],
+            "redirects": [DONE],
         }
     }
     settings = google_sim.settings(
@@ -325,21 +392,121 @@ def test_the_oauth_flow_connects_a_google_account(
     )
     admin = create_account(settings)
     with RunningGateway(create_app(settings), bound) as gateway:
-        key = oauth_connect(gateway, admin.key, "GSuite", done, google_sim.ca_file)
-        with gateway.client(admin.key) as client:
-            app = client.get(f"/v1/application/{key}").json()
-            assert app["authorization"] == "oAuth-internal" and app["is_authorized"] is True
-            assert app["company"]["id"] == sim.domain
-            counted = AppClient(client, key).call("GET", "/entity/task/count")
-            assert counted.status_code == 200, counted.text
-            assert sim.tokens.codes == {} and len(sim.tokens.refresh) == 1  # offline: refreshable
-            assert client.delete(f"/v1/application/{key}").status_code == 204
+        yield Flow(gateway, admin, sim, settings, google_sim.ca_file)
+
+
+def test_the_oauth_flow_connects_a_google_account(flow: Flow) -> None:
+    sim = flow.sim
+    key = flow.connect()
+    with flow.gateway.client(flow.admin.key) as client:
+        app = client.get(f"/v1/application/{key}").json()
+        assert app["authorization"] == "oAuth-internal" and app["is_authorized"] is True
+        assert app["company"]["id"] == sim.domain
+        counted = flow.app(client, key).call("GET", "/entity/task/count")
+        assert counted.status_code == 200, counted.text
+        assert sim.tokens.codes == {} and len(sim.tokens.refresh) == 1  # offline: refreshable
+        assert client.delete(f"/v1/application/{key}").status_code == 204
     assert sim.tokens.refresh == {} and ("POST", "/revoke") in sim.calls  # RFC 7009
     asked = sim.authorizations[-1]
     assert asked["access_type"] == "offline" and asked["prompt"] == "consent"
     assert asked["include_granted_scopes"] == "true"
     assert asked["code_challenge_method"] == "S256"
-    assert "https://www.googleapis.com/auth/tasks" in asked["scope"].split()
+    assert set(asked["scope"].split()) == {
+        "openid",
+        "email",
+        "profile",
+        *(AUTH + s for s in ("contacts", "contacts.other.readonly", "calendar.events", "tasks")),
+        AUTH + "directory.readonly",
+    }
+
+
+# ---- incremental authorization: scopes per entity --------------------------------------------
+
+
+def test_a_flow_naming_entities_asks_only_their_scopes_and_seals_what_was_granted(
+    flow: Flow,
+) -> None:
+    key = flow.connect(entities="task")
+    asked = flow.sim.authorizations[-1]
+    assert asked["scope"].split() == ["openid", "email", "profile", AUTH + "tasks"]
+    assert asked["include_granted_scopes"] == "true" and asked["access_type"] == "offline"
+    derived, in_clear = flow.stored(key)
+    granted = derived["scope"].split()  # the token answer's, as Google names them
+    assert sorted(granted) == sorted(
+        ["openid", AUTH + "userinfo.email", AUTH + "userinfo.profile", AUTH + "tasks"]
+    )
+    assert not any("auth/tasks" in column for column in in_clear)  # only in the vault's blob
+
+
+def test_an_entity_whose_scope_was_not_granted_is_refused_before_any_call(flow: Flow) -> None:
+    key = flow.connect(entities="task")
+    with flow.gateway.client(flow.admin.key) as client:
+        app = flow.app(client, key)
+        assert app.call("GET", "/entity/task/count").status_code == 200
+        before = len(flow.sim.calls)
+        for path in ("/entity/contact/list", "/entity/meeting/count", "/entity/people/list"):
+            refused = app.call("GET", path)
+            assert refused.status_code == 403 and code(refused) == "NOT_ALLOWED", refused.text
+        message = refused.json()["detail"]["message"]
+        assert AUTH + "contacts" in message and "entities=contact" in message
+        assert len(flow.sim.calls) == before  # Google was never asked
+
+
+def test_authorizing_more_entities_keeps_the_scopes_granted_before(flow: Flow) -> None:
+    key = flow.connect(entities="task")
+    assert flow.connect(entities="contact,meeting", application_key=key) == key
+    asked = flow.sim.authorizations[-1]["scope"].split()
+    assert AUTH + "tasks" not in asked and AUTH + "calendar.events" in asked
+    granted = flow.stored(key)[0]["scope"].split()  # include_granted_scopes: all of them
+    assert {AUTH + "tasks", AUTH + "contacts", AUTH + "calendar.events"} <= set(granted)
+    with flow.gateway.client(flow.admin.key) as client:
+        app = flow.app(client, key)
+        for entity in ("task", "contact", "meeting", "event"):
+            assert app.call("GET", f"/entity/{entity}/count").status_code == 200, entity
+        refused = app.call("GET", "/entity/user/list")
+    assert refused.status_code == 403 and AUTH + "directory.readonly" in refused.text
+
+
+def test_entities_a_flow_names_are_checked_against_the_descriptor(flow: Flow) -> None:
+    start = f"{flow.gateway.base_url}/authorization/oauth/GSuite/authorize"
+    with httpx.Client() as browser:
+        for entities in ("lead", "task,lead", ",", "contacts"):
+            refused = browser.get(start, params={"redirect": DONE, "entities": entities})
+            assert refused.status_code == 400, entities
+            assert "location" not in refused.headers
+            assert refused.json()["detail"]["code"] == "NOT_VALID"
+            assert "entities" in refused.json()["detail"]["message"]
+        fine = browser.get(start, params={"redirect": DONE, "entities": "user, task"})
+    assert fine.status_code == 302
+    scope = httpx.URL(fine.headers["location"]).params["scope"].split()
+    assert scope[3:] == [AUTH + "directory.readonly", AUTH + "tasks"]
+
+
+def test_a_descriptors_scopes_per_entity_name_its_own_entities() -> None:
+    for wrong in ({"lead": [AUTH + "contacts"]}, {"task": []}):
+        with pytest.raises(CatalogueError, match="entity_scopes"):
+            Catalogue.load(["google"], {"GSuite": {"oauth": {"entity_scopes": wrong}}})
+
+
+def test_a_token_without_the_apis_scope_is_refused_as_google_does(google_sim: GoogleSim) -> None:
+    sim = google_sim.simulator
+    token = sim.tokens.issue_access(sim.admin, ("openid", AUTH + "contacts"))
+    context = ssl.create_default_context(cafile=google_sim.ca_file)
+    with httpx.Client(verify=context, headers={"Authorization": f"Bearer {token}"}) as client:
+        events = client.get(f"{google_sim.base_url}/calendar/v3/calendars/primary/events")
+        people = client.get(f"{google_sim.base_url}/v1/people:listDirectoryPeople")
+        allowed = client.get(
+            f"{google_sim.base_url}/v1/people/me/connections", params={"personFields": "names"}
+        )
+    assert allowed.status_code == 200
+    for refused in (events, people):
+        error = refused.json()["error"]
+        assert refused.status_code == 403 and error["status"] == "PERMISSION_DENIED"
+        assert error["details"][0]["reason"] == "ACCESS_TOKEN_SCOPE_INSUFFICIENT"
+        assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+    assert events.json()["error"]["errors"][0]["reason"] == "insufficientPermissions"
+    assert "errors" not in people.json()["error"]  # the People API lists none
+    assert AUTH + "calendar.events" in events.headers["WWW-Authenticate"]
 
 
 def test_the_demo_seed_fills_a_small_account(google_sim: GoogleSim) -> None:

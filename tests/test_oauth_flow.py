@@ -157,6 +157,16 @@ def test_a_platform_of_one_login_takes_no_instance_url(flow: Flow) -> None:
     assert "instance_url" in refused.text
 
 
+def test_a_platform_without_scopes_per_entity_takes_no_entities(flow: Flow) -> None:
+    with flow.browser() as browser:
+        refused = browser.get(
+            f"{flow.gateway.base_url}/authorization/oauth/Salesforce/authorize",
+            params={"redirect": DONE, "entities": "contact"},
+        )
+    assert refused.status_code == 400 and "location" not in refused.headers
+    assert "entities" in refused.json()["detail"]["message"]
+
+
 def test_redirects_off_the_allow_list_get_400_and_no_location(flow: Flow) -> None:
     base = f"{flow.gateway.base_url}/authorization/oauth/Salesforce/authorize"
     with flow.browser() as browser:

@@ -18,7 +18,7 @@ from crmgate.connectors.auth import Access
 from crmgate.connectors.base import Connector
 from crmgate.connectors.catalogue import Paging, load_descriptors
 from crmgate.connectors.errors import CrmUnavailable, NotValid
-from crmgate.connectors.paging import CursorWalks, Pager
+from crmgate.connectors.paging import CursorWalks, Fetch, Pager, merged
 from crmgate.outbound import Outbound
 
 RECORDS = [{"id": str(n)} for n in range(1, 8)]  # seven records, batches of three
@@ -190,6 +190,39 @@ def test_pages_over_a_cursor_continue_the_walk(server: ListServer) -> None:
 
     assert asyncio.run(go()) == [["1", "2"], ["3", "4"], ["5", "6"], ["7"]]
     assert server.calls == 3  # one call per batch of three, in order
+
+
+def test_merged_lists_are_one_list_in_their_order_each_batch_read_once() -> None:
+    lists = [[1, 4, 5, 9], [2, 3], [], [6, 7, 8]]  # each sorted; batches of two
+    reads: list[tuple[int, str | None]] = []
+
+    def listed(n: int, descending: bool) -> Fetch:
+        values = sorted(lists[n], reverse=descending)
+
+        async def fetch(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            reads.append((n, token))
+            start = int(token or 0)
+            rows = [{"id": str(v)} for v in values[start : start + 2]]
+            return rows, str(start + 2) if start + 2 < len(values) else None
+
+        return fetch
+
+    async def pages(descending: bool) -> list[list[str]]:
+        fetches = [listed(n, descending) for n in range(len(lists))]
+        walk = merged(fetches, lambda row: int(row["id"]), descending)
+        walks, key = CursorWalks(), ("notes", str(descending))
+        return [
+            [row["id"] for row in await walks.page(key, offset, 3, walk, 100)]
+            for offset in (0, 3, 6, 9)
+        ]
+
+    assert asyncio.run(pages(False)) == [["1", "2", "3"], ["4", "5", "6"], ["7", "8", "9"], []]
+    assert sorted(reads, key=str) == sorted(set(reads), key=str) and len(reads) == 6
+    reads.clear()
+    assert asyncio.run(pages(True)) == [["9", "8", "7"], ["6", "5", "4"], ["3", "2", "1"], []]
+    assert len(reads) == 6  # two batches of the first and last lists, one of the others
+    one = listed(0, False)
+    assert merged([one], lambda row: row["id"]) is one  # one list is itself
 
 
 def test_descriptor_paging_names_valid_paths() -> None:

@@ -48,3 +48,22 @@ def test_a_described_lookup_gains_a_column_per_object_it_names() -> None:
     assert names == ["Parent_Id", "Parent_Id.Leads", "Parent_Id.Accounts"]
     assert polymorphic.sources(TABLE, "What_Id.Deals") == ["What_Id", "$se_module"]
     assert polymorphic.sources(TABLE, "Parent_Id.Accounts") == ["Parent_Id"]
+
+
+def test_a_bare_lookup_holds_the_id_and_names_its_object_by_code() -> None:
+    """Bitrix24's OWNER_ID: the id itself, its object's number beside it (3: a contact); an
+    id of 0 links nothing."""
+    owner = {
+        "OWNER_ID": Polymorphic(
+            object_field="OWNER_TYPE_ID",
+            targets=("contact", "company"),
+            codes={"contact": "3", "company": "4"},
+            bare=True,
+        )
+    }
+    read = polymorphic.read(owner, {"OWNER_ID": "12", "OWNER_TYPE_ID": "3"})
+    assert read == {"OWNER_ID.contact": "12", "OWNER_ID.company": None}
+    unset = polymorphic.read(owner, {"OWNER_ID": "0", "OWNER_TYPE_ID": "4"})
+    assert unset == {"OWNER_ID.contact": None, "OWNER_ID.company": None}
+    written = polymorphic.write(owner, {"OWNER_ID.contact": None, "OWNER_ID.company": "12"})
+    assert written == {"OWNER_ID": "12", "OWNER_TYPE_ID": "4"}

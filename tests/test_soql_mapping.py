@@ -168,3 +168,15 @@ def test_descriptor_fields_are_checked_against_the_contract() -> None:
     with pytest.raises(ValueError, match="no entity"):
         EntityMap.model_validate({"entity": "spaceship", "object": "Ship__c"})
     assert CatalogueError  # descriptor errors surface as CatalogueError at load (catalogue.py)
+
+
+def test_a_map_listed_by_parent_names_relations_it_has() -> None:
+    """``list_by``: the relations one of which each list must filter by (eq, a value)."""
+    note = {"entity": "note", "object": "Note", "relations": {"account": "ParentId"}}
+    with pytest.raises(ValueError, match="list_by"):
+        EntityMap.model_validate({**note, "list_by": ["contact"]})
+    listed = EntityMap.model_validate({**note, "list_by": ["account"]})
+    assert listed.parent_wanted([]) == "relation.account eq '<id>'"
+    assert listed.parent_wanted([Condition("relation.account", "ne", "1")]) != ""
+    assert listed.parent_wanted([Condition("relation.account", "eq", "1")]) == ""
+    assert EntityMap.model_validate(note).parent_wanted([]) == ""

@@ -284,3 +284,33 @@ def test_credential_canaries_stay_in_the_vault(
         assert secret.encode() not in stored, "a credential is in the database"
         assert secret not in logged, "a credential is in the logs"
         assert secret not in answered, "a credential is in a response"
+
+
+def test_rewrap_reseals_portal_totp_seeds_and_retire_counts_them(settings: Settings) -> None:
+    seed = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+    async def enrol(services: Any) -> str:
+        logins = services.portal.logins
+        user, _ = await logins.sign_up("Acme", "Ann", "ann@acme.example", "not-a-real-hash")
+        await logins.enrol_totp(user.user_id, seed, 1)
+        return str(user.user_id)
+
+    user_id = with_services(settings, enrol)
+    status = json.loads(vault(settings, "status", "--json").stdout)
+    assert (status["versions"], status["applications"], status["totp_seeds"]) == (
+        {"1": 1},
+        {},
+        {"1": 1},
+    )
+    assert "0 application(s), 1 portal TOTP seed(s)" in vault(settings, "status").stdout
+    vault(settings, "rotate")
+    refused = vault(settings, "retire", "--version", "1", check=False)
+    assert refused.returncode == 1 and "still protects 1" in refused.stderr
+
+    assert "1 portal TOTP seed(s) rewrapped under version 2" in vault(settings, "rewrap").stdout
+    status = json.loads(vault(settings, "status", "--json").stdout)
+    assert (status["versions"], status["totp_seeds"]) == ({"1": 0, "2": 1}, {"2": 1})
+    assert "retired" in vault(settings, "retire", "--version", "1").stdout
+    # the seed opens under the new key, and the code already used stays used
+    found = with_services(settings, lambda s: s.portal.logins.totp_seed(user_id))
+    assert found == (seed, 1)

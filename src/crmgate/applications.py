@@ -165,7 +165,10 @@ class ApplicationService:
         credential: Mapping[str, Any],
         description: str,
         also: InTransaction | None = None,
+        derived: Mapping[str, str] | None = None,
     ) -> ApplicationView:
+        """``derived``: what the OAuth flow learnt beside the credential (the granted scopes),
+        sealed with it."""
         platform = self.platform(platform_type)
         fields, public = self.validate(platform, authorization, credential)
         if await self.store.count(principal.organisation_id) >= self._limit:
@@ -179,7 +182,7 @@ class ApplicationService:
                 type=platform.type,
                 authorization=authorization,
                 description=description,
-                credentials=Credentials(fields, verified.derived),
+                credentials=Credentials(fields, {**(derived or {}), **verified.derived}),
                 public_credential=_public(public, verified),
                 identity=_identity(verified),
                 limit=self._limit,
@@ -212,6 +215,7 @@ class ApplicationService:
         credential: Mapping[str, Any] | None,
         description: str | None,
         also: InTransaction | None = None,
+        derived: Mapping[str, str] | None = None,
     ) -> ApplicationView:
         current = await self.store.get(principal.organisation_id, key)
         if platform_type is not None and platform_type != current.type:
@@ -243,7 +247,7 @@ class ApplicationService:
             key,
             description=description,
             authorization=kind,
-            credentials=Credentials(fields, verified.derived),
+            credentials=Credentials(fields, {**(derived or {}), **verified.derived}),
             public_credential=_public(public, verified),
             identity=_identity(verified),
             expected_revision=current.credentials_revision,

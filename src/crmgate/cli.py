@@ -384,12 +384,16 @@ def vault_status(as_json: JsonFlag = False) -> None:
     """Key versions, the newest (used for new data), and how many credentials each protects."""
 
     async def work(services: Services) -> dict[str, Any]:
-        counts = await services.applications.store.key_versions()
+        apps = await services.applications.store.key_versions()
+        seeds = await services.portal.logins.seed_key_versions()
+        counts = _sealed_counts(apps, seeds)
         keyring = services.vault.keyring
         return {
             "newest": keyring.newest,
             "versions": {str(v): counts.get(v, 0) for v in keyring.versions},
             "unknown_versions": {str(v): n for v, n in counts.items() if v not in keyring.versions},
+            "applications": {str(v): n for v, n in sorted(apps.items())},
+            "totp_seeds": {str(v): n for v, n in sorted(seeds.items())},
             "source": str(services.vault.key_file or "CRMGATE_VAULT_KEYS"),
         }
 
@@ -398,10 +402,25 @@ def vault_status(as_json: JsonFlag = False) -> None:
         typer.echo(json.dumps(status))
         return
     typer.echo(f"keys from {status['source']}; newest version {status['newest']}")
-    for version, count in status["versions"].items():
-        typer.echo(f"  version {version}: protects {count} application(s)")
-    for version, count in status["unknown_versions"].items():
-        typer.echo(f"  version {version}: MISSING KEY for {count} application(s)")
+    for version in status["versions"]:
+        typer.echo(f"  version {version}: protects {_protects(status, version)}")
+    for version in status["unknown_versions"]:
+        typer.echo(f"  version {version}: MISSING KEY for {_protects(status, version)}")
+
+
+def _sealed_counts(*per_kind: dict[int, int]) -> dict[int, int]:
+    """Key version -> how many secrets it seals, over every kind the vault keeps."""
+    total: dict[int, int] = {}
+    for counts in per_kind:
+        for version, count in counts.items():
+            total[version] = total.get(version, 0) + count
+    return total
+
+
+def _protects(status: dict[str, Any], version: str) -> str:
+    apps = status["applications"].get(version, 0)
+    seeds = status["totp_seeds"].get(version, 0)
+    return f"{apps} application(s), {seeds} portal TOTP seed(s)"
 
 
 @vault_app.command("rotate")
@@ -421,12 +440,23 @@ def vault_rewrap() -> None:
     """Re-encrypt every stored credential under the newest key version, while the gateway keeps
     serving. Plaintext never leaves the process."""
 
-    async def work(services: Services) -> tuple[int, list[str], int]:
+    async def work(services: Services) -> tuple[int, list[str], int, int, list[str]]:
         moved, unreadable = await services.applications.store.rewrap()
-        return moved, unreadable, services.vault.keyring.newest
+        seeds, unreadable_seeds = await services.portal.logins.rewrap_seeds()
+        return moved, unreadable, services.vault.keyring.newest, seeds, unreadable_seeds
 
-    moved, unreadable, newest = _with_services(work)
+    moved, unreadable, newest, seeds, unreadable_seeds = _with_services(work)
     typer.echo(f"vault: {moved} credential(s) rewrapped under version {newest}")
+    typer.echo(f"vault: {seeds} portal TOTP seed(s) rewrapped under version {newest}")
+    if unreadable_seeds:
+        typer.echo(
+            f"vault: {len(unreadable_seeds)} portal user(s) have a TOTP seed that cannot be "
+            "decrypted and was left as it is; they can sign in with a recovery code and enrol "
+            "again:",
+            err=True,
+        )
+        for user_id in unreadable_seeds:
+            typer.echo(f"  {user_id}", err=True)
     if unreadable:
         typer.echo(
             f"vault: {len(unreadable)} application(s) have credentials that cannot be decrypted "
@@ -435,6 +465,7 @@ def vault_rewrap() -> None:
         )
         for key in unreadable:
             typer.echo(f"  {key}", err=True)
+    if unreadable or unreadable_seeds:
         raise typer.Exit(code=1)
 
 
@@ -448,10 +479,13 @@ def vault_retire(
         path = _key_file(services)
         if version == services.vault.keyring.newest:
             raise _fail(f"version {version} is the newest: it seals new data and cannot be retired")
-        count = (await services.applications.store.key_versions()).get(version, 0)
+        count = _sealed_counts(
+            await services.applications.store.key_versions(),
+            await services.portal.logins.seed_key_versions(),
+        ).get(version, 0)
         if count:
             raise _fail(
-                f"version {version} still protects {count} credential(s): "
+                f"version {version} still protects {count} credential(s) or TOTP seed(s): "
                 "run `crmgate vault rewrap` first"
             )
         remove_version_from_key_file(path, version)

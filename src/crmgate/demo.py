@@ -334,6 +334,7 @@ async def prepare(services: Any, crms: list[DemoCrm]) -> dict[str, Any]:
         "user_key": user_key,
         "applications": keys,
         "simulators": {crm.platform_type: crm.base_url for crm in crms},
+        "portal": await _demo_portal_login(services, principal, previous.get("portal")),
     }
     replace_private(path, json.dumps(demo, indent=2).encode() + b"\n")
     return demo
@@ -359,6 +360,21 @@ async def _demo_principal(services: Any, user_key: str | None) -> tuple[Principa
     principal = await services.accounts.authenticate(created.key.secret)
     assert principal is not None
     return principal, created.key.secret
+
+
+async def _demo_portal_login(services: Any, principal: Principal, previous: Any) -> dict[str, str]:
+    """The demo admin's portal sign-in: the password of demo.json while there is one, else a
+    new one (a demo password is still a password: random, never a fixed word)."""
+    password = previous.get("password") if isinstance(previous, dict) else None
+    if not isinstance(password, str) or len(password) < 12:
+        password = secrets.token_urlsafe(12)
+    portal = services.portal
+    await portal.logins.ensure(principal.user_id, DEMO_ADMIN, portal.passwords.hash(password))
+    return {
+        "url": f"{services.settings.resolved_public_url}/portal/",
+        "email": DEMO_ADMIN,
+        "password": password,
+    }
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -397,5 +413,16 @@ def banner(demo: dict[str, Any], demo_file: Path) -> str:
             "List the demo contacts:",
             f"  {curl}",
             "",
+            *_portal_lines(demo.get("portal")),
         ]
     )
+
+
+def _portal_lines(portal: Any) -> list[str]:
+    if not isinstance(portal, dict):
+        return []
+    return [
+        f"The developer portal: {portal['url']}",
+        f"  sign in as {portal['email']} with the password {portal['password']}",
+        "",
+    ]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crmgate.applications import ApplicationService
+from crmgate.connectors import entity_scopes
 from crmgate.connectors.base import CALL_FAILURES, Access, Connector, ItemResult
 from crmgate.connectors.catalogue import Platform
 from crmgate.connectors.errors import (
@@ -95,6 +96,7 @@ class Connection:
     platform: Platform
     connector: Connector
     access: Access
+    granted: frozenset[str] | None = None  # the OAuth scopes granted, where known
 
 
 class DescribeCache:
@@ -197,7 +199,8 @@ class EntityService:
                 f"{platform.name}: the application's instance URL is not allowed ({refused}); "
                 "send new credentials with PUT /v1/application/{key}"
             ) from None
-        return Connection(view, platform, connector, access)
+        granted = entity_scopes.granted(credentials.derived)
+        return Connection(view, platform, connector, access, granted)
 
     async def _touch(self, key: str) -> None:
         now = time.monotonic()
@@ -232,13 +235,15 @@ class EntityService:
         return info
 
     def entity_map(self, connection: Connection, entity: str, method: str) -> EntityMap:
-        """The platform's map of a unified entity, if it offers ``method`` on it; else 403."""
+        """The platform's map of a unified entity, if it offers ``method`` on it (else 403
+        NOT_SUPPORTED) and the application was granted its OAuth scope (else 403 NOT_ALLOWED)."""
         mapped = connection.platform.entities.get(entity)
         if mapped is None or method not in mapped.methods:
             raise NotSupported(
                 f"{connection.platform.name} does not support {method} of {entity}"
                 + ("" if mapped is None else f" (it supports: {', '.join(mapped.methods)})")
             )
+        entity_scopes.check(connection.platform, connection.granted, entity)
         return mapped
 
     async def bound_map(
@@ -251,6 +256,7 @@ class EntityService:
     async def generic_map(
         self, connection: Connection, name: str, lifetime: float | None = None
     ) -> tuple[EntityMap, ObjectInfo]:
+        entity_scopes.check(connection.platform, connection.granted, name=name)
         info = await self.object_info(connection, name, lifetime)
         return EntityMap.generic(info), info
 
@@ -292,6 +298,7 @@ class EntityService:
         with_native: bool,
     ) -> list[dict[str, Any]]:
         columns = self.columns(mapped, fields)
+        _listed_by_parent(connection, mapped, conditions)
         rows = await connection.connector.records.list_page(
             connection.access,
             mapped,
@@ -352,6 +359,7 @@ class EntityService:
         """`unique=true`: the distinct values of one field (grouped by the CRM), as records
         holding only that field, in its order."""
         column = mapped.filter_column("fields", field)
+        _listed_by_parent(connection, mapped, conditions)
         rows = await connection.connector.records.aggregate(
             connection.access, mapped, [], [column], conditions
         )
@@ -361,6 +369,7 @@ class EntityService:
     async def count(
         self, connection: Connection, mapped: EntityMap, conditions: Sequence[Condition]
     ) -> int:
+        _listed_by_parent(connection, mapped, conditions)
         return await connection.connector.records.count(connection.access, mapped, conditions)
 
     async def get_record(
@@ -450,6 +459,7 @@ class EntityService:
                 )
             functions.append((aggregation.function, column))
         columns = [mapped.filter_column("pipeline", name) for name in pipeline.group_by]
+        _listed_by_parent(connection, mapped, conditions)
         rows = await connection.connector.records.aggregate(
             connection.access, mapped, functions, columns, conditions
         )
@@ -709,6 +719,19 @@ class EntityService:
             ],
             "content": base64.b64encode(answer.body).decode("ascii"),
         }
+
+
+def _listed_by_parent(
+    connection: Connection, mapped: EntityMap, conditions: Sequence[Condition]
+) -> None:
+    """Records the CRM lists only per parent record (the map's ``list_by``) are never read
+    whole: a list, count or aggregate of them names its parent, else 403."""
+    wanted = mapped.parent_wanted(conditions)
+    if wanted:
+        raise NotSupported(
+            f"{connection.platform.name} lists {mapped.entity} records only by the record they "
+            f"belong to: filter by {wanted}"
+        )
 
 
 def _passthrough_headers(value: Any) -> list[tuple[str, str]]:

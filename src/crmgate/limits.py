@@ -337,6 +337,10 @@ class RateLimits:
     ) -> tuple[Window, ...]:
         return await self._windows([self._application(organisation_id, application_key)])
 
+    async def user_key_windows(self, organisation_id: str, key_id: str) -> tuple[Window, ...]:
+        """A key's windows as they are now (counts nothing): the portal's usage page."""
+        return await self._windows([self._user_key(organisation_id, key_id)])
+
     async def address_throttled(self, address: str | None) -> Verdict | None:
         """The refusal for an address over its limit of failed authentications, else None (an
         unknown client is never throttled: one bucket for all would let one lock out all)."""
@@ -350,6 +354,17 @@ class RateLimits:
     async def authentication_failed(self, address: str | None) -> None:
         if address is not None:
             await self._acquire([self._address(address)])
+
+    async def over(self, counters: Sequence[Counter]) -> Verdict | None:
+        """The refusal when any window of these counters is full, else None (counts nothing):
+        for counters of other things than requests (the portal's failed sign-ins)."""
+        windows = await self._windows(counters)
+        if any(window.exhausted for window in windows):
+            return Verdict(False, windows)
+        return None
+
+    async def count(self, counters: Sequence[Counter]) -> None:
+        await self._acquire(counters)
 
     # ---- counting -----------------------------------------------------------------------------
 

@@ -7,9 +7,14 @@ to the CRM and takes the code back, following RFC 9700 (OAuth 2.0 Security BCP).
 
 - ``redirect`` must equal one of the operator's allowed redirects exactly; anything else is a
   400 and no redirect at all.
+  The developer portal's own flows (mode ``portal``: application mode started by the portal)
+  go back to a page of the portal instead (``check_own_page``), never to one a request names.
 - ``state`` is 256 random bits, stored only as a digest, single-use, expiring (10 minutes), and
   bound to the browser by a cookie holding another random value (only its digest is stored).
 - PKCE S256 wherever the platform supports it; the verifier is sealed by the vault.
+- ``&entities=contact,task`` asks only those entities' scopes where the descriptor names
+  scopes per entity (connectors/entity_scopes.py); the granted ones are sealed with the
+  application.
 - The callback consumes the flow first (a second callback with the same state fails), checks the
   cookie, checks ``iss`` where the CRM sends one (mix-up defence), exchanges the code, and sends
   the browser to ``redirect``: in the contract's mode with the tokens in the fragment, in
@@ -21,17 +26,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy import delete, func, select
 from yarl import URL
 
 from crmgate.applications import ApplicationService
+from crmgate.connectors import entity_scopes
 from crmgate.connectors.catalogue import Platform
 from crmgate.connectors.errors import CrmError
 from crmgate.outbound import OutboundRefused
@@ -42,13 +49,20 @@ from crmgate.store.db import SessionFactory
 from crmgate.store.models import OAuthFlow, utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from crmgate.audit import AuditLog
 
+    # Run in the transaction that stores the application of a portal flow (own_page), with the
+    # flow and the application's key: a connect link is used up there (one link, one application)
+    PortalHook = Callable[[AsyncSession, OAuthFlow, str], Awaitable[None]]
+
 log = logging.getLogger("crmgate.oauth")
 
 COOKIE_PATH = "/authorization/oauth/"
+_OWN_PAGE = re.compile(r"/portal/[A-Za-z0-9_./-]+")  # what check_own_page lets through
 FLOW_LIFETIME = timedelta(minutes=10)
 MAX_PENDING_FLOWS = 10_000  # flows started and not finished, across all platforms
 
@@ -106,6 +120,7 @@ class OAuthFlows:
         self.clients = clients
         self.public_url = public_url.rstrip("/")
         self.secure = self.public_url.startswith("https://")
+        self.portal_hooks: list[PortalHook] = []
 
     # ---- checks ---------------------------------------------------------------------------------
 
@@ -134,6 +149,20 @@ class OAuthFlows:
             )
         return redirect
 
+    def check_own_page(self, redirect: str) -> str:
+        """A page of crmgate's own portal, which the portal names itself (never a request):
+        this gateway's public URL, then /portal/ and a plain path. It needs no place on the
+        operator's list, and nothing else passes: no other host, query, fragment, escape or
+        dot segment."""
+        path = urlsplit(redirect).path
+        if (
+            redirect != f"{self.public_url}{path}"
+            or not _OWN_PAGE.fullmatch(path)
+            or any(part in ("", ".", "..") for part in path.split("/")[1:])
+        ):
+            raise FlowRefused("redirect must be a page of this gateway's portal", "redirect")
+        return redirect
+
     def callback_url(self, platform: Platform) -> str:
         return f"{self.public_url}/authorization/oauth/{platform.type}/callback"
 
@@ -147,12 +176,18 @@ class OAuthFlows:
         description: str,
         application_key: str | None = None,
         instance_url: str | None = None,
+        *,
+        own_page: bool = False,
     ) -> tuple[str, datetime]:
         """A one-time token for ``/authorize?session=``: the flow will create the application
         for the caller's organisation (or authorize ``application_key`` again) and return only
-        its key."""
+        its key. ``own_page``: the portal's flow, back to a page of the portal (check_own_page),
+        whose ``portal_hooks`` run with the application."""
         platform, client = self.platform(platform_type)
-        self.check_redirect(client, redirect)
+        if own_page:
+            self.check_own_page(redirect)
+        else:
+            self.check_redirect(client, redirect)
         if application_key is not None:
             existing = await self.applications.store.get(principal.organisation_id, application_key)
             if existing.type != platform.type:
@@ -174,7 +209,7 @@ class OAuthFlows:
                     id=uuid.uuid4().hex,
                     session_hash=digest(token),
                     platform=platform.type,
-                    mode="application",
+                    mode="portal" if own_page else "application",
                     redirect=redirect,
                     organisation_id=principal.organisation_id,
                     user_id=principal.user_id,
@@ -218,10 +253,16 @@ class OAuthFlows:
         redirect: str | None,
         session_token: str | None,
         instance_url: str | None = None,
+        entities: str | None = None,
     ) -> Started:
+        """``entities``: only these entities' scopes are asked (incremental authorization)."""
         platform, client = self.platform(platform_type)
         oauth = platform.oauth
         assert oauth is not None
+        try:
+            named = entity_scopes.chosen(oauth, entities) if entities is not None else ()
+        except ValueError as wrong:
+            raise FlowRefused(f"entities: {wrong}", "entities") from None
         checked = None if session_token else self.check_redirect(client, redirect)
         instance = None if session_token else self.check_instance(platform, instance_url)
         if session_token and instance_url:  # the session names its instance, or none
@@ -280,7 +321,7 @@ class OAuthFlows:
             "state": state,
             "scope": oauth.scope_separator.join(
                 scope.replace("{instance}", instance or "")
-                for scope in client.scopes or oauth.scopes
+                for scope in entity_scopes.asked(oauth, client.scopes, named)
             ),
         }
         if verifier is not None:
@@ -361,7 +402,7 @@ class OAuthFlows:
             connector.check_callback_region(params, authorized_at)
             # the token endpoint of this callback: the platform's, or one the connector
             # chooses from it (Zoho: the data centre of the user's account), checked
-            fields, _ = await connector.token_request(
+            fields, derived = await connector.token_request(
                 form, client, connector.code_token_url(params)
             )
             if (named := connector.callback_instance(params)) is not None:
@@ -372,7 +413,8 @@ class OAuthFlows:
                 await self._record("oauth.connected", flow, None)
                 return _with_fragment(flow.redirect, _contract_fragment(fields))
             # oauth.connected is written with the application, in its transaction
-            key = await self._store_application(flow, platform, fields)
+            granted = entity_scopes.kept(derived)  # sealed with the credential
+            key = await self._store_application(flow, platform, fields, granted)
         except Exception as failure:
             message = getattr(failure, "message", None) or "crmgate could not finish it"
             if not isinstance(failure, (CrmError, AccountError)):
@@ -409,7 +451,7 @@ class OAuthFlows:
             )
 
     async def _store_application(
-        self, flow: OAuthFlow, platform: Platform, fields: dict[str, str]
+        self, flow: OAuthFlow, platform: Platform, fields: dict[str, str], derived: dict[str, str]
     ) -> str:
         """Application mode: create the application, or authorize the named one again, for the
         organisation of the session, if the admin who asked for it still is one."""
@@ -433,6 +475,9 @@ class OAuthFlows:
 
         async def connected(session: AsyncSession, key: str) -> None:
             await self._record("oauth.connected", flow, key, session)
+            if flow.mode == "portal":
+                for hook in self.portal_hooks:
+                    await hook(session, flow, key)
 
         if flow.application_key is not None:
             updated = await self.applications.update(
@@ -443,6 +488,7 @@ class OAuthFlows:
                 credential=fields,
                 description=flow.description or None,
                 also=connected,
+                derived=derived,
             )
             return updated.key
         view = await self.applications.create(
@@ -452,6 +498,7 @@ class OAuthFlows:
             credential=fields,
             description=flow.description,
             also=connected,
+            derived=derived,
         )
         return view.key
 

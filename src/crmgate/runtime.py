@@ -17,6 +17,7 @@ from crmgate.entities import EntityService
 from crmgate.limits import RateLimits
 from crmgate.oauth import OAuthFlows
 from crmgate.outbound import Outbound, Retrying
+from crmgate.portal.service import Portal
 from crmgate.security import secretfile
 from crmgate.security.authn import Authenticator
 from crmgate.security.keys import KeyHasher
@@ -37,13 +38,17 @@ class SchemaOutOfDate(RuntimeError):
     pass
 
 
-def key_hasher(settings: Settings) -> KeyHasher:
+def key_pepper(settings: Settings) -> bytes:
     if settings.key_pepper is not None:
         pepper = settings.key_pepper.get_secret_value().encode()
         if len(pepper) < 32:
             raise ValueError("CRMGATE_KEY_PEPPER must be at least 32 characters long")
-        return KeyHasher(pepper)
-    return KeyHasher(secretfile.load_or_create(settings.data_dir, PEPPER_FILE))
+        return pepper
+    return secretfile.load_or_create(settings.data_dir, PEPPER_FILE)
+
+
+def key_hasher(settings: Settings) -> KeyHasher:
+    return KeyHasher(key_pepper(settings))
 
 
 def vault(settings: Settings) -> Vault:
@@ -67,6 +72,7 @@ class Services:
     audit: AuditLog
     restricted_keys: RestrictedKeyStore
     cache: WarmCache
+    portal: Portal
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -112,6 +118,20 @@ class Services:
             audit,
         )
         tokens = TokenManager(applications.store, settings.oauth_clients, audit, flows.callback_url)
+        limits = RateLimits.from_settings(settings)
+        restricted_keys = RestrictedKeyStore(sessions, key_hasher(settings), audit, cache)
+        portal = Portal.build(
+            settings,
+            sessions,
+            the_vault,
+            key_pepper(settings),
+            accounts=accounts,
+            restricted_keys=restricted_keys,
+            applications=applications,
+            oauth=flows,
+            audit=audit,
+            limits=limits,
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -123,10 +143,11 @@ class Services:
             applications=applications,
             entities=EntityService(applications, tokens),
             oauth=flows,
-            limits=RateLimits.from_settings(settings),
+            limits=limits,
             audit=audit,
-            restricted_keys=RestrictedKeyStore(sessions, key_hasher(settings), audit, cache),
+            restricted_keys=restricted_keys,
             cache=cache,
+            portal=portal,
         )
 
     @classmethod

@@ -353,8 +353,74 @@ class Settings(BaseSettings):
         default="crmgate-limits", description="Prefix of crmgate's rate-limit keys in Redis."
     )
 
+    # ---- the developer portal (crmgate/portal/, docs/portal.md) ------------------------------
+    portal_enabled: bool = Field(
+        default=True, description="Serve the developer portal under /portal."
+    )
+    portal_signup: Literal["open", "invite", "off"] = Field(
+        default="invite",
+        description="Who may create an organisation in the portal: open (anyone), invite (only "
+        "someone an admin invited joins, into that admin's organisation) or off; an admin's "
+        "invitations work in every mode.",
+    )
+    portal_session_idle: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Seconds without a request after which a portal session ends.",
+    )
+    portal_session_absolute: float = Field(
+        default=43200.0,
+        gt=0,
+        description="Seconds after sign-in at which a portal session ends whatever its use.",
+    )
+    portal_fresh_sign_in: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds a sign-in stays fresh: disabling two-factor authentication or adding "
+        "a factor later than this asks for the password and a code again.",
+    )
+    portal_argon2_time_cost: int = Field(
+        default=3,
+        ge=1,
+        description="argon2id iterations of portal password hashes (a change "
+        "rehashes each password at its next sign-in).",
+    )
+    portal_argon2_memory_kib: int = Field(
+        default=65536, ge=8, description="argon2id memory of portal password hashes, in KiB."
+    )
+    portal_argon2_parallelism: int = Field(
+        default=4, ge=1, description="argon2id lanes of portal password hashes."
+    )
+    portal_sign_in_limit_account: str = Field(
+        default="5/minute;30/hour",
+        description="Failed portal sign-ins one account may have per period; beyond, its "
+        "sign-ins are refused until the window frees (whatever the password).",
+    )
+    portal_sign_in_limit_address: str = Field(
+        default="20/minute;200/hour",
+        description="Failed portal sign-ins one client address may have per period.",
+    )
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server the portal sends e-mail through (invitations, password "
+        "resets). Not set: those e-mails are written to the log without their links.",
+    )
+    smtp_port: int = Field(default=587, description="Port of smtp_host.")
+    smtp_starttls: bool = Field(
+        default=True, description="Upgrade the SMTP connection with STARTTLS before sending."
+    )
+    smtp_username: str | None = Field(default=None, description="SMTP user, if it asks for one.")
+    smtp_password: SecretStr | None = Field(default=None, description="Password of smtp_username.")
+    mail_from: str = Field(
+        default="crmgate <crmgate@localhost>", description="From: address of the portal's e-mail."
+    )
+
     _valid_limits = field_validator(
-        "rate_limit_user_key", "rate_limit_application", "rate_limit_bad_keys"
+        "rate_limit_user_key",
+        "rate_limit_application",
+        "rate_limit_bad_keys",
+        "portal_sign_in_limit_account",
+        "portal_sign_in_limit_address",
     )(_limit_string)
 
     @field_validator("rate_limit_strategy")

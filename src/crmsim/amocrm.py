@@ -7,14 +7,16 @@ that crmgate uses, as developers.kommo.com documents it.
   ``/oauth2/access_token`` (form or JSON), access tokens a day, the refresh token rotated on
   every use (the old one refused after) and a refresh repeating the integration's
   ``redirect_uri``.
-- Entities: ``contacts``, ``companies``, ``leads``, ``tasks``, notes of leads (GET list and
-  one, POST and PATCH of an array, PATCH of one; no DELETE: API v4 has none for them). A
-  contact's ``name`` is its ``first_name`` and ``last_name`` joined. Lists are HAL:
-  ``{"_page", "_links": {"self", "next"}, "_embedded": {"<entity>": [...]}}``, ``page`` and
-  ``limit`` (at most 250), ``filter[id]``, ``filter[name]``, ``filter[created_at|updated_at]
-  [from|to]`` (Unix seconds), tasks ``filter[responsible_user_id]``, ``order[id|created_at|
-  updated_at]=asc|desc``, ``query`` (a search of the filled fields). An empty list, and a
-  record not found, is 204 with no body.
+- Entities: ``contacts``, ``companies``, ``leads``, ``tasks`` (GET list and one, POST and PATCH
+  of an array, PATCH of one; no DELETE: API v4 has none for them) and the notes of each of
+  leads, contacts and companies, the same methods under ``/api/v4/<type>/notes`` and a list of
+  one parent's at ``/api/v4/<type>/<id>/notes`` (one id space; a note is found under its own
+  parent's type only). A contact's ``name`` is its ``first_name`` and ``last_name`` joined.
+  Lists are HAL: ``{"_page", "_links": {"self", "next"}, "_embedded": {"<entity>": [...]}}``,
+  ``page`` and ``limit`` (at most 250), ``filter[id]``, ``filter[name]``,
+  ``filter[created_at|updated_at][from|to]`` (Unix seconds), tasks
+  ``filter[responsible_user_id]``, ``order[id|created_at|updated_at]=asc|desc``, ``query`` (a
+  search of the filled fields). An empty list, and a record not found, is 204 with no body.
 - Custom fields: ``/api/v4/{contacts|companies|leads}/custom_fields``; a record carries them in
   ``custom_fields_values: [{"field_id", "values": [{"value"}]}]``.
 - ``/api/v4/account`` (with ``current_user_id``), ``/api/v4/users`` (read only here).
@@ -39,7 +41,8 @@ from crmsim.records import Sort, Store, order
 from crmsim.tokens import AccessToken, Client, TokenStore
 
 Token = AccessToken[int]  # its subject: the user id
-NOTES = "leads/notes"  # notes on deals (each entity type has its own: /api/v4/<type>/notes)
+NOTES = "notes"  # one table; each parent type serves its own at /api/v4/<type>/notes
+NOTED = ("leads", "contacts", "companies")  # the types with notes
 ENTITIES = ("contacts", "companies", "leads", "tasks", NOTES)
 CUSTOMIZABLE = ("contacts", "companies", "leads")
 MAX_LIMIT = 250
@@ -219,7 +222,10 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
         return field_id
 
     def insert(self, table: str, values: dict[str, Any]) -> str:
-        """A record made through the same checks as the API's."""
+        """A record made through the same checks as the API's (notes: ``<type>/notes``)."""
+        parent, _, notes = table.partition("/")
+        if notes:
+            return str(self._create(notes, values, 0, self.admin, parent)["id"])
         return str(self._create(table, values, 0, self.admin)["id"])
 
     def _derive(self, table: str, row: dict[str, Any]) -> None:
@@ -239,8 +245,9 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
 
     def routes(self) -> Iterable[Route]:
         entity = one_of("entity", ENTITIES[:-1])
-        custom = one_of("entity", CUSTOMIZABLE)
+        custom, parent = one_of("entity", CUSTOMIZABLE), one_of("parent", NOTED)
         return [
+            Route("GET", f"/api/v4/{parent}/{{entity_id:[0-9]+}}/{NOTES}", self._list),
             Route("GET", "/oauth", self.oauth.authorize, guarded=False),
             Route("POST", "/oauth2/access_token", self.oauth.token, guarded=False),
             Route("GET", "/api/v4/account", self._account),
@@ -249,7 +256,8 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
             Route("GET", f"/api/v4/{custom}/custom_fields", self._fields),
         ] + [
             route
-            for path in (f"/api/v4/{entity}", f"/api/v4/{NOTES}")
+            # the notes' first: /api/v4/{entity}/{id} would take /api/v4/<type>/notes too
+            for path in (f"/api/v4/{parent}/{NOTES}", f"/api/v4/{entity}")
             for route in (
                 Route("GET", path, self._list),
                 Route("POST", path, self._add),
@@ -309,7 +317,7 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
     # ---- records ----------------------------------------------------------------------------
 
     def _shown(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
-        shown = {k: v for k, v in row.items() if not k.startswith("cf_") and k != "_links_to"}
+        shown = {k: v for k, v in row.items() if not k.startswith(("cf_", "_"))}
         values = [
             {"field_id": int(k[3:]), "values": [{"value": v}]}
             for k, v in row.items()
@@ -319,15 +327,20 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
         if table in CUSTOMIZABLE:
             companies = [{"id": c} for c in row.get("_links_to", ())]
             shown["_embedded"] = {"tags": [], "companies": companies}
-        shown["_links"] = {"self": self._link(f"/api/v4/{table}/{row['id']}")}
+        path = f"{row['_parent']}/{table}" if table == NOTES else table
+        shown["_links"] = {"self": self._link(f"/api/v4/{path}/{row['id']}")}
         return shown
 
-    def _row(self, table: str, record_id: str) -> dict[str, Any] | None:
-        return self.store[table].get(record_id) if record_id.isdigit() else None
+    def _row(self, request: web.Request, record_id: str) -> dict[str, Any] | None:
+        """The record of the route's table, a note only under its own parent's type."""
+        row = self.store[_table(request)].get(record_id) if record_id.isdigit() else None
+        return row if row is None or row.get("_parent") == _parent(request) else None
 
     async def _list(self, request: web.Request, token: Token) -> web.Response:
-        table, query = _table(request), request.query
-        rows = list(self.store[table].values())
+        table, query, parent = _table(request), request.query, _parent(request)
+        rows = [r for r in self.store[table].values() if r.get("_parent") == parent]
+        if "entity_id" in request.match_info:  # one parent's notes
+            rows = [r for r in rows if str(r["entity_id"]) == request.match_info["entity_id"]]
         for key, wanted in query.items():
             if key in ("page", "limit", "with") or key.startswith("order["):
                 continue
@@ -343,16 +356,18 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
                 raise invalid(0, f"order[{column}]", "This value is not valid.")
         keys = [Sort(c, descending=d == "desc") for c, d in sorts] or [Sort("id")]
         shown = [self._shown(table, r) for r in order(rows, *keys)]
-        return self._hal(request, _key(table), shown)
+        return self._hal(request, table, shown)
 
     async def _get(self, request: web.Request, token: Token) -> web.Response:
         table = _table(request)
-        row = self._row(table, request.match_info["id"])
+        row = self._row(request, request.match_info["id"])
         if row is None:
             return web.Response(status=204)  # amo's answer for a record it has not
         return web.json_response(self._shown(table, row), content_type="application/hal+json")
 
-    def _check(self, table: str, values: Any, index: int, creating: bool) -> dict[str, Any]:
+    def _check(
+        self, table: str, values: Any, index: int, creating: bool, parent: str | None = None
+    ) -> dict[str, Any]:
         if not isinstance(values, dict):
             raise invalid(index, "", "This value should be of type array.")
         clean: dict[str, Any] = {}
@@ -386,8 +401,8 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
                 raise invalid(index, key, "This value should be of type string.")
             else:
                 clean[key] = value
-        if table == NOTES and "entity_id" in clean:
-            if str(clean["entity_id"]) not in self.store["leads"]:
+        if table == NOTES and "entity_id" in clean and parent is not None:
+            if str(clean["entity_id"]) not in self.store[parent]:
                 raise invalid(index, "entity_id", "Entity not found", "NotFound")
         for key in REQUIRED.get(table, ()) if creating else ():
             if clean.get(key) in (None, ""):
@@ -423,21 +438,23 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
             clean[f"cf_{field_id}"] = found[0].get("value") if isinstance(found[0], dict) else None
         return clean
 
-    def _create(self, table: str, values: Any, index: int, user: int) -> dict[str, Any]:
-        clean = self._named(table, self._check(table, values, index, creating=True), {})
-        return self.store.insert(table, {**clean, "created_by": user, "updated_by": user})
+    def _create(
+        self, table: str, values: Any, index: int, user: int, parent: str | None = None
+    ) -> dict[str, Any]:
+        clean = self._named(table, self._check(table, values, index, True, parent), {})
+        made = {**clean, "created_by": user, "updated_by": user}
+        return self.store.insert(table, made | ({"_parent": parent} if parent else {}))
 
     async def _add(self, request: web.Request, token: Token) -> web.Response:
-        table = _table(request)
+        table, parent = _table(request), _parent(request)
         items = await self._items(request)
         checked = [
-            self._named(table, self._check(table, item, n, creating=True), {})
+            self._named(table, self._check(table, item, n, True, parent), {})
             for n, item in enumerate(items)
         ]
+        user = {"created_by": token.subject, "updated_by": token.subject}
         made = [
-            self.store.insert(
-                table, {**c, "created_by": token.subject, "updated_by": token.subject}
-            )
+            self.store.insert(table, {**c, **user} | ({"_parent": parent} if parent else {}))
             for c in checked
         ]  # every item checked before any is made: a refused request makes none
         shown = [
@@ -445,7 +462,7 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
             for n, r in enumerate(made)
         ]
         return web.json_response(
-            {"_links": {"self": self._link(request.path)}, "_embedded": {_key(table): shown}}
+            {"_links": {"self": self._link(request.path)}, "_embedded": {table: shown}}
         )
 
     async def _change_many(self, request: web.Request, token: Token) -> web.Response:
@@ -468,12 +485,13 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
     ) -> web.Response:
         pairs = []
         for n, item in enumerate(items):
-            row = self._row(table, str(item.get("id"))) if isinstance(item, dict) else None
+            row = self._row(request, str(item.get("id"))) if isinstance(item, dict) else None
             if row is None:
                 if one:
                     raise problem(404, "Not Found", "Not Found")
                 raise invalid(n, "id", "Entity not found", "NotFound")
-            pairs.append((row, self._named(table, self._check(table, item, n, False), row)))
+            checked = self._check(table, item, n, False, _parent(request))
+            pairs.append((row, self._named(table, checked, row)))
         for row, changes in pairs:
             self.store.change(table, row, {**changes, "updated_by": token.subject})
         shown = [
@@ -483,7 +501,7 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
         if one:
             return web.json_response(shown[0])
         return web.json_response(
-            {"_links": {"self": self._link(request.path)}, "_embedded": {_key(table): shown}}
+            {"_links": {"self": self._link(request.path)}, "_embedded": {table: shown}}
         )
 
     async def _items(self, request: web.Request) -> list[Any]:
@@ -496,13 +514,13 @@ class AmoSimulator(Simulator[int], UserTokens[int]):
 
 
 def _table(request: web.Request) -> str:
-    """The entity a route serves: named in its path, or the notes of deals."""
+    """The entity a route serves: named in its path, or notes (of the type ``_parent`` names)."""
     return request.match_info.get("entity") or NOTES
 
 
-def _key(table: str) -> str:
-    """Where a HAL answer embeds a table's records (``notes`` for ``leads/notes``)."""
-    return table.rsplit("/", 1)[-1]
+def _parent(request: web.Request) -> str | None:
+    """The type whose notes a notes route serves (None: not a notes route)."""
+    return request.match_info.get("parent")
 
 
 def _whole(request: web.Request, name: str, default: int) -> int:

@@ -17,6 +17,14 @@ Bitrix24's official Python SDK (``b24pysdk``) use.
   (``true``), ``.fields``. Values come back as text. A multi-field item with an ``ID`` replaces
   (or, with an empty VALUE, deletes) that item; one without is added. Unknown ids: 400
   ``{"error": "", "error_description": "Not found"}``.
+- Timeline comments (``crm.timeline.comment.*``), each on one CRM record (``ENTITY_TYPE`` lead,
+  deal, contact or company, and ``ENTITY_ID``) by its ``AUTHOR_ID``: ``.list`` must name that
+  record in ``filter`` (else 400, "ENTITY_TYPE is not defined or invalid.", the words of the
+  timeline methods' proxy; nothing else filters) and orders by ID, CREATED and AUTHOR_ID only;
+  ``.add`` answers the id (``OWNER_NOT_FOUND``, ``INVALID_ARG_VALUE`` for an empty text, ``100``
+  for a missing record), ``.update`` changes COMMENT and FILES only and answers the id,
+  ``.delete`` answers null; an unknown id is ``NOT_FOUND`` there, ``.get``'s "Not found.".
+  FILES are sent as [name, base64] pairs and shown by their ids.
 - Users: ``user.current``, ``user.get`` (``FILTER``/``filter``, ``start``), ``user.fields``.
 - Limits: a leaky bucket per credential (``burst`` calls, draining 2 a second), beyond it 503
   ``QUERY_LIMIT_EXCEEDED``.
@@ -24,6 +32,8 @@ Bitrix24's official Python SDK (``b24pysdk``) use.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import secrets
 import time
@@ -44,7 +54,10 @@ Token = AccessToken[str]  # its subject: the user id
 PAGE = 50
 MAX_BATCH = 50
 PARAMS = web.RequestKey("params", dict[str, Any])  # a call's parameters, query and body
-OBJECTS = ("contact", "company", "deal", "lead", "activity")
+COMMENTS = "timeline.comment"
+OBJECTS = ("contact", "company", "deal", "lead", "activity", COMMENTS)
+COMMENT_ON = ("lead", "deal", "contact", "company")  # the objects a comment may be on
+COMMENT_SORTS = ("ID", "CREATED", "AUTHOR_ID")
 OWNER_NAMES = {"1": "lead", "2": "deal", "3": "contact", "4": "company"}  # an owner's type
 ACTIVITY_TYPES = ("1", "2", "3")  # meeting, call, task
 MULTI = ("EMAIL", "PHONE")
@@ -92,8 +105,19 @@ FIELDS: dict[str, dict[str, str]] = {
         "CREATED": "datetime",
         "LAST_UPDATED": "datetime",
     },
+    COMMENTS: {
+        "ID": "integer",
+        "CREATED": "datetime",
+        "ENTITY_ID": "integer",
+        "ENTITY_TYPE": "string",
+        "AUTHOR_ID": "integer",
+        "COMMENT": "string",
+        "FILES": "attached_diskfile",
+    },
 }
 READ_ONLY = ("ID", "DATE_CREATE", "DATE_MODIFY", "CREATED", "LAST_UPDATED")
+REQUIRED = ("ENTITY_ID", "ENTITY_TYPE")  # a comment's (set when added, never changed)
+IMMUTABLE = (*REQUIRED, "AUTHOR_ID")
 KINDS = {"integer": "number", "double": "number", "date": "datetime", "datetime": "datetime"}
 OPERATORS = (">=", "<=", "!=", "=%", "!%", "%", "=", "!", ">", "<")
 USER_FIELDS = ("ID", "ACTIVE", "NAME", "LAST_NAME", "EMAIL", "WORK_POSITION", "DATE_REGISTER")
@@ -345,7 +369,8 @@ class Bitrix24Simulator(Simulator[str], UserTokens[str]):
     def _method(self, method: str, params: dict[str, Any], token: Token) -> dict[str, Any]:
         if method == "batch":
             return self._batch(params, token)
-        found = re.fullmatch(r"crm\.(contact|company|deal|lead|activity)\.(\w+)", method)
+        objects = r"contact|company|deal|lead|activity|timeline\.comment"
+        found = re.fullmatch(rf"crm\.({objects})\.(\w+)", method)
         if method == "user.current":
             return {"result": self._user(self.users[token.subject])}
         if method == "user.get":
@@ -361,6 +386,8 @@ class Bitrix24Simulator(Simulator[str], UserTokens[str]):
         if found is None:
             raise refused(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
         table, action = found.groups()
+        if table == COMMENTS and action in ("add", "get", "update", "delete"):
+            return self._comment(action, params, token)
         if action == "fields":
             return {"result": self._fields(table)}
         if action == "list":
@@ -386,6 +413,53 @@ class Bitrix24Simulator(Simulator[str], UserTokens[str]):
             return {"result": True}
         raise refused(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
 
+    def _comment(self, action: str, params: dict[str, Any], token: Token) -> dict[str, Any]:
+        """``crm.timeline.comment.add``, ``.get``, ``.update``, ``.delete``."""
+        fields = params.get("fields")
+        if action in ("add", "update") and not isinstance(fields, dict):
+            raise refused(400, "", "Parameter 'fields' must be array.")
+        fields = fields if isinstance(fields, dict) else {}
+        if action == "add":
+            return {"result": int(self._add(COMMENTS, fields, token.subject)["ID"])}
+        wanted = str(_param(params, "id") or "")
+        if not wanted.isdigit():
+            raise refused(400, "", "ID is not defined or invalid.")
+        row = self.store[COMMENTS].get(wanted)
+        if row is None:
+            raise refused(400, "" if action == "get" else "NOT_FOUND", "Not found.")
+        if action == "get":
+            return {"result": self._shown(COMMENTS, row, ["*"])}
+        if action == "delete":
+            del self.store[COMMENTS][wanted]
+            return {"result": None}
+        changes = {k: v for k, v in fields.items() if k in ("COMMENT", "FILES")}
+        if "COMMENT" in changes and not str(changes["COMMENT"] or "").strip():
+            raise refused(400, "INVALID_ARG_VALUE", "Empty comment.")
+        self.store.change(COMMENTS, row, self._checked(COMMENTS, changes, row))
+        return {"result": int(wanted)}
+
+    def _files(self, value: Any) -> dict[str, Any]:
+        """Files sent as [name, base64 content] pairs, as Bitrix24 shows them: by their ids."""
+        shown: dict[str, Any] = {}
+        for pair in value if isinstance(value, list) else []:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise refused(400, "", "Wrong value for field FILES")
+            try:
+                size = len(base64.b64decode(str(pair[1]), validate=True))
+            except (binascii.Error, ValueError):
+                raise refused(400, "", "Wrong value for field FILES") from None
+            self.serial += 1
+            url = f"{self.base_url}/disk/downloadFile/{self.serial}/?&ncc=1&filename={pair[0]}"
+            shown[str(self.serial)] = {
+                "id": self.serial,
+                "date": _now(),
+                "type": "file",
+                "name": str(pair[0]),
+                "size": size,
+                "urlDownload": url,
+            }
+        return shown
+
     def _user(self, user: dict[str, Any]) -> dict[str, Any]:
         return {name: _text(user.get(name)) for name in USER_FIELDS}
 
@@ -395,10 +469,10 @@ class Bitrix24Simulator(Simulator[str], UserTokens[str]):
         described = {
             name: {
                 "type": kind,
-                "isRequired": False,
+                "isRequired": name in REQUIRED,
                 "isReadOnly": name in READ_ONLY,
-                "isImmutable": False,
-                "isMultiple": name in MULTI,
+                "isImmutable": name in IMMUTABLE,
+                "isMultiple": name in MULTI or kind == "attached_diskfile",
                 "isDynamic": False,
                 "title": name.replace("_", " ").title(),
             }
@@ -432,6 +506,9 @@ class Bitrix24Simulator(Simulator[str], UserTokens[str]):
             if name in MULTI:
                 clean[name] = self._multi(name, value, (row or {}).get(name) or [])
                 continue
+            if name == "FILES":
+                clean[name] = self._files(value)
+                continue
             kind = self._kind(table, name)
             if value not in (None, "") and kind == "datetime" and instant(value) is None:
                 raise refused(400, "", f"Wrong value for field {name}")
@@ -464,6 +541,17 @@ class Bitrix24Simulator(Simulator[str], UserTokens[str]):
 
     def _add(self, table: str, fields: dict[str, Any], user: str | None = None) -> dict[str, Any]:
         values = self._checked(table, fields)
+        if table == COMMENTS:  # on one CRM record, with a text
+            if not all(values.get(name) for name in REQUIRED):
+                raise refused(400, "100", "Required fields are not provided.")
+            on = str(values["ENTITY_TYPE"]).lower()
+            if on not in COMMENT_ON or str(values["ENTITY_ID"]) not in self.store[on]:
+                raise refused(400, "OWNER_NOT_FOUND", "Owner element not found.")
+            if not str(values.get("COMMENT") or "").strip():
+                raise refused(400, "INVALID_ARG_VALUE", "Empty comment.")
+            values |= {"ENTITY_TYPE": on, "FILES": values.get("FILES") or {}}
+            values["AUTHOR_ID"] = values.get("AUTHOR_ID") or user or self.admin
+            return self.store.insert(table, values)
         if table == "activity":  # an activity of a known type, on one CRM record
             if str(values.get("TYPE_ID")) not in ACTIVITY_TYPES:
                 raise refused(400, "", "TYPE_ID is not defined or invalid.")
@@ -496,6 +584,10 @@ class Bitrix24Simulator(Simulator[str], UserTokens[str]):
         conditions = params.get("filter") or {}
         if not isinstance(conditions, dict):
             raise refused(400, "", "Parameter 'filter' must be array.")
+        if table == COMMENTS:  # the record's comments; nothing else filters
+            on, record = _comment_on(conditions)
+            rows = [r for r in rows if (r["ENTITY_TYPE"], str(r["ENTITY_ID"])) == (on, record)]
+            conditions = {}
         for key, wanted in conditions.items():
             operator = next((op for op in OPERATORS if key.startswith(op)), "")
             field = key[len(operator) :]
@@ -505,6 +597,8 @@ class Bitrix24Simulator(Simulator[str], UserTokens[str]):
             rows = [r for r in rows if _holds(operator or "=", r.get(field), wanted, kind)]
         keys = []
         for field, direction in dict(params.get("order") or {}).items():
+            if table == COMMENTS and field not in COMMENT_SORTS:
+                continue
             descending = str(direction).upper() == "DESC"
             kind = self._kind(table, field)
             keys.append(Sort(field, descending, kind=kind if kind != "text" else None))
@@ -541,6 +635,18 @@ def _lists(value: Any) -> Any:
     if items and all(key == str(n) for n, key in enumerate(items)):
         return list(items.values())
     return items
+
+
+def _comment_on(conditions: dict[str, Any]) -> tuple[str, str]:
+    """The CRM record a comment list names (its ``filter``'s ENTITY_TYPE and ENTITY_ID, as
+    keys of their own: a prefixed key names nothing)."""
+    on = str(conditions.get("ENTITY_TYPE") or "").lower()
+    if on not in COMMENT_ON:
+        raise refused(400, "", "ENTITY_TYPE is not defined or invalid.")
+    record = str(conditions.get("ENTITY_ID") or "")
+    if not record.isdigit() or int(record) <= 0:
+        raise refused(400, "", "ENTITY_ID is not defined or invalid.")
+    return on, str(int(record))
 
 
 def _param(params: dict[str, Any], name: str) -> Any:
@@ -591,7 +697,7 @@ def platform_overrides(base_url: str) -> dict[str, dict[str, Any]]:
 
 
 def seed_bitrix24(sim: Bitrix24Simulator) -> None:
-    """A small portal: companies with their contacts, deals and leads."""
+    """A small portal: companies with their contacts, deals, leads and a comment each."""
     tier = sim.add_user_field(
         "company", "Tier", "enumeration", items=[{"ID": "1", "VALUE": "Gold"}]
     )
@@ -616,4 +722,6 @@ def seed_bitrix24(sim: Bitrix24Simulator) -> None:
         )
         deal = {"TITLE": f"{company.split()[0]} deal", "OPPORTUNITY": amount}
         sim.insert("deal", {**deal, "COMPANY_ID": made, "CONTACT_ID": contact})
+        note = {"ENTITY_TYPE": "company", "ENTITY_ID": made, "COMMENT": f"Met {first} {last}"}
+        sim.insert(COMMENTS, note)
         sim.insert("lead", {"TITLE": f"Lead from {company}", "NAME": first, "LAST_NAME": last})

@@ -6,8 +6,11 @@ www.googleapis.com, tasks.googleapis.com, accounts.google.com, oauth2.googleapis
 - Auth: OAuth access tokens as ``Authorization: Bearer``; else 401 ``UNAUTHENTICATED``. OAuth 2
   (``/o/oauth2/v2/auth``, ``/token``, ``/revoke``): the authorization code grant with PKCE, a
   refresh token only with ``access_type=offline``; a refresh answers no new refresh token (they
-  are not rotated). ``/oauth2/v3/userinfo``: the signed-in user (OpenID Connect), with ``hd``,
-  the Workspace domain.
+  are not rotated). The token answer's ``scope`` names what was granted (email and profile as
+  ``userinfo.*``), with ``include_granted_scopes=true`` all the user granted the client so far;
+  a token without a scope of the API it calls is 403 PERMISSION_DENIED
+  (ACCESS_TOKEN_SCOPE_INSUFFICIENT). ``/oauth2/v3/userinfo``: the signed-in user (OpenID
+  Connect), with ``hd``, the Workspace domain.
 - People: ``people/me/connections`` (``personFields`` required; ``pageSize`` at most 1000,
   ``pageToken``, ``sortOrder``, ``requestSyncToken``/``syncToken``: a sync token expires after 7
   days, 410 EXPIRED_SYNC_TOKEN), ``people/{id}``, ``people:createContact``,
@@ -35,6 +38,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,9 +46,9 @@ from aiohttp import web
 
 from crmsim.app import Route, Simulator, UserTokens, cursor, uncursor, whole
 from crmsim.guard import Answer, Guard, RateWindow, Verdict, bearer, json_object
-from crmsim.oauth import AuthorizationServer, Issued
+from crmsim.oauth import AuthorizationServer, Issued, Pending
 from crmsim.records import Sort, Store, instant, order, test
-from crmsim.tokens import AccessToken, TokenStore
+from crmsim.tokens import AccessToken, Client, TokenStore
 
 Token = AccessToken[str]  # its subject: the user's People id
 STATUS = {
@@ -91,15 +95,19 @@ SCOPES = (
         )
     ),
 )
-# The scopes a path takes (any one of them), the first prefix that matches; else 403
-# PERMISSION_DENIED ("insufficient authentication scopes": incremental authorization asks more).
+# Google's names for the OpenID Connect scopes in what it grants (a token answer's `scope`).
+ALIASES = {"email": AUTH + "userinfo.email", "profile": AUTH + "userinfo.profile"}
+PEOPLE = "people.googleapis.com"
+# The service and the scopes a path takes (any one of them), the first prefix that matches;
+# else 403 PERMISSION_DENIED ("insufficient authentication scopes": incremental authorization
+# asks more).
 SCOPED = (
-    ("/oauth2/v3/userinfo", ("openid", "email", "profile")),
-    ("/v1/people:listDirectoryPeople", (AUTH + "directory.readonly",)),
-    ("/v1/otherContacts", (AUTH + "contacts.other.readonly",)),
-    ("/v1/", (AUTH + "contacts", AUTH + "contacts.readonly")),
-    ("/calendar/", (AUTH + "calendar.events", AUTH + "calendar")),
-    ("/tasks/", (AUTH + "tasks",)),
+    ("/oauth2/v3/userinfo", "", ("openid", "email", "profile", *ALIASES.values())),
+    ("/v1/people:listDirectoryPeople", PEOPLE, (AUTH + "directory.readonly",)),
+    ("/v1/otherContacts", PEOPLE, (AUTH + "contacts.other.readonly",)),
+    ("/v1/", PEOPLE, (AUTH + "contacts", AUTH + "contacts.readonly")),
+    ("/calendar/", "calendar-json.googleapis.com", (AUTH + "calendar.events", AUTH + "calendar")),
+    ("/tasks/", "tasks.googleapis.com", (AUTH + "tasks",)),
 )
 
 
@@ -112,6 +120,32 @@ def refused(status: int, message: str, reason: str | None = None, status_name: s
     else:
         error["errors"] = [{"message": message, "domain": "global", "reason": reason}]
     return Answer(status, {"error": error})
+
+
+def insufficient(service: str, accepted: tuple[str, ...]) -> Answer:
+    """Google's 403 for a token without a scope of the API: PERMISSION_DENIED with the reason
+    ACCESS_TOKEN_SCOPE_INSUFFICIENT (Calendar and Tasks also list insufficientPermissions), and
+    RFC 6750's challenge naming the scopes that would do."""
+    info = {"service": service} if service else {}
+    error: dict[str, Any] = {
+        "code": 403,
+        "message": "Request had insufficient authentication scopes.",
+        "status": "PERMISSION_DENIED",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+                "domain": "googleapis.com",
+                "metadata": info,
+            }
+        ],
+    }
+    if service not in ("", PEOPLE):
+        reason = {"message": "Insufficient Permission", "domain": "global"}
+        error["errors"] = [{**reason, "reason": "insufficientPermissions"}]
+    challenge = 'Bearer realm="https://accounts.google.com/", error="insufficient_scope", '
+    headers = {"WWW-Authenticate": challenge + f'scope="{" ".join(accepted)}"'}
+    return Answer(403, {"error": error}, headers)
 
 
 def _now() -> str:
@@ -142,10 +176,6 @@ class _Guard(Guard[str]):
         response.headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/"'
         return response
 
-    def insufficient_scope(self, needed: tuple[str, ...]) -> Answer:
-        message = "Request had insufficient authentication scopes."
-        return refused(403, message, None, "PERMISSION_DENIED")
-
     def limited(self, verdict: Verdict) -> web.StreamResponse:
         message = "Quota exceeded for quota metric 'Requests' and limit 'Requests per minute'"
         return refused(429, message).response()
@@ -153,13 +183,27 @@ class _Guard(Guard[str]):
 
 class _OAuth(AuthorizationServer[str]):
     """Google's authorization server: a refresh token only for access_type=offline, kept
-    (the refresh answer names none)."""
+    (the refresh answer names none); the scopes a user granted a client add up, and a code
+    asked with include_granted_scopes=true is for all of them (incremental authorization)."""
 
     refresh_rotation = "omit"
     revocation_authenticates = False  # /revoke takes the token alone
 
     def __init__(self, sim: GoogleSimulator) -> None:
         super().__init__(sim.tokens, lambda: sim.admin)
+        self.granted: dict[tuple[str, str], tuple[str, ...]] = {}  # (client, user) -> scopes
+
+    def requested_scopes(self, params: Any, client: Client) -> tuple[str, ...]:
+        asked = super().requested_scopes(params, client)
+        return tuple(dict.fromkeys(ALIASES.get(scope, scope) for scope in asked))
+
+    def approve(self, pending: Pending, subject: str) -> web.StreamResponse:
+        key = (pending.client.client_id, subject)
+        every = tuple(dict.fromkeys((*self.granted.get(key, ()), *pending.scopes)))
+        self.granted[key] = every
+        if pending.params.get("include_granted_scopes") == "true":
+            pending = replace(pending, scopes=every)
+        return super().approve(pending, subject)
 
     def offline(self, params: Any) -> bool:
         return bool(params.get("access_type") == "offline")
@@ -190,6 +234,7 @@ class GoogleSimulator(Simulator[str], UserTokens[str]):
         self.users: dict[str, dict[str, Any]] = {}  # the domain's directory
         self.deleted: dict[str, str] = {}  # contact id -> when deleted (for sync tokens)
         self.authorizations: list[dict[str, str]] = []  # the authorize pages' parameters
+        self.searches: list[str] = []  # each events list's q ("" for none)
         self.other: list[dict[str, Any]] = []  # "other contacts": people written to
         self.admin_since = _now()
         self.guard = _Guard(self)
@@ -290,6 +335,8 @@ class GoogleSimulator(Simulator[str], UserTokens[str]):
     def seen(self, request: web.Request) -> None:
         if request.path == "/o/oauth2/v2/auth":
             self.authorizations.append(dict(request.query))
+        elif request.path.endswith("/events") and request.method == "GET":
+            self.searches.append(request.query.get("q", ""))
 
     # ---- HTTP -----------------------------------------------------------------------------------
 
@@ -298,13 +345,17 @@ class GoogleSimulator(Simulator[str], UserTokens[str]):
 
     def _scoped(self, route: Route) -> Route:
         """A guarded route that first checks its token holds a scope of the path's API."""
-        needed = next((scopes for root, scopes in SCOPED if route.path.startswith(root)), ())
+        service, needed = next(
+            ((service, scopes) for root, service, scopes in SCOPED if route.path.startswith(root)),
+            ("", ()),
+        )
         if not route.guarded or not needed:
             return route
         handler = route.handler
 
         async def scoped(request: web.Request, token: Token) -> web.StreamResponse:
-            self.guard.require(token, *needed)
+            if not any(scope in token.scopes for scope in needed):
+                raise insufficient(service, needed)
             return await handler(request, token)
 
         return route._replace(handler=scoped)

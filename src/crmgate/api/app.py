@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 
 from crmgate.api import docs, errors, openapi
 from crmgate.api.bounds import JsonBounds
+from crmgate.api.counting import UsageCounting
 from crmgate.api.middleware import RequestContextMiddleware
 from crmgate.api.responses import JSONResponse
 from crmgate.api.routes import applications, audit, entities, health, oauth, platforms, users
@@ -21,6 +22,8 @@ from crmgate.api.routes import keys as restricted_keys
 from crmgate.api.text import TextRule
 from crmgate.api.versions import ApiVersions
 from crmgate.limits import RateLimitHeaders
+from crmgate.portal import install as install_portal
+from crmgate.portal.headers import PortalHeaders
 from crmgate.runtime import Services
 from crmgate.settings import Settings
 
@@ -60,9 +63,12 @@ def create_fastapi(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(audit.router)
     app.include_router(restricted_keys.router)
+    if settings.portal_enabled:
+        install_portal(app)
     errors.install(app)
     docs.install(app, OPENAPI_URL)
     app.add_middleware(RateLimitHeaders)  # the RateLimit-* fields of counted answers
+    app.add_middleware(UsageCounting)  # the organisations' usage counters (the portal's charts)
     if settings.cors_origins:  # none by default: browsers get no cross-origin access
         app.add_middleware(
             CORSMiddleware,
@@ -93,7 +99,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     fastapi = create_fastapi(settings)
     # outermost first: request context (id, body size, access log), the version table, JSON
     # bounds, the text rule (api/versions.py, api/bounds.py, api/text.py), then the framework
-    bounded = JsonBounds(TextRule(fastapi), settings.max_json_depth, settings.max_json_items)
+    bounded = JsonBounds(
+        TextRule(PortalHeaders(fastapi)), settings.max_json_depth, settings.max_json_items
+    )
     docs_url = f"{settings.resolved_public_url}/docs"
     versioned = ApiVersions(bounded, settings.api_versions, docs_url)
     return RequestContextMiddleware(

@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from crmgate.api.clients import throttle_bucket
+from crmgate.api.counting import SUBJECT_KEY
 from crmgate.api.errors import ApiError, unauthorized
 from crmgate.api.versions import version_limit
 from crmgate.limits import STATE_KEY, RateLimits, Verdict
@@ -81,6 +82,8 @@ async def _authenticate(request: Request, user_key: str | None, *, internal: boo
             await limits.authentication_failed(address)
         raise unauthorized(str(failure)) from None
     request.state.principal = principal
+    # the organisation's usage counters (api/counting.py) count the answer, whatever it is
+    setattr(request.state, SUBJECT_KEY, (principal.organisation_id, None))
     if principal.scope is not None:
         # a restricted key's address allow-list, on the address the middleware found
         _refuse(principal.scope.missing_address(client_address(request)))
@@ -94,6 +97,7 @@ async def _authenticate(request: Request, user_key: str | None, *, internal: boo
         # Redis, for a month), and a key outside its scope would spend another application's
         # quota; the route answers 404 or 403 for it anyway
         application_key = None
+    setattr(request.state, SUBJECT_KEY, (principal.organisation_id, application_key))
     # a deprecated API version's own limit (api/versions.py) counts in the same step
     version = version_limit(request.scope)
     verdict = await limits.hit_request(

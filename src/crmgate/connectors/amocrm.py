@@ -16,13 +16,17 @@ first linked company (``_embedded.companies``) as ``company_id``, custom fields
 - Users are read whole and filtered in crmgate.
 - Bulk: an array POST or PATCH per 50 records; the answer lists each record in the order sent.
 - API v4 deletes no contact, company, lead, task or note: delete is not offered.
-- Notes are the deals' (``/leads/notes``) only; the descriptor says why.
+- Notes: a list per parent type (``/api/v4/<leads|contacts|companies>/notes``), a note found in
+  its own only: its id names the type (``contacts-<id>``; a deal's is Kommo's). A list naming a
+  parent (``relation.contact eq``) reads the parent's (``contacts/<id>/notes``); one naming none
+  reads the three merged in its order, as a user asking for the notes expects: the first page
+  costs three calls, the next at most one per list it finishes (``paging.merged``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
@@ -30,11 +34,11 @@ from typing import Any, ClassVar
 from yarl import URL
 
 from crmgate.connectors import base, local, shapes
-from crmgate.connectors.base import Access, Connector, ItemResult, Records, chunked
-from crmgate.connectors.dialect import Dialect, Scalar, Target
+from crmgate.connectors.base import Access, Connector, ItemResult, Records
+from crmgate.connectors.dialect import COMPARISONS, Dialect, Scalar, Target
 from crmgate.connectors.errors import CrmUnavailable, EntityNotFound, NotValid
 from crmgate.connectors.jsonpath import select
-from crmgate.connectors.paging import CursorWalks, Pager
+from crmgate.connectors.paging import CursorWalks, Pager, merged
 from crmgate.model.mapping import EntityMap
 from crmgate.model.objects import FieldInfo, ObjectInfo
 from crmgate.query import Condition, QueryError, SortKey
@@ -43,8 +47,8 @@ API = "/api/v4/"
 CUSTOM = ("contacts", "companies", "leads")  # those with /<entity>/custom_fields
 DATES = ("created_at", "updated_at", "closed_at", "complete_till", "closest_task_at")
 # what each list sorts by (order[...]) and takes date ranges of (filter[<date>][from|to])
-ORDERS = {"tasks": ("id", "created_at", "complete_till"), "leads/notes": ("id", "updated_at")}
-RANGES = {"tasks": ("updated_at",), "leads/notes": ("updated_at",)}
+ORDERS = {"tasks": ("id", "created_at", "complete_till"), "notes": ("id", "updated_at")}
+RANGES = {"tasks": ("updated_at",), "notes": ("updated_at",)}
 DEFAULT_ORDERS = DEFAULT_RANGES = ("id", "created_at", "updated_at")
 NAMED = ("contacts", "companies", "leads")  # filter[name]
 HALVES = ("first_name", "last_name")  # of a contact's name, which filter[name] takes whole only
@@ -60,6 +64,8 @@ MAX_COLD_OFFSET = 10_000
 MAX_COUNT = 10_000
 _ID = re.compile(r"^[0-9]{1,18}$")
 _CF = re.compile(r"^cf_([0-9]{1,18})$")
+NOTED = ("leads", "contacts", "companies")  # the types with notes, each its own list of them
+PARENT = "entity_id."  # a note's parent column: entity_id.<its type>
 
 
 def _iso(value: Any) -> Any:
@@ -99,6 +105,53 @@ def flatten(record: Any) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None}
 
 
+def _located(name: str, record_id: str) -> tuple[str, str] | None:
+    """The list holding record ``record_id`` of ``name`` and its Kommo id (None: none has it).
+    A note's id names its parent's type, ``<type>-<id>``; a deal's is Kommo's, as it was."""
+    parent, dash, native = record_id.rpartition("-") if name == "notes" else ("", "", record_id)
+    if (parent in NOTED[1:] or not dash) and _ID.match(native):
+        return (f"{parent or 'leads'}/notes" if name == "notes" else name), native
+    return None
+
+
+def _row_of(path: str) -> Callable[[Any], dict[str, Any]]:
+    """How a record of the list at ``path`` reads; a note's (``<type>[/<id>]/notes``) with an
+    id naming its type (a deal's as Kommo's) and its parent as ``entity_id.<type>``."""
+    parent = path.split("/")[0] if path.endswith("/notes") else ""
+
+    def note(record: Any) -> dict[str, Any]:
+        flat = flatten(record)
+        flat["id"] = flat["id"] if parent == "leads" else f"{parent}-{flat['id']}"
+        if "entity_id" in flat:
+            flat[PARENT + parent] = str(flat.pop("entity_id"))
+        return flat
+
+    return note if parent else flatten
+
+
+def _parent_of(values: Mapping[str, Any]) -> str:
+    """The list of the one parent a new note's values name."""
+    named = [c[len(PARENT) :] for c, v in values.items() if c.startswith(PARENT) and v]
+    if len(named) != 1:
+        said = "relation opportunity, contact or account"
+        raise NotValid(f"a note has one parent: {said}", tuple(PARENT + p for p in NOTED))
+    return f"{named[0]}/notes"
+
+
+def _kept(path: str, values: Mapping[str, Any]) -> None:
+    """A changed note in ``path`` stays on a parent of its type (whose PATCH takes no other)."""
+    for column, value in values.items():
+        mine = column == PARENT + path.split("/")[0]
+        if column.startswith(PARENT) and (not value if mine else bool(value)):
+            raise NotValid("a note stays on a parent of its own type", (column,))
+
+
+def _key(column: str) -> Callable[[dict[str, Any]], Any]:
+    """What merged note lists are ordered by: Kommo's id as a number, a date as its text."""
+    by_id = column == "id"
+    return lambda row: int(row["id"].rpartition("-")[2]) if by_id else str(row.get(column) or "")
+
+
 def native_body(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Flat columns as Kommo's body: Unix seconds, the company as an embedded link, custom
     fields as custom_fields_values, a note's text in its params."""
@@ -106,8 +159,10 @@ def native_body(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
     customs = []
     for column, value in values.items():
         custom = _CF.match(column)
-        if column == "text" and name.endswith("/notes"):
+        if column == "text" and name == "notes":
             body["params"] = {"text": value}
+        elif column.startswith(PARENT):
+            body.update({"entity_id": _integer(column, value)} if value else {})
         elif custom:
             customs.append({"field_id": int(custom.group(1)), "values": [{"value": value}]})
         elif column == "company_id":
@@ -142,14 +197,7 @@ class Filters(Dialect[tuple[str, str]]):
     date ranges in Unix seconds."""
 
     crm = "Kommo"
-    operators: ClassVar[Mapping[str, str]] = {
-        "eq": "eq",
-        "ne": "ne",
-        "gt": "gt",
-        "ge": "ge",
-        "lt": "lt",
-        "le": "le",
-    }
+    operators: ClassVar[Mapping[str, str]] = {op: op for op in COMPARISONS}
     true_false = ("1", "0")
     id_pattern = _ID
     id_refusal = "{field} takes a Kommo id (digits) in quotes"
@@ -193,13 +241,37 @@ class AmoRecords(Records):
     def _url(self, access: Access, *parts: str) -> URL:
         return access.instance_url.with_path(API + "/".join(parts))
 
-    def _record_url(self, access: Access, name: str, record_id: str) -> URL:
-        if name not in self.objects_mapped or not _ID.match(record_id):
+    def _record_url(self, access: Access, name: str, record_id: str) -> tuple[URL, str]:
+        """A record's URL and the list holding it (a note's: its parent type's)."""
+        found = _located(name, record_id) if name in self.objects_mapped else None
+        if found is None:
             raise EntityNotFound(f"Kommo has no {name[:40]} {record_id[:40]!r}")
-        return self._url(access, name, record_id)
+        return self._url(access, *found), found[0]
 
-    def _pager(self, name: str) -> Pager:
-        return Pager(self, self.platform.paging.of(name), flatten)
+    def _pager(self, name: str, path: str = "") -> Pager:
+        return Pager(self, self.platform.paging.of(name), _row_of(path))
+
+    def _lists(
+        self, entity: EntityMap, conditions: Sequence[Condition]
+    ) -> tuple[list[str], list[Condition]]:
+        """The lists a query reads (notes: each type's, or the parent's it names) and the rest."""
+        if entity.object != "notes":
+            return [entity.object], list(conditions)
+        lists, rest = {p: f"{p}/notes" for p in NOTED}, []
+        for condition in conditions:
+            column = entity.filter_column("filter", condition.field)
+            named = _located("notes", str(condition.value)) if column == "id" else None
+            if condition.op != "eq" or not (named or column.startswith(PARENT)):
+                rest.append(condition)
+            elif named:  # the type's list only, and Kommo's id
+                rest.append(replace(condition, value=named[1]))
+                lists = {p: path for p, path in lists.items() if f"{p}/notes" == named[0]}
+            else:
+                ((_, parent_id),) = Filters(entity).terms([condition])  # a Kommo id, checked
+                parent = column[len(PARENT) :]
+                path = f"{parent}/{parent_id}/notes"
+                lists = {parent: path} if lists.get(parent) in (f"{parent}/notes", path) else {}
+        return list(lists.values()), rest
 
     # ---- the catalogue ----------------------------------------------------------------------
 
@@ -253,19 +325,11 @@ class AmoRecords(Records):
         """Where a condition is ``eq`` on half a contact's name (Kommo's filter[name] takes
         whole names only): the contacts Kommo's search (``query``, any filled field) finds for
         its text, read whole; None for any other list."""
-        text = next(
-            (
-                c.value
-                for c in conditions
-                if c.op == "eq"
-                and isinstance(c.value, str)
-                and entity.object == "contacts"
-                and c.field in entity.fields
-                and entity.fields[c.field] in HALVES
-            ),
-            None,
-        )
-        if text is None:
+        halves = [
+            c.value for c in conditions if entity.fields.get(c.field) in HALVES and c.op == "eq"
+        ]
+        text = next((t for t in halves if isinstance(t, str)), None)
+        if text is None or entity.object != "contacts":
             return None
         url = self._url(access, entity.object).with_query(query=text)
         return await self._pager(entity.object).whole(access, url, what="contacts found")
@@ -289,9 +353,13 @@ class AmoRecords(Records):
         if found is not None:  # filtered and sorted here, by a sort Kommo's lists take
             self._query(entity, (), sort)
             return local.page_of(local.select(found, entity, conditions, sort), page, page_size)
-        url = self._url(access, name).with_query(self._query(entity, conditions, sort))
-        fetch = self._pager(name).fetch(access, url)
-        key = CursorWalks.key(access, str(url))
+        paths, rest = self._lists(entity, conditions)
+        order = sort or (SortKey("id"),)  # merged lists need one order: by id, unless asked
+        urls = {p: self._url(access, p).with_query(self._query(entity, rest, order)) for p in paths}
+        fetches = [self._pager(name, path).fetch(access, url) for path, url in urls.items()]
+        column = entity.filter_column("sort", order[0].field)
+        fetch = merged(fetches, _key(column), order[0].descending)
+        key = CursorWalks.key(access, *map(str, urls.values()))
         return await self.walks.page(key, (page - 1) * page_size, page_size, fetch, MAX_COLD_OFFSET)
 
     async def count(
@@ -303,70 +371,78 @@ class AmoRecords(Records):
         found = await self._found(access, entity, conditions)
         if found is not None:
             return len(local.select(found, entity, conditions))
-        url = self._url(access, name).with_query(self._query(entity, conditions, ()))
-        return await self._pager(name).count(access, url, MAX_COUNT, f"{entity.entity} records")
+        paths, rest = self._lists(entity, conditions)
+        query, total, what = self._query(entity, rest, ()), 0, f"{entity.entity} records"
+        for path in paths:
+            url = self._url(access, path).with_query(query)
+            total += await self._pager(name, path).count(access, url, MAX_COUNT - total, what)
+        return total
 
     async def get(
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]
     ) -> dict[str, Any]:
-        url = self._record_url(access, entity.object, record_id)
+        url, path = self._record_url(access, entity.object, record_id)
         answer = await self.json_call(access, "GET", url)
         if answer is None:  # Kommo answers 204, no body, for a record it has not
             raise EntityNotFound(f"Kommo has no {entity.object} {record_id!r}")
-        return flatten(answer)
+        return _row_of(path)(answer)
 
     # ---- writing ----------------------------------------------------------------------------
 
     async def _write(
-        self, access: Access, method: str, name: str, bodies: list[dict[str, Any]]
+        self, access: Access, method: str, path: str, bodies: list[dict[str, Any]]
     ) -> list[ItemResult]:
-        """One array POST or PATCH; Kommo lists each record in the order sent, or refuses the
-        whole request."""
-        answer = await self.json_call(access, method, self._url(access, name), body=bodies)
-        done = select(answer, "_embedded." + name.rsplit("/", 1)[-1])  # notes: _embedded.notes
+        """One array POST or PATCH to ``path``; Kommo answers each record in order, or none."""
+        answer = await self.json_call(access, method, self._url(access, path), body=bodies)
+        done = select(answer, "_embedded." + path.rsplit("/", 1)[-1])  # notes: _embedded.notes
         if not done or not isinstance(done[0], list) or len(done[0]) != len(bodies):
             raise CrmUnavailable("Kommo answered a batch with the wrong results")
-        return [ItemResult(str(flatten(record)["id"])) for record in done[0]]
+        return [ItemResult(str(_row_of(path)(record)["id"])) for record in done[0]]
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
         if name not in self.objects_mapped:
             raise EntityNotFound(f"Kommo has no object {name[:64]!r}")
-        made = await self._write(access, "POST", name, [native_body(name, values)])
+        path = _parent_of(values) if name == "notes" else name
+        made = await self._write(access, "POST", path, [native_body(name, values)])
         return str(made[0].id)
 
     async def update(
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
-        url = self._record_url(access, name, record_id)
+        url, path = self._record_url(access, name, record_id)
+        _kept(path, values)
         await self.json_call(access, "PATCH", url, body=native_body(name, values))
 
     async def bulk_create(
         self, access: Access, name: str, items: Sequence[Mapping[str, Any]]
     ) -> list[ItemResult]:
-        async def send(chunk: list[Mapping[str, Any]]) -> list[ItemResult]:
-            return await self._write(access, "POST", name, [native_body(name, v) for v in chunk])
+        def send(to: str, part: list[Mapping[str, Any]]) -> Awaitable[list[ItemResult]]:
+            return self._write(access, "POST", to, [native_body(name, v) for v in part])
 
-        return await chunked(list(items), self.platform.bulk.size, send, lambda item: None)
+        path = _parent_of if name == "notes" else lambda values: name  # notes: their parent's
+        return await base.grouped(list(items), self.platform.bulk.size, path, send, lambda _: None)
 
     async def bulk_update(
         self, access: Access, name: str, items: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[ItemResult]:
-        async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[ItemResult]:
-            bodies = [{**native_body(name, v), "id": int(i)} for i, v in chunk]
-            return await self._write(access, "PATCH", name, bodies)
+        """Each to its list (a note's: its type's); an id no record can have is never sent."""
+        located = {i: found for i, _ in items if (found := _located(name, i))}
 
-        size = self.platform.bulk.size
-        return await base.chunked_by_id(
-            list(items), size, send, lambda item: item[0], _well_formed, name
-        )
+        def path(item: tuple[str, Mapping[str, Any]]) -> str:
+            if item[0] not in located:
+                raise EntityNotFound(f"{name} {item[0][:40]!r} not found")
+            _kept(located[item[0]][0], item[1])
+            return located[item[0]][0]
+
+        def send(to: str, part: list[tuple[str, Mapping[str, Any]]]) -> Awaitable[list[ItemResult]]:
+            bodies = [{**native_body(name, v), "id": int(located[i][1])} for i, v in part]
+            return self._write(access, "PATCH", to, bodies)
+
+        return await base.grouped(list(items), self.platform.bulk.size, path, send, lambda i: i[0])
 
     def passthrough_url(self, access: Access, path: str) -> URL:
         """``path`` relative to ``/api/v4/`` (``contacts?limit=5``), or absolute under /api/."""
         return base.passthrough_on(access, path, base=API, root="/api/")
-
-
-def _well_formed(record_id: str) -> bool:
-    return bool(_ID.match(record_id))
 
 
 class AmoConnector(Connector):

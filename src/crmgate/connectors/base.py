@@ -7,6 +7,7 @@ is what differs between CRMs. Connectors call CRMs only through crmgate.outbound
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -225,6 +226,31 @@ async def chunked_by_id(
         return EntityNotFound(f"{name} {record_id[:40]!r} not found")
 
     return await chunked_checked(items, size, send, identify, refuse, name)
+
+
+async def grouped(
+    items: list[T],
+    size: int,
+    group: Callable[[T], str],
+    send: Callable[[str, list[T]], Awaitable[list[ItemResult]]],
+    identify: Callable[[T], str | None],
+) -> list[ItemResult]:
+    """``chunked`` per group of ``items`` (where the CRM writes them: Kommo's notes, a list per
+    parent type): ``send`` gets a group's name and a chunk of its items. The results are in
+    the order of ``items``; an item ``group`` refuses (a CrmError) is reported so, never sent."""
+    results = [ItemResult(identify(item)) for item in items]
+    groups: dict[str, list[int]] = {}
+    for n, item in enumerate(items):
+        try:
+            groups.setdefault(group(item), []).append(n)
+        except CrmError as refused:
+            results[n] = ItemResult(identify(item), refused)
+    for name, positions in groups.items():
+        part = [items[n] for n in positions]
+        done = await chunked(part, size, functools.partial(send, name), identify)
+        for n, result in zip(positions, done, strict=True):
+            results[n] = result
+    return results
 
 
 class Records:
@@ -662,10 +688,11 @@ class Connector:
     ) -> tuple[dict[str, str], dict[str, str]]:
         """POST to the platform's token endpoint (authorization_code, refresh_token or
         client_credentials grant): the credential fields it gives (access_token, refresh_token,
-        the connector's own such as instance_url) and what crmgate derives (expires_at, when
-        the CRM says). ``url``: a token endpoint the connector chose (a data centre's own,
-        Zoho), already checked; ``refusals``: the error an RFC 6749 error code is, where the
-        client is the application's own (client_credentials) rather than crmgate's."""
+        the connector's own such as instance_url) and what crmgate derives (expires_at and the
+        granted scope, when the CRM says). ``url``: a token endpoint the connector chose (a
+        data centre's own, Zoho), already checked; ``refusals``: the error an RFC 6749 error
+        code is, where the client is the application's own (client_credentials) rather than
+        crmgate's."""
         sent, auth = self.token_client_auth(form, client)
         url = url or self._oauth_url("token_url")
         method = self.platform.oauth.token_method if self.platform.oauth else "POST"
@@ -711,6 +738,8 @@ class Connector:
         if isinstance(expires_in, (int, float, str)) and str(expires_in).isdigit():
             derived["expires_at"] = str(int(time.time()) + int(expires_in))
             derived["expires_in"] = str(int(expires_in))
+        if isinstance(answer.get("scope"), str):  # RFC 6749 §5.1: what was granted
+            derived["scope"] = answer["scope"]
         return fields, derived
 
     def check_flow_instance(self, instance: URL) -> None:

@@ -15,6 +15,8 @@ and its user id and code apart, and never shows either. Costs in Bitrix24 calls:
   more) and sends its old items' IDs with empty values (deleted) beside the new items.
 - Users are read whole (``user.get``) and filtered in crmgate. Bulk: one ``batch`` call per 50
   items (an update that changes a list: one more, reading those records).
+- Notes are timeline comments, listed per CRM record only: a note list or count filters by its
+  record (``relation.<object> eq``) and nothing else, and sorts by id, created_at or its author.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from urllib.parse import quote
 
 from yarl import URL
 
-from crmgate.connectors import base, lists, local, shapes
+from crmgate.connectors import base, lists, local, polymorphic, shapes
 from crmgate.connectors.base import Access, Connector, CursorWalks, Identity, Records
 from crmgate.connectors.catalogue import TypedList
 from crmgate.connectors.dialect import Dialect, Scalar, Target
@@ -50,34 +52,15 @@ OPERATION_BLOCK = 600  # seconds a method stays blocked past its time limit
 _ID = re.compile(r"^[1-9][0-9]{0,18}$")
 # a webhook: https://<portal>/rest/<user id>/<code>/
 _WEBHOOK = re.compile(r"^/rest/([0-9]{1,12})/([A-Za-z0-9]{4,128})/?$")
-Term = tuple[str, Scalar]  # one filter key (its prefix and field) and its value
-OWNERS = {"1": "lead", "2": "deal", "3": "contact", "4": "company"}  # by CRM entity type id
+Term = tuple[tuple[str, Scalar], ...]  # one condition as filter keys (prefix and field), values
 
 
-def flatten(typed: Sequence[TypedList], record: Any) -> dict[str, Any]:
-    """One Bitrix24 record as the flat columns the entity maps name; an activity's owner as
-    one column per object (``OWNER.contact``: its id where the owner is a contact, else null)."""
+def flatten(typed: Sequence[TypedList], poly: polymorphic.Table, record: Any) -> dict[str, Any]:
+    """One Bitrix24 record as the flat columns the entity maps name: its lists, and the CRM
+    record an activity or a comment belongs to as one column per object (``OWNER_ID.contact``)."""
     record = shapes.obj(record, "Bitrix24", "a record")
     shapes.text(record.get("ID"), "Bitrix24", "a record")
-    flat = lists.read(typed, record)
-    if "OWNER_TYPE_ID" in record:
-        owner = OWNERS.get(str(record["OWNER_TYPE_ID"]))
-        flat |= {f"OWNER.{name}": None for name in OWNERS.values()}
-        if owner is not None and record.get("OWNER_ID") not in (None, "", "0"):
-            flat[f"OWNER.{owner}"] = str(record["OWNER_ID"])
-    return flat
-
-
-def native(typed: Sequence[TypedList], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Values as Bitrix24 takes them: its lists, and an owner column as OWNER_TYPE_ID and
-    OWNER_ID (one owner: the first given)."""
-    fields = lists.write(typed, values)
-    for column in [c for c in fields if c.startswith("OWNER.")]:
-        owner = fields.pop(column)
-        if owner not in (None, "") and "OWNER_ID" not in fields:
-            type_id = next(k for k, v in OWNERS.items() if f"OWNER.{v}" == column)
-            fields |= {"OWNER_TYPE_ID": type_id, "OWNER_ID": owner}
-    return fields
+    return lists.read(typed, record) | polymorphic.read(poly, record)
 
 
 def _php(value: Any, prefix: str = "") -> str:
@@ -104,7 +87,8 @@ def _item(sent: str | None, result: Any) -> base.ItemResult:
 
 
 class BitrixFilter(Dialect[Term]):
-    """Conditions as ``filter`` keys: the operator is the key's prefix."""
+    """Conditions as ``filter`` keys: the operator is the key's prefix; the record something
+    belongs to as its id and its object, unprefixed (equal)."""
 
     crm = "Bitrix24"
     operators: ClassVar[Mapping[str, str]] = {
@@ -120,6 +104,10 @@ class BitrixFilter(Dialect[Term]):
     id_pattern = _ID
     id_refusal = "{field} takes a Bitrix24 id (digits)"
 
+    def __init__(self, entity: EntityMap, poly: polymorphic.Table) -> None:
+        super().__init__(entity)
+        self.poly = poly
+
     def number(self, value: int | float) -> Scalar:
         return value
 
@@ -127,29 +115,27 @@ class BitrixFilter(Dialect[Term]):
         return str(value.isoformat())
 
     def compare(self, target: Target, operator: str, literal: Scalar) -> Term:
-        if target.name.startswith("OWNER."):  # OWNER_TYPE_ID and OWNER_ID (``body``)
-            if operator != "=":
-                raise QueryError("filter", f"Bitrix24 filters {target.field} by eq only")
-            type_id = next(k for k, v in OWNERS.items() if f"OWNER.{v}" == target.name)
-            return f"=OWNER_ID@{type_id}", literal
-        return operator + target.name, literal
+        base, lookup, object_name = polymorphic.split(self.poly, target.column)
+        if lookup is None:
+            return ((operator + target.name, literal),)
+        if operator != "=":
+            raise QueryError("filter", f"Bitrix24 filters {target.field} by eq only")
+        return (base, literal), (lookup.object_field, lookup.codes.get(object_name, object_name))
 
     def null(self, target: Target, op: str) -> Term:
-        if target.name.startswith("OWNER."):
+        if polymorphic.split(self.poly, target.column)[1]:
             raise QueryError("filter", f"Bitrix24 filters {target.field} by an id only")
-        return ("=" if op == "eq" else "!") + target.name, ""
+        return ((("=" if op == "eq" else "!") + target.name, ""),)
 
     def like(self, target: Target, op: str, text: str) -> Term:
         if op == "contains":
-            return "%" + target.name, text
-        return "=%" + target.name, text + "%"
+            return (("%" + target.name, text),)
+        return (("=%" + target.name, text + "%"),)
 
     def body(self, conditions: Sequence[Condition]) -> dict[str, Scalar]:
         found: dict[str, Scalar] = {}
-        for term, value in self.terms(conditions):
-            key, _, owner_type = term.partition("@")
-            pairs = [(key, value)] + ([("=OWNER_TYPE_ID", owner_type)] if owner_type else [])
-            for name, said in pairs:
+        for term in self.terms(conditions):
+            for name, said in term:
                 if name in found:
                     raise QueryError(
                         "filter", "Bitrix24 takes one condition per field and operator"
@@ -162,11 +148,17 @@ class Bitrix24Records(Records):
     def __init__(self, connector: Connector) -> None:
         super().__init__(connector)
         self.objects_mapped = {e.object: e for e in self.platform.entities.values()}
+        self.poly = self.platform.polymorphic
+        self.flat = partial(flatten, self.platform.lists, self.poly)
+
+    def native(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Values as Bitrix24 takes them: its lists, and the record something belongs to."""
+        return polymorphic.write(self.poly, lists.write(self.platform.lists, values))
 
     def refine_error(self, refusal: Refusal) -> Refusal:
         """An unknown record is a 400 with no code, "Not found"; a method blocked by its time
         limit is blocked for 10 minutes unless the refusal says until when."""
-        if not refusal.code and refusal.message.strip().lower() == "not found":
+        if not refusal.code and refusal.message.strip().rstrip(".").lower() == "not found":
             return replace(refusal, contract="ENTITY_NOT_FOUND")
         if refusal.code == "OPERATION_TIME_LIMIT" and refusal.retry_after is None:
             return replace(refusal, retry_after=OPERATION_BLOCK)
@@ -186,7 +178,7 @@ class Bitrix24Records(Records):
         return f"crm.{name}"
 
     def _select(self, name: str) -> list[str]:
-        if name == "activity":
+        if name in ("activity", "timeline.comment"):
             return ["*"]
         listed = [t.name for t in self.platform.lists] if name != "deal" else []
         return ["*", "UF_*", *listed]
@@ -205,17 +197,16 @@ class Bitrix24Records(Records):
         if not isinstance(answer, dict):
             raise CrmUnavailable("Bitrix24 answered a describe that is not an object")
         specs = [{**spec, "name": key} for key, spec in answer.items() if isinstance(spec, dict)]
-        if name == "activity":  # its owner, one column per object (``flatten``)
-            specs += [{"name": f"OWNER.{o}", "type": "integer"} for o in OWNERS.values()]
-        fields = self.read_fields({"fields": specs})
-        label = "Activity" if name == "activity" else self.objects_mapped[name].entity.capitalize()
+        fields = self.read_fields({"fields": specs}, partial(polymorphic.fields, self.poly))
+        label = self.objects_mapped[name].entity.capitalize() if name != "activity" else "Activity"
+        label = known.label if known is not None else label
         info = ObjectInfo(name, label, label + "s", False, True, True, True, True)
         return replace(info, fields=tuple(fields), id_field="ID")
 
     # ---- reading ------------------------------------------------------------------------------
 
     async def _users(self, access: Access) -> list[dict[str, Any]]:
-        pager = Pager(self, self.platform.paging.of("user"), partial(flatten, ()))
+        pager = Pager(self, self.platform.paging.of("user"), partial(flatten, (), {}))
         url = access.instance_url.with_path(REST + "user.get")
         return await pager.whole(access, url, body={}, what="users")
 
@@ -226,7 +217,16 @@ class Bitrix24Records(Records):
             entity.filter_column("sort", key.field): "DESC" if key.descending else "ASC"
             for key in sort
         }
-        body: dict[str, Any] = {"filter": BitrixFilter(entity).body(conditions)}
+        known = self.platform.objects.get(entity.object)
+        sorts = known.sorts if known is not None else ()
+        if sorts and set(order) - set(sorts):
+            names = ", ".join(entity.unified_name(column) for column in sorts)
+            raise QueryError("sort", f"Bitrix24 sorts {entity.entity} records by {names} only")
+        parents = [f"relation.{name}" for name in entity.list_by]
+        if parents and any(c.field not in parents or c.op != "eq" for c in conditions):
+            said = f"{' or '.join(parents)} eq"  # its list's only filter: the record it is on
+            raise QueryError("filter", f"Bitrix24 filters {entity.entity} records by {said} only")
+        body: dict[str, Any] = {"filter": BitrixFilter(entity, self.poly).body(conditions)}
         return body | ({"order": order} if order else {})
 
     async def list_page(
@@ -247,7 +247,7 @@ class Bitrix24Records(Records):
         body = self._body(entity, conditions, sort) | {"select": self._select(name)}
         url = access.instance_url.with_path(f"{REST}{self._known(name)}.list")
         key = CursorWalks.key(access, str(url), repr(sorted(body.items())))
-        pager = Pager(self, self.platform.paging.of(name), partial(flatten, self.platform.lists))
+        pager = Pager(self, self.platform.paging.of(name), self.flat)
         fetch = pager.fetch(access, url, body=body)
         return await self.walks.page(key, offset, page_size, fetch, MAX_COLD_OFFSET)
 
@@ -275,16 +275,16 @@ class Bitrix24Records(Records):
             users = found.get("result") if isinstance(found, dict) else None
             if not users:
                 raise EntityNotFound(f"Bitrix24 has no user {record_id!r}")
-            return flatten((), users[0])
+            return flatten((), {}, users[0])
         record = await self.method(
             access, self._known(entity.object, record_id) + ".get", {"id": record_id}
         )
-        return flatten(self.platform.lists, record)
+        return self.flat(record)
 
     # ---- writing ------------------------------------------------------------------------------
 
     async def create(self, access: Access, name: str, values: Mapping[str, Any]) -> str:
-        fields = native(self.platform.lists, values)
+        fields = self.native(values)
         made = await self.method(access, self._known(name) + ".add", {"fields": fields})
         if not isinstance(made, int) and not str(made).isdigit():
             raise CrmUnavailable("Bitrix24 answered an add without the new id")
@@ -294,7 +294,7 @@ class Bitrix24Records(Records):
         self, access: Access, name: str, record_id: str, values: Mapping[str, Any]
     ) -> None:
         method = self._known(name, record_id)
-        fields = native(self.platform.lists, values)
+        fields = self.native(values)
         if any(t.name in fields for t in self.platform.lists):
             self._replace_lists(
                 fields, await self.method(access, method + ".get", {"id": record_id})
@@ -333,7 +333,7 @@ class Bitrix24Records(Records):
         method = self._known(name) + ".add"
 
         async def send(chunk: list[Mapping[str, Any]]) -> list[base.ItemResult]:
-            sent = [(method, {"fields": native(self.platform.lists, v)}) for v in chunk]
+            sent = [(method, {"fields": self.native(v)}) for v in chunk]
             return [_item(None, made) for made in await self._batch(access, sent)]
 
         return await base.chunked(list(items), self.platform.bulk.size, send, lambda item: None)
@@ -344,7 +344,7 @@ class Bitrix24Records(Records):
         method = self._known(name)
 
         async def send(chunk: list[tuple[str, Mapping[str, Any]]]) -> list[base.ItemResult]:
-            fields = [native(self.platform.lists, values) for _, values in chunk]
+            fields = [self.native(values) for _, values in chunk]
             reread = [
                 n for n, f in enumerate(fields) if any(t.name in f for t in self.platform.lists)
             ]

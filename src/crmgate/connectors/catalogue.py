@@ -66,6 +66,12 @@ class OAuthEndpoints(_Frozen):
     revoke_in: Literal["form", "query", "path"] = "form"
     pkce: bool = True
     scopes: tuple[str, ...] = ()
+    # Unified entity -> the scopes a flow asks for it, the first being the one its calls need
+    # (Google: one per API). A flow may name the entities it authorizes (`entities=`): it asks
+    # `scopes` and theirs; one naming none asks every entity's. An application whose token
+    # answer granted scopes (`scope`) without an entity's is refused its calls (403
+    # NOT_ALLOWED, naming the scope) before any reaches the CRM (connectors/entity_scopes.py).
+    entity_scopes: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     # Sent as `prompt` so the CRM asks the user every time (no silent approval of a link
     # someone else sent them).
     prompt: str | None = None
@@ -358,6 +364,10 @@ class Polymorphic(_Frozen):
     object_in: str = ""  # ... or where the lookup's value names it (module.api_name)
     targets: tuple[str, ...] = ()
     targets_in: str = ""  # where the field's describe names more of them
+    # How object_field names a target where it differs from its name (Bitrix24's
+    # OWNER_TYPE_ID: 3 for contact), and whether the lookup holds the bare id (not {id}).
+    codes: dict[str, str] = Field(default_factory=dict)
+    bare: bool = False
 
     @field_validator("object_in", "targets_in")
     @classmethod
@@ -444,6 +454,14 @@ class Platform(_Frozen):
             for name, spec in data["entities"].items()
         }
         return {**data, "entities": entities}
+
+    @model_validator(mode="after")
+    def _scoped_entities(self) -> Platform:
+        scoped = self.oauth.entity_scopes if self.oauth else {}
+        unknown = sorted(set(scoped) - set(self.entities))
+        if unknown or not all(scoped.values()):
+            raise ValueError(f"oauth.entity_scopes: each names scopes of an entity ({unknown})")
+        return self
 
     @model_validator(mode="after")
     def _region_hosts(self) -> Platform:

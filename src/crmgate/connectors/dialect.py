@@ -224,3 +224,36 @@ class TextDialect(Dialect[str]):
         if by_id not in names:
             keys.append(by_id + self.then_by_id)
         return self.sort_separator.join(dict.fromkeys(keys))
+
+
+def list_parameters(
+    entity: EntityMap,
+    conditions: Sequence[Condition],
+    table: Mapping[tuple[str, str], str],
+    crm: str,
+) -> dict[str, str]:
+    """The query parameters of a list that takes its filters as parameters of its own
+    (``table``: native column and operator -> parameter; Google's ``updatedMin``), or a
+    filter's 400 naming what it takes: no query language, so nothing else is translated."""
+    query: dict[str, str] = {}
+    for condition in conditions:
+        parameter = table.get((entity.filter_column("filter", condition.field), condition.op))
+        if parameter is None or not condition.value or parameter in query:
+            known = ", ".join(f"{entity.unified_name(c)} {op}" for c, op in table) or "none"
+            raise QueryError("filter", f"{crm} filters {entity.entity} records by: {known}")
+        query[parameter] = str(condition.value)
+    return query
+
+
+def list_order(
+    entity: EntityMap, sort: Sequence[SortKey], table: Mapping[str, Mapping[str, str]], crm: str
+) -> dict[str, str]:
+    """The query parameters of a list sorted, ascending, by one of the columns ``table`` names
+    (native column -> its parameters; Calendar's ``orderBy``), or a sort's 400 naming them."""
+    if not sort:
+        return {}
+    said = table.get(entity.filter_column("sort", sort[0].field))
+    if said is None or len(sort) > 1 or sort[0].descending:
+        known = ", ".join(entity.unified_name(column) for column in table) or "none"
+        raise QueryError("sort", f"{crm} sorts {entity.entity} records, ascending, by: {known}")
+    return dict(said)

@@ -16,8 +16,10 @@ after ``people/``; an event's start and end as moments (``all_day``: dates). Cos
   ``searchContacts`` (a prefix search of at most 30 results, checked exactly here); any other
   filter is 403 NOT_SUPPORTED rather than a read of the whole address book. A count is one
   call (``totalItems``). An update reads the contact first (Google requires its etag).
-- Events filter by ``updated_at ge`` and sort by updated_at or started_at ascending; tasks
-  filter by due, completed and updated ranges, in the list's own order. Counting them walks
+- Events filter by ``updated_at ge`` and ``subject eq`` (Calendar's free-text search ``q``,
+  which finds words anywhere in an event: its results read whole and checked exactly here) and
+  sort by updated_at or started_at ascending; tasks filter by due, completed and updated
+  ranges (the Tasks API has no title filter: 403), in the list's own order. Counting them walks
   the list (2500 and 100 a call).
 - Bulk: contacts are made (200 a call) and deleted (500) through People's batch endpoints; an
   update needs the contact's etag, read first: one at a time, as events and tasks.
@@ -32,7 +34,7 @@ from typing import Any
 
 from yarl import URL
 
-from crmgate.connectors import base, batch, lists, local
+from crmgate.connectors import base, batch, dialect, lists, local, shapes
 from crmgate.connectors.base import Access, Connector, ItemResult, Records
 from crmgate.connectors.errors import EntityNotFound, NotSupported, NotValid
 from crmgate.connectors.paging import Pager
@@ -73,7 +75,7 @@ PEOPLE_SORTS = {  # (column, descending) -> sortOrder
 }
 # The lists' own parameters: (column, operator) -> parameter; the sorts they take (ascending)
 RANGES = {
-    "events": {("updated", "ge"): "updatedMin"},
+    "events": {("updated", "ge"): "updatedMin", ("summary", "eq"): "q"},
     "tasks": {
         ("due", "ge"): "dueMin",
         ("due", "lt"): "dueMax",
@@ -88,21 +90,12 @@ SORTS = {
         "start": {"orderBy": "startTime", "singleEvents": "true"},
     }
 }
+TITLES = {"events": "summary", "tasks": "title"}  # Calendar's q finds a title's words
 MOST = 10_000  # records a list is walked to (a page's offset, a count)
-
-
-def _first(record: Mapping[str, Any], key: str) -> dict[str, Any]:
-    items = record.get(key)
-    return items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
 
 
 def _contact_id(record_id: str) -> bool:
     return bool(IDS["people"].match(record_id))
-
-
-def _kept(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A value crmgate does not have is left out, not null."""
-    return {k: v for k, v in row.items() if v is not None}
 
 
 class GoogleRecords(Records):
@@ -119,7 +112,7 @@ class GoogleRecords(Records):
             keys = {"name": "formattedName", "group_type": "groupType", "members": "memberCount"}
             row: dict[str, Any] = {column: record.get(key) for column, key in keys.items()}
             row["id"] = str(record.get("resourceName", "")).split("/", 1)[-1]
-            return _kept(row | {"updated": (record.get("metadata") or {}).get("updateTime")})
+            return shapes.kept(row | {"updated": (record.get("metadata") or {}).get("updateTime")})
         if name == "events":
             start, end = record.get("start") or {}, record.get("end") or {}
             row = {k: record.get(k) for k in ("id", "summary", "description", "location")}
@@ -127,27 +120,27 @@ class GoogleRecords(Records):
             row["start"] = start.get("dateTime") or start.get("date")
             row["end"] = end.get("dateTime") or end.get("date")
             row["all_day"] = "date" in start and "dateTime" not in start
-            return _kept(row)
+            return shapes.kept(row)
         task = ("id", "title", "notes", "status", "due", "completed", "updated")
-        return _kept({k: record.get(k) for k in task})
+        return shapes.kept({k: record.get(k) for k in task})
 
     def _person(self, name: str, record: Mapping[str, Any]) -> dict[str, Any]:
-        names, organization = _first(record, "names"), _first(record, "organizations")
+        names, organization = shapes.first(record, "names"), shapes.first(record, "organizations")
         row: dict[str, Any] = {"id": str(record.get("resourceName", "")).split("/", 1)[-1]}
         row |= {column: names.get(key) for column, key in NAMES.items()}
         row |= {column: organization.get(key) for column, key in ORGANIZATION.items()}
         sources = (record.get("metadata") or {}).get("sources") or [{}]
         row["updated"] = sources[0].get("updateTime")
         if name == "directory":
-            row["email"] = _first(record, "emailAddresses").get("value")
+            row["email"] = shapes.first(record, "emailAddresses").get("value")
         else:
-            row["biography"] = _first(record, "biographies").get("value")
+            row["biography"] = shapes.first(record, "biographies").get("value")
             row["etag"] = record.get("etag")
             row |= lists.read(
                 self.platform.lists,
                 {k: record[k] for k in ("emailAddresses", "phoneNumbers") if k in record},
             )
-        return _kept(row)
+        return shapes.kept(row)
 
     def _person_body(self, values: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
         """Flat columns as a Person: a part given is sent with the rest of its entry kept."""
@@ -160,7 +153,7 @@ class GoogleRecords(Records):
                 entry = {parts[c]: current.get(c) for c in parts} | {
                     parts[c]: v for c, v in values.items() if c in parts
                 }
-                body[key] = [_kept(entry)]
+                body[key] = [shapes.kept(entry)]
         if "biography" in values:
             bio = values["biography"]
             body["biographies"] = [{"value": bio, "contentType": "TEXT_PLAIN"}] if bio else []
@@ -271,26 +264,16 @@ class GoogleRecords(Records):
     def _query(
         self, entity: EntityMap, conditions: Sequence[Condition], sort: Sequence[SortKey]
     ) -> dict[str, str]:
-        name, query = entity.object, {}
+        name = entity.object
         for condition in conditions:
             column = entity.filter_column("filter", condition.field)
-            parameter = RANGES.get(name, {}).get((column, condition.op))
-            if parameter is None or not condition.value:
-                known = [
-                    f"{entity.unified_name(c)} {op}" for c, op in RANGES.get(name, {})
-                ] or "none"
-                raise QueryError("filter", f"Google filters {entity.entity} records by: {known}")
-            query[parameter] = str(condition.value)
-        if sort:
-            column = entity.filter_column("sort", sort[0].field)
-            said = SORTS.get(name, {}).get(column)
-            if said is None or len(sort) > 1 or sort[0].descending:
-                known = [entity.unified_name(c) for c in SORTS.get(name, {})] or "none"
-                raise QueryError(
-                    "sort", f"Google sorts {entity.entity} records, ascending, by: {known}"
+            if column == TITLES.get(name) and (column, condition.op) not in RANGES[name]:
+                raise NotSupported(
+                    f"Google finds {entity.entity} records by title with eq only (Calendar's "
+                    "search); the Tasks API has no title filter"
                 )
-            query |= said
-        return query
+        query = dialect.list_parameters(entity, conditions, RANGES.get(name, {}), "Google")
+        return query | dialect.list_order(entity, sort, SORTS.get(name, {}), "Google")
 
     def _list_url(
         self,
@@ -325,6 +308,9 @@ class GoogleRecords(Records):
             rows = local.select(await self._searched(access, entity, conditions), entity, (), sort)
             return local.page_of(rows, page, page_size)
         url = self._list_url(access, entity, conditions, sort)
+        if "q" in url.query:
+            rows = await self._searched_events(access, entity, url, conditions)
+            return local.page_of(rows, page, page_size)
         fetch = self._pager(name).fetch(access, url)
         offset = (page - 1) * page_size
         return await self.walks.page(
@@ -346,7 +332,17 @@ class GoogleRecords(Records):
             answer = await self.json_call(access, "GET", url) or {}
             return int(answer.get("totalItems") or 0)
         url = self._list_url(access, entity, conditions, ())
+        if "q" in url.query:
+            return len(await self._searched_events(access, entity, url, conditions))
         return await self._pager(name).count(access, url, MOST, f"{entity.entity} records")
+
+    async def _searched_events(
+        self, access: Access, entity: EntityMap, url: URL, conditions: Sequence[Condition]
+    ) -> list[dict[str, Any]]:
+        """Calendar's free-text search finds the words anywhere (a description, an attendee):
+        its results, read whole, checked exactly."""
+        found = await self._pager("events").whole(access, url, what=f"{entity.entity} records")
+        return local.select(found, entity, conditions)
 
     async def get(
         self, access: Access, entity: EntityMap, record_id: str, columns: Sequence[str]

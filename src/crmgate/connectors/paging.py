@@ -14,11 +14,14 @@ its end, at most ``cap`` records: users and owners, filtered in memory by connec
 from __future__ import annotations
 
 import hashlib
+import heapq
+import json
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import Any, Protocol
 
 from yarl import URL
@@ -344,3 +347,35 @@ class CursorWalks:
         while len(self._walks) > self._max:
             self._walks.popitem(last=False)
         return rows
+
+
+def merged(fetches: Sequence[Fetch], key: Callable[[Row], Any], descending: bool = False) -> Fetch:
+    """Several lists of one kind of record, each sorted by ``key``, as one ``Fetch`` in that
+    order (Kommo keeps its notes in a list per parent type). The first call reads a batch of
+    each list; a later one reads the next batch of the lists it served to their last record
+    read (as a rule one) and serves what no record still unread can precede. The token holds
+    each list's own token and its records read but not served yet, as JSON: CursorWalks keeps
+    it in memory, no client sees it. A failed call changes no token given. One list is itself."""
+    if len(fetches) == 1:
+        return fetches[0]
+
+    async def fetch(token: str | None) -> tuple[list[Row], str | None]:
+        lists = json.loads(token) if token else [[[], None, True] for _ in fetches]
+        state: list[tuple[list[Row], str | None, bool]] = []
+        for (held, following, more), one in zip(lists, fetches, strict=True):
+            while not held and more:  # more: a batch to read (the first, or after following)
+                held, following = await one(following)
+                more = following is not None
+            state.append((held, following, more))
+        bounds = [key(held[-1]) for held, _, more in state if more]
+        bound = (max if descending else min)(bounds) if bounds else None
+
+        def served(row: Row) -> bool:
+            return bound is None or (key(row) >= bound if descending else key(row) <= bound)
+
+        parts = [list(takewhile(served, held)) for held, _, _ in state]
+        rows = list(heapq.merge(*parts, key=key, reverse=descending))
+        left = [[h[len(p) :], f, m] for (h, f, m), p in zip(state, parts, strict=True)]
+        return rows, json.dumps(left) if any(h or m for h, _, m in left) else None
+
+    return fetch

@@ -2,10 +2,11 @@
 the entity maps see them: one column per object, ``<lookup>.<object>`` (``What_Id.Deals``), which
 holds the linked record's id where the lookup points to that object and null in the others.
 
-A lookup's value is an object with the linked record's ``id``; the object it points to is named
-beside it, in a field of the record (``object_field``), or inside it (``object_in``). Reading
-makes the per-object columns, a describe adds them to the lookup's field, and writing puts them
-back in the CRM's shape.
+A lookup's value is an object with the linked record's ``id`` (or, ``bare``, the id itself); the
+object it points to is named beside it, in a field of the record (``object_field``, by its name
+or its ``codes`` entry: Bitrix24's OWNER_TYPE_ID 3 is a contact), or inside it (``object_in``).
+Reading makes the per-object columns, a describe adds them to the lookup's field, and writing
+puts them back in the CRM's shape.
 """
 
 from __future__ import annotations
@@ -51,9 +52,15 @@ def read(table: Table, record: Mapping[str, Any]) -> dict[str, Any]:
         else:
             said = select(value, lookup.object_in, strict=True)
         flat |= {f"{column}.{target}": None for target in lookup.targets}
+        named = {code: target for target, code in lookup.codes.items()}
         target = next(iter(said), None)
-        if isinstance(value, dict) and value.get("id") and isinstance(target, str):
-            flat[f"{column}.{target}"] = str(value["id"])
+        target = named.get(str(target), target)
+        if lookup.bare:  # an id of 0 links nothing (Bitrix24's unset OWNER_ID)
+            linked = value if isinstance(value, (str, int)) and str(value) != "0" else None
+        else:
+            linked = value.get("id") if isinstance(value, dict) else None
+        if linked and isinstance(target, str):
+            flat[f"{column}.{target}"] = str(linked)
     return flat
 
 
@@ -96,8 +103,10 @@ def write(table: Table, values: Mapping[str, Any]) -> dict[str, Any]:
         if len(chosen) > 1:
             raise NotValid(f"{base}: one related record only", (base,))
         lookup = table[base]
-        said = chosen[0][0] if chosen else None
-        link = {"id": str(chosen[0][1])} if chosen else None
+        said = lookup.codes.get(chosen[0][0], chosen[0][0]) if chosen else None
+        link: Any = None
+        if chosen:
+            link = str(chosen[0][1]) if lookup.bare else {"id": str(chosen[0][1])}
         if lookup.object_field:
             out[base], out[lookup.object_field] = link, said
             continue

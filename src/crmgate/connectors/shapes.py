@@ -4,6 +4,7 @@ read (never a TypeError further on, never a 500)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from crmgate.connectors.errors import CrmUnavailable
@@ -58,3 +59,15 @@ def integer(value: Any, crm: str, what: str = "a count") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise unexpected(crm, what)
     return value
+
+
+def first(record: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The first object of ``record``'s list ``key``; {} where there is none (a Google person's
+    names, organizations: the first entry of each is the one shown)."""
+    items = record.get(key)
+    return items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+
+
+def kept(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` without its None values: a value the CRM does not have is left out, not null."""
+    return {key: value for key, value in row.items() if value is not None}

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from crmgate.contract.coverage import load_reference
 from crmgate.contract.shape import ABSENT
 from crmgate.contract.shape import text as contract_text
-from crmgate.query import QueryError
+from crmgate.query import Condition, QueryError
 
 if TYPE_CHECKING:
     from crmgate.model.objects import ObjectInfo
@@ -91,6 +91,9 @@ class EntityMap(BaseModel):
     # Native values a create sends when the client gives none ("now": the current time), for
     # fields a CRM requires that the contract does not (HubSpot's hs_timestamp).
     defaults: dict[str, str | int | bool] = Field(default_factory=dict)
+    # Relations one of which every list and count must filter by (``relation.<name> eq``): the
+    # CRM lists these records only per parent record (Bitrix24's timeline comments).
+    list_by: tuple[str, ...] = ()
     id_prefixes: dict[str, str] = Field(default_factory=dict)  # from the platform descriptor
     # Filled at run time from the CRM's describe (see bind): native fields shown under their own
     # names (custom fields; every field of a generic object) and the native type of each field.
@@ -107,7 +110,19 @@ class EntityMap(BaseModel):
             unknown = sorted(set(self.fields) - set(schema))
             if unknown:
                 raise ValueError(f"{self.entity}: not fields of the contract: {unknown}")
+        if set(self.list_by) - set(self.relations):
+            raise ValueError(f"{self.entity}: list_by names relations it does not have")
         return self
+
+    def parent_wanted(self, conditions: Iterable[Condition]) -> str:
+        """What a list or count of an entity listed per parent (``list_by``) must filter by,
+        where ``conditions`` do not; "" where they do, or it is listed whole."""
+        parents = [f"relation.{name}" for name in self.list_by]
+        if not parents or any(
+            c.field in parents and c.op == "eq" and c.value is not None for c in conditions
+        ):
+            return ""
+        return " or ".join(f"{parent} eq '<id>'" for parent in parents)
 
     def on_create(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """``values`` (native) with the map's defaults for what they leave out, and its match."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -93,6 +93,9 @@ class NewAccount:
     user: UserView
     key: IssuedKey
 
+
+# More to write in the transaction that creates a user, once the user row is flushed.
+AlsoWrite = Callable[[AsyncSession, User], Awaitable[None]]
 
 # Fields that filters and sorts may name, the column behind each and the kind of value.
 _USER_FIELDS: dict[str, FieldSpec] = {
@@ -226,12 +229,17 @@ class AccountStore:
             )
         return issued
 
-    async def revoke_keys(self, user_id: str, organisation_id: str | None = None) -> int:
+    async def revoke_keys(
+        self, user_id: str, organisation_id: str | None = None, *, kind: KeyKind | None = None
+    ) -> int:
+        """Revoke the user's keys: every one, or those of one ``kind`` (the portal's "revoke my
+        key" leaves the restricted keys, which have their own life)."""
         async with self._sessions.begin() as session:
             user = await self._user_row(session, user_id, organisation_id, lock=True)
+            which = () if kind is None else (ApiKey.kind == kind.value,)
             result = await session.execute(
                 update(ApiKey)
-                .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+                .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None), *which)
                 .values(revoked_at=utcnow())
             )
             count = int(result.rowcount)  # type: ignore[attr-defined]
@@ -241,7 +249,11 @@ class AccountStore:
 
     # ---- organisations and users --------------------------------------------------------------
 
-    async def create_account(self, name: str, admin_name: str, admin_email: str) -> NewAccount:
+    async def create_account(
+        self, name: str, admin_name: str, admin_email: str, also: AlsoWrite | None = None
+    ) -> NewAccount:
+        """A new organisation, its admin and the admin's key; ``also`` writes more in the same
+        transaction (the portal's sign-in row): all of it commits, or none."""
         now = utcnow()
         async with self._sessions.begin() as session:
             organisation = Organisation(id=new_id("org"), name=name, created_at=now)
@@ -249,6 +261,8 @@ class AccountStore:
             user = self._new_user(organisation.id, admin_name, admin_email, None, Role.ADMIN, now)
             session.add(user)
             await session.flush()
+            if also is not None:
+                await also(session, user)
             key = self._issue(session, user, now)
             await self._record(
                 session,
@@ -314,6 +328,7 @@ class AccountStore:
         phone: str | None = None,
         role: Role = Role.MEMBER,
         status: UserStatus = UserStatus.ACTIVE,
+        also: AlsoWrite | None = None,
     ) -> tuple[UserView, IssuedKey]:
         now = utcnow()
         async with self._sessions.begin() as session:
@@ -324,6 +339,8 @@ class AccountStore:
             user.status = status.value
             session.add(user)
             await _flush_user(session)
+            if also is not None:
+                await also(session, user)
             key = self._issue(session, user, now)
             await self._record(session, "user.created", organisation_id, user.id, role=user.role)
             await self._record(session, "key.created", organisation_id, user.id, key=key.hint)

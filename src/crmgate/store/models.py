@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -70,6 +71,8 @@ class Organisation(Base):
     # an UPDATE of this row is a portable row lock on PostgreSQL and SQLite alike.
     version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # set by an admin in the portal: every member signs in with a second factor
+    require_two_factor: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class User(Base):
@@ -238,3 +241,148 @@ class CacheInvalidationHead(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
+
+
+class UsageCounter(Base):
+    """Requests per organisation, UTC day and application ("" for calls that reach none): how
+    many, how many failed (an answer of 400 or more) and how many a rate limit refused. The
+    portal's usage charts read them."""
+
+    __tablename__ = "usage_counters"
+
+    organisation_id: Mapped[str] = mapped_column(
+        ForeignKey("organisations.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    application_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    limited: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# ---- the developer portal (crmgate/portal/) -------------------------------------------------
+
+
+class PortalLogin(Base):
+    """How a user signs in to the portal: an e-mail address unique across organisations, an
+    argon2id password hash and, once enrolled, a TOTP seed sealed by the vault."""
+
+    __tablename__ = "portal_logins"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased
+    password_hash: Mapped[str] = mapped_column(String(200))
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    totp_key_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    totp_seed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # the last time step a code was accepted for: an older or equal one is a replay
+    totp_last_step: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PortalRecoveryCode(Base):
+    """A single-use recovery code, kept as its HMAC-SHA256 digest under the server pepper."""
+
+    __tablename__ = "portal_recovery_codes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class PortalPasskey(Base):
+    """A WebAuthn credential registered as a second factor."""
+
+    __tablename__ = "portal_passkeys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    credential_id: Mapped[bytes] = mapped_column(LargeBinary(1024), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str] = mapped_column(String(100))
+    transports: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class PortalSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is kept here.
+    ``level`` is "partial" between the password and the second factor, then "full"."""
+
+    __tablename__ = "portal_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    level: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # the last time the user proved who they are (password and second factor): sensitive
+    # changes need it recent
+    signed_in_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # absolute timeout
+    address: Mapped[str | None] = mapped_column(String(64), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(200), default=None)
+    # a pending ceremony's state (a WebAuthn challenge, a TOTP seed being enrolled, sealed)
+    pending: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    pending_key_version: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class PortalInvitation(Base):
+    """An invitation by e-mail into an organisation with a role; its link's token is kept as
+    a SHA-256 digest and works once, until it expires."""
+
+    __tablename__ = "portal_invitations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    organisation_id: Mapped[str] = mapped_column(
+        ForeignKey("organisations.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16))
+    invited_by: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class PortalPasswordReset(Base):
+    """A password reset link sent by e-mail: single-use, short-lived, kept as a digest."""
+
+    __tablename__ = "portal_password_resets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class ConnectLink(Base):
+    """A link an organisation sends its own customer to connect a CRM without an account:
+    single-use, expiring, limited to a list of platforms; kept as a digest of its token."""
+
+    __tablename__ = "connect_links"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    organisation_id: Mapped[str] = mapped_column(
+        ForeignKey("organisations.id", ondelete="CASCADE"), index=True
+    )
+    created_by: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    platforms: Mapped[str] = mapped_column(Text)  # JSON list of platform types
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    application_key: Mapped[str | None] = mapped_column(String(40), default=None)

@@ -21,6 +21,7 @@ from crmgate.api.responses import JSONResponse
 from crmgate.api.routes.users import ERRORS
 from crmgate.api.schemas import Count, Timestamp
 from crmgate.contract.shape import without_nulls
+from crmgate.security.keys import IssuedKey
 from crmgate.security.scopes import (
     ANY_ENTITY,
     DEFAULT_GATEWAY,
@@ -30,6 +31,7 @@ from crmgate.security.scopes import (
     networks,
     permissions,
 )
+from crmgate.store.accounts import Principal
 from crmgate.store.restricted_keys import RestrictedKeyStore, RestrictedKeyView
 
 router = APIRouter(prefix="/v1/key", tags=["crmgate"], responses=ERRORS)
@@ -203,6 +205,16 @@ async def create_key(
     """Issue a key for a user of the organisation (admins only), limited to the scope given.
     The key (``user_key``) is in this answer only. It acts as its user, within its scope. From
     a restricted key (granted ``key:create``): a key of its own user, within its own scope."""
+    view, issued = await issue(_store(request), principal, body)
+    return JSONResponse({**rendered(view), "user_key": issued.secret}, status_code=201)
+
+
+async def issue(
+    store: RestrictedKeyStore, principal: Principal, body: RestrictedKeyCreate
+) -> tuple[RestrictedKeyView, IssuedKey]:
+    """Issue the key ``body`` asks for, once ``principal`` may issue keys at all: within the
+    issuer's own scope when a restricted key issues it. The portal's form issues through here
+    too, so both refuse the same keys with the same words."""
     issuer = principal.scope
     scope = body.scope(issuer)
     if issuer is not None:
@@ -211,13 +223,9 @@ async def create_key(
         exceeds = issuer.delegation_exceeds(scope)
         if exceeds is not None:
             raise ApiError(403, "NOT_ALLOWED", f"a key cannot grant what it lacks: {exceeds}")
-    view, issued = await _store(request).create(
-        principal.organisation_id,
-        body.user or principal.user_id,
-        scope,
-        body.description,
+    return await store.create(
+        principal.organisation_id, body.user or principal.user_id, scope, body.description
     )
-    return JSONResponse({**rendered(view), "user_key": issued.secret}, status_code=201)
 
 
 @router.get(

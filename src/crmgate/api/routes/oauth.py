@@ -65,10 +65,19 @@ async def authorize(
             max_length=300,
         ),
     ] = None,
+    entities: Annotated[
+        str | None,
+        Query(
+            description="Comma-separated unified entities (contact,task): only their scopes are "
+            "asked, with those granted before kept (incremental authorization), where the "
+            "platform has scopes per entity (Google)",
+            max_length=500,
+        ),
+    ] = None,
 ) -> Response:
     """Sends the browser to the CRM with a single-use state bound to it by a cookie, and PKCE."""
     flows = _flows(request)
-    started = await flows.begin(platform, redirect, session, instance_url)
+    started = await flows.begin(platform, redirect, session, instance_url, entities)
     response = _redirect(started.location)
     response.set_cookie(
         started.cookie_name,
