@@ -35,6 +35,7 @@ from crmgate.settings import Settings
 from crmgate.store.accounts import Role
 from crmgate.store.db import for_writing
 from crmgate.store.models import Application, AuditEvent, ConnectLink, UsageCounter, utcnow
+from crmgate.store.usage import application_digest
 
 CLIENT_ID = "crmgate-portal-client"
 CLIENT_SECRET = "portal-secret-" + secrets.token_hex(8)
@@ -445,7 +446,7 @@ def test_the_page_says_which_applications_are_expired_or_failing(site: Site) -> 
                         {
                             "organisation_id": org,
                             "day": day,
-                            "application_key": failing,
+                            "application_key": application_digest(failing),
                             "requests": 10,
                             "errors": 7,
                             "limited": 0,
