@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
@@ -61,7 +61,7 @@ class Login:
     """What a sign-in checks: the stored hash (a secret's digest, never shown) and the user."""
 
     user: PortalUser
-    password_hash: str
+    password_hash: str = field(repr=False)
 
 
 def normal_email(email: str) -> str:
@@ -142,7 +142,7 @@ class Logins:
 
     # ---- creating -----------------------------------------------------------------------------
 
-    def _login_writer(self, email: str, password_hash: str):  # type: ignore[no-untyped-def]
+    def _login_writer(self, email: str, password_hash: str) -> AlsoWrite:
         async def write(session: AsyncSession, user: User) -> None:
             session.add(
                 PortalLogin(user_id=user.id, email=normal_email(email), password_hash=password_hash)
@@ -178,10 +178,10 @@ class Logins:
     ) -> tuple[PortalUser, IssuedKey]:
         """A new member of an existing organisation (an accepted invitation); ``also`` writes
         more in the same transaction (the invitation, spent)."""
-        login = self._login_writer(email, password_hash)
+        write_login = self._login_writer(email, password_hash)
 
         async def write(session: AsyncSession, user: User) -> None:
-            await login(session, user)
+            await write_login(session, user)
             if also is not None:
                 await also(session, user)
 
